@@ -1,0 +1,146 @@
+//! Topic Names and Topic Filters (section 4.7) and Shared Subscriptions (section 4.8.2).
+
+use super::error::TopicError;
+
+const MAX_TOPIC_LEN: usize = 65_535;
+const SHARE_PREFIX: &str = "$share/";
+
+fn check_common(topic: &str) -> Result<(), TopicError> {
+    if topic.is_empty() {
+        return Err(TopicError::Empty);
+    }
+    if topic.len() > MAX_TOPIC_LEN {
+        return Err(TopicError::TooLong(topic.len()));
+    }
+    if topic.contains('\0') {
+        return Err(TopicError::NullCharacter);
+    }
+    Ok(())
+}
+
+/// Checks a Topic Name, the topic a PUBLISH is sent to: at least one character, at most
+/// 65,535 bytes, no U+0000 and no wildcard.
+pub fn validate_topic_name(topic: &str) -> Result<(), TopicError> {
+    check_common(topic)?;
+    if topic.contains(['+', '#']) {
+        return Err(TopicError::WildcardInName);
+    }
+    Ok(())
+}
+
+/// Checks a Topic Filter, what a SUBSCRIBE or UNSUBSCRIBE names: the rules of a Topic Name,
+/// except that `+` may fill a whole level and `#` may fill the last one; a `$share/ShareName/`
+/// prefix must name a non-empty ShareName without wildcards, followed by a valid filter.
+pub fn validate_topic_filter(filter: &str) -> Result<(), TopicError> {
+    check_common(filter)?;
+    let filter = match filter.strip_prefix(SHARE_PREFIX) {
+        Some(shared) => {
+            let (share_name, rest) = shared
+                .split_once('/')
+                .ok_or(TopicError::SharedWithoutFilter)?;
+            if share_name.is_empty() || share_name.contains(['+', '#']) {
+                return Err(TopicError::InvalidShareName);
+            }
+            if rest.is_empty() {
+                return Err(TopicError::SharedWithoutFilter);
+            }
+            rest
+        }
+        None => filter,
+    };
+    let mut levels = filter.split('/').peekable();
+    while let Some(level) = levels.next() {
+        let is_last = levels.peek().is_none();
+        if level.contains('#') && (level != "#" || !is_last) {
+            return Err(TopicError::MultiLevelWildcardPlacement);
+        }
+        if level.contains('+') && level != "+" {
+            return Err(TopicError::SingleLevelWildcardPlacement);
+        }
+    }
+    Ok(())
+}
+
+/// Whether `filter` names a Shared Subscription (`$share/ShareName/filter`).
+pub fn is_shared_subscription(filter: &str) -> bool {
+    filter.starts_with(SHARE_PREFIX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_names() {
+        for ok in ["a", "/", "a/b", "/a/", "$SYS/x", "sport/tennis/player1", " ", "\u{FEFF}"] {
+            assert_eq!(validate_topic_name(ok), Ok(()), "{ok:?}");
+        }
+        assert_eq!(validate_topic_name(""), Err(TopicError::Empty));
+        assert_eq!(validate_topic_name("a/+"), Err(TopicError::WildcardInName));
+        assert_eq!(validate_topic_name("#"), Err(TopicError::WildcardInName));
+        assert_eq!(validate_topic_name("a\0b"), Err(TopicError::NullCharacter));
+        let long = "x".repeat(65_536);
+        assert_eq!(validate_topic_name(&long), Err(TopicError::TooLong(65_536)));
+        assert_eq!(validate_topic_name(&long[1..]), Ok(()));
+    }
+
+    #[test]
+    fn topic_filters_section_4_7_1() {
+        for ok in [
+            "#", "+", "+/+", "/+", "+/", "sport/#", "sport/tennis/#", "sport/+/player1",
+            "+/tennis/#", "a//b", "$SYS/#",
+        ] {
+            assert_eq!(validate_topic_filter(ok), Ok(()), "{ok:?}");
+        }
+        for bad in ["sport/tennis#", "sport/tennis/#/ranking", "#/", "a/#b", "##"] {
+            assert_eq!(
+                validate_topic_filter(bad),
+                Err(TopicError::MultiLevelWildcardPlacement),
+                "{bad:?}"
+            );
+        }
+        for bad in ["sport+", "sport/+tennis", "++"] {
+            assert_eq!(
+                validate_topic_filter(bad),
+                Err(TopicError::SingleLevelWildcardPlacement),
+                "{bad:?}"
+            );
+        }
+        assert_eq!(validate_topic_filter(""), Err(TopicError::Empty));
+    }
+
+    #[test]
+    fn shared_subscriptions_section_4_8_2() {
+        assert_eq!(validate_topic_filter("$share/g/a/b"), Ok(()));
+        assert_eq!(validate_topic_filter("$share/g/#"), Ok(()));
+        assert_eq!(validate_topic_filter("$share/g//"), Ok(()));
+        assert_eq!(
+            validate_topic_filter("$share//a"),
+            Err(TopicError::InvalidShareName)
+        );
+        assert_eq!(
+            validate_topic_filter("$share/+/a"),
+            Err(TopicError::InvalidShareName)
+        );
+        assert_eq!(
+            validate_topic_filter("$share/g#/a"),
+            Err(TopicError::InvalidShareName)
+        );
+        assert_eq!(
+            validate_topic_filter("$share/g"),
+            Err(TopicError::SharedWithoutFilter)
+        );
+        assert_eq!(
+            validate_topic_filter("$share/g/"),
+            Err(TopicError::SharedWithoutFilter)
+        );
+        assert_eq!(
+            validate_topic_filter("$share/g/a+"),
+            Err(TopicError::SingleLevelWildcardPlacement)
+        );
+        assert!(is_shared_subscription("$share/g/a"));
+        assert!(!is_shared_subscription("$SHARE/g/a"));
+        // "$share" alone or "$sharex/..." is an ordinary filter.
+        assert_eq!(validate_topic_filter("$share"), Ok(()));
+    }
+}

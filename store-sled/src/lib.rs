@@ -1,0 +1,5 @@
+//! `SledStore`: the durable session store on sled 0.34.
+//!
+//! This crate is part of the workspace layout from the start; the store itself arrives with the
+//! `SessionStore` trait (see ARCHITECTURE.md, "Status").
+#![forbid(unsafe_code)]
