@@ -1,5 +1,12 @@
 //! Property tests of the codec: every valid packet survives encode → decode unchanged, and no
 //! input, however broken, makes the decoder panic or lose its place.
+// Test code: a broken expectation should stop the run loudly.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 mod support;
 

@@ -4,6 +4,13 @@
 //!
 //! A counting global allocator measures every allocation made while decoding. This binary has
 //! a single test so that no other test allocates at the same time.
+// Test code: a broken expectation should stop the run loudly.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 mod support;
 
@@ -98,5 +105,8 @@ fn decoding_allocates_in_proportion_to_the_input_never_to_claimed_lengths() {
             Ok(())
         })
         .unwrap();
-    println!("worst allocated/input ratio for inputs of 64 bytes or more: {:.1}", worst_ratio.get());
+    println!(
+        "worst allocated/input ratio for inputs of 64 bytes or more: {:.1}",
+        worst_ratio.get()
+    );
 }

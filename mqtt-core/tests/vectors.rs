@@ -1,6 +1,13 @@
 //! Byte-exact vectors, written by hand from the layouts and figures of the MQTT v5.0
 //! specification, checked in both directions; then one vector per receiver rule, checking that
 //! the decoder refuses it with the right violation and reason code.
+// Test code: a broken expectation should stop the run loudly.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use bytes::{Bytes, BytesMut};
 use mqtt_core::packet::*;
@@ -45,7 +52,9 @@ fn protocol_error(wire: &[u8], violation: Violation) {
 
 fn refused_encode(packet: Packet, violation: Violation) {
     let mut buf = BytesMut::from(&b"keep"[..]);
-    let err = codec().encode(&packet, &mut buf).expect_err("must be refused");
+    let err = codec()
+        .encode(&packet, &mut buf)
+        .expect_err("must be refused");
     assert_eq!(err.violation, violation);
     assert_eq!(&buf[..], b"keep", "a refused packet wrote bytes");
 }
@@ -279,22 +288,10 @@ fn publish_flags_properties_and_alias() {
 #[test]
 fn publish_acknowledgements_short_and_long_forms() {
     // Success with no properties: the reason code is left out.
-    both_ways(
-        Packet::PubAck(PubAck::new(1)),
-        &[0x40, 0x02, 0x00, 0x01],
-    );
-    both_ways(
-        Packet::PubRec(PubAck::new(7)),
-        &[0x50, 0x02, 0x00, 0x07],
-    );
-    both_ways(
-        Packet::PubRel(PubAck::new(7)),
-        &[0x62, 0x02, 0x00, 0x07],
-    );
-    both_ways(
-        Packet::PubComp(PubAck::new(7)),
-        &[0x70, 0x02, 0x00, 0x07],
-    );
+    both_ways(Packet::PubAck(PubAck::new(1)), &[0x40, 0x02, 0x00, 0x01]);
+    both_ways(Packet::PubRec(PubAck::new(7)), &[0x50, 0x02, 0x00, 0x07]);
+    both_ways(Packet::PubRel(PubAck::new(7)), &[0x62, 0x02, 0x00, 0x07]);
+    both_ways(Packet::PubComp(PubAck::new(7)), &[0x70, 0x02, 0x00, 0x07]);
     // A reason code and no properties: the property length is left out.
     let mut ack = PubAck::new(1);
     ack.reason_code = ReasonCode::NoMatchingSubscribers;
@@ -308,10 +305,15 @@ fn publish_acknowledgements_short_and_long_forms() {
     rec.properties.reason_string = Some("no".into());
     both_ways(
         Packet::PubRec(rec),
-        &[0x50, 0x09, 0x00, 0x02, 0x97, 0x05, 0x1F, 0x00, 0x02, b'n', b'o'],
+        &[
+            0x50, 0x09, 0x00, 0x02, 0x97, 0x05, 0x1F, 0x00, 0x02, b'n', b'o',
+        ],
     );
     // Success with an explicit reason code and empty properties decodes like the short form.
-    decodes_to(&[0x70, 0x04, 0x00, 0x07, 0x00, 0x00], Packet::PubComp(PubAck::new(7)));
+    decodes_to(
+        &[0x70, 0x04, 0x00, 0x07, 0x00, 0x00],
+        Packet::PubComp(PubAck::new(7)),
+    );
 }
 
 #[test]
@@ -483,13 +485,13 @@ fn payload_is_a_slice_of_the_input_not_a_copy() {
 #[test]
 fn mqtt_2_1_3_1_reserved_flag_bits() {
     for (first, expected) in [
-        (0x11u8, 0u8), // CONNECT
+        (0x11u8, 0u8),  // CONNECT
         (0x60, 0b0010), // PUBREL with 0000 [MQTT-3.6.1-1]
         (0x80, 0b0010), // SUBSCRIBE [MQTT-3.8.1-1]
         (0xA3, 0b0010), // UNSUBSCRIBE [MQTT-3.10.1-1]
         (0xC1, 0),
-        (0xE8, 0),      // DISCONNECT [MQTT-3.14.1-1]
-        (0xF2, 0),      // AUTH [MQTT-3.15.1-1]
+        (0xE8, 0), // DISCONNECT [MQTT-3.14.1-1]
+        (0xF2, 0), // AUTH [MQTT-3.15.1-1]
     ] {
         malformed(
             &[first, 0x00],
@@ -653,7 +655,9 @@ fn unknown_property_is_malformed() {
 fn property_not_allowed_on_packet() {
     // Session Expiry Interval on PUBLISH.
     protocol_error(
-        &[0x30, 0x09, 0x00, 0x01, b't', 0x05, 0x11, 0x00, 0x00, 0x00, 0x01],
+        &[
+            0x30, 0x09, 0x00, 0x01, b't', 0x05, 0x11, 0x00, 0x00, 0x00, 0x01,
+        ],
         Violation::PropertyNotAllowed {
             property: PropertyId::SessionExpiryInterval,
             packet: "PUBLISH",
@@ -669,7 +673,9 @@ fn property_not_allowed_on_packet() {
     );
     // Reason String on UNSUBSCRIBE.
     protocol_error(
-        &[0xA2, 0x0A, 0x00, 0x01, 0x04, 0x1F, 0x00, 0x01, b'x', 0x00, 0x01, b'a'],
+        &[
+            0xA2, 0x0A, 0x00, 0x01, 0x04, 0x1F, 0x00, 0x01, b'x', 0x00, 0x01, b'a',
+        ],
         Violation::PropertyNotAllowed {
             property: PropertyId::ReasonString,
             packet: "UNSUBSCRIBE",
@@ -691,14 +697,18 @@ fn property_twice_is_a_protocol_error() {
     );
     // Subscription Identifier twice on SUBSCRIBE (it may repeat only on PUBLISH).
     protocol_error(
-        &[0x82, 0x0A, 0x00, 0x01, 0x04, 0x0B, 0x01, 0x0B, 0x02, 0x00, 0x01, b'a', 0x00],
+        &[
+            0x82, 0x0A, 0x00, 0x01, 0x04, 0x0B, 0x01, 0x0B, 0x02, 0x00, 0x01, b'a', 0x00,
+        ],
         Violation::DuplicateProperty {
             property: PropertyId::SubscriptionIdentifier,
         },
     );
     // Receive Maximum twice on CONNACK.
     protocol_error(
-        &[0x20, 0x09, 0x00, 0x00, 0x06, 0x21, 0x00, 0x01, 0x21, 0x00, 0x02],
+        &[
+            0x20, 0x09, 0x00, 0x00, 0x06, 0x21, 0x00, 0x01, 0x21, 0x00, 0x02,
+        ],
         Violation::DuplicateProperty {
             property: PropertyId::ReceiveMaximum,
         },
@@ -941,10 +951,16 @@ fn maximum_packet_size_gives_its_own_error() {
     };
     let mut ok = BytesMut::from(&[0x30, 0x08, 0x00, 0x03, b'a', b'/', b'b', 0x00, b'h', b'i'][..]);
     assert!(matches!(codec.decode(&mut ok), Ok(Decoded::Packet(_))));
-    let mut big =
-        BytesMut::from(&[0x30, 0x09, 0x00, 0x03, b'a', b'/', b'b', 0x00, b'h', b'i', b'!'][..]);
+    let mut big = BytesMut::from(
+        &[
+            0x30, 0x09, 0x00, 0x03, b'a', b'/', b'b', 0x00, b'h', b'i', b'!',
+        ][..],
+    );
     let err = codec.decode(&mut big).unwrap_err();
-    assert_eq!(err.violation, Violation::PacketTooLarge { size: 11, max: 10 });
+    assert_eq!(
+        err.violation,
+        Violation::PacketTooLarge { size: 11, max: 10 }
+    );
     assert_eq!(err.reason_code(), ReasonCode::PacketTooLarge);
     assert!(err.to_string().contains("exceeds the Maximum Packet Size"));
 }
@@ -1091,7 +1107,10 @@ fn mqtt_3_2_2_15_encoder_respects_the_peers_maximum_packet_size() {
     let err = codec
         .encode(&Packet::Publish(Publish::new("a/b", "hi!")), &mut buf)
         .unwrap_err();
-    assert_eq!(err.violation, Violation::PacketTooLarge { size: 11, max: 10 });
+    assert_eq!(
+        err.violation,
+        Violation::PacketTooLarge { size: 11, max: 10 }
+    );
     assert_eq!(buf.len(), 10, "the refused packet wrote nothing");
 }
 

@@ -4,9 +4,9 @@ use bytes::Bytes;
 
 use super::error::Violation;
 use super::properties::{ConnAckProperties, ConnectProperties, WillProperties};
-use super::topic::validate_topic_name;
-use super::wire::{Encode, Reader, Sink, length_prefixed};
 use super::reason::{check_reason_code, read_reason_code};
+use super::topic::validate_topic_name;
+use super::wire::{Encode, Reader, Sink};
 use super::{PacketType, ProtocolVersion, QoS, ReasonCode};
 
 const PROTOCOL_NAME: &str = "MQTT";
@@ -109,10 +109,10 @@ impl Connect {
         s.u8(protocol.level());
         s.u8(self.flags());
         s.u16(self.keep_alive);
-        length_prefixed(s, "Property Length", &self.properties)?;
+        s.length_prefixed("Property Length", &self.properties)?;
         s.string("Client Identifier", &self.client_id)?;
         if let Some(will) = &self.will {
-            length_prefixed(s, "Will Property Length", &will.properties)?;
+            s.length_prefixed("Will Property Length", &will.properties)?;
             validate_topic_name(&will.topic).map_err(Violation::InvalidTopicName)?;
             s.string("Will Topic", &will.topic)?;
             s.binary("Will Payload", &will.payload)?;
@@ -236,6 +236,6 @@ impl Encode for ConnAck {
         self.check()?;
         s.u8(u8::from(self.session_present));
         s.u8(self.reason_code.value());
-        length_prefixed(s, "Property Length", &self.properties)
+        s.length_prefixed("Property Length", &self.properties)
     }
 }

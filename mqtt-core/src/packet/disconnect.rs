@@ -3,7 +3,7 @@
 use super::error::Violation;
 use super::properties::{AuthProperties, DisconnectProperties};
 use super::reason::{check_reason_code, read_reason_code};
-use super::wire::{Encode, Reader, Sink, length_prefixed};
+use super::wire::{Encode, Reader, Sink};
 use super::{PacketType, ReasonCode};
 
 /// DISCONNECT: the last packet on a connection, from either side.
@@ -53,7 +53,7 @@ impl Encode for Disconnect {
             return Ok(());
         }
         s.u8(self.reason_code.value());
-        length_prefixed(s, "Property Length", &self.properties)
+        s.length_prefixed("Property Length", &self.properties)
     }
 }
 
@@ -93,6 +93,6 @@ impl Encode for Auth {
             return Ok(());
         }
         s.u8(self.reason_code.value());
-        length_prefixed(s, "Property Length", &self.properties)
+        s.length_prefixed("Property Length", &self.properties)
     }
 }

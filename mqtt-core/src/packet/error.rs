@@ -131,7 +131,9 @@ pub enum Violation {
         packet: PacketType,
     },
     /// A QoS 0 PUBLISH was given a packet identifier.
-    #[error("a QoS 0 PUBLISH carries no packet identifier, but {packet_id} was given [MQTT-2.2.1-2]")]
+    #[error(
+        "a QoS 0 PUBLISH carries no packet identifier, but {packet_id} was given [MQTT-2.2.1-2]"
+    )]
     PacketIdOnQos0 {
         /// The identifier given.
         packet_id: u16,
@@ -258,7 +260,9 @@ pub enum TopicError {
     #[error("+ must occupy a whole level [MQTT-4.7.1-2]")]
     SingleLevelWildcardPlacement,
     /// A `$share/` filter whose ShareName is empty or holds `+` or `#`.
-    #[error("the ShareName of a $share/ filter must be non-empty and hold no + or # [MQTT-4.8.2-1]")]
+    #[error(
+        "the ShareName of a $share/ filter must be non-empty and hold no + or # [MQTT-4.8.2-1]"
+    )]
     InvalidShareName,
     /// A `$share/{ShareName}` filter with no `/` and Topic Filter after the ShareName.
     #[error("a $share/ filter needs a / and a Topic Filter after the ShareName [MQTT-4.8.2-2]")]

@@ -477,7 +477,10 @@ mod tests {
         let err = codec.decode(&mut buf).unwrap_err();
         assert_eq!(
             err.violation,
-            Violation::PacketTooLarge { size: 203, max: 100 }
+            Violation::PacketTooLarge {
+                size: 203,
+                max: 100
+            }
         );
         assert_eq!(err.reason_code(), ReasonCode::PacketTooLarge);
     }

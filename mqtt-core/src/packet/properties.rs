@@ -232,18 +232,14 @@ impl Property {
                 Self::AuthenticationMethod(r.string("Authentication Method")?)
             }
             Id::AuthenticationData => Self::AuthenticationData(r.binary("Authentication Data")?),
-            Id::RequestProblemInformation => Self::RequestProblemInformation(flag(
-                id,
-                r.u8("Request Problem Information")?,
-            )?),
-            Id::WillDelayInterval => Self::WillDelayInterval(r.u32("Will Delay Interval")?),
-            Id::RequestResponseInformation => Self::RequestResponseInformation(flag(
-                id,
-                r.u8("Request Response Information")?,
-            )?),
-            Id::ResponseInformation => {
-                Self::ResponseInformation(r.string("Response Information")?)
+            Id::RequestProblemInformation => {
+                Self::RequestProblemInformation(flag(id, r.u8("Request Problem Information")?)?)
             }
+            Id::WillDelayInterval => Self::WillDelayInterval(r.u32("Will Delay Interval")?),
+            Id::RequestResponseInformation => {
+                Self::RequestResponseInformation(flag(id, r.u8("Request Response Information")?)?)
+            }
+            Id::ResponseInformation => Self::ResponseInformation(r.string("Response Information")?),
             Id::ServerReference => Self::ServerReference(r.string("Server Reference")?),
             Id::ReasonString => Self::ReasonString(r.string("Reason String")?),
             Id::ReceiveMaximum => {
@@ -262,9 +258,7 @@ impl Property {
                     ));
                 }
             },
-            Id::RetainAvailable => {
-                Self::RetainAvailable(flag(id, r.u8("Retain Available")?)?)
-            }
+            Id::RetainAvailable => Self::RetainAvailable(flag(id, r.u8("Retain Available")?)?),
             Id::UserProperty => {
                 let name = r.string("User Property name")?;
                 let value = r.string("User Property value")?;
@@ -281,10 +275,9 @@ impl Property {
                 id,
                 r.u8("Subscription Identifier Available")?,
             )?),
-            Id::SharedSubscriptionAvailable => Self::SharedSubscriptionAvailable(flag(
-                id,
-                r.u8("Shared Subscription Available")?,
-            )?),
+            Id::SharedSubscriptionAvailable => {
+                Self::SharedSubscriptionAvailable(flag(id, r.u8("Shared Subscription Available")?)?)
+            }
         })
     }
 
@@ -482,9 +475,7 @@ impl ConnectProperties {
                 Property::ReceiveMaximum(v) => p.receive_maximum = Some(v),
                 Property::MaximumPacketSize(v) => p.maximum_packet_size = Some(v),
                 Property::TopicAliasMaximum(v) => p.topic_alias_maximum = Some(v),
-                Property::RequestResponseInformation(v) => {
-                    p.request_response_information = Some(v)
-                }
+                Property::RequestResponseInformation(v) => p.request_response_information = Some(v),
                 Property::RequestProblemInformation(v) => p.request_problem_information = Some(v),
                 Property::User(v) => p.user_properties.push(v),
                 Property::AuthenticationMethod(v) => p.authentication_method = Some(v),
@@ -577,7 +568,11 @@ impl Encode for WillProperties {
             self.payload_format_indicator.map(|f| f as u8),
         );
         s.prop_u32(Id::MessageExpiryInterval, self.message_expiry_interval);
-        s.prop_string(Id::ContentType, "Content Type", self.content_type.as_deref())?;
+        s.prop_string(
+            Id::ContentType,
+            "Content Type",
+            self.content_type.as_deref(),
+        )?;
         if let Some(topic) = &self.response_topic {
             response_topic(topic)?;
         }
@@ -799,7 +794,11 @@ impl Encode for PublishProperties {
             s.u8(Id::SubscriptionIdentifier as u8);
             s.varint("Subscription Identifier", subscription_identifier(id)?)?;
         }
-        s.prop_string(Id::ContentType, "Content Type", self.content_type.as_deref())
+        s.prop_string(
+            Id::ContentType,
+            "Content Type",
+            self.content_type.as_deref(),
+        )
     }
 }
 

@@ -7,7 +7,7 @@ use super::error::Violation;
 use super::properties::{AckProperties, PublishProperties};
 use super::reason::{check_reason_code, read_reason_code};
 use super::topic::validate_topic_name;
-use super::wire::{Encode, Reader, Sink, length_prefixed};
+use super::wire::{Encode, Reader, Sink};
 use super::{PacketType, QoS, ReasonCode};
 
 /// PUBLISH: an application message.
@@ -102,7 +102,7 @@ impl Encode for Publish {
         if self.qos != QoS::AtMostOnce {
             s.u16(non_zero_packet_id(self.packet_id, PacketType::Publish)?);
         }
-        length_prefixed(s, "Property Length", &self.properties)?;
+        s.length_prefixed("Property Length", &self.properties)?;
         s.put_slice(&self.payload);
         Ok(())
     }
@@ -147,7 +147,7 @@ impl PubAck {
             return Ok(());
         }
         s.u8(self.reason_code.value());
-        length_prefixed(s, "Property Length", &self.properties)
+        s.length_prefixed("Property Length", &self.properties)
     }
 
     pub(crate) fn decode(packet: PacketType, r: &mut Reader) -> Result<Self, Violation> {

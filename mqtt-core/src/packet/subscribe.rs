@@ -5,7 +5,7 @@ use super::properties::{AckProperties, SubscribeProperties, UnsubscribePropertie
 use super::publish::{non_zero_packet_id, read_packet_id};
 use super::reason::{check_reason_code, read_reason_code};
 use super::topic::{is_shared_subscription, validate_topic_filter};
-use super::wire::{Encode, Reader, Sink, length_prefixed};
+use super::wire::{Encode, Reader, Sink};
 use super::{PacketType, QoS, ReasonCode};
 
 /// When the server sends retained messages for a new subscription (section 3.8.3.1).
@@ -130,7 +130,7 @@ impl Encode for Subscribe {
             return Err(Violation::NoTopicFilters(PacketType::Subscribe));
         }
         s.u16(non_zero_packet_id(self.packet_id, PacketType::Subscribe)?);
-        length_prefixed(s, "Property Length", &self.properties)?;
+        s.length_prefixed("Property Length", &self.properties)?;
         for subscription in &self.subscriptions {
             subscription.check()?;
             s.string("Topic Filter", &subscription.filter)?;
@@ -177,11 +177,8 @@ impl Encode for Unsubscribe {
         if self.filters.is_empty() {
             return Err(Violation::NoTopicFilters(PacketType::Unsubscribe));
         }
-        s.u16(non_zero_packet_id(
-            self.packet_id,
-            PacketType::Unsubscribe,
-        )?);
-        length_prefixed(s, "Property Length", &self.properties)?;
+        s.u16(non_zero_packet_id(self.packet_id, PacketType::Unsubscribe)?);
+        s.length_prefixed("Property Length", &self.properties)?;
         for filter in &self.filters {
             validate_topic_filter(filter).map_err(Violation::InvalidTopicFilter)?;
             s.string("Topic Filter", filter)?;
@@ -241,7 +238,7 @@ fn encode_ack_list<S: Sink>(
         return Err(Violation::NoReasonCodes(packet));
     }
     s.u16(non_zero_packet_id(packet_id, packet)?);
-    length_prefixed(s, "Property Length", properties)?;
+    s.length_prefixed("Property Length", properties)?;
     for &code in reason_codes {
         check_reason_code(code, packet)?;
         s.u8(code.value());

@@ -5,15 +5,15 @@ use super::error::TopicError;
 const MAX_TOPIC_LEN: usize = 65_535;
 const SHARE_PREFIX: &str = "$share/";
 
-fn check_common(topic: &str) -> Result<(), TopicError> {
+// The checks scan bytes: '/', '+', '#' and NUL are ASCII, and UTF-8 never uses an ASCII byte
+// inside a multi-byte character, so a byte match is a character match.
+
+fn check_length(topic: &str) -> Result<(), TopicError> {
     if topic.is_empty() {
         return Err(TopicError::Empty);
     }
     if topic.len() > MAX_TOPIC_LEN {
         return Err(TopicError::TooLong(topic.len()));
-    }
-    if topic.contains('\0') {
-        return Err(TopicError::NullCharacter);
     }
     Ok(())
 }
@@ -21,9 +21,13 @@ fn check_common(topic: &str) -> Result<(), TopicError> {
 /// Checks a Topic Name, the topic a PUBLISH is sent to: at least one character, at most
 /// 65,535 bytes, no U+0000 and no wildcard.
 pub fn validate_topic_name(topic: &str) -> Result<(), TopicError> {
-    check_common(topic)?;
-    if topic.contains(['+', '#']) {
-        return Err(TopicError::WildcardInName);
+    check_length(topic)?;
+    for byte in topic.bytes() {
+        match byte {
+            0 => return Err(TopicError::NullCharacter),
+            b'+' | b'#' => return Err(TopicError::WildcardInName),
+            _ => {}
+        }
     }
     Ok(())
 }
@@ -32,12 +36,15 @@ pub fn validate_topic_name(topic: &str) -> Result<(), TopicError> {
 /// except that `+` may fill a whole level and `#` may fill the last one; a `$share/ShareName/`
 /// prefix must name a non-empty ShareName without wildcards, followed by a valid filter.
 pub fn validate_topic_filter(filter: &str) -> Result<(), TopicError> {
-    check_common(filter)?;
+    check_length(filter)?;
     let filter = match filter.strip_prefix(SHARE_PREFIX) {
         Some(shared) => {
             let (share_name, rest) = shared
                 .split_once('/')
                 .ok_or(TopicError::SharedWithoutFilter)?;
+            if share_name.contains('\0') {
+                return Err(TopicError::NullCharacter);
+            }
             if share_name.is_empty() || share_name.contains(['+', '#']) {
                 return Err(TopicError::InvalidShareName);
             }
@@ -48,15 +55,21 @@ pub fn validate_topic_filter(filter: &str) -> Result<(), TopicError> {
         }
         None => filter,
     };
-    let mut levels = filter.split('/').peekable();
-    while let Some(level) = levels.next() {
-        let is_last = levels.peek().is_none();
-        if level.contains('#') && (level != "#" || !is_last) {
-            return Err(TopicError::MultiLevelWildcardPlacement);
+    let bytes = filter.as_bytes();
+    let mut level_start = true;
+    for (i, &byte) in bytes.iter().enumerate() {
+        let next = bytes.get(i + 1).copied();
+        match byte {
+            0 => return Err(TopicError::NullCharacter),
+            b'#' if !level_start || next.is_some() => {
+                return Err(TopicError::MultiLevelWildcardPlacement);
+            }
+            b'+' if !level_start || next.is_some_and(|n| n != b'/') => {
+                return Err(TopicError::SingleLevelWildcardPlacement);
+            }
+            _ => {}
         }
-        if level.contains('+') && level != "+" {
-            return Err(TopicError::SingleLevelWildcardPlacement);
-        }
+        level_start = byte == b'/';
     }
     Ok(())
 }
@@ -72,7 +85,16 @@ mod tests {
 
     #[test]
     fn topic_names() {
-        for ok in ["a", "/", "a/b", "/a/", "$SYS/x", "sport/tennis/player1", " ", "\u{FEFF}"] {
+        for ok in [
+            "a",
+            "/",
+            "a/b",
+            "/a/",
+            "$SYS/x",
+            "sport/tennis/player1",
+            " ",
+            "\u{FEFF}",
+        ] {
             assert_eq!(validate_topic_name(ok), Ok(()), "{ok:?}");
         }
         assert_eq!(validate_topic_name(""), Err(TopicError::Empty));
@@ -87,12 +109,27 @@ mod tests {
     #[test]
     fn topic_filters_section_4_7_1() {
         for ok in [
-            "#", "+", "+/+", "/+", "+/", "sport/#", "sport/tennis/#", "sport/+/player1",
-            "+/tennis/#", "a//b", "$SYS/#",
+            "#",
+            "+",
+            "+/+",
+            "/+",
+            "+/",
+            "sport/#",
+            "sport/tennis/#",
+            "sport/+/player1",
+            "+/tennis/#",
+            "a//b",
+            "$SYS/#",
         ] {
             assert_eq!(validate_topic_filter(ok), Ok(()), "{ok:?}");
         }
-        for bad in ["sport/tennis#", "sport/tennis/#/ranking", "#/", "a/#b", "##"] {
+        for bad in [
+            "sport/tennis#",
+            "sport/tennis/#/ranking",
+            "#/",
+            "a/#b",
+            "##",
+        ] {
             assert_eq!(
                 validate_topic_filter(bad),
                 Err(TopicError::MultiLevelWildcardPlacement),
@@ -140,6 +177,14 @@ mod tests {
         );
         assert!(is_shared_subscription("$share/g/a"));
         assert!(!is_shared_subscription("$SHARE/g/a"));
+        assert_eq!(
+            validate_topic_filter("$share/a\0/b"),
+            Err(TopicError::NullCharacter)
+        );
+        assert_eq!(
+            validate_topic_filter("$share/a/b\0"),
+            Err(TopicError::NullCharacter)
+        );
         // "$share" alone or "$sharex/..." is an ordinary filter.
         assert_eq!(validate_topic_filter("$share"), Ok(()));
     }

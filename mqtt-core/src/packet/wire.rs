@@ -148,6 +148,27 @@ pub(crate) trait Sink {
         }
         self.binary(field, value.as_bytes())
     }
+
+    /// Writes `body` behind a Variable Byte Integer that gives its length.
+    fn length_prefixed<E: Encode>(&mut self, field: &'static str, body: &E) -> Result<(), Violation>
+    where
+        Self: Sized,
+    {
+        let len = prefix_value(field, body.encoded_len()?)?;
+        self.varint(field, len)?;
+        body.encode(self)
+    }
+}
+
+/// A length as a Variable Byte Integer value, refused above the largest one.
+fn prefix_value(field: &'static str, len: usize) -> Result<u32, Violation> {
+    u32::try_from(len)
+        .ok()
+        .filter(|&v| v <= MAX_VARINT)
+        .ok_or(Violation::VarintTooLarge {
+            field,
+            value: len as u64,
+        })
 }
 
 impl Sink for BytesMut {
@@ -163,6 +184,18 @@ pub(crate) struct Counter(pub usize);
 impl Sink for Counter {
     fn put_slice(&mut self, bytes: &[u8]) {
         self.0 += bytes.len();
+    }
+
+    // Counting the body once gives both the prefix and the body's size.
+    fn length_prefixed<E: Encode>(
+        &mut self,
+        field: &'static str,
+        body: &E,
+    ) -> Result<(), Violation> {
+        let len = body.encoded_len()?;
+        prefix_value(field, len)?;
+        self.0 += varint_len(len) + len;
+        Ok(())
     }
 }
 
@@ -188,21 +221,6 @@ pub(crate) trait Encode {
     }
 }
 
-/// Writes `body` behind a Variable Byte Integer that gives its length.
-pub(crate) fn length_prefixed<S: Sink, E: Encode>(
-    sink: &mut S,
-    field: &'static str,
-    body: &E,
-) -> Result<(), Violation> {
-    let len = body.encoded_len()?;
-    let len = u32::try_from(len).map_err(|_| Violation::VarintTooLarge {
-        field,
-        value: len as u64,
-    })?;
-    sink.varint(field, len)?;
-    body.encode(sink)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -223,7 +241,9 @@ mod tests {
         assert_eq!(varint_bytes(2_097_151), [0xFF, 0xFF, 0x7F]);
         assert_eq!(varint_bytes(2_097_152), [0x80, 0x80, 0x80, 0x01]);
         assert_eq!(varint_bytes(MAX_VARINT), [0xFF, 0xFF, 0xFF, 0x7F]);
-        for v in [0, 127, 128, 16_383, 16_384, 2_097_151, 2_097_152, MAX_VARINT] {
+        for v in [
+            0, 127, 128, 16_383, 16_384, 2_097_151, 2_097_152, MAX_VARINT,
+        ] {
             assert_eq!(varint_len(v as usize), varint_bytes(v).len());
         }
     }
@@ -247,19 +267,13 @@ mod tests {
     #[test]
     fn five_byte_varint_is_malformed() {
         let mut r = Reader::new(Bytes::from_static(&[0xFF, 0xFF, 0xFF, 0xFF, 0x7F]));
-        assert_eq!(
-            r.varint("x"),
-            Err(Violation::VarintTooLong { field: "x" })
-        );
+        assert_eq!(r.varint("x"), Err(Violation::VarintTooLong { field: "x" }));
     }
 
     #[test]
     fn strings_reject_null_and_surrogates() {
         let mut r = Reader::new(Bytes::from_static(&[0x00, 0x02, b'a', 0x00]));
-        assert_eq!(
-            r.string("s"),
-            Err(Violation::NullCharacter { field: "s" })
-        );
+        assert_eq!(r.string("s"), Err(Violation::NullCharacter { field: "s" }));
         // U+D800 encoded as if it were a scalar value: ED A0 80.
         let mut r = Reader::new(Bytes::from_static(&[0x00, 0x03, 0xED, 0xA0, 0x80]));
         assert_eq!(r.string("s"), Err(Violation::InvalidUtf8 { field: "s" }));

@@ -111,17 +111,19 @@ pub fn connect() -> impl Strategy<Value = Connect> {
         user_properties(),
         auth(),
     )
-        .prop_map(|(sei, rm, mps, tam, rri, rpi, up, (am, ad))| ConnectProperties {
-            session_expiry_interval: sei,
-            receive_maximum: rm,
-            maximum_packet_size: mps,
-            topic_alias_maximum: tam,
-            request_response_information: rri,
-            request_problem_information: rpi,
-            user_properties: up,
-            authentication_method: am,
-            authentication_data: ad,
-        });
+        .prop_map(
+            |(sei, rm, mps, tam, rri, rpi, up, (am, ad))| ConnectProperties {
+                session_expiry_interval: sei,
+                receive_maximum: rm,
+                maximum_packet_size: mps,
+                topic_alias_maximum: tam,
+                request_response_information: rri,
+                request_problem_information: rpi,
+                user_properties: up,
+                authentication_method: am,
+                authentication_data: ad,
+            },
+        );
     let will_properties = (
         option::of(any::<u32>()),
         option::of(payload_format()),
@@ -140,15 +142,20 @@ pub fn connect() -> impl Strategy<Value = Connect> {
             correlation_data: cd,
             user_properties: up,
         });
-    let will = (topic_name(), binary(), qos(), any::<bool>(), will_properties).prop_map(
-        |(topic, payload, qos, retain, properties)| Will {
+    let will = (
+        topic_name(),
+        binary(),
+        qos(),
+        any::<bool>(),
+        will_properties,
+    )
+        .prop_map(|(topic, payload, qos, retain, properties)| Will {
             topic,
             payload,
             qos,
             retain,
             properties,
-        },
-    );
+        });
     (
         any::<bool>(),
         any::<u16>(),
@@ -308,8 +315,8 @@ pub fn subscribe() -> impl Strategy<Value = Subscribe> {
             Just(RetainHandling::DoNotSend)
         ],
     );
-    let subscription = (topic_filter(), options).prop_map(|(filter, (qos, nl, rap, rh))| {
-        Subscription {
+    let subscription =
+        (topic_filter(), options).prop_map(|(filter, (qos, nl, rap, rh))| Subscription {
             options: SubscriptionOptions {
                 qos,
                 no_local: nl && !is_shared_subscription(&filter),
@@ -317,8 +324,7 @@ pub fn subscribe() -> impl Strategy<Value = Subscribe> {
                 retain_handling: rh,
             },
             filter,
-        }
-    });
+        });
     let properties = (option::of(subscription_id()), user_properties()).prop_map(
         |(subscription_identifier, user_properties)| SubscribeProperties {
             subscription_identifier,
@@ -383,23 +389,24 @@ pub fn disconnect() -> impl Strategy<Value = Disconnect> {
             user_properties: up,
             server_reference: sr,
         });
-    (reason_code_for(PacketType::Disconnect), properties).prop_map(
-        |(reason_code, properties)| Disconnect {
+    (reason_code_for(PacketType::Disconnect), properties).prop_map(|(reason_code, properties)| {
+        Disconnect {
             reason_code,
             properties,
-        },
-    )
+        }
+    })
 }
 
 pub fn auth_packet() -> impl Strategy<Value = Auth> {
-    let properties = (auth(), option::of(text()), user_properties()).prop_map(
-        |((am, ad), rs, up)| AuthProperties {
-            authentication_method: am,
-            authentication_data: ad,
-            reason_string: rs,
-            user_properties: up,
-        },
-    );
+    let properties =
+        (auth(), option::of(text()), user_properties()).prop_map(|((am, ad), rs, up)| {
+            AuthProperties {
+                authentication_method: am,
+                authentication_data: ad,
+                reason_string: rs,
+                user_properties: up,
+            }
+        });
     (reason_code_for(PacketType::Auth), properties).prop_map(|(reason_code, properties)| Auth {
         reason_code,
         properties,
