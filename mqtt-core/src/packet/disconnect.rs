@@ -2,7 +2,7 @@
 
 use super::error::Violation;
 use super::properties::{AuthProperties, DisconnectProperties};
-use super::reason::{check_reason_code, read_reason_code};
+use super::reason::{read_reason_tail, write_reason_tail};
 use super::wire::{Encode, Reader, Sink};
 use super::{PacketType, ReasonCode};
 
@@ -25,17 +25,8 @@ impl Disconnect {
     }
 
     pub(crate) fn decode(r: &mut Reader) -> Result<Self, Violation> {
-        // A Remaining Length of 0 means Normal disconnection; below 2, no properties.
-        let reason_code = if r.is_empty() {
-            ReasonCode::NORMAL_DISCONNECTION
-        } else {
-            read_reason_code(r, PacketType::Disconnect)?
-        };
-        let properties = if r.is_empty() {
-            DisconnectProperties::default()
-        } else {
-            DisconnectProperties::read(r)?
-        };
+        let (reason_code, properties) =
+            read_reason_tail(r, PacketType::Disconnect, DisconnectProperties::read)?;
         Ok(Self {
             reason_code,
             properties,
@@ -45,15 +36,13 @@ impl Disconnect {
 
 impl Encode for Disconnect {
     fn encode<S: Sink>(&self, s: &mut S) -> Result<(), Violation> {
-        check_reason_code(self.reason_code, PacketType::Disconnect)?;
-        if self.properties.is_empty() {
-            if self.reason_code != ReasonCode::NORMAL_DISCONNECTION {
-                s.u8(self.reason_code.value());
-            }
-            return Ok(());
-        }
-        s.u8(self.reason_code.value());
-        s.length_prefixed("Property Length", &self.properties)
+        write_reason_tail(
+            s,
+            PacketType::Disconnect,
+            self.reason_code,
+            &self.properties,
+            self.properties.is_empty(),
+        )
     }
 }
 
@@ -68,16 +57,8 @@ pub struct Auth {
 
 impl Auth {
     pub(crate) fn decode(r: &mut Reader) -> Result<Self, Violation> {
-        let reason_code = if r.is_empty() {
-            ReasonCode::Success
-        } else {
-            read_reason_code(r, PacketType::Auth)?
-        };
-        let properties = if r.is_empty() {
-            AuthProperties::default()
-        } else {
-            AuthProperties::read(r)?
-        };
+        let (reason_code, properties) =
+            read_reason_tail(r, PacketType::Auth, AuthProperties::read)?;
         Ok(Self {
             reason_code,
             properties,
@@ -87,12 +68,12 @@ impl Auth {
 
 impl Encode for Auth {
     fn encode<S: Sink>(&self, s: &mut S) -> Result<(), Violation> {
-        check_reason_code(self.reason_code, PacketType::Auth)?;
-        // Both may be left out only together, when Success carries no properties.
-        if self.reason_code == ReasonCode::Success && self.properties.is_empty() {
-            return Ok(());
-        }
-        s.u8(self.reason_code.value());
-        s.length_prefixed("Property Length", &self.properties)
+        write_reason_tail(
+            s,
+            PacketType::Auth,
+            self.reason_code,
+            &self.properties,
+            self.properties.is_empty(),
+        )
     }
 }

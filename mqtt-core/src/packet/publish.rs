@@ -5,7 +5,7 @@ use bytes::Bytes;
 
 use super::error::Violation;
 use super::properties::{AckProperties, PublishProperties};
-use super::reason::{check_reason_code, read_reason_code};
+use super::reason::{read_reason_tail, write_reason_tail};
 use super::topic::validate_topic_name;
 use super::wire::{Encode, Reader, Sink};
 use super::{PacketType, QoS, ReasonCode};
@@ -138,30 +138,20 @@ impl PubAck {
         packet: PacketType,
         s: &mut S,
     ) -> Result<(), Violation> {
-        check_reason_code(self.reason_code, packet)?;
         s.u16(non_zero_packet_id(self.packet_id, packet)?);
-        if self.properties.is_empty() {
-            if self.reason_code != ReasonCode::Success {
-                s.u8(self.reason_code.value());
-            }
-            return Ok(());
-        }
-        s.u8(self.reason_code.value());
-        s.length_prefixed("Property Length", &self.properties)
+        write_reason_tail(
+            s,
+            packet,
+            self.reason_code,
+            &self.properties,
+            self.properties.is_empty(),
+        )
     }
 
     pub(crate) fn decode(packet: PacketType, r: &mut Reader) -> Result<Self, Violation> {
         let packet_id = read_packet_id(r, packet)?;
-        let reason_code = if r.is_empty() {
-            ReasonCode::Success
-        } else {
-            read_reason_code(r, packet)?
-        };
-        let properties = if r.is_empty() {
-            AckProperties::default()
-        } else {
-            AckProperties::read(r, packet)?
-        };
+        let (reason_code, properties) =
+            read_reason_tail(r, packet, |r| AckProperties::read(r, packet))?;
         Ok(Self {
             packet_id,
             reason_code,

@@ -5,7 +5,7 @@ use std::fmt;
 
 use super::PacketType;
 use super::error::Violation;
-use super::wire::Reader;
+use super::wire::{Encode, Reader, Sink};
 
 macro_rules! reason_codes {
     ($( $(#[$doc:meta])* $name:ident = $value:literal, $text:literal, [$($packet:ident),+]; )+) => {
@@ -191,6 +191,46 @@ pub(crate) fn check_reason_code(code: ReasonCode, packet: PacketType) -> Result<
             packet,
         })
     }
+}
+
+/// Reads the tail that PUBACK, PUBREC, PUBREL, PUBCOMP, DISCONNECT and AUTH share: a reason
+/// code, then properties, where the packet may end before either (meaning Success, no
+/// properties).
+pub(crate) fn read_reason_tail<P: Default>(
+    r: &mut Reader,
+    packet: PacketType,
+    read_properties: impl FnOnce(&mut Reader) -> Result<P, Violation>,
+) -> Result<(ReasonCode, P), Violation> {
+    if r.is_empty() {
+        return Ok((ReasonCode::Success, P::default()));
+    }
+    let code = read_reason_code(r, packet)?;
+    let properties = if r.is_empty() {
+        P::default()
+    } else {
+        read_properties(r)?
+    };
+    Ok((code, properties))
+}
+
+/// Writes that tail in its shortest allowed form: nothing for Success without properties, and
+/// the reason code alone when there are no properties, where `packet` allows it (AUTH does not).
+pub(crate) fn write_reason_tail<S: Sink, P: Encode>(
+    s: &mut S,
+    packet: PacketType,
+    code: ReasonCode,
+    properties: &P,
+    no_properties: bool,
+) -> Result<(), Violation> {
+    check_reason_code(code, packet)?;
+    if no_properties && code == ReasonCode::Success {
+        return Ok(());
+    }
+    s.u8(code.value());
+    if no_properties && packet != PacketType::Auth {
+        return Ok(());
+    }
+    s.length_prefixed("Property Length", properties)
 }
 
 #[cfg(test)]
