@@ -23,4 +23,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "conformance")]
+pub mod conformance;
 pub mod packet;
+pub mod store;

@@ -1,5 +1,118 @@
-//! `MemoryStore`: the session store over plain maps behind a lock, for tests and ephemeral use.
+//! [`MemoryStore`]: the session store over an ordered map in memory, for tests and for
+//! applications that want sessions only while the process lives.
 //!
-//! This crate is part of the workspace layout from the start; the store itself arrives with the
-//! `SessionStore` trait (see ARCHITECTURE.md, "Status").
+//! It keeps the same records, in the same layout, as the durable stores, and passes the same
+//! conformance suite; it only forgets everything when the last handle to its map is dropped.
+//!
+//! ```
+//! use mqtt_core::store::{Batch, SessionKey, SessionStore, StoreOp};
+//! use store_memory::MemoryStore;
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let store = MemoryStore::default();
+//! let key = SessionKey::new("mqtt://127.0.0.1:1883", "gateway-7");
+//! store.commit(&key, Batch::from(vec![StoreOp::PutInbound { packet_id: 7 }])).await?;
+//! assert_eq!(store.load(&key).await?.inbound, vec![7]);
+//! # Ok(()) }
+//! ```
 #![forbid(unsafe_code)]
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use mqtt_core::store::layout::KvWrite;
+use mqtt_core::store::{Entries, KvBackend, KvStore, StoreError};
+
+/// The session store in memory. Clones share the same map.
+pub type MemoryStore = KvStore<MemoryBackend>;
+
+type Map = BTreeMap<Vec<u8>, Vec<u8>>;
+
+/// The map behind [`MemoryStore`]. Clones share it, so a store built anew over a clone of
+/// the backend sees everything committed before, as a reopened file would.
+#[derive(Clone, Default)]
+pub struct MemoryBackend {
+    map: Arc<Mutex<Map>>,
+    fail_next_apply: Arc<AtomicBool>,
+}
+
+impl MemoryBackend {
+    /// An empty map.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Makes the next commit fail as a failing disk would, applying nothing. For tests of
+    /// error handling.
+    pub fn fail_next_commit(&self) {
+        self.fail_next_apply.store(true, Ordering::SeqCst);
+    }
+
+    /// Stores raw bytes under a raw key, below the session layer. For tests that damage a
+    /// record on purpose.
+    pub fn put_raw(&self, key: Vec<u8>, value: Vec<u8>) {
+        self.lock().insert(key, value);
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Map> {
+        // A panic while holding the lock cannot leave the map half-changed: `apply` changes it
+        // only after every check has passed.
+        self.map.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl std::fmt::Debug for MemoryBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryBackend")
+            .field("entries", &self.lock().len())
+            .finish()
+    }
+}
+
+impl KvBackend for MemoryBackend {
+    const NAME: &'static str = "memory store";
+    const BLOCKING: bool = false;
+
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.lock().get(key).cloned())
+    }
+
+    fn scan_prefix(&self, prefix: &[u8]) -> Result<Entries, StoreError> {
+        Ok(self
+            .lock()
+            .range(prefix.to_vec()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect())
+    }
+
+    fn first_key_from(&self, start: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self
+            .lock()
+            .range(start.to_vec()..)
+            .next()
+            .map(|(k, _)| k.clone()))
+    }
+
+    fn apply(&self, writes: &[KvWrite]) -> Result<(), StoreError> {
+        if self.fail_next_apply.swap(false, Ordering::SeqCst) {
+            return Err(StoreError::backend(
+                Self::NAME,
+                std::io::Error::other("injected write failure"),
+            ));
+        }
+        let mut map = self.lock();
+        for write in writes {
+            match write {
+                KvWrite::Put(k, v) => {
+                    map.insert(k.clone(), v.clone());
+                }
+                KvWrite::Delete(k) => {
+                    map.remove(k);
+                }
+            }
+        }
+        Ok(())
+    }
+}

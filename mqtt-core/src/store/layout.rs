@@ -1,0 +1,484 @@
+//! How sessions map onto an ordered key-value store: byte keys whose order is the contract's
+//! order, and versioned, checksummed values.
+//!
+//! # Keys
+//!
+//! ```text
+//! session prefix = scope kind (1: server, 2: cluster) | u32 length | scope
+//!                | u32 length | client identifier
+//! meta           = prefix | 0x00
+//! outbound       = prefix | 0x01 | sequence number (u64, big-endian)
+//! inbound        = prefix | 0x02 | packet identifier (u16, big-endian)
+//! queue          = prefix | 0x03 | sequence number (u64, big-endian)
+//! ```
+//!
+//! Lengths make the prefix unambiguous: no session's prefix is the start of another's, so a
+//! prefix scan never strays into a neighbour (`"a"` and `"ab"`, `"h:1"` and `"h:18"`), and a
+//! server and a cluster of the same name stay apart. Big-endian numbers sort as numbers.
+//!
+//! # Values
+//!
+//! ```text
+//! format version (1) | kind | body | CRC-32 of (key, version, kind, body), big-endian
+//! ```
+//!
+//! Kinds: `M` metadata, `P` outbound PUBLISH (body: the packet in MQTT wire format), `R`
+//! PUBREL pending (body: packet identifier), `I` PUBREC sent (empty body), `Q` queued message
+//! (body: QoS, then the packet in wire format). The checksum covers the key, so a value that is
+//! damaged, truncated, zero-filled or moved to another key is detected, never returned.
+
+use bytes::Bytes;
+
+use super::{
+    Batch, OutboundRecord, QueuedPublish, SessionKey, SessionMeta, SessionScope, StoreError,
+    StoreOp, StoredSession,
+};
+use crate::packet::QoS;
+
+/// The record format this version of Mooring writes and reads.
+pub const FORMAT_VERSION: u8 = 1;
+
+const SECTION_META: u8 = 0x00;
+const SECTION_OUTBOUND: u8 = 0x01;
+const SECTION_INBOUND: u8 = 0x02;
+const SECTION_QUEUE: u8 = 0x03;
+
+const KIND_META: u8 = b'M';
+const KIND_PUBLISH: u8 = b'P';
+const KIND_PUBREL: u8 = b'R';
+const KIND_INBOUND: u8 = b'I';
+const KIND_QUEUED: u8 = b'Q';
+
+/// One write of a batch, in key-value terms.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KvWrite {
+    /// Store `value` under `key`.
+    Put(Vec<u8>, Vec<u8>),
+    /// Remove `key`, if present.
+    Delete(Vec<u8>),
+}
+
+impl KvWrite {
+    /// The key written.
+    pub fn key(&self) -> &[u8] {
+        match self {
+            Self::Put(key, _) | Self::Delete(key) => key,
+        }
+    }
+}
+
+fn put_str(out: &mut Vec<u8>, text: &str) {
+    // Lengths above u32::MAX cannot occur for strings held in memory on 32-bit targets, and on
+    // 64-bit targets a 4 GiB server name is not a session key anyone builds; saturate.
+    let len = u32::try_from(text.len()).unwrap_or(u32::MAX);
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(text.as_bytes());
+}
+
+/// The prefix every key of `key`'s session starts with.
+pub fn session_prefix(key: &SessionKey) -> Vec<u8> {
+    let mut out = Vec::with_capacity(16 + key.client_id().len());
+    match key.scope() {
+        SessionScope::Server(server) => {
+            out.push(1);
+            put_str(&mut out, server);
+        }
+        SessionScope::Cluster(scope) => {
+            out.push(2);
+            put_str(&mut out, scope);
+        }
+    }
+    put_str(&mut out, key.client_id());
+    out
+}
+
+/// A key above every key of the session whose prefix is `prefix`, and below every key of the
+/// sessions that sort after it.
+pub fn session_upper_bound(prefix: &[u8]) -> Vec<u8> {
+    let mut bound = prefix.to_vec();
+    bound.push(0xFF);
+    bound
+}
+
+/// The key of the session's metadata.
+pub fn meta_key(key: &SessionKey) -> Vec<u8> {
+    let mut k = session_prefix(key);
+    k.push(SECTION_META);
+    k
+}
+
+fn numbered_key(key: &SessionKey, section: u8, number: &[u8]) -> Vec<u8> {
+    let mut k = session_prefix(key);
+    k.push(section);
+    k.extend_from_slice(number);
+    k
+}
+
+/// The key of an outbound record.
+pub fn outbound_key(key: &SessionKey, seq: u64) -> Vec<u8> {
+    numbered_key(key, SECTION_OUTBOUND, &seq.to_be_bytes())
+}
+
+/// The key of an inbound PUBREC marker.
+pub fn inbound_key(key: &SessionKey, packet_id: u16) -> Vec<u8> {
+    numbered_key(key, SECTION_INBOUND, &packet_id.to_be_bytes())
+}
+
+/// The key of a queued message.
+pub fn queue_key(key: &SessionKey, seq: u64) -> Vec<u8> {
+    numbered_key(key, SECTION_QUEUE, &seq.to_be_bytes())
+}
+
+/// CRC-32 (IEEE 802.3, reflected, polynomial 0xEDB88320).
+fn crc32(parts: &[&[u8]]) -> u32 {
+    let mut crc = !0u32;
+    for part in parts {
+        for &byte in *part {
+            crc ^= u32::from(byte);
+            for _ in 0..8 {
+                let mask = (crc & 1).wrapping_neg();
+                crc = (crc >> 1) ^ (0xEDB8_8320 & mask);
+            }
+        }
+    }
+    !crc
+}
+
+fn value(key: &[u8], kind: u8, body: &[&[u8]]) -> Vec<u8> {
+    let len: usize = body.iter().map(|b| b.len()).sum();
+    let mut v = Vec::with_capacity(len + 6);
+    v.push(FORMAT_VERSION);
+    v.push(kind);
+    for part in body {
+        v.extend_from_slice(part);
+    }
+    let crc = crc32(&[key, &v]);
+    v.extend_from_slice(&crc.to_be_bytes());
+    v
+}
+
+fn meta_body(meta: &SessionMeta) -> Vec<u8> {
+    let mut body = Vec::with_capacity(16);
+    body.extend_from_slice(&meta.session_expiry_interval.to_be_bytes());
+    match meta.disconnected_at_ms {
+        Some(ms) => {
+            body.push(1);
+            body.extend_from_slice(&ms.to_be_bytes());
+        }
+        None => body.push(0),
+    }
+    match &meta.assigned_client_id {
+        Some(id) => {
+            body.push(1);
+            put_str(&mut body, id);
+        }
+        None => body.push(0),
+    }
+    body
+}
+
+/// The key-value writes that apply `batch` to `key`'s session, in order.
+pub fn batch_writes(key: &SessionKey, batch: &Batch) -> Vec<KvWrite> {
+    batch
+        .ops()
+        .iter()
+        .map(|op| match op {
+            StoreOp::SetMeta(meta) => {
+                let k = meta_key(key);
+                let v = value(&k, KIND_META, &[&meta_body(meta)]);
+                KvWrite::Put(k, v)
+            }
+            StoreOp::PutOutbound { seq, record } => {
+                let k = outbound_key(key, *seq);
+                let v = match record {
+                    OutboundRecord::Publish(packet) => value(&k, KIND_PUBLISH, &[packet]),
+                    OutboundRecord::PubRel { packet_id } => {
+                        value(&k, KIND_PUBREL, &[&packet_id.to_be_bytes()])
+                    }
+                };
+                KvWrite::Put(k, v)
+            }
+            StoreOp::RemoveOutbound { seq } => KvWrite::Delete(outbound_key(key, *seq)),
+            StoreOp::PutInbound { packet_id } => {
+                let k = inbound_key(key, *packet_id);
+                let v = value(&k, KIND_INBOUND, &[]);
+                KvWrite::Put(k, v)
+            }
+            StoreOp::RemoveInbound { packet_id } => KvWrite::Delete(inbound_key(key, *packet_id)),
+            StoreOp::PushQueue { seq, message } => {
+                let k = queue_key(key, *seq);
+                let v = value(&k, KIND_QUEUED, &[&[message.qos as u8], &message.packet]);
+                KvWrite::Put(k, v)
+            }
+            StoreOp::RemoveQueue { seq } => KvWrite::Delete(queue_key(key, *seq)),
+        })
+        .collect()
+}
+
+/// Describes a raw key for error messages.
+fn describe_key(raw: &[u8]) -> String {
+    match split_key(raw) {
+        Ok((_, rest)) => match rest {
+            [SECTION_META] => "metadata".to_owned(),
+            [SECTION_OUTBOUND, n @ ..] => format!("outbound #{}", be_number(n)),
+            [SECTION_INBOUND, n @ ..] => format!("inbound marker for packet {}", be_number(n)),
+            [SECTION_QUEUE, n @ ..] => format!("queued message #{}", be_number(n)),
+            _ => format!("key {}", hex(raw)),
+        },
+        Err(_) => format!("key {}", hex(raw)),
+    }
+}
+
+fn be_number(bytes: &[u8]) -> u64 {
+    bytes
+        .iter()
+        .take(8)
+        .fold(0u64, |acc, &b| (acc << 8) | u64::from(b))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Reads a length-prefixed string from the front of `input`.
+fn take_str(input: &[u8]) -> Option<(String, &[u8])> {
+    let (len, rest) = input.split_first_chunk::<4>()?;
+    let len = usize::try_from(u32::from_be_bytes(*len)).ok()?;
+    if rest.len() < len {
+        return None;
+    }
+    let (text, rest) = rest.split_at(len);
+    Some((String::from_utf8(text.to_vec()).ok()?, rest))
+}
+
+fn split_key(raw: &[u8]) -> Result<(SessionKey, &[u8]), String> {
+    let (&kind, rest) = raw.split_first().ok_or("empty key")?;
+    let (scope, rest) = take_str(rest).ok_or("the scope is cut short or not UTF-8")?;
+    let (client_id, rest) = take_str(rest).ok_or("the client identifier is cut short")?;
+    let scope = match kind {
+        1 => SessionScope::Server(scope),
+        2 => SessionScope::Cluster(scope),
+        other => return Err(format!("unknown scope kind {other}")),
+    };
+    Ok((SessionKey::from_parts(scope, client_id), rest))
+}
+
+/// The session a raw key belongs to.
+pub fn session_of_key(raw: &[u8]) -> Result<SessionKey, StoreError> {
+    split_key(raw)
+        .map(|(key, _)| key)
+        .map_err(|reason| StoreError::Corrupt {
+            session: "(unreadable)".to_owned(),
+            record: describe_key(raw),
+            reason,
+        })
+}
+
+/// Checks a value's version and checksum and returns its kind and body.
+fn open_value<'v>(
+    session: &SessionKey,
+    key: &[u8],
+    value: &'v [u8],
+) -> Result<(u8, &'v [u8]), StoreError> {
+    let corrupt = |reason: String| StoreError::Corrupt {
+        session: session.to_string(),
+        record: describe_key(key),
+        reason,
+    };
+    let (&version, _) = value
+        .split_first()
+        .ok_or_else(|| corrupt("the value is empty".to_owned()))?;
+    if version != FORMAT_VERSION {
+        return Err(corrupt(format!(
+            "record format version {version}; this version of Mooring reads version {FORMAT_VERSION}"
+        )));
+    }
+    let (content, crc) = value
+        .split_last_chunk::<4>()
+        .filter(|(content, _)| content.len() >= 2)
+        .ok_or_else(|| corrupt(format!("the value is cut short ({} bytes)", value.len())))?;
+    if crc32(&[key, content]) != u32::from_be_bytes(*crc) {
+        return Err(corrupt("the checksum does not match".to_owned()));
+    }
+    match content {
+        [_, kind, body @ ..] => Ok((*kind, body)),
+        _ => Err(corrupt("the value is cut short".to_owned())),
+    }
+}
+
+fn decode_meta_body(body: &[u8]) -> Option<SessionMeta> {
+    let (expiry, rest) = body.split_first_chunk::<4>()?;
+    let (&has_ended, rest) = rest.split_first()?;
+    let (disconnected_at_ms, rest) = match has_ended {
+        0 => (None, rest),
+        1 => {
+            let (ms, rest) = rest.split_first_chunk::<8>()?;
+            (Some(u64::from_be_bytes(*ms)), rest)
+        }
+        _ => return None,
+    };
+    let (&has_assigned, rest) = rest.split_first()?;
+    let (assigned_client_id, rest) = match has_assigned {
+        0 => (None, rest),
+        1 => {
+            let (id, rest) = take_str(rest)?;
+            (Some(id), rest)
+        }
+        _ => return None,
+    };
+    rest.is_empty().then_some(SessionMeta {
+        session_expiry_interval: u32::from_be_bytes(*expiry),
+        disconnected_at_ms,
+        assigned_client_id,
+    })
+}
+
+/// Decodes a metadata value stored under `meta_key(session)`.
+pub fn decode_meta(session: &SessionKey, value: &[u8]) -> Result<SessionMeta, StoreError> {
+    let key = meta_key(session);
+    let bad = |reason: &str| StoreError::Corrupt {
+        session: session.to_string(),
+        record: "metadata".to_owned(),
+        reason: reason.to_owned(),
+    };
+    match open_value(session, &key, value)? {
+        (KIND_META, body) => decode_meta_body(body).ok_or_else(|| bad("the body is malformed")),
+        (other, _) => Err(bad(&format!("kind {other} where metadata belongs"))),
+    }
+}
+
+/// Rebuilds a session from its entries: every key-value pair under `session_prefix(session)`,
+/// in ascending key order.
+pub fn decode_session<K, V>(
+    session: &SessionKey,
+    entries: impl IntoIterator<Item = (K, V)>,
+) -> Result<StoredSession, StoreError>
+where
+    K: AsRef<[u8]>,
+    V: AsRef<[u8]>,
+{
+    let prefix = session_prefix(session);
+    let mut out = StoredSession::default();
+    for (key, value) in entries {
+        let (key, value) = (key.as_ref(), value.as_ref());
+        let bad = |reason: String| StoreError::Corrupt {
+            session: session.to_string(),
+            record: describe_key(key),
+            reason,
+        };
+        let rest = key
+            .strip_prefix(prefix.as_slice())
+            .ok_or_else(|| bad("the key belongs to another session".to_owned()))?;
+        let (kind, body) = open_value(session, key, value)?;
+        match (rest, kind) {
+            ([SECTION_META], KIND_META) => {
+                let meta = decode_meta_body(body)
+                    .ok_or_else(|| bad("the metadata body is malformed".to_owned()))?;
+                out.meta = Some(meta);
+            }
+            ([SECTION_OUTBOUND, seq @ ..], KIND_PUBLISH) if seq.len() == 8 => {
+                out.outbound.push((
+                    be_number(seq),
+                    OutboundRecord::Publish(Bytes::copy_from_slice(body)),
+                ));
+            }
+            ([SECTION_OUTBOUND, seq @ ..], KIND_PUBREL) if seq.len() == 8 => {
+                let id = body
+                    .try_into()
+                    .map(u16::from_be_bytes)
+                    .map_err(|_| bad("a PUBREL record holds no packet identifier".to_owned()))?;
+                out.outbound
+                    .push((be_number(seq), OutboundRecord::PubRel { packet_id: id }));
+            }
+            ([SECTION_INBOUND, id @ ..], KIND_INBOUND) if id.len() == 2 && body.is_empty() => {
+                // Two bytes, so the number fits in a u16.
+                out.inbound.push(be_number(id) as u16);
+            }
+            ([SECTION_QUEUE, seq @ ..], KIND_QUEUED) if seq.len() == 8 => {
+                let (&qos, packet) = body
+                    .split_first()
+                    .ok_or_else(|| bad("a queued message holds no QoS".to_owned()))?;
+                let qos = QoS::from_u8(qos)
+                    .ok_or_else(|| bad(format!("a queued message has QoS {qos}")))?;
+                out.queue.push((
+                    be_number(seq),
+                    QueuedPublish {
+                        qos,
+                        packet: Bytes::copy_from_slice(packet),
+                    },
+                ));
+            }
+            _ => return Err(bad(format!("kind {kind:?} does not belong under this key"))),
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crc32_check_value() {
+        // The standard check value of CRC-32/ISO-HDLC.
+        assert_eq!(crc32(&[b"123456789"]), 0xCBF4_3926);
+        assert_eq!(crc32(&[b"1234", b"56789"]), 0xCBF4_3926);
+    }
+
+    #[test]
+    fn prefixes_are_unambiguous() {
+        let keys = [
+            SessionKey::new("a", "b"),
+            SessionKey::new("ab", ""),
+            SessionKey::new("", "ab"),
+            SessionKey::new("h:1", "c"),
+            SessionKey::new("h:18", "c"),
+            SessionKey::cluster("a", "b"),
+        ];
+        for a in &keys {
+            for b in &keys {
+                if a != b {
+                    assert!(
+                        !session_prefix(b).starts_with(&session_prefix(a)),
+                        "{a} / {b}"
+                    );
+                }
+            }
+            assert_eq!(&session_of_key(&outbound_key(a, 9)).unwrap(), a);
+        }
+    }
+
+    #[test]
+    fn keys_sort_by_number() {
+        let k = SessionKey::new("s", "c");
+        assert!(outbound_key(&k, 255) < outbound_key(&k, 256));
+        assert!(outbound_key(&k, u64::MAX) < inbound_key(&k, 0));
+        assert!(meta_key(&k) < outbound_key(&k, 0));
+        assert!(queue_key(&k, u64::MAX) < session_upper_bound(&session_prefix(&k)));
+    }
+
+    #[test]
+    fn damaged_values_are_errors() {
+        let k = SessionKey::new("s", "c");
+        let batch = Batch::from(vec![StoreOp::PutOutbound {
+            seq: 1,
+            record: OutboundRecord::Publish(Bytes::from_static(b"\x30\x03\x00\x01t")),
+        }]);
+        let [KvWrite::Put(key, value)] = &batch_writes(&k, &batch)[..] else {
+            panic!("one put");
+        };
+        assert!(decode_session(&k, [(key, value)]).is_ok());
+        let mut flipped = value.clone();
+        flipped[3] ^= 1;
+        let zeroed = vec![0u8; value.len()];
+        let cut = value[..value.len() - 1].to_vec();
+        for bad in [flipped, zeroed, cut, vec![]] {
+            let err = decode_session(&k, [(key, &bad)]).unwrap_err();
+            assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
+            assert!(err.to_string().contains("outbound #1"), "{err}");
+        }
+        // The same value under another key fails its checksum.
+        let other = outbound_key(&k, 2);
+        assert!(decode_session(&k, [(&other, value)]).is_err());
+    }
+}

@@ -1,0 +1,55 @@
+//! The store conformance suite against MemoryStore.
+
+use mqtt_core::conformance::{self, Damage, StoreFactory};
+use mqtt_core::store::{SessionKey, StoreError, layout};
+use store_memory::{MemoryBackend, MemoryStore};
+
+struct Factory;
+
+#[async_trait::async_trait]
+impl StoreFactory for Factory {
+    type Store = MemoryStore;
+    type Location = MemoryBackend;
+
+    async fn create(&self) -> Result<(MemoryStore, MemoryBackend), StoreError> {
+        let backend = MemoryBackend::new();
+        Ok((MemoryStore::new(backend.clone()), backend))
+    }
+
+    async fn reopen(&self, backend: &MemoryBackend) -> Result<MemoryStore, StoreError> {
+        Ok(MemoryStore::new(backend.clone()))
+    }
+
+    async fn damage(
+        &self,
+        backend: &MemoryBackend,
+        session: &SessionKey,
+        damage: Damage,
+    ) -> Result<bool, StoreError> {
+        let store = MemoryStore::new(backend.clone());
+        let key = layout::outbound_key(session, 1);
+        let value = mqtt_core::store::KvBackend::get(store.backend(), &key)?
+            .ok_or_else(|| StoreError::backend("test", "no record to damage"))?;
+        backend.put_raw(key, conformance::damaged(&value, damage));
+        Ok(true)
+    }
+
+    fn fail_next_commit(&self, store: &MemoryStore) -> bool {
+        store.backend().fail_next_commit();
+        true
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_store_passes_the_conformance_suite() {
+    let report = conformance::run(&Factory).await;
+    println!("{report}");
+    assert!(report.is_success(), "{report}");
+    assert!(
+        !report
+            .results
+            .iter()
+            .any(|r| matches!(r.outcome, conformance::Outcome::Skipped(_))),
+        "{report}"
+    );
+}
