@@ -12,13 +12,15 @@
 //! atomically and durably. The contract, which the conformance suite
 //! (`mqtt_core::conformance`, feature `conformance`) checks in full:
 //!
-//! - [`SessionStore::commit`] applies every operation of the batch, in order, or none of them.
-//!   When it returns `Ok`, the batch survives the process being killed (and, where the backend
-//!   promises it, power loss). Putting a record that exists replaces it; removing one that does
-//!   not exist does nothing.
-//! - When a commit fails, the store refuses every later write with [`StoreError::Poisoned`]
-//!   until it is opened again: after a failed fsync the file's state is unknown, and retrying as
-//!   if nothing happened can acknowledge data that was lost.
+//! - [`SessionStore::commit`] applies every operation of the batch, in order, or none of them,
+//!   never a part. When it returns `Ok`, the batch survives the process being killed (and,
+//!   where the backend promises it, power loss). Putting a record that exists replaces it;
+//!   removing one that does not exist does nothing.
+//! - When a commit fails, the batch was not acknowledged, and its fate is all or nothing but
+//!   otherwise unknown: a sync that fails after the write may or may not have reached the disk,
+//!   so after a restart the batch may be there. The store then refuses every later write with
+//!   [`StoreError::Poisoned`] until it is opened again: after a failed fsync the file's state is
+//!   unknown, and retrying as if nothing happened can acknowledge data that was lost.
 //! - [`SessionStore::load`] returns outbound records and the queue in ascending sequence number
 //!   (the engine assigns sequence numbers in the order things happen, so this is the order they
 //!   were stored, however 16-bit packet identifiers wrap), and inbound markers in ascending
@@ -34,7 +36,7 @@
 mod kv;
 pub mod layout;
 
-pub use kv::{Entries, KvBackend, KvStore};
+pub use kv::{Entries, KvBackend, KvOpen, KvStore};
 
 use std::fmt;
 

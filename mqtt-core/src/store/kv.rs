@@ -36,6 +36,15 @@ pub trait KvBackend: Send + Sync + 'static {
     fn apply(&self, writes: &[KvWrite]) -> Result<(), StoreError>;
 }
 
+/// A backend that opens from options (a path, a configuration).
+pub trait KvOpen: KvBackend + Sized {
+    /// What opening needs.
+    type Options;
+
+    /// Opens (or creates) the backend.
+    fn open(options: Self::Options) -> Result<Self, StoreError>;
+}
+
 struct Shared<B> {
     backend: B,
     /// The error of the first failed commit; once set, writes are refused.
@@ -154,6 +163,13 @@ impl<B: KvBackend> KvStore<B> {
         } else {
             f(&self.shared)
         }
+    }
+}
+
+impl<B: KvOpen> KvStore<B> {
+    /// Opens (or creates) the store: for a file-backed store, at a path.
+    pub fn open(options: impl Into<B::Options>) -> Result<Self, StoreError> {
+        B::open(options.into()).map(Self::new)
     }
 }
 
