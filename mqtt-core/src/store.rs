@@ -365,24 +365,33 @@ pub trait SessionStore: Send + Sync {
     async fn purge_expired(&self, now_ms: u64) -> Result<Vec<SessionKey>, StoreError>;
 }
 
-#[async_trait]
-impl<S: SessionStore + ?Sized> SessionStore for std::sync::Arc<S> {
-    async fn load(&self, key: &SessionKey) -> Result<StoredSession, StoreError> {
-        (**self).load(key).await
-    }
-    async fn commit(&self, key: &SessionKey, batch: Batch) -> Result<(), StoreError> {
-        (**self).commit(key, batch).await
-    }
-    async fn clear(&self, key: &SessionKey) -> Result<(), StoreError> {
-        (**self).clear(key).await
-    }
-    async fn sessions(&self) -> Result<Vec<SessionKey>, StoreError> {
-        (**self).sessions().await
-    }
-    async fn purge_expired(&self, now_ms: u64) -> Result<Vec<SessionKey>, StoreError> {
-        (**self).purge_expired(now_ms).await
-    }
+/// Forwards the trait through a smart pointer, so `Arc<dyn SessionStore>` and
+/// `Box<dyn SessionStore>` are stores too.
+macro_rules! forward_session_store {
+    ($($pointer:ident)::+) => {
+        #[async_trait]
+        impl<S: SessionStore + ?Sized> SessionStore for $($pointer)::+<S> {
+            async fn load(&self, key: &SessionKey) -> Result<StoredSession, StoreError> {
+                (**self).load(key).await
+            }
+            async fn commit(&self, key: &SessionKey, batch: Batch) -> Result<(), StoreError> {
+                (**self).commit(key, batch).await
+            }
+            async fn clear(&self, key: &SessionKey) -> Result<(), StoreError> {
+                (**self).clear(key).await
+            }
+            async fn sessions(&self) -> Result<Vec<SessionKey>, StoreError> {
+                (**self).sessions().await
+            }
+            async fn purge_expired(&self, now_ms: u64) -> Result<Vec<SessionKey>, StoreError> {
+                (**self).purge_expired(now_ms).await
+            }
+        }
+    };
 }
+
+forward_session_store!(std::sync::Arc);
+forward_session_store!(Box);
 
 #[cfg(test)]
 mod tests {

@@ -1,5 +1,13 @@
 //! The store conformance suite against MemoryStore.
 
+// Test code: a broken expectation should stop the run loudly.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 use mqtt_core::conformance::{self, Damage, StoreFactory};
 use mqtt_core::store::{SessionKey, StoreError, layout};
 use store_memory::{MemoryBackend, MemoryStore};

@@ -1,6 +1,14 @@
 //! The store conformance suite against RedbStore, on a real file. Commit failures are injected
 //! by a storage backend that wraps redb's own file backend and fails the next sync when armed.
 
+// Test code: a broken expectation should stop the run loudly.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 use std::fs::OpenOptions;
 use std::ops::Bound;
 use std::path::PathBuf;
@@ -67,7 +75,7 @@ struct Factory {
 }
 
 impl Factory {
-    fn open(&self, path: &PathBuf) -> Result<RedbStore, StoreError> {
+    fn open(&self, path: &std::path::Path) -> Result<RedbStore, StoreError> {
         let file = OpenOptions::new()
             .read(true)
             .write(true)

@@ -1,0 +1,160 @@
+//! Crash test of the durable stores: a child process commits numbered batches and reports each
+//! after `commit` returns; it is killed with SIGKILL at random moments, the store is reopened,
+//! and every acknowledged batch must be there, whole, with no batch there in part.
+//!
+//! `CRASH_CYCLES` sets the number of kills per store (default 30); `CRASH_SEED` replays a run.
+//! `scripts/crash-stores.sh N` runs N cycles in release mode.
+
+// Test code: a broken expectation should stop the run loudly.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use integration::crash_batches::{last_whole_batch, session};
+use mqtt_core::store::{SessionStore, StoreError};
+
+/// xorshift64*: enough randomness for kill timing, reproducible from the printed seed.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, bound: u64) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % bound
+    }
+}
+
+fn env_number(name: &str) -> Option<u64> {
+    std::env::var(name).ok().and_then(|v| v.parse().ok())
+}
+
+/// Runs the child once, kills it after `delay`, and returns the batches it acknowledged.
+fn run_child_and_kill(kind: &str, path: &Path, delay: Duration) -> Vec<u64> {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_store_crash_child"))
+        .arg(kind)
+        .arg(path)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the child");
+    let stdout = child.stdout.take().expect("child stdout");
+    let acked = Arc::new(Mutex::new(Vec::new()));
+    let reader = {
+        let acked = Arc::clone(&acked);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(n) = line.strip_prefix("committed ") {
+                    acked
+                        .lock()
+                        .unwrap()
+                        .push(n.parse::<u64>().expect("a batch number"));
+                }
+            }
+        })
+    };
+    std::thread::sleep(delay);
+    let still_running = child.try_wait().expect("poll the child").is_none();
+    child.kill().expect("SIGKILL the child");
+    let status = child.wait().expect("reap the child");
+    reader.join().expect("stdout reader");
+    if !still_running {
+        let mut err = String::new();
+        use std::io::Read;
+        child.stderr.take().map(|mut e| e.read_to_string(&mut err));
+        panic!("the child exited by itself ({status}): {err}");
+    }
+    acked.lock().unwrap().clone()
+}
+
+async fn check_store(store: impl SessionStore) -> Result<Option<u64>, String> {
+    let loaded = store.load(&session()).await.map_err(|e| e.to_string())?;
+    last_whole_batch(&loaded)
+}
+
+async fn crash_cycles(
+    kind: &str,
+    open: impl Fn(&Path) -> Result<Box<dyn SessionStore>, StoreError>,
+) {
+    let cycles = env_number("CRASH_CYCLES").unwrap_or(30);
+    let seed = env_number("CRASH_SEED").unwrap_or_else(|| {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64)
+            | 1
+    });
+    println!("{kind}: {cycles} kill cycles, CRASH_SEED={seed}");
+    let mut rng = Rng(seed);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(format!("crash.{kind}"));
+    let mut highest_acked: Option<u64> = None;
+    let mut kills_mid_run = 0;
+    for cycle in 0..cycles {
+        // Anywhere from during start-up to well into the commit loop.
+        let delay = Duration::from_millis(rng.below(150));
+        let acked = run_child_and_kill(kind, &path, delay);
+        if let Some(&last) = acked.last() {
+            kills_mid_run += 1;
+            assert!(
+                acked.windows(2).all(|w| w[1] == w[0] + 1),
+                "cycle {cycle}: acknowledgements out of sequence: {acked:?}"
+            );
+            highest_acked = Some(last);
+        }
+        let store = open(&path).unwrap_or_else(|e| {
+            panic!("cycle {cycle}: the store does not open after SIGKILL: {e} (CRASH_SEED={seed})")
+        });
+        let last = check_store(store)
+            .await
+            .unwrap_or_else(|e| panic!("cycle {cycle}: {e} (CRASH_SEED={seed})"));
+        match (highest_acked, last) {
+            (None, _) => {}
+            (Some(acked), Some(last)) => assert!(
+                last == acked || last == acked + 1,
+                "cycle {cycle}: batch {acked} was acknowledged, the store's last whole batch \
+                 is {last} (CRASH_SEED={seed})"
+            ),
+            (Some(acked), None) => {
+                panic!(
+                    "cycle {cycle}: batch {acked} was acknowledged, the store is empty (CRASH_SEED={seed})"
+                )
+            }
+        }
+        if let Some(last) = last {
+            // A batch committed but not reported still counts from here on.
+            highest_acked = Some(highest_acked.map_or(last, |a| a.max(last)));
+        }
+    }
+    println!(
+        "{kind}: {cycles} kills, {kills_mid_run} during the commit loop, last batch {highest_acked:?}"
+    );
+    assert!(
+        kills_mid_run * 2 >= cycles,
+        "only {kills_mid_run} of {cycles} kills happened while batches were committed"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redb_survives_sigkill() {
+    crash_cycles("redb", |p| {
+        Ok(Box::new(store_redb::RedbStore::open(p.to_path_buf())?) as Box<dyn SessionStore>)
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sled_survives_sigkill() {
+    crash_cycles("sled", |p| {
+        Ok(Box::new(store_sled::SledStore::open(p.to_path_buf())?) as Box<dyn SessionStore>)
+    })
+    .await;
+}

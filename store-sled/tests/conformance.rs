@@ -1,0 +1,106 @@
+//! The store conformance suite against SledStore, on real files. Commit failures come from
+//! sled's own failpoints (the "buffer write" point fails the flush of a commit).
+
+// Test code: a broken expectation should stop the run loudly.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use mqtt_core::conformance::{self, Damage, StoreFactory};
+use mqtt_core::store::layout::{self, KvWrite};
+use mqtt_core::store::{KvBackend, SessionKey, StoreError};
+use store_sled::{SledBackend, SledStore};
+
+struct Factory {
+    dir: tempfile::TempDir,
+    next: AtomicUsize,
+}
+
+/// Opens the database, waiting a little for the file lock of a handle just dropped (sled
+/// releases it from a background thread).
+async fn open(path: &Path) -> Result<SledStore, StoreError> {
+    let mut attempts = 0;
+    loop {
+        match SledStore::open(path.to_path_buf()) {
+            Err(StoreError::Locked { .. }) if attempts < 50 => {
+                attempts += 1;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl StoreFactory for Factory {
+    type Store = SledStore;
+    type Location = PathBuf;
+
+    async fn create(&self) -> Result<(SledStore, PathBuf), StoreError> {
+        let n = self.next.fetch_add(1, Ordering::SeqCst);
+        let path = self.dir.path().join(format!("store-{n}.sled"));
+        Ok((open(&path).await?, path))
+    }
+
+    async fn reopen(&self, path: &PathBuf) -> Result<SledStore, StoreError> {
+        open(path).await
+    }
+
+    async fn damage(
+        &self,
+        path: &PathBuf,
+        session: &SessionKey,
+        damage: Damage,
+    ) -> Result<bool, StoreError> {
+        let store = open(path).await?;
+        let raw: &SledBackend = store.backend();
+        let key = layout::outbound_key(session, 1);
+        let value = raw
+            .get(&key)?
+            .ok_or_else(|| StoreError::backend("test", "no record to damage"))?;
+        raw.apply(&[KvWrite::Put(key, conformance::damaged(&value, damage))])?;
+        Ok(true)
+    }
+
+    fn fail_next_commit(&self, _store: &SledStore) -> bool {
+        sled::fail::set("buffer write", 1);
+        true
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sled_store_passes_the_conformance_suite() {
+    let factory = Factory {
+        dir: tempfile::tempdir().unwrap(),
+        next: AtomicUsize::new(0),
+    };
+    let report = conformance::run(&factory).await;
+    sled::fail::reset();
+    println!("{report}");
+    assert!(report.is_success(), "{report}");
+    assert!(
+        !report
+            .results
+            .iter()
+            .any(|r| matches!(r.outcome, conformance::Outcome::Skipped(_))),
+        "{report}"
+    );
+}
+
+#[test]
+fn a_second_open_of_the_same_directory_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("held.sled");
+    let _first = SledStore::open(path.clone()).unwrap();
+    match SledStore::open(path.clone()) {
+        Err(StoreError::Locked { path: p }) => assert!(p.ends_with("held.sled")),
+        other => panic!("second open gave {other:?}"),
+    }
+}
