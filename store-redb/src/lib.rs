@@ -18,7 +18,7 @@
 //! ```
 //!
 //! Opening a file that another process holds open fails with
-//! [`StoreError::Locked`](mqtt_core::store::StoreError::Locked).
+//! `mqtt_core::store::StoreError::Locked`.
 #![forbid(unsafe_code)]
 
 use std::path::PathBuf;
