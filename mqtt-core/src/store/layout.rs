@@ -129,20 +129,36 @@ pub fn queue_key(key: &SessionKey, seq: u64) -> Vec<u8> {
     numbered_key(key, SECTION_QUEUE, &seq.to_be_bytes())
 }
 
-/// CRC-32 (IEEE 802.3, reflected, polynomial 0xEDB88320).
+/// CRC-32 (IEEE 802.3, reflected, polynomial 0xEDB88320), one table lookup per byte.
 fn crc32(parts: &[&[u8]]) -> u32 {
     let mut crc = !0u32;
     for part in parts {
         for &byte in *part {
-            crc ^= u32::from(byte);
-            for _ in 0..8 {
-                let mask = (crc & 1).wrapping_neg();
-                crc = (crc >> 1) ^ (0xEDB8_8320 & mask);
-            }
+            // The index is masked to 0..=255, inside the 256-entry table.
+            let index = usize::from((crc as u8) ^ byte);
+            crc = (crc >> 8) ^ CRC_TABLE.get(index).copied().unwrap_or(0);
         }
     }
     !crc
 }
+
+/// The CRC of every byte value, computed when the crate is compiled.
+const CRC_TABLE: [u32; 256] = {
+    let mut table = [0u32; 256];
+    let mut n = 0;
+    while n < 256 {
+        let mut crc = n as u32;
+        let mut bit = 0;
+        while bit < 8 {
+            let mask = (crc & 1).wrapping_neg();
+            crc = (crc >> 1) ^ (0xEDB8_8320 & mask);
+            bit += 1;
+        }
+        table[n] = crc;
+        n += 1;
+    }
+    table
+};
 
 fn value(key: &[u8], kind: u8, body: &[&[u8]]) -> Vec<u8> {
     let len: usize = body.iter().map(|b| b.len()).sum();
