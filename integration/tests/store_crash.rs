@@ -158,3 +158,39 @@ async fn sled_survives_sigkill() {
     })
     .await;
 }
+
+/// Starts the child on `path`, waits for its first commit, and returns it still running.
+fn child_holding(kind: &str, path: &Path) -> std::process::Child {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_store_crash_child"))
+        .arg(kind)
+        .arg(path)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the child");
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().expect("child stdout"))
+        .read_line(&mut first)
+        .expect("the child's first line");
+    assert!(first.starts_with("committed"), "child said {first:?}");
+    child
+}
+
+#[test]
+fn a_store_open_in_another_process_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    for kind in ["redb", "sled"] {
+        let path = dir.path().join(format!("held.{kind}"));
+        let mut child = child_holding(kind, &path);
+        let result = match kind {
+            "redb" => store_redb::RedbStore::open(path.clone()).map(|_| ()),
+            _ => store_sled::SledStore::open(path.clone()).map(|_| ()),
+        };
+        child.kill().unwrap();
+        child.wait().unwrap();
+        match result {
+            Err(StoreError::Locked { path: p }) => assert!(p.contains("held"), "{p}"),
+            other => panic!("{kind}: opening a store held by another process gave {other:?}"),
+        }
+    }
+}
