@@ -38,15 +38,19 @@ fn env_number(name: &str) -> Option<u64> {
     std::env::var(name).ok().and_then(|v| v.parse().ok())
 }
 
-/// Runs the child once, kills it after `delay`, and returns the batches it acknowledged.
-fn run_child_and_kill(kind: &str, path: &Path, delay: Duration) -> Vec<u64> {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_store_crash_child"))
+fn spawn_child(kind: &str, path: &Path) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_store_crash_child"))
         .arg(kind)
         .arg(path)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("start the child");
+        .expect("start the child")
+}
+
+/// Runs the child once, kills it after `delay`, and returns the batches it acknowledged.
+fn run_child_and_kill(kind: &str, path: &Path, delay: Duration) -> Vec<u64> {
+    let mut child = spawn_child(kind, path);
     let stdout = child.stdout.take().expect("child stdout");
     let acked = Arc::new(Mutex::new(Vec::new()));
     let reader = {
@@ -161,13 +165,7 @@ async fn sled_survives_sigkill() {
 
 /// Starts the child on `path`, waits for its first commit, and returns it still running.
 fn child_holding(kind: &str, path: &Path) -> std::process::Child {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_store_crash_child"))
-        .arg(kind)
-        .arg(path)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start the child");
+    let mut child = spawn_child(kind, path);
     let mut first = String::new();
     BufReader::new(child.stdout.take().expect("child stdout"))
         .read_line(&mut first)

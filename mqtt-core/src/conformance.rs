@@ -60,9 +60,10 @@ use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 
 use crate::packet::{Codec, Packet, Publish, QoS};
+use crate::store::layout::{self, KvWrite};
 use crate::store::{
-    Batch, OutboundRecord, QueuedPublish, SessionKey, SessionMeta, SessionStore, StoreError,
-    StoreOp, StoredSession,
+    Batch, KvBackend, OutboundRecord, QueuedPublish, SessionKey, SessionMeta, SessionStore,
+    StoreError, StoreOp, StoredSession,
 };
 
 /// A way to damage a stored record, as a bad disk or a torn write would.
@@ -90,6 +91,24 @@ pub fn damaged(value: &[u8], damage: Damage) -> Vec<u8> {
         Damage::ZeroFill => out.fill(0),
     }
     out
+}
+
+/// Damages the value of one record of `session` in a store that uses
+/// [`layout`](crate::store::layout) (the first outbound record, which every damage check
+/// writes): a ready-made [`StoreFactory::damage`] for key-value stores.
+pub fn damage_kv_record<B: KvBackend>(
+    backend: &B,
+    session: &SessionKey,
+    damage: Damage,
+) -> Result<bool, StoreError> {
+    let key = layout::outbound_key(session, 1);
+    let value = backend.get(&key)?.ok_or_else(|| StoreError::Backend {
+        backend: B::NAME,
+        message: format!("no record to damage in session {session}"),
+        source: None,
+    })?;
+    backend.apply(&[KvWrite::Put(key, damaged(&value, damage))])?;
+    Ok(true)
 }
 
 /// How the suite makes, reopens and damages stores of one kind.
@@ -157,6 +176,11 @@ impl Report {
             .results
             .iter()
             .any(|r| matches!(r.outcome, Outcome::Failed(_)))
+    }
+
+    /// Whether every check ran and passed: none failed and none was skipped.
+    pub fn passed_all(&self) -> bool {
+        self.results.iter().all(|r| r.outcome == Outcome::Passed)
     }
 
     /// The checks that failed, with their messages.

@@ -49,12 +49,6 @@ impl MemoryBackend {
         self.fail_next_apply.store(true, Ordering::SeqCst);
     }
 
-    /// Stores raw bytes under a raw key, below the session layer. For tests that damage a
-    /// record on purpose.
-    pub fn put_raw(&self, key: Vec<u8>, value: Vec<u8>) {
-        self.lock().insert(key, value);
-    }
-
     fn lock(&self) -> MutexGuard<'_, Map> {
         // A panic while holding the lock cannot leave the map half-changed: `apply` changes it
         // only after every check has passed.
