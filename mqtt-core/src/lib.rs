@@ -26,4 +26,5 @@
 #[cfg(feature = "conformance")]
 pub mod conformance;
 pub mod packet;
+pub mod session;
 pub mod store;

@@ -1,0 +1,665 @@
+//! The session engine: the client side of MQTT v5 as a state machine with no I/O.
+//!
+//! It is fed events (a publish from the application, a packet from the server, a CONNACK, a
+//! lost connection) and polled for what to do: [`Session::poll_output`] returns an [`Output`]
+//! holding the store operations that must be committed *and then* the packets that may go on
+//! the wire; [`Session::poll_event`] returns what the application should learn. The engine
+//! never reads a clock, opens a socket or touches a store; the driver does, in that order.
+//!
+//! # Status
+//!
+//! This is the engine's first part: packet identifiers, outbound QoS 1/2 flows with their
+//! store records, the server's Receive Maximum, the offline queue, CONNACK handling, and
+//! retransmission on reconnect (Session Present 1: in order, DUP set, within the new Receive
+//! Maximum; Session Present 0: resent as new messages, PUBREL and markers dropped, reported).
+//! Inbound PUBLISH delivery and acknowledgement, topic aliases, keep alive, session expiry,
+//! SUBSCRIBE, DISCONNECT and AUTH come next (see ARCHITECTURE.md).
+
+mod packet_id;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+
+use bytes::{Bytes, BytesMut};
+
+use crate::packet::{
+    Codec, ConnAck, Connect, ConnectProperties, DecodeError, Decoded, EncodeError, Packet, PubAck,
+    Publish, QoS, ReasonCode,
+};
+use crate::store::{Batch, OutboundRecord, QueuedPublish, StoreOp, StoredSession};
+use packet_id::PacketIds;
+
+/// What the client asks of a session.
+#[derive(Debug, Clone)]
+pub struct SessionOptions {
+    /// The client identifier; empty asks the server to assign one.
+    pub client_id: String,
+    /// Start without the server's session state on the first connection.
+    pub clean_start: bool,
+    /// Keep alive in seconds.
+    pub keep_alive: u16,
+    /// CONNECT properties (Session Expiry Interval, Receive Maximum, ...).
+    pub properties: ConnectProperties,
+}
+
+impl SessionOptions {
+    /// Options for `client_id` that resume the server's session (Clean Start 0).
+    pub fn new(client_id: impl Into<String>) -> Self {
+        Self {
+            client_id: client_id.into(),
+            clean_start: false,
+            keep_alive: 60,
+            properties: ConnectProperties::default(),
+        }
+    }
+}
+
+/// Identifies a publish accepted by [`Session::publish`] in later [`Event`]s.
+pub type DeliveryId = u64;
+
+/// Store operations to commit, then packets to send, in that order.
+///
+/// The packets may depend on the operations (a PUBLISH on its record, a PUBREL on the record that
+/// says PUBREC arrived): sending one before the commit returned `Ok` could make the server hold a
+/// message the client would forget in a crash. Drivers commit `commit`, then write `send`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[must_use = "the store operations must be committed before the packets are sent"]
+pub struct Output {
+    /// Commit these first (group commit: everything gathered since the last poll).
+    pub commit: Batch,
+    /// Then send these, in order.
+    pub send: Vec<Packet>,
+}
+
+/// What the application learns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// The server acknowledged a QoS 1 publish (PUBACK) or completed a QoS 2 one (PUBCOMP).
+    Delivered {
+        /// The publish.
+        id: DeliveryId,
+        /// The reason code of PUBACK or PUBCOMP.
+        reason: ReasonCode,
+    },
+    /// The server refused a publish (PUBACK or PUBREC with a reason code of 0x80 or more), or it
+    /// could not be sent (it exceeds the server's limits).
+    Failed {
+        /// The publish.
+        id: DeliveryId,
+        /// Why.
+        reason: ReasonCode,
+    },
+    /// The server accepted the connection.
+    Connected {
+        /// Whether the server resumed the session.
+        session_present: bool,
+    },
+    /// The server refused the connection.
+    ConnectionRefused {
+        /// Its reason code.
+        reason: ReasonCode,
+    },
+    /// The server had no session although the client had one: QoS 1/2 publishes that were in
+    /// flight are sent again as new messages; messages past PUBREC are taken as delivered.
+    SessionLost {
+        /// How many publishes are sent again.
+        resent: usize,
+        /// How many PUBREL flows were dropped (the server had received their messages).
+        dropped_pubrel: usize,
+        /// How many inbound PUBREC markers were dropped.
+        dropped_inbound: usize,
+    },
+}
+
+/// Why a publish was refused at once; nothing was stored.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PublishError {
+    /// The packet breaks a rule of the specification (a topic with a wildcard, ...).
+    #[error("the publish is invalid: {0}")]
+    Invalid(#[from] EncodeError),
+    /// The QoS is above the server's Maximum QoS [MQTT-3.2.2-11].
+    #[error("QoS {requested:?} is above the server's Maximum QoS {maximum:?}")]
+    QosNotSupported {
+        /// What was asked.
+        requested: QoS,
+        /// What the server allows.
+        maximum: QoS,
+    },
+    /// The server does not keep retained messages [MQTT-3.2.2-14].
+    #[error("the server does not support retained messages")]
+    RetainNotSupported,
+}
+
+/// A rule the server broke; the connection must end with DISCONNECT and this reason code.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProtocolViolation {
+    /// A packet the client must never receive, or one out of order.
+    #[error("{0}")]
+    Unexpected(&'static str),
+    /// Session Present 1 for a client that asked for a clean start [MQTT-3.2.2-4].
+    #[error("the server resumed a session the client did not ask for [MQTT-3.2.2-4]")]
+    UnexpectedSession,
+}
+
+impl ProtocolViolation {
+    /// The reason code to send in DISCONNECT.
+    pub fn reason_code(&self) -> ReasonCode {
+        ReasonCode::ProtocolError
+    }
+}
+
+/// Why a stored session cannot be resumed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SessionError {
+    /// A stored PUBLISH does not decode.
+    #[error("stored outbound record #{seq} is not a valid QoS 1/2 PUBLISH: {reason}")]
+    BadRecord {
+        /// Its sequence number.
+        seq: u64,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    /// PUBLISH sent (or to send); PUBACK or PUBREC awaited.
+    Published,
+    /// PUBREC arrived, PUBREL sent (or to send); PUBCOMP awaited.
+    Released,
+}
+
+#[derive(Debug, Clone)]
+struct Flow {
+    /// The delivery id: the sequence number the PUBLISH was first stored under.
+    id: DeliveryId,
+    packet_id: u16,
+    /// The PUBLISH with its packet identifier and full topic, DUP clear.
+    publish: Publish,
+    stage: Stage,
+    /// Whether its current packet went out on the current connection.
+    sent: bool,
+    /// Whether the next PUBLISH is a retransmission (DUP 1) rather than a first send.
+    retransmit: bool,
+}
+
+/// What the server announced in CONNACK, for the current connection.
+#[derive(Debug, Clone)]
+struct Connection {
+    send_quota: u16,
+    maximum_qos: QoS,
+    retain_available: bool,
+}
+
+/// One client session: what is in flight, what waits, and the current connection's limits.
+#[derive(Debug)]
+pub struct Session {
+    options: SessionOptions,
+    codec: Codec,
+    /// Outbound flows by store sequence number: the order of retransmission.
+    flows: BTreeMap<u64, Flow>,
+    /// Sequence number of each in-flight packet identifier.
+    by_packet_id: HashMap<u16, u64>,
+    ids: PacketIds,
+    /// Accepted publishes without an identifier yet, FIFO, with their delivery ids.
+    queue: VecDeque<(DeliveryId, Publish)>,
+    /// Inbound QoS 2 PUBLISH answered with PUBREC, awaiting PUBREL.
+    inbound_pubrec: BTreeSet<u16>,
+    next_seq: u64,
+    connection: Option<Connection>,
+    /// Whether a CONNACK with Success was ever received (later connects resume the session).
+    connected_once: bool,
+    pending: Output,
+    events: VecDeque<Event>,
+}
+
+fn decode_publish(bytes: &Bytes) -> Result<Publish, String> {
+    let mut buf = BytesMut::from(&bytes[..]);
+    match Codec::default().decode(&mut buf) {
+        Ok(Decoded::Packet(Packet::Publish(p))) if buf.is_empty() => Ok(p),
+        Ok(other) => Err(format!("not one PUBLISH: {other:?}")),
+        Err(DecodeError { violation, .. }) => Err(violation.to_string()),
+    }
+}
+
+fn encode(publish: &Publish) -> Result<Bytes, EncodeError> {
+    let mut buf = BytesMut::new();
+    Codec::default().encode(&Packet::Publish(publish.clone()), &mut buf)?;
+    Ok(buf.freeze())
+}
+
+impl Session {
+    /// A session resumed from what the store held (an empty [`StoredSession`] for a new one).
+    pub fn new(options: SessionOptions, stored: StoredSession) -> Result<Self, SessionError> {
+        let mut session = Self {
+            options,
+            codec: Codec::default(),
+            flows: BTreeMap::new(),
+            by_packet_id: HashMap::new(),
+            ids: PacketIds::default(),
+            queue: VecDeque::new(),
+            inbound_pubrec: stored.inbound.iter().copied().collect(),
+            next_seq: stored.next_seq(),
+            connection: None,
+            connected_once: false,
+            pending: Output::default(),
+            events: VecDeque::new(),
+        };
+        // Flows in PUBREL stage carry no PUBLISH any more; keep a placeholder without payload.
+        for (seq, record) in stored.outbound {
+            let bad = |reason: String| SessionError::BadRecord { seq, reason };
+            let (packet_id, publish, stage) = match record {
+                OutboundRecord::Publish(bytes) => {
+                    let publish = decode_publish(&bytes).map_err(bad)?;
+                    if publish.qos == QoS::AtMostOnce {
+                        return Err(bad("QoS 0 has no flow to resume".to_owned()));
+                    }
+                    (publish.packet_id, publish, Stage::Published)
+                }
+                OutboundRecord::PubRel { packet_id } => {
+                    let mut placeholder = Publish::new("", Bytes::new());
+                    placeholder.qos = QoS::ExactlyOnce;
+                    placeholder.packet_id = packet_id;
+                    (packet_id, placeholder, Stage::Released)
+                }
+            };
+            if !session.ids.insert(packet_id) {
+                return Err(bad(format!(
+                    "packet identifier {packet_id} is in flight twice"
+                )));
+            }
+            session.by_packet_id.insert(packet_id, seq);
+            session.flows.insert(
+                seq,
+                Flow {
+                    id: seq,
+                    packet_id,
+                    publish,
+                    stage,
+                    sent: false,
+                    // It may have gone out before the restart.
+                    retransmit: true,
+                },
+            );
+        }
+        for (seq, queued) in stored.queue {
+            let mut publish = decode_publish(&queued.packet)
+                .map_err(|reason| SessionError::BadRecord { seq, reason })?;
+            publish.qos = queued.qos;
+            session.queue.push_back((seq, publish));
+        }
+        Ok(session)
+    }
+
+    fn next_seq(&mut self) -> u64 {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        seq
+    }
+
+    /// The CONNECT to send on a new connection.
+    pub fn connect_packet(&self) -> Connect {
+        let mut connect = Connect::new(self.options.client_id.clone());
+        connect.clean_start = self.options.clean_start && !self.connected_once;
+        connect.keep_alive = self.options.keep_alive;
+        connect.properties = self.options.properties.clone();
+        connect
+    }
+
+    /// Accepts a publish from the application and returns its delivery id.
+    ///
+    /// QoS 1/2: the publish is stored with the next [`Output`]; it is sent at once when a
+    /// connection, a packet identifier and send quota are there, and otherwise waits in the
+    /// durable queue, behind what waits already. QoS 0 is sent only on a connection (nothing is
+    /// stored); without one it waits in the queue like the others.
+    pub fn publish(&mut self, mut publish: Publish) -> Result<DeliveryId, PublishError> {
+        publish.dup = false;
+        publish.packet_id = 0;
+        // The packet must be valid as it will be sent: check with a stand-in identifier.
+        let mut probe = publish.clone();
+        if probe.qos != QoS::AtMostOnce {
+            probe.packet_id = 1;
+        }
+        self.codec.encoded_len(&Packet::Publish(probe))?;
+        if let Some(conn) = &self.connection {
+            if publish.qos > conn.maximum_qos {
+                return Err(PublishError::QosNotSupported {
+                    requested: publish.qos,
+                    maximum: conn.maximum_qos,
+                });
+            }
+            if publish.retain && !conn.retain_available {
+                return Err(PublishError::RetainNotSupported);
+            }
+        }
+        let id = self.next_seq();
+        if publish.qos == QoS::AtMostOnce && self.connection.is_some() && self.queue.is_empty() {
+            self.pending.send.push(Packet::Publish(publish));
+            return Ok(id);
+        }
+        let mut stored = publish.clone();
+        stored.qos = QoS::AtMostOnce;
+        let packet = encode(&stored)?;
+        self.pending.commit.push(StoreOp::PushQueue {
+            seq: id,
+            message: QueuedPublish {
+                qos: publish.qos,
+                packet,
+            },
+        });
+        self.queue.push_back((id, publish));
+        self.drain();
+        Ok(id)
+    }
+
+    /// Sends what waits, oldest first, while the connection and its quota allow: first flows
+    /// not yet sent on this connection (after a reconnect), then the queue.
+    fn drain(&mut self) {
+        let Some(conn) = self.connection.as_mut() else {
+            return;
+        };
+        for flow in self.flows.values_mut().filter(|f| !f.sent) {
+            if conn.send_quota == 0 {
+                return;
+            }
+            conn.send_quota -= 1;
+            flow.sent = true;
+            self.pending.send.push(match flow.stage {
+                Stage::Published => {
+                    let mut again = flow.publish.clone();
+                    again.dup = flow.retransmit;
+                    Packet::Publish(again)
+                }
+                Stage::Released => Packet::PubRel(PubAck::new(flow.packet_id)),
+            });
+            flow.retransmit = true;
+        }
+        while let Some((_, front)) = self.queue.front() {
+            if front.qos == QoS::AtMostOnce {
+                if let Some((id, publish)) = self.queue.pop_front() {
+                    self.pending.commit.push(StoreOp::RemoveQueue { seq: id });
+                    self.pending.send.push(Packet::Publish(publish));
+                }
+                continue;
+            }
+            let Some(conn) = self.connection.as_mut() else {
+                return;
+            };
+            if conn.send_quota == 0 {
+                return;
+            }
+            let Some(packet_id) = self.ids.allocate() else {
+                return;
+            };
+            let Some((id, mut publish)) = self.queue.pop_front() else {
+                return;
+            };
+            publish.packet_id = packet_id;
+            let record = match encode(&publish) {
+                Ok(bytes) => bytes,
+                Err(_) => {
+                    // Accepted when queued; it can only fail now against limits that changed.
+                    self.ids.remove(packet_id);
+                    self.pending.commit.push(StoreOp::RemoveQueue { seq: id });
+                    self.events.push_back(Event::Failed {
+                        id,
+                        reason: ReasonCode::PacketTooLarge,
+                    });
+                    continue;
+                }
+            };
+            conn.send_quota -= 1;
+            // The flow keeps its delivery id as its sequence number: it orders retransmission
+            // by the order of acceptance, and the queue record goes in the same batch.
+            self.pending.commit.push(StoreOp::RemoveQueue { seq: id });
+            self.pending.commit.push(StoreOp::PutOutbound {
+                seq: id,
+                record: OutboundRecord::Publish(record),
+            });
+            self.pending.send.push(Packet::Publish(publish.clone()));
+            self.by_packet_id.insert(packet_id, id);
+            self.flows.insert(
+                id,
+                Flow {
+                    id,
+                    packet_id,
+                    publish,
+                    stage: Stage::Published,
+                    sent: true,
+                    retransmit: true,
+                },
+            );
+        }
+    }
+
+    /// Handles CONNACK for the connection being made.
+    pub fn handle_connack(&mut self, connack: &ConnAck) -> Result<(), ProtocolViolation> {
+        if connack.reason_code.is_error() {
+            self.events.push_back(Event::ConnectionRefused {
+                reason: connack.reason_code,
+            });
+            return Ok(());
+        }
+        let asked_clean = self.options.clean_start && !self.connected_once;
+        if connack.session_present && asked_clean {
+            return Err(ProtocolViolation::UnexpectedSession);
+        }
+        let props = &connack.properties;
+        self.connection = Some(Connection {
+            send_quota: props.receive_maximum.unwrap_or(u16::MAX),
+            maximum_qos: props.maximum_qos.unwrap_or(QoS::ExactlyOnce),
+            retain_available: props.retain_available.unwrap_or(true),
+        });
+        self.codec.max_outgoing_packet_size = props.maximum_packet_size;
+        self.connected_once = true;
+        for flow in self.flows.values_mut() {
+            flow.sent = false;
+        }
+        if !connack.session_present {
+            self.session_lost();
+        }
+        self.events.push_back(Event::Connected {
+            session_present: connack.session_present,
+        });
+        self.drain();
+        Ok(())
+    }
+
+    /// The server has no session: resend PUBLISH flows as new messages, drop PUBREL flows and
+    /// inbound markers (the default policy), and say so.
+    fn session_lost(&mut self) {
+        let released: Vec<u64> = self
+            .flows
+            .iter()
+            .filter(|(_, f)| f.stage == Stage::Released)
+            .map(|(seq, _)| *seq)
+            .collect();
+        for seq in &released {
+            if let Some(flow) = self.flows.remove(seq) {
+                self.ids.remove(flow.packet_id);
+                self.by_packet_id.remove(&flow.packet_id);
+                self.pending
+                    .commit
+                    .push(StoreOp::RemoveOutbound { seq: *seq });
+                // PUBREC had arrived: the server took the message.
+                self.events.push_back(Event::Delivered {
+                    id: flow.id,
+                    reason: ReasonCode::Success,
+                });
+            }
+        }
+        let dropped_inbound = self.inbound_pubrec.len();
+        for packet_id in std::mem::take(&mut self.inbound_pubrec) {
+            self.pending
+                .commit
+                .push(StoreOp::RemoveInbound { packet_id });
+        }
+        let resent = self.flows.len();
+        if resent + released.len() + dropped_inbound > 0 {
+            self.events.push_back(Event::SessionLost {
+                resent,
+                dropped_pubrel: released.len(),
+                dropped_inbound,
+            });
+        }
+        // The server has never seen them: they go out as first transmissions, DUP 0.
+        for flow in self.flows.values_mut() {
+            flow.retransmit = false;
+        }
+    }
+
+    /// Finds the flow of an acknowledged packet identifier in the expected stage.
+    fn flow_for(&self, packet_id: u16, stage: Stage) -> Option<u64> {
+        let seq = *self.by_packet_id.get(&packet_id)?;
+        let flow = self.flows.get(&seq)?;
+        (flow.stage == stage && flow.sent).then_some(seq)
+    }
+
+    /// Ends a flow: its record goes, its identifier and its send quota come back.
+    fn finish(&mut self, seq: u64, event: Event) {
+        if let Some(flow) = self.flows.remove(&seq) {
+            self.ids.remove(flow.packet_id);
+            self.by_packet_id.remove(&flow.packet_id);
+            self.pending.commit.push(StoreOp::RemoveOutbound { seq });
+            if let Some(conn) = self.connection.as_mut() {
+                conn.send_quota = conn.send_quota.saturating_add(1);
+            }
+            self.events.push_back(event);
+            self.drain();
+        }
+    }
+
+    /// PUBACK: a QoS 1 flow ends, delivered or refused by its reason code. An identifier with no
+    /// QoS 1 flow awaiting PUBACK is ignored (the server repeats itself after a reconnect).
+    pub fn handle_puback(&mut self, ack: &PubAck) {
+        let Some(seq) = self.flow_for(ack.packet_id, Stage::Published) else {
+            return;
+        };
+        if self.flows.get(&seq).map(|f| f.publish.qos) != Some(QoS::AtLeastOnce) {
+            return;
+        }
+        let event = if ack.reason_code.is_error() {
+            Event::Failed {
+                id: seq,
+                reason: ack.reason_code,
+            }
+        } else {
+            Event::Delivered {
+                id: seq,
+                reason: ack.reason_code,
+            }
+        };
+        self.finish(seq, event);
+    }
+
+    /// PUBREC: a QoS 2 flow moves to PUBREL, stored under a new sequence number so that PUBREL
+    /// records keep the order PUBREC arrived in [MQTT-4.6.0-4]; with an error reason code the
+    /// flow ends and no PUBREL follows. An unknown identifier is answered with PUBREL 0x92.
+    pub fn handle_pubrec(&mut self, rec: &PubAck) {
+        let Some(seq) = self.flow_for(rec.packet_id, Stage::Published) else {
+            if self.flow_for(rec.packet_id, Stage::Released).is_some() {
+                // A repeated PUBREC: the PUBREL it asks for is already stored; send it again.
+                self.pending
+                    .send
+                    .push(Packet::PubRel(PubAck::new(rec.packet_id)));
+            } else if self.connection.is_some() {
+                let mut rel = PubAck::new(rec.packet_id);
+                rel.reason_code = ReasonCode::PacketIdentifierNotFound;
+                self.pending.send.push(Packet::PubRel(rel));
+            }
+            return;
+        };
+        if rec.reason_code.is_error() {
+            self.finish(
+                seq,
+                Event::Failed {
+                    id: seq,
+                    reason: rec.reason_code,
+                },
+            );
+            return;
+        }
+        let new_seq = self.next_seq();
+        let Some(mut flow) = self.flows.remove(&seq) else {
+            return;
+        };
+        flow.stage = Stage::Released;
+        flow.publish.payload = Bytes::new();
+        self.by_packet_id.insert(flow.packet_id, new_seq);
+        self.pending.commit.push(StoreOp::RemoveOutbound { seq });
+        self.pending.commit.push(StoreOp::PutOutbound {
+            seq: new_seq,
+            record: OutboundRecord::PubRel {
+                packet_id: flow.packet_id,
+            },
+        });
+        self.pending
+            .send
+            .push(Packet::PubRel(PubAck::new(flow.packet_id)));
+        self.flows.insert(new_seq, flow);
+    }
+
+    /// PUBCOMP: a QoS 2 flow ends. An identifier with no flow awaiting PUBCOMP is ignored.
+    pub fn handle_pubcomp(&mut self, comp: &PubAck) {
+        let Some(seq) = self.flow_for(comp.packet_id, Stage::Released) else {
+            return;
+        };
+        let id = self.flows.get(&seq).map_or(seq, |f| f.id);
+        let event = if comp.reason_code.is_error() {
+            Event::Failed {
+                id,
+                reason: comp.reason_code,
+            }
+        } else {
+            Event::Delivered {
+                id,
+                reason: comp.reason_code,
+            }
+        };
+        self.finish(seq, event);
+    }
+
+    /// The connection is gone: its quota goes with it; flows and the queue stay, to be sent
+    /// again on the next connection. Store operations not yet polled are kept; packets are not.
+    pub fn connection_lost(&mut self) {
+        self.connection = None;
+        self.pending.send.clear();
+        for flow in self.flows.values_mut() {
+            flow.sent = false;
+        }
+    }
+
+    /// Whether a connection is up (CONNACK with Success received, not lost since).
+    pub fn is_connected(&self) -> bool {
+        self.connection.is_some()
+    }
+
+    /// QoS 1/2 publishes in flight (PUBLISH or PUBREL awaiting its answer).
+    pub fn in_flight(&self) -> usize {
+        self.flows.len()
+    }
+
+    /// Publishes accepted and waiting for an identifier, a connection or send quota.
+    pub fn queued(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Store operations to commit and then packets to send, gathered since the last call;
+    /// `None` when there is nothing.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        if self.pending.commit.is_empty() && self.pending.send.is_empty() {
+            return None;
+        }
+        Some(std::mem::take(&mut self.pending))
+    }
+
+    /// The next event for the application.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+}
+
+#[cfg(test)]
+mod tests;
