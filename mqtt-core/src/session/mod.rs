@@ -8,12 +8,15 @@
 //!
 //! # Status
 //!
-//! This is the engine's first part: packet identifiers, outbound QoS 1/2 flows with their
-//! store records, the server's Receive Maximum, the offline queue, CONNACK handling, and
-//! retransmission on reconnect (Session Present 1: in order, DUP set, within the new Receive
-//! Maximum; Session Present 0: resent as new messages, PUBREL and markers dropped, reported).
-//! Inbound PUBLISH delivery and acknowledgement, topic aliases, keep alive, session expiry,
-//! SUBSCRIBE, DISCONNECT and AUTH come next (see ARCHITECTURE.md).
+//! Built: packet identifiers; outbound QoS 1/2 flows with their store records; the server's
+//! Receive Maximum; the durable offline queue; CONNACK handling; retransmission on reconnect
+//! (Session Present 1: in order, DUP set, within the new Receive Maximum; Session Present 0:
+//! resent as new messages, PUBREL and markers dropped, reported); inbound PUBLISH with
+//! automatic or manual ack, acks in arrival order, the durable PUBREC marker, PUBREL/PUBCOMP,
+//! the client's Receive Maximum (0x93), inbound Topic Aliases (0x94), and a defined meaning for
+//! an ack after a lost connection ([`Session::ack`]). Still to come: outbound topic aliases,
+//! keep alive, session expiry and metadata, SUBSCRIBE/UNSUBSCRIBE, DISCONNECT both ways, AUTH,
+//! and one dispatcher for every packet from the server (see ARCHITECTURE.md).
 
 mod packet_id;
 
@@ -39,6 +42,9 @@ pub struct SessionOptions {
     pub keep_alive: u16,
     /// CONNECT properties (Session Expiry Interval, Receive Maximum, ...).
     pub properties: ConnectProperties,
+    /// Acknowledge inbound QoS 1/2 messages only when the application calls [`Session::ack`];
+    /// off, they are acknowledged as they are delivered.
+    pub manual_ack: bool,
 }
 
 impl SessionOptions {
@@ -49,9 +55,13 @@ impl SessionOptions {
             clean_start: false,
             keep_alive: 60,
             properties: ConnectProperties::default(),
+            manual_ack: false,
         }
     }
 }
+
+/// Identifies an inbound message for [`Session::ack`]. QoS 0 messages need no ack.
+pub type DeliveryTag = u64;
 
 /// Identifies a publish accepted by [`Session::publish`] in later [`Event`]s.
 pub type DeliveryId = u64;
@@ -87,6 +97,13 @@ pub enum Event {
         id: DeliveryId,
         /// Why.
         reason: ReasonCode,
+    },
+    /// A message from the server, to hand to the application.
+    Message {
+        /// What to pass to [`Session::ack`] (QoS 1/2 with manual ack).
+        tag: DeliveryTag,
+        /// The message, its topic resolved if it came by Topic Alias.
+        publish: Publish,
     },
     /// The server accepted the connection.
     Connected {
@@ -140,13 +157,37 @@ pub enum ProtocolViolation {
     /// Session Present 1 for a client that asked for a clean start [MQTT-3.2.2-4].
     #[error("the server resumed a session the client did not ask for [MQTT-3.2.2-4]")]
     UnexpectedSession,
+    /// More unacknowledged QoS 1/2 publishes than the client's Receive Maximum.
+    #[error("the server sent more than {0} unacknowledged QoS 1/2 publishes (Receive Maximum)")]
+    ReceiveMaximumExceeded(u16),
+    /// A Topic Alias that is 0, above the client's Topic Alias Maximum, or never mapped.
+    #[error("Topic Alias {alias} is invalid: {why}")]
+    TopicAliasInvalid {
+        /// The alias.
+        alias: u16,
+        /// What is wrong with it.
+        why: &'static str,
+    },
 }
 
 impl ProtocolViolation {
     /// The reason code to send in DISCONNECT.
     pub fn reason_code(&self) -> ReasonCode {
-        ReasonCode::ProtocolError
+        match self {
+            Self::ReceiveMaximumExceeded(_) => ReasonCode::ReceiveMaximumExceeded,
+            Self::TopicAliasInvalid { .. } => ReasonCode::TopicAliasInvalid,
+            _ => ReasonCode::ProtocolError,
+        }
     }
+}
+
+/// Why [`Session::ack`] refused a tag.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AckError {
+    /// The tag is not a QoS 1/2 message awaiting its ack (acked already, or never delivered).
+    #[error("delivery {0} is not awaiting an acknowledgement (acked twice, or not QoS 1/2)")]
+    NotAwaiting(DeliveryTag),
 }
 
 /// Why a stored session cannot be resumed.
@@ -169,6 +210,14 @@ enum Stage {
     Published,
     /// PUBREC arrived, PUBREL sent (or to send); PUBCOMP awaited.
     Released,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Inbound {
+    tag: DeliveryTag,
+    packet_id: u16,
+    qos: QoS,
+    acked: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -205,8 +254,19 @@ pub struct Session {
     ids: PacketIds,
     /// Accepted publishes without an identifier yet, FIFO, with their delivery ids.
     queue: VecDeque<(DeliveryId, Publish)>,
-    /// Inbound QoS 2 PUBLISH answered with PUBREC, awaiting PUBREL.
+    /// Inbound QoS 2 PUBLISH answered with PUBREC (durable markers), awaiting PUBREL.
     inbound_pubrec: BTreeSet<u16>,
+    /// Inbound QoS 1/2 messages of the current connection, in arrival order: acks go out in
+    /// this order [MQTT-4.6.0-2, MQTT-4.6.0-3].
+    acks: VecDeque<Inbound>,
+    /// Inbound messages delivered on an earlier connection and not yet acked, by tag.
+    stale: HashMap<DeliveryTag, Inbound>,
+    /// Markers written on this connection (PUBREC sent, PUBREL awaited): they count against the
+    /// client's Receive Maximum with the entries of `acks`.
+    pubrec_this_connection: BTreeSet<u16>,
+    /// Topic Alias mappings the server set on this connection.
+    aliases_in: HashMap<u16, String>,
+    next_tag: DeliveryTag,
     next_seq: u64,
     connection: Option<Connection>,
     /// Whether a CONNACK with Success was ever received (later connects resume the session).
@@ -241,6 +301,11 @@ impl Session {
             ids: PacketIds::default(),
             queue: VecDeque::new(),
             inbound_pubrec: stored.inbound.iter().copied().collect(),
+            acks: VecDeque::new(),
+            stale: HashMap::new(),
+            pubrec_this_connection: BTreeSet::new(),
+            aliases_in: HashMap::new(),
+            next_tag: 1,
             next_seq: stored.next_seq(),
             connection: None,
             connected_once: false,
@@ -454,6 +519,9 @@ impl Session {
         });
         self.codec.max_outgoing_packet_size = props.maximum_packet_size;
         self.connected_once = true;
+        self.retire_acks();
+        self.pubrec_this_connection.clear();
+        self.aliases_in.clear();
         for flow in self.flows.values_mut() {
             flow.sent = false;
         }
@@ -490,6 +558,9 @@ impl Session {
                 });
             }
         }
+        // The server forgot its messages too: a late ack must not write a marker that would
+        // swallow a new message reusing the identifier.
+        self.stale.clear();
         let dropped_inbound = self.inbound_pubrec.len();
         for packet_id in std::mem::take(&mut self.inbound_pubrec) {
             self.pending
@@ -626,6 +697,7 @@ impl Session {
     pub fn connection_lost(&mut self) {
         self.connection = None;
         self.pending.send.clear();
+        self.retire_acks();
         for flow in self.flows.values_mut() {
             flow.sent = false;
         }
@@ -634,6 +706,180 @@ impl Session {
     /// Whether a connection is up (CONNACK with Success received, not lost since).
     pub fn is_connected(&self) -> bool {
         self.connection.is_some()
+    }
+
+    /// Handles a PUBLISH from the server: resolves its Topic Alias, enforces the client's
+    /// Receive Maximum, recognises a QoS 2 message already acknowledged (PUBREC again, not
+    /// delivered twice [MQTT-4.3.3-10]), and delivers the rest as [`Event::Message`].
+    pub fn handle_publish(&mut self, mut publish: Publish) -> Result<(), ProtocolViolation> {
+        self.resolve_alias(&mut publish)?;
+        if publish.qos == QoS::AtMostOnce {
+            self.events.push_back(Event::Message { tag: 0, publish });
+            return Ok(());
+        }
+        let packet_id = publish.packet_id;
+        if publish.qos == QoS::ExactlyOnce {
+            if self.inbound_pubrec.contains(&packet_id) {
+                // Acknowledged before: answer again, never deliver twice.
+                self.pending
+                    .send
+                    .push(Packet::PubRec(PubAck::new(packet_id)));
+                return Ok(());
+            }
+            if self
+                .acks
+                .iter()
+                .any(|e| e.packet_id == packet_id && e.qos == QoS::ExactlyOnce)
+            {
+                // Delivered on this connection and not acked yet: PUBREC follows the ack.
+                return Ok(());
+            }
+            let stale = self
+                .stale
+                .values()
+                .find(|e| e.packet_id == packet_id && e.qos == QoS::ExactlyOnce)
+                .map(|e| e.tag);
+            if let Some(entry) = stale.and_then(|tag| self.stale.remove(&tag)) {
+                // Delivered on an earlier connection, ack still to come: bind it to this one.
+                self.check_receive_maximum()?;
+                self.acks.push_back(entry);
+                return Ok(());
+            }
+        }
+        self.check_receive_maximum()?;
+        let tag = self.next_tag;
+        self.next_tag += 1;
+        self.acks.push_back(Inbound {
+            tag,
+            packet_id,
+            qos: publish.qos,
+            acked: false,
+        });
+        self.events.push_back(Event::Message { tag, publish });
+        if !self.options.manual_ack {
+            // Acknowledged as delivered; `ack` cannot refuse a tag just pushed.
+            let _ = self.ack(tag);
+        }
+        Ok(())
+    }
+
+    fn check_receive_maximum(&self) -> Result<(), ProtocolViolation> {
+        let maximum = self.options.properties.receive_maximum.unwrap_or(u16::MAX);
+        if self.acks.len() + self.pubrec_this_connection.len() >= usize::from(maximum) {
+            return Err(ProtocolViolation::ReceiveMaximumExceeded(maximum));
+        }
+        Ok(())
+    }
+
+    fn resolve_alias(&mut self, publish: &mut Publish) -> Result<(), ProtocolViolation> {
+        let Some(alias) = publish.properties.topic_alias.take() else {
+            return Ok(());
+        };
+        let maximum = self.options.properties.topic_alias_maximum.unwrap_or(0);
+        if alias == 0 || alias > maximum {
+            return Err(ProtocolViolation::TopicAliasInvalid {
+                alias,
+                why: "it is 0 or above the client's Topic Alias Maximum [MQTT-3.3.2-10]",
+            });
+        }
+        if publish.topic.is_empty() {
+            publish.topic = self.aliases_in.get(&alias).cloned().ok_or(
+                ProtocolViolation::TopicAliasInvalid {
+                    alias,
+                    why: "it was never mapped on this connection",
+                },
+            )?;
+        } else {
+            self.aliases_in.insert(alias, publish.topic.clone());
+        }
+        Ok(())
+    }
+
+    /// Acknowledges an inbound QoS 1/2 message.
+    ///
+    /// Acks go on the wire in the order the messages arrived [MQTT-4.6.0-2, MQTT-4.6.0-3]: an
+    /// ack given early waits until the messages before it are acked too ([`Session::acks_waiting`]
+    /// counts them). For QoS 2 the "PUBREC sent" marker is committed before PUBREC goes out, so a
+    /// redelivery after a crash is answered, not delivered again.
+    ///
+    /// An ack for a message of an earlier connection (the connection dropped before the ack) is
+    /// defined as follows. QoS 2: the marker is committed, so the server's redelivery is answered
+    /// with PUBREC and never delivered again. QoS 1: nothing is sent; the server redelivers the
+    /// message as a new one, which is delivered again (QoS 1 is at least once).
+    pub fn ack(&mut self, tag: DeliveryTag) -> Result<(), AckError> {
+        if let Some(entry) = self.stale.remove(&tag) {
+            if entry.qos == QoS::ExactlyOnce && self.inbound_pubrec.insert(entry.packet_id) {
+                self.pending.commit.push(StoreOp::PutInbound {
+                    packet_id: entry.packet_id,
+                });
+            }
+            return Ok(());
+        }
+        let entry = self
+            .acks
+            .iter_mut()
+            .find(|e| e.tag == tag && !e.acked)
+            .ok_or(AckError::NotAwaiting(tag))?;
+        entry.acked = true;
+        while self.acks.front().is_some_and(|e| e.acked) {
+            let Some(entry) = self.acks.pop_front() else {
+                break;
+            };
+            match entry.qos {
+                QoS::ExactlyOnce => {
+                    if self.inbound_pubrec.insert(entry.packet_id) {
+                        self.pending.commit.push(StoreOp::PutInbound {
+                            packet_id: entry.packet_id,
+                        });
+                    }
+                    self.pubrec_this_connection.insert(entry.packet_id);
+                    self.pending
+                        .send
+                        .push(Packet::PubRec(PubAck::new(entry.packet_id)));
+                }
+                _ => self
+                    .pending
+                    .send
+                    .push(Packet::PubAck(PubAck::new(entry.packet_id))),
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends the ordering of this connection's acks: those not given yet wait in `stale` (see
+    /// [`Session::ack`]); QoS 2 acks given but held back get their marker, so the server's
+    /// redelivery is answered and not delivered again.
+    fn retire_acks(&mut self) {
+        for entry in std::mem::take(&mut self.acks) {
+            if !entry.acked {
+                self.stale.insert(entry.tag, entry);
+            } else if entry.qos == QoS::ExactlyOnce && self.inbound_pubrec.insert(entry.packet_id) {
+                self.pending.commit.push(StoreOp::PutInbound {
+                    packet_id: entry.packet_id,
+                });
+            }
+        }
+    }
+
+    /// Acks given but held back behind an older message not yet acked.
+    pub fn acks_waiting(&self) -> usize {
+        self.acks.iter().filter(|e| e.acked).count()
+    }
+
+    /// PUBREL for an inbound QoS 2 message: the marker's removal is committed before PUBCOMP
+    /// goes out, so a crash in between cannot leave a marker that would swallow a new message
+    /// reusing the identifier. An unknown identifier is answered with PUBCOMP 0x92.
+    pub fn handle_pubrel(&mut self, rel: &PubAck) {
+        let mut comp = PubAck::new(rel.packet_id);
+        if self.inbound_pubrec.remove(&rel.packet_id) {
+            self.pubrec_this_connection.remove(&rel.packet_id);
+            self.pending.commit.push(StoreOp::RemoveInbound {
+                packet_id: rel.packet_id,
+            });
+        } else {
+            comp.reason_code = ReasonCode::PacketIdentifierNotFound;
+        }
+        self.pending.send.push(Packet::PubComp(comp));
     }
 
     /// QoS 1/2 publishes in flight (PUBLISH or PUBREL awaiting its answer).

@@ -401,3 +401,313 @@ fn a_refused_connection_is_reported() {
         }]
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Inbound
+
+fn manual() -> Harness {
+    let mut options = SessionOptions::new("c");
+    options.manual_ack = true;
+    options.properties.receive_maximum = Some(3);
+    options.properties.topic_alias_maximum = Some(5);
+    let mut h = Harness {
+        session: Session::new(options, StoredSession::default()).unwrap(),
+        store: Committed::default(),
+    };
+    h.connack(false, None);
+    h.events();
+    h
+}
+
+fn incoming(qos: QoS, packet_id: u16, dup: bool) -> Publish {
+    let mut p = Publish::new("in/1", "m");
+    p.qos = qos;
+    p.packet_id = packet_id;
+    p.dup = dup;
+    p
+}
+
+fn tags(events: &[Event]) -> Vec<DeliveryTag> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Message { tag, .. } => Some(*tag),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Rebuilds a manual-ack session from what was committed, as after a crash, and reconnects.
+fn crash_manual(h: &mut Harness) {
+    let mut options = SessionOptions::new("c");
+    options.manual_ack = true;
+    options.properties.receive_maximum = Some(3);
+    h.session = Session::new(options, h.store.stored()).unwrap();
+    h.session.handle_connack(&ConnAck::new(true)).unwrap();
+    h.flush();
+    h.events();
+}
+
+#[test]
+fn automatic_ack_answers_at_delivery() {
+    let mut h = Harness::new();
+    h.connack(false, None);
+    h.session
+        .handle_publish(incoming(QoS::AtLeastOnce, 7, false))
+        .unwrap();
+    assert_eq!(h.flush(), vec![Packet::PubAck(PubAck::new(7))]);
+    assert_eq!(tags(&h.events()).len(), 1);
+}
+
+#[test]
+fn mqtt_4_6_0_2_acks_go_out_in_arrival_order() {
+    let mut h = manual();
+    for id in [1, 2, 3] {
+        h.session
+            .handle_publish(incoming(QoS::AtLeastOnce, id, false))
+            .unwrap();
+    }
+    let t = tags(&h.events());
+    h.session.ack(t[2]).unwrap();
+    assert!(
+        h.flush().is_empty(),
+        "the third ack waits for the first two"
+    );
+    assert_eq!(h.session.acks_waiting(), 1);
+    h.session.ack(t[0]).unwrap();
+    assert_eq!(h.flush(), vec![Packet::PubAck(PubAck::new(1))]);
+    h.session.ack(t[1]).unwrap();
+    assert_eq!(
+        h.flush(),
+        vec![
+            Packet::PubAck(PubAck::new(2)),
+            Packet::PubAck(PubAck::new(3))
+        ]
+    );
+    assert_eq!(h.session.ack(t[1]), Err(AckError::NotAwaiting(t[1])));
+}
+
+#[test]
+fn the_pubrec_marker_is_committed_before_pubrec_is_sent() {
+    let mut h = manual();
+    h.session
+        .handle_publish(incoming(QoS::ExactlyOnce, 4, false))
+        .unwrap();
+    let t = tags(&h.events());
+    assert!(h.flush().is_empty(), "nothing goes out before the ack");
+    h.session.ack(t[0]).unwrap();
+    let output = h.session.poll_output().unwrap();
+    assert_eq!(output.commit.ops(), &[StoreOp::PutInbound { packet_id: 4 }]);
+    assert_eq!(output.send, vec![Packet::PubRec(PubAck::new(4))]);
+}
+
+#[test]
+fn mqtt_4_3_3_10_a_redelivered_qos2_message_is_answered_never_delivered_twice() {
+    let mut h = manual();
+    h.session
+        .handle_publish(incoming(QoS::ExactlyOnce, 4, false))
+        .unwrap();
+    // Redelivered before the ack: nothing new for the application.
+    h.session
+        .handle_publish(incoming(QoS::ExactlyOnce, 4, true))
+        .unwrap();
+    let t = tags(&h.events());
+    assert_eq!(t.len(), 1);
+    h.session.ack(t[0]).unwrap();
+    h.flush();
+    // Redelivered after the ack: PUBREC again.
+    h.session
+        .handle_publish(incoming(QoS::ExactlyOnce, 4, true))
+        .unwrap();
+    assert_eq!(h.flush(), vec![Packet::PubRec(PubAck::new(4))]);
+    assert!(tags(&h.events()).is_empty());
+}
+
+#[test]
+fn a_crash_after_the_ack_never_delivers_again_and_one_before_it_does() {
+    let mut h = manual();
+    h.session
+        .handle_publish(incoming(QoS::ExactlyOnce, 4, false))
+        .unwrap();
+    h.session
+        .handle_publish(incoming(QoS::ExactlyOnce, 5, false))
+        .unwrap();
+    let t = tags(&h.events());
+    h.session.ack(t[0]).unwrap();
+    h.flush();
+    crash_manual(&mut h);
+    h.session
+        .handle_publish(incoming(QoS::ExactlyOnce, 4, true))
+        .unwrap();
+    h.session
+        .handle_publish(incoming(QoS::ExactlyOnce, 5, true))
+        .unwrap();
+    assert_eq!(h.flush(), vec![Packet::PubRec(PubAck::new(4))]);
+    let events = h.events();
+    assert_eq!(
+        tags(&events).len(),
+        1,
+        "only the unacked message comes again"
+    );
+}
+
+#[test]
+fn pubrel_removes_the_marker_before_pubcomp() {
+    let mut h = manual();
+    h.session
+        .handle_publish(incoming(QoS::ExactlyOnce, 4, false))
+        .unwrap();
+    let t = tags(&h.events());
+    h.session.ack(t[0]).unwrap();
+    h.flush();
+    h.session.handle_pubrel(&PubAck::new(4));
+    let output = h.session.poll_output().unwrap();
+    assert_eq!(
+        output.commit.ops(),
+        &[StoreOp::RemoveInbound { packet_id: 4 }]
+    );
+    assert_eq!(output.send, vec![Packet::PubComp(PubAck::new(4))]);
+    h.store.apply(&output.commit);
+    assert!(h.store.inbound.is_empty());
+    // The identifier is free for a new message now.
+    h.session
+        .handle_publish(incoming(QoS::ExactlyOnce, 4, false))
+        .unwrap();
+    assert_eq!(tags(&h.events()).len(), 1);
+    // PUBREL for an identifier never acknowledged.
+    h.session.handle_pubrel(&PubAck::new(9));
+    let mut comp = PubAck::new(9);
+    comp.reason_code = ReasonCode::PacketIdentifierNotFound;
+    assert_eq!(h.flush(), vec![Packet::PubComp(comp)]);
+}
+
+#[test]
+fn one_publish_beyond_the_clients_receive_maximum_is_0x93() {
+    let mut h = manual();
+    for id in 1..=3 {
+        h.session
+            .handle_publish(incoming(QoS::AtLeastOnce, id, false))
+            .unwrap();
+    }
+    let err = h
+        .session
+        .handle_publish(incoming(QoS::AtLeastOnce, 4, false))
+        .unwrap_err();
+    assert_eq!(err.reason_code(), ReasonCode::ReceiveMaximumExceeded);
+    // QoS 0 does not count.
+    assert!(
+        h.session
+            .handle_publish(incoming(QoS::AtMostOnce, 0, false))
+            .is_ok()
+    );
+}
+
+#[test]
+fn inbound_topic_aliases_map_and_unknown_or_too_large_is_0x94() {
+    let mut h = manual();
+    let mut first = incoming(QoS::AtMostOnce, 0, false);
+    first.properties.topic_alias = Some(2);
+    h.session.handle_publish(first).unwrap();
+    let mut aliased = incoming(QoS::AtMostOnce, 0, false);
+    aliased.topic = String::new();
+    aliased.properties.topic_alias = Some(2);
+    h.session.handle_publish(aliased).unwrap();
+    let events = h.events();
+    assert!(matches!(&events[1], Event::Message { publish, .. } if publish.topic == "in/1"));
+    for alias in [3, 6] {
+        let mut bad = incoming(QoS::AtMostOnce, 0, false);
+        bad.topic = String::new();
+        bad.properties.topic_alias = Some(alias);
+        let err = h.session.handle_publish(bad).unwrap_err();
+        assert_eq!(
+            err.reason_code(),
+            ReasonCode::TopicAliasInvalid,
+            "alias {alias}"
+        );
+    }
+    // Mappings do not outlive the connection [MQTT-3.3.2-7].
+    h.session.connection_lost();
+    h.session.handle_connack(&ConnAck::new(true)).unwrap();
+    let mut aliased = incoming(QoS::AtMostOnce, 0, false);
+    aliased.topic = String::new();
+    aliased.properties.topic_alias = Some(2);
+    assert!(h.session.handle_publish(aliased).is_err());
+}
+
+#[test]
+fn an_ack_after_the_connection_dropped_is_persisted_for_qos2_and_dropped_for_qos1() {
+    let mut h = manual();
+    h.session
+        .handle_publish(incoming(QoS::ExactlyOnce, 4, false))
+        .unwrap();
+    h.session
+        .handle_publish(incoming(QoS::AtLeastOnce, 5, false))
+        .unwrap();
+    let t = tags(&h.events());
+    h.session.connection_lost();
+    h.session.ack(t[0]).unwrap();
+    h.session.ack(t[1]).unwrap();
+    let output = h.session.poll_output().unwrap();
+    assert_eq!(output.commit.ops(), &[StoreOp::PutInbound { packet_id: 4 }]);
+    assert!(
+        output.send.is_empty(),
+        "nothing can be sent without a connection"
+    );
+    h.store.apply(&output.commit);
+    h.session.handle_connack(&ConnAck::new(true)).unwrap();
+    h.flush();
+    h.session
+        .handle_publish(incoming(QoS::ExactlyOnce, 4, true))
+        .unwrap();
+    h.session
+        .handle_publish(incoming(QoS::AtLeastOnce, 5, true))
+        .unwrap();
+    assert_eq!(
+        h.flush(),
+        vec![Packet::PubRec(PubAck::new(4))],
+        "QoS 2 is answered; QoS 1 awaits its new ack"
+    );
+    let events = h.events();
+    assert_eq!(
+        tags(&events).len(),
+        1,
+        "QoS 1 is delivered again, QoS 2 is not"
+    );
+}
+
+#[test]
+fn a_held_back_qos2_ack_is_not_lost_with_the_connection() {
+    let mut h = manual();
+    h.session
+        .handle_publish(incoming(QoS::AtLeastOnce, 1, false))
+        .unwrap();
+    h.session
+        .handle_publish(incoming(QoS::ExactlyOnce, 2, false))
+        .unwrap();
+    let t = tags(&h.events());
+    h.session.ack(t[1]).unwrap();
+    assert!(h.flush().is_empty());
+    h.session.connection_lost();
+    h.flush();
+    assert!(h.store.inbound.contains(&2), "the given ack is kept");
+    h.session.handle_connack(&ConnAck::new(true)).unwrap();
+    h.session
+        .handle_publish(incoming(QoS::ExactlyOnce, 2, true))
+        .unwrap();
+    assert_eq!(h.flush(), vec![Packet::PubRec(PubAck::new(2))]);
+    assert!(tags(&h.events()).is_empty());
+}
+
+#[test]
+fn without_a_session_on_the_server_old_tags_cannot_be_acked() {
+    let mut h = manual();
+    h.session
+        .handle_publish(incoming(QoS::ExactlyOnce, 4, false))
+        .unwrap();
+    let t = tags(&h.events());
+    h.session.connection_lost();
+    h.session.handle_connack(&ConnAck::new(false)).unwrap();
+    assert_eq!(h.session.ack(t[0]), Err(AckError::NotAwaiting(t[0])));
+    h.flush();
+    assert!(h.store.inbound.is_empty());
+}
