@@ -13,22 +13,25 @@
 //! (Session Present 1: in order, DUP set, within the new Receive Maximum; Session Present 0:
 //! resent as new messages, PUBREL and markers dropped, reported); inbound PUBLISH with
 //! automatic or manual ack, acks in arrival order, the durable PUBREC marker, PUBREL/PUBCOMP,
-//! the client's Receive Maximum (0x93), inbound Topic Aliases (0x94), and a defined meaning for
-//! an ack after a lost connection ([`Session::ack`]). Still to come: outbound topic aliases,
-//! keep alive, session expiry and metadata, SUBSCRIBE/UNSUBSCRIBE, DISCONNECT both ways, AUTH,
-//! and one dispatcher for every packet from the server (see ARCHITECTURE.md).
+//! the client's Receive Maximum (0x93), inbound Topic Aliases (0x94), a defined meaning for an
+//! ack after a lost connection ([`Session::ack`]); keep alive; SUBSCRIBE/UNSUBSCRIBE; DISCONNECT
+//! both ways; session metadata and expiry; one dispatcher for every packet from the server
+//! ([`Session::handle_incoming`]). Still to come: outbound topic aliases, enhanced
+//! authentication (AUTH is refused with 0x8C), and the model-based property test.
 
 mod packet_id;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 
 use crate::packet::{
-    Codec, ConnAck, Connect, ConnectProperties, DecodeError, Decoded, EncodeError, Packet, PubAck,
-    Publish, QoS, ReasonCode,
+    AckProperties, Codec, ConnAck, Connect, ConnectProperties, DecodeError, Decoded, Disconnect,
+    EncodeError, Packet, PacketType, PubAck, Publish, QoS, ReasonCode, SubAck, Subscribe,
+    SubscribeProperties, Subscription, UnsubAck, Unsubscribe, UnsubscribeProperties,
 };
-use crate::store::{Batch, OutboundRecord, QueuedPublish, StoreOp, StoredSession};
+use crate::store::{Batch, OutboundRecord, QueuedPublish, SessionMeta, StoreOp, StoredSession};
 use packet_id::PacketIds;
 
 /// What the client asks of a session.
@@ -45,6 +48,8 @@ pub struct SessionOptions {
     /// Acknowledge inbound QoS 1/2 messages only when the application calls [`Session::ack`];
     /// off, they are acknowledged as they are delivered.
     pub manual_ack: bool,
+    /// How long to wait for PINGRESP before the connection counts as dead.
+    pub ping_timeout: Duration,
 }
 
 impl SessionOptions {
@@ -56,12 +61,16 @@ impl SessionOptions {
             keep_alive: 60,
             properties: ConnectProperties::default(),
             manual_ack: false,
+            ping_timeout: Duration::from_secs(10),
         }
     }
 }
 
 /// Identifies an inbound message for [`Session::ack`]. QoS 0 messages need no ack.
 pub type DeliveryTag = u64;
+
+/// Identifies a SUBSCRIBE or UNSUBSCRIBE in later [`Event`]s.
+pub type RequestId = u64;
 
 /// Identifies a publish accepted by [`Session::publish`] in later [`Event`]s.
 pub type DeliveryId = u64;
@@ -110,6 +119,44 @@ pub enum Event {
         /// Whether the server resumed the session.
         session_present: bool,
     },
+    /// SUBACK: one reason code per subscription, in order (granted QoS, or why it failed).
+    Subscribed {
+        /// The request.
+        id: RequestId,
+        /// One per subscription.
+        reason_codes: Vec<ReasonCode>,
+        /// Reason String and User Properties.
+        properties: AckProperties,
+    },
+    /// UNSUBACK: one reason code per Topic Filter, in order.
+    Unsubscribed {
+        /// The request.
+        id: RequestId,
+        /// One per filter.
+        reason_codes: Vec<ReasonCode>,
+        /// Reason String and User Properties.
+        properties: AckProperties,
+    },
+    /// The connection ended before the server answered a SUBSCRIBE or UNSUBSCRIBE; whether it
+    /// took effect is unknown. Requests are not resent on reconnect.
+    RequestLost {
+        /// The request.
+        id: RequestId,
+    },
+    /// The server closed the connection with DISCONNECT.
+    ServerDisconnected {
+        /// Its reason code.
+        reason: ReasonCode,
+        /// Its Reason String.
+        reason_string: Option<String>,
+        /// Another server to use (with 0x9C Use another server or 0x9D Server moved).
+        server_reference: Option<String>,
+    },
+    /// The session's expiry passed while the client was away (or its interval was 0): the
+    /// server no longer has it. [`Event::SessionLost`] follows when anything was dropped.
+    SessionExpired,
+    /// The server sent no PINGRESP in time: the connection is dead; close it.
+    KeepAliveTimeout,
     /// The server refused the connection.
     ConnectionRefused {
         /// Its reason code.
@@ -160,6 +207,16 @@ pub enum ProtocolViolation {
     /// More unacknowledged QoS 1/2 publishes than the client's Receive Maximum.
     #[error("the server sent more than {0} unacknowledged QoS 1/2 publishes (Receive Maximum)")]
     ReceiveMaximumExceeded(u16),
+    /// The server started enhanced authentication, which this engine does not support yet, or
+    /// sent AUTH although CONNECT named no Authentication Method [MQTT-4.12.0-6].
+    #[error("the server sent AUTH, which this session cannot answer")]
+    UnexpectedAuth,
+    /// A Session Expiry Interval in a DISCONNECT from the server [MQTT-3.14.2-2].
+    #[error("the server's DISCONNECT carries a Session Expiry Interval [MQTT-3.14.2-2]")]
+    ExpiryFromServer,
+    /// A SUBACK or UNSUBACK that answers nothing in flight, or with the wrong number of codes.
+    #[error("{0}")]
+    BadAck(String),
     /// A Topic Alias that is 0, above the client's Topic Alias Maximum, or never mapped.
     #[error("Topic Alias {alias} is invalid: {why}")]
     TopicAliasInvalid {
@@ -176,9 +233,25 @@ impl ProtocolViolation {
         match self {
             Self::ReceiveMaximumExceeded(_) => ReasonCode::ReceiveMaximumExceeded,
             Self::TopicAliasInvalid { .. } => ReasonCode::TopicAliasInvalid,
+            Self::UnexpectedAuth => ReasonCode::BadAuthenticationMethod,
             _ => ReasonCode::ProtocolError,
         }
     }
+}
+
+/// Why a SUBSCRIBE, UNSUBSCRIBE or DISCONNECT could not be made.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RequestError {
+    /// There is no connection to send it on.
+    #[error("not connected")]
+    NotConnected,
+    /// The packet breaks a rule of the specification.
+    #[error("the request is invalid: {0}")]
+    Invalid(#[from] EncodeError),
+    /// A Session Expiry Interval of 0 at CONNECT cannot become non-zero at DISCONNECT.
+    #[error("the session was opened with Session Expiry Interval 0; DISCONNECT cannot extend it")]
+    ExpiryExtended,
 }
 
 /// Why [`Session::ack`] refused a tag.
@@ -234,12 +307,24 @@ struct Flow {
     retransmit: bool,
 }
 
-/// What the server announced in CONNACK, for the current connection.
+/// What the server announced in CONNACK, and the keep alive, for the current connection.
 #[derive(Debug, Clone)]
 struct Connection {
     send_quota: u16,
     maximum_qos: QoS,
     retain_available: bool,
+    /// The keep alive in force (the server's, if it set one); zero turns it off.
+    keep_alive: Duration,
+    last_sent: Instant,
+    ping_sent: Option<Instant>,
+}
+
+/// A SUBSCRIBE or UNSUBSCRIBE awaiting its answer.
+#[derive(Debug, Clone, Copy)]
+struct Request {
+    id: RequestId,
+    kind: PacketType,
+    filters: usize,
 }
 
 /// One client session: what is in flight, what waits, and the current connection's limits.
@@ -267,6 +352,15 @@ pub struct Session {
     /// Topic Alias mappings the server set on this connection.
     aliases_in: HashMap<u16, String>,
     next_tag: DeliveryTag,
+    /// SUBSCRIBE/UNSUBSCRIBE in flight, by packet identifier.
+    requests: HashMap<u16, Request>,
+    /// SUBSCRIBE/UNSUBSCRIBE waiting for a free packet identifier.
+    requests_waiting: VecDeque<(RequestId, Packet)>,
+    next_request: RequestId,
+    /// The session's metadata as last emitted for the store.
+    meta: SessionMeta,
+    /// Whether `meta` was ever emitted (or loaded): it must reach the store at least once.
+    meta_stored: bool,
     next_seq: u64,
     connection: Option<Connection>,
     /// Whether a CONNACK with Success was ever received (later connects resume the session).
@@ -292,7 +386,19 @@ fn encode(publish: &Publish) -> Result<Bytes, EncodeError> {
 
 impl Session {
     /// A session resumed from what the store held (an empty [`StoredSession`] for a new one).
-    pub fn new(options: SessionOptions, stored: StoredSession) -> Result<Self, SessionError> {
+    /// `now_ms` is the wall-clock time in milliseconds since the UNIX epoch: a stored session
+    /// whose expiry has passed is treated as gone on the server ([`Event::SessionExpired`]).
+    pub fn new(
+        options: SessionOptions,
+        stored: StoredSession,
+        now_ms: u64,
+    ) -> Result<Self, SessionError> {
+        let expired = stored.meta.as_ref().is_some_and(|m| m.is_expired(now_ms));
+        let meta_stored = stored.meta.is_some();
+        let meta = stored.meta.clone().unwrap_or_else(|| SessionMeta {
+            session_expiry_interval: options.properties.session_expiry_interval.unwrap_or(0),
+            ..SessionMeta::default()
+        });
         let mut session = Self {
             options,
             codec: Codec::default(),
@@ -306,6 +412,11 @@ impl Session {
             pubrec_this_connection: BTreeSet::new(),
             aliases_in: HashMap::new(),
             next_tag: 1,
+            requests: HashMap::new(),
+            requests_waiting: VecDeque::new(),
+            next_request: 1,
+            meta,
+            meta_stored,
             next_seq: stored.next_seq(),
             connection: None,
             connected_once: false,
@@ -355,6 +466,10 @@ impl Session {
             publish.qos = queued.qos;
             session.queue.push_back((seq, publish));
         }
+        if expired {
+            session.events.push_back(Event::SessionExpired);
+            session.session_lost();
+        }
         Ok(session)
     }
 
@@ -366,7 +481,12 @@ impl Session {
 
     /// The CONNECT to send on a new connection.
     pub fn connect_packet(&self) -> Connect {
-        let mut connect = Connect::new(self.options.client_id.clone());
+        // An identifier the server assigned names the session to resume.
+        let client_id = match &self.meta.assigned_client_id {
+            Some(assigned) if self.options.client_id.is_empty() => assigned.clone(),
+            _ => self.options.client_id.clone(),
+        };
+        let mut connect = Connect::new(client_id);
         connect.clean_start = self.options.clean_start && !self.connected_once;
         connect.keep_alive = self.options.keep_alive;
         connect.properties = self.options.properties.clone();
@@ -422,6 +542,16 @@ impl Session {
     /// Sends what waits, oldest first, while the connection and its quota allow: first flows
     /// not yet sent on this connection (after a reconnect), then the queue.
     fn drain(&mut self) {
+        // SUBSCRIBE and UNSUBSCRIBE wait for identifiers only, never for send quota
+        // [MQTT-3.3.4-8].
+        while !self.requests_waiting.is_empty() && self.connection.is_some() {
+            let Some(packet_id) = self.ids.allocate() else {
+                break;
+            };
+            if let Some((id, packet)) = self.requests_waiting.pop_front() {
+                self.send_request(id, packet_id, packet);
+            }
+        }
         let Some(conn) = self.connection.as_mut() else {
             return;
         };
@@ -500,7 +630,11 @@ impl Session {
     }
 
     /// Handles CONNACK for the connection being made.
-    pub fn handle_connack(&mut self, connack: &ConnAck) -> Result<(), ProtocolViolation> {
+    pub fn handle_connack(
+        &mut self,
+        connack: &ConnAck,
+        now: Instant,
+    ) -> Result<(), ProtocolViolation> {
         if connack.reason_code.is_error() {
             self.events.push_back(Event::ConnectionRefused {
                 reason: connack.reason_code,
@@ -516,7 +650,26 @@ impl Session {
             send_quota: props.receive_maximum.unwrap_or(u16::MAX),
             maximum_qos: props.maximum_qos.unwrap_or(QoS::ExactlyOnce),
             retain_available: props.retain_available.unwrap_or(true),
+            // The server's keep alive replaces the client's [MQTT-3.2.2-21].
+            keep_alive: Duration::from_secs(u64::from(
+                props.server_keep_alive.unwrap_or(self.options.keep_alive),
+            )),
+            last_sent: now,
+            ping_sent: None,
         });
+        // The metadata the session keeps: the expiry in force (the server's, if it set one),
+        // the identifier it assigned, and that a connection is up.
+        let meta = SessionMeta {
+            session_expiry_interval: props
+                .session_expiry_interval
+                .unwrap_or(self.options.properties.session_expiry_interval.unwrap_or(0)),
+            disconnected_at_ms: None,
+            assigned_client_id: props
+                .assigned_client_identifier
+                .clone()
+                .or_else(|| self.meta.assigned_client_id.clone()),
+        };
+        self.set_meta(meta);
         self.codec.max_outgoing_packet_size = props.maximum_packet_size;
         self.connected_once = true;
         self.retire_acks();
@@ -694,10 +847,30 @@ impl Session {
 
     /// The connection is gone: its quota goes with it; flows and the queue stay, to be sent
     /// again on the next connection. Store operations not yet polled are kept; packets are not.
-    pub fn connection_lost(&mut self) {
-        self.connection = None;
+    ///
+    /// `now_ms` (milliseconds since the UNIX epoch) is stored as the moment the connection
+    /// ended, from which the session's expiry counts. With a Session Expiry Interval of 0 the
+    /// server ends the session now, and so does the client ([`Event::SessionExpired`]).
+    pub fn connection_lost(&mut self, now_ms: u64) {
+        if self.connection.take().is_none() {
+            return;
+        }
         self.pending.send.clear();
         self.retire_acks();
+        for (packet_id, request) in std::mem::take(&mut self.requests) {
+            self.ids.remove(packet_id);
+            self.events.push_back(Event::RequestLost { id: request.id });
+        }
+        for (id, _) in std::mem::take(&mut self.requests_waiting) {
+            self.events.push_back(Event::RequestLost { id });
+        }
+        let mut meta = self.meta.clone();
+        meta.disconnected_at_ms = Some(now_ms);
+        self.set_meta(meta);
+        if self.meta.session_expiry_interval == 0 {
+            self.events.push_back(Event::SessionExpired);
+            self.session_lost();
+        }
         for flow in self.flows.values_mut() {
             flow.sent = false;
         }
@@ -894,11 +1067,279 @@ impl Session {
 
     /// Store operations to commit and then packets to send, gathered since the last call;
     /// `None` when there is nothing.
-    pub fn poll_output(&mut self) -> Option<Output> {
+    ///
+    /// `now` is when the driver will send the packets: keep alive counts from it.
+    pub fn poll_output(&mut self, now: Instant) -> Option<Output> {
         if self.pending.commit.is_empty() && self.pending.send.is_empty() {
             return None;
         }
+        if let Some(conn) = self.connection.as_mut()
+            && !self.pending.send.is_empty()
+        {
+            conn.last_sent = now;
+        }
         Some(std::mem::take(&mut self.pending))
+    }
+
+    fn set_meta(&mut self, meta: SessionMeta) {
+        if meta != self.meta || !self.meta_stored {
+            self.pending.commit.push(StoreOp::SetMeta(meta.clone()));
+            self.meta_stored = true;
+        }
+        self.meta = meta;
+    }
+
+    /// When [`Session::handle_timeout`] must next be called: the keep alive deadline, or the
+    /// PINGRESP deadline while a PINGREQ is outstanding. `None` without a connection or with keep
+    /// alive off.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let conn = self.connection.as_ref()?;
+        if conn.keep_alive.is_zero() {
+            return None;
+        }
+        Some(match conn.ping_sent {
+            Some(sent) => sent + self.options.ping_timeout,
+            None => conn.last_sent + conn.keep_alive,
+        })
+    }
+
+    /// Sends PINGREQ when nothing was sent for the keep alive interval [MQTT-3.1.2-22]; reports
+    /// [`Event::KeepAliveTimeout`] when PINGRESP does not come within the ping timeout.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let ping_timeout = self.options.ping_timeout;
+        let Some(conn) = self.connection.as_mut() else {
+            return;
+        };
+        if conn.keep_alive.is_zero() {
+            return;
+        }
+        match conn.ping_sent {
+            Some(sent) if now >= sent + ping_timeout => {
+                self.events.push_back(Event::KeepAliveTimeout);
+            }
+            Some(_) => {}
+            None if now >= conn.last_sent + conn.keep_alive => {
+                conn.ping_sent = Some(now);
+                self.pending.send.push(Packet::PingReq);
+            }
+            None => {}
+        }
+    }
+
+    fn send_request(&mut self, id: RequestId, packet_id: u16, mut packet: Packet) {
+        let (kind, filters) = match &mut packet {
+            Packet::Subscribe(s) => {
+                s.packet_id = packet_id;
+                (PacketType::Subscribe, s.subscriptions.len())
+            }
+            Packet::Unsubscribe(u) => {
+                u.packet_id = packet_id;
+                (PacketType::Unsubscribe, u.filters.len())
+            }
+            _ => return,
+        };
+        self.requests
+            .insert(packet_id, Request { id, kind, filters });
+        self.pending.send.push(packet);
+    }
+
+    fn request(&mut self, packet: Packet) -> Result<RequestId, RequestError> {
+        if self.connection.is_none() {
+            return Err(RequestError::NotConnected);
+        }
+        // Checked as it will be sent, with a stand-in identifier.
+        self.codec.encoded_len(&packet)?;
+        let id = self.next_request;
+        self.next_request += 1;
+        match self.ids.allocate() {
+            Some(packet_id) => self.send_request(id, packet_id, packet),
+            // Every identifier is in flight: wait for one instead of failing.
+            None => self.requests_waiting.push_back((id, packet)),
+        }
+        Ok(id)
+    }
+
+    /// Sends SUBSCRIBE; [`Event::Subscribed`] carries the server's answer.
+    pub fn subscribe(
+        &mut self,
+        subscriptions: Vec<Subscription>,
+        properties: SubscribeProperties,
+    ) -> Result<RequestId, RequestError> {
+        self.request(Packet::Subscribe(Subscribe {
+            packet_id: 1,
+            properties,
+            subscriptions,
+        }))
+    }
+
+    /// Sends UNSUBSCRIBE; [`Event::Unsubscribed`] carries the server's answer.
+    pub fn unsubscribe(
+        &mut self,
+        filters: Vec<String>,
+        properties: UnsubscribeProperties,
+    ) -> Result<RequestId, RequestError> {
+        self.request(Packet::Unsubscribe(Unsubscribe {
+            packet_id: 1,
+            properties,
+            filters,
+        }))
+    }
+
+    fn finish_request(
+        &mut self,
+        kind: PacketType,
+        packet_id: u16,
+        codes: usize,
+    ) -> Result<RequestId, ProtocolViolation> {
+        let request = match self.requests.get(&packet_id) {
+            Some(r) if r.kind == kind => *r,
+            _ => {
+                return Err(ProtocolViolation::BadAck(format!(
+                    "an answer for packet identifier {packet_id}, which no {kind} in flight has"
+                )));
+            }
+        };
+        if request.filters != codes {
+            return Err(ProtocolViolation::BadAck(format!(
+                "{codes} reason codes for {} filters [MQTT-3.8.4-6, MQTT-3.11.3-1]",
+                request.filters
+            )));
+        }
+        self.requests.remove(&packet_id);
+        self.ids.remove(packet_id);
+        self.drain();
+        Ok(request.id)
+    }
+
+    /// SUBACK: the reason codes of a SUBSCRIBE, in order.
+    pub fn handle_suback(&mut self, ack: SubAck) -> Result<(), ProtocolViolation> {
+        let id =
+            self.finish_request(PacketType::Subscribe, ack.packet_id, ack.reason_codes.len())?;
+        self.events.push_back(Event::Subscribed {
+            id,
+            reason_codes: ack.reason_codes,
+            properties: ack.properties,
+        });
+        Ok(())
+    }
+
+    /// UNSUBACK: the reason codes of an UNSUBSCRIBE, in order.
+    pub fn handle_unsuback(&mut self, ack: UnsubAck) -> Result<(), ProtocolViolation> {
+        let id = self.finish_request(
+            PacketType::Unsubscribe,
+            ack.packet_id,
+            ack.reason_codes.len(),
+        )?;
+        self.events.push_back(Event::Unsubscribed {
+            id,
+            reason_codes: ack.reason_codes,
+            properties: ack.properties,
+        });
+        Ok(())
+    }
+
+    /// Sends DISCONNECT; the driver closes the connection after writing it and then calls
+    /// [`Session::connection_lost`]. A new Session Expiry Interval is committed with it.
+    pub fn disconnect(
+        &mut self,
+        reason: ReasonCode,
+        session_expiry_interval: Option<u32>,
+    ) -> Result<(), RequestError> {
+        if self.connection.is_none() {
+            return Err(RequestError::NotConnected);
+        }
+        if let Some(interval) = session_expiry_interval {
+            if interval != 0 && self.meta.session_expiry_interval == 0 {
+                return Err(RequestError::ExpiryExtended);
+            }
+        }
+        let mut packet = Disconnect::new(reason);
+        packet.properties.session_expiry_interval = session_expiry_interval;
+        self.codec
+            .encoded_len(&Packet::Disconnect(packet.clone()))?;
+        if let Some(interval) = session_expiry_interval {
+            let mut meta = self.meta.clone();
+            meta.session_expiry_interval = interval;
+            self.set_meta(meta);
+        }
+        self.pending.send.push(Packet::Disconnect(packet));
+        Ok(())
+    }
+
+    /// DISCONNECT from the server: reported, and the connection is over; the driver closes it
+    /// and calls [`Session::connection_lost`].
+    pub fn handle_disconnect(&mut self, packet: Disconnect) -> Result<(), ProtocolViolation> {
+        if packet.properties.session_expiry_interval.is_some() {
+            return Err(ProtocolViolation::ExpiryFromServer);
+        }
+        self.events.push_back(Event::ServerDisconnected {
+            reason: packet.reason_code,
+            reason_string: packet.properties.reason_string,
+            server_reference: packet.properties.server_reference,
+        });
+        Ok(())
+    }
+
+    /// Handles any packet from the server. An error is a rule the server broke: send
+    /// DISCONNECT with its [`reason_code`](ProtocolViolation::reason_code) and close.
+    pub fn handle_incoming(
+        &mut self,
+        packet: Packet,
+        now: Instant,
+    ) -> Result<(), ProtocolViolation> {
+        if self.connection.is_none()
+            && !matches!(
+                packet,
+                Packet::ConnAck(_) | Packet::Auth(_) | Packet::Disconnect(_)
+            )
+        {
+            return Err(ProtocolViolation::Unexpected(
+                "a packet other than CONNACK, AUTH or DISCONNECT before CONNACK [MQTT-3.2.0-1]",
+            ));
+        }
+        match packet {
+            Packet::ConnAck(connack) => {
+                if self.connection.is_some() {
+                    return Err(ProtocolViolation::Unexpected(
+                        "a second CONNACK on one connection [MQTT-3.2.0-2]",
+                    ));
+                }
+                self.handle_connack(&connack, now)
+            }
+            Packet::Publish(publish) => self.handle_publish(publish),
+            Packet::PubAck(ack) => {
+                self.handle_puback(&ack);
+                Ok(())
+            }
+            Packet::PubRec(rec) => {
+                self.handle_pubrec(&rec);
+                Ok(())
+            }
+            Packet::PubRel(rel) => {
+                self.handle_pubrel(&rel);
+                Ok(())
+            }
+            Packet::PubComp(comp) => {
+                self.handle_pubcomp(&comp);
+                Ok(())
+            }
+            Packet::SubAck(ack) => self.handle_suback(ack),
+            Packet::UnsubAck(ack) => self.handle_unsuback(ack),
+            Packet::PingResp => {
+                if let Some(conn) = self.connection.as_mut() {
+                    conn.ping_sent = None;
+                }
+                Ok(())
+            }
+            Packet::Disconnect(packet) => self.handle_disconnect(packet),
+            Packet::Auth(_) => Err(ProtocolViolation::UnexpectedAuth),
+            Packet::Connect(_)
+            | Packet::Subscribe(_)
+            | Packet::Unsubscribe(_)
+            | Packet::PingReq => Err(ProtocolViolation::Unexpected(
+                "a packet only a client sends (CONNECT, SUBSCRIBE, UNSUBSCRIBE or PINGREQ)",
+            )),
+        }
     }
 
     /// The next event for the application.

@@ -1,8 +1,22 @@
 //! Unit tests of the engine, one per rule, named after it.
 
+use std::time::{Duration, Instant};
+
+use crate::packet::{SubscribeProperties, Subscription, UnsubscribeProperties};
+
 use super::*;
 use crate::packet::{ConnAckProperties, PacketType, Publish};
 use crate::store::StoreOp;
+
+/// Wall-clock milliseconds used as "now" by the tests.
+const NOW_MS: u64 = 1_764_000_000_000;
+
+/// Options of a session that outlives its connections by an hour.
+fn options() -> SessionOptions {
+    let mut options = SessionOptions::new("c");
+    options.properties.session_expiry_interval = Some(3600);
+    options
+}
 
 /// What a store holds after committing the batches: the test's stand-in for a real store.
 #[derive(Default)]
@@ -58,7 +72,7 @@ struct Harness {
 impl Harness {
     fn new() -> Self {
         Self {
-            session: Session::new(SessionOptions::new("c"), StoredSession::default()).unwrap(),
+            session: Session::new(options(), StoredSession::default(), NOW_MS).unwrap(),
             store: Committed::default(),
         }
     }
@@ -66,7 +80,7 @@ impl Harness {
     /// Commits what the session asks and returns the packets it then sends.
     fn flush(&mut self) -> Vec<Packet> {
         let mut sent = Vec::new();
-        while let Some(output) = self.session.poll_output() {
+        while let Some(output) = self.session.poll_output(Instant::now()) {
             self.store.apply(&output.commit);
             sent.extend(output.send);
         }
@@ -79,7 +93,9 @@ impl Harness {
             receive_maximum,
             ..ConnAckProperties::default()
         };
-        self.session.handle_connack(&connack).unwrap();
+        self.session
+            .handle_connack(&connack, Instant::now())
+            .unwrap();
         self.flush()
     }
 
@@ -95,7 +111,7 @@ impl Harness {
 
     /// Rebuilds the session from what was committed, as after a crash.
     fn crash(&mut self) {
-        self.session = Session::new(SessionOptions::new("c"), self.store.stored()).unwrap();
+        self.session = Session::new(options(), self.store.stored(), NOW_MS).unwrap();
     }
 }
 
@@ -113,7 +129,7 @@ fn a_qos1_publish_is_committed_before_it_is_sent() {
     let mut h = Harness::new();
     h.connack(false, None);
     h.publish(QoS::AtLeastOnce, "a");
-    let output = h.session.poll_output().unwrap();
+    let output = h.session.poll_output(Instant::now()).unwrap();
     // The record and the packet come in one Output: the record to commit, then the packet.
     assert!(output.commit.ops().iter().any(|op| matches!(
         op,
@@ -163,7 +179,7 @@ fn qos2_pubrec_stores_pubrel_before_sending_it_and_pubcomp_ends_it() {
     let id = h.publish(QoS::ExactlyOnce, "a");
     h.flush();
     h.session.handle_pubrec(&PubAck::new(1));
-    let output = h.session.poll_output().unwrap();
+    let output = h.session.poll_output(Instant::now()).unwrap();
     assert!(output.commit.ops().iter().any(|op| matches!(
         op,
         StoreOp::PutOutbound {
@@ -270,7 +286,7 @@ fn mqtt_4_4_0_1_reconnect_resends_in_order_with_dup_within_the_new_receive_maxim
     h.flush();
     h.session.handle_pubrec(&PubAck::new(1));
     h.flush();
-    h.session.connection_lost();
+    h.session.connection_lost(NOW_MS);
     // Order: PUBLISH b, PUBLISH c (sent first), then PUBREL 1 (released later).
     let sent = h.connack(true, Some(2));
     assert_eq!(
@@ -326,7 +342,7 @@ fn session_present_0_resends_publishes_as_new_and_drops_pubrel() {
     h.flush();
     h.session.handle_pubrec(&PubAck::new(1));
     h.flush();
-    h.session.connection_lost();
+    h.session.connection_lost(NOW_MS);
     h.events();
     let sent = h.connack(false, None);
     assert_eq!(publishes(&sent), vec![(2, false, Bytes::from("b"))]);
@@ -346,15 +362,19 @@ fn session_present_0_resends_publishes_as_new_and_drops_pubrel() {
 
 #[test]
 fn mqtt_3_2_2_4_session_present_after_clean_start_is_a_protocol_error() {
-    let mut options = SessionOptions::new("c");
+    let mut options = options();
     options.clean_start = true;
-    let mut session = Session::new(options, StoredSession::default()).unwrap();
+    let mut session = Session::new(options, StoredSession::default(), NOW_MS).unwrap();
     assert!(session.connect_packet().clean_start);
     assert_eq!(
-        session.handle_connack(&ConnAck::new(true)),
+        session.handle_connack(&ConnAck::new(true), Instant::now()),
         Err(ProtocolViolation::UnexpectedSession)
     );
-    assert!(session.handle_connack(&ConnAck::new(false)).is_ok());
+    assert!(
+        session
+            .handle_connack(&ConnAck::new(false), Instant::now())
+            .is_ok()
+    );
     assert!(
         !session.connect_packet().clean_start,
         "reconnects resume the session"
@@ -367,7 +387,7 @@ fn mqtt_3_2_2_11_and_14_maximum_qos_and_retain_available() {
     let mut connack = ConnAck::new(false);
     connack.properties.maximum_qos = Some(QoS::AtLeastOnce);
     connack.properties.retain_available = Some(false);
-    h.session.handle_connack(&connack).unwrap();
+    h.session.handle_connack(&connack, Instant::now()).unwrap();
     let mut p = Publish::new("t", "x");
     p.qos = QoS::ExactlyOnce;
     assert!(matches!(
@@ -392,7 +412,7 @@ fn a_refused_connection_is_reported() {
     let mut h = Harness::new();
     let mut connack = ConnAck::new(false);
     connack.reason_code = ReasonCode::NotAuthorized;
-    h.session.handle_connack(&connack).unwrap();
+    h.session.handle_connack(&connack, Instant::now()).unwrap();
     assert!(!h.session.is_connected());
     assert_eq!(
         h.events(),
@@ -406,12 +426,12 @@ fn a_refused_connection_is_reported() {
 // Inbound
 
 fn manual() -> Harness {
-    let mut options = SessionOptions::new("c");
+    let mut options = options();
     options.manual_ack = true;
     options.properties.receive_maximum = Some(3);
     options.properties.topic_alias_maximum = Some(5);
     let mut h = Harness {
-        session: Session::new(options, StoredSession::default()).unwrap(),
+        session: Session::new(options, StoredSession::default(), NOW_MS).unwrap(),
         store: Committed::default(),
     };
     h.connack(false, None);
@@ -439,11 +459,13 @@ fn tags(events: &[Event]) -> Vec<DeliveryTag> {
 
 /// Rebuilds a manual-ack session from what was committed, as after a crash, and reconnects.
 fn crash_manual(h: &mut Harness) {
-    let mut options = SessionOptions::new("c");
+    let mut options = options();
     options.manual_ack = true;
     options.properties.receive_maximum = Some(3);
-    h.session = Session::new(options, h.store.stored()).unwrap();
-    h.session.handle_connack(&ConnAck::new(true)).unwrap();
+    h.session = Session::new(options, h.store.stored(), NOW_MS).unwrap();
+    h.session
+        .handle_connack(&ConnAck::new(true), Instant::now())
+        .unwrap();
     h.flush();
     h.events();
 }
@@ -496,7 +518,7 @@ fn the_pubrec_marker_is_committed_before_pubrec_is_sent() {
     let t = tags(&h.events());
     assert!(h.flush().is_empty(), "nothing goes out before the ack");
     h.session.ack(t[0]).unwrap();
-    let output = h.session.poll_output().unwrap();
+    let output = h.session.poll_output(Instant::now()).unwrap();
     assert_eq!(output.commit.ops(), &[StoreOp::PutInbound { packet_id: 4 }]);
     assert_eq!(output.send, vec![Packet::PubRec(PubAck::new(4))]);
 }
@@ -561,7 +583,7 @@ fn pubrel_removes_the_marker_before_pubcomp() {
     h.session.ack(t[0]).unwrap();
     h.flush();
     h.session.handle_pubrel(&PubAck::new(4));
-    let output = h.session.poll_output().unwrap();
+    let output = h.session.poll_output(Instant::now()).unwrap();
     assert_eq!(
         output.commit.ops(),
         &[StoreOp::RemoveInbound { packet_id: 4 }]
@@ -626,8 +648,10 @@ fn inbound_topic_aliases_map_and_unknown_or_too_large_is_0x94() {
         );
     }
     // Mappings do not outlive the connection [MQTT-3.3.2-7].
-    h.session.connection_lost();
-    h.session.handle_connack(&ConnAck::new(true)).unwrap();
+    h.session.connection_lost(NOW_MS);
+    h.session
+        .handle_connack(&ConnAck::new(true), Instant::now())
+        .unwrap();
     let mut aliased = incoming(QoS::AtMostOnce, 0, false);
     aliased.topic = String::new();
     aliased.properties.topic_alias = Some(2);
@@ -644,17 +668,24 @@ fn an_ack_after_the_connection_dropped_is_persisted_for_qos2_and_dropped_for_qos
         .handle_publish(incoming(QoS::AtLeastOnce, 5, false))
         .unwrap();
     let t = tags(&h.events());
-    h.session.connection_lost();
+    h.session.connection_lost(NOW_MS);
     h.session.ack(t[0]).unwrap();
     h.session.ack(t[1]).unwrap();
-    let output = h.session.poll_output().unwrap();
-    assert_eq!(output.commit.ops(), &[StoreOp::PutInbound { packet_id: 4 }]);
+    let output = h.session.poll_output(Instant::now()).unwrap();
+    assert!(
+        output
+            .commit
+            .ops()
+            .contains(&StoreOp::PutInbound { packet_id: 4 })
+    );
     assert!(
         output.send.is_empty(),
         "nothing can be sent without a connection"
     );
     h.store.apply(&output.commit);
-    h.session.handle_connack(&ConnAck::new(true)).unwrap();
+    h.session
+        .handle_connack(&ConnAck::new(true), Instant::now())
+        .unwrap();
     h.flush();
     h.session
         .handle_publish(incoming(QoS::ExactlyOnce, 4, true))
@@ -687,10 +718,12 @@ fn a_held_back_qos2_ack_is_not_lost_with_the_connection() {
     let t = tags(&h.events());
     h.session.ack(t[1]).unwrap();
     assert!(h.flush().is_empty());
-    h.session.connection_lost();
+    h.session.connection_lost(NOW_MS);
     h.flush();
     assert!(h.store.inbound.contains(&2), "the given ack is kept");
-    h.session.handle_connack(&ConnAck::new(true)).unwrap();
+    h.session
+        .handle_connack(&ConnAck::new(true), Instant::now())
+        .unwrap();
     h.session
         .handle_publish(incoming(QoS::ExactlyOnce, 2, true))
         .unwrap();
@@ -705,9 +738,307 @@ fn without_a_session_on_the_server_old_tags_cannot_be_acked() {
         .handle_publish(incoming(QoS::ExactlyOnce, 4, false))
         .unwrap();
     let t = tags(&h.events());
-    h.session.connection_lost();
-    h.session.handle_connack(&ConnAck::new(false)).unwrap();
+    h.session.connection_lost(NOW_MS);
+    h.session
+        .handle_connack(&ConnAck::new(false), Instant::now())
+        .unwrap();
     assert_eq!(h.session.ack(t[0]), Err(AckError::NotAwaiting(t[0])));
     h.flush();
     assert!(h.store.inbound.is_empty());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Connection, keep alive, requests, metadata
+
+#[test]
+fn mqtt_3_1_2_22_pingreq_after_keep_alive_idle_and_a_missing_pingresp_kills_the_connection() {
+    let mut h = Harness::new();
+    let t0 = Instant::now();
+    let mut connack = ConnAck::new(false);
+    connack.properties.server_keep_alive = Some(30); // replaces the client's 60 [MQTT-3.2.2-21]
+    h.session.handle_connack(&connack, t0).unwrap();
+    while h.session.poll_output(t0).is_some() {}
+    assert_eq!(h.session.poll_timeout(), Some(t0 + Duration::from_secs(30)));
+    h.session.handle_timeout(t0 + Duration::from_secs(29));
+    assert!(h.session.poll_output(t0).is_none());
+    let t1 = t0 + Duration::from_secs(30);
+    h.session.handle_timeout(t1);
+    assert_eq!(
+        h.session.poll_output(t1).unwrap().send,
+        vec![Packet::PingReq]
+    );
+    assert_eq!(h.session.poll_timeout(), Some(t1 + Duration::from_secs(10)));
+    h.session.handle_incoming(Packet::PingResp, t1).unwrap();
+    assert_eq!(h.session.poll_timeout(), Some(t1 + Duration::from_secs(30)));
+    let t2 = t1 + Duration::from_secs(30);
+    h.session.handle_timeout(t2);
+    let _ = h.session.poll_output(t2);
+    h.events();
+    h.session.handle_timeout(t2 + Duration::from_secs(10));
+    assert_eq!(h.events(), vec![Event::KeepAliveTimeout]);
+}
+
+#[test]
+fn keep_alive_zero_turns_pings_off() {
+    let mut options = options();
+    options.keep_alive = 0;
+    let mut session = Session::new(options, StoredSession::default(), NOW_MS).unwrap();
+    session
+        .handle_connack(&ConnAck::new(false), Instant::now())
+        .unwrap();
+    assert_eq!(session.poll_timeout(), None);
+}
+
+#[test]
+fn subscribe_and_unsubscribe_report_every_reason_code() {
+    let mut h = Harness::new();
+    assert!(matches!(
+        h.session.subscribe(
+            vec![Subscription::new("a/+", QoS::AtLeastOnce)],
+            SubscribeProperties::default()
+        ),
+        Err(RequestError::NotConnected)
+    ));
+    h.connack(false, None);
+    h.events();
+    let id = h
+        .session
+        .subscribe(
+            vec![
+                Subscription::new("a/+", QoS::ExactlyOnce),
+                Subscription::new("b/#", QoS::AtLeastOnce),
+            ],
+            SubscribeProperties::default(),
+        )
+        .unwrap();
+    let sent = h.flush();
+    let Packet::Subscribe(sub) = &sent[0] else {
+        panic!("{sent:?}");
+    };
+    let suback = SubAck {
+        packet_id: sub.packet_id,
+        properties: AckProperties::default(),
+        reason_codes: vec![ReasonCode::GrantedQos2, ReasonCode::NotAuthorized],
+    };
+    h.session
+        .handle_incoming(Packet::SubAck(suback), Instant::now())
+        .unwrap();
+    assert_eq!(
+        h.events(),
+        vec![Event::Subscribed {
+            id,
+            reason_codes: vec![ReasonCode::GrantedQos2, ReasonCode::NotAuthorized],
+            properties: AckProperties::default(),
+        }]
+    );
+    // A SUBACK nobody asked for, or with the wrong count, is a protocol error.
+    let stray = SubAck {
+        packet_id: sub.packet_id,
+        properties: AckProperties::default(),
+        reason_codes: vec![ReasonCode::GrantedQos1],
+    };
+    assert!(
+        h.session
+            .handle_incoming(Packet::SubAck(stray), Instant::now())
+            .is_err()
+    );
+    let id = h
+        .session
+        .unsubscribe(vec!["a/+".into()], UnsubscribeProperties::default())
+        .unwrap();
+    let sent = h.flush();
+    let Packet::Unsubscribe(unsub) = &sent[0] else {
+        panic!("{sent:?}");
+    };
+    let wrong_count = UnsubAck {
+        packet_id: unsub.packet_id,
+        properties: AckProperties::default(),
+        reason_codes: vec![ReasonCode::Success, ReasonCode::Success],
+    };
+    assert!(h.session.handle_unsuback(wrong_count).is_err());
+    h.session
+        .handle_unsuback(UnsubAck {
+            packet_id: unsub.packet_id,
+            properties: AckProperties::default(),
+            reason_codes: vec![ReasonCode::NoSubscriptionExisted],
+        })
+        .unwrap();
+    assert!(matches!(&h.events()[..], [Event::Unsubscribed { id: got, .. }] if *got == id));
+}
+
+#[test]
+fn a_request_in_flight_is_reported_lost_with_the_connection() {
+    let mut h = Harness::new();
+    h.connack(false, None);
+    h.events();
+    let id = h
+        .session
+        .subscribe(
+            vec![Subscription::new("a", QoS::AtMostOnce)],
+            SubscribeProperties::default(),
+        )
+        .unwrap();
+    h.flush();
+    h.session.connection_lost(NOW_MS);
+    assert!(h.events().contains(&Event::RequestLost { id }));
+}
+
+#[test]
+fn the_dispatcher_rejects_what_a_server_never_sends() {
+    let mut h = Harness::new();
+    let now = Instant::now();
+    assert!(
+        h.session
+            .handle_incoming(Packet::PubAck(PubAck::new(1)), now)
+            .is_err(),
+        "nothing but CONNACK, AUTH or DISCONNECT before CONNACK"
+    );
+    h.session
+        .handle_incoming(Packet::ConnAck(Box::new(ConnAck::new(false))), now)
+        .unwrap();
+    let second = h
+        .session
+        .handle_incoming(Packet::ConnAck(Box::new(ConnAck::new(false))), now);
+    assert!(second.is_err(), "a second CONNACK [MQTT-3.2.0-2]");
+    assert!(h.session.handle_incoming(Packet::PingReq, now).is_err());
+    let auth = Packet::Auth(crate::packet::Auth {
+        reason_code: ReasonCode::ContinueAuthentication,
+        properties: crate::packet::AuthProperties::default(),
+    });
+    assert_eq!(
+        h.session
+            .handle_incoming(auth, now)
+            .unwrap_err()
+            .reason_code(),
+        ReasonCode::BadAuthenticationMethod
+    );
+}
+
+#[test]
+fn server_disconnect_is_reported_and_may_not_set_session_expiry() {
+    let mut h = Harness::new();
+    h.connack(false, None);
+    h.events();
+    let mut moved = Disconnect::new(ReasonCode::UseAnotherServer);
+    moved.properties.server_reference = Some("other:1883".into());
+    h.session
+        .handle_incoming(Packet::Disconnect(moved), Instant::now())
+        .unwrap();
+    assert_eq!(
+        h.events(),
+        vec![Event::ServerDisconnected {
+            reason: ReasonCode::UseAnotherServer,
+            reason_string: None,
+            server_reference: Some("other:1883".into()),
+        }]
+    );
+    let mut bad = Disconnect::new(ReasonCode::ServerShuttingDown);
+    bad.properties.session_expiry_interval = Some(5);
+    assert_eq!(
+        h.session.handle_disconnect(bad),
+        Err(ProtocolViolation::ExpiryFromServer)
+    );
+}
+
+#[test]
+fn client_disconnect_commits_a_new_expiry_and_cannot_extend_zero() {
+    let mut h = Harness::new();
+    h.connack(false, None);
+    h.session
+        .disconnect(ReasonCode::NORMAL_DISCONNECTION, Some(60))
+        .unwrap();
+    let output = h.session.poll_output(Instant::now()).unwrap();
+    assert!(
+        output
+            .commit
+            .ops()
+            .iter()
+            .any(|op| matches!(op, StoreOp::SetMeta(m) if m.session_expiry_interval == 60))
+    );
+    assert!(matches!(&output.send[..], [Packet::Disconnect(_)]));
+
+    let mut zero =
+        Session::new(SessionOptions::new("c"), StoredSession::default(), NOW_MS).unwrap();
+    zero.handle_connack(&ConnAck::new(false), Instant::now())
+        .unwrap();
+    assert!(matches!(
+        zero.disconnect(ReasonCode::NORMAL_DISCONNECTION, Some(60)),
+        Err(RequestError::ExpiryExtended)
+    ));
+}
+
+#[test]
+fn metadata_records_expiry_assigned_identifier_and_when_the_connection_ended() {
+    let mut options = options();
+    options.client_id = String::new();
+    let mut session = Session::new(options, StoredSession::default(), NOW_MS).unwrap();
+    let mut connack = ConnAck::new(false);
+    connack.properties.assigned_client_identifier = Some("auto-9".into());
+    connack.properties.session_expiry_interval = Some(120);
+    session.handle_connack(&connack, Instant::now()).unwrap();
+    session.connection_lost(NOW_MS + 5);
+    let mut store = Committed::default();
+    let mut metas = Vec::new();
+    while let Some(output) = session.poll_output(Instant::now()) {
+        store.apply(&output.commit);
+        metas.extend(output.commit.ops().iter().filter_map(|op| match op {
+            StoreOp::SetMeta(m) => Some(m.clone()),
+            _ => None,
+        }));
+    }
+    assert_eq!(
+        metas.last(),
+        Some(&SessionMeta {
+            session_expiry_interval: 120,
+            disconnected_at_ms: Some(NOW_MS + 5),
+            assigned_client_id: Some("auto-9".into()),
+        })
+    );
+    // The assigned identifier names the session on the next connection.
+    assert_eq!(session.connect_packet().client_id, "auto-9");
+}
+
+#[test]
+fn an_expired_session_is_discarded_locally_on_the_next_start() {
+    let mut h = Harness::new();
+    h.connack(false, None);
+    h.publish(QoS::ExactlyOnce, "a");
+    h.flush();
+    h.session.handle_pubrec(&PubAck::new(1));
+    h.flush();
+    h.session.connection_lost(NOW_MS);
+    h.flush();
+    let mut stored = h.store.stored();
+    stored.meta = Some(SessionMeta {
+        session_expiry_interval: 60,
+        disconnected_at_ms: Some(NOW_MS),
+        assigned_client_id: None,
+    });
+    let mut session = Session::new(options(), stored, NOW_MS + 60_000).unwrap();
+    let events: Vec<Event> = std::iter::from_fn(|| session.poll_event()).collect();
+    assert_eq!(events[0], Event::SessionExpired);
+    assert_eq!(
+        session.in_flight(),
+        0,
+        "the PUBREL flow the server forgot is gone"
+    );
+}
+
+#[test]
+fn session_expiry_zero_ends_the_session_with_the_connection() {
+    let mut session =
+        Session::new(SessionOptions::new("c"), StoredSession::default(), NOW_MS).unwrap();
+    session
+        .handle_connack(&ConnAck::new(false), Instant::now())
+        .unwrap();
+    let mut p = Publish::new("t", "x");
+    p.qos = QoS::ExactlyOnce;
+    session.publish(p).unwrap();
+    let _ = session.poll_output(Instant::now());
+    session.handle_pubrec(&PubAck::new(1));
+    let _ = session.poll_output(Instant::now());
+    session.connection_lost(NOW_MS);
+    let events: Vec<Event> = std::iter::from_fn(|| session.poll_event()).collect();
+    assert!(events.contains(&Event::SessionExpired));
+    assert_eq!(session.in_flight(), 0);
 }
