@@ -16,8 +16,9 @@
 //! the client's Receive Maximum (0x93), inbound Topic Aliases (0x94), a defined meaning for an
 //! ack after a lost connection ([`Session::ack`]); keep alive; SUBSCRIBE/UNSUBSCRIBE; DISCONNECT
 //! both ways; session metadata and expiry; one dispatcher for every packet from the server
-//! ([`Session::handle_incoming`]). Still to come: outbound topic aliases, enhanced
-//! authentication (AUTH is refused with 0x8C), and the model-based property test.
+//! ([`Session::handle_incoming`]). A model-based property test checks the invariants across
+//! random sequences with connection losses and crashes. Still to come: outbound topic aliases
+//! and enhanced authentication (AUTH is refused with 0x8C).
 
 mod packet_id;
 
@@ -892,19 +893,20 @@ impl Session {
         }
         let packet_id = publish.packet_id;
         if publish.qos == QoS::ExactlyOnce {
-            if self.inbound_pubrec.contains(&packet_id) {
-                // Acknowledged before: answer again, never deliver twice.
-                self.pending
-                    .send
-                    .push(Packet::PubRec(PubAck::new(packet_id)));
-                return Ok(());
-            }
             if self
                 .acks
                 .iter()
                 .any(|e| e.packet_id == packet_id && e.qos == QoS::ExactlyOnce)
             {
-                // Delivered on this connection and not acked yet: PUBREC follows the ack.
+                // Delivered on this connection, its PUBREC not sent yet: it follows the ack, in
+                // arrival order.
+                return Ok(());
+            }
+            if self.inbound_pubrec.contains(&packet_id) {
+                // Acknowledged before: answer again, never deliver twice.
+                self.pending
+                    .send
+                    .push(Packet::PubRec(PubAck::new(packet_id)));
                 return Ok(());
             }
             let stale = self
@@ -972,8 +974,9 @@ impl Session {
     ///
     /// Acks go on the wire in the order the messages arrived [MQTT-4.6.0-2, MQTT-4.6.0-3]: an
     /// ack given early waits until the messages before it are acked too ([`Session::acks_waiting`]
-    /// counts them). For QoS 2 the "PUBREC sent" marker is committed before PUBREC goes out, so a
-    /// redelivery after a crash is answered, not delivered again.
+    /// counts them). For QoS 2 the "PUBREC sent" marker is committed with the next [`Output`],
+    /// before PUBREC goes out and even while PUBREC waits its turn, so from then on a redelivery
+    /// (after a crash, too) is answered, never delivered again.
     ///
     /// An ack for a message of an earlier connection (the connection dropped before the ack) is
     /// defined as follows. QoS 2: the marker is committed, so the server's redelivery is answered
@@ -994,17 +997,18 @@ impl Session {
             .find(|e| e.tag == tag && !e.acked)
             .ok_or(AckError::NotAwaiting(tag))?;
         entry.acked = true;
+        let (qos, packet_id) = (entry.qos, entry.packet_id);
+        // The ack is durable with the next commit, even while its PUBREC waits its turn: a
+        // crash after this point never delivers the message again.
+        if qos == QoS::ExactlyOnce && self.inbound_pubrec.insert(packet_id) {
+            self.pending.commit.push(StoreOp::PutInbound { packet_id });
+        }
         while self.acks.front().is_some_and(|e| e.acked) {
             let Some(entry) = self.acks.pop_front() else {
                 break;
             };
             match entry.qos {
                 QoS::ExactlyOnce => {
-                    if self.inbound_pubrec.insert(entry.packet_id) {
-                        self.pending.commit.push(StoreOp::PutInbound {
-                            packet_id: entry.packet_id,
-                        });
-                    }
                     self.pubrec_this_connection.insert(entry.packet_id);
                     self.pending
                         .send
@@ -1348,5 +1352,7 @@ impl Session {
     }
 }
 
+#[cfg(test)]
+mod model_tests;
 #[cfg(test)]
 mod tests;

@@ -20,14 +20,14 @@ fn options() -> SessionOptions {
 
 /// What a store holds after committing the batches: the test's stand-in for a real store.
 #[derive(Default)]
-struct Committed {
+pub(super) struct Committed {
     outbound: BTreeMap<u64, OutboundRecord>,
     inbound: BTreeSet<u16>,
     queue: BTreeMap<u64, QueuedPublish>,
 }
 
 impl Committed {
-    fn apply(&mut self, batch: &Batch) {
+    pub(super) fn apply(&mut self, batch: &Batch) {
         for op in batch.ops() {
             match op.clone() {
                 StoreOp::SetMeta(_) => {}
@@ -53,7 +53,7 @@ impl Committed {
         }
     }
 
-    fn stored(&self) -> StoredSession {
+    pub(super) fn stored(&self) -> StoredSession {
         StoredSession {
             meta: None,
             outbound: self.outbound.clone().into_iter().collect(),
