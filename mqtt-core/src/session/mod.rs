@@ -17,8 +17,8 @@
 //! ack after a lost connection ([`Session::ack`]); keep alive; SUBSCRIBE/UNSUBSCRIBE; DISCONNECT
 //! both ways; session metadata and expiry; one dispatcher for every packet from the server
 //! ([`Session::handle_incoming`]). A model-based property test checks the invariants across
-//! random sequences with connection losses and crashes. Still to come: outbound topic aliases
-//! and enhanced authentication (AUTH is refused with 0x8C).
+//! random sequences with connection losses and crashes. Outbound topic aliases are automatic.
+//! Still to come: enhanced authentication (AUTH is refused with 0x8C).
 
 mod packet_id;
 
@@ -51,6 +51,10 @@ pub struct SessionOptions {
     pub manual_ack: bool,
     /// How long to wait for PINGRESP before the connection counts as dead.
     pub ping_timeout: Duration,
+    /// Replace repeated topics by Topic Aliases on the wire, up to the server's Topic Alias
+    /// Maximum (least recently used mappings are reused). Stored records and retransmissions
+    /// always carry the full topic.
+    pub topic_aliases: bool,
 }
 
 impl SessionOptions {
@@ -63,6 +67,7 @@ impl SessionOptions {
             properties: ConnectProperties::default(),
             manual_ack: false,
             ping_timeout: Duration::from_secs(10),
+            topic_aliases: true,
         }
     }
 }
@@ -309,7 +314,7 @@ struct Flow {
 }
 
 /// What the server announced in CONNACK, and the keep alive, for the current connection.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 struct Connection {
     send_quota: u16,
     maximum_qos: QoS,
@@ -318,6 +323,53 @@ struct Connection {
     keep_alive: Duration,
     last_sent: Instant,
     ping_sent: Option<Instant>,
+    aliases: OutAliases,
+}
+
+/// Outbound Topic Alias mappings of one connection: assigned on first use, the least recently
+/// used one reassigned when all the server allows are taken.
+#[derive(Debug, Default)]
+struct OutAliases {
+    maximum: u16,
+    by_topic: HashMap<String, (u16, u64)>,
+    clock: u64,
+}
+
+impl OutAliases {
+    /// Rewrites a first transmission to use an alias: the topic alone maps it, an empty topic
+    /// reuses the mapping [MQTT-3.3.2-9: never above the server's maximum].
+    fn apply(&mut self, publish: &mut Publish) {
+        if self.maximum == 0 || publish.topic.is_empty() {
+            return;
+        }
+        self.clock += 1;
+        if let Some((alias, used)) = self.by_topic.get_mut(&publish.topic) {
+            *used = self.clock;
+            publish.properties.topic_alias = Some(*alias);
+            publish.topic.clear();
+            return;
+        }
+        let alias = if self.by_topic.len() < usize::from(self.maximum) {
+            // Aliases 1..=len are taken, so the next is free and within the maximum.
+            (self.by_topic.len() + 1) as u16
+        } else {
+            let victim = self
+                .by_topic
+                .iter()
+                .min_by_key(|(_, (_, used))| *used)
+                .map(|(topic, (alias, _))| (topic.clone(), *alias));
+            match victim {
+                Some((topic, alias)) => {
+                    self.by_topic.remove(&topic);
+                    alias
+                }
+                None => return,
+            }
+        };
+        self.by_topic
+            .insert(publish.topic.clone(), (alias, self.clock));
+        publish.properties.topic_alias = Some(alias);
+    }
 }
 
 /// A SUBSCRIBE or UNSUBSCRIBE awaiting its answer.
@@ -503,6 +555,8 @@ impl Session {
     pub fn publish(&mut self, mut publish: Publish) -> Result<DeliveryId, PublishError> {
         publish.dup = false;
         publish.packet_id = 0;
+        // Aliases are connection state: the session keeps full topics and aliases on the wire.
+        publish.properties.topic_alias = None;
         // The packet must be valid as it will be sent: check with a stand-in identifier.
         let mut probe = publish.clone();
         if probe.qos != QoS::AtMostOnce {
@@ -522,7 +576,7 @@ impl Session {
         }
         let id = self.next_seq();
         if publish.qos == QoS::AtMostOnce && self.connection.is_some() && self.queue.is_empty() {
-            self.pending.send.push(Packet::Publish(publish));
+            self.send_publish(publish);
             return Ok(id);
         }
         let mut stored = publish.clone();
@@ -576,7 +630,13 @@ impl Session {
             if front.qos == QoS::AtMostOnce {
                 if let Some((id, publish)) = self.queue.pop_front() {
                     self.pending.commit.push(StoreOp::RemoveQueue { seq: id });
-                    self.pending.send.push(Packet::Publish(publish));
+                    if self
+                        .codec
+                        .encoded_len(&Packet::Publish(publish.clone()))
+                        .is_ok()
+                    {
+                        self.send_publish(publish);
+                    }
                 }
                 continue;
             }
@@ -593,7 +653,9 @@ impl Session {
                 return;
             };
             publish.packet_id = packet_id;
-            let record = match encode(&publish) {
+            // Checked against the server's limits as they are now; the record is the packet.
+            let fits = self.codec.encoded_len(&Packet::Publish(publish.clone()));
+            let record = match fits.and_then(|_| encode(&publish)) {
                 Ok(bytes) => bytes,
                 Err(_) => {
                     // Accepted when queued; it can only fail now against limits that changed.
@@ -606,7 +668,9 @@ impl Session {
                     continue;
                 }
             };
-            conn.send_quota -= 1;
+            if let Some(conn) = self.connection.as_mut() {
+                conn.send_quota -= 1;
+            }
             // The flow keeps its delivery id as its sequence number: it orders retransmission
             // by the order of acceptance, and the queue record goes in the same batch.
             self.pending.commit.push(StoreOp::RemoveQueue { seq: id });
@@ -614,7 +678,7 @@ impl Session {
                 seq: id,
                 record: OutboundRecord::Publish(record),
             });
-            self.pending.send.push(Packet::Publish(publish.clone()));
+            self.send_publish(publish.clone());
             self.by_packet_id.insert(packet_id, id);
             self.flows.insert(
                 id,
@@ -628,6 +692,14 @@ impl Session {
                 },
             );
         }
+    }
+
+    /// Puts a first transmission on the wire, with a Topic Alias when one helps.
+    fn send_publish(&mut self, mut publish: Publish) {
+        if let Some(conn) = self.connection.as_mut() {
+            conn.aliases.apply(&mut publish);
+        }
+        self.pending.send.push(Packet::Publish(publish));
     }
 
     /// Handles CONNACK for the connection being made.
@@ -657,6 +729,14 @@ impl Session {
             )),
             last_sent: now,
             ping_sent: None,
+            aliases: OutAliases {
+                maximum: if self.options.topic_aliases {
+                    props.topic_alias_maximum.unwrap_or(0)
+                } else {
+                    0
+                },
+                ..OutAliases::default()
+            },
         });
         // The metadata the session keeps: the expiry in force (the server's, if it set one),
         // the identifier it assigned, and that a connection is up.

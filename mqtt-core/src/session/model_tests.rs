@@ -18,6 +18,8 @@ use crate::packet::ConnAckProperties;
 const NOW_MS: u64 = 1_764_000_000_000;
 /// The client's Receive Maximum: the server model never exceeds it.
 const CLIENT_RECEIVE_MAXIMUM: u16 = 8;
+/// The server allows two topic aliases, so that the model's topics compete for them.
+const SERVER_TOPIC_ALIAS_MAXIMUM: u16 = 2;
 
 #[derive(Debug, Clone)]
 enum Action {
@@ -76,6 +78,8 @@ struct Server {
     released: BTreeMap<u16, u64>,
     next_inbound_id: u16,
     next_uid: u64,
+    /// Topic Alias mappings the client set on this connection.
+    aliases: BTreeMap<u16, String>,
     /// Outbound publishes (by uid) the server answered with PUBACK or PUBREC, ever.
     answered: BTreeSet<u64>,
     /// Outbound QoS 2 delivery ids the server has taken ownership of (PUBREC sent), ever.
@@ -214,11 +218,25 @@ impl World {
     }
 
     fn server_receives(&mut self, packet: Packet) -> Result<(), TestCaseError> {
+        if let Packet::Publish(p) = &packet {
+            match (p.properties.topic_alias, p.topic.is_empty()) {
+                (Some(alias), false) => {
+                    prop_assert!((1..=SERVER_TOPIC_ALIAS_MAXIMUM).contains(&alias));
+                    self.server.aliases.insert(alias, p.topic.clone());
+                }
+                (Some(alias), true) => prop_assert!(
+                    self.server.aliases.contains_key(&alias),
+                    "alias {} used before it was mapped on this connection",
+                    alias
+                ),
+                (None, empty) => prop_assert!(!empty, "a PUBLISH without topic or alias"),
+            }
+        }
         match packet {
             Packet::Publish(p) if p.qos != QoS::AtMostOnce => {
                 prop_assert!(
-                    !p.topic.is_empty() && p.properties.topic_alias.is_none(),
-                    "a PUBLISH with a topic alias or no topic: {:?}",
+                    !p.dup || (!p.topic.is_empty() && p.properties.topic_alias.is_none()),
+                    "a retransmission with a topic alias or no topic: {:?}",
                     p
                 );
                 if self.server.unanswered.contains_key(&p.packet_id) {
@@ -268,7 +286,8 @@ impl World {
         let now = Instant::now();
         match action {
             Action::Publish(qos2) => {
-                let mut p = Publish::new("model/out", Bytes::new());
+                let topic = ["model/a", "model/b", "model/c"][(self.next_out_uid % 3) as usize];
+                let mut p = Publish::new(topic, Bytes::new());
                 p.qos = if qos2 {
                     QoS::ExactlyOnce
                 } else {
@@ -383,6 +402,7 @@ impl World {
                 // Whatever was unanswered on the old connection comes again or is forgotten.
                 self.server.unanswered.clear();
                 self.server.pubrels.clear();
+                self.server.aliases.clear();
                 if !session_present {
                     self.server.sent_qos2.clear();
                     self.server.released.clear();
@@ -391,6 +411,7 @@ impl World {
                 let mut connack = ConnAck::new(session_present);
                 connack.properties = ConnAckProperties {
                     receive_maximum: Some(receive_maximum),
+                    topic_alias_maximum: Some(SERVER_TOPIC_ALIAS_MAXIMUM),
                     ..ConnAckProperties::default()
                 };
                 self.session
