@@ -17,8 +17,8 @@
 //! ack after a lost connection ([`Session::ack`]); keep alive; SUBSCRIBE/UNSUBSCRIBE; DISCONNECT
 //! both ways; session metadata and expiry; one dispatcher for every packet from the server
 //! ([`Session::handle_incoming`]). A model-based property test checks the invariants across
-//! random sequences with connection losses and crashes. Outbound topic aliases are automatic.
-//! Still to come: enhanced authentication (AUTH is refused with 0x8C).
+//! random sequences with connection losses and crashes. Outbound topic aliases are automatic;
+//! enhanced authentication runs through an application's [`Authenticator`].
 
 mod packet_id;
 
@@ -77,6 +77,24 @@ pub type DeliveryTag = u64;
 
 /// Identifies a SUBSCRIBE or UNSUBSCRIBE in later [`Event`]s.
 pub type RequestId = u64;
+
+/// Enhanced authentication (section 4.12) supplied by the application: SCRAM, Kerberos, a
+/// token exchange. The session sends what it returns and checks what the server says.
+pub trait Authenticator: Send + std::fmt::Debug {
+    /// The Authentication Method, sent in CONNECT and in every AUTH.
+    fn method(&self) -> &str;
+    /// The Authentication Data to start with, in CONNECT or in a re-authentication.
+    fn start(&mut self) -> Result<Option<Bytes>, AuthError>;
+    /// The answer to a challenge (AUTH with 0x18 Continue authentication).
+    fn challenge(&mut self, data: Option<&Bytes>) -> Result<Option<Bytes>, AuthError>;
+    /// The server accepted (CONNACK or AUTH with Success); checks its final data, if any.
+    fn success(&mut self, data: Option<&Bytes>) -> Result<(), AuthError>;
+}
+
+/// An authenticator's refusal: the exchange failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("enhanced authentication failed: {0}")]
+pub struct AuthError(pub String);
 
 /// Identifies a publish accepted by [`Session::publish`] in later [`Event`]s.
 pub type DeliveryId = u64;
@@ -213,10 +231,16 @@ pub enum ProtocolViolation {
     /// More unacknowledged QoS 1/2 publishes than the client's Receive Maximum.
     #[error("the server sent more than {0} unacknowledged QoS 1/2 publishes (Receive Maximum)")]
     ReceiveMaximumExceeded(u16),
-    /// The server started enhanced authentication, which this engine does not support yet, or
-    /// sent AUTH although CONNECT named no Authentication Method [MQTT-4.12.0-6].
-    #[error("the server sent AUTH, which this session cannot answer")]
+    /// AUTH although CONNECT named no Authentication Method [MQTT-4.12.0-6], or a
+    /// re-authentication request from the server (only a client starts one).
+    #[error("the server sent an AUTH this session did not ask for [MQTT-4.12.0-6]")]
     UnexpectedAuth,
+    /// AUTH or CONNACK with another Authentication Method than CONNECT's [MQTT-4.12.0-5].
+    #[error("the server answered with another Authentication Method [MQTT-4.12.0-5]")]
+    AuthMethodMismatch,
+    /// The authenticator refused the server's challenge or final data.
+    #[error("{0}")]
+    AuthFailed(AuthError),
     /// A Session Expiry Interval in a DISCONNECT from the server [MQTT-3.14.2-2].
     #[error("the server's DISCONNECT carries a Session Expiry Interval [MQTT-3.14.2-2]")]
     ExpiryFromServer,
@@ -239,7 +263,8 @@ impl ProtocolViolation {
         match self {
             Self::ReceiveMaximumExceeded(_) => ReasonCode::ReceiveMaximumExceeded,
             Self::TopicAliasInvalid { .. } => ReasonCode::TopicAliasInvalid,
-            Self::UnexpectedAuth => ReasonCode::BadAuthenticationMethod,
+            Self::UnexpectedAuth | Self::AuthMethodMismatch => ReasonCode::BadAuthenticationMethod,
+            Self::AuthFailed(_) => ReasonCode::NotAuthorized,
             _ => ReasonCode::ProtocolError,
         }
     }
@@ -255,6 +280,12 @@ pub enum RequestError {
     /// The packet breaks a rule of the specification.
     #[error("the request is invalid: {0}")]
     Invalid(#[from] EncodeError),
+    /// Re-authentication without an authenticator.
+    #[error("no authenticator is set")]
+    NoAuthenticator,
+    /// The authenticator failed to start.
+    #[error("{0}")]
+    Auth(AuthError),
     /// A Session Expiry Interval of 0 at CONNECT cannot become non-zero at DISCONNECT.
     #[error("the session was opened with Session Expiry Interval 0; DISCONNECT cannot extend it")]
     ExpiryExtended,
@@ -410,6 +441,8 @@ pub struct Session {
     /// SUBSCRIBE/UNSUBSCRIBE waiting for a free packet identifier.
     requests_waiting: VecDeque<(RequestId, Packet)>,
     next_request: RequestId,
+    /// Enhanced authentication, when the application supplied it.
+    authenticator: Option<Box<dyn Authenticator>>,
     /// The session's metadata as last emitted for the store.
     meta: SessionMeta,
     /// Whether `meta` was ever emitted (or loaded): it must reach the store at least once.
@@ -468,6 +501,7 @@ impl Session {
             requests: HashMap::new(),
             requests_waiting: VecDeque::new(),
             next_request: 1,
+            authenticator: None,
             meta,
             meta_stored,
             next_seq: stored.next_seq(),
@@ -532,8 +566,14 @@ impl Session {
         seq
     }
 
-    /// The CONNECT to send on a new connection.
-    pub fn connect_packet(&self) -> Connect {
+    /// Uses enhanced authentication: its method and data go in CONNECT, and AUTH from the
+    /// server is answered through it.
+    pub fn set_authenticator(&mut self, authenticator: Box<dyn Authenticator>) {
+        self.authenticator = Some(authenticator);
+    }
+
+    /// The CONNECT to send on a new connection (it starts the authenticator, if there is one).
+    pub fn connect_packet(&mut self) -> Result<Connect, AuthError> {
         // An identifier the server assigned names the session to resume.
         let client_id = match &self.meta.assigned_client_id {
             Some(assigned) if self.options.client_id.is_empty() => assigned.clone(),
@@ -543,7 +583,79 @@ impl Session {
         connect.clean_start = self.options.clean_start && !self.connected_once;
         connect.keep_alive = self.options.keep_alive;
         connect.properties = self.options.properties.clone();
-        connect
+        if let Some(auth) = self.authenticator.as_mut() {
+            connect.properties.authentication_data = auth.start()?;
+            connect.properties.authentication_method = Some(auth.method().to_owned());
+        }
+        Ok(connect)
+    }
+
+    /// Checks that a server packet names the authenticator's method and returns the
+    /// authenticator.
+    fn authenticator_for(
+        &mut self,
+        method: Option<&str>,
+    ) -> Result<&mut Box<dyn Authenticator>, ProtocolViolation> {
+        let auth = self
+            .authenticator
+            .as_mut()
+            .ok_or(ProtocolViolation::UnexpectedAuth)?;
+        if method != Some(auth.method()) {
+            return Err(ProtocolViolation::AuthMethodMismatch);
+        }
+        Ok(auth)
+    }
+
+    fn auth_packet(reason_code: ReasonCode, method: String, data: Option<Bytes>) -> Packet {
+        let mut packet = crate::packet::Auth {
+            reason_code,
+            properties: crate::packet::AuthProperties::default(),
+        };
+        packet.properties.authentication_method = Some(method);
+        packet.properties.authentication_data = data;
+        Packet::Auth(packet)
+    }
+
+    /// AUTH from the server: a challenge is answered with the authenticator's response
+    /// [MQTT-4.12.0-3]; Success ends a re-authentication.
+    pub fn handle_auth(&mut self, packet: crate::packet::Auth) -> Result<(), ProtocolViolation> {
+        let props = packet.properties;
+        let auth = self.authenticator_for(props.authentication_method.as_deref())?;
+        match packet.reason_code {
+            ReasonCode::ContinueAuthentication => {
+                let data = auth
+                    .challenge(props.authentication_data.as_ref())
+                    .map_err(ProtocolViolation::AuthFailed)?;
+                let method = auth.method().to_owned();
+                self.pending.send.push(Self::auth_packet(
+                    ReasonCode::ContinueAuthentication,
+                    method,
+                    data,
+                ));
+                Ok(())
+            }
+            ReasonCode::Success => auth
+                .success(props.authentication_data.as_ref())
+                .map_err(ProtocolViolation::AuthFailed),
+            _ => Err(ProtocolViolation::UnexpectedAuth),
+        }
+    }
+
+    /// Starts a re-authentication on the current connection [MQTT-4.12.1-1].
+    pub fn reauthenticate(&mut self) -> Result<(), RequestError> {
+        if self.connection.is_none() {
+            return Err(RequestError::NotConnected);
+        }
+        let auth = self
+            .authenticator
+            .as_mut()
+            .ok_or(RequestError::NoAuthenticator)?;
+        let data = auth.start().map_err(RequestError::Auth)?;
+        let method = auth.method().to_owned();
+        self.pending
+            .send
+            .push(Self::auth_packet(ReasonCode::ReAuthenticate, method, data));
+        Ok(())
     }
 
     /// Accepts a publish from the application and returns its delivery id.
@@ -713,6 +825,15 @@ impl Session {
                 reason: connack.reason_code,
             });
             return Ok(());
+        }
+        if self.authenticator.is_some() {
+            let props = &connack.properties;
+            let data = props.authentication_data.clone();
+            self.authenticator_for(props.authentication_method.as_deref())?
+                .success(data.as_ref())
+                .map_err(ProtocolViolation::AuthFailed)?;
+        } else if connack.properties.authentication_method.is_some() {
+            return Err(ProtocolViolation::UnexpectedAuth);
         }
         let asked_clean = self.options.clean_start && !self.connected_once;
         if connack.session_present && asked_clean {
@@ -1416,7 +1537,7 @@ impl Session {
                 Ok(())
             }
             Packet::Disconnect(packet) => self.handle_disconnect(packet),
-            Packet::Auth(_) => Err(ProtocolViolation::UnexpectedAuth),
+            Packet::Auth(packet) => self.handle_auth(packet),
             Packet::Connect(_)
             | Packet::Subscribe(_)
             | Packet::Unsubscribe(_)

@@ -365,7 +365,7 @@ fn mqtt_3_2_2_4_session_present_after_clean_start_is_a_protocol_error() {
     let mut options = options();
     options.clean_start = true;
     let mut session = Session::new(options, StoredSession::default(), NOW_MS).unwrap();
-    assert!(session.connect_packet().clean_start);
+    assert!(session.connect_packet().unwrap().clean_start);
     assert_eq!(
         session.handle_connack(&ConnAck::new(true), Instant::now()),
         Err(ProtocolViolation::UnexpectedSession)
@@ -376,7 +376,7 @@ fn mqtt_3_2_2_4_session_present_after_clean_start_is_a_protocol_error() {
             .is_ok()
     );
     assert!(
-        !session.connect_packet().clean_start,
+        !session.connect_packet().unwrap().clean_start,
         "reconnects resume the session"
     );
 }
@@ -995,7 +995,7 @@ fn metadata_records_expiry_assigned_identifier_and_when_the_connection_ended() {
         })
     );
     // The assigned identifier names the session on the next connection.
-    assert_eq!(session.connect_packet().client_id, "auto-9");
+    assert_eq!(session.connect_packet().unwrap().client_id, "auto-9");
 }
 
 #[test]
@@ -1154,4 +1154,98 @@ fn stored_records_and_retransmissions_carry_the_full_topic_never_an_alias() {
         on_wire(&resent),
         vec![("t/1".into(), None), ("t/1".into(), None)]
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Enhanced authentication
+
+/// A toy challenge-response method: answers a challenge with it reversed and expects "ok".
+#[derive(Debug, Default)]
+struct Reverse {
+    started: usize,
+}
+
+impl Authenticator for Reverse {
+    fn method(&self) -> &str {
+        "REVERSE"
+    }
+    fn start(&mut self) -> Result<Option<Bytes>, AuthError> {
+        self.started += 1;
+        Ok(Some(Bytes::from_static(b"hello")))
+    }
+    fn challenge(&mut self, data: Option<&Bytes>) -> Result<Option<Bytes>, AuthError> {
+        let data = data.ok_or_else(|| AuthError("no challenge".into()))?;
+        Ok(Some(data.iter().rev().copied().collect()))
+    }
+    fn success(&mut self, data: Option<&Bytes>) -> Result<(), AuthError> {
+        match data.map(|d| &d[..]) {
+            Some(b"ok") | None => Ok(()),
+            other => Err(AuthError(format!("bad server proof {other:?}"))),
+        }
+    }
+}
+
+fn auth(reason_code: ReasonCode, method: &str, data: &'static [u8]) -> Packet {
+    Session::auth_packet(reason_code, method.into(), Some(Bytes::from_static(data)))
+}
+
+#[test]
+fn enhanced_authentication_exchange_through_the_authenticator() {
+    let mut h = Harness::new();
+    h.session.set_authenticator(Box::new(Reverse::default()));
+    let connect = h.session.connect_packet().unwrap();
+    assert_eq!(
+        connect.properties.authentication_method.as_deref(),
+        Some("REVERSE")
+    );
+    assert_eq!(
+        connect.properties.authentication_data.as_deref(),
+        Some(&b"hello"[..])
+    );
+    let now = Instant::now();
+    // [MQTT-4.12.0-2/3]: a challenge before CONNACK is answered with Continue.
+    h.session
+        .handle_incoming(
+            auth(ReasonCode::ContinueAuthentication, "REVERSE", b"abc"),
+            now,
+        )
+        .unwrap();
+    assert_eq!(
+        h.flush(),
+        vec![auth(ReasonCode::ContinueAuthentication, "REVERSE", b"cba")]
+    );
+    let mut connack = ConnAck::new(false);
+    connack.properties.authentication_method = Some("REVERSE".into());
+    connack.properties.authentication_data = Some(Bytes::from_static(b"ok"));
+    h.session
+        .handle_incoming(Packet::ConnAck(Box::new(connack)), now)
+        .unwrap();
+    assert!(h.session.is_connected());
+    // Re-authentication [MQTT-4.12.1-1].
+    h.session.reauthenticate().unwrap();
+    assert_eq!(
+        h.flush(),
+        vec![auth(ReasonCode::ReAuthenticate, "REVERSE", b"hello")]
+    );
+    h.session
+        .handle_incoming(auth(ReasonCode::Success, "REVERSE", b"ok"), now)
+        .unwrap();
+}
+
+#[test]
+fn mqtt_4_12_0_5_another_method_or_a_bad_proof_ends_the_connection() {
+    let mut h = Harness::new();
+    h.session.set_authenticator(Box::new(Reverse::default()));
+    let now = Instant::now();
+    let err = h
+        .session
+        .handle_incoming(auth(ReasonCode::ContinueAuthentication, "OTHER", b"x"), now)
+        .unwrap_err();
+    assert_eq!(err, ProtocolViolation::AuthMethodMismatch);
+    let mut connack = ConnAck::new(false);
+    connack.properties.authentication_method = Some("REVERSE".into());
+    connack.properties.authentication_data = Some(Bytes::from_static(b"forged"));
+    let err = h.session.handle_connack(&connack, now).unwrap_err();
+    assert_eq!(err.reason_code(), ReasonCode::NotAuthorized);
+    assert!(!h.session.is_connected());
 }
