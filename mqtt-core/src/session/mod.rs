@@ -6,19 +6,19 @@
 //! the wire; [`Session::poll_event`] returns what the application should learn. The engine
 //! never reads a clock, opens a socket or touches a store; the driver does, in that order.
 //!
-//! # Status
+//! # What it covers
 //!
-//! Built: packet identifiers; outbound QoS 1/2 flows with their store records; the server's
-//! Receive Maximum; the durable offline queue; CONNACK handling; retransmission on reconnect
+//! Packet identifiers; outbound QoS 1/2 flows with their store records; the server's Receive
+//! Maximum; the durable offline queue; CONNECT and CONNACK; retransmission on reconnect
 //! (Session Present 1: in order, DUP set, within the new Receive Maximum; Session Present 0:
 //! resent as new messages, PUBREL and markers dropped, reported); inbound PUBLISH with
 //! automatic or manual ack, acks in arrival order, the durable PUBREC marker, PUBREL/PUBCOMP,
-//! the client's Receive Maximum (0x93), inbound Topic Aliases (0x94), a defined meaning for an
-//! ack after a lost connection ([`Session::ack`]); keep alive; SUBSCRIBE/UNSUBSCRIBE; DISCONNECT
-//! both ways; session metadata and expiry; one dispatcher for every packet from the server
-//! ([`Session::handle_incoming`]). A model-based property test checks the invariants across
-//! random sequences with connection losses and crashes. Outbound topic aliases are automatic;
-//! enhanced authentication runs through an application's [`Authenticator`].
+//! the client's Receive Maximum (0x93); Topic Aliases both ways; a defined meaning for an ack
+//! after a lost connection ([`Session::ack`]); keep alive; SUBSCRIBE/UNSUBSCRIBE; DISCONNECT
+//! both ways; session metadata and expiry; enhanced authentication through an
+//! [`Authenticator`]; one dispatcher for every packet from the server
+//! ([`Session::handle_incoming`]). A model-based property test checks its invariants across
+//! random sequences with connection losses and crashes.
 
 mod packet_id;
 
@@ -51,6 +51,12 @@ pub struct SessionOptions {
     pub manual_ack: bool,
     /// How long to wait for PINGRESP before the connection counts as dead.
     pub ping_timeout: Duration,
+    /// The Will Message, published by the server if the connection ends without DISCONNECT.
+    pub will: Option<crate::packet::Will>,
+    /// The user name, if any.
+    pub username: Option<String>,
+    /// The password, if any.
+    pub password: Option<Bytes>,
     /// Replace repeated topics by Topic Aliases on the wire, up to the server's Topic Alias
     /// Maximum (least recently used mappings are reused). Stored records and retransmissions
     /// always carry the full topic.
@@ -67,6 +73,9 @@ impl SessionOptions {
             properties: ConnectProperties::default(),
             manual_ack: false,
             ping_timeout: Duration::from_secs(10),
+            will: None,
+            username: None,
+            password: None,
             topic_aliases: true,
         }
     }
@@ -142,6 +151,9 @@ pub enum Event {
     Connected {
         /// Whether the server resumed the session.
         session_present: bool,
+        /// Everything CONNACK said (limits, Assigned Client Identifier, Server Reference,
+        /// Response Information, Reason String, User Properties).
+        properties: Box<crate::packet::ConnAckProperties>,
     },
     /// SUBACK: one reason code per subscription, in order (granted QoS, or why it failed).
     Subscribed {
@@ -280,6 +292,9 @@ pub enum RequestError {
     /// The packet breaks a rule of the specification.
     #[error("the request is invalid: {0}")]
     Invalid(#[from] EncodeError),
+    /// CONNACK said the server does not support this.
+    #[error("the server does not support {0}")]
+    Unsupported(&'static str),
     /// Re-authentication without an authenticator.
     #[error("no authenticator is set")]
     NoAuthenticator,
@@ -350,6 +365,9 @@ struct Connection {
     send_quota: u16,
     maximum_qos: QoS,
     retain_available: bool,
+    wildcards_available: bool,
+    subscription_ids_available: bool,
+    shared_available: bool,
     /// The keep alive in force (the server's, if it set one); zero turns it off.
     keep_alive: Duration,
     last_sent: Instant,
@@ -583,6 +601,9 @@ impl Session {
         connect.clean_start = self.options.clean_start && !self.connected_once;
         connect.keep_alive = self.options.keep_alive;
         connect.properties = self.options.properties.clone();
+        connect.will = self.options.will.clone();
+        connect.username = self.options.username.clone();
+        connect.password = self.options.password.clone();
         if let Some(auth) = self.authenticator.as_mut() {
             connect.properties.authentication_data = auth.start()?;
             connect.properties.authentication_method = Some(auth.method().to_owned());
@@ -844,6 +865,9 @@ impl Session {
             send_quota: props.receive_maximum.unwrap_or(u16::MAX),
             maximum_qos: props.maximum_qos.unwrap_or(QoS::ExactlyOnce),
             retain_available: props.retain_available.unwrap_or(true),
+            wildcards_available: props.wildcard_subscription_available.unwrap_or(true),
+            subscription_ids_available: props.subscription_identifiers_available.unwrap_or(true),
+            shared_available: props.shared_subscription_available.unwrap_or(true),
             // The server's keep alive replaces the client's [MQTT-3.2.2-21].
             keep_alive: Duration::from_secs(u64::from(
                 props.server_keep_alive.unwrap_or(self.options.keep_alive),
@@ -885,6 +909,7 @@ impl Session {
         }
         self.events.push_back(Event::Connected {
             session_present: connack.session_present,
+            properties: Box::new(connack.properties.clone()),
         });
         self.drain();
         Ok(())
@@ -1364,12 +1389,28 @@ impl Session {
         Ok(id)
     }
 
-    /// Sends SUBSCRIBE; [`Event::Subscribed`] carries the server's answer.
+    /// Sends SUBSCRIBE; [`Event::Subscribed`] carries the server's answer. Refuses locally what
+    /// CONNACK said the server does not support: wildcards, Subscription Identifiers, shared
+    /// subscriptions.
     pub fn subscribe(
         &mut self,
         subscriptions: Vec<Subscription>,
         properties: SubscribeProperties,
     ) -> Result<RequestId, RequestError> {
+        if let Some(conn) = &self.connection {
+            if !conn.subscription_ids_available && properties.subscription_identifier.is_some() {
+                return Err(RequestError::Unsupported("Subscription Identifiers"));
+            }
+            for s in &subscriptions {
+                let shared = crate::packet::is_shared_subscription(&s.filter);
+                if shared && !conn.shared_available {
+                    return Err(RequestError::Unsupported("shared subscriptions"));
+                }
+                if s.filter.contains(['+', '#']) && !conn.wildcards_available {
+                    return Err(RequestError::Unsupported("wildcard subscriptions"));
+                }
+            }
+        }
         self.request(Packet::Subscribe(Subscribe {
             packet_id: 1,
             properties,
@@ -1483,6 +1524,26 @@ impl Session {
             server_reference: packet.properties.server_reference,
         });
         Ok(())
+    }
+
+    /// The codec settings for this session's connection: the Maximum Packet Size the client
+    /// announced for decoding, the server's for encoding.
+    pub fn codec(&self) -> Codec {
+        Codec {
+            max_incoming_packet_size: self.options.properties.maximum_packet_size,
+            ..self.codec
+        }
+    }
+
+    /// Ends the connection because of `reason` (a [`ProtocolViolation`]'s or a decode error's
+    /// reason code): DISCONNECT goes out with the next [`Output`], then the driver closes the
+    /// connection and calls [`Session::connection_lost`].
+    pub fn close_with(&mut self, reason: ReasonCode) {
+        if self.connection.is_some() && reason.is_valid_for(PacketType::Disconnect) {
+            self.pending
+                .send
+                .push(Packet::Disconnect(Disconnect::new(reason)));
+        }
     }
 
     /// Handles any packet from the server. An error is a rule the server broke: send

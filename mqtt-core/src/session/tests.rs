@@ -1249,3 +1249,75 @@ fn mqtt_4_12_0_5_another_method_or_a_bad_proof_ends_the_connection() {
     assert_eq!(err.reason_code(), ReasonCode::NotAuthorized);
     assert!(!h.session.is_connected());
 }
+
+#[test]
+fn connect_carries_will_credentials_and_every_option() {
+    let mut options = options();
+    options.will = Some(crate::packet::Will::new("site/7/status", "offline"));
+    options.username = Some("gw".into());
+    options.password = Some(Bytes::from_static(b"secret"));
+    options.properties.receive_maximum = Some(20);
+    options.properties.maximum_packet_size = Some(4096);
+    options.properties.request_problem_information = Some(true);
+    let mut session = Session::new(options, StoredSession::default(), NOW_MS).unwrap();
+    let connect = session.connect_packet().unwrap();
+    assert_eq!(connect.will.unwrap().topic, "site/7/status");
+    assert_eq!(connect.username.as_deref(), Some("gw"));
+    assert_eq!(connect.properties.receive_maximum, Some(20));
+    assert_eq!(connect.properties.session_expiry_interval, Some(3600));
+    assert_eq!(session.codec().max_incoming_packet_size, Some(4096));
+}
+
+#[test]
+fn connack_details_reach_the_application_and_its_limits_apply() {
+    let mut h = Harness::new();
+    let mut connack = ConnAck::new(false);
+    connack.properties.server_reference = Some("backup:1883".into());
+    connack.properties.maximum_packet_size = Some(64);
+    connack.properties.wildcard_subscription_available = Some(false);
+    connack.properties.subscription_identifiers_available = Some(false);
+    connack.properties.shared_subscription_available = Some(false);
+    h.session.handle_connack(&connack, Instant::now()).unwrap();
+    assert!(matches!(
+        &h.events()[..],
+        [Event::Connected { properties, .. }] if properties.server_reference.as_deref() == Some("backup:1883")
+    ));
+    assert_eq!(h.session.codec().max_outgoing_packet_size, Some(64));
+    assert!(matches!(
+        h.session.publish(Publish::new("t", vec![0u8; 100])),
+        Err(PublishError::Invalid(_))
+    ));
+    for (filter, sub_id) in [("a/+", None), ("$share/g/a", None), ("a", Some(3))] {
+        let result = h.session.subscribe(
+            vec![Subscription::new(filter, QoS::AtMostOnce)],
+            SubscribeProperties {
+                subscription_identifier: sub_id,
+                user_properties: vec![],
+            },
+        );
+        assert!(
+            matches!(result, Err(RequestError::Unsupported(_))),
+            "{filter}"
+        );
+    }
+}
+
+#[test]
+fn a_violation_closes_with_disconnect_and_its_reason_code() {
+    let mut h = Harness::new();
+    h.connack(false, None);
+    let err = h
+        .session
+        .handle_incoming(
+            Packet::ConnAck(Box::new(ConnAck::new(false))),
+            Instant::now(),
+        )
+        .unwrap_err();
+    h.session.close_with(err.reason_code());
+    assert_eq!(
+        h.flush(),
+        vec![Packet::Disconnect(Disconnect::new(
+            ReasonCode::ProtocolError
+        ))]
+    );
+}
