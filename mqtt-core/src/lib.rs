@@ -1,8 +1,16 @@
 //! The core of Mooring, an MQTT v5 client whose persistent sessions survive crashes.
 //!
-//! This crate holds the layers the `mooring` facade re-exports. Today it holds the first one:
-//! [`packet`], the complete MQTT v5.0 wire format. It turns bytes into [`packet::Packet`] values
-//! and back, checks every rule a receiver must check, and never panics on any input.
+//! This crate holds the layers the `mooring` facade re-exports:
+//!
+//! - [`packet`]: the complete MQTT v5.0 wire format. It turns bytes into [`packet::Packet`]
+//!   values and back, checks every rule a receiver must check, and never panics on any input.
+//! - [`session`]: the protocol engine, with no I/O. It is fed packets and application calls and
+//!   polled for store operations to commit, then packets to send, then events.
+//! - [`store`]: the [`store::SessionStore`] trait every store implements, the record layout the
+//!   key-value stores share, and `conformance` (feature `conformance`), the suite that defines a
+//!   correct store.
+//!
+//! The tokio driver that connects them to a socket and a store comes next.
 //!
 //! ```
 //! use bytes::BytesMut;
