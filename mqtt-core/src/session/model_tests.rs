@@ -14,6 +14,7 @@ use proptest::prelude::*;
 use super::tests::Committed;
 use super::*;
 use crate::packet::ConnAckProperties;
+use crate::packet::*;
 
 const NOW_MS: u64 = 1_764_000_000_000;
 /// The client's Receive Maximum: the server model never exceeds it.
@@ -140,6 +141,15 @@ fn options() -> SessionOptions {
     options.properties.session_expiry_interval = Some(3600);
     options.properties.receive_maximum = Some(CLIENT_RECEIVE_MAXIMUM);
     options
+}
+
+/// A QoS 2 PUBLISH from the server carrying message `uid`.
+fn inbound_qos2(packet_id: u16, uid: u64, dup: bool) -> Packet {
+    let mut p = Publish::new("model/in", Bytes::copy_from_slice(&uid.to_be_bytes()));
+    p.qos = QoS::ExactlyOnce;
+    p.packet_id = packet_id;
+    p.dup = dup;
+    Packet::Publish(p)
 }
 
 fn uid_of(publish: &Publish) -> u64 {
@@ -345,11 +355,8 @@ impl World {
                 self.server.next_uid += 1;
                 let uid = self.server.next_uid;
                 self.server.sent_qos2.insert(id, uid);
-                let mut p = Publish::new("model/in", Bytes::copy_from_slice(&uid.to_be_bytes()));
-                p.qos = QoS::ExactlyOnce;
-                p.packet_id = id;
                 self.session
-                    .handle_incoming(Packet::Publish(p), now)
+                    .handle_incoming(inbound_qos2(id, uid, false), now)
                     .unwrap();
             }
             Action::ServerRedelivers(n)
@@ -361,12 +368,8 @@ impl World {
                     .iter()
                     .nth(n % self.server.sent_qos2.len())
                     .unwrap();
-                let mut p = Publish::new("model/in", Bytes::copy_from_slice(&uid.to_be_bytes()));
-                p.qos = QoS::ExactlyOnce;
-                p.packet_id = id;
-                p.dup = true;
                 self.session
-                    .handle_incoming(Packet::Publish(p), now)
+                    .handle_incoming(inbound_qos2(id, uid, true), now)
                     .unwrap();
             }
             Action::ServerReleases(n)
@@ -426,13 +429,8 @@ impl World {
                     .map(|(k, v)| (*k, *v))
                     .collect();
                 for (id, uid) in pending {
-                    let mut p =
-                        Publish::new("model/in", Bytes::copy_from_slice(&uid.to_be_bytes()));
-                    p.qos = QoS::ExactlyOnce;
-                    p.packet_id = id;
-                    p.dup = true;
                     self.session
-                        .handle_incoming(Packet::Publish(p), now)
+                        .handle_incoming(inbound_qos2(id, uid, true), now)
                         .unwrap();
                 }
                 let released: Vec<u16> = self.server.released.keys().copied().collect();

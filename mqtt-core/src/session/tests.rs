@@ -5,7 +5,9 @@ use std::time::{Duration, Instant};
 use crate::packet::{SubscribeProperties, Subscription, UnsubscribeProperties};
 
 use super::*;
+use crate::packet::*;
 use crate::packet::{ConnAckProperties, PacketType, Publish};
+use crate::store::QueuedPublish;
 use crate::store::StoreOp;
 
 /// Wall-clock milliseconds used as "now" by the tests.

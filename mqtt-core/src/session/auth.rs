@@ -1,0 +1,105 @@
+//! Enhanced authentication (section 4.12): the application's [`Authenticator`] answers the
+//! server's challenges; the session checks the method and the server's proof.
+
+use bytes::Bytes;
+
+use super::{ProtocolViolation, RequestError, Session};
+use crate::packet::{Auth, AuthProperties, Packet, ReasonCode};
+
+/// Enhanced authentication (section 4.12) supplied by the application: SCRAM, Kerberos, a
+/// token exchange. The session sends what it returns and checks what the server says.
+pub trait Authenticator: Send + std::fmt::Debug {
+    /// The Authentication Method, sent in CONNECT and in every AUTH.
+    fn method(&self) -> &str;
+    /// The Authentication Data to start with, in CONNECT or in a re-authentication.
+    fn start(&mut self) -> Result<Option<Bytes>, AuthError>;
+    /// The answer to a challenge (AUTH with 0x18 Continue authentication).
+    fn challenge(&mut self, data: Option<&Bytes>) -> Result<Option<Bytes>, AuthError>;
+    /// The server accepted (CONNACK or AUTH with Success); checks its final data, if any.
+    fn success(&mut self, data: Option<&Bytes>) -> Result<(), AuthError>;
+}
+
+/// An authenticator's refusal: the exchange failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("enhanced authentication failed: {0}")]
+pub struct AuthError(pub String);
+
+impl Session {
+    /// Uses enhanced authentication: its method and data go in CONNECT, and AUTH from the
+    /// server is answered through it.
+    pub fn set_authenticator(&mut self, authenticator: Box<dyn Authenticator>) {
+        self.authenticator = Some(authenticator);
+    }
+
+    /// Checks that a server packet names the authenticator's method and returns the
+    /// authenticator.
+    pub(super) fn authenticator_for(
+        &mut self,
+        method: Option<&str>,
+    ) -> Result<&mut Box<dyn Authenticator>, ProtocolViolation> {
+        let auth = self
+            .authenticator
+            .as_mut()
+            .ok_or(ProtocolViolation::UnexpectedAuth)?;
+        if method != Some(auth.method()) {
+            return Err(ProtocolViolation::AuthMethodMismatch);
+        }
+        Ok(auth)
+    }
+
+    pub(super) fn auth_packet(
+        reason_code: ReasonCode,
+        method: String,
+        data: Option<Bytes>,
+    ) -> Packet {
+        let mut packet = Auth {
+            reason_code,
+            properties: AuthProperties::default(),
+        };
+        packet.properties.authentication_method = Some(method);
+        packet.properties.authentication_data = data;
+        Packet::Auth(packet)
+    }
+
+    /// AUTH from the server: a challenge is answered with the authenticator's response
+    /// [MQTT-4.12.0-3]; Success ends a re-authentication.
+    pub fn handle_auth(&mut self, packet: Auth) -> Result<(), ProtocolViolation> {
+        let props = packet.properties;
+        let auth = self.authenticator_for(props.authentication_method.as_deref())?;
+        match packet.reason_code {
+            ReasonCode::ContinueAuthentication => {
+                let data = auth
+                    .challenge(props.authentication_data.as_ref())
+                    .map_err(ProtocolViolation::AuthFailed)?;
+                let method = auth.method().to_owned();
+                self.pending.send.push(Self::auth_packet(
+                    ReasonCode::ContinueAuthentication,
+                    method,
+                    data,
+                ));
+                Ok(())
+            }
+            ReasonCode::Success => auth
+                .success(props.authentication_data.as_ref())
+                .map_err(ProtocolViolation::AuthFailed),
+            _ => Err(ProtocolViolation::UnexpectedAuth),
+        }
+    }
+
+    /// Starts a re-authentication on the current connection [MQTT-4.12.1-1].
+    pub fn reauthenticate(&mut self) -> Result<(), RequestError> {
+        if self.connection.is_none() {
+            return Err(RequestError::NotConnected);
+        }
+        let auth = self
+            .authenticator
+            .as_mut()
+            .ok_or(RequestError::NoAuthenticator)?;
+        let data = auth.start().map_err(RequestError::Auth)?;
+        let method = auth.method().to_owned();
+        self.pending
+            .send
+            .push(Self::auth_packet(ReasonCode::ReAuthenticate, method, data));
+        Ok(())
+    }
+}

@@ -1,0 +1,260 @@
+//! The connection's life: CONNACK, keep alive, DISCONNECT both ways, connection loss, and
+//! what happens to the session when the server no longer has it.
+
+use std::time::{Duration, Instant};
+
+use super::outbound::OutAliases;
+use super::{Connection, Event, ProtocolViolation, RequestError, Session, Stage};
+use crate::packet::{ConnAck, Disconnect, Packet, PacketType, QoS, ReasonCode};
+use crate::store::{SessionMeta, StoreOp};
+
+impl Session {
+    /// Handles CONNACK for the connection being made.
+    pub fn handle_connack(
+        &mut self,
+        connack: &ConnAck,
+        now: Instant,
+    ) -> Result<(), ProtocolViolation> {
+        if connack.reason_code.is_error() {
+            self.events.push_back(Event::ConnectionRefused {
+                reason: connack.reason_code,
+            });
+            return Ok(());
+        }
+        if self.authenticator.is_some() {
+            let props = &connack.properties;
+            let data = props.authentication_data.clone();
+            self.authenticator_for(props.authentication_method.as_deref())?
+                .success(data.as_ref())
+                .map_err(ProtocolViolation::AuthFailed)?;
+        } else if connack.properties.authentication_method.is_some() {
+            return Err(ProtocolViolation::UnexpectedAuth);
+        }
+        let asked_clean = self.options.clean_start && !self.connected_once;
+        if connack.session_present && asked_clean {
+            return Err(ProtocolViolation::UnexpectedSession);
+        }
+        let props = &connack.properties;
+        self.connection = Some(Connection {
+            send_quota: props.receive_maximum.unwrap_or(u16::MAX),
+            maximum_qos: props.maximum_qos.unwrap_or(QoS::ExactlyOnce),
+            retain_available: props.retain_available.unwrap_or(true),
+            wildcards_available: props.wildcard_subscription_available.unwrap_or(true),
+            subscription_ids_available: props.subscription_identifiers_available.unwrap_or(true),
+            shared_available: props.shared_subscription_available.unwrap_or(true),
+            // The server's keep alive replaces the client's [MQTT-3.2.2-21].
+            keep_alive: Duration::from_secs(u64::from(
+                props.server_keep_alive.unwrap_or(self.options.keep_alive),
+            )),
+            last_sent: now,
+            ping_sent: None,
+            aliases: OutAliases::with_maximum(if self.options.topic_aliases {
+                props.topic_alias_maximum.unwrap_or(0)
+            } else {
+                0
+            }),
+        });
+        // The metadata the session keeps: the expiry in force (the server's, if it set one),
+        // the identifier it assigned, and that a connection is up.
+        let meta = SessionMeta {
+            session_expiry_interval: props
+                .session_expiry_interval
+                .unwrap_or(self.options.properties.session_expiry_interval.unwrap_or(0)),
+            disconnected_at_ms: None,
+            assigned_client_id: props
+                .assigned_client_identifier
+                .clone()
+                .or_else(|| self.meta.assigned_client_id.clone()),
+        };
+        self.set_meta(meta);
+        self.codec.max_outgoing_packet_size = props.maximum_packet_size;
+        self.connected_once = true;
+        self.retire_acks();
+        self.pubrec_this_connection.clear();
+        self.aliases_in.clear();
+        for flow in self.flows.values_mut() {
+            flow.sent = false;
+        }
+        if !connack.session_present {
+            self.session_lost();
+        }
+        self.events.push_back(Event::Connected {
+            session_present: connack.session_present,
+            properties: Box::new(connack.properties.clone()),
+        });
+        self.drain();
+        Ok(())
+    }
+
+    /// The server has no session: resend PUBLISH flows as new messages, drop PUBREL flows and
+    /// inbound markers (the default policy), and say so.
+    pub(super) fn session_lost(&mut self) {
+        let released: Vec<u64> = self
+            .flows
+            .iter()
+            .filter(|(_, f)| f.stage == Stage::Released)
+            .map(|(seq, _)| *seq)
+            .collect();
+        for seq in &released {
+            if let Some(flow) = self.flows.remove(seq) {
+                self.ids.remove(flow.packet_id);
+                self.by_packet_id.remove(&flow.packet_id);
+                self.pending
+                    .commit
+                    .push(StoreOp::RemoveOutbound { seq: *seq });
+                // PUBREC had arrived: the server took the message.
+                self.events.push_back(Event::Delivered {
+                    id: flow.id,
+                    reason: ReasonCode::Success,
+                });
+            }
+        }
+        // The server forgot its messages too: a late ack must not write a marker that would
+        // swallow a new message reusing the identifier.
+        self.stale.clear();
+        let dropped_inbound = self.inbound_pubrec.len();
+        for packet_id in std::mem::take(&mut self.inbound_pubrec) {
+            self.pending
+                .commit
+                .push(StoreOp::RemoveInbound { packet_id });
+        }
+        let resent = self.flows.len();
+        if resent + released.len() + dropped_inbound > 0 {
+            self.events.push_back(Event::SessionLost {
+                resent,
+                dropped_pubrel: released.len(),
+                dropped_inbound,
+            });
+        }
+        // The server has never seen them: they go out as first transmissions, DUP 0.
+        for flow in self.flows.values_mut() {
+            flow.retransmit = false;
+        }
+    }
+
+    /// The connection is gone: its quota goes with it; flows and the queue stay, to be sent
+    /// again on the next connection. Store operations not yet polled are kept; packets are not.
+    ///
+    /// `now_ms` (milliseconds since the UNIX epoch) is stored as the moment the connection
+    /// ended, from which the session's expiry counts. With a Session Expiry Interval of 0 the
+    /// server ends the session now, and so does the client ([`Event::SessionExpired`]).
+    pub fn connection_lost(&mut self, now_ms: u64) {
+        if self.connection.take().is_none() {
+            return;
+        }
+        self.pending.send.clear();
+        self.retire_acks();
+        for (packet_id, request) in std::mem::take(&mut self.requests) {
+            self.ids.remove(packet_id);
+            self.events.push_back(Event::RequestLost { id: request.id });
+        }
+        for (id, _) in std::mem::take(&mut self.requests_waiting) {
+            self.events.push_back(Event::RequestLost { id });
+        }
+        let mut meta = self.meta.clone();
+        meta.disconnected_at_ms = Some(now_ms);
+        self.set_meta(meta);
+        if self.meta.session_expiry_interval == 0 {
+            self.events.push_back(Event::SessionExpired);
+            self.session_lost();
+        }
+        for flow in self.flows.values_mut() {
+            flow.sent = false;
+        }
+    }
+
+    /// Whether a connection is up (CONNACK with Success received, not lost since).
+    pub fn is_connected(&self) -> bool {
+        self.connection.is_some()
+    }
+
+    /// When [`Session::handle_timeout`] must next be called: the keep alive deadline, or the
+    /// PINGRESP deadline while a PINGREQ is outstanding. `None` without a connection or with keep
+    /// alive off.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let conn = self.connection.as_ref()?;
+        if conn.keep_alive.is_zero() {
+            return None;
+        }
+        Some(match conn.ping_sent {
+            Some(sent) => sent + self.options.ping_timeout,
+            None => conn.last_sent + conn.keep_alive,
+        })
+    }
+
+    /// Sends PINGREQ when nothing was sent for the keep alive interval [MQTT-3.1.2-22]; reports
+    /// [`Event::KeepAliveTimeout`] when PINGRESP does not come within the ping timeout.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let ping_timeout = self.options.ping_timeout;
+        let Some(conn) = self.connection.as_mut() else {
+            return;
+        };
+        if conn.keep_alive.is_zero() {
+            return;
+        }
+        match conn.ping_sent {
+            Some(sent) if now >= sent + ping_timeout => {
+                self.events.push_back(Event::KeepAliveTimeout);
+            }
+            Some(_) => {}
+            None if now >= conn.last_sent + conn.keep_alive => {
+                conn.ping_sent = Some(now);
+                self.pending.send.push(Packet::PingReq);
+            }
+            None => {}
+        }
+    }
+
+    /// Sends DISCONNECT; the driver closes the connection after writing it and then calls
+    /// [`Session::connection_lost`]. A new Session Expiry Interval is committed with it.
+    pub fn disconnect(
+        &mut self,
+        reason: ReasonCode,
+        session_expiry_interval: Option<u32>,
+    ) -> Result<(), RequestError> {
+        if self.connection.is_none() {
+            return Err(RequestError::NotConnected);
+        }
+        if let Some(interval) = session_expiry_interval {
+            if interval != 0 && self.meta.session_expiry_interval == 0 {
+                return Err(RequestError::ExpiryExtended);
+            }
+        }
+        let mut packet = Disconnect::new(reason);
+        packet.properties.session_expiry_interval = session_expiry_interval;
+        self.codec
+            .encoded_len(&Packet::Disconnect(packet.clone()))?;
+        if let Some(interval) = session_expiry_interval {
+            let mut meta = self.meta.clone();
+            meta.session_expiry_interval = interval;
+            self.set_meta(meta);
+        }
+        self.pending.send.push(Packet::Disconnect(packet));
+        Ok(())
+    }
+
+    /// DISCONNECT from the server: reported, and the connection is over; the driver closes it
+    /// and calls [`Session::connection_lost`].
+    pub fn handle_disconnect(&mut self, packet: Disconnect) -> Result<(), ProtocolViolation> {
+        if packet.properties.session_expiry_interval.is_some() {
+            return Err(ProtocolViolation::ExpiryFromServer);
+        }
+        self.events.push_back(Event::ServerDisconnected {
+            reason: packet.reason_code,
+            reason_string: packet.properties.reason_string,
+            server_reference: packet.properties.server_reference,
+        });
+        Ok(())
+    }
+
+    /// Ends the connection because of `reason` (a [`ProtocolViolation`]'s or a decode error's
+    /// reason code): DISCONNECT goes out with the next [`Output`], then the driver closes the
+    /// connection and calls [`Session::connection_lost`].
+    pub fn close_with(&mut self, reason: ReasonCode) {
+        if self.connection.is_some() && reason.is_valid_for(PacketType::Disconnect) {
+            self.pending
+                .send
+                .push(Packet::Disconnect(Disconnect::new(reason)));
+        }
+    }
+}

@@ -1,0 +1,185 @@
+//! Inbound PUBLISH: Topic Aliases, the client's Receive Maximum, delivery, acks in arrival
+//! order, the durable PUBREC marker, and PUBREL.
+
+use super::{AckError, DeliveryTag, Event, Inbound, ProtocolViolation, Session};
+use crate::packet::{Packet, PubAck, Publish, QoS, ReasonCode};
+use crate::store::StoreOp;
+
+impl Session {
+    /// Handles a PUBLISH from the server: resolves its Topic Alias, enforces the client's
+    /// Receive Maximum, recognises a QoS 2 message already acknowledged (PUBREC again, not
+    /// delivered twice [MQTT-4.3.3-10]), and delivers the rest as [`Event::Message`].
+    pub fn handle_publish(&mut self, mut publish: Publish) -> Result<(), ProtocolViolation> {
+        self.resolve_alias(&mut publish)?;
+        if publish.qos == QoS::AtMostOnce {
+            self.events.push_back(Event::Message { tag: 0, publish });
+            return Ok(());
+        }
+        let packet_id = publish.packet_id;
+        if publish.qos == QoS::ExactlyOnce {
+            if self
+                .acks
+                .iter()
+                .any(|e| e.packet_id == packet_id && e.qos == QoS::ExactlyOnce)
+            {
+                // Delivered on this connection, its PUBREC not sent yet: it follows the ack, in
+                // arrival order.
+                return Ok(());
+            }
+            if self.inbound_pubrec.contains(&packet_id) {
+                // Acknowledged before: answer again, never deliver twice.
+                self.pending
+                    .send
+                    .push(Packet::PubRec(PubAck::new(packet_id)));
+                return Ok(());
+            }
+            let stale = self
+                .stale
+                .values()
+                .find(|e| e.packet_id == packet_id && e.qos == QoS::ExactlyOnce)
+                .map(|e| e.tag);
+            if let Some(entry) = stale.and_then(|tag| self.stale.remove(&tag)) {
+                // Delivered on an earlier connection, ack still to come: bind it to this one.
+                self.check_receive_maximum()?;
+                self.acks.push_back(entry);
+                return Ok(());
+            }
+        }
+        self.check_receive_maximum()?;
+        let tag = self.next_tag;
+        self.next_tag += 1;
+        self.acks.push_back(Inbound {
+            tag,
+            packet_id,
+            qos: publish.qos,
+            acked: false,
+        });
+        self.events.push_back(Event::Message { tag, publish });
+        if !self.options.manual_ack {
+            // Acknowledged as delivered; `ack` cannot refuse a tag just pushed.
+            let _ = self.ack(tag);
+        }
+        Ok(())
+    }
+
+    pub(super) fn check_receive_maximum(&self) -> Result<(), ProtocolViolation> {
+        let maximum = self.options.properties.receive_maximum.unwrap_or(u16::MAX);
+        if self.acks.len() + self.pubrec_this_connection.len() >= usize::from(maximum) {
+            return Err(ProtocolViolation::ReceiveMaximumExceeded(maximum));
+        }
+        Ok(())
+    }
+
+    pub(super) fn resolve_alias(&mut self, publish: &mut Publish) -> Result<(), ProtocolViolation> {
+        let Some(alias) = publish.properties.topic_alias.take() else {
+            return Ok(());
+        };
+        let maximum = self.options.properties.topic_alias_maximum.unwrap_or(0);
+        if alias == 0 || alias > maximum {
+            return Err(ProtocolViolation::TopicAliasInvalid {
+                alias,
+                why: "it is 0 or above the client's Topic Alias Maximum [MQTT-3.3.2-10]",
+            });
+        }
+        if publish.topic.is_empty() {
+            publish.topic = self.aliases_in.get(&alias).cloned().ok_or(
+                ProtocolViolation::TopicAliasInvalid {
+                    alias,
+                    why: "it was never mapped on this connection",
+                },
+            )?;
+        } else {
+            self.aliases_in.insert(alias, publish.topic.clone());
+        }
+        Ok(())
+    }
+
+    /// Acknowledges an inbound QoS 1/2 message.
+    ///
+    /// Acks go on the wire in the order the messages arrived [MQTT-4.6.0-2, MQTT-4.6.0-3]: an
+    /// ack given early waits until the messages before it are acked too ([`Session::acks_waiting`]
+    /// counts them). For QoS 2 the "PUBREC sent" marker is committed with the next [`Output`],
+    /// before PUBREC goes out and even while PUBREC waits its turn, so from then on a redelivery
+    /// (after a crash, too) is answered, never delivered again.
+    ///
+    /// An ack for a message of an earlier connection (the connection dropped before the ack) is
+    /// defined as follows. QoS 2: the marker is committed, so the server's redelivery is answered
+    /// with PUBREC and never delivered again. QoS 1: nothing is sent; the server redelivers the
+    /// message as a new one, which is delivered again (QoS 1 is at least once).
+    pub fn ack(&mut self, tag: DeliveryTag) -> Result<(), AckError> {
+        if let Some(entry) = self.stale.remove(&tag) {
+            if entry.qos == QoS::ExactlyOnce && self.inbound_pubrec.insert(entry.packet_id) {
+                self.pending.commit.push(StoreOp::PutInbound {
+                    packet_id: entry.packet_id,
+                });
+            }
+            return Ok(());
+        }
+        let entry = self
+            .acks
+            .iter_mut()
+            .find(|e| e.tag == tag && !e.acked)
+            .ok_or(AckError::NotAwaiting(tag))?;
+        entry.acked = true;
+        let (qos, packet_id) = (entry.qos, entry.packet_id);
+        // The ack is durable with the next commit, even while its PUBREC waits its turn: a
+        // crash after this point never delivers the message again.
+        if qos == QoS::ExactlyOnce && self.inbound_pubrec.insert(packet_id) {
+            self.pending.commit.push(StoreOp::PutInbound { packet_id });
+        }
+        while self.acks.front().is_some_and(|e| e.acked) {
+            let Some(entry) = self.acks.pop_front() else {
+                break;
+            };
+            match entry.qos {
+                QoS::ExactlyOnce => {
+                    self.pubrec_this_connection.insert(entry.packet_id);
+                    self.pending
+                        .send
+                        .push(Packet::PubRec(PubAck::new(entry.packet_id)));
+                }
+                _ => self
+                    .pending
+                    .send
+                    .push(Packet::PubAck(PubAck::new(entry.packet_id))),
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends the ordering of this connection's acks: those not given yet wait in `stale` (see
+    /// [`Session::ack`]); QoS 2 acks given but held back get their marker, so the server's
+    /// redelivery is answered and not delivered again.
+    pub(super) fn retire_acks(&mut self) {
+        for entry in std::mem::take(&mut self.acks) {
+            if !entry.acked {
+                self.stale.insert(entry.tag, entry);
+            } else if entry.qos == QoS::ExactlyOnce && self.inbound_pubrec.insert(entry.packet_id) {
+                self.pending.commit.push(StoreOp::PutInbound {
+                    packet_id: entry.packet_id,
+                });
+            }
+        }
+    }
+
+    /// Acks given but held back behind an older message not yet acked.
+    pub fn acks_waiting(&self) -> usize {
+        self.acks.iter().filter(|e| e.acked).count()
+    }
+
+    /// PUBREL for an inbound QoS 2 message: the marker's removal is committed before PUBCOMP
+    /// goes out, so a crash in between cannot leave a marker that would swallow a new message
+    /// reusing the identifier. An unknown identifier is answered with PUBCOMP 0x92.
+    pub fn handle_pubrel(&mut self, rel: &PubAck) {
+        let mut comp = PubAck::new(rel.packet_id);
+        if self.inbound_pubrec.remove(&rel.packet_id) {
+            self.pubrec_this_connection.remove(&rel.packet_id);
+            self.pending.commit.push(StoreOp::RemoveInbound {
+                packet_id: rel.packet_id,
+            });
+        } else {
+            comp.reason_code = ReasonCode::PacketIdentifierNotFound;
+        }
+        self.pending.send.push(Packet::PubComp(comp));
+    }
+}

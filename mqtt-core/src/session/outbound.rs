@@ -1,0 +1,343 @@
+//! Outbound QoS 1/2 flows: accepting a publish, the durable queue, send quota, identifiers,
+//! topic aliases, and the acknowledgements PUBACK, PUBREC and PUBCOMP.
+
+use std::collections::HashMap;
+
+use bytes::Bytes;
+
+use super::{DeliveryId, Event, Flow, PublishError, Session, Stage, encode};
+use crate::packet::{Packet, PubAck, Publish, QoS, ReasonCode};
+use crate::store::{OutboundRecord, QueuedPublish, StoreOp};
+
+/// Outbound Topic Alias mappings of one connection: assigned on first use, the least recently
+/// used one reassigned when all the server allows are taken.
+#[derive(Debug, Default)]
+pub(super) struct OutAliases {
+    maximum: u16,
+    by_topic: HashMap<String, (u16, u64)>,
+    clock: u64,
+}
+
+impl OutAliases {
+    /// No mappings yet; at most `maximum` (0 turns aliases off).
+    pub(super) fn with_maximum(maximum: u16) -> Self {
+        Self {
+            maximum,
+            ..Self::default()
+        }
+    }
+
+    /// Rewrites a first transmission to use an alias: the topic alone maps it, an empty topic
+    /// reuses the mapping [MQTT-3.3.2-9: never above the server's maximum].
+    pub(super) fn apply(&mut self, publish: &mut Publish) {
+        if self.maximum == 0 || publish.topic.is_empty() {
+            return;
+        }
+        self.clock += 1;
+        if let Some((alias, used)) = self.by_topic.get_mut(&publish.topic) {
+            *used = self.clock;
+            publish.properties.topic_alias = Some(*alias);
+            publish.topic.clear();
+            return;
+        }
+        let alias = if self.by_topic.len() < usize::from(self.maximum) {
+            // Aliases 1..=len are taken, so the next is free and within the maximum.
+            (self.by_topic.len() + 1) as u16
+        } else {
+            let victim = self
+                .by_topic
+                .iter()
+                .min_by_key(|(_, (_, used))| *used)
+                .map(|(topic, (alias, _))| (topic.clone(), *alias));
+            match victim {
+                Some((topic, alias)) => {
+                    self.by_topic.remove(&topic);
+                    alias
+                }
+                None => return,
+            }
+        };
+        self.by_topic
+            .insert(publish.topic.clone(), (alias, self.clock));
+        publish.properties.topic_alias = Some(alias);
+    }
+}
+
+impl Session {
+    /// Accepts a publish from the application and returns its delivery id.
+    ///
+    /// QoS 1/2: the publish is stored with the next [`Output`]; it is sent at once when a
+    /// connection, a packet identifier and send quota are there, and otherwise waits in the
+    /// durable queue, behind what waits already. QoS 0 is sent only on a connection (nothing is
+    /// stored); without one it waits in the queue like the others.
+    pub fn publish(&mut self, mut publish: Publish) -> Result<DeliveryId, PublishError> {
+        publish.dup = false;
+        publish.packet_id = 0;
+        // Aliases are connection state: the session keeps full topics and aliases on the wire.
+        publish.properties.topic_alias = None;
+        // The packet must be valid as it will be sent: check with a stand-in identifier.
+        let mut probe = publish.clone();
+        if probe.qos != QoS::AtMostOnce {
+            probe.packet_id = 1;
+        }
+        self.codec.encoded_len(&Packet::Publish(probe))?;
+        if let Some(conn) = &self.connection {
+            if publish.qos > conn.maximum_qos {
+                return Err(PublishError::QosNotSupported {
+                    requested: publish.qos,
+                    maximum: conn.maximum_qos,
+                });
+            }
+            if publish.retain && !conn.retain_available {
+                return Err(PublishError::RetainNotSupported);
+            }
+        }
+        let id = self.next_seq();
+        if publish.qos == QoS::AtMostOnce && self.connection.is_some() && self.queue.is_empty() {
+            self.send_publish(publish);
+            return Ok(id);
+        }
+        let mut stored = publish.clone();
+        stored.qos = QoS::AtMostOnce;
+        let packet = encode(&stored)?;
+        self.pending.commit.push(StoreOp::PushQueue {
+            seq: id,
+            message: QueuedPublish {
+                qos: publish.qos,
+                packet,
+            },
+        });
+        self.queue.push_back((id, publish));
+        self.drain();
+        Ok(id)
+    }
+
+    /// Sends what waits, oldest first, while the connection and its quota allow: first flows
+    /// not yet sent on this connection (after a reconnect), then the queue.
+    pub(super) fn drain(&mut self) {
+        // SUBSCRIBE and UNSUBSCRIBE wait for identifiers only, never for send quota
+        // [MQTT-3.3.4-8].
+        while !self.requests_waiting.is_empty() && self.connection.is_some() {
+            let Some(packet_id) = self.ids.allocate() else {
+                break;
+            };
+            if let Some((id, packet)) = self.requests_waiting.pop_front() {
+                self.send_request(id, packet_id, packet);
+            }
+        }
+        let Some(conn) = self.connection.as_mut() else {
+            return;
+        };
+        for flow in self.flows.values_mut().filter(|f| !f.sent) {
+            if conn.send_quota == 0 {
+                return;
+            }
+            conn.send_quota -= 1;
+            flow.sent = true;
+            self.pending.send.push(match flow.stage {
+                Stage::Published => {
+                    let mut again = flow.publish.clone();
+                    again.dup = flow.retransmit;
+                    Packet::Publish(again)
+                }
+                Stage::Released => Packet::PubRel(PubAck::new(flow.packet_id)),
+            });
+            flow.retransmit = true;
+        }
+        while let Some((_, front)) = self.queue.front() {
+            if front.qos == QoS::AtMostOnce {
+                if let Some((id, publish)) = self.queue.pop_front() {
+                    self.pending.commit.push(StoreOp::RemoveQueue { seq: id });
+                    if self
+                        .codec
+                        .encoded_len(&Packet::Publish(publish.clone()))
+                        .is_ok()
+                    {
+                        self.send_publish(publish);
+                    }
+                }
+                continue;
+            }
+            let Some(conn) = self.connection.as_mut() else {
+                return;
+            };
+            if conn.send_quota == 0 {
+                return;
+            }
+            let Some(packet_id) = self.ids.allocate() else {
+                return;
+            };
+            let Some((id, mut publish)) = self.queue.pop_front() else {
+                return;
+            };
+            publish.packet_id = packet_id;
+            // Checked against the server's limits as they are now; the record is the packet.
+            let fits = self.codec.encoded_len(&Packet::Publish(publish.clone()));
+            let record = match fits.and_then(|_| encode(&publish)) {
+                Ok(bytes) => bytes,
+                Err(_) => {
+                    // Accepted when queued; it can only fail now against limits that changed.
+                    self.ids.remove(packet_id);
+                    self.pending.commit.push(StoreOp::RemoveQueue { seq: id });
+                    self.events.push_back(Event::Failed {
+                        id,
+                        reason: ReasonCode::PacketTooLarge,
+                    });
+                    continue;
+                }
+            };
+            if let Some(conn) = self.connection.as_mut() {
+                conn.send_quota -= 1;
+            }
+            // The flow keeps its delivery id as its sequence number: it orders retransmission
+            // by the order of acceptance, and the queue record goes in the same batch.
+            self.pending.commit.push(StoreOp::RemoveQueue { seq: id });
+            self.pending.commit.push(StoreOp::PutOutbound {
+                seq: id,
+                record: OutboundRecord::Publish(record),
+            });
+            self.send_publish(publish.clone());
+            self.by_packet_id.insert(packet_id, id);
+            self.flows.insert(
+                id,
+                Flow {
+                    id,
+                    packet_id,
+                    publish,
+                    stage: Stage::Published,
+                    sent: true,
+                    retransmit: true,
+                },
+            );
+        }
+    }
+
+    /// Puts a first transmission on the wire, with a Topic Alias when one helps.
+    pub(super) fn send_publish(&mut self, mut publish: Publish) {
+        if let Some(conn) = self.connection.as_mut() {
+            conn.aliases.apply(&mut publish);
+        }
+        self.pending.send.push(Packet::Publish(publish));
+    }
+
+    /// Finds the flow of an acknowledged packet identifier in the expected stage.
+    pub(super) fn flow_for(&self, packet_id: u16, stage: Stage) -> Option<u64> {
+        let seq = *self.by_packet_id.get(&packet_id)?;
+        let flow = self.flows.get(&seq)?;
+        (flow.stage == stage && flow.sent).then_some(seq)
+    }
+
+    /// Ends a flow: its record goes, its identifier and its send quota come back.
+    pub(super) fn finish(&mut self, seq: u64, event: Event) {
+        if let Some(flow) = self.flows.remove(&seq) {
+            self.ids.remove(flow.packet_id);
+            self.by_packet_id.remove(&flow.packet_id);
+            self.pending.commit.push(StoreOp::RemoveOutbound { seq });
+            if let Some(conn) = self.connection.as_mut() {
+                conn.send_quota = conn.send_quota.saturating_add(1);
+            }
+            self.events.push_back(event);
+            self.drain();
+        }
+    }
+
+    /// PUBACK: a QoS 1 flow ends, delivered or refused by its reason code. An identifier with no
+    /// QoS 1 flow awaiting PUBACK is ignored (the server repeats itself after a reconnect).
+    pub fn handle_puback(&mut self, ack: &PubAck) {
+        let Some(seq) = self.flow_for(ack.packet_id, Stage::Published) else {
+            return;
+        };
+        if self.flows.get(&seq).map(|f| f.publish.qos) != Some(QoS::AtLeastOnce) {
+            return;
+        }
+        let event = if ack.reason_code.is_error() {
+            Event::Failed {
+                id: seq,
+                reason: ack.reason_code,
+            }
+        } else {
+            Event::Delivered {
+                id: seq,
+                reason: ack.reason_code,
+            }
+        };
+        self.finish(seq, event);
+    }
+
+    /// PUBREC: a QoS 2 flow moves to PUBREL, stored under a new sequence number so that PUBREL
+    /// records keep the order PUBREC arrived in [MQTT-4.6.0-4]; with an error reason code the
+    /// flow ends and no PUBREL follows. An unknown identifier is answered with PUBREL 0x92.
+    pub fn handle_pubrec(&mut self, rec: &PubAck) {
+        let Some(seq) = self.flow_for(rec.packet_id, Stage::Published) else {
+            if self.flow_for(rec.packet_id, Stage::Released).is_some() {
+                // A repeated PUBREC: the PUBREL it asks for is already stored; send it again.
+                self.pending
+                    .send
+                    .push(Packet::PubRel(PubAck::new(rec.packet_id)));
+            } else if self.connection.is_some() {
+                let mut rel = PubAck::new(rec.packet_id);
+                rel.reason_code = ReasonCode::PacketIdentifierNotFound;
+                self.pending.send.push(Packet::PubRel(rel));
+            }
+            return;
+        };
+        if rec.reason_code.is_error() {
+            self.finish(
+                seq,
+                Event::Failed {
+                    id: seq,
+                    reason: rec.reason_code,
+                },
+            );
+            return;
+        }
+        let new_seq = self.next_seq();
+        let Some(mut flow) = self.flows.remove(&seq) else {
+            return;
+        };
+        flow.stage = Stage::Released;
+        flow.publish.payload = Bytes::new();
+        self.by_packet_id.insert(flow.packet_id, new_seq);
+        self.pending.commit.push(StoreOp::RemoveOutbound { seq });
+        self.pending.commit.push(StoreOp::PutOutbound {
+            seq: new_seq,
+            record: OutboundRecord::PubRel {
+                packet_id: flow.packet_id,
+            },
+        });
+        self.pending
+            .send
+            .push(Packet::PubRel(PubAck::new(flow.packet_id)));
+        self.flows.insert(new_seq, flow);
+    }
+
+    /// PUBCOMP: a QoS 2 flow ends. An identifier with no flow awaiting PUBCOMP is ignored.
+    pub fn handle_pubcomp(&mut self, comp: &PubAck) {
+        let Some(seq) = self.flow_for(comp.packet_id, Stage::Released) else {
+            return;
+        };
+        let id = self.flows.get(&seq).map_or(seq, |f| f.id);
+        let event = if comp.reason_code.is_error() {
+            Event::Failed {
+                id,
+                reason: comp.reason_code,
+            }
+        } else {
+            Event::Delivered {
+                id,
+                reason: comp.reason_code,
+            }
+        };
+        self.finish(seq, event);
+    }
+
+    /// QoS 1/2 publishes in flight (PUBLISH or PUBREL awaiting its answer).
+    pub fn in_flight(&self) -> usize {
+        self.flows.len()
+    }
+
+    /// Publishes accepted and waiting for an identifier, a connection or send quota.
+    pub fn queued(&self) -> usize {
+        self.queue.len()
+    }
+}
