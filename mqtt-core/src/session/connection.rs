@@ -248,7 +248,7 @@ impl Session {
     }
 
     /// Ends the connection because of `reason` (a [`ProtocolViolation`]'s or a decode error's
-    /// reason code): DISCONNECT goes out with the next [`Output`], then the driver closes the
+    /// reason code): DISCONNECT goes out with the next [`Output`](super::Output), then the driver closes the
     /// connection and calls [`Session::connection_lost`].
     pub fn close_with(&mut self, reason: ReasonCode) {
         if self.connection.is_some() && reason.is_valid_for(PacketType::Disconnect) {

@@ -98,7 +98,7 @@ impl Session {
     ///
     /// Acks go on the wire in the order the messages arrived [MQTT-4.6.0-2, MQTT-4.6.0-3]: an
     /// ack given early waits until the messages before it are acked too ([`Session::acks_waiting`]
-    /// counts them). For QoS 2 the "PUBREC sent" marker is committed with the next [`Output`],
+    /// counts them). For QoS 2 the "PUBREC sent" marker is committed with the next [`Output`](super::Output),
     /// before PUBREC goes out and even while PUBREC waits its turn, so from then on a redelivery
     /// (after a crash, too) is answered, never delivered again.
     ///

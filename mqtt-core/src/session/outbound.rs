@@ -66,7 +66,7 @@ impl OutAliases {
 impl Session {
     /// Accepts a publish from the application and returns its delivery id.
     ///
-    /// QoS 1/2: the publish is stored with the next [`Output`]; it is sent at once when a
+    /// QoS 1/2: the publish is stored with the next [`Output`](super::Output); it is sent at once when a
     /// connection, a packet identifier and send quota are there, and otherwise waits in the
     /// durable queue, behind what waits already. QoS 0 is sent only on a connection (nothing is
     /// stored); without one it waits in the queue like the others.
