@@ -16,7 +16,6 @@
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use integration::crash_batches::{last_whole_batch, session};
@@ -48,25 +47,36 @@ fn spawn_child(kind: &str, path: &Path) -> std::process::Child {
         .expect("start the child")
 }
 
-/// Runs the child once, kills it after `delay`, and returns the batches it acknowledged.
-fn run_child_and_kill(kind: &str, path: &Path, delay: Duration) -> Vec<u64> {
+/// When to kill the child.
+enum KillAt {
+    /// This long after it started: during start-up and opening the store, or early commits.
+    AfterStart(Duration),
+    /// This long after its first acknowledgement: inside the commit loop.
+    AfterFirstAck(Duration),
+}
+
+/// Runs the child once, kills it as `kill_at` says, and returns the batches it acknowledged.
+fn run_child_and_kill(kind: &str, path: &Path, kill_at: KillAt) -> Vec<u64> {
     let mut child = spawn_child(kind, path);
     let stdout = child.stdout.take().expect("child stdout");
-    let acked = Arc::new(Mutex::new(Vec::new()));
-    let reader = {
-        let acked = Arc::clone(&acked);
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(n) = line.strip_prefix("committed ") {
-                    acked
-                        .lock()
-                        .unwrap()
-                        .push(n.parse::<u64>().expect("a batch number"));
-                }
+    let (acks_tx, acks_rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(n) = line.strip_prefix("committed ") {
+                let _ = acks_tx.send(n.parse::<u64>().expect("a batch number"));
             }
-        })
-    };
-    std::thread::sleep(delay);
+        }
+    });
+    let mut acked = Vec::new();
+    match kill_at {
+        KillAt::AfterStart(delay) => std::thread::sleep(delay),
+        KillAt::AfterFirstAck(delay) => {
+            if let Ok(first) = acks_rx.recv_timeout(Duration::from_secs(20)) {
+                acked.push(first);
+            }
+            std::thread::sleep(delay);
+        }
+    }
     let still_running = child.try_wait().expect("poll the child").is_none();
     child.kill().expect("SIGKILL the child");
     let status = child.wait().expect("reap the child");
@@ -77,7 +87,8 @@ fn run_child_and_kill(kind: &str, path: &Path, delay: Duration) -> Vec<u64> {
         child.stderr.take().map(|mut e| e.read_to_string(&mut err));
         panic!("the child exited by itself ({status}): {err}");
     }
-    acked.lock().unwrap().clone()
+    acked.extend(acks_rx.try_iter());
+    acked
 }
 
 async fn check_store(store: impl SessionStore) -> Result<Option<u64>, String> {
@@ -103,9 +114,13 @@ async fn crash_cycles(
     let mut highest_acked: Option<u64> = None;
     let mut kills_mid_run = 0;
     for cycle in 0..cycles {
-        // Anywhere from during start-up to well into the commit loop.
-        let delay = Duration::from_millis(rng.below(150));
-        let acked = run_child_and_kill(kind, &path, delay);
+        // One kill in four lands anywhere from start-up on; the others inside the commit loop.
+        let kill_at = if rng.below(4) == 0 {
+            KillAt::AfterStart(Duration::from_millis(rng.below(50)))
+        } else {
+            KillAt::AfterFirstAck(Duration::from_millis(rng.below(100)))
+        };
+        let acked = run_child_and_kill(kind, &path, kill_at);
         if let Some(&last) = acked.last() {
             kills_mid_run += 1;
             assert!(
