@@ -23,8 +23,10 @@ struct Factory {
 }
 
 /// Opens the database, waiting a little for the file lock of a handle just dropped (sled
-/// releases it from a background thread).
+/// releases it from a background thread). An open stands for a new process, so injected
+/// failures of the previous handle are cleared.
 async fn open(path: &Path) -> Result<SledStore, StoreError> {
+    sled::fail::reset();
     let mut attempts = 0;
     loop {
         match SledStore::open(path.to_path_buf()) {
@@ -62,7 +64,9 @@ impl StoreFactory for Factory {
     }
 
     fn fail_next_commit(&self, _store: &SledStore) -> bool {
-        sled::fail::set("buffer write", 1);
+        // Failpoints are global to the process: arm three consecutive failures, so that a
+        // background flush of another database cannot use up the one meant for this commit.
+        sled::fail::set("buffer write", 0b111);
         true
     }
 }
