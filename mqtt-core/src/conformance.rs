@@ -623,20 +623,14 @@ async fn operations_apply_in_batch_order<F: StoreFactory>(f: &F) -> CheckResultO
     Ok(())
 }
 
-/// The outbound sequence numbers of the session after a failed batch that tried to add
-/// `failed` to `acknowledged`, checked to be one or the other, never a mix.
-fn all_or_nothing(
-    loaded: &StoredSession,
-    acknowledged: &[u64],
-    failed: &[u64],
-) -> Result<(), Stop> {
+/// Checks that after a failed batch the session's outbound records are those from before the
+/// batch or those the whole batch would have left, never a mix.
+fn all_or_nothing(loaded: &StoredSession, before: &[u64], after: &[u64]) -> Result<(), Stop> {
     let got = seqs(&loaded.outbound);
-    let mut whole = acknowledged.to_vec();
-    whole.extend_from_slice(failed);
     ensure!(
-        got == acknowledged || got == whole,
-        "after a failed batch the session holds outbound {got:?}: it must hold the \
-         acknowledged {acknowledged:?}, or those and the whole failed batch, never a part"
+        got == before || got == after,
+        "after a failed batch the session holds outbound {got:?}: it must hold {before:?} (none \
+         of the batch) or {after:?} (all of it), never a part"
     );
     Ok(())
 }
@@ -658,16 +652,11 @@ async fn a_failed_batch_is_all_or_nothing<F: StoreFactory>(f: &F) -> CheckResult
     ops.push(StoreOp::RemoveOutbound { seq: 1 });
     let result = commit(&store, &k, ops).await;
     ensure!(result.is_err(), "a commit armed to fail returned Ok");
+    // All of it: record 1 removed and 100..400 added. None of it: records 1 and 2.
+    let mut after = vec![2];
+    after.extend_from_slice(&failed);
     let check = |loaded: StoredSession| -> Result<(), Stop> {
-        // Whole: record 1 removed and 100..400 added. Nothing: records 1 and 2.
-        let got = seqs(&loaded.outbound);
-        let mut whole = vec![2];
-        whole.extend_from_slice(&failed);
-        ensure!(
-            got == vec![1, 2] || got == whole,
-            "after a failed batch the session holds outbound {got:?}: it must hold [1, 2], or \
-             the whole batch applied, never a part"
-        );
+        all_or_nothing(&loaded, &[1, 2], &after)?;
         ensure!(
             loaded.inbound == vec![12] && loaded.meta == Some(full_meta()),
             "a failed batch changed records it did not touch"
@@ -1081,7 +1070,8 @@ async fn a_failed_commit_refuses_later_writes<F: StoreFactory>(f: &F) -> CheckRe
     ensure!(cleared.is_err(), "clear after a failed commit was accepted");
     drop(store);
     let store = f.reopen(&loc).await?;
-    all_or_nothing(&store.load(&k).await?, &[1], &failed)?;
+    let after: Vec<u64> = std::iter::once(1).chain(failed.iter().copied()).collect();
+    all_or_nothing(&store.load(&k).await?, &[1], &after)?;
     // The reopened store takes writes again.
     commit(&store, &k, vec![put_publish(40, 40)]).await?;
     let last = seqs(&store.load(&k).await?.outbound);

@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use super::outbound::OutAliases;
-use super::{Connection, Event, ProtocolViolation, RequestError, Session, Stage};
+use super::{Connection, Event, ProtocolViolation, RequestError, Session};
 use crate::packet::{ConnAck, Disconnect, Packet, PacketType, QoS, ReasonCode};
 use crate::store::{SessionMeta, StoreOp};
 
@@ -92,7 +92,7 @@ impl Session {
         let released: Vec<u64> = self
             .flows
             .iter()
-            .filter(|(_, f)| f.stage == Stage::Released)
+            .filter(|(_, f)| f.stage.is_released())
             .map(|(seq, _)| *seq)
             .collect();
         for seq in &released {

@@ -318,12 +318,20 @@ pub enum SessionError {
     },
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 enum Stage {
-    /// PUBLISH sent (or to send); PUBACK or PUBREC awaited.
-    Published,
-    /// PUBREC arrived, PUBREL sent (or to send); PUBCOMP awaited.
+    /// PUBLISH sent (or to send), with its packet identifier and full topic, DUP clear;
+    /// PUBACK or PUBREC awaited.
+    Published(Box<Publish>),
+    /// PUBREC arrived, PUBREL sent (or to send); PUBCOMP awaited. The PUBLISH is never sent
+    /// again [MQTT-4.3.3-6], so it is not kept.
     Released,
+}
+
+impl Stage {
+    fn is_released(&self) -> bool {
+        matches!(self, Self::Released)
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -339,8 +347,6 @@ struct Flow {
     /// The delivery id: the sequence number the PUBLISH was first stored under.
     id: DeliveryId,
     packet_id: u16,
-    /// The PUBLISH with its packet identifier and full topic, DUP clear.
-    publish: Publish,
     stage: Stage,
     /// Whether its current packet went out on the current connection.
     sent: bool,
@@ -471,23 +477,17 @@ impl Session {
             pending: Output::default(),
             events: VecDeque::new(),
         };
-        // Flows in PUBREL stage carry no PUBLISH any more; keep a placeholder without payload.
         for (seq, record) in stored.outbound {
             let bad = |reason: String| SessionError::BadRecord { seq, reason };
-            let (packet_id, publish, stage) = match record {
+            let (packet_id, stage) = match record {
                 OutboundRecord::Publish(bytes) => {
                     let publish = decode_publish(&bytes).map_err(bad)?;
                     if publish.qos == QoS::AtMostOnce {
                         return Err(bad("QoS 0 has no flow to resume".to_owned()));
                     }
-                    (publish.packet_id, publish, Stage::Published)
+                    (publish.packet_id, Stage::Published(Box::new(publish)))
                 }
-                OutboundRecord::PubRel { packet_id } => {
-                    let mut placeholder = Publish::new("", Bytes::new());
-                    placeholder.qos = QoS::ExactlyOnce;
-                    placeholder.packet_id = packet_id;
-                    (packet_id, placeholder, Stage::Released)
-                }
+                OutboundRecord::PubRel { packet_id } => (packet_id, Stage::Released),
             };
             if !session.ids.insert(packet_id) {
                 return Err(bad(format!(
@@ -500,7 +500,6 @@ impl Session {
                 Flow {
                     id: seq,
                     packet_id,
-                    publish,
                     stage,
                     sent: false,
                     // It may have gone out before the restart.

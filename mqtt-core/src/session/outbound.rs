@@ -3,8 +3,6 @@
 
 use std::collections::HashMap;
 
-use bytes::Bytes;
-
 use super::{DeliveryId, Event, Flow, PublishError, Session, Stage, encode};
 use crate::packet::{Packet, PubAck, Publish, QoS, ReasonCode};
 use crate::store::{OutboundRecord, QueuedPublish, StoreOp};
@@ -134,9 +132,9 @@ impl Session {
             }
             conn.send_quota -= 1;
             flow.sent = true;
-            self.pending.send.push(match flow.stage {
-                Stage::Published => {
-                    let mut again = flow.publish.clone();
+            self.pending.send.push(match &flow.stage {
+                Stage::Published(publish) => {
+                    let mut again = Publish::clone(publish);
                     again.dup = flow.retransmit;
                     Packet::Publish(again)
                 }
@@ -203,8 +201,7 @@ impl Session {
                 Flow {
                     id,
                     packet_id,
-                    publish,
-                    stage: Stage::Published,
+                    stage: Stage::Published(Box::new(publish)),
                     sent: true,
                     retransmit: true,
                 },
@@ -220,11 +217,12 @@ impl Session {
         self.pending.send.push(Packet::Publish(publish));
     }
 
-    /// Finds the flow of an acknowledged packet identifier in the expected stage.
-    pub(super) fn flow_for(&self, packet_id: u16, stage: Stage) -> Option<u64> {
+    /// Finds the flow of an acknowledged packet identifier, sent on this connection, in the
+    /// expected stage (PUBLISH awaiting its answer, or PUBREL awaiting PUBCOMP).
+    pub(super) fn flow_for(&self, packet_id: u16, released: bool) -> Option<u64> {
         let seq = *self.by_packet_id.get(&packet_id)?;
         let flow = self.flows.get(&seq)?;
-        (flow.stage == stage && flow.sent).then_some(seq)
+        (flow.stage.is_released() == released && flow.sent).then_some(seq)
     }
 
     /// Ends a flow: its record goes, its identifier and its send quota come back.
@@ -244,10 +242,14 @@ impl Session {
     /// PUBACK: a QoS 1 flow ends, delivered or refused by its reason code. An identifier with no
     /// QoS 1 flow awaiting PUBACK is ignored (the server repeats itself after a reconnect).
     pub fn handle_puback(&mut self, ack: &PubAck) {
-        let Some(seq) = self.flow_for(ack.packet_id, Stage::Published) else {
+        let Some(seq) = self.flow_for(ack.packet_id, false) else {
             return;
         };
-        if self.flows.get(&seq).map(|f| f.publish.qos) != Some(QoS::AtLeastOnce) {
+        let is_qos1 = self
+            .flows
+            .get(&seq)
+            .is_some_and(|f| matches!(&f.stage, Stage::Published(p) if p.qos == QoS::AtLeastOnce));
+        if !is_qos1 {
             return;
         }
         let event = if ack.reason_code.is_error() {
@@ -268,8 +270,8 @@ impl Session {
     /// records keep the order PUBREC arrived in [MQTT-4.6.0-4]; with an error reason code the
     /// flow ends and no PUBREL follows. An unknown identifier is answered with PUBREL 0x92.
     pub fn handle_pubrec(&mut self, rec: &PubAck) {
-        let Some(seq) = self.flow_for(rec.packet_id, Stage::Published) else {
-            if self.flow_for(rec.packet_id, Stage::Released).is_some() {
+        let Some(seq) = self.flow_for(rec.packet_id, false) else {
+            if self.flow_for(rec.packet_id, true).is_some() {
                 // A repeated PUBREC: the PUBREL it asks for is already stored; send it again.
                 self.pending
                     .send
@@ -296,7 +298,6 @@ impl Session {
             return;
         };
         flow.stage = Stage::Released;
-        flow.publish.payload = Bytes::new();
         self.by_packet_id.insert(flow.packet_id, new_seq);
         self.pending.commit.push(StoreOp::RemoveOutbound { seq });
         self.pending.commit.push(StoreOp::PutOutbound {
@@ -313,7 +314,7 @@ impl Session {
 
     /// PUBCOMP: a QoS 2 flow ends. An identifier with no flow awaiting PUBCOMP is ignored.
     pub fn handle_pubcomp(&mut self, comp: &PubAck) {
-        let Some(seq) = self.flow_for(comp.packet_id, Stage::Released) else {
+        let Some(seq) = self.flow_for(comp.packet_id, true) else {
             return;
         };
         let id = self.flows.get(&seq).map_or(seq, |f| f.id);
