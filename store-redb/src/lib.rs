@@ -21,7 +21,7 @@
 //! `mqtt_core::store::StoreError::Locked`.
 #![forbid(unsafe_code)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use mqtt_core::store::layout::KvWrite;
 use mqtt_core::store::{Entries, KvBackend, KvOpen, KvStore, StoreError};
@@ -36,6 +36,15 @@ pub type RedbStore = KvStore<RedbBackend>;
 const SESSIONS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("mooring_sessions");
 
 const NAME: &str = "redb store";
+
+fn open_database(path: &Path) -> Result<Database, StoreError> {
+    Database::create(path).map_err(|e| match e {
+        DatabaseError::DatabaseAlreadyOpen => StoreError::Locked {
+            path: path.display().to_string(),
+        },
+        other => backend_error(other),
+    })
+}
 
 fn backend_error(e: impl Into<redb::Error>) -> StoreError {
     StoreError::backend(NAME, e.into())
@@ -53,16 +62,40 @@ impl std::fmt::Debug for RedbBackend {
 }
 
 impl RedbBackend {
-    /// Opens or creates the database file at `path`.
+    /// Opens the database file at `path`, creating it if there is none.
+    ///
+    /// Creation is atomic: the new database is built under `<name>.creating`, committed, and
+    /// only then renamed to `path` (and the directory synced). A process killed while creating
+    /// leaves no half-written file at `path`, only a `.creating` file that never held a session
+    /// and is removed on the next start.
     pub fn open_path(path: impl Into<PathBuf>) -> Result<Self, StoreError> {
         let path = path.into();
-        let db = Database::create(&path).map_err(|e| match e {
-            DatabaseError::DatabaseAlreadyOpen => StoreError::Locked {
-                path: path.display().to_string(),
-            },
-            other => backend_error(other),
-        })?;
-        Self::from_database(db)
+        if !path.exists() {
+            Self::create_atomically(&path)?;
+        }
+        Self::from_database(open_database(&path)?)
+    }
+
+    fn create_atomically(path: &Path) -> Result<(), StoreError> {
+        let io = |e: std::io::Error| StoreError::backend(NAME, e);
+        let mut name = path.file_name().unwrap_or_default().to_os_string();
+        name.push(".creating");
+        let creating = path.with_file_name(name);
+        match std::fs::remove_file(&creating) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io(e)),
+        }
+        // `from_database` commits the table durably before the file gets its real name.
+        drop(Self::from_database(open_database(&creating)?)?);
+        std::fs::rename(&creating, path).map_err(io)?;
+        let dir = match path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir,
+            _ => Path::new("."),
+        };
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io)
     }
 
     /// Opens or creates a database on any redb [`StorageBackend`] (for fault injection in

@@ -143,3 +143,17 @@ fn a_second_open_of_the_same_file_is_refused() {
         other => panic!("second open gave {other:?}"),
     }
 }
+
+#[test]
+fn a_creation_killed_half_way_leaves_nothing_that_blocks_the_next_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gateway.redb");
+    // What a process killed inside redb's first write of a new file leaves behind.
+    std::fs::write(dir.path().join("gateway.redb.creating"), [0xAB; 700]).unwrap();
+    let store = RedbStore::open(path.clone()).unwrap();
+    drop(store);
+    assert!(path.exists());
+    assert!(!dir.path().join("gateway.redb.creating").exists());
+    // And an existing database is opened, not replaced.
+    RedbStore::open(path).unwrap();
+}
