@@ -1,20 +1,51 @@
 //! Mooring: an MQTT v5 client for Rust whose persistent sessions survive crashes.
 //!
-//! This facade is what applications depend on. It re-exports the parts of [`mqtt_core`] and
-//! the stores chosen by feature flag: `redb` (the default), `sled`; the memory store is always
-//! there. The client and the session engine arrive as they are built (see ARCHITECTURE.md).
+//! This facade is what applications depend on. It re-exports the client, the wire format, the
+//! session engine and the stores chosen by feature flag.
 //!
-//! ```
-//! use mooring::packet::{Codec, Packet};
+//! | Feature | Default | Gives |
+//! |---|---|---|
+//! | `redb` | yes | [`store::RedbStore`], durable (kill -9 and power loss) |
+//! | `tls` | yes | `mqtts://` and `wss://` through rustls |
+//! | `sled` | no | `store::SledStore`, durable across kill -9 |
+//! | `websocket` | no | `ws://` and `wss://` |
+//! | `conformance` | no | the store conformance suite, to test a store of your own |
 //!
-//! let mut wire = bytes::BytesMut::from(&[0xC0u8, 0x00][..]); // PINGREQ
-//! let decoded = Codec::default().decode(&mut wire)?;
-//! assert!(matches!(decoded, mooring::packet::Decoded::Packet(Packet::PingReq)));
-//! # Ok::<(), mooring::packet::DecodeError>(())
+//! ```no_run
+//! use std::time::Duration;
+//! use mooring::{Client, QoS, store::RedbStore};
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let (client, mut messages) = Client::builder()
+//!     .server("mqtt://127.0.0.1:1883")
+//!     .client_id("gateway-7")
+//!     .session_expiry(Duration::from_secs(86_400))
+//!     .store(RedbStore::open("gateway.redb")?)
+//!     .manual_ack(true)
+//!     .connect()
+//!     .await?;
+//! client.subscribe("plant/+/telemetry", QoS::ExactlyOnce).await?;
+//! let delivery = client.publish("site/7/status", "up", QoS::ExactlyOnce).await?; // durable
+//! delivery.await?; // PUBCOMP
+//! while let Some(message) = messages.recv().await {
+//!     message.ack().await?;
+//! #   break;
+//! }
+//! client.disconnect().await?;
+//! # Ok(()) }
 //! ```
+//!
+//! See [`client`] for the guided tour.
 #![forbid(unsafe_code)]
 
+pub use mqtt_core::client;
+pub use mqtt_core::client::{
+    Backoff, Client, ClientBuilder, ClientError, ClientEvent, Delivery, DeliveryError, Message,
+    Messages, QueuePolicy, Router,
+};
 pub use mqtt_core::packet;
+pub use mqtt_core::packet::{QoS, ReasonCode};
+pub use mqtt_core::session;
 
 #[cfg(feature = "conformance")]
 pub use mqtt_core::conformance;

@@ -7,3 +7,4 @@
 #![forbid(unsafe_code)]
 
 pub mod crash_batches;
+pub mod mosquitto;

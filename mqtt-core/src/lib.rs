@@ -31,6 +31,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod client;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 pub mod packet;

@@ -1,0 +1,219 @@
+//! A mosquitto broker per test: its own config, directory and ephemeral port on 127.0.0.1;
+//! stopped, killed and restarted on the same port at will; always killed when dropped.
+
+use std::io::{self, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How to configure the broker.
+#[derive(Debug, Clone, Default)]
+pub struct MosquittoConfig {
+    /// Keep sessions and retained messages across restarts (in the test's directory).
+    pub persistence: bool,
+    /// `max_inflight_messages`: the Receive Maximum mosquitto announces.
+    pub max_inflight_messages: Option<u16>,
+    /// `max_packet_size`: the Maximum Packet Size mosquitto announces.
+    pub max_packet_size: Option<u32>,
+    /// Also listen for MQTT over WebSocket.
+    pub websockets: bool,
+    /// Extra lines appended to the config.
+    pub extra: Vec<String>,
+}
+
+/// A running (or stopped) mosquitto.
+#[derive(Debug)]
+pub struct Mosquitto {
+    child: Option<Child>,
+    port: u16,
+    ws_port: Option<u16>,
+    dir: tempfile::TempDir,
+    config_path: PathBuf,
+}
+
+/// A free TCP port on 127.0.0.1 (the OS picks it; it is free when this returns).
+pub fn free_port() -> io::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+impl Mosquitto {
+    /// Starts a broker with default settings (anonymous, no persistence).
+    pub fn start() -> io::Result<Self> {
+        Self::with_config(&MosquittoConfig::default())
+    }
+
+    /// Starts a broker with `config`.
+    pub fn with_config(config: &MosquittoConfig) -> io::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let port = free_port()?;
+        let ws_port = if config.websockets {
+            Some(free_port()?)
+        } else {
+            None
+        };
+        let mut text = String::new();
+        // Run as the invoking user even as root: the test's directory is ours.
+        text.push_str("user root\n");
+        text.push_str("per_listener_settings false\nallow_anonymous true\n");
+        text.push_str(&format!("listener {port} 127.0.0.1\n"));
+        if let Some(ws) = ws_port {
+            text.push_str(&format!("listener {ws} 127.0.0.1\nprotocol websockets\n"));
+        }
+        if config.persistence {
+            text.push_str(&format!(
+                "persistence true\npersistence_location {}/\nautosave_interval 1\n",
+                dir.path().display()
+            ));
+        } else {
+            text.push_str("persistence false\n");
+        }
+        if let Some(n) = config.max_inflight_messages {
+            text.push_str(&format!("max_inflight_messages {n}\n"));
+        }
+        if let Some(n) = config.max_packet_size {
+            text.push_str(&format!("max_packet_size {n}\n"));
+        }
+        text.push_str(&format!(
+            "log_dest file {}/mosquitto.log\nlog_type all\n",
+            dir.path().display()
+        ));
+        for line in &config.extra {
+            text.push_str(line);
+            text.push('\n');
+        }
+        let config_path = dir.path().join("mosquitto.conf");
+        std::fs::File::create(&config_path)?.write_all(text.as_bytes())?;
+        let mut broker = Self {
+            child: None,
+            port,
+            ws_port,
+            dir,
+            config_path,
+        };
+        broker.restart()?;
+        Ok(broker)
+    }
+
+    /// The `mqtt://127.0.0.1:port` address.
+    pub fn url(&self) -> String {
+        format!("mqtt://127.0.0.1:{}", self.port)
+    }
+
+    /// The `ws://127.0.0.1:port/mqtt` address, if WebSockets are on.
+    pub fn ws_url(&self) -> Option<String> {
+        self.ws_port.map(|p| format!("ws://127.0.0.1:{p}/mqtt"))
+    }
+
+    /// The TCP port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The broker's own directory (config, log, persistence).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The broker's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("mosquitto.log")).unwrap_or_default()
+    }
+
+    /// The broker's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// (Re)starts the broker on the same ports and waits until it accepts connections.
+    pub fn restart(&mut self) -> io::Result<()> {
+        self.kill();
+        let child = Command::new(mosquitto_binary())
+            .arg("-c")
+            .arg(&self.config_path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!(
+                        "cannot start mosquitto ({e}); install it: apt-get install -y mosquitto"
+                    ),
+                )
+            })?;
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
+        let listening = |port: u16| {
+            let addr = SocketAddr::from(([127, 0, 0, 1], port));
+            // A connect to a free local port in the ephemeral range can connect to itself
+            // (TCP simultaneous open): that is not the broker.
+            TcpStream::connect_timeout(&addr, Duration::from_millis(100))
+                .is_ok_and(|s| s.local_addr().is_ok_and(|local| local != addr))
+        };
+        loop {
+            if listening(self.port) && self.ws_port.is_none_or(listening) {
+                return Ok(());
+            }
+            if let Some(child) = self.child.as_mut() {
+                if let Some(status) = child.try_wait()? {
+                    return Err(io::Error::other(format!(
+                        "mosquitto exited with {status}: {}",
+                        self.log()
+                    )));
+                }
+            }
+            if Instant::now() > deadline {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("mosquitto did not listen on {addr}: {}", self.log()),
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Stops it with SIGTERM (it saves persistence) and waits.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(child.id().to_string())
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Kills it with SIGKILL and waits.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn mosquitto_binary() -> PathBuf {
+    for candidate in ["/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto"] {
+        if Path::new(candidate).exists() {
+            return PathBuf::from(candidate);
+        }
+    }
+    PathBuf::from("mosquitto")
+}

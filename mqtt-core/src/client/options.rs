@@ -1,0 +1,677 @@
+//! The client builder, reconnect policy, queue policy and file configuration.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde::Deserialize;
+
+use super::transport::{BoxFuture, Connector, TransportOptions};
+use super::url::ServerUrl;
+use crate::packet::{UserProperty, Will};
+use crate::session::{Authenticator, SessionOptions};
+use crate::store::SessionStore;
+
+/// Reconnect delays: exponential backoff with full jitter.
+///
+/// After the `n`th failed round through the servers the client waits a random time between
+/// zero and `min(maximum, initial × factorⁿ)`, so that many gateways that lost the same broker
+/// do not all come back in the same instant.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Backoff {
+    /// The bound of the first delay.
+    #[serde(with = "millis")]
+    pub initial: Duration,
+    /// How much the bound grows per failed round (at least 1).
+    pub factor: f64,
+    /// The largest bound.
+    #[serde(with = "millis")]
+    pub maximum: Duration,
+    /// Give up after this many failed attempts in a row (`None`: never).
+    pub max_attempts: Option<u32>,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self {
+            initial: Duration::from_millis(100),
+            factor: 2.0,
+            maximum: Duration::from_secs(30),
+            max_attempts: None,
+        }
+    }
+}
+
+impl Backoff {
+    /// The upper bound of the delay after `round` failed rounds (0 for the first).
+    pub fn bound(&self, round: u32) -> Duration {
+        let factor = self.factor.max(1.0);
+        let exponent = i32::try_from(round).unwrap_or(i32::MAX);
+        let secs = self.initial.as_secs_f64() * factor.powi(exponent);
+        let max = self.maximum.as_secs_f64();
+        Duration::from_secs_f64(if secs.is_finite() { secs.min(max) } else { max })
+    }
+
+    /// The delay for `round`, given a uniformly random `u64` (full jitter).
+    pub fn delay(&self, round: u32, random: u64) -> Duration {
+        let bound = self.bound(round).as_nanos() as f64;
+        let unit = (random >> 11) as f64 / (1u64 << 53) as f64;
+        Duration::from_nanos((bound * unit) as u64)
+    }
+}
+
+mod millis {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        Ok(Duration::from_millis(u64::deserialize(d)?))
+    }
+}
+
+/// What `publish` does when the durable queue holds its limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QueuePolicy {
+    /// Wait until there is room (the default).
+    #[default]
+    Wait,
+    /// Fail the publish with `ClientError::QueueFull`.
+    Fail,
+}
+
+/// What a hook may change before a connection attempt: credentials, CONNECT user properties and
+/// transport settings.
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct ConnectAttempt {
+    server: ServerUrl,
+    attempt: u32,
+    /// The user name of CONNECT.
+    pub username: Option<String>,
+    /// The password of CONNECT (a fresh token, say).
+    pub password: Option<Bytes>,
+    /// The User Properties of CONNECT.
+    pub user_properties: Vec<UserProperty>,
+    /// TLS and WebSocket settings for this attempt.
+    pub transport: TransportOptions,
+}
+
+impl std::fmt::Debug for ConnectAttempt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the password.
+        f.debug_struct("ConnectAttempt")
+            .field("server", &self.server)
+            .field("attempt", &self.attempt)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<hidden>"))
+            .field("user_properties", &self.user_properties)
+            .field("transport", &self.transport)
+            .finish()
+    }
+}
+
+impl ConnectAttempt {
+    pub(crate) fn new(server: ServerUrl, attempt: u32, transport: TransportOptions) -> Self {
+        Self {
+            server,
+            attempt,
+            username: None,
+            password: None,
+            user_properties: Vec::new(),
+            transport,
+        }
+    }
+
+    /// The server this attempt goes to.
+    pub fn server(&self) -> &ServerUrl {
+        &self.server
+    }
+
+    /// How many attempts failed in a row before this one (0 for the first).
+    pub fn attempt(&self) -> u32 {
+        self.attempt
+    }
+}
+
+/// What a [`ClientBuilder::before_connect`] hook returns when it cannot prepare an attempt.
+pub type HookError = Box<dyn std::error::Error + Send + Sync>;
+
+pub(crate) type Hook =
+    Arc<dyn Fn(ConnectAttempt) -> BoxFuture<Result<ConnectAttempt, HookError>> + Send + Sync>;
+
+pub(crate) type AuthenticatorFactory = Arc<dyn Fn() -> Box<dyn Authenticator> + Send + Sync>;
+
+/// Everything the driver needs, fixed at build time.
+pub(crate) struct Settings {
+    pub(crate) servers: Vec<ServerUrl>,
+    pub(crate) session: SessionOptions,
+    pub(crate) cluster_scope: Option<String>,
+    pub(crate) backoff: Backoff,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) write_timeout: Duration,
+    pub(crate) drain_timeout: Duration,
+    pub(crate) queue_limit: usize,
+    pub(crate) queue_policy: QueuePolicy,
+    pub(crate) inbox_capacity: usize,
+    pub(crate) transport: TransportOptions,
+    pub(crate) connector: Option<Arc<dyn Connector>>,
+    pub(crate) hook: Option<Hook>,
+    pub(crate) authenticator: Option<AuthenticatorFactory>,
+    pub(crate) resubscribe: bool,
+}
+
+/// Builds a [`Client`](super::Client): servers, identity, session, store, reconnect policy,
+/// limits and transports.
+///
+/// Only a server and a store are required. Defaults: a persistent session (Clean Start 0,
+/// Session Expiry Interval one day), keep alive 60 s, Topic Aliases on, automatic acks,
+/// reconnect with [`Backoff::default`], a durable queue of 100,000 messages that makes
+/// publishers wait when full.
+#[must_use]
+pub struct ClientBuilder {
+    pub(crate) servers: Vec<String>,
+    pub(crate) session: SessionOptions,
+    pub(crate) store: Option<Arc<dyn SessionStore>>,
+    pub(crate) cluster_scope: Option<String>,
+    pub(crate) backoff: Backoff,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) write_timeout: Duration,
+    pub(crate) drain_timeout: Duration,
+    pub(crate) queue_limit: usize,
+    pub(crate) queue_policy: QueuePolicy,
+    pub(crate) command_capacity: usize,
+    pub(crate) inbox_capacity: usize,
+    pub(crate) transport: TransportOptions,
+    pub(crate) connector: Option<Arc<dyn Connector>>,
+    pub(crate) hook: Option<Hook>,
+    pub(crate) authenticator: Option<AuthenticatorFactory>,
+    pub(crate) resubscribe: bool,
+    pub(crate) response_topic: Option<String>,
+}
+
+impl Default for ClientBuilder {
+    fn default() -> Self {
+        let mut session = SessionOptions::new("");
+        session.properties.session_expiry_interval = Some(86_400);
+        Self {
+            servers: Vec::new(),
+            session,
+            store: None,
+            cluster_scope: None,
+            backoff: Backoff::default(),
+            connect_timeout: Duration::from_secs(10),
+            write_timeout: Duration::from_secs(30),
+            drain_timeout: Duration::from_secs(5),
+            queue_limit: 100_000,
+            queue_policy: QueuePolicy::Wait,
+            command_capacity: 1024,
+            inbox_capacity: 1024,
+            transport: TransportOptions::default(),
+            connector: None,
+            hook: None,
+            authenticator: None,
+            resubscribe: true,
+            response_topic: None,
+        }
+    }
+}
+
+fn secs_u16(d: Duration) -> u16 {
+    u16::try_from(d.as_secs()).unwrap_or(u16::MAX)
+}
+
+fn secs_u32(d: Duration) -> u32 {
+    u32::try_from(d.as_secs()).unwrap_or(u32::MAX)
+}
+
+impl ClientBuilder {
+    /// Adds a server (`mqtt://`, `mqtts://`, `ws://`, `wss://`, `tcp://`, `ssl://`). With several,
+    /// the client tries them in the order given, then round-robin.
+    ///
+    /// Each server keeps its own session in the store (what is in flight with one broker is
+    /// never retransmitted to another); messages published while offline wait in the session of
+    /// the server last tried. Name a [`cluster_scope`](Self::cluster_scope) when the servers
+    /// share session state, or when queued messages must follow the client to whichever
+    /// server answers.
+    pub fn server(mut self, url: impl Into<String>) -> Self {
+        self.servers.push(url.into());
+        self
+    }
+
+    /// The client identifier. Empty (the default) lets the server assign one; the assigned
+    /// identifier is stored and reused.
+    pub fn client_id(mut self, id: impl Into<String>) -> Self {
+        self.session.client_id = id.into();
+        self
+    }
+
+    /// The session store (required): a `RedbStore` for durable sessions, a `MemoryStore` for
+    /// ephemeral ones.
+    pub fn store(self, store: impl SessionStore + 'static) -> Self {
+        self.store_arc(Arc::new(store))
+    }
+
+    /// A store shared with other code.
+    pub fn store_arc(mut self, store: Arc<dyn SessionStore>) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    /// All servers are one cluster with shared session state: one session, named `scope`,
+    /// follows the client from server to server.
+    pub fn cluster_scope(mut self, scope: impl Into<String>) -> Self {
+        self.cluster_scope = Some(scope.into());
+        self
+    }
+
+    /// How long the server keeps the session after the connection ends (Session Expiry
+    /// Interval; whole seconds). Zero ends the session with the connection.
+    pub fn session_expiry(mut self, expiry: Duration) -> Self {
+        self.session.properties.session_expiry_interval = Some(secs_u32(expiry));
+        self
+    }
+
+    /// Start without the server's session state on the first connection (Clean Start 1).
+    /// Later reconnects always resume.
+    pub fn clean_start(mut self, clean: bool) -> Self {
+        self.session.clean_start = clean;
+        self
+    }
+
+    /// The keep alive interval (whole seconds; zero turns it off).
+    pub fn keep_alive(mut self, interval: Duration) -> Self {
+        self.session.keep_alive = secs_u16(interval);
+        self
+    }
+
+    /// How long to wait for PINGRESP before the connection counts as dead.
+    pub fn ping_timeout(mut self, timeout: Duration) -> Self {
+        self.session.ping_timeout = timeout;
+        self
+    }
+
+    /// The user name and password of CONNECT.
+    pub fn credentials(mut self, username: impl Into<String>, password: impl Into<Bytes>) -> Self {
+        self.session.username = Some(username.into());
+        self.session.password = Some(password.into());
+        self
+    }
+
+    /// The Will Message (use its `properties.will_delay_interval` for a delay).
+    pub fn will(mut self, will: Will) -> Self {
+        self.session.will = Some(will);
+        self
+    }
+
+    /// Acknowledge inbound QoS 1/2 messages only when the application calls
+    /// [`Message::ack`](super::Message::ack).
+    pub fn manual_ack(mut self, manual: bool) -> Self {
+        self.session.manual_ack = manual;
+        self
+    }
+
+    /// How many unacknowledged QoS 1/2 messages the server may send at once (Receive Maximum).
+    pub fn receive_maximum(mut self, maximum: u16) -> Self {
+        self.session.properties.receive_maximum = Some(maximum.max(1));
+        self
+    }
+
+    /// The largest packet the client accepts (Maximum Packet Size).
+    pub fn maximum_packet_size(mut self, bytes: u32) -> Self {
+        self.session.properties.maximum_packet_size = Some(bytes.max(1));
+        self
+    }
+
+    /// How many Topic Aliases the server may use towards the client (0, the default, none).
+    pub fn topic_alias_maximum(mut self, maximum: u16) -> Self {
+        self.session.properties.topic_alias_maximum = (maximum > 0).then_some(maximum);
+        self
+    }
+
+    /// Use Topic Aliases towards the server when it allows them (on by default).
+    pub fn topic_aliases(mut self, on: bool) -> Self {
+        self.session.topic_aliases = on;
+        self
+    }
+
+    /// Adds a User Property to CONNECT.
+    pub fn user_property(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.session
+            .properties
+            .user_properties
+            .push(UserProperty::new(name, value));
+        self
+    }
+
+    /// Ask the server for Response Information in CONNACK.
+    pub fn request_response_information(mut self, on: bool) -> Self {
+        self.session.properties.request_response_information = Some(on);
+        self
+    }
+
+    /// The reconnect policy.
+    pub fn reconnect(mut self, backoff: Backoff) -> Self {
+        self.backoff = backoff;
+        self
+    }
+
+    /// The time allowed for one attempt, from dialling to CONNACK.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// The time a write may take before the connection counts as dead (a stalled peer).
+    pub fn write_timeout(mut self, timeout: Duration) -> Self {
+        self.write_timeout = timeout;
+        self
+    }
+
+    /// How long [`Client::disconnect`](super::Client::disconnect) waits for messages in
+    /// flight and queued to be acknowledged before it sends DISCONNECT anyway.
+    pub fn drain_timeout(mut self, timeout: Duration) -> Self {
+        self.drain_timeout = timeout;
+        self
+    }
+
+    /// The most publishes the durable queue holds (waiting for a connection, an identifier or
+    /// send quota), and what happens to a publish beyond it.
+    pub fn queue_limit(mut self, limit: usize, policy: QueuePolicy) -> Self {
+        self.queue_limit = limit.max(1);
+        self.queue_policy = policy;
+        self
+    }
+
+    /// The bound of the in-memory channel between the handles and the connection task; callers
+    /// wait when it is full.
+    pub fn channel_capacity(mut self, capacity: usize) -> Self {
+        self.command_capacity = capacity.max(1);
+        self
+    }
+
+    /// How many received messages wait for the application before the client stops reading
+    /// from the network.
+    pub fn inbox_capacity(mut self, capacity: usize) -> Self {
+        self.inbox_capacity = capacity.max(1);
+        self
+    }
+
+    /// TLS settings for `mqtts://` and `wss://` (the system's roots without this).
+    #[cfg(feature = "tls")]
+    pub fn tls(mut self, tls: super::TlsOptions) -> Self {
+        self.transport.tls = Some(tls);
+        self
+    }
+
+    /// Adds an HTTP header to the WebSocket upgrade request.
+    pub fn websocket_header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.transport
+            .websocket_headers
+            .push((name.into(), value.into()));
+        self
+    }
+
+    /// Opens byte streams with `connector` instead of TCP.
+    pub fn connector(mut self, connector: impl Connector) -> Self {
+        self.connector = Some(Arc::new(connector));
+        self
+    }
+
+    /// Runs `hook` before every connection attempt; it may change credentials, CONNECT user
+    /// properties and transport settings (a fresh token per reconnect). An error fails the
+    /// attempt, which counts towards the backoff.
+    ///
+    /// ```no_run
+    /// # async fn f() -> Result<(), mqtt_core::client::ClientError> {
+    /// use mqtt_core::client::Client;
+    /// # let store = store_memory::MemoryStore::default();
+    /// # async fn fetch_token() -> Result<String, std::io::Error> { Ok(String::new()) }
+    /// let (client, _messages) = Client::builder()
+    ///     .server("mqtts://broker.example")
+    ///     .store(store)
+    ///     .before_connect(|mut attempt| async move {
+    ///         attempt.password = Some(fetch_token().await?.into());
+    ///         Ok(attempt)
+    ///     })
+    ///     .connect()
+    ///     .await?;
+    /// # let _ = client; Ok(()) }
+    /// ```
+    pub fn before_connect<F, Fut>(mut self, hook: F) -> Self
+    where
+        F: Fn(ConnectAttempt) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<ConnectAttempt, HookError>> + Send + 'static,
+    {
+        self.hook = Some(Arc::new(move |attempt| Box::pin(hook(attempt))));
+        self
+    }
+
+    /// Enhanced authentication: `make` builds an [`Authenticator`] for each session.
+    pub fn authenticator<F>(mut self, make: F) -> Self
+    where
+        F: Fn() -> Box<dyn Authenticator> + Send + Sync + 'static,
+    {
+        self.authenticator = Some(Arc::new(make));
+        self
+    }
+
+    /// Subscribe again to everything subscribed so far when a server has no session for the
+    /// client (on by default).
+    pub fn resubscribe(mut self, on: bool) -> Self {
+        self.resubscribe = on;
+        self
+    }
+
+    /// The topic [`Client::request`](super::Client::request) asks responses on
+    /// (`mooring/response/<client id>` by default).
+    pub fn response_topic(mut self, topic: impl Into<String>) -> Self {
+        self.response_topic = Some(topic.into());
+        self
+    }
+
+    /// A builder from file configuration (see [`ClientConfig`]); add the store, then connect.
+    pub fn from_config(config: &ClientConfig) -> Self {
+        let mut b = Self::default()
+            .client_id(config.client_id.clone())
+            .clean_start(config.clean_start)
+            .keep_alive(Duration::from_secs(config.keep_alive_secs))
+            .session_expiry(Duration::from_secs(config.session_expiry_secs))
+            .manual_ack(config.manual_ack)
+            .topic_aliases(config.topic_aliases)
+            .topic_alias_maximum(config.topic_alias_maximum)
+            .reconnect(config.reconnect.clone())
+            .connect_timeout(Duration::from_millis(config.connect_timeout_ms))
+            .queue_limit(config.queue_limit, config.queue_full);
+        b.servers = config.servers.clone();
+        b.cluster_scope = config.cluster_scope.clone();
+        b.session.username = config.username.clone();
+        b.session.password = config.password.clone().map(Bytes::from);
+        if let Some(max) = config.receive_maximum {
+            b = b.receive_maximum(max);
+        }
+        if let Some(max) = config.maximum_packet_size {
+            b = b.maximum_packet_size(max);
+        }
+        b
+    }
+
+    pub(crate) fn settings(&self) -> Result<Settings, super::ClientError> {
+        if self.servers.is_empty() {
+            return Err(super::ClientError::NoServer);
+        }
+        let servers = self
+            .servers
+            .iter()
+            .map(|s| s.parse::<ServerUrl>())
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Settings {
+            servers,
+            session: self.session.clone(),
+            cluster_scope: self.cluster_scope.clone(),
+            backoff: self.backoff.clone(),
+            connect_timeout: self.connect_timeout,
+            write_timeout: self.write_timeout,
+            drain_timeout: self.drain_timeout,
+            queue_limit: self.queue_limit,
+            queue_policy: self.queue_policy,
+            inbox_capacity: self.inbox_capacity,
+            transport: self.transport.clone(),
+            connector: self.connector.clone(),
+            hook: self.hook.clone(),
+            authenticator: self.authenticator.clone(),
+            resubscribe: self.resubscribe,
+        })
+    }
+}
+
+/// Client settings read from a file (TOML, JSON, anything serde reads), for gateways
+/// configured by file. TLS files and the store are set on the builder.
+///
+/// ```
+/// let config: mqtt_core::client::ClientConfig = serde_json::from_str(r#"{
+///     "servers": ["mqtt://10.0.0.5:1883", "mqtt://10.0.0.6:1883"],
+///     "client_id": "gateway-7",
+///     "session_expiry_secs": 86400,
+///     "reconnect": { "initial": 200, "maximum": 60000 },
+///     "queue_limit": 50000,
+///     "queue_full": "fail"
+/// }"#)?;
+/// let builder = mqtt_core::client::ClientBuilder::from_config(&config);
+/// # let _ = builder;
+/// # Ok::<(), serde_json::Error>(())
+/// ```
+#[derive(Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClientConfig {
+    /// Server addresses, tried in order.
+    pub servers: Vec<String>,
+    /// The client identifier.
+    pub client_id: String,
+    /// One session for all servers under this name.
+    pub cluster_scope: Option<String>,
+    /// Clean Start on the first connection.
+    pub clean_start: bool,
+    /// Keep alive, seconds.
+    pub keep_alive_secs: u64,
+    /// Session Expiry Interval, seconds.
+    pub session_expiry_secs: u64,
+    /// The user name.
+    pub username: Option<String>,
+    /// The password.
+    pub password: Option<String>,
+    /// Manual acknowledgement of inbound messages.
+    pub manual_ack: bool,
+    /// Receive Maximum.
+    pub receive_maximum: Option<u16>,
+    /// Maximum Packet Size.
+    pub maximum_packet_size: Option<u32>,
+    /// Topic Aliases towards the server.
+    pub topic_aliases: bool,
+    /// Topic Alias Maximum towards the client.
+    pub topic_alias_maximum: u16,
+    /// Connect timeout, milliseconds.
+    pub connect_timeout_ms: u64,
+    /// Reconnect policy (delays in milliseconds).
+    pub reconnect: Backoff,
+    /// Durable queue limit.
+    pub queue_limit: usize,
+    /// What a publish does when the queue is full: `"wait"` or `"fail"`.
+    pub queue_full: QueuePolicy,
+}
+
+impl std::fmt::Debug for ClientConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientConfig")
+            .field("servers", &self.servers)
+            .field("client_id", &self.client_id)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<hidden>"))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        Self {
+            servers: Vec::new(),
+            client_id: String::new(),
+            cluster_scope: None,
+            clean_start: false,
+            keep_alive_secs: 60,
+            session_expiry_secs: 86_400,
+            username: None,
+            password: None,
+            manual_ack: false,
+            receive_maximum: None,
+            maximum_packet_size: None,
+            topic_aliases: true,
+            topic_alias_maximum: 0,
+            connect_timeout_ms: 10_000,
+            reconnect: Backoff::default(),
+            queue_limit: 100_000,
+            queue_full: QueuePolicy::Wait,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_bound_grows_and_caps() {
+        let b = Backoff::default();
+        assert_eq!(b.bound(0), Duration::from_millis(100));
+        assert_eq!(b.bound(1), Duration::from_millis(200));
+        assert_eq!(b.bound(3), Duration::from_millis(800));
+        assert_eq!(b.bound(20), Duration::from_secs(30));
+        assert_eq!(b.bound(u32::MAX), Duration::from_secs(30));
+    }
+
+    #[test]
+    fn jitter_spans_zero_to_bound() {
+        let b = Backoff::default();
+        assert_eq!(b.delay(2, 0), Duration::ZERO);
+        let top = b.delay(2, u64::MAX);
+        assert!(top <= b.bound(2) && top > b.bound(2) * 99 / 100, "{top:?}");
+        let mid = b.delay(2, u64::MAX / 2);
+        assert!(mid > b.bound(2) * 45 / 100 && mid < b.bound(2) * 55 / 100);
+    }
+
+    #[test]
+    fn config_from_json_with_units_and_policy() {
+        let config: ClientConfig = serde_json::from_str(
+            r#"{"servers":["mqtt://a","mqtt://b:1884"],"client_id":"g",
+                "password":"s3cret","reconnect":{"initial":50,"factor":3.0},
+                "queue_full":"fail","receive_maximum":10}"#,
+        )
+        .unwrap();
+        assert_eq!(config.reconnect.initial, Duration::from_millis(50));
+        assert_eq!(config.reconnect.maximum, Duration::from_secs(30));
+        assert_eq!(config.queue_full, QueuePolicy::Fail);
+        assert!(!format!("{config:?}").contains("s3cret"));
+        let b = ClientBuilder::from_config(&config);
+        let s = b.settings().unwrap();
+        assert_eq!(s.servers.len(), 2);
+        assert_eq!(s.session.properties.receive_maximum, Some(10));
+        assert_eq!(s.session.password.as_deref(), Some(&b"s3cret"[..]));
+        assert_eq!(s.queue_policy, QueuePolicy::Fail);
+        let unknown = serde_json::from_str::<ClientConfig>(r#"{"server":"x"}"#);
+        assert!(unknown.is_err(), "unknown keys are refused");
+    }
+
+    #[test]
+    fn settings_refuse_missing_or_bad_servers() {
+        assert!(matches!(
+            ClientBuilder::default().settings(),
+            Err(super::super::ClientError::NoServer)
+        ));
+        assert!(matches!(
+            ClientBuilder::default().server("nope").settings(),
+            Err(super::super::ClientError::Url(_))
+        ));
+    }
+}

@@ -1,0 +1,185 @@
+//! TLS settings for `mqtts://` and `wss://` (feature `tls`), through rustls.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rustls::RootCertStore;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+/// Why TLS settings could not be built.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TlsError {
+    /// A file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// PEM text holds no usable certificate or key.
+    #[error("{0}")]
+    Pem(String),
+    /// rustls refused the certificates or key.
+    #[error("TLS configuration refused: {0}")]
+    Config(#[from] rustls::Error),
+    /// The system has no trusted root certificates.
+    #[error("no system root certificates could be loaded: {0}")]
+    NoSystemRoots(String),
+}
+
+/// How to verify the server and, optionally, who the client is.
+///
+/// Server certificate and name verification are always on. Build from the system's trusted
+/// roots ([`TlsOptions::system_roots`]), from a CA of your own ([`TlsOptions::with_ca_pem`]), or
+/// from a complete rustls configuration ([`TlsOptions::from_rustls`]).
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use mqtt_core::client::TlsOptions;
+/// # let ca = rcgen::generate_simple_self_signed(vec!["localhost".into()])?.cert.pem();
+/// let tls = TlsOptions::with_ca_pem(ca.as_bytes())?.server_name("localhost");
+/// # let _ = tls;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct TlsOptions {
+    roots: Arc<RootCertStore>,
+    client_auth: Option<(Vec<CertificateDer<'static>>, Arc<PrivateKeyDer<'static>>)>,
+    custom: Option<Arc<rustls::ClientConfig>>,
+    server_name: Option<String>,
+}
+
+impl std::fmt::Debug for TlsOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print key material.
+        f.debug_struct("TlsOptions")
+            .field("roots", &self.roots.len())
+            .field("client_certificate", &self.client_auth.is_some())
+            .field("custom_config", &self.custom.is_some())
+            .field("server_name", &self.server_name)
+            .finish()
+    }
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
+    std::fs::read(path).map_err(|source| TlsError::Read {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+fn certificates(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let certs = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| TlsError::Pem(format!("bad certificate PEM: {e}")))?;
+    if certs.is_empty() {
+        return Err(TlsError::Pem(
+            "the PEM text holds no certificate".to_owned(),
+        ));
+    }
+    Ok(certs)
+}
+
+impl TlsOptions {
+    /// Trust the operating system's root certificates.
+    pub fn system_roots() -> Result<Self, TlsError> {
+        let loaded = rustls_native_certs::load_native_certs();
+        let mut roots = RootCertStore::empty();
+        let (added, _ignored) = roots.add_parsable_certificates(loaded.certs);
+        if added == 0 {
+            let why = loaded
+                .errors
+                .first()
+                .map_or_else(|| "none found".to_owned(), ToString::to_string);
+            return Err(TlsError::NoSystemRoots(why));
+        }
+        Ok(Self::with_roots(roots))
+    }
+
+    /// Trust only the CA certificates in this PEM text.
+    pub fn with_ca_pem(pem: &[u8]) -> Result<Self, TlsError> {
+        let mut roots = RootCertStore::empty();
+        for cert in certificates(pem)? {
+            roots.add(cert)?;
+        }
+        Ok(Self::with_roots(roots))
+    }
+
+    /// Trust only the CA certificates in this PEM file.
+    pub fn with_ca_file(path: impl AsRef<Path>) -> Result<Self, TlsError> {
+        Self::with_ca_pem(&read(path.as_ref())?)
+    }
+
+    /// Use a complete rustls client configuration as it is.
+    pub fn from_rustls(config: Arc<rustls::ClientConfig>) -> Self {
+        Self {
+            roots: Arc::new(RootCertStore::empty()),
+            client_auth: None,
+            custom: Some(config),
+            server_name: None,
+        }
+    }
+
+    fn with_roots(roots: RootCertStore) -> Self {
+        Self {
+            roots: Arc::new(roots),
+            client_auth: None,
+            custom: None,
+            server_name: None,
+        }
+    }
+
+    /// Present this client certificate chain and private key (PEM) to the server.
+    pub fn client_certificate_pem(mut self, chain: &[u8], key: &[u8]) -> Result<Self, TlsError> {
+        let chain = certificates(chain)?;
+        let key = PrivateKeyDer::from_pem_slice(key)
+            .map_err(|e| TlsError::Pem(format!("bad private key PEM: {e}")))?;
+        self.client_auth = Some((chain, Arc::new(key)));
+        // Fail now rather than at the first connection.
+        self.client_config()?;
+        Ok(self)
+    }
+
+    /// Present the client certificate chain and private key in these PEM files.
+    pub fn client_certificate_files(
+        self,
+        chain: impl AsRef<Path>,
+        key: impl AsRef<Path>,
+    ) -> Result<Self, TlsError> {
+        let chain = read(chain.as_ref())?;
+        let key = read(key.as_ref())?;
+        self.client_certificate_pem(&chain, &key)
+    }
+
+    /// Verify the server's certificate against this name instead of the address's host.
+    pub fn server_name(mut self, name: impl Into<String>) -> Self {
+        self.server_name = Some(name.into());
+        self
+    }
+
+    pub(crate) fn name_for<'a>(&'a self, host: &'a str) -> &'a str {
+        self.server_name.as_deref().unwrap_or(host)
+    }
+
+    pub(crate) fn client_config(&self) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+        if let Some(custom) = &self.custom {
+            return Ok(custom.clone());
+        }
+        let builder = rustls::ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(self.roots.clone());
+        let config = match &self.client_auth {
+            Some((chain, key)) => builder.with_client_auth_cert(chain.clone(), key.clone_key())?,
+            None => builder.with_no_client_auth(),
+        };
+        Ok(Arc::new(config))
+    }
+}

@@ -1,0 +1,309 @@
+//! Byte streams to a server: TCP, TLS, WebSocket, or a stream of the user's own.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+#[cfg(feature = "tls")]
+use super::tls::TlsOptions;
+use super::url::ServerUrl;
+
+/// A bidirectional byte stream a connection can run over.
+pub trait AsyncStream: AsyncRead + AsyncWrite + Send + Unpin {}
+
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> AsyncStream for T {}
+
+/// A boxed future, as [`Connector`] returns.
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+/// Opens the byte stream to a server in place of a TCP connection: a proxy, a Unix socket, an
+/// in-process fake for tests. TLS and WebSocket framing still apply on top, by the address's
+/// scheme.
+pub trait Connector: Send + Sync + 'static {
+    /// Opens a stream to `server`.
+    fn connect(&self, server: &ServerUrl) -> BoxFuture<io::Result<Box<dyn AsyncStream>>>;
+}
+
+impl<F, Fut> Connector for F
+where
+    F: Fn(ServerUrl) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = io::Result<Box<dyn AsyncStream>>> + Send + 'static,
+{
+    fn connect(&self, server: &ServerUrl) -> BoxFuture<io::Result<Box<dyn AsyncStream>>> {
+        Box::pin(self(server.clone()))
+    }
+}
+
+/// Why a transport could not be opened.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TransportError {
+    /// The TCP connection (or the custom connector) failed.
+    #[error("cannot connect to {server}: {source}")]
+    Io {
+        /// The server.
+        server: String,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// The TLS handshake or configuration failed (a wrong CA, a name mismatch, ...).
+    #[error("TLS with {server} failed: {why}")]
+    Tls {
+        /// The server.
+        server: String,
+        /// Why.
+        why: String,
+    },
+    /// The WebSocket handshake failed.
+    #[error("WebSocket handshake with {server} failed: {why}")]
+    WebSocket {
+        /// The server.
+        server: String,
+        /// Why.
+        why: String,
+    },
+    /// The address needs a feature this build lacks.
+    #[error("{server} needs the `{feature}` feature of mooring")]
+    FeatureMissing {
+        /// The server.
+        server: String,
+        /// The feature.
+        feature: &'static str,
+    },
+}
+
+/// Transport settings an attempt may change (see `ConnectAttempt`).
+#[derive(Clone, Default)]
+pub struct TransportOptions {
+    /// TLS settings for `mqtts://` and `wss://`; the system's roots when `None`.
+    #[cfg(feature = "tls")]
+    pub tls: Option<TlsOptions>,
+    /// HTTP headers added to the WebSocket upgrade request (an authorization token, ...).
+    pub websocket_headers: Vec<(String, String)>,
+}
+
+impl std::fmt::Debug for TransportOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut s = f.debug_struct("TransportOptions");
+        #[cfg(feature = "tls")]
+        s.field("tls", &self.tls);
+        // Header values may be secrets.
+        let names: Vec<&str> = self
+            .websocket_headers
+            .iter()
+            .map(|(n, _)| n.as_str())
+            .collect();
+        s.field("websocket_headers", &names).finish()
+    }
+}
+
+/// An open connection's byte stream.
+pub(crate) enum Link {
+    Stream(Box<dyn AsyncStream>),
+    #[cfg(feature = "websocket")]
+    WebSocket(Box<tokio_tungstenite::WebSocketStream<Box<dyn AsyncStream>>>),
+}
+
+impl Link {
+    /// Reads what is there into `buf`; 0 at the end of the stream. Cancel safe.
+    pub(crate) async fn read(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
+        match self {
+            Self::Stream(s) => s.read_buf(buf).await,
+            #[cfg(feature = "websocket")]
+            Self::WebSocket(ws) => ws::read(ws, buf).await,
+        }
+    }
+
+    /// Writes all of `bytes` and flushes.
+    pub(crate) async fn write(&mut self, bytes: bytes::Bytes) -> io::Result<()> {
+        match self {
+            Self::Stream(s) => {
+                s.write_all(&bytes).await?;
+                s.flush().await
+            }
+            #[cfg(feature = "websocket")]
+            Self::WebSocket(ws) => ws::write(ws, bytes).await,
+        }
+    }
+
+    /// Closes the stream politely (TLS close_notify, WebSocket close frame).
+    pub(crate) async fn close(&mut self) {
+        match self {
+            Self::Stream(s) => {
+                let _ = s.shutdown().await;
+            }
+            #[cfg(feature = "websocket")]
+            Self::WebSocket(ws) => {
+                let _ = ws.close(None).await;
+            }
+        }
+    }
+}
+
+/// Opens the stream for `server`: the connector's or TCP, then TLS, then WebSocket, by scheme.
+pub(crate) async fn open(
+    server: &ServerUrl,
+    options: &TransportOptions,
+    connector: Option<&dyn Connector>,
+) -> Result<Link, TransportError> {
+    let name = server.to_string();
+    let io_error = |source| TransportError::Io {
+        server: name.clone(),
+        source,
+    };
+    let stream: Box<dyn AsyncStream> = match connector {
+        Some(c) => c.connect(server).await.map_err(io_error)?,
+        None => {
+            let tcp = tokio::net::TcpStream::connect(server.authority())
+                .await
+                .map_err(io_error)?;
+            // MQTT packets are small and latency matters more than segment count.
+            tcp.set_nodelay(true).map_err(io_error)?;
+            Box::new(tcp)
+        }
+    };
+    let stream = if server.scheme().is_tls() {
+        tls_wrap(server, options, stream).await?
+    } else {
+        stream
+    };
+    if server.scheme().is_websocket() {
+        #[cfg(feature = "websocket")]
+        return ws::handshake(server, options, stream).await;
+        #[cfg(not(feature = "websocket"))]
+        return Err(TransportError::FeatureMissing {
+            server: name,
+            feature: "websocket",
+        });
+    }
+    Ok(Link::Stream(stream))
+}
+
+#[cfg(feature = "tls")]
+async fn tls_wrap(
+    server: &ServerUrl,
+    options: &TransportOptions,
+    stream: Box<dyn AsyncStream>,
+) -> Result<Box<dyn AsyncStream>, TransportError> {
+    let fail = |why: String| TransportError::Tls {
+        server: server.to_string(),
+        why,
+    };
+    let tls = match &options.tls {
+        Some(tls) => tls.clone(),
+        None => TlsOptions::system_roots().map_err(|e| fail(e.to_string()))?,
+    };
+    let config = tls.client_config().map_err(|e| fail(e.to_string()))?;
+    let name = rustls::pki_types::ServerName::try_from(tls.name_for(server.host()).to_owned())
+        .map_err(|e| fail(format!("invalid server name: {e}")))?;
+    let connector = tokio_rustls::TlsConnector::from(config);
+    let stream = connector
+        .connect(name, stream)
+        .await
+        .map_err(|e| fail(e.to_string()))?;
+    Ok(Box::new(stream))
+}
+
+#[cfg(not(feature = "tls"))]
+async fn tls_wrap(
+    server: &ServerUrl,
+    _options: &TransportOptions,
+    _stream: Box<dyn AsyncStream>,
+) -> Result<Box<dyn AsyncStream>, TransportError> {
+    Err(TransportError::FeatureMissing {
+        server: server.to_string(),
+        feature: "tls",
+    })
+}
+
+#[cfg(feature = "websocket")]
+mod ws {
+    use std::io;
+
+    use bytes::{Bytes, BytesMut};
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::WebSocketStream;
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::http::HeaderValue;
+
+    use super::{AsyncStream, Link, ServerUrl, TransportError, TransportOptions};
+
+    type Ws = WebSocketStream<Box<dyn AsyncStream>>;
+
+    pub(super) async fn handshake(
+        server: &ServerUrl,
+        options: &TransportOptions,
+        stream: Box<dyn AsyncStream>,
+    ) -> Result<Link, TransportError> {
+        let fail = |why: String| TransportError::WebSocket {
+            server: server.to_string(),
+            why,
+        };
+        let http = if server.scheme().is_tls() {
+            "wss"
+        } else {
+            "ws"
+        };
+        let url = format!("{http}://{}{}", server.authority(), server.path());
+        let mut request = url.into_client_request().map_err(|e| fail(e.to_string()))?;
+        let headers = request.headers_mut();
+        // MQTT over WebSocket uses the "mqtt" subprotocol [MQTT-6.0.0-3].
+        headers.insert("Sec-WebSocket-Protocol", HeaderValue::from_static("mqtt"));
+        for (name, value) in &options.websocket_headers {
+            let name =
+                tokio_tungstenite::tungstenite::http::HeaderName::from_bytes(name.as_bytes())
+                    .map_err(|e| fail(format!("header name {name:?}: {e}")))?;
+            let value =
+                HeaderValue::from_str(value).map_err(|e| fail(format!("header {name}: {e}")))?;
+            headers.insert(name, value);
+        }
+        let (ws, response) = tokio_tungstenite::client_async(request, stream)
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        let protocol = response
+            .headers()
+            .get("Sec-WebSocket-Protocol")
+            .and_then(|v| v.to_str().ok());
+        if protocol.is_some_and(|p| !p.eq_ignore_ascii_case("mqtt")) {
+            return Err(fail(format!(
+                "the server chose subprotocol {protocol:?}, not mqtt"
+            )));
+        }
+        Ok(Link::WebSocket(Box::new(ws)))
+    }
+
+    pub(super) async fn read(ws: &mut Ws, buf: &mut BytesMut) -> io::Result<usize> {
+        loop {
+            match ws.next().await {
+                None | Some(Ok(Message::Close(_))) => return Ok(0),
+                Some(Ok(Message::Binary(data))) => {
+                    buf.extend_from_slice(&data);
+                    if !data.is_empty() {
+                        return Ok(data.len());
+                    }
+                }
+                // Control frames are answered by tungstenite itself.
+                Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
+                Some(Ok(Message::Text(_))) => {
+                    // MQTT travels in binary frames only [MQTT-6.0.0-1].
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "the server sent a text WebSocket frame [MQTT-6.0.0-1]",
+                    ));
+                }
+                Some(Err(e)) => return Err(io::Error::other(e)),
+            }
+        }
+    }
+
+    pub(super) async fn write(ws: &mut Ws, bytes: Bytes) -> io::Result<()> {
+        ws.send(Message::Binary(bytes))
+            .await
+            .map_err(io::Error::other)
+    }
+}

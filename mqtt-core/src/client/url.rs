@@ -1,0 +1,230 @@
+//! Server addresses: `mqtt://`, `mqtts://`, `ws://`, `wss://`, and `tcp://`, `ssl://` as aliases.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// How to reach a server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Scheme {
+    /// Plain TCP (`mqtt://`, `tcp://`), port 1883 by default.
+    Tcp,
+    /// TLS over TCP (`mqtts://`, `ssl://`), port 8883 by default.
+    Tls,
+    /// WebSocket (`ws://`), port 80 by default.
+    Ws,
+    /// WebSocket over TLS (`wss://`), port 443 by default.
+    Wss,
+}
+
+impl Scheme {
+    /// Whether the connection is encrypted.
+    pub fn is_tls(self) -> bool {
+        matches!(self, Self::Tls | Self::Wss)
+    }
+
+    /// Whether MQTT travels in WebSocket frames.
+    pub fn is_websocket(self) -> bool {
+        matches!(self, Self::Ws | Self::Wss)
+    }
+
+    fn default_port(self) -> u16 {
+        match self {
+            Self::Tcp => 1883,
+            Self::Tls => 8883,
+            Self::Ws => 80,
+            Self::Wss => 443,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::Tcp => "mqtt",
+            Self::Tls => "mqtts",
+            Self::Ws => "ws",
+            Self::Wss => "wss",
+        }
+    }
+}
+
+/// A parsed server address such as `mqtts://broker.example:8883` or `ws://[::1]:8080/mqtt`.
+///
+/// Its [`Display`](fmt::Display) form is canonical (scheme aliases resolved, port always
+/// written): it names the server's session in the store, so `tcp://h` and `mqtt://h:1883` share
+/// one session.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ServerUrl {
+    scheme: Scheme,
+    host: String,
+    port: u16,
+    path: String,
+}
+
+/// Why a server address could not be parsed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid server address {url:?}: {why}")]
+pub struct UrlError {
+    url: String,
+    why: &'static str,
+}
+
+impl ServerUrl {
+    /// The scheme.
+    pub fn scheme(&self) -> Scheme {
+        self.scheme
+    }
+
+    /// The host name or IP address (IPv6 without brackets).
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// The port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The HTTP path of a WebSocket address (`/mqtt` when none is given).
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// `host:port`, with brackets around an IPv6 address, for dialling.
+    pub fn authority(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+}
+
+impl FromStr for ServerUrl {
+    type Err = UrlError;
+
+    fn from_str(url: &str) -> Result<Self, UrlError> {
+        let fail = |why| UrlError {
+            url: url.to_owned(),
+            why,
+        };
+        let (scheme, rest) = url
+            .split_once("://")
+            .ok_or_else(|| fail("it has no scheme (mqtt://, mqtts://, ws://, wss://)"))?;
+        let scheme = match scheme.to_ascii_lowercase().as_str() {
+            "mqtt" | "tcp" => Scheme::Tcp,
+            "mqtts" | "ssl" | "tls" => Scheme::Tls,
+            "ws" => Scheme::Ws,
+            "wss" => Scheme::Wss,
+            _ => {
+                return Err(fail(
+                    "unknown scheme (use mqtt, mqtts, ws, wss, tcp or ssl)",
+                ));
+            }
+        };
+        let (authority, path) = match rest.find('/') {
+            Some(at) => rest.split_at(at),
+            None => (rest, ""),
+        };
+        if authority.contains('@') {
+            return Err(fail(
+                "credentials in the address are not supported; set them on the builder",
+            ));
+        }
+        let (host, port) = if let Some(bracketed) = authority.strip_prefix('[') {
+            let (host, after) = bracketed
+                .split_once(']')
+                .ok_or_else(|| fail("an IPv6 address lacks its closing ']'"))?;
+            match after.strip_prefix(':') {
+                Some(port) => (host, Some(port)),
+                None if after.is_empty() => (host, None),
+                None => return Err(fail("unexpected text after the IPv6 address")),
+            }
+        } else {
+            match authority.rsplit_once(':') {
+                Some((host, port)) => (host, Some(port)),
+                None => (authority, None),
+            }
+        };
+        if host.is_empty() {
+            return Err(fail("the host is empty"));
+        }
+        let port = match port {
+            Some(port) => port
+                .parse::<u16>()
+                .ok()
+                .filter(|p| *p != 0)
+                .ok_or_else(|| fail("the port is not a number from 1 to 65535"))?,
+            None => scheme.default_port(),
+        };
+        let path = if scheme.is_websocket() {
+            if path.is_empty() { "/mqtt" } else { path }.to_owned()
+        } else if path.is_empty() || path == "/" {
+            String::new()
+        } else {
+            return Err(fail("only WebSocket addresses have a path"));
+        };
+        Ok(Self {
+            scheme,
+            host: host.to_owned(),
+            port,
+            path,
+        })
+    }
+}
+
+impl fmt::Display for ServerUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}://{}{}",
+            self.scheme.name(),
+            self.authority(),
+            self.path
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schemes_aliases_and_default_ports() {
+        let cases = [
+            ("mqtt://h", "mqtt://h:1883"),
+            ("tcp://h:1884", "mqtt://h:1884"),
+            ("MQTTS://h", "mqtts://h:8883"),
+            ("ssl://h", "mqtts://h:8883"),
+            ("ws://h", "ws://h:80/mqtt"),
+            ("wss://h:8443/x/y", "wss://h:8443/x/y"),
+            ("mqtt://[::1]:1999", "mqtt://[::1]:1999"),
+            ("mqtt://[::1]", "mqtt://[::1]:1883"),
+            ("mqtt://127.0.0.1:5/", "mqtt://127.0.0.1:5"),
+        ];
+        for (input, canonical) in cases {
+            let url: ServerUrl = input.parse().unwrap();
+            assert_eq!(url.to_string(), canonical, "{input}");
+        }
+        let v6: ServerUrl = "mqtt://[::1]:1999".parse().unwrap();
+        assert_eq!(v6.host(), "::1");
+        assert_eq!(v6.authority(), "[::1]:1999");
+    }
+
+    #[test]
+    fn refused_addresses_say_why() {
+        for bad in [
+            "broker:1883",
+            "http://h",
+            "mqtt://",
+            "mqtt://h:0",
+            "mqtt://h:70000",
+            "mqtt://h:x",
+            "mqtt://user:pw@h",
+            "mqtt://[::1",
+            "mqtt://h/path",
+        ] {
+            let err = bad.parse::<ServerUrl>().unwrap_err();
+            assert!(err.to_string().contains(bad), "{err}");
+        }
+    }
+}
