@@ -1228,3 +1228,135 @@ async fn subscribe_with_properties_reaches_the_server() {
         vec![ReasonCode::GrantedQos1, ReasonCode::Success]
     );
 }
+
+#[test]
+fn handles_are_clone_send_sync() {
+    fn check<T: Clone + Send + Sync + 'static>() {}
+    fn send<T: Send + 'static>() {}
+    check::<Client>();
+    send::<mqtt_core::client::Message>();
+    send::<Messages>();
+    send::<mqtt_core::client::Delivery>();
+}
+
+#[tokio::test]
+async fn the_servers_limits_refuse_publishes_locally() {
+    let mut broker = Broker::new();
+    let store = MemoryStore::default();
+    let connecting = tokio::spawn(builder(&broker, store.clone()).connect());
+    let mut peer = broker.next().await;
+    peer.connect().await;
+    let mut connack = ConnAck::new(false);
+    connack.properties.maximum_qos = Some(QoS::AtLeastOnce);
+    connack.properties.maximum_packet_size = Some(128);
+    connack.properties.retain_available = Some(false);
+    peer.send(Packet::ConnAck(Box::new(connack))).await;
+    let (client, _m) = connecting.await.unwrap().unwrap();
+    let err = client
+        .publish("t", "x", QoS::ExactlyOnce)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("Maximum QoS"), "{err}");
+    let err = client
+        .publish("t", vec![0u8; 200], QoS::AtLeastOnce)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ClientError::Publish(_)), "{err}");
+    let mut retained = Publish::new("t", "x");
+    retained.retain = true;
+    assert!(client.publish_with(retained).await.is_err());
+    let left = stored(&store).await;
+    assert!(
+        left.queue.is_empty() && left.outbound.is_empty(),
+        "nothing stored"
+    );
+    peer.silent(Duration::from_millis(100)).await;
+}
+
+#[tokio::test]
+async fn a_server_that_never_answers_connect_times_out() {
+    let mut broker = Broker::new();
+    let b = builder(&broker, MemoryStore::default()).connect_timeout(Duration::from_millis(200));
+    let connecting = tokio::spawn(b.connect());
+    let mut peer = broker.next().await;
+    peer.connect().await;
+    match timeout(WAIT, connecting).await.unwrap().unwrap() {
+        Err(ClientError::Connect(ConnectError::Timeout(t))) => {
+            assert_eq!(t, Duration::from_millis(200))
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_lost_session_is_one_event_with_what_was_resent_and_resubscribed() {
+    let mut broker = Broker::new();
+    let (client, _m, mut peer) = {
+        let b = builder(&broker, MemoryStore::default());
+        connected(&mut broker, b).await
+    };
+    let subscribing = tokio::spawn({
+        let client = client.clone();
+        async move { client.subscribe("s", QoS::AtLeastOnce).await }
+    });
+    let Packet::Subscribe(sub) = peer.recv().await else {
+        panic!("expected SUBSCRIBE")
+    };
+    peer.send(Packet::SubAck(SubAck {
+        packet_id: sub.packet_id,
+        properties: Default::default(),
+        reason_codes: vec![ReasonCode::GrantedQos1],
+    }))
+    .await;
+    subscribing.await.unwrap().unwrap();
+    let delivery = client.publish("t", "x", QoS::AtLeastOnce).await.unwrap();
+    peer.publish().await;
+    let mut events = client.events();
+    drop(peer);
+    let mut peer = broker.next().await;
+    peer.accept(false).await;
+    let event = next_event(&mut events, |e| {
+        matches!(e, ClientEvent::SessionLost { .. })
+    })
+    .await;
+    assert!(
+        matches!(
+            event,
+            ClientEvent::SessionLost {
+                resent: 1,
+                dropped_pubrel: 0,
+                dropped_inbound: 0,
+                resubscribed: 1
+            }
+        ),
+        "{event:?}"
+    );
+    // The publish goes again as a new message (DUP 0), and the subscription is made again.
+    let again = peer.publish().await;
+    assert!(matches!(peer.recv().await, Packet::Subscribe(_)));
+    assert!(!again.dup);
+    peer.send(Packet::PubAck(PubAck::new(again.packet_id)))
+        .await;
+    assert_eq!(
+        timeout(WAIT, delivery).await.unwrap(),
+        Ok(ReasonCode::Success)
+    );
+}
+
+#[tokio::test]
+async fn an_unread_inbox_holds_messages_without_losing_any() {
+    let mut broker = Broker::new();
+    let b = builder(&broker, MemoryStore::default()).inbox_capacity(1);
+    let (_client, mut messages, mut peer) = connected(&mut broker, b).await;
+    for i in 0..50u16 {
+        let mut p = Publish::new("in", format!("{i}"));
+        p.qos = QoS::AtLeastOnce;
+        p.packet_id = i + 1;
+        peer.send(Packet::Publish(p)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    for i in 0..50u16 {
+        let m = timeout(WAIT, messages.recv()).await.unwrap().unwrap();
+        assert_eq!(m.payload().as_ref(), format!("{i}").as_bytes());
+    }
+}

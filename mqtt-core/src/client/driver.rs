@@ -265,6 +265,8 @@ pub(crate) struct Driver {
     fail_fast: bool,
     disconnecting: Option<Disconnecting>,
     stop_error: Option<String>,
+    /// What the session dropped when the server had none, until CONNACK is handled.
+    session_lost: Option<(usize, usize, usize)>,
     store_failed: bool,
     span: tracing::Span,
     rng: u64,
@@ -380,6 +382,7 @@ impl Driver {
             fail_fast: parts.fail_fast,
             disconnecting: None,
             stop_error: None,
+            session_lost: None,
             store_failed: false,
             span: tracing::info_span!("mooring", client_id = %settings.session.client_id),
             primary,
@@ -1033,12 +1036,13 @@ impl Driver {
                     resent,
                     dropped_pubrel, dropped_inbound, "the server had no session for the client"
                 );
-                self.emit(ClientEvent::SessionLost {
-                    resent,
-                    dropped_pubrel,
-                    dropped_inbound,
-                    resubscribed: 0,
-                });
+                let lost = (resent, dropped_pubrel, dropped_inbound);
+                if matches!(self.phase, Phase::AwaitConnAck { .. }) {
+                    // Reported with the subscriptions made again, once CONNACK is handled.
+                    self.session_lost = Some(lost);
+                } else {
+                    self.emit_session_lost(lost, 0);
+                }
             }
             // Handled by process_events, which ends the connection.
             Event::KeepAliveTimeout
@@ -1075,13 +1079,9 @@ impl Driver {
                 resubscribed += 1;
             }
         }
-        if resubscribed > 0 {
-            self.emit(ClientEvent::SessionLost {
-                resent: 0,
-                dropped_pubrel: 0,
-                dropped_inbound: 0,
-                resubscribed,
-            });
+        let lost = self.session_lost.take().unwrap_or_default();
+        if lost != (0, 0, 0) || resubscribed > 0 {
+            self.emit_session_lost(lost, resubscribed);
         }
         self.emit(ClientEvent::Connected {
             server,
@@ -1091,6 +1091,16 @@ impl Driver {
         for request in std::mem::take(&mut self.requests_offline) {
             self.send_request(request);
         }
+    }
+
+    fn emit_session_lost(&self, lost: (usize, usize, usize), resubscribed: usize) {
+        let (resent, dropped_pubrel, dropped_inbound) = lost;
+        self.emit(ClientEvent::SessionLost {
+            resent,
+            dropped_pubrel,
+            dropped_inbound,
+            resubscribed,
+        });
     }
 
     fn on_message(&mut self, slot: usize, tag: DeliveryTag, publish: Publish) {

@@ -510,6 +510,14 @@ impl Client {
     /// Fails at once, storing nothing, for an invalid topic, a QoS above the server's Maximum
     /// QoS, a packet above its Maximum Packet Size, or a full queue under
     /// [`QueuePolicy::Fail`].
+    ///
+    /// ```no_run
+    /// # async fn f(client: mqtt_core::client::Client) -> Result<(), Box<dyn std::error::Error>> {
+    /// use mqtt_core::packet::QoS;
+    /// let delivery = client.publish("site/7/status", "up", QoS::ExactlyOnce).await?; // durable
+    /// let reason = delivery.await?; // PUBCOMP's reason code
+    /// # let _ = reason; Ok(()) }
+    /// ```
     pub async fn publish(
         &self,
         topic: impl Into<String>,
@@ -531,6 +539,13 @@ impl Client {
     ///
     /// While disconnected, the SUBSCRIBE is sent on the next connection and the call waits
     /// for it. Subscriptions are made again when a server has no session for the client.
+    ///
+    /// ```no_run
+    /// # async fn f(client: mqtt_core::client::Client) -> Result<(), Box<dyn std::error::Error>> {
+    /// use mqtt_core::packet::QoS;
+    /// let granted = client.subscribe("plant/+/telemetry", QoS::ExactlyOnce).await?;
+    /// # let _ = granted; Ok(()) }
+    /// ```
     pub async fn subscribe(&self, filter: impl Into<String>, qos: QoS) -> Result<QoS, ClientError> {
         let filter = filter.into();
         let info = self
@@ -596,7 +611,22 @@ impl Client {
     /// response topic and a fresh Correlation Data, and returns the message that comes back
     /// with that Correlation Data. The response topic is subscribed on first use.
     ///
-    /// The responder answers with [`Client::respond`].
+    /// The responder answers with [`Client::respond`]. With manual ack, ack the response like
+    /// any message.
+    ///
+    /// ```no_run
+    /// # async fn f(client: mqtt_core::client::Client) -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::time::Duration;
+    /// let response = client.request("svc/clock", "now?", Duration::from_secs(5)).await?;
+    /// println!("{:?}", response.payload());
+    ///
+    /// // The other side:
+    /// # let mut requests: mqtt_core::client::Messages = todo!();
+    /// while let Some(request) = requests.recv().await {
+    ///     client.respond(&request, "12:00").await?;
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub async fn request(
         &self,
         topic: impl Into<String>,
@@ -695,11 +725,34 @@ impl Client {
     /// A receiver of connection events (connected, lost, reconnecting, server disconnect,
     /// session lost). Events sent before the call are not seen; a receiver that falls more
     /// than 256 events behind skips the oldest.
+    ///
+    /// ```no_run
+    /// # async fn f(client: mqtt_core::client::Client) -> Result<(), Box<dyn std::error::Error>> {
+    /// use mqtt_core::client::ClientEvent;
+    /// let mut events = client.events();
+    /// while let Ok(event) = events.recv().await {
+    ///     match event {
+    ///         ClientEvent::ConnectionLost { reason, .. } => eprintln!("lost: {reason}"),
+    ///         ClientEvent::Reconnecting { delay, .. } => eprintln!("retry in {delay:?}"),
+    ///         ClientEvent::Stopped { .. } => break,
+    ///         _ => {}
+    ///     }
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub fn events(&self) -> broadcast::Receiver<ClientEvent> {
         self.inner.events.subscribe()
     }
 
     /// The current counters.
+    ///
+    /// ```no_run
+    /// # fn f(client: mqtt_core::client::Client) {
+    /// let stats = client.stats();
+    /// println!("{} in flight, {} queued, {:.1} publishes per commit",
+    ///     stats.outbound_in_flight, stats.queued, stats.average_batch());
+    /// # }
+    /// ```
     pub fn stats(&self) -> Stats {
         self.inner.stats.snapshot()
     }
@@ -725,6 +778,22 @@ impl ClientBuilder {
 
     /// Loads the session and starts the connection task without waiting for a connection:
     /// publishes queue durably until one is up. For gateways that must start offline.
+    ///
+    /// ```no_run
+    /// # async fn f() -> Result<(), mqtt_core::client::ClientError> {
+    /// use mqtt_core::client::Client;
+    /// use mqtt_core::packet::QoS;
+    /// # let store = store_memory::MemoryStore::default();
+    /// let (client, _messages) = Client::builder()
+    ///     .server("mqtt://10.0.0.5")
+    ///     .client_id("gateway-7")
+    ///     .store(store)
+    ///     .start()
+    ///     .await?;
+    /// // Durable now, sent whenever the broker is reachable.
+    /// let _delivery = client.publish("site/7/boot", "1", QoS::AtLeastOnce).await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn start(self) -> Result<(Client, Messages), ClientError> {
         let (client, messages, _first) = self.launch(false).await?;
         Ok((client, messages))
