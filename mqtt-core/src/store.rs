@@ -234,6 +234,11 @@ impl Batch {
     pub fn is_empty(&self) -> bool {
         self.ops.is_empty()
     }
+
+    /// Appends every operation of `other`, after this batch's own.
+    pub fn append(&mut self, other: Batch) {
+        self.ops.extend(other.ops);
+    }
 }
 
 impl From<Vec<StoreOp>> for Batch {

@@ -1360,3 +1360,31 @@ async fn an_unread_inbox_holds_messages_without_losing_any() {
         assert_eq!(m.payload().as_ref(), format!("{i}").as_bytes());
     }
 }
+
+#[tokio::test]
+async fn a_completed_flow_leaves_the_store_soon_even_when_idle() {
+    let mut broker = Broker::new();
+    let store = MemoryStore::default();
+    let (client, _m, mut peer) = {
+        let b = builder(&broker, store.clone());
+        connected(&mut broker, b).await
+    };
+    let delivery = client.publish("t", "x", QoS::AtLeastOnce).await.unwrap();
+    let p = peer.publish().await;
+    assert_eq!(stored(&store).await.outbound.len(), 1);
+    peer.send(Packet::PubAck(PubAck::new(p.packet_id))).await;
+    assert_eq!(
+        timeout(WAIT, delivery).await.unwrap(),
+        Ok(ReasonCode::Success)
+    );
+    // The removal waits at most a few milliseconds for a commit to join.
+    timeout(WAIT, async {
+        while !stored(&store).await.outbound.is_empty() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the completed flow's record is removed");
+    let stats = client.stats();
+    assert_eq!(stats.commits, 3, "metadata, publish, removal: {stats:?}");
+}

@@ -30,9 +30,12 @@ use crate::packet::{
     Subscription, UnsubscribeProperties,
 };
 use crate::session::{DeliveryId, DeliveryTag, Event, RequestError, RequestId, Session};
-use crate::store::{Batch, SessionKey, SessionStore, StoreError};
+use crate::store::{Batch, SessionKey, SessionStore, StoreError, StoreOp};
 
 type Reply<T> = oneshot::Sender<Result<T, ClientError>>;
+
+/// How long the removal of a completed flow's record may wait for a commit to join.
+const DEFER_LIMIT: Duration = Duration::from_millis(20);
 
 /// What a handle asks of the driver.
 pub(crate) enum Command {
@@ -272,6 +275,10 @@ pub(crate) struct Driver {
     rng: u64,
     /// Publishes in the current (not yet polled) batch.
     batch_publishes: u64,
+    /// Operations polled and not yet committed (see `pump_with`), one batch per slot.
+    deferred: Vec<Batch>,
+    /// When the oldest of them was polled.
+    deferred_since: Option<Instant>,
 }
 
 /// What woke the loop.
@@ -388,6 +395,8 @@ impl Driver {
             primary,
             rng: parts.seed,
             batch_publishes: 0,
+            deferred: Vec::new(),
+            deferred_since: None,
             store: parts.store,
             settings,
         })
@@ -509,6 +518,9 @@ impl Driver {
         if let Some(d) = &self.disconnecting {
             at = at.min(d.deadline);
         }
+        if let Some(since) = self.deferred_since {
+            at = at.min(since + DEFER_LIMIT);
+        }
         at
     }
 
@@ -527,34 +539,70 @@ impl Driver {
     /// Polls every session; commits what they produced, or, with nothing to commit, writes
     /// their packets at once. Does nothing while a commit is in flight.
     async fn pump(&mut self) {
+        self.pump_with(false).await;
+    }
+
+    /// Like `pump`; `flush` commits deferred operations even when nothing else is due.
+    async fn pump_with(&mut self, flush: bool) {
         if self.commit.is_some() {
             return;
         }
         let now = Instant::now();
-        let mut batches: Vec<(SessionKey, Batch)> = Vec::new();
+        let mut urgent = false;
         let mut sends = Vec::new();
-        for (index, slot) in self.slots.iter_mut().enumerate() {
-            if let Some(output) = slot.session.poll_output(now) {
-                if !output.commit.is_empty() {
-                    batches.push((slot.key.clone(), output.commit));
-                }
-                if index == self.active {
-                    sends.extend(output.send);
-                }
-            }
+        if self.deferred.len() < self.slots.len() {
+            self.deferred.resize_with(self.slots.len(), Batch::new);
         }
+        for (index, slot) in self.slots.iter_mut().enumerate() {
+            let Some(output) = slot.session.poll_output(now) else {
+                continue;
+            };
+            if index == self.active {
+                sends.extend(output.send);
+            }
+            if output.commit.is_empty() {
+                continue;
+            }
+            // Removing the record of a completed flow protects nothing that is sent: it can
+            // wait for the next commit. A crash before then resends a publish the server
+            // already acknowledged (QoS 1: a duplicate QoS 1 allows; QoS 2: a PUBREL the server
+            // answers with PUBCOMP), never a loss.
+            let lazy = output
+                .commit
+                .ops()
+                .iter()
+                .all(|op| matches!(op, StoreOp::RemoveOutbound { .. }));
+            urgent |= !lazy;
+            if let Some(deferred) = self.deferred.get_mut(index) {
+                deferred.append(output.commit);
+            }
+            self.deferred_since.get_or_insert(now);
+        }
+        let deferred_ops: usize = self.deferred.iter().map(Batch::len).sum();
+        let due = self
+            .deferred_since
+            .is_some_and(|since| now >= since + DEFER_LIMIT);
+        let commit_now = deferred_ops > 0 && (urgent || flush || due || deferred_ops >= 4096);
         let waiters = std::mem::take(&mut self.waiters);
-        let publishes = std::mem::take(&mut self.batch_publishes);
-        if batches.is_empty() {
+        if !commit_now {
+            // Nothing here needs durability first.
             waiters.into_iter().for_each(Waiter::succeed);
             self.write(sends).await;
             return;
         }
-        let ops: usize = batches.iter().map(|(_, b)| b.len()).sum();
+        let publishes = std::mem::take(&mut self.batch_publishes);
+        let batches: Vec<(SessionKey, Batch)> = self
+            .slots
+            .iter()
+            .zip(self.deferred.iter_mut())
+            .filter(|(_, batch)| !batch.is_empty())
+            .map(|(slot, batch)| (slot.key.clone(), std::mem::take(batch)))
+            .collect();
+        self.deferred_since = None;
         self.stats.commits.fetch_add(1, Ordering::Relaxed);
         self.stats
             .committed_ops
-            .fetch_add(ops as u64, Ordering::Relaxed);
+            .fetch_add(deferred_ops as u64, Ordering::Relaxed);
         self.stats
             .committed_publishes
             .fetch_add(publishes, Ordering::Relaxed);
@@ -1424,7 +1472,7 @@ impl Driver {
                     self.on_commit(result).await;
                     continue;
                 }
-                self.pump().await;
+                self.pump_with(true).await;
                 if self.commit.is_none() {
                     break;
                 }

@@ -95,6 +95,15 @@ impl Session {
             self.send_publish(publish);
             return Ok(id);
         }
+        if publish.qos != QoS::AtMostOnce
+            && self.queue.is_empty()
+            && self.requests_waiting.is_empty()
+            && self.can_start_flow()
+        {
+            // It goes out now: stored once as a flow, never as a queue record.
+            self.start_flow(id, publish, false);
+            return Ok(id);
+        }
         let mut stored = publish.clone();
         stored.qos = QoS::AtMostOnce;
         let packet = encode(&stored)?;
@@ -156,57 +165,68 @@ impl Session {
                 }
                 continue;
             }
-            let Some(conn) = self.connection.as_mut() else {
-                return;
-            };
-            if conn.send_quota == 0 {
+            if !self.can_start_flow() {
                 return;
             }
-            let Some(packet_id) = self.ids.allocate() else {
+            let Some((id, publish)) = self.queue.pop_front() else {
                 return;
             };
-            let Some((id, mut publish)) = self.queue.pop_front() else {
-                return;
-            };
-            publish.packet_id = packet_id;
-            // Checked against the server's limits as they are now; the record is the packet.
-            let fits = self.codec.encoded_len(&Packet::Publish(publish.clone()));
-            let record = match fits.and_then(|_| encode(&publish)) {
-                Ok(bytes) => bytes,
-                Err(_) => {
-                    // Accepted when queued; it can only fail now against limits that changed.
-                    self.ids.remove(packet_id);
-                    self.pending.commit.push(StoreOp::RemoveQueue { seq: id });
-                    self.events.push_back(Event::Failed {
-                        id,
-                        reason: ReasonCode::PacketTooLarge,
-                    });
-                    continue;
-                }
-            };
-            if let Some(conn) = self.connection.as_mut() {
-                conn.send_quota -= 1;
-            }
-            // The flow keeps its delivery id as its sequence number: it orders retransmission
-            // by the order of acceptance, and the queue record goes in the same batch.
-            self.pending.commit.push(StoreOp::RemoveQueue { seq: id });
-            self.pending.commit.push(StoreOp::PutOutbound {
-                seq: id,
-                record: OutboundRecord::Publish(record),
-            });
-            self.send_publish(publish.clone());
-            self.by_packet_id.insert(packet_id, id);
-            self.flows.insert(
-                id,
-                Flow {
-                    id,
-                    packet_id,
-                    stage: Stage::Published(Box::new(publish)),
-                    sent: true,
-                    retransmit: true,
-                },
-            );
+            self.start_flow(id, publish, true);
         }
+    }
+
+    /// Whether a QoS 1/2 publish could be sent now: a connection, send quota, a free identifier.
+    fn can_start_flow(&self) -> bool {
+        self.connection.as_ref().is_some_and(|c| c.send_quota > 0) && self.ids.has_free()
+    }
+
+    /// Sends an accepted QoS 1/2 publish as a new flow, stored under its delivery id (which
+    /// orders retransmission by acceptance). `queued`: its queue record goes in the same batch.
+    /// Call only when [`Session::can_start_flow`].
+    fn start_flow(&mut self, id: DeliveryId, mut publish: Publish, queued: bool) {
+        let Some(packet_id) = self.ids.allocate() else {
+            return;
+        };
+        publish.packet_id = packet_id;
+        // Checked against the server's limits as they are now; the record is the packet.
+        let fits = self.codec.encoded_len(&Packet::Publish(publish.clone()));
+        let record = match fits.and_then(|_| encode(&publish)) {
+            Ok(bytes) => bytes,
+            Err(_) => {
+                // Accepted when queued; it can only fail now against limits that changed.
+                self.ids.remove(packet_id);
+                if queued {
+                    self.pending.commit.push(StoreOp::RemoveQueue { seq: id });
+                }
+                self.events.push_back(Event::Failed {
+                    id,
+                    reason: ReasonCode::PacketTooLarge,
+                });
+                return;
+            }
+        };
+        if let Some(conn) = self.connection.as_mut() {
+            conn.send_quota = conn.send_quota.saturating_sub(1);
+        }
+        if queued {
+            self.pending.commit.push(StoreOp::RemoveQueue { seq: id });
+        }
+        self.pending.commit.push(StoreOp::PutOutbound {
+            seq: id,
+            record: OutboundRecord::Publish(record),
+        });
+        self.send_publish(publish.clone());
+        self.by_packet_id.insert(packet_id, id);
+        self.flows.insert(
+            id,
+            Flow {
+                id,
+                packet_id,
+                stage: Stage::Published(Box::new(publish)),
+                sent: true,
+                retransmit: true,
+            },
+        );
     }
 
     /// Puts a first transmission on the wire, with a Topic Alias when one helps.
