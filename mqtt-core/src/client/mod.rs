@@ -101,6 +101,14 @@ pub enum ClientError {
     /// A server address is invalid.
     #[error(transparent)]
     Url(#[from] UrlError),
+    /// TLS settings could not be built (a file, a certificate, a key).
+    #[cfg(feature = "tls")]
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// The configuration asks for TLS, which this build lacks (feature `tls`).
+    #[cfg(not(feature = "tls"))]
+    #[error("TLS is configured but mooring was built without the `tls` feature")]
+    TlsUnavailable,
     /// The store failed: loading the session at start, or a commit. After a failed commit the
     /// client stops and the outcome of the publishes in that commit is unknown (each is in the
     /// store or not, whole); reopen the store and start again.

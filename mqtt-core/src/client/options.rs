@@ -473,7 +473,8 @@ impl ClientBuilder {
     }
 
     /// A builder from file configuration (see [`ClientConfig`]); add the store, then connect.
-    pub fn from_config(config: &ClientConfig) -> Self {
+    /// Fails when a TLS file named there cannot be read or parsed.
+    pub fn from_config(config: &ClientConfig) -> Result<Self, super::ClientError> {
         let mut b = Self::default()
             .client_id(config.client_id.clone())
             .clean_start(config.clean_start)
@@ -495,7 +496,28 @@ impl ClientBuilder {
         if let Some(max) = config.maximum_packet_size {
             b = b.maximum_packet_size(max);
         }
-        b
+        if let Some(tls) = &config.tls {
+            #[cfg(feature = "tls")]
+            {
+                let mut options = match &tls.ca_file {
+                    Some(path) => super::TlsOptions::with_ca_file(path)?,
+                    None => super::TlsOptions::system_roots()?,
+                };
+                if let (Some(cert), Some(key)) = (&tls.client_cert_file, &tls.client_key_file) {
+                    options = options.client_certificate_files(cert, key)?;
+                }
+                if let Some(name) = &tls.server_name {
+                    options = options.server_name(name.clone());
+                }
+                b = b.tls(options);
+            }
+            #[cfg(not(feature = "tls"))]
+            {
+                let _ = tls;
+                return Err(super::ClientError::TlsUnavailable);
+            }
+        }
+        Ok(b)
     }
 
     pub(crate) fn settings(&self) -> Result<Settings, super::ClientError> {
@@ -539,9 +561,9 @@ impl ClientBuilder {
 ///     "queue_limit": 50000,
 ///     "queue_full": "fail"
 /// }"#)?;
-/// let builder = mqtt_core::client::ClientBuilder::from_config(&config);
+/// let builder = mqtt_core::client::ClientBuilder::from_config(&config)?;
 /// # let _ = builder;
-/// # Ok::<(), serde_json::Error>(())
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -580,6 +602,22 @@ pub struct ClientConfig {
     pub queue_limit: usize,
     /// What a publish does when the queue is full: `"wait"` or `"fail"`.
     pub queue_full: QueuePolicy,
+    /// TLS files for `mqtts://` and `wss://` servers.
+    pub tls: Option<TlsFiles>,
+}
+
+/// TLS settings by file, for [`ClientConfig`].
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsFiles {
+    /// PEM file of the CA certificates to trust (the system's roots when absent).
+    pub ca_file: Option<std::path::PathBuf>,
+    /// PEM file of the client certificate chain.
+    pub client_cert_file: Option<std::path::PathBuf>,
+    /// PEM file of the client's private key.
+    pub client_key_file: Option<std::path::PathBuf>,
+    /// The name to verify the server's certificate against, instead of the host.
+    pub server_name: Option<String>,
 }
 
 impl std::fmt::Debug for ClientConfig {
@@ -613,6 +651,7 @@ impl Default for ClientConfig {
             reconnect: Backoff::default(),
             queue_limit: 100_000,
             queue_full: QueuePolicy::Wait,
+            tls: None,
         }
     }
 }
@@ -653,7 +692,7 @@ mod tests {
         assert_eq!(config.reconnect.maximum, Duration::from_secs(30));
         assert_eq!(config.queue_full, QueuePolicy::Fail);
         assert!(!format!("{config:?}").contains("s3cret"));
-        let b = ClientBuilder::from_config(&config);
+        let b = ClientBuilder::from_config(&config).unwrap();
         let s = b.settings().unwrap();
         assert_eq!(s.servers.len(), 2);
         assert_eq!(s.session.properties.receive_maximum, Some(10));
@@ -661,6 +700,17 @@ mod tests {
         assert_eq!(s.queue_policy, QueuePolicy::Fail);
         let unknown = serde_json::from_str::<ClientConfig>(r#"{"server":"x"}"#);
         assert!(unknown.is_err(), "unknown keys are refused");
+        let missing: ClientConfig = serde_json::from_str(
+            r#"{"servers":["mqtts://h"],"tls":{"ca_file":"/nonexistent.pem"}}"#,
+        )
+        .unwrap();
+        #[cfg(feature = "tls")]
+        {
+            let err = ClientBuilder::from_config(&missing).err().unwrap();
+            assert!(err.to_string().contains("/nonexistent.pem"), "{err}");
+        }
+        #[cfg(not(feature = "tls"))]
+        assert!(ClientBuilder::from_config(&missing).is_err());
     }
 
     #[test]
