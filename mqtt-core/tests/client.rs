@@ -97,6 +97,21 @@ impl Peer {
         connect
     }
 
+    /// Reads SUBSCRIBE and answers with `codes`.
+    async fn suback(&mut self, codes: Vec<ReasonCode>) -> Subscribe {
+        let sub = match self.recv().await {
+            Packet::Subscribe(s) => s,
+            other => panic!("expected SUBSCRIBE, got {other:?}"),
+        };
+        self.send(Packet::SubAck(SubAck {
+            packet_id: sub.packet_id,
+            properties: Default::default(),
+            reason_codes: codes,
+        }))
+        .await;
+        sub
+    }
+
     async fn publish(&mut self) -> Publish {
         match self.recv().await {
             Packet::Publish(p) => p,
@@ -231,6 +246,11 @@ async fn connected(
     peer.accept(false).await;
     let (client, messages) = timeout(WAIT, connecting).await.unwrap().unwrap().unwrap();
     (client, messages, peer)
+}
+
+async fn connected_default(broker: &mut Broker) -> (Client, Messages, Peer) {
+    let b = builder(broker, MemoryStore::default());
+    connected(broker, b).await
 }
 
 async fn stored(store: &MemoryStore) -> StoredSession {
@@ -687,35 +707,16 @@ async fn subscriptions_wait_for_a_connection_and_are_made_again_when_the_session
     });
     let mut peer = broker.next().await;
     peer.accept(false).await;
-    let sub = match peer.recv().await {
-        Packet::Subscribe(s) => s,
-        other => panic!("expected SUBSCRIBE, got {other:?}"),
-    };
+    let sub = peer.suback(vec![ReasonCode::GrantedQos1]).await;
     assert_eq!(sub.subscriptions[0].filter, "plant/+/t");
-    peer.send(Packet::SubAck(SubAck {
-        packet_id: sub.packet_id,
-        properties: Default::default(),
-        reason_codes: vec![ReasonCode::GrantedQos1],
-    }))
-    .await;
     assert_eq!(subscribing.await.unwrap().unwrap(), QoS::AtLeastOnce);
 
     let mut events = client.events();
     drop(peer);
     let mut peer = broker.next().await;
     peer.accept(false).await;
-    match peer.recv().await {
-        Packet::Subscribe(s) => {
-            assert_eq!(s.subscriptions[0].filter, "plant/+/t");
-            peer.send(Packet::SubAck(SubAck {
-                packet_id: s.packet_id,
-                properties: Default::default(),
-                reason_codes: vec![ReasonCode::GrantedQos2],
-            }))
-            .await;
-        }
-        other => panic!("expected the SUBSCRIBE again, got {other:?}"),
-    }
+    let again = peer.suback(vec![ReasonCode::GrantedQos2]).await;
+    assert_eq!(again.subscriptions[0].filter, "plant/+/t");
     next_event(&mut events, |e| {
         matches!(
             e,
@@ -753,24 +754,12 @@ async fn subscriptions_wait_for_a_connection_and_are_made_again_when_the_session
 #[tokio::test]
 async fn a_refused_subscription_is_an_error() {
     let mut broker = Broker::new();
-    let (client, _m, mut peer) = {
-        let b = builder(&broker, MemoryStore::default());
-        connected(&mut broker, b)
-    }
-    .await;
+    let (client, _m, mut peer) = connected_default(&mut broker).await;
     let subscribing = tokio::spawn({
         let client = client.clone();
         async move { client.subscribe("secret/#", QoS::AtLeastOnce).await }
     });
-    let Packet::Subscribe(Subscribe { packet_id, .. }) = peer.recv().await else {
-        panic!("expected SUBSCRIBE")
-    };
-    peer.send(Packet::SubAck(SubAck {
-        packet_id,
-        properties: Default::default(),
-        reason_codes: vec![ReasonCode::NotAuthorized],
-    }))
-    .await;
+    peer.suback(vec![ReasonCode::NotAuthorized]).await;
     assert!(matches!(
         subscribing.await.unwrap(),
         Err(ClientError::SubscribeRefused {
@@ -783,11 +772,7 @@ async fn a_refused_subscription_is_an_error() {
 #[tokio::test]
 async fn disconnect_drains_in_flight_then_sends_disconnect() {
     let mut broker = Broker::new();
-    let (client, _m, mut peer) = {
-        let b = builder(&broker, MemoryStore::default());
-        connected(&mut broker, b)
-    }
-    .await;
+    let (client, _m, mut peer) = connected_default(&mut broker).await;
     let delivery = client.publish("d", "x", QoS::AtLeastOnce).await.unwrap();
     let disconnecting = tokio::spawn({
         let client = client.clone();
@@ -828,11 +813,7 @@ async fn disconnect_after_the_drain_timeout_keeps_the_rest_in_the_store() {
 #[tokio::test]
 async fn dropping_every_handle_disconnects() {
     let mut broker = Broker::new();
-    let (client, messages, mut peer) = {
-        let b = builder(&broker, MemoryStore::default());
-        connected(&mut broker, b)
-    }
-    .await;
+    let (client, messages, mut peer) = connected_default(&mut broker).await;
     drop(client);
     drop(messages);
     assert!(matches!(peer.recv().await, Packet::Disconnect(_)));
@@ -897,26 +878,14 @@ async fn invalid_publishes_are_refused_and_nothing_is_stored() {
 #[tokio::test]
 async fn request_response_matches_by_correlation_data() {
     let mut broker = Broker::new();
-    let (client, mut messages, mut peer) = {
-        let b = builder(&broker, MemoryStore::default());
-        connected(&mut broker, b)
-    }
-    .await;
+    let (client, mut messages, mut peer) = connected_default(&mut broker).await;
     assert_eq!(client.response_topic(), "mooring/response/gw");
     let requesting = tokio::spawn({
         let client = client.clone();
         async move { client.request("svc/time", "now?", WAIT).await }
     });
-    let Packet::Subscribe(sub) = peer.recv().await else {
-        panic!("expected SUBSCRIBE of the response topic")
-    };
+    let sub = peer.suback(vec![ReasonCode::GrantedQos1]).await;
     assert_eq!(sub.subscriptions[0].filter, "mooring/response/gw");
-    peer.send(Packet::SubAck(SubAck {
-        packet_id: sub.packet_id,
-        properties: Default::default(),
-        reason_codes: vec![ReasonCode::GrantedQos1],
-    }))
-    .await;
     let request = peer.publish().await;
     assert_eq!(
         request.properties.response_topic.as_deref(),
@@ -953,19 +922,22 @@ async fn request_response_matches_by_correlation_data() {
     assert_eq!(p.properties.correlation_data.as_deref(), Some(&b"c1"[..]));
 }
 
-#[tokio::test]
-async fn servers_are_tried_in_order_and_sessions_are_kept_per_server() {
-    let mut broker = Broker::new();
-    *broker.fake.refuse_host.lock().unwrap() = Some("a".into());
-    let store = MemoryStore::default();
-    let b = Client::builder()
+fn two_servers(broker: &Broker, store: &MemoryStore) -> mqtt_core::client::ClientBuilder {
+    Client::builder()
         .server("mqtt://a:1883")
         .server("mqtt://b:1883")
         .client_id("gw")
         .store(store.clone())
         .connector(broker.connector())
-        .reconnect(fast_backoff());
-    let connecting = tokio::spawn(b.connect());
+        .reconnect(fast_backoff())
+}
+
+#[tokio::test]
+async fn servers_are_tried_in_order_and_sessions_are_kept_per_server() {
+    let mut broker = Broker::new();
+    *broker.fake.refuse_host.lock().unwrap() = Some("a".into());
+    let store = MemoryStore::default();
+    let connecting = tokio::spawn(two_servers(&broker, &store).connect());
     let (host, mut peer) = broker.next_from().await;
     assert_eq!(host, "b");
     peer.accept(false).await;
@@ -994,14 +966,7 @@ async fn servers_are_tried_in_order_and_sessions_are_kept_per_server() {
 async fn a_cluster_scope_shares_one_session() {
     let mut broker = Broker::new();
     let store = MemoryStore::default();
-    let b = Client::builder()
-        .server("mqtt://a:1883")
-        .server("mqtt://b:1883")
-        .cluster_scope("plant-cluster")
-        .client_id("gw")
-        .store(store.clone())
-        .connector(broker.connector())
-        .reconnect(fast_backoff());
+    let b = two_servers(&broker, &store).cluster_scope("plant-cluster");
     let connecting = tokio::spawn(b.connect());
     let (_, mut peer) = broker.next_from().await;
     peer.accept(false).await;
@@ -1129,11 +1094,7 @@ async fn the_router_dispatches_by_filter_and_subscription_id() {
 #[tokio::test]
 async fn server_disconnect_is_reported_with_its_reference() {
     let mut broker = Broker::new();
-    let (client, _m, mut peer) = {
-        let b = builder(&broker, MemoryStore::default());
-        connected(&mut broker, b)
-    }
-    .await;
+    let (client, _m, mut peer) = connected_default(&mut broker).await;
     let mut events = client.events();
     let mut d = Disconnect::new(ReasonCode::UseAnotherServer);
     d.properties.server_reference = Some("mqtt://other".into());
@@ -1188,11 +1149,7 @@ async fn a_stored_session_resumes_after_a_restart() {
 #[tokio::test]
 async fn subscribe_with_properties_reaches_the_server() {
     let mut broker = Broker::new();
-    let (client, _m, mut peer) = {
-        let b = builder(&broker, MemoryStore::default());
-        connected(&mut broker, b)
-    }
-    .await;
+    let (client, _m, mut peer) = connected_default(&mut broker).await;
     let subscribing = tokio::spawn({
         let client = client.clone();
         async move {
@@ -1211,17 +1168,11 @@ async fn subscribe_with_properties_reaches_the_server() {
                 .await
         }
     });
-    let Packet::Subscribe(sub) = peer.recv().await else {
-        panic!("expected SUBSCRIBE")
-    };
+    let sub = peer
+        .suback(vec![ReasonCode::GrantedQos1, ReasonCode::Success])
+        .await;
     assert_eq!(sub.properties.subscription_identifier, Some(9));
     assert_eq!(sub.subscriptions.len(), 2);
-    peer.send(Packet::SubAck(SubAck {
-        packet_id: sub.packet_id,
-        properties: Default::default(),
-        reason_codes: vec![ReasonCode::GrantedQos1, ReasonCode::Success],
-    }))
-    .await;
     let info = subscribing.await.unwrap().unwrap();
     assert_eq!(
         info.reason_codes,
@@ -1291,23 +1242,12 @@ async fn a_server_that_never_answers_connect_times_out() {
 #[tokio::test]
 async fn a_lost_session_is_one_event_with_what_was_resent_and_resubscribed() {
     let mut broker = Broker::new();
-    let (client, _m, mut peer) = {
-        let b = builder(&broker, MemoryStore::default());
-        connected(&mut broker, b).await
-    };
+    let (client, _m, mut peer) = connected_default(&mut broker).await;
     let subscribing = tokio::spawn({
         let client = client.clone();
         async move { client.subscribe("s", QoS::AtLeastOnce).await }
     });
-    let Packet::Subscribe(sub) = peer.recv().await else {
-        panic!("expected SUBSCRIBE")
-    };
-    peer.send(Packet::SubAck(SubAck {
-        packet_id: sub.packet_id,
-        properties: Default::default(),
-        reason_codes: vec![ReasonCode::GrantedQos1],
-    }))
-    .await;
+    peer.suback(vec![ReasonCode::GrantedQos1]).await;
     subscribing.await.unwrap().unwrap();
     let delivery = client.publish("t", "x", QoS::AtLeastOnce).await.unwrap();
     peer.publish().await;

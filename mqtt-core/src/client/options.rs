@@ -145,6 +145,7 @@ pub(crate) type Hook =
 pub(crate) type AuthenticatorFactory = Arc<dyn Fn() -> Box<dyn Authenticator> + Send + Sync>;
 
 /// Everything the driver needs, fixed at build time.
+#[derive(Clone)]
 pub(crate) struct Settings {
     pub(crate) servers: Vec<ServerUrl>,
     pub(crate) session: SessionOptions,
@@ -172,24 +173,13 @@ pub(crate) struct Settings {
 /// publishers wait when full.
 #[must_use]
 pub struct ClientBuilder {
+    /// Server addresses as given; parsed when the client starts.
     pub(crate) servers: Vec<String>,
-    pub(crate) session: SessionOptions,
     pub(crate) store: Option<Arc<dyn SessionStore>>,
-    pub(crate) cluster_scope: Option<String>,
-    pub(crate) backoff: Backoff,
-    pub(crate) connect_timeout: Duration,
-    pub(crate) write_timeout: Duration,
-    pub(crate) drain_timeout: Duration,
-    pub(crate) queue_limit: usize,
-    pub(crate) queue_policy: QueuePolicy,
     pub(crate) command_capacity: usize,
-    pub(crate) inbox_capacity: usize,
-    pub(crate) transport: TransportOptions,
-    pub(crate) connector: Option<Arc<dyn Connector>>,
-    pub(crate) hook: Option<Hook>,
-    pub(crate) authenticator: Option<AuthenticatorFactory>,
-    pub(crate) resubscribe: bool,
     pub(crate) response_topic: Option<String>,
+    /// Everything else, as the driver will get it.
+    pub(crate) settings: Settings,
 }
 
 impl Default for ClientBuilder {
@@ -198,23 +188,26 @@ impl Default for ClientBuilder {
         session.properties.session_expiry_interval = Some(86_400);
         Self {
             servers: Vec::new(),
-            session,
             store: None,
-            cluster_scope: None,
-            backoff: Backoff::default(),
-            connect_timeout: Duration::from_secs(10),
-            write_timeout: Duration::from_secs(30),
-            drain_timeout: Duration::from_secs(5),
-            queue_limit: 100_000,
-            queue_policy: QueuePolicy::Wait,
             command_capacity: 1024,
-            inbox_capacity: 1024,
-            transport: TransportOptions::default(),
-            connector: None,
-            hook: None,
-            authenticator: None,
-            resubscribe: true,
             response_topic: None,
+            settings: Settings {
+                servers: Vec::new(),
+                session,
+                cluster_scope: None,
+                backoff: Backoff::default(),
+                connect_timeout: Duration::from_secs(10),
+                write_timeout: Duration::from_secs(30),
+                drain_timeout: Duration::from_secs(5),
+                queue_limit: 100_000,
+                queue_policy: QueuePolicy::Wait,
+                inbox_capacity: 1024,
+                transport: TransportOptions::default(),
+                connector: None,
+                hook: None,
+                authenticator: None,
+                resubscribe: true,
+            },
         }
     }
 }
@@ -244,7 +237,7 @@ impl ClientBuilder {
     /// The client identifier. Empty (the default) lets the server assign one; the assigned
     /// identifier is stored and reused.
     pub fn client_id(mut self, id: impl Into<String>) -> Self {
-        self.session.client_id = id.into();
+        self.settings.session.client_id = id.into();
         self
     }
 
@@ -263,83 +256,84 @@ impl ClientBuilder {
     /// All servers are one cluster with shared session state: one session, named `scope`,
     /// follows the client from server to server.
     pub fn cluster_scope(mut self, scope: impl Into<String>) -> Self {
-        self.cluster_scope = Some(scope.into());
+        self.settings.cluster_scope = Some(scope.into());
         self
     }
 
     /// How long the server keeps the session after the connection ends (Session Expiry
     /// Interval; whole seconds). Zero ends the session with the connection.
     pub fn session_expiry(mut self, expiry: Duration) -> Self {
-        self.session.properties.session_expiry_interval = Some(secs_u32(expiry));
+        self.settings.session.properties.session_expiry_interval = Some(secs_u32(expiry));
         self
     }
 
     /// Start without the server's session state on the first connection (Clean Start 1).
     /// Later reconnects always resume.
     pub fn clean_start(mut self, clean: bool) -> Self {
-        self.session.clean_start = clean;
+        self.settings.session.clean_start = clean;
         self
     }
 
     /// The keep alive interval (whole seconds; zero turns it off).
     pub fn keep_alive(mut self, interval: Duration) -> Self {
-        self.session.keep_alive = secs_u16(interval);
+        self.settings.session.keep_alive = secs_u16(interval);
         self
     }
 
     /// How long to wait for PINGRESP before the connection counts as dead.
     pub fn ping_timeout(mut self, timeout: Duration) -> Self {
-        self.session.ping_timeout = timeout;
+        self.settings.session.ping_timeout = timeout;
         self
     }
 
     /// The user name and password of CONNECT.
     pub fn credentials(mut self, username: impl Into<String>, password: impl Into<Bytes>) -> Self {
-        self.session.username = Some(username.into());
-        self.session.password = Some(password.into());
+        self.settings.session.username = Some(username.into());
+        self.settings.session.password = Some(password.into());
         self
     }
 
     /// The Will Message (use its `properties.will_delay_interval` for a delay).
     pub fn will(mut self, will: Will) -> Self {
-        self.session.will = Some(will);
+        self.settings.session.will = Some(will);
         self
     }
 
     /// Acknowledge inbound QoS 1/2 messages only when the application calls
     /// [`Message::ack`](super::Message::ack).
     pub fn manual_ack(mut self, manual: bool) -> Self {
-        self.session.manual_ack = manual;
+        self.settings.session.manual_ack = manual;
         self
     }
 
     /// How many unacknowledged QoS 1/2 messages the server may send at once (Receive Maximum).
     pub fn receive_maximum(mut self, maximum: u16) -> Self {
-        self.session.properties.receive_maximum = Some(maximum.max(1));
+        self.settings.session.properties.receive_maximum = Some(maximum.max(1));
         self
     }
 
     /// The largest packet the client accepts (Maximum Packet Size).
     pub fn maximum_packet_size(mut self, bytes: u32) -> Self {
-        self.session.properties.maximum_packet_size = Some(bytes.max(1));
+        self.settings.session.properties.maximum_packet_size = Some(bytes.max(1));
         self
     }
 
     /// How many Topic Aliases the server may use towards the client (0, the default, none).
     pub fn topic_alias_maximum(mut self, maximum: u16) -> Self {
-        self.session.properties.topic_alias_maximum = (maximum > 0).then_some(maximum);
+        self.settings.session.properties.topic_alias_maximum = (maximum > 0).then_some(maximum);
         self
     }
 
     /// Use Topic Aliases towards the server when it allows them (on by default).
     pub fn topic_aliases(mut self, on: bool) -> Self {
-        self.session.topic_aliases = on;
+        self.settings.session.topic_aliases = on;
         self
     }
 
     /// Adds a User Property to CONNECT.
     pub fn user_property(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
-        self.session
+        self.settings
+            .session
             .properties
             .user_properties
             .push(UserProperty::new(name, value));
@@ -348,40 +342,43 @@ impl ClientBuilder {
 
     /// Ask the server for Response Information in CONNACK.
     pub fn request_response_information(mut self, on: bool) -> Self {
-        self.session.properties.request_response_information = Some(on);
+        self.settings
+            .session
+            .properties
+            .request_response_information = Some(on);
         self
     }
 
     /// The reconnect policy.
     pub fn reconnect(mut self, backoff: Backoff) -> Self {
-        self.backoff = backoff;
+        self.settings.backoff = backoff;
         self
     }
 
     /// The time allowed for one attempt, from dialling to CONNACK.
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
-        self.connect_timeout = timeout;
+        self.settings.connect_timeout = timeout;
         self
     }
 
     /// The time a write may take before the connection counts as dead (a stalled peer).
     pub fn write_timeout(mut self, timeout: Duration) -> Self {
-        self.write_timeout = timeout;
+        self.settings.write_timeout = timeout;
         self
     }
 
     /// How long [`Client::disconnect`](super::Client::disconnect) waits for messages in
     /// flight and queued to be acknowledged before it sends DISCONNECT anyway.
     pub fn drain_timeout(mut self, timeout: Duration) -> Self {
-        self.drain_timeout = timeout;
+        self.settings.drain_timeout = timeout;
         self
     }
 
     /// The most publishes the durable queue holds (waiting for a connection, an identifier or
     /// send quota), and what happens to a publish beyond it.
     pub fn queue_limit(mut self, limit: usize, policy: QueuePolicy) -> Self {
-        self.queue_limit = limit.max(1);
-        self.queue_policy = policy;
+        self.settings.queue_limit = limit.max(1);
+        self.settings.queue_policy = policy;
         self
     }
 
@@ -395,20 +392,21 @@ impl ClientBuilder {
     /// How many received messages wait for the application before the client stops reading
     /// from the network.
     pub fn inbox_capacity(mut self, capacity: usize) -> Self {
-        self.inbox_capacity = capacity.max(1);
+        self.settings.inbox_capacity = capacity.max(1);
         self
     }
 
     /// TLS settings for `mqtts://` and `wss://` (the system's roots without this).
     #[cfg(feature = "tls")]
     pub fn tls(mut self, tls: super::TlsOptions) -> Self {
-        self.transport.tls = Some(tls);
+        self.settings.transport.tls = Some(tls);
         self
     }
 
     /// Adds an HTTP header to the WebSocket upgrade request.
     pub fn websocket_header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
-        self.transport
+        self.settings
+            .transport
             .websocket_headers
             .push((name.into(), value.into()));
         self
@@ -416,7 +414,7 @@ impl ClientBuilder {
 
     /// Opens byte streams with `connector` instead of TCP.
     pub fn connector(mut self, connector: impl Connector) -> Self {
-        self.connector = Some(Arc::new(connector));
+        self.settings.connector = Some(Arc::new(connector));
         self
     }
 
@@ -445,7 +443,7 @@ impl ClientBuilder {
         F: Fn(ConnectAttempt) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<ConnectAttempt, HookError>> + Send + 'static,
     {
-        self.hook = Some(Arc::new(move |attempt| Box::pin(hook(attempt))));
+        self.settings.hook = Some(Arc::new(move |attempt| Box::pin(hook(attempt))));
         self
     }
 
@@ -454,14 +452,14 @@ impl ClientBuilder {
     where
         F: Fn() -> Box<dyn Authenticator> + Send + Sync + 'static,
     {
-        self.authenticator = Some(Arc::new(make));
+        self.settings.authenticator = Some(Arc::new(make));
         self
     }
 
     /// Subscribe again to everything subscribed so far when a server has no session for the
     /// client (on by default).
     pub fn resubscribe(mut self, on: bool) -> Self {
-        self.resubscribe = on;
+        self.settings.resubscribe = on;
         self
     }
 
@@ -487,9 +485,9 @@ impl ClientBuilder {
             .connect_timeout(Duration::from_millis(config.connect_timeout_ms))
             .queue_limit(config.queue_limit, config.queue_full);
         b.servers = config.servers.clone();
-        b.cluster_scope = config.cluster_scope.clone();
-        b.session.username = config.username.clone();
-        b.session.password = config.password.clone().map(Bytes::from);
+        b.settings.cluster_scope = config.cluster_scope.clone();
+        b.settings.session.username = config.username.clone();
+        b.settings.session.password = config.password.clone().map(Bytes::from);
         if let Some(max) = config.receive_maximum {
             b = b.receive_maximum(max);
         }
@@ -531,20 +529,7 @@ impl ClientBuilder {
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Settings {
             servers,
-            session: self.session.clone(),
-            cluster_scope: self.cluster_scope.clone(),
-            backoff: self.backoff.clone(),
-            connect_timeout: self.connect_timeout,
-            write_timeout: self.write_timeout,
-            drain_timeout: self.drain_timeout,
-            queue_limit: self.queue_limit,
-            queue_policy: self.queue_policy,
-            inbox_capacity: self.inbox_capacity,
-            transport: self.transport.clone(),
-            connector: self.connector.clone(),
-            hook: self.hook.clone(),
-            authenticator: self.authenticator.clone(),
-            resubscribe: self.resubscribe,
+            ..self.settings.clone()
         })
     }
 }
