@@ -8,3 +8,4 @@
 
 pub mod crash_batches;
 pub mod mosquitto;
+pub mod proxy;

@@ -1,0 +1,234 @@
+//! The gateway of the crash-safety proof (`tests/crash_proof.rs`), killed with SIGKILL at random
+//! moments and started again on the same store.
+//!
+//! Usage: `gateway_child STORE PATH URL DIR QOS TASKS PER_TASK PACE_MS`
+//!
+//! - Publishes `PER_TASK` numbered messages from each of `TASKS` tasks on `proof/out/<task>`,
+//!   payload `"<task> <n> <incarnation>"`, and appends that line to `DIR/accepted` (fsync'd)
+//!   once `publish` returned, that is once the message is durable. Each start continues after
+//!   the last accepted number of each task.
+//! - Consumes `proof/in` with manual ack: a number not yet in `DIR/consumed` is appended there
+//!   (fsync'd) before the ack; after the ack returned it goes to `DIR/acked`. A delivery of a
+//!   number already in `acked` is appended to `DIR/redelivered` (at QoS 2 the client must never
+//!   do that).
+//! - Prints `SUBSCRIBED` once its subscription is granted and `PUBLISHED` once every task is
+//!   done; disconnects cleanly and exits when its standard input closes.
+#![forbid(unsafe_code)]
+
+use std::collections::{BTreeMap, HashSet};
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use mooring::store::{RedbStore, SessionStore, SledStore, StoreError};
+use mooring::{Backoff, Client, Messages, QoS};
+
+type Error = Box<dyn std::error::Error + Send + Sync>;
+
+struct Args {
+    store: String,
+    path: PathBuf,
+    url: String,
+    dir: PathBuf,
+    qos: QoS,
+    tasks: u32,
+    per_task: u64,
+    pace: Duration,
+}
+
+fn args() -> Result<Args, Error> {
+    let a: Vec<String> = std::env::args().skip(1).collect();
+    let [store, path, url, dir, qos, tasks, per_task, pace] = a.as_slice() else {
+        return Err("usage: gateway_child STORE PATH URL DIR QOS TASKS PER_TASK PACE_MS".into());
+    };
+    Ok(Args {
+        store: store.clone(),
+        path: path.into(),
+        url: url.clone(),
+        dir: dir.into(),
+        qos: match qos.as_str() {
+            "1" => QoS::AtLeastOnce,
+            "2" => QoS::ExactlyOnce,
+            other => return Err(format!("QoS must be 1 or 2, not {other}").into()),
+        },
+        tasks: tasks.parse()?,
+        per_task: per_task.parse()?,
+        pace: Duration::from_millis(pace.parse()?),
+    })
+}
+
+/// An append-only file of lines, each made durable before `append` returns.
+struct Ledger(Mutex<File>);
+
+impl Ledger {
+    fn open(path: &Path) -> Result<Self, Error> {
+        Ok(Self(Mutex::new(
+            OpenOptions::new().create(true).append(true).open(path)?,
+        )))
+    }
+
+    fn append(&self, line: &str) -> Result<(), Error> {
+        let mut file = self.0.lock().map_err(|_| "ledger lock poisoned")?;
+        file.write_all(format!("{line}\n").as_bytes())?;
+        file.sync_data()?;
+        Ok(())
+    }
+}
+
+/// The complete lines of a ledger (a kill cannot tear a small write, but skip a partial one).
+pub fn lines(path: &Path) -> Vec<String> {
+    let Ok(file) = File::open(path) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    let mut reader = BufReader::new(file);
+    let mut line = String::new();
+    while reader.read_line(&mut line).unwrap_or(0) > 0 {
+        if line.ends_with('\n') {
+            out.push(line.trim_end().to_owned());
+        }
+        line.clear();
+    }
+    out
+}
+
+fn open_store(kind: &str, path: &Path) -> Result<Arc<dyn SessionStore>, Error> {
+    // The previous incarnation's file lock may outlive it by a moment.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let opened: Result<Arc<dyn SessionStore>, StoreError> = match kind {
+            "redb" => RedbStore::open(path).map(|s| Arc::new(s) as Arc<dyn SessionStore>),
+            "sled" => SledStore::open(path).map(|s| Arc::new(s) as Arc<dyn SessionStore>),
+            other => return Err(format!("unknown store {other}").into()),
+        };
+        match opened {
+            Err(StoreError::Locked { .. }) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            other => return Ok(other?),
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("gateway_child: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("gateway_child: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> Result<(), Error> {
+    let a = args()?;
+    std::fs::create_dir_all(&a.dir)?;
+    let incarnation = lines(&a.dir.join("incarnation")).len() as u64;
+    Ledger::open(&a.dir.join("incarnation"))?.append("start")?;
+    let mut next: BTreeMap<u32, u64> = BTreeMap::new();
+    for line in lines(&a.dir.join("accepted")) {
+        let mut parts = line.split(' ');
+        if let (Some(t), Some(n)) = (parts.next(), parts.next()) {
+            let (t, n): (u32, u64) = (t.parse()?, n.parse()?);
+            let e = next.entry(t).or_insert(0);
+            *e = (*e).max(n + 1);
+        }
+    }
+    let store = open_store(&a.store, &a.path)?;
+    let (client, messages) = Client::builder()
+        .server(a.url.clone())
+        .client_id("proof-gateway")
+        .store_arc(store)
+        .manual_ack(true)
+        .session_expiry(Duration::from_secs(86_400))
+        .keep_alive(Duration::from_secs(5))
+        .ping_timeout(Duration::from_secs(2))
+        .reconnect(Backoff {
+            initial: Duration::from_millis(20),
+            maximum: Duration::from_millis(300),
+            ..Backoff::default()
+        })
+        .start()
+        .await?;
+
+    let consumer = tokio::spawn(consume(messages, a.dir.clone()));
+    client.subscribe("proof/in", a.qos).await?;
+    println!("SUBSCRIBED");
+
+    let accepted = Arc::new(Ledger::open(&a.dir.join("accepted"))?);
+    let mut tasks = Vec::new();
+    for t in 0..a.tasks {
+        let client = client.clone();
+        let accepted = accepted.clone();
+        let from = next.get(&t).copied().unwrap_or(0);
+        let (per_task, qos, pace) = (a.per_task, a.qos, a.pace);
+        tasks.push(tokio::spawn(async move {
+            let mut deliveries = Vec::new();
+            for n in from..per_task {
+                let line = format!("{t} {n} {incarnation}");
+                let delivery = client
+                    .publish(format!("proof/out/{t}"), line.clone(), qos)
+                    .await?;
+                accepted.append(&line)?;
+                deliveries.push(delivery);
+                tokio::time::sleep(pace).await;
+            }
+            for d in deliveries {
+                d.await?;
+            }
+            Ok::<(), Error>(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    println!("PUBLISHED");
+
+    // Run until standard input closes, then stop cleanly.
+    tokio::task::spawn_blocking(|| {
+        let mut sink = String::new();
+        while std::io::stdin().read_line(&mut sink).unwrap_or(0) > 0 {
+            sink.clear();
+        }
+    })
+    .await?;
+    client.disconnect().await?;
+    consumer.abort();
+    Ok(())
+}
+
+async fn consume(mut messages: Messages, dir: PathBuf) -> Result<(), Error> {
+    let consumed_ledger = Ledger::open(&dir.join("consumed"))?;
+    let acked_ledger = Ledger::open(&dir.join("acked"))?;
+    let redelivered = Ledger::open(&dir.join("redelivered"))?;
+    let mut consumed: HashSet<String> = lines(&dir.join("consumed")).into_iter().collect();
+    let mut acked: HashSet<String> = lines(&dir.join("acked")).into_iter().collect();
+    while let Some(message) = messages.recv().await {
+        let n = String::from_utf8_lossy(message.payload()).into_owned();
+        if acked.contains(&n) {
+            redelivered.append(&n)?;
+        }
+        if consumed.insert(n.clone()) {
+            consumed_ledger.append(&n)?;
+        }
+        message.ack().await?;
+        if acked.insert(n.clone()) {
+            acked_ledger.append(&n)?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,158 @@
+//! A fault-injecting TCP proxy between a client and a broker: pass through, cut every
+//! connection, refuse new ones, stall (a black hole), delay, or deliver in 1-byte fragments.
+//!
+//! It runs on its own threads so that any test (async or not) can use it; it stops when
+//! dropped.
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread;
+use std::time::Duration;
+
+/// What the proxy does with traffic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Forward everything at once.
+    Pass,
+    /// Close new connections as soon as they are accepted.
+    Refuse,
+    /// Hold every byte (both ways) until the mode changes: a black hole.
+    Stall,
+    /// Hold each chunk this long before forwarding it.
+    Delay(Duration),
+    /// Forward one byte per write.
+    Fragment,
+}
+
+struct Shared {
+    fault: Mutex<Fault>,
+    streams: Mutex<Vec<TcpStream>>,
+    stopped: AtomicBool,
+}
+
+impl Shared {
+    fn fault(&self) -> Fault {
+        *lock(&self.fault)
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The proxy. Point the client at [`FaultProxy::url`].
+pub struct FaultProxy {
+    port: u16,
+    shared: Arc<Shared>,
+}
+
+impl FaultProxy {
+    /// Listens on an ephemeral port of 127.0.0.1 and forwards to `target`.
+    pub fn start(target: SocketAddr) -> io::Result<Self> {
+        let listener = TcpListener::bind("127.0.0.1:0")?;
+        let port = listener.local_addr()?.port();
+        let shared = Arc::new(Shared {
+            fault: Mutex::new(Fault::Pass),
+            streams: Mutex::new(Vec::new()),
+            stopped: AtomicBool::new(false),
+        });
+        let accept_shared = shared.clone();
+        thread::spawn(move || {
+            for client in listener.incoming() {
+                if accept_shared.stopped.load(Ordering::SeqCst) {
+                    return;
+                }
+                let Ok(client) = client else { continue };
+                if accept_shared.fault() == Fault::Refuse {
+                    let _ = client.shutdown(Shutdown::Both);
+                    continue;
+                }
+                let Ok(server) = TcpStream::connect(target) else {
+                    let _ = client.shutdown(Shutdown::Both);
+                    continue;
+                };
+                let _ = client.set_nodelay(true);
+                let _ = server.set_nodelay(true);
+                let pair = (client.try_clone(), server.try_clone());
+                let (Ok(client2), Ok(server2)) = pair else {
+                    continue;
+                };
+                {
+                    let mut streams = lock(&accept_shared.streams);
+                    if let (Ok(a), Ok(b)) = (client.try_clone(), server.try_clone()) {
+                        streams.push(a);
+                        streams.push(b);
+                    }
+                }
+                let up = accept_shared.clone();
+                let down = accept_shared.clone();
+                thread::spawn(move || pump(client, server2, &up));
+                thread::spawn(move || pump(server, client2, &down));
+            }
+        });
+        Ok(Self { port, shared })
+    }
+
+    /// The address to give the client.
+    pub fn url(&self) -> String {
+        format!("mqtt://127.0.0.1:{}", self.port)
+    }
+
+    /// Changes what happens to traffic from now on.
+    pub fn set(&self, fault: Fault) {
+        *lock(&self.shared.fault) = fault;
+    }
+
+    /// Closes every open connection at once (both directions), as a network cut does.
+    pub fn cut(&self) {
+        for stream in lock(&self.shared.streams).drain(..) {
+            let _ = stream.shutdown(Shutdown::Both);
+        }
+    }
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        self.shared.stopped.store(true, Ordering::SeqCst);
+        self.cut();
+        // Wake the accept loop so that it sees `stopped`.
+        let _ = TcpStream::connect(("127.0.0.1", self.port));
+    }
+}
+
+/// Copies `from` to `to`, applying the current fault to each chunk.
+fn pump(mut from: TcpStream, mut to: TcpStream, shared: &Shared) {
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        let Some(chunk) = buf.get(..n) else { break };
+        loop {
+            match shared.fault() {
+                Fault::Stall if !shared.stopped.load(Ordering::SeqCst) => {
+                    thread::sleep(Duration::from_millis(5));
+                    continue;
+                }
+                Fault::Delay(d) => thread::sleep(d),
+                _ => {}
+            }
+            break;
+        }
+        let written = if shared.fault() == Fault::Fragment {
+            chunk
+                .iter()
+                .try_for_each(|b| to.write_all(std::slice::from_ref(b)).and_then(|()| to.flush()))
+        } else {
+            to.write_all(chunk)
+        };
+        if written.is_err() {
+            break;
+        }
+    }
+    let _ = to.shutdown(Shutdown::Write);
+    let _ = from.shutdown(Shutdown::Read);
+}

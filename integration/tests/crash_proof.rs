@@ -1,0 +1,376 @@
+//! The crash-safety proof: a gateway process (`gateway_child`) publishes numbered messages from
+//! several tasks and consumes a numbered stream with manual ack, while this test kills it with
+//! SIGKILL at random moments, cuts its network and restarts the broker (persistence on). At the
+//! end an independent subscriber and the gateway's own ledgers are checked:
+//!
+//! - QoS 2: every message the gateway reported accepted arrived exactly once, in per-task
+//!   order, and no message arrived twice; every number sent to the gateway was consumed, and
+//!   none was delivered again after its ack returned.
+//! - QoS 1: nothing accepted is missing and nothing sent is unconsumed; duplicates are allowed
+//!   and counted.
+//!
+//! `CRASH_KILLS` (default 20 at QoS 2, 10 at QoS 1), `CRASH_SEED` (replays a run) and
+//! `CRASH_STORE` (run one store only) tune it; `scripts/crash.sh STORE N` runs a long one.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use integration::mosquitto::{Mosquitto, MosquittoConfig};
+use integration::proxy::FaultProxy;
+use mooring::store::MemoryStore;
+use mooring::{Client, QoS};
+
+const TASKS: u32 = 4;
+/// Messages per publishing task and numbers sent to the gateway, per kill: enough work that
+/// the gateway is busy at every kill (it is alive 250 ms on average between kills).
+const PER_TASK_PER_KILL: u64 = 20;
+const INBOUND_PER_KILL: u64 = 50;
+
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+}
+
+struct Gateway {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    subscribed: Arc<AtomicBool>,
+    published: Arc<AtomicBool>,
+}
+
+fn spawn_gateway(store: &str, dir: &Path, url: &str, qos: u8, per_task: u64) -> Gateway {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gateway_child"))
+        .arg(store)
+        .arg(dir.join(format!("gateway.{store}")))
+        .arg(url)
+        .arg(dir.join("ledgers"))
+        .arg(qos.to_string())
+        .arg(TASKS.to_string())
+        .arg(per_task.to_string())
+        .arg("2")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("gateway_child starts");
+    let subscribed = Arc::new(AtomicBool::new(false));
+    let published = Arc::new(AtomicBool::new(false));
+    let stdout = child.stdout.take().unwrap();
+    let (s, p) = (subscribed.clone(), published.clone());
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            match line.as_str() {
+                "SUBSCRIBED" => s.store(true, Ordering::SeqCst),
+                "PUBLISHED" => p.store(true, Ordering::SeqCst),
+                _ => {}
+            }
+        }
+    });
+    let stdin = child.stdin.take();
+    Gateway {
+        child,
+        stdin,
+        subscribed,
+        published,
+    }
+}
+
+impl Gateway {
+    fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn ledger(dir: &Path, name: &str) -> Vec<String> {
+    let text = std::fs::read_to_string(dir.join("ledgers").join(name)).unwrap_or_default();
+    // Only complete lines count.
+    let complete = text.rsplit_once('\n').map_or("", |(done, _)| done);
+    complete
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+async fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[derive(Debug, Default)]
+struct Report {
+    expected: u64,
+    kills: u32,
+    cuts: u32,
+    broker_restarts: u32,
+    accepted: usize,
+    arrived: usize,
+    unrecorded_arrivals: usize,
+    duplicates: usize,
+    missing: usize,
+    order_violations: usize,
+    consumed: usize,
+    unconsumed: usize,
+    redelivered_after_ack: usize,
+}
+
+async fn prove(store: &str, qos: QoS, kills: u32, seed: u64) -> Report {
+    let qos_n: u8 = if qos == QoS::ExactlyOnce { 2 } else { 1 };
+    println!("crash proof: store {store}, QoS {qos_n}, {kills} kills, CRASH_SEED={seed}");
+    let mut rng = Rng(seed | 1);
+    let dir = tempfile::tempdir().unwrap();
+    let mut broker = Mosquitto::with_config(&MosquittoConfig {
+        persistence: true,
+        extra: vec!["max_queued_messages 0".into()],
+        ..MosquittoConfig::default()
+    })
+    .unwrap();
+    let proxy = FaultProxy::start(SocketAddr::from(([127, 0, 0, 1], broker.port()))).unwrap();
+    let fast = mooring::Backoff {
+        initial: Duration::from_millis(20),
+        maximum: Duration::from_millis(300),
+        ..mooring::Backoff::default()
+    };
+
+    // The independent subscriber: a persistent session straight to the broker.
+    let (subscriber, mut inbox) = Client::builder()
+        .server(broker.url())
+        .client_id("proof-subscriber")
+        .store(MemoryStore::default())
+        .reconnect(fast.clone())
+        .connect()
+        .await
+        .unwrap();
+    subscriber.subscribe("proof/out/#", qos).await.unwrap();
+    let arrivals = Arc::new(Mutex::new(Vec::<String>::new()));
+    let collector = tokio::spawn({
+        let arrivals = arrivals.clone();
+        async move {
+            while let Some(m) = inbox.recv().await {
+                let line = String::from_utf8_lossy(m.payload()).into_owned();
+                arrivals.lock().unwrap().push(line);
+            }
+        }
+    });
+
+    let mut report = Report::default();
+    let per_task = PER_TASK_PER_KILL * u64::from(kills.max(1));
+    let inbound = INBOUND_PER_KILL * u64::from(kills.max(1));
+    report.expected = u64::from(TASKS) * per_task;
+    let mut gateway = spawn_gateway(store, dir.path(), &proxy.url(), qos_n, per_task);
+    let subscribed = gateway.subscribed.clone();
+    wait_for("the first subscription", Duration::from_secs(20), || {
+        subscribed.load(Ordering::SeqCst)
+    })
+    .await;
+
+    // The feeder: numbered messages for the gateway, paced over the run.
+    let (feeder, _feeder_inbox) = Client::builder()
+        .server(broker.url())
+        .client_id("proof-feeder")
+        .store(MemoryStore::default())
+        .reconnect(fast)
+        .connect()
+        .await
+        .unwrap();
+    let feeding = tokio::spawn({
+        let feeder = feeder.clone();
+        async move {
+            let mut deliveries = Vec::new();
+            for n in 0..inbound {
+                deliveries.push(feeder.publish("proof/in", n.to_string(), qos).await.unwrap());
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            for d in deliveries {
+                d.await.unwrap();
+            }
+        }
+    });
+
+    for kill in 0..kills {
+        let alive = Duration::from_millis(50 + rng.below(400));
+        let cut_at = (kill % 3 == 1).then(|| alive / 2);
+        match cut_at {
+            Some(half) => {
+                tokio::time::sleep(half).await;
+                proxy.cut();
+                report.cuts += 1;
+                tokio::time::sleep(alive - half).await;
+            }
+            None => tokio::time::sleep(alive).await,
+        }
+        gateway.kill();
+        report.kills += 1;
+        if kill % 5 == 4 {
+            tokio::task::block_in_place(|| {
+                broker.stop();
+                broker.restart().unwrap();
+            });
+            report.broker_restarts += 1;
+        }
+        gateway = spawn_gateway(store, dir.path(), &proxy.url(), qos_n, per_task);
+    }
+
+    // The last run finishes the work and stops cleanly.
+    let published = gateway.published.clone();
+    wait_for("every task to finish", Duration::from_secs(120), || {
+        published.load(Ordering::SeqCst)
+    })
+    .await;
+    timeout_join(feeding, "the feeder").await;
+    let d = dir.path().to_owned();
+    wait_for("every number to be consumed", Duration::from_secs(120), || {
+        ledger(&d, "consumed").len() as u64 >= inbound
+    })
+    .await;
+    let accepted: HashSet<String> = ledger(dir.path(), "accepted").into_iter().collect();
+    let arrived_all = || {
+        let got: HashSet<String> = arrivals.lock().unwrap().iter().cloned().collect();
+        accepted.is_subset(&got)
+    };
+    // Whatever is still missing after this is reported as missing.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !arrived_all() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(gateway.stdin.take());
+    let status = tokio::task::block_in_place(|| gateway.child.wait()).unwrap();
+    assert!(status.success(), "the last gateway run exits cleanly: {status}");
+    // Late duplicates would show up now.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    subscriber.disconnect().await.unwrap();
+    feeder.disconnect().await.unwrap();
+    collector.abort();
+
+    let arrivals = arrivals.lock().unwrap().clone();
+    let mut counts: HashMap<&str, usize> = HashMap::new();
+    for a in &arrivals {
+        *counts.entry(a.as_str()).or_default() += 1;
+    }
+    report.accepted = accepted.len();
+    report.arrived = arrivals.len();
+    report.duplicates = counts.values().map(|c| c - 1).sum();
+    report.missing = accepted.iter().filter(|a| !counts.contains_key(a.as_str())).count();
+    report.unrecorded_arrivals = counts.keys().filter(|a| !accepted.contains(**a)).count();
+    let mut last: BTreeMap<u64, (u64, u64)> = BTreeMap::new();
+    for a in &arrivals {
+        let v: Vec<u64> = a.split(' ').map(|x| x.parse().unwrap()).collect();
+        let (t, key) = (v[0], (v[1], v[2]));
+        if let Some(prev) = last.insert(t, key) {
+            if key <= prev {
+                report.order_violations += 1;
+            }
+        }
+    }
+    let consumed = ledger(dir.path(), "consumed");
+    let unique: HashSet<&String> = consumed.iter().collect();
+    assert_eq!(unique.len(), consumed.len(), "the consumed ledger has no repeats");
+    report.consumed = consumed.len();
+    report.unconsumed = (0..inbound)
+        .filter(|n| !unique.contains(&n.to_string()))
+        .count();
+    report.redelivered_after_ack = ledger(dir.path(), "redelivered").len();
+    println!("{report:?}");
+    report
+}
+
+async fn timeout_join(task: tokio::task::JoinHandle<()>, what: &str) {
+    tokio::time::timeout(Duration::from_secs(120), task)
+        .await
+        .unwrap_or_else(|_| panic!("{what} did not finish"))
+        .unwrap();
+}
+
+fn settings(default_kills: u32) -> (u32, u64) {
+    let kills = std::env::var("CRASH_KILLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default_kills);
+    let seed = std::env::var("CRASH_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_nanos() as u64)
+        });
+    (kills, seed)
+}
+
+fn selected(store: &str) -> bool {
+    std::env::var("CRASH_STORE").map_or(true, |s| s == store)
+}
+
+async fn exactly_once(store: &str) {
+    if !selected(store) {
+        return;
+    }
+    let (kills, seed) = settings(20);
+    let r = prove(store, QoS::ExactlyOnce, kills, seed).await;
+    assert_eq!(r.missing, 0, "accepted messages lost: {r:?}");
+    assert_eq!(r.duplicates, 0, "messages arrived twice: {r:?}");
+    assert_eq!(r.order_violations, 0, "per-task order broken: {r:?}");
+    assert_eq!(r.unconsumed, 0, "numbers sent to the gateway never consumed: {r:?}");
+    assert_eq!(r.redelivered_after_ack, 0, "delivered again after the ack: {r:?}");
+    assert_eq!(r.accepted as u64, r.expected, "every publish was accepted in the end: {r:?}");
+}
+
+async fn at_least_once(store: &str) {
+    if !selected(store) {
+        return;
+    }
+    let (kills, seed) = settings(10);
+    let r = prove(store, QoS::AtLeastOnce, kills, seed).await;
+    assert_eq!(r.missing, 0, "accepted messages lost: {r:?}");
+    assert_eq!(r.unconsumed, 0, "numbers sent to the gateway never consumed: {r:?}");
+    println!(
+        "QoS 1 on {store}: {} duplicates at the subscriber, {} redeliveries after ack",
+        r.duplicates, r.redelivered_after_ack
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redb_qos2_exactly_once_across_kills_cuts_and_broker_restarts() {
+    exactly_once("redb").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sled_qos2_exactly_once_across_kills_cuts_and_broker_restarts() {
+    exactly_once("sled").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redb_qos1_at_least_once_across_kills() {
+    at_least_once("redb").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sled_qos1_at_least_once_across_kills() {
+    at_least_once("sled").await;
+}

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# The end-to-end crash-safety proof, long: a gateway process publishing and consuming numbered
+# QoS 2 (then QoS 1) messages is killed N times with SIGKILL (default 200), its network cut and
+# the broker restarted between kills; then every message is checked (see
+# integration/tests/crash_proof.rs).
+# Usage: scripts/crash.sh STORE [N]    STORE: redb | sled    (CRASH_SEED=... replays a run)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+store=${1:?usage: scripts/crash.sh redb|sled [N]}
+CRASH_STORE=$store CRASH_KILLS=${2:-200} cargo test --release -p integration --test crash_proof \
+  -- --nocapture --test-threads 1 "$store"
