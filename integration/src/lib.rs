@@ -8,4 +8,5 @@
 
 pub mod crash_batches;
 pub mod mosquitto;
+pub mod pki;
 pub mod proxy;

@@ -18,6 +18,12 @@ pub struct MosquittoConfig {
     pub max_packet_size: Option<u32>,
     /// Also listen for MQTT over WebSocket.
     pub websockets: bool,
+    /// Also listen for MQTT over TLS with a PKI made for the test ([`Mosquitto::pki`]).
+    pub tls: bool,
+    /// With `tls`: refuse clients without a certificate signed by the test CA.
+    pub require_client_certificate: bool,
+    /// Only these users (name, password) may connect; anonymous clients are refused.
+    pub users: Vec<(String, String)>,
     /// Extra lines appended to the config.
     pub extra: Vec<String>,
 }
@@ -28,6 +34,8 @@ pub struct Mosquitto {
     child: Option<Child>,
     port: u16,
     ws_port: Option<u16>,
+    tls_port: Option<u16>,
+    pki: Option<crate::pki::Pki>,
     dir: tempfile::TempDir,
     config_path: PathBuf,
 }
@@ -52,13 +60,49 @@ impl Mosquitto {
         } else {
             None
         };
+        let tls_port = if config.tls { Some(free_port()?) } else { None };
+        let pki = if config.tls {
+            Some(crate::pki::Pki::generate(dir.path(), "mosquitto")?)
+        } else {
+            None
+        };
         let mut text = String::new();
         // Run as the invoking user even as root: the test's directory is ours.
-        text.push_str("user root\n");
-        text.push_str("per_listener_settings false\nallow_anonymous true\n");
+        text.push_str("user root\nper_listener_settings false\n");
+        if config.users.is_empty() {
+            text.push_str("allow_anonymous true\n");
+        } else {
+            let passwords = dir.path().join("passwords");
+            std::fs::write(&passwords, "")?;
+            for (user, password) in &config.users {
+                let status = Command::new("mosquitto_passwd")
+                    .arg("-b")
+                    .arg(&passwords)
+                    .arg(user)
+                    .arg(password)
+                    .stdout(Stdio::null())
+                    .status()?;
+                if !status.success() {
+                    return Err(io::Error::other("mosquitto_passwd failed"));
+                }
+            }
+            text.push_str(&format!(
+                "allow_anonymous false\npassword_file {}\n",
+                passwords.display()
+            ));
+        }
         text.push_str(&format!("listener {port} 127.0.0.1\n"));
         if let Some(ws) = ws_port {
             text.push_str(&format!("listener {ws} 127.0.0.1\nprotocol websockets\n"));
+        }
+        if let (Some(tls), Some(pki)) = (tls_port, &pki) {
+            text.push_str(&format!(
+                "listener {tls} 127.0.0.1\ncafile {}\ncertfile {}\nkeyfile {}\nrequire_certificate {}\n",
+                pki.ca.display(),
+                pki.server_cert.display(),
+                pki.server_key.display(),
+                config.require_client_certificate
+            ));
         }
         if config.persistence {
             text.push_str(&format!(
@@ -88,6 +132,8 @@ impl Mosquitto {
             child: None,
             port,
             ws_port,
+            tls_port,
+            pki,
             dir,
             config_path,
         };
@@ -103,6 +149,16 @@ impl Mosquitto {
     /// The `ws://127.0.0.1:port/mqtt` address, if WebSockets are on.
     pub fn ws_url(&self) -> Option<String> {
         self.ws_port.map(|p| format!("ws://127.0.0.1:{p}/mqtt"))
+    }
+
+    /// The `mqtts://localhost:port` address, if TLS is on.
+    pub fn tls_url(&self) -> Option<String> {
+        self.tls_port.map(|p| format!("mqtts://localhost:{p}"))
+    }
+
+    /// The test PKI, if TLS is on.
+    pub fn pki(&self) -> Option<&crate::pki::Pki> {
+        self.pki.as_ref()
     }
 
     /// The TCP port.
@@ -154,7 +210,10 @@ impl Mosquitto {
                 .is_ok_and(|s| s.local_addr().is_ok_and(|local| local != addr))
         };
         loop {
-            if listening(self.port) && self.ws_port.is_none_or(listening) {
+            if listening(self.port)
+                && self.ws_port.is_none_or(listening)
+                && self.tls_port.is_none_or(listening)
+            {
                 return Ok(());
             }
             if let Some(child) = self.child.as_mut() {

@@ -6,7 +6,7 @@
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
 use std::time::Duration;
@@ -30,6 +30,7 @@ struct Shared {
     fault: Mutex<Fault>,
     streams: Mutex<Vec<TcpStream>>,
     stopped: AtomicBool,
+    to_server: AtomicU64,
 }
 
 impl Shared {
@@ -57,6 +58,7 @@ impl FaultProxy {
             fault: Mutex::new(Fault::Pass),
             streams: Mutex::new(Vec::new()),
             stopped: AtomicBool::new(false),
+            to_server: AtomicU64::new(0),
         });
         let accept_shared = shared.clone();
         thread::spawn(move || {
@@ -88,8 +90,8 @@ impl FaultProxy {
                 }
                 let up = accept_shared.clone();
                 let down = accept_shared.clone();
-                thread::spawn(move || pump(client, server2, &up));
-                thread::spawn(move || pump(server, client2, &down));
+                thread::spawn(move || pump(client, server2, &up, true));
+                thread::spawn(move || pump(server, client2, &down, false));
             }
         });
         Ok(Self { port, shared })
@@ -103,6 +105,11 @@ impl FaultProxy {
     /// Changes what happens to traffic from now on.
     pub fn set(&self, fault: Fault) {
         *lock(&self.shared.fault) = fault;
+    }
+
+    /// Bytes the client sent towards the server so far.
+    pub fn bytes_to_server(&self) -> u64 {
+        self.shared.to_server.load(Ordering::Relaxed)
     }
 
     /// Closes every open connection at once (both directions), as a network cut does.
@@ -123,7 +130,7 @@ impl Drop for FaultProxy {
 }
 
 /// Copies `from` to `to`, applying the current fault to each chunk.
-fn pump(mut from: TcpStream, mut to: TcpStream, shared: &Shared) {
+fn pump(mut from: TcpStream, mut to: TcpStream, shared: &Shared, to_server: bool) {
     let mut buf = [0u8; 16 * 1024];
     loop {
         let n = match from.read(&mut buf) {
@@ -131,6 +138,9 @@ fn pump(mut from: TcpStream, mut to: TcpStream, shared: &Shared) {
             Ok(n) => n,
         };
         let Some(chunk) = buf.get(..n) else { break };
+        if to_server {
+            shared.to_server.fetch_add(n as u64, Ordering::Relaxed);
+        }
         loop {
             match shared.fault() {
                 Fault::Stall if !shared.stopped.load(Ordering::SeqCst) => {
@@ -143,9 +153,10 @@ fn pump(mut from: TcpStream, mut to: TcpStream, shared: &Shared) {
             break;
         }
         let written = if shared.fault() == Fault::Fragment {
-            chunk
-                .iter()
-                .try_for_each(|b| to.write_all(std::slice::from_ref(b)).and_then(|()| to.flush()))
+            chunk.iter().try_for_each(|b| {
+                to.write_all(std::slice::from_ref(b))
+                    .and_then(|()| to.flush())
+            })
         } else {
             to.write_all(chunk)
         };

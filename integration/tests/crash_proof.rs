@@ -204,7 +204,12 @@ async fn prove(store: &str, qos: QoS, kills: u32, seed: u64) -> Report {
         async move {
             let mut deliveries = Vec::new();
             for n in 0..inbound {
-                deliveries.push(feeder.publish("proof/in", n.to_string(), qos).await.unwrap());
+                deliveries.push(
+                    feeder
+                        .publish("proof/in", n.to_string(), qos)
+                        .await
+                        .unwrap(),
+                );
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
             for d in deliveries {
@@ -245,9 +250,11 @@ async fn prove(store: &str, qos: QoS, kills: u32, seed: u64) -> Report {
     .await;
     timeout_join(feeding, "the feeder").await;
     let d = dir.path().to_owned();
-    wait_for("every number to be consumed", Duration::from_secs(120), || {
-        ledger(&d, "consumed").len() as u64 >= inbound
-    })
+    wait_for(
+        "every number to be consumed",
+        Duration::from_secs(120),
+        || ledger(&d, "consumed").len() as u64 >= inbound,
+    )
     .await;
     let accepted: HashSet<String> = ledger(dir.path(), "accepted").into_iter().collect();
     let arrived_all = || {
@@ -261,7 +268,10 @@ async fn prove(store: &str, qos: QoS, kills: u32, seed: u64) -> Report {
     }
     drop(gateway.stdin.take());
     let status = tokio::task::block_in_place(|| gateway.child.wait()).unwrap();
-    assert!(status.success(), "the last gateway run exits cleanly: {status}");
+    assert!(
+        status.success(),
+        "the last gateway run exits cleanly: {status}"
+    );
     // Late duplicates would show up now.
     tokio::time::sleep(Duration::from_millis(500)).await;
     subscriber.disconnect().await.unwrap();
@@ -276,7 +286,10 @@ async fn prove(store: &str, qos: QoS, kills: u32, seed: u64) -> Report {
     report.accepted = accepted.len();
     report.arrived = arrivals.len();
     report.duplicates = counts.values().map(|c| c - 1).sum();
-    report.missing = accepted.iter().filter(|a| !counts.contains_key(a.as_str())).count();
+    report.missing = accepted
+        .iter()
+        .filter(|a| !counts.contains_key(a.as_str()))
+        .count();
     report.unrecorded_arrivals = counts.keys().filter(|a| !accepted.contains(**a)).count();
     let mut last: BTreeMap<u64, (u64, u64)> = BTreeMap::new();
     for a in &arrivals {
@@ -290,7 +303,11 @@ async fn prove(store: &str, qos: QoS, kills: u32, seed: u64) -> Report {
     }
     let consumed = ledger(dir.path(), "consumed");
     let unique: HashSet<&String> = consumed.iter().collect();
-    assert_eq!(unique.len(), consumed.len(), "the consumed ledger has no repeats");
+    assert_eq!(
+        unique.len(),
+        consumed.len(),
+        "the consumed ledger has no repeats"
+    );
     report.consumed = consumed.len();
     report.unconsumed = (0..inbound)
         .filter(|n| !unique.contains(&n.to_string()))
@@ -336,9 +353,18 @@ async fn exactly_once(store: &str) {
     assert_eq!(r.missing, 0, "accepted messages lost: {r:?}");
     assert_eq!(r.duplicates, 0, "messages arrived twice: {r:?}");
     assert_eq!(r.order_violations, 0, "per-task order broken: {r:?}");
-    assert_eq!(r.unconsumed, 0, "numbers sent to the gateway never consumed: {r:?}");
-    assert_eq!(r.redelivered_after_ack, 0, "delivered again after the ack: {r:?}");
-    assert_eq!(r.accepted as u64, r.expected, "every publish was accepted in the end: {r:?}");
+    assert_eq!(
+        r.unconsumed, 0,
+        "numbers sent to the gateway never consumed: {r:?}"
+    );
+    assert_eq!(
+        r.redelivered_after_ack, 0,
+        "delivered again after the ack: {r:?}"
+    );
+    assert_eq!(
+        r.accepted as u64, r.expected,
+        "every publish was accepted in the end: {r:?}"
+    );
 }
 
 async fn at_least_once(store: &str) {
@@ -348,7 +374,10 @@ async fn at_least_once(store: &str) {
     let (kills, seed) = settings(10);
     let r = prove(store, QoS::AtLeastOnce, kills, seed).await;
     assert_eq!(r.missing, 0, "accepted messages lost: {r:?}");
-    assert_eq!(r.unconsumed, 0, "numbers sent to the gateway never consumed: {r:?}");
+    assert_eq!(
+        r.unconsumed, 0,
+        "numbers sent to the gateway never consumed: {r:?}"
+    );
     println!(
         "QoS 1 on {store}: {} duplicates at the subscriber, {} redeliveries after ack",
         r.duplicates, r.redelivered_after_ack

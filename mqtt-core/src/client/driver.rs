@@ -1406,7 +1406,7 @@ impl Driver {
             // Nothing to drain towards: stop; the store keeps what is pending.
             if !matches!(self.phase, Phase::Stopped) {
                 if let Some(mut link) = self.link.take() {
-                    link.close().await;
+                    let _ = tokio::time::timeout(Duration::from_secs(1), link.close()).await;
                 }
                 self.phase = Phase::Stopped;
             }
@@ -1479,7 +1479,7 @@ impl Driver {
             }
         }
         if let Some(link) = self.link.as_mut() {
-            link.close().await;
+            let _ = tokio::time::timeout(Duration::from_secs(1), link.close()).await;
         }
         self.link = None;
         let stopped = || ClientError::Stopped;

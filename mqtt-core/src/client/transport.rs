@@ -130,15 +130,24 @@ impl Link {
         }
     }
 
-    /// Closes the stream politely (TLS close_notify, WebSocket close frame).
+    /// Closes the stream politely: ends the sending side (TLS close_notify, WebSocket close
+    /// frame), then reads and discards until the server closes its side. Closing with unread
+    /// bytes would make the kernel send RST, and a peer that gets RST may drop what it had
+    /// received and not yet processed (the acks sent just before DISCONNECT). The caller
+    /// bounds the time.
     pub(crate) async fn close(&mut self) {
         match self {
             Self::Stream(s) => {
-                let _ = s.shutdown().await;
+                if s.shutdown().await.is_ok() {
+                    let mut sink = [0u8; 1024];
+                    while matches!(s.read(&mut sink).await, Ok(n) if n > 0) {}
+                }
             }
             #[cfg(feature = "websocket")]
             Self::WebSocket(ws) => {
-                let _ = ws.close(None).await;
+                if ws.close(None).await.is_ok() {
+                    while let Some(Ok(_)) = futures_util::StreamExt::next(ws.as_mut()).await {}
+                }
             }
         }
     }

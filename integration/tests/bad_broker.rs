@@ -1,0 +1,224 @@
+//! A broker that misbehaves, over real TCP: malformed packets, protocol violations and abrupt
+//! closes. Each time the client must send DISCONNECT with the right reason code (where one is
+//! due), report the loss, reconnect, and lose no stored message: a QoS 1 publish left
+//! unacknowledged before the fault is retransmitted after it, from the durable store.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use std::time::Duration;
+
+use bytes::BytesMut;
+use mooring::packet::{Codec, ConnAck, Decoded, Packet, PubAck, Publish, QoS, ReasonCode};
+use mooring::store::{RedbStore, SessionKey, SessionStore};
+use mooring::{Client, ClientEvent};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::timeout;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+struct Conn {
+    stream: TcpStream,
+    buf: BytesMut,
+}
+
+impl Conn {
+    async fn recv(&mut self) -> Option<Packet> {
+        timeout(WAIT, async {
+            loop {
+                if let Decoded::Packet(p) = Codec::default().decode(&mut self.buf).unwrap() {
+                    return Some(p);
+                }
+                if self.stream.read_buf(&mut self.buf).await.ok()? == 0 {
+                    return None;
+                }
+            }
+        })
+        .await
+        .expect("the client answers in time")
+    }
+
+    async fn send(&mut self, packet: Packet) {
+        let mut out = BytesMut::new();
+        Codec::default().encode(&packet, &mut out).unwrap();
+        self.stream.write_all(&out).await.unwrap();
+    }
+
+    async fn accept(listener: &TcpListener, session_present: bool) -> Self {
+        let (stream, _) = timeout(WAIT, listener.accept()).await.unwrap().unwrap();
+        let mut conn = Self {
+            stream,
+            buf: BytesMut::new(),
+        };
+        assert!(matches!(conn.recv().await, Some(Packet::Connect(_))));
+        conn.send(Packet::ConnAck(Box::new(ConnAck::new(session_present))))
+            .await;
+        conn
+    }
+}
+
+/// What the broker does wrong, and the DISCONNECT reason the client must answer with.
+enum Fault {
+    Bytes(&'static [u8], ReasonCode),
+    Packet(Packet, ReasonCode),
+    TooManyQos2,
+    Oversized,
+    AbruptClose,
+}
+
+fn publish(topic: &str, qos: QoS, packet_id: u16, payload: Vec<u8>) -> Packet {
+    let mut p = Publish::new(topic, payload);
+    p.qos = qos;
+    p.packet_id = packet_id;
+    Packet::Publish(p)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_fault_gets_its_reason_code_and_no_stored_message_is_lost() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("mqtt://{}", listener.local_addr().unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let store = RedbStore::open(dir.path().join("bad.redb")).unwrap();
+    let connecting = tokio::spawn(
+        Client::builder()
+            .server(url.clone())
+            .client_id("victim")
+            .store(store.clone())
+            .receive_maximum(2)
+            .maximum_packet_size(1024)
+            .reconnect(mooring::Backoff {
+                initial: Duration::from_millis(10),
+                maximum: Duration::from_millis(50),
+                ..mooring::Backoff::default()
+            })
+            .connect(),
+    );
+    let mut conn = Conn::accept(&listener, false).await;
+    let (client, _messages) = connecting.await.unwrap().unwrap();
+    let mut events = client.events();
+
+    // PUBREL for an identifier the client never saw is no violation: PUBCOMP 0x92.
+    conn.send(Packet::PubRel(PubAck::new(4242))).await;
+    match conn.recv().await {
+        Some(Packet::PubComp(c)) => {
+            assert_eq!(
+                (c.packet_id, c.reason_code),
+                (4242, ReasonCode::PacketIdentifierNotFound)
+            )
+        }
+        other => panic!("expected PUBCOMP, got {other:?}"),
+    }
+
+    let faults = vec![
+        // A PUBLISH with QoS 3.
+        Fault::Bytes(&[0x36, 0x02, 0x00, 0x00], ReasonCode::MalformedPacket),
+        // A Remaining Length that never ends.
+        Fault::Bytes(
+            &[0x30, 0xff, 0xff, 0xff, 0xff, 0x01],
+            ReasonCode::MalformedPacket,
+        ),
+        Fault::Packet(
+            Packet::ConnAck(Box::new(ConnAck::new(true))),
+            ReasonCode::ProtocolError,
+        ),
+        Fault::Packet(
+            {
+                let mut p = Publish::new("", "x");
+                p.properties.topic_alias = Some(3);
+                Packet::Publish(p)
+            },
+            ReasonCode::TopicAliasInvalid,
+        ),
+        Fault::TooManyQos2,
+        Fault::Oversized,
+        Fault::AbruptClose,
+    ];
+    let mut kept = 0;
+    for fault in faults {
+        // A message in flight when the fault hits: stored, unacknowledged.
+        let delivery = client
+            .publish("kept", format!("{kept}"), QoS::AtLeastOnce)
+            .await
+            .unwrap();
+        let first = match conn.recv().await {
+            Some(Packet::Publish(p)) => p,
+            other => panic!("expected PUBLISH, got {other:?}"),
+        };
+        let expected = match fault {
+            Fault::Bytes(bytes, reason) => {
+                conn.stream.write_all(bytes).await.unwrap();
+                Some(reason)
+            }
+            Fault::Packet(packet, reason) => {
+                conn.send(packet).await;
+                Some(reason)
+            }
+            Fault::TooManyQos2 => {
+                for id in 1..=3 {
+                    conn.send(publish("in", QoS::ExactlyOnce, id, b"x".to_vec()))
+                        .await;
+                }
+                Some(ReasonCode::ReceiveMaximumExceeded)
+            }
+            Fault::Oversized => {
+                conn.send(publish("in", QoS::AtMostOnce, 0, vec![0u8; 2000]))
+                    .await;
+                Some(ReasonCode::PacketTooLarge)
+            }
+            Fault::AbruptClose => {
+                // The connection ends without DISCONNECT.
+                conn.stream.shutdown().await.unwrap();
+                None
+            }
+        };
+        if let Some(reason) = expected {
+            // Acks of the QoS 2 messages may come first; the DISCONNECT follows.
+            loop {
+                match conn.recv().await {
+                    Some(Packet::Disconnect(d)) => {
+                        assert_eq!(d.reason_code, reason);
+                        break;
+                    }
+                    Some(Packet::PubRec(_)) => {}
+                    other => panic!("expected DISCONNECT {reason:?}, got {other:?}"),
+                }
+            }
+        }
+        timeout(WAIT, async {
+            while !matches!(
+                events.recv().await.unwrap(),
+                ClientEvent::ConnectionLost { .. }
+            ) {}
+        })
+        .await
+        .expect("the loss is reported");
+        conn = Conn::accept(&listener, true).await;
+        let again = match conn.recv().await {
+            Some(Packet::Publish(p)) => p,
+            other => panic!("expected the retransmission, got {other:?}"),
+        };
+        assert!(again.dup);
+        assert_eq!(
+            (again.packet_id, &again.payload),
+            (first.packet_id, &first.payload)
+        );
+        conn.send(Packet::PubAck(PubAck::new(again.packet_id)))
+            .await;
+        assert_eq!(
+            timeout(WAIT, delivery).await.unwrap(),
+            Ok(ReasonCode::Success)
+        );
+        kept += 1;
+    }
+    client.disconnect().await.unwrap();
+    let left = store.load(&SessionKey::new(url, "victim")).await.unwrap();
+    assert!(
+        left.outbound.is_empty() && left.queue.is_empty(),
+        "{left:?}"
+    );
+    assert_eq!(kept, 7);
+}
