@@ -6,6 +6,9 @@ cd "$(dirname "$0")/.."
 
 step() { printf '\n==> %s\n' "$*"; }
 
+# The tests against a real broker spawn their own mosquitto.
+bash scripts/install-mosquitto.sh
+
 step "cargo fmt --all -- --check"
 cargo fmt --all -- --check
 

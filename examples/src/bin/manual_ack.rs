@@ -1,0 +1,62 @@
+//! A consumer that acknowledges a message only after its own work is durable: each job is
+//! appended to a journal and fsync'd, then acked. If the process dies before the ack, the broker
+//! sends the job again; after the ack, never.
+//!
+//! `MQTT_URL=mqtt://127.0.0.1:1883 cargo run -p examples --bin manual_ack`
+#![forbid(unsafe_code)]
+
+use std::io::Write;
+use std::time::Duration;
+
+use mooring::store::MemoryStore;
+use mooring::{Client, QoS};
+
+const JOBS: usize = 5;
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let url = std::env::var("MQTT_URL").unwrap_or_else(|_| "mqtt://127.0.0.1:1883".into());
+    let dir = tempfile::tempdir()?;
+    let journal_path = dir.path().join("journal");
+    let (worker, mut jobs) = Client::builder()
+        .server(url.clone())
+        .client_id("mooring-worker")
+        .store(MemoryStore::default()) // a durable store in production: acks survive crashes
+        .manual_ack(true)
+        .connect()
+        .await?;
+    worker.subscribe("jobs/#", QoS::ExactlyOnce).await?;
+
+    // Something to do: a producer posts a few jobs.
+    let (producer, _m) = Client::builder()
+        .server(url)
+        .client_id("mooring-job-producer")
+        .store(MemoryStore::default())
+        .connect()
+        .await?;
+    for i in 0..JOBS {
+        producer
+            .publish("jobs/resize", format!("image-{i}.png"), QoS::ExactlyOnce)
+            .await?
+            .await?;
+    }
+
+    let mut journal = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&journal_path)?;
+    for _ in 0..JOBS {
+        let job = tokio::time::timeout(Duration::from_secs(5), jobs.recv())
+            .await?
+            .ok_or("the client stopped")?;
+        journal.write_all(job.payload())?;
+        journal.write_all(b"\n")?;
+        journal.sync_data()?; // the work is durable...
+        let name = String::from_utf8_lossy(job.payload()).into_owned();
+        job.ack().await?; // ...and only then acknowledged
+        println!("done and acked: {name}");
+    }
+    producer.disconnect().await?;
+    worker.disconnect().await?;
+    Ok(())
+}

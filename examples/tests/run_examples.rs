@@ -1,0 +1,103 @@
+//! Runs every example against a mosquitto of its own (plain, WebSocket and TLS listeners) and
+//! the demo end to end: each must exit 0.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use integration::mosquitto::{Mosquitto, MosquittoConfig};
+
+fn run(bin: &str, args: &[&str], env: &[(&str, String)], stdin: &str) -> Output {
+    let mut child = Command::new(bin)
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    input.write_all(stdin.as_bytes()).unwrap();
+    drop(input);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("{bin} did not finish within 60 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{bin} failed: {}\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+#[test]
+fn every_example_runs_against_mosquitto() {
+    let broker = Mosquitto::with_config(&MosquittoConfig {
+        websockets: true,
+        tls: true,
+        ..MosquittoConfig::default()
+    })
+    .unwrap();
+    let url = ("MQTT_URL", broker.url());
+    for bin in [
+        env!("CARGO_BIN_EXE_quickstart"),
+        env!("CARGO_BIN_EXE_manual_ack"),
+        env!("CARGO_BIN_EXE_request_response"),
+        env!("CARGO_BIN_EXE_reconnect_hook"),
+        env!("CARGO_BIN_EXE_custom_store"),
+    ] {
+        run(bin, &[], std::slice::from_ref(&url), "");
+    }
+    let ws = ("MQTT_URL", broker.ws_url().unwrap());
+    run(env!("CARGO_BIN_EXE_websocket"), &[], &[ws], "");
+    let pki = broker.pki().unwrap();
+    let tls_env = [
+        ("MQTT_URL", broker.tls_url().unwrap()),
+        ("MQTT_CA", pki.ca.display().to_string()),
+        ("MQTT_CERT", pki.client_cert.display().to_string()),
+        ("MQTT_KEY", pki.client_key.display().to_string()),
+    ];
+    run(env!("CARGO_BIN_EXE_tls"), &[], &tls_env, "");
+
+    // The gateway survives a restart on its store: two runs, one store.
+    let dir = tempfile::tempdir().unwrap();
+    let store = ("GATEWAY_STORE", dir.path().join("gw.redb").display().to_string());
+    let env = [url.clone(), store];
+    let out = run(env!("CARGO_BIN_EXE_gateway"), &[], &env, "a=1\nb=2\nc=3\n");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("3 readings accepted"));
+    let out = run(env!("CARGO_BIN_EXE_gateway"), &["--simulate", "20"], &env, "");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("session present: true"));
+}
+
+#[test]
+fn the_demo_reaches_a_clean_verdict() {
+    let out = run(env!("CARGO_BIN_EXE_demo"), &["300"], &[], "");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("300 sent, 300 received, 0 lost, 0 duplicated"), "{text}");
+    assert!(text.contains("kill -9"), "{text}");
+}
+
+#[test]
+fn decode_packet_names_the_rule_a_bad_packet_breaks() {
+    let good = run(
+        env!("CARGO_BIN_EXE_decode_packet"),
+        &["30 08 00 03 61 2f 62 00 68 69"],
+        &[],
+        "",
+    );
+    assert!(String::from_utf8_lossy(&good.stdout).contains("Publish"));
+}
