@@ -75,11 +75,19 @@ fn every_example_runs_against_mosquitto() {
 
     // The gateway survives a restart on its store: two runs, one store.
     let dir = tempfile::tempdir().unwrap();
-    let store = ("GATEWAY_STORE", dir.path().join("gw.redb").display().to_string());
+    let store = (
+        "GATEWAY_STORE",
+        dir.path().join("gw.redb").display().to_string(),
+    );
     let env = [url.clone(), store];
     let out = run(env!("CARGO_BIN_EXE_gateway"), &[], &env, "a=1\nb=2\nc=3\n");
     assert!(String::from_utf8_lossy(&out.stderr).contains("3 readings accepted"));
-    let out = run(env!("CARGO_BIN_EXE_gateway"), &["--simulate", "20"], &env, "");
+    let out = run(
+        env!("CARGO_BIN_EXE_gateway"),
+        &["--simulate", "20"],
+        &env,
+        "",
+    );
     assert!(String::from_utf8_lossy(&out.stderr).contains("session present: true"));
 }
 
@@ -87,7 +95,10 @@ fn every_example_runs_against_mosquitto() {
 fn the_demo_reaches_a_clean_verdict() {
     let out = run(env!("CARGO_BIN_EXE_demo"), &["300"], &[], "");
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("300 sent, 300 received, 0 lost, 0 duplicated"), "{text}");
+    assert!(
+        text.contains("300 sent, 300 received, 0 lost, 0 duplicated"),
+        "{text}"
+    );
     assert!(text.contains("kill -9"), "{text}");
 }
 

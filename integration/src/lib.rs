@@ -1,12 +1,34 @@
-//! Tests of Mooring against real processes and real faults.
+//! Tests of Mooring against real processes, real brokers and real faults, and the tools they
+//! share: a mosquitto per test ([`mosquitto`]), a fault-injecting proxy ([`proxy`]), a test PKI
+//! ([`pki`]), and the machine's fsync ceiling ([`fdatasync_rate`]).
 //!
-//! Today: the store crash test. `src/bin/store_crash_child.rs` commits numbered batches to a
-//! durable store and reports each one after `commit` returns; `tests/store_crash.rs` kills it
-//! with SIGKILL at random moments and checks the store. Tests against real brokers arrive with
-//! the client (see ARCHITECTURE.md).
+//! The tests: `store_crash` (SIGKILL of a process committing to a store), `redb_power_loss`,
+//! `store_space`, `store_fixtures`, `client_mosquitto` and `mosquitto_features` (every client
+//! feature against mosquitto), `bad_broker` (a misbehaving broker over TCP) and `crash_proof`
+//! (the end-to-end crash-safety proof with `src/bin/gateway_child.rs`). The benchmarks:
+//! `src/bin/store_bench.rs` and `src/bin/bench.rs`.
 #![forbid(unsafe_code)]
 
 pub mod crash_batches;
 pub mod mosquitto;
 pub mod pki;
 pub mod proxy;
+
+/// Syncs per second of a 4 KiB write followed by `fdatasync`: appending (the file grows, so
+/// each sync also commits its new size) or overwriting the same block (data only).
+pub fn fdatasync_rate(dir: &std::path::Path, seconds: f64, append: bool) -> std::io::Result<f64> {
+    use std::io::{Seek, SeekFrom, Write};
+    let mut file = std::fs::File::create(dir.join("fdatasync.bin"))?;
+    let block = [0xA5u8; 4096];
+    let start = std::time::Instant::now();
+    let mut syncs = 0u64;
+    while start.elapsed().as_secs_f64() < seconds {
+        if !append {
+            file.seek(SeekFrom::Start(0))?;
+        }
+        file.write_all(&block)?;
+        file.sync_data()?;
+        syncs += 1;
+    }
+    Ok(syncs as f64 / start.elapsed().as_secs_f64())
+}

@@ -7,8 +7,6 @@
 //! session of 100,000 records. Prints markdown tables.
 #![forbid(unsafe_code)]
 
-use std::io::Write;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -17,25 +15,6 @@ use mqtt_core::store::{Batch, OutboundRecord, SessionKey, SessionStore, StoreErr
 const RECORD_SIZE: usize = 256;
 const BATCH_SIZES: [u64; 4] = [1, 8, 64, 512];
 const LOAD_RECORDS: u64 = 100_000;
-
-/// Syncs per second of a 4 KiB write followed by `fdatasync`: appending (the file grows, so
-/// each sync also commits its new size) or overwriting the same block (data only).
-fn fdatasync_rate(dir: &Path, seconds: f64, append: bool) -> std::io::Result<f64> {
-    use std::io::{Seek, SeekFrom};
-    let mut file = std::fs::File::create(dir.join("fdatasync.bin"))?;
-    let block = [0xA5u8; 4096];
-    let start = Instant::now();
-    let mut syncs = 0u64;
-    while start.elapsed().as_secs_f64() < seconds {
-        if !append {
-            file.seek(SeekFrom::Start(0))?;
-        }
-        file.write_all(&block)?;
-        file.sync_data()?;
-        syncs += 1;
-    }
-    Ok(syncs as f64 / start.elapsed().as_secs_f64())
-}
 
 struct Throughput {
     commits_per_sec: f64,
@@ -99,8 +78,8 @@ async fn load_time(store: &dyn SessionStore) -> Result<Duration, StoreError> {
 
 async fn run(seconds: f64) -> Result<(), Box<dyn std::error::Error>> {
     let dir = tempfile::tempdir_in(std::env::current_dir()?)?;
-    let append_rate = fdatasync_rate(dir.path(), seconds, true)?;
-    let sync_rate = fdatasync_rate(dir.path(), seconds, false)?;
+    let append_rate = integration::fdatasync_rate(dir.path(), seconds, true)?;
+    let sync_rate = integration::fdatasync_rate(dir.path(), seconds, false)?;
     println!(
         "Raw fdatasync rate: {sync_rate:.0}/s overwriting a 4 KiB block, {append_rate:.0}/s appending 4 KiB\n"
     );

@@ -75,6 +75,7 @@ impl Session {
         for flow in self.flows.values_mut() {
             flow.sent = false;
         }
+        self.unsent_from = Some(0);
         if !connack.session_present {
             self.session_lost();
         }
@@ -161,6 +162,7 @@ impl Session {
         for flow in self.flows.values_mut() {
             flow.sent = false;
         }
+        self.unsent_from = Some(0);
     }
 
     /// Whether a connection is up (CONNACK with Success received, not lost since).

@@ -385,6 +385,10 @@ pub struct Session {
     codec: Codec,
     /// Outbound flows by store sequence number: the order of retransmission.
     flows: BTreeMap<u64, Flow>,
+    /// The lowest sequence number that may hold a flow not yet sent on this connection;
+    /// `None` when all went out. `drain` starts there instead of scanning every flow, which
+    /// with many flows in flight and a small quota would cost a full scan per ack.
+    unsent_from: Option<u64>,
     /// Sequence number of each in-flight packet identifier.
     by_packet_id: HashMap<u16, u64>,
     ids: PacketIds,
@@ -456,6 +460,7 @@ impl Session {
             options,
             codec: Codec::default(),
             flows: BTreeMap::new(),
+            unsent_from: Some(0),
             by_packet_id: HashMap::new(),
             ids: PacketIds::default(),
             queue: VecDeque::new(),

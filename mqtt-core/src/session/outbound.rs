@@ -135,21 +135,30 @@ impl Session {
         let Some(conn) = self.connection.as_mut() else {
             return;
         };
-        for flow in self.flows.values_mut().filter(|f| !f.sent) {
-            if conn.send_quota == 0 {
-                return;
-            }
-            conn.send_quota -= 1;
-            flow.sent = true;
-            self.pending.send.push(match &flow.stage {
-                Stage::Published(publish) => {
-                    let mut again = Publish::clone(publish);
-                    again.dup = flow.retransmit;
-                    Packet::Publish(again)
+        if let Some(from) = self.unsent_from {
+            for (seq, flow) in self.flows.range_mut(from..) {
+                if flow.sent {
+                    continue;
                 }
-                Stage::Released => Packet::PubRel(PubAck::new(flow.packet_id)),
-            });
-            flow.retransmit = true;
+                if conn.send_quota == 0 {
+                    // Resume here when quota comes back: no scan of what went out already.
+                    self.unsent_from = Some(*seq);
+                    return;
+                }
+                conn.send_quota -= 1;
+                flow.sent = true;
+                self.pending.send.push(match &flow.stage {
+                    Stage::Published(publish) => {
+                        let mut again = Publish::clone(publish);
+                        again.dup = flow.retransmit;
+                        Packet::Publish(again)
+                    }
+                    Stage::Released => Packet::PubRel(PubAck::new(flow.packet_id)),
+                });
+                flow.retransmit = true;
+            }
+            // New flows are sent as they are made; only a new connection unsends them.
+            self.unsent_from = None;
         }
         while let Some((_, front)) = self.queue.front() {
             if front.qos == QoS::AtMostOnce {

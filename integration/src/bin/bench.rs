@@ -1,0 +1,697 @@
+//! The end-to-end benchmark against a real mosquitto, with rumqttc measured in the same run.
+//!
+//! ```text
+//! cargo run --release -p integration --bin bench            # the full table (a few minutes)
+//! cargo run --release -p integration --bin bench -- smoke   # every row once, tiny counts
+//! cargo run --release -p integration --bin bench -- full 0  # mosquitto max_inflight_messages 0
+//! ```
+//!
+//! It starts its own mosquitto, measures the machine's ceilings (raw `fdatasync` rate, what
+//! mosquitto forwards at QoS 0 between its own command-line clients), then for QoS 0/1/2,
+//! payloads of 64 B and 4 KiB, 1 and 16 publishing tasks and each store (memory, redb, sled)
+//! measures messages per second from the first publish to the last acknowledgement (QoS 0: to
+//! the last message counted by a subscriber), publish-to-ack latency p50/p99, peak RSS and the
+//! average group-commit batch, and the same workload through rumqttc. Every measurement runs in
+//! a child process of its own (this program, `bench row ...`) so that its peak RSS is its own.
+//! Finally the recovery time: from process start to every one of 100,000 stored messages
+//! retransmitted and acknowledged, per durable store. It prints markdown tables.
+#![forbid(unsafe_code)]
+
+use std::collections::HashMap;
+use std::process::{Command, ExitCode, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use futures_util::stream::{FuturesOrdered, FuturesUnordered};
+use integration::mosquitto::{Mosquitto, MosquittoConfig};
+use mooring::store::{MemoryStore, RedbStore, SessionStore, SledStore};
+use mooring::{Client, QoS};
+
+type Error = Box<dyn std::error::Error + Send + Sync>;
+
+/// Publishes each task keeps outstanding (accepted or waiting to be).
+const WINDOW: usize = 64;
+
+#[derive(Clone, Copy)]
+struct Row {
+    qos: u8,
+    payload: usize,
+    tasks: usize,
+    count: usize,
+}
+
+struct Measured {
+    rate: f64,
+    p50_us: f64,
+    p99_us: f64,
+    rss_kib: u64,
+    batch: f64,
+}
+
+fn qos(n: u8) -> QoS {
+    match n {
+        0 => QoS::AtMostOnce,
+        1 => QoS::AtLeastOnce,
+        _ => QoS::ExactlyOnce,
+    }
+}
+
+fn peak_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted.get(i).copied().unwrap_or(0.0)
+}
+
+fn latencies(mut v: Vec<f64>) -> (f64, f64) {
+    v.sort_by(f64::total_cmp);
+    (percentile(&v, 0.5), percentile(&v, 0.99))
+}
+
+/// A subscriber that counts messages on `topic` (for QoS 0, which nothing acknowledges).
+async fn counter(url: &str, topic: &str) -> Result<(Client, Arc<Mutex<usize>>), Error> {
+    let (client, mut inbox) = Client::builder()
+        .server(url)
+        .client_id(format!("bench-counter-{}", std::process::id()))
+        .store(MemoryStore::default())
+        .connect()
+        .await?;
+    client.subscribe(topic, QoS::AtMostOnce).await?;
+    let count = Arc::new(Mutex::new(0usize));
+    let c = count.clone();
+    tokio::spawn(async move {
+        while inbox.recv().await.is_some() {
+            if let Ok(mut n) = c.lock() {
+                *n += 1;
+            }
+        }
+    });
+    Ok((client, count))
+}
+
+async fn wait_count(count: &Mutex<usize>, want: usize, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    while count.lock().map_or(0, |n| *n) < want && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+async fn mooring_row(
+    url: &str,
+    store_kind: &str,
+    row: Row,
+    window: usize,
+) -> Result<Measured, Error> {
+    let dir = tempfile::tempdir()?;
+    let store: Arc<dyn SessionStore> = match store_kind {
+        "memory" => Arc::new(MemoryStore::default()),
+        "redb" => Arc::new(RedbStore::open(dir.path().join("b.redb"))?),
+        "sled" => Arc::new(SledStore::open(dir.path().join("b.sled"))?),
+        other => return Err(format!("unknown store {other}").into()),
+    };
+    let topic = format!("bench/{}", std::process::id());
+    let counting = if row.qos == 0 {
+        Some(counter(url, &topic).await?)
+    } else {
+        None
+    };
+    let (client, _m) = Client::builder()
+        .server(url)
+        .client_id(format!("bench-{}", std::process::id()))
+        .store_arc(store)
+        .queue_limit(1_000_000, mooring::QueuePolicy::Wait)
+        .connect()
+        .await?;
+    let payload = bytes::Bytes::from(vec![0x5Au8; row.payload]);
+    let per_task = row.count / row.tasks;
+    let latency = Arc::new(Mutex::new(Vec::with_capacity(row.count)));
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..row.tasks {
+        let (client, payload, topic, latency) = (
+            client.clone(),
+            payload.clone(),
+            topic.clone(),
+            latency.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut accepting = FuturesOrdered::new();
+            let mut acking = FuturesUnordered::new();
+            let mut sent = 0;
+            while sent < per_task || !accepting.is_empty() {
+                while sent < per_task && accepting.len() < window {
+                    let (client, payload, topic) = (client.clone(), payload.clone(), topic.clone());
+                    let t0 = Instant::now();
+                    accepting.push_back(async move {
+                        client
+                            .publish(topic, payload, qos(row.qos))
+                            .await
+                            .map(|d| (t0, d))
+                    });
+                    sent += 1;
+                }
+                if let Some(accepted) = accepting.next().await {
+                    let (t0, delivery) = accepted?;
+                    acking.push(async move { delivery.await.map(|_| t0.elapsed()) });
+                }
+                while acking.len() > window * 4 {
+                    if let Some(done) = acking.next().await {
+                        if let Ok(mut l) = latency.lock() {
+                            l.push(done?.as_secs_f64() * 1e6);
+                        }
+                    }
+                }
+            }
+            while let Some(done) = acking.next().await {
+                if let Ok(mut l) = latency.lock() {
+                    l.push(done?.as_secs_f64() * 1e6);
+                }
+            }
+            Ok::<(), Error>(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    if let Some((_, count)) = &counting {
+        wait_count(count, per_task * row.tasks, Duration::from_secs(60)).await;
+    }
+    let elapsed = start.elapsed();
+    let stats = client.stats();
+    client.disconnect().await?;
+    if let Some((c, _)) = counting {
+        c.disconnect().await?;
+    }
+    let (p50, p99) = if row.qos == 0 {
+        (0.0, 0.0)
+    } else {
+        latencies(latency.lock().map(|l| l.clone()).unwrap_or_default())
+    };
+    Ok(Measured {
+        rate: (per_task * row.tasks) as f64 / elapsed.as_secs_f64(),
+        p50_us: p50,
+        p99_us: p99,
+        rss_kib: peak_rss_kib(),
+        batch: if store_kind == "memory" {
+            0.0
+        } else {
+            stats.average_batch()
+        },
+    })
+}
+
+async fn rumqttc_row(url: &str, row: Row) -> Result<Measured, Error> {
+    use rumqttc::Outgoing;
+    use rumqttc::v5::mqttbytes::QoS as RQoS;
+    use rumqttc::v5::{AsyncClient, Event, Incoming, MqttOptions};
+    let port: u16 = url.rsplit(':').next().ok_or("port")?.parse()?;
+    let topic = format!("bench/{}", std::process::id());
+    let counting = if row.qos == 0 {
+        Some(counter(url, &topic).await?)
+    } else {
+        None
+    };
+    let mut options =
+        MqttOptions::new(format!("rumqttc-{}", std::process::id()), "127.0.0.1", port);
+    options.set_keep_alive(Duration::from_secs(60));
+    options.set_max_packet_size(Some(1 << 20));
+    let (client, mut eventloop) = AsyncClient::new(options, 1024);
+    let per_task = row.count / row.tasks;
+    let total = per_task * row.tasks;
+    let latency = Arc::new(Mutex::new(Vec::with_capacity(total)));
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    let l = latency.clone();
+    let want_acks = row.qos > 0;
+    let events = tokio::spawn(async move {
+        let mut sent: HashMap<u16, Instant> = HashMap::new();
+        let mut acked = 0usize;
+        let mut done = Some(done_tx);
+        loop {
+            match eventloop.poll().await {
+                Ok(Event::Outgoing(Outgoing::Publish(pkid))) if pkid != 0 => {
+                    sent.insert(pkid, Instant::now());
+                }
+                Ok(Event::Incoming(Incoming::PubAck(a))) => {
+                    if let (Some(t), Ok(mut l)) = (sent.remove(&a.pkid), l.lock()) {
+                        l.push(t.elapsed().as_secs_f64() * 1e6);
+                    }
+                    acked += 1;
+                }
+                Ok(Event::Incoming(Incoming::PubComp(c))) => {
+                    if let (Some(t), Ok(mut l)) = (sent.remove(&c.pkid), l.lock()) {
+                        l.push(t.elapsed().as_secs_f64() * 1e6);
+                    }
+                    acked += 1;
+                }
+                Ok(_) => {}
+                Err(e) => return Err::<(), Error>(e.into()),
+            }
+            if want_acks && acked >= total {
+                if let Some(tx) = done.take() {
+                    let _ = tx.send(());
+                }
+            }
+        }
+    });
+    let payload = bytes::Bytes::from(vec![0x5Au8; row.payload]);
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..row.tasks {
+        let (client, payload, topic) = (client.clone(), payload.clone(), topic.clone());
+        let q = match row.qos {
+            0 => RQoS::AtMostOnce,
+            1 => RQoS::AtLeastOnce,
+            _ => RQoS::ExactlyOnce,
+        };
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..per_task {
+                client
+                    .publish(topic.clone(), q, false, payload.clone())
+                    .await?;
+            }
+            Ok::<(), Error>(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    if want_acks {
+        tokio::time::timeout(Duration::from_secs(120), done_rx).await??;
+    } else if let Some((_, count)) = &counting {
+        wait_count(count, total, Duration::from_secs(60)).await;
+    }
+    let elapsed = start.elapsed();
+    events.abort();
+    if let Some((c, _)) = counting {
+        c.disconnect().await?;
+    }
+    let (p50, p99) = latencies(latency.lock().map(|l| l.clone()).unwrap_or_default());
+    Ok(Measured {
+        rate: total as f64 / elapsed.as_secs_f64(),
+        p50_us: p50,
+        p99_us: p99,
+        rss_kib: peak_rss_kib(),
+        batch: 0.0,
+    })
+}
+
+/// `bench fill STORE PATH COUNT`: stores COUNT QoS 1 publishes with no broker reachable, then
+/// dies without a word (the process exits as a crash would leave it).
+async fn fill(store_kind: &str, path: &str, count: usize) -> Result<(), Error> {
+    let store = open(store_kind, path)?;
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+    let (client, _m) = Client::builder()
+        .server(format!("mqtt://{dead}"))
+        .client_id("bench-recovery")
+        .cluster_scope("bench")
+        .store_arc(store)
+        .queue_limit(count + 1, mooring::QueuePolicy::Fail)
+        .start()
+        .await?;
+    let mut accepting = FuturesOrdered::new();
+    for i in 0..count {
+        let client = client.clone();
+        accepting.push_back(async move {
+            client
+                .publish("bench/recovery", format!("{i}"), QoS::AtLeastOnce)
+                .await
+        });
+        if accepting.len() >= 256 {
+            if let Some(r) = accepting.next().await {
+                drop(r?);
+            }
+        }
+    }
+    while let Some(r) = accepting.next().await {
+        drop(r?);
+    }
+    std::process::exit(0);
+}
+
+fn open(store_kind: &str, path: &str) -> Result<Arc<dyn SessionStore>, Error> {
+    Ok(match store_kind {
+        "redb" => Arc::new(RedbStore::open(path)?),
+        "sled" => Arc::new(SledStore::open(path)?),
+        other => return Err(format!("unknown store {other}").into()),
+    })
+}
+
+/// `bench recover STORE PATH URL`: from process start to every stored message acknowledged.
+async fn recover(started: Instant, store_kind: &str, path: &str, url: &str) -> Result<(), Error> {
+    // Both processes name the session by a cluster scope, so it follows them to this broker.
+    let store = open(store_kind, path)?;
+    let loaded = started.elapsed();
+    let (client, _m) = Client::builder()
+        .server(url)
+        .client_id("bench-recovery")
+        .cluster_scope("bench")
+        .store_arc(store)
+        .connect()
+        .await?;
+    loop {
+        let s = client.stats();
+        if s.outbound_in_flight == 0 && s.queued == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    println!(
+        "RECOVERED {} {} {}",
+        loaded.as_secs_f64(),
+        started.elapsed().as_secs_f64(),
+        peak_rss_kib()
+    );
+    client.disconnect().await?;
+    Ok(())
+}
+
+fn child(args: &[String]) -> Result<String, Error> {
+    let out = Command::new(std::env::current_exe()?)
+        .args(args)
+        .stderr(Stdio::inherit())
+        .output()?;
+    if !out.status.success() {
+        return Err(format!("bench {args:?} failed: {}", out.status).into());
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+fn parse_measured(line: &str) -> Result<Measured, Error> {
+    let v: Vec<f64> = line
+        .split(' ')
+        .skip(1)
+        .map(str::parse)
+        .collect::<Result<_, _>>()?;
+    let [rate, p50, p99, rss, batch] = v.as_slice() else {
+        return Err(format!("bad row output {line:?}").into());
+    };
+    Ok(Measured {
+        rate: *rate,
+        p50_us: *p50,
+        p99_us: *p99,
+        rss_kib: *rss as u64,
+        batch: *batch,
+    })
+}
+
+fn mosquitto_qos0_rate(port: u16, count: usize) -> Result<f64, Error> {
+    let port = port.to_string();
+    let mut sub = Command::new("mosquitto_sub")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-t",
+            "ceiling",
+            "-C",
+            &count.to_string(),
+        ])
+        .stdout(Stdio::null())
+        .spawn()?;
+    std::thread::sleep(Duration::from_millis(300));
+    let start = Instant::now();
+    let mut publisher = Command::new("mosquitto_pub")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-t",
+            "ceiling",
+            "-l",
+            "-q",
+            "0",
+        ])
+        .stdin(Stdio::piped())
+        .spawn()?;
+    {
+        use std::io::Write;
+        let mut stdin = publisher.stdin.take().ok_or("stdin")?;
+        let line = format!("{}\n", "x".repeat(63));
+        let block = line.repeat(count);
+        stdin.write_all(block.as_bytes())?;
+    }
+    let _ = sub.wait()?;
+    let elapsed = start.elapsed();
+    let _ = publisher.kill();
+    let _ = publisher.wait();
+    Ok(count as f64 / elapsed.as_secs_f64())
+}
+
+fn main() -> ExitCode {
+    let started = Instant::now();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("bench: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match args.first().map(String::as_str) {
+            Some("row") => {
+                // row LIB STORE URL QOS PAYLOAD TASKS COUNT WINDOW
+                let [_, lib, store, url, q, payload, tasks, count, window] = args.as_slice() else {
+                    return Err::<(), Error>("bad row arguments".into());
+                };
+                let row = Row {
+                    qos: q.parse()?,
+                    payload: payload.parse()?,
+                    tasks: tasks.parse()?,
+                    count: count.parse()?,
+                };
+                let m = if lib == "rumqttc" {
+                    rumqttc_row(url, row).await?
+                } else {
+                    mooring_row(url, store, row, window.parse()?).await?
+                };
+                println!(
+                    "ROW {} {} {} {} {}",
+                    m.rate, m.p50_us, m.p99_us, m.rss_kib, m.batch
+                );
+                Ok(())
+            }
+            Some("fill") => {
+                let [_, store, path, count] = args.as_slice() else {
+                    return Err("bad fill arguments".into());
+                };
+                fill(store, path, count.parse()?).await
+            }
+            Some("recover") => {
+                let [_, store, path, url] = args.as_slice() else {
+                    return Err("bad recover arguments".into());
+                };
+                recover(started, store, path, url).await
+            }
+            other => {
+                // [full|smoke] [MAX_INFLIGHT]
+                let inflight = args.get(1).map_or(Ok(100), |v| v.parse())?;
+                run(other == Some("smoke"), inflight).await
+            }
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into())
+}
+
+async fn run(smoke: bool, inflight: u16) -> Result<(), Error> {
+    let broker = Mosquitto::with_config(&MosquittoConfig {
+        extra: vec![
+            "max_queued_messages 0".into(),
+            // The Receive Maximum mosquitto announces: what either client keeps in flight.
+            format!("max_inflight_messages {inflight}"),
+            // Without it mosquitto's small acks wait for Nagle behind delayed ACKs (40 ms).
+            "set_tcp_nodelay true".into(),
+        ],
+        ..MosquittoConfig::default()
+    })?;
+    let url = broker.url();
+    let dir = tempfile::tempdir()?;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    println!(
+        "Machine: {} ({cores} cores); mosquitto on 127.0.0.1 with max_inflight_messages {inflight}\n",
+        cpu_model()
+    );
+
+    let fsync = integration::fdatasync_rate(dir.path(), if smoke { 0.2 } else { 2.0 }, false)?;
+    let forward = mosquitto_qos0_rate(broker.port(), if smoke { 1_000 } else { 200_000 })?;
+    println!("| ceiling | rate |\n|---|---|");
+    println!("| raw fdatasync (4 KiB overwrite) | {fsync:.0}/s |");
+    println!(
+        "| mosquitto QoS 0 forwarding, mosquitto_pub → mosquitto_sub, 64 B | {forward:.0} msg/s |\n"
+    );
+
+    let mut rows = Vec::new();
+    for q in [0u8, 1, 2] {
+        for payload in [64usize, 4096] {
+            for tasks in [1usize, 16] {
+                let count = match (smoke, payload) {
+                    (true, _) => 320,
+                    (false, 64) => 32_000,
+                    (false, _) => 16_000,
+                };
+                rows.push(Row {
+                    qos: q,
+                    payload,
+                    tasks,
+                    count,
+                });
+            }
+        }
+    }
+    println!(
+        "| QoS | payload | tasks | store | msg/s | p50 µs | p99 µs | peak RSS MiB | batch | rumqttc msg/s | ratio |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    for row in rows {
+        let base = |lib: &str, store: &str, window: usize| {
+            vec![
+                "row".to_owned(),
+                lib.to_owned(),
+                store.to_owned(),
+                url.clone(),
+                row.qos.to_string(),
+                row.payload.to_string(),
+                row.tasks.to_string(),
+                row.count.to_string(),
+                window.to_string(),
+            ]
+        };
+        let peer = parse_measured(&child(&base("rumqttc", "-", 0))?)?;
+        for store in ["memory", "redb", "sled"] {
+            let m = parse_measured(&child(&base("mooring", store, WINDOW))?)?;
+            let lat = |v: f64| {
+                if row.qos == 0 {
+                    "–".to_owned()
+                } else {
+                    format!("{v:.0}")
+                }
+            };
+            let batch = if store == "memory" {
+                "–".to_owned()
+            } else {
+                format!("{:.1}", m.batch)
+            };
+            println!(
+                "| {} | {} B | {} | {store} | {:.0} | {} | {} | {:.1} | {batch} | {:.0} | {:.2} |",
+                row.qos,
+                row.payload,
+                row.tasks,
+                m.rate,
+                lat(m.p50_us),
+                lat(m.p99_us),
+                m.rss_kib as f64 / 1024.0,
+                peer.rate,
+                m.rate / peer.rate
+            );
+        }
+    }
+
+    // The natural loop: each task awaits every publish before the next one.
+    println!("\nEach task awaiting every `publish` before the next (window 1), QoS 1, 64 B:\n");
+    println!("| tasks | store | msg/s | p50 µs | p99 µs | batch |\n|---|---|---|---|---|---|");
+    for tasks in [1usize, 16] {
+        for store in ["memory", "redb", "sled"] {
+            let count = if smoke {
+                160
+            } else if store == "memory" {
+                32_000
+            } else {
+                8_000
+            };
+            let args = vec![
+                "row".into(),
+                "mooring".into(),
+                store.into(),
+                url.clone(),
+                "1".into(),
+                "64".into(),
+                tasks.to_string(),
+                count.to_string(),
+                "1".into(),
+            ];
+            let m = parse_measured(&child(&args)?)?;
+            println!(
+                "| {tasks} | {store} | {:.0} | {:.0} | {:.0} | {} |",
+                m.rate,
+                m.p50_us,
+                m.p99_us,
+                if store == "memory" {
+                    "–".to_owned()
+                } else {
+                    format!("{:.1}", m.batch)
+                }
+            );
+        }
+    }
+
+    let stored = if smoke { 1_000 } else { 100_000 };
+    println!(
+        "\nRecovery: {stored} QoS 1 messages stored with no broker reachable, the process dies, a new one starts:\n"
+    );
+    println!(
+        "| store | store open | all retransmitted and acknowledged | peak RSS MiB |\n|---|---|---|---|"
+    );
+    for store in ["redb", "sled"] {
+        let path = dir.path().join(format!("recovery.{store}"));
+        let path = path.display().to_string();
+        child(&[
+            "fill".into(),
+            store.into(),
+            path.clone(),
+            stored.to_string(),
+        ])?;
+        let out = child(&["recover".into(), store.into(), path, url.clone()])?;
+        let v: Vec<f64> = out
+            .split(' ')
+            .skip(1)
+            .map(str::parse)
+            .collect::<Result<_, _>>()?;
+        if let [open, total, rss] = v.as_slice() {
+            println!(
+                "| {store} | {:.0} ms | {:.2} s | {:.1} |",
+                open * 1000.0,
+                total,
+                rss / 1024.0
+            );
+        }
+    }
+    drop(broker);
+    Ok(())
+}
