@@ -94,7 +94,7 @@ pub fn damaged(value: &[u8], damage: Damage) -> Vec<u8> {
 }
 
 /// Damages the value of one record of `session` in a store that uses
-/// [`layout`](crate::store::layout) (the first outbound record, which every damage check
+/// [`layout`] (the first outbound record, which every damage check
 /// writes): a ready-made [`StoreFactory::damage`] for key-value stores.
 pub fn damage_kv_record<B: KvBackend>(
     backend: &B,
