@@ -11,6 +11,8 @@
 //!
 //! `CRASH_KILLS` (default 20 at QoS 2, 10 at QoS 1), `CRASH_SEED` (replays a run) and
 //! `CRASH_STORE` (run one store only) tune it; `scripts/crash.sh STORE N` runs a long one.
+//! `CRASH_BROKER_LOG=1` prints what a failing run needs: the broker's log lines about the
+//! gateway by kind, any CONNACK without a session, and the missing messages.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -281,6 +283,31 @@ async fn prove(store: &str, qos: QoS, kills: u32, seed: u64) -> Report {
     feeder.disconnect().await.unwrap();
     collector.abort();
 
+    if std::env::var("CRASH_BROKER_LOG").is_ok() {
+        let log = broker.log();
+        let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
+        for line in log.lines().filter(|l| l.contains("proof-gateway")) {
+            let key: String = line
+                .split_whitespace()
+                .skip(1)
+                .filter(|w| !w.chars().any(|c| c.is_ascii_digit()))
+                .take(8)
+                .collect::<Vec<_>>()
+                .join(" ");
+            *reasons.entry(key).or_default() += 1;
+        }
+        for (k, v) in reasons {
+            println!("{v:>6} {k}");
+        }
+        for line in log
+            .lines()
+            .filter(|l| l.contains("CONNACK to proof-gateway"))
+        {
+            if !line.contains("(1, 0)") {
+                println!("{line}");
+            }
+        }
+    }
     let arrivals = arrivals.lock().unwrap().clone();
     let mut counts: HashMap<&str, usize> = HashMap::new();
     for a in &arrivals {
@@ -294,6 +321,21 @@ async fn prove(store: &str, qos: QoS, kills: u32, seed: u64) -> Report {
         .filter(|a| !counts.contains_key(a.as_str()))
         .count();
     report.unrecorded_arrivals = counts.keys().filter(|a| !accepted.contains(**a)).count();
+    if std::env::var("CRASH_BROKER_LOG").is_ok() {
+        let mut missing: Vec<&String> = accepted
+            .iter()
+            .filter(|a| !counts.contains_key(a.as_str()))
+            .collect();
+        missing.sort();
+        println!("missing: {missing:?}");
+        let starts = ledger(dir.path(), "incarnation").len();
+        println!("incarnations: {starts}");
+        let acc = ledger(dir.path(), "accepted");
+        for m in missing.iter().take(3) {
+            let pos = acc.iter().position(|a| a == *m);
+            println!("{m} accepted at line {pos:?}");
+        }
+    }
     let mut last: BTreeMap<u64, (u64, u64)> = BTreeMap::new();
     for a in &arrivals {
         let v: Vec<u64> = a.split(' ').map(|x| x.parse().unwrap()).collect();

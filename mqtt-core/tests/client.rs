@@ -1328,3 +1328,61 @@ async fn a_completed_flow_leaves_the_store_soon_even_when_idle() {
     let stats = client.stats();
     assert_eq!(stats.commits, 3, "metadata, publish, removal: {stats:?}");
 }
+
+#[tokio::test]
+async fn flows_waiting_for_quota_go_out_after_a_restart() {
+    let mut broker = Broker::new();
+    let store = MemoryStore::default();
+    let connecting = tokio::spawn(builder(&broker, store.clone()).connect());
+    let mut peer = broker.next().await;
+    peer.connect().await;
+    let mut connack = ConnAck::new(false);
+    connack.properties.receive_maximum = Some(1);
+    peer.send(Packet::ConnAck(Box::new(connack))).await;
+    let (client, _m) = connecting.await.unwrap().unwrap();
+    for i in 0..3 {
+        drop(
+            client
+                .publish("q", format!("{i}"), QoS::ExactlyOnce)
+                .await
+                .unwrap(),
+        );
+    }
+    let first = peer.publish().await;
+    assert_eq!(first.payload.as_ref(), b"0");
+    peer.silent(Duration::from_millis(100)).await;
+    let held = stored(&store).await;
+    assert_eq!(
+        held.outbound.len() + held.queue.len(),
+        3,
+        "all three are stored"
+    );
+    drop(client);
+    drop(peer);
+    let connecting = tokio::spawn(builder(&broker, store.clone()).connect());
+    let mut peer = loop {
+        let mut p = broker.next().await;
+        match p.try_recv().await {
+            Some(Packet::Connect(_)) => break p,
+            _ => continue,
+        }
+    };
+    let mut connack = ConnAck::new(true);
+    connack.properties.receive_maximum = Some(10);
+    peer.send(Packet::ConnAck(Box::new(connack))).await;
+    let _c = connecting.await.unwrap().unwrap();
+    let mut got = Vec::new();
+    for _ in 0..3 {
+        let p = peer.publish().await;
+        got.push((
+            String::from_utf8_lossy(&p.payload).into_owned(),
+            p.dup,
+            p.packet_id,
+        ));
+    }
+    println!("{got:?}");
+    assert_eq!(
+        got.iter().map(|g| g.0.as_str()).collect::<Vec<_>>(),
+        ["0", "1", "2"]
+    );
+}
