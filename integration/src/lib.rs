@@ -14,6 +14,15 @@ pub mod mosquitto;
 pub mod pki;
 pub mod proxy;
 
+/// Reconnect delays for tests: a lost connection comes back within tens of milliseconds.
+pub fn fast_backoff() -> mooring::Backoff {
+    mooring::Backoff {
+        initial: std::time::Duration::from_millis(20),
+        maximum: std::time::Duration::from_millis(300),
+        ..mooring::Backoff::default()
+    }
+}
+
 /// Syncs per second of a 4 KiB write followed by `fdatasync`: appending (the file grows, so
 /// each sync also commits its new size) or overwriting the same block (data only).
 pub fn fdatasync_rate(dir: &std::path::Path, seconds: f64, append: bool) -> std::io::Result<f64> {

@@ -17,14 +17,6 @@ use tokio::time::timeout;
 
 const WAIT: Duration = Duration::from_secs(10);
 
-fn fast() -> mooring::Backoff {
-    mooring::Backoff {
-        initial: Duration::from_millis(20),
-        maximum: Duration::from_millis(200),
-        ..mooring::Backoff::default()
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_readme_example_runs_against_mosquitto() {
     let broker = Mosquitto::start().unwrap();
@@ -92,7 +84,7 @@ async fn publishes_made_while_the_broker_is_down_arrive_once_after_it_returns() 
         .server(broker.url())
         .client_id("listener")
         .store(MemoryStore::default())
-        .reconnect(fast())
+        .reconnect(integration::fast_backoff())
         .connect()
         .await
         .unwrap();
@@ -105,7 +97,7 @@ async fn publishes_made_while_the_broker_is_down_arrive_once_after_it_returns() 
         .server(broker.url())
         .client_id("gateway")
         .store(RedbStore::open(dir.path().join("g.redb")).unwrap())
-        .reconnect(fast())
+        .reconnect(integration::fast_backoff())
         .connect()
         .await
         .unwrap();

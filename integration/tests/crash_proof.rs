@@ -157,11 +157,7 @@ async fn prove(store: &str, qos: QoS, kills: u32, seed: u64) -> Report {
     })
     .unwrap();
     let proxy = FaultProxy::start(SocketAddr::from(([127, 0, 0, 1], broker.port()))).unwrap();
-    let fast = mooring::Backoff {
-        initial: Duration::from_millis(20),
-        maximum: Duration::from_millis(300),
-        ..mooring::Backoff::default()
-    };
+    let fast = integration::fast_backoff();
 
     // The independent subscriber: a persistent session straight to the broker.
     let (subscriber, mut inbox) = Client::builder()

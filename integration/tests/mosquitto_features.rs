@@ -23,20 +23,12 @@ use tokio::time::timeout;
 
 const WAIT: Duration = Duration::from_secs(10);
 
-fn fast() -> mooring::Backoff {
-    mooring::Backoff {
-        initial: Duration::from_millis(20),
-        maximum: Duration::from_millis(200),
-        ..mooring::Backoff::default()
-    }
-}
-
 fn client(url: &str, id: &str) -> ClientBuilder {
     Client::builder()
         .server(url)
         .client_id(id)
         .store(MemoryStore::default())
-        .reconnect(fast())
+        .reconnect(integration::fast_backoff())
 }
 
 fn proxy_to(broker: &Mosquitto) -> FaultProxy {

@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use mooring::store::{RedbStore, SessionStore, SledStore, StoreError};
-use mooring::{Backoff, Client, Messages, QoS};
+use mooring::{Client, Messages, QoS};
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
@@ -157,11 +157,7 @@ async fn run() -> Result<(), Error> {
         .session_expiry(Duration::from_secs(86_400))
         .keep_alive(Duration::from_secs(5))
         .ping_timeout(Duration::from_secs(2))
-        .reconnect(Backoff {
-            initial: Duration::from_millis(20),
-            maximum: Duration::from_millis(300),
-            ..Backoff::default()
-        })
+        .reconnect(integration::fast_backoff())
         .start()
         .await?;
 
