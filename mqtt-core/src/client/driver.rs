@@ -34,6 +34,10 @@ use crate::store::{Batch, SessionKey, SessionStore, StoreError, StoreOp};
 
 type Reply<T> = oneshot::Sender<Result<T, ClientError>>;
 
+/// How long a graceful close waits for the server to close its side (a well-behaved server
+/// closes at once after DISCONNECT; a broken one must not hold up the reconnect).
+const CLOSE_GRACE: Duration = Duration::from_millis(500);
+
 /// How long the removal of a completed flow's record may wait for a commit to join.
 const DEFER_LIMIT: Duration = Duration::from_millis(20);
 
@@ -655,7 +659,7 @@ impl Driver {
                     waiter.fail(|| ClientError::Store(error.clone()));
                 }
                 // The store refuses writes from now on: nothing more can be made durable.
-                self.close_link(None).await;
+                self.close_link(false).await;
                 self.phase = Phase::Stopped;
             }
         }
@@ -836,7 +840,7 @@ impl Driver {
                 self.attempt_failed(ConnectError::Timeout(self.settings.connect_timeout));
             }
             Phase::AwaitConnAck { deadline } if now >= *deadline => {
-                self.close_link(None).await;
+                self.close_link(false).await;
                 self.attempt_failed(ConnectError::Timeout(self.settings.connect_timeout));
             }
             Phase::Up => {
@@ -902,19 +906,19 @@ impl Driver {
             }
         }
         if up {
-            self.lost(format!("protocol violation by the server: {why}"))
+            self.lost_with(format!("protocol violation by the server: {why}"), true)
                 .await;
         } else {
-            self.close_link(None).await;
+            self.close_link(false).await;
             self.attempt_failed(ConnectError::Protocol(why));
         }
     }
 
     /// Closes the link (politely when `polite`), and tells the session.
-    async fn close_link(&mut self, polite: Option<()>) {
+    async fn close_link(&mut self, polite: bool) {
         if let Some(mut link) = self.link.take() {
-            if polite.is_some() {
-                let _ = tokio::time::timeout(Duration::from_secs(1), link.close()).await;
+            if polite {
+                let _ = tokio::time::timeout(CLOSE_GRACE, link.close()).await;
             }
         }
         self.link_gen += 1;
@@ -927,9 +931,15 @@ impl Driver {
 
     /// The connection ended: report it and schedule a reconnect.
     async fn lost(&mut self, why: String) {
+        self.lost_with(why, false).await;
+    }
+
+    /// Like `lost`; `polite` closes the stream gracefully (after a DISCONNECT we sent, so that
+    /// the server reads it before the socket goes).
+    async fn lost_with(&mut self, why: String, polite: bool) {
         let was_up = matches!(self.phase, Phase::Up);
         let awaiting = matches!(self.phase, Phase::AwaitConnAck { .. });
-        self.close_link(None).await;
+        self.close_link(polite).await;
         if was_up {
             let server = self.server_url();
             info!(%server, reason = %why, "connection lost");
@@ -994,7 +1004,7 @@ impl Driver {
             }
         }
         if let Some(reason) = refused {
-            self.close_link(None).await;
+            self.close_link(false).await;
             self.attempt_failed(ConnectError::Refused { reason });
         } else if let Some(why) = end {
             self.lost(why).await;
@@ -1406,7 +1416,7 @@ impl Driver {
             // Nothing to drain towards: stop; the store keeps what is pending.
             if !matches!(self.phase, Phase::Stopped) {
                 if let Some(mut link) = self.link.take() {
-                    let _ = tokio::time::timeout(Duration::from_secs(1), link.close()).await;
+                    let _ = tokio::time::timeout(CLOSE_GRACE, link.close()).await;
                 }
                 self.phase = Phase::Stopped;
             }
@@ -1415,7 +1425,7 @@ impl Driver {
         if d.sent {
             if self.commit.is_none() {
                 // DISCONNECT is on the wire.
-                self.close_link(Some(())).await;
+                self.close_link(true).await;
                 self.phase = Phase::Stopped;
             }
             return;
@@ -1438,7 +1448,7 @@ impl Driver {
                 // Its output goes out now (after any commit).
                 self.pump().await;
                 if self.commit.is_none() {
-                    self.close_link(Some(())).await;
+                    self.close_link(true).await;
                     self.phase = Phase::Stopped;
                 }
             }
@@ -1479,7 +1489,7 @@ impl Driver {
             }
         }
         if let Some(link) = self.link.as_mut() {
-            let _ = tokio::time::timeout(Duration::from_secs(1), link.close()).await;
+            let _ = tokio::time::timeout(CLOSE_GRACE, link.close()).await;
         }
         self.link = None;
         let stopped = || ClientError::Stopped;
