@@ -207,7 +207,7 @@ async fn prove(store: &str, qos: QoS, kills: u32, seed: u64) -> Report {
             for n in 0..inbound {
                 deliveries.push(
                     feeder
-                        .publish("proof/in", n.to_string(), qos)
+                        .publish(format!("proof/in/{n}"), n.to_string(), qos)
                         .await
                         .unwrap(),
                 );
@@ -354,6 +354,15 @@ async fn prove(store: &str, qos: QoS, kills: u32, seed: u64) -> Report {
         .filter(|n| !unique.contains(&n.to_string()))
         .count();
     report.redelivered_after_ack = ledger(dir.path(), "redelivered").len();
+    if std::env::var("CRASH_BROKER_LOG").is_ok() {
+        for n in ledger(dir.path(), "redelivered").iter().take(3) {
+            println!("delivered again after its ack: {n}");
+            let topic = format!("'proof/in/{n}'");
+            for line in broker.log().lines().filter(|l| l.contains(&topic)) {
+                println!("   {line}");
+            }
+        }
+    }
     println!("{report:?}");
     report
 }

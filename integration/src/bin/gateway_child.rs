@@ -7,7 +7,7 @@
 //!   payload `"<task> <n> <incarnation>"`, and appends that line to `DIR/accepted` (fsync'd)
 //!   once `publish` returned, that is once the message is durable. Each start continues after
 //!   the last accepted number of each task.
-//! - Consumes `proof/in` with manual ack: a number not yet in `DIR/consumed` is appended there
+//! - Consumes `proof/in/<n>` with manual ack: a number not yet in `DIR/consumed` is appended there
 //!   (fsync'd) before the ack; after the ack returned it goes to `DIR/acked`. A delivery of a
 //!   number already in `acked` is appended to `DIR/redelivered` (at QoS 2 the client must never
 //!   do that).
@@ -162,7 +162,7 @@ async fn run() -> Result<(), Error> {
         .await?;
 
     let consumer = tokio::spawn(consume(messages, a.dir.clone()));
-    client.subscribe("proof/in", a.qos).await?;
+    client.subscribe("proof/in/#", a.qos).await?;
     println!("SUBSCRIBED");
 
     let accepted = Arc::new(Ledger::open(&a.dir.join("accepted"))?);
