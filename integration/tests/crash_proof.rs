@@ -358,7 +358,23 @@ async fn prove(store: &str, qos: QoS, kills: u32, seed: u64) -> Report {
         for n in ledger(dir.path(), "redelivered").iter().take(3) {
             println!("delivered again after its ack: {n}");
             let topic = format!("'proof/in/{n}'");
-            for line in broker.log().lines().filter(|l| l.contains(&topic)) {
+            let log = broker.log();
+            // The packet identifiers the broker used for it, and every gateway line about them.
+            let ids: Vec<String> = log
+                .lines()
+                .filter(|l| l.contains(&topic) && l.contains("proof-gateway"))
+                .filter_map(|l| l.split(", m").nth(1))
+                .filter_map(|rest| rest.split(',').next().map(str::to_owned))
+                .collect();
+            for line in log.lines().filter(|l| {
+                l.contains(&topic)
+                    || (l.contains("proof-gateway")
+                        && ids.iter().any(|id| {
+                            l.contains(&format!("m{id},")) || l.contains(&format!("m{id})"))
+                        }))
+                    || l.contains("New client connected")
+                    || l.contains("terminating")
+            }) {
                 println!("   {line}");
             }
         }
