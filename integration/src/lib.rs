@@ -14,6 +14,23 @@ pub mod mosquitto;
 pub mod pki;
 pub mod proxy;
 
+/// Opens a store, waiting up to five seconds while another handle still holds its lock: a
+/// process killed a moment ago (or a sled handle just dropped, which releases its lock from a
+/// background thread) can outlive the call that starts the next one.
+pub fn open_when_free<S>(
+    open: impl Fn() -> Result<S, mooring::store::StoreError>,
+) -> Result<S, mooring::store::StoreError> {
+    for _ in 0..250 {
+        match open() {
+            Err(mooring::store::StoreError::Locked { .. }) => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => return other,
+        }
+    }
+    open()
+}
+
 /// Reconnect delays for tests: a lost connection comes back within tens of milliseconds.
 pub fn fast_backoff() -> mooring::Backoff {
     mooring::Backoff {

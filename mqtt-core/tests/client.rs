@@ -248,6 +248,11 @@ async fn connected(
     (client, messages, peer)
 }
 
+async fn connected_with(broker: &mut Broker, store: &MemoryStore) -> (Client, Messages, Peer) {
+    let b = builder(broker, store.clone());
+    connected(broker, b).await
+}
+
 async fn connected_default(broker: &mut Broker) -> (Client, Messages, Peer) {
     let b = builder(broker, MemoryStore::default());
     connected(broker, b).await
@@ -349,11 +354,7 @@ async fn connect_sends_the_options_and_publishes_qos1() {
 async fn qos2_completes_through_pubrec_pubrel_pubcomp_and_refusals_fail_the_delivery() {
     let mut broker = Broker::new();
     let store = MemoryStore::default();
-    let (client, _m, mut peer) = {
-        let b = builder(&broker, store.clone());
-        connected(&mut broker, b)
-    }
-    .await;
+    let (client, _m, mut peer) = connected_with(&mut broker, &store).await;
     let delivery = client.publish("a", "1", QoS::ExactlyOnce).await.unwrap();
     let p = peer.publish().await;
     peer.send(Packet::PubRec(PubAck::new(p.packet_id))).await;
@@ -493,11 +494,7 @@ async fn offline_publishes_are_durable_and_go_out_on_connect() {
 async fn reconnects_after_a_cut_and_retransmits_with_dup() {
     let mut broker = Broker::new();
     let store = MemoryStore::default();
-    let (client, _m, mut peer) = {
-        let b = builder(&broker, store.clone());
-        connected(&mut broker, b)
-    }
-    .await;
+    let (client, _m, mut peer) = connected_with(&mut broker, &store).await;
     let mut events = client.events();
     let delivery = client.publish("r", "x", QoS::AtLeastOnce).await.unwrap();
     let first = peer.publish().await;
@@ -861,11 +858,7 @@ async fn a_full_queue_fails_or_waits_by_policy() {
 async fn invalid_publishes_are_refused_and_nothing_is_stored() {
     let mut broker = Broker::new();
     let store = MemoryStore::default();
-    let (client, _m, _peer) = {
-        let b = builder(&broker, store.clone());
-        connected(&mut broker, b)
-    }
-    .await;
+    let (client, _m, _peer) = connected_with(&mut broker, &store).await;
     let err = client
         .publish("a/+", "x", QoS::AtLeastOnce)
         .await
@@ -1121,11 +1114,7 @@ async fn server_disconnect_is_reported_with_its_reference() {
 async fn a_stored_session_resumes_after_a_restart() {
     let mut broker = Broker::new();
     let store = MemoryStore::default();
-    let (client, _m, mut peer) = {
-        let b = builder(&broker, store.clone());
-        connected(&mut broker, b)
-    }
-    .await;
+    let (client, _m, mut peer) = connected_with(&mut broker, &store).await;
     drop(client.publish("r", "1", QoS::ExactlyOnce).await.unwrap());
     let first = peer.publish().await;
     // The process "dies": the task is gone, the store stays.

@@ -26,7 +26,7 @@ use integration::proxy::{Fault, FaultProxy};
 use mooring::client::ServerUrl;
 use mooring::packet::{Codec, Decoded, Packet};
 use mooring::store::{
-    MemoryStore, OutboundRecord, RedbStore, SessionKey, SessionStore, StoreError, StoredSession,
+    MemoryStore, OutboundRecord, RedbStore, SessionKey, SessionStore, StoredSession,
 };
 use mooring::{Client, QoS};
 
@@ -120,15 +120,7 @@ async fn gateway(args: &[String]) -> Result<(), Error> {
 
 fn open_store(path: &Path) -> Result<RedbStore, Error> {
     // A killed gateway's file lock can outlive it by a moment.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        match RedbStore::open(path) {
-            Err(StoreError::Locked { .. }) if Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            other => return Ok(other?),
-        }
-    }
+    Ok(integration::open_when_free(|| RedbStore::open(path))?)
 }
 
 /// What a stored session holds: PUBLISH records (awaiting PUBREC), PUBREL records (awaiting

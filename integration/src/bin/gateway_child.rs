@@ -21,9 +21,9 @@ use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use mooring::store::{RedbStore, SessionStore, SledStore, StoreError};
+use mooring::store::{RedbStore, SessionStore, SledStore};
 use mooring::{Client, Messages, QoS};
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
@@ -97,20 +97,11 @@ pub fn lines(path: &Path) -> Vec<String> {
 
 fn open_store(kind: &str, path: &Path) -> Result<Arc<dyn SessionStore>, Error> {
     // The previous incarnation's file lock may outlive it by a moment.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let opened: Result<Arc<dyn SessionStore>, StoreError> = match kind {
-            "redb" => RedbStore::open(path).map(|s| Arc::new(s) as Arc<dyn SessionStore>),
-            "sled" => SledStore::open(path).map(|s| Arc::new(s) as Arc<dyn SessionStore>),
-            other => return Err(format!("unknown store {other}").into()),
-        };
-        match opened {
-            Err(StoreError::Locked { .. }) if Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            other => return Ok(other?),
-        }
-    }
+    Ok(match kind {
+        "redb" => Arc::new(integration::open_when_free(|| RedbStore::open(path))?),
+        "sled" => Arc::new(integration::open_when_free(|| SledStore::open(path))?),
+        other => return Err(format!("unknown store {other}").into()),
+    })
 }
 
 fn main() -> ExitCode {

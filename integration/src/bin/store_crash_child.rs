@@ -6,10 +6,9 @@
 
 use std::io::Write;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use integration::crash_batches::{batch, last_whole_batch, session};
-use mqtt_core::store::{SessionStore, StoreError};
+use mqtt_core::store::SessionStore;
 
 async fn run(store: impl SessionStore) -> Result<(), String> {
     let key = session();
@@ -25,19 +24,6 @@ async fn run(store: impl SessionStore) -> Result<(), String> {
         out.flush().map_err(|e| e.to_string())?;
         next += 1;
     }
-}
-
-/// Opens the store, waiting up to five seconds while another handle still holds it: the test
-/// checks the store in its own process between kills, and sled releases its file lock from a
-/// background thread after the handle is dropped.
-fn open_when_free<S>(open: impl Fn() -> Result<S, StoreError>) -> Result<S, String> {
-    for _ in 0..250 {
-        match open() {
-            Err(StoreError::Locked { .. }) => std::thread::sleep(Duration::from_millis(20)),
-            other => return other.map_err(|e| e.to_string()),
-        }
-    }
-    open().map_err(|e| e.to_string())
 }
 
 fn main() -> ExitCode {
@@ -59,15 +45,17 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match kind.as_str() {
             "redb" => {
-                run(open_when_free(|| {
-                    store_redb::RedbStore::open(path.as_str())
-                })?)
+                run(
+                    integration::open_when_free(|| store_redb::RedbStore::open(path.as_str()))
+                        .map_err(|e| e.to_string())?,
+                )
                 .await
             }
             "sled" => {
-                run(open_when_free(|| {
-                    store_sled::SledStore::open(path.as_str())
-                })?)
+                run(
+                    integration::open_when_free(|| store_sled::SledStore::open(path.as_str()))
+                        .map_err(|e| e.to_string())?,
+                )
                 .await
             }
             other => Err(format!("unknown store {other:?}")),
