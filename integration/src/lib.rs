@@ -1,10 +1,12 @@
 //! Tests of Mooring against real processes, real brokers and real faults, and the tools they
 //! share: a mosquitto per test ([`mosquitto`]), a fault-injecting proxy ([`proxy`]), a test PKI
-//! ([`pki`]), and the machine's fsync ceiling ([`fdatasync_rate`]).
+//! ([`pki`]), packets over a raw TCP stream for tests that play one side by hand ([`wire`]),
+//! and the machine's fsync ceiling ([`fdatasync_rate`]).
 //!
 //! The tests: `store_crash` (SIGKILL of a process committing to a store), `redb_power_loss`,
 //! `store_space`, `store_fixtures`, `client_mosquitto` and `mosquitto_features` (every client
-//! feature against mosquitto), `bad_broker` (a misbehaving broker over TCP) and `crash_proof`
+//! feature against mosquitto), `bad_broker` (a misbehaving broker over TCP), `broker_quirks`
+//! (what mosquitto does that the guarantees depend on) and `crash_proof`
 //! (the end-to-end crash-safety proof with `src/bin/gateway_child.rs`). The benchmarks:
 //! `src/bin/store_bench.rs` and `src/bin/bench.rs`.
 #![forbid(unsafe_code)]
@@ -13,6 +15,7 @@ pub mod crash_batches;
 pub mod mosquitto;
 pub mod pki;
 pub mod proxy;
+pub mod wire;
 
 /// Opens a store, waiting up to five seconds while another handle still holds its lock: a
 /// process killed a moment ago (or a sled handle just dropped, which releases its lock from a

@@ -605,23 +605,39 @@ async fn protocol_violations_disconnect_with_the_reason_and_reconnect() {
 
 #[tokio::test]
 async fn inbound_receive_maximum_is_enforced() {
+    // A server over the client's Receive Maximum (2) is not disconnected; the third message
+    // waits until the application acks one.
     let mut broker = Broker::new();
     let b = builder(&broker, MemoryStore::default())
         .manual_ack(true)
         .receive_maximum(2);
-    let (_client, mut messages, mut peer) = connected(&mut broker, b).await;
+    let (client, mut messages, mut peer) = connected(&mut broker, b).await;
     for id in 1..=3u16 {
-        let mut p = Publish::new("in", "x");
+        let mut p = Publish::new("in", format!("{id}"));
         p.qos = QoS::ExactlyOnce;
         p.packet_id = id;
         peer.send(Packet::Publish(p)).await;
     }
-    match peer.recv().await {
-        Packet::Disconnect(d) => assert_eq!(d.reason_code, ReasonCode::ReceiveMaximumExceeded),
-        other => panic!("expected DISCONNECT, got {other:?}"),
+    let first = timeout(WAIT, messages.recv()).await.unwrap().unwrap();
+    let second = timeout(WAIT, messages.recv()).await.unwrap().unwrap();
+    peer.silent(Duration::from_millis(100)).await;
+    assert!(messages.try_recv().is_none(), "the third waits");
+    let stats = client.stats();
+    assert_eq!((stats.inbound_unacked, stats.inbound_held), (2, 1));
+    assert_eq!(stats.inbound_over_receive_maximum, 1);
+    first.ack().await.unwrap();
+    let third = timeout(WAIT, messages.recv()).await.unwrap().unwrap();
+    assert_eq!(&third.payload()[..], b"3");
+    for m in [second, third] {
+        m.ack().await.unwrap();
     }
-    assert!(messages.recv().await.is_some());
-    assert!(messages.recv().await.is_some());
+    for id in 1..=3 {
+        match peer.recv().await {
+            Packet::PubRec(rec) => assert_eq!(rec.packet_id, id),
+            other => panic!("expected PUBREC, got {other:?}"),
+        }
+    }
+    assert_eq!(client.stats().inbound_held, 0);
 }
 
 #[tokio::test]

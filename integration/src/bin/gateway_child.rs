@@ -1,7 +1,7 @@
 //! The gateway of the crash-safety proof (`tests/crash_proof.rs`), killed with SIGKILL at random
 //! moments and started again on the same store.
 //!
-//! Usage: `gateway_child STORE PATH URL DIR QOS TASKS PER_TASK PACE_MS`
+//! Usage: `gateway_child STORE PATH URL DIR QOS TASKS PER_TASK PACE_MS RECEIVE_MAXIMUM`
 //!
 //! - Publishes `PER_TASK` numbered messages from each of `TASKS` tasks on `proof/out/<task>`,
 //!   payload `"<task> <n> <incarnation>"`, and appends that line to `DIR/accepted` (fsync'd)
@@ -37,12 +37,27 @@ struct Args {
     tasks: u32,
     per_task: u64,
     pace: Duration,
+    receive_maximum: u16,
 }
 
 fn args() -> Result<Args, Error> {
     let a: Vec<String> = std::env::args().skip(1).collect();
-    let [store, path, url, dir, qos, tasks, per_task, pace] = a.as_slice() else {
-        return Err("usage: gateway_child STORE PATH URL DIR QOS TASKS PER_TASK PACE_MS".into());
+    let [
+        store,
+        path,
+        url,
+        dir,
+        qos,
+        tasks,
+        per_task,
+        pace,
+        receive_maximum,
+    ] = a.as_slice()
+    else {
+        return Err(
+            "usage: gateway_child STORE PATH URL DIR QOS TASKS PER_TASK PACE_MS RECEIVE_MAXIMUM"
+                .into(),
+        );
     };
     Ok(Args {
         store: store.clone(),
@@ -57,6 +72,7 @@ fn args() -> Result<Args, Error> {
         tasks: tasks.parse()?,
         per_task: per_task.parse()?,
         pace: Duration::from_millis(pace.parse()?),
+        receive_maximum: receive_maximum.parse()?,
     })
 }
 
@@ -145,6 +161,7 @@ async fn run() -> Result<(), Error> {
         .client_id("proof-gateway")
         .store_arc(store)
         .manual_ack(true)
+        .receive_maximum(a.receive_maximum)
         .session_expiry(Duration::from_secs(86_400))
         .keep_alive(Duration::from_secs(5))
         .ping_timeout(Duration::from_secs(2))
@@ -152,7 +169,17 @@ async fn run() -> Result<(), Error> {
         .start()
         .await?;
 
-    let consumer = tokio::spawn(consume(messages, a.dir.clone()));
+    if std::env::var_os("GATEWAY_EVENTS").is_some() {
+        let mut events = client.events();
+        tokio::spawn(async move {
+            while let Ok(event) = events.recv().await {
+                if !matches!(event, mooring::ClientEvent::Connected { .. }) {
+                    eprintln!("gateway event: {event:?}");
+                }
+            }
+        });
+    }
+    let consumer = tokio::spawn(consume(messages, a.dir.clone(), incarnation));
     client.subscribe("proof/in/#", a.qos).await?;
     println!("SUBSCRIBED");
 
@@ -198,7 +225,12 @@ async fn run() -> Result<(), Error> {
     Ok(())
 }
 
-async fn consume(mut messages: Messages, dir: PathBuf) -> Result<(), Error> {
+async fn consume(mut messages: Messages, dir: PathBuf, incarnation: u64) -> Result<(), Error> {
+    // Diagnostics only (not synced): what arrived under which packet id, and when its ack returned.
+    let mut trace = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("deliveries"))?;
     let consumed_ledger = Ledger::open(&dir.join("consumed"))?;
     let acked_ledger = Ledger::open(&dir.join("acked"))?;
     let redelivered = Ledger::open(&dir.join("redelivered"))?;
@@ -206,6 +238,8 @@ async fn consume(mut messages: Messages, dir: PathBuf) -> Result<(), Error> {
     let mut acked: HashSet<String> = lines(&dir.join("acked")).into_iter().collect();
     while let Some(message) = messages.recv().await {
         let n = String::from_utf8_lossy(message.payload()).into_owned();
+        let (id, dup) = (message.publish().packet_id, message.dup());
+        writeln!(trace, "{n} delivered m{id} dup={dup} run {incarnation}")?;
         if acked.contains(&n) {
             redelivered.append(&n)?;
         }
@@ -213,6 +247,7 @@ async fn consume(mut messages: Messages, dir: PathBuf) -> Result<(), Error> {
             consumed_ledger.append(&n)?;
         }
         message.ack().await?;
+        writeln!(trace, "{n} acked m{id} run {incarnation}")?;
         if acked.insert(n.clone()) {
             acked_ledger.append(&n)?;
         }

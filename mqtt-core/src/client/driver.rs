@@ -487,6 +487,8 @@ impl Driver {
                             Err(_) => break,
                         }
                     }
+                    // An ack can release a message held beyond Receive Maximum.
+                    self.process_events_sync();
                 }
                 Wake::Command(None) => {
                     self.commands_open = false;
@@ -536,6 +538,18 @@ impl Driver {
             .store(in_flight as u64, Ordering::Relaxed);
         s.queued
             .store((queued + self.parked.len()) as u64, Ordering::Relaxed);
+        let held: usize = self.slots.iter().map(|s| s.session.held()).sum();
+        let held_total: u64 = self.slots.iter().map(|s| s.session.held_total()).sum();
+        s.inbound_held.store(held as u64, Ordering::Relaxed);
+        if held_total
+            > s.inbound_over_receive_maximum
+                .swap(held_total, Ordering::Relaxed)
+        {
+            debug!(
+                held,
+                held_total, "the server sent more than the client's Receive Maximum"
+            );
+        }
     }
 
     // ----- the commit pipeline -----

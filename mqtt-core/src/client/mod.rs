@@ -311,6 +311,11 @@ pub struct Stats {
     pub queued: u64,
     /// Messages delivered to the application and not yet acked (manual ack).
     pub inbound_unacked: u64,
+    /// Messages received beyond the client's Receive Maximum (a server over its quota), waiting
+    /// for acks before they are delivered (manual ack).
+    pub inbound_held: u64,
+    /// How many messages ever arrived beyond the client's Receive Maximum.
+    pub inbound_over_receive_maximum: u64,
     /// Publishes accepted.
     pub published: u64,
     /// Messages received.
@@ -341,6 +346,8 @@ pub(crate) struct StatsCell {
     pub(crate) outbound_in_flight: AtomicU64,
     pub(crate) queued: AtomicU64,
     pub(crate) inbound_unacked: AtomicU64,
+    pub(crate) inbound_held: AtomicU64,
+    pub(crate) inbound_over_receive_maximum: AtomicU64,
     pub(crate) published: AtomicU64,
     pub(crate) received: AtomicU64,
     pub(crate) commits: AtomicU64,
@@ -356,6 +363,8 @@ impl StatsCell {
             outbound_in_flight: get(&self.outbound_in_flight),
             queued: get(&self.queued),
             inbound_unacked: get(&self.inbound_unacked),
+            inbound_held: get(&self.inbound_held),
+            inbound_over_receive_maximum: get(&self.inbound_over_receive_maximum),
             published: get(&self.published),
             received: get(&self.received),
             commits: get(&self.commits),

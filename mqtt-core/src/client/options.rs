@@ -306,7 +306,15 @@ impl ClientBuilder {
         self
     }
 
-    /// How many unacknowledged QoS 1/2 messages the server may send at once (Receive Maximum).
+    /// How many unacknowledged QoS 1/2 messages the server may send at once (Receive Maximum;
+    /// default 65,535). With manual ack the application never holds more than this many
+    /// unacked: a server that sends more (mosquitto 2.0 does) is not disconnected, its extra
+    /// messages wait in the client until acks make room ([`Stats::inbound_held`](super::Stats)).
+    ///
+    /// With mosquitto 2.0 and persistence, keep it at most half the broker's
+    /// `max_inflight_messages` where QoS 2 messages to this client must stay exactly-once
+    /// across broker restarts: mosquitto restores only that many as in flight and sends the
+    /// rest as new PUBLISHes, even those it had already released (GUARANTEES.md).
     pub fn receive_maximum(mut self, maximum: u16) -> Self {
         self.settings.session.properties.receive_maximum = Some(maximum.max(1));
         self

@@ -70,7 +70,6 @@ impl Session {
         self.codec.max_outgoing_packet_size = props.maximum_packet_size;
         self.connected_once = true;
         self.retire_acks();
-        self.pubrec_this_connection.clear();
         self.aliases_in.clear();
         for flow in self.flows.values_mut() {
             flow.sent = false;

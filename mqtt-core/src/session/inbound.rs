@@ -6,9 +6,17 @@ use crate::packet::{Packet, PubAck, Publish, QoS, ReasonCode};
 use crate::store::StoreOp;
 
 impl Session {
-    /// Handles a PUBLISH from the server: resolves its Topic Alias, enforces the client's
-    /// Receive Maximum, recognises a QoS 2 message already acknowledged (PUBREC again, not
-    /// delivered twice [MQTT-4.3.3-10]), and delivers the rest as [`Event::Message`].
+    /// Handles a PUBLISH from the server: resolves its Topic Alias, recognises a QoS 2 message
+    /// already acknowledged (PUBREC again, not delivered twice [MQTT-4.3.3-10]), and delivers
+    /// the rest as [`Event::Message`].
+    ///
+    /// With manual ack the application never holds more than the client's Receive Maximum
+    /// unacknowledged messages: a message beyond that (the server is over its quota) waits
+    /// here and is delivered when an ack makes room. The client does not disconnect for it
+    /// (DISCONNECT 0x93 is allowed, not required): mosquitto 2.0 miscounts its quota after a
+    /// reconnect and, for QoS 1, whenever messages queue for the client, and a disconnect only
+    /// makes it worse. Waiting messages are forgotten with the connection; the server sends
+    /// them again.
     pub fn handle_publish(&mut self, mut publish: Publish) -> Result<(), ProtocolViolation> {
         self.resolve_alias(&mut publish)?;
         if publish.qos == QoS::AtMostOnce {
@@ -17,13 +25,12 @@ impl Session {
         }
         let packet_id = publish.packet_id;
         if publish.qos == QoS::ExactlyOnce {
-            if self
-                .acks
-                .iter()
-                .any(|e| e.packet_id == packet_id && e.qos == QoS::ExactlyOnce)
+            let same = |qos: QoS, id: u16| qos == QoS::ExactlyOnce && id == packet_id;
+            if self.acks.iter().any(|e| same(e.qos, e.packet_id))
+                || self.held.iter().any(|p| same(p.qos, p.packet_id))
             {
-                // Delivered on this connection, its PUBREC not sent yet: it follows the ack, in
-                // arrival order.
+                // Delivered on this connection (its PUBREC follows the ack, in arrival order) or
+                // waiting for room: a retransmission.
                 return Ok(());
             }
             if self.inbound_pubrec.contains(&packet_id) {
@@ -36,21 +43,29 @@ impl Session {
             let stale = self
                 .stale
                 .values()
-                .find(|e| e.packet_id == packet_id && e.qos == QoS::ExactlyOnce)
+                .find(|e| same(e.qos, e.packet_id))
                 .map(|e| e.tag);
             if let Some(entry) = stale.and_then(|tag| self.stale.remove(&tag)) {
                 // Delivered on an earlier connection, ack still to come: bind it to this one.
-                self.check_receive_maximum()?;
                 self.acks.push_back(entry);
                 return Ok(());
             }
         }
-        self.check_receive_maximum()?;
+        if self.options.manual_ack && self.unacked_by_application() >= self.receive_maximum() {
+            self.held.push_back(publish);
+            self.held_total += 1;
+            return Ok(());
+        }
+        self.deliver(publish);
+        Ok(())
+    }
+
+    fn deliver(&mut self, publish: Publish) {
         let tag = self.next_tag;
         self.next_tag += 1;
         self.acks.push_back(Inbound {
             tag,
-            packet_id,
+            packet_id: publish.packet_id,
             qos: publish.qos,
             acked: false,
         });
@@ -59,15 +74,27 @@ impl Session {
             // Acknowledged as delivered; `ack` cannot refuse a tag just pushed.
             let _ = self.ack(tag);
         }
-        Ok(())
     }
 
-    pub(super) fn check_receive_maximum(&self) -> Result<(), ProtocolViolation> {
-        let maximum = self.options.properties.receive_maximum.unwrap_or(u16::MAX);
-        if self.acks.len() + self.pubrec_this_connection.len() >= usize::from(maximum) {
-            return Err(ProtocolViolation::ReceiveMaximumExceeded(maximum));
-        }
-        Ok(())
+    fn receive_maximum(&self) -> usize {
+        usize::from(self.options.properties.receive_maximum.unwrap_or(u16::MAX))
+    }
+
+    /// Messages of this connection delivered to the application and not acked yet.
+    fn unacked_by_application(&self) -> usize {
+        self.acks.iter().filter(|e| !e.acked).count()
+    }
+
+    /// Messages that arrived beyond the client's Receive Maximum and wait for an ack to make
+    /// room (see [`Session::handle_publish`]).
+    pub fn held(&self) -> usize {
+        self.held.len()
+    }
+
+    /// How many messages ever had to wait because the server went over the client's Receive
+    /// Maximum.
+    pub fn held_total(&self) -> u64 {
+        self.held_total
     }
 
     pub(super) fn resolve_alias(&mut self, publish: &mut Publish) -> Result<(), ProtocolViolation> {
@@ -133,7 +160,6 @@ impl Session {
             };
             match entry.qos {
                 QoS::ExactlyOnce => {
-                    self.pubrec_this_connection.insert(entry.packet_id);
                     self.pending
                         .send
                         .push(Packet::PubRec(PubAck::new(entry.packet_id)));
@@ -144,6 +170,11 @@ impl Session {
                     .push(Packet::PubAck(PubAck::new(entry.packet_id))),
             }
         }
+        while !self.held.is_empty() && self.unacked_by_application() < self.receive_maximum() {
+            if let Some(publish) = self.held.pop_front() {
+                self.deliver(publish);
+            }
+        }
         Ok(())
     }
 
@@ -151,6 +182,8 @@ impl Session {
     /// [`Session::ack`]); QoS 2 acks given but held back get their marker, so the server's
     /// redelivery is answered and not delivered again.
     pub(super) fn retire_acks(&mut self) {
+        // Never delivered and never acknowledged: the server sends them again.
+        self.held.clear();
         for entry in std::mem::take(&mut self.acks) {
             if !entry.acked {
                 self.stale.insert(entry.tag, entry);
@@ -173,7 +206,6 @@ impl Session {
     pub fn handle_pubrel(&mut self, rel: &PubAck) {
         let mut comp = PubAck::new(rel.packet_id);
         if self.inbound_pubrec.remove(&rel.packet_id) {
-            self.pubrec_this_connection.remove(&rel.packet_id);
             self.pending.commit.push(StoreOp::RemoveInbound {
                 packet_id: rel.packet_id,
             });

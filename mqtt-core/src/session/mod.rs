@@ -229,9 +229,6 @@ pub enum ProtocolViolation {
     /// Session Present 1 for a client that asked for a clean start [MQTT-3.2.2-4].
     #[error("the server resumed a session the client did not ask for [MQTT-3.2.2-4]")]
     UnexpectedSession,
-    /// More unacknowledged QoS 1/2 publishes than the client's Receive Maximum.
-    #[error("the server sent more than {0} unacknowledged QoS 1/2 publishes (Receive Maximum)")]
-    ReceiveMaximumExceeded(u16),
     /// AUTH although CONNECT named no Authentication Method [MQTT-4.12.0-6], or a
     /// re-authentication request from the server (only a client starts one).
     #[error("the server sent an AUTH this session did not ask for [MQTT-4.12.0-6]")]
@@ -262,7 +259,6 @@ impl ProtocolViolation {
     /// The reason code to send in DISCONNECT.
     pub fn reason_code(&self) -> ReasonCode {
         match self {
-            Self::ReceiveMaximumExceeded(_) => ReasonCode::ReceiveMaximumExceeded,
             Self::TopicAliasInvalid { .. } => ReasonCode::TopicAliasInvalid,
             Self::UnexpectedAuth | Self::AuthMethodMismatch => ReasonCode::BadAuthenticationMethod,
             Self::AuthFailed(_) => ReasonCode::NotAuthorized,
@@ -401,9 +397,9 @@ pub struct Session {
     acks: VecDeque<Inbound>,
     /// Inbound messages delivered on an earlier connection and not yet acked, by tag.
     stale: HashMap<DeliveryTag, Inbound>,
-    /// Markers written on this connection (PUBREC sent, PUBREL awaited): they count against the
-    /// client's Receive Maximum with the entries of `acks`.
-    pubrec_this_connection: BTreeSet<u16>,
+    /// Messages beyond the client's Receive Maximum, waiting for an ack to make room.
+    held: VecDeque<Publish>,
+    held_total: u64,
     /// Topic Alias mappings the server set on this connection.
     aliases_in: HashMap<u16, String>,
     next_tag: DeliveryTag,
@@ -467,7 +463,8 @@ impl Session {
             inbound_pubrec: stored.inbound.iter().copied().collect(),
             acks: VecDeque::new(),
             stale: HashMap::new(),
-            pubrec_this_connection: BTreeSet::new(),
+            held: VecDeque::new(),
+            held_total: 0,
             aliases_in: HashMap::new(),
             next_tag: 1,
             requests: HashMap::new(),

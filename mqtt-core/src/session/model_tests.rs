@@ -17,8 +17,11 @@ use crate::packet::ConnAckProperties;
 use crate::packet::*;
 
 const NOW_MS: u64 = 1_764_000_000_000;
-/// The client's Receive Maximum: the server model never exceeds it.
+/// The client's Receive Maximum.
 const CLIENT_RECEIVE_MAXIMUM: u16 = 8;
+/// How far the server model may go over the client's Receive Maximum, as mosquitto 2.0 does:
+/// the engine holds the excess back from the application.
+const SERVER_OVER_QUOTA: usize = 2;
 /// The server allows two topic aliases, so that the model's topics compete for them.
 const SERVER_TOPIC_ALIAS_MAXIMUM: u16 = 2;
 
@@ -206,6 +209,15 @@ impl World {
                 _ => {}
             }
         }
+        // A message waits only while the application holds Receive Maximum unacked ones.
+        if self.session.held() > 0 {
+            prop_assert!(
+                self.held.len() >= usize::from(CLIENT_RECEIVE_MAXIMUM),
+                "{} held back while the application has only {} unacked",
+                self.session.held(),
+                self.held.len()
+            );
+        }
         Ok(())
     }
 
@@ -347,7 +359,8 @@ impl World {
             }
             Action::ServerSendsQos2
                 if self.server.connected
-                    && self.server.in_flight_inbound() < usize::from(CLIENT_RECEIVE_MAXIMUM) =>
+                    && self.server.in_flight_inbound()
+                        < usize::from(CLIENT_RECEIVE_MAXIMUM) + SERVER_OVER_QUOTA =>
             {
                 let Some(id) = self.server.next_id() else {
                     return Ok(());

@@ -605,25 +605,79 @@ fn pubrel_removes_the_marker_before_pubcomp() {
     assert_eq!(h.flush(), vec![Packet::PubComp(comp)]);
 }
 
+/// Manual ack: the application never holds more than Receive Maximum (3) unacked messages; a
+/// server over its quota is not disconnected, its extra messages wait for acks, in order.
 #[test]
-fn one_publish_beyond_the_clients_receive_maximum_is_0x93() {
+fn messages_beyond_the_clients_receive_maximum_wait_for_an_ack() {
     let mut h = manual();
-    for id in 1..=3 {
+    for id in 1..=5 {
         h.session
             .handle_publish(incoming(QoS::AtLeastOnce, id, false))
             .unwrap();
     }
-    let err = h
-        .session
-        .handle_publish(incoming(QoS::AtLeastOnce, 4, false))
-        .unwrap_err();
-    assert_eq!(err.reason_code(), ReasonCode::ReceiveMaximumExceeded);
-    // QoS 0 does not count.
-    assert!(
+    // QoS 0 never waits.
+    h.session
+        .handle_publish(incoming(QoS::AtMostOnce, 0, false))
+        .unwrap();
+    let first = tags(&h.events());
+    assert_eq!(first.len(), 4, "three QoS 1 and the QoS 0");
+    assert_eq!((h.session.held(), h.session.held_total()), (2, 2));
+    // An ack makes room for the application even while its PUBACK waits for the order.
+    h.session.ack(first[1]).unwrap();
+    let mut second = tags(&h.events());
+    assert_eq!(second.len(), 1);
+    assert!(h.flush().is_empty(), "PUBACK 2 waits for PUBACK 1");
+    h.session.ack(first[0]).unwrap();
+    second.extend(tags(&h.events()));
+    assert_eq!(second.len(), 2, "two acked, two delivered");
+    assert_eq!(h.session.held(), 0);
+    for tag in [first[2], second[0], second[1]] {
+        h.session.ack(tag).unwrap();
+    }
+    let acked: Vec<u16> = h
+        .flush()
+        .into_iter()
+        .filter_map(|p| match p {
+            Packet::PubAck(a) => Some(a.packet_id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(acked, vec![1, 2, 3, 4, 5], "PUBACKs in arrival order");
+}
+
+/// A QoS 2 retransmission of a waiting message does not wait twice, waiting messages are
+/// forgotten with the connection (the server sends them again), and without manual ack
+/// nothing waits and nothing is refused.
+#[test]
+fn waiting_messages_are_forgotten_with_the_connection_and_not_held_twice() {
+    let mut h = manual();
+    for id in 1..=4 {
         h.session
-            .handle_publish(incoming(QoS::AtMostOnce, 0, false))
-            .is_ok()
-    );
+            .handle_publish(incoming(QoS::ExactlyOnce, id, false))
+            .unwrap();
+    }
+    h.session
+        .handle_publish(incoming(QoS::ExactlyOnce, 4, true))
+        .unwrap();
+    assert_eq!(tags(&h.events()).len(), 3);
+    assert_eq!(h.session.held(), 1);
+    h.session.connection_lost(NOW_MS);
+    assert_eq!(h.session.held(), 0);
+    h.connack(true, None);
+    h.session
+        .handle_publish(incoming(QoS::ExactlyOnce, 4, true))
+        .unwrap();
+    assert_eq!(tags(&h.events()).len(), 1, "sent again, delivered");
+
+    let mut auto = Harness::new();
+    auto.connack(false, None);
+    for id in 1..=100 {
+        auto.session
+            .handle_publish(incoming(QoS::ExactlyOnce, id, false))
+            .unwrap();
+    }
+    assert_eq!(tags(&auto.events()).len(), 100);
+    assert_eq!(auto.session.held(), 0);
 }
 
 #[test]
