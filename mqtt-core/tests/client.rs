@@ -641,6 +641,29 @@ async fn inbound_receive_maximum_is_enforced() {
 }
 
 #[tokio::test]
+async fn manual_ack_defaults_the_receive_maximum_to_the_inbox_capacity() {
+    let mut broker = Broker::new();
+    for (manual, set, expected) in [
+        (true, None, Some(7)),
+        (true, Some(3), Some(3)),
+        (false, None, None),
+    ] {
+        let mut b = builder(&broker, MemoryStore::default())
+            .manual_ack(manual)
+            .inbox_capacity(7);
+        if let Some(maximum) = set {
+            b = b.receive_maximum(maximum);
+        }
+        let connecting = tokio::spawn(b.connect());
+        let mut peer = broker.next().await;
+        let connect = peer.accept(false).await;
+        assert_eq!(connect.properties.receive_maximum, expected);
+        let (client, _messages) = timeout(WAIT, connecting).await.unwrap().unwrap().unwrap();
+        drop(client);
+    }
+}
+
+#[tokio::test]
 async fn manual_ack_sends_pubrec_only_after_the_marker_is_durable() {
     let mut broker = Broker::new();
     let store = MemoryStore::default();

@@ -300,14 +300,15 @@ impl ClientBuilder {
     }
 
     /// Acknowledge inbound QoS 1/2 messages only when the application calls
-    /// [`Message::ack`](super::Message::ack).
+    /// [`Message::ack`](super::Message::ack). Unless [`receive_maximum`](Self::receive_maximum)
+    /// is set, the Receive Maximum is then the inbox capacity (default 1,024).
     pub fn manual_ack(mut self, manual: bool) -> Self {
         self.settings.session.manual_ack = manual;
         self
     }
 
     /// How many unacknowledged QoS 1/2 messages the server may send at once (Receive Maximum;
-    /// default 65,535). With manual ack the application never holds more than this many
+    /// default 65,535, or the inbox capacity with manual ack). With manual ack the application never holds more than this many
     /// unacked: a server that sends more (mosquitto 2.0 does) is not disconnected, its extra
     /// messages wait in the client until acks make room ([`Stats::inbound_held`](super::Stats)).
     ///
@@ -398,7 +399,13 @@ impl ClientBuilder {
     }
 
     /// How many received messages wait for the application before the client stops reading
-    /// from the network.
+    /// from the network (default 1,024).
+    ///
+    /// While reading is stopped no acknowledgement reaches the client either, so a task that
+    /// awaits a [`Delivery`](super::Delivery) must not be the one that should empty the
+    /// inbox, unless the inbox cannot fill: with manual ack and a Receive Maximum no larger
+    /// than this capacity (the default with manual ack), the QoS 1/2 messages of one connection
+    /// never fill it.
     pub fn inbox_capacity(mut self, capacity: usize) -> Self {
         self.settings.inbox_capacity = capacity.max(1);
         self
@@ -535,10 +542,18 @@ impl ClientBuilder {
             .iter()
             .map(|s| s.parse::<ServerUrl>())
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(Settings {
+        let mut settings = Settings {
             servers,
             ..self.settings.clone()
-        })
+        };
+        let session = &mut settings.session;
+        if session.manual_ack && session.properties.receive_maximum.is_none() {
+            // No more unacked messages than the inbox holds: then a full inbox (which stops
+            // socket reads) cannot keep the application from a PUBACK it awaits.
+            let capacity = u16::try_from(settings.inbox_capacity).unwrap_or(u16::MAX);
+            session.properties.receive_maximum = Some(capacity.max(1));
+        }
+        Ok(settings)
     }
 }
 
