@@ -48,6 +48,7 @@ impl Session {
             if let Some(entry) = stale.and_then(|tag| self.stale.remove(&tag)) {
                 // Delivered on an earlier connection, ack still to come: bind it to this one.
                 self.acks.push_back(entry);
+                self.awaiting_application += 1;
                 return Ok(());
             }
         }
@@ -69,6 +70,7 @@ impl Session {
             qos: publish.qos,
             acked: false,
         });
+        self.awaiting_application += 1;
         self.events.push_back(Event::Message { tag, publish });
         if !self.options.manual_ack {
             // Acknowledged as delivered; `ack` cannot refuse a tag just pushed.
@@ -82,7 +84,11 @@ impl Session {
 
     /// Messages of this connection delivered to the application and not acked yet.
     fn unacked_by_application(&self) -> usize {
-        self.acks.iter().filter(|e| !e.acked).count()
+        debug_assert_eq!(
+            self.awaiting_application,
+            self.acks.iter().filter(|e| !e.acked).count()
+        );
+        self.awaiting_application
     }
 
     /// Messages that arrived beyond the client's Receive Maximum and wait for an ack to make
@@ -148,6 +154,7 @@ impl Session {
             .find(|e| e.tag == tag && !e.acked)
             .ok_or(AckError::NotAwaiting(tag))?;
         entry.acked = true;
+        self.awaiting_application = self.awaiting_application.saturating_sub(1);
         let (qos, packet_id) = (entry.qos, entry.packet_id);
         // The ack is durable with the next commit, even while its PUBREC waits its turn: a
         // crash after this point never delivers the message again.
@@ -184,6 +191,7 @@ impl Session {
     pub(super) fn retire_acks(&mut self) {
         // Never delivered and never acknowledged: the server sends them again.
         self.held.clear();
+        self.awaiting_application = 0;
         for entry in std::mem::take(&mut self.acks) {
             if !entry.acked {
                 self.stale.insert(entry.tag, entry);

@@ -400,6 +400,8 @@ pub struct Session {
     /// Messages beyond the client's Receive Maximum, waiting for an ack to make room.
     held: VecDeque<Publish>,
     held_total: u64,
+    /// Entries of `acks` not acked yet (kept to avoid a scan per message).
+    awaiting_application: usize,
     /// Topic Alias mappings the server set on this connection.
     aliases_in: HashMap<u16, String>,
     next_tag: DeliveryTag,
@@ -465,6 +467,7 @@ impl Session {
             stale: HashMap::new(),
             held: VecDeque::new(),
             held_total: 0,
+            awaiting_application: 0,
             aliases_in: HashMap::new(),
             next_tag: 1,
             requests: HashMap::new(),
