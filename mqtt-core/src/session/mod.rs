@@ -13,7 +13,7 @@
 //! (Session Present 1: in order, DUP set, within the new Receive Maximum; Session Present 0:
 //! resent as new messages, PUBREL and markers dropped, reported); inbound PUBLISH with
 //! automatic or manual ack, acks in arrival order, the durable PUBREC marker, PUBREL/PUBCOMP,
-//! the client's Receive Maximum (0x93); Topic Aliases both ways; a defined meaning for an ack
+//! the client's Receive Maximum (excess held back from the application); Topic Aliases both ways; a defined meaning for an ack
 //! after a lost connection ([`Session::ack`]); keep alive; SUBSCRIBE/UNSUBSCRIBE; DISCONNECT
 //! both ways; session metadata and expiry; enhanced authentication through an
 //! [`Authenticator`]; one dispatcher for every packet from the server
