@@ -488,7 +488,7 @@ impl Driver {
                         }
                     }
                     // An ack can release a message held beyond Receive Maximum.
-                    self.process_events_sync();
+                    self.process_events().await;
                 }
                 Wake::Command(None) => {
                     self.commands_open = false;
