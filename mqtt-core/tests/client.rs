@@ -641,12 +641,12 @@ async fn inbound_receive_maximum_is_enforced() {
 }
 
 #[tokio::test]
-async fn manual_ack_defaults_the_receive_maximum_to_the_inbox_capacity() {
+async fn the_receive_maximum_defaults_to_the_inbox_capacity() {
     let mut broker = Broker::new();
     for (manual, set, expected) in [
         (true, None, Some(7)),
         (true, Some(3), Some(3)),
-        (false, None, None),
+        (false, None, Some(7)),
     ] {
         let mut b = builder(&broker, MemoryStore::default())
             .manual_ack(manual)
@@ -661,6 +661,50 @@ async fn manual_ack_defaults_the_receive_maximum_to_the_inbox_capacity() {
         let (client, _messages) = timeout(WAIT, connecting).await.unwrap().unwrap().unwrap();
         drop(client);
     }
+}
+
+/// A forwarding loop that awaits its own publish before reading the next message, while the
+/// server (over the Receive Maximum, as mosquitto can be) floods it: the client keeps reading
+/// the socket, so the PUBACK arrives; messages wait unacknowledged instead, and none is lost.
+#[tokio::test]
+async fn a_full_inbox_does_not_keep_a_puback_from_the_application() {
+    let mut broker = Broker::new();
+    let b = builder(&broker, MemoryStore::default()).inbox_capacity(2);
+    let (client, mut messages, mut peer) = connected(&mut broker, b).await;
+    let delivery = client.publish("out", "x", QoS::AtLeastOnce).await.unwrap();
+    let out = peer.publish().await;
+    for id in 1..=20u16 {
+        let mut p = Publish::new("in", format!("{id}"));
+        p.qos = QoS::AtLeastOnce;
+        p.packet_id = id;
+        peer.send(Packet::Publish(p)).await;
+    }
+    // Separately, after the client has read the flood.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    peer.send(Packet::PubAck(PubAck::new(out.packet_id))).await;
+    assert_eq!(
+        timeout(WAIT, delivery).await.unwrap(),
+        Ok(ReasonCode::Success)
+    );
+    // Only what reached the application was acknowledged.
+    let mut acked = Vec::new();
+    while let Ok(Some(Packet::PubAck(a))) =
+        timeout(Duration::from_millis(100), peer.try_recv()).await
+    {
+        acked.push(a.packet_id);
+    }
+    assert!(acked.len() <= 4, "{acked:?}");
+    for id in 1..=20u16 {
+        let m = timeout(WAIT, messages.recv()).await.unwrap().unwrap();
+        assert_eq!(m.payload().as_ref(), id.to_string().as_bytes());
+    }
+    while acked.len() < 20 {
+        match peer.recv().await {
+            Packet::PubAck(a) => acked.push(a.packet_id),
+            other => panic!("expected PUBACK, got {other:?}"),
+        }
+    }
+    assert_eq!(acked, (1..=20).collect::<Vec<u16>>(), "in arrival order");
 }
 
 #[tokio::test]

@@ -264,7 +264,10 @@ pub(crate) struct Driver {
     parked: VecDeque<(Publish, Reply<Delivery>)>,
     responses: HashMap<Bytes, oneshot::Sender<Message>>,
     inbox: mpsc::Sender<Message>,
-    inbox_backlog: VecDeque<Message>,
+    /// Messages waiting for room in the inbox, with the automatic ack each one still owes.
+    inbox_backlog: VecDeque<(Message, Option<(usize, DeliveryTag)>)>,
+    /// QoS 0 messages in `inbox_backlog`.
+    backlog_qos0: usize,
     inbox_closed: bool,
     events: broadcast::Sender<ClientEvent>,
     stats: Arc<StatsCell>,
@@ -294,7 +297,8 @@ enum Wake {
     Command(Option<Command>),
     HandlesGone,
     Timer,
-    Nothing,
+    /// A message left the backlog for the inbox; the automatic ack it owes.
+    HandedOver(Option<(usize, DeliveryTag)>),
 }
 
 /// Reads from the link if there is one; otherwise never resolves.
@@ -386,6 +390,7 @@ impl Driver {
             responses: HashMap::new(),
             inbox: parts.inbox,
             inbox_backlog: VecDeque::new(),
+            backlog_qos0: 0,
             inbox_closed: false,
             events: parts.events,
             stats: parts.stats,
@@ -455,17 +460,24 @@ impl Driver {
             }
             let deadline = self.deadline();
             let sleep = tokio::time::sleep_until(tokio::time::Instant::from_std(deadline));
-            let reading = self.inbox_backlog.is_empty();
+            // QoS 1/2 messages wait unacknowledged, so the server's quota (and the engine,
+            // for a server over it) bounds them; only QoS 0 can flood the backlog, and that
+            // stops reading.
+            let reading = self.backlog_qos0 < self.settings.inbox_capacity;
             let wake = tokio::select! {
                 result = commit_done(&mut self.commit) => Wake::Committed(result),
                 result = dial(&mut self.phase) => Wake::Dialed(result),
                 result = read_link(&mut self.link, &mut self.rbuf), if reading => Wake::Read(result),
                 permit = self.inbox.reserve(), if !self.inbox_backlog.is_empty() => match permit {
                     Ok(permit) => {
-                        if let Some(message) = self.inbox_backlog.pop_front() {
+                        let auto = self.inbox_backlog.pop_front().and_then(|(message, auto)| {
+                            if message.qos() == QoS::AtMostOnce {
+                                self.backlog_qos0 = self.backlog_qos0.saturating_sub(1);
+                            }
                             permit.send(message);
-                        }
-                        Wake::Nothing
+                            auto
+                        });
+                        Wake::HandedOver(auto)
                     }
                     Err(_) => Wake::InboxGone,
                 },
@@ -488,7 +500,7 @@ impl Driver {
                         }
                     }
                     // An ack can release a message held beyond Receive Maximum.
-                    self.process_events().await;
+                    self.settle_events().await;
                 }
                 Wake::Command(None) => {
                     self.commands_open = false;
@@ -503,7 +515,11 @@ impl Driver {
                     }
                 }
                 Wake::Timer => self.on_timer().await,
-                Wake::Nothing => {}
+                Wake::HandedOver(auto) => {
+                    self.auto_ack(auto);
+                    // The ack can release a message held beyond Receive Maximum.
+                    self.settle_events().await;
+                }
             }
         }
         true
@@ -1177,8 +1193,8 @@ impl Driver {
 
     fn on_message(&mut self, slot: usize, tag: DeliveryTag, publish: Publish) {
         self.stats.received.fetch_add(1, Ordering::Relaxed);
-        let manual = self.settings.session.manual_ack && tag != 0;
-        let acker = if manual {
+        let owes_ack = tag != 0;
+        let acker = if owes_ack && !self.settings.auto_ack {
             self.self_commands.upgrade().map(|commands| Acker {
                 commands,
                 slot,
@@ -1190,48 +1206,76 @@ impl Driver {
         if acker.is_some() {
             self.stats.inbound_unacked.fetch_add(1, Ordering::Relaxed);
         }
+        // An automatic ack is given once the message is in the application's hands.
+        let auto = (owes_ack && self.settings.auto_ack).then_some((slot, tag));
         let mut message = Message { publish, acker };
         if let Some(correlation) = message.publish.properties.correlation_data.clone() {
             if let Some(waiter) = self.responses.remove(&correlation) {
                 match waiter.send(message) {
-                    Ok(()) => return,
+                    Ok(()) => {
+                        self.auto_ack(auto);
+                        return;
+                    }
                     Err(back) => message = back,
                 }
             }
         }
         if self.inbox_closed {
-            self.discard(message);
+            self.discard(message, auto);
         } else if self.inbox_backlog.is_empty() {
             match self.inbox.try_send(message) {
-                Ok(()) => {}
-                Err(mpsc::error::TrySendError::Full(message)) => {
-                    self.inbox_backlog.push_back(message);
-                }
+                Ok(()) => self.auto_ack(auto),
+                Err(mpsc::error::TrySendError::Full(message)) => self.wait_for_room(message, auto),
                 Err(mpsc::error::TrySendError::Closed(message)) => {
                     self.inbox_closed = true;
-                    self.discard(message);
+                    self.discard(message, auto);
                 }
             }
         } else {
-            self.inbox_backlog.push_back(message);
+            self.wait_for_room(message, auto);
+        }
+    }
+
+    fn wait_for_room(&mut self, message: Message, auto: Option<(usize, DeliveryTag)>) {
+        if message.qos() == QoS::AtMostOnce {
+            self.backlog_qos0 += 1;
+        }
+        self.inbox_backlog.push_back((message, auto));
+    }
+
+    fn auto_ack(&mut self, auto: Option<(usize, DeliveryTag)>) {
+        if let Some((slot, tag)) = auto {
+            if let Some(s) = self.slots.get_mut(slot) {
+                // Cannot be refused: the tag was delivered and nothing else acks it.
+                let _ = s.session.ack(tag);
+            }
         }
     }
 
     /// Nobody reads messages any more: ack and drop them so the server is not held up.
-    fn discard(&mut self, mut message: Message) {
+    fn discard(&mut self, mut message: Message, auto: Option<(usize, DeliveryTag)>) {
         if let Some(acker) = message.acker.take() {
             self.stats.inbound_unacked.fetch_sub(1, Ordering::Relaxed);
             if let Some(slot) = self.slots.get_mut(acker.slot) {
                 let _ = slot.session.ack(acker.tag);
             }
         }
+        self.auto_ack(auto);
     }
 
     fn inbox_gone(&mut self) {
         self.inbox_closed = true;
-        for message in std::mem::take(&mut self.inbox_backlog) {
-            self.discard(message);
+        self.backlog_qos0 = 0;
+        for (message, auto) in std::mem::take(&mut self.inbox_backlog) {
+            self.discard(message, auto);
         }
+    }
+
+    /// Handles the events acks left behind: the active session's (which may end the
+    /// connection), then the others'.
+    async fn settle_events(&mut self) {
+        self.process_events().await;
+        self.process_events_sync();
     }
 
     // ----- commands -----

@@ -379,8 +379,9 @@ impl StatsCell {
 ///
 /// With manual ack ([`ClientBuilder::manual_ack`]), call [`Message::ack`] once the
 /// application is done with it; until then the server counts it against the client's Receive
-/// Maximum, and a QoS 2 message comes again after a crash. Without manual ack it was acked as
-/// it was delivered and `ack` does nothing.
+/// Maximum, and a QoS 2 message comes again after a crash. Without manual ack it was acked
+/// when it was handed to the application (taken into the [`Messages`] inbox, or given to a
+/// waiting [`Client::request`]) and `ack` does nothing.
 #[derive(Debug)]
 pub struct Message {
     publish: Publish,

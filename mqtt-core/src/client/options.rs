@@ -157,6 +157,9 @@ pub(crate) struct Settings {
     pub(crate) queue_limit: usize,
     pub(crate) queue_policy: QueuePolicy,
     pub(crate) inbox_capacity: usize,
+    /// Acks are the client's, given when a message is handed to the application; the engine
+    /// itself always runs with manual ack.
+    pub(crate) auto_ack: bool,
     pub(crate) transport: TransportOptions,
     pub(crate) connector: Option<Arc<dyn Connector>>,
     pub(crate) hook: Option<Hook>,
@@ -202,6 +205,7 @@ impl Default for ClientBuilder {
                 queue_limit: 100_000,
                 queue_policy: QueuePolicy::Wait,
                 inbox_capacity: 1024,
+                auto_ack: false,
                 transport: TransportOptions::default(),
                 connector: None,
                 hook: None,
@@ -300,15 +304,15 @@ impl ClientBuilder {
     }
 
     /// Acknowledge inbound QoS 1/2 messages only when the application calls
-    /// [`Message::ack`](super::Message::ack). Unless [`receive_maximum`](Self::receive_maximum)
-    /// is set, the Receive Maximum is then the inbox capacity (default 1,024).
+    /// [`Message::ack`](super::Message::ack). Without it, a QoS 1/2 message is acked when it
+    /// enters the inbox ([`inbox_capacity`](Self::inbox_capacity)).
     pub fn manual_ack(mut self, manual: bool) -> Self {
         self.settings.session.manual_ack = manual;
         self
     }
 
     /// How many unacknowledged QoS 1/2 messages the server may send at once (Receive Maximum;
-    /// default 65,535, or the inbox capacity with manual ack). With manual ack the application never holds more than this many
+    /// default: the inbox capacity, 1,024). With manual ack the application never holds more than this many
     /// unacked: a server that sends more (mosquitto 2.0 does) is not disconnected, its extra
     /// messages wait in the client until acks make room ([`Stats::inbound_held`](super::Stats)).
     ///
@@ -398,14 +402,14 @@ impl ClientBuilder {
         self
     }
 
-    /// How many received messages wait for the application before the client stops reading
-    /// from the network (default 1,024).
+    /// How many received messages wait in the inbox for the application (default 1,024).
     ///
-    /// While reading is stopped no acknowledgement reaches the client either, so a task that
-    /// awaits a [`Delivery`](super::Delivery) must not be the one that should empty the
-    /// inbox, unless the inbox cannot fill: with manual ack and a Receive Maximum no larger
-    /// than this capacity (the default with manual ack), the QoS 1/2 messages of one connection
-    /// never fill it.
+    /// A QoS 1/2 message that finds the inbox full waits in the client unacknowledged, so the
+    /// server's Receive Maximum (by default this capacity) holds it back, and the client keeps
+    /// reading the network: acks for the application's own publishes still arrive. Only QoS 0
+    /// messages, which nothing acknowledges, stop reading when this many wait behind a full
+    /// inbox; a task that awaits a [`Delivery`](super::Delivery) should then not be the one
+    /// that empties the inbox.
     pub fn inbox_capacity(mut self, capacity: usize) -> Self {
         self.settings.inbox_capacity = capacity.max(1);
         self
@@ -547,9 +551,14 @@ impl ClientBuilder {
             ..self.settings.clone()
         };
         let session = &mut settings.session;
-        if session.manual_ack && session.properties.receive_maximum.is_none() {
-            // No more unacked messages than the inbox holds: then a full inbox (which stops
-            // socket reads) cannot keep the application from a PUBACK it awaits.
+        // Automatic acks are given when a message is handed to the application, so that the
+        // server's quota, not the inbox, bounds what waits for the application.
+        settings.auto_ack = !session.manual_ack;
+        session.manual_ack = true;
+        if session.properties.receive_maximum.is_none() {
+            // No more unacked messages than the inbox holds: then QoS 1/2 messages cannot fill
+            // it, and a full inbox (which stops socket reads) cannot keep the application from
+            // a PUBACK it awaits.
             let capacity = u16::try_from(settings.inbox_capacity).unwrap_or(u16::MAX);
             session.properties.receive_maximum = Some(capacity.max(1));
         }
