@@ -237,6 +237,14 @@ fn builder(broker: &Broker, store: MemoryStore) -> mqtt_core::client::ClientBuil
         .reconnect(fast_backoff())
 }
 
+/// A PUBLISH from the server on topic `in`.
+fn inbound(qos: QoS, packet_id: u16, body: impl Into<String>) -> Packet {
+    let mut p = Publish::new("in", body.into());
+    p.qos = qos;
+    p.packet_id = packet_id;
+    Packet::Publish(p)
+}
+
 async fn connected(
     broker: &mut Broker,
     b: mqtt_core::client::ClientBuilder,
@@ -613,10 +621,8 @@ async fn inbound_receive_maximum_is_enforced() {
         .receive_maximum(2);
     let (client, mut messages, mut peer) = connected(&mut broker, b).await;
     for id in 1..=3u16 {
-        let mut p = Publish::new("in", format!("{id}"));
-        p.qos = QoS::ExactlyOnce;
-        p.packet_id = id;
-        peer.send(Packet::Publish(p)).await;
+        peer.send(inbound(QoS::ExactlyOnce, id, id.to_string()))
+            .await;
     }
     let first = timeout(WAIT, messages.recv()).await.unwrap().unwrap();
     let second = timeout(WAIT, messages.recv()).await.unwrap().unwrap();
@@ -674,10 +680,8 @@ async fn a_full_inbox_does_not_keep_a_puback_from_the_application() {
     let delivery = client.publish("out", "x", QoS::AtLeastOnce).await.unwrap();
     let out = peer.publish().await;
     for id in 1..=20u16 {
-        let mut p = Publish::new("in", format!("{id}"));
-        p.qos = QoS::AtLeastOnce;
-        p.packet_id = id;
-        peer.send(Packet::Publish(p)).await;
+        peer.send(inbound(QoS::AtLeastOnce, id, id.to_string()))
+            .await;
     }
     // Separately, after the client has read the flood.
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -714,10 +718,7 @@ async fn manual_ack_sends_pubrec_only_after_the_marker_is_durable() {
     let b = builder(&broker, store.clone()).manual_ack(true);
     let (client, mut messages, mut peer) = connected(&mut broker, b).await;
     for (id, body) in [(7u16, "a"), (8, "b")] {
-        let mut p = Publish::new("in", body);
-        p.qos = QoS::ExactlyOnce;
-        p.packet_id = id;
-        peer.send(Packet::Publish(p)).await;
+        peer.send(inbound(QoS::ExactlyOnce, id, body)).await;
     }
     let a = timeout(WAIT, messages.recv()).await.unwrap().unwrap();
     let b = timeout(WAIT, messages.recv()).await.unwrap().unwrap();
@@ -1361,10 +1362,8 @@ async fn an_unread_inbox_holds_messages_without_losing_any() {
     let b = builder(&broker, MemoryStore::default()).inbox_capacity(1);
     let (_client, mut messages, mut peer) = connected(&mut broker, b).await;
     for i in 0..50u16 {
-        let mut p = Publish::new("in", format!("{i}"));
-        p.qos = QoS::AtLeastOnce;
-        p.packet_id = i + 1;
-        peer.send(Packet::Publish(p)).await;
+        peer.send(inbound(QoS::AtLeastOnce, i + 1, i.to_string()))
+            .await;
     }
     tokio::time::sleep(Duration::from_millis(100)).await;
     for i in 0..50u16 {
