@@ -249,9 +249,19 @@ async fn connected(
     broker: &mut Broker,
     b: mqtt_core::client::ClientBuilder,
 ) -> (Client, Messages, Peer) {
+    connected_by(broker, b, ConnAck::new(false)).await
+}
+
+/// Connects, answering CONNECT with `connack`.
+async fn connected_by(
+    broker: &mut Broker,
+    b: mqtt_core::client::ClientBuilder,
+    connack: ConnAck,
+) -> (Client, Messages, Peer) {
     let connecting = tokio::spawn(b.connect());
     let mut peer = broker.next().await;
-    peer.accept(false).await;
+    peer.connect().await;
+    peer.send(Packet::ConnAck(Box::new(connack))).await;
     let (client, messages) = timeout(WAIT, connecting).await.unwrap().unwrap().unwrap();
     (client, messages, peer)
 }
@@ -1204,13 +1214,8 @@ async fn a_stored_session_resumes_after_a_restart() {
     // The process "dies": the task is gone, the store stays.
     drop(client);
     peer.recv().await;
-    let (client, _m, mut peer) = {
-        let connecting = tokio::spawn(builder(&broker, store.clone()).connect());
-        let mut peer = broker.next().await;
-        peer.accept(true).await;
-        let (c, m) = connecting.await.unwrap().unwrap();
-        (c, m, peer)
-    };
+    let b = builder(&broker, store.clone());
+    let (client, _m, mut peer) = connected_by(&mut broker, b, ConnAck::new(true)).await;
     let again = peer.publish().await;
     assert_eq!(
         (again.packet_id, again.dup, again.payload),
@@ -1267,15 +1272,12 @@ fn handles_are_clone_send_sync() {
 async fn the_servers_limits_refuse_publishes_locally() {
     let mut broker = Broker::new();
     let store = MemoryStore::default();
-    let connecting = tokio::spawn(builder(&broker, store.clone()).connect());
-    let mut peer = broker.next().await;
-    peer.connect().await;
     let mut connack = ConnAck::new(false);
     connack.properties.maximum_qos = Some(QoS::AtLeastOnce);
     connack.properties.maximum_packet_size = Some(128);
     connack.properties.retain_available = Some(false);
-    peer.send(Packet::ConnAck(Box::new(connack))).await;
-    let (client, _m) = connecting.await.unwrap().unwrap();
+    let b = builder(&broker, store.clone());
+    let (client, _m, mut peer) = connected_by(&mut broker, b, connack).await;
     let err = client
         .publish("t", "x", QoS::ExactlyOnce)
         .await
@@ -1404,13 +1406,10 @@ async fn a_completed_flow_leaves_the_store_soon_even_when_idle() {
 async fn flows_waiting_for_quota_go_out_after_a_restart() {
     let mut broker = Broker::new();
     let store = MemoryStore::default();
-    let connecting = tokio::spawn(builder(&broker, store.clone()).connect());
-    let mut peer = broker.next().await;
-    peer.connect().await;
     let mut connack = ConnAck::new(false);
     connack.properties.receive_maximum = Some(1);
-    peer.send(Packet::ConnAck(Box::new(connack))).await;
-    let (client, _m) = connecting.await.unwrap().unwrap();
+    let b = builder(&broker, store.clone());
+    let (client, _m, mut peer) = connected_by(&mut broker, b, connack).await;
     for i in 0..3 {
         drop(
             client
