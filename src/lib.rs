@@ -1,7 +1,8 @@
 //! Mooring: an MQTT v5 client for Rust whose persistent sessions survive crashes.
 //!
-//! This facade is what applications depend on. It re-exports the client, the wire format, the
-//! session engine and the stores chosen by feature flag.
+//! This crate is what applications depend on. It holds the tokio driver ([`client`]) and
+//! re-exports the runtime-free core (`mqtt-core`: the wire format, the session engine, the
+//! storage contract) and the stores chosen by feature flag.
 //!
 //! | Feature | Default | Gives |
 //! |---|---|---|
@@ -38,8 +39,9 @@
 //! See [`client`] for the guided tour.
 #![forbid(unsafe_code)]
 
-pub use mqtt_core::client;
-pub use mqtt_core::client::{
+pub mod client;
+
+pub use client::{
     Backoff, Client, ClientBuilder, ClientError, ClientEvent, Delivery, DeliveryError, Message,
     Messages, QueuePolicy, Router,
 };

@@ -10,7 +10,9 @@
 //!   key-value stores share, and `conformance` (feature `conformance`), the suite that defines a
 //!   correct store.
 //!
-//! The tokio driver that connects them to a socket and a store comes next.
+//! The crate needs no async runtime: it depends on no runtime at all unless the `conformance`
+//! feature is on (the suite runs on tokio). The tokio driver that connects a session to a
+//! socket and a store is the `mooring` crate, which sits on top of this one.
 //!
 //! ```
 //! use bytes::BytesMut;
@@ -31,7 +33,6 @@
 //! ```
 #![forbid(unsafe_code)]
 
-pub mod client;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 pub mod packet;

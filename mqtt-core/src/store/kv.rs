@@ -1,10 +1,13 @@
 //! [`KvStore`]: a complete [`SessionStore`] over any ordered key-value backend.
 //!
 //! A backend provides five blocking primitives ([`KvBackend`]); `KvStore` adds the session
-//! layout ([`super::layout`]), the refusal of writes after a failed commit, and moves blocking
-//! calls off the async worker threads. The memory, redb and sled stores are each a backend.
+//! layout ([`super::layout`]), the refusal of writes after a failed commit, and runs blocking
+//! calls on a thread of its own, so that no async executor blocks and no runtime is needed:
+//! the futures resolve on whatever executor polls them. The memory, redb and sled stores are
+//! each a backend.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, mpsc};
+use std::thread::JoinHandle;
 
 use async_trait::async_trait;
 
@@ -15,7 +18,7 @@ use super::{Batch, SessionKey, SessionStore, StoreError, StoredSession};
 pub type Entries = Vec<(Vec<u8>, Vec<u8>)>;
 
 /// An ordered map from byte keys to byte values. Its methods block; [`KvStore`] calls them from
-/// a blocking thread when [`KvBackend::BLOCKING`] says so.
+/// its own thread when [`KvBackend::BLOCKING`] says so.
 pub trait KvBackend: Send + Sync + 'static {
     /// The backend's name, for error messages.
     const NAME: &'static str;
@@ -115,28 +118,89 @@ impl<B: KvBackend> Shared<B> {
     }
 }
 
+/// A job for the store's thread.
+type Job<B> = Box<dyn FnOnce(&Shared<B>) + Send>;
+
+/// The thread that runs a blocking backend's calls, one at a time, in the order they came.
+///
+/// Why a thread of its own rather than a runtime's blocking pool: the core must not depend on
+/// a runtime, and the stores serialise writes anyway (one redb write transaction at a time).
+struct Worker<B> {
+    jobs: Option<mpsc::Sender<Job<B>>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl<B: KvBackend> Worker<B> {
+    /// Starts the thread; `None` if the system will not give one (calls then run inline).
+    fn start(shared: Arc<Shared<B>>) -> Option<Self> {
+        let (jobs, queue) = mpsc::channel::<Job<B>>();
+        let thread = std::thread::Builder::new()
+            .name(format!("mooring-store-{}", B::NAME))
+            .spawn(move || {
+                for job in queue {
+                    job(&shared);
+                }
+            })
+            .ok()?;
+        Some(Self {
+            jobs: Some(jobs),
+            thread: Some(thread),
+        })
+    }
+}
+
+impl<B> Drop for Worker<B> {
+    fn drop(&mut self) {
+        // Closing the queue ends the thread once the jobs already sent are done. Joining
+        // makes the backend's release deterministic: a store dropped and opened again at once
+        // (a test, a restart in-process) does not find its file still held.
+        self.jobs = None;
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
 /// A [`SessionStore`] over a [`KvBackend`].
+///
+/// Clones share one backend (and, for a blocking backend, one thread). The backend is closed
+/// when the last clone is dropped, after the calls already made have finished.
 pub struct KvStore<B> {
+    // Declared first so that it is dropped first: the thread finishes before the backend goes.
+    worker: Option<Arc<Worker<B>>>,
     shared: Arc<Shared<B>>,
 }
 
 impl<B> Clone for KvStore<B> {
     fn clone(&self) -> Self {
         Self {
+            worker: self.worker.clone(),
             shared: Arc::clone(&self.shared),
         }
     }
 }
 
+fn worker_gone(backend: &'static str) -> StoreError {
+    StoreError::Backend {
+        backend,
+        message: "the store's thread ended abnormally".to_owned(),
+        source: None,
+    }
+}
+
 impl<B: KvBackend> KvStore<B> {
-    /// A store over `backend`.
+    /// A store over `backend`. A blocking backend gets a thread of its own.
     pub fn new(backend: B) -> Self {
-        Self {
-            shared: Arc::new(Shared {
-                backend,
-                poisoned: Mutex::new(None),
-            }),
-        }
+        let shared = Arc::new(Shared {
+            backend,
+            poisoned: Mutex::new(None),
+        });
+        let worker = if B::BLOCKING {
+            Worker::start(Arc::clone(&shared)).map(Arc::new)
+        } else {
+            None
+        };
+        Self { worker, shared }
     }
 
     /// The backend, for tools and tests that work below the session layer.
@@ -144,25 +208,21 @@ impl<B: KvBackend> KvStore<B> {
         &self.shared.backend
     }
 
-    /// Runs `f` on the backend, on a blocking thread when the backend blocks and a tokio
-    /// runtime is there to provide one.
+    /// Runs `f` on the backend: on the store's thread when the backend blocks.
     async fn run<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&Shared<B>) -> Result<T, StoreError> + Send + 'static,
     {
-        if B::BLOCKING && tokio::runtime::Handle::try_current().is_ok() {
-            let shared = Arc::clone(&self.shared);
-            tokio::task::spawn_blocking(move || f(&shared))
-                .await
-                .map_err(|e| StoreError::Backend {
-                    backend: B::NAME,
-                    message: format!("the blocking store task ended abnormally: {e}"),
-                    source: None,
-                })?
-        } else {
-            f(&self.shared)
-        }
+        let Some(jobs) = self.worker.as_ref().and_then(|w| w.jobs.as_ref()) else {
+            return f(&self.shared);
+        };
+        let (reply, answer) = futures_channel::oneshot::channel();
+        let job: Job<B> = Box::new(move |shared| {
+            let _ = reply.send(f(shared));
+        });
+        jobs.send(job).map_err(|_| worker_gone(B::NAME))?;
+        answer.await.map_err(|_| worker_gone(B::NAME))?
     }
 }
 

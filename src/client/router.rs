@@ -11,7 +11,7 @@ use crate::packet::{TopicError, validate_topic_filter};
 /// level do not match topics starting with `$` [MQTT-4.7.2-1].
 ///
 /// ```
-/// use mqtt_core::client::topic_matches;
+/// use mooring::client::topic_matches;
 /// assert!(topic_matches("plant/+/telemetry", "plant/7/telemetry"));
 /// assert!(topic_matches("plant/#", "plant"));
 /// assert!(!topic_matches("#", "$SYS/uptime"));
@@ -56,8 +56,8 @@ struct Route {
 /// fallback, or are acked and dropped (with a warning) when there is none.
 ///
 /// ```
-/// # async fn f(messages: mqtt_core::client::Messages) -> Result<(), Box<dyn std::error::Error>> {
-/// use mqtt_core::client::Router;
+/// # async fn f(messages: mooring::client::Messages) -> Result<(), Box<dyn std::error::Error>> {
+/// use mooring::client::Router;
 ///
 /// let mut router = Router::new();
 /// let mut telemetry = router.route("plant/+/telemetry")?;

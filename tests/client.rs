@@ -14,16 +14,16 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
-use mqtt_core::client::{
+use mooring::client::{
     AsyncStream, Backoff, Client, ClientError, ClientEvent, ConnectError, DeliveryError, Messages,
     QueuePolicy, Router, ServerUrl,
 };
-use mqtt_core::packet::{
+use mooring::packet::{
     Codec, ConnAck, Connect, Decoded, Disconnect, Packet, PubAck, Publish, QoS, ReasonCode, SubAck,
     Subscribe, SubscribeProperties, Subscription, UnsubAck,
 };
-use mqtt_core::store::{Batch, SessionKey, SessionStore, StoreError, StoredSession};
-use store_memory::{MemoryBackend, MemoryStore};
+use mooring::store::{Batch, SessionKey, SessionStore, StoreError, StoredSession};
+use mooring::store::{MemoryBackend, MemoryStore};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 use tokio::sync::{Semaphore, broadcast, mpsc};
 use tokio::time::timeout;
@@ -207,7 +207,7 @@ mod futures_ready {
     use std::pin::Pin;
     use std::task::{Context, Poll};
 
-    use mqtt_core::client::AsyncStream;
+    use mooring::client::AsyncStream;
 
     pub struct Ready(pub Option<std::io::Result<Box<dyn AsyncStream>>>);
 
@@ -228,7 +228,7 @@ fn fast_backoff() -> Backoff {
     }
 }
 
-fn builder(broker: &Broker, store: MemoryStore) -> mqtt_core::client::ClientBuilder {
+fn builder(broker: &Broker, store: MemoryStore) -> mooring::client::ClientBuilder {
     Client::builder()
         .server(URL)
         .client_id("gw")
@@ -247,7 +247,7 @@ fn inbound(qos: QoS, packet_id: u16, body: impl Into<String>) -> Packet {
 
 async fn connected(
     broker: &mut Broker,
-    b: mqtt_core::client::ClientBuilder,
+    b: mooring::client::ClientBuilder,
 ) -> (Client, Messages, Peer) {
     connected_by(broker, b, ConnAck::new(false)).await
 }
@@ -255,7 +255,7 @@ async fn connected(
 /// Connects, answering CONNECT with `connack`.
 async fn connected_by(
     broker: &mut Broker,
-    b: mqtt_core::client::ClientBuilder,
+    b: mooring::client::ClientBuilder,
     connack: ConnAck,
 ) -> (Client, Messages, Peer) {
     let connecting = tokio::spawn(b.connect());
@@ -1009,7 +1009,7 @@ async fn request_response_matches_by_correlation_data() {
     assert_eq!(p.properties.correlation_data.as_deref(), Some(&b"c1"[..]));
 }
 
-fn two_servers(broker: &Broker, store: &MemoryStore) -> mqtt_core::client::ClientBuilder {
+fn two_servers(broker: &Broker, store: &MemoryStore) -> mooring::client::ClientBuilder {
     Client::builder()
         .server("mqtt://a:1883")
         .server("mqtt://b:1883")
@@ -1263,9 +1263,9 @@ fn handles_are_clone_send_sync() {
     fn check<T: Clone + Send + Sync + 'static>() {}
     fn send<T: Send + 'static>() {}
     check::<Client>();
-    send::<mqtt_core::client::Message>();
+    send::<mooring::client::Message>();
     send::<Messages>();
-    send::<mqtt_core::client::Delivery>();
+    send::<mooring::client::Delivery>();
 }
 
 #[tokio::test]

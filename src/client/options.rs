@@ -442,9 +442,9 @@ impl ClientBuilder {
     /// attempt, which counts towards the backoff.
     ///
     /// ```no_run
-    /// # async fn f() -> Result<(), mqtt_core::client::ClientError> {
-    /// use mqtt_core::client::Client;
-    /// # let store = store_memory::MemoryStore::default();
+    /// # async fn f() -> Result<(), mooring::client::ClientError> {
+    /// use mooring::client::Client;
+    /// # let store = mooring::store::MemoryStore::default();
     /// # async fn fetch_token() -> Result<String, std::io::Error> { Ok(String::new()) }
     /// let (client, _messages) = Client::builder()
     ///     .server("mqtts://broker.example")
@@ -570,7 +570,7 @@ impl ClientBuilder {
 /// configured by file. TLS files and the store are set on the builder.
 ///
 /// ```
-/// let config: mqtt_core::client::ClientConfig = serde_json::from_str(r#"{
+/// let config: mooring::client::ClientConfig = serde_json::from_str(r#"{
 ///     "servers": ["mqtt://10.0.0.5:1883", "mqtt://10.0.0.6:1883"],
 ///     "client_id": "gateway-7",
 ///     "session_expiry_secs": 86400,
@@ -578,7 +578,7 @@ impl ClientBuilder {
 ///     "queue_limit": 50000,
 ///     "queue_full": "fail"
 /// }"#)?;
-/// let builder = mqtt_core::client::ClientBuilder::from_config(&config)?;
+/// let builder = mooring::client::ClientBuilder::from_config(&config)?;
 /// # let _ = builder;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```

@@ -39,7 +39,7 @@ pub enum TlsError {
 ///
 /// ```
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// use mqtt_core::client::TlsOptions;
+/// use mooring::client::TlsOptions;
 /// # let ca = rcgen::generate_simple_self_signed(vec!["localhost".into()])?.cert.pem();
 /// let tls = TlsOptions::with_ca_pem(ca.as_bytes())?.server_name("localhost");
 /// # let _ = tls;

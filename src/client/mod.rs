@@ -5,11 +5,11 @@
 //!
 //! ```no_run
 //! use std::time::Duration;
-//! use mqtt_core::client::{Client, ClientError};
-//! use mqtt_core::packet::QoS;
+//! use mooring::client::{Client, ClientError};
+//! use mooring::packet::QoS;
 //!
 //! # async fn gateway() -> Result<(), Box<dyn std::error::Error>> {
-//! # let store = store_memory::MemoryStore::default();
+//! # let store = mooring::store::MemoryStore::default();
 //! // A durable store keeps the session across crashes: RedbStore::open("gateway.redb")?.
 //! let (client, mut messages) = Client::builder()
 //!     .server("mqtt://127.0.0.1:1883")
@@ -530,8 +530,8 @@ impl Client {
     /// [`QueuePolicy::Fail`].
     ///
     /// ```no_run
-    /// # async fn f(client: mqtt_core::client::Client) -> Result<(), Box<dyn std::error::Error>> {
-    /// use mqtt_core::packet::QoS;
+    /// # async fn f(client: mooring::client::Client) -> Result<(), Box<dyn std::error::Error>> {
+    /// use mooring::packet::QoS;
     /// let delivery = client.publish("site/7/status", "up", QoS::ExactlyOnce).await?; // durable
     /// let reason = delivery.await?; // PUBCOMP's reason code
     /// # let _ = reason; Ok(()) }
@@ -559,8 +559,8 @@ impl Client {
     /// for it. Subscriptions are made again when a server has no session for the client.
     ///
     /// ```no_run
-    /// # async fn f(client: mqtt_core::client::Client) -> Result<(), Box<dyn std::error::Error>> {
-    /// use mqtt_core::packet::QoS;
+    /// # async fn f(client: mooring::client::Client) -> Result<(), Box<dyn std::error::Error>> {
+    /// use mooring::packet::QoS;
     /// let granted = client.subscribe("plant/+/telemetry", QoS::ExactlyOnce).await?;
     /// # let _ = granted; Ok(()) }
     /// ```
@@ -633,13 +633,13 @@ impl Client {
     /// any message.
     ///
     /// ```no_run
-    /// # async fn f(client: mqtt_core::client::Client) -> Result<(), Box<dyn std::error::Error>> {
+    /// # async fn f(client: mooring::client::Client) -> Result<(), Box<dyn std::error::Error>> {
     /// use std::time::Duration;
     /// let response = client.request("svc/clock", "now?", Duration::from_secs(5)).await?;
     /// println!("{:?}", response.payload());
     ///
     /// // The other side:
-    /// # let mut requests: mqtt_core::client::Messages = todo!();
+    /// # let mut requests: mooring::client::Messages = todo!();
     /// while let Some(request) = requests.recv().await {
     ///     client.respond(&request, "12:00").await?;
     /// }
@@ -745,8 +745,8 @@ impl Client {
     /// than 256 events behind skips the oldest.
     ///
     /// ```no_run
-    /// # async fn f(client: mqtt_core::client::Client) -> Result<(), Box<dyn std::error::Error>> {
-    /// use mqtt_core::client::ClientEvent;
+    /// # async fn f(client: mooring::client::Client) -> Result<(), Box<dyn std::error::Error>> {
+    /// use mooring::client::ClientEvent;
     /// let mut events = client.events();
     /// while let Ok(event) = events.recv().await {
     ///     match event {
@@ -765,7 +765,7 @@ impl Client {
     /// The current counters.
     ///
     /// ```no_run
-    /// # fn f(client: mqtt_core::client::Client) {
+    /// # fn f(client: mooring::client::Client) {
     /// let stats = client.stats();
     /// println!("{} in flight, {} queued, {:.1} publishes per commit",
     ///     stats.outbound_in_flight, stats.queued, stats.average_batch());
@@ -798,10 +798,10 @@ impl ClientBuilder {
     /// publishes queue durably until one is up. For gateways that must start offline.
     ///
     /// ```no_run
-    /// # async fn f() -> Result<(), mqtt_core::client::ClientError> {
-    /// use mqtt_core::client::Client;
-    /// use mqtt_core::packet::QoS;
-    /// # let store = store_memory::MemoryStore::default();
+    /// # async fn f() -> Result<(), mooring::client::ClientError> {
+    /// use mooring::client::Client;
+    /// use mooring::packet::QoS;
+    /// # let store = mooring::store::MemoryStore::default();
     /// let (client, _messages) = Client::builder()
     ///     .server("mqtt://10.0.0.5")
     ///     .client_id("gateway-7")
@@ -836,7 +836,8 @@ impl ClientBuilder {
         let (alive, alive_rx) = oneshot::channel();
         let (first_tx, first_rx) = oneshot::channel();
         let stats = Arc::new(StatsCell::default());
-        let seed = driver::random_seed();
+        // Seeds the reconnect jitter and names this client's responses.
+        let seed = fastrand::u64(..);
         let response_topic = self.response_topic.clone().unwrap_or_else(|| {
             let id = if settings.session.client_id.is_empty() {
                 format!("{seed:016x}")

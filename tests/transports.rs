@@ -14,14 +14,14 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use futures_util::{SinkExt, StreamExt};
-use mqtt_core::client::{
+use mooring::client::{
     AsyncStream, Backoff, BoxFuture, Client, ClientError, ConnectError, Connector, ServerUrl,
     TlsOptions,
 };
-use mqtt_core::packet::{Codec, ConnAck, Decoded, Packet, PubAck, QoS};
+use mooring::packet::{Codec, ConnAck, Decoded, Packet, PubAck, QoS};
+use mooring::store::MemoryStore;
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-use store_memory::MemoryStore;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, DuplexStream};
 use tokio::sync::mpsc;
 use tokio::time::timeout;
@@ -146,7 +146,7 @@ async fn serve_mqtt<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S) {
     }
 }
 
-fn builder(url: &str, pipe: Pipe) -> mqtt_core::client::ClientBuilder {
+fn builder(url: &str, pipe: Pipe) -> mooring::client::ClientBuilder {
     Client::builder()
         .server(url)
         .client_id("gw")

@@ -94,24 +94,6 @@ impl std::fmt::Debug for Command {
     }
 }
 
-/// A seed for jitter and correlation data: the clock and the address of a stack value.
-pub(crate) fn random_seed() -> u64 {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64);
-    let local = 0u8;
-    let addr = std::ptr::addr_of!(local) as usize as u64;
-    splitmix(nanos ^ addr.rotate_left(32))
-}
-
-fn splitmix(mut x: u64) -> u64 {
-    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    let mut z = x;
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
 fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -279,7 +261,8 @@ pub(crate) struct Driver {
     session_lost: Option<(usize, usize, usize)>,
     store_failed: bool,
     span: tracing::Span,
-    rng: u64,
+    /// Jitter for reconnect delays.
+    rng: fastrand::Rng,
     /// Publishes in the current (not yet polled) batch.
     batch_publishes: u64,
     /// Operations polled and not yet committed (see `pump_with`), one batch per slot.
@@ -402,7 +385,7 @@ impl Driver {
             store_failed: false,
             span: tracing::info_span!("mooring", client_id = %settings.session.client_id),
             primary,
-            rng: parts.seed,
+            rng: fastrand::Rng::with_seed(parts.seed),
             batch_publishes: 0,
             deferred: Vec::new(),
             deferred_since: None,
@@ -845,10 +828,9 @@ impl Driver {
         }
         let delay = if round_done {
             let rounds = self.failures / count as u32;
-            self.rng = splitmix(self.rng);
             self.settings
                 .backoff
-                .delay(rounds.saturating_sub(1), self.rng)
+                .delay(rounds.saturating_sub(1), self.rng.u64(..))
         } else {
             Duration::ZERO
         };
@@ -985,8 +967,7 @@ impl Driver {
             // Start again from the preferred server.
             self.failures = 0;
             self.server = 0;
-            self.rng = splitmix(self.rng);
-            let delay = self.settings.backoff.delay(0, self.rng);
+            let delay = self.settings.backoff.delay(0, self.rng.u64(..));
             self.emit(ClientEvent::Reconnecting {
                 attempt: 0,
                 delay,
