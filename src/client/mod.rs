@@ -84,7 +84,7 @@ use crate::packet::{
     AckProperties, ConnAckProperties, Publish, QoS, ReasonCode, SubscribeProperties, Subscription,
     UnsubscribeProperties,
 };
-use crate::session::{AckError, DeliveryId, DeliveryTag, PublishError, RequestError};
+use crate::session::{AckError, MessageTag, PublishError, PublishId, RequestError};
 use crate::store::StoreError;
 use driver::Command;
 
@@ -203,13 +203,13 @@ pub enum DeliveryError {
 #[derive(Debug)]
 #[must_use = "await it to learn the outcome, or drop it to fire and forget"]
 pub struct Delivery {
-    id: DeliveryId,
+    id: PublishId,
     rx: oneshot::Receiver<Result<ReasonCode, DeliveryError>>,
 }
 
 impl Delivery {
-    /// The publish's delivery id (its sequence number in the session).
-    pub fn id(&self) -> DeliveryId {
+    /// The publish's id in its session (its sequence number in the store).
+    pub fn id(&self) -> PublishId {
         self.id
     }
 }
@@ -392,7 +392,7 @@ pub struct Message {
 struct Acker {
     commands: mpsc::Sender<Command>,
     slot: usize,
-    tag: DeliveryTag,
+    tag: MessageTag,
 }
 
 impl Message {
@@ -668,7 +668,7 @@ impl Client {
         let (reply, response) = oneshot::channel();
         inner
             .commands
-            .send(Command::Expect {
+            .send(Command::ExpectResponse {
                 correlation: correlation.clone(),
                 reply,
             })
@@ -688,7 +688,9 @@ impl Client {
             Err(e) => Err(e),
         };
         if outcome.is_err() {
-            let _ = inner.commands.try_send(Command::Forget { correlation });
+            let _ = inner
+                .commands
+                .try_send(Command::ForgetResponse { correlation });
         }
         outcome
     }
@@ -786,7 +788,7 @@ impl ClientBuilder {
     /// succeeded. Fails with the first round's last error when no server accepts, after
     /// trying each once; use [`ClientBuilder::start`] to keep trying in the background.
     pub async fn connect(self) -> Result<(Client, Messages), ClientError> {
-        let (client, messages, first) = self.launch(true).await?;
+        let (client, messages, first) = self.launch(driver::FirstFailure::Fail).await?;
         match first.await {
             Ok(Ok(())) => Ok((client, messages)),
             Ok(Err(e)) => Err(ClientError::Connect(e)),
@@ -813,13 +815,13 @@ impl ClientBuilder {
     /// # Ok(()) }
     /// ```
     pub async fn start(self) -> Result<(Client, Messages), ClientError> {
-        let (client, messages, _first) = self.launch(false).await?;
+        let (client, messages, _first) = self.launch(driver::FirstFailure::Retry).await?;
         Ok((client, messages))
     }
 
     async fn launch(
         self,
-        fail_fast: bool,
+        first_failure: driver::FirstFailure,
     ) -> Result<
         (
             Client,
@@ -856,7 +858,7 @@ impl ClientBuilder {
             stats: stats.clone(),
             alive: alive_rx,
             first_connect: first_tx,
-            fail_fast,
+            first_failure,
             seed,
         })
         .await?;

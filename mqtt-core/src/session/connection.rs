@@ -4,11 +4,56 @@
 use std::time::{Duration, Instant};
 
 use super::outbound::OutAliases;
-use super::{Connection, Event, ProtocolViolation, RequestError, Session};
-use crate::packet::{ConnAck, Disconnect, Packet, PacketType, QoS, ReasonCode};
+use bytes::Bytes;
+
+use super::{ConnectPacketError, Connection, Event, ProtocolViolation, RequestError, Session};
+use crate::packet::{ConnAck, Disconnect, Packet, PacketType, QoS, ReasonCode, UserProperty};
 use crate::store::{SessionMeta, StoreOp};
 
+/// What each connection attempt may set anew in CONNECT: a `before_connect` hook refreshes
+/// credentials and User Properties per attempt.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConnectCredentials {
+    /// The user name, if any.
+    pub username: Option<String>,
+    /// The password, if any.
+    pub password: Option<Bytes>,
+    /// CONNECT's User Properties.
+    pub user_properties: Vec<UserProperty>,
+}
+
 impl Session {
+    /// The credentials and User Properties CONNECT carries unless an attempt replaces them.
+    pub fn connect_credentials(&self) -> ConnectCredentials {
+        ConnectCredentials {
+            username: self.options.username.clone(),
+            password: self.options.password.clone(),
+            user_properties: self.options.properties.user_properties.clone(),
+        }
+    }
+
+    /// A new connection is open: CONNECT, with `credentials`, goes out with the next
+    /// [`Output`](super::Output), before any other packet; then feed the server's packets to
+    /// [`Session::handle_incoming`]. Starts the authenticator, if there is one. Packets not yet
+    /// polled for an earlier connection are dropped, and the server's Maximum Packet Size is
+    /// forgotten until its CONNACK.
+    pub fn start_connection(
+        &mut self,
+        credentials: ConnectCredentials,
+    ) -> Result<(), ConnectPacketError> {
+        let mut connect = self.connect_packet()?;
+        connect.username = credentials.username;
+        connect.password = credentials.password;
+        connect.properties.user_properties = credentials.user_properties;
+        let packet = Packet::Connect(Box::new(connect));
+        // Nothing limits CONNECT but the specification until the server has answered.
+        self.codec.max_outgoing_packet_size = None;
+        self.codec.encoded_len(&packet)?;
+        self.pending.send.clear();
+        self.pending.send.push(packet);
+        Ok(())
+    }
+
     /// Handles CONNACK for the connection being made.
     pub fn handle_connack(
         &mut self,

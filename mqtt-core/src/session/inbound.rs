@@ -1,7 +1,7 @@
 //! Inbound PUBLISH: Topic Aliases, the client's Receive Maximum, delivery, acks in arrival
 //! order, the durable PUBREC marker, and PUBREL.
 
-use super::{AckError, DeliveryTag, Event, Inbound, ProtocolViolation, Session};
+use super::{AckError, Event, Inbound, MessageTag, ProtocolViolation, Session};
 use crate::packet::{Packet, PubAck, Publish, QoS, ReasonCode};
 use crate::store::StoreOp;
 
@@ -139,7 +139,7 @@ impl Session {
     /// defined as follows. QoS 2: the marker is committed, so the server's redelivery is answered
     /// with PUBREC and never delivered again. QoS 1: nothing is sent; the server redelivers the
     /// message as a new one, which is delivered again (QoS 1 is at least once).
-    pub fn ack(&mut self, tag: DeliveryTag) -> Result<(), AckError> {
+    pub fn ack(&mut self, tag: MessageTag) -> Result<(), AckError> {
         if let Some(entry) = self.stale.remove(&tag) {
             if entry.qos == QoS::ExactlyOnce && self.inbound_pubrec.insert(entry.packet_id) {
                 self.pending.commit.push(StoreOp::PutInbound {

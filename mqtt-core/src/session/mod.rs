@@ -28,6 +28,7 @@ mod packet_id;
 mod requests;
 
 pub use auth::{AuthError, Authenticator};
+pub use connection::ConnectCredentials;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -89,13 +90,13 @@ impl SessionOptions {
 }
 
 /// Identifies an inbound message for [`Session::ack`]. QoS 0 messages need no ack.
-pub type DeliveryTag = u64;
+pub type MessageTag = u64;
 
 /// Identifies a SUBSCRIBE or UNSUBSCRIBE in later [`Event`]s.
 pub type RequestId = u64;
 
 /// Identifies a publish accepted by [`Session::publish`] in later [`Event`]s.
-pub type DeliveryId = u64;
+pub type PublishId = u64;
 
 /// Store operations to commit, then packets to send, in that order.
 ///
@@ -117,7 +118,7 @@ pub enum Event {
     /// The server acknowledged a QoS 1 publish (PUBACK) or completed a QoS 2 one (PUBCOMP).
     Delivered {
         /// The publish.
-        id: DeliveryId,
+        id: PublishId,
         /// The reason code of PUBACK or PUBCOMP.
         reason: ReasonCode,
     },
@@ -125,14 +126,14 @@ pub enum Event {
     /// could not be sent (it exceeds the server's limits).
     Failed {
         /// The publish.
-        id: DeliveryId,
+        id: PublishId,
         /// Why.
         reason: ReasonCode,
     },
     /// A message from the server, to hand to the application.
     Message {
         /// What to pass to [`Session::ack`] (QoS 1/2 with manual ack).
-        tag: DeliveryTag,
+        tag: MessageTag,
         /// The message, its topic resolved if it came by Topic Alias.
         publish: Publish,
     },
@@ -267,8 +268,20 @@ impl ProtocolViolation {
     }
 }
 
-/// Why a SUBSCRIBE, UNSUBSCRIBE or DISCONNECT could not be made.
+/// Why [`Session::start_connection`] could not produce a CONNECT.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConnectPacketError {
+    /// The authenticator failed to start.
+    #[error("authentication could not start: {0}")]
+    Auth(#[from] AuthError),
+    /// The CONNECT breaks a rule of the specification (a credential or property too long, ...).
+    #[error("CONNECT is invalid: {0}")]
+    Invalid(#[from] EncodeError),
+}
+
+/// Why a SUBSCRIBE, UNSUBSCRIBE or DISCONNECT could not be made.
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum RequestError {
     /// There is no connection to send it on.
@@ -297,7 +310,7 @@ pub enum RequestError {
 pub enum AckError {
     /// The tag is not a QoS 1/2 message awaiting its ack (acked already, or never delivered).
     #[error("delivery {0} is not awaiting an acknowledgement (acked twice, or not QoS 1/2)")]
-    NotAwaiting(DeliveryTag),
+    NotAwaiting(MessageTag),
 }
 
 /// Why a stored session cannot be resumed.
@@ -332,7 +345,7 @@ impl Stage {
 
 #[derive(Debug, Clone, Copy)]
 struct Inbound {
-    tag: DeliveryTag,
+    tag: MessageTag,
     packet_id: u16,
     qos: QoS,
     acked: bool,
@@ -341,7 +354,7 @@ struct Inbound {
 #[derive(Debug, Clone)]
 struct Flow {
     /// The delivery id: the sequence number the PUBLISH was first stored under.
-    id: DeliveryId,
+    id: PublishId,
     packet_id: u16,
     stage: Stage,
     /// Whether its current packet went out on the current connection.
@@ -368,7 +381,7 @@ struct Connection {
 
 /// A SUBSCRIBE or UNSUBSCRIBE awaiting its answer.
 #[derive(Debug, Clone, Copy)]
-struct Request {
+struct RequestInFlight {
     id: RequestId,
     kind: PacketType,
     filters: usize,
@@ -389,14 +402,14 @@ pub struct Session {
     by_packet_id: HashMap<u16, u64>,
     ids: PacketIds,
     /// Accepted publishes without an identifier yet, FIFO, with their delivery ids.
-    queue: VecDeque<(DeliveryId, Publish)>,
+    queue: VecDeque<(PublishId, Publish)>,
     /// Inbound QoS 2 PUBLISH answered with PUBREC (durable markers), awaiting PUBREL.
     inbound_pubrec: BTreeSet<u16>,
     /// Inbound QoS 1/2 messages of the current connection, in arrival order: acks go out in
     /// this order [MQTT-4.6.0-2, MQTT-4.6.0-3].
     acks: VecDeque<Inbound>,
     /// Inbound messages delivered on an earlier connection and not yet acked, by tag.
-    stale: HashMap<DeliveryTag, Inbound>,
+    stale: HashMap<MessageTag, Inbound>,
     /// Messages beyond the client's Receive Maximum, waiting for an ack to make room.
     held: VecDeque<Publish>,
     held_total: u64,
@@ -404,9 +417,9 @@ pub struct Session {
     awaiting_application: usize,
     /// Topic Alias mappings the server set on this connection.
     aliases_in: HashMap<u16, String>,
-    next_tag: DeliveryTag,
+    next_tag: MessageTag,
     /// SUBSCRIBE/UNSUBSCRIBE in flight, by packet identifier.
-    requests: HashMap<u16, Request>,
+    requests: HashMap<u16, RequestInFlight>,
     /// SUBSCRIBE/UNSUBSCRIBE waiting for a free packet identifier.
     requests_waiting: VecDeque<(RequestId, Packet)>,
     next_request: RequestId,
@@ -531,8 +544,8 @@ impl Session {
         seq
     }
 
-    /// The CONNECT to send on a new connection (it starts the authenticator, if there is one).
-    pub fn connect_packet(&mut self) -> Result<Connect, AuthError> {
+    /// The CONNECT for a new connection (it starts the authenticator, if there is one).
+    pub(crate) fn connect_packet(&mut self) -> Result<Connect, AuthError> {
         // An identifier the server assigned names the session to resume.
         let client_id = match &self.meta.assigned_client_id {
             Some(assigned) if self.options.client_id.is_empty() => assigned.clone(),

@@ -130,7 +130,7 @@ struct World {
     /// the record was not committed).
     finished_now: BTreeSet<u64>,
     /// Messages the application holds: tag → uid.
-    held: Vec<(DeliveryTag, u64)>,
+    held: Vec<(MessageTag, u64)>,
     /// Uids acked, ack not yet committed.
     acks_pending: Vec<u64>,
     /// Uids whose ack was committed: never delivered again.

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use super::{DeliveryId, Event, Flow, PublishError, Session, Stage, encode};
+use super::{Event, Flow, PublishError, PublishId, Session, Stage, encode};
 use crate::packet::{Packet, PubAck, Publish, QoS, ReasonCode};
 use crate::store::{OutboundRecord, QueuedPublish, StoreOp};
 
@@ -68,7 +68,7 @@ impl Session {
     /// connection, a packet identifier and send quota are there, and otherwise waits in the
     /// durable queue, behind what waits already. QoS 0 is sent only on a connection (nothing is
     /// stored); without one it waits in the queue like the others.
-    pub fn publish(&mut self, mut publish: Publish) -> Result<DeliveryId, PublishError> {
+    pub fn publish(&mut self, mut publish: Publish) -> Result<PublishId, PublishError> {
         publish.dup = false;
         publish.packet_id = 0;
         // Aliases are connection state: the session keeps full topics and aliases on the wire.
@@ -192,7 +192,7 @@ impl Session {
     /// Sends an accepted QoS 1/2 publish as a new flow, stored under its delivery id (which
     /// orders retransmission by acceptance). `queued`: its queue record goes in the same batch.
     /// Call only when [`Session::can_start_flow`].
-    fn start_flow(&mut self, id: DeliveryId, mut publish: Publish, queued: bool) {
+    fn start_flow(&mut self, id: PublishId, mut publish: Publish, queued: bool) {
         let Some(packet_id) = self.ids.allocate() else {
             return;
         };

@@ -1,7 +1,7 @@
 //! SUBSCRIBE and UNSUBSCRIBE: identifiers, local checks against what CONNACK said, and the
 //! per-filter reason codes of SUBACK and UNSUBACK.
 
-use super::{Event, ProtocolViolation, Request, RequestError, RequestId, Session};
+use super::{Event, ProtocolViolation, RequestError, RequestId, RequestInFlight, Session};
 use crate::packet::{
     Packet, PacketType, SubAck, Subscribe, SubscribeProperties, Subscription, UnsubAck,
     Unsubscribe, UnsubscribeProperties,
@@ -21,7 +21,7 @@ impl Session {
             _ => return,
         };
         self.requests
-            .insert(packet_id, Request { id, kind, filters });
+            .insert(packet_id, RequestInFlight { id, kind, filters });
         self.pending.send.push(packet);
     }
 

@@ -101,7 +101,7 @@ impl Harness {
         self.flush()
     }
 
-    fn publish(&mut self, qos: QoS, payload: &'static str) -> DeliveryId {
+    fn publish(&mut self, qos: QoS, payload: &'static str) -> PublishId {
         let mut p = Publish::new("t/1", payload);
         p.qos = qos;
         self.session.publish(p).unwrap()
@@ -449,7 +449,7 @@ fn incoming(qos: QoS, packet_id: u16, dup: bool) -> Publish {
     p
 }
 
-fn tags(events: &[Event]) -> Vec<DeliveryTag> {
+fn tags(events: &[Event]) -> Vec<MessageTag> {
     events
         .iter()
         .filter_map(|e| match e {
@@ -1376,4 +1376,50 @@ fn a_violation_closes_with_disconnect_and_its_reason_code() {
             ReasonCode::ProtocolError
         ))]
     );
+}
+
+#[test]
+fn connect_is_the_first_output_of_a_new_connection_with_the_attempts_credentials() {
+    let mut options = options();
+    options.username = Some("configured".into());
+    options.properties.maximum_packet_size = Some(4096);
+    let mut h = Harness {
+        session: Session::new(options, StoredSession::default(), NOW_MS).unwrap(),
+        store: Committed::default(),
+    };
+    // Offline: a publish queues, nothing is sent.
+    h.publish(QoS::AtLeastOnce, "queued");
+    assert!(h.flush().is_empty());
+    let mut credentials = h.session.connect_credentials();
+    assert_eq!(credentials.username.as_deref(), Some("configured"));
+    credentials.password = Some(Bytes::from_static(b"fresh"));
+    credentials.user_properties = vec![UserProperty::new("attempt", "2")];
+    h.session.start_connection(credentials).unwrap();
+    let sent = h.flush();
+    let [Packet::Connect(connect)] = sent.as_slice() else {
+        panic!("CONNECT alone before CONNACK, got {sent:?}");
+    };
+    assert_eq!(connect.username.as_deref(), Some("configured"));
+    assert_eq!(connect.password.as_deref(), Some(&b"fresh"[..]));
+    assert_eq!(
+        connect.properties.user_properties,
+        vec![UserProperty::new("attempt", "2")]
+    );
+    assert_eq!(connect.properties.maximum_packet_size, Some(4096));
+    // The queued publish goes out once the server accepted the connection.
+    let sent = h.connack(false, None);
+    assert_eq!(publishes(&sent).len(), 1);
+    assert!(!sent.iter().any(|p| matches!(p, Packet::Connect(_))));
+}
+
+#[test]
+fn a_connect_that_breaks_the_specification_is_refused_and_nothing_is_sent() {
+    let mut h = Harness::new();
+    let mut credentials = h.session.connect_credentials();
+    credentials.username = Some("u".repeat(70_000));
+    assert!(matches!(
+        h.session.start_connection(credentials),
+        Err(ConnectPacketError::Invalid(_))
+    ));
+    assert!(h.flush().is_empty());
 }

@@ -275,3 +275,113 @@ impl<B: KvBackend> SessionStore for KvStore<B> {
         self.run(move |s| s.purge_expired(now_ms)).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use std::collections::BTreeMap;
+    use std::future::Future;
+    use std::sync::{Arc, Mutex};
+    use std::task::{Context, Poll, Wake, Waker};
+    use std::thread::Thread;
+
+    use super::*;
+    use crate::store::{SessionMeta, StoreOp};
+
+    /// A blocking backend that notes the thread each write ran on.
+    #[derive(Default)]
+    struct Noting {
+        map: Mutex<BTreeMap<Vec<u8>, Vec<u8>>>,
+        threads: Mutex<Vec<String>>,
+    }
+
+    impl KvBackend for Noting {
+        const NAME: &'static str = "noting";
+        const BLOCKING: bool = true;
+
+        fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+            Ok(self.map.lock().unwrap().get(key).cloned())
+        }
+
+        fn scan_prefix(&self, prefix: &[u8]) -> Result<Entries, StoreError> {
+            let map = self.map.lock().unwrap();
+            Ok(map
+                .range(prefix.to_vec()..)
+                .take_while(|(k, _)| k.starts_with(prefix))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect())
+        }
+
+        fn first_key_from(&self, start: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+            Ok(self
+                .map
+                .lock()
+                .unwrap()
+                .range(start.to_vec()..)
+                .next()
+                .map(|(k, _)| k.clone()))
+        }
+
+        fn apply(&self, writes: &[KvWrite]) -> Result<(), StoreError> {
+            let name = std::thread::current().name().unwrap_or("").to_owned();
+            self.threads.lock().unwrap().push(name);
+            let mut map = self.map.lock().unwrap();
+            for write in writes {
+                match write {
+                    KvWrite::Put(k, v) => map.insert(k.clone(), v.clone()),
+                    KvWrite::Delete(k) => map.remove(k),
+                };
+            }
+            Ok(())
+        }
+    }
+
+    /// The smallest executor there is: poll, park until woken, poll again. No runtime.
+    fn block_on<F: Future>(future: F) -> F::Output {
+        struct Unpark(Thread);
+        impl Wake for Unpark {
+            fn wake(self: Arc<Self>) {
+                self.0.unpark();
+            }
+        }
+        let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+        let mut cx = Context::from_waker(&waker);
+        let mut future = std::pin::pin!(future);
+        loop {
+            if let Poll::Ready(out) = future.as_mut().poll(&mut cx) {
+                return out;
+            }
+            std::thread::park();
+        }
+    }
+
+    #[test]
+    fn a_blocking_backend_runs_on_the_stores_thread_under_any_executor() {
+        let store = KvStore::new(Noting::default());
+        let key = SessionKey::new("mqtt://a:1883", "c");
+        let mut batch = Batch::new();
+        batch.push(StoreOp::SetMeta(SessionMeta {
+            session_expiry_interval: 60,
+            ..SessionMeta::default()
+        }));
+        block_on(store.commit(&key, batch)).unwrap();
+        let loaded = block_on(store.load(&key)).unwrap();
+        assert_eq!(loaded.meta.map(|m| m.session_expiry_interval), Some(60));
+        assert_eq!(block_on(store.sessions()).unwrap(), vec![key]);
+        let threads = store.backend().threads.lock().unwrap().clone();
+        assert_eq!(threads, vec!["mooring-store-noting".to_owned()]);
+    }
+
+    #[test]
+    fn dropping_the_last_clone_finishes_pending_work_and_releases_the_backend() {
+        let store = KvStore::new(Noting::default());
+        let shared = Arc::downgrade(&store.shared);
+        let clone = store.clone();
+        drop(store);
+        assert!(shared.upgrade().is_some(), "a clone still holds it");
+        drop(clone);
+        // The thread has been joined, so nothing holds the backend any more.
+        assert!(shared.upgrade().is_none());
+    }
+}

@@ -1,0 +1,133 @@
+//! What a handle asks of the driver, and where each request goes.
+
+use bytes::Bytes;
+use tokio::sync::oneshot;
+
+use super::super::{ClientError, Delivery, Message, SubAckInfo};
+use super::requests::SubscriptionChange;
+use super::{Driver, Reply};
+use crate::packet::{
+    Publish, ReasonCode, SubscribeProperties, Subscription, UnsubscribeProperties,
+};
+use crate::session::MessageTag;
+
+/// What a handle asks of the driver.
+pub(crate) enum Command {
+    Publish {
+        publish: Publish,
+        reply: Reply<Delivery>,
+    },
+    Subscribe {
+        subscriptions: Vec<Subscription>,
+        properties: SubscribeProperties,
+        reply: Reply<SubAckInfo>,
+    },
+    Unsubscribe {
+        filters: Vec<String>,
+        properties: UnsubscribeProperties,
+        reply: Reply<Vec<ReasonCode>>,
+    },
+    Ack {
+        slot: usize,
+        tag: MessageTag,
+        reply: Reply<()>,
+    },
+    /// A request waits for the response carrying this Correlation Data.
+    ExpectResponse {
+        correlation: Bytes,
+        reply: oneshot::Sender<Message>,
+    },
+    /// The request gave up waiting.
+    ForgetResponse {
+        correlation: Bytes,
+    },
+    Disconnect {
+        reason: ReasonCode,
+        session_expiry: Option<u32>,
+        reply: Reply<()>,
+    },
+    Reauthenticate {
+        reply: Reply<()>,
+    },
+}
+
+impl std::fmt::Debug for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Publish { .. } => "Publish",
+            Self::Subscribe { .. } => "Subscribe",
+            Self::Unsubscribe { .. } => "Unsubscribe",
+            Self::Ack { .. } => "Ack",
+            Self::ExpectResponse { .. } => "ExpectResponse",
+            Self::ForgetResponse { .. } => "ForgetResponse",
+            Self::Disconnect { .. } => "Disconnect",
+            Self::Reauthenticate { .. } => "Reauthenticate",
+        })
+    }
+}
+
+impl Command {
+    /// Answers the caller with `Stopped` (the client has stopped).
+    pub(super) fn reject(self) {
+        match self {
+            Self::Publish { reply, .. } => {
+                let _ = reply.send(Err(ClientError::Stopped));
+            }
+            Self::Subscribe { reply, .. } => {
+                let _ = reply.send(Err(ClientError::Stopped));
+            }
+            Self::Unsubscribe { reply, .. } => {
+                let _ = reply.send(Err(ClientError::Stopped));
+            }
+            Self::Ack { reply, .. }
+            | Self::Disconnect { reply, .. }
+            | Self::Reauthenticate { reply } => {
+                let _ = reply.send(Err(ClientError::Stopped));
+            }
+            Self::ExpectResponse { .. } | Self::ForgetResponse { .. } => {}
+        }
+    }
+}
+
+impl Driver {
+    pub(super) fn on_command(&mut self, command: Command) {
+        match command {
+            Command::Publish { publish, reply } => self.on_publish(publish, reply),
+            Command::Subscribe {
+                subscriptions,
+                properties,
+                reply,
+            } => self.send_request(SubscriptionChange::Subscribe {
+                subscriptions,
+                properties,
+                reply: Some(reply),
+            }),
+            Command::Unsubscribe {
+                filters,
+                properties,
+                reply,
+            } => self.send_request(SubscriptionChange::Unsubscribe {
+                filters,
+                properties,
+                reply,
+            }),
+            Command::Ack { slot, tag, reply } => self.on_ack(slot, tag, reply),
+            Command::ExpectResponse { correlation, reply } => {
+                self.inbox.expect(correlation, reply);
+            }
+            Command::ForgetResponse { correlation } => self.inbox.forget(&correlation),
+            Command::Disconnect {
+                reason,
+                session_expiry,
+                reply,
+            } => self.begin_disconnect(reason, session_expiry, Some(reply)),
+            Command::Reauthenticate { reply } => {
+                let result = match self.session() {
+                    Some(session) => session.reauthenticate().map_err(ClientError::from),
+                    None => Err(ClientError::Stopped),
+                };
+                let _ = reply.send(result);
+            }
+        }
+    }
+}

@@ -1,0 +1,580 @@
+//! The connection's life: dial (hook, transport), the handshake (CONNECT from the engine,
+//! CONNACK), reading and decoding, protocol violations, loss, reconnect and backoff.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use tokio::sync::oneshot;
+use tracing::{info, warn};
+
+use super::super::options::ConnectAttempt;
+use super::super::transport::{self, BoxFuture, Link};
+use super::super::url::ServerUrl;
+use super::super::{ClientEvent, ConnectError};
+use super::{Driver, now_ms};
+use crate::packet::{ConnAckProperties, Decoded, Disconnect, Packet, PacketType, ReasonCode};
+use crate::session::{ConnectCredentials, ConnectPacketError, Event, Session};
+
+/// How long a graceful close waits for the server to close its side (a well-behaved server
+/// closes at once after DISCONNECT; a broken one must not hold up the reconnect).
+pub(super) const CLOSE_GRACE: Duration = Duration::from_millis(500);
+
+/// What the first failed round of connection attempts does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FirstFailure {
+    /// Stop the client and fail `connect()`.
+    Fail,
+    /// Keep trying in the background (`start()`).
+    Retry,
+}
+
+/// How a link is closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Close {
+    /// End the sending side and read until the server closes (bounded by [`CLOSE_GRACE`]), so
+    /// that it reads what was sent last (a DISCONNECT, acks) before the socket goes.
+    Graceful,
+    /// Drop the socket at once.
+    Abrupt,
+}
+
+pub(super) enum Phase {
+    /// Waiting until `at` to start the next attempt.
+    Idle { at: Instant },
+    /// Dialling (hook, TCP, TLS, WebSocket).
+    Dialing {
+        attempt: BoxFuture<Result<Dialed, ConnectError>>,
+        deadline: Instant,
+    },
+    /// CONNECT handed to the session; CONNACK awaited.
+    AwaitConnAck { deadline: Instant },
+    /// Connected.
+    Up,
+    /// Finished: the loop ends.
+    Stopped,
+}
+
+/// An open stream, and the credentials the hook settled on for its CONNECT.
+pub(super) struct Dialed {
+    link: Link,
+    credentials: ConnectCredentials,
+}
+
+/// What a lost session dropped, reported once CONNACK is handled.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct SessionLostCounts {
+    pub(super) resent: usize,
+    pub(super) dropped_pubrel: usize,
+    pub(super) dropped_inbound: usize,
+}
+
+/// The state of the connection and of the attempts to make one.
+pub(super) struct Connection {
+    pub(super) phase: Phase,
+    pub(super) link: Option<Link>,
+    /// Counts links; packets polled for one never reach another.
+    pub(super) link_gen: u64,
+    pub(super) rbuf: BytesMut,
+    /// The first server: the preferred one.
+    primary: ServerUrl,
+    /// The server in use (or tried last).
+    server: usize,
+    /// Failed attempts in a row.
+    failures: u32,
+    /// Jitter for reconnect delays.
+    rng: fastrand::Rng,
+    pub(super) span: tracing::Span,
+    first_connect: Option<oneshot::Sender<Result<(), ConnectError>>>,
+    first_failure: FirstFailure,
+    /// What the session dropped when the server had none, until CONNACK is handled.
+    session_lost: Option<SessionLostCounts>,
+}
+
+impl Connection {
+    pub(super) fn new(
+        primary: ServerUrl,
+        client_id: &str,
+        first_connect: oneshot::Sender<Result<(), ConnectError>>,
+        first_failure: FirstFailure,
+        seed: u64,
+    ) -> Self {
+        Self {
+            phase: Phase::Idle { at: Instant::now() },
+            link: None,
+            link_gen: 0,
+            rbuf: BytesMut::with_capacity(8 * 1024),
+            primary,
+            server: 0,
+            failures: 0,
+            rng: fastrand::Rng::with_seed(seed),
+            span: tracing::info_span!("mooring", client_id = %client_id),
+            first_connect: Some(first_connect),
+            first_failure,
+            session_lost: None,
+        }
+    }
+
+    pub(super) fn is_up(&self) -> bool {
+        matches!(self.phase, Phase::Up)
+    }
+
+    pub(super) fn is_stopped(&self) -> bool {
+        matches!(self.phase, Phase::Stopped)
+    }
+
+    /// When the phase needs the loop next; `keep_alive` gives the session's deadline.
+    pub(super) fn deadline(&self, keep_alive: impl FnOnce() -> Option<Instant>) -> Option<Instant> {
+        match &self.phase {
+            Phase::Idle { at } => Some(*at),
+            Phase::Dialing { deadline, .. } | Phase::AwaitConnAck { deadline } => Some(*deadline),
+            Phase::Up => keep_alive(),
+            Phase::Stopped => None,
+        }
+    }
+
+    /// Tells `connect()` how the first connection went, if it still waits.
+    pub(super) fn answer_first_connect(&mut self, result: Result<(), ConnectError>) {
+        if let Some(first) = self.first_connect.take() {
+            let _ = first.send(result);
+        }
+    }
+}
+
+/// Reads from the link if there is one; otherwise never resolves.
+pub(super) async fn read(link: &mut Option<Link>, buf: &mut BytesMut) -> std::io::Result<usize> {
+    match link {
+        Some(link) => link.read(buf).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The dial in progress, if any; otherwise never resolves.
+pub(super) async fn dial(phase: &mut Phase) -> Result<Dialed, ConnectError> {
+    match phase {
+        Phase::Dialing { attempt, .. } => attempt.await,
+        _ => std::future::pending().await,
+    }
+}
+
+impl Driver {
+    fn slot_of(&self, server: usize) -> usize {
+        if self.settings.cluster_scope.is_some() {
+            0
+        } else {
+            server
+        }
+    }
+
+    pub(super) fn server_url(&self) -> ServerUrl {
+        self.settings
+            .servers
+            .get(self.conn.server)
+            .cloned()
+            .unwrap_or_else(|| self.conn.primary.clone())
+    }
+
+    /// Stops the loop; `error` says why when it was not asked to.
+    pub(super) fn stop(&mut self, error: Option<String>) {
+        if error.is_some() {
+            self.stopping.error = error;
+        }
+        self.conn.phase = Phase::Stopped;
+    }
+
+    // ----- dialling -----
+
+    /// Starts an attempt on the current server: the hook, then the transport.
+    fn start_attempt(&mut self) {
+        if self.stopping.is_disconnecting() {
+            return;
+        }
+        self.active = self.slot_of(self.conn.server);
+        let url = self.server_url();
+        let Some(session) = self.session() else {
+            return;
+        };
+        let credentials = session.connect_credentials();
+        self.conn.span = tracing::info_span!(
+            "connection",
+            server = %url,
+            client_id = %self.settings.session.client_id,
+        );
+        info!(parent: &self.conn.span, attempt = self.conn.failures, "connecting");
+        let mut attempt =
+            ConnectAttempt::new(url, self.conn.failures, self.settings.transport.clone());
+        attempt.username = credentials.username;
+        attempt.password = credentials.password;
+        attempt.user_properties = credentials.user_properties;
+        let hook = self.settings.hook.clone();
+        let connector = self.settings.connector.clone();
+        let future = async move {
+            let attempt = match hook {
+                Some(hook) => hook(attempt)
+                    .await
+                    .map_err(|e| ConnectError::Hook(e.to_string()))?,
+                None => attempt,
+            };
+            let link = transport::open(attempt.server(), &attempt.transport, connector.as_deref())
+                .await
+                .map_err(|e| ConnectError::Transport(Arc::new(e)))?;
+            Ok(Dialed {
+                link,
+                credentials: ConnectCredentials {
+                    username: attempt.username,
+                    password: attempt.password,
+                    user_properties: attempt.user_properties,
+                },
+            })
+        };
+        self.conn.phase = Phase::Dialing {
+            attempt: Box::pin(future),
+            deadline: Instant::now() + self.settings.connect_timeout,
+        };
+    }
+
+    /// The stream is open: the session produces CONNECT, which the pipeline writes first.
+    pub(super) fn on_dialed(&mut self, result: Result<Dialed, ConnectError>) {
+        let Phase::Dialing { deadline, .. } = self.conn.phase else {
+            return;
+        };
+        let dialed = match result {
+            Ok(dialed) => dialed,
+            Err(error) => return self.attempt_failed(error),
+        };
+        let started = match self.session() {
+            Some(session) => session.start_connection(dialed.credentials),
+            None => return,
+        };
+        if let Err(error) = started {
+            return self.attempt_failed(match error {
+                ConnectPacketError::Auth(e) => ConnectError::Auth(e.to_string()),
+                other => ConnectError::Protocol(other.to_string()),
+            });
+        }
+        self.conn.link = Some(dialed.link);
+        self.conn.link_gen += 1;
+        self.conn.rbuf.clear();
+        self.conn.phase = Phase::AwaitConnAck { deadline };
+    }
+
+    /// An attempt failed: report it, pick the next server, and wait (after a full round)
+    /// before the next one.
+    pub(super) fn attempt_failed(&mut self, error: ConnectError) {
+        let server = self.server_url();
+        warn!(%server, %error, "connection attempt failed");
+        self.emit(ClientEvent::ConnectFailed {
+            server,
+            error: error.clone(),
+        });
+        self.conn.failures = self.conn.failures.saturating_add(1);
+        let count = self.settings.servers.len().max(1);
+        self.conn.server = (self.conn.server + 1) % count;
+        let round_done = self.conn.server == 0;
+        if round_done
+            && self.conn.first_failure == FirstFailure::Fail
+            && self.conn.first_connect.is_some()
+        {
+            self.conn.answer_first_connect(Err(error));
+            return self.stop(Some("the first connection failed".to_owned()));
+        }
+        let failures = self.conn.failures;
+        if self
+            .settings
+            .backoff
+            .max_attempts
+            .is_some_and(|max| failures >= max)
+        {
+            let why = format!("gave up after {failures} failed connection attempts; last: {error}");
+            self.conn.answer_first_connect(Err(error));
+            return self.stop(Some(why));
+        }
+        let delay = if round_done {
+            let rounds = failures / count as u32;
+            let random = self.conn.rng.u64(..);
+            self.settings
+                .backoff
+                .delay(rounds.saturating_sub(1), random)
+        } else {
+            Duration::ZERO
+        };
+        self.emit(ClientEvent::Reconnecting {
+            attempt: failures,
+            delay,
+            server: self.server_url(),
+        });
+        self.conn.phase = Phase::Idle {
+            at: Instant::now() + delay,
+        };
+    }
+
+    pub(super) async fn on_timer(&mut self) {
+        let now = Instant::now();
+        match &self.conn.phase {
+            Phase::Idle { at } if now >= *at => self.start_attempt(),
+            Phase::Dialing { deadline, .. } if now >= *deadline => {
+                self.attempt_failed(ConnectError::Timeout(self.settings.connect_timeout));
+            }
+            Phase::AwaitConnAck { deadline } if now >= *deadline => {
+                self.close_link(Close::Abrupt).await;
+                self.attempt_failed(ConnectError::Timeout(self.settings.connect_timeout));
+            }
+            Phase::Up => {
+                if let Some(session) = self.session() {
+                    session.handle_timeout(now);
+                }
+                self.process_events().await;
+            }
+            _ => {}
+        }
+    }
+
+    // ----- reading and writing -----
+
+    pub(super) async fn on_read(&mut self, result: std::io::Result<usize>) {
+        match result {
+            Ok(0) => {
+                self.lost("the server closed the connection".to_owned(), Close::Abrupt)
+                    .await
+            }
+            Ok(_) => self.decode_all().await,
+            Err(e) => self.lost(format!("read failed: {e}"), Close::Abrupt).await,
+        }
+    }
+
+    async fn decode_all(&mut self) {
+        let generation = self.conn.link_gen;
+        while self.conn.link.is_some() && self.conn.link_gen == generation {
+            let Some(slot) = self.slots.get_mut(self.active) else {
+                return;
+            };
+            let codec = slot.session.codec();
+            match codec.decode(&mut self.conn.rbuf) {
+                Ok(Decoded::Incomplete { .. }) => return,
+                Ok(Decoded::Packet(packet)) => {
+                    let handled = slot.session.handle_incoming(packet, Instant::now());
+                    self.process_events().await;
+                    if let Err(violation) = handled {
+                        self.violation(violation.reason_code(), violation.to_string())
+                            .await;
+                        return;
+                    }
+                }
+                Err(error) => {
+                    self.violation(error.violation.reason_code(), error.to_string())
+                        .await;
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Encodes and writes packets; a failure ends the connection.
+    pub(super) async fn write(&mut self, packets: Vec<Packet>) {
+        if packets.is_empty() {
+            return;
+        }
+        let Some(codec) = self.slots.get(self.active).map(|s| s.session.codec()) else {
+            return;
+        };
+        let mut buf = BytesMut::new();
+        for packet in &packets {
+            if let Err(error) = codec.encode(packet, &mut buf) {
+                // The engine checks sizes before it emits a packet; this is a bug, not input.
+                warn!(%error, packet = ?packet.packet_type(), "packet not encodable; skipped");
+            }
+        }
+        if let Err(why) = self.write_bytes(buf.freeze()).await {
+            self.lost(why, Close::Abrupt).await;
+        }
+    }
+
+    async fn write_bytes(&mut self, bytes: Bytes) -> Result<(), String> {
+        let Some(link) = self.conn.link.as_mut() else {
+            return Ok(());
+        };
+        match tokio::time::timeout(self.settings.write_timeout, link.write(bytes)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(format!("write failed: {e}")),
+            Err(_) => Err(format!(
+                "a write took longer than {:?}",
+                self.settings.write_timeout
+            )),
+        }
+    }
+
+    // ----- the end of a connection -----
+
+    /// The server broke a rule: DISCONNECT with its reason code, then close. Written directly,
+    /// not through the pipeline, which may be waiting for a commit.
+    async fn violation(&mut self, reason: ReasonCode, why: String) {
+        warn!(?reason, %why, "protocol violation by the server");
+        let up = self.conn.is_up();
+        if up && reason.is_valid_for(PacketType::Disconnect) {
+            let mut buf = BytesMut::new();
+            let packet = Packet::Disconnect(Disconnect::new(reason));
+            if crate::packet::Codec::default()
+                .encode(&packet, &mut buf)
+                .is_ok()
+            {
+                let _ = self.write_bytes(buf.freeze()).await;
+            }
+        }
+        if up {
+            let why = format!("protocol violation by the server: {why}");
+            self.lost(why, Close::Graceful).await;
+        } else {
+            self.close_link(Close::Abrupt).await;
+            self.attempt_failed(ConnectError::Protocol(why));
+        }
+    }
+
+    /// Closes the link and tells the session.
+    pub(super) async fn close_link(&mut self, close: Close) {
+        if let Some(mut link) = self.conn.link.take() {
+            if close == Close::Graceful {
+                let _ = tokio::time::timeout(CLOSE_GRACE, link.close()).await;
+            }
+        }
+        self.conn.link_gen += 1;
+        self.conn.rbuf.clear();
+        if let Some(session) = self.session() {
+            session.connection_lost(now_ms());
+        }
+        self.process_events_sync();
+    }
+
+    /// The connection ended: report it and schedule a reconnect.
+    pub(super) async fn lost(&mut self, why: String, close: Close) {
+        let was_up = self.conn.is_up();
+        let awaiting = matches!(self.conn.phase, Phase::AwaitConnAck { .. });
+        self.close_link(close).await;
+        if was_up {
+            let server = self.server_url();
+            info!(%server, reason = %why, "connection lost");
+            self.emit(ClientEvent::ConnectionLost {
+                server,
+                reason: why,
+            });
+            if self.stopping.is_disconnecting() {
+                // No reconnect; what is unacknowledged stays in the store.
+                return self.stop(None);
+            }
+            // Start again from the preferred server.
+            self.conn.failures = 0;
+            self.conn.server = 0;
+            let delay = self.settings.backoff.delay(0, self.conn.rng.u64(..));
+            self.emit(ClientEvent::Reconnecting {
+                attempt: 0,
+                delay,
+                server: self.server_url(),
+            });
+            self.conn.phase = Phase::Idle {
+                at: Instant::now() + delay,
+            };
+        } else if awaiting {
+            self.attempt_failed(ConnectError::Io(why));
+        }
+    }
+
+    /// Handles the active session's events; some end the connection.
+    pub(super) async fn process_events(&mut self) {
+        let mut end: Option<String> = None;
+        let mut refused = None;
+        while let Some(event) = self.session().and_then(Session::poll_event) {
+            match event {
+                Event::KeepAliveTimeout => {
+                    end = Some("no PINGRESP within the ping timeout".to_owned());
+                }
+                Event::ServerDisconnected {
+                    reason,
+                    reason_string,
+                    server_reference,
+                } => {
+                    let server = self.server_url();
+                    warn!(%server, ?reason, ?reason_string, "the server disconnected");
+                    self.emit(ClientEvent::ServerDisconnected {
+                        server,
+                        reason,
+                        reason_string: reason_string.clone(),
+                        server_reference,
+                    });
+                    end = Some(format!(
+                        "the server sent DISCONNECT {reason:?}{}",
+                        reason_string.map(|s| format!(": {s}")).unwrap_or_default()
+                    ));
+                }
+                Event::ConnectionRefused { reason } => refused = Some(reason),
+                other => self.on_event(self.active, other),
+            }
+        }
+        if let Some(reason) = refused {
+            self.close_link(Close::Abrupt).await;
+            self.attempt_failed(ConnectError::Refused { reason });
+        } else if let Some(why) = end {
+            self.lost(why, Close::Abrupt).await;
+        }
+    }
+
+    // ----- the handshake's outcome -----
+
+    pub(super) fn on_connected(
+        &mut self,
+        session_present: bool,
+        properties: Box<ConnAckProperties>,
+    ) {
+        let server = self.server_url();
+        let retransmits = self
+            .slots
+            .get(self.active)
+            .map_or(0, |s| s.session.in_flight());
+        info!(session_present, retransmits, "connected");
+        self.conn.phase = Phase::Up;
+        self.conn.failures = 0;
+        self.stats.connections.fetch_add(1, Ordering::Relaxed);
+        self.conn.answer_first_connect(Ok(()));
+        let resubscribed = if !session_present && self.settings.resubscribe {
+            self.requests.resubscribe()
+        } else {
+            0
+        };
+        let lost = self.conn.session_lost.take().unwrap_or_default();
+        if lost != SessionLostCounts::default() || resubscribed > 0 {
+            self.emit_session_lost(lost, resubscribed);
+        }
+        self.emit(ClientEvent::Connected {
+            server,
+            session_present,
+            properties,
+        });
+        self.send_offline_requests();
+    }
+
+    pub(super) fn on_session_lost(&mut self, lost: SessionLostCounts) {
+        let SessionLostCounts {
+            resent,
+            dropped_pubrel,
+            dropped_inbound,
+        } = lost;
+        warn!(
+            resent,
+            dropped_pubrel, dropped_inbound, "the server had no session for the client"
+        );
+        if matches!(self.conn.phase, Phase::AwaitConnAck { .. }) {
+            // Reported with the subscriptions made again, once CONNACK is handled.
+            self.conn.session_lost = Some(lost);
+        } else {
+            self.emit_session_lost(lost, 0);
+        }
+    }
+
+    fn emit_session_lost(&self, lost: SessionLostCounts, resubscribed: usize) {
+        self.emit(ClientEvent::SessionLost {
+            resent: lost.resent,
+            dropped_pubrel: lost.dropped_pubrel,
+            dropped_inbound: lost.dropped_inbound,
+            resubscribed,
+        });
+    }
+}

@@ -1,0 +1,368 @@
+//! The connection task: owns the sessions, the store handle and the connection; runs the group
+//! commit pipeline; reconnects.
+//!
+//! Invariants this module keeps:
+//! - Packets polled from a session are written only after the store operations polled with
+//!   them (and all before them) were committed: at most one commit is in flight, and a session
+//!   is polled again only when it has returned. Everything produced meanwhile is the next batch.
+//! - Packets polled for one connection never reach another (`link_gen`).
+//! - Every caller waiting on the driver gets an answer: on stop, all of them get one.
+//!
+//! One file per concern, each owning its state; [`Driver`] holds one of each and the loop
+//! that wakes them:
+//!
+//! | File | Owns |
+//! |---|---|
+//! | `command.rs` | [`Command`]: what handles ask, and its dispatch |
+//! | `pipeline.rs` | `Pipeline`: the commit in flight, its waiters, deferred operations |
+//! | `connection.rs` | `Connection`: phase, link, dial, handshake, reading, reconnect, backoff |
+//! | `publishes.rs` | `Publishes`: publishers waiting for queue room, deliveries awaited |
+//! | `inbound.rs` | `Inbox`: inbox, backlog, automatic acks, awaited responses |
+//! | `requests.rs` | `Requests`: SUBSCRIBE/UNSUBSCRIBE, the subscriptions to make again |
+//! | `stopping.rs` | `Stopping`: disconnect, drain, and the final answers |
+
+mod command;
+mod connection;
+mod inbound;
+mod pipeline;
+mod publishes;
+mod requests;
+mod stopping;
+
+pub(crate) use command::Command;
+pub(crate) use connection::FirstFailure;
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tracing::debug;
+
+use super::options::Settings;
+use super::{ClientError, ClientEvent, ConnectError, Message, StatsCell};
+use crate::packet::ReasonCode;
+use crate::session::{Event, Session};
+use crate::store::{SessionKey, SessionStore};
+use connection::Connection;
+use inbound::Inbox;
+use pipeline::{CommitResult, Flush, Pipeline};
+use publishes::Publishes;
+use requests::Requests;
+use stopping::Stopping;
+
+/// Where a caller's answer goes.
+type Reply<T> = oneshot::Sender<Result<T, ClientError>>;
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// One session: the server's (or the cluster's) and its key in the store.
+struct Slot {
+    key: SessionKey,
+    session: Session,
+}
+
+/// What the client hands the driver when it starts.
+pub(crate) struct Parts {
+    pub(crate) settings: Settings,
+    pub(crate) store: Arc<dyn SessionStore>,
+    pub(crate) commands: mpsc::Receiver<Command>,
+    pub(crate) self_commands: mpsc::WeakSender<Command>,
+    pub(crate) inbox: mpsc::Sender<Message>,
+    pub(crate) events: broadcast::Sender<ClientEvent>,
+    pub(crate) stats: Arc<StatsCell>,
+    pub(crate) alive: oneshot::Receiver<()>,
+    pub(crate) first_connect: oneshot::Sender<Result<(), ConnectError>>,
+    pub(crate) first_failure: FirstFailure,
+    pub(crate) seed: u64,
+}
+
+pub(crate) struct Driver {
+    settings: Settings,
+    slots: Vec<Slot>,
+    /// The slot of the server in use.
+    active: usize,
+    conn: Connection,
+    pipeline: Pipeline,
+    publishes: Publishes,
+    inbox: Inbox,
+    requests: Requests,
+    stopping: Stopping,
+    commands: mpsc::Receiver<Command>,
+    commands_open: bool,
+    /// Resolves when every `Client` handle is gone.
+    alive: Option<oneshot::Receiver<()>>,
+    events: broadcast::Sender<ClientEvent>,
+    stats: Arc<StatsCell>,
+}
+
+/// What woke the loop.
+enum Wake {
+    Committed(CommitResult),
+    Dialed(Result<connection::Dialed, ConnectError>),
+    Read(std::io::Result<usize>),
+    InboxGone,
+    Command(Option<Command>),
+    HandlesGone,
+    Timer,
+    /// A message left the backlog for the inbox; the automatic ack it owes.
+    HandedOver(Option<inbound::AckOwed>),
+}
+
+async fn alive(alive: &mut Option<oneshot::Receiver<()>>) {
+    match alive {
+        Some(rx) => {
+            let _ = rx.await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+impl Driver {
+    /// Loads every session the servers use and builds the driver.
+    pub(crate) async fn load(parts: Parts) -> Result<Self, ClientError> {
+        let settings = parts.settings;
+        let primary = settings
+            .servers
+            .first()
+            .cloned()
+            .ok_or(ClientError::NoServer)?;
+        let keys: Vec<SessionKey> = match &settings.cluster_scope {
+            Some(scope) => vec![SessionKey::cluster(
+                scope.clone(),
+                settings.session.client_id.clone(),
+            )],
+            None => settings
+                .servers
+                .iter()
+                .map(|s| SessionKey::new(s.to_string(), settings.session.client_id.clone()))
+                .collect(),
+        };
+        let mut slots = Vec::with_capacity(keys.len());
+        for key in keys {
+            let stored = parts
+                .store
+                .load(&key)
+                .await
+                .map_err(|e| ClientError::Store(Arc::new(e)))?;
+            let mut session = Session::new(settings.session.clone(), stored, now_ms())?;
+            if let Some(make) = &settings.authenticator {
+                session.set_authenticator(make());
+            }
+            slots.push(Slot { key, session });
+        }
+        Ok(Self {
+            slots,
+            active: 0,
+            conn: Connection::new(
+                primary,
+                &settings.session.client_id,
+                parts.first_connect,
+                parts.first_failure,
+                parts.seed,
+            ),
+            pipeline: Pipeline::new(parts.store),
+            publishes: Publishes::default(),
+            inbox: Inbox::new(parts.inbox, parts.self_commands, settings.auto_ack),
+            requests: Requests::default(),
+            stopping: Stopping::default(),
+            commands: parts.commands,
+            commands_open: true,
+            alive: Some(parts.alive),
+            events: parts.events,
+            stats: parts.stats,
+            settings,
+        })
+    }
+
+    fn session(&mut self) -> Option<&mut Session> {
+        self.slots.get_mut(self.active).map(|s| &mut s.session)
+    }
+
+    fn emit(&self, event: ClientEvent) {
+        let _ = self.events.send(event);
+    }
+
+    /// Runs until the client stops.
+    pub(crate) async fn run(mut self) {
+        loop {
+            // One span per connection attempt (server, client id), the client's otherwise.
+            let span = self.conn.span.clone();
+            if !tracing::Instrument::instrument(self.turn(), span).await {
+                break;
+            }
+        }
+        let span = self.conn.span.clone();
+        tracing::Instrument::instrument(self.finish(), span).await;
+    }
+
+    /// One turn of the loop; `false` once the client has stopped.
+    async fn turn(&mut self) -> bool {
+        self.admit_parked();
+        self.pump(Flush::WhenDue).await;
+        self.progress_disconnect().await;
+        self.update_stats();
+        if self.conn.is_stopped() {
+            return false;
+        }
+        let deadline = self.deadline();
+        let sleep = tokio::time::sleep_until(tokio::time::Instant::from_std(deadline));
+        // QoS 1/2 messages wait unacknowledged, so the server's quota (and the engine, for a
+        // server over it) bounds them; only QoS 0 can flood the backlog, and that stops reading.
+        let reading = self.inbox.backlog.qos0 < self.settings.inbox_capacity;
+        let wake = tokio::select! {
+            result = self.pipeline.done() => Wake::Committed(result),
+            result = connection::dial(&mut self.conn.phase) => Wake::Dialed(result),
+            result = connection::read(&mut self.conn.link, &mut self.conn.rbuf), if reading => {
+                Wake::Read(result)
+            }
+            permit = self.inbox.sender.reserve(), if !self.inbox.backlog.is_empty() => {
+                match permit {
+                    Ok(permit) => Wake::HandedOver(self.inbox.backlog.hand_over(permit)),
+                    Err(_) => Wake::InboxGone,
+                }
+            }
+            command = self.commands.recv(), if self.commands_open => Wake::Command(command),
+            () = alive(&mut self.alive) => Wake::HandlesGone,
+            () = sleep => Wake::Timer,
+        };
+        match wake {
+            Wake::Committed(result) => self.on_commit(result).await,
+            Wake::Dialed(result) => self.on_dialed(result),
+            Wake::Read(result) => self.on_read(result).await,
+            Wake::InboxGone => self.inbox_gone(),
+            Wake::Command(Some(command)) => {
+                self.on_command(command);
+                // Take what else waits, so that it joins the same commit.
+                for _ in 0..256 {
+                    match self.commands.try_recv() {
+                        Ok(command) => self.on_command(command),
+                        Err(_) => break,
+                    }
+                }
+                // An ack can release a message held beyond Receive Maximum.
+                self.settle_events().await;
+            }
+            Wake::Command(None) => {
+                self.commands_open = false;
+                self.begin_disconnect(ReasonCode::Success, None, None);
+            }
+            Wake::HandlesGone => {
+                // Every Client handle is gone: disconnect without waiting to drain.
+                self.alive = None;
+                self.begin_disconnect(ReasonCode::Success, None, None);
+                self.stopping.skip_drain();
+            }
+            Wake::Timer => self.on_timer().await,
+            Wake::HandedOver(owed) => {
+                self.auto_ack(owed);
+                // The ack can release a message held beyond Receive Maximum.
+                self.settle_events().await;
+            }
+        }
+        true
+    }
+
+    fn deadline(&self) -> Instant {
+        let far = Instant::now() + Duration::from_secs(3600);
+        let keep_alive = || {
+            self.slots
+                .get(self.active)
+                .and_then(|s| s.session.poll_timeout())
+        };
+        let mut at = self.conn.deadline(keep_alive).unwrap_or(far);
+        if let Some(drain) = self.stopping.deadline() {
+            at = at.min(drain);
+        }
+        if let Some(flush) = self.pipeline.deadline() {
+            at = at.min(flush);
+        }
+        at
+    }
+
+    fn update_stats(&self) {
+        let s = &self.stats;
+        let in_flight: usize = self.slots.iter().map(|s| s.session.in_flight()).sum();
+        let queued: usize = self.slots.iter().map(|s| s.session.queued()).sum();
+        s.outbound_in_flight
+            .store(in_flight as u64, Ordering::Relaxed);
+        s.queued
+            .store((queued + self.publishes.parked()) as u64, Ordering::Relaxed);
+        let held: usize = self.slots.iter().map(|s| s.session.held()).sum();
+        let held_total: u64 = self.slots.iter().map(|s| s.session.held_total()).sum();
+        s.inbound_held.store(held as u64, Ordering::Relaxed);
+        if held_total
+            > s.inbound_over_receive_maximum
+                .swap(held_total, Ordering::Relaxed)
+        {
+            debug!(
+                held,
+                held_total, "the server sent more than the client's Receive Maximum"
+            );
+        }
+    }
+
+    // ----- events from the sessions -----
+
+    /// Handles events that need no I/O (after a connection loss).
+    fn process_events_sync(&mut self) {
+        for slot in 0..self.slots.len() {
+            while let Some(event) = self
+                .slots
+                .get_mut(slot)
+                .and_then(|s| s.session.poll_event())
+            {
+                self.on_event(slot, event);
+            }
+        }
+    }
+
+    /// Handles the events acks left behind: the active session's (which may end the
+    /// connection), then the others'.
+    async fn settle_events(&mut self) {
+        self.process_events().await;
+        self.process_events_sync();
+    }
+
+    fn on_event(&mut self, slot: usize, event: Event) {
+        match event {
+            Event::Delivered { id, reason } => self.publishes.resolve(slot, id, Ok(reason)),
+            Event::Failed { id, reason } => {
+                self.publishes
+                    .resolve(slot, id, Err(super::DeliveryError::Refused(reason)))
+            }
+            Event::Message { tag, publish } => self.on_message(slot, tag, publish),
+            Event::Connected {
+                session_present,
+                properties,
+            } => self.on_connected(session_present, properties),
+            Event::Subscribed {
+                id,
+                reason_codes,
+                properties,
+            } => self.requests.subscribed(slot, id, reason_codes, properties),
+            Event::Unsubscribed {
+                id, reason_codes, ..
+            } => self.requests.unsubscribed(slot, id, reason_codes),
+            Event::RequestLost { id } => self.requests.lost(slot, id),
+            Event::SessionExpired => self.emit(ClientEvent::SessionExpired),
+            Event::SessionLost {
+                resent,
+                dropped_pubrel,
+                dropped_inbound,
+            } => self.on_session_lost(connection::SessionLostCounts {
+                resent,
+                dropped_pubrel,
+                dropped_inbound,
+            }),
+            // Handled by process_events, which ends the connection.
+            Event::KeepAliveTimeout
+            | Event::ServerDisconnected { .. }
+            | Event::ConnectionRefused { .. } => {}
+        }
+    }
+}

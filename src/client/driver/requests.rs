@@ -1,0 +1,170 @@
+//! SUBSCRIBE and UNSUBSCRIBE: sent when connected, kept for the next connection otherwise or
+//! when one is lost unanswered; the subscriptions granted, to make again when a server has no
+//! session.
+
+use std::collections::{HashMap, VecDeque};
+
+use super::super::{ClientError, SubAckInfo};
+use super::{Driver, Reply};
+use crate::packet::{
+    AckProperties, ReasonCode, SubscribeProperties, Subscription, UnsubscribeProperties,
+};
+use crate::session::{RequestError, RequestId};
+
+/// A SUBSCRIBE or UNSUBSCRIBE from a handle (or made again by the client).
+pub(super) enum SubscriptionChange {
+    Subscribe {
+        subscriptions: Vec<Subscription>,
+        properties: SubscribeProperties,
+        /// `None` for a subscription made again after a lost session.
+        reply: Option<Reply<SubAckInfo>>,
+    },
+    Unsubscribe {
+        filters: Vec<String>,
+        properties: UnsubscribeProperties,
+        reply: Reply<Vec<ReasonCode>>,
+    },
+}
+
+impl SubscriptionChange {
+    fn fail(self, error: impl FnOnce() -> ClientError) {
+        match self {
+            Self::Subscribe {
+                reply: Some(reply), ..
+            } => {
+                let _ = reply.send(Err(error()));
+            }
+            Self::Subscribe { reply: None, .. } => {}
+            Self::Unsubscribe { reply, .. } => {
+                let _ = reply.send(Err(error()));
+            }
+        }
+    }
+}
+
+/// Requests in flight and waiting, and the subscriptions in force.
+#[derive(Default)]
+pub(super) struct Requests {
+    /// Sent, by slot and request id, awaiting SUBACK or UNSUBACK.
+    in_flight: HashMap<(usize, RequestId), SubscriptionChange>,
+    /// Waiting for a connection, in order.
+    offline: VecDeque<SubscriptionChange>,
+    /// Subscriptions the server granted, to make again when a session is lost.
+    granted: Vec<(Subscription, SubscribeProperties)>,
+}
+
+impl Requests {
+    /// SUBACK: remember what was granted and answer the caller.
+    pub(super) fn subscribed(
+        &mut self,
+        slot: usize,
+        id: RequestId,
+        reason_codes: Vec<ReasonCode>,
+        properties: AckProperties,
+    ) {
+        match self.in_flight.remove(&(slot, id)) {
+            Some(SubscriptionChange::Subscribe {
+                subscriptions,
+                properties: sub_props,
+                reply,
+            }) => {
+                for (sub, code) in subscriptions.iter().zip(&reason_codes) {
+                    if !code.is_error() {
+                        self.granted.retain(|(s, _)| s.filter != sub.filter);
+                        self.granted.push((sub.clone(), sub_props.clone()));
+                    }
+                }
+                if let Some(reply) = reply {
+                    let _ = reply.send(Ok(SubAckInfo {
+                        reason_codes,
+                        properties,
+                    }));
+                }
+            }
+            Some(other) => other.fail(|| ClientError::Stopped),
+            None => {}
+        }
+    }
+
+    /// UNSUBACK: forget the filters and answer the caller.
+    pub(super) fn unsubscribed(&mut self, slot: usize, id: RequestId, codes: Vec<ReasonCode>) {
+        match self.in_flight.remove(&(slot, id)) {
+            Some(SubscriptionChange::Unsubscribe { filters, reply, .. }) => {
+                self.granted.retain(|(s, _)| !filters.contains(&s.filter));
+                let _ = reply.send(Ok(codes));
+            }
+            Some(other) => other.fail(|| ClientError::Stopped),
+            None => {}
+        }
+    }
+
+    /// The connection ended unanswered: send it again on the next one.
+    pub(super) fn lost(&mut self, slot: usize, id: RequestId) {
+        if let Some(request) = self.in_flight.remove(&(slot, id)) {
+            self.offline.push_back(request);
+        }
+    }
+
+    /// Queues every granted subscription ahead of the waiting requests; returns how many.
+    pub(super) fn resubscribe(&mut self) -> usize {
+        for (subscription, properties) in &self.granted {
+            self.offline.push_front(SubscriptionChange::Subscribe {
+                subscriptions: vec![subscription.clone()],
+                properties: properties.clone(),
+                reply: None,
+            });
+        }
+        self.granted.len()
+    }
+
+    /// The client stops: every caller gets `Stopped`.
+    pub(super) fn stop(&mut self) {
+        for (_, request) in self.in_flight.drain() {
+            request.fail(|| ClientError::Stopped);
+        }
+        for request in self.offline.drain(..) {
+            request.fail(|| ClientError::Stopped);
+        }
+    }
+}
+
+impl Driver {
+    /// Sends a request on the connection, or keeps it for the next one.
+    pub(super) fn send_request(&mut self, request: SubscriptionChange) {
+        if !self.conn.is_up() {
+            self.requests.offline.push_back(request);
+            return;
+        }
+        let slot = self.active;
+        let Some(session) = self.session() else {
+            request.fail(|| ClientError::Stopped);
+            return;
+        };
+        let result = match &request {
+            SubscriptionChange::Subscribe {
+                subscriptions,
+                properties,
+                ..
+            } => session.subscribe(subscriptions.clone(), properties.clone()),
+            SubscriptionChange::Unsubscribe {
+                filters,
+                properties,
+                ..
+            } => session.unsubscribe(filters.clone(), properties.clone()),
+        };
+        match result {
+            Ok(id) => {
+                self.requests.in_flight.insert((slot, id), request);
+            }
+            Err(RequestError::NotConnected) => self.requests.offline.push_back(request),
+            Err(e) => request.fail(|| ClientError::Request(e)),
+        }
+    }
+
+    /// Sends every request that waited for a connection, in order.
+    pub(super) fn send_offline_requests(&mut self) {
+        for request in std::mem::take(&mut self.requests.offline) {
+            self.send_request(request);
+        }
+    }
+}
