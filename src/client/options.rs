@@ -1,4 +1,4 @@
-//! The client builder, reconnect policy, queue policy and file configuration.
+//! The client builder, the reconnect policy and the queue policy.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -489,54 +489,6 @@ impl ClientBuilder {
         self
     }
 
-    /// A builder from file configuration (see [`ClientConfig`]); add the store, then connect.
-    /// Fails when a TLS file named there cannot be read or parsed.
-    pub fn from_config(config: &ClientConfig) -> Result<Self, super::ClientError> {
-        let mut b = Self::default()
-            .client_id(config.client_id.clone())
-            .clean_start(config.clean_start)
-            .keep_alive(Duration::from_secs(config.keep_alive_secs))
-            .session_expiry(Duration::from_secs(config.session_expiry_secs))
-            .manual_ack(config.manual_ack)
-            .topic_aliases(config.topic_aliases)
-            .topic_alias_maximum(config.topic_alias_maximum)
-            .reconnect(config.reconnect.clone())
-            .connect_timeout(Duration::from_millis(config.connect_timeout_ms))
-            .queue_limit(config.queue_limit, config.queue_full);
-        b.servers = config.servers.clone();
-        b.settings.cluster_scope = config.cluster_scope.clone();
-        b.settings.session.username = config.username.clone();
-        b.settings.session.password = config.password.clone().map(Bytes::from);
-        if let Some(max) = config.receive_maximum {
-            b = b.receive_maximum(max);
-        }
-        if let Some(max) = config.maximum_packet_size {
-            b = b.maximum_packet_size(max);
-        }
-        if let Some(tls) = &config.tls {
-            #[cfg(feature = "tls")]
-            {
-                let mut options = match &tls.ca_file {
-                    Some(path) => super::TlsOptions::with_ca_file(path)?,
-                    None => super::TlsOptions::system_roots()?,
-                };
-                if let (Some(cert), Some(key)) = (&tls.client_cert_file, &tls.client_key_file) {
-                    options = options.client_certificate_files(cert, key)?;
-                }
-                if let Some(name) = &tls.server_name {
-                    options = options.server_name(name.clone());
-                }
-                b = b.tls(options);
-            }
-            #[cfg(not(feature = "tls"))]
-            {
-                let _ = tls;
-                return Err(super::ClientError::TlsUnavailable);
-            }
-        }
-        Ok(b)
-    }
-
     pub(crate) fn settings(&self) -> Result<Settings, super::ClientError> {
         if self.servers.is_empty() {
             return Err(super::ClientError::NoServer);
@@ -566,113 +518,6 @@ impl ClientBuilder {
     }
 }
 
-/// Client settings read from a file (TOML, JSON, anything serde reads), for gateways
-/// configured by file. TLS files and the store are set on the builder.
-///
-/// ```
-/// let config: mooring::client::ClientConfig = serde_json::from_str(r#"{
-///     "servers": ["mqtt://10.0.0.5:1883", "mqtt://10.0.0.6:1883"],
-///     "client_id": "gateway-7",
-///     "session_expiry_secs": 86400,
-///     "reconnect": { "initial": 200, "maximum": 60000 },
-///     "queue_limit": 50000,
-///     "queue_full": "fail"
-/// }"#)?;
-/// let builder = mooring::client::ClientBuilder::from_config(&config)?;
-/// # let _ = builder;
-/// # Ok::<(), Box<dyn std::error::Error>>(())
-/// ```
-#[derive(Clone, PartialEq, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct ClientConfig {
-    /// Server addresses, tried in order.
-    pub servers: Vec<String>,
-    /// The client identifier.
-    pub client_id: String,
-    /// One session for all servers under this name.
-    pub cluster_scope: Option<String>,
-    /// Clean Start on the first connection.
-    pub clean_start: bool,
-    /// Keep alive, seconds.
-    pub keep_alive_secs: u64,
-    /// Session Expiry Interval, seconds.
-    pub session_expiry_secs: u64,
-    /// The user name.
-    pub username: Option<String>,
-    /// The password.
-    pub password: Option<String>,
-    /// Manual acknowledgement of inbound messages.
-    pub manual_ack: bool,
-    /// Receive Maximum.
-    pub receive_maximum: Option<u16>,
-    /// Maximum Packet Size.
-    pub maximum_packet_size: Option<u32>,
-    /// Topic Aliases towards the server.
-    pub topic_aliases: bool,
-    /// Topic Alias Maximum towards the client.
-    pub topic_alias_maximum: u16,
-    /// Connect timeout, milliseconds.
-    pub connect_timeout_ms: u64,
-    /// Reconnect policy (delays in milliseconds).
-    pub reconnect: Backoff,
-    /// Durable queue limit.
-    pub queue_limit: usize,
-    /// What a publish does when the queue is full: `"wait"` or `"fail"`.
-    pub queue_full: QueuePolicy,
-    /// TLS files for `mqtts://` and `wss://` servers.
-    pub tls: Option<TlsFiles>,
-}
-
-/// TLS settings by file, for [`ClientConfig`].
-#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct TlsFiles {
-    /// PEM file of the CA certificates to trust (the system's roots when absent).
-    pub ca_file: Option<std::path::PathBuf>,
-    /// PEM file of the client certificate chain.
-    pub client_cert_file: Option<std::path::PathBuf>,
-    /// PEM file of the client's private key.
-    pub client_key_file: Option<std::path::PathBuf>,
-    /// The name to verify the server's certificate against, instead of the host.
-    pub server_name: Option<String>,
-}
-
-impl std::fmt::Debug for ClientConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ClientConfig")
-            .field("servers", &self.servers)
-            .field("client_id", &self.client_id)
-            .field("username", &self.username)
-            .field("password", &self.password.as_ref().map(|_| "<hidden>"))
-            .finish_non_exhaustive()
-    }
-}
-
-impl Default for ClientConfig {
-    fn default() -> Self {
-        Self {
-            servers: Vec::new(),
-            client_id: String::new(),
-            cluster_scope: None,
-            clean_start: false,
-            keep_alive_secs: 60,
-            session_expiry_secs: 86_400,
-            username: None,
-            password: None,
-            manual_ack: false,
-            receive_maximum: None,
-            maximum_packet_size: None,
-            topic_aliases: true,
-            topic_alias_maximum: 0,
-            connect_timeout_ms: 10_000,
-            reconnect: Backoff::default(),
-            queue_limit: 100_000,
-            queue_full: QueuePolicy::Wait,
-            tls: None,
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -695,39 +540,6 @@ mod tests {
         assert!(top <= b.bound(2) && top > b.bound(2) * 99 / 100, "{top:?}");
         let mid = b.delay(2, u64::MAX / 2);
         assert!(mid > b.bound(2) * 45 / 100 && mid < b.bound(2) * 55 / 100);
-    }
-
-    #[test]
-    fn config_from_json_with_units_and_policy() {
-        let config: ClientConfig = serde_json::from_str(
-            r#"{"servers":["mqtt://a","mqtt://b:1884"],"client_id":"g",
-                "password":"s3cret","reconnect":{"initial":50,"factor":3.0},
-                "queue_full":"fail","receive_maximum":10}"#,
-        )
-        .unwrap();
-        assert_eq!(config.reconnect.initial, Duration::from_millis(50));
-        assert_eq!(config.reconnect.maximum, Duration::from_secs(30));
-        assert_eq!(config.queue_full, QueuePolicy::Fail);
-        assert!(!format!("{config:?}").contains("s3cret"));
-        let b = ClientBuilder::from_config(&config).unwrap();
-        let s = b.settings().unwrap();
-        assert_eq!(s.servers.len(), 2);
-        assert_eq!(s.session.properties.receive_maximum, Some(10));
-        assert_eq!(s.session.password.as_deref(), Some(&b"s3cret"[..]));
-        assert_eq!(s.queue_policy, QueuePolicy::Fail);
-        let unknown = serde_json::from_str::<ClientConfig>(r#"{"server":"x"}"#);
-        assert!(unknown.is_err(), "unknown keys are refused");
-        let missing: ClientConfig = serde_json::from_str(
-            r#"{"servers":["mqtts://h"],"tls":{"ca_file":"/nonexistent.pem"}}"#,
-        )
-        .unwrap();
-        #[cfg(feature = "tls")]
-        {
-            let err = ClientBuilder::from_config(&missing).err().unwrap();
-            assert!(err.to_string().contains("/nonexistent.pem"), "{err}");
-        }
-        #[cfg(not(feature = "tls"))]
-        assert!(ClientBuilder::from_config(&missing).is_err());
     }
 
     #[test]

@@ -11,7 +11,8 @@ use std::sync::atomic::Ordering;
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
-use super::super::{Acker, ClientError, Message};
+use super::super::message::Acker;
+use super::super::{ClientError, Message};
 use super::pipeline::Waiter;
 use super::{Command, Driver, Reply};
 use crate::packet::{Publish, QoS};

@@ -39,8 +39,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tracing::debug;
 
+use super::events::StatsCell;
 use super::options::Settings;
-use super::{ClientError, ClientEvent, ConnectError, Message, StatsCell};
+use super::{ClientError, ClientEvent, ConnectError, Message};
 use crate::packet::ReasonCode;
 use crate::session::{Event, Session};
 use crate::store::{SessionKey, SessionStore};

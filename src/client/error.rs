@@ -1,0 +1,119 @@
+//! The errors of the client's calls, of a connection attempt and of a delivery.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+#[cfg(feature = "tls")]
+use super::TlsError;
+use super::{TransportError, UrlError};
+use crate::packet::ReasonCode;
+use crate::session::{AckError, PublishError, RequestError};
+use crate::store::StoreError;
+
+/// Why a client call failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// The builder names no server.
+    #[error("no server: call ClientBuilder::server")]
+    NoServer,
+    /// The builder has no store.
+    #[error("no store: call ClientBuilder::store (MemoryStore for ephemeral sessions)")]
+    NoStore,
+    /// A server address is invalid.
+    #[error(transparent)]
+    Url(#[from] UrlError),
+    /// TLS settings could not be built (a file, a certificate, a key).
+    #[cfg(feature = "tls")]
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// The configuration asks for TLS, which this build lacks (feature `tls`).
+    #[cfg(not(feature = "tls"))]
+    #[error("TLS is configured but mooring was built without the `tls` feature")]
+    TlsUnavailable,
+    /// The store failed: loading the session at start, or a commit. After a failed commit the
+    /// client stops and the outcome of the publishes in that commit is unknown (each is in the
+    /// store or not, whole); reopen the store and start again.
+    #[error("the session store failed: {0}")]
+    Store(Arc<StoreError>),
+    /// The stored session cannot be resumed.
+    #[error("the stored session cannot be resumed: {0}")]
+    Session(#[from] crate::session::SessionError),
+    /// The first connection failed ([`ClientBuilder::connect`]).
+    #[error("could not connect: {0}")]
+    Connect(#[from] ConnectError),
+    /// The publish was refused; nothing was stored.
+    #[error(transparent)]
+    Publish(#[from] PublishError),
+    /// The durable queue is full and the queue policy is [`QueuePolicy::Fail`].
+    #[error("the durable queue holds its limit of {0} messages")]
+    QueueFull(usize),
+    /// A SUBSCRIBE, UNSUBSCRIBE or DISCONNECT could not be made.
+    #[error(transparent)]
+    Request(#[from] RequestError),
+    /// The server refused a subscription.
+    #[error("the server refused the subscription to {filter:?}: {reason:?}")]
+    SubscribeRefused {
+        /// The filter.
+        filter: String,
+        /// The SUBACK reason code.
+        reason: ReasonCode,
+    },
+    /// The ack was refused (acked twice, or not an ackable message).
+    #[error(transparent)]
+    Ack(#[from] AckError),
+    /// The message has no Response Topic to answer on.
+    #[error("the message has no Response Topic")]
+    NoResponseTopic,
+    /// No response came in time.
+    #[error("no response within {0:?}")]
+    Timeout(Duration),
+    /// The client has stopped (disconnected, every handle dropped, a store failure, or the
+    /// reconnect attempts ran out).
+    #[error("the client has stopped")]
+    Stopped,
+}
+
+/// Why one connection attempt failed.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConnectError {
+    /// The transport could not be opened.
+    #[error("{0}")]
+    Transport(Arc<TransportError>),
+    /// Writing or reading failed before CONNACK.
+    #[error("the connection failed before CONNACK: {0}")]
+    Io(String),
+    /// No CONNACK within the connect timeout.
+    #[error("no CONNACK within {0:?}")]
+    Timeout(Duration),
+    /// The server refused the connection.
+    #[error("the server refused the connection: {reason:?}")]
+    Refused {
+        /// The CONNACK reason code.
+        reason: ReasonCode,
+    },
+    /// The server broke the protocol before or in CONNACK.
+    #[error("protocol error before CONNACK: {0}")]
+    Protocol(String),
+    /// The `before_connect` hook failed.
+    #[error("the before_connect hook failed: {0}")]
+    Hook(String),
+    /// The enhanced authenticator could not start.
+    #[error("authentication could not start: {0}")]
+    Auth(String),
+}
+
+/// Why a delivery did not complete.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DeliveryError {
+    /// The server refused the message (PUBACK, PUBREC or PUBCOMP with an error reason code),
+    /// or it no longer fits the server's limits.
+    #[error("the server refused the message: {0:?}")]
+    Refused(ReasonCode),
+    /// The client stopped first. The message stays in the store and resumes when a client
+    /// starts on the same store and session.
+    #[error("the client stopped before the message was acknowledged; it resumes on restart")]
+    Stopped,
+}

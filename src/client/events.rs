@@ -1,0 +1,158 @@
+//! What the client reports: answers to SUBSCRIBE, connection events and counters.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use super::{ConnectError, ServerUrl};
+use crate::packet::{AckProperties, ConnAckProperties, ReasonCode};
+
+/// The server's answer to a SUBSCRIBE.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubAckInfo {
+    /// One per subscription: the granted QoS, or why it failed.
+    pub reason_codes: Vec<ReasonCode>,
+    /// Reason String and User Properties.
+    pub properties: AckProperties,
+}
+
+/// What happened to the connection, for applications that watch ([`Client::events`]).
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum ClientEvent {
+    /// CONNACK with Success.
+    Connected {
+        /// The server.
+        server: ServerUrl,
+        /// Whether it resumed the session.
+        session_present: bool,
+        /// Everything CONNACK said.
+        properties: Box<ConnAckProperties>,
+    },
+    /// An attempt failed.
+    ConnectFailed {
+        /// The server.
+        server: ServerUrl,
+        /// Why.
+        error: ConnectError,
+    },
+    /// The next attempt is scheduled.
+    Reconnecting {
+        /// Failed attempts in a row so far.
+        attempt: u32,
+        /// The wait before it.
+        delay: Duration,
+        /// Where it goes.
+        server: ServerUrl,
+    },
+    /// An established connection ended.
+    ConnectionLost {
+        /// The server.
+        server: ServerUrl,
+        /// Why.
+        reason: String,
+    },
+    /// The server closed the connection with DISCONNECT.
+    ServerDisconnected {
+        /// The server.
+        server: ServerUrl,
+        /// Its reason code.
+        reason: ReasonCode,
+        /// Its Reason String.
+        reason_string: Option<String>,
+        /// Another server to use, if it named one.
+        server_reference: Option<String>,
+    },
+    /// The session expired while the client was away; the server no longer has it.
+    SessionExpired,
+    /// The server had no session although the client had one. What the policy did: publishes
+    /// in flight are sent again as new messages, released QoS 2 flows are taken as delivered,
+    /// inbound markers are dropped, and subscriptions are made again.
+    SessionLost {
+        /// Publishes sent again.
+        resent: usize,
+        /// PUBREL flows dropped.
+        dropped_pubrel: usize,
+        /// Inbound PUBREC markers dropped.
+        dropped_inbound: usize,
+        /// Subscriptions made again.
+        resubscribed: usize,
+    },
+    /// The client stopped; `error` says why if it was not asked to.
+    Stopped {
+        /// The cause, if it was not [`Client::disconnect`] or dropping every handle.
+        error: Option<String>,
+    },
+}
+
+/// Counters of one client, read with [`Client::stats`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// QoS 1/2 publishes sent and not yet acknowledged.
+    pub outbound_in_flight: u64,
+    /// Publishes waiting in the durable queue (and publishers waiting for room in it).
+    pub queued: u64,
+    /// Messages delivered to the application and not yet acked (manual ack).
+    pub inbound_unacked: u64,
+    /// Messages received beyond the client's Receive Maximum (a server over its quota), waiting
+    /// for acks before they are delivered (manual ack).
+    pub inbound_held: u64,
+    /// How many messages ever arrived beyond the client's Receive Maximum.
+    pub inbound_over_receive_maximum: u64,
+    /// Publishes accepted.
+    pub published: u64,
+    /// Messages received.
+    pub received: u64,
+    /// Store commits.
+    pub commits: u64,
+    /// Store operations in those commits.
+    pub committed_ops: u64,
+    /// Publishes accepted by those commits (their average is the group-commit batch size).
+    pub committed_publishes: u64,
+    /// Successful connections.
+    pub connections: u64,
+}
+
+impl Stats {
+    /// Publishes per commit: how well group commit batches.
+    pub fn average_batch(&self) -> f64 {
+        if self.commits == 0 {
+            0.0
+        } else {
+            self.committed_publishes as f64 / self.commits as f64
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct StatsCell {
+    pub(crate) outbound_in_flight: AtomicU64,
+    pub(crate) queued: AtomicU64,
+    pub(crate) inbound_unacked: AtomicU64,
+    pub(crate) inbound_held: AtomicU64,
+    pub(crate) inbound_over_receive_maximum: AtomicU64,
+    pub(crate) published: AtomicU64,
+    pub(crate) received: AtomicU64,
+    pub(crate) commits: AtomicU64,
+    pub(crate) committed_ops: AtomicU64,
+    pub(crate) committed_publishes: AtomicU64,
+    pub(crate) connections: AtomicU64,
+}
+
+impl StatsCell {
+    pub(crate) fn snapshot(&self) -> Stats {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        Stats {
+            outbound_in_flight: get(&self.outbound_in_flight),
+            queued: get(&self.queued),
+            inbound_unacked: get(&self.inbound_unacked),
+            inbound_held: get(&self.inbound_held),
+            inbound_over_receive_maximum: get(&self.inbound_over_receive_maximum),
+            published: get(&self.published),
+            received: get(&self.received),
+            commits: get(&self.commits),
+            committed_ops: get(&self.committed_ops),
+            committed_publishes: get(&self.committed_publishes),
+            connections: get(&self.connections),
+        }
+    }
+}
