@@ -15,6 +15,15 @@ cargo fmt --all -- --check
 step "cargo clippy --workspace --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
 
+step "mqtt-core without default features depends on no async runtime (cargo tree)"
+runtimes=$(cargo tree -p mqtt-core -e normal --no-default-features --prefix none \
+  | grep -E '^(tokio|async-std|smol|async-executor|async-io|glommio) ' || true)
+if [ -n "$runtimes" ]; then
+  printf 'mqtt-core depends on an async runtime:\n%s\n' "$runtimes" >&2
+  exit 1
+fi
+echo "no runtime in mqtt-core's dependencies"
+
 step "cargo doc --workspace --no-deps (warnings are errors)"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
 

@@ -8,7 +8,7 @@
 //! A test in this crate shows it: a storage backend that drops every write not yet synced, at
 //! random moments, loses no acknowledged batch.
 //!
-//! Blocking file I/O runs on tokio's blocking threads, never on an async worker.
+//! Blocking file I/O runs on the store's own thread (see `KvStore`), never on an async executor.
 //!
 //! ```no_run
 //! use store_redb::RedbStore;

@@ -22,7 +22,7 @@
 //! Also there: once in 1,500 SIGKILLs in our crash test, a sled 0.34 database would not open
 //! again ("Read corrupted data").
 //!
-//! Blocking I/O runs on tokio's blocking threads, never on an async worker.
+//! Blocking I/O runs on the store's own thread (see `KvStore`), never on an async executor.
 //!
 //! ```no_run
 //! use store_sled::SledStore;
@@ -32,7 +32,11 @@
 //! ```
 #![forbid(unsafe_code)]
 
-use std::path::PathBuf;
+use std::fs::OpenOptions;
+use std::io::ErrorKind;
+use std::path::{Path, PathBuf};
+
+use fs2::FileExt;
 
 use mqtt_core::store::layout::KvWrite;
 use mqtt_core::store::{Entries, KvBackend, KvOpen, KvStore, StoreError};
@@ -65,8 +69,9 @@ impl SledBackend {
             .path(&path)
             .open()
             .map_err(|e| match e {
-                // sled reports a held file lock only in the text of an I/O error.
-                sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
+                // sled says a held lock only in the words of an `Other` I/O error; ask the
+                // lock itself instead of reading them.
+                sled::Error::Io(io) if io.kind() == ErrorKind::Other && lock_is_held(&path) => {
                     StoreError::Locked {
                         path: path.display().to_string(),
                     }
@@ -74,6 +79,22 @@ impl SledBackend {
                 other => backend_error(other),
             })?;
         Ok(Self { db })
+    }
+}
+
+/// Whether another handle holds the lock sled takes on `<path>/db` (an exclusive `flock`).
+fn lock_is_held(path: &Path) -> bool {
+    let Ok(file) = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path.join("db"))
+    else {
+        return false;
+    };
+    // Dropping the file releases the probe's own lock when it got one.
+    match file.try_lock_exclusive() {
+        Ok(()) => false,
+        Err(e) => e.raw_os_error() == fs2::lock_contended_error().raw_os_error(),
     }
 }
 
