@@ -39,13 +39,13 @@ pub enum ClientError {
     /// The stored session cannot be resumed.
     #[error("the stored session cannot be resumed: {0}")]
     Session(#[from] crate::session::SessionError),
-    /// The first connection failed ([`ClientBuilder::connect`]).
+    /// The first connection failed ([`ClientBuilder::connect`](super::ClientBuilder::connect)).
     #[error("could not connect: {0}")]
     Connect(#[from] ConnectError),
     /// The publish was refused; nothing was stored.
     #[error(transparent)]
     Publish(#[from] PublishError),
-    /// The durable queue is full and the queue policy is [`QueuePolicy::Fail`].
+    /// The durable queue is full and the queue policy is [`QueuePolicy::Fail`](super::QueuePolicy::Fail).
     #[error("the durable queue holds its limit of {0} messages")]
     QueueFull(usize),
     /// A SUBSCRIBE, UNSUBSCRIBE or DISCONNECT could not be made.

@@ -15,7 +15,7 @@ pub struct SubAckInfo {
     pub properties: AckProperties,
 }
 
-/// What happened to the connection, for applications that watch ([`Client::events`]).
+/// What happened to the connection, for applications that watch ([`Client::events`](super::Client::events)).
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum ClientEvent {
@@ -79,12 +79,12 @@ pub enum ClientEvent {
     },
     /// The client stopped; `error` says why if it was not asked to.
     Stopped {
-        /// The cause, if it was not [`Client::disconnect`] or dropping every handle.
+        /// The cause, if it was not [`Client::disconnect`](super::Client::disconnect) or dropping every handle.
         error: Option<String>,
     },
 }
 
-/// Counters of one client, read with [`Client::stats`].
+/// Counters of one client, read with [`Client::stats`](super::Client::stats).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Stats {
     /// QoS 1/2 publishes sent and not yet acknowledged.

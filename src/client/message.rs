@@ -43,11 +43,11 @@ impl Future for Delivery {
 
 /// A message from the server.
 ///
-/// With manual ack ([`ClientBuilder::manual_ack`]), call [`Message::ack`] once the
+/// With manual ack ([`ClientBuilder::manual_ack`](super::ClientBuilder::manual_ack)), call [`Message::ack`] once the
 /// application is done with it; until then the server counts it against the client's Receive
 /// Maximum, and a QoS 2 message comes again after a crash. Without manual ack it was acked
 /// when it was handed to the application (taken into the [`Messages`] inbox, or given to a
-/// waiting [`Client::request`]) and `ack` does nothing.
+/// waiting [`Client::request`](super::Client::request)) and `ack` does nothing.
 #[derive(Debug)]
 pub struct Message {
     pub(crate) publish: Publish,
@@ -130,7 +130,7 @@ impl Message {
 
 /// The messages the server sends, in arrival order. Ends when the client stops.
 ///
-/// Use [`Router`] to dispatch them by topic filter. Dropping it discards (and acks) later
+/// Use [`Router`](super::Router) to dispatch them by topic filter. Dropping it discards (and acks) later
 /// messages.
 #[derive(Debug)]
 pub struct Messages {
