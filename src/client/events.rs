@@ -93,6 +93,9 @@ pub struct Stats {
     pub queued: u64,
     /// Messages delivered to the application and not yet acked (manual ack).
     pub inbound_unacked: u64,
+    /// Manual-ack messages the application dropped without `ack` or `reject` (each was acked
+    /// as handled, with a warning).
+    pub dropped_unacked: u64,
     /// Messages received beyond the client's Receive Maximum (a server over its quota), waiting
     /// for acks before they are delivered (manual ack).
     pub inbound_held: u64,
@@ -128,6 +131,7 @@ pub(crate) struct StatsCell {
     pub(crate) outbound_in_flight: AtomicU64,
     pub(crate) queued: AtomicU64,
     pub(crate) inbound_unacked: AtomicU64,
+    pub(crate) dropped_unacked: AtomicU64,
     pub(crate) inbound_held: AtomicU64,
     pub(crate) inbound_over_receive_maximum: AtomicU64,
     pub(crate) published: AtomicU64,
@@ -145,6 +149,7 @@ impl StatsCell {
             outbound_in_flight: get(&self.outbound_in_flight),
             queued: get(&self.queued),
             inbound_unacked: get(&self.inbound_unacked),
+            dropped_unacked: get(&self.dropped_unacked),
             inbound_held: get(&self.inbound_held),
             inbound_over_receive_maximum: get(&self.inbound_over_receive_maximum),
             published: get(&self.published),

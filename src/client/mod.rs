@@ -69,7 +69,7 @@ mod url;
 
 pub use error::{ClientError, ConnectError, DeliveryError};
 pub use events::{ClientEvent, Stats, SubAckInfo};
-pub use message::{Delivery, Message, Messages};
+pub use message::{Delivery, Message, Messages, Refusal};
 
 pub use config::{ClientConfig, TlsFiles};
 use events::StatsCell;
@@ -352,8 +352,10 @@ impl Client {
     }
 
     /// A receiver of connection events (connected, lost, reconnecting, server disconnect,
-    /// session lost). Events sent before the call are not seen; a receiver that falls more
-    /// than 256 events behind skips the oldest.
+    /// session lost). Events sent before the call are not seen, those of the first
+    /// connection included: take a receiver from
+    /// [`ClientBuilder::events`](options::ClientBuilder::events) before `connect()` to see
+    /// them. A receiver that falls more than 256 events behind skips the oldest.
     ///
     /// ```no_run
     /// # async fn f(client: mooring::client::Client) -> Result<(), Box<dyn std::error::Error>> {
@@ -442,7 +444,10 @@ impl ClientBuilder {
         let settings = self.settings()?;
         let store = self.store.clone().ok_or(ClientError::NoStore)?;
         let (commands, command_rx) = mpsc::channel(self.command_capacity);
-        let (events, _) = broadcast::channel(256);
+        let events = self
+            .events
+            .clone()
+            .unwrap_or_else(|| broadcast::channel(options::EVENT_CAPACITY).0);
         let (inbox, inbox_rx) = mpsc::channel(settings.inbox_capacity);
         let (alive, alive_rx) = oneshot::channel();
         let (first_tx, first_rx) = oneshot::channel();

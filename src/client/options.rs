@@ -5,7 +5,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use serde::Deserialize;
+use tokio::sync::broadcast;
 
+/// Events a slow receiver may fall behind by before it misses some (it is told how many).
+pub(crate) const EVENT_CAPACITY: usize = 256;
+
+use super::ClientEvent;
 use super::transport::{BoxFuture, Connector, TransportOptions};
 use super::url::ServerUrl;
 use crate::packet::{UserProperty, Will};
@@ -181,6 +186,8 @@ pub struct ClientBuilder {
     pub(crate) store: Option<Arc<dyn SessionStore>>,
     pub(crate) command_capacity: usize,
     pub(crate) response_topic: Option<String>,
+    /// The client's event channel, when the application subscribed before starting.
+    pub(crate) events: Option<broadcast::Sender<ClientEvent>>,
     /// Everything else, as the driver will get it.
     pub(crate) settings: Settings,
 }
@@ -194,6 +201,7 @@ impl Default for ClientBuilder {
             store: None,
             command_capacity: 1024,
             response_topic: None,
+            events: None,
             settings: Settings {
                 servers: Vec::new(),
                 session,
@@ -480,6 +488,32 @@ impl ClientBuilder {
     pub fn resubscribe(mut self, on: bool) -> Self {
         self.settings.resubscribe = on;
         self
+    }
+
+    /// A receiver of every event of the client from its start, the first connection's
+    /// included: `SessionExpired`, `SessionLost` (a restart on a store whose broker session is
+    /// gone) and `Connected` happen before `connect()` returns, so a receiver taken afterwards
+    /// from [`Client::events`](super::Client::events) can miss them. Call it before
+    /// `connect()` or `start()`; every call gives another receiver of the same events.
+    ///
+    /// ```no_run
+    /// # async fn f() -> Result<(), mooring::client::ClientError> {
+    /// use mooring::client::{Client, ClientEvent};
+    /// # let store = mooring::store::MemoryStore::default();
+    /// let mut builder = Client::builder().server("mqtt://10.0.0.5").store(store);
+    /// let mut events = builder.events();
+    /// let (client, _messages) = builder.connect().await?;
+    /// while let Ok(event) = events.try_recv() {
+    ///     if let ClientEvent::SessionLost { resent, .. } = event {
+    ///         eprintln!("the broker had lost our session; {resent} messages sent again");
+    ///     }
+    /// }
+    /// # let _ = client; Ok(()) }
+    /// ```
+    pub fn events(&mut self) -> broadcast::Receiver<ClientEvent> {
+        self.events
+            .get_or_insert_with(|| broadcast::channel(EVENT_CAPACITY).0)
+            .subscribe()
     }
 
     /// The topic [`Client::request`](super::Client::request) asks responses on

@@ -2,7 +2,7 @@
 //! order, the durable PUBREC marker, and PUBREL.
 
 use super::{AckError, Event, Inbound, MessageTag, ProtocolViolation, Session};
-use crate::packet::{Packet, PubAck, Publish, QoS, ReasonCode};
+use crate::packet::{Packet, PacketType, PubAck, Publish, QoS, ReasonCode};
 use crate::store::StoreOp;
 
 impl Session {
@@ -69,6 +69,7 @@ impl Session {
             packet_id: publish.packet_id,
             qos: publish.qos,
             acked: false,
+            reason: ReasonCode::Success,
         });
         self.awaiting_application += 1;
         self.events.push_back(Event::Message { tag, publish });
@@ -140,8 +141,33 @@ impl Session {
     /// with PUBREC and never delivered again. QoS 1: nothing is sent; the server redelivers the
     /// message as a new one, which is delivered again (QoS 1 is at least once).
     pub fn ack(&mut self, tag: MessageTag) -> Result<(), AckError> {
+        self.settle(tag, ReasonCode::Success)
+    }
+
+    /// Refuses an inbound QoS 1/2 message: its PUBACK or PUBREC carries `reason` (0x80 or
+    /// above, one those packets may carry, such as 0x80 Unspecified error or 0x83
+    /// Implementation specific error), in arrival order like any ack. The server does not
+    /// send it again on this session: for QoS 2 no PUBREL follows [MQTT-4.3.3-4] and no marker
+    /// is stored. A refusal given after the connection dropped sends nothing: the server
+    /// redelivers the message, and it is delivered again.
+    pub fn reject(&mut self, tag: MessageTag, reason: ReasonCode) -> Result<(), AckError> {
+        if !reason.is_error()
+            || !reason.is_valid_for(PacketType::PubAck)
+            || !reason.is_valid_for(PacketType::PubRec)
+        {
+            return Err(AckError::NotARefusal(reason));
+        }
+        self.settle(tag, reason)
+    }
+
+    /// Acks (`Success`) or refuses (an error code) a message.
+    fn settle(&mut self, tag: MessageTag, reason: ReasonCode) -> Result<(), AckError> {
+        let accepted = !reason.is_error();
         if let Some(entry) = self.stale.remove(&tag) {
-            if entry.qos == QoS::ExactlyOnce && self.inbound_pubrec.insert(entry.packet_id) {
+            if accepted
+                && entry.qos == QoS::ExactlyOnce
+                && self.inbound_pubrec.insert(entry.packet_id)
+            {
                 self.pending.commit.push(StoreOp::PutInbound {
                     packet_id: entry.packet_id,
                 });
@@ -154,28 +180,24 @@ impl Session {
             .find(|e| e.tag == tag && !e.acked)
             .ok_or(AckError::NotAwaiting(tag))?;
         entry.acked = true;
+        entry.reason = reason;
         self.awaiting_application = self.awaiting_application.saturating_sub(1);
         let (qos, packet_id) = (entry.qos, entry.packet_id);
         // The ack is durable with the next commit, even while its PUBREC waits its turn: a
         // crash after this point never delivers the message again.
-        if qos == QoS::ExactlyOnce && self.inbound_pubrec.insert(packet_id) {
+        if accepted && qos == QoS::ExactlyOnce && self.inbound_pubrec.insert(packet_id) {
             self.pending.commit.push(StoreOp::PutInbound { packet_id });
         }
         while self.acks.front().is_some_and(|e| e.acked) {
             let Some(entry) = self.acks.pop_front() else {
                 break;
             };
-            match entry.qos {
-                QoS::ExactlyOnce => {
-                    self.pending
-                        .send
-                        .push(Packet::PubRec(PubAck::new(entry.packet_id)));
-                }
-                _ => self
-                    .pending
-                    .send
-                    .push(Packet::PubAck(PubAck::new(entry.packet_id))),
-            }
+            let mut ack = PubAck::new(entry.packet_id);
+            ack.reason_code = entry.reason;
+            self.pending.send.push(match entry.qos {
+                QoS::ExactlyOnce => Packet::PubRec(ack),
+                _ => Packet::PubAck(ack),
+            });
         }
         while !self.held.is_empty() && self.unacked_by_application() < self.receive_maximum() {
             if let Some(publish) = self.held.pop_front() {
@@ -195,7 +217,10 @@ impl Session {
         for entry in std::mem::take(&mut self.acks) {
             if !entry.acked {
                 self.stale.insert(entry.tag, entry);
-            } else if entry.qos == QoS::ExactlyOnce && self.inbound_pubrec.insert(entry.packet_id) {
+            } else if entry.qos == QoS::ExactlyOnce
+                && !entry.reason.is_error()
+                && self.inbound_pubrec.insert(entry.packet_id)
+            {
                 self.pending.commit.push(StoreOp::PutInbound {
                     packet_id: entry.packet_id,
                 });

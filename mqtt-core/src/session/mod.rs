@@ -311,6 +311,9 @@ pub enum AckError {
     /// The tag is not a QoS 1/2 message awaiting its ack (acked already, or never delivered).
     #[error("delivery {0} is not awaiting an acknowledgement (acked twice, or not QoS 1/2)")]
     NotAwaiting(MessageTag),
+    /// A refusal needs a reason code of 0x80 or above that PUBACK and PUBREC may carry.
+    #[error("{0:?} cannot refuse a message: PUBACK and PUBREC take 0x80 and above from Table 2-6")]
+    NotARefusal(ReasonCode),
 }
 
 /// Why a stored session cannot be resumed.
@@ -349,6 +352,8 @@ struct Inbound {
     packet_id: u16,
     qos: QoS,
     acked: bool,
+    /// The reason code its PUBACK or PUBREC carries: Success, or the application's refusal.
+    reason: ReasonCode,
 }
 
 #[derive(Debug, Clone)]

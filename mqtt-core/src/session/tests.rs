@@ -1423,3 +1423,46 @@ fn a_connect_that_breaks_the_specification_is_refused_and_nothing_is_sent() {
     ));
     assert!(h.flush().is_empty());
 }
+
+#[test]
+fn a_refusal_answers_with_its_reason_code_in_arrival_order_and_stores_no_marker() {
+    let mut h = manual();
+    h.session
+        .handle_publish(incoming(QoS::AtLeastOnce, 1, false))
+        .unwrap();
+    h.session
+        .handle_publish(incoming(QoS::ExactlyOnce, 2, false))
+        .unwrap();
+    let t = tags(&h.events());
+    assert_eq!(
+        h.session.reject(t[1], ReasonCode::Success),
+        Err(AckError::NotARefusal(ReasonCode::Success)),
+        "a refusal needs an error code"
+    );
+    assert_eq!(
+        h.session.reject(t[1], ReasonCode::PacketIdentifierNotFound),
+        Err(AckError::NotARefusal(ReasonCode::PacketIdentifierNotFound)),
+        "0x92 belongs to PUBREL and PUBCOMP, not to PUBACK or PUBREC"
+    );
+    h.session
+        .reject(t[1], ReasonCode::ImplementationSpecificError)
+        .unwrap();
+    assert!(h.flush().is_empty(), "the refusal waits for the first ack");
+    h.session
+        .reject(t[0], ReasonCode::UnspecifiedError)
+        .unwrap();
+    let output = h.session.poll_output(Instant::now()).unwrap();
+    assert!(
+        output.commit.is_empty(),
+        "a refused QoS 2 message gets no marker"
+    );
+    let mut puback = PubAck::new(1);
+    puback.reason_code = ReasonCode::UnspecifiedError;
+    let mut pubrec = PubAck::new(2);
+    pubrec.reason_code = ReasonCode::ImplementationSpecificError;
+    assert_eq!(
+        output.send,
+        vec![Packet::PubAck(puback), Packet::PubRec(pubrec)]
+    );
+    assert_eq!(h.session.ack(t[0]), Err(AckError::NotAwaiting(t[0])));
+}

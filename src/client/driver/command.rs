@@ -3,6 +3,7 @@
 use bytes::Bytes;
 use tokio::sync::oneshot;
 
+use super::super::message::Verdict;
 use super::super::{ClientError, Delivery, Message, SubAckInfo};
 use super::requests::SubscriptionChange;
 use super::{Driver, Reply};
@@ -27,10 +28,13 @@ pub(crate) enum Command {
         properties: UnsubscribeProperties,
         reply: Reply<Vec<ReasonCode>>,
     },
+    /// The application settled a manual-ack message; `reply` is `None` when nobody waits
+    /// (a dropped message).
     Ack {
         slot: usize,
         tag: MessageTag,
-        reply: Reply<()>,
+        verdict: Verdict,
+        reply: Option<Reply<()>>,
     },
     /// A request waits for the response carrying this Correlation Data.
     ExpectResponse {
@@ -79,9 +83,12 @@ impl Command {
             Self::Unsubscribe { reply, .. } => {
                 let _ = reply.send(Err(ClientError::Stopped));
             }
-            Self::Ack { reply, .. }
-            | Self::Disconnect { reply, .. }
-            | Self::Reauthenticate { reply } => {
+            Self::Ack { reply, .. } => {
+                if let Some(reply) = reply {
+                    let _ = reply.send(Err(ClientError::Stopped));
+                }
+            }
+            Self::Disconnect { reply, .. } | Self::Reauthenticate { reply } => {
                 let _ = reply.send(Err(ClientError::Stopped));
             }
             Self::ExpectResponse { .. } | Self::ForgetResponse { .. } => {}
@@ -111,7 +118,12 @@ impl Driver {
                 properties,
                 reply,
             }),
-            Command::Ack { slot, tag, reply } => self.on_ack(slot, tag, reply),
+            Command::Ack {
+                slot,
+                tag,
+                verdict,
+                reply,
+            } => self.on_ack(slot, tag, verdict, reply),
             Command::ExpectResponse { correlation, reply } => {
                 self.inbox.expect(correlation, reply);
             }

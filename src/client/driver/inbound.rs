@@ -10,8 +10,9 @@ use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
+use tracing::warn;
 
-use super::super::message::Acker;
+use super::super::message::{Acker, Verdict};
 use super::super::{ClientError, Message};
 use super::pipeline::Waiter;
 use super::{Command, Driver, Reply};
@@ -112,11 +113,10 @@ impl Driver {
         self.stats.received.fetch_add(1, Ordering::Relaxed);
         let owes_ack = tag != 0;
         let acker = if owes_ack && !self.inbox.auto_ack {
-            self.inbox.self_commands.upgrade().map(|commands| Acker {
-                commands,
-                slot,
-                tag,
-            })
+            self.inbox
+                .self_commands
+                .upgrade()
+                .map(|commands| Acker::new(commands, slot, tag))
         } else {
             None
         };
@@ -164,10 +164,10 @@ impl Driver {
 
     /// Nobody reads messages any more: ack and drop them so the server is not held up.
     fn discard(&mut self, mut message: Message, owed: Option<AckOwed>) {
-        if let Some(acker) = message.acker.take() {
+        if let Some((slot, tag)) = message.acker.take().and_then(Acker::disarm) {
             self.stats.inbound_unacked.fetch_sub(1, Ordering::Relaxed);
-            if let Some(slot) = self.slots.get_mut(acker.slot) {
-                let _ = slot.session.ack(acker.tag);
+            if let Some(slot) = self.slots.get_mut(slot) {
+                let _ = slot.session.ack(tag);
             }
         }
         self.auto_ack(owed);
@@ -181,19 +181,42 @@ impl Driver {
         }
     }
 
-    /// The application acked a message (manual ack): answered once the ack is durable.
-    pub(super) fn on_ack(&mut self, slot: usize, tag: MessageTag, reply: Reply<()>) {
+    /// The application settled a message (manual ack): answered once the ack is durable.
+    pub(super) fn on_ack(
+        &mut self,
+        slot: usize,
+        tag: MessageTag,
+        verdict: Verdict,
+        reply: Option<Reply<()>>,
+    ) {
         let Some(s) = self.slots.get_mut(slot) else {
-            let _ = reply.send(Err(ClientError::Stopped));
+            if let Some(reply) = reply {
+                let _ = reply.send(Err(ClientError::Stopped));
+            }
             return;
         };
-        match s.session.ack(tag) {
+        let settled = match verdict {
+            Verdict::Ack | Verdict::Released | Verdict::Dropped => s.session.ack(tag),
+            Verdict::Reject(reason) => s.session.reject(tag, reason),
+        };
+        match settled {
             Ok(()) => {
                 self.stats.inbound_unacked.fetch_sub(1, Ordering::Relaxed);
-                self.pipeline.wait(Waiter::Ack(reply));
+                if verdict == Verdict::Dropped {
+                    self.stats.dropped_unacked.fetch_add(1, Ordering::Relaxed);
+                    warn!(
+                        tag,
+                        "a message was dropped without ack or reject: it counts as handled and is acked"
+                    );
+                }
+                if let Some(reply) = reply {
+                    self.pipeline.wait(Waiter::Ack(reply));
+                }
             }
             Err(e) => {
-                let _ = reply.send(Err(e.into()));
+                if let Some(reply) = reply {
+                    let _ = reply.send(Err(e.into()));
+                }
             }
         }
     }
