@@ -9,8 +9,12 @@
 
 use std::time::Duration;
 
-use mooring::client::{ClientEvent, Refusal};
-use mooring::packet::{ConnAck, Packet, QoS, ReasonCode};
+use futures_util::StreamExt;
+use mooring::client::{
+    Client, ClientError, ClientEvent, ConnectAttempt, ConnectError, DeliveryError, HookError,
+    Refusal,
+};
+use mooring::packet::{ConnAck, Packet, PubAck, QoS, ReasonCode};
 use mooring::store::MemoryStore;
 use tokio::time::timeout;
 
@@ -144,4 +148,81 @@ async fn the_first_connections_events_reach_a_receiver_taken_from_the_builder() 
             ..
         }
     ));
+}
+
+/// Publishes and awaits the delivery with `?` alone, as an application function would.
+async fn publish_and_confirm(client: &Client) -> Result<ReasonCode, ClientError> {
+    let delivery = client.publish("a", "1", QoS::AtLeastOnce).await?;
+    Ok(delivery.await?)
+}
+
+#[tokio::test]
+async fn a_refused_delivery_converts_into_a_client_error() {
+    let mut broker = Broker::new();
+    let (client, _messages, mut peer) = connected_default(&mut broker).await;
+    let confirming = tokio::spawn(async move { publish_and_confirm(&client).await });
+    let p = peer.publish().await;
+    let mut ack = PubAck::new(p.packet_id);
+    ack.reason_code = ReasonCode::QuotaExceeded;
+    peer.send(Packet::PubAck(ack)).await;
+    let result = timeout(WAIT, confirming).await.unwrap().unwrap();
+    assert!(
+        matches!(
+            result,
+            Err(ClientError::Delivery(DeliveryError::Refused(
+                ReasonCode::QuotaExceeded
+            )))
+        ),
+        "{result:?}"
+    );
+}
+
+#[tokio::test]
+async fn messages_are_a_stream() {
+    let mut broker = Broker::new();
+    let (_client, messages, mut peer) = connected_default(&mut broker).await;
+    for body in ["a", "b", "c"] {
+        peer.send(inbound(QoS::AtMostOnce, 0, body)).await;
+    }
+    let bodies: Vec<String> = timeout(
+        WAIT,
+        messages
+            .map(|m| String::from_utf8_lossy(m.payload()).into_owned())
+            .take(3)
+            .collect(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(bodies, ["a", "b", "c"]);
+}
+
+#[derive(Debug)]
+struct VaultLocked;
+
+impl std::fmt::Display for VaultLocked {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the credential vault is locked")
+    }
+}
+
+impl std::error::Error for VaultLocked {}
+
+#[tokio::test]
+async fn a_failed_hook_is_the_source_of_the_connect_error() {
+    let broker = Broker::new();
+    let result = builder(&broker, MemoryStore::default())
+        .before_connect(|_| async { Err::<ConnectAttempt, HookError>(Box::new(VaultLocked)) })
+        .connect()
+        .await;
+    let Err(error) = result else {
+        panic!("the hook failed, connect must fail");
+    };
+    // ClientError::Connect -> ConnectError::Hook -> the hook's own error, kept as it was.
+    let hook = std::error::Error::source(&error).expect("the connect error");
+    let cause = hook.source().expect("the hook's error");
+    assert_eq!(cause.to_string(), "the credential vault is locked");
+    let ClientError::Connect(ConnectError::Hook(kept)) = &error else {
+        panic!("{error:?}");
+    };
+    assert!(kept.downcast_ref::<VaultLocked>().is_some());
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use super::TlsError;
 use super::{TransportError, UrlError};
 use crate::packet::ReasonCode;
-use crate::session::{AckError, PublishError, RequestError};
+use crate::session::{AckError, AuthError, PublishError, RequestError};
 use crate::store::StoreError;
 
 /// Why a client call failed.
@@ -35,7 +35,7 @@ pub enum ClientError {
     /// client stops and the outcome of the publishes in that commit is unknown (each is in the
     /// store or not, whole); reopen the store and start again.
     #[error("the session store failed: {0}")]
-    Store(Arc<StoreError>),
+    Store(#[source] Arc<StoreError>),
     /// The stored session cannot be resumed.
     #[error("the stored session cannot be resumed: {0}")]
     Session(#[from] crate::session::SessionError),
@@ -68,6 +68,10 @@ pub enum ClientError {
     /// No response came in time.
     #[error("no response within {0:?}")]
     Timeout(Duration),
+    /// A delivery did not complete (so that `delivery.await?` works where a `ClientError` is
+    /// returned).
+    #[error(transparent)]
+    Delivery(#[from] DeliveryError),
     /// The client has stopped (disconnected, every handle dropped, a store failure, or the
     /// reconnect attempts ran out).
     #[error("the client has stopped")]
@@ -80,7 +84,7 @@ pub enum ClientError {
 pub enum ConnectError {
     /// The transport could not be opened.
     #[error("{0}")]
-    Transport(Arc<TransportError>),
+    Transport(#[source] Arc<TransportError>),
     /// Writing or reading failed before CONNACK.
     #[error("the connection failed before CONNACK: {0}")]
     Io(String),
@@ -98,10 +102,10 @@ pub enum ConnectError {
     Protocol(String),
     /// The `before_connect` hook failed.
     #[error("the before_connect hook failed: {0}")]
-    Hook(String),
+    Hook(#[source] Arc<dyn std::error::Error + Send + Sync>),
     /// The enhanced authenticator could not start.
     #[error("authentication could not start: {0}")]
-    Auth(String),
+    Auth(#[source] AuthError),
 }
 
 /// Why a delivery did not complete.

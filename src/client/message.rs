@@ -277,6 +277,15 @@ impl Messages {
     }
 }
 
+/// The same messages as [`Messages::recv`], for `StreamExt` combinators.
+impl futures_core::Stream for Messages {
+    type Item = Message;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Message>> {
+        self.rx.poll_recv(cx)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

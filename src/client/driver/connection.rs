@@ -213,7 +213,7 @@ impl Driver {
             let attempt = match hook {
                 Some(hook) => hook(attempt)
                     .await
-                    .map_err(|e| ConnectError::Hook(e.to_string()))?,
+                    .map_err(|e| ConnectError::Hook(Arc::from(e)))?,
                 None => attempt,
             };
             let link = transport::open(attempt.server(), &attempt.transport, connector.as_deref())
@@ -249,7 +249,7 @@ impl Driver {
         };
         if let Err(error) = started {
             return self.attempt_failed(match error {
-                ConnectPacketError::Auth(e) => ConnectError::Auth(e.to_string()),
+                ConnectPacketError::Auth(e) => ConnectError::Auth(e),
                 other => ConnectError::Protocol(other.to_string()),
             });
         }
