@@ -17,14 +17,14 @@
 //! use mooring::{Client, QoS, store::RedbStore};
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-//! let (client, mut messages) = Client::builder()
+//! let mut builder = Client::builder()
 //!     .server("mqtt://127.0.0.1:1883")
 //!     .client_id("gateway-7")
 //!     .session_expiry(Duration::from_secs(86_400))
 //!     .store(RedbStore::open("gateway.redb")?)
-//!     .manual_ack(true)
-//!     .connect()
-//!     .await?;
+//!     .manual_ack(true);
+//! let _events = builder.events(); // every event, the first connection's included
+//! let (client, mut messages) = builder.connect().await?;
 //! client.subscribe("plant/+/telemetry", QoS::ExactlyOnce).await?;
 //! let delivery = client.publish("site/7/status", "up", QoS::ExactlyOnce).await?; // durable
 //! delivery.await?; // PUBCOMP
@@ -43,7 +43,7 @@ pub mod client;
 
 pub use client::{
     Backoff, Client, ClientBuilder, ClientError, ClientEvent, Delivery, DeliveryError, Message,
-    Messages, QueuePolicy, Router,
+    Messages, QueuePolicy, Refusal, Router,
 };
 pub use mqtt_core::packet;
 pub use mqtt_core::packet::{QoS, ReasonCode};

@@ -226,3 +226,19 @@ async fn a_failed_hook_is_the_source_of_the_connect_error() {
     };
     assert!(kept.downcast_ref::<VaultLocked>().is_some());
 }
+
+#[tokio::test]
+async fn without_manual_ack_a_qos2_message_is_acked_when_it_enters_the_inbox() {
+    let mut broker = Broker::new();
+    let store = MemoryStore::default();
+    let (_client, mut messages, mut peer) = connected_with(&mut broker, &store).await;
+    peer.send(inbound(QoS::ExactlyOnce, 9, "unread")).await;
+    // Nobody has read it, yet the broker has its PUBREC and the marker is durable: a kill now
+    // loses it for good (GUARANTEES R9); manual ack is the way to exactly-once.
+    assert_eq!(
+        acks(&mut peer, 1).await,
+        vec![("PUBREC", 9, ReasonCode::Success)]
+    );
+    assert_eq!(stored(&store).await.inbound, vec![9]);
+    assert!(messages.try_recv().is_some(), "it waits in the inbox");
+}

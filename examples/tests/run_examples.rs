@@ -112,3 +112,54 @@ fn decode_packet_names_the_rule_a_bad_packet_breaks() {
     );
     assert!(String::from_utf8_lossy(&good.stdout).contains("Publish"));
 }
+
+/// Starts `mosquitto_sub` for one message on `topic`; returns it once it has subscribed.
+fn subscriber(broker: &Mosquitto, topic: &str) -> std::process::Child {
+    let sub = Command::new("mosquitto_sub")
+        .args(["-h", "127.0.0.1", "-p", &broker.port().to_string()])
+        .args(["-V", "5", "-q", "2", "-C", "1", "-W", "30", "-t", topic])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // mosquitto_sub has no "subscribed" signal; the broker's log names its SUBSCRIBE.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !broker.log().contains(topic) {
+        assert!(Instant::now() < deadline, "mosquitto_sub did not subscribe");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    sub
+}
+
+#[test]
+fn the_gateway_publishes_each_line_as_it_arrives() {
+    let broker = Mosquitto::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let sub = subscriber(&broker, "gateway/readings");
+    let mut gateway = Command::new(env!("CARGO_BIN_EXE_gateway"))
+        .env("MQTT_URL", broker.url())
+        .env(
+            "GATEWAY_STORE",
+            dir.path().join("gw.redb").display().to_string(),
+        )
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = gateway.stdin.take().unwrap();
+    input.write_all(b"first=1\n").unwrap();
+    input.flush().unwrap();
+    // Standard input stays open, as under `tail -f`: the line must go out all the same.
+    let out = sub.wait_with_output().unwrap();
+    let received = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        received.trim(),
+        "first=1",
+        "the subscriber got {received:?}"
+    );
+    input.write_all(b"second=2\n").unwrap();
+    drop(input);
+    let out = gateway.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("2 readings accepted"), "{stderr}");
+}

@@ -3,18 +3,20 @@
 //!
 //! ```text
 //! MQTT_URL=mqtt://127.0.0.1:1883 cargo run -p examples --bin gateway < readings.txt
+//! tail -f readings.log | cargo run -p examples --bin gateway     # each line as it comes
 //! cargo run -p examples --bin gateway -- --simulate 100
 //! cargo run -p examples --features sled --bin gateway     # the sled store instead of redb
 //! ```
 //! The store lives at `GATEWAY_STORE` (default `gateway.redb` or `gateway.sled`).
 #![forbid(unsafe_code)]
 
-use std::io::BufRead;
 use std::sync::Arc;
 use std::time::Duration;
 
 use mooring::store::SessionStore;
 use mooring::{Client, ClientEvent, QoS};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::task::JoinSet;
 
 #[cfg(not(feature = "sled"))]
 fn open_store(path: &str) -> Result<Arc<dyn SessionStore>, mooring::store::StoreError> {
@@ -32,26 +34,56 @@ const DEFAULT_STORE: &str = if cfg!(feature = "sled") {
     "gateway.redb"
 };
 
+/// Where the readings come from.
+enum Source {
+    /// Standard input, line by line as each arrives (`tail -f readings.log | gateway`).
+    Stdin(tokio::io::Lines<BufReader<tokio::io::Stdin>>),
+    /// A simulated sensor: this many readings, then the end.
+    Simulated { next: u64, count: u64 },
+}
+
+impl Source {
+    async fn next_line(&mut self) -> std::io::Result<Option<String>> {
+        match self {
+            Self::Stdin(lines) => lines.next_line().await,
+            Self::Simulated { next, count } => {
+                if next >= count {
+                    return Ok(None);
+                }
+                let i = *next;
+                *next += 1;
+                Ok(Some(format!(
+                    "temperature={:.1} seq={i}",
+                    20.0 + (i % 7) as f64
+                )))
+            }
+        }
+    }
+}
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let url = std::env::var("MQTT_URL").unwrap_or_else(|_| "mqtt://127.0.0.1:1883".into());
     let path = std::env::var("GATEWAY_STORE").unwrap_or_else(|_| DEFAULT_STORE.into());
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let simulate: Option<u64> = match args.as_slice() {
-        [flag, n] if flag == "--simulate" => Some(n.parse()?),
-        [] => None,
+    let mut source = match args.as_slice() {
+        [flag, n] if flag == "--simulate" => Source::Simulated {
+            next: 0,
+            count: n.parse()?,
+        },
+        [] => Source::Stdin(BufReader::new(tokio::io::stdin()).lines()),
         _ => return Err("usage: gateway [--simulate N] (lines come from standard input)".into()),
     };
 
-    // start(), not connect(): a gateway must run, and queue durably, while the broker is away.
-    let (client, _messages) = Client::builder()
+    let mut builder = Client::builder()
         .server(url)
         .client_id("mooring-gateway")
         .session_expiry(Duration::from_secs(7 * 86_400))
-        .store_arc(open_store(&path)?)
-        .start()
-        .await?;
-    let mut events = client.events();
+        .store_arc(open_store(&path)?);
+    // Taken before the start, so that the first connection's events are seen too.
+    let mut events = builder.events();
+    // start(), not connect(): a gateway must run, and queue durably, while the broker is away.
+    let (client, _messages) = builder.start().await?;
     tokio::spawn(async move {
         while let Ok(event) = events.recv().await {
             match event {
@@ -62,6 +94,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 } => {
                     eprintln!("connected to {server} (session present: {session_present})")
                 }
+                ClientEvent::SessionLost { resent, .. } => {
+                    eprintln!("the broker had lost the session; {resent} messages sent again")
+                }
                 ClientEvent::ConnectionLost { reason, .. } => {
                     eprintln!("connection lost: {reason}")
                 }
@@ -70,31 +105,23 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     });
 
-    let lines: Box<dyn Iterator<Item = String> + Send> = match simulate {
-        Some(n) => {
-            Box::new((0..n).map(|i| format!("temperature={:.1} seq={i}", 20.0 + (i % 7) as f64)))
-        }
-        None => Box::new(
-            std::io::stdin()
-                .lock()
-                .lines()
-                .map_while(Result::ok)
-                .collect::<Vec<_>>()
-                .into_iter(),
-        ),
-    };
-    let mut deliveries = Vec::new();
-    for line in lines {
+    // Each reading is published as it arrives; its delivery is awaited in the background, so
+    // that a slow broker never holds up reading (the durable queue absorbs the difference).
+    let mut deliveries = JoinSet::new();
+    let mut accepted = 0u64;
+    while let Some(line) = source.next_line().await? {
         // Durable in the store when this returns; the broker gets it whenever it is reachable.
-        deliveries.push(
-            client
-                .publish("gateway/readings", line, QoS::ExactlyOnce)
-                .await?,
-        );
+        let delivery = client
+            .publish("gateway/readings", line, QoS::ExactlyOnce)
+            .await?;
+        accepted += 1;
+        deliveries.spawn(delivery);
+        while let Some(done) = deliveries.try_join_next() {
+            done??;
+        }
     }
-    let accepted = deliveries.len();
-    for delivery in deliveries {
-        delivery.await?;
+    while let Some(done) = deliveries.join_next().await {
+        done??;
     }
     eprintln!("{accepted} readings accepted and delivered");
     client.disconnect().await?;
