@@ -14,7 +14,7 @@ use mooring::client::{
     Client, ClientError, ClientEvent, ConnectAttempt, ConnectError, DeliveryError, HookError,
     Refusal,
 };
-use mooring::packet::{ConnAck, Packet, PubAck, QoS, ReasonCode};
+use mooring::packet::{ConnAck, Packet, PubAck, Publish, QoS, ReasonCode};
 use mooring::store::MemoryStore;
 use tokio::time::timeout;
 
@@ -241,4 +241,33 @@ async fn without_manual_ack_a_qos2_message_is_acked_when_it_enters_the_inbox() {
     );
     assert_eq!(stored(&store).await.inbound, vec![9]);
     assert!(messages.try_recv().is_some(), "it waits in the inbox");
+}
+
+#[tokio::test]
+async fn mqtt_3_3_4_6_a_forwarded_message_goes_out_without_subscription_identifiers() {
+    let mut broker = Broker::new();
+    let (client, mut messages, mut peer) = connected_default(&mut broker).await;
+    let mut received = Publish::new("in/a", "reading");
+    received.qos = QoS::AtLeastOnce;
+    received.packet_id = 3;
+    received.properties.subscription_identifiers = vec![7];
+    peer.send(Packet::Publish(received)).await;
+    let message = timeout(WAIT, messages.recv()).await.unwrap().unwrap();
+    assert_eq!(
+        message.publish().properties.subscription_identifiers,
+        vec![7]
+    );
+    assert_eq!(
+        acks(&mut peer, 1).await,
+        vec![("PUBACK", 3, ReasonCode::Success)]
+    );
+    let mut forward = message.into_publish();
+    forward.topic = "out/a".into();
+    let _delivery = client.publish_with(forward).await.unwrap();
+    let sent = peer.publish().await;
+    assert_eq!(sent.topic, "out/a");
+    assert!(
+        sent.properties.subscription_identifiers.is_empty(),
+        "a client never sends a Subscription Identifier: {sent:?}"
+    );
 }

@@ -11,6 +11,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use integration::mosquitto::{Mosquitto, MosquittoConfig};
+use mooring::packet::{SubscribeProperties, Subscription};
 use mooring::store::{MemoryStore, RedbStore};
 use mooring::{Client, ClientEvent, QoS, ReasonCode};
 use tokio::time::timeout;
@@ -197,4 +198,66 @@ async fn websocket_to_mosquitto() {
     let m = timeout(WAIT, messages.recv()).await.unwrap().unwrap();
     assert_eq!(m.payload().as_ref(), b"over websocket");
     client.disconnect().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_forwards_a_received_message_as_it_is() {
+    let broker = Mosquitto::start().unwrap();
+    let connect = |id: &'static str| {
+        Client::builder()
+            .server(broker.url())
+            .client_id(id)
+            .store(MemoryStore::default())
+    };
+    let mut gateway_builder = connect("forwarder");
+    let mut gateway_events = gateway_builder.events();
+    let (gateway, mut inbox) = gateway_builder.connect().await.unwrap();
+    let props = SubscribeProperties {
+        subscription_identifier: Some(7),
+        ..SubscribeProperties::default()
+    };
+    gateway
+        .subscribe_with(vec![Subscription::new("in/#", QoS::AtLeastOnce)], props)
+        .await
+        .unwrap();
+    let (listener, mut forwarded) = connect("listener").connect().await.unwrap();
+    listener.subscribe("out/#", QoS::AtLeastOnce).await.unwrap();
+    let (sensor, _m) = connect("sensor").connect().await.unwrap();
+    let d = sensor
+        .publish("in/a", "reading", QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    timeout(WAIT, d).await.unwrap().unwrap();
+
+    let message = timeout(WAIT, inbox.recv()).await.unwrap().unwrap();
+    assert_eq!(
+        message.publish().properties.subscription_identifiers,
+        vec![7]
+    );
+    let mut publish = message.into_publish();
+    publish.topic = "out/a".into();
+    // mosquitto 2.0 tolerates a Subscription Identifier from a client; that none is sent
+    // [MQTT-3.3.4-6] is shown against the fake broker (application.rs).
+    let delivery = gateway.publish_with(publish).await.unwrap();
+    assert_eq!(
+        timeout(WAIT, delivery).await.unwrap(),
+        Ok(ReasonCode::Success)
+    );
+    let out = timeout(WAIT, forwarded.recv()).await.unwrap().unwrap();
+    assert_eq!(out.topic(), "out/a");
+    assert_eq!(out.payload().as_ref(), b"reading");
+    assert_eq!(
+        out.publish().properties.subscription_identifiers,
+        Vec::<u32>::new(),
+        "the listener subscribed without an identifier"
+    );
+    while let Ok(event) = gateway_events.try_recv() {
+        assert!(
+            !matches!(event, ClientEvent::ConnectionLost { .. }),
+            "the gateway was disconnected: {event:?}"
+        );
+    }
+    for c in [gateway, listener, sensor] {
+        c.disconnect().await.unwrap();
+    }
 }

@@ -157,7 +157,10 @@ impl Client {
     }
 
     /// Publishes a complete PUBLISH (retain, properties). Its packet identifier, DUP flag and
-    /// Topic Alias are the client's to set and are ignored.
+    /// Topic Alias are the client's to set: what the publish carries there is replaced.
+    /// Subscription Identifiers are removed, since a client may not send them [MQTT-3.3.4-6]:
+    /// a message received from the server can be forwarded as it is (`message.into_publish()`
+    /// with a new topic).
     pub async fn publish_with(&self, publish: Publish) -> Result<Delivery, ClientError> {
         self.call(|reply| Command::Publish { publish, reply }).await
     }

@@ -68,11 +68,17 @@ impl Session {
     /// connection, a packet identifier and send quota are there, and otherwise waits in the
     /// durable queue, behind what waits already. QoS 0 is sent only on a connection (nothing is
     /// stored); without one it waits in the queue like the others.
+    ///
+    /// The packet identifier, DUP flag and Topic Alias are the session's to set: whatever the
+    /// publish carries there is replaced. Subscription Identifiers are removed: the server puts
+    /// them on the messages it sends, a client must not send them [MQTT-3.3.4-6], and a gateway
+    /// that forwards a received message as it is would otherwise break that rule.
     pub fn publish(&mut self, mut publish: Publish) -> Result<PublishId, PublishError> {
         publish.dup = false;
         publish.packet_id = 0;
         // Aliases are connection state: the session keeps full topics and aliases on the wire.
         publish.properties.topic_alias = None;
+        publish.properties.subscription_identifiers.clear();
         // The packet must be valid as it will be sent: check with a stand-in identifier.
         let mut probe = publish.clone();
         if probe.qos != QoS::AtMostOnce {

@@ -1466,3 +1466,31 @@ fn a_refusal_answers_with_its_reason_code_in_arrival_order_and_stores_no_marker(
     );
     assert_eq!(h.session.ack(t[0]), Err(AckError::NotAwaiting(t[0])));
 }
+
+#[test]
+fn mqtt_3_3_4_6_a_forwarded_message_loses_its_subscription_identifiers_and_wire_fields() {
+    let mut h = Harness::new();
+    h.connack(false, None);
+    // A message as the server delivered it, forwarded as it is.
+    let mut forwarded = incoming(QoS::AtLeastOnce, 77, true);
+    forwarded.properties.subscription_identifiers = vec![7, 9];
+    forwarded.properties.topic_alias = Some(3);
+    h.session.publish(forwarded).unwrap();
+    let sent = h.flush();
+    let [Packet::Publish(p)] = sent.as_slice() else {
+        panic!("one PUBLISH, got {sent:?}");
+    };
+    assert!(p.properties.subscription_identifiers.is_empty());
+    assert!(!p.dup, "a first transmission");
+    assert_ne!(
+        p.properties.topic_alias,
+        Some(3),
+        "the session's own alias, if any"
+    );
+    let stored = h.store.outbound.values().next().cloned();
+    let Some(OutboundRecord::Publish(bytes)) = stored else {
+        panic!("the flow's record");
+    };
+    let back = decode_publish(&bytes).unwrap();
+    assert!(back.properties.subscription_identifiers.is_empty());
+}
