@@ -6,7 +6,8 @@
 //! The tests: `store_crash` (SIGKILL of a process committing to a store), `redb_power_loss`,
 //! `store_space`, `store_fixtures`, `client_mosquitto` and `mosquitto_features` (every client
 //! feature against mosquitto), `bad_broker` (a misbehaving broker over TCP), `broker_quirks`
-//! (what mosquitto does that the guarantees depend on) and `crash_proof`
+//! (what mosquitto does that the guarantees depend on), `restart` (subscriptions across SIGKILL
+//! and a broker that lost the session, with `src/bin/subscriber_child.rs`) and `crash_proof`
 //! (the end-to-end crash-safety proof with `src/bin/gateway_child.rs`). The benchmarks:
 //! `src/bin/store_bench.rs` and `src/bin/bench.rs`.
 #![forbid(unsafe_code)]

@@ -85,6 +85,8 @@ fn sessions() -> Vec<(SessionKey, StoredSession)> {
                         },
                     ),
                 ],
+                // Written before subscriptions were kept.
+                subscriptions: vec![],
             },
         ),
         (
@@ -98,6 +100,7 @@ fn sessions() -> Vec<(SessionKey, StoredSession)> {
                 outbound: vec![],
                 inbound: vec![1],
                 queue: vec![],
+                subscriptions: vec![],
             },
         ),
     ]

@@ -59,11 +59,11 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 
-use crate::packet::{Codec, Packet, Publish, QoS};
+use crate::packet::{Codec, Packet, Publish, QoS, Subscribe, SubscribeProperties, Subscription};
 use crate::store::layout::{self, KvWrite};
 use crate::store::{
     Batch, KvBackend, OutboundRecord, QueuedPublish, SessionKey, SessionMeta, SessionStore,
-    StoreError, StoreOp, StoredSession,
+    StoreError, StoreOp, StoredSession, StoredSubscription,
 };
 
 /// A way to damage a stored record, as a bad disk or a torn write would.
@@ -265,6 +265,7 @@ pub async fn run<F: StoreFactory>(factory: &F) -> Report {
     check!(a_truncated_record_is_an_error);
     check!(a_zero_filled_record_is_an_error);
     check!(a_failed_commit_refuses_later_writes);
+    check!(subscriptions_are_kept_per_filter_replaced_and_removed);
     report
 }
 
@@ -298,6 +299,26 @@ fn queued(tag: u64, qos: QoS, payload_len: usize) -> QueuedPublish {
     QueuedPublish {
         qos,
         packet: encode(Publish::new("conformance/queued", Bytes::from(payload))),
+    }
+}
+
+/// A SUBSCRIBE in wire format for `filter`, told apart by its Subscription Identifier.
+fn subscription(filter: &str, id: u32) -> StoredSubscription {
+    let properties = SubscribeProperties {
+        subscription_identifier: Some(id),
+        ..SubscribeProperties::default()
+    };
+    let packet = Packet::Subscribe(Subscribe {
+        packet_id: 1,
+        subscriptions: vec![Subscription::new(filter, QoS::ExactlyOnce)],
+        properties,
+    });
+    let mut buf = BytesMut::new();
+    // A valid SUBSCRIBE always encodes; an empty record would fail the checks loudly.
+    let _ = Codec::default().encode(&packet, &mut buf);
+    StoredSubscription {
+        filter: filter.to_owned(),
+        packet: buf.freeze(),
     }
 }
 
@@ -342,6 +363,7 @@ fn one_of_each() -> Vec<StoreOp> {
             seq: 3,
             message: queued(3, QoS::ExactlyOnce, 16),
         },
+        StoreOp::PutSubscription(subscription("plant/+/telemetry", 1)),
     ]
 }
 
@@ -354,6 +376,7 @@ fn expected_one_of_each() -> StoredSession {
         ],
         inbound: vec![12],
         queue: vec![(3, queued(3, QoS::ExactlyOnce, 16))],
+        subscriptions: vec![subscription("plant/+/telemetry", 1)],
     }
 }
 
@@ -1078,6 +1101,61 @@ async fn a_failed_commit_refuses_later_writes<F: StoreFactory>(f: &F) -> CheckRe
     ensure!(
         last.last() == Some(&40) && !last.contains(&30),
         "after reopening, the session holds {last:?}"
+    );
+    Ok(())
+}
+
+async fn subscriptions_are_kept_per_filter_replaced_and_removed<F: StoreFactory>(
+    f: &F,
+) -> CheckResultOf {
+    let (store, _loc) = f.create().await?;
+    let k = key("subscriptions");
+    // Filters that begin one another, a wildcard, a shared one and one beyond ASCII.
+    let filters = ["a", "a/#", "a/+", "ab", "$share/g/a", "usine/température"];
+    let ops = filters
+        .iter()
+        .zip(1..)
+        .map(|(filter, id)| StoreOp::PutSubscription(subscription(filter, id)))
+        .collect();
+    commit(&store, &k, ops).await?;
+    commit(
+        &store,
+        &key("subscriptions-other"),
+        vec![StoreOp::PutSubscription(subscription("a", 99))],
+    )
+    .await?;
+    commit(
+        &store,
+        &k,
+        vec![
+            StoreOp::PutSubscription(subscription("a", 50)),
+            StoreOp::RemoveSubscription {
+                filter: "a/+".into(),
+            },
+            StoreOp::RemoveSubscription {
+                filter: "never/subscribed".into(),
+            },
+        ],
+    )
+    .await?;
+    let loaded = store.load(&k).await?;
+    let mut expected = vec![
+        subscription("a", 50),
+        subscription("a/#", 2),
+        subscription("ab", 4),
+        subscription("$share/g/a", 5),
+        subscription("usine/température", 6),
+    ];
+    expected.sort_by(|x, y| x.filter.as_bytes().cmp(y.filter.as_bytes()));
+    ensure!(
+        loaded.subscriptions == expected,
+        "expected {expected:?}, loaded {:?}",
+        loaded.subscriptions
+    );
+    let sessions = store.sessions().await?;
+    ensure!(
+        sessions.len() == 2,
+        "two sessions hold subscriptions, listed {sessions:?}"
     );
     Ok(())
 }

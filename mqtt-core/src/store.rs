@@ -200,6 +200,25 @@ pub enum StoreOp {
         /// The sequence number.
         seq: u64,
     },
+    /// Keep a subscription the server granted, to make again when the server loses the
+    /// session (replacing one with the same filter).
+    PutSubscription(StoredSubscription),
+    /// Forget the subscription with this Topic Filter.
+    RemoveSubscription {
+        /// The Topic Filter.
+        filter: String,
+    },
+}
+
+/// A subscription kept with the session: its Topic Filter, and a SUBSCRIBE packet in MQTT wire
+/// format that makes it again (the filter with its options, and the request's Subscription
+/// Identifier and User Properties). Stores keep the packet as bytes and never parse it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredSubscription {
+    /// The Topic Filter: the record's identity (one record per filter).
+    pub filter: String,
+    /// The SUBSCRIBE, as the engine encoded it.
+    pub packet: Bytes,
 }
 
 /// Operations committed together, atomically and durably, in order.
@@ -266,6 +285,8 @@ pub struct StoredSession {
     pub inbound: Vec<u16>,
     /// The offline queue, in ascending sequence number (FIFO).
     pub queue: Vec<(u64, QueuedPublish)>,
+    /// The subscriptions, in ascending order of their filters' bytes.
+    pub subscriptions: Vec<StoredSubscription>,
 }
 
 impl StoredSession {
@@ -275,6 +296,7 @@ impl StoredSession {
             && self.outbound.is_empty()
             && self.inbound.is_empty()
             && self.queue.is_empty()
+            && self.subscriptions.is_empty()
     }
 
     /// The next unused sequence number: one above the highest stored.

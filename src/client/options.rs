@@ -169,7 +169,6 @@ pub(crate) struct Settings {
     pub(crate) connector: Option<Arc<dyn Connector>>,
     pub(crate) hook: Option<Hook>,
     pub(crate) authenticator: Option<AuthenticatorFactory>,
-    pub(crate) resubscribe: bool,
 }
 
 /// Builds a [`Client`](super::Client): servers, identity, session, store, reconnect policy,
@@ -218,7 +217,6 @@ impl Default for ClientBuilder {
                 connector: None,
                 hook: None,
                 authenticator: None,
-                resubscribe: true,
             },
         }
     }
@@ -483,10 +481,12 @@ impl ClientBuilder {
         self
     }
 
-    /// Subscribe again to everything subscribed so far when a server has no session for the
-    /// client (on by default).
+    /// Subscribe again to every granted subscription when a server has no session for the
+    /// client (on by default). Granted subscriptions are kept in the store with the session, so
+    /// this holds after a restart too; SUBSCRIBE goes out before anything else on that
+    /// connection.
     pub fn resubscribe(mut self, on: bool) -> Self {
-        self.settings.resubscribe = on;
+        self.settings.session.resubscribe = on;
         self
     }
 

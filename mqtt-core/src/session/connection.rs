@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 use super::outbound::OutAliases;
 use bytes::Bytes;
 
-use super::{ConnectPacketError, Connection, Event, ProtocolViolation, RequestError, Session};
+use super::{
+    ConnectPacketError, Connection, Event, ProtocolViolation, RequestError, RequestId, Session,
+};
 use crate::packet::{ConnAck, Disconnect, Packet, PacketType, QoS, ReasonCode, UserProperty};
 use crate::store::{SessionMeta, StoreOp};
 
@@ -123,9 +125,18 @@ impl Session {
         if !connack.session_present {
             self.session_lost();
         }
+        // Before anything else goes out: requests wait for identifiers only, and `drain`
+        // sends them first.
+        let resubscribed =
+            if self.options.resubscribe && (!connack.session_present || self.resubscribe_needed) {
+                self.restore_subscriptions()
+            } else {
+                0
+            };
         self.events.push_back(Event::Connected {
             session_present: connack.session_present,
             properties: Box::new(connack.properties.clone()),
+            resubscribed,
         });
         self.drain();
         Ok(())
@@ -189,12 +200,23 @@ impl Session {
         }
         self.pending.send.clear();
         self.retire_acks();
+        let mut lost: Vec<RequestId> = Vec::new();
         for (packet_id, request) in std::mem::take(&mut self.requests) {
             self.ids.remove(packet_id);
-            self.events.push_back(Event::RequestLost { id: request.id });
+            lost.push(request.id);
         }
-        for (id, _) in std::mem::take(&mut self.requests_waiting) {
-            self.events.push_back(Event::RequestLost { id });
+        lost.extend(
+            std::mem::take(&mut self.requests_waiting)
+                .into_iter()
+                .map(|(id, _)| id),
+        );
+        for id in lost {
+            if self.resubscribing.remove(&id) {
+                // Unanswered: whether the server has it is unknown; make it again next time.
+                self.resubscribe_needed = true;
+            } else {
+                self.events.push_back(Event::RequestLost { id });
+            }
         }
         let mut meta = self.meta.clone();
         meta.disconnected_at_ms = Some(now_ms);

@@ -30,14 +30,14 @@ mod requests;
 pub use auth::{AuthError, Authenticator};
 pub use connection::ConnectCredentials;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 
 use crate::packet::{
     AckProperties, Codec, Connect, ConnectProperties, DecodeError, Decoded, EncodeError, Packet,
-    PacketType, Publish, QoS, ReasonCode,
+    Publish, QoS, ReasonCode, Subscribe,
 };
 use crate::store::{Batch, OutboundRecord, SessionMeta, StoreOp, StoredSession};
 use outbound::OutAliases;
@@ -69,6 +69,10 @@ pub struct SessionOptions {
     /// Maximum (least recently used mappings are reused). Stored records and retransmissions
     /// always carry the full topic.
     pub topic_aliases: bool,
+    /// Make every granted subscription again, before anything else is sent, when the server
+    /// has no session for the client (Session Present 0), also after a restart: granted
+    /// subscriptions are kept in the store with the session.
+    pub resubscribe: bool,
 }
 
 impl SessionOptions {
@@ -85,6 +89,7 @@ impl SessionOptions {
             username: None,
             password: None,
             topic_aliases: true,
+            resubscribe: true,
         }
     }
 }
@@ -144,6 +149,9 @@ pub enum Event {
         /// Everything CONNACK said (limits, Assigned Client Identifier, Server Reference,
         /// Response Information, Reason String, User Properties).
         properties: Box<crate::packet::ConnAckProperties>,
+        /// How many kept subscriptions are being made again (SUBSCRIBE goes out before
+        /// anything else; their SUBACKs come as [`Event::Subscribed`]).
+        resubscribed: usize,
     },
     /// SUBACK: one reason code per subscription, in order (granted QoS, or why it failed).
     Subscribed {
@@ -320,6 +328,14 @@ pub enum AckError {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum SessionError {
+    /// A stored subscription is not one SUBSCRIBE for its filter.
+    #[error("the stored subscription to {filter:?} is not a SUBSCRIBE for that filter: {reason}")]
+    BadSubscription {
+        /// The filter it is stored under.
+        filter: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// A stored PUBLISH does not decode.
     #[error("stored outbound record #{seq} is not a valid QoS 1/2 PUBLISH: {reason}")]
     BadRecord {
@@ -385,11 +401,11 @@ struct Connection {
 }
 
 /// A SUBSCRIBE or UNSUBSCRIBE awaiting its answer.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct RequestInFlight {
     id: RequestId,
-    kind: PacketType,
-    filters: usize,
+    /// The packet as sent: what SUBACK grants, or UNSUBACK removes, is kept or forgotten.
+    packet: Packet,
 }
 
 /// One client session: what is in flight, what waits, and the current connection's limits.
@@ -427,6 +443,12 @@ pub struct Session {
     requests: HashMap<u16, RequestInFlight>,
     /// SUBSCRIBE/UNSUBSCRIBE waiting for a free packet identifier.
     requests_waiting: VecDeque<(RequestId, Packet)>,
+    /// Granted subscriptions, by filter, as kept in the store (one SUBSCRIBE each).
+    subscriptions: BTreeMap<String, Subscribe>,
+    /// Requests the session made itself to restore subscriptions.
+    resubscribing: HashSet<RequestId>,
+    /// A restoring SUBSCRIBE went unanswered: restore again on the next connection.
+    resubscribe_needed: bool,
     next_request: RequestId,
     /// Enhanced authentication, when the application supplied it.
     authenticator: Option<Box<dyn Authenticator>>,
@@ -447,6 +469,22 @@ fn decode_publish(bytes: &Bytes) -> Result<Publish, String> {
     match Codec::default().decode(&mut buf) {
         Ok(Decoded::Packet(Packet::Publish(p))) if buf.is_empty() => Ok(p),
         Ok(other) => Err(format!("not one PUBLISH: {other:?}")),
+        Err(DecodeError { violation, .. }) => Err(violation.to_string()),
+    }
+}
+
+/// A stored subscription: one SUBSCRIBE whose one filter is `filter`.
+fn decode_subscription(bytes: &Bytes, filter: &str) -> Result<Subscribe, String> {
+    let mut buf = BytesMut::from(&bytes[..]);
+    match Codec::default().decode(&mut buf) {
+        Ok(Decoded::Packet(Packet::Subscribe(s)))
+            if buf.is_empty()
+                && s.subscriptions.len() == 1
+                && s.subscriptions.first().is_some_and(|x| x.filter == filter) =>
+        {
+            Ok(s)
+        }
+        Ok(other) => Err(format!("not one SUBSCRIBE for the filter: {other:?}")),
         Err(DecodeError { violation, .. }) => Err(violation.to_string()),
     }
 }
@@ -490,6 +528,9 @@ impl Session {
             next_tag: 1,
             requests: HashMap::new(),
             requests_waiting: VecDeque::new(),
+            subscriptions: BTreeMap::new(),
+            resubscribing: HashSet::new(),
+            resubscribe_needed: false,
             next_request: 1,
             authenticator: None,
             meta,
@@ -529,6 +570,16 @@ impl Session {
                     retransmit: true,
                 },
             );
+        }
+        for stored in stored.subscriptions {
+            let subscribe =
+                decode_subscription(&stored.packet, &stored.filter).map_err(|reason| {
+                    SessionError::BadSubscription {
+                        filter: stored.filter.clone(),
+                        reason,
+                    }
+                })?;
+            session.subscriptions.insert(stored.filter, subscribe);
         }
         for (seq, queued) in stored.queue {
             let mut publish = decode_publish(&queued.packet)

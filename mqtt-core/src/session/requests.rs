@@ -1,27 +1,30 @@
-//! SUBSCRIBE and UNSUBSCRIBE: identifiers, local checks against what CONNACK said, and the
-//! per-filter reason codes of SUBACK and UNSUBACK.
+//! SUBSCRIBE and UNSUBSCRIBE: identifiers, local checks against what CONNACK said, the
+//! per-filter reason codes of SUBACK and UNSUBACK, and the granted subscriptions kept in the
+//! store and made again when the server has lost the session.
+
+use bytes::BytesMut;
 
 use super::{Event, ProtocolViolation, RequestError, RequestId, RequestInFlight, Session};
 use crate::packet::{
-    Packet, PacketType, SubAck, Subscribe, SubscribeProperties, Subscription, UnsubAck,
+    Codec, Packet, PacketType, SubAck, Subscribe, SubscribeProperties, Subscription, UnsubAck,
     Unsubscribe, UnsubscribeProperties,
 };
+use crate::store::{StoreOp, StoredSubscription};
 
 impl Session {
     pub(super) fn send_request(&mut self, id: RequestId, packet_id: u16, mut packet: Packet) {
-        let (kind, filters) = match &mut packet {
-            Packet::Subscribe(s) => {
-                s.packet_id = packet_id;
-                (PacketType::Subscribe, s.subscriptions.len())
-            }
-            Packet::Unsubscribe(u) => {
-                u.packet_id = packet_id;
-                (PacketType::Unsubscribe, u.filters.len())
-            }
+        match &mut packet {
+            Packet::Subscribe(s) => s.packet_id = packet_id,
+            Packet::Unsubscribe(u) => u.packet_id = packet_id,
             _ => return,
-        };
-        self.requests
-            .insert(packet_id, RequestInFlight { id, kind, filters });
+        }
+        self.requests.insert(
+            packet_id,
+            RequestInFlight {
+                id,
+                packet: packet.clone(),
+            },
+        );
         self.pending.send.push(packet);
     }
 
@@ -31,6 +34,10 @@ impl Session {
         }
         // Checked as it will be sent, with a stand-in identifier.
         self.codec.encoded_len(&packet)?;
+        Ok(self.enqueue_request(packet))
+    }
+
+    fn enqueue_request(&mut self, packet: Packet) -> RequestId {
         let id = self.next_request;
         self.next_request += 1;
         match self.ids.allocate() {
@@ -38,7 +45,53 @@ impl Session {
             // Every identifier is in flight: wait for one instead of failing.
             None => self.requests_waiting.push_back((id, packet)),
         }
-        Ok(id)
+        id
+    }
+
+    /// Makes every kept subscription again (the server has no session, or an earlier attempt
+    /// went unanswered); returns how many. Called on CONNACK, before anything else is sent.
+    pub(super) fn restore_subscriptions(&mut self) -> usize {
+        self.resubscribe_needed = false;
+        let kept: Vec<Subscribe> = self.subscriptions.values().cloned().collect();
+        for subscribe in &kept {
+            let id = self.enqueue_request(Packet::Subscribe(subscribe.clone()));
+            self.resubscribing.insert(id);
+        }
+        kept.len()
+    }
+
+    /// The subscriptions kept with the session, by filter.
+    pub fn subscriptions(&self) -> impl Iterator<Item = (&Subscription, &SubscribeProperties)> {
+        self.subscriptions.values().filter_map(|s| {
+            s.subscriptions
+                .first()
+                .map(|subscription| (subscription, &s.properties))
+        })
+    }
+
+    /// Keeps `subscription` (granted by the server), with the properties it was asked with.
+    fn keep_subscription(&mut self, subscription: &Subscription, properties: &SubscribeProperties) {
+        let subscribe = Subscribe {
+            packet_id: 1,
+            properties: properties.clone(),
+            subscriptions: vec![subscription.clone()],
+        };
+        let mut packet = BytesMut::new();
+        // It was sent as part of a valid SUBSCRIBE, so alone it encodes too.
+        if Codec::default()
+            .encode(&Packet::Subscribe(subscribe.clone()), &mut packet)
+            .is_err()
+        {
+            return;
+        }
+        self.pending
+            .commit
+            .push(StoreOp::PutSubscription(StoredSubscription {
+                filter: subscription.filter.clone(),
+                packet: packet.freeze(),
+            }));
+        self.subscriptions
+            .insert(subscription.filter.clone(), subscribe);
     }
 
     /// Sends SUBSCRIBE; [`Event::Subscribed`] carries the server's answer. Refuses locally what
@@ -88,33 +141,46 @@ impl Session {
         kind: PacketType,
         packet_id: u16,
         codes: usize,
-    ) -> Result<RequestId, ProtocolViolation> {
-        let request = match self.requests.get(&packet_id) {
-            Some(r) if r.kind == kind => *r,
+    ) -> Result<RequestInFlight, ProtocolViolation> {
+        let filters = match self.requests.get(&packet_id).map(|r| &r.packet) {
+            Some(Packet::Subscribe(s)) if kind == PacketType::Subscribe => s.subscriptions.len(),
+            Some(Packet::Unsubscribe(u)) if kind == PacketType::Unsubscribe => u.filters.len(),
             _ => {
                 return Err(ProtocolViolation::BadAck(format!(
                     "an answer for packet identifier {packet_id}, which no {kind} in flight has"
                 )));
             }
         };
-        if request.filters != codes {
+        if filters != codes {
             return Err(ProtocolViolation::BadAck(format!(
-                "{codes} reason codes for {} filters [MQTT-3.8.4-6, MQTT-3.11.3-1]",
-                request.filters
+                "{codes} reason codes for {filters} filters [MQTT-3.8.4-6, MQTT-3.11.3-1]"
             )));
         }
-        self.requests.remove(&packet_id);
+        let request = self.requests.remove(&packet_id).ok_or_else(|| {
+            ProtocolViolation::BadAck(format!("packet identifier {packet_id} vanished"))
+        })?;
         self.ids.remove(packet_id);
         self.drain();
-        Ok(request.id)
+        Ok(request)
     }
 
     /// SUBACK: the reason codes of a SUBSCRIBE, in order.
+    ///
+    /// Every subscription granted (a reason code below 0x80) is kept in the store with the
+    /// session, to be made again if the server loses the session.
     pub fn handle_suback(&mut self, ack: SubAck) -> Result<(), ProtocolViolation> {
-        let id =
+        let request =
             self.finish_request(PacketType::Subscribe, ack.packet_id, ack.reason_codes.len())?;
+        if let Packet::Subscribe(subscribe) = &request.packet {
+            for (subscription, code) in subscribe.subscriptions.iter().zip(&ack.reason_codes) {
+                if !code.is_error() {
+                    self.keep_subscription(subscription, &subscribe.properties);
+                }
+            }
+        }
+        self.resubscribing.remove(&request.id);
         self.events.push_back(Event::Subscribed {
-            id,
+            id: request.id,
             reason_codes: ack.reason_codes,
             properties: ack.properties,
         });
@@ -122,14 +188,26 @@ impl Session {
     }
 
     /// UNSUBACK: the reason codes of an UNSUBSCRIBE, in order.
+    ///
+    /// The filters are forgotten (and removed from the store) whatever the codes say: the
+    /// application asked not to receive them any more.
     pub fn handle_unsuback(&mut self, ack: UnsubAck) -> Result<(), ProtocolViolation> {
-        let id = self.finish_request(
+        let request = self.finish_request(
             PacketType::Unsubscribe,
             ack.packet_id,
             ack.reason_codes.len(),
         )?;
+        if let Packet::Unsubscribe(unsubscribe) = &request.packet {
+            for filter in &unsubscribe.filters {
+                if self.subscriptions.remove(filter).is_some() {
+                    self.pending.commit.push(StoreOp::RemoveSubscription {
+                        filter: filter.clone(),
+                    });
+                }
+            }
+        }
         self.events.push_back(Event::Unsubscribed {
-            id,
+            id: request.id,
             reason_codes: ack.reason_codes,
             properties: ack.properties,
         });

@@ -7,8 +7,8 @@ use crate::packet::{SubscribeProperties, Subscription, UnsubscribeProperties};
 use super::*;
 use crate::packet::*;
 use crate::packet::{ConnAckProperties, PacketType, Publish};
-use crate::store::QueuedPublish;
 use crate::store::StoreOp;
+use crate::store::{QueuedPublish, StoredSubscription};
 
 /// Wall-clock milliseconds used as "now" by the tests.
 const NOW_MS: u64 = 1_764_000_000_000;
@@ -26,6 +26,7 @@ pub(super) struct Committed {
     outbound: BTreeMap<u64, OutboundRecord>,
     inbound: BTreeSet<u16>,
     queue: BTreeMap<u64, QueuedPublish>,
+    subscriptions: BTreeMap<String, StoredSubscription>,
 }
 
 impl Committed {
@@ -51,6 +52,13 @@ impl Committed {
                 StoreOp::RemoveQueue { seq } => {
                     self.queue.remove(&seq);
                 }
+                StoreOp::PutSubscription(subscription) => {
+                    self.subscriptions
+                        .insert(subscription.filter.clone(), subscription);
+                }
+                StoreOp::RemoveSubscription { filter } => {
+                    self.subscriptions.remove(&filter);
+                }
             }
         }
     }
@@ -61,6 +69,7 @@ impl Committed {
             outbound: self.outbound.clone().into_iter().collect(),
             inbound: self.inbound.iter().copied().collect(),
             queue: self.queue.clone().into_iter().collect(),
+            subscriptions: self.subscriptions.values().cloned().collect(),
         }
     }
 }
@@ -1493,4 +1502,113 @@ fn mqtt_3_3_4_6_a_forwarded_message_loses_its_subscription_identifiers_and_wire_
     };
     let back = decode_publish(&bytes).unwrap();
     assert!(back.properties.subscription_identifiers.is_empty());
+}
+
+#[test]
+fn granted_subscriptions_are_kept_and_made_again_first_when_the_server_lost_the_session() {
+    let mut h = Harness::new();
+    h.connack(false, None);
+    let properties = SubscribeProperties {
+        subscription_identifier: Some(4),
+        ..SubscribeProperties::default()
+    };
+    h.session
+        .subscribe(
+            vec![
+                Subscription::new("plant/+/telemetry", QoS::ExactlyOnce),
+                Subscription::new("forbidden/#", QoS::AtLeastOnce),
+            ],
+            properties,
+        )
+        .unwrap();
+    let sent = h.flush();
+    let Some(Packet::Subscribe(subscribe)) = sent.first() else {
+        panic!("SUBSCRIBE, got {sent:?}");
+    };
+    h.session
+        .handle_suback(SubAck {
+            packet_id: subscribe.packet_id,
+            properties: AckProperties::default(),
+            reason_codes: vec![ReasonCode::GrantedQos2, ReasonCode::NotAuthorized],
+        })
+        .unwrap();
+    h.flush();
+    let kept: Vec<&str> = h.store.subscriptions.keys().map(String::as_str).collect();
+    assert_eq!(kept, ["plant/+/telemetry"], "only what was granted is kept");
+
+    // A restart from the store, a publish made offline, then a server without the session.
+    h.crash();
+    h.publish(QoS::AtLeastOnce, "queued");
+    let sent = h.connack(false, None);
+    let Some(Packet::Subscribe(again)) = sent.first() else {
+        panic!("SUBSCRIBE before anything else, got {sent:?}");
+    };
+    assert_eq!(again.subscriptions[0].filter, "plant/+/telemetry");
+    assert_eq!(again.subscriptions[0].options.qos, QoS::ExactlyOnce);
+    assert_eq!(again.properties.subscription_identifier, Some(4));
+    assert_eq!(publishes(&sent).len(), 1, "the queued publish follows");
+    assert!(h.events().iter().any(|e| matches!(
+        e,
+        Event::Connected {
+            resubscribed: 1,
+            ..
+        }
+    )));
+
+    // The answer lost with the connection: made again even though the server resumes.
+    h.session.connection_lost(NOW_MS);
+    let sent = h.connack(true, None);
+    let resent: Vec<&Packet> = sent
+        .iter()
+        .filter(|p| matches!(p, Packet::Subscribe(_)))
+        .collect();
+    assert_eq!(
+        resent.len(),
+        1,
+        "an unanswered restore is made again: {sent:?}"
+    );
+    let Some(Packet::Subscribe(again)) = resent.first() else {
+        unreachable!()
+    };
+    h.session
+        .handle_suback(SubAck {
+            packet_id: again.packet_id,
+            properties: AckProperties::default(),
+            reason_codes: vec![ReasonCode::GrantedQos2],
+        })
+        .unwrap();
+    h.flush();
+    h.session.connection_lost(NOW_MS);
+    let sent = h.connack(true, None);
+    assert!(
+        !sent.iter().any(|p| matches!(p, Packet::Subscribe(_))),
+        "a resumed session keeps its subscriptions on the server"
+    );
+
+    // Unsubscribed: forgotten in the store too.
+    h.session
+        .unsubscribe(
+            vec!["plant/+/telemetry".into()],
+            UnsubscribeProperties::default(),
+        )
+        .unwrap();
+    let sent = h.flush();
+    let Some(Packet::Unsubscribe(unsubscribe)) = sent.first() else {
+        panic!("UNSUBSCRIBE, got {sent:?}");
+    };
+    h.session
+        .handle_unsuback(UnsubAck {
+            packet_id: unsubscribe.packet_id,
+            properties: AckProperties::default(),
+            reason_codes: vec![ReasonCode::Success],
+        })
+        .unwrap();
+    h.flush();
+    assert!(h.store.subscriptions.is_empty());
+    h.crash();
+    assert!(
+        !h.connack(false, None)
+            .iter()
+            .any(|p| matches!(p, Packet::Subscribe(_)))
+    );
 }

@@ -10,6 +10,7 @@
 //! outbound       = prefix | 0x01 | sequence number (u64, big-endian)
 //! inbound        = prefix | 0x02 | packet identifier (u16, big-endian)
 //! queue          = prefix | 0x03 | sequence number (u64, big-endian)
+//! subscription   = prefix | 0x04 | Topic Filter (UTF-8, to the end of the key)
 //! ```
 //!
 //! Lengths make the prefix unambiguous: no session's prefix is the start of another's, so a
@@ -24,14 +25,16 @@
 //!
 //! Kinds: `M` metadata, `P` outbound PUBLISH (body: the packet in MQTT wire format), `R`
 //! PUBREL pending (body: packet identifier), `I` PUBREC sent (empty body), `Q` queued message
-//! (body: QoS, then the packet in wire format). The checksum covers the key, so a value that is
+//! (body: QoS, then the packet in wire format), `S` subscription (body: a SUBSCRIBE in wire
+//! format; added in Mooring 0.1 after the first fixtures, a new kind in the same format
+//! version, so older stores open unchanged). The checksum covers the key, so a value that is
 //! damaged, truncated, zero-filled or moved to another key is detected, never returned.
 
 use bytes::Bytes;
 
 use super::{
     Batch, OutboundRecord, QueuedPublish, SessionKey, SessionMeta, SessionScope, StoreError,
-    StoreOp, StoredSession,
+    StoreOp, StoredSession, StoredSubscription,
 };
 use crate::packet::QoS;
 
@@ -42,12 +45,14 @@ const SECTION_META: u8 = 0x00;
 const SECTION_OUTBOUND: u8 = 0x01;
 const SECTION_INBOUND: u8 = 0x02;
 const SECTION_QUEUE: u8 = 0x03;
+const SECTION_SUBSCRIPTION: u8 = 0x04;
 
 const KIND_META: u8 = b'M';
 const KIND_PUBLISH: u8 = b'P';
 const KIND_PUBREL: u8 = b'R';
 const KIND_INBOUND: u8 = b'I';
 const KIND_QUEUED: u8 = b'Q';
+const KIND_SUBSCRIPTION: u8 = b'S';
 
 /// One write of a batch, in key-value terms.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -117,6 +122,11 @@ fn numbered_key(key: &SessionKey, section: u8, number: &[u8]) -> Vec<u8> {
 /// The key of an outbound record.
 pub fn outbound_key(key: &SessionKey, seq: u64) -> Vec<u8> {
     numbered_key(key, SECTION_OUTBOUND, &seq.to_be_bytes())
+}
+
+/// The key of a subscription.
+pub fn subscription_key(key: &SessionKey, filter: &str) -> Vec<u8> {
+    numbered_key(key, SECTION_SUBSCRIPTION, filter.as_bytes())
 }
 
 /// The key of an inbound PUBREC marker.
@@ -206,6 +216,14 @@ pub fn batch_writes(key: &SessionKey, batch: &Batch) -> Vec<KvWrite> {
                 KvWrite::Put(k, v)
             }
             StoreOp::RemoveQueue { seq } => KvWrite::Delete(queue_key(key, *seq)),
+            StoreOp::PutSubscription(subscription) => {
+                let k = subscription_key(key, &subscription.filter);
+                let v = value(&k, KIND_SUBSCRIPTION, &[&subscription.packet]);
+                KvWrite::Put(k, v)
+            }
+            StoreOp::RemoveSubscription { filter } => {
+                KvWrite::Delete(subscription_key(key, filter))
+            }
         })
         .collect()
 }
@@ -218,6 +236,9 @@ fn describe_key(raw: &[u8]) -> String {
             [SECTION_OUTBOUND, n @ ..] => format!("outbound #{}", be_number(n)),
             [SECTION_INBOUND, n @ ..] => format!("inbound marker for packet {}", be_number(n)),
             [SECTION_QUEUE, n @ ..] => format!("queued message #{}", be_number(n)),
+            [SECTION_SUBSCRIPTION, f @ ..] => {
+                format!("subscription {:?}", String::from_utf8_lossy(f))
+            }
             _ => format!("key {}", hex(raw)),
         },
         Err(_) => format!("key {}", hex(raw)),
@@ -402,6 +423,14 @@ where
                         packet: Bytes::copy_from_slice(packet),
                     },
                 ));
+            }
+            ([SECTION_SUBSCRIPTION, filter @ ..], KIND_SUBSCRIPTION) => {
+                let filter = std::str::from_utf8(filter)
+                    .map_err(|_| bad("a subscription's filter is not UTF-8".to_owned()))?;
+                out.subscriptions.push(StoredSubscription {
+                    filter: filter.to_owned(),
+                    packet: Bytes::copy_from_slice(body),
+                });
             }
             _ => return Err(bad(format!("kind {kind:?} does not belong under this key"))),
         }

@@ -523,6 +523,7 @@ impl Driver {
         &mut self,
         session_present: bool,
         properties: Box<ConnAckProperties>,
+        resubscribed: usize,
     ) {
         let server = self.server_url();
         let retransmits = self
@@ -534,11 +535,6 @@ impl Driver {
         self.conn.failures = 0;
         self.stats.connections.fetch_add(1, Ordering::Relaxed);
         self.conn.answer_first_connect(Ok(()));
-        let resubscribed = if !session_present && self.settings.resubscribe {
-            self.requests.resubscribe()
-        } else {
-            0
-        };
         let lost = self.conn.session_lost.take().unwrap_or_default();
         if lost != SessionLostCounts::default() || resubscribed > 0 {
             self.emit_session_lost(lost, resubscribed);

@@ -340,7 +340,8 @@ impl Driver {
             Event::Connected {
                 session_present,
                 properties,
-            } => self.on_connected(session_present, properties),
+                resubscribed,
+            } => self.on_connected(session_present, properties, resubscribed),
             Event::Subscribed {
                 id,
                 reason_codes,

@@ -1,10 +1,12 @@
-//! SUBSCRIBE and UNSUBSCRIBE: sent when connected, kept for the next connection otherwise or
-//! when one is lost unanswered; the subscriptions granted, to make again when a server has no
-//! session.
+//! SUBSCRIBE and UNSUBSCRIBE from handles: sent when connected, kept for the next connection
+//! otherwise or when one is lost unanswered. (The subscriptions granted are the session's: it
+//! keeps them in the store and makes them again when a server has lost the session.)
 
 use std::collections::{HashMap, VecDeque};
 
 use super::super::{ClientError, SubAckInfo};
+use tracing::warn;
+
 use super::{Driver, Reply};
 use crate::packet::{
     AckProperties, ReasonCode, SubscribeProperties, Subscription, UnsubscribeProperties,
@@ -42,19 +44,18 @@ impl SubscriptionChange {
     }
 }
 
-/// Requests in flight and waiting, and the subscriptions in force.
+/// Requests in flight and waiting.
 #[derive(Default)]
 pub(super) struct Requests {
     /// Sent, by slot and request id, awaiting SUBACK or UNSUBACK.
     in_flight: HashMap<(usize, RequestId), SubscriptionChange>,
     /// Waiting for a connection, in order.
     offline: VecDeque<SubscriptionChange>,
-    /// Subscriptions the server granted, to make again when a session is lost.
-    granted: Vec<(Subscription, SubscribeProperties)>,
 }
 
 impl Requests {
-    /// SUBACK: remember what was granted and answer the caller.
+    /// SUBACK: answer the caller. A SUBACK nobody waits for answers a subscription the
+    /// session made again after a lost session; a refusal there is worth a warning.
     pub(super) fn subscribed(
         &mut self,
         slot: usize,
@@ -64,33 +65,30 @@ impl Requests {
     ) {
         match self.in_flight.remove(&(slot, id)) {
             Some(SubscriptionChange::Subscribe {
-                subscriptions,
-                properties: sub_props,
-                reply,
+                reply: Some(reply), ..
             }) => {
-                for (sub, code) in subscriptions.iter().zip(&reason_codes) {
-                    if !code.is_error() {
-                        self.granted.retain(|(s, _)| s.filter != sub.filter);
-                        self.granted.push((sub.clone(), sub_props.clone()));
-                    }
-                }
-                if let Some(reply) = reply {
-                    let _ = reply.send(Ok(SubAckInfo {
-                        reason_codes,
-                        properties,
-                    }));
+                let _ = reply.send(Ok(SubAckInfo {
+                    reason_codes,
+                    properties,
+                }));
+            }
+            Some(SubscriptionChange::Subscribe { reply: None, .. }) => {}
+            Some(other) => other.fail(|| ClientError::Stopped),
+            None => {
+                if let Some(code) = reason_codes.iter().find(|c| c.is_error()) {
+                    warn!(
+                        ?code,
+                        "the server refused a subscription the client made again; it stays kept"
+                    );
                 }
             }
-            Some(other) => other.fail(|| ClientError::Stopped),
-            None => {}
         }
     }
 
-    /// UNSUBACK: forget the filters and answer the caller.
+    /// UNSUBACK: answer the caller.
     pub(super) fn unsubscribed(&mut self, slot: usize, id: RequestId, codes: Vec<ReasonCode>) {
         match self.in_flight.remove(&(slot, id)) {
-            Some(SubscriptionChange::Unsubscribe { filters, reply, .. }) => {
-                self.granted.retain(|(s, _)| !filters.contains(&s.filter));
+            Some(SubscriptionChange::Unsubscribe { reply, .. }) => {
                 let _ = reply.send(Ok(codes));
             }
             Some(other) => other.fail(|| ClientError::Stopped),
@@ -103,18 +101,6 @@ impl Requests {
         if let Some(request) = self.in_flight.remove(&(slot, id)) {
             self.offline.push_back(request);
         }
-    }
-
-    /// Queues every granted subscription ahead of the waiting requests; returns how many.
-    pub(super) fn resubscribe(&mut self) -> usize {
-        for (subscription, properties) in &self.granted {
-            self.offline.push_front(SubscriptionChange::Subscribe {
-                subscriptions: vec![subscription.clone()],
-                properties: properties.clone(),
-                reply: None,
-            });
-        }
-        self.granted.len()
     }
 
     /// The client stops: every caller gets `Stopped`.
