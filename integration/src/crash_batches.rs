@@ -56,6 +56,7 @@ pub fn batch(n: u64) -> Batch {
         session_expiry_interval: u32::MAX,
         disconnected_at_ms: Some(n),
         assigned_client_id: None,
+        alive_until_ms: None,
     }));
     Batch::from(ops)
 }

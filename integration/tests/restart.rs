@@ -1,4 +1,5 @@
-//! What a gateway keeps across SIGKILL when the broker forgets it: its subscriptions.
+//! What a gateway keeps across SIGKILL: its subscriptions when the broker forgets the session,
+//! and the knowledge of when its session expired although it never saw its connection end.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -25,7 +26,17 @@ struct Subscriber {
 
 impl Subscriber {
     fn start(broker: &Mosquitto, store: &std::path::Path, filter: Option<&str>) -> Self {
+        Self::start_with(broker, store, filter, &[])
+    }
+
+    fn start_with(
+        broker: &Mosquitto,
+        store: &std::path::Path,
+        filter: Option<&str>,
+        env: &[(&str, &str)],
+    ) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_subscriber_child"))
+            .envs(env.iter().copied())
             .arg(broker.url())
             .arg(store)
             .args(filter)
@@ -111,4 +122,24 @@ async fn subscriptions_survive_sigkill_and_a_broker_that_lost_the_session() {
     }
     let line = received.expect("the restarted subscriber received nothing");
     assert!(line.starts_with("message sensors/2 after"), "{line}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_killed_while_connected_expires_locally() {
+    let broker = Mosquitto::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("expiring.redb");
+    // Expiry 2 s: the alive time is stamped every second, and with keep alive 1 s the broker
+    // notices a dead connection within 1.5 s: the session is surely gone 2 + 2 + 1.5 s after
+    // the last stamp.
+    let env = [("EXPIRY_SECS", "2"), ("KEEP_ALIVE_SECS", "1")];
+    let mut first = Subscriber::start_with(&broker, &store, Some("expiring/#"), &env);
+    first.expect("subscribed expiring/#");
+    // Long enough for a stamp to be committed.
+    std::thread::sleep(Duration::from_millis(1_500));
+    first.kill();
+    std::thread::sleep(Duration::from_millis(6_000));
+    let second = Subscriber::start_with(&broker, &store, None, &env);
+    second.expect("session expired");
+    second.expect("connected present=false");
 }

@@ -51,6 +51,8 @@ fn sessions() -> Vec<(SessionKey, StoredSession)> {
                     session_expiry_interval: 86_400,
                     disconnected_at_ms: Some(1_764_000_000_000),
                     assigned_client_id: None,
+                    // Written before the alive-until time existed.
+                    alive_until_ms: None,
                 }),
                 outbound: vec![
                     (
@@ -96,6 +98,7 @@ fn sessions() -> Vec<(SessionKey, StoredSession)> {
                     session_expiry_interval: u32::MAX,
                     disconnected_at_ms: None,
                     assigned_client_id: Some("auto-1f".into()),
+                    alive_until_ms: None,
                 }),
                 outbound: vec![],
                 inbound: vec![1],

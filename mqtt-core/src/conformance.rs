@@ -334,6 +334,7 @@ fn full_meta() -> SessionMeta {
         session_expiry_interval: 3600,
         disconnected_at_ms: Some(1_700_000_000_123),
         assigned_client_id: Some("auto-7f3a".into()),
+        alive_until_ms: Some(1_700_000_000_456),
     }
 }
 
@@ -407,6 +408,7 @@ async fn every_record_kind_round_trips_byte_exact<F: StoreFactory>(f: &F) -> Che
         session_expiry_interval: u32::MAX,
         disconnected_at_ms: None,
         assigned_client_id: None,
+        alive_until_ms: None,
     };
     let extremes = vec![
         StoreOp::SetMeta(sparse.clone()),
@@ -846,22 +848,35 @@ async fn sessions_lists_every_session<F: StoreFactory>(f: &F) -> CheckResultOf {
 async fn purge_removes_only_expired_sessions<F: StoreFactory>(f: &F) -> CheckResultOf {
     let (store, loc) = f.create().await?;
     let now = 1_700_000_000_000u64;
-    let with_meta = |interval: u32, ended: Option<u64>| {
+    let with_alive = |interval: u32, ended: Option<u64>, alive_until: Option<u64>| {
         vec![
             StoreOp::SetMeta(SessionMeta {
                 session_expiry_interval: interval,
                 disconnected_at_ms: ended,
                 assigned_client_id: None,
+                alive_until_ms: alive_until,
             }),
             put_publish(1, 1),
         ]
     };
+    let with_meta = |interval: u32, ended: Option<u64>| with_alive(interval, ended, None);
     let sessions = [
         ("expired", with_meta(60, Some(now - 60_000)), true),
         ("expired-zero", with_meta(0, Some(now - 1)), true),
         ("not-yet", with_meta(60, Some(now - 59_999)), false),
         ("never-expires", with_meta(u32::MAX, Some(0)), false),
         ("still-connected", with_meta(0, None), false),
+        // Killed while connected: it ended before its alive-until time at the latest.
+        (
+            "killed-long-ago",
+            with_alive(60, None, Some(now - 60_000)),
+            true,
+        ),
+        (
+            "killed-recently",
+            with_alive(60, None, Some(now - 59_999)),
+            false,
+        ),
         ("no-metadata", vec![put_publish(1, 1)], false),
     ];
     for (name, ops, _) in &sessions {

@@ -118,6 +118,11 @@ pub struct SessionMeta {
     pub disconnected_at_ms: Option<u64>,
     /// The client identifier the server assigned, when the client sent none.
     pub assigned_client_id: Option<String>,
+    /// While a connection is up: a time (milliseconds since the UNIX epoch) by which the
+    /// server will have noticed the connection gone if the process dies now, without a word
+    /// (SIGKILL, power loss). The session therefore expires on the server no earlier than
+    /// this plus the expiry interval; the engine moves it forward while the process lives.
+    pub alive_until_ms: Option<u64>,
 }
 
 impl SessionMeta {
@@ -127,11 +132,12 @@ impl SessionMeta {
         if self.session_expiry_interval == u32::MAX {
             return false;
         }
-        match self.disconnected_at_ms {
-            Some(ended) => {
-                let lifetime = u64::from(self.session_expiry_interval) * 1000;
-                now_ms >= ended.saturating_add(lifetime)
-            }
+        let lifetime = u64::from(self.session_expiry_interval) * 1000;
+        // A connection that ended cleanly says when; one the process never saw end (a kill
+        // while connected) ended before `alive_until_ms` at the latest. Without either, the
+        // session's end is unknown and it is kept.
+        match self.disconnected_at_ms.or(self.alive_until_ms) {
+            Some(ended) => now_ms >= ended.saturating_add(lifetime),
             None => false,
         }
     }
@@ -430,7 +436,23 @@ mod tests {
             session_expiry_interval: interval,
             disconnected_at_ms: ended,
             assigned_client_id: None,
+            alive_until_ms: None,
         };
+        let killed = |interval, alive_until| SessionMeta {
+            alive_until_ms: Some(alive_until),
+            ..meta(interval, None)
+        };
+        // Killed while connected: expired once the expiry passed from the alive-until time.
+        assert!(!killed(10, 5_000).is_expired(14_999));
+        assert!(killed(10, 5_000).is_expired(15_000));
+        // A clean end says exactly when; it wins over an older alive-until time.
+        assert!(
+            !SessionMeta {
+                disconnected_at_ms: Some(9_000),
+                ..killed(10, 5_000)
+            }
+            .is_expired(15_000)
+        );
         assert!(!meta(10, None).is_expired(u64::MAX));
         assert!(!meta(10, Some(1_000)).is_expired(10_999));
         assert!(meta(10, Some(1_000)).is_expired(11_000));

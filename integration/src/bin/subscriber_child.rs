@@ -2,8 +2,10 @@
 //!
 //! Starts a client on a redb store at STORE (client id `restarted-subscriber`, persistent
 //! session), subscribes to FILTER when one is given, and prints one line per event it sees:
-//! `connected present=P resubscribed=N`, `subscribed FILTER`, `message TOPIC PAYLOAD`. The
-//! parent kills it with SIGKILL; started again without FILTER it must keep receiving.
+//! `session lost resubscribed=N`, `session expired`, `connected present=P`, `subscribed FILTER`,
+//! `message TOPIC PAYLOAD`. The parent kills it with SIGKILL; started again without FILTER it
+//! must keep receiving. `EXPIRY_SECS` (default 3600) and `KEEP_ALIVE_SECS` (default 60) set
+//! the Session Expiry Interval and keep alive.
 #![forbid(unsafe_code)]
 
 use std::io::Write;
@@ -22,15 +24,25 @@ fn say(line: &str) {
 async fn run(url: String, path: String, filter: Option<String>) -> Result<(), String> {
     let store =
         integration::open_when_free(|| RedbStore::open(&path)).map_err(|e| e.to_string())?;
+    let secs = |name: &str, default: u64| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .map_or(Duration::from_secs(default), Duration::from_secs)
+    };
     let mut builder = Client::builder()
         .server(url)
         .client_id("restarted-subscriber")
-        .session_expiry(Duration::from_secs(3600))
+        .session_expiry(secs("EXPIRY_SECS", 3600))
+        .keep_alive(secs("KEEP_ALIVE_SECS", 60))
         .store(store)
         .reconnect(integration::fast_backoff());
     let mut events = builder.events();
     tokio::spawn(async move {
         while let Ok(event) = events.recv().await {
+            if let ClientEvent::SessionExpired = event {
+                say("session expired");
+            }
             if let ClientEvent::SessionLost { resubscribed, .. } = event {
                 say(&format!("session lost resubscribed={resubscribed}"));
             }

@@ -112,8 +112,12 @@ impl Session {
                 .assigned_client_identifier
                 .clone()
                 .or_else(|| self.meta.assigned_client_id.clone()),
+            // Unknown until the first stamp (`note_alive`): a kill before it keeps the
+            // session locally rather than guess when the server noticed.
+            alive_until_ms: None,
         };
         self.set_meta(meta);
+        self.alive_stamped_ms = None;
         self.codec.max_outgoing_packet_size = props.maximum_packet_size;
         self.connected_once = true;
         self.retire_acks();
@@ -220,7 +224,9 @@ impl Session {
         }
         let mut meta = self.meta.clone();
         meta.disconnected_at_ms = Some(now_ms);
+        meta.alive_until_ms = None;
         self.set_meta(meta);
+        self.alive_stamped_ms = None;
         if self.meta.session_expiry_interval == 0 {
             self.events.push_back(Event::SessionExpired);
             self.session_lost();
@@ -229,6 +235,65 @@ impl Session {
             flow.sent = false;
         }
         self.unsent_from = Some(0);
+    }
+
+    /// How often a connected session moves its alive-until time forward; `None` when it need
+    /// not (no connection, expiry 0 or never, keep alive off: then the server's detection of
+    /// a dead connection has no bound to build on, and the session is kept locally).
+    fn alive_interval(&self) -> Option<Duration> {
+        let conn = self.connection.as_ref()?;
+        let expiry = self.meta.session_expiry_interval;
+        if expiry == 0 || expiry == u32::MAX || conn.keep_alive.is_zero() {
+            return None;
+        }
+        Some(
+            Duration::from_secs(u64::from(expiry / 8))
+                .clamp(Duration::from_secs(1), Duration::from_secs(60)),
+        )
+    }
+
+    /// Records, with the next [`Output`](super::Output), that the process is alive at `now_ms`
+    /// (milliseconds since the UNIX epoch) when the last record is an interval old (an eighth
+    /// of the Session Expiry Interval, between 1 and 60 seconds). A busy session's record rides
+    /// on commits it makes anyway; an idle one costs one small commit per interval.
+    ///
+    /// The stored `alive_until_ms` is `now + 2 intervals + 1.5 × keep alive`: if the process
+    /// dies before the next record, the server notices (keep alive) before that time, so the
+    /// session expires on the server no earlier than it plus the expiry interval. A session
+    /// restarted after a kill while connected is then known to be expired
+    /// ([`Event::SessionExpired`]) once that has passed.
+    pub fn note_alive(&mut self, now_ms: u64) {
+        let Some(interval) = self.alive_interval() else {
+            return;
+        };
+        let interval_ms = interval.as_millis() as u64;
+        if self
+            .alive_stamped_ms
+            .is_some_and(|last| now_ms < last.saturating_add(interval_ms))
+        {
+            return;
+        }
+        let keep_alive_ms = self
+            .connection
+            .as_ref()
+            .map_or(0, |c| c.keep_alive.as_millis() as u64 * 3 / 2);
+        let mut meta = self.meta.clone();
+        meta.alive_until_ms = Some(
+            now_ms
+                .saturating_add(2 * interval_ms)
+                .saturating_add(keep_alive_ms),
+        );
+        self.set_meta(meta);
+        self.alive_stamped_ms = Some(now_ms);
+    }
+
+    /// When [`Session::note_alive`] must next be called (milliseconds since the UNIX epoch).
+    pub fn next_alive_ms(&self) -> Option<u64> {
+        let interval = self.alive_interval()?.as_millis() as u64;
+        Some(
+            self.alive_stamped_ms
+                .map_or(0, |last| last.saturating_add(interval)),
+        )
     }
 
     /// Whether a connection is up (CONNACK with Success received, not lost since).

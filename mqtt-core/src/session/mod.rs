@@ -458,6 +458,8 @@ pub struct Session {
     meta_stored: bool,
     next_seq: u64,
     connection: Option<Connection>,
+    /// When `meta.alive_until_ms` was last moved forward (see `note_alive`).
+    alive_stamped_ms: Option<u64>,
     /// Whether a CONNACK with Success was ever received (later connects resume the session).
     connected_once: bool,
     pending: Output,
@@ -537,6 +539,7 @@ impl Session {
             meta_stored,
             next_seq: stored.next_seq(),
             connection: None,
+            alive_stamped_ms: None,
             connected_once: false,
             pending: Output::default(),
             events: VecDeque::new(),

@@ -1057,6 +1057,7 @@ fn metadata_records_expiry_assigned_identifier_and_when_the_connection_ended() {
             session_expiry_interval: 120,
             disconnected_at_ms: Some(NOW_MS + 5),
             assigned_client_id: Some("auto-9".into()),
+            alive_until_ms: None,
         })
     );
     // The assigned identifier names the session on the next connection.
@@ -1078,6 +1079,7 @@ fn an_expired_session_is_discarded_locally_on_the_next_start() {
         session_expiry_interval: 60,
         disconnected_at_ms: Some(NOW_MS),
         assigned_client_id: None,
+        alive_until_ms: None,
     });
     let mut session = Session::new(options(), stored, NOW_MS + 60_000).unwrap();
     let events: Vec<Event> = std::iter::from_fn(|| session.poll_event()).collect();
@@ -1611,4 +1613,84 @@ fn granted_subscriptions_are_kept_and_made_again_first_when_the_server_lost_the_
             .iter()
             .any(|p| matches!(p, Packet::Subscribe(_)))
     );
+}
+
+/// The metadata the outputs committed last, if any.
+fn last_meta(h: &mut Harness) -> Option<SessionMeta> {
+    let mut meta = None;
+    while let Some(output) = h.session.poll_output(Instant::now()) {
+        h.store.apply(&output.commit);
+        for op in output.commit.ops() {
+            if let StoreOp::SetMeta(m) = op {
+                meta = Some(m.clone());
+            }
+        }
+    }
+    meta
+}
+
+#[test]
+fn a_kill_while_connected_expires_the_session_locally_once_alive_until_and_expiry_passed() {
+    let mut options = options();
+    options.properties.session_expiry_interval = Some(80); // stamps every 10 s
+    options.keep_alive = 20; // the server notices a dead connection within 30 s
+    let mut h = Harness {
+        session: Session::new(options.clone(), StoredSession::default(), NOW_MS).unwrap(),
+        store: Committed::default(),
+    };
+    h.session
+        .handle_connack(&ConnAck::new(false), Instant::now())
+        .unwrap();
+    let connected = last_meta(&mut h).unwrap();
+    assert_eq!(
+        connected.alive_until_ms, None,
+        "unknown until the first stamp"
+    );
+    assert_eq!(h.session.next_alive_ms(), Some(0), "due at once");
+    h.session.note_alive(NOW_MS);
+    let stamped = last_meta(&mut h).unwrap();
+    assert_eq!(stamped.alive_until_ms, Some(NOW_MS + 20_000 + 30_000));
+    h.session.note_alive(NOW_MS + 9_999);
+    assert!(last_meta(&mut h).is_none(), "not due within the interval");
+    assert_eq!(h.session.next_alive_ms(), Some(NOW_MS + 10_000));
+    h.session.note_alive(NOW_MS + 10_000);
+    let meta = last_meta(&mut h).unwrap();
+    let alive_until = NOW_MS + 10_000 + 20_000 + 30_000;
+    assert_eq!(meta.alive_until_ms, Some(alive_until));
+
+    // Killed here. A restart before alive-until + expiry keeps the session...
+    let stored = |meta: &SessionMeta| StoredSession {
+        meta: Some(meta.clone()),
+        ..StoredSession::default()
+    };
+    let mut early = Session::new(options.clone(), stored(&meta), alive_until + 79_999).unwrap();
+    assert_eq!(early.poll_event(), None);
+    // ...one after it knows the server has let it expire.
+    let mut late = Session::new(options.clone(), stored(&meta), alive_until + 80_000).unwrap();
+    assert_eq!(late.poll_event(), Some(Event::SessionExpired));
+
+    // A clean loss of the connection says when it ended instead.
+    h.session.connection_lost(NOW_MS + 12_000);
+    let ended = last_meta(&mut h).unwrap();
+    assert_eq!(ended.disconnected_at_ms, Some(NOW_MS + 12_000));
+    assert_eq!(ended.alive_until_ms, None);
+    assert_eq!(
+        h.session.next_alive_ms(),
+        None,
+        "no stamps without a connection"
+    );
+
+    // Without keep alive nothing bounds when the server notices: never stamped.
+    let mut options = options;
+    options.keep_alive = 0;
+    let mut h = Harness {
+        session: Session::new(options, StoredSession::default(), NOW_MS).unwrap(),
+        store: Committed::default(),
+    };
+    h.session
+        .handle_connack(&ConnAck::new(false), Instant::now())
+        .unwrap();
+    last_meta(&mut h);
+    h.session.note_alive(NOW_MS);
+    assert!(last_meta(&mut h).is_none());
 }

@@ -23,7 +23,8 @@
 //! format version (1) | kind | body | CRC-32 of (key, version, kind, body), big-endian
 //! ```
 //!
-//! Kinds: `M` metadata, `P` outbound PUBLISH (body: the packet in MQTT wire format), `R`
+//! Kinds: `M` metadata (expiry interval, when the connection ended, assigned identifier, and
+//! optionally, in records written since the first fixtures, the alive-until time), `P` outbound PUBLISH (body: the packet in MQTT wire format), `R`
 //! PUBREL pending (body: packet identifier), `I` PUBREC sent (empty body), `Q` queued message
 //! (body: QoS, then the packet in wire format), `S` subscription (body: a SUBSCRIBE in wire
 //! format; added in Mooring 0.1 after the first fixtures, a new kind in the same format
@@ -178,6 +179,10 @@ fn meta_body(meta: &SessionMeta) -> Vec<u8> {
             put_str(&mut body, id);
         }
         None => body.push(0),
+    }
+    // Added after the first format-1 fixtures: absent in their records, which read as `None`.
+    if let Some(ms) = meta.alive_until_ms {
+        body.extend_from_slice(&ms.to_be_bytes());
     }
     body
 }
@@ -342,10 +347,15 @@ fn decode_meta_body(body: &[u8]) -> Option<SessionMeta> {
         }
         _ => return None,
     };
-    rest.is_empty().then_some(SessionMeta {
+    let alive_until_ms = match rest {
+        [] => None,
+        _ => Some(u64::from_be_bytes(*rest.first_chunk::<8>()?)),
+    };
+    (rest.len() <= 8).then_some(SessionMeta {
         session_expiry_interval: u32::from_be_bytes(*expiry),
         disconnected_at_ms,
         assigned_client_id,
+        alive_until_ms,
     })
 }
 

@@ -204,6 +204,12 @@ impl Driver {
     /// One turn of the loop; `false` once the client has stopped.
     async fn turn(&mut self) -> bool {
         self.admit_parked();
+        if self.conn.is_up() {
+            let now = now_ms();
+            if let Some(session) = self.session() {
+                session.note_alive(now);
+            }
+        }
         self.pump(Flush::WhenDue).await;
         self.progress_disconnect().await;
         self.update_stats();
@@ -281,6 +287,14 @@ impl Driver {
         }
         if let Some(flush) = self.pipeline.deadline() {
             at = at.min(flush);
+        }
+        if let Some(next) = self
+            .slots
+            .get(self.active)
+            .and_then(|s| s.session.next_alive_ms())
+        {
+            let wait = next.saturating_sub(now_ms());
+            at = at.min(Instant::now() + Duration::from_millis(wait));
         }
         at
     }
