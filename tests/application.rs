@@ -9,13 +9,16 @@
 
 use std::time::Duration;
 
+use bytes::BytesMut;
 use futures_util::StreamExt;
 use mooring::client::{
     Client, ClientError, ClientEvent, ConnectAttempt, ConnectError, DeliveryError, HookError,
-    Refusal,
+    Refusal, ServerUrl,
 };
-use mooring::packet::{ConnAck, Packet, PubAck, Publish, QoS, ReasonCode};
-use mooring::store::MemoryStore;
+use mooring::packet::{Codec, ConnAck, Packet, PubAck, Publish, QoS, ReasonCode};
+use mooring::store::{
+    Batch, MemoryStore, QueuedPublish, SessionKey, SessionMeta, SessionStore, StoreError, StoreOp,
+};
 use tokio::time::timeout;
 
 mod support;
@@ -269,5 +272,126 @@ async fn mqtt_3_3_4_6_a_forwarded_message_goes_out_without_subscription_identifi
     assert!(
         sent.properties.subscription_identifiers.is_empty(),
         "a client never sends a Subscription Identifier: {sent:?}"
+    );
+}
+
+/// A QoS 1 PUBLISH in wire format, as the engine queues it (encoded at QoS 0).
+fn queued_publish(topic: &str, payload: &'static str) -> QueuedPublish {
+    let mut buf = BytesMut::new();
+    Codec::default()
+        .encode(&Packet::Publish(Publish::new(topic, payload)), &mut buf)
+        .unwrap();
+    QueuedPublish {
+        qos: QoS::AtLeastOnce,
+        packet: buf.freeze(),
+    }
+}
+
+#[tokio::test]
+async fn a_session_left_under_an_old_address_is_reported_moved_and_delivered() {
+    let store = MemoryStore::default();
+    // The gateway's broker used to be reached under another address.
+    let old = SessionKey::new("mqtt://old-name:1883", "gw");
+    let mut ops = Batch::new();
+    ops.push(StoreOp::PushQueue {
+        seq: 7,
+        message: queued_publish("site/stranded", "waiting"),
+    });
+    store.commit(&old, ops).await.unwrap();
+    // Another client's session is none of this client's business.
+    let mut ops = Batch::new();
+    ops.push(StoreOp::PushQueue {
+        seq: 1,
+        message: queued_publish("x", "y"),
+    });
+    store
+        .commit(&SessionKey::new("mqtt://old-name:1883", "other"), ops)
+        .await
+        .unwrap();
+
+    let mut broker = Broker::new();
+    let mut b = builder(&broker, store.clone());
+    let mut events = b.events();
+    let (client, _m, peer) = connected(&mut broker, b).await;
+    let stranded = next_event(&mut events, |e| {
+        matches!(e, ClientEvent::StrandedSession { .. })
+    })
+    .await;
+    assert!(
+        matches!(
+            &stranded,
+            ClientEvent::StrandedSession { session, in_flight: 0, queued: 1 } if *session == old
+        ),
+        "{stranded:?}"
+    );
+    while let Ok(event) = events.try_recv() {
+        assert!(
+            !matches!(event, ClientEvent::StrandedSession { .. }),
+            "only this client's session is reported: {event:?}"
+        );
+    }
+    client.disconnect().await.unwrap();
+    drop(peer);
+
+    // Moved to the key of the address in use, it goes out on the next start.
+    let new = URL.parse::<ServerUrl>().unwrap().session_key("gw");
+    mooring::store::move_session(&store, &old, &new)
+        .await
+        .unwrap();
+    assert!(store.load(&old).await.unwrap().is_empty());
+    let (_client, _m, mut peer) = connected_with(&mut broker, &store).await;
+    let sent = peer.publish().await;
+    assert_eq!(sent.topic, "site/stranded");
+    // A move into a session with messages of its own is refused: identifiers could collide.
+    let mut ops = Batch::new();
+    ops.push(StoreOp::PushQueue {
+        seq: 1,
+        message: queued_publish("site/later", "x"),
+    });
+    store.commit(&old, ops).await.unwrap();
+    assert!(matches!(
+        mooring::store::move_session(&store, &old, &new).await,
+        Err(StoreError::Occupied { .. })
+    ));
+}
+
+#[tokio::test]
+async fn expired_sessions_without_messages_are_purged_at_start_and_others_kept() {
+    let store = MemoryStore::default();
+    let long_ago = SessionMeta {
+        session_expiry_interval: 60,
+        disconnected_at_ms: Some(1_000),
+        assigned_client_id: None,
+        alive_until_ms: None,
+    };
+    let expired_empty = SessionKey::new("mqtt://gone:1883", "gw");
+    let expired_with_messages = SessionKey::new("mqtt://gone:1883", "gw-2");
+    let mut ops = Batch::new();
+    ops.push(StoreOp::SetMeta(long_ago.clone()));
+    ops.push(StoreOp::PutInbound { packet_id: 4 });
+    store.commit(&expired_empty, ops).await.unwrap();
+    let mut ops = Batch::new();
+    ops.push(StoreOp::SetMeta(long_ago));
+    ops.push(StoreOp::PushQueue {
+        seq: 1,
+        message: queued_publish("t", "kept"),
+    });
+    store.commit(&expired_with_messages, ops).await.unwrap();
+
+    let mut broker = Broker::new();
+    let (_client, _m, _peer) = connected_with(&mut broker, &store).await;
+    assert!(
+        store.load(&expired_empty).await.unwrap().is_empty(),
+        "purged"
+    );
+    assert_eq!(
+        store
+            .load(&expired_with_messages)
+            .await
+            .unwrap()
+            .queue
+            .len(),
+        1,
+        "an expired session's messages are never purged"
     );
 }

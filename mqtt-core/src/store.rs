@@ -35,8 +35,10 @@
 
 mod kv;
 pub mod layout;
+mod maintenance;
 
 pub use kv::{Entries, KvBackend, KvOpen, KvStore};
+pub use maintenance::{HeldMessages, move_session, purge_expired_sessions, stranded_sessions};
 
 use std::fmt;
 
@@ -338,6 +340,12 @@ pub enum StoreError {
     Poisoned {
         /// What the failed commit reported.
         cause: String,
+    },
+    /// The session to write holds records already (see [`move_session`]).
+    #[error("session {session} holds records already; clear it first or pick another")]
+    Occupied {
+        /// The session.
+        session: String,
     },
     /// Another process holds the store open.
     #[error(

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use super::{ConnectError, ServerUrl};
 use crate::packet::{AckProperties, ConnAckProperties, ReasonCode};
+use crate::store::SessionKey;
 
 /// The server's answer to a SUBSCRIBE.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,6 +77,19 @@ pub enum ClientEvent {
         dropped_inbound: usize,
         /// Subscriptions made again.
         resubscribed: usize,
+    },
+    /// The store holds a session of this client id, under a server no longer configured, with
+    /// messages in it (a broker's address changed?). They wait there until the session is
+    /// moved ([`move_session`](crate::store::move_session), to the key of
+    /// [`ServerUrl::session_key`]) or dropped ([`SessionStore::clear`](crate::store::SessionStore::clear)),
+    /// with no client running on it. Reported once at start.
+    StrandedSession {
+        /// The session's key in the store.
+        session: SessionKey,
+        /// Publishes in flight with that server.
+        in_flight: usize,
+        /// Publishes in its offline queue.
+        queued: usize,
     },
     /// The client stopped; `error` says why if it was not asked to.
     Stopped {

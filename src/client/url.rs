@@ -69,6 +69,12 @@ pub struct UrlError {
 }
 
 impl ServerUrl {
+    /// The key under which a client with `client_id` keeps its session with this server (the
+    /// canonical form of the address: scheme, host, port).
+    pub fn session_key(&self, client_id: impl Into<String>) -> crate::store::SessionKey {
+        crate::store::SessionKey::new(self.to_string(), client_id)
+    }
+
     /// The scheme.
     pub fn scheme(&self) -> Scheme {
         self.scheme

@@ -37,14 +37,15 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{broadcast, mpsc, oneshot};
-use tracing::debug;
+use tokio::task::JoinHandle;
+use tracing::{debug, info, warn};
 
 use super::events::StatsCell;
 use super::options::Settings;
 use super::{ClientError, ClientEvent, ConnectError, Message};
 use crate::packet::ReasonCode;
 use crate::session::{Event, Session};
-use crate::store::{SessionKey, SessionStore};
+use crate::store::{SessionKey, SessionStore, purge_expired_sessions, stranded_sessions};
 use connection::Connection;
 use inbound::Inbox;
 use pipeline::{CommitResult, Flush, Pipeline};
@@ -99,6 +100,8 @@ pub(crate) struct Driver {
     alive: Option<oneshot::Receiver<()>>,
     events: broadcast::Sender<ClientEvent>,
     stats: Arc<StatsCell>,
+    /// Purges expired sessions now and then; ends with the driver.
+    housekeeping: JoinHandle<()>,
 }
 
 /// What woke the loop.
@@ -112,6 +115,53 @@ enum Wake {
     Timer,
     /// A message left the backlog for the inbox; the automatic ack it owes.
     HandedOver(Option<inbound::AckOwed>),
+}
+
+/// How often expired sessions are purged from the store while the client runs.
+const PURGE_INTERVAL: Duration = Duration::from_secs(3600);
+
+/// Reports the sessions of this client id that no configured server uses and that hold
+/// messages. A store that cannot say is reported in the log; it does not stop the client.
+async fn report_stranded(
+    store: &dyn SessionStore,
+    client_id: &str,
+    configured: &[SessionKey],
+    events: &broadcast::Sender<ClientEvent>,
+) {
+    match stranded_sessions(store, client_id, configured).await {
+        Ok(stranded) => {
+            for (session, held) in stranded {
+                warn!(
+                    %session,
+                    in_flight = held.in_flight,
+                    queued = held.queued,
+                    "a session of this client id under a server no longer configured holds messages"
+                );
+                let _ = events.send(ClientEvent::StrandedSession {
+                    session,
+                    in_flight: held.in_flight,
+                    queued: held.queued,
+                });
+            }
+        }
+        Err(error) => warn!(%error, "could not look for stranded sessions"),
+    }
+}
+
+/// Removes expired sessions that hold no message (never the configured ones).
+async fn purge(store: &dyn SessionStore, configured: &[SessionKey]) {
+    match purge_expired_sessions(store, now_ms(), configured).await {
+        Ok(purged) if !purged.is_empty() => info!(count = purged.len(), "expired sessions purged"),
+        Ok(_) => {}
+        Err(error) => warn!(%error, "could not purge expired sessions"),
+    }
+}
+
+async fn purge_periodically(store: Arc<dyn SessionStore>, configured: Vec<SessionKey>) {
+    loop {
+        tokio::time::sleep(PURGE_INTERVAL).await;
+        purge(&*store, &configured).await;
+    }
 }
 
 async fn alive(alive: &mut Option<oneshot::Receiver<()>>) {
@@ -140,7 +190,7 @@ impl Driver {
             None => settings
                 .servers
                 .iter()
-                .map(|s| SessionKey::new(s.to_string(), settings.session.client_id.clone()))
+                .map(|s| s.session_key(settings.session.client_id.clone()))
                 .collect(),
         };
         let mut slots = Vec::with_capacity(keys.len());
@@ -156,6 +206,16 @@ impl Driver {
             }
             slots.push(Slot { key, session });
         }
+        let configured: Vec<SessionKey> = slots.iter().map(|s| s.key.clone()).collect();
+        report_stranded(
+            &*parts.store,
+            &settings.session.client_id,
+            &configured,
+            &parts.events,
+        )
+        .await;
+        purge(&*parts.store, &configured).await;
+        let housekeeping = tokio::spawn(purge_periodically(parts.store.clone(), configured));
         Ok(Self {
             slots,
             active: 0,
@@ -176,6 +236,7 @@ impl Driver {
             alive: Some(parts.alive),
             events: parts.events,
             stats: parts.stats,
+            housekeeping,
             settings,
         })
     }

@@ -129,6 +129,7 @@ impl Driver {
 
     /// Commits what remains and answers everyone still waiting.
     pub(super) async fn finish(&mut self) {
+        self.housekeeping.abort();
         self.flush_store().await;
         if let Some(link) = self.conn.link.as_mut() {
             let _ = tokio::time::timeout(CLOSE_GRACE, link.close()).await;

@@ -1,0 +1,149 @@
+//! Keeping a store tidy without losing a message: purging expired sessions that hold nothing
+//! the application still needs, finding sessions no configured server uses, and moving a
+//! session to another key. Written against [`SessionStore`] alone, so they work on any store.
+
+use super::{
+    Batch, OutboundRecord, QueuedPublish, SessionKey, SessionStore, StoreError, StoreOp,
+    StoredSession,
+};
+
+/// What a session holds that the application still needs: messages it accepted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HeldMessages {
+    /// QoS 1/2 publishes sent and not yet acknowledged (PUBREL flows not counted: the server
+    /// has those messages).
+    pub in_flight: usize,
+    /// Publishes waiting in the offline queue.
+    pub queued: usize,
+}
+
+impl HeldMessages {
+    /// What `session` holds.
+    pub fn of(session: &StoredSession) -> Self {
+        Self {
+            in_flight: session
+                .outbound
+                .iter()
+                .filter(|(_, r)| matches!(r, OutboundRecord::Publish(_)))
+                .count(),
+            queued: session.queue.len(),
+        }
+    }
+
+    /// Whether it holds no message.
+    pub fn is_empty(&self) -> bool {
+        self.in_flight == 0 && self.queued == 0
+    }
+}
+
+/// Removes every session, other than those in `keep`, whose expiry has passed at `now_ms` and
+/// that holds no message: only state the server has dropped too (markers, PUBREL flows,
+/// subscriptions, metadata). An expired session that still holds messages is left alone: its
+/// messages are the application's, and they go out as new ones when a client resumes it.
+/// Returns the keys removed.
+pub async fn purge_expired_sessions<S: SessionStore + ?Sized>(
+    store: &S,
+    now_ms: u64,
+    keep: &[SessionKey],
+) -> Result<Vec<SessionKey>, StoreError> {
+    let mut purged = Vec::new();
+    for key in store.sessions().await? {
+        if keep.contains(&key) {
+            continue;
+        }
+        let session = store.load(&key).await?;
+        let expired = session.meta.as_ref().is_some_and(|m| m.is_expired(now_ms));
+        if expired && HeldMessages::of(&session).is_empty() {
+            store.clear(&key).await?;
+            purged.push(key);
+        }
+    }
+    Ok(purged)
+}
+
+/// Sessions of `client_id` that are not in `configured` and hold messages: typically the
+/// session of a server whose address changed, whose messages would otherwise wait forever.
+pub async fn stranded_sessions<S: SessionStore + ?Sized>(
+    store: &S,
+    client_id: &str,
+    configured: &[SessionKey],
+) -> Result<Vec<(SessionKey, HeldMessages)>, StoreError> {
+    let mut stranded = Vec::new();
+    for key in store.sessions().await? {
+        if key.client_id() != client_id || configured.contains(&key) {
+            continue;
+        }
+        let held = HeldMessages::of(&store.load(&key).await?);
+        if !held.is_empty() {
+            stranded.push((key, held));
+        }
+    }
+    Ok(stranded)
+}
+
+/// Moves the session stored under `from` into `to` (the key of a server's new address), then
+/// clears `from`: its flows and queued messages, in their order, after anything `to` holds
+/// (sequence numbers renumbered), its inbound markers, and its subscriptions where `to` has
+/// none for the filter; `to` keeps its own metadata if it has any. Refuses with
+/// [`StoreError::Occupied`] when `to` holds flows or queued messages of its own, whose packet
+/// identifiers could collide. Run it while no client uses either key. The two steps are two
+/// commits: if the process dies between them, both keys hold the messages and `from` shows up
+/// again as stranded; clear it then ([`SessionStore::clear`]).
+pub async fn move_session<S: SessionStore + ?Sized>(
+    store: &S,
+    from: &SessionKey,
+    to: &SessionKey,
+) -> Result<(), StoreError> {
+    let session = store.load(from).await?;
+    if session.is_empty() || from == to {
+        return Ok(());
+    }
+    let target = store.load(to).await?;
+    if !target.outbound.is_empty() || !target.queue.is_empty() {
+        return Err(StoreError::Occupied {
+            session: to.to_string(),
+        });
+    }
+    let mut batch = Batch::new();
+    if target.meta.is_none() {
+        if let Some(meta) = session.meta.clone() {
+            batch.push(StoreOp::SetMeta(meta));
+        }
+    }
+    // One sequence for both kinds keeps their relative order.
+    let base = target.next_seq();
+    let mut records: Vec<(u64, Option<OutboundRecord>, Option<QueuedPublish>)> = session
+        .outbound
+        .into_iter()
+        .map(|(seq, r)| (seq, Some(r), None))
+        .chain(
+            session
+                .queue
+                .into_iter()
+                .map(|(seq, q)| (seq, None, Some(q))),
+        )
+        .collect();
+    records.sort_by_key(|(seq, _, _)| *seq);
+    for (seq, (_, record, queued)) in (base..).zip(records) {
+        if let Some(record) = record {
+            batch.push(StoreOp::PutOutbound { seq, record });
+        }
+        if let Some(message) = queued {
+            batch.push(StoreOp::PushQueue { seq, message });
+        }
+    }
+    for packet_id in session.inbound {
+        batch.push(StoreOp::PutInbound { packet_id });
+    }
+    for subscription in session.subscriptions {
+        if !target
+            .subscriptions
+            .iter()
+            .any(|s| s.filter == subscription.filter)
+        {
+            batch.push(StoreOp::PutSubscription(subscription));
+        }
+    }
+    store.commit(to, batch).await?;
+    store.clear(from).await
+}
