@@ -284,6 +284,7 @@ fn queued_publish(topic: &str, payload: &'static str) -> QueuedPublish {
     QueuedPublish {
         qos: QoS::AtLeastOnce,
         packet: buf.freeze(),
+        expires_at_ms: None,
     }
 }
 
@@ -393,5 +394,56 @@ async fn expired_sessions_without_messages_are_purged_at_start_and_others_kept()
             .len(),
         1,
         "an expired session's messages are never purged"
+    );
+}
+
+#[tokio::test]
+async fn a_queued_message_that_expires_is_dropped_reported_and_never_sent() {
+    let mut broker = Broker::new();
+    broker
+        .fake
+        .refuse
+        .store(u32::MAX, std::sync::atomic::Ordering::SeqCst);
+    let store = MemoryStore::default();
+    let mut b = builder(&broker, store.clone());
+    let mut events = b.events();
+    let (client, _m) = b.start().await.unwrap();
+    let mut short = Publish::new("short", "lived");
+    short.qos = QoS::ExactlyOnce;
+    short.properties.message_expiry_interval = Some(1);
+    let expiring = client.publish_with(short).await.unwrap();
+    let mut long = Publish::new("long", "lived");
+    long.qos = QoS::AtLeastOnce;
+    long.properties.message_expiry_interval = Some(3600);
+    let _lasting = client.publish_with(long).await.unwrap();
+    // Offline all along: the delivery resolves when the interval runs out.
+    assert_eq!(
+        timeout(WAIT, expiring).await.unwrap(),
+        Err(DeliveryError::Expired)
+    );
+    let event = next_event(&mut events, |e| {
+        matches!(e, ClientEvent::MessageExpired { .. })
+    })
+    .await;
+    assert!(matches!(event, ClientEvent::MessageExpired { topic } if topic == "short"));
+    assert_eq!(client.stats().expired, 1);
+    assert_eq!(
+        stored(&store).await.queue.len(),
+        1,
+        "dropped from the store"
+    );
+
+    broker
+        .fake
+        .refuse
+        .store(0, std::sync::atomic::Ordering::SeqCst);
+    let mut peer = broker.next().await;
+    peer.accept(false).await;
+    let sent = peer.publish().await;
+    assert_eq!(sent.topic, "long", "the expired one is never sent");
+    let left = sent.properties.message_expiry_interval.unwrap();
+    assert!(
+        (3598..=3600).contains(&left),
+        "sent with what remains: {left}"
     );
 }

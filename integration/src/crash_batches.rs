@@ -42,6 +42,7 @@ pub fn batch(n: u64) -> Batch {
         message: QueuedPublish {
             qos: mqtt_core::packet::QoS::ExactlyOnce,
             packet: record(n, u64::MAX),
+            expires_at_ms: None,
         },
     });
     if let Some(old) = n.checked_sub(WINDOW) {

@@ -77,6 +77,7 @@ fn sessions() -> Vec<(SessionKey, StoredSession)> {
                         QueuedPublish {
                             qos: QoS::ExactlyOnce,
                             packet: publish(QoS::AtMostOnce, 0, "site/7/q", b"queued"),
+                            expires_at_ms: None,
                         },
                     ),
                     (
@@ -84,6 +85,7 @@ fn sessions() -> Vec<(SessionKey, StoredSession)> {
                         QueuedPublish {
                             qos: QoS::AtMostOnce,
                             packet: publish(QoS::AtMostOnce, 0, "site/7/q", b"second"),
+                            expires_at_ms: None,
                         },
                     ),
                 ],

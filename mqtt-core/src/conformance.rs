@@ -299,6 +299,15 @@ fn queued(tag: u64, qos: QoS, payload_len: usize) -> QueuedPublish {
     QueuedPublish {
         qos,
         packet: encode(Publish::new("conformance/queued", Bytes::from(payload))),
+        expires_at_ms: None,
+    }
+}
+
+/// A queued message with a Message Expiry deadline.
+fn expiring(tag: u64, expires_at_ms: u64) -> QueuedPublish {
+    QueuedPublish {
+        expires_at_ms: Some(expires_at_ms),
+        ..queued(tag, QoS::AtLeastOnce, 16)
     }
 }
 
@@ -364,6 +373,10 @@ fn one_of_each() -> Vec<StoreOp> {
             seq: 3,
             message: queued(3, QoS::ExactlyOnce, 16),
         },
+        StoreOp::PushQueue {
+            seq: 4,
+            message: expiring(4, 1_700_000_060_000),
+        },
         StoreOp::PutSubscription(subscription("plant/+/telemetry", 1)),
     ]
 }
@@ -376,7 +389,10 @@ fn expected_one_of_each() -> StoredSession {
             (2, OutboundRecord::PubRel { packet_id: 11 }),
         ],
         inbound: vec![12],
-        queue: vec![(3, queued(3, QoS::ExactlyOnce, 16))],
+        queue: vec![
+            (3, queued(3, QoS::ExactlyOnce, 16)),
+            (4, expiring(4, 1_700_000_060_000)),
+        ],
         subscriptions: vec![subscription("plant/+/telemetry", 1)],
     }
 }
@@ -933,6 +949,7 @@ async fn payloads_of_0_bytes_1_mib_and_16_mib<F: StoreFactory>(f: &F) -> CheckRe
                     message: QueuedPublish {
                         qos: QoS::AtLeastOnce,
                         packet: make(i + 10, len),
+                        expires_at_ms: None,
                     },
                 },
             ],

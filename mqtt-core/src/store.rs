@@ -167,6 +167,9 @@ pub struct QueuedPublish {
     /// The PUBLISH in MQTT wire format, encoded at QoS 0 so that it carries no packet
     /// identifier; the engine sets QoS and identifier when it sends it.
     pub packet: Bytes,
+    /// When its Message Expiry Interval runs out (milliseconds since the UNIX epoch), if it
+    /// has one: it is sent with what remains of it, and never after.
+    pub expires_at_ms: Option<u64>,
 }
 
 /// One change to a session.
@@ -480,6 +483,7 @@ mod tests {
             QueuedPublish {
                 qos: QoS::AtLeastOnce,
                 packet: Bytes::new(),
+                expires_at_ms: None,
             },
         ));
         assert_eq!(s.next_seq(), 8);

@@ -120,4 +120,8 @@ pub enum DeliveryError {
     /// starts on the same store and session.
     #[error("the client stopped before the message was acknowledged; it resumes on restart")]
     Stopped,
+    /// Its Message Expiry Interval ran out while it waited in the queue: it was dropped from
+    /// the store and never sent.
+    #[error("the message expired in the queue before it could be sent")]
+    Expired,
 }

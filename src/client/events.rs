@@ -91,6 +91,13 @@ pub enum ClientEvent {
         /// Publishes in its offline queue.
         queued: usize,
     },
+    /// A queued message's Message Expiry Interval ran out before it could be sent: it was
+    /// dropped from the store, never sent, and its delivery resolved
+    /// [`DeliveryError::Expired`](super::DeliveryError::Expired).
+    MessageExpired {
+        /// Its topic.
+        topic: String,
+    },
     /// The client stopped; `error` says why if it was not asked to.
     Stopped {
         /// The cause, if it was not [`Client::disconnect`](super::Client::disconnect) or dropping every handle.
@@ -117,6 +124,8 @@ pub struct Stats {
     pub inbound_over_receive_maximum: u64,
     /// Publishes accepted.
     pub published: u64,
+    /// Queued publishes dropped because their Message Expiry Interval ran out.
+    pub expired: u64,
     /// Messages received.
     pub received: u64,
     /// Store commits.
@@ -149,6 +158,7 @@ pub(crate) struct StatsCell {
     pub(crate) inbound_held: AtomicU64,
     pub(crate) inbound_over_receive_maximum: AtomicU64,
     pub(crate) published: AtomicU64,
+    pub(crate) expired: AtomicU64,
     pub(crate) received: AtomicU64,
     pub(crate) commits: AtomicU64,
     pub(crate) committed_ops: AtomicU64,
@@ -167,6 +177,7 @@ impl StatsCell {
             inbound_held: get(&self.inbound_held),
             inbound_over_receive_maximum: get(&self.inbound_over_receive_maximum),
             published: get(&self.published),
+            expired: get(&self.expired),
             received: get(&self.received),
             commits: get(&self.commits),
             committed_ops: get(&self.committed_ops),

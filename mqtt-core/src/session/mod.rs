@@ -127,6 +127,14 @@ pub enum Event {
         /// The reason code of PUBACK or PUBCOMP.
         reason: ReasonCode,
     },
+    /// A queued publish whose Message Expiry Interval ran out before it could be sent: it was
+    /// dropped from the store and never sent.
+    Expired {
+        /// The publish.
+        id: PublishId,
+        /// Its topic.
+        topic: String,
+    },
     /// The server refused a publish (PUBACK or PUBREC with a reason code of 0x80 or more), or it
     /// could not be sent (it exceeds the server's limits).
     Failed {
@@ -460,6 +468,11 @@ pub struct Session {
     connection: Option<Connection>,
     /// When `meta.alive_until_ms` was last moved forward (see `note_alive`).
     alive_stamped_ms: Option<u64>,
+    /// The wall clock as last told (`new`, `tick`), in milliseconds since the UNIX epoch.
+    clock_ms: u64,
+    /// Queued messages with a Message Expiry Interval, by deadline, and each one's deadline.
+    expiries: BTreeSet<(u64, PublishId)>,
+    deadlines: HashMap<PublishId, u64>,
     /// Whether a CONNACK with Success was ever received (later connects resume the session).
     connected_once: bool,
     pending: Output,
@@ -540,6 +553,9 @@ impl Session {
             next_seq: stored.next_seq(),
             connection: None,
             alive_stamped_ms: None,
+            clock_ms: now_ms,
+            expiries: BTreeSet::new(),
+            deadlines: HashMap::new(),
             connected_once: false,
             pending: Output::default(),
             events: VecDeque::new(),
@@ -588,12 +604,17 @@ impl Session {
             let mut publish = decode_publish(&queued.packet)
                 .map_err(|reason| SessionError::BadRecord { seq, reason })?;
             publish.qos = queued.qos;
+            if let Some(at) = queued.expires_at_ms {
+                session.expiries.insert((at, seq));
+                session.deadlines.insert(seq, at);
+            }
             session.queue.push_back((seq, publish));
         }
         if expired {
             session.events.push_back(Event::SessionExpired);
             session.session_lost();
         }
+        session.drop_expired();
         Ok(session)
     }
 

@@ -113,13 +113,23 @@ impl Session {
         let mut stored = publish.clone();
         stored.qos = QoS::AtMostOnce;
         let packet = encode(&stored)?;
+        // It waits: its Message Expiry Interval starts counting now.
+        let expires_at_ms = publish
+            .properties
+            .message_expiry_interval
+            .map(|secs| self.clock_ms.saturating_add(u64::from(secs) * 1000));
         self.pending.commit.push(StoreOp::PushQueue {
             seq: id,
             message: QueuedPublish {
                 qos: publish.qos,
                 packet,
+                expires_at_ms,
             },
         });
+        if let Some(at) = expires_at_ms {
+            self.expiries.insert((at, id));
+            self.deadlines.insert(id, at);
+        }
         self.queue.push_back((id, publish));
         self.drain();
         Ok(id)
@@ -168,7 +178,10 @@ impl Session {
         }
         while let Some((_, front)) = self.queue.front() {
             if front.qos == QoS::AtMostOnce {
-                if let Some((id, publish)) = self.queue.pop_front() {
+                if let Some((id, mut publish)) = self.queue.pop_front() {
+                    if !self.take_remaining_expiry(id, &mut publish) {
+                        continue;
+                    }
                     self.pending.commit.push(StoreOp::RemoveQueue { seq: id });
                     if self
                         .codec
@@ -183,10 +196,76 @@ impl Session {
             if !self.can_start_flow() {
                 return;
             }
-            let Some((id, publish)) = self.queue.pop_front() else {
+            let Some((id, mut publish)) = self.queue.pop_front() else {
                 return;
             };
-            self.start_flow(id, publish, true);
+            if self.take_remaining_expiry(id, &mut publish) {
+                self.start_flow(id, publish, true);
+            }
+        }
+    }
+
+    /// A queued message leaves the queue: with a Message Expiry Interval, it goes out with
+    /// what remains of it (rounded up, at least a second); `false` when nothing remains, and
+    /// then it is dropped from the store and reported ([`Event::Expired`]), never sent.
+    fn take_remaining_expiry(&mut self, id: PublishId, publish: &mut Publish) -> bool {
+        let Some(at) = self.deadlines.remove(&id) else {
+            return true;
+        };
+        self.expiries.remove(&(at, id));
+        if at <= self.clock_ms {
+            self.pending.commit.push(StoreOp::RemoveQueue { seq: id });
+            self.events.push_back(Event::Expired {
+                id,
+                topic: std::mem::take(&mut publish.topic),
+            });
+            return false;
+        }
+        let remaining_secs = (at - self.clock_ms).div_ceil(1000);
+        publish.properties.message_expiry_interval =
+            Some(u32::try_from(remaining_secs).unwrap_or(u32::MAX));
+        true
+    }
+
+    /// Drops every queued message whose Message Expiry Interval ran out by the session's
+    /// clock, without waiting for a connection to try to send it.
+    pub(super) fn drop_expired(&mut self) {
+        while let Some(&(at, id)) = self.expiries.first() {
+            if at > self.clock_ms {
+                return;
+            }
+            self.expiries.remove(&(at, id));
+            self.deadlines.remove(&id);
+            let Some(index) = self.queue.iter().position(|(queued, _)| *queued == id) else {
+                continue;
+            };
+            if let Some((_, publish)) = self.queue.remove(index) {
+                self.pending.commit.push(StoreOp::RemoveQueue { seq: id });
+                self.events.push_back(Event::Expired {
+                    id,
+                    topic: publish.topic,
+                });
+            }
+        }
+    }
+
+    /// Tells the session the wall-clock time (milliseconds since the UNIX epoch): queued
+    /// messages whose Message Expiry Interval ran out are dropped ([`Event::Expired`]), and a
+    /// connected session records that it is alive ([`Session::note_alive`]). Call it often
+    /// (the client does on every turn of its loop); [`Session::next_tick_ms`] says when it is
+    /// next needed.
+    pub fn tick(&mut self, now_ms: u64) {
+        self.clock_ms = self.clock_ms.max(now_ms);
+        self.drop_expired();
+        self.note_alive(now_ms);
+    }
+
+    /// When [`Session::tick`] must next be called, at the latest.
+    pub fn next_tick_ms(&self) -> Option<u64> {
+        let expiry = self.expiries.first().map(|(at, _)| *at);
+        match (expiry, self.next_alive_ms()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         }
     }
 

@@ -1694,3 +1694,65 @@ fn a_kill_while_connected_expires_the_session_locally_once_alive_until_and_expir
     h.session.note_alive(NOW_MS);
     assert!(last_meta(&mut h).is_none());
 }
+
+#[test]
+fn queued_messages_go_out_with_the_remaining_expiry_and_expired_ones_are_never_sent() {
+    let mut h = Harness::new();
+    let expiring = |payload: &'static str, secs: Option<u32>| {
+        let mut p = Publish::new("t/1", payload);
+        p.qos = QoS::AtLeastOnce;
+        p.properties.message_expiry_interval = secs;
+        p
+    };
+    // Offline: all three wait; the clock is NOW_MS.
+    let short = h.session.publish(expiring("short", Some(10))).unwrap();
+    h.session.publish(expiring("long", Some(100))).unwrap();
+    h.session.publish(expiring("forever", None)).unwrap();
+    h.flush();
+    assert_eq!(
+        h.store
+            .queue
+            .values()
+            .map(|q| q.expires_at_ms)
+            .collect::<Vec<_>>(),
+        vec![Some(NOW_MS + 10_000), Some(NOW_MS + 100_000), None],
+        "the deadline is stored with the message"
+    );
+    assert_eq!(h.session.next_tick_ms(), Some(NOW_MS + 10_000));
+    h.session.tick(NOW_MS + 9_999);
+    assert!(h.events().is_empty());
+    h.session.tick(NOW_MS + 10_000);
+    assert_eq!(
+        h.events(),
+        vec![Event::Expired {
+            id: short,
+            topic: "t/1".into()
+        }]
+    );
+    h.flush();
+    assert_eq!(h.store.queue.len(), 2, "dropped from the store");
+
+    // 30.5 s later the broker is back: 69.5 s remain, sent as 70.
+    h.session.tick(NOW_MS + 30_500);
+    let sent = h.connack(false, None);
+    let intervals: Vec<Option<u32>> = sent
+        .iter()
+        .filter_map(|p| match p {
+            Packet::Publish(p) => Some(p.properties.message_expiry_interval),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(intervals, vec![Some(70), None]);
+
+    // A restart after the deadline of a stored message drops it at once.
+    let mut h = Harness::new();
+    h.session.publish(expiring("stale", Some(5))).unwrap();
+    h.flush();
+    let mut restarted = Session::new(options(), h.store.stored(), NOW_MS + 5_000).unwrap();
+    assert!(matches!(
+        restarted.poll_event(),
+        Some(Event::Expired { .. })
+    ));
+    let output = restarted.poll_output(Instant::now()).unwrap();
+    assert!(matches!(output.commit.ops(), [StoreOp::RemoveQueue { .. }]));
+}

@@ -26,7 +26,9 @@
 //! Kinds: `M` metadata (expiry interval, when the connection ended, assigned identifier, and
 //! optionally, in records written since the first fixtures, the alive-until time), `P` outbound PUBLISH (body: the packet in MQTT wire format), `R`
 //! PUBREL pending (body: packet identifier), `I` PUBREC sent (empty body), `Q` queued message
-//! (body: QoS, then the packet in wire format), `S` subscription (body: a SUBSCRIBE in wire
+//! (body: QoS, then the packet in wire format), `E` queued message with a Message Expiry
+//! Interval (body: QoS, the deadline in milliseconds since the UNIX epoch as u64, then the
+//! packet; a new kind like `S`), `S` subscription (body: a SUBSCRIBE in wire
 //! format; added in Mooring 0.1 after the first fixtures, a new kind in the same format
 //! version, so older stores open unchanged). The checksum covers the key, so a value that is
 //! damaged, truncated, zero-filled or moved to another key is detected, never returned.
@@ -54,6 +56,7 @@ const KIND_PUBREL: u8 = b'R';
 const KIND_INBOUND: u8 = b'I';
 const KIND_QUEUED: u8 = b'Q';
 const KIND_SUBSCRIPTION: u8 = b'S';
+const KIND_QUEUED_EXPIRING: u8 = b'E';
 
 /// One write of a batch, in key-value terms.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -217,7 +220,15 @@ pub fn batch_writes(key: &SessionKey, batch: &Batch) -> Vec<KvWrite> {
             StoreOp::RemoveInbound { packet_id } => KvWrite::Delete(inbound_key(key, *packet_id)),
             StoreOp::PushQueue { seq, message } => {
                 let k = queue_key(key, *seq);
-                let v = value(&k, KIND_QUEUED, &[&[message.qos as u8], &message.packet]);
+                let qos = [message.qos as u8];
+                let v = match message.expires_at_ms {
+                    None => value(&k, KIND_QUEUED, &[&qos, &message.packet]),
+                    Some(at) => value(
+                        &k,
+                        KIND_QUEUED_EXPIRING,
+                        &[&qos, &at.to_be_bytes(), &message.packet],
+                    ),
+                };
                 KvWrite::Put(k, v)
             }
             StoreOp::RemoveQueue { seq } => KvWrite::Delete(queue_key(key, *seq)),
@@ -420,17 +431,26 @@ where
                 // Two bytes, so the number fits in a u16.
                 out.inbound.push(be_number(id) as u16);
             }
-            ([SECTION_QUEUE, seq @ ..], KIND_QUEUED) if seq.len() == 8 => {
-                let (&qos, packet) = body
+            ([SECTION_QUEUE, seq @ ..], KIND_QUEUED | KIND_QUEUED_EXPIRING) if seq.len() == 8 => {
+                let (&qos, rest) = body
                     .split_first()
                     .ok_or_else(|| bad("a queued message holds no QoS".to_owned()))?;
                 let qos = QoS::from_u8(qos)
                     .ok_or_else(|| bad(format!("a queued message has QoS {qos}")))?;
+                let (expires_at_ms, packet) = if kind == KIND_QUEUED_EXPIRING {
+                    let (at, packet) = rest
+                        .split_first_chunk::<8>()
+                        .ok_or_else(|| bad("an expiring message holds no deadline".to_owned()))?;
+                    (Some(u64::from_be_bytes(*at)), packet)
+                } else {
+                    (None, rest)
+                };
                 out.queue.push((
                     be_number(seq),
                     QueuedPublish {
                         qos,
                         packet: Bytes::copy_from_slice(packet),
+                        expires_at_ms,
                     },
                 ));
             }

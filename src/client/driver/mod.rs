@@ -265,12 +265,12 @@ impl Driver {
     /// One turn of the loop; `false` once the client has stopped.
     async fn turn(&mut self) -> bool {
         self.admit_parked();
-        if self.conn.is_up() {
-            let now = now_ms();
-            if let Some(session) = self.session() {
-                session.note_alive(now);
-            }
+        let now = now_ms();
+        for slot in &mut self.slots {
+            slot.session.tick(now);
         }
+        // Expired queued messages resolve their deliveries.
+        self.settle_events().await;
         self.pump(Flush::WhenDue).await;
         self.progress_disconnect().await;
         self.update_stats();
@@ -351,8 +351,9 @@ impl Driver {
         }
         if let Some(next) = self
             .slots
-            .get(self.active)
-            .and_then(|s| s.session.next_alive_ms())
+            .iter()
+            .filter_map(|s| s.session.next_tick_ms())
+            .min()
         {
             let wait = next.saturating_sub(now_ms());
             at = at.min(Instant::now() + Duration::from_millis(wait));
@@ -407,6 +408,13 @@ impl Driver {
     fn on_event(&mut self, slot: usize, event: Event) {
         match event {
             Event::Delivered { id, reason } => self.publishes.resolve(slot, id, Ok(reason)),
+            Event::Expired { id, topic } => {
+                self.stats.expired.fetch_add(1, Ordering::Relaxed);
+                warn!(%topic, "a queued message expired before it could be sent; dropped");
+                self.publishes
+                    .resolve(slot, id, Err(super::DeliveryError::Expired));
+                self.emit(ClientEvent::MessageExpired { topic });
+            }
             Event::Failed { id, reason } => {
                 self.publishes
                     .resolve(slot, id, Err(super::DeliveryError::Refused(reason)))

@@ -90,6 +90,8 @@ impl Driver {
             let _ = reply.send(Err(ClientError::Stopped));
             return;
         };
+        // The clock a Message Expiry Interval starts from must be now, not the loop's last turn.
+        session.tick(super::now_ms());
         match session.publish(publish) {
             Ok(id) => {
                 let (tx, rx) = oneshot::channel();
