@@ -13,7 +13,7 @@ use bytes::BytesMut;
 use futures_util::StreamExt;
 use mooring::client::{
     Client, ClientError, ClientEvent, ConnectAttempt, ConnectError, DeliveryError, HookError,
-    Refusal, ServerUrl,
+    QueuePolicy, Refusal, ServerUrl,
 };
 use mooring::packet::{Codec, ConnAck, Packet, PubAck, Publish, QoS, ReasonCode};
 use mooring::store::{
@@ -446,4 +446,104 @@ async fn a_queued_message_that_expires_is_dropped_reported_and_never_sent() {
         (3598..=3600).contains(&left),
         "sent with what remains: {left}"
     );
+}
+
+/// A client that cannot connect (the broker refuses), so everything queues.
+async fn offline_client(
+    broker: &Broker,
+    store: &MemoryStore,
+    configure: impl FnOnce(mooring::client::ClientBuilder) -> mooring::client::ClientBuilder,
+) -> (Client, tokio::sync::broadcast::Receiver<ClientEvent>) {
+    broker
+        .fake
+        .refuse
+        .store(u32::MAX, std::sync::atomic::Ordering::SeqCst);
+    let mut b = configure(builder(broker, store.clone()));
+    let events = b.events();
+    let (client, _m) = b.start().await.unwrap();
+    (client, events)
+}
+
+#[tokio::test]
+async fn a_full_queue_drops_its_oldest_messages_by_policy_with_an_event_each() {
+    let broker = Broker::new();
+    let store = MemoryStore::default();
+    let (client, mut events) = offline_client(&broker, &store, |b| {
+        b.queue_limit(3, QueuePolicy::DropOldest)
+    })
+    .await;
+    let mut deliveries = Vec::new();
+    for i in 0..5 {
+        deliveries.push(
+            client
+                .publish("reading", format!("{i}"), QoS::AtLeastOnce)
+                .await
+                .unwrap(),
+        );
+    }
+    let kept: Vec<String> = stored(&store)
+        .await
+        .queue
+        .iter()
+        .map(|(_, q)| String::from_utf8_lossy(&q.packet[q.packet.len() - 1..]).into_owned())
+        .collect();
+    assert_eq!(kept, ["2", "3", "4"], "the newest three are kept");
+    let mut deliveries = deliveries.into_iter();
+    for _ in 0..2 {
+        let dropped = deliveries.next().unwrap();
+        assert_eq!(
+            timeout(WAIT, dropped).await.unwrap(),
+            Err(DeliveryError::Dropped)
+        );
+        let event = next_event(&mut events, |e| {
+            matches!(e, ClientEvent::MessageDropped { .. })
+        })
+        .await;
+        assert!(matches!(event, ClientEvent::MessageDropped { topic } if topic == "reading"));
+    }
+    assert_eq!(client.stats().dropped_oldest, 2);
+}
+
+#[tokio::test]
+async fn the_queue_is_bounded_by_bytes_too_and_try_publish_never_waits() {
+    let broker = Broker::new();
+    let store = MemoryStore::default();
+    // Room for two 100-byte payloads (with their topics), not three; the policy is to wait.
+    let (client, _events) = offline_client(&broker, &store, |b| {
+        b.queue_limit(1_000, QueuePolicy::Wait)
+            .queue_limit_bytes(250)
+    })
+    .await;
+    let payload = "x".repeat(100);
+    let mut first = Publish::new("t", payload.clone());
+    first.qos = QoS::AtLeastOnce;
+    let _one = client.publish_with(first.clone()).await.unwrap();
+    let _two = client.publish_with(first.clone()).await.unwrap();
+    assert!(client.stats().queued_bytes > 200);
+    // The third would wait under the policy; try_publish says "full" at once instead.
+    assert!(matches!(
+        timeout(WAIT, client.try_publish(first.clone()))
+            .await
+            .unwrap(),
+        Err(ClientError::QueueFull(_))
+    ));
+    let waiting = tokio::spawn({
+        let client = client.clone();
+        let first = first.clone();
+        async move { client.publish_with(first).await }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        !waiting.is_finished(),
+        "publish waits for room under QueuePolicy::Wait"
+    );
+    assert_eq!(stored(&store).await.queue.len(), 2);
+    // A message that could never fit is refused whatever the policy.
+    let mut huge = Publish::new("t", "y".repeat(300));
+    huge.qos = QoS::AtLeastOnce;
+    assert!(matches!(
+        client.publish_with(huge).await,
+        Err(ClientError::QueueFull(_))
+    ));
+    waiting.abort();
 }

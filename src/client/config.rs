@@ -58,7 +58,9 @@ pub struct ClientConfig {
     pub reconnect: Backoff,
     /// Durable queue limit.
     pub queue_limit: usize,
-    /// What a publish does when the queue is full: `"wait"` or `"fail"`.
+    /// Durable queue limit in bytes, if any.
+    pub queue_limit_bytes: Option<usize>,
+    /// What a publish does when the queue is full: `"wait"`, `"fail"` or `"drop_oldest"`.
     pub queue_full: QueuePolicy,
     /// TLS files for `mqtts://` and `wss://` servers.
     pub tls: Option<TlsFiles>,
@@ -108,6 +110,7 @@ impl Default for ClientConfig {
             connect_timeout_ms: 10_000,
             reconnect: Backoff::default(),
             queue_limit: 100_000,
+            queue_limit_bytes: None,
             queue_full: QueuePolicy::Wait,
             tls: None,
         }
@@ -129,6 +132,9 @@ impl ClientBuilder {
             .reconnect(config.reconnect.clone())
             .connect_timeout(Duration::from_millis(config.connect_timeout_ms))
             .queue_limit(config.queue_limit, config.queue_full);
+        if let Some(bytes) = config.queue_limit_bytes {
+            b = b.queue_limit_bytes(bytes);
+        }
         b.servers = config.servers.clone();
         b.settings.cluster_scope = config.cluster_scope.clone();
         b.settings.session.username = config.username.clone();

@@ -124,4 +124,8 @@ pub enum DeliveryError {
     /// the store and never sent.
     #[error("the message expired in the queue before it could be sent")]
     Expired,
+    /// The queue was full and its policy is `QueuePolicy::DropOldest`: this message, the
+    /// oldest, was dropped from the store unsent to make room.
+    #[error("the queue was full: the message was dropped, unsent, to make room for newer ones")]
+    Dropped,
 }

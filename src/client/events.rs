@@ -98,6 +98,13 @@ pub enum ClientEvent {
         /// Its topic.
         topic: String,
     },
+    /// The queue was full and its policy drops the oldest: this message was dropped from the
+    /// store unsent, and its delivery resolved
+    /// [`DeliveryError::Dropped`](super::DeliveryError::Dropped).
+    MessageDropped {
+        /// Its topic.
+        topic: String,
+    },
     /// The client stopped; `error` says why if it was not asked to.
     Stopped {
         /// The cause, if it was not [`Client::disconnect`](super::Client::disconnect) or dropping every handle.
@@ -126,6 +133,10 @@ pub struct Stats {
     pub published: u64,
     /// Queued publishes dropped because their Message Expiry Interval ran out.
     pub expired: u64,
+    /// Queued publishes dropped to make room (`QueuePolicy::DropOldest`).
+    pub dropped_oldest: u64,
+    /// Bytes the queued publishes take in the store.
+    pub queued_bytes: u64,
     /// Messages received.
     pub received: u64,
     /// Store commits.
@@ -159,6 +170,8 @@ pub(crate) struct StatsCell {
     pub(crate) inbound_over_receive_maximum: AtomicU64,
     pub(crate) published: AtomicU64,
     pub(crate) expired: AtomicU64,
+    pub(crate) dropped_oldest: AtomicU64,
+    pub(crate) queued_bytes: AtomicU64,
     pub(crate) received: AtomicU64,
     pub(crate) commits: AtomicU64,
     pub(crate) committed_ops: AtomicU64,
@@ -178,6 +191,8 @@ impl StatsCell {
             inbound_over_receive_maximum: get(&self.inbound_over_receive_maximum),
             published: get(&self.published),
             expired: get(&self.expired),
+            dropped_oldest: get(&self.dropped_oldest),
+            queued_bytes: get(&self.queued_bytes),
             received: get(&self.received),
             commits: get(&self.commits),
             committed_ops: get(&self.committed_ops),

@@ -162,7 +162,24 @@ impl Client {
     /// a message received from the server can be forwarded as it is (`message.into_publish()`
     /// with a new topic).
     pub async fn publish_with(&self, publish: Publish) -> Result<Delivery, ClientError> {
-        self.call(|reply| Command::Publish { publish, reply }).await
+        self.call(|reply| Command::Publish {
+            publish,
+            when_full: None,
+            reply,
+        })
+        .await
+    }
+
+    /// Like [`Client::publish_with`], but never waits for room in the durable queue: when it
+    /// is full (its count or its bytes), fails at once with [`ClientError::QueueFull`],
+    /// whatever the queue policy. It still returns only once the message is durable.
+    pub async fn try_publish(&self, publish: Publish) -> Result<Delivery, ClientError> {
+        self.call(|reply| Command::Publish {
+            publish,
+            when_full: Some(QueuePolicy::Fail),
+            reply,
+        })
+        .await
     }
 
     /// Subscribes to one filter and returns the QoS the server granted.

@@ -76,7 +76,7 @@ mod millis {
     }
 }
 
-/// What `publish` does when the durable queue holds its limit.
+/// What `publish` does when the durable queue holds its limit (of messages or of bytes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum QueuePolicy {
@@ -85,6 +85,10 @@ pub enum QueuePolicy {
     Wait,
     /// Fail the publish with `ClientError::QueueFull`.
     Fail,
+    /// Make room by dropping the oldest queued messages, unsent: each one's delivery resolves
+    /// `DeliveryError::Dropped` and a `ClientEvent::MessageDropped` names it. For telemetry
+    /// where the newest readings matter most.
+    DropOldest,
 }
 
 /// What a hook may change before a connection attempt: credentials, CONNECT user properties and
@@ -160,6 +164,8 @@ pub(crate) struct Settings {
     pub(crate) write_timeout: Duration,
     pub(crate) drain_timeout: Duration,
     pub(crate) queue_limit: usize,
+    /// The most bytes the queued messages may take in the store, if bounded.
+    pub(crate) queue_limit_bytes: Option<usize>,
     pub(crate) queue_policy: QueuePolicy,
     pub(crate) inbox_capacity: usize,
     /// Acks are the client's, given when a message is handed to the application; the engine
@@ -210,6 +216,7 @@ impl Default for ClientBuilder {
                 write_timeout: Duration::from_secs(30),
                 drain_timeout: Duration::from_secs(5),
                 queue_limit: 100_000,
+                queue_limit_bytes: None,
                 queue_policy: QueuePolicy::Wait,
                 inbox_capacity: 1024,
                 auto_ack: false,
@@ -398,6 +405,15 @@ impl ClientBuilder {
     pub fn queue_limit(mut self, limit: usize, policy: QueuePolicy) -> Self {
         self.settings.queue_limit = limit.max(1);
         self.settings.queue_policy = policy;
+        self
+    }
+
+    /// Bounds the durable queue by the bytes its messages take in the store as well (each
+    /// message's PUBLISH packet), beyond [`queue_limit`](Self::queue_limit)'s count; the same
+    /// policy applies. A single message larger than this is refused with
+    /// `ClientError::QueueFull`.
+    pub fn queue_limit_bytes(mut self, bytes: usize) -> Self {
+        self.settings.queue_limit_bytes = Some(bytes.max(1));
         self
     }
 

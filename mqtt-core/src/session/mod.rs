@@ -135,6 +135,14 @@ pub enum Event {
         /// Its topic.
         topic: String,
     },
+    /// A queued publish dropped, unsent, to make room for newer ones
+    /// ([`Session::drop_oldest_queued`]).
+    Dropped {
+        /// The publish.
+        id: PublishId,
+        /// Its topic.
+        topic: String,
+    },
     /// The server refused a publish (PUBACK or PUBREC with a reason code of 0x80 or more), or it
     /// could not be sent (it exceeds the server's limits).
     Failed {
@@ -430,8 +438,11 @@ pub struct Session {
     /// Sequence number of each in-flight packet identifier.
     by_packet_id: HashMap<u16, u64>,
     ids: PacketIds,
-    /// Accepted publishes without an identifier yet, FIFO, with their delivery ids.
-    queue: VecDeque<(PublishId, Publish)>,
+    /// Accepted publishes without an identifier yet, FIFO, with their ids and the size of
+    /// their stored records.
+    queue: VecDeque<(PublishId, Publish, usize)>,
+    /// The sum of those sizes.
+    queued_bytes: usize,
     /// Inbound QoS 2 PUBLISH answered with PUBREC (durable markers), awaiting PUBREL.
     inbound_pubrec: BTreeSet<u16>,
     /// Inbound QoS 1/2 messages of the current connection, in arrival order: acks go out in
@@ -533,6 +544,7 @@ impl Session {
             by_packet_id: HashMap::new(),
             ids: PacketIds::default(),
             queue: VecDeque::new(),
+            queued_bytes: 0,
             inbound_pubrec: stored.inbound.iter().copied().collect(),
             acks: VecDeque::new(),
             stale: HashMap::new(),
@@ -608,7 +620,8 @@ impl Session {
                 session.expiries.insert((at, seq));
                 session.deadlines.insert(seq, at);
             }
-            session.queue.push_back((seq, publish));
+            session.queued_bytes += queued.packet.len();
+            session.queue.push_back((seq, publish, queued.packet.len()));
         }
         if expired {
             session.events.push_back(Event::SessionExpired);

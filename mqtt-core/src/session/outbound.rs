@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use super::{Event, Flow, PublishError, PublishId, Session, Stage, encode};
-use crate::packet::{Packet, PubAck, Publish, QoS, ReasonCode};
+use crate::packet::{Codec, Packet, PubAck, Publish, QoS, ReasonCode};
 use crate::store::{OutboundRecord, QueuedPublish, StoreOp};
 
 /// Outbound Topic Alias mappings of one connection: assigned on first use, the least recently
@@ -113,6 +113,7 @@ impl Session {
         let mut stored = publish.clone();
         stored.qos = QoS::AtMostOnce;
         let packet = encode(&stored)?;
+        let size = packet.len();
         // It waits: its Message Expiry Interval starts counting now.
         let expires_at_ms = publish
             .properties
@@ -130,7 +131,8 @@ impl Session {
             self.expiries.insert((at, id));
             self.deadlines.insert(id, at);
         }
-        self.queue.push_back((id, publish));
+        self.queued_bytes += size;
+        self.queue.push_back((id, publish, size));
         self.drain();
         Ok(id)
     }
@@ -176,9 +178,10 @@ impl Session {
             // New flows are sent as they are made; only a new connection unsends them.
             self.unsent_from = None;
         }
-        while let Some((_, front)) = self.queue.front() {
+        while let Some((_, front, _)) = self.queue.front() {
             if front.qos == QoS::AtMostOnce {
-                if let Some((id, mut publish)) = self.queue.pop_front() {
+                if let Some((id, mut publish, size)) = self.queue.pop_front() {
+                    self.queued_bytes = self.queued_bytes.saturating_sub(size);
                     if !self.take_remaining_expiry(id, &mut publish) {
                         continue;
                     }
@@ -196,9 +199,10 @@ impl Session {
             if !self.can_start_flow() {
                 return;
             }
-            let Some((id, mut publish)) = self.queue.pop_front() else {
+            let Some((id, mut publish, size)) = self.queue.pop_front() else {
                 return;
             };
+            self.queued_bytes = self.queued_bytes.saturating_sub(size);
             if self.take_remaining_expiry(id, &mut publish) {
                 self.start_flow(id, publish, true);
             }
@@ -236,10 +240,11 @@ impl Session {
             }
             self.expiries.remove(&(at, id));
             self.deadlines.remove(&id);
-            let Some(index) = self.queue.iter().position(|(queued, _)| *queued == id) else {
+            let Some(index) = self.queue.iter().position(|(queued, _, _)| *queued == id) else {
                 continue;
             };
-            if let Some((_, publish)) = self.queue.remove(index) {
+            if let Some((_, publish, size)) = self.queue.remove(index) {
+                self.queued_bytes = self.queued_bytes.saturating_sub(size);
                 self.pending.commit.push(StoreOp::RemoveQueue { seq: id });
                 self.events.push_back(Event::Expired {
                     id,
@@ -454,5 +459,37 @@ impl Session {
     /// Publishes accepted and waiting for an identifier, a connection or send quota.
     pub fn queued(&self) -> usize {
         self.queue.len()
+    }
+
+    /// The stored size of the queued publishes, in bytes (their records' packets).
+    pub fn queued_bytes(&self) -> usize {
+        self.queued_bytes
+    }
+
+    /// The stored size a publish would take in the queue (its packet at QoS 0, without an
+    /// identifier); `None` for a publish the codec refuses.
+    pub fn queued_size_of(publish: &Publish) -> Option<usize> {
+        let mut probe = publish.clone();
+        probe.qos = QoS::AtMostOnce;
+        probe.packet_id = 0;
+        probe.dup = false;
+        Codec::default().encoded_len(&Packet::Publish(probe)).ok()
+    }
+
+    /// Drops the oldest queued publish, unsent, to make room: it leaves the store with the next
+    /// [`Output`](super::Output) and is reported as [`Event::Dropped`]. Returns its id; `None`
+    /// when the queue is empty.
+    pub fn drop_oldest_queued(&mut self) -> Option<PublishId> {
+        let (id, publish, size) = self.queue.pop_front()?;
+        self.queued_bytes = self.queued_bytes.saturating_sub(size);
+        if let Some(at) = self.deadlines.remove(&id) {
+            self.expiries.remove(&(at, id));
+        }
+        self.pending.commit.push(StoreOp::RemoveQueue { seq: id });
+        self.events.push_back(Event::Dropped {
+            id,
+            topic: publish.topic,
+        });
+        Some(id)
     }
 }

@@ -4,6 +4,7 @@ use bytes::Bytes;
 use tokio::sync::oneshot;
 
 use super::super::message::Verdict;
+use super::super::options::QueuePolicy;
 use super::super::{ClientError, Delivery, Message, SubAckInfo};
 use super::requests::SubscriptionChange;
 use super::{Driver, Reply};
@@ -16,6 +17,8 @@ use crate::session::MessageTag;
 pub(crate) enum Command {
     Publish {
         publish: Publish,
+        /// The policy for a full queue, when the call sets its own (`try_publish`).
+        when_full: Option<QueuePolicy>,
         reply: Reply<Delivery>,
     },
     Subscribe {
@@ -99,7 +102,11 @@ impl Command {
 impl Driver {
     pub(super) fn on_command(&mut self, command: Command) {
         match command {
-            Command::Publish { publish, reply } => self.on_publish(publish, reply),
+            Command::Publish {
+                publish,
+                when_full,
+                reply,
+            } => self.on_publish(publish, when_full, reply),
             Command::Subscribe {
                 subscriptions,
                 properties,

@@ -369,6 +369,8 @@ impl Driver {
             .store(in_flight as u64, Ordering::Relaxed);
         s.queued
             .store((queued + self.publishes.parked()) as u64, Ordering::Relaxed);
+        let queued_bytes: usize = self.slots.iter().map(|s| s.session.queued_bytes()).sum();
+        s.queued_bytes.store(queued_bytes as u64, Ordering::Relaxed);
         let held: usize = self.slots.iter().map(|s| s.session.held()).sum();
         let held_total: u64 = self.slots.iter().map(|s| s.session.held_total()).sum();
         s.inbound_held.store(held as u64, Ordering::Relaxed);
@@ -408,6 +410,13 @@ impl Driver {
     fn on_event(&mut self, slot: usize, event: Event) {
         match event {
             Event::Delivered { id, reason } => self.publishes.resolve(slot, id, Ok(reason)),
+            Event::Dropped { id, topic } => {
+                self.stats.dropped_oldest.fetch_add(1, Ordering::Relaxed);
+                warn!(%topic, "the queue was full: its oldest message was dropped, unsent");
+                self.publishes
+                    .resolve(slot, id, Err(super::DeliveryError::Dropped));
+                self.emit(ClientEvent::MessageDropped { topic });
+            }
             Event::Expired { id, topic } => {
                 self.stats.expired.fetch_add(1, Ordering::Relaxed);
                 warn!(%topic, "a queued message expired before it could be sent; dropped");

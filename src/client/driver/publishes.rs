@@ -11,7 +11,7 @@ use super::super::{ClientError, Delivery, DeliveryError};
 use super::pipeline::Waiter;
 use super::{Driver, Reply};
 use crate::packet::{Publish, QoS, ReasonCode};
-use crate::session::PublishId;
+use crate::session::{PublishId, Session};
 
 type Outcome = Result<ReasonCode, DeliveryError>;
 
@@ -55,32 +55,67 @@ impl Publishes {
 }
 
 impl Driver {
-    /// A publish from a handle: accepted, parked, or refused by the queue policy.
-    pub(super) fn on_publish(&mut self, publish: Publish, reply: Reply<Delivery>) {
+    /// A publish from a handle: accepted, parked, or refused, by the queue's limits (count and
+    /// bytes) and the policy in force (the call's own, or the client's).
+    pub(super) fn on_publish(
+        &mut self,
+        publish: Publish,
+        when_full: Option<QueuePolicy>,
+        reply: Reply<Delivery>,
+    ) {
         if self.stopping.is_disconnecting() {
             let _ = reply.send(Err(ClientError::Stopped));
             return;
         }
-        let queued = self.queued();
-        let qos0_goes_out_now = publish.qos == QoS::AtMostOnce && self.conn.is_up() && queued == 0;
-        let parked = self.publishes.parked.len();
-        if !qos0_goes_out_now && (queued + parked >= self.settings.queue_limit || parked > 0) {
-            match self.settings.queue_policy {
-                QueuePolicy::Fail => {
-                    let _ = reply.send(Err(ClientError::QueueFull(self.settings.queue_limit)));
-                }
-                QueuePolicy::Wait => self.publishes.parked.push_back((publish, reply)),
-            }
+        let size = Session::queued_size_of(&publish).unwrap_or(0);
+        if self
+            .settings
+            .queue_limit_bytes
+            .is_some_and(|limit| size > limit)
+        {
+            // It could never fit, whatever the policy.
+            let _ = reply.send(Err(ClientError::QueueFull(self.settings.queue_limit)));
             return;
         }
-        self.accept(publish, reply);
+        let qos0_goes_out_now =
+            publish.qos == QoS::AtMostOnce && self.conn.is_up() && self.queued().0 == 0;
+        let parked = self.publishes.parked.len();
+        if qos0_goes_out_now || (parked == 0 && self.has_room_for(size)) {
+            self.accept(publish, reply);
+            return;
+        }
+        match when_full.unwrap_or(self.settings.queue_policy) {
+            QueuePolicy::Fail => {
+                let _ = reply.send(Err(ClientError::QueueFull(self.settings.queue_limit)));
+            }
+            QueuePolicy::Wait => self.publishes.parked.push_back((publish, reply)),
+            QueuePolicy::DropOldest => {
+                while !self.has_room_for(size) {
+                    let dropped = self.session().and_then(Session::drop_oldest_queued);
+                    if dropped.is_none() {
+                        break;
+                    }
+                }
+                self.accept(publish, reply);
+            }
+        }
     }
 
-    /// The active session's durable queue length.
-    fn queued(&self) -> usize {
+    /// The active session's durable queue: messages and bytes.
+    fn queued(&self) -> (usize, usize) {
         self.slots
             .get(self.active)
-            .map_or(0, |s| s.session.queued())
+            .map_or((0, 0), |s| (s.session.queued(), s.session.queued_bytes()))
+    }
+
+    /// Whether a message of `size` bytes fits in the queue now.
+    fn has_room_for(&self, size: usize) -> bool {
+        let (count, bytes) = self.queued();
+        count < self.settings.queue_limit
+            && self
+                .settings
+                .queue_limit_bytes
+                .is_none_or(|limit| bytes + size <= limit)
     }
 
     fn accept(&mut self, publish: Publish, reply: Reply<Delivery>) {
@@ -111,14 +146,15 @@ impl Driver {
         }
     }
 
-    /// Lets waiting publishers in while the queue has room.
+    /// Lets waiting publishers in, in order, while the queue has room.
     pub(super) fn admit_parked(&mut self) {
         if self.stopping.is_disconnecting() {
             self.publishes.refuse_parked();
             return;
         }
-        while !self.publishes.parked.is_empty() {
-            if self.queued() >= self.settings.queue_limit {
+        while let Some((front, _)) = self.publishes.parked.front() {
+            let size = Session::queued_size_of(front).unwrap_or(0);
+            if !self.has_room_for(size) {
                 return;
             }
             if let Some((publish, reply)) = self.publishes.parked.pop_front() {
