@@ -17,7 +17,8 @@ use mooring::client::{
 };
 use mooring::packet::{Codec, ConnAck, Packet, PubAck, Publish, QoS, ReasonCode};
 use mooring::store::{
-    Batch, MemoryStore, QueuedPublish, SessionKey, SessionMeta, SessionStore, StoreError, StoreOp,
+    Batch, MemoryStore, QueuedPublish, SessionKey, SessionMeta, SessionStore, SetAside, StoreError,
+    StoreOp,
 };
 use tokio::time::timeout;
 
@@ -546,4 +547,26 @@ async fn the_queue_is_bounded_by_bytes_too_and_try_publish_never_waits() {
         Err(ClientError::QueueFull(_))
     ));
     waiting.abort();
+}
+
+#[tokio::test]
+async fn a_store_set_aside_is_reported_when_the_client_starts() {
+    let mut broker = Broker::new();
+    let set_aside = SetAside {
+        path: "gateway.redb".into(),
+        moved_to: "gateway.redb.damaged-1764000000000".into(),
+        cause: "Not a redb database: magic number mismatch".into(),
+    };
+    let mut b = builder(&broker, MemoryStore::default()).store_set_aside(set_aside);
+    let mut events = b.events();
+    let (_client, _m, _peer) = connected(&mut broker, b).await;
+    let event = next_event(&mut events, |e| {
+        matches!(e, ClientEvent::StoreSetAside { .. })
+    })
+    .await;
+    assert!(
+        matches!(&event, ClientEvent::StoreSetAside { moved_to, cause, .. }
+            if moved_to.ends_with("gateway.redb.damaged-1764000000000") && cause.contains("magic")),
+        "{event:?}"
+    );
 }

@@ -36,9 +36,11 @@
 mod kv;
 pub mod layout;
 mod maintenance;
+mod set_aside;
 
 pub use kv::{Entries, KvBackend, KvOpen, KvStore};
 pub use maintenance::{HeldMessages, move_session, purge_expired_sessions, stranded_sessions};
+pub use set_aside::{SetAside, open_or_set_aside};
 
 use std::fmt;
 
@@ -350,6 +352,22 @@ pub enum StoreError {
         /// The session.
         session: String,
     },
+    /// The store at `path` could not be opened. `damaged` says the file itself is unreadable
+    /// (not a store, truncated, corrupted), as opposed to the system refusing it (permissions,
+    /// a missing directory, a full disk); only a damaged store may be set aside
+    /// ([`open_or_set_aside`]).
+    #[error("cannot open the store at {path}: {cause}{}", if *damaged { " (the file is damaged)" } else { "" })]
+    Open {
+        /// The file or directory.
+        path: String,
+        /// Why, in the backend's words.
+        cause: String,
+        /// Whether the file is damaged.
+        damaged: bool,
+        /// The underlying error.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
     /// Another process holds the store open.
     #[error(
         "the store at {path} is open in another process; stop that process or use another path"
@@ -372,6 +390,22 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// The store at `path` cannot be opened because of `source`; `damaged` as in
+    /// [`StoreError::Open`].
+    pub fn open(
+        path: &std::path::Path,
+        damaged: bool,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        let source = source.into();
+        Self::Open {
+            path: path.display().to_string(),
+            cause: source.to_string(),
+            damaged,
+            source: Some(source),
+        }
+    }
+
     /// A backend error with its source.
     pub fn backend(
         backend: &'static str,

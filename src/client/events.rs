@@ -105,6 +105,17 @@ pub enum ClientEvent {
         /// Its topic.
         topic: String,
     },
+    /// The store would not open because it was damaged: it was moved aside (kept, never
+    /// deleted) and the client runs on a fresh one. The session it held, and its messages, are
+    /// in the moved file. Reported once at start (`ClientBuilder::store_set_aside`).
+    StoreSetAside {
+        /// Where the store is, fresh.
+        path: std::path::PathBuf,
+        /// Where the damaged one was moved.
+        moved_to: std::path::PathBuf,
+        /// Why it would not open.
+        cause: String,
+    },
     /// The client stopped; `error` says why if it was not asked to.
     Stopped {
         /// The cause, if it was not [`Client::disconnect`](super::Client::disconnect) or dropping every handle.

@@ -468,6 +468,19 @@ impl ClientBuilder {
             .events
             .clone()
             .unwrap_or_else(|| broadcast::channel(options::EVENT_CAPACITY).0);
+        if let Some(set_aside) = self.set_aside.clone() {
+            tracing::warn!(
+                path = %set_aside.path.display(),
+                moved_to = %set_aside.moved_to.display(),
+                cause = %set_aside.cause,
+                "the store was damaged: it was moved aside and a fresh one started"
+            );
+            let _ = events.send(ClientEvent::StoreSetAside {
+                path: set_aside.path,
+                moved_to: set_aside.moved_to,
+                cause: set_aside.cause,
+            });
+        }
         let (inbox, inbox_rx) = mpsc::channel(settings.inbox_capacity);
         let (alive, alive_rx) = oneshot::channel();
         let (first_tx, first_rx) = oneshot::channel();

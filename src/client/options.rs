@@ -15,7 +15,7 @@ use super::transport::{BoxFuture, Connector, TransportOptions};
 use super::url::ServerUrl;
 use crate::packet::{UserProperty, Will};
 use crate::session::{Authenticator, SessionOptions};
-use crate::store::SessionStore;
+use crate::store::{SessionStore, SetAside};
 
 /// Reconnect delays: exponential backoff with full jitter.
 ///
@@ -193,6 +193,8 @@ pub struct ClientBuilder {
     pub(crate) response_topic: Option<String>,
     /// The client's event channel, when the application subscribed before starting.
     pub(crate) events: Option<broadcast::Sender<ClientEvent>>,
+    /// A damaged store the application set aside before starting, to report.
+    pub(crate) set_aside: Option<SetAside>,
     /// Everything else, as the driver will get it.
     pub(crate) settings: Settings,
 }
@@ -207,6 +209,7 @@ impl Default for ClientBuilder {
             command_capacity: 1024,
             response_topic: None,
             events: None,
+            set_aside: None,
             settings: Settings {
                 servers: Vec::new(),
                 session,
@@ -530,6 +533,27 @@ impl ClientBuilder {
         self.events
             .get_or_insert_with(|| broadcast::channel(EVENT_CAPACITY).0)
             .subscribe()
+    }
+
+    /// Reports, as `ClientEvent::StoreSetAside` when the client starts (and a warning), that
+    /// the store was opened by [`open_or_set_aside`](crate::store::open_or_set_aside) after
+    /// moving a damaged one aside.
+    ///
+    /// ```no_run
+    /// # async fn f() -> Result<(), Box<dyn std::error::Error>> {
+    /// use mooring::Client;
+    /// use mooring::store::{RedbStore, open_or_set_aside};
+    /// let (store, set_aside) = open_or_set_aside("gateway.redb", RedbStore::open)?;
+    /// let mut builder = Client::builder().server("mqtt://10.0.0.5").store(store);
+    /// if let Some(set_aside) = set_aside {
+    ///     builder = builder.store_set_aside(set_aside);
+    /// }
+    /// let (client, _messages) = builder.start().await?;
+    /// # let _ = client; Ok(()) }
+    /// ```
+    pub fn store_set_aside(mut self, set_aside: SetAside) -> Self {
+        self.set_aside = Some(set_aside);
+        self
     }
 
     /// The topic [`Client::request`](super::Client::request) asks responses on

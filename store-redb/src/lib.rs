@@ -26,7 +26,8 @@ use std::path::{Path, PathBuf};
 use mqtt_core::store::layout::KvWrite;
 use mqtt_core::store::{Entries, KvBackend, KvOpen, KvStore, StoreError};
 use redb::{
-    Database, DatabaseError, Durability, ReadableDatabase, StorageBackend, TableDefinition,
+    Database, DatabaseError, Durability, ReadableDatabase, StorageBackend, StorageError,
+    TableDefinition,
 };
 
 /// The durable session store on redb.
@@ -42,8 +43,22 @@ fn open_database(path: &Path) -> Result<Database, StoreError> {
         DatabaseError::DatabaseAlreadyOpen => StoreError::Locked {
             path: path.display().to_string(),
         },
-        other => backend_error(other),
+        other => {
+            let damaged = is_damage(&other);
+            StoreError::open(path, damaged, redb::Error::from(other))
+        }
     })
+}
+
+/// Whether redb refused the file for what is in it: not a redb database, or corrupted.
+fn is_damage(error: &DatabaseError) -> bool {
+    match error {
+        DatabaseError::Storage(StorageError::Corrupted(_)) => true,
+        DatabaseError::Storage(StorageError::Io(io)) => {
+            io.kind() == std::io::ErrorKind::InvalidData
+        }
+        _ => false,
+    }
 }
 
 fn backend_error(e: impl Into<redb::Error>) -> StoreError {
@@ -77,7 +92,7 @@ impl RedbBackend {
     }
 
     fn create_atomically(path: &Path) -> Result<(), StoreError> {
-        let io = |e: std::io::Error| StoreError::backend(NAME, e);
+        let io = |e: std::io::Error| StoreError::open(path, false, e);
         let mut name = path.file_name().unwrap_or_default().to_os_string();
         name.push(".creating");
         let creating = path.with_file_name(name);

@@ -76,7 +76,8 @@ impl SledBackend {
                         path: path.display().to_string(),
                     }
                 }
-                other => backend_error(other),
+                corrupt @ sled::Error::Corruption { .. } => StoreError::open(&path, true, corrupt),
+                other => StoreError::open(&path, false, other),
             })?;
         Ok(Self { db })
     }
