@@ -594,11 +594,18 @@ async fn removal_and_idempotence<F: StoreFactory>(f: &F) -> CheckResultOf {
         StoreOp::RemoveOutbound { seq: 1 },
         StoreOp::RemoveInbound { packet_id: 12 },
         StoreOp::RemoveQueue { seq: 3 },
+        StoreOp::RemoveQueue { seq: 4 },
+        StoreOp::RemoveSubscription {
+            filter: "plant/+/telemetry".into(),
+        },
     ];
     commit(&store, &k, removals.clone()).await?;
     let loaded = store.load(&k).await?;
     ensure!(
-        seqs(&loaded.outbound) == vec![2] && loaded.inbound.is_empty() && loaded.queue.is_empty(),
+        seqs(&loaded.outbound) == vec![2]
+            && loaded.inbound.is_empty()
+            && loaded.queue.is_empty()
+            && loaded.subscriptions.is_empty(),
         "after removing one record of each kind, loaded {loaded:?}"
     );
     // Removing what is not there does nothing and is no error.
@@ -792,7 +799,15 @@ async fn committed_data_survives_reopen<F: StoreFactory>(f: &F) -> CheckResultOf
         "after reopening the second session is gone"
     );
     // The reopened store takes writes.
-    commit(&store, &k, vec![StoreOp::RemoveQueue { seq: 3 }]).await?;
+    commit(
+        &store,
+        &k,
+        vec![
+            StoreOp::RemoveQueue { seq: 3 },
+            StoreOp::RemoveQueue { seq: 4 },
+        ],
+    )
+    .await?;
     drop(store);
     let store = f.reopen(&loc).await?;
     ensure!(

@@ -1,6 +1,8 @@
 //! A consumer that acknowledges a message only after its own work is durable: each job is
 //! appended to a journal and fsync'd, then acked. If the process dies before the ack, the broker
-//! sends the job again; after the ack, never.
+//! sends the job again; after the ack, never. A job it cannot do is refused with a reason code
+//! (`reject`), which the broker does not send again; a message dropped without either counts as
+//! handled and is acked, so that one forgotten message never holds up the acks after it.
 //!
 //! `MQTT_URL=mqtt://127.0.0.1:1883 cargo run -p examples --bin manual_ack`
 #![forbid(unsafe_code)]
@@ -9,7 +11,7 @@ use std::io::Write;
 use std::time::Duration;
 
 use mooring::store::MemoryStore;
-use mooring::{Client, QoS};
+use mooring::{Client, QoS, Refusal};
 
 const JOBS: usize = 5;
 
@@ -40,15 +42,25 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .await?
             .await?;
     }
+    producer
+        .publish("jobs/resize", "not-an-image.txt", QoS::ExactlyOnce)
+        .await?
+        .await?;
 
     let mut journal = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(&journal_path)?;
-    for _ in 0..JOBS {
+    for _ in 0..=JOBS {
         let job = tokio::time::timeout(Duration::from_secs(5), jobs.recv())
             .await?
             .ok_or("the client stopped")?;
+        if !job.payload().ends_with(b".png") {
+            let name = String::from_utf8_lossy(job.payload()).into_owned();
+            job.reject(Refusal::PayloadFormatInvalid).await?;
+            println!("refused: {name}");
+            continue;
+        }
         journal.write_all(job.payload())?;
         journal.write_all(b"\n")?;
         journal.sync_data()?; // the work is durable...
