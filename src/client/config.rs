@@ -5,7 +5,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use serde::Deserialize;
 
-use super::options::{Backoff, ClientBuilder, QueuePolicy};
+use super::options::ClientBuilder;
+use super::policy::{Backoff, QueuePolicy};
 
 /// Client settings read from a file (TOML, JSON, anything serde reads), for gateways
 /// configured by file. TLS files and the store are set on the builder.

@@ -61,6 +61,7 @@ mod error;
 mod events;
 mod message;
 mod options;
+mod policy;
 mod router;
 #[cfg(feature = "tls")]
 mod tls;
@@ -73,7 +74,8 @@ pub use message::{Delivery, Message, Messages, Refusal};
 
 pub use config::{ClientConfig, TlsFiles};
 use events::StatsCell;
-pub use options::{Backoff, ClientBuilder, ConnectAttempt, HookError, QueuePolicy};
+pub use options::{ClientBuilder, ConnectAttempt, HookError};
+pub use policy::{Backoff, QueuePolicy};
 pub use router::{Router, topic_matches};
 #[cfg(feature = "tls")]
 pub use tls::{TlsError, TlsOptions};

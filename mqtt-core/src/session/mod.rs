@@ -22,6 +22,8 @@
 
 mod auth;
 mod connection;
+mod error;
+mod event;
 mod inbound;
 mod outbound;
 mod packet_id;
@@ -29,6 +31,10 @@ mod requests;
 
 pub use auth::{AuthError, Authenticator};
 pub use connection::ConnectCredentials;
+pub use error::{
+    AckError, ConnectPacketError, ProtocolViolation, PublishError, RequestError, SessionError,
+};
+pub use event::Event;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
@@ -36,8 +42,8 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 
 use crate::packet::{
-    AckProperties, Codec, Connect, ConnectProperties, DecodeError, Decoded, EncodeError, Packet,
-    Publish, QoS, ReasonCode, Subscribe,
+    Codec, Connect, ConnectProperties, DecodeError, Decoded, EncodeError, Packet, Publish, QoS,
+    ReasonCode, Subscribe,
 };
 use crate::store::{Batch, OutboundRecord, SessionMeta, StoreOp, StoredSession};
 use outbound::OutAliases;
@@ -115,251 +121,6 @@ pub struct Output {
     pub commit: Batch,
     /// Then send these, in order.
     pub send: Vec<Packet>,
-}
-
-/// What the application learns.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Event {
-    /// The server acknowledged a QoS 1 publish (PUBACK) or completed a QoS 2 one (PUBCOMP).
-    Delivered {
-        /// The publish.
-        id: PublishId,
-        /// The reason code of PUBACK or PUBCOMP.
-        reason: ReasonCode,
-    },
-    /// A queued publish whose Message Expiry Interval ran out before it could be sent: it was
-    /// dropped from the store and never sent.
-    Expired {
-        /// The publish.
-        id: PublishId,
-        /// Its topic.
-        topic: String,
-    },
-    /// A queued publish dropped, unsent, to make room for newer ones
-    /// ([`Session::drop_oldest_queued`]).
-    Dropped {
-        /// The publish.
-        id: PublishId,
-        /// Its topic.
-        topic: String,
-    },
-    /// The server refused a publish (PUBACK or PUBREC with a reason code of 0x80 or more), or it
-    /// could not be sent (it exceeds the server's limits).
-    Failed {
-        /// The publish.
-        id: PublishId,
-        /// Why.
-        reason: ReasonCode,
-    },
-    /// A message from the server, to hand to the application.
-    Message {
-        /// What to pass to [`Session::ack`] (QoS 1/2 with manual ack).
-        tag: MessageTag,
-        /// The message, its topic resolved if it came by Topic Alias.
-        publish: Publish,
-    },
-    /// The server accepted the connection.
-    Connected {
-        /// Whether the server resumed the session.
-        session_present: bool,
-        /// Everything CONNACK said (limits, Assigned Client Identifier, Server Reference,
-        /// Response Information, Reason String, User Properties).
-        properties: Box<crate::packet::ConnAckProperties>,
-        /// How many kept subscriptions are being made again (SUBSCRIBE goes out before
-        /// anything else; their SUBACKs come as [`Event::Subscribed`]).
-        resubscribed: usize,
-    },
-    /// SUBACK: one reason code per subscription, in order (granted QoS, or why it failed).
-    Subscribed {
-        /// The request.
-        id: RequestId,
-        /// One per subscription.
-        reason_codes: Vec<ReasonCode>,
-        /// Reason String and User Properties.
-        properties: AckProperties,
-    },
-    /// UNSUBACK: one reason code per Topic Filter, in order.
-    Unsubscribed {
-        /// The request.
-        id: RequestId,
-        /// One per filter.
-        reason_codes: Vec<ReasonCode>,
-        /// Reason String and User Properties.
-        properties: AckProperties,
-    },
-    /// The connection ended before the server answered a SUBSCRIBE or UNSUBSCRIBE; whether it
-    /// took effect is unknown. Requests are not resent on reconnect.
-    RequestLost {
-        /// The request.
-        id: RequestId,
-    },
-    /// The server closed the connection with DISCONNECT.
-    ServerDisconnected {
-        /// Its reason code.
-        reason: ReasonCode,
-        /// Its Reason String.
-        reason_string: Option<String>,
-        /// Another server to use (with 0x9C Use another server or 0x9D Server moved).
-        server_reference: Option<String>,
-    },
-    /// The session's expiry passed while the client was away (or its interval was 0): the
-    /// server no longer has it. [`Event::SessionLost`] follows when anything was dropped.
-    SessionExpired,
-    /// The server sent no PINGRESP in time: the connection is dead; close it.
-    KeepAliveTimeout,
-    /// The server refused the connection.
-    ConnectionRefused {
-        /// Its reason code.
-        reason: ReasonCode,
-    },
-    /// The server had no session although the client had one: QoS 1/2 publishes that were in
-    /// flight are sent again as new messages; messages past PUBREC are taken as delivered.
-    SessionLost {
-        /// How many publishes are sent again.
-        resent: usize,
-        /// How many PUBREL flows were dropped (the server had received their messages).
-        dropped_pubrel: usize,
-        /// How many inbound PUBREC markers were dropped.
-        dropped_inbound: usize,
-    },
-}
-
-/// Why a publish was refused at once; nothing was stored.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum PublishError {
-    /// The packet breaks a rule of the specification (a topic with a wildcard, ...).
-    #[error("the publish is invalid: {0}")]
-    Invalid(#[from] EncodeError),
-    /// The QoS is above the server's Maximum QoS [MQTT-3.2.2-11].
-    #[error("QoS {requested:?} is above the server's Maximum QoS {maximum:?}")]
-    QosNotSupported {
-        /// What was asked.
-        requested: QoS,
-        /// What the server allows.
-        maximum: QoS,
-    },
-    /// The server does not keep retained messages [MQTT-3.2.2-14].
-    #[error("the server does not support retained messages")]
-    RetainNotSupported,
-}
-
-/// A rule the server broke; the connection must end with DISCONNECT and this reason code.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum ProtocolViolation {
-    /// A packet the client must never receive, or one out of order.
-    #[error("{0}")]
-    Unexpected(&'static str),
-    /// Session Present 1 for a client that asked for a clean start [MQTT-3.2.2-4].
-    #[error("the server resumed a session the client did not ask for [MQTT-3.2.2-4]")]
-    UnexpectedSession,
-    /// AUTH although CONNECT named no Authentication Method [MQTT-4.12.0-6], or a
-    /// re-authentication request from the server (only a client starts one).
-    #[error("the server sent an AUTH this session did not ask for [MQTT-4.12.0-6]")]
-    UnexpectedAuth,
-    /// AUTH or CONNACK with another Authentication Method than CONNECT's [MQTT-4.12.0-5].
-    #[error("the server answered with another Authentication Method [MQTT-4.12.0-5]")]
-    AuthMethodMismatch,
-    /// The authenticator refused the server's challenge or final data.
-    #[error("{0}")]
-    AuthFailed(AuthError),
-    /// A Session Expiry Interval in a DISCONNECT from the server [MQTT-3.14.2-2].
-    #[error("the server's DISCONNECT carries a Session Expiry Interval [MQTT-3.14.2-2]")]
-    ExpiryFromServer,
-    /// A SUBACK or UNSUBACK that answers nothing in flight, or with the wrong number of codes.
-    #[error("{0}")]
-    BadAck(String),
-    /// A Topic Alias that is 0, above the client's Topic Alias Maximum, or never mapped.
-    #[error("Topic Alias {alias} is invalid: {why}")]
-    TopicAliasInvalid {
-        /// The alias.
-        alias: u16,
-        /// What is wrong with it.
-        why: &'static str,
-    },
-}
-
-impl ProtocolViolation {
-    /// The reason code to send in DISCONNECT.
-    pub fn reason_code(&self) -> ReasonCode {
-        match self {
-            Self::TopicAliasInvalid { .. } => ReasonCode::TopicAliasInvalid,
-            Self::UnexpectedAuth | Self::AuthMethodMismatch => ReasonCode::BadAuthenticationMethod,
-            Self::AuthFailed(_) => ReasonCode::NotAuthorized,
-            _ => ReasonCode::ProtocolError,
-        }
-    }
-}
-
-/// Why [`Session::start_connection`] could not produce a CONNECT.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum ConnectPacketError {
-    /// The authenticator failed to start.
-    #[error("authentication could not start: {0}")]
-    Auth(#[from] AuthError),
-    /// The CONNECT breaks a rule of the specification (a credential or property too long, ...).
-    #[error("CONNECT is invalid: {0}")]
-    Invalid(#[from] EncodeError),
-}
-
-/// Why a SUBSCRIBE, UNSUBSCRIBE or DISCONNECT could not be made.
-#[derive(Debug, Clone, thiserror::Error)]
-#[non_exhaustive]
-pub enum RequestError {
-    /// There is no connection to send it on.
-    #[error("not connected")]
-    NotConnected,
-    /// The packet breaks a rule of the specification.
-    #[error("the request is invalid: {0}")]
-    Invalid(#[from] EncodeError),
-    /// CONNACK said the server does not support this.
-    #[error("the server does not support {0}")]
-    Unsupported(&'static str),
-    /// Re-authentication without an authenticator.
-    #[error("no authenticator is set")]
-    NoAuthenticator,
-    /// The authenticator failed to start.
-    #[error("{0}")]
-    Auth(AuthError),
-    /// A Session Expiry Interval of 0 at CONNECT cannot become non-zero at DISCONNECT.
-    #[error("the session was opened with Session Expiry Interval 0; DISCONNECT cannot extend it")]
-    ExpiryExtended,
-}
-
-/// Why [`Session::ack`] refused a tag.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum AckError {
-    /// The tag is not a QoS 1/2 message awaiting its ack (acked already, or never delivered).
-    #[error("delivery {0} is not awaiting an acknowledgement (acked twice, or not QoS 1/2)")]
-    NotAwaiting(MessageTag),
-    /// A refusal needs a reason code of 0x80 or above that PUBACK and PUBREC may carry.
-    #[error("{0:?} cannot refuse a message: PUBACK and PUBREC take 0x80 and above from Table 2-6")]
-    NotARefusal(ReasonCode),
-}
-
-/// Why a stored session cannot be resumed.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum SessionError {
-    /// A stored subscription is not one SUBSCRIBE for its filter.
-    #[error("the stored subscription to {filter:?} is not a SUBSCRIBE for that filter: {reason}")]
-    BadSubscription {
-        /// The filter it is stored under.
-        filter: String,
-        /// What is wrong.
-        reason: String,
-    },
-    /// A stored PUBLISH does not decode.
-    #[error("stored outbound record #{seq} is not a valid QoS 1/2 PUBLISH: {reason}")]
-    BadRecord {
-        /// Its sequence number.
-        seq: u64,
-        /// What is wrong.
-        reason: String,
-    },
 }
 
 #[derive(Debug, Clone)]

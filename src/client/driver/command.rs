@@ -4,7 +4,7 @@ use bytes::Bytes;
 use tokio::sync::oneshot;
 
 use super::super::message::Verdict;
-use super::super::options::QueuePolicy;
+use super::super::policy::QueuePolicy;
 use super::super::{ClientError, Delivery, Message, SubAckInfo};
 use super::requests::SubscriptionChange;
 use super::{Driver, Reply};

@@ -49,7 +49,7 @@ use crate::store::{SessionKey, SessionStore, purge_expired_sessions, stranded_se
 use connection::Connection;
 use inbound::Inbox;
 use pipeline::{CommitResult, Flush, Pipeline};
-use publishes::Publishes;
+use publishes::{Publishes, Unsent};
 use requests::Requests;
 use stopping::Stopping;
 
@@ -410,20 +410,8 @@ impl Driver {
     fn on_event(&mut self, slot: usize, event: Event) {
         match event {
             Event::Delivered { id, reason } => self.publishes.resolve(slot, id, Ok(reason)),
-            Event::Dropped { id, topic } => {
-                self.stats.dropped_oldest.fetch_add(1, Ordering::Relaxed);
-                warn!(%topic, "the queue was full: its oldest message was dropped, unsent");
-                self.publishes
-                    .resolve(slot, id, Err(super::DeliveryError::Dropped));
-                self.emit(ClientEvent::MessageDropped { topic });
-            }
-            Event::Expired { id, topic } => {
-                self.stats.expired.fetch_add(1, Ordering::Relaxed);
-                warn!(%topic, "a queued message expired before it could be sent; dropped");
-                self.publishes
-                    .resolve(slot, id, Err(super::DeliveryError::Expired));
-                self.emit(ClientEvent::MessageExpired { topic });
-            }
+            Event::Dropped { id, topic } => self.on_unsent(slot, id, topic, Unsent::Dropped),
+            Event::Expired { id, topic } => self.on_unsent(slot, id, topic, Unsent::Expired),
             Event::Failed { id, reason } => {
                 self.publishes
                     .resolve(slot, id, Err(super::DeliveryError::Refused(reason)))

@@ -5,9 +5,10 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
 
 use tokio::sync::oneshot;
+use tracing::warn;
 
-use super::super::options::QueuePolicy;
-use super::super::{ClientError, Delivery, DeliveryError};
+use super::super::policy::QueuePolicy;
+use super::super::{ClientError, ClientEvent, Delivery, DeliveryError};
 use super::pipeline::Waiter;
 use super::{Driver, Reply};
 use crate::packet::{Publish, QoS, ReasonCode};
@@ -54,7 +55,40 @@ impl Publishes {
     }
 }
 
+/// Why a queued publish left the store unsent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Unsent {
+    /// Its Message Expiry Interval ran out.
+    Expired,
+    /// The queue was full and dropped its oldest (`QueuePolicy::DropOldest`).
+    Dropped,
+}
+
 impl Driver {
+    /// A queued publish left the store unsent: its delivery, a counter, a warning, an event.
+    pub(super) fn on_unsent(&mut self, slot: usize, id: PublishId, topic: String, why: Unsent) {
+        let (counter, error, event) = match why {
+            Unsent::Expired => (
+                &self.stats.expired,
+                DeliveryError::Expired,
+                ClientEvent::MessageExpired {
+                    topic: topic.clone(),
+                },
+            ),
+            Unsent::Dropped => (
+                &self.stats.dropped_oldest,
+                DeliveryError::Dropped,
+                ClientEvent::MessageDropped {
+                    topic: topic.clone(),
+                },
+            ),
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        warn!(%topic, ?why, "a queued message left the store unsent");
+        self.publishes.resolve(slot, id, Err(error));
+        self.emit(event);
+    }
+
     /// A publish from a handle: accepted, parked, or refused, by the queue's limits (count and
     /// bytes) and the policy in force (the call's own, or the client's).
     pub(super) fn on_publish(

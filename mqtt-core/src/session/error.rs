@@ -1,0 +1,142 @@
+//! Why the engine refuses a call, or a server's packet.
+
+use super::{AuthError, MessageTag};
+use crate::packet::{EncodeError, QoS, ReasonCode};
+
+/// Why a publish was refused at once; nothing was stored.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PublishError {
+    /// The packet breaks a rule of the specification (a topic with a wildcard, ...).
+    #[error("the publish is invalid: {0}")]
+    Invalid(#[from] EncodeError),
+    /// The QoS is above the server's Maximum QoS [MQTT-3.2.2-11].
+    #[error("QoS {requested:?} is above the server's Maximum QoS {maximum:?}")]
+    QosNotSupported {
+        /// What was asked.
+        requested: QoS,
+        /// What the server allows.
+        maximum: QoS,
+    },
+    /// The server does not keep retained messages [MQTT-3.2.2-14].
+    #[error("the server does not support retained messages")]
+    RetainNotSupported,
+}
+
+/// A rule the server broke; the connection must end with DISCONNECT and this reason code.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProtocolViolation {
+    /// A packet the client must never receive, or one out of order.
+    #[error("{0}")]
+    Unexpected(&'static str),
+    /// Session Present 1 for a client that asked for a clean start [MQTT-3.2.2-4].
+    #[error("the server resumed a session the client did not ask for [MQTT-3.2.2-4]")]
+    UnexpectedSession,
+    /// AUTH although CONNECT named no Authentication Method [MQTT-4.12.0-6], or a
+    /// re-authentication request from the server (only a client starts one).
+    #[error("the server sent an AUTH this session did not ask for [MQTT-4.12.0-6]")]
+    UnexpectedAuth,
+    /// AUTH or CONNACK with another Authentication Method than CONNECT's [MQTT-4.12.0-5].
+    #[error("the server answered with another Authentication Method [MQTT-4.12.0-5]")]
+    AuthMethodMismatch,
+    /// The authenticator refused the server's challenge or final data.
+    #[error("{0}")]
+    AuthFailed(AuthError),
+    /// A Session Expiry Interval in a DISCONNECT from the server [MQTT-3.14.2-2].
+    #[error("the server's DISCONNECT carries a Session Expiry Interval [MQTT-3.14.2-2]")]
+    ExpiryFromServer,
+    /// A SUBACK or UNSUBACK that answers nothing in flight, or with the wrong number of codes.
+    #[error("{0}")]
+    BadAck(String),
+    /// A Topic Alias that is 0, above the client's Topic Alias Maximum, or never mapped.
+    #[error("Topic Alias {alias} is invalid: {why}")]
+    TopicAliasInvalid {
+        /// The alias.
+        alias: u16,
+        /// What is wrong with it.
+        why: &'static str,
+    },
+}
+
+impl ProtocolViolation {
+    /// The reason code to send in DISCONNECT.
+    pub fn reason_code(&self) -> ReasonCode {
+        match self {
+            Self::TopicAliasInvalid { .. } => ReasonCode::TopicAliasInvalid,
+            Self::UnexpectedAuth | Self::AuthMethodMismatch => ReasonCode::BadAuthenticationMethod,
+            Self::AuthFailed(_) => ReasonCode::NotAuthorized,
+            _ => ReasonCode::ProtocolError,
+        }
+    }
+}
+
+/// Why [`Session::start_connection`](super::Session::start_connection) could not produce a CONNECT.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConnectPacketError {
+    /// The authenticator failed to start.
+    #[error("authentication could not start: {0}")]
+    Auth(#[from] AuthError),
+    /// The CONNECT breaks a rule of the specification (a credential or property too long, ...).
+    #[error("CONNECT is invalid: {0}")]
+    Invalid(#[from] EncodeError),
+}
+
+/// Why a SUBSCRIBE, UNSUBSCRIBE or DISCONNECT could not be made.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum RequestError {
+    /// There is no connection to send it on.
+    #[error("not connected")]
+    NotConnected,
+    /// The packet breaks a rule of the specification.
+    #[error("the request is invalid: {0}")]
+    Invalid(#[from] EncodeError),
+    /// CONNACK said the server does not support this.
+    #[error("the server does not support {0}")]
+    Unsupported(&'static str),
+    /// Re-authentication without an authenticator.
+    #[error("no authenticator is set")]
+    NoAuthenticator,
+    /// The authenticator failed to start.
+    #[error("{0}")]
+    Auth(AuthError),
+    /// A Session Expiry Interval of 0 at CONNECT cannot become non-zero at DISCONNECT.
+    #[error("the session was opened with Session Expiry Interval 0; DISCONNECT cannot extend it")]
+    ExpiryExtended,
+}
+
+/// Why [`Session::ack`](super::Session::ack) refused a tag.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AckError {
+    /// The tag is not a QoS 1/2 message awaiting its ack (acked already, or never delivered).
+    #[error("delivery {0} is not awaiting an acknowledgement (acked twice, or not QoS 1/2)")]
+    NotAwaiting(MessageTag),
+    /// A refusal needs a reason code of 0x80 or above that PUBACK and PUBREC may carry.
+    #[error("{0:?} cannot refuse a message: PUBACK and PUBREC take 0x80 and above from Table 2-6")]
+    NotARefusal(ReasonCode),
+}
+
+/// Why a stored session cannot be resumed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SessionError {
+    /// A stored subscription is not one SUBSCRIBE for its filter.
+    #[error("the stored subscription to {filter:?} is not a SUBSCRIBE for that filter: {reason}")]
+    BadSubscription {
+        /// The filter it is stored under.
+        filter: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A stored PUBLISH does not decode.
+    #[error("stored outbound record #{seq} is not a valid QoS 1/2 PUBLISH: {reason}")]
+    BadRecord {
+        /// Its sequence number.
+        seq: u64,
+        /// What is wrong.
+        reason: String,
+    },
+}
