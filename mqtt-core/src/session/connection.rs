@@ -84,6 +84,8 @@ impl Session {
         let props = &connack.properties;
         self.connection = Some(Connection {
             send_quota: props.receive_maximum.unwrap_or(u16::MAX),
+            receive_maximum: props.receive_maximum.unwrap_or(u16::MAX),
+            first_pass: true,
             maximum_qos: props.maximum_qos.unwrap_or(QoS::ExactlyOnce),
             retain_available: props.retain_available.unwrap_or(true),
             wildcards_available: props.wildcard_subscription_available.unwrap_or(true),
@@ -124,6 +126,7 @@ impl Session {
         self.aliases_in.clear();
         for flow in self.flows.values_mut() {
             flow.sent = false;
+            flow.holds_quota = false;
         }
         self.unsent_from = Some(0);
         if !connack.session_present {
@@ -233,6 +236,7 @@ impl Session {
         }
         for flow in self.flows.values_mut() {
             flow.sent = false;
+            flow.holds_quota = false;
         }
         self.unsent_from = Some(0);
     }
@@ -315,7 +319,7 @@ impl Session {
         })
     }
 
-    /// Sends PINGREQ when nothing was sent for the keep alive interval [MQTT-3.1.2-22]; reports
+    /// Sends PINGREQ when nothing was sent for the keep alive interval [MQTT-3.1.2-20]; reports
     /// [`Event::KeepAliveTimeout`] when PINGRESP does not come within the ping timeout.
     pub fn handle_timeout(&mut self, now: Instant) {
         let ping_timeout = self.options.ping_timeout;

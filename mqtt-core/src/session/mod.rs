@@ -159,12 +159,20 @@ struct Flow {
     sent: bool,
     /// Whether the next PUBLISH is a retransmission (DUP 1) rather than a first send.
     retransmit: bool,
+    /// Whether its PUBLISH took send quota on this connection (a PUBREL resent after a
+    /// reconnect takes none [MQTT-3.3.4-8]), so that its end gives quota back.
+    holds_quota: bool,
 }
 
 /// What the server announced in CONNACK, and the keep alive, for the current connection.
 #[derive(Debug)]
 struct Connection {
     send_quota: u16,
+    /// The server's Receive Maximum: the send quota never grows above it.
+    receive_maximum: u16,
+    /// The first pass over the flows on this connection is still to come: it resends every
+    /// PUBREL, which needs no send quota [MQTT-3.3.4-8], past PUBLISHes that wait for some.
+    first_pass: bool,
     maximum_qos: QoS,
     retain_available: bool,
     wildcards_available: bool,
@@ -360,6 +368,7 @@ impl Session {
                     sent: false,
                     // It may have gone out before the restart.
                     retransmit: true,
+                    holds_quota: false,
                 },
             );
         }

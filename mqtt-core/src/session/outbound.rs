@@ -154,26 +154,40 @@ impl Session {
             return;
         };
         if let Some(from) = self.unsent_from {
+            // The first pass of a connection goes to the end, sending every PUBREL; later
+            // passes stop at the first PUBLISH without quota and resume there.
+            let first_pass = std::mem::replace(&mut conn.first_pass, false);
+            let mut blocked = None;
             for (seq, flow) in self.flows.range_mut(from..) {
                 if flow.sent {
                     continue;
                 }
-                if conn.send_quota == 0 {
-                    // Resume here when quota comes back: no scan of what went out already.
-                    self.unsent_from = Some(*seq);
-                    return;
-                }
-                conn.send_quota -= 1;
-                flow.sent = true;
-                self.pending.send.push(match &flow.stage {
+                let packet = match &flow.stage {
+                    // Send quota limits PUBLISH only [MQTT-3.3.4-8].
+                    Stage::Released => Packet::PubRel(PubAck::new(flow.packet_id)),
+                    Stage::Published(_) if conn.send_quota == 0 => {
+                        blocked.get_or_insert(*seq);
+                        if first_pass {
+                            continue;
+                        }
+                        break;
+                    }
                     Stage::Published(publish) => {
+                        conn.send_quota -= 1;
+                        flow.holds_quota = true;
                         let mut again = Publish::clone(publish);
                         again.dup = flow.retransmit;
                         Packet::Publish(again)
                     }
-                    Stage::Released => Packet::PubRel(PubAck::new(flow.packet_id)),
-                });
+                };
+                flow.sent = true;
+                self.pending.send.push(packet);
                 flow.retransmit = true;
+            }
+            if blocked.is_some() {
+                // Resume here when quota comes back: no scan of what went out already.
+                self.unsent_from = blocked;
+                return;
             }
             // New flows are sent as they are made; only a new connection unsends them.
             self.unsent_from = None;
@@ -324,6 +338,7 @@ impl Session {
                 stage: Stage::Published(Box::new(publish)),
                 sent: true,
                 retransmit: true,
+                holds_quota: true,
             },
         );
     }
@@ -350,8 +365,9 @@ impl Session {
             self.ids.remove(flow.packet_id);
             self.by_packet_id.remove(&flow.packet_id);
             self.pending.commit.push(StoreOp::RemoveOutbound { seq });
-            if let Some(conn) = self.connection.as_mut() {
-                conn.send_quota = conn.send_quota.saturating_add(1);
+            if let Some(conn) = self.connection.as_mut().filter(|_| flow.holds_quota) {
+                // Never above the initial quota.
+                conn.send_quota = conn.send_quota.saturating_add(1).min(conn.receive_maximum);
             }
             self.events.push_back(event);
             self.drain();

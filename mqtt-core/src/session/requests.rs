@@ -152,8 +152,14 @@ impl Session {
             }
         };
         if filters != codes {
+            // The server's rules: one reason code per filter, in order.
+            let rule = if kind == PacketType::Subscribe {
+                "MQTT-3.8.4-6, MQTT-3.9.3-1"
+            } else {
+                "MQTT-3.11.3-1"
+            };
             return Err(ProtocolViolation::BadAck(format!(
-                "{codes} reason codes for {filters} filters [MQTT-3.8.4-6, MQTT-3.11.3-1]"
+                "{codes} reason codes for {filters} filters [{rule}]"
             )));
         }
         let request = self.requests.remove(&packet_id).ok_or_else(|| {

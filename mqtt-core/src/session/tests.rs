@@ -298,7 +298,8 @@ fn mqtt_4_4_0_1_reconnect_resends_in_order_with_dup_within_the_new_receive_maxim
     h.session.handle_pubrec(&PubAck::new(1));
     h.flush();
     h.session.connection_lost(NOW_MS);
-    // Order: PUBLISH b, PUBLISH c (sent first), then PUBREL 1 (released later).
+    // Order: PUBLISH b, PUBLISH c (sent first), then PUBREL 1 (released later), which needs
+    // no send quota [MQTT-3.3.4-8].
     let sent = h.connack(true, Some(2));
     assert_eq!(
         sent,
@@ -317,10 +318,48 @@ fn mqtt_4_4_0_1_reconnect_resends_in_order_with_dup_within_the_new_receive_maxim
                 p.dup = true;
                 p
             }),
+            Packet::PubRel(PubAck::new(1)),
         ]
     );
-    h.session.handle_puback(&PubAck::new(2));
-    assert_eq!(h.flush(), vec![Packet::PubRel(PubAck::new(1))]);
+}
+
+#[test]
+fn mqtt_3_3_4_8_a_pubrel_never_waits_for_send_quota_and_quota_never_exceeds_the_maximum() {
+    let mut h = Harness::new();
+    h.connack(false, None);
+    h.publish(QoS::AtLeastOnce, "first"); // id 1
+    h.publish(QoS::ExactlyOnce, "second"); // id 2: will reach PUBREL
+    h.publish(QoS::AtLeastOnce, "third"); // id 3
+    h.flush();
+    h.session.handle_pubrec(&PubAck::new(2));
+    h.flush();
+    h.session.connection_lost(NOW_MS);
+    // Quota 1: PUBLISH 1 takes it; PUBREL 2 goes anyway; PUBLISH 3 waits.
+    let sent = h.connack(true, Some(1));
+    let kinds: Vec<(PacketType, u16)> = sent
+        .iter()
+        .filter_map(|p| match p {
+            Packet::Publish(p) => Some((PacketType::Publish, p.packet_id)),
+            Packet::PubRel(r) => Some((PacketType::PubRel, r.packet_id)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![(PacketType::Publish, 1), (PacketType::PubRel, 2)]
+    );
+    // PUBCOMP for the PUBREL gives back nothing it did not take: PUBLISH 3 still waits.
+    h.session.handle_pubcomp(&PubAck::new(2));
+    assert!(
+        publishes(&h.flush()).is_empty(),
+        "the quota stays at its maximum of 1"
+    );
+    h.session.handle_puback(&PubAck::new(1));
+    assert_eq!(
+        publishes(&h.flush()).len(),
+        1,
+        "PUBLISH 3 goes once PUBACK 1 frees quota"
+    );
 }
 
 #[test]
@@ -816,7 +855,7 @@ fn without_a_session_on_the_server_old_tags_cannot_be_acked() {
 // Connection, keep alive, requests, metadata
 
 #[test]
-fn mqtt_3_1_2_22_pingreq_after_keep_alive_idle_and_a_missing_pingresp_kills_the_connection() {
+fn mqtt_3_1_2_20_pingreq_after_keep_alive_idle_and_a_missing_pingresp_kills_the_connection() {
     let mut h = Harness::new();
     let t0 = Instant::now();
     let mut connack = ConnAck::new(false);
