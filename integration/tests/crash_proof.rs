@@ -430,8 +430,20 @@ fn settings(default_kills: u32) -> (u32, u64) {
     (kills, seed)
 }
 
+/// Whether `CRASH_STORE` (unset: every store) selects `store`. A run skipped says so; a name
+/// that is no store fails, so that a misspelt one cannot pass without proving anything.
 fn selected(store: &str) -> bool {
-    std::env::var("CRASH_STORE").map_or(true, |s| s == store)
+    let Ok(chosen) = std::env::var("CRASH_STORE") else {
+        return true;
+    };
+    assert!(
+        ["redb", "sled"].contains(&chosen.as_str()),
+        "CRASH_STORE={chosen:?} names no store: use redb or sled"
+    );
+    if chosen != store {
+        eprintln!("skipped: CRASH_STORE={chosen} selects another store than {store}");
+    }
+    chosen == store
 }
 
 async fn exactly_once(store: &str) {
