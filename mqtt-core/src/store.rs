@@ -39,7 +39,7 @@ mod maintenance;
 mod set_aside;
 
 pub use kv::{Entries, KvBackend, KvOpen, KvStore};
-pub use maintenance::{HeldMessages, move_session, purge_expired_sessions, stranded_sessions};
+pub use maintenance::{HeldMessages, Tidied, move_session, tidy_sessions};
 pub use set_aside::{SetAside, open_or_set_aside};
 
 use std::fmt;

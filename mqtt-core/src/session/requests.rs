@@ -60,15 +60,6 @@ impl Session {
         kept.len()
     }
 
-    /// The subscriptions kept with the session, by filter.
-    pub fn subscriptions(&self) -> impl Iterator<Item = (&Subscription, &SubscribeProperties)> {
-        self.subscriptions.values().filter_map(|s| {
-            s.subscriptions
-                .first()
-                .map(|subscription| (subscription, &s.properties))
-        })
-    }
-
     /// Keeps `subscription` (granted by the server), with the properties it was asked with.
     fn keep_subscription(&mut self, subscription: &Subscription, properties: &SubscribeProperties) {
         let subscribe = Subscribe {
@@ -76,6 +67,10 @@ impl Session {
             properties: properties.clone(),
             subscriptions: vec![subscription.clone()],
         };
+        if self.subscriptions.get(&subscription.filter) == Some(&subscribe) {
+            // Made again after a lost session, as it was: the store has it already.
+            return;
+        }
         let mut packet = BytesMut::new();
         // It was sent as part of a valid SUBSCRIBE, so alone it encodes too.
         if Codec::default()

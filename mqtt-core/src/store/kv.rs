@@ -374,7 +374,7 @@ mod tests {
     }
 
     #[test]
-    fn dropping_the_last_clone_finishes_pending_work_and_releases_the_backend() {
+    fn dropping_the_last_clone_joins_the_thread_and_releases_the_backend() {
         let store = KvStore::new(Noting::default());
         let shared = Arc::downgrade(&store.shared);
         let clone = store.clone();

@@ -36,49 +36,45 @@ impl HeldMessages {
     }
 }
 
-/// Removes every session, other than those in `keep`, whose expiry has passed at `now_ms` and
-/// that holds no message: only state the server has dropped too (markers, PUBREL flows,
-/// subscriptions, metadata). An expired session that still holds messages is left alone: its
-/// messages are the application's, and they go out as new ones when a client resumes it.
-/// Returns the keys removed.
-pub async fn purge_expired_sessions<S: SessionStore + ?Sized>(
+/// What one pass over the store found and did ([`tidy_sessions`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Tidied {
+    /// Expired sessions removed.
+    pub purged: Vec<SessionKey>,
+    /// Sessions of the client id asked about, not in use, that hold messages: typically the
+    /// session of a server whose address changed, whose messages would otherwise wait forever.
+    pub stranded: Vec<(SessionKey, HeldMessages)>,
+}
+
+/// One pass over every session of the store but those in `keep` (the ones in use):
+///
+/// - removes each whose expiry has passed at `now_ms` and that holds no message, only state
+///   the server has dropped too (markers, PUBREL flows, subscriptions, metadata). An expired
+///   session that still holds messages is left alone: its messages are the application's, and
+///   they go out as new ones when a client resumes it;
+/// - with `client_id`, reports that client's sessions that hold messages.
+pub async fn tidy_sessions<S: SessionStore + ?Sized>(
     store: &S,
     now_ms: u64,
+    client_id: Option<&str>,
     keep: &[SessionKey],
-) -> Result<Vec<SessionKey>, StoreError> {
-    let mut purged = Vec::new();
+) -> Result<Tidied, StoreError> {
+    let mut tidied = Tidied::default();
     for key in store.sessions().await? {
         if keep.contains(&key) {
             continue;
         }
         let session = store.load(&key).await?;
+        let held = HeldMessages::of(&session);
         let expired = session.meta.as_ref().is_some_and(|m| m.is_expired(now_ms));
-        if expired && HeldMessages::of(&session).is_empty() {
+        if expired && held.is_empty() {
             store.clear(&key).await?;
-            purged.push(key);
+            tidied.purged.push(key);
+        } else if !held.is_empty() && client_id == Some(key.client_id()) {
+            tidied.stranded.push((key, held));
         }
     }
-    Ok(purged)
-}
-
-/// Sessions of `client_id` that are not in `configured` and hold messages: typically the
-/// session of a server whose address changed, whose messages would otherwise wait forever.
-pub async fn stranded_sessions<S: SessionStore + ?Sized>(
-    store: &S,
-    client_id: &str,
-    configured: &[SessionKey],
-) -> Result<Vec<(SessionKey, HeldMessages)>, StoreError> {
-    let mut stranded = Vec::new();
-    for key in store.sessions().await? {
-        if key.client_id() != client_id || configured.contains(&key) {
-            continue;
-        }
-        let held = HeldMessages::of(&store.load(&key).await?);
-        if !held.is_empty() {
-            stranded.push((key, held));
-        }
-    }
-    Ok(stranded)
+    Ok(tidied)
 }
 
 /// Moves the session stored under `from` into `to` (the key of a server's new address), then

@@ -114,7 +114,7 @@ impl Driver {
             } => self.send_request(SubscriptionChange::Subscribe {
                 subscriptions,
                 properties,
-                reply: Some(reply),
+                reply,
             }),
             Command::Unsubscribe {
                 filters,

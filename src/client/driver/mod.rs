@@ -45,7 +45,7 @@ use super::options::Settings;
 use super::{ClientError, ClientEvent, ConnectError, Message};
 use crate::packet::ReasonCode;
 use crate::session::{Event, Session};
-use crate::store::{SessionKey, SessionStore, purge_expired_sessions, stranded_sessions};
+use crate::store::{SessionKey, SessionStore, tidy_sessions};
 use connection::Connection;
 use inbound::Inbox;
 use pipeline::{CommitResult, Flush, Pipeline};
@@ -120,47 +120,45 @@ enum Wake {
 /// How often expired sessions are purged from the store while the client runs.
 const PURGE_INTERVAL: Duration = Duration::from_secs(3600);
 
-/// Reports the sessions of this client id that no configured server uses and that hold
+/// Purges expired sessions that hold no message (never the configured ones) and, with
+/// `client_id`, reports that client's sessions under servers no longer configured that hold
 /// messages. A store that cannot say is reported in the log; it does not stop the client.
-async fn report_stranded(
+async fn tidy(
     store: &dyn SessionStore,
-    client_id: &str,
+    client_id: Option<&str>,
     configured: &[SessionKey],
     events: &broadcast::Sender<ClientEvent>,
 ) {
-    match stranded_sessions(store, client_id, configured).await {
-        Ok(stranded) => {
-            for (session, held) in stranded {
-                warn!(
-                    %session,
-                    in_flight = held.in_flight,
-                    queued = held.queued,
-                    "a session of this client id under a server no longer configured holds messages"
-                );
-                let _ = events.send(ClientEvent::StrandedSession {
-                    session,
-                    in_flight: held.in_flight,
-                    queued: held.queued,
-                });
-            }
-        }
-        Err(error) => warn!(%error, "could not look for stranded sessions"),
+    let tidied = match tidy_sessions(store, now_ms(), client_id, configured).await {
+        Ok(tidied) => tidied,
+        Err(error) => return warn!(%error, "could not look after the store's other sessions"),
+    };
+    if !tidied.purged.is_empty() {
+        info!(count = tidied.purged.len(), "expired sessions purged");
+    }
+    for (session, held) in tidied.stranded {
+        warn!(
+            %session,
+            in_flight = held.in_flight,
+            queued = held.queued,
+            "a session of this client id under a server no longer configured holds messages"
+        );
+        let _ = events.send(ClientEvent::StrandedSession {
+            session,
+            in_flight: held.in_flight,
+            queued: held.queued,
+        });
     }
 }
 
-/// Removes expired sessions that hold no message (never the configured ones).
-async fn purge(store: &dyn SessionStore, configured: &[SessionKey]) {
-    match purge_expired_sessions(store, now_ms(), configured).await {
-        Ok(purged) if !purged.is_empty() => info!(count = purged.len(), "expired sessions purged"),
-        Ok(_) => {}
-        Err(error) => warn!(%error, "could not purge expired sessions"),
-    }
-}
-
-async fn purge_periodically(store: Arc<dyn SessionStore>, configured: Vec<SessionKey>) {
+async fn purge_periodically(
+    store: Arc<dyn SessionStore>,
+    configured: Vec<SessionKey>,
+    events: broadcast::Sender<ClientEvent>,
+) {
     loop {
         tokio::time::sleep(PURGE_INTERVAL).await;
-        purge(&*store, &configured).await;
+        tidy(&*store, None, &configured, &events).await;
     }
 }
 
@@ -207,15 +205,13 @@ impl Driver {
             slots.push(Slot { key, session });
         }
         let configured: Vec<SessionKey> = slots.iter().map(|s| s.key.clone()).collect();
-        report_stranded(
-            &*parts.store,
-            &settings.session.client_id,
-            &configured,
-            &parts.events,
-        )
-        .await;
-        purge(&*parts.store, &configured).await;
-        let housekeeping = tokio::spawn(purge_periodically(parts.store.clone(), configured));
+        let client_id = Some(settings.session.client_id.as_str());
+        tidy(&*parts.store, client_id, &configured, &parts.events).await;
+        let housekeeping = tokio::spawn(purge_periodically(
+            parts.store.clone(),
+            configured,
+            parts.events.clone(),
+        ));
         Ok(Self {
             slots,
             active: 0,

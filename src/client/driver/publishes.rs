@@ -101,7 +101,7 @@ impl Driver {
             let _ = reply.send(Err(ClientError::Stopped));
             return;
         }
-        let size = Session::queued_size_of(&publish).unwrap_or(0);
+        let size = self.queued_size_of(&publish);
         if self
             .settings
             .queue_limit_bytes
@@ -140,6 +140,15 @@ impl Driver {
         self.slots
             .get(self.active)
             .map_or((0, 0), |s| (s.session.queued(), s.session.queued_bytes()))
+    }
+
+    /// The bytes `publish` would take in the queue; measured only when bytes are limited (it
+    /// encodes the packet once more).
+    fn queued_size_of(&self, publish: &Publish) -> usize {
+        match self.settings.queue_limit_bytes {
+            Some(_) => Session::queued_size_of(publish).unwrap_or(0),
+            None => 0,
+        }
     }
 
     /// Whether a message of `size` bytes fits in the queue now.
@@ -187,7 +196,7 @@ impl Driver {
             return;
         }
         while let Some((front, _)) = self.publishes.parked.front() {
-            let size = Session::queued_size_of(front).unwrap_or(0);
+            let size = self.queued_size_of(front);
             if !self.has_room_for(size) {
                 return;
             }

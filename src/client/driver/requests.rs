@@ -13,13 +13,12 @@ use crate::packet::{
 };
 use crate::session::{RequestError, RequestId};
 
-/// A SUBSCRIBE or UNSUBSCRIBE from a handle (or made again by the client).
+/// A SUBSCRIBE or UNSUBSCRIBE from a handle.
 pub(super) enum SubscriptionChange {
     Subscribe {
         subscriptions: Vec<Subscription>,
         properties: SubscribeProperties,
-        /// `None` for a subscription made again after a lost session.
-        reply: Option<Reply<SubAckInfo>>,
+        reply: Reply<SubAckInfo>,
     },
     Unsubscribe {
         filters: Vec<String>,
@@ -31,12 +30,9 @@ pub(super) enum SubscriptionChange {
 impl SubscriptionChange {
     fn fail(self, error: impl FnOnce() -> ClientError) {
         match self {
-            Self::Subscribe {
-                reply: Some(reply), ..
-            } => {
+            Self::Subscribe { reply, .. } => {
                 let _ = reply.send(Err(error()));
             }
-            Self::Subscribe { reply: None, .. } => {}
             Self::Unsubscribe { reply, .. } => {
                 let _ = reply.send(Err(error()));
             }
@@ -64,15 +60,12 @@ impl Requests {
         properties: AckProperties,
     ) {
         match self.in_flight.remove(&(slot, id)) {
-            Some(SubscriptionChange::Subscribe {
-                reply: Some(reply), ..
-            }) => {
+            Some(SubscriptionChange::Subscribe { reply, .. }) => {
                 let _ = reply.send(Ok(SubAckInfo {
                     reason_codes,
                     properties,
                 }));
             }
-            Some(SubscriptionChange::Subscribe { reply: None, .. }) => {}
             Some(other) => other.fail(|| ClientError::Stopped),
             None => {
                 if let Some(code) = reason_codes.iter().find(|c| c.is_error()) {
