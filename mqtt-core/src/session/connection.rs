@@ -77,9 +77,16 @@ impl Session {
         } else if connack.properties.authentication_method.is_some() {
             return Err(ProtocolViolation::UnexpectedAuth);
         }
-        let asked_clean = self.options.clean_start && !self.connected_once;
-        if connack.session_present && asked_clean {
-            return Err(ProtocolViolation::UnexpectedSession);
+        // Session Present 1 is wrong after Clean Start 1, and dangerous without local state:
+        // the server may hold packet identifiers this client would reuse [MQTT-3.2.2-4].
+        if connack.session_present {
+            if self.asks_clean_start() {
+                return Err(ProtocolViolation::UnexpectedSession);
+            }
+            if !self.local_state {
+                self.start_clean = true;
+                return Err(ProtocolViolation::SessionWithoutState);
+            }
         }
         let props = &connack.properties;
         self.connection = Some(Connection {
@@ -122,6 +129,8 @@ impl Session {
         self.alive_stamped_ms = None;
         self.codec.max_outgoing_packet_size = props.maximum_packet_size;
         self.connected_once = true;
+        self.local_state = true;
+        self.start_clean = false;
         self.retire_acks();
         self.aliases_in.clear();
         for flow in self.flows.values_mut() {

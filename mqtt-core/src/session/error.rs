@@ -33,6 +33,11 @@ pub enum ProtocolViolation {
     /// Session Present 1 for a client that asked for a clean start [MQTT-3.2.2-4].
     #[error("the server resumed a session the client did not ask for [MQTT-3.2.2-4]")]
     UnexpectedSession,
+    /// Session Present 1 for a client that holds no state of the session (a new or lost store)
+    /// [MQTT-3.2.2-4]: the server may hold packet identifiers the client would reuse. The next
+    /// attempt asks for a clean start.
+    #[error("the server resumed a session this client holds no state of [MQTT-3.2.2-4]; the next attempt starts clean")]
+    SessionWithoutState,
     /// AUTH although CONNECT named no Authentication Method [MQTT-4.12.0-6], or a
     /// re-authentication request from the server (only a client starts one).
     #[error("the server sent an AUTH this session did not ask for [MQTT-4.12.0-6]")]

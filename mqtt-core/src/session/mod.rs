@@ -255,6 +255,12 @@ pub struct Session {
     deadlines: HashMap<PublishId, u64>,
     /// Whether a CONNACK with Success was ever received (later connects resume the session).
     connected_once: bool,
+    /// Whether the client holds session state the server may share: a stored session that
+    /// has not expired, or a successful CONNACK in this run [MQTT-3.2.2-4].
+    local_state: bool,
+    /// The server resumed a session this client has no state for: the next CONNECT starts
+    /// clean, so the session begins anew instead of failing forever.
+    start_clean: bool,
     pending: Output,
     events: VecDeque<Event>,
 }
@@ -338,6 +344,8 @@ impl Session {
             expiries: BTreeSet::new(),
             deadlines: HashMap::new(),
             connected_once: false,
+            local_state: meta_stored && !expired,
+            start_clean: false,
             pending: Output::default(),
             events: VecDeque::new(),
         };
@@ -415,7 +423,7 @@ impl Session {
             _ => self.options.client_id.clone(),
         };
         let mut connect = Connect::new(client_id);
-        connect.clean_start = self.options.clean_start && !self.connected_once;
+        connect.clean_start = self.asks_clean_start();
         connect.keep_alive = self.options.keep_alive;
         connect.properties = self.options.properties.clone();
         connect.will = self.options.will.clone();
@@ -426,6 +434,11 @@ impl Session {
             connect.properties.authentication_method = Some(auth.method().to_owned());
         }
         Ok(connect)
+    }
+
+    /// Whether the next CONNECT carries Clean Start 1.
+    fn asks_clean_start(&self) -> bool {
+        (self.options.clean_start && !self.connected_once) || self.start_clean
     }
 
     /// Store operations to commit and then packets to send, gathered since the last call;

@@ -424,15 +424,34 @@ impl World {
                     self.server.released.clear();
                     self.server.awaiting_pubrel.clear();
                 }
-                let mut connack = ConnAck::new(session_present);
-                connack.properties = ConnAckProperties {
-                    receive_maximum: Some(receive_maximum),
-                    topic_alias_maximum: Some(SERVER_TOPIC_ALIAS_MAXIMUM),
-                    ..ConnAckProperties::default()
+                let connack = |session_present| {
+                    let mut connack = ConnAck::new(session_present);
+                    connack.properties = ConnAckProperties {
+                        receive_maximum: Some(receive_maximum),
+                        topic_alias_maximum: Some(SERVER_TOPIC_ALIAS_MAXIMUM),
+                        ..ConnAckProperties::default()
+                    };
+                    Packet::ConnAck(Box::new(connack))
                 };
-                self.session
-                    .handle_incoming(Packet::ConnAck(Box::new(connack)), now)
-                    .unwrap();
+                let answer = self.session.handle_incoming(connack(session_present), now);
+                if session_present && answer.is_err() {
+                    // A client without local state refuses the server's session and comes
+                    // back with Clean Start 1 [MQTT-3.2.2-4].
+                    prop_assert_eq!(
+                        answer.err(),
+                        Some(ProtocolViolation::SessionWithoutState)
+                    );
+                    prop_assert!(self.session.connect_packet().unwrap().clean_start);
+                    self.session.connection_lost(NOW_MS);
+                    self.server.sent_qos2.clear();
+                    self.server.released.clear();
+                    self.server.awaiting_pubrel.clear();
+                    self.session
+                        .handle_incoming(connack(false), now)
+                        .unwrap();
+                } else {
+                    answer.unwrap();
+                }
                 self.events()?;
                 // The server resends what it had not seen answered.
                 let pending: Vec<(u16, u64)> = self

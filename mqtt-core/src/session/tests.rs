@@ -23,6 +23,7 @@ fn options() -> SessionOptions {
 /// What a store holds after committing the batches: the test's stand-in for a real store.
 #[derive(Default)]
 pub(super) struct Committed {
+    meta: Option<SessionMeta>,
     outbound: BTreeMap<u64, OutboundRecord>,
     inbound: BTreeSet<u16>,
     queue: BTreeMap<u64, QueuedPublish>,
@@ -33,7 +34,7 @@ impl Committed {
     pub(super) fn apply(&mut self, batch: &Batch) {
         for op in batch.ops() {
             match op.clone() {
-                StoreOp::SetMeta(_) => {}
+                StoreOp::SetMeta(meta) => self.meta = Some(meta),
                 StoreOp::PutOutbound { seq, record } => {
                     self.outbound.insert(seq, record);
                 }
@@ -65,7 +66,7 @@ impl Committed {
 
     pub(super) fn stored(&self) -> StoredSession {
         StoredSession {
-            meta: None,
+            meta: self.meta.clone(),
             outbound: self.outbound.clone().into_iter().collect(),
             inbound: self.inbound.iter().copied().collect(),
             queue: self.queue.clone().into_iter().collect(),
@@ -428,6 +429,53 @@ fn mqtt_3_2_2_4_session_present_after_clean_start_is_a_protocol_error() {
     assert!(
         !session.connect_packet().unwrap().clean_start,
         "reconnects resume the session"
+    );
+}
+
+#[test]
+fn mqtt_3_2_2_4_session_present_without_local_state_is_refused_and_the_next_attempt_starts_clean() {
+    // A new store and Clean Start 0: the server's old session may hold packet identifiers
+    // this client would reuse for new messages.
+    let mut session = Session::new(options(), StoredSession::default(), NOW_MS).unwrap();
+    assert!(!session.connect_packet().unwrap().clean_start);
+    assert_eq!(
+        session.handle_connack(&ConnAck::new(true), Instant::now()),
+        Err(ProtocolViolation::SessionWithoutState)
+    );
+    assert!(
+        session.connect_packet().unwrap().clean_start,
+        "the next attempt starts the session anew"
+    );
+    assert_eq!(
+        session.handle_connack(&ConnAck::new(true), Instant::now()),
+        Err(ProtocolViolation::UnexpectedSession),
+        "Session Present 1 after that Clean Start 1 is the server's error"
+    );
+    session
+        .handle_connack(&ConnAck::new(false), Instant::now())
+        .unwrap();
+    assert!(!session.connect_packet().unwrap().clean_start);
+    assert!(
+        session
+            .handle_connack(&ConnAck::new(true), Instant::now())
+            .is_ok(),
+        "once connected, the client has state the server may resume"
+    );
+
+    // A stored session is local state: the server may resume it on the first connection.
+    let stored = StoredSession {
+        meta: Some(SessionMeta {
+            session_expiry_interval: 3600,
+            ..SessionMeta::default()
+        }),
+        ..StoredSession::default()
+    };
+    let mut resumed = Session::new(options(), stored, NOW_MS).unwrap();
+    assert!(!resumed.connect_packet().unwrap().clean_start);
+    assert!(
+        resumed
+            .handle_connack(&ConnAck::new(true), Instant::now())
+            .is_ok()
     );
 }
 

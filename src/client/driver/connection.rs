@@ -15,7 +15,7 @@ use super::super::url::ServerUrl;
 use super::super::{ClientEvent, ConnectError};
 use super::{Driver, now_ms};
 use crate::packet::{ConnAckProperties, Decoded, Disconnect, Packet, PacketType, ReasonCode};
-use crate::session::{ConnectCredentials, ConnectPacketError, Event, Session};
+use crate::session::{ConnectCredentials, ConnectPacketError, Event, ProtocolViolation, Session};
 
 /// How long a graceful close waits for the server to close its side (a well-behaved server
 /// closes at once after DISCONNECT; a broken one must not hold up the reconnect).
@@ -356,6 +356,9 @@ impl Driver {
                     let handled = slot.session.handle_incoming(packet, Instant::now());
                     self.process_events().await;
                     if let Err(violation) = handled {
+                        if violation == ProtocolViolation::SessionWithoutState {
+                            return self.start_clean(violation).await;
+                        }
                         self.violation(violation.reason_code(), violation.to_string())
                             .await;
                         return;
@@ -408,6 +411,20 @@ impl Driver {
 
     /// The server broke a rule: DISCONNECT with its reason code, then close. Written directly,
     /// not through the pipeline, which may be waiting for a commit.
+    /// The server resumed a session this client holds no state of [MQTT-3.2.2-4]: close, and
+    /// try again at once with Clean Start 1 (the engine asks for it). Not counted as a failed
+    /// attempt: a new store meeting an old server session is normal, not an outage.
+    async fn start_clean(&mut self, violation: ProtocolViolation) {
+        let server = self.server_url();
+        warn!(%server, %violation, "starting the session anew");
+        self.close_link(Close::Abrupt).await;
+        self.emit(ClientEvent::ConnectFailed {
+            server,
+            error: ConnectError::Protocol(violation.to_string()),
+        });
+        self.conn.phase = Phase::Idle { at: Instant::now() };
+    }
+
     async fn violation(&mut self, reason: ReasonCode, why: String) {
         warn!(?reason, %why, "protocol violation by the server");
         let up = self.conn.is_up();
