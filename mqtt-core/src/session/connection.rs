@@ -109,6 +109,7 @@ impl Session {
             } else {
                 0
             }),
+            closing: false,
         });
         // The metadata the session keeps: the expiry in force (the server's, if it set one),
         // the identifier it assigned, and that a connection is up.

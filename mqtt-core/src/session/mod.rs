@@ -183,6 +183,8 @@ struct Connection {
     last_sent: Instant,
     ping_sent: Option<Instant>,
     aliases: OutAliases,
+    /// DISCONNECT was handed out: nothing may follow it [MQTT-3.14.4-1].
+    closing: bool,
 }
 
 /// A SUBSCRIBE or UNSUBSCRIBE awaiting its answer.
@@ -446,13 +448,25 @@ impl Session {
     ///
     /// `now` is when the driver will send the packets: keep alive counts from it.
     pub fn poll_output(&mut self, now: Instant) -> Option<Output> {
+        if let Some(conn) = self.connection.as_mut() {
+            let send = &mut self.pending.send;
+            if conn.closing {
+                // What the session made after DISCONNECT (acks, pings) never goes out
+                // [MQTT-3.14.4-1]; the flows behind them resume on the next connection.
+                send.clear();
+            } else if let Some(at) = send
+                .iter()
+                .position(|p| matches!(p, Packet::Disconnect(_)))
+            {
+                send.truncate(at + 1);
+                conn.closing = true;
+            }
+            if !send.is_empty() {
+                conn.last_sent = now;
+            }
+        }
         if self.pending.commit.is_empty() && self.pending.send.is_empty() {
             return None;
-        }
-        if let Some(conn) = self.connection.as_mut()
-            && !self.pending.send.is_empty()
-        {
-            conn.last_sent = now;
         }
         Some(std::mem::take(&mut self.pending))
     }

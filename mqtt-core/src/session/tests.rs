@@ -931,6 +931,42 @@ fn mqtt_3_1_2_20_pingreq_after_keep_alive_idle_and_a_missing_pingresp_kills_the_
 }
 
 #[test]
+fn mqtt_3_14_4_1_nothing_follows_disconnect() {
+    let mut h = Harness::new();
+    let t0 = Instant::now();
+    h.session.handle_connack(&ConnAck::new(false), t0).unwrap();
+    h.flush();
+    // DISCONNECT with a new expiry: its commit and the packet are not yet polled when a
+    // PUBLISH arrives and the keep alive runs out.
+    h.session.disconnect(ReasonCode::Success, Some(60)).unwrap();
+    h.session
+        .handle_incoming(Packet::Publish(incoming(QoS::AtLeastOnce, 7, false)), t0)
+        .unwrap();
+    h.session.handle_timeout(t0 + Duration::from_secs(60));
+    let output = h.session.poll_output(t0).unwrap();
+    assert!(!output.commit.is_empty(), "the new expiry is committed");
+    assert_eq!(
+        output.send.last().map(Packet::packet_type),
+        Some(PacketType::Disconnect),
+        "DISCONNECT is the last packet: {:?}",
+        output.send
+    );
+    // Nor does anything made later go out on this connection.
+    h.session
+        .handle_incoming(Packet::Publish(incoming(QoS::AtLeastOnce, 8, false)), t0)
+        .unwrap();
+    h.session.handle_timeout(t0 + Duration::from_secs(120));
+    assert!(h.flush().is_empty());
+    // The next connection sends again.
+    h.session.connection_lost(NOW_MS);
+    h.session.start_connection(h.session.connect_credentials()).unwrap();
+    assert_eq!(
+        h.flush().iter().map(Packet::packet_type).collect::<Vec<_>>(),
+        vec![PacketType::Connect]
+    );
+}
+
+#[test]
 fn keep_alive_zero_turns_pings_off() {
     let mut options = options();
     options.keep_alive = 0;
