@@ -30,7 +30,9 @@ pub enum Event {
         topic: String,
     },
     /// The server refused a publish (PUBACK or PUBREC with a reason code of 0x80 or more), or it
-    /// could not be sent (it exceeds the server's limits).
+    /// could not be sent (it exceeds the server's limits). A retransmission that no longer fits
+    /// the server's Maximum Packet Size after a reconnect fails too (0x95); its first
+    /// transmission may have reached the server.
     Failed {
         /// The publish.
         id: PublishId,

@@ -158,6 +158,7 @@ impl Session {
             // passes stop at the first PUBLISH without quota and resume there.
             let first_pass = std::mem::replace(&mut conn.first_pass, false);
             let mut blocked = None;
+            let mut too_large = Vec::new();
             for (seq, flow) in self.flows.range_mut(from..) {
                 if flow.sent {
                     continue;
@@ -173,16 +174,26 @@ impl Session {
                         break;
                     }
                     Stage::Published(publish) => {
-                        conn.send_quota -= 1;
-                        flow.holds_quota = true;
                         let mut again = Publish::clone(publish);
                         again.dup = flow.retransmit;
                         Packet::Publish(again)
                     }
                 };
+                if self.codec.encoded_len(&packet).is_err() {
+                    // The server's Maximum Packet Size shrank since the flow began.
+                    too_large.push(*seq);
+                    continue;
+                }
+                if matches!(packet, Packet::Publish(_)) {
+                    conn.send_quota -= 1;
+                    flow.holds_quota = true;
+                }
                 flow.sent = true;
                 self.pending.send.push(packet);
                 flow.retransmit = true;
+            }
+            for seq in too_large {
+                self.fail_unsendable(seq);
             }
             if blocked.is_some() {
                 // Resume here when quota comes back: no scan of what went out already.
@@ -357,6 +368,20 @@ impl Session {
         let seq = *self.by_packet_id.get(&packet_id)?;
         let flow = self.flows.get(&seq)?;
         (flow.stage.is_released() == released && flow.sent).then_some(seq)
+    }
+
+    /// A stored flow can no longer be sent on this connection (it exceeds the server's new
+    /// Maximum Packet Size): it fails, and its record and identifier go. It held no quota.
+    fn fail_unsendable(&mut self, seq: u64) {
+        if let Some(flow) = self.flows.remove(&seq) {
+            self.ids.remove(flow.packet_id);
+            self.by_packet_id.remove(&flow.packet_id);
+            self.pending.commit.push(StoreOp::RemoveOutbound { seq });
+            self.events.push_back(Event::Failed {
+                id: seq,
+                reason: ReasonCode::PacketTooLarge,
+            });
+        }
     }
 
     /// Ends a flow: its record goes, its identifier and its send quota come back.

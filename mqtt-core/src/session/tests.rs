@@ -364,6 +364,39 @@ fn mqtt_3_3_4_8_a_pubrel_never_waits_for_send_quota_and_quota_never_exceeds_the_
 }
 
 #[test]
+fn a_retransmission_over_the_servers_new_maximum_packet_size_fails_its_flow_cleanly() {
+    let mut h = Harness::new();
+    h.connack(false, Some(10));
+    let big = h.publish(QoS::ExactlyOnce, "x".repeat(1000).leak());
+    let small = h.publish(QoS::AtLeastOnce, "b");
+    h.flush();
+    h.session.connection_lost(NOW_MS);
+    h.events();
+    let mut connack = ConnAck::new(true);
+    connack.properties.maximum_packet_size = Some(500);
+    connack.properties.receive_maximum = Some(1);
+    h.session.handle_connack(&connack, Instant::now()).unwrap();
+    let output = h.session.poll_output(Instant::now()).unwrap();
+    h.store.apply(&output.commit);
+    assert_eq!(publishes(&output.send), vec![(2, true, Bytes::from("b"))]);
+    assert!(h.events().contains(&Event::Failed {
+        id: big,
+        reason: ReasonCode::PacketTooLarge
+    }));
+    assert_eq!(h.session.in_flight(), 1);
+    assert_eq!(h.store.stored().outbound.len(), 1, "its record is gone");
+    // It held no quota: the one there is went to the small one, and comes back with its
+    // PUBACK for a new publish.
+    h.session.handle_puback(&PubAck::new(2));
+    assert!(h.events().contains(&Event::Delivered {
+        id: small,
+        reason: ReasonCode::Success
+    }));
+    h.publish(QoS::AtLeastOnce, "c");
+    assert_eq!(publishes(&h.flush()), vec![(3, false, Bytes::from("c"))]);
+}
+
+#[test]
 fn a_crash_resumes_from_the_committed_records_alone() {
     let mut h = Harness::new();
     h.connack(false, None);
