@@ -267,6 +267,21 @@ pub struct Session {
     events: VecDeque<Event>,
 }
 
+/// Whether a packet that may carry them only when the client asked for problem information
+/// has a Reason String or User Properties.
+fn carries_problem_information(packet: &Packet) -> bool {
+    let (reason_string, user_properties) = match packet {
+        Packet::PubAck(p) | Packet::PubRec(p) | Packet::PubRel(p) | Packet::PubComp(p) => {
+            (&p.properties.reason_string, &p.properties.user_properties)
+        }
+        Packet::SubAck(p) => (&p.properties.reason_string, &p.properties.user_properties),
+        Packet::UnsubAck(p) => (&p.properties.reason_string, &p.properties.user_properties),
+        Packet::Auth(p) => (&p.properties.reason_string, &p.properties.user_properties),
+        _ => return false,
+    };
+    reason_string.is_some() || !user_properties.is_empty()
+}
+
 fn decode_publish(bytes: &Bytes) -> Result<Publish, String> {
     let mut buf = BytesMut::from(&bytes[..]);
     match Codec::default().decode(&mut buf) {
@@ -503,6 +518,14 @@ impl Session {
         {
             return Err(ProtocolViolation::Unexpected(
                 "a packet other than CONNACK, AUTH or DISCONNECT before CONNACK [MQTT-3.2.0-1]",
+            ));
+        }
+        if self.options.properties.request_problem_information == Some(false)
+            && carries_problem_information(&packet)
+        {
+            return Err(ProtocolViolation::Unexpected(
+                "a Reason String or User Property on a packet other than PUBLISH, CONNACK or \
+                 DISCONNECT after Request Problem Information 0 [MQTT-3.1.2-29]",
             ));
         }
         match packet {

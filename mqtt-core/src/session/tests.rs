@@ -1492,6 +1492,58 @@ fn connect_carries_will_credentials_and_every_option() {
 }
 
 #[test]
+fn problem_information_where_the_client_asked_for_none_is_a_protocol_error() {
+    let new = |asked: Option<bool>| {
+        let mut options = options();
+        options.properties.request_problem_information = asked;
+        let mut session = Session::new(options, StoredSession::default(), NOW_MS).unwrap();
+        session
+            .handle_connack(&ConnAck::new(false), Instant::now())
+            .unwrap();
+        session
+    };
+    let mut with_reason = PubAck::new(1);
+    with_reason.properties.reason_string = Some("why".into());
+    let mut with_property = PubAck::new(1);
+    with_property
+        .properties
+        .user_properties
+        .push(UserProperty::new("k", "v"));
+    for packet in [
+        Packet::PubAck(with_reason.clone()),
+        Packet::PubRec(with_property.clone()),
+        Packet::PubComp(with_reason.clone()),
+        Packet::PubRel(with_property.clone()),
+    ] {
+        let refused = new(Some(false))
+            .handle_incoming(packet.clone(), Instant::now())
+            .unwrap_err();
+        assert_eq!(refused.reason_code(), ReasonCode::ProtocolError, "{packet:?}");
+        // Allowed when the client asked for it, or left the default (1).
+        assert!(new(None).handle_incoming(packet.clone(), Instant::now()).is_ok());
+        assert!(new(Some(true)).handle_incoming(packet, Instant::now()).is_ok());
+    }
+    // PUBLISH, CONNACK and DISCONNECT may carry them anyway.
+    let mut publish = incoming(QoS::AtMostOnce, 0, false);
+    publish
+        .properties
+        .user_properties
+        .push(UserProperty::new("k", "v"));
+    assert!(
+        new(Some(false))
+            .handle_incoming(Packet::Publish(publish), Instant::now())
+            .is_ok()
+    );
+    let mut disconnect = Disconnect::new(ReasonCode::ServerShuttingDown);
+    disconnect.properties.reason_string = Some("bye".into());
+    assert!(
+        new(Some(false))
+            .handle_incoming(Packet::Disconnect(disconnect), Instant::now())
+            .is_ok()
+    );
+}
+
+#[test]
 fn connack_details_reach_the_application_and_its_limits_apply() {
     let mut h = Harness::new();
     let mut connack = ConnAck::new(false);
