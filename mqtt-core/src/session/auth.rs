@@ -31,18 +31,28 @@ impl Session {
         self.authenticator = Some(authenticator);
     }
 
-    /// Checks that a server packet names the authenticator's method and returns the
-    /// authenticator.
+    /// Checks that a server packet names the method CONNECT carried [MQTT-4.12.0-5] and
+    /// returns the authenticator (still of that method).
     pub(super) fn authenticator_for(
         &mut self,
         method: Option<&str>,
     ) -> Result<&mut Box<dyn Authenticator>, ProtocolViolation> {
+        let connected = self
+            .auth_method
+            .as_deref()
+            .ok_or(ProtocolViolation::UnexpectedAuth)?;
+        if method != Some(connected) {
+            return Err(ProtocolViolation::AuthMethodMismatch);
+        }
         let auth = self
             .authenticator
             .as_mut()
             .ok_or(ProtocolViolation::UnexpectedAuth)?;
-        if method != Some(auth.method()) {
-            return Err(ProtocolViolation::AuthMethodMismatch);
+        if auth.method() != connected {
+            return Err(ProtocolViolation::AuthFailed(AuthError(format!(
+                "the authenticator's method {:?} is not the connection's {connected:?}",
+                auth.method()
+            ))));
         }
         Ok(auth)
     }
@@ -72,6 +82,7 @@ impl Session {
                     .challenge(props.authentication_data.as_ref())
                     .map_err(ProtocolViolation::AuthFailed)?;
                 let method = auth.method().to_owned();
+                // The same method as CONNECT [MQTT-4.12.0-5]: `authenticator_for` checked it.
                 self.pending.send.push(Self::auth_packet(
                     ReasonCode::ContinueAuthentication,
                     method,
@@ -86,17 +97,28 @@ impl Session {
         }
     }
 
-    /// Starts a re-authentication on the current connection [MQTT-4.12.1-1].
+    /// Starts a re-authentication on the current connection, with the method its CONNECT
+    /// carried [MQTT-4.12.1-1]; none when CONNECT carried no method [MQTT-4.12.0-7].
     pub fn reauthenticate(&mut self) -> Result<(), RequestError> {
         if self.connection.is_none() {
             return Err(RequestError::NotConnected);
         }
+        let connected = self
+            .auth_method
+            .clone()
+            .ok_or(RequestError::NoAuthenticator)?;
         let auth = self
             .authenticator
             .as_mut()
             .ok_or(RequestError::NoAuthenticator)?;
+        if auth.method() != connected {
+            return Err(RequestError::AuthMethodChanged {
+                connected,
+                now: auth.method().to_owned(),
+            });
+        }
         let data = auth.start().map_err(RequestError::Auth)?;
-        let method = auth.method().to_owned();
+        let method = connected;
         self.pending
             .send
             .push(Self::auth_packet(ReasonCode::ReAuthenticate, method, data));

@@ -68,7 +68,7 @@ impl Session {
             });
             return Ok(());
         }
-        if self.authenticator.is_some() {
+        if self.auth_method.is_some() {
             let props = &connack.properties;
             let data = props.authentication_data.clone();
             self.authenticator_for(props.authentication_method.as_deref())?

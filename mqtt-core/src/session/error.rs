@@ -101,9 +101,19 @@ pub enum RequestError {
     /// CONNACK said the server does not support this.
     #[error("the server does not support {0}")]
     Unsupported(&'static str),
-    /// Re-authentication without an authenticator.
-    #[error("no authenticator is set")]
+    /// Re-authentication without an authenticator, or on a connection whose CONNECT named no
+    /// Authentication Method [MQTT-4.12.0-7].
+    #[error("no authenticator is set for this connection")]
     NoAuthenticator,
+    /// Re-authentication with another method than the connection's CONNECT named
+    /// [MQTT-4.12.1-1]; a new method takes effect on the next connection.
+    #[error("the authenticator's method {now:?} is not the connection's {connected:?}")]
+    AuthMethodChanged {
+        /// The method CONNECT carried.
+        connected: String,
+        /// The authenticator's method now.
+        now: String,
+    },
     /// The authenticator failed to start.
     #[error("{0}")]
     Auth(AuthError),

@@ -242,6 +242,9 @@ pub struct Session {
     next_request: RequestId,
     /// Enhanced authentication, when the application supplied it.
     authenticator: Option<Box<dyn Authenticator>>,
+    /// The Authentication Method the current connection's CONNECT carried: every AUTH on the
+    /// connection uses it [MQTT-4.12.0-5, MQTT-4.12.1-1].
+    auth_method: Option<String>,
     /// The session's metadata as last emitted for the store.
     meta: SessionMeta,
     /// Whether `meta` was ever emitted (or loaded): it must reach the store at least once.
@@ -352,6 +355,7 @@ impl Session {
             resubscribe_needed: false,
             next_request: 1,
             authenticator: None,
+            auth_method: None,
             meta,
             meta_stored,
             next_seq: stored.next_seq(),
@@ -446,9 +450,11 @@ impl Session {
         connect.will = self.options.will.clone();
         connect.username = self.options.username.clone();
         connect.password = self.options.password.clone();
+        self.auth_method = None;
         if let Some(auth) = self.authenticator.as_mut() {
             connect.properties.authentication_data = auth.start()?;
             connect.properties.authentication_method = Some(auth.method().to_owned());
+            self.auth_method = Some(auth.method().to_owned());
         }
         Ok(connect)
     }
