@@ -54,6 +54,23 @@ pub enum ProtocolViolation {
     /// A SUBACK or UNSUBACK that answers nothing in flight, or with the wrong number of codes.
     #[error("{0}")]
     BadAck(String),
+    /// A QoS 1/2 PUBLISH with a packet identifier the server still awaits an answer for on
+    /// this connection: it may not reuse one [MQTT-2.2.1-4] nor resend without a reconnect
+    /// [MQTT-4.4.0-1].
+    #[error("the server reused packet identifier {packet_id}, still unanswered")]
+    PacketIdInUse {
+        /// The identifier.
+        packet_id: u16,
+    },
+    /// The server went so far over the client's Receive Maximum that the messages held back
+    /// exceed their bounds (another Receive Maximum of messages, or `held_bytes_limit`).
+    #[error("the server sent {held} messages over the client's Receive Maximum ({bytes} bytes)")]
+    ReceiveMaximumExceeded {
+        /// Messages held back, with the refused one.
+        held: usize,
+        /// Their bytes.
+        bytes: usize,
+    },
     /// A Topic Alias that is 0, above the client's Topic Alias Maximum, or never mapped.
     #[error("Topic Alias {alias} is invalid: {why}")]
     TopicAliasInvalid {
@@ -69,6 +86,7 @@ impl ProtocolViolation {
     pub fn reason_code(&self) -> ReasonCode {
         match self {
             Self::TopicAliasInvalid { .. } => ReasonCode::TopicAliasInvalid,
+            Self::ReceiveMaximumExceeded { .. } => ReasonCode::ReceiveMaximumExceeded,
             Self::UnexpectedAuth | Self::AuthMethodMismatch => ReasonCode::BadAuthenticationMethod,
             Self::AuthFailed(_) => ReasonCode::NotAuthorized,
             _ => ReasonCode::ProtocolError,

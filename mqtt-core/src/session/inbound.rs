@@ -5,6 +5,11 @@ use super::{AckError, Event, Inbound, MessageTag, ProtocolViolation, Session};
 use crate::packet::{Packet, PacketType, PubAck, Publish, QoS, ReasonCode};
 use crate::store::StoreOp;
 
+/// What a held-back message counts against [`SessionOptions::held_bytes_limit`](super::SessionOptions::held_bytes_limit).
+fn held_size(publish: &Publish) -> usize {
+    publish.topic.len() + publish.payload.len()
+}
+
 impl Session {
     /// Handles a PUBLISH from the server: resolves its Topic Alias, recognises a QoS 2 message
     /// already acknowledged (PUBREC again, not delivered twice [MQTT-4.3.3-10]), and delivers
@@ -16,7 +21,13 @@ impl Session {
     /// (DISCONNECT 0x93 is allowed, not required): mosquitto 2.0 miscounts its quota after a
     /// reconnect and, for QoS 1, whenever messages queue for the client, and a disconnect only
     /// makes it worse. Waiting messages are forgotten with the connection; the server sends
-    /// them again.
+    /// them again. They are bounded: past another Receive Maximum of them, or
+    /// [`SessionOptions::held_bytes_limit`](super::SessionOptions::held_bytes_limit) bytes, the server is refused with 0x93.
+    ///
+    /// A packet identifier still unanswered on this connection: with DUP 1 and the same QoS
+    /// it is a retransmission (some brokers resend on a timer, although only a reconnect
+    /// allows it [MQTT-4.4.0-1]) and is ignored; otherwise the server reused an identifier in
+    /// use [MQTT-2.2.1-4], a protocol error.
     pub fn handle_publish(&mut self, mut publish: Publish) -> Result<(), ProtocolViolation> {
         self.resolve_alias(&mut publish)?;
         if publish.qos == QoS::AtMostOnce {
@@ -24,15 +35,20 @@ impl Session {
             return Ok(());
         }
         let packet_id = publish.packet_id;
-        if publish.qos == QoS::ExactlyOnce {
-            let same = |qos: QoS, id: u16| qos == QoS::ExactlyOnce && id == packet_id;
-            if self.acks.iter().any(|e| same(e.qos, e.packet_id))
-                || self.held.iter().any(|p| same(p.qos, p.packet_id))
-            {
-                // Delivered on this connection (its PUBREC follows the ack, in arrival order) or
-                // waiting for room: a retransmission.
+        let in_use = self
+            .acks
+            .iter()
+            .map(|e| (e.packet_id, e.qos))
+            .chain(self.held.iter().map(|p| (p.packet_id, p.qos)))
+            .find(|(id, _)| *id == packet_id);
+        if let Some((_, qos)) = in_use {
+            if publish.dup && qos == publish.qos {
                 return Ok(());
             }
+            return Err(ProtocolViolation::PacketIdInUse { packet_id });
+        }
+        if publish.qos == QoS::ExactlyOnce {
+            let same = |qos: QoS, id: u16| qos == QoS::ExactlyOnce && id == packet_id;
             if self.inbound_pubrec.contains(&packet_id) {
                 // Acknowledged before: answer again, never deliver twice.
                 self.pending
@@ -53,7 +69,13 @@ impl Session {
             }
         }
         if self.options.manual_ack && self.unacked_by_application() >= self.receive_maximum() {
+            let bytes = self.held_bytes + held_size(&publish);
+            let held = self.held.len() + 1;
+            if held > self.receive_maximum() || bytes > self.options.held_bytes_limit {
+                return Err(ProtocolViolation::ReceiveMaximumExceeded { held, bytes });
+            }
             self.held.push_back(publish);
+            self.held_bytes = bytes;
             self.held_total += 1;
             return Ok(());
         }
@@ -201,6 +223,7 @@ impl Session {
         }
         while !self.held.is_empty() && self.unacked_by_application() < self.receive_maximum() {
             if let Some(publish) = self.held.pop_front() {
+                self.held_bytes = self.held_bytes.saturating_sub(held_size(&publish));
                 self.deliver(publish);
             }
         }
@@ -213,6 +236,7 @@ impl Session {
     pub(super) fn retire_acks(&mut self) {
         // Never delivered and never acknowledged: the server sends them again.
         self.held.clear();
+        self.held_bytes = 0;
         self.awaiting_application = 0;
         for entry in std::mem::take(&mut self.acks) {
             if !entry.acked {

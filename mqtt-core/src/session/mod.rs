@@ -79,7 +79,19 @@ pub struct SessionOptions {
     /// has no session for the client (Session Present 0), also after a restart: granted
     /// subscriptions are kept in the store with the session.
     pub resubscribe: bool,
+    /// The most bytes (topics and payloads) of messages held back because the server went over
+    /// the client's Receive Maximum (see [`Session::handle_publish`]); past it, or past another
+    /// Receive Maximum of messages, the connection ends with 0x93 Receive Maximum exceeded.
+    pub held_bytes_limit: usize,
 }
+
+/// The Maximum Packet Size a session announces unless told otherwise: one packet from the
+/// server cannot make the client buffer more (the protocol allows 256 MiB). Set
+/// `properties.maximum_packet_size` to `None` for the protocol's limit.
+pub const DEFAULT_MAXIMUM_PACKET_SIZE: u32 = 16 * 1024 * 1024;
+
+/// The default of [`SessionOptions::held_bytes_limit`].
+pub const DEFAULT_HELD_BYTES_LIMIT: usize = 64 * 1024 * 1024;
 
 impl SessionOptions {
     /// Options for `client_id` that resume the server's session (Clean Start 0).
@@ -88,7 +100,10 @@ impl SessionOptions {
             client_id: client_id.into(),
             clean_start: false,
             keep_alive: 60,
-            properties: ConnectProperties::default(),
+            properties: ConnectProperties {
+                maximum_packet_size: Some(DEFAULT_MAXIMUM_PACKET_SIZE),
+                ..ConnectProperties::default()
+            },
             manual_ack: false,
             ping_timeout: Duration::from_secs(10),
             will: None,
@@ -96,6 +111,7 @@ impl SessionOptions {
             password: None,
             topic_aliases: true,
             resubscribe: true,
+            held_bytes_limit: DEFAULT_HELD_BYTES_LIMIT,
         }
     }
 }
@@ -223,6 +239,8 @@ pub struct Session {
     stale: HashMap<MessageTag, Inbound>,
     /// Messages beyond the client's Receive Maximum, waiting for an ack to make room.
     held: VecDeque<Publish>,
+    /// Topic and payload bytes of `held`.
+    held_bytes: usize,
     held_total: u64,
     /// Entries of `acks` not acked yet (kept to avoid a scan per message).
     awaiting_application: usize,
@@ -344,6 +362,7 @@ impl Session {
             acks: VecDeque::new(),
             stale: HashMap::new(),
             held: VecDeque::new(),
+            held_bytes: 0,
             held_total: 0,
             awaiting_application: 0,
             aliases_in: HashMap::new(),

@@ -809,6 +809,99 @@ fn waiting_messages_are_forgotten_with_the_connection_and_not_held_twice() {
     assert_eq!(auto.session.held(), 0);
 }
 
+/// A hostile server cannot make the client hold messages without bound: past another Receive
+/// Maximum (3) of held messages, or past the byte limit, the connection ends with 0x93.
+#[test]
+fn held_messages_are_bounded_by_count_and_bytes() {
+    let mut h = manual();
+    for id in 1..=6 {
+        h.session
+            .handle_publish(incoming(QoS::AtLeastOnce, id, false))
+            .unwrap();
+    }
+    assert_eq!(h.session.held(), 3);
+    let refused = h
+        .session
+        .handle_publish(incoming(QoS::AtLeastOnce, 7, false))
+        .unwrap_err();
+    assert_eq!(refused.reason_code(), ReasonCode::ReceiveMaximumExceeded);
+    assert_eq!(h.session.held(), 3, "the refused message is not kept");
+
+    let mut options = options();
+    options.manual_ack = true;
+    options.properties.receive_maximum = Some(1);
+    options.held_bytes_limit = 100;
+    let mut small = Harness {
+        session: Session::new(options, StoredSession::default(), NOW_MS).unwrap(),
+        store: Committed::default(),
+    };
+    small.connack(false, None);
+    let big = |id| {
+        let mut p = incoming(QoS::AtLeastOnce, id, false);
+        p.payload = Bytes::from(vec![0u8; 60]);
+        p
+    };
+    small.session.handle_publish(big(1)).unwrap();
+    small.session.handle_publish(big(2)).unwrap();
+    assert_eq!(small.session.held(), 1);
+    let refused = small.session.handle_publish(big(3)).unwrap_err();
+    assert!(
+        matches!(refused, ProtocolViolation::ReceiveMaximumExceeded { bytes, .. } if bytes > 100),
+        "{refused:?}"
+    );
+}
+
+/// A server may not reuse a packet identifier it still awaits an answer for [MQTT-2.2.1-4];
+/// a retransmission (DUP 1, same QoS), which some brokers make on a timer, is ignored.
+#[test]
+fn a_reused_packet_identifier_is_a_protocol_error_and_a_retransmission_is_ignored() {
+    for qos in [QoS::AtLeastOnce, QoS::ExactlyOnce] {
+        let mut h = manual();
+        h.session.handle_publish(incoming(qos, 9, false)).unwrap();
+        assert_eq!(tags(&h.events()).len(), 1);
+        h.session.handle_publish(incoming(qos, 9, true)).unwrap();
+        assert!(tags(&h.events()).is_empty(), "{qos:?}: not delivered twice");
+        let refused = h.session.handle_publish(incoming(qos, 9, false)).unwrap_err();
+        assert_eq!(refused, ProtocolViolation::PacketIdInUse { packet_id: 9 });
+        assert_eq!(refused.reason_code(), ReasonCode::ProtocolError);
+        let other = match qos {
+            QoS::AtLeastOnce => QoS::ExactlyOnce,
+            _ => QoS::AtLeastOnce,
+        };
+        assert!(h.session.handle_publish(incoming(other, 9, true)).is_err());
+    }
+    // Once answered, the identifier is free again.
+    let mut h = manual();
+    h.session
+        .handle_publish(incoming(QoS::AtLeastOnce, 9, false))
+        .unwrap();
+    let tag = tags(&h.events())[0];
+    h.session.ack(tag).unwrap();
+    h.flush();
+    h.session
+        .handle_publish(incoming(QoS::AtLeastOnce, 9, false))
+        .unwrap();
+    assert_eq!(tags(&h.events()).len(), 1);
+}
+
+#[test]
+fn the_default_maximum_packet_size_is_announced_and_enforced() {
+    let mut session = Session::new(options(), StoredSession::default(), NOW_MS).unwrap();
+    let connect = session.connect_packet().unwrap();
+    assert_eq!(
+        connect.properties.maximum_packet_size,
+        Some(DEFAULT_MAXIMUM_PACKET_SIZE)
+    );
+    assert_eq!(
+        session.codec().max_incoming_packet_size,
+        Some(DEFAULT_MAXIMUM_PACKET_SIZE)
+    );
+    // A PUBLISH header claiming 256 MiB is refused before its body is buffered.
+    let mut claim = BytesMut::from(&[0x30u8, 0xff, 0xff, 0xff, 0x7f][..]);
+    let error = session.codec().decode(&mut claim).unwrap_err();
+    assert_eq!(error.violation.reason_code(), ReasonCode::PacketTooLarge);
+}
+
 #[test]
 fn inbound_topic_aliases_map_and_unknown_or_too_large_is_0x94() {
     let mut h = manual();
