@@ -409,8 +409,6 @@ impl Driver {
 
     // ----- the end of a connection -----
 
-    /// The server broke a rule: DISCONNECT with its reason code, then close. Written directly,
-    /// not through the pipeline, which may be waiting for a commit.
     /// The server resumed a session this client holds no state of [MQTT-3.2.2-4]: close, and
     /// try again at once with Clean Start 1 (the engine asks for it). Not counted as a failed
     /// attempt: a new store meeting an old server session is normal, not an outage.
@@ -425,6 +423,8 @@ impl Driver {
         self.conn.phase = Phase::Idle { at: Instant::now() };
     }
 
+    /// The server broke a rule: DISCONNECT with its reason code, then close. Written directly,
+    /// not through the pipeline, which may be waiting for a commit.
     async fn violation(&mut self, reason: ReasonCode, why: String) {
         warn!(?reason, %why, "protocol violation by the server");
         let up = self.conn.is_up();
