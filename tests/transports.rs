@@ -352,6 +352,43 @@ async fn websocket_uses_the_mqtt_subprotocol_and_binary_frames() {
     }
 }
 
+/// MQTT travels in binary frames only; a text frame from the server ends the connection
+/// [MQTT-6.0.0-1].
+#[tokio::test]
+async fn mqtt_6_0_0_1_a_text_frame_closes_the_connection() {
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let server = tokio::spawn(async move {
+        let stream = rx.recv().await.unwrap();
+        let mut ws = tokio_tungstenite::accept_hdr_async(stream, |_: &Request, mut r: Response| {
+            r.headers_mut()
+                .insert("Sec-WebSocket-Protocol", HeaderValue::from_static("mqtt"));
+            Ok(r)
+        })
+        .await
+        .unwrap();
+        let first = timeout(WAIT, ws.next()).await.unwrap();
+        assert!(matches!(first, Some(Ok(WsMessage::Binary(_)))), "{first:?}");
+        let mut out = BytesMut::new();
+        Codec::default()
+            .encode(&Packet::ConnAck(Box::new(ConnAck::new(false))), &mut out)
+            .unwrap();
+        // A valid CONNACK, but in a text frame.
+        let text = out.iter().map(|b| char::from(*b)).collect::<String>();
+        ws.send(WsMessage::Text(text.into())).await.unwrap();
+        // The client closes: the stream ends (a close frame, an error, or nothing more).
+        loop {
+            match timeout(WAIT, ws.next()).await.unwrap() {
+                Some(Ok(WsMessage::Binary(data))) => panic!("the client went on: {data:?}"),
+                Some(Ok(WsMessage::Close(_))) | Some(Err(_)) | None => break,
+                Some(Ok(_)) => {}
+            }
+        }
+    });
+    let connecting = builder("ws://localhost:8080", Pipe(tx)).connect().await;
+    assert!(connecting.is_err(), "the connection must not come up");
+    server.await.unwrap();
+}
+
 #[tokio::test]
 async fn secure_websocket_layers_tls_under_the_websocket() {
     let pki = pki("wss");

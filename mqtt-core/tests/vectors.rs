@@ -835,14 +835,15 @@ fn mqtt_3_1_2_connect_header_rules() {
         ReasonCode::UnsupportedProtocolVersion,
     );
     malformed(&header(b"MQTT", 5, 0x03), Violation::ConnectReservedFlag);
-    // Will QoS 1 without the Will flag [MQTT-3.1.2-13], Will Retain without it [MQTT-3.1.2-15].
+    // Will QoS 1 without the Will flag [MQTT-3.1.2-11], Will Retain without it [MQTT-3.1.2-13].
     malformed(&header(b"MQTT", 5, 0x0A), Violation::WillFieldsWithoutWill);
     malformed(&header(b"MQTT", 5, 0x22), Violation::WillFieldsWithoutWill);
+    // Will QoS 3 [MQTT-3.1.2-12].
     malformed(
         &header(b"MQTT", 5, 0x1E),
         Violation::InvalidQos { field: "Will QoS" },
     );
-    // User Name flag set but no User Name [MQTT-3.1.2-19].
+    // User Name flag set but no User Name [MQTT-3.1.2-17].
     malformed(
         &header(b"MQTT", 5, 0x82),
         Violation::Truncated { field: "User Name" },
@@ -1129,5 +1130,29 @@ fn remaining_length_boundaries_encode_minimally() {
         assert_eq!(&buf[..header.len()], &header[..], "payload {payload_len}");
         assert_eq!(buf.len(), header.len() + 4 + payload_len);
         decodes_to(&buf, packet);
+    }
+}
+
+#[test]
+fn mqtt_1_5_7_1_both_strings_of_a_user_property_are_utf8_strings() {
+    // PUBACK 1, Success, one User Property: name "k", value one byte.
+    let puback = |name: u8, value: u8| {
+        [
+            0x40, 0x0b, 0x00, 0x01, 0x00, 0x07, 0x26, 0x00, 0x01, name, 0x00, 0x01, value,
+        ]
+    };
+    assert!(matches!(
+        Codec::default().decode(&mut BytesMut::from(&puback(b'k', b'v')[..])),
+        Ok(Decoded::Packet(Packet::PubAck(_)))
+    ));
+    for (name, value) in [(b'k', 0xff), (0xff, b'v'), (b'k', 0x00), (0x00, b'v')] {
+        let error = Codec::default()
+            .decode(&mut BytesMut::from(&puback(name, value)[..]))
+            .unwrap_err();
+        assert_eq!(
+            error.violation.reason_code(),
+            ReasonCode::MalformedPacket,
+            "{name:#x} {value:#x}: {error}"
+        );
     }
 }

@@ -157,7 +157,9 @@ pub enum Violation {
     #[error("the reserved bit of the CONNECT flags is set [MQTT-3.1.2-3]")]
     ConnectReservedFlag,
     /// Will QoS or Will Retain is set without the Will Flag.
-    #[error("Will QoS or Will Retain is set while the Will Flag is 0 [MQTT-3.1.2-11]")]
+    #[error(
+        "Will QoS or Will Retain is set while the Will Flag is 0 [MQTT-3.1.2-11, MQTT-3.1.2-13]"
+    )]
     WillFieldsWithoutWill,
     /// Bits 7-1 of the CONNACK acknowledge flags are set.
     #[error("bits 7-1 of the Connect Acknowledge Flags are set [MQTT-3.2.2-1]")]

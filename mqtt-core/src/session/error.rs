@@ -36,7 +36,9 @@ pub enum ProtocolViolation {
     /// Session Present 1 for a client that holds no state of the session (a new or lost store)
     /// [MQTT-3.2.2-4]: the server may hold packet identifiers the client would reuse. The next
     /// attempt asks for a clean start.
-    #[error("the server resumed a session this client holds no state of [MQTT-3.2.2-4]; the next attempt starts clean")]
+    #[error(
+        "the server resumed a session this client holds no state of [MQTT-3.2.2-4]; the next attempt starts clean"
+    )]
     SessionWithoutState,
     /// AUTH although CONNECT named no Authentication Method [MQTT-4.12.0-6], or a
     /// re-authentication request from the server (only a client starts one).

@@ -494,10 +494,7 @@ impl Session {
                 // What the session made after DISCONNECT (acks, pings) never goes out
                 // [MQTT-3.14.4-1]; the flows behind them resume on the next connection.
                 send.clear();
-            } else if let Some(at) = send
-                .iter()
-                .position(|p| matches!(p, Packet::Disconnect(_)))
-            {
+            } else if let Some(at) = send.iter().position(|p| matches!(p, Packet::Disconnect(_))) {
                 send.truncate(at + 1);
                 conn.closing = true;
             }

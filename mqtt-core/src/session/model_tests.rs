@@ -437,18 +437,13 @@ impl World {
                 if session_present && answer.is_err() {
                     // A client without local state refuses the server's session and comes
                     // back with Clean Start 1 [MQTT-3.2.2-4].
-                    prop_assert_eq!(
-                        answer.err(),
-                        Some(ProtocolViolation::SessionWithoutState)
-                    );
+                    prop_assert_eq!(answer.err(), Some(ProtocolViolation::SessionWithoutState));
                     prop_assert!(self.session.connect_packet().unwrap().clean_start);
                     self.session.connection_lost(NOW_MS);
                     self.server.sent_qos2.clear();
                     self.server.released.clear();
                     self.server.awaiting_pubrel.clear();
-                    self.session
-                        .handle_incoming(connack(false), now)
-                        .unwrap();
+                    self.session.handle_incoming(connack(false), now).unwrap();
                 } else {
                     answer.unwrap();
                 }

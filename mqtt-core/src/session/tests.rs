@@ -861,7 +861,10 @@ fn a_reused_packet_identifier_is_a_protocol_error_and_a_retransmission_is_ignore
         assert_eq!(tags(&h.events()).len(), 1);
         h.session.handle_publish(incoming(qos, 9, true)).unwrap();
         assert!(tags(&h.events()).is_empty(), "{qos:?}: not delivered twice");
-        let refused = h.session.handle_publish(incoming(qos, 9, false)).unwrap_err();
+        let refused = h
+            .session
+            .handle_publish(incoming(qos, 9, false))
+            .unwrap_err();
         assert_eq!(refused, ProtocolViolation::PacketIdInUse { packet_id: 9 });
         assert_eq!(refused.reason_code(), ReasonCode::ProtocolError);
         let other = match qos {
@@ -1085,9 +1088,14 @@ fn mqtt_3_14_4_1_nothing_follows_disconnect() {
     assert!(h.flush().is_empty());
     // The next connection sends again.
     h.session.connection_lost(NOW_MS);
-    h.session.start_connection(h.session.connect_credentials()).unwrap();
+    h.session
+        .start_connection(h.session.connect_credentials())
+        .unwrap();
     assert_eq!(
-        h.flush().iter().map(Packet::packet_type).collect::<Vec<_>>(),
+        h.flush()
+            .iter()
+            .map(Packet::packet_type)
+            .collect::<Vec<_>>(),
         vec![PacketType::Connect]
     );
 }
@@ -1615,7 +1623,10 @@ fn mqtt_4_12_1_1_reauthentication_keeps_the_method_connect_carried() {
     h.session.set_authenticator(Box::new(Named("B")));
     h.session.connection_lost(NOW_MS);
     let connect = h.session.connect_packet().unwrap();
-    assert_eq!(connect.properties.authentication_method.as_deref(), Some("B"));
+    assert_eq!(
+        connect.properties.authentication_method.as_deref(),
+        Some("B")
+    );
 
     // [MQTT-4.12.0-7]: a CONNECT without a method allows no AUTH on its connection.
     let mut plain = Harness::new();
@@ -1673,10 +1684,22 @@ fn problem_information_where_the_client_asked_for_none_is_a_protocol_error() {
         let refused = new(Some(false))
             .handle_incoming(packet.clone(), Instant::now())
             .unwrap_err();
-        assert_eq!(refused.reason_code(), ReasonCode::ProtocolError, "{packet:?}");
+        assert_eq!(
+            refused.reason_code(),
+            ReasonCode::ProtocolError,
+            "{packet:?}"
+        );
         // Allowed when the client asked for it, or left the default (1).
-        assert!(new(None).handle_incoming(packet.clone(), Instant::now()).is_ok());
-        assert!(new(Some(true)).handle_incoming(packet, Instant::now()).is_ok());
+        assert!(
+            new(None)
+                .handle_incoming(packet.clone(), Instant::now())
+                .is_ok()
+        );
+        assert!(
+            new(Some(true))
+                .handle_incoming(packet, Instant::now())
+                .is_ok()
+        );
     }
     // PUBLISH, CONNACK and DISCONNECT may carry them anyway.
     let mut publish = incoming(QoS::AtMostOnce, 0, false);
