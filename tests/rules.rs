@@ -6,8 +6,10 @@
     clippy::indexing_slicing
 )]
 
+use std::time::{Duration, Instant};
+
 use mooring::client::ClientEvent;
-use mooring::packet::{ConnAck, Packet};
+use mooring::packet::{ConnAck, Packet, QoS};
 use mooring::store::MemoryStore;
 use tokio::time::timeout;
 
@@ -46,4 +48,50 @@ async fn mqtt_3_2_2_4_a_new_store_refuses_a_resumed_session_and_connects_again_c
         )
     })
     .await;
+}
+
+/// A server that stops reading: the client goes on reading (a message sent meanwhile is
+/// delivered), the write timeout ends the connection, and the client connects again.
+#[tokio::test]
+async fn a_stalled_write_keeps_reading_and_ends_the_connection_within_the_write_timeout() {
+    let mut broker = Broker::new();
+    let b = builder(&broker, MemoryStore::default()).write_timeout(Duration::from_millis(500));
+    let (client, mut messages, mut peer) = connected(&mut broker, b).await;
+    let mut events = client.events();
+    // More than the 1 MiB the pipe holds, and nobody reads it.
+    let publisher = client.clone();
+    tokio::spawn(async move {
+        for _ in 0..24 {
+            let payload = vec![b'x'; 64 * 1024];
+            if publisher
+                .publish("big", payload, QoS::AtMostOnce)
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let stalled = Instant::now();
+    peer.send(inbound(QoS::AtMostOnce, 0, "while stalled"))
+        .await;
+    let message = timeout(WAIT, messages.recv()).await.unwrap().unwrap();
+    assert_eq!(message.payload().as_ref(), b"while stalled");
+    let lost = next_event(&mut events, |e| {
+        matches!(e, ClientEvent::ConnectionLost { .. })
+    })
+    .await;
+    assert!(
+        stalled.elapsed() < Duration::from_secs(3),
+        "the connection ended {:?} after the stall",
+        stalled.elapsed()
+    );
+    assert!(
+        matches!(&lost, ClientEvent::ConnectionLost { reason, .. } if reason.contains("no progress")),
+        "{lost:?}"
+    );
+    let mut again = broker.next().await;
+    again.accept(false).await;
+    next_event(&mut events, |e| matches!(e, ClientEvent::Connected { .. })).await;
 }

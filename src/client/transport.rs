@@ -3,9 +3,10 @@
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
+use std::task::{Context, Poll};
 
 use bytes::BytesMut;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 #[cfg(feature = "tls")]
 use super::tls::TlsOptions;
@@ -109,13 +110,24 @@ pub(crate) enum Link {
 }
 
 impl Link {
-    /// Reads what is there into `buf`; 0 at the end of the stream. Cancel safe.
-    pub(crate) async fn read(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
-        match self {
-            Self::Stream(s) => s.read_buf(buf).await,
+    /// Reads (when `reading`) and writes `out` at the same time, so that a server that stops
+    /// reading cannot stop the client from reading. Resolves when bytes were read into `buf`
+    /// (`Read(0)` at the end of the stream) or when all of `out` has been written and flushed.
+    /// Cancel safe: what was read is in `buf`, what was written is gone from `out`, and
+    /// `progress` is stamped at every write that moved bytes.
+    pub(crate) async fn exchange(
+        &mut self,
+        buf: &mut BytesMut,
+        out: &mut Outgoing,
+        reading: bool,
+        progress: &mut std::time::Instant,
+    ) -> io::Result<Exchanged> {
+        std::future::poll_fn(|cx| match self {
+            Self::Stream(s) => poll_stream(Pin::new(&mut **s), cx, buf, out, reading, progress),
             #[cfg(feature = "websocket")]
-            Self::WebSocket(ws) => ws::read(ws, buf).await,
-        }
+            Self::WebSocket(ws) => ws::poll_exchange(ws, cx, buf, out, reading, progress),
+        })
+        .await
     }
 
     /// Writes all of `bytes` and flushes.
@@ -151,6 +163,82 @@ impl Link {
             }
         }
     }
+}
+
+/// Bytes waiting to be written, and whether the stream still needs a flush.
+#[derive(Default)]
+pub(crate) struct Outgoing {
+    /// Encoded packets not yet handed to the stream.
+    pub(crate) bytes: BytesMut,
+    /// Bytes were handed over and not yet flushed.
+    pub(crate) unflushed: bool,
+}
+
+impl Outgoing {
+    /// Whether anything is still on its way out.
+    pub(crate) fn is_pending(&self) -> bool {
+        !self.bytes.is_empty() || self.unflushed
+    }
+
+    pub(crate) fn clear(&mut self) {
+        self.bytes.clear();
+        self.unflushed = false;
+    }
+}
+
+/// What [`Link::exchange`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Exchanged {
+    /// Read this many bytes; 0 at the end of the stream.
+    Read(usize),
+    /// Everything outgoing is written and flushed.
+    Written,
+}
+
+fn poll_stream(
+    mut stream: Pin<&mut dyn AsyncStream>,
+    cx: &mut Context<'_>,
+    buf: &mut BytesMut,
+    out: &mut Outgoing,
+    reading: bool,
+    progress: &mut std::time::Instant,
+) -> Poll<io::Result<Exchanged>> {
+    use bytes::Buf;
+    while !out.bytes.is_empty() {
+        match stream.as_mut().poll_write(cx, &out.bytes) {
+            Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+            Poll::Ready(Ok(n)) => {
+                out.bytes.advance(n);
+                out.unflushed = true;
+                *progress = std::time::Instant::now();
+            }
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+            Poll::Pending => break,
+        }
+    }
+    if out.bytes.is_empty() && out.unflushed {
+        match stream.as_mut().poll_flush(cx) {
+            Poll::Ready(Ok(())) => {
+                out.unflushed = false;
+                return Poll::Ready(Ok(Exchanged::Written));
+            }
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+            Poll::Pending => {}
+        }
+    }
+    if reading {
+        let mut chunk = [0u8; 8 * 1024];
+        let mut read = ReadBuf::new(&mut chunk);
+        match stream.poll_read(cx, &mut read) {
+            Poll::Ready(Ok(())) => {
+                buf.extend_from_slice(read.filled());
+                return Poll::Ready(Ok(Exchanged::Read(read.filled().len())));
+            }
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+            Poll::Pending => {}
+        }
+    }
+    Poll::Pending
 }
 
 /// Opens the stream for `server`: the connector's or TCP, then TLS, then WebSocket, by scheme.
@@ -234,13 +322,21 @@ mod ws {
     use std::io;
 
     use bytes::{Bytes, BytesMut};
-    use futures_util::{SinkExt, StreamExt};
+    use futures_util::SinkExt;
     use tokio_tungstenite::WebSocketStream;
     use tokio_tungstenite::tungstenite::Message;
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
     use tokio_tungstenite::tungstenite::http::HeaderValue;
 
-    use super::{AsyncStream, Link, ServerUrl, TransportError, TransportOptions};
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+    use std::time::Instant;
+
+    use futures_util::{Sink, Stream};
+
+    use super::{
+        AsyncStream, Exchanged, Link, Outgoing, ServerUrl, TransportError, TransportOptions,
+    };
 
     type Ws = WebSocketStream<Box<dyn AsyncStream>>;
 
@@ -286,33 +382,70 @@ mod ws {
         Ok(Link::WebSocket(Box::new(ws)))
     }
 
-    pub(super) async fn read(ws: &mut Ws, buf: &mut BytesMut) -> io::Result<usize> {
-        loop {
-            match ws.next().await {
-                None | Some(Ok(Message::Close(_))) => return Ok(0),
-                Some(Ok(Message::Binary(data))) => {
-                    buf.extend_from_slice(&data);
-                    if !data.is_empty() {
-                        return Ok(data.len());
-                    }
-                }
-                // Control frames are answered by tungstenite itself.
-                Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
-                Some(Ok(Message::Text(_))) => {
-                    // MQTT travels in binary frames only [MQTT-6.0.0-1].
-                    return Err(io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        "the server sent a text WebSocket frame [MQTT-6.0.0-1]",
-                    ));
-                }
-                Some(Err(e)) => return Err(io::Error::other(e)),
-            }
-        }
-    }
-
     pub(super) async fn write(ws: &mut Ws, bytes: Bytes) -> io::Result<()> {
         ws.send(Message::Binary(bytes))
             .await
             .map_err(io::Error::other)
+    }
+
+    /// [`Link::exchange`] for a WebSocket: what is outgoing goes as one binary frame.
+    pub(super) fn poll_exchange(
+        ws: &mut Ws,
+        cx: &mut Context<'_>,
+        buf: &mut BytesMut,
+        out: &mut Outgoing,
+        reading: bool,
+        progress: &mut Instant,
+    ) -> Poll<io::Result<Exchanged>> {
+        let mut ws = Pin::new(ws);
+        if !out.bytes.is_empty() {
+            match ws.as_mut().poll_ready(cx) {
+                Poll::Ready(Ok(())) => {
+                    let frame = Message::Binary(out.bytes.split().freeze());
+                    ws.as_mut().start_send(frame).map_err(io::Error::other)?;
+                    out.unflushed = true;
+                    *progress = Instant::now();
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(io::Error::other(e))),
+                Poll::Pending => {}
+            }
+        }
+        if out.bytes.is_empty() && out.unflushed {
+            match ws.as_mut().poll_flush(cx) {
+                Poll::Ready(Ok(())) => {
+                    out.unflushed = false;
+                    return Poll::Ready(Ok(Exchanged::Written));
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(io::Error::other(e))),
+                Poll::Pending => {}
+            }
+        }
+        if !reading {
+            return Poll::Pending;
+        }
+        loop {
+            match ws.as_mut().poll_next(cx) {
+                Poll::Ready(None | Some(Ok(Message::Close(_)))) => {
+                    return Poll::Ready(Ok(Exchanged::Read(0)));
+                }
+                Poll::Ready(Some(Ok(Message::Binary(data)))) => {
+                    buf.extend_from_slice(&data);
+                    if !data.is_empty() {
+                        return Poll::Ready(Ok(Exchanged::Read(data.len())));
+                    }
+                }
+                // Control frames are answered by tungstenite itself.
+                Poll::Ready(Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_)))) => {}
+                Poll::Ready(Some(Ok(Message::Text(_)))) => {
+                    // MQTT travels in binary frames only [MQTT-6.0.0-1].
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "the server sent a text WebSocket frame [MQTT-6.0.0-1]",
+                    )));
+                }
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(io::Error::other(e))),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
     }
 }

@@ -65,7 +65,7 @@ pub enum ProtocolViolation {
         packet_id: u16,
     },
     /// The server went so far over the client's Receive Maximum that the messages held back
-    /// exceed their bounds (another Receive Maximum of messages, or `held_bytes_limit`).
+    /// exceed `held_bytes_limit`.
     #[error("the server sent {held} messages over the client's Receive Maximum ({bytes} bytes)")]
     ReceiveMaximumExceeded {
         /// Messages held back, with the refused one.

@@ -21,8 +21,10 @@ impl Session {
     /// (DISCONNECT 0x93 is allowed, not required): mosquitto 2.0 miscounts its quota after a
     /// reconnect and, for QoS 1, whenever messages queue for the client, and a disconnect only
     /// makes it worse. Waiting messages are forgotten with the connection; the server sends
-    /// them again. They are bounded: past another Receive Maximum of them, or
-    /// [`SessionOptions::held_bytes_limit`](super::SessionOptions::held_bytes_limit) bytes, the server is refused with 0x93.
+    /// them again. They are bounded: in number by the packet identifiers a server can have
+    /// unanswered, in bytes by
+    /// [`SessionOptions::held_bytes_limit`](super::SessionOptions::held_bytes_limit), past which
+    /// the server is refused with 0x93.
     ///
     /// A packet identifier still unanswered on this connection: with DUP 1 and the same QoS
     /// it is a retransmission (some brokers resend on a timer, although only a reconnect
@@ -35,13 +37,7 @@ impl Session {
             return Ok(());
         }
         let packet_id = publish.packet_id;
-        let in_use = self
-            .acks
-            .iter()
-            .map(|e| (e.packet_id, e.qos))
-            .chain(self.held.iter().map(|p| (p.packet_id, p.qos)))
-            .find(|(id, _)| *id == packet_id);
-        if let Some((_, qos)) = in_use {
+        if let Some(&qos) = self.inbound_in_use.get(&packet_id) {
             if publish.dup && qos == publish.qos {
                 return Ok(());
             }
@@ -63,17 +59,21 @@ impl Session {
                 .map(|e| e.tag);
             if let Some(entry) = stale.and_then(|tag| self.stale.remove(&tag)) {
                 // Delivered on an earlier connection, ack still to come: bind it to this one.
+                self.inbound_in_use.insert(entry.packet_id, entry.qos);
                 self.acks.push_back(entry);
                 self.awaiting_application += 1;
                 return Ok(());
             }
         }
         if self.options.manual_ack && self.unacked_by_application() >= self.receive_maximum() {
+            // Their number is bounded by the identifiers a server can have unanswered (a
+            // reused one is refused above), their bytes here.
             let bytes = self.held_bytes + held_size(&publish);
-            let held = self.held.len() + 1;
-            if held > self.receive_maximum() || bytes > self.options.held_bytes_limit {
+            if bytes > self.options.held_bytes_limit {
+                let held = self.held.len() + 1;
                 return Err(ProtocolViolation::ReceiveMaximumExceeded { held, bytes });
             }
+            self.inbound_in_use.insert(packet_id, publish.qos);
             self.held.push_back(publish);
             self.held_bytes = bytes;
             self.held_total += 1;
@@ -86,6 +86,7 @@ impl Session {
     fn deliver(&mut self, publish: Publish) {
         let tag = self.next_tag;
         self.next_tag += 1;
+        self.inbound_in_use.insert(publish.packet_id, publish.qos);
         self.acks.push_back(Inbound {
             tag,
             packet_id: publish.packet_id,
@@ -111,6 +112,7 @@ impl Session {
             self.awaiting_application,
             self.acks.iter().filter(|e| !e.acked).count()
         );
+        debug_assert_eq!(self.inbound_in_use.len(), self.acks.len() + self.held.len());
         self.awaiting_application
     }
 
@@ -214,6 +216,7 @@ impl Session {
             let Some(entry) = self.acks.pop_front() else {
                 break;
             };
+            self.inbound_in_use.remove(&entry.packet_id);
             let mut ack = PubAck::new(entry.packet_id);
             ack.reason_code = entry.reason;
             self.pending.send.push(match entry.qos {
@@ -237,6 +240,7 @@ impl Session {
         // Never delivered and never acknowledged: the server sends them again.
         self.held.clear();
         self.held_bytes = 0;
+        self.inbound_in_use.clear();
         self.awaiting_application = 0;
         for entry in std::mem::take(&mut self.acks) {
             if !entry.acked {

@@ -80,8 +80,9 @@ pub struct SessionOptions {
     /// subscriptions are kept in the store with the session.
     pub resubscribe: bool,
     /// The most bytes (topics and payloads) of messages held back because the server went over
-    /// the client's Receive Maximum (see [`Session::handle_publish`]); past it, or past another
-    /// Receive Maximum of messages, the connection ends with 0x93 Receive Maximum exceeded.
+    /// the client's Receive Maximum (see [`Session::handle_publish`]); past it, the connection
+    /// ends with 0x93 Receive Maximum exceeded. Their number is bounded by the packet
+    /// identifiers (a server may not reuse one still unanswered).
     pub held_bytes_limit: usize,
 }
 
@@ -239,6 +240,8 @@ pub struct Session {
     stale: HashMap<MessageTag, Inbound>,
     /// Messages beyond the client's Receive Maximum, waiting for an ack to make room.
     held: VecDeque<Publish>,
+    /// Packet identifiers of `acks` and `held`: unanswered on this connection.
+    inbound_in_use: HashMap<u16, QoS>,
     /// Topic and payload bytes of `held`.
     held_bytes: usize,
     held_total: u64,
@@ -362,6 +365,7 @@ impl Session {
             acks: VecDeque::new(),
             stale: HashMap::new(),
             held: VecDeque::new(),
+            inbound_in_use: HashMap::new(),
             held_bytes: 0,
             held_total: 0,
             awaiting_application: 0,

@@ -5,12 +5,12 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use tokio::sync::oneshot;
 use tracing::{info, warn};
 
 use super::super::options::ConnectAttempt;
-use super::super::transport::{self, BoxFuture, Link};
+use super::super::transport::{self, BoxFuture, Exchanged, Link, Outgoing};
 use super::super::url::ServerUrl;
 use super::super::{ClientEvent, ConnectError};
 use super::{Driver, now_ms};
@@ -77,6 +77,10 @@ pub(super) struct Connection {
     /// Counts links; packets polled for one never reach another.
     pub(super) link_gen: u64,
     pub(super) rbuf: BytesMut,
+    /// What waits to be written on the link, written while reading goes on.
+    pub(super) out: Outgoing,
+    /// When bytes last moved out, or when some began to wait: a write timeout counts from it.
+    pub(super) write_progress: Instant,
     /// The first server: the preferred one.
     primary: ServerUrl,
     /// The server in use (or tried last).
@@ -105,6 +109,8 @@ impl Connection {
             link: None,
             link_gen: 0,
             rbuf: BytesMut::with_capacity(8 * 1024),
+            out: Outgoing::default(),
+            write_progress: Instant::now(),
             primary,
             server: 0,
             failures: 0,
@@ -134,6 +140,11 @@ impl Connection {
         }
     }
 
+    /// When a write that makes no progress ends the connection, if something waits to go out.
+    pub(super) fn write_deadline(&self, write_timeout: Duration) -> Option<Instant> {
+        (self.link.is_some() && self.out.is_pending()).then(|| self.write_progress + write_timeout)
+    }
+
     /// Tells `connect()` how the first connection went, if it still waits.
     pub(super) fn answer_first_connect(&mut self, result: Result<(), ConnectError>) {
         if let Some(first) = self.first_connect.take() {
@@ -142,10 +153,17 @@ impl Connection {
     }
 }
 
-/// Reads from the link if there is one; otherwise never resolves.
-pub(super) async fn read(link: &mut Option<Link>, buf: &mut BytesMut) -> std::io::Result<usize> {
+/// Reads and writes on the link if there is one (see [`Link::exchange`]); otherwise never
+/// resolves.
+pub(super) async fn exchange(
+    link: &mut Option<Link>,
+    buf: &mut BytesMut,
+    out: &mut Outgoing,
+    progress: &mut Instant,
+    reading: bool,
+) -> std::io::Result<Exchanged> {
     match link {
-        Some(link) => link.read(buf).await,
+        Some(link) => link.exchange(buf, out, reading, progress).await,
         None => std::future::pending().await,
     }
 }
@@ -256,6 +274,7 @@ impl Driver {
         self.conn.link = Some(dialed.link);
         self.conn.link_gen += 1;
         self.conn.rbuf.clear();
+        self.conn.out.clear();
         self.conn.phase = Phase::AwaitConnAck { deadline };
     }
 
@@ -311,6 +330,15 @@ impl Driver {
 
     pub(super) async fn on_timer(&mut self) {
         let now = Instant::now();
+        let timeout = self.settings.write_timeout;
+        if self
+            .conn
+            .write_deadline(timeout)
+            .is_some_and(|at| now >= at)
+        {
+            let why = format!("a write made no progress for {timeout:?}");
+            return self.lost(why, Close::Abrupt).await;
+        }
         match &self.conn.phase {
             Phase::Idle { at } if now >= *at => self.start_attempt(),
             Phase::Dialing { deadline, .. } if now >= *deadline => {
@@ -332,14 +360,19 @@ impl Driver {
 
     // ----- reading and writing -----
 
-    pub(super) async fn on_read(&mut self, result: std::io::Result<usize>) {
+    pub(super) async fn on_exchanged(&mut self, result: std::io::Result<Exchanged>) {
         match result {
-            Ok(0) => {
+            Ok(Exchanged::Read(0)) => {
                 self.lost("the server closed the connection".to_owned(), Close::Abrupt)
                     .await
             }
-            Ok(_) => self.decode_all().await,
-            Err(e) => self.lost(format!("read failed: {e}"), Close::Abrupt).await,
+            Ok(Exchanged::Read(_)) => self.decode_all().await,
+            // Everything is out: a disconnect waiting for it can close now (next turn).
+            Ok(Exchanged::Written) => {}
+            Err(e) => {
+                self.lost(format!("connection failed: {e}"), Close::Abrupt)
+                    .await
+            }
         }
     }
 
@@ -373,38 +406,36 @@ impl Driver {
         }
     }
 
-    /// Encodes and writes packets; a failure ends the connection.
-    pub(super) async fn write(&mut self, packets: Vec<Packet>) {
-        if packets.is_empty() {
+    /// Encodes packets onto what waits to be written; the loop writes it while it reads.
+    pub(super) fn write(&mut self, packets: Vec<Packet>) {
+        if packets.is_empty() || self.conn.link.is_none() {
             return;
         }
         let Some(codec) = self.slots.get(self.active).map(|s| s.session.codec()) else {
             return;
         };
-        let mut buf = BytesMut::new();
+        if !self.conn.out.is_pending() {
+            // The write timeout counts from when bytes begin to wait.
+            self.conn.write_progress = Instant::now();
+        }
         for packet in &packets {
-            if let Err(error) = codec.encode(packet, &mut buf) {
+            if let Err(error) = codec.encode(packet, &mut self.conn.out.bytes) {
                 // The engine checks sizes before it emits a packet; this is a bug, not input.
                 warn!(%error, packet = ?packet.packet_type(), "packet not encodable; skipped");
             }
         }
-        if let Err(why) = self.write_bytes(buf.freeze()).await {
-            self.lost(why, Close::Abrupt).await;
-        }
     }
 
-    async fn write_bytes(&mut self, bytes: Bytes) -> Result<(), String> {
+    /// Writes out what waits, within the write timeout (before a graceful close or a stop).
+    pub(super) async fn flush_out(&mut self) {
         let Some(link) = self.conn.link.as_mut() else {
-            return Ok(());
+            return;
         };
-        match tokio::time::timeout(self.settings.write_timeout, link.write(bytes)).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(format!("write failed: {e}")),
-            Err(_) => Err(format!(
-                "a write took longer than {:?}",
-                self.settings.write_timeout
-            )),
+        if self.conn.out.is_pending() {
+            let bytes = self.conn.out.bytes.split().freeze();
+            let _ = tokio::time::timeout(self.settings.write_timeout, link.write(bytes)).await;
         }
+        self.conn.out.clear();
     }
 
     // ----- the end of a connection -----
@@ -429,14 +460,8 @@ impl Driver {
         warn!(?reason, %why, "protocol violation by the server");
         let up = self.conn.is_up();
         if up && reason.is_valid_for(PacketType::Disconnect) {
-            let mut buf = BytesMut::new();
-            let packet = Packet::Disconnect(Disconnect::new(reason));
-            if crate::packet::Codec::default()
-                .encode(&packet, &mut buf)
-                .is_ok()
-            {
-                let _ = self.write_bytes(buf.freeze()).await;
-            }
+            // After what already waits to go out; the graceful close writes it all.
+            self.write(vec![Packet::Disconnect(Disconnect::new(reason))]);
         }
         if up {
             let why = format!("protocol violation by the server: {why}");
@@ -449,6 +474,10 @@ impl Driver {
 
     /// Closes the link and tells the session.
     pub(super) async fn close_link(&mut self, close: Close) {
+        if close == Close::Graceful {
+            self.flush_out().await;
+        }
+        self.conn.out.clear();
         if let Some(mut link) = self.conn.link.take() {
             if close == Close::Graceful {
                 let _ = tokio::time::timeout(CLOSE_GRACE, link.close()).await;

@@ -42,6 +42,7 @@ use tracing::{debug, info, warn};
 
 use super::events::StatsCell;
 use super::options::Settings;
+use super::transport::Exchanged;
 use super::{ClientError, ClientEvent, ConnectError, Message};
 use crate::packet::ReasonCode;
 use crate::session::{Event, Session};
@@ -52,6 +53,9 @@ use pipeline::{CommitResult, Flush, Pipeline};
 use publishes::{Publishes, Unsent};
 use requests::Requests;
 use stopping::Stopping;
+
+/// Bytes waiting for the socket beyond which the driver takes no new commands.
+const OUTGOING_HIGH_WATER: usize = 1024 * 1024;
 
 /// Where a caller's answer goes.
 type Reply<T> = oneshot::Sender<Result<T, ClientError>>;
@@ -108,7 +112,8 @@ pub(crate) struct Driver {
 enum Wake {
     Committed(CommitResult),
     Dialed(Result<connection::Dialed, ConnectError>),
-    Read(std::io::Result<usize>),
+    /// The link read bytes, or wrote out everything pending, or failed.
+    Exchanged(std::io::Result<Exchanged>),
     InboxGone,
     Command(Option<Command>),
     HandlesGone,
@@ -278,26 +283,36 @@ impl Driver {
         // QoS 1/2 messages wait unacknowledged, so the server's quota (and the engine, for a
         // server over it) bounds them; only QoS 0 can flood the backlog, and that stops reading.
         let reading = self.inbox.backlog.qos0 < self.settings.inbox_capacity;
+        let writing = self.conn.out.is_pending();
+        let backed_up = self.conn.out.bytes.len() >= OUTGOING_HIGH_WATER;
         let wake = tokio::select! {
             result = self.pipeline.done() => Wake::Committed(result),
             result = connection::dial(&mut self.conn.phase) => Wake::Dialed(result),
-            result = connection::read(&mut self.conn.link, &mut self.conn.rbuf), if reading => {
-                Wake::Read(result)
-            }
+            result = connection::exchange(
+                &mut self.conn.link,
+                &mut self.conn.rbuf,
+                &mut self.conn.out,
+                &mut self.conn.write_progress,
+                reading,
+            ), if reading || writing => Wake::Exchanged(result),
             permit = self.inbox.sender.reserve(), if !self.inbox.backlog.is_empty() => {
                 match permit {
                     Ok(permit) => Wake::HandedOver(self.inbox.backlog.hand_over(permit)),
                     Err(_) => Wake::InboxGone,
                 }
             }
-            command = self.commands.recv(), if self.commands_open => Wake::Command(command),
+            // A server that stops reading fills `out`: take no more commands until it drains
+            // (or the write timeout ends the connection); reading goes on meanwhile.
+            command = self.commands.recv(), if self.commands_open && !backed_up => {
+                Wake::Command(command)
+            }
             () = alive(&mut self.alive) => Wake::HandlesGone,
             () = sleep => Wake::Timer,
         };
         match wake {
             Wake::Committed(result) => self.on_commit(result).await,
             Wake::Dialed(result) => self.on_dialed(result),
-            Wake::Read(result) => self.on_read(result).await,
+            Wake::Exchanged(result) => self.on_exchanged(result).await,
             Wake::InboxGone => self.inbox_gone(),
             Wake::Command(Some(command)) => {
                 self.on_command(command);
@@ -339,6 +354,9 @@ impl Driver {
                 .and_then(|s| s.session.poll_timeout())
         };
         let mut at = self.conn.deadline(keep_alive).unwrap_or(far);
+        if let Some(stall) = self.conn.write_deadline(self.settings.write_timeout) {
+            at = at.min(stall);
+        }
         if let Some(drain) = self.stopping.deadline() {
             at = at.min(drain);
         }

@@ -249,7 +249,7 @@ impl Driver {
             .pipeline
             .poll(&mut self.slots, self.active, link_gen, flush, &self.stats);
         if let Polled::Write(sends) = polled {
-            self.write(sends).await;
+            self.write(sends);
         }
     }
 
@@ -276,7 +276,7 @@ impl Driver {
             None => {
                 done.waiters.into_iter().for_each(Waiter::succeed);
                 if done.link_gen == self.conn.link_gen {
-                    self.write(done.sends).await;
+                    self.write(done.sends);
                 }
             }
             Some(error) => {

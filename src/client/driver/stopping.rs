@@ -85,7 +85,7 @@ impl Driver {
             return;
         }
         if d.sent {
-            if !self.pipeline.is_committing() {
+            if !self.pipeline.is_committing() && !self.conn.out.is_pending() {
                 // DISCONNECT is on the wire.
                 self.close_link(Close::Graceful).await;
                 self.stop(None);
@@ -131,6 +131,7 @@ impl Driver {
     pub(super) async fn finish(&mut self) {
         self.housekeeping.abort();
         self.flush_store().await;
+        self.flush_out().await;
         if let Some(link) = self.conn.link.as_mut() {
             let _ = tokio::time::timeout(CLOSE_GRACE, link.close()).await;
         }
