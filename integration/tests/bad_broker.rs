@@ -214,3 +214,153 @@ async fn every_fault_gets_its_reason_code_and_no_stored_message_is_lost() {
     );
     assert_eq!(kept, 6);
 }
+
+/// Hostile brokers, one fault per connection, over real TCP: each is refused with its reason
+/// code and the client comes back; nothing it holds grows without bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_brokers_are_refused_and_the_client_comes_back() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("mqtt://{}", listener.local_addr().unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let store = RedbStore::open(dir.path().join("hostile.redb")).unwrap();
+    let connecting = tokio::spawn(
+        Client::builder()
+            .server(url.clone())
+            .client_id("victim")
+            .store(store.clone())
+            .manual_ack(true)
+            .request_problem_information(false)
+            .write_timeout(Duration::from_millis(500))
+            .reconnect(mooring::Backoff {
+                initial: Duration::from_millis(10),
+                maximum: Duration::from_millis(50),
+                ..mooring::Backoff::default()
+            })
+            .connect(),
+    );
+
+    // A new store, and a broker that claims to resume a session: refused [MQTT-3.2.2-4], and
+    // the client asks for a clean start at once.
+    let (stream, _) = timeout(WAIT, listener.accept()).await.unwrap().unwrap();
+    let mut first = Conn(PacketStream::new(stream));
+    match first.recv().await {
+        Some(Packet::Connect(c)) => {
+            assert!(!c.clean_start);
+            let announced = c.properties.maximum_packet_size;
+            assert_eq!(
+                announced,
+                Some(mooring::session::DEFAULT_MAXIMUM_PACKET_SIZE)
+            );
+        }
+        other => panic!("expected CONNECT, got {other:?}"),
+    }
+    first
+        .send(Packet::ConnAck(Box::new(ConnAck::new(true))))
+        .await;
+    assert!(first.recv().await.is_none(), "the client closes");
+    let (stream, _) = timeout(WAIT, listener.accept()).await.unwrap().unwrap();
+    let mut conn = Conn(PacketStream::new(stream));
+    match conn.recv().await {
+        Some(Packet::Connect(c)) => assert!(c.clean_start, "the next attempt starts clean"),
+        other => panic!("expected CONNECT, got {other:?}"),
+    }
+    conn.send(Packet::ConnAck(Box::new(ConnAck::new(false))))
+        .await;
+    let (client, mut messages) = connecting.await.unwrap().unwrap();
+    let mut events = client.events();
+
+    let lost = async |events: &mut tokio::sync::broadcast::Receiver<ClientEvent>| {
+        timeout(WAIT, async {
+            loop {
+                if let ClientEvent::ConnectionLost { reason, .. } = events.recv().await.unwrap() {
+                    return reason;
+                }
+            }
+        })
+        .await
+        .expect("the loss is reported")
+    };
+    let disconnect_with = async |conn: &mut Conn, reason: ReasonCode| match conn.recv().await {
+        Some(Packet::Disconnect(d)) => assert_eq!(d.reason_code, reason),
+        other => panic!("expected DISCONNECT {reason:?}, got {other:?}"),
+    };
+
+    // A QoS 1 PUBLISH reusing an identifier the client has not answered yet.
+    conn.send(publish("in", QoS::AtLeastOnce, 5, b"a".to_vec()))
+        .await;
+    let held = timeout(WAIT, messages.recv()).await.unwrap().unwrap();
+    conn.send(publish("in", QoS::AtLeastOnce, 5, b"b".to_vec()))
+        .await;
+    disconnect_with(&mut conn, ReasonCode::ProtocolError).await;
+    lost(&mut events).await;
+    drop(held);
+    conn = Conn::accept(&listener, true).await;
+
+    // A Reason String on a PUBACK after Request Problem Information 0.
+    let delivery = client.publish("out", "x", QoS::AtLeastOnce).await.unwrap();
+    let sent = match conn.recv().await {
+        Some(Packet::Publish(p)) => p,
+        other => panic!("expected PUBLISH, got {other:?}"),
+    };
+    let mut puback = PubAck::new(sent.packet_id);
+    puback.properties.reason_string = Some("unasked".into());
+    conn.send(Packet::PubAck(puback)).await;
+    disconnect_with(&mut conn, ReasonCode::ProtocolError).await;
+    lost(&mut events).await;
+    conn = Conn::accept(&listener, true).await;
+    match conn.recv().await {
+        Some(Packet::Publish(p)) => {
+            assert!(
+                p.dup && p.packet_id == sent.packet_id,
+                "the stored message comes again"
+            );
+            conn.send(Packet::PubAck(PubAck::new(p.packet_id))).await;
+        }
+        other => panic!("expected the retransmission, got {other:?}"),
+    }
+    assert_eq!(
+        timeout(WAIT, delivery).await.unwrap(),
+        Ok(ReasonCode::Success)
+    );
+
+    // A PUBLISH header claiming 64 MiB: over the default Maximum Packet Size, refused before
+    // the body (which never comes) is buffered.
+    conn.0
+        .stream
+        .write_all(&[0x30, 0x80, 0x80, 0x80, 0x20])
+        .await
+        .unwrap();
+    disconnect_with(&mut conn, ReasonCode::PacketTooLarge).await;
+    lost(&mut events).await;
+    conn = Conn::accept(&listener, true).await;
+
+    // A broker that stops reading: the client still reads (a message sent meanwhile arrives),
+    // and the write timeout ends the connection.
+    let publisher = client.clone();
+    let flood = tokio::spawn(async move {
+        for _ in 0..400 {
+            let payload = vec![b'x'; 64 * 1024];
+            if publisher
+                .publish("big", payload, QoS::AtMostOnce)
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    conn.send(publish("in", QoS::AtMostOnce, 0, b"while stalled".to_vec()))
+        .await;
+    let message = timeout(WAIT, messages.recv()).await.unwrap().unwrap();
+    assert_eq!(message.payload().as_ref(), b"while stalled");
+    let reason = lost(&mut events).await;
+    assert!(reason.contains("no progress"), "{reason}");
+    drop(conn);
+    flood.abort();
+    let mut conn = Conn::accept(&listener, true).await;
+    // Read whatever comes until the client disconnects.
+    let reader = tokio::spawn(async move { while conn.recv().await.is_some() {} });
+    client.disconnect().await.unwrap();
+    timeout(WAIT, reader).await.unwrap().unwrap();
+}

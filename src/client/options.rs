@@ -304,6 +304,14 @@ impl ClientBuilder {
         self
     }
 
+    /// Whether the server may send a Reason String and User Properties on every packet (the
+    /// default) or only on PUBLISH, CONNACK and DISCONNECT (`false`); a server that sends them
+    /// elsewhere after `false` is disconnected with 0x82.
+    pub fn request_problem_information(mut self, on: bool) -> Self {
+        self.settings.session.properties.request_problem_information = Some(on);
+        self
+    }
+
     /// The reconnect policy.
     pub fn reconnect(mut self, backoff: Backoff) -> Self {
         self.settings.backoff = backoff;
