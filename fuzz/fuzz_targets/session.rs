@@ -54,8 +54,10 @@ impl Store {
                 StoreOp::SetMeta(meta) => self.meta = Some(meta),
                 StoreOp::PutOutbound { seq, record } => {
                     let continues = match &record {
+                        // The PUBLISH record it replaces was removed just before it.
                         OutboundRecord::PubRel { packet_id } => removed
                             .iter()
+                            .rev()
                             .find(|(_, id)| *id == Some(*packet_id))
                             .map(|(old, _)| *old),
                         OutboundRecord::Publish(_) => None,
@@ -175,6 +177,7 @@ impl World {
     /// Commits and "sends" what the engine produced.
     fn flush(&mut self) {
         while let Some(output) = self.session.poll_output(self.now) {
+            trace(&format!("commit {:?}\nsend {:?}", output.commit.ops(), output.send));
             for (seq, continues) in self.store.apply(&output.commit) {
                 let message = continues
                     .and_then(|old| self.message_of.get(&old).copied())
@@ -193,6 +196,7 @@ impl World {
 
     fn events(&mut self) {
         while let Some(event) = self.session.poll_event() {
+            trace(&format!("event {event:?}"));
             match event {
                 Event::Delivered { id, .. }
                 | Event::Failed { id, .. }
@@ -236,6 +240,13 @@ impl World {
     }
 }
 
+/// With `FUZZ_TRACE` set, says what happens (to read a finding: `cargo fuzz run session FILE`).
+fn trace(what: &str) {
+    if std::env::var_os("FUZZ_TRACE").is_some() {
+        eprintln!("{what}");
+    }
+}
+
 fn qos(byte: u8) -> QoS {
     match byte % 3 {
         0 => QoS::AtMostOnce,
@@ -250,6 +261,7 @@ fuzz_target!(|data: &[u8]| {
     let mut next = move || input.next();
     while let Some(op) = next() {
         let arg = next().unwrap_or(0);
+        trace(&format!("op {} arg {arg:#04x}", op % 12));
         match op % 12 {
             0 if !world.connected => {
                 if world

@@ -428,7 +428,9 @@ impl Session {
 
     /// PUBREC: a QoS 2 flow moves to PUBREL, stored under a new sequence number so that PUBREL
     /// records keep the order PUBREC arrived in [MQTT-4.6.0-4]; with an error reason code the
-    /// flow ends and no PUBREL follows. An unknown identifier is answered with PUBREL 0x92.
+    /// flow ends and no PUBREL follows. An unknown identifier is answered with PUBREL 0x92. A
+    /// PUBREC for a QoS 1 flow is ignored: only PUBACK ends it (the fuzzer found that such a
+    /// PUBREC turned a QoS 1 message into a PUBREL, and PUBCOMP then ended it unacknowledged).
     pub fn handle_pubrec(&mut self, rec: &PubAck) {
         let Some(seq) = self.flow_for(rec.packet_id, false) else {
             if self.flow_for(rec.packet_id, true).is_some() {
@@ -443,6 +445,13 @@ impl Session {
             }
             return;
         };
+        let is_qos2 = self
+            .flows
+            .get(&seq)
+            .is_some_and(|f| matches!(&f.stage, Stage::Published(p) if p.qos == QoS::ExactlyOnce));
+        if !is_qos2 {
+            return;
+        }
         if rec.reason_code.is_error() {
             self.finish(
                 seq,

@@ -396,6 +396,31 @@ fn a_retransmission_over_the_servers_new_maximum_packet_size_fails_its_flow_clea
     assert_eq!(publishes(&h.flush()), vec![(3, false, Bytes::from("c"))]);
 }
 
+/// Found by the session fuzzer: a PUBREC for a QoS 1 flow turned it into a PUBREL, and the
+/// PUBCOMP that followed reported the message delivered without its PUBACK.
+#[test]
+fn a_pubrec_for_a_qos1_flow_never_releases_it() {
+    let mut h = Harness::new();
+    h.connack(false, None);
+    h.events();
+    let id = h.publish(QoS::AtLeastOnce, "a");
+    let sent = h.flush();
+    assert_eq!(publishes(&sent).len(), 1);
+    h.session.handle_pubrec(&PubAck::new(1));
+    assert!(h.flush().is_empty(), "no PUBREL for a QoS 1 message");
+    h.session.handle_pubcomp(&PubAck::new(1));
+    assert_eq!(h.events(), vec![], "not reported delivered");
+    assert_eq!(h.session.in_flight(), 1);
+    h.session.handle_puback(&PubAck::new(1));
+    assert_eq!(
+        h.events(),
+        vec![Event::Delivered {
+            id,
+            reason: ReasonCode::Success
+        }]
+    );
+}
+
 #[test]
 fn a_crash_resumes_from_the_committed_records_alone() {
     let mut h = Harness::new();
