@@ -229,6 +229,8 @@ async fn hostile_brokers_are_refused_and_the_client_comes_back() {
             .client_id("victim")
             .store(store.clone())
             .manual_ack(true)
+            .receive_maximum(1)
+            .held_bytes_limit(1024)
             .request_problem_information(false)
             .write_timeout(Duration::from_millis(500))
             .reconnect(mooring::Backoff {
@@ -294,6 +296,18 @@ async fn hostile_brokers_are_refused_and_the_client_comes_back() {
     disconnect_with(&mut conn, ReasonCode::ProtocolError).await;
     lost(&mut events).await;
     drop(held);
+    conn = Conn::accept(&listener, true).await;
+
+    // Far over the client's Receive Maximum (1): what waits is bounded in bytes (1 KiB here),
+    // then 0x93.
+    for id in 1..=5 {
+        conn.send(publish("in", QoS::AtLeastOnce, id, vec![b'h'; 300]))
+            .await;
+    }
+    let first = timeout(WAIT, messages.recv()).await.unwrap().unwrap();
+    disconnect_with(&mut conn, ReasonCode::ReceiveMaximumExceeded).await;
+    lost(&mut events).await;
+    drop(first);
     conn = Conn::accept(&listener, true).await;
 
     // A Reason String on a PUBACK after Request Problem Information 0.

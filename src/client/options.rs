@@ -267,7 +267,16 @@ impl ClientBuilder {
         self
     }
 
-    /// The largest packet the client accepts (Maximum Packet Size).
+    /// The most bytes (topics and payloads) of messages a server sent over the client's
+    /// Receive Maximum that wait in the client (default 64 MiB); past it the server is
+    /// disconnected with 0x93.
+    pub fn held_bytes_limit(mut self, bytes: usize) -> Self {
+        self.settings.session.held_bytes_limit = bytes;
+        self
+    }
+
+    /// The largest packet the client accepts (Maximum Packet Size; default 16 MiB, so that
+    /// one packet cannot make the client buffer the protocol's 256 MiB).
     pub fn maximum_packet_size(mut self, bytes: u32) -> Self {
         self.settings.session.properties.maximum_packet_size = Some(bytes.max(1));
         self
