@@ -1,8 +1,10 @@
 //! The connection's life: dial (hook, transport), the handshake (CONNECT from the engine,
 //! CONNACK), reading and decoding, protocol violations, loss, reconnect and backoff.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::task::{Context, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
@@ -424,16 +426,34 @@ impl Driver {
                 warn!(%error, packet = ?packet.packet_type(), "packet not encodable; skipped");
             }
         }
+        self.write_now();
     }
 
-    /// Writes out what waits, within the write timeout (before a graceful close or a stop).
-    pub(super) async fn flush_out(&mut self) {
+    /// Writes what the socket takes at once, without waiting: most writes complete here, and
+    /// the loop is not woken again just to learn that they did. What is left (and an error)
+    /// the loop's `exchange` meets on its next turn.
+    fn write_now(&mut self) {
+        let conn = &mut self.conn;
+        let Some(link) = conn.link.as_mut() else {
+            return;
+        };
+        let attempt = std::pin::pin!(link.exchange(
+            &mut conn.rbuf,
+            &mut conn.out,
+            false,
+            &mut conn.write_progress
+        ));
+        let _ = attempt.poll(&mut Context::from_waker(Waker::noop()));
+    }
+
+    /// Writes out what waits, for at most `within` (before a graceful close or a stop).
+    pub(super) async fn flush_out(&mut self, within: Duration) {
         let Some(link) = self.conn.link.as_mut() else {
             return;
         };
         if self.conn.out.is_pending() {
             let bytes = self.conn.out.bytes.split().freeze();
-            let _ = tokio::time::timeout(self.settings.write_timeout, link.write(bytes)).await;
+            let _ = tokio::time::timeout(within, link.write(bytes)).await;
         }
         self.conn.out.clear();
     }
@@ -475,7 +495,7 @@ impl Driver {
     /// Closes the link and tells the session.
     pub(super) async fn close_link(&mut self, close: Close) {
         if close == Close::Graceful {
-            self.flush_out().await;
+            self.flush_out(self.settings.write_timeout).await;
         }
         self.conn.out.clear();
         if let Some(mut link) = self.conn.link.take() {

@@ -131,7 +131,8 @@ impl Driver {
     pub(super) async fn finish(&mut self) {
         self.housekeeping.abort();
         self.flush_store().await;
-        self.flush_out().await;
+        // The last acks, if the link takes them: a stalled one does not hold up the stop.
+        self.flush_out(CLOSE_GRACE).await;
         if let Some(link) = self.conn.link.as_mut() {
             let _ = tokio::time::timeout(CLOSE_GRACE, link.close()).await;
         }
