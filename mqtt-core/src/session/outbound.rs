@@ -399,17 +399,21 @@ impl Session {
         }
     }
 
+    /// The QoS of a flow still awaiting the answer to its PUBLISH.
+    fn published_qos(&self, seq: u64) -> Option<QoS> {
+        match &self.flows.get(&seq)?.stage {
+            Stage::Published(publish) => Some(publish.qos),
+            Stage::Released => None,
+        }
+    }
+
     /// PUBACK: a QoS 1 flow ends, delivered or refused by its reason code. An identifier with no
     /// QoS 1 flow awaiting PUBACK is ignored (the server repeats itself after a reconnect).
     pub fn handle_puback(&mut self, ack: &PubAck) {
         let Some(seq) = self.flow_for(ack.packet_id, false) else {
             return;
         };
-        let is_qos1 = self
-            .flows
-            .get(&seq)
-            .is_some_and(|f| matches!(&f.stage, Stage::Published(p) if p.qos == QoS::AtLeastOnce));
-        if !is_qos1 {
+        if self.published_qos(seq) != Some(QoS::AtLeastOnce) {
             return;
         }
         let event = if ack.reason_code.is_error() {
@@ -445,11 +449,7 @@ impl Session {
             }
             return;
         };
-        let is_qos2 = self
-            .flows
-            .get(&seq)
-            .is_some_and(|f| matches!(&f.stage, Stage::Published(p) if p.qos == QoS::ExactlyOnce));
-        if !is_qos2 {
+        if self.published_qos(seq) != Some(QoS::ExactlyOnce) {
             return;
         }
         if rec.reason_code.is_error() {
