@@ -1,17 +1,26 @@
-//! Fuzzes the streaming decoder. Beyond "never panics", every packet it accepts must encode
-//! again and decode to the same value, so the encoder and decoder enforce the same rules.
+//! Fuzzes the streaming decoder, at MQTT v5.0 and 3.1.1. Beyond "never panics", every packet
+//! it accepts must encode again and decode to the same value, so the encoder and decoder
+//! enforce the same rules.
 #![no_main]
 
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
-use mqtt_core::packet::{Codec, Decoded};
+use mqtt_core::packet::{Codec, Decoded, ProtocolVersion};
 
 fuzz_target!(|data: &[u8]| {
     let limited = Codec {
         max_incoming_packet_size: Some(256),
         ..Codec::default()
     };
-    for codec in [Codec::default(), limited] {
+    let v311 = Codec {
+        protocol: ProtocolVersion::V311,
+        ..Codec::default()
+    };
+    for codec in [Codec::default(), limited, v311] {
+        let plain = Codec {
+            protocol: codec.protocol,
+            ..Codec::default()
+        };
         let mut buf = BytesMut::from(data);
         loop {
             let before = buf.len();
@@ -19,10 +28,10 @@ fuzz_target!(|data: &[u8]| {
                 Ok(Decoded::Packet(packet)) => {
                     assert!(buf.len() < before, "a decoded packet consumed nothing");
                     let mut wire = BytesMut::new();
-                    if let Err(e) = Codec::default().encode(&packet, &mut wire) {
+                    if let Err(e) = plain.encode(&packet, &mut wire) {
                         panic!("accepted packet does not encode: {e}\n{packet:?}");
                     }
-                    match Codec::default().decode(&mut wire) {
+                    match plain.decode(&mut wire) {
                         Ok(Decoded::Packet(again)) => assert_eq!(again, packet),
                         other => panic!("re-encoded packet gave {other:?}\n{packet:?}"),
                     }

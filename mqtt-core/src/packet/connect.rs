@@ -9,14 +9,14 @@ use super::topic::validate_topic_name;
 use super::wire::{Encode, Reader, Sink};
 use super::{PacketType, ProtocolVersion, QoS, ReasonCode};
 
-const PROTOCOL_NAME: &str = "MQTT";
+pub(super) const PROTOCOL_NAME: &str = "MQTT";
 
-const FLAG_USERNAME: u8 = 0x80;
-const FLAG_PASSWORD: u8 = 0x40;
-const FLAG_WILL_RETAIN: u8 = 0x20;
-const FLAG_WILL: u8 = 0x04;
-const FLAG_CLEAN_START: u8 = 0x02;
-const FLAG_RESERVED: u8 = 0x01;
+pub(super) const FLAG_USERNAME: u8 = 0x80;
+pub(super) const FLAG_PASSWORD: u8 = 0x40;
+pub(super) const FLAG_WILL_RETAIN: u8 = 0x20;
+pub(super) const FLAG_WILL: u8 = 0x04;
+pub(super) const FLAG_CLEAN_START: u8 = 0x02;
+pub(super) const FLAG_RESERVED: u8 = 0x01;
 
 /// The Will Message: published by the server when the connection ends without a normal
 /// DISCONNECT (section 3.1.2.5).
@@ -80,7 +80,7 @@ impl Connect {
         }
     }
 
-    fn flags(&self) -> u8 {
+    pub(super) fn flags(&self) -> u8 {
         let mut flags = 0;
         if self.username.is_some() {
             flags |= FLAG_USERNAME;

@@ -182,6 +182,34 @@ pub enum Violation {
     /// SUBACK or UNSUBACK without a reason code.
     #[error("{0} holds no reason code [MQTT-3.8.4-6]")]
     NoReasonCodes(PacketType),
+    /// Something MQTT 3.1.1 cannot express (properties, reason codes on acknowledgements,
+    /// subscription options beyond QoS, AUTH): refused rather than dropped.
+    #[error("{what} does not exist in MQTT 3.1.1")]
+    NotInV311 {
+        /// What.
+        what: &'static str,
+    },
+    /// An MQTT 3.1.1 CONNACK return code above 5, or a SUBACK return code other than 0, 1, 2
+    /// and 0x80 (3.1.1: [MQTT-3.9.3-2] for SUBACK; CONNACK codes 6 to 255 are reserved).
+    #[error("{packet} return code {code:#04x} is reserved in MQTT 3.1.1")]
+    ReservedReturnCode {
+        /// CONNACK or SUBACK.
+        packet: PacketType,
+        /// The code.
+        code: u8,
+    },
+    /// An MQTT 3.1.1 CONNACK with Session Present and a refusal (3.1.1: [MQTT-3.2.2-4]).
+    #[error("Session Present is 1 with the return code {0} (MQTT 3.1.1 [MQTT-3.2.2-4])")]
+    V311SessionPresentOnRefusal(u8),
+    /// Bits 7-2 of an MQTT 3.1.1 Requested QoS byte are set (3.1.1: [MQTT-3-8.3-4]).
+    #[error(
+        "the Requested QoS byte is {0:#010b}; bits 7-2 are reserved (MQTT 3.1.1 [MQTT-3-8.3-4])"
+    )]
+    RequestedQosReserved(u8),
+    /// An MQTT 3.1.1 CONNECT with the Password Flag and without the User Name Flag (3.1.1:
+    /// [MQTT-3.1.2-22]).
+    #[error("the Password Flag is set without the User Name Flag (MQTT 3.1.1 [MQTT-3.1.2-22])")]
+    PasswordWithoutUserName,
     /// A packet larger than the receiver's Maximum Packet Size.
     #[error("packet of {size} bytes exceeds the Maximum Packet Size of {max} bytes")]
     PacketTooLarge {
@@ -220,7 +248,10 @@ impl Violation {
             | ConnectReservedFlag
             | WillFieldsWithoutWill
             | ConnAckReservedFlags
-            | SubscriptionOptionsReserved => ReasonCode::MalformedPacket,
+            | SubscriptionOptionsReserved
+            | ReservedReturnCode { .. }
+            | RequestedQosReserved(_)
+            | PasswordWithoutUserName => ReasonCode::MalformedPacket,
             PropertyNotAllowed { .. }
             | DuplicateProperty { .. }
             | InvalidPropertyValue { .. }
@@ -234,7 +265,9 @@ impl Violation {
             | InvalidRetainHandling
             | NoLocalOnSharedSubscription(_)
             | NoTopicFilters(_)
-            | NoReasonCodes(_) => ReasonCode::ProtocolError,
+            | NoReasonCodes(_)
+            | NotInV311 { .. }
+            | V311SessionPresentOnRefusal(_) => ReasonCode::ProtocolError,
         }
     }
 }

@@ -22,6 +22,7 @@ mod publish;
 mod reason;
 mod subscribe;
 mod topic;
+mod v311;
 mod wire;
 
 use std::fmt;
@@ -78,14 +79,17 @@ impl QoS {
     }
 }
 
-/// The protocol level the codec speaks. Only MQTT v5.0 exists today; the field is here so that
-/// 3.1.1 can be added without reshaping the types.
+/// The protocol level the codec speaks. Both versions share the packet types: decoding 3.1.1
+/// fills them with what 3.1.1 can say, and encoding refuses what it cannot
+/// ([`Violation::NotInV311`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 #[non_exhaustive]
 pub enum ProtocolVersion {
     /// MQTT v5.0, protocol level 5.
     #[default]
     V5,
+    /// MQTT 3.1.1 (OASIS Standard, 2014), protocol level 4.
+    V311,
 }
 
 impl ProtocolVersion {
@@ -93,6 +97,7 @@ impl ProtocolVersion {
     pub fn level(self) -> u8 {
         match self {
             Self::V5 => 5,
+            Self::V311 => v311::LEVEL,
         }
     }
 }
@@ -233,6 +238,9 @@ impl Packet {
     }
 
     fn encode_body<S: Sink>(&self, protocol: ProtocolVersion, s: &mut S) -> Result<(), Violation> {
+        if protocol == ProtocolVersion::V311 {
+            return v311::encode_body(self, s);
+        }
         match self {
             Self::Connect(p) => p.encode_body(protocol, s),
             Self::ConnAck(p) => p.encode(s),
@@ -257,6 +265,9 @@ impl Packet {
         protocol: ProtocolVersion,
         r: &mut Reader,
     ) -> Result<Self, Violation> {
+        if protocol == ProtocolVersion::V311 {
+            return v311::decode_body(ty, flags, r);
+        }
         Ok(match ty {
             PacketType::Connect => Self::Connect(Box::new(Connect::decode(protocol, r)?)),
             PacketType::ConnAck => Self::ConnAck(Box::new(ConnAck::decode(r)?)),
