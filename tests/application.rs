@@ -363,8 +363,7 @@ async fn expired_sessions_without_messages_are_purged_at_start_and_others_kept()
     let long_ago = SessionMeta {
         session_expiry_interval: 60,
         disconnected_at_ms: Some(1_000),
-        assigned_client_id: None,
-        alive_until_ms: None,
+        ..SessionMeta::default()
     };
     let expired_empty = SessionKey::new("mqtt://gone:1883", "gw");
     let expired_with_messages = SessionKey::new("mqtt://gone:1883", "gw-2");

@@ -58,6 +58,7 @@ pub fn batch(n: u64) -> Batch {
         disconnected_at_ms: Some(n),
         assigned_client_id: None,
         alive_until_ms: None,
+        protocol: mqtt_core::packet::ProtocolVersion::V5,
     }));
     Batch::from(ops)
 }

@@ -16,7 +16,7 @@
 use std::path::{Path, PathBuf};
 
 use bytes::{Bytes, BytesMut};
-use mqtt_core::packet::{Codec, Packet, Publish, QoS, UserProperty};
+use mqtt_core::packet::{Codec, Packet, ProtocolVersion, Publish, QoS, UserProperty};
 use mqtt_core::store::{
     Batch, OutboundRecord, QueuedPublish, SessionKey, SessionMeta, SessionStore, StoreOp,
     StoredSession,
@@ -53,6 +53,8 @@ fn sessions() -> Vec<(SessionKey, StoredSession)> {
                     assigned_client_id: None,
                     // Written before the alive-until time existed.
                     alive_until_ms: None,
+                    // And before 3.1.1 sessions: a record without the protocol is v5.
+                    protocol: ProtocolVersion::V5,
                 }),
                 outbound: vec![
                     (
@@ -101,6 +103,7 @@ fn sessions() -> Vec<(SessionKey, StoredSession)> {
                     disconnected_at_ms: None,
                     assigned_client_id: Some("auto-1f".into()),
                     alive_until_ms: None,
+                    protocol: ProtocolVersion::V5,
                 }),
                 outbound: vec![],
                 inbound: vec![1],

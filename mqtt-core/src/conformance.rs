@@ -59,7 +59,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 
-use crate::packet::{Codec, Packet, Publish, QoS, Subscribe, SubscribeProperties, Subscription};
+use crate::packet::{
+    Codec, Packet, ProtocolVersion, Publish, QoS, Subscribe, SubscribeProperties, Subscription,
+};
 use crate::store::layout::{self, KvWrite};
 use crate::store::{
     Batch, KvBackend, OutboundRecord, QueuedPublish, SessionKey, SessionMeta, SessionStore,
@@ -344,6 +346,8 @@ fn full_meta() -> SessionMeta {
         disconnected_at_ms: Some(1_700_000_000_123),
         assigned_client_id: Some("auto-7f3a".into()),
         alive_until_ms: Some(1_700_000_000_456),
+        // A 3.1.1 session: the record carries the protocol after the alive-until time.
+        protocol: ProtocolVersion::V311,
     }
 }
 
@@ -425,6 +429,7 @@ async fn every_record_kind_round_trips_byte_exact<F: StoreFactory>(f: &F) -> Che
         disconnected_at_ms: None,
         assigned_client_id: None,
         alive_until_ms: None,
+        protocol: ProtocolVersion::V311,
     };
     let extremes = vec![
         StoreOp::SetMeta(sparse.clone()),
@@ -886,6 +891,7 @@ async fn purge_removes_only_expired_sessions<F: StoreFactory>(f: &F) -> CheckRes
                 disconnected_at_ms: ended,
                 assigned_client_id: None,
                 alive_until_ms: alive_until,
+                protocol: ProtocolVersion::V5,
             }),
             put_publish(1, 1),
         ]

@@ -47,7 +47,7 @@ use std::fmt;
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use crate::packet::QoS;
+use crate::packet::{ProtocolVersion, QoS};
 
 /// Whose session: a server (or a cluster sharing session state) and a client identifier.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -127,6 +127,8 @@ pub struct SessionMeta {
     /// (SIGKILL, power loss). The session therefore expires on the server no earlier than
     /// this plus the expiry interval; the engine moves it forward while the process lives.
     pub alive_until_ms: Option<u64>,
+    /// The protocol the session speaks: a session is never resumed with the other one.
+    pub protocol: ProtocolVersion,
 }
 
 impl SessionMeta {
@@ -482,6 +484,7 @@ mod tests {
             disconnected_at_ms: ended,
             assigned_client_id: None,
             alive_until_ms: None,
+            protocol: ProtocolVersion::V5,
         };
         let killed = |interval, alive_until| SessionMeta {
             alive_until_ms: Some(alive_until),

@@ -125,6 +125,7 @@ impl Session {
             // Unknown until the first stamp (`note_alive`): a kill before it keeps the
             // session locally rather than guess when the server noticed.
             alive_until_ms: None,
+            protocol: self.options.protocol,
         };
         self.set_meta(meta);
         self.alive_stamped_ms = None;

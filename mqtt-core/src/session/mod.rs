@@ -42,8 +42,8 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 
 use crate::packet::{
-    Codec, Connect, ConnectProperties, DecodeError, Decoded, EncodeError, Packet, Publish, QoS,
-    ReasonCode, Subscribe,
+    Codec, Connect, ConnectProperties, DecodeError, Decoded, EncodeError, Packet,
+    ProtocolVersion, Publish, QoS, ReasonCode, Subscribe,
 };
 use crate::store::{Batch, OutboundRecord, SessionMeta, StoreOp, StoredSession};
 use outbound::OutAliases;
@@ -84,7 +84,18 @@ pub struct SessionOptions {
     /// ends with 0x93 Receive Maximum exceeded. Their number is bounded by the packet
     /// identifiers (a server may not reuse one still unanswered).
     pub held_bytes_limit: usize,
+    /// The protocol spoken: MQTT v5.0 (the default) or 3.1.1. See ARCHITECTURE.md for what a
+    /// 3.1.1 session does without properties, reason codes and Session Expiry.
+    pub protocol: ProtocolVersion,
+    /// The most QoS 1/2 publishes in flight at once. With MQTT v5.0 the server's Receive
+    /// Maximum limits them too; a 3.1.1 server announces no limit, so this is the only one
+    /// there (`None`: [`DEFAULT_V311_IN_FLIGHT`]).
+    pub in_flight_maximum: Option<u16>,
 }
+
+/// The in-flight window of a 3.1.1 session unless [`SessionOptions::in_flight_maximum`] sets
+/// one: mosquitto's default `max_inflight_messages`.
+pub const DEFAULT_V311_IN_FLIGHT: u16 = 20;
 
 /// The Maximum Packet Size a session announces unless told otherwise: one packet from the
 /// server cannot make the client buffer more (the protocol allows 256 MiB). Set
@@ -113,6 +124,8 @@ impl SessionOptions {
             topic_aliases: true,
             resubscribe: true,
             held_bytes_limit: DEFAULT_HELD_BYTES_LIMIT,
+            protocol: ProtocolVersion::V5,
+            in_flight_maximum: None,
         }
     }
 }
@@ -348,13 +361,17 @@ impl Session {
     ) -> Result<Self, SessionError> {
         let expired = stored.meta.as_ref().is_some_and(|m| m.is_expired(now_ms));
         let meta_stored = stored.meta.is_some();
+        let protocol = options.protocol;
         let meta = stored.meta.clone().unwrap_or_else(|| SessionMeta {
             session_expiry_interval: options.properties.session_expiry_interval.unwrap_or(0),
             ..SessionMeta::default()
         });
         let mut session = Self {
             options,
-            codec: Codec::default(),
+            codec: Codec {
+                protocol,
+                ..Codec::default()
+            },
             flows: BTreeMap::new(),
             unsent_from: Some(0),
             by_packet_id: HashMap::new(),

@@ -39,7 +39,7 @@ use super::{
     Batch, OutboundRecord, QueuedPublish, SessionKey, SessionMeta, SessionScope, StoreError,
     StoreOp, StoredSession, StoredSubscription,
 };
-use crate::packet::QoS;
+use crate::packet::{ProtocolVersion, QoS};
 
 /// The record format this version of Mooring writes and reads.
 pub const FORMAT_VERSION: u8 = 1;
@@ -184,8 +184,15 @@ fn meta_body(meta: &SessionMeta) -> Vec<u8> {
         None => body.push(0),
     }
     // Added after the first format-1 fixtures: absent in their records, which read as `None`.
-    if let Some(ms) = meta.alive_until_ms {
-        body.extend_from_slice(&ms.to_be_bytes());
+    // A 3.1.1 session adds the protocol level after it (the slot then always there, all ones
+    // for `None`); a v5 session's record stays as it was.
+    match (meta.alive_until_ms, meta.protocol) {
+        (Some(ms), ProtocolVersion::V5) => body.extend_from_slice(&ms.to_be_bytes()),
+        (None, ProtocolVersion::V5) => {}
+        (alive, protocol) => {
+            body.extend_from_slice(&alive.unwrap_or(u64::MAX).to_be_bytes());
+            body.push(protocol.level());
+        }
     }
     body
 }
@@ -358,15 +365,26 @@ fn decode_meta_body(body: &[u8]) -> Option<SessionMeta> {
         }
         _ => return None,
     };
-    let alive_until_ms = match rest {
-        [] => None,
-        _ => Some(u64::from_be_bytes(*rest.first_chunk::<8>()?)),
+    let (alive_until_ms, protocol) = match rest {
+        [] => (None, ProtocolVersion::V5),
+        _ => {
+            let (alive, rest) = rest.split_first_chunk::<8>()?;
+            let alive = Some(u64::from_be_bytes(*alive)).filter(|ms| *ms != u64::MAX);
+            match rest {
+                [] => (alive, ProtocolVersion::V5),
+                [level] if *level == ProtocolVersion::V311.level() => {
+                    (alive, ProtocolVersion::V311)
+                }
+                _ => return None,
+            }
+        }
     };
-    (rest.len() <= 8).then_some(SessionMeta {
+    Some(SessionMeta {
         session_expiry_interval: u32::from_be_bytes(*expiry),
         disconnected_at_ms,
         assigned_client_id,
         alive_until_ms,
+        protocol,
     })
 }
 
