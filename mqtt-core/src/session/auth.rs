@@ -103,6 +103,9 @@ impl Session {
         if self.connection.is_none() {
             return Err(RequestError::NotConnected);
         }
+        if self.options.protocol == crate::packet::ProtocolVersion::V311 {
+            return Err(RequestError::NeedsV5("re-authentication"));
+        }
         let connected = self
             .auth_method
             .clone()

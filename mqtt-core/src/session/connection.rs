@@ -7,9 +7,12 @@ use super::outbound::OutAliases;
 use bytes::Bytes;
 
 use super::{
-    ConnectPacketError, Connection, Event, ProtocolViolation, RequestError, RequestId, Session,
+    ConnectPacketError, Connection, DEFAULT_V311_IN_FLIGHT, Event, ProtocolViolation, RequestError,
+    RequestId, Session,
 };
-use crate::packet::{ConnAck, Disconnect, Packet, PacketType, QoS, ReasonCode, UserProperty};
+use crate::packet::{
+    ConnAck, Disconnect, Packet, PacketType, ProtocolVersion, QoS, ReasonCode, UserProperty,
+};
 use crate::store::{SessionMeta, StoreOp};
 
 /// What each connection attempt may set anew in CONNECT: a `before_connect` hook refreshes
@@ -80,7 +83,7 @@ impl Session {
         // Session Present 1 is wrong after Clean Start 1, and dangerous without local state:
         // the server may hold packet identifiers this client would reuse [MQTT-3.2.2-4].
         if connack.session_present {
-            if self.asks_clean_start() {
+            if self.clean_flag() {
                 return Err(ProtocolViolation::UnexpectedSession);
             }
             if !self.local_state {
@@ -89,9 +92,22 @@ impl Session {
             }
         }
         let props = &connack.properties;
+        // The server's Receive Maximum (none in 3.1.1), within the client's own window.
+        let own_window = match self.options.protocol {
+            ProtocolVersion::V311 => self
+                .options
+                .in_flight_maximum
+                .or(Some(DEFAULT_V311_IN_FLIGHT)),
+            _ => self.options.in_flight_maximum,
+        };
+        let window = props
+            .receive_maximum
+            .unwrap_or(u16::MAX)
+            .min(own_window.unwrap_or(u16::MAX))
+            .max(1);
         self.connection = Some(Connection {
-            send_quota: props.receive_maximum.unwrap_or(u16::MAX),
-            receive_maximum: props.receive_maximum.unwrap_or(u16::MAX),
+            send_quota: window,
+            receive_maximum: window,
             first_pass: true,
             maximum_qos: props.maximum_qos.unwrap_or(QoS::ExactlyOnce),
             retain_available: props.retain_available.unwrap_or(true),
@@ -113,10 +129,14 @@ impl Session {
         });
         // The metadata the session keeps: the expiry in force (the server's, if it set one),
         // the identifier it assigned, and that a connection is up.
+        // 3.1.1 has no expiry: a session that outlives its connections lasts until the
+        // server drops it.
+        let expiry = match self.options.protocol {
+            ProtocolVersion::V311 if self.outlives_connections() => u32::MAX,
+            _ => self.options.properties.session_expiry_interval.unwrap_or(0),
+        };
         let meta = SessionMeta {
-            session_expiry_interval: props
-                .session_expiry_interval
-                .unwrap_or(self.options.properties.session_expiry_interval.unwrap_or(0)),
+            session_expiry_interval: props.session_expiry_interval.unwrap_or(expiry),
             disconnected_at_ms: None,
             assigned_client_id: props
                 .assigned_client_identifier
@@ -363,6 +383,13 @@ impl Session {
         if self.connection.is_none() {
             return Err(RequestError::NotConnected);
         }
+        if self.options.protocol == ProtocolVersion::V311
+            && (reason != ReasonCode::Success || session_expiry_interval.is_some())
+        {
+            return Err(RequestError::NeedsV5(
+                "a DISCONNECT reason code or Session Expiry Interval",
+            ));
+        }
         if let Some(interval) = session_expiry_interval {
             if interval != 0 && self.meta.session_expiry_interval == 0 {
                 return Err(RequestError::ExpiryExtended);
@@ -399,6 +426,10 @@ impl Session {
     /// reason code): DISCONNECT goes out with the next [`Output`](super::Output), then the driver closes the
     /// connection and calls [`Session::connection_lost`].
     pub fn close_with(&mut self, reason: ReasonCode) {
+        // A 3.1.1 DISCONNECT is a normal end (the server would drop the Will): close without.
+        if self.options.protocol == ProtocolVersion::V311 {
+            return;
+        }
         if self.connection.is_some() && reason.is_valid_for(PacketType::Disconnect) {
             self.pending
                 .send

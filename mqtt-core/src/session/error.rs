@@ -121,6 +121,10 @@ pub enum RequestError {
     /// CONNACK said the server does not support this.
     #[error("the server does not support {0}")]
     Unsupported(&'static str),
+    /// MQTT 3.1.1 has no way to say this (a DISCONNECT reason code or Session Expiry,
+    /// re-authentication).
+    #[error("{0} needs MQTT 5")]
+    NeedsV5(&'static str),
     /// Re-authentication without an authenticator, or on a connection whose CONNECT named no
     /// Authentication Method [MQTT-4.12.0-7].
     #[error("no authenticator is set for this connection")]
@@ -152,6 +156,9 @@ pub enum AckError {
     /// A refusal needs a reason code of 0x80 or above that PUBACK and PUBREC may carry.
     #[error("{0:?} cannot refuse a message: PUBACK and PUBREC take 0x80 and above from Table 2-6")]
     NotARefusal(ReasonCode),
+    /// MQTT 3.1.1 acknowledgements carry no reason code: a message cannot be refused.
+    #[error("MQTT 3.1.1 cannot refuse a message (PUBACK and PUBREC carry no reason code)")]
+    RefusalNeedsV5,
 }
 
 /// Why a stored session cannot be resumed.
@@ -165,6 +172,17 @@ pub enum SessionError {
         filter: String,
         /// What is wrong.
         reason: String,
+    },
+    /// The stored session speaks the other protocol: it is never resumed with this one.
+    #[error(
+        "the stored session speaks MQTT {stored:?}, not {requested:?}: clear it (or keep the \
+         protocol) to connect"
+    )]
+    ProtocolMismatch {
+        /// The stored session's protocol.
+        stored: crate::packet::ProtocolVersion,
+        /// The protocol asked for.
+        requested: crate::packet::ProtocolVersion,
     },
     /// A stored PUBLISH does not decode.
     #[error("stored outbound record #{seq} is not a valid QoS 1/2 PUBLISH: {reason}")]

@@ -2,7 +2,7 @@
 //! order, the durable PUBREC marker, and PUBREL.
 
 use super::{AckError, Event, Inbound, MessageTag, ProtocolViolation, Session};
-use crate::packet::{Packet, PacketType, PubAck, Publish, QoS, ReasonCode};
+use crate::packet::{Packet, PacketType, ProtocolVersion, PubAck, Publish, QoS, ReasonCode};
 use crate::store::StoreOp;
 
 /// What a held-back message counts against [`SessionOptions::held_bytes_limit`](super::SessionOptions::held_bytes_limit).
@@ -175,6 +175,9 @@ impl Session {
     /// is stored. A refusal given after the connection dropped sends nothing: the server
     /// redelivers the message, and it is delivered again.
     pub fn reject(&mut self, tag: MessageTag, reason: ReasonCode) -> Result<(), AckError> {
+        if self.options.protocol == ProtocolVersion::V311 {
+            return Err(AckError::RefusalNeedsV5);
+        }
         if !reason.is_error()
             || !reason.is_valid_for(PacketType::PubAck)
             || !reason.is_valid_for(PacketType::PubRec)

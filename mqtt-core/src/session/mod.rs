@@ -25,6 +25,7 @@ mod connection;
 mod error;
 mod event;
 mod inbound;
+mod options;
 mod outbound;
 mod packet_id;
 mod requests;
@@ -35,6 +36,9 @@ pub use error::{
     AckError, ConnectPacketError, ProtocolViolation, PublishError, RequestError, SessionError,
 };
 pub use event::Event;
+pub use options::{
+    DEFAULT_HELD_BYTES_LIMIT, DEFAULT_MAXIMUM_PACKET_SIZE, DEFAULT_V311_IN_FLIGHT, SessionOptions,
+};
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
@@ -42,93 +46,12 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 
 use crate::packet::{
-    Codec, Connect, ConnectProperties, DecodeError, Decoded, EncodeError, Packet,
-    ProtocolVersion, Publish, QoS, ReasonCode, Subscribe,
+    Codec, Connect, ConnectProperties, DecodeError, Decoded, EncodeError, Packet, ProtocolVersion,
+    Publish, QoS, ReasonCode, Subscribe,
 };
 use crate::store::{Batch, OutboundRecord, SessionMeta, StoreOp, StoredSession};
 use outbound::OutAliases;
 use packet_id::PacketIds;
-
-/// What the client asks of a session.
-#[derive(Debug, Clone)]
-pub struct SessionOptions {
-    /// The client identifier; empty asks the server to assign one.
-    pub client_id: String,
-    /// Start without the server's session state on the first connection.
-    pub clean_start: bool,
-    /// Keep alive in seconds.
-    pub keep_alive: u16,
-    /// CONNECT properties (Session Expiry Interval, Receive Maximum, ...).
-    pub properties: ConnectProperties,
-    /// Acknowledge inbound QoS 1/2 messages only when the application calls [`Session::ack`];
-    /// off, they are acknowledged as they are delivered.
-    pub manual_ack: bool,
-    /// How long to wait for PINGRESP before the connection counts as dead.
-    pub ping_timeout: Duration,
-    /// The Will Message, published by the server if the connection ends without DISCONNECT.
-    pub will: Option<crate::packet::Will>,
-    /// The user name, if any.
-    pub username: Option<String>,
-    /// The password, if any.
-    pub password: Option<Bytes>,
-    /// Replace repeated topics by Topic Aliases on the wire, up to the server's Topic Alias
-    /// Maximum (least recently used mappings are reused). Stored records and retransmissions
-    /// always carry the full topic.
-    pub topic_aliases: bool,
-    /// Make every granted subscription again, before anything else is sent, when the server
-    /// has no session for the client (Session Present 0), also after a restart: granted
-    /// subscriptions are kept in the store with the session.
-    pub resubscribe: bool,
-    /// The most bytes (topics and payloads) of messages held back because the server went over
-    /// the client's Receive Maximum (see [`Session::handle_publish`]); past it, the connection
-    /// ends with 0x93 Receive Maximum exceeded. Their number is bounded by the packet
-    /// identifiers (a server may not reuse one still unanswered).
-    pub held_bytes_limit: usize,
-    /// The protocol spoken: MQTT v5.0 (the default) or 3.1.1. See ARCHITECTURE.md for what a
-    /// 3.1.1 session does without properties, reason codes and Session Expiry.
-    pub protocol: ProtocolVersion,
-    /// The most QoS 1/2 publishes in flight at once. With MQTT v5.0 the server's Receive
-    /// Maximum limits them too; a 3.1.1 server announces no limit, so this is the only one
-    /// there (`None`: [`DEFAULT_V311_IN_FLIGHT`]).
-    pub in_flight_maximum: Option<u16>,
-}
-
-/// The in-flight window of a 3.1.1 session unless [`SessionOptions::in_flight_maximum`] sets
-/// one: mosquitto's default `max_inflight_messages`.
-pub const DEFAULT_V311_IN_FLIGHT: u16 = 20;
-
-/// The Maximum Packet Size a session announces unless told otherwise: one packet from the
-/// server cannot make the client buffer more (the protocol allows 256 MiB). Set
-/// `properties.maximum_packet_size` to `None` for the protocol's limit.
-pub const DEFAULT_MAXIMUM_PACKET_SIZE: u32 = 16 * 1024 * 1024;
-
-/// The default of [`SessionOptions::held_bytes_limit`].
-pub const DEFAULT_HELD_BYTES_LIMIT: usize = 64 * 1024 * 1024;
-
-impl SessionOptions {
-    /// Options for `client_id` that resume the server's session (Clean Start 0).
-    pub fn new(client_id: impl Into<String>) -> Self {
-        Self {
-            client_id: client_id.into(),
-            clean_start: false,
-            keep_alive: 60,
-            properties: ConnectProperties {
-                maximum_packet_size: Some(DEFAULT_MAXIMUM_PACKET_SIZE),
-                ..ConnectProperties::default()
-            },
-            manual_ack: false,
-            ping_timeout: Duration::from_secs(10),
-            will: None,
-            username: None,
-            password: None,
-            topic_aliases: true,
-            resubscribe: true,
-            held_bytes_limit: DEFAULT_HELD_BYTES_LIMIT,
-            protocol: ProtocolVersion::V5,
-            in_flight_maximum: None,
-        }
-    }
-}
 
 /// Identifies an inbound message for [`Session::ack`]. QoS 0 messages need no ack.
 pub type MessageTag = u64;
@@ -362,6 +285,12 @@ impl Session {
         let expired = stored.meta.as_ref().is_some_and(|m| m.is_expired(now_ms));
         let meta_stored = stored.meta.is_some();
         let protocol = options.protocol;
+        if let Some(meta) = stored.meta.as_ref().filter(|m| m.protocol != protocol) {
+            return Err(SessionError::ProtocolMismatch {
+                stored: meta.protocol,
+                requested: protocol,
+            });
+        }
         let meta = stored.meta.clone().unwrap_or_else(|| SessionMeta {
             session_expiry_interval: options.properties.session_expiry_interval.unwrap_or(0),
             ..SessionMeta::default()
@@ -484,13 +413,21 @@ impl Session {
             _ => self.options.client_id.clone(),
         };
         let mut connect = Connect::new(client_id);
-        connect.clean_start = self.asks_clean_start();
+        connect.clean_start = self.clean_flag();
         connect.keep_alive = self.options.keep_alive;
-        connect.properties = self.options.properties.clone();
+        connect.properties = match self.options.protocol {
+            ProtocolVersion::V311 => ConnectProperties::default(),
+            _ => self.options.properties.clone(),
+        };
         connect.will = self.options.will.clone();
         connect.username = self.options.username.clone();
         connect.password = self.options.password.clone();
         self.auth_method = None;
+        if self.options.protocol == ProtocolVersion::V311 && self.authenticator.is_some() {
+            return Err(AuthError(
+                "enhanced authentication needs MQTT 5; the session speaks 3.1.1".to_owned(),
+            ));
+        }
         if let Some(auth) = self.authenticator.as_mut() {
             connect.properties.authentication_data = auth.start()?;
             connect.properties.authentication_method = Some(auth.method().to_owned());
@@ -499,9 +436,25 @@ impl Session {
         Ok(connect)
     }
 
-    /// Whether the next CONNECT carries Clean Start 1.
+    /// Whether the next CONNECT asks for a clean start.
     fn asks_clean_start(&self) -> bool {
         (self.options.clean_start && !self.connected_once) || self.start_clean
+    }
+
+    /// The next CONNECT's Clean Start (v5) or Clean Session (3.1.1) flag. 3.1.1 has no Session
+    /// Expiry: Clean Session 1 both starts and ends the session with the connection, so a
+    /// session that outlives its connections (expiry above 0) always says 0 but where a clean
+    /// start is asked for, and one that does not always says 1.
+    fn clean_flag(&self) -> bool {
+        match self.options.protocol {
+            ProtocolVersion::V311 => self.asks_clean_start() || !self.outlives_connections(),
+            _ => self.asks_clean_start(),
+        }
+    }
+
+    /// Whether the session is asked to outlive its connections (a Session Expiry above 0).
+    fn outlives_connections(&self) -> bool {
+        self.options.properties.session_expiry_interval.unwrap_or(0) > 0
     }
 
     /// Store operations to commit and then packets to send, gathered since the last call;
@@ -561,6 +514,12 @@ impl Session {
         {
             return Err(ProtocolViolation::Unexpected(
                 "a packet other than CONNACK, AUTH or DISCONNECT before CONNACK [MQTT-3.2.0-1]",
+            ));
+        }
+        if self.options.protocol == ProtocolVersion::V311 && matches!(packet, Packet::Disconnect(_))
+        {
+            return Err(ProtocolViolation::Unexpected(
+                "a DISCONNECT from a server, which MQTT 3.1.1 never sends",
             ));
         }
         if self.options.properties.request_problem_information == Some(false)
@@ -626,3 +585,5 @@ impl Session {
 mod model_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod v311_tests;

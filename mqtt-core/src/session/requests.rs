@@ -6,8 +6,8 @@ use bytes::BytesMut;
 
 use super::{Event, ProtocolViolation, RequestError, RequestId, RequestInFlight, Session};
 use crate::packet::{
-    Codec, Packet, PacketType, SubAck, Subscribe, SubscribeProperties, Subscription, UnsubAck,
-    Unsubscribe, UnsubscribeProperties,
+    Codec, Packet, PacketType, ProtocolVersion, ReasonCode, SubAck, Subscribe, SubscribeProperties,
+    Subscription, UnsubAck, Unsubscribe, UnsubscribeProperties,
 };
 use crate::store::{StoreOp, StoredSubscription};
 
@@ -192,7 +192,15 @@ impl Session {
     ///
     /// The filters are forgotten (and removed from the store) whatever the codes say: the
     /// application asked not to receive them any more.
-    pub fn handle_unsuback(&mut self, ack: UnsubAck) -> Result<(), ProtocolViolation> {
+    pub fn handle_unsuback(&mut self, mut ack: UnsubAck) -> Result<(), ProtocolViolation> {
+        if self.options.protocol == ProtocolVersion::V311 {
+            // A 3.1.1 UNSUBACK carries no reason codes: every filter is gone.
+            let filters = match self.requests.get(&ack.packet_id).map(|r| &r.packet) {
+                Some(Packet::Unsubscribe(u)) => u.filters.len(),
+                _ => 0,
+            };
+            ack.reason_codes = vec![ReasonCode::Success; filters];
+        }
         let request = self.finish_request(
             PacketType::Unsubscribe,
             ack.packet_id,

@@ -1,0 +1,88 @@
+//! What the client asks of a session, and the defaults it gets.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use crate::packet::{ConnectProperties, ProtocolVersion};
+
+/// What the client asks of a session.
+#[derive(Debug, Clone)]
+pub struct SessionOptions {
+    /// The client identifier; empty asks the server to assign one.
+    pub client_id: String,
+    /// Start without the server's session state on the first connection.
+    pub clean_start: bool,
+    /// Keep alive in seconds.
+    pub keep_alive: u16,
+    /// CONNECT properties (Session Expiry Interval, Receive Maximum, ...).
+    pub properties: ConnectProperties,
+    /// Acknowledge inbound QoS 1/2 messages only when the application calls [`Session::ack`](super::Session::ack);
+    /// off, they are acknowledged as they are delivered.
+    pub manual_ack: bool,
+    /// How long to wait for PINGRESP before the connection counts as dead.
+    pub ping_timeout: Duration,
+    /// The Will Message, published by the server if the connection ends without DISCONNECT.
+    pub will: Option<crate::packet::Will>,
+    /// The user name, if any.
+    pub username: Option<String>,
+    /// The password, if any.
+    pub password: Option<Bytes>,
+    /// Replace repeated topics by Topic Aliases on the wire, up to the server's Topic Alias
+    /// Maximum (least recently used mappings are reused). Stored records and retransmissions
+    /// always carry the full topic.
+    pub topic_aliases: bool,
+    /// Make every granted subscription again, before anything else is sent, when the server
+    /// has no session for the client (Session Present 0), also after a restart: granted
+    /// subscriptions are kept in the store with the session.
+    pub resubscribe: bool,
+    /// The most bytes (topics and payloads) of messages held back because the server went over
+    /// the client's Receive Maximum (see [`Session::handle_publish`](super::Session::handle_publish)); past it, the connection
+    /// ends with 0x93 Receive Maximum exceeded. Their number is bounded by the packet
+    /// identifiers (a server may not reuse one still unanswered).
+    pub held_bytes_limit: usize,
+    /// The protocol spoken: MQTT v5.0 (the default) or 3.1.1. See ARCHITECTURE.md for what a
+    /// 3.1.1 session does without properties, reason codes and Session Expiry.
+    pub protocol: ProtocolVersion,
+    /// The most QoS 1/2 publishes in flight at once. With MQTT v5.0 the server's Receive
+    /// Maximum limits them too; a 3.1.1 server announces no limit, so this is the only one
+    /// there (`None`: [`DEFAULT_V311_IN_FLIGHT`]).
+    pub in_flight_maximum: Option<u16>,
+}
+
+/// The in-flight window of a 3.1.1 session unless [`SessionOptions::in_flight_maximum`] sets
+/// one: mosquitto's default `max_inflight_messages`.
+pub const DEFAULT_V311_IN_FLIGHT: u16 = 20;
+
+/// The Maximum Packet Size a session announces unless told otherwise: one packet from the
+/// server cannot make the client buffer more (the protocol allows 256 MiB). Set
+/// `properties.maximum_packet_size` to `None` for the protocol's limit.
+pub const DEFAULT_MAXIMUM_PACKET_SIZE: u32 = 16 * 1024 * 1024;
+
+/// The default of [`SessionOptions::held_bytes_limit`].
+pub const DEFAULT_HELD_BYTES_LIMIT: usize = 64 * 1024 * 1024;
+
+impl SessionOptions {
+    /// Options for `client_id` that resume the server's session (Clean Start 0).
+    pub fn new(client_id: impl Into<String>) -> Self {
+        Self {
+            client_id: client_id.into(),
+            clean_start: false,
+            keep_alive: 60,
+            properties: ConnectProperties {
+                maximum_packet_size: Some(DEFAULT_MAXIMUM_PACKET_SIZE),
+                ..ConnectProperties::default()
+            },
+            manual_ack: false,
+            ping_timeout: Duration::from_secs(10),
+            will: None,
+            username: None,
+            password: None,
+            topic_aliases: true,
+            resubscribe: true,
+            held_bytes_limit: DEFAULT_HELD_BYTES_LIMIT,
+            protocol: ProtocolVersion::V5,
+            in_flight_maximum: None,
+        }
+    }
+}
