@@ -29,6 +29,10 @@ use super::policy::{Backoff, QueuePolicy};
 pub struct ClientConfig {
     /// Server addresses, tried in order.
     pub servers: Vec<String>,
+    /// The protocol: `"5"` (the default) or `"3.1.1"`.
+    pub protocol: ConfigProtocol,
+    /// The most QoS 1/2 publishes in flight (the only limit with 3.1.1; 20 unless set).
+    pub in_flight_maximum: Option<u16>,
     /// The client identifier.
     pub client_id: String,
     /// One session for all servers under this name.
@@ -67,6 +71,18 @@ pub struct ClientConfig {
     pub tls: Option<TlsFiles>,
 }
 
+/// The protocol a [`ClientConfig`] speaks, written `"5"` or `"3.1.1"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+pub enum ConfigProtocol {
+    /// MQTT v5.0.
+    #[default]
+    #[serde(rename = "5")]
+    V5,
+    /// MQTT 3.1.1.
+    #[serde(rename = "3.1.1")]
+    V311,
+}
+
 /// TLS settings by file, for [`ClientConfig`].
 #[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -96,6 +112,8 @@ impl Default for ClientConfig {
     fn default() -> Self {
         Self {
             servers: Vec::new(),
+            protocol: ConfigProtocol::V5,
+            in_flight_maximum: None,
             client_id: String::new(),
             cluster_scope: None,
             clean_start: false,
@@ -135,6 +153,13 @@ impl ClientBuilder {
             .queue_limit(config.queue_limit, config.queue_full);
         if let Some(bytes) = config.queue_limit_bytes {
             b = b.queue_limit_bytes(bytes);
+        }
+        b = b.protocol(match config.protocol {
+            ConfigProtocol::V5 => crate::packet::ProtocolVersion::V5,
+            ConfigProtocol::V311 => crate::packet::ProtocolVersion::V311,
+        });
+        if let Some(max) = config.in_flight_maximum {
+            b = b.in_flight_maximum(max);
         }
         b.servers = config.servers.clone();
         b.settings.cluster_scope = config.cluster_scope.clone();
@@ -206,5 +231,31 @@ mod tests {
         }
         #[cfg(not(feature = "tls"))]
         assert!(ClientBuilder::from_config(&missing).is_err());
+    }
+
+    #[test]
+    fn a_3_1_1_config_speaks_3_1_1_and_refuses_what_needs_mqtt_5() {
+        let config: ClientConfig = serde_json::from_str(
+            r#"{"servers":["mqtt://a"],"protocol":"3.1.1","in_flight_maximum":8}"#,
+        )
+        .unwrap();
+        let s = ClientBuilder::from_config(&config)
+            .unwrap()
+            .settings()
+            .unwrap();
+        assert_eq!(s.session.protocol, crate::packet::ProtocolVersion::V311);
+        assert_eq!(s.session.in_flight_maximum, Some(8));
+        let bad = serde_json::from_str::<ClientConfig>(r#"{"protocol":"4"}"#);
+        assert!(bad.is_err(), "only \"5\" and \"3.1.1\"");
+        let v5_only = ClientBuilder::from_config(&config)
+            .unwrap()
+            .user_property("site", "7")
+            .settings();
+        assert!(matches!(
+            v5_only,
+            Err(crate::client::ClientError::NeedsV5(
+                "CONNECT User Properties"
+            ))
+        ));
     }
 }

@@ -17,6 +17,10 @@ pub enum ClientError {
     /// The builder names no server.
     #[error("no server: call ClientBuilder::server")]
     NoServer,
+    /// The client speaks MQTT 3.1.1 ([`ClientBuilder::protocol`](super::ClientBuilder::protocol))
+    /// and was asked for something only MQTT 5 has.
+    #[error("{0} needs MQTT 5; the client speaks 3.1.1")]
+    NeedsV5(&'static str),
     /// The builder has no store.
     #[error("no store: call ClientBuilder::store (MemoryStore for ephemeral sessions)")]
     NoStore,

@@ -67,12 +67,13 @@ mod router;
 mod tls;
 mod transport;
 mod url;
+mod v311;
 
 pub use error::{ClientError, ConnectError, DeliveryError};
 pub use events::{ClientEvent, Stats, SubAckInfo};
 pub use message::{Delivery, Message, Messages, Refusal};
 
-pub use config::{ClientConfig, TlsFiles};
+pub use config::{ClientConfig, ConfigProtocol, TlsFiles};
 use events::StatsCell;
 pub use options::{ClientBuilder, ConnectAttempt, HookError};
 pub use policy::{Backoff, QueuePolicy};

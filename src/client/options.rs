@@ -282,6 +282,23 @@ impl ClientBuilder {
         self
     }
 
+    /// The protocol: MQTT v5.0 (the default) or 3.1.1 (`ProtocolVersion::V311`), for brokers
+    /// that speak only 3.1.1. A 3.1.1 client keeps the same store and guarantees; what 3.1.1
+    /// cannot express is refused with [`ClientError::NeedsV5`](super::ClientError::NeedsV5)
+    /// (when the client is built, or at the call), never dropped. Its in-flight window is
+    /// [`in_flight_maximum`](Self::in_flight_maximum), 20 unless set.
+    pub fn protocol(mut self, version: crate::packet::ProtocolVersion) -> Self {
+        self.settings.session.protocol = version;
+        self
+    }
+
+    /// The most QoS 1/2 publishes in flight at once: with MQTT 5 the server's Receive Maximum
+    /// limits them too, with 3.1.1 this is the only limit (20 unless set).
+    pub fn in_flight_maximum(mut self, maximum: u16) -> Self {
+        self.settings.session.in_flight_maximum = Some(maximum.max(1));
+        self
+    }
+
     /// How many Topic Aliases the server may use towards the client (0, the default, none).
     pub fn topic_alias_maximum(mut self, maximum: u16) -> Self {
         self.settings.session.properties.topic_alias_maximum = (maximum > 0).then_some(maximum);
@@ -531,6 +548,7 @@ impl ClientBuilder {
             let capacity = u16::try_from(settings.inbox_capacity).unwrap_or(u16::MAX);
             session.properties.receive_maximum = Some(capacity.max(1));
         }
+        super::v311::check(&settings)?;
         Ok(settings)
     }
 }

@@ -479,7 +479,9 @@ impl Driver {
     async fn violation(&mut self, reason: ReasonCode, why: String) {
         warn!(?reason, %why, "protocol violation by the server");
         let up = self.conn.is_up();
-        if up && reason.is_valid_for(PacketType::Disconnect) {
+        // 3.1.1 has no DISCONNECT reason (and its DISCONNECT would drop the Will): just close.
+        let v5 = self.settings.session.protocol == crate::packet::ProtocolVersion::V5;
+        if up && v5 && reason.is_valid_for(PacketType::Disconnect) {
             // After what already waits to go out; the graceful close writes it all.
             self.write(vec![Packet::Disconnect(Disconnect::new(reason))]);
         }
