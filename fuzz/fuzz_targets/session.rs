@@ -2,7 +2,9 @@
 //! decoder, or built to hit packet identifiers in use), application calls, connection losses,
 //! the passing of time and crashes. Whatever the script, the engine never panics, stays within
 //! its bounds, never sends a packet after DISCONNECT, always loads from what it committed, and
-//! every QoS 1/2 message that reached the store is still stored or was reported finished.
+//! every QoS 1/2 message that reached the store is still stored or was reported finished, and
+//! every packet it sends can be written by its own codec. The first byte picks the protocol
+//! (odd: MQTT 3.1.1).
 #![no_main]
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -11,7 +13,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use libfuzzer_sys::fuzz_target;
 use mqtt_core::packet::{
-    Codec, ConnAck, Decoded, Packet, PubAck, Publish, QoS, ReasonCode, SubscribeProperties,
+    Codec, ConnAck, Decoded, Packet, ProtocolVersion, PubAck, Publish, QoS, ReasonCode, SubscribeProperties,
     Subscription, UnsubscribeProperties,
 };
 use mqtt_core::session::{Event, Session, SessionOptions};
@@ -118,8 +120,9 @@ impl Store {
     }
 }
 
-fn options() -> SessionOptions {
+fn options(protocol: ProtocolVersion) -> SessionOptions {
     let mut options = SessionOptions::new("fuzz");
+    options.protocol = protocol;
     options.manual_ack = true;
     options.held_bytes_limit = HELD_BYTES_LIMIT;
     options.properties.session_expiry_interval = Some(3600);
@@ -130,6 +133,7 @@ fn options() -> SessionOptions {
 }
 
 struct World {
+    protocol: ProtocolVersion,
     session: Session,
     store: Store,
     now: Instant,
@@ -145,10 +149,11 @@ struct World {
 }
 
 impl World {
-    fn new() -> Self {
+    fn new(protocol: ProtocolVersion) -> Self {
         let now_ms = START_MS;
         Self {
-            session: Session::new(options(), StoredSession::default(), now_ms)
+            protocol,
+            session: Session::new(options(protocol), StoredSession::default(), now_ms)
                 .expect("a new session"),
             store: Store::default(),
             now: Instant::now(),
@@ -191,6 +196,13 @@ impl World {
             {
                 assert_eq!(at + 1, output.send.len(), "a packet after DISCONNECT");
             }
+            // Whatever the engine sends, its codec can write (3.1.1 refuses v5-only forms).
+            let codec = self.session.codec();
+            for packet in &output.send {
+                if let Err(e) = codec.encode(packet, &mut BytesMut::new()) {
+                    panic!("the engine sent what it cannot encode: {e}: {packet:?}");
+                }
+            }
         }
     }
 
@@ -230,7 +242,7 @@ impl World {
 
     fn crash(&mut self) {
         let stored = self.store.stored();
-        self.session = Session::new(options(), stored, self.now_ms)
+        self.session = Session::new(options(self.protocol), stored, self.now_ms)
             .expect("what the engine committed always loads");
         self.connected = false;
         self.tags.clear();
@@ -256,7 +268,12 @@ fn qos(byte: u8) -> QoS {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let mut world = World::new();
+    let (protocol, data) = match data.split_first() {
+        Some((first, rest)) if first & 1 == 1 => (ProtocolVersion::V311, rest),
+        Some((_, rest)) => (ProtocolVersion::V5, rest),
+        None => (ProtocolVersion::V5, data),
+    };
+    let mut world = World::new(protocol);
     let mut input = data.iter().copied();
     let mut next = move || input.next();
     while let Some(op) = next() {

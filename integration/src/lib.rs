@@ -35,6 +35,16 @@ pub fn open_when_free<S>(
     open()
 }
 
+/// The protocol `MQTT_VERSION` asks for: `5` (also when unset) or `3.1.1`; anything else is
+/// an error naming the variable.
+pub fn mqtt_version() -> Result<mooring::packet::ProtocolVersion, String> {
+    match std::env::var("MQTT_VERSION").as_deref() {
+        Err(_) | Ok("5") => Ok(mooring::packet::ProtocolVersion::V5),
+        Ok("3.1.1") => Ok(mooring::packet::ProtocolVersion::V311),
+        Ok(other) => Err(format!("MQTT_VERSION={other:?}: use 5 or 3.1.1")),
+    }
+}
+
 /// Reconnect delays for tests: a lost connection comes back within tens of milliseconds.
 pub fn fast_backoff() -> mooring::Backoff {
     mooring::Backoff {

@@ -13,6 +13,8 @@
 //!   do that).
 //! - Prints `SUBSCRIBED` once its subscription is granted and `PUBLISHED` once every task is
 //!   done; disconnects cleanly and exits when its standard input closes.
+//! - `MQTT_VERSION=3.1.1` makes it speak MQTT 3.1.1 (default 5), with `RECEIVE_MAXIMUM` as its
+//!   in-flight window too (a 3.1.1 broker announces none).
 #![forbid(unsafe_code)]
 
 use std::collections::{BTreeMap, HashSet};
@@ -23,6 +25,7 @@ use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use mooring::packet::ProtocolVersion;
 use mooring::store::{RedbStore, SessionStore, SledStore};
 use mooring::{Client, Messages, QoS};
 
@@ -156,7 +159,13 @@ async fn run() -> Result<(), Error> {
         }
     }
     let store = open_store(&a.store, &a.path)?;
-    let (client, messages) = Client::builder()
+    let mut builder = Client::builder();
+    if integration::mqtt_version()? == ProtocolVersion::V311 {
+        builder = builder
+            .protocol(ProtocolVersion::V311)
+            .in_flight_maximum(a.receive_maximum);
+    }
+    let (client, messages) = builder
         .server(a.url.clone())
         .client_id("proof-gateway")
         .store_arc(store)

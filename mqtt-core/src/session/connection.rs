@@ -65,6 +65,17 @@ impl Session {
         connack: &ConnAck,
         now: Instant,
     ) -> Result<(), ProtocolViolation> {
+        // A 3.1.1 CONNACK has no properties: whatever the struct holds is not the server's.
+        let stripped;
+        let connack = if self.options.protocol == ProtocolVersion::V311 {
+            stripped = ConnAck {
+                properties: Default::default(),
+                ..connack.clone()
+            };
+            &stripped
+        } else {
+            connack
+        };
         if connack.reason_code.is_error() {
             self.events.push_back(Event::ConnectionRefused {
                 reason: connack.reason_code,

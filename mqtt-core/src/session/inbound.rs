@@ -274,7 +274,10 @@ impl Session {
                 packet_id: rel.packet_id,
             });
         } else {
-            comp.reason_code = ReasonCode::PacketIdentifierNotFound;
+            // 3.1.1 has no reason codes: a plain PUBCOMP ends the server's flow there.
+            if self.options.protocol != ProtocolVersion::V311 {
+                comp.reason_code = ReasonCode::PacketIdentifierNotFound;
+            }
         }
         self.pending.send.push(Packet::PubComp(comp));
     }

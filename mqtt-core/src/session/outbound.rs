@@ -356,7 +356,13 @@ impl Session {
 
     /// Puts a first transmission on the wire, with a Topic Alias when one helps.
     pub(super) fn send_publish(&mut self, mut publish: Publish) {
-        if let Some(conn) = self.connection.as_mut() {
+        // An alias adds a property: used only where the packet still fits the server's
+        // Maximum Packet Size with it (the fuzzer found one 3 bytes over). A new mapping, topic
+        // and alias both, is the largest form.
+        let mut probe = publish.clone();
+        probe.properties.topic_alias = Some(1);
+        let fits = self.codec.encoded_len(&Packet::Publish(probe)).is_ok();
+        if let Some(conn) = self.connection.as_mut().filter(|_| fits) {
             conn.aliases.apply(&mut publish);
         }
         self.pending.send.push(Packet::Publish(publish));
@@ -444,7 +450,9 @@ impl Session {
                     .push(Packet::PubRel(PubAck::new(rec.packet_id)));
             } else if self.connection.is_some() {
                 let mut rel = PubAck::new(rec.packet_id);
-                rel.reason_code = ReasonCode::PacketIdentifierNotFound;
+                if self.options.protocol != crate::packet::ProtocolVersion::V311 {
+                    rel.reason_code = ReasonCode::PacketIdentifierNotFound;
+                }
                 self.pending.send.push(Packet::PubRel(rel));
             }
             return;

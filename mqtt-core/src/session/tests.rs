@@ -421,6 +421,31 @@ fn a_pubrec_for_a_qos1_flow_never_releases_it() {
     );
 }
 
+/// Found by the session fuzzer: a publish that fits the server's Maximum Packet Size without a
+/// Topic Alias, and not with one, went out with the alias and could not be written.
+#[test]
+fn a_topic_alias_is_used_only_where_the_packet_still_fits() {
+    let mut h = Harness::new();
+    let mut connack = ConnAck::new(false);
+    connack.properties.topic_alias_maximum = Some(2);
+    connack.properties.maximum_packet_size = Some(30);
+    h.session.handle_connack(&connack, Instant::now()).unwrap();
+    h.flush();
+    // 2 + 2 + 3 ("t/1") + 2 (identifier) + 1 (no properties) + 20 = 30: exactly the limit.
+    let mut p = Publish::new("t/1", "x".repeat(20));
+    p.qos = QoS::AtLeastOnce;
+    h.session.publish(p).unwrap();
+    let sent = h.flush();
+    let codec = h.session.codec();
+    for packet in &sent {
+        codec.encode(packet, &mut BytesMut::new()).unwrap();
+    }
+    assert!(
+        matches!(&sent[..], [Packet::Publish(p)] if p.properties.topic_alias.is_none()),
+        "{sent:?}"
+    );
+}
+
 #[test]
 fn a_crash_resumes_from_the_committed_records_alone() {
     let mut h = Harness::new();

@@ -151,6 +151,25 @@ fn a_qos2_exchange_both_ways_sends_only_3_1_1_packets() {
     );
 }
 
+/// Found by the 3.1.1 crash proof: PUBCOMP 0x92 for an unknown PUBREL does not exist in 3.1.1,
+/// so the driver could not send it, and the broker's window filled with PUBRELs forever.
+#[test]
+fn unknown_identifiers_are_answered_without_a_reason_code() {
+    let mut s = connected(options(3600), false);
+    s.handle_incoming(Packet::PubRel(PubAck::new(64)), Instant::now())
+        .unwrap();
+    s.handle_incoming(Packet::PubRec(PubAck::new(65)), Instant::now())
+        .unwrap();
+    let (sent, _) = flush(&mut s);
+    assert_eq!(
+        sent,
+        vec![
+            Packet::PubComp(PubAck::new(64)),
+            Packet::PubRel(PubAck::new(65))
+        ]
+    );
+}
+
 #[test]
 fn what_3_1_1_cannot_say_is_refused_at_the_call() {
     let mut s = connected(options(3600), false);
