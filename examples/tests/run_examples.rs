@@ -46,12 +46,23 @@ fn run(bin: &str, args: &[&str], env: &[(&str, String)], stdin: &str) -> Output 
 
 #[test]
 fn every_example_runs_against_mosquitto() {
+    every_example_runs("5");
+}
+
+#[test]
+fn every_example_runs_against_mosquitto_at_3_1_1() {
+    every_example_runs("3.1.1");
+}
+
+/// Runs every example with `MQTT_VERSION=version`.
+fn every_example_runs(version: &str) {
     let broker = Mosquitto::with_config(&MosquittoConfig {
         websockets: true,
         tls: true,
         ..MosquittoConfig::default()
     })
     .unwrap();
+    let version = ("MQTT_VERSION", version.to_owned());
     let url = ("MQTT_URL", broker.url());
     for bin in [
         env!("CARGO_BIN_EXE_quickstart"),
@@ -60,16 +71,22 @@ fn every_example_runs_against_mosquitto() {
         env!("CARGO_BIN_EXE_reconnect_hook"),
         env!("CARGO_BIN_EXE_custom_store"),
     ] {
-        run(bin, &[], std::slice::from_ref(&url), "");
+        run(bin, &[], &[url.clone(), version.clone()], "");
     }
     let ws = ("MQTT_URL", broker.ws_url().unwrap());
-    run(env!("CARGO_BIN_EXE_websocket"), &[], &[ws], "");
+    run(
+        env!("CARGO_BIN_EXE_websocket"),
+        &[],
+        &[ws, version.clone()],
+        "",
+    );
     let pki = broker.pki().unwrap();
     let tls_env = [
         ("MQTT_URL", broker.tls_url().unwrap()),
         ("MQTT_CA", pki.ca.display().to_string()),
         ("MQTT_CERT", pki.client_cert.display().to_string()),
         ("MQTT_KEY", pki.client_key.display().to_string()),
+        version.clone(),
     ];
     run(env!("CARGO_BIN_EXE_tls"), &[], &tls_env, "");
 
@@ -79,7 +96,7 @@ fn every_example_runs_against_mosquitto() {
         "GATEWAY_STORE",
         dir.path().join("gw.redb").display().to_string(),
     );
-    let env = [url.clone(), store];
+    let env = [url.clone(), store, version];
     let out = run(env!("CARGO_BIN_EXE_gateway"), &[], &env, "a=1\nb=2\nc=3\n");
     assert!(String::from_utf8_lossy(&out.stderr).contains("3 readings accepted"));
     let out = run(

@@ -218,6 +218,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dir = tempfile::tempdir()?;
     let store = Arc::new(JournalStore::open(dir.path().join("client.journal"))?);
     let (client, _messages) = Client::builder()
+        .protocol(examples::mqtt_version()?)
         .server(url)
         .client_id("mooring-custom-store")
         .store_arc(store)

@@ -76,6 +76,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
 
     let mut builder = Client::builder()
+        .protocol(examples::mqtt_version()?)
         .server(url)
         .client_id("mooring-gateway")
         .session_expiry(Duration::from_secs(7 * 86_400))

@@ -21,6 +21,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dir = tempfile::tempdir()?;
     let journal_path = dir.path().join("journal");
     let (worker, mut jobs) = Client::builder()
+        .protocol(examples::mqtt_version()?)
         .server(url.clone())
         .client_id("mooring-worker")
         .store(MemoryStore::default()) // a durable store in production: acks survive crashes
@@ -31,6 +32,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // Something to do: a producer posts a few jobs.
     let (producer, _m) = Client::builder()
+        .protocol(examples::mqtt_version()?)
         .server(url)
         .client_id("mooring-job-producer")
         .store(MemoryStore::default())
@@ -51,14 +53,21 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .create(true)
         .append(true)
         .open(&journal_path)?;
+    let v311 = examples::mqtt_version()? == mooring::packet::ProtocolVersion::V311;
     for _ in 0..=JOBS {
         let job = tokio::time::timeout(Duration::from_secs(5), jobs.recv())
             .await?
             .ok_or("the client stopped")?;
         if !job.payload().ends_with(b".png") {
             let name = String::from_utf8_lossy(job.payload()).into_owned();
-            job.reject(Refusal::PayloadFormatInvalid).await?;
-            println!("refused: {name}");
+            if v311 {
+                // MQTT 3.1.1 acknowledgements carry no reason code: a job is only skipped.
+                job.ack().await?;
+                println!("skipped: {name}");
+            } else {
+                job.reject(Refusal::PayloadFormatInvalid).await?;
+                println!("refused: {name}");
+            }
             continue;
         }
         journal.write_all(job.payload())?;

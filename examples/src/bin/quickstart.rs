@@ -12,6 +12,7 @@ use mooring::{Client, QoS};
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let url = std::env::var("MQTT_URL").unwrap_or_else(|_| "mqtt://127.0.0.1:1883".into());
     let (client, mut messages) = Client::builder()
+        .protocol(examples::mqtt_version()?)
         .server(url)
         .client_id("mooring-quickstart")
         .store(MemoryStore::default()) // RedbStore::open(path)? for sessions that survive crashes

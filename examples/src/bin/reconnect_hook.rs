@@ -24,19 +24,25 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let unreachable = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
     let attempts = Arc::new(AtomicU32::new(0));
     let counter = attempts.clone();
+    let version = examples::mqtt_version()?;
     let (client, _messages) = Client::builder()
+        .protocol(version)
         .server(format!("mqtt://{unreachable}"))
         .server(url)
         .client_id("mooring-hook")
         .store(MemoryStore::default())
         .before_connect(move |mut attempt| {
+            let v5 = version == mooring::packet::ProtocolVersion::V5;
             let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
             async move {
                 let token = fetch_token(n).await?;
                 println!("attempt {n} to {}: using {token}", attempt.server());
                 attempt.username = Some("gateway".into());
                 attempt.password = Some(token.into());
-                attempt.user_properties = vec![UserProperty::new("attempt", n.to_string())];
+                // CONNECT User Properties exist in MQTT 5 only.
+                if v5 {
+                    attempt.user_properties = vec![UserProperty::new("attempt", n.to_string())];
+                }
                 Ok(attempt)
             }
         })

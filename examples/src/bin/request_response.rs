@@ -12,7 +12,12 @@ use mooring::{Client, QoS};
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let url = std::env::var("MQTT_URL").unwrap_or_else(|_| "mqtt://127.0.0.1:1883".into());
+    if examples::mqtt_version()? == mooring::packet::ProtocolVersion::V311 {
+        println!("request/response needs MQTT 5 (Response Topic, Correlation Data): skipped");
+        return Ok(());
+    }
     let (responder, mut requests) = Client::builder()
+        .protocol(examples::mqtt_version()?)
         .server(url.clone())
         .client_id("mooring-time-service")
         .store(MemoryStore::default())
@@ -31,6 +36,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     });
 
     let (requester, _m) = Client::builder()
+        .protocol(examples::mqtt_version()?)
         .server(url)
         .client_id("mooring-time-client")
         .store(MemoryStore::default())

@@ -23,6 +23,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         tls = tls.client_certificate_files(cert, key)?;
     }
     let (client, _messages) = Client::builder()
+        .protocol(examples::mqtt_version()?)
         .server(url.clone())
         .client_id("mooring-tls")
         .store(MemoryStore::default())

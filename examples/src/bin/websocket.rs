@@ -13,6 +13,7 @@ use mooring::{Client, QoS};
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let url = std::env::var("MQTT_URL").unwrap_or_else(|_| "ws://127.0.0.1:8080/mqtt".into());
     let (client, mut messages) = Client::builder()
+        .protocol(examples::mqtt_version()?)
         .server(url.clone())
         .client_id("mooring-websocket")
         .store(MemoryStore::default())
