@@ -95,3 +95,25 @@ async fn a_stalled_write_keeps_reading_and_ends_the_connection_within_the_write_
     again.accept(false).await;
     next_event(&mut events, |e| matches!(e, ClientEvent::Connected { .. })).await;
 }
+
+/// A broker that speaks only MQTT 3.1.1 answers a v5 CONNECT with a 3.1.1 CONNACK (return code
+/// 1): the error says so and what to do, instead of "malformed".
+#[tokio::test]
+async fn a_3_1_1_only_broker_is_named_as_such() {
+    let mut broker = Broker::new();
+    let connecting = tokio::spawn(builder(&broker, MemoryStore::default()).connect());
+    let mut peer = broker.next().await;
+    peer.connect().await;
+    peer.send_raw(&[0x20, 0x02, 0x00, 0x01]).await;
+    let error = timeout(WAIT, connecting)
+        .await
+        .unwrap()
+        .unwrap()
+        .err()
+        .expect("the connection is refused");
+    let text = error.to_string();
+    assert!(
+        text.contains("MQTT 3.1.1 only") && text.contains("V311"),
+        "{text}"
+    );
+}

@@ -219,6 +219,17 @@ impl ConnAck {
         if flags & 0xFE != 0 {
             return Err(Violation::ConnAckReservedFlags);
         }
+        // A 3.1.1 server refusing protocol level 5 answers with its own CONNACK: two bytes,
+        // return code 1. Say so, rather than call it malformed.
+        if r.remaining() == 1 {
+            let code = r.u8("Connect Return code")?;
+            return Err(match code {
+                0x01 => Violation::ServerSpeaksV311,
+                _ => Violation::Truncated {
+                    field: "Property Length",
+                },
+            });
+        }
         let reason_code = read_reason_code(r, PacketType::ConnAck)?;
         let properties = ConnAckProperties::read(r)?;
         let connack = Self {

@@ -182,6 +182,12 @@ pub enum Violation {
     /// SUBACK or UNSUBACK without a reason code.
     #[error("{0} holds no reason code [MQTT-3.8.4-6]")]
     NoReasonCodes(PacketType),
+    /// A v5 CONNECT answered with an MQTT 3.1.1 CONNACK refusing the protocol level.
+    #[error(
+        "the server speaks MQTT 3.1.1 only (it refused protocol level 5 with a 3.1.1 CONNACK): \
+         connect with ProtocolVersion::V311"
+    )]
+    ServerSpeaksV311,
     /// Something MQTT 3.1.1 cannot express (properties, reason codes on acknowledgements,
     /// subscription options beyond QoS, AUTH): refused rather than dropped.
     #[error("{what} does not exist in MQTT 3.1.1")]
@@ -229,7 +235,7 @@ impl Violation {
         use Violation::*;
         match self {
             PacketTooLarge { .. } => ReasonCode::PacketTooLarge,
-            InvalidProtocolName(_) | UnsupportedProtocolVersion(_) => {
+            InvalidProtocolName(_) | UnsupportedProtocolVersion(_) | ServerSpeaksV311 => {
                 ReasonCode::UnsupportedProtocolVersion
             }
             ReservedPacketType
