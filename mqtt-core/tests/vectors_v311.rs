@@ -321,3 +321,24 @@ fn what_3_1_1_cannot_express_is_refused_not_dropped() {
         Violation::PasswordWithoutUserName,
     );
 }
+
+#[test]
+fn errors_cite_the_3_1_1_identifiers() {
+    let mut qos3 = BytesMut::from(&[0x36u8, 0x03, 0x00, 0x01, b'a'][..]);
+    let error = codec().decode(&mut qos3).unwrap_err().to_string();
+    assert!(error.contains("[MQTT-3.3.1-4]"), "{error}");
+    let mut will = BytesMut::from(
+        &[
+            0x10, 0x0c, 0x00, 0x04, b'M', b'Q', b'T', b'T', 0x04, 0x22, 0x00, 0x3c, 0x00, 0x00,
+        ][..],
+    );
+    let error = codec().decode(&mut will).unwrap_err().to_string();
+    assert!(error.contains("[MQTT-3.1.2-13, MQTT-3.1.2-15]"), "{error}");
+    assert!(
+        !error.contains("MQTT-3.1.2-11"),
+        "not the v5 number: {error}"
+    );
+    let mut zero = BytesMut::from(&[0x40u8, 0x02, 0x00, 0x00][..]);
+    let error = codec().decode(&mut zero).unwrap_err().to_string();
+    assert!(error.contains("MQTT-2.3.1-1"), "{error}");
+}

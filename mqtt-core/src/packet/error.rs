@@ -7,7 +7,7 @@
 
 use std::fmt;
 
-use super::{PacketType, PropertyId, ReasonCode};
+use super::{PacketType, PropertyId, ProtocolVersion, ReasonCode};
 
 /// A rule of the MQTT v5.0 specification that a packet breaks.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -320,6 +320,9 @@ pub struct DecodeError {
     pub packet: Option<PacketType>,
     /// The rule broken.
     pub violation: Violation,
+    /// The protocol the packet was read as: the message cites that specification's
+    /// identifier.
+    pub protocol: ProtocolVersion,
 }
 
 impl DecodeError {
@@ -327,13 +330,53 @@ impl DecodeError {
     pub fn reason_code(&self) -> ReasonCode {
         self.violation.reason_code()
     }
+
+    /// What is wrong, citing the identifier of the specification the packet was read as.
+    fn explanation(&self) -> String {
+        let text = self.violation.to_string();
+        if self.protocol != ProtocolVersion::V311 {
+            return text;
+        }
+        let cited = text.find("[MQTT-").zip(text.find(']'));
+        match (self.violation.v311_rule(), cited) {
+            (Some(rule), Some((from, to))) if from < to => {
+                format!("{}[{rule}]{}", &text[..from], &text[to + 1..])
+            }
+            (Some(rule), _) => format!("{text} [{rule}]"),
+            (None, Some(_)) => format!("{text} (an identifier of MQTT 5.0)"),
+            (None, None) => text,
+        }
+    }
+}
+
+impl Violation {
+    /// The MQTT 3.1.1 identifier of a rule both versions share, where 3.1.1 numbers it.
+    fn v311_rule(&self) -> Option<&'static str> {
+        use Violation::*;
+        Some(match self {
+            InvalidFlags { .. } => "MQTT-2.2.2-1, MQTT-2.2.2-2",
+            InvalidQos { .. } => "MQTT-3.3.1-4",
+            DupOnQos0 => "MQTT-3.3.1-2",
+            InvalidUtf8 { .. } => "MQTT-1.5.3-1",
+            NullCharacter { .. } => "MQTT-1.5.3-2",
+            ZeroPacketId { .. } => "MQTT-2.3.1-1",
+            InvalidProtocolName(_) => "MQTT-3.1.2-1",
+            UnsupportedProtocolVersion(_) => "MQTT-3.1.2-2",
+            ConnectReservedFlag => "MQTT-3.1.2-3",
+            WillFieldsWithoutWill => "MQTT-3.1.2-13, MQTT-3.1.2-15",
+            NoTopicFilters(PacketType::Subscribe) => "MQTT-3.8.3-3",
+            NoTopicFilters(_) => "MQTT-3.10.3-2",
+            _ => return None,
+        })
+    }
 }
 
 impl fmt::Display for DecodeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let explanation = self.explanation();
         match self.packet {
-            Some(packet) => write!(f, "received {packet} is invalid: {}", self.violation),
-            None => write!(f, "received packet is invalid: {}", self.violation),
+            Some(packet) => write!(f, "received {packet} is invalid: {explanation}"),
+            None => write!(f, "received packet is invalid: {explanation}"),
         }
     }
 }

@@ -330,10 +330,12 @@ impl Codec {
         let ty = PacketType::from_nibble(first >> 4).ok_or(DecodeError {
             packet: None,
             violation: Violation::ReservedPacketType,
+            protocol: self.protocol,
         })?;
         let fail = |violation| DecodeError {
             packet: Some(ty),
             violation,
+            protocol: self.protocol,
         };
         let flags = first & 0x0F;
         if ty != PacketType::Publish && flags != ty.reserved_flags() {
