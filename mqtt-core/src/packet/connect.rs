@@ -135,16 +135,8 @@ impl Connect {
         if level != protocol.level() {
             return Err(Violation::UnsupportedProtocolVersion(level));
         }
-        let flags = r.u8("Connect Flags")?;
-        if flags & FLAG_RESERVED != 0 {
-            return Err(Violation::ConnectReservedFlag);
-        }
-        let will_qos = QoS::decode((flags >> 3) & 0x03, "Will QoS")?;
-        let has_will = flags & FLAG_WILL != 0;
-        let will_retain = flags & FLAG_WILL_RETAIN != 0;
-        if !has_will && (will_qos != QoS::AtMostOnce || will_retain) {
-            return Err(Violation::WillFieldsWithoutWill);
-        }
+        let (flags, will_qos) = read_connect_flags(r)?;
+        let (has_will, will_retain) = (flags & FLAG_WILL != 0, flags & FLAG_WILL_RETAIN != 0);
         let keep_alive = r.u16("Keep Alive")?;
         let properties = ConnectProperties::read(r)?;
         let client_id = r.string("Client Identifier")?;
@@ -163,16 +155,7 @@ impl Connect {
         } else {
             None
         };
-        let username = if flags & FLAG_USERNAME != 0 {
-            Some(r.string("User Name")?)
-        } else {
-            None
-        };
-        let password = if flags & FLAG_PASSWORD != 0 {
-            Some(r.binary("Password")?)
-        } else {
-            None
-        };
+        let (username, password) = read_credentials(r, flags)?;
         Ok(Self {
             clean_start: flags & FLAG_CLEAN_START != 0,
             keep_alive,
@@ -183,6 +166,38 @@ impl Connect {
             password,
         })
     }
+}
+
+/// Reads the Connect Flags and checks them as both versions do: the reserved bit, and Will QoS
+/// and Will Retain only with the Will Flag. Returns the flags and the Will QoS.
+pub(super) fn read_connect_flags(r: &mut Reader) -> Result<(u8, QoS), Violation> {
+    let flags = r.u8("Connect Flags")?;
+    if flags & FLAG_RESERVED != 0 {
+        return Err(Violation::ConnectReservedFlag);
+    }
+    let will_qos = QoS::decode((flags >> 3) & 0x03, "Will QoS")?;
+    if flags & FLAG_WILL == 0 && (will_qos != QoS::AtMostOnce || flags & FLAG_WILL_RETAIN != 0) {
+        return Err(Violation::WillFieldsWithoutWill);
+    }
+    Ok((flags, will_qos))
+}
+
+/// Reads the User Name and Password the flags announce.
+pub(super) fn read_credentials(
+    r: &mut Reader,
+    flags: u8,
+) -> Result<(Option<String>, Option<Bytes>), Violation> {
+    let username = if flags & FLAG_USERNAME != 0 {
+        Some(r.string("User Name")?)
+    } else {
+        None
+    };
+    let password = if flags & FLAG_PASSWORD != 0 {
+        Some(r.binary("Password")?)
+    } else {
+        None
+    };
+    Ok((username, password))
 }
 
 /// CONNACK: the server's answer to CONNECT.

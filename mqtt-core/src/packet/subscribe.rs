@@ -155,19 +155,10 @@ impl Unsubscribe {
     pub(crate) fn decode(r: &mut Reader) -> Result<Self, Violation> {
         let packet_id = read_packet_id(r, PacketType::Unsubscribe)?;
         let properties = UnsubscribeProperties::read(r)?;
-        let mut filters = Vec::new();
-        while !r.is_empty() {
-            let filter = r.string("Topic Filter")?;
-            validate_topic_filter(&filter).map_err(Violation::InvalidTopicFilter)?;
-            filters.push(filter);
-        }
-        if filters.is_empty() {
-            return Err(Violation::NoTopicFilters(PacketType::Unsubscribe));
-        }
         Ok(Self {
             packet_id,
             properties,
-            filters,
+            filters: read_unsubscribe_filters(r)?,
         })
     }
 }
@@ -185,6 +176,20 @@ impl Encode for Unsubscribe {
         }
         Ok(())
     }
+}
+
+/// Reads the Topic Filters of an UNSUBSCRIBE payload: at least one, each valid.
+pub(super) fn read_unsubscribe_filters(r: &mut Reader) -> Result<Vec<String>, Violation> {
+    let mut filters = Vec::new();
+    while !r.is_empty() {
+        let filter = r.string("Topic Filter")?;
+        validate_topic_filter(&filter).map_err(Violation::InvalidTopicFilter)?;
+        filters.push(filter);
+    }
+    if filters.is_empty() {
+        return Err(Violation::NoTopicFilters(PacketType::Unsubscribe));
+    }
+    Ok(filters)
 }
 
 /// SUBACK: one reason code per subscription, in order.

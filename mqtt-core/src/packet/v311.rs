@@ -7,8 +7,8 @@
 //! silently. Identifiers in messages are the 3.1.1 specification's where the rule is its own.
 
 use super::connect::{
-    FLAG_CLEAN_START, FLAG_PASSWORD, FLAG_RESERVED, FLAG_USERNAME, FLAG_WILL, FLAG_WILL_RETAIN,
-    PROTOCOL_NAME,
+    FLAG_CLEAN_START, FLAG_PASSWORD, FLAG_USERNAME, FLAG_WILL, FLAG_WILL_RETAIN, PROTOCOL_NAME,
+    read_connect_flags, read_credentials,
 };
 use super::error::Violation;
 use super::properties::{
@@ -16,7 +16,7 @@ use super::properties::{
     UnsubscribeProperties, WillProperties,
 };
 use super::publish::{non_zero_packet_id, read_packet_id};
-use super::subscribe::SubscriptionOptions;
+use super::subscribe::{SubscriptionOptions, read_unsubscribe_filters};
 use super::topic::{validate_topic_filter, validate_topic_name};
 use super::wire::{Reader, Sink};
 use super::{
@@ -140,16 +140,8 @@ fn decode_connect(r: &mut Reader) -> Result<Connect, Violation> {
     if level != LEVEL {
         return Err(Violation::UnsupportedProtocolVersion(level));
     }
-    let flags = r.u8("Connect Flags")?;
-    if flags & FLAG_RESERVED != 0 {
-        return Err(Violation::ConnectReservedFlag);
-    }
-    let will_qos = QoS::decode((flags >> 3) & 0x03, "Will QoS")?;
-    let has_will = flags & FLAG_WILL != 0;
-    let will_retain = flags & FLAG_WILL_RETAIN != 0;
-    if !has_will && (will_qos != QoS::AtMostOnce || will_retain) {
-        return Err(Violation::WillFieldsWithoutWill);
-    }
+    let (flags, will_qos) = read_connect_flags(r)?;
+    let (has_will, will_retain) = (flags & FLAG_WILL != 0, flags & FLAG_WILL_RETAIN != 0);
     if flags & FLAG_PASSWORD != 0 && flags & FLAG_USERNAME == 0 {
         return Err(Violation::PasswordWithoutUserName);
     }
@@ -168,16 +160,7 @@ fn decode_connect(r: &mut Reader) -> Result<Connect, Violation> {
     } else {
         None
     };
-    let username = if flags & FLAG_USERNAME != 0 {
-        Some(r.string("User Name")?)
-    } else {
-        None
-    };
-    let password = if flags & FLAG_PASSWORD != 0 {
-        Some(r.binary("Password")?)
-    } else {
-        None
-    };
+    let (username, password) = read_credentials(r, flags)?;
     Ok(Connect {
         clean_start: flags & FLAG_CLEAN_START != 0,
         keep_alive,
@@ -393,19 +376,9 @@ fn encode_unsubscribe<S: Sink>(p: &Unsubscribe, s: &mut S) -> Result<(), Violati
 }
 
 fn decode_unsubscribe(r: &mut Reader) -> Result<Unsubscribe, Violation> {
-    let packet_id = read_packet_id(r, PacketType::Unsubscribe)?;
-    let mut filters = Vec::new();
-    while !r.is_empty() {
-        let filter = r.string("Topic Filter")?;
-        validate_topic_filter(&filter).map_err(Violation::InvalidTopicFilter)?;
-        filters.push(filter);
-    }
-    if filters.is_empty() {
-        return Err(Violation::NoTopicFilters(PacketType::Unsubscribe));
-    }
     Ok(Unsubscribe {
-        packet_id,
+        packet_id: read_packet_id(r, PacketType::Unsubscribe)?,
         properties: UnsubscribeProperties::default(),
-        filters,
+        filters: read_unsubscribe_filters(r)?,
     })
 }
