@@ -342,3 +342,33 @@ fn errors_cite_the_3_1_1_identifiers() {
     let error = codec().decode(&mut zero).unwrap_err().to_string();
     assert!(error.contains("MQTT-2.3.1-1"), "{error}");
 }
+
+#[test]
+fn share_is_an_ordinary_filter_in_3_1_1() {
+    // No Shared Subscriptions in 3.1.1: `$share/x` is a filter like any other.
+    let subscribe = Packet::Subscribe(Subscribe {
+        packet_id: 1,
+        properties: SubscribeProperties::default(),
+        subscriptions: vec![Subscription::new("$share/x", QoS::AtMostOnce)],
+    });
+    let mut wire = BytesMut::new();
+    codec().encode(&subscribe, &mut wire).unwrap();
+    assert_eq!(
+        codec().decode(&mut wire),
+        Ok(Decoded::Packet(subscribe.clone()))
+    );
+    let unsubscribe = Packet::Unsubscribe(Unsubscribe {
+        packet_id: 1,
+        properties: UnsubscribeProperties::default(),
+        filters: vec!["$share/x".into()],
+    });
+    let mut wire = BytesMut::new();
+    codec().encode(&unsubscribe, &mut wire).unwrap();
+    assert_eq!(codec().decode(&mut wire), Ok(Decoded::Packet(unsubscribe)));
+    // At v5 it names a Shared Subscription without a filter.
+    assert!(
+        Codec::default()
+            .encode(&subscribe, &mut BytesMut::new())
+            .is_err()
+    );
+}

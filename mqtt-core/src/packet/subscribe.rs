@@ -1,6 +1,6 @@
 //! SUBSCRIBE, SUBACK, UNSUBSCRIBE and UNSUBACK (sections 3.8 to 3.11).
 
-use super::error::Violation;
+use super::error::{TopicError, Violation};
 use super::properties::{AckProperties, SubscribeProperties, UnsubscribeProperties};
 use super::publish::{non_zero_packet_id, read_packet_id};
 use super::reason::{check_reason_code, read_reason_code};
@@ -158,7 +158,7 @@ impl Unsubscribe {
         Ok(Self {
             packet_id,
             properties,
-            filters: read_unsubscribe_filters(r)?,
+            filters: read_unsubscribe_filters(r, validate_topic_filter)?,
         })
     }
 }
@@ -178,12 +178,15 @@ impl Encode for Unsubscribe {
     }
 }
 
-/// Reads the Topic Filters of an UNSUBSCRIBE payload: at least one, each valid.
-pub(super) fn read_unsubscribe_filters(r: &mut Reader) -> Result<Vec<String>, Violation> {
+/// Reads the Topic Filters of an UNSUBSCRIBE payload: at least one, each valid by `validate`.
+pub(super) fn read_unsubscribe_filters(
+    r: &mut Reader,
+    validate: fn(&str) -> Result<(), TopicError>,
+) -> Result<Vec<String>, Violation> {
     let mut filters = Vec::new();
     while !r.is_empty() {
         let filter = r.string("Topic Filter")?;
-        validate_topic_filter(&filter).map_err(Violation::InvalidTopicFilter)?;
+        validate(&filter).map_err(Violation::InvalidTopicFilter)?;
         filters.push(filter);
     }
     if filters.is_empty() {

@@ -55,6 +55,18 @@ pub fn validate_topic_filter(filter: &str) -> Result<(), TopicError> {
         }
         None => filter,
     };
+    check_levels(filter)
+}
+
+/// Checks a Topic Filter of MQTT 3.1.1, which has no Shared Subscriptions: `$share/...` is an
+/// ordinary filter there.
+pub(crate) fn validate_plain_topic_filter(filter: &str) -> Result<(), TopicError> {
+    check_length(filter)?;
+    check_levels(filter)
+}
+
+/// The wildcard placement and U+0000 rules of a Topic Filter.
+fn check_levels(filter: &str) -> Result<(), TopicError> {
     let bytes = filter.as_bytes();
     let mut level_start = true;
     for (i, &byte) in bytes.iter().enumerate() {

@@ -17,7 +17,7 @@ use super::properties::{
 };
 use super::publish::{non_zero_packet_id, read_packet_id};
 use super::subscribe::{SubscriptionOptions, read_unsubscribe_filters};
-use super::topic::{validate_topic_filter, validate_topic_name};
+use super::topic::{validate_plain_topic_filter, validate_topic_name};
 use super::wire::{Reader, Sink};
 use super::{
     ConnAck, Connect, Disconnect, Packet, PacketType, PubAck, Publish, QoS, ReasonCode, SubAck,
@@ -283,7 +283,7 @@ fn encode_subscribe<S: Sink>(p: &Subscribe, s: &mut S) -> Result<(), Violation> 
                 "No Local, Retain As Published and Retain Handling",
             ));
         }
-        validate_topic_filter(&subscription.filter).map_err(Violation::InvalidTopicFilter)?;
+        validate_plain_topic_filter(&subscription.filter).map_err(Violation::InvalidTopicFilter)?;
         s.string("Topic Filter", &subscription.filter)?;
         s.u8(subscription.options.qos as u8);
     }
@@ -295,7 +295,7 @@ fn decode_subscribe(r: &mut Reader) -> Result<Subscribe, Violation> {
     let mut subscriptions = Vec::new();
     while !r.is_empty() {
         let filter = r.string("Topic Filter")?;
-        validate_topic_filter(&filter).map_err(Violation::InvalidTopicFilter)?;
+        validate_plain_topic_filter(&filter).map_err(Violation::InvalidTopicFilter)?;
         let byte = r.u8("Requested QoS")?;
         if byte & 0xFC != 0 {
             return Err(Violation::RequestedQosReserved(byte));
@@ -369,7 +369,7 @@ fn encode_unsubscribe<S: Sink>(p: &Unsubscribe, s: &mut S) -> Result<(), Violati
     }
     s.u16(non_zero_packet_id(p.packet_id, PacketType::Unsubscribe)?);
     for filter in &p.filters {
-        validate_topic_filter(filter).map_err(Violation::InvalidTopicFilter)?;
+        validate_plain_topic_filter(filter).map_err(Violation::InvalidTopicFilter)?;
         s.string("Topic Filter", filter)?;
     }
     Ok(())
@@ -379,6 +379,6 @@ fn decode_unsubscribe(r: &mut Reader) -> Result<Unsubscribe, Violation> {
     Ok(Unsubscribe {
         packet_id: read_packet_id(r, PacketType::Unsubscribe)?,
         properties: UnsubscribeProperties::default(),
-        filters: read_unsubscribe_filters(r)?,
+        filters: read_unsubscribe_filters(r, validate_plain_topic_filter)?,
     })
 }
