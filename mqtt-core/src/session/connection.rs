@@ -201,18 +201,11 @@ impl Session {
             .map(|(seq, _)| *seq)
             .collect();
         for seq in &released {
-            if let Some(flow) = self.flows.remove(seq) {
-                self.ids.remove(flow.packet_id);
-                self.by_packet_id.remove(&flow.packet_id);
-                self.pending
-                    .commit
-                    .push(StoreOp::RemoveOutbound { seq: *seq });
-                // PUBREC had arrived: the server took the message.
-                self.events.push_back(Event::Delivered {
-                    id: flow.id,
-                    reason: ReasonCode::Success,
-                });
-            }
+            // PUBREC had arrived: the server took the message.
+            self.end_flow(*seq, |id| Event::Delivered {
+                id,
+                reason: ReasonCode::Success,
+            });
         }
         // The server forgot its messages too: a late ack must not write a marker that would
         // swallow a new message reusing the identifier.

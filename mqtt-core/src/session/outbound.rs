@@ -193,7 +193,11 @@ impl Session {
                 flow.retransmit = true;
             }
             for seq in too_large {
-                self.fail_unsendable(seq);
+                // Over the server's new Maximum Packet Size; it took no quota on this pass.
+                self.end_flow(seq, |id| Event::Failed {
+                    id,
+                    reason: ReasonCode::PacketTooLarge,
+                });
             }
             if blocked.is_some() {
                 // Resume here when quota comes back: no scan of what went out already.
@@ -376,33 +380,29 @@ impl Session {
         (flow.stage.is_released() == released && flow.sent).then_some(seq)
     }
 
-    /// A stored flow can no longer be sent on this connection (it exceeds the server's new
-    /// Maximum Packet Size): it fails, and its record and identifier go. It held no quota.
-    fn fail_unsendable(&mut self, seq: u64) {
-        if let Some(flow) = self.flows.remove(&seq) {
-            self.ids.remove(flow.packet_id);
-            self.by_packet_id.remove(&flow.packet_id);
-            self.pending.commit.push(StoreOp::RemoveOutbound { seq });
-            self.events.push_back(Event::Failed {
-                id: seq,
-                reason: ReasonCode::PacketTooLarge,
-            });
+    /// Ends a flow, then sends what its identifier and quota make room for.
+    pub(super) fn finish(&mut self, seq: u64, event: Event) {
+        if self.end_flow(seq, |_| event) {
+            self.drain();
         }
     }
 
-    /// Ends a flow: its record goes, its identifier and its send quota come back.
-    pub(super) fn finish(&mut self, seq: u64, event: Event) {
-        if let Some(flow) = self.flows.remove(&seq) {
-            self.ids.remove(flow.packet_id);
-            self.by_packet_id.remove(&flow.packet_id);
-            self.pending.commit.push(StoreOp::RemoveOutbound { seq });
-            if let Some(conn) = self.connection.as_mut().filter(|_| flow.holds_quota) {
-                // Never above the initial quota.
-                conn.send_quota = conn.send_quota.saturating_add(1).min(conn.receive_maximum);
-            }
-            self.events.push_back(event);
-            self.drain();
+    /// Removes the flow stored under `seq`: its record goes, its identifier and any send quota
+    /// it held come back, and `event` (given the flow's delivery id) reports it. Whether there
+    /// was one.
+    pub(super) fn end_flow(&mut self, seq: u64, event: impl FnOnce(PublishId) -> Event) -> bool {
+        let Some(flow) = self.flows.remove(&seq) else {
+            return false;
+        };
+        self.ids.remove(flow.packet_id);
+        self.by_packet_id.remove(&flow.packet_id);
+        self.pending.commit.push(StoreOp::RemoveOutbound { seq });
+        if let Some(conn) = self.connection.as_mut().filter(|_| flow.holds_quota) {
+            // Never above the initial quota.
+            conn.send_quota = conn.send_quota.saturating_add(1).min(conn.receive_maximum);
         }
+        self.events.push_back(event(flow.id));
+        true
     }
 
     /// The QoS of a flow still awaiting the answer to its PUBLISH.
