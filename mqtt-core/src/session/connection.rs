@@ -430,14 +430,19 @@ impl Session {
     /// reason code): DISCONNECT goes out with the next [`Output`](super::Output), then the driver closes the
     /// connection and calls [`Session::connection_lost`].
     pub fn close_with(&mut self, reason: ReasonCode) {
-        // A 3.1.1 DISCONNECT is a normal end (the server would drop the Will): close without.
-        if self.options.protocol == ProtocolVersion::V311 {
-            return;
+        if let Some(disconnect) = self.violation_disconnect(reason) {
+            self.pending.send.push(disconnect);
         }
-        if self.connection.is_some() && reason.is_valid_for(PacketType::Disconnect) {
-            self.pending
-                .send
-                .push(Packet::Disconnect(Disconnect::new(reason)));
-        }
+    }
+
+    /// The DISCONNECT that ends the connection because of `reason`, for a driver that writes it
+    /// at once rather than behind a commit; `None` where there is none to send: no connection,
+    /// a code DISCONNECT cannot carry, or MQTT 3.1.1, whose DISCONNECT is a normal end (the
+    /// server would drop the Will), so the connection is just closed.
+    pub fn violation_disconnect(&self, reason: ReasonCode) -> Option<Packet> {
+        let sends = self.connection.is_some()
+            && self.options.protocol != ProtocolVersion::V311
+            && reason.is_valid_for(PacketType::Disconnect);
+        sends.then(|| Packet::Disconnect(Disconnect::new(reason)))
     }
 }

@@ -16,7 +16,7 @@ use super::super::transport::{self, BoxFuture, Exchanged, Link, Outgoing};
 use super::super::url::ServerUrl;
 use super::super::{ClientEvent, ConnectError};
 use super::{Driver, now_ms};
-use crate::packet::{ConnAckProperties, Decoded, Disconnect, Packet, PacketType, ReasonCode};
+use crate::packet::{ConnAckProperties, Decoded, Packet, ReasonCode};
 use crate::session::{ConnectCredentials, ConnectPacketError, Event, ProtocolViolation, Session};
 
 /// How long a graceful close waits for the server to close its side (a well-behaved server
@@ -479,11 +479,10 @@ impl Driver {
     async fn violation(&mut self, reason: ReasonCode, why: String) {
         warn!(?reason, %why, "protocol violation by the server");
         let up = self.conn.is_up();
-        // 3.1.1 has no DISCONNECT reason (and its DISCONNECT would drop the Will): just close.
-        let v5 = self.settings.session.protocol == crate::packet::ProtocolVersion::V5;
-        if up && v5 && reason.is_valid_for(PacketType::Disconnect) {
+        let disconnect = self.session().and_then(|s| s.violation_disconnect(reason));
+        if let Some(disconnect) = disconnect.filter(|_| up) {
             // After what already waits to go out; the graceful close writes it all.
-            self.write(vec![Packet::Disconnect(Disconnect::new(reason))]);
+            self.write(vec![disconnect]);
         }
         if up {
             let why = format!("protocol violation by the server: {why}");
