@@ -754,6 +754,22 @@ fn a_crash_after_the_ack_never_delivers_again_and_one_before_it_does() {
     );
 }
 
+/// The client never expires an inbound message: one whose Message Expiry Interval ran out
+/// while the application held it still gets PUBREC when acked, and PUBCOMP for its PUBREL.
+#[test]
+fn mqtt_4_3_3_13_an_expired_inbound_qos2_message_still_completes_its_acknowledgements() {
+    let mut h = manual();
+    let mut p = incoming(QoS::ExactlyOnce, 4, false);
+    p.properties.message_expiry_interval = Some(1);
+    h.session.handle_publish(p).unwrap();
+    let tag = tags(&h.events())[0];
+    h.session.tick(NOW_MS + 60_000);
+    h.session.ack(tag).unwrap();
+    assert_eq!(h.flush(), vec![Packet::PubRec(PubAck::new(4))]);
+    h.session.handle_pubrel(&PubAck::new(4));
+    assert_eq!(h.flush(), vec![Packet::PubComp(PubAck::new(4))]);
+}
+
 #[test]
 fn pubrel_removes_the_marker_before_pubcomp() {
     let mut h = manual();
