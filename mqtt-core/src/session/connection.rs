@@ -104,17 +104,17 @@ impl Session {
         }
         let props = &connack.properties;
         // The server's Receive Maximum (none in 3.1.1), within the client's own window.
-        let own_window = match self.options.protocol {
-            ProtocolVersion::V311 => self
-                .options
-                .in_flight_maximum
-                .or(Some(DEFAULT_V311_IN_FLIGHT)),
-            _ => self.options.in_flight_maximum,
-        };
+        let own_window = self
+            .options
+            .in_flight_maximum
+            .unwrap_or(match self.options.protocol {
+                ProtocolVersion::V311 => DEFAULT_V311_IN_FLIGHT,
+                _ => u16::MAX,
+            });
         let window = props
             .receive_maximum
             .unwrap_or(u16::MAX)
-            .min(own_window.unwrap_or(u16::MAX))
+            .min(own_window)
             .max(1);
         self.connection = Some(Connection {
             send_quota: window,
