@@ -337,9 +337,11 @@ impl DecodeError {
         if self.protocol != ProtocolVersion::V311 {
             return text;
         }
-        let cited = text.find("[MQTT-").zip(text.find(']'));
+        let cited = text
+            .find("[MQTT-")
+            .and_then(|from| Some((from, from + text[from..].find(']')?)));
         match (self.violation.v311_rule(), cited) {
-            (Some(rule), Some((from, to))) if from < to => {
+            (Some(rule), Some((from, to))) => {
                 format!("{}[{rule}]{}", &text[..from], &text[to + 1..])
             }
             (Some(rule), _) => format!("{text} [{rule}]"),
