@@ -284,8 +284,9 @@ impl ClientBuilder {
 
     /// The protocol: MQTT v5.0 (the default) or 3.1.1 (`ProtocolVersion::V311`), for brokers
     /// that speak only 3.1.1. A 3.1.1 client keeps the same store and guarantees; what 3.1.1
-    /// cannot express is refused with [`ClientError::NeedsV5`](super::ClientError::NeedsV5)
-    /// (when the client is built, or at the call), never dropped. Its in-flight window is
+    /// cannot express is refused, never dropped: a setting when the client is built
+    /// ([`ClientError::NeedsV5`](super::ClientError::NeedsV5)), a call when it is made (a
+    /// refusal, a DISCONNECT reason, a publish with properties). Its in-flight window is
     /// [`in_flight_maximum`](Self::in_flight_maximum), 20 unless set.
     pub fn protocol(mut self, version: crate::packet::ProtocolVersion) -> Self {
         self.settings.session.protocol = version;
