@@ -18,8 +18,8 @@ use std::path::{Path, PathBuf};
 use bytes::{Bytes, BytesMut};
 use mqtt_core::packet::{Codec, Packet, ProtocolVersion, Publish, QoS, UserProperty};
 use mqtt_core::store::{
-    Batch, OutboundRecord, QueuedPublish, SessionKey, SessionMeta, SessionStore, StoreOp,
-    StoredSession,
+    Batch, OutboundRecord, QueueSummary, QueuedPublish, SessionKey, SessionMeta, SessionStore,
+    StoreOp, StoredSession,
 };
 
 fn fixtures() -> PathBuf {
@@ -91,8 +91,10 @@ fn sessions() -> Vec<(SessionKey, StoredSession)> {
                         },
                     ),
                 ],
-                // Written before subscriptions were kept.
+                // Written before subscriptions were kept, and before the queue totals record:
+                // the store counts the queue on first use.
                 subscriptions: vec![],
+                queue_summary: QueueSummary::default(),
             },
         ),
         (
@@ -109,9 +111,16 @@ fn sessions() -> Vec<(SessionKey, StoredSession)> {
                 inbound: vec![1],
                 queue: vec![],
                 subscriptions: vec![],
+                queue_summary: QueueSummary::default(),
             },
         ),
     ]
+    .into_iter()
+    .map(|(key, mut session)| {
+        session.queue_summary = QueueSummary::of(&session.queue);
+        (key, session)
+    })
+    .collect()
 }
 
 fn ops_for(session: &StoredSession) -> Batch {

@@ -14,10 +14,11 @@
 //! #     const NAME: &'static str = "doc map";
 //! #     const BLOCKING: bool = false;
 //! #     fn get(&self, k: &[u8]) -> Result<Option<Vec<u8>>, StoreError> { Ok(self.0.lock().unwrap().get(k).cloned()) }
-//! #     fn scan_prefix(&self, p: &[u8]) -> Result<mqtt_core::store::Entries, StoreError> {
-//! #         Ok(self.0.lock().unwrap().range(p.to_vec()..).take_while(|(k, _)| k.starts_with(p)).map(|(k, v)| (k.clone(), v.clone())).collect())
+//! #     fn visit_range(&self, s: &[u8], e: Option<&[u8]>, f: &mut dyn FnMut(&[u8], &[u8]) -> bool) -> Result<(), StoreError> {
+//! #         for (k, v) in self.0.lock().unwrap().range(s.to_vec()..) { if e.is_some_and(|e| k.as_slice() >= e) || !f(k, v) { break; } }
+//! #         Ok(())
 //! #     }
-//! #     fn first_key_from(&self, s: &[u8]) -> Result<Option<Vec<u8>>, StoreError> { Ok(self.0.lock().unwrap().range(s.to_vec()..).next().map(|(k, _)| k.clone())) }
+//! #     fn last_key_in(&self, s: &[u8], e: &[u8]) -> Result<Option<Vec<u8>>, StoreError> { Ok(self.0.lock().unwrap().range(s.to_vec()..e.to_vec()).next_back().map(|(k, _)| k.clone())) }
 //! #     fn apply(&self, w: &[KvWrite]) -> Result<(), StoreError> {
 //! #         let mut m = self.0.lock().unwrap();
 //! #         for w in w { match w { KvWrite::Put(k, v) => { m.insert(k.clone(), v.clone()); } KvWrite::Delete(k) => { m.remove(k); } } }
@@ -64,8 +65,8 @@ use crate::packet::{
 };
 use crate::store::layout::{self, KvWrite};
 use crate::store::{
-    Batch, KvBackend, OutboundRecord, QueuedPublish, SessionKey, SessionMeta, SessionStore,
-    StoreError, StoreOp, StoredSession, StoredSubscription,
+    Batch, KvBackend, OutboundRecord, QueueSummary, QueuedPublish, SessionKey, SessionMeta,
+    SessionStore, StoreError, StoreOp, StoredSession, StoredSubscription,
 };
 
 /// A way to damage a stored record, as a bad disk or a torn write would.
@@ -231,6 +232,15 @@ macro_rules! ensure {
     };
 }
 
+mod queue;
+
+use queue::{
+    a_cursor_racing_appends_and_removals_misses_nothing, clear_removes_a_queue_of_many_chunks,
+    queue_totals_stay_exact_through_every_change,
+    read_queue_reads_on_in_order_across_reopen_and_wrap,
+    resume_returns_the_head_and_an_exact_summary,
+};
+
 /// Runs every check against stores made by `factory` and reports each outcome. Needs a
 /// multi-threaded tokio runtime (the concurrency checks spawn tasks).
 pub async fn run<F: StoreFactory>(factory: &F) -> Report {
@@ -268,6 +278,11 @@ pub async fn run<F: StoreFactory>(factory: &F) -> Report {
     check!(a_zero_filled_record_is_an_error);
     check!(a_failed_commit_refuses_later_writes);
     check!(subscriptions_are_kept_per_filter_replaced_and_removed);
+    check!(resume_returns_the_head_and_an_exact_summary);
+    check!(read_queue_reads_on_in_order_across_reopen_and_wrap);
+    check!(a_cursor_racing_appends_and_removals_misses_nothing);
+    check!(queue_totals_stay_exact_through_every_change);
+    check!(clear_removes_a_queue_of_many_chunks);
     report
 }
 
@@ -386,6 +401,10 @@ fn one_of_each() -> Vec<StoreOp> {
 }
 
 fn expected_one_of_each() -> StoredSession {
+    let queue = vec![
+        (3, queued(3, QoS::ExactlyOnce, 16)),
+        (4, expiring(4, 1_700_000_060_000)),
+    ];
     StoredSession {
         meta: Some(full_meta()),
         outbound: vec![
@@ -393,10 +412,8 @@ fn expected_one_of_each() -> StoredSession {
             (2, OutboundRecord::PubRel { packet_id: 11 }),
         ],
         inbound: vec![12],
-        queue: vec![
-            (3, queued(3, QoS::ExactlyOnce, 16)),
-            (4, expiring(4, 1_700_000_060_000)),
-        ],
+        queue_summary: QueueSummary::of(&queue),
+        queue,
         subscriptions: vec![subscription("plant/+/telemetry", 1)],
     }
 }

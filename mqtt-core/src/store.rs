@@ -21,10 +21,14 @@
 //!   so after a restart the batch may be there. The store then refuses every later write with
 //!   [`StoreError::Poisoned`] until it is opened again: after a failed fsync the file's state is
 //!   unknown, and retrying as if nothing happened can acknowledge data that was lost.
-//! - [`SessionStore::load`] returns outbound records and the queue in ascending sequence number
-//!   (the engine assigns sequence numbers in the order things happen, so this is the order they
-//!   were stored, however 16-bit packet identifiers wrap), and inbound markers in ascending
-//!   packet identifier.
+//! - [`SessionStore::resume`] returns outbound records and the queue in ascending sequence
+//!   number (the engine assigns sequence numbers in the order things happen, so this is the
+//!   order they were stored, however 16-bit packet identifiers wrap), and inbound markers in
+//!   ascending packet identifier. It returns only the head of the queue that fits the
+//!   [`QueueWindow`] asked for, with a [`QueueSummary`] of the whole queue that is exact (the
+//!   count and bytes of every queued record, the highest sequence number) without reading it;
+//!   [`SessionStore::read_queue`] reads on from any sequence number, in the same order. A
+//!   session's queue can therefore be far larger than memory: the engine holds a window of it.
 //! - Sessions never see each other's records, whatever their keys (`"a"` and `"ab"` are two
 //!   sessions).
 //! - A record that cannot be read is a [`StoreError::Corrupt`] naming the session and the
@@ -33,11 +37,13 @@
 //! Key-value backends can use [`layout`], which maps sessions and records to ordered byte keys
 //! and checksummed, versioned values; the memory, redb and sled stores all do.
 
+mod error;
 mod kv;
 pub mod layout;
 mod maintenance;
 mod set_aside;
 
+pub use error::StoreError;
 pub use kv::{Entries, KvBackend, KvOpen, KvStore};
 pub use maintenance::{HeldMessages, Tidied, move_session, tidy_sessions};
 pub use set_aside::{SetAside, open_or_set_aside};
@@ -289,7 +295,67 @@ impl FromIterator<StoreOp> for Batch {
     }
 }
 
-/// Everything stored for one session.
+/// How much of the offline queue one read returns: records in ascending sequence number, at
+/// most `messages` of them, and no more than `bytes` of their packets, except that the first
+/// record comes whatever its size (so a read with `messages` above 0 always makes progress).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueWindow {
+    /// At most this many records.
+    pub messages: usize,
+    /// At most this many bytes of packets, after the first record.
+    pub bytes: usize,
+}
+
+impl QueueWindow {
+    /// The whole queue.
+    pub const ALL: Self = Self {
+        messages: usize::MAX,
+        bytes: usize::MAX,
+    };
+
+    /// No record: only the [`QueueSummary`].
+    pub const NONE: Self = Self {
+        messages: 0,
+        bytes: 0,
+    };
+
+    /// At most `messages` records and `bytes` bytes of packets.
+    pub const fn new(messages: usize, bytes: usize) -> Self {
+        Self { messages, bytes }
+    }
+
+    /// Whether a read that has taken `taken` records of `taken_bytes` bytes also takes a
+    /// record whose packet is `next` bytes long.
+    pub fn admits(&self, taken: usize, taken_bytes: usize, next: usize) -> bool {
+        taken < self.messages && (taken == 0 || taken_bytes.saturating_add(next) <= self.bytes)
+    }
+}
+
+/// The whole offline queue of a session in numbers, kept exact by the store so that no one
+/// reads millions of records to count them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct QueueSummary {
+    /// How many messages are queued.
+    pub messages: u64,
+    /// The sum of their packets' lengths ([`QueuedPublish::packet`]).
+    pub bytes: u64,
+    /// The highest sequence number among them; `None` when the queue is empty.
+    pub last_seq: Option<u64>,
+}
+
+impl QueueSummary {
+    /// The summary of a whole queue held in memory.
+    pub fn of(queue: &[(u64, QueuedPublish)]) -> Self {
+        Self {
+            messages: queue.len() as u64,
+            bytes: queue.iter().map(|(_, q)| q.packet.len() as u64).sum(),
+            last_seq: queue.iter().map(|(seq, _)| *seq).max(),
+        }
+    }
+}
+
+/// Everything stored for one session, or, from [`SessionStore::resume`], everything but the
+/// queue beyond its head.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct StoredSession {
     /// The metadata, if it was ever set.
@@ -298,8 +364,11 @@ pub struct StoredSession {
     pub outbound: Vec<(u64, OutboundRecord)>,
     /// Packet identifiers of inbound QoS 2 messages answered with PUBREC, ascending.
     pub inbound: Vec<u16>,
-    /// The offline queue, in ascending sequence number (FIFO).
+    /// The offline queue, in ascending sequence number (FIFO): all of it, or its head when
+    /// a [`QueueWindow`] limited the read.
     pub queue: Vec<(u64, QueuedPublish)>,
+    /// The whole queue, however much of it `queue` holds.
+    pub queue_summary: QueueSummary,
     /// The subscriptions, in ascending order of their filters' bytes.
     pub subscriptions: Vec<StoredSubscription>,
 }
@@ -311,114 +380,23 @@ impl StoredSession {
             && self.outbound.is_empty()
             && self.inbound.is_empty()
             && self.queue.is_empty()
+            && self.queue_summary.messages == 0
             && self.subscriptions.is_empty()
+    }
+
+    /// Whether `queue` holds the whole queue, not only its head.
+    pub fn holds_whole_queue(&self) -> bool {
+        self.queue.len() as u64 == self.queue_summary.messages
     }
 
     /// The next unused sequence number: one above the highest stored.
     pub fn next_seq(&self) -> u64 {
         let outbound = self.outbound.last().map(|(seq, _)| *seq);
         let queue = self.queue.last().map(|(seq, _)| *seq);
-        outbound.max(queue).map_or(0, |seq| seq.saturating_add(1))
-    }
-}
-
-/// Why a store could not do what was asked.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum StoreError {
-    /// A stored record cannot be read. Nothing was returned for the session.
-    #[error(
-        "the record {record} of session {session} cannot be read ({reason}); the store is \
-         damaged: restore it from a backup, or clear this session to start it anew"
-    )]
-    Corrupt {
-        /// The session, as well as it could be read.
-        session: String,
-        /// Which record.
-        record: String,
-        /// What is wrong with it.
-        reason: String,
-    },
-    /// An earlier commit failed; the store accepts no writes until it is opened again.
-    #[error(
-        "an earlier commit failed ({cause}); the store refuses writes until it is reopened, \
-         and nothing after that failure was acknowledged"
-    )]
-    Poisoned {
-        /// What the failed commit reported.
-        cause: String,
-    },
-    /// The session to write holds records already (see [`move_session`]).
-    #[error("session {session} holds records already; clear it first or pick another")]
-    Occupied {
-        /// The session.
-        session: String,
-    },
-    /// The store at `path` could not be opened. `damaged` says the file itself is unreadable
-    /// (not a store, truncated, corrupted), as opposed to the system refusing it (permissions,
-    /// a missing directory, a full disk); only a damaged store may be set aside
-    /// ([`open_or_set_aside`]).
-    #[error("cannot open the store at {path}: {cause}{}", if *damaged { " (the file is damaged)" } else { "" })]
-    Open {
-        /// The file or directory.
-        path: String,
-        /// Why, in the backend's words.
-        cause: String,
-        /// Whether the file is damaged.
-        damaged: bool,
-        /// The underlying error.
-        #[source]
-        source: Option<Box<dyn std::error::Error + Send + Sync>>,
-    },
-    /// Another process holds the store open.
-    #[error(
-        "the store at {path} is open in another process; stop that process or use another path"
-    )]
-    Locked {
-        /// Where the store is.
-        path: String,
-    },
-    /// The backend reported an error (I/O, a full disk, a damaged file).
-    #[error("{backend} failed: {message}")]
-    Backend {
-        /// Which store.
-        backend: &'static str,
-        /// What happened.
-        message: String,
-        /// The underlying error.
-        #[source]
-        source: Option<Box<dyn std::error::Error + Send + Sync>>,
-    },
-}
-
-impl StoreError {
-    /// The store at `path` cannot be opened because of `source`; `damaged` as in
-    /// [`StoreError::Open`].
-    pub fn open(
-        path: &std::path::Path,
-        damaged: bool,
-        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
-    ) -> Self {
-        let source = source.into();
-        Self::Open {
-            path: path.display().to_string(),
-            cause: source.to_string(),
-            damaged,
-            source: Some(source),
-        }
-    }
-
-    /// A backend error with its source.
-    pub fn backend(
-        backend: &'static str,
-        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
-    ) -> Self {
-        let source = source.into();
-        Self::Backend {
-            backend,
-            message: source.to_string(),
-            source: Some(source),
-        }
+        outbound
+            .max(queue)
+            .max(self.queue_summary.last_seq)
+            .map_or(0, |seq| seq.saturating_add(1))
     }
 }
 
@@ -428,8 +406,29 @@ impl StoreError {
 /// the same session itself. Stores that block (file I/O) do so off the async worker threads.
 #[async_trait]
 pub trait SessionStore: Send + Sync {
-    /// Everything stored for `key`; an empty [`StoredSession`] if there is nothing.
-    async fn load(&self, key: &SessionKey) -> Result<StoredSession, StoreError>;
+    /// Everything stored for `key`, the whole queue included; an empty [`StoredSession`] if
+    /// there is nothing. For tools and tests: a client resumes with [`SessionStore::resume`],
+    /// whose memory does not grow with the queue.
+    async fn load(&self, key: &SessionKey) -> Result<StoredSession, StoreError> {
+        self.resume(key, QueueWindow::ALL).await
+    }
+
+    /// What a client needs to resume `key`'s session: everything stored but the queue beyond
+    /// the head that `head` admits, with the [`QueueSummary`] of the whole queue.
+    async fn resume(
+        &self,
+        key: &SessionKey,
+        head: QueueWindow,
+    ) -> Result<StoredSession, StoreError>;
+
+    /// Queued messages of `key`'s session from sequence number `from` on, in ascending
+    /// sequence number, as many as `window` admits.
+    async fn read_queue(
+        &self,
+        key: &SessionKey,
+        from: u64,
+        window: QueueWindow,
+    ) -> Result<Vec<(u64, QueuedPublish)>, StoreError>;
 
     /// Applies `batch` to the session `key`, atomically and durably.
     async fn commit(&self, key: &SessionKey, batch: Batch) -> Result<(), StoreError>;
@@ -453,6 +452,21 @@ macro_rules! forward_session_store {
         impl<S: SessionStore + ?Sized> SessionStore for $($pointer)::+<S> {
             async fn load(&self, key: &SessionKey) -> Result<StoredSession, StoreError> {
                 (**self).load(key).await
+            }
+            async fn resume(
+                &self,
+                key: &SessionKey,
+                head: QueueWindow,
+            ) -> Result<StoredSession, StoreError> {
+                (**self).resume(key, head).await
+            }
+            async fn read_queue(
+                &self,
+                key: &SessionKey,
+                from: u64,
+                window: QueueWindow,
+            ) -> Result<Vec<(u64, QueuedPublish)>, StoreError> {
+                (**self).read_queue(key, from, window).await
             }
             async fn commit(&self, key: &SessionKey, batch: Batch) -> Result<(), StoreError> {
                 (**self).commit(key, batch).await
@@ -524,5 +538,19 @@ mod tests {
             },
         ));
         assert_eq!(s.next_seq(), 8);
+        // The queue's tail, beyond the head read, counts too.
+        s.queue_summary.last_seq = Some(40);
+        assert_eq!(s.next_seq(), 41);
+    }
+
+    #[test]
+    fn a_window_always_admits_a_first_record_and_then_counts_bytes() {
+        let w = QueueWindow::new(3, 100);
+        assert!(w.admits(0, 0, 1_000), "the first, whatever its size");
+        assert!(w.admits(1, 60, 40));
+        assert!(!w.admits(1, 60, 41));
+        assert!(!w.admits(3, 0, 0), "three at most");
+        assert!(!QueueWindow::NONE.admits(0, 0, 0));
+        assert!(QueueWindow::ALL.admits(usize::MAX - 1, usize::MAX, usize::MAX));
     }
 }

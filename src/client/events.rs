@@ -89,7 +89,7 @@ pub enum ClientEvent {
         /// Publishes in flight with that server.
         in_flight: usize,
         /// Publishes in its offline queue.
-        queued: usize,
+        queued: u64,
     },
     /// A queued message's Message Expiry Interval ran out before it could be sent: it was
     /// dropped from the store, never sent, and its delivery resolved

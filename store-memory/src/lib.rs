@@ -18,11 +18,12 @@
 #![forbid(unsafe_code)]
 
 use std::collections::BTreeMap;
+use std::ops::Bound;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use mqtt_core::store::layout::KvWrite;
-use mqtt_core::store::{Entries, KvBackend, KvStore, StoreError};
+use mqtt_core::store::{KvBackend, KvStore, StoreError};
 
 /// The session store in memory. Clones share the same map.
 pub type MemoryStore = KvStore<MemoryBackend>;
@@ -72,20 +73,26 @@ impl KvBackend for MemoryBackend {
         Ok(self.lock().get(key).cloned())
     }
 
-    fn scan_prefix(&self, prefix: &[u8]) -> Result<Entries, StoreError> {
-        Ok(self
-            .lock()
-            .range(prefix.to_vec()..)
-            .take_while(|(k, _)| k.starts_with(prefix))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect())
+    fn visit_range(
+        &self,
+        start: &[u8],
+        end: Option<&[u8]>,
+        visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<(), StoreError> {
+        let end = end.map_or(Bound::Unbounded, Bound::Excluded);
+        for (k, v) in self.lock().range::<[u8], _>((Bound::Included(start), end)) {
+            if !visit(k, v) {
+                break;
+            }
+        }
+        Ok(())
     }
 
-    fn first_key_from(&self, start: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+    fn last_key_in(&self, start: &[u8], end: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self
             .lock()
-            .range(start.to_vec()..)
-            .next()
+            .range::<[u8], _>((Bound::Included(start), Bound::Excluded(end)))
+            .next_back()
             .map(|(k, _)| k.clone()))
     }
 

@@ -24,7 +24,7 @@
 use std::path::{Path, PathBuf};
 
 use mqtt_core::store::layout::KvWrite;
-use mqtt_core::store::{Entries, KvBackend, KvOpen, KvStore, StoreError};
+use mqtt_core::store::{KvBackend, KvOpen, KvStore, StoreError};
 use redb::{
     Database, DatabaseError, Durability, ReadableDatabase, StorageBackend, StorageError,
     TableDefinition,
@@ -157,23 +157,31 @@ impl KvBackend for RedbBackend {
         self.read(|t| Ok(t.get(key)?.map(|v| v.value().to_vec())))
     }
 
-    fn scan_prefix(&self, prefix: &[u8]) -> Result<Entries, StoreError> {
+    fn visit_range(
+        &self,
+        start: &[u8],
+        end: Option<&[u8]>,
+        visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<(), StoreError> {
+        // One read transaction: the visit sees one committed state.
         self.read(|t| {
-            let mut out = Vec::new();
-            for entry in t.range(prefix..)? {
+            let entries = match end {
+                Some(end) => t.range(start..end)?,
+                None => t.range(start..)?,
+            };
+            for entry in entries {
                 let (k, v) = entry?;
-                if !k.value().starts_with(prefix) {
+                if !visit(k.value(), v.value()) {
                     break;
                 }
-                out.push((k.value().to_vec(), v.value().to_vec()));
             }
-            Ok(out)
+            Ok(())
         })
     }
 
-    fn first_key_from(&self, start: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+    fn last_key_in(&self, start: &[u8], end: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         self.read(|t| {
-            Ok(match t.range(start..)?.next() {
+            Ok(match t.range(start..end)?.next_back() {
                 Some(entry) => Some(entry?.0.value().to_vec()),
                 None => None,
             })

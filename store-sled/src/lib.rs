@@ -39,7 +39,7 @@ use std::path::{Path, PathBuf};
 use fs2::FileExt;
 
 use mqtt_core::store::layout::KvWrite;
-use mqtt_core::store::{Entries, KvBackend, KvOpen, KvStore, StoreError};
+use mqtt_core::store::{KvBackend, KvOpen, KvStore, StoreError};
 
 /// The session store on sled.
 pub type SledStore = KvStore<SledBackend>;
@@ -115,19 +115,27 @@ impl KvBackend for SledBackend {
         Ok(self.db.get(key).map_err(backend_error)?.map(|v| v.to_vec()))
     }
 
-    fn scan_prefix(&self, prefix: &[u8]) -> Result<Entries, StoreError> {
-        self.db
-            .scan_prefix(prefix)
-            .map(|entry| {
-                entry
-                    .map(|(k, v)| (k.to_vec(), v.to_vec()))
-                    .map_err(backend_error)
-            })
-            .collect()
+    fn visit_range(
+        &self,
+        start: &[u8],
+        end: Option<&[u8]>,
+        visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<(), StoreError> {
+        let entries = match end {
+            Some(end) => self.db.range(start..end),
+            None => self.db.range(start..),
+        };
+        for entry in entries {
+            let (k, v) = entry.map_err(backend_error)?;
+            if !visit(&k, &v) {
+                break;
+            }
+        }
+        Ok(())
     }
 
-    fn first_key_from(&self, start: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        match self.db.range(start..).next() {
+    fn last_key_in(&self, start: &[u8], end: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        match self.db.range(start..end).next_back() {
             Some(entry) => Ok(Some(entry.map_err(backend_error)?.0.to_vec())),
             None => Ok(None),
         }

@@ -13,7 +13,10 @@ use mooring::client::{AsyncStream, Backoff, Client, ClientEvent, Messages, Serve
 use mooring::packet::{
     Codec, ConnAck, Connect, Decoded, Packet, Publish, QoS, ReasonCode, SubAck, Subscribe,
 };
-use mooring::store::{Batch, MemoryStore, SessionKey, SessionStore, StoreError, StoredSession};
+use mooring::store::{
+    Batch, MemoryStore, QueueWindow, QueuedPublish, SessionKey, SessionStore, StoreError,
+    StoredSession,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 use tokio::sync::{Semaphore, broadcast, mpsc};
 use tokio::time::timeout;
@@ -295,8 +298,20 @@ pub struct GatedStore {
 
 #[async_trait]
 impl SessionStore for GatedStore {
-    async fn load(&self, key: &SessionKey) -> Result<StoredSession, StoreError> {
-        self.inner.load(key).await
+    async fn resume(
+        &self,
+        key: &SessionKey,
+        head: QueueWindow,
+    ) -> Result<StoredSession, StoreError> {
+        self.inner.resume(key, head).await
+    }
+    async fn read_queue(
+        &self,
+        key: &SessionKey,
+        from: u64,
+        window: QueueWindow,
+    ) -> Result<Vec<(u64, QueuedPublish)>, StoreError> {
+        self.inner.read_queue(key, from, window).await
     }
     async fn commit(&self, key: &SessionKey, batch: Batch) -> Result<(), StoreError> {
         self.gate.acquire().await.unwrap().forget();

@@ -8,13 +8,14 @@
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
+use std::ops::Bound;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use mooring::conformance::{self, Damage, StoreFactory};
 use mooring::store::layout::KvWrite;
-use mooring::store::{Entries, KvBackend, KvOpen, KvStore, SessionKey, StoreError};
+use mooring::store::{KvBackend, KvOpen, KvStore, SessionKey, StoreError};
 use mooring::{Client, QoS};
 
 /// The map in memory, and the journal that rebuilds it.
@@ -136,18 +137,28 @@ impl KvBackend for JournalBackend {
         Ok(self.map.lock().map_err(|_| poisoned())?.get(key).cloned())
     }
 
-    fn scan_prefix(&self, prefix: &[u8]) -> Result<Entries, StoreError> {
+    fn visit_range(
+        &self,
+        start: &[u8],
+        end: Option<&[u8]>,
+        visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<(), StoreError> {
         let map = self.map.lock().map_err(|_| poisoned())?;
-        Ok(map
-            .range(prefix.to_vec()..)
-            .take_while(|(k, _)| k.starts_with(prefix))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect())
+        let end = end.map_or(Bound::Unbounded, Bound::Excluded);
+        for (k, v) in map.range::<[u8], _>((Bound::Included(start), end)) {
+            if !visit(k, v) {
+                break;
+            }
+        }
+        Ok(())
     }
 
-    fn first_key_from(&self, start: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+    fn last_key_in(&self, start: &[u8], end: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         let map = self.map.lock().map_err(|_| poisoned())?;
-        Ok(map.range(start.to_vec()..).next().map(|(k, _)| k.clone()))
+        Ok(map
+            .range::<[u8], _>((Bound::Included(start), Bound::Excluded(end)))
+            .next_back()
+            .map(|(k, _)| k.clone()))
     }
 
     fn apply(&self, writes: &[KvWrite]) -> Result<(), StoreError> {

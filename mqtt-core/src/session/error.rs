@@ -185,11 +185,23 @@ pub enum SessionError {
         requested: crate::packet::ProtocolVersion,
     },
     /// A stored PUBLISH does not decode.
-    #[error("stored outbound record #{seq} is not a valid QoS 1/2 PUBLISH: {reason}")]
+    #[error("stored record #{seq} is not a valid PUBLISH: {reason}")]
     BadRecord {
         /// Its sequence number.
         seq: u64,
         /// What is wrong.
         reason: String,
+    },
+    /// A read of the queue returned nothing although the store holds queued messages the
+    /// session stored: the store lost them, or breaks its contract.
+    #[error(
+        "the store returned no queued message from #{from} on, but {missing} were stored there; \
+         the store is damaged or does not keep its contract"
+    )]
+    QueueLost {
+        /// Where the read started.
+        from: u64,
+        /// How many messages the session stored there and has not read back.
+        missing: u64,
     },
 }

@@ -28,6 +28,7 @@ mod inbound;
 mod options;
 mod outbound;
 mod packet_id;
+mod queue;
 mod requests;
 
 pub use auth::{AuthError, Authenticator};
@@ -37,8 +38,10 @@ pub use error::{
 };
 pub use event::Event;
 pub use options::{
-    DEFAULT_HELD_BYTES_LIMIT, DEFAULT_MAXIMUM_PACKET_SIZE, DEFAULT_V311_IN_FLIGHT, SessionOptions,
+    DEFAULT_HELD_BYTES_LIMIT, DEFAULT_MAXIMUM_PACKET_SIZE, DEFAULT_QUEUE_WINDOW,
+    DEFAULT_V311_IN_FLIGHT, SessionOptions,
 };
+pub use queue::QueueRead;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
@@ -162,11 +165,9 @@ pub struct Session {
     /// Sequence number of each in-flight packet identifier.
     by_packet_id: HashMap<u16, u64>,
     ids: PacketIds,
-    /// Accepted publishes without an identifier yet, FIFO, with their ids and the size of
-    /// their stored records.
-    queue: VecDeque<(PublishId, Publish, usize)>,
-    /// The sum of those sizes.
-    queued_bytes: usize,
+    /// Accepted publishes without an identifier yet, FIFO: the oldest in memory, the rest in
+    /// the store.
+    queue: queue::Queue,
     /// Inbound QoS 2 PUBLISH answered with PUBREC (durable markers), awaiting PUBREL.
     inbound_pubrec: BTreeSet<u16>,
     /// Inbound QoS 1/2 messages of the current connection, in arrival order: acks go out in
@@ -295,6 +296,7 @@ impl Session {
             session_expiry_interval: options.properties.session_expiry_interval.unwrap_or(0),
             ..SessionMeta::default()
         });
+        let (queue, deadlines) = queue::Queue::resume(&stored, options.queue_window)?;
         let mut session = Self {
             options,
             codec: Codec {
@@ -305,8 +307,7 @@ impl Session {
             unsent_from: Some(0),
             by_packet_id: HashMap::new(),
             ids: PacketIds::default(),
-            queue: VecDeque::new(),
-            queued_bytes: 0,
+            queue,
             inbound_pubrec: stored.inbound.iter().copied().collect(),
             acks: VecDeque::new(),
             stale: HashMap::new(),
@@ -380,16 +381,9 @@ impl Session {
                 })?;
             session.subscriptions.insert(stored.filter, subscribe);
         }
-        for (seq, queued) in stored.queue {
-            let mut publish = decode_publish(&queued.packet)
-                .map_err(|reason| SessionError::BadRecord { seq, reason })?;
-            publish.qos = queued.qos;
-            if let Some(at) = queued.expires_at_ms {
-                session.expiries.insert((at, seq));
-                session.deadlines.insert(seq, at);
-            }
-            session.queued_bytes += queued.packet.len();
-            session.queue.push_back((seq, publish, queued.packet.len()));
+        for (seq, at) in deadlines {
+            session.expiries.insert((at, seq));
+            session.deadlines.insert(seq, at);
         }
         if expired {
             session.events.push_back(Event::SessionExpired);
@@ -479,6 +473,8 @@ impl Session {
         if self.pending.commit.is_empty() && self.pending.send.is_empty() {
             return None;
         }
+        // The queued messages it stores can be read back once it is committed.
+        self.queue.polled();
         Some(std::mem::take(&mut self.pending))
     }
 
@@ -583,6 +579,8 @@ impl Session {
 
 #[cfg(test)]
 mod model_tests;
+#[cfg(test)]
+mod queue_tests;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]

@@ -15,6 +15,7 @@ use super::tests::Committed;
 use super::*;
 use crate::packet::ConnAckProperties;
 use crate::packet::*;
+use crate::store::QueueWindow;
 
 const NOW_MS: u64 = 1_764_000_000_000;
 /// The client's Receive Maximum.
@@ -143,6 +144,8 @@ fn options() -> SessionOptions {
     options.manual_ack = true;
     options.properties.session_expiry_interval = Some(3600);
     options.properties.receive_maximum = Some(CLIENT_RECEIVE_MAXIMUM);
+    // A tiny window: most of a queue lives in the store and is read back as it drains.
+    options.queue_window = QueueWindow::new(2, 64);
     options
 }
 
@@ -223,17 +226,27 @@ impl World {
 
     /// The driver: commit, then send to the server.
     fn flush(&mut self) -> Result<(), TestCaseError> {
-        while let Some(output) = self.session.poll_output(Instant::now()) {
-            self.store.apply(&output.commit);
-            for uid in self.uncommitted_publishes.drain(..) {
-                self.committed_now.insert(uid);
-                self.committed_all.insert(uid);
-            }
-            self.acks_committed.extend(self.acks_pending.drain(..));
-            if self.server.connected {
-                for packet in output.send {
-                    self.server_receives(packet)?;
+        loop {
+            while let Some(output) = self.session.poll_output(Instant::now()) {
+                self.store.apply(&output.commit);
+                for uid in self.uncommitted_publishes.drain(..) {
+                    self.committed_now.insert(uid);
+                    self.committed_all.insert(uid);
                 }
+                self.acks_committed.extend(self.acks_pending.drain(..));
+                if self.server.connected {
+                    for packet in output.send {
+                        self.server_receives(packet)?;
+                    }
+                }
+            }
+            // Everything polled is committed: the queue may be read back.
+            let Some(read) = self.session.poll_queue_read() else {
+                break;
+            };
+            let records = self.store.read_queue(read.from, read.window);
+            if let Err(e) = self.session.queue_read(records) {
+                return Err(TestCaseError::fail(format!("queue read refused: {e}")));
             }
         }
         self.events()
@@ -471,7 +484,7 @@ impl World {
                 // Whatever was not committed is gone; so are the application's held messages.
                 let before = (
                     self.store.stored().outbound.len(),
-                    self.store.stored().queue.len(),
+                    self.store.stored().queue.len() as u64,
                 );
                 let _ = self.session.poll_output(now);
                 self.uncommitted_publishes.clear();
@@ -480,7 +493,8 @@ impl World {
                 self.finished_now.clear();
                 self.delivery_uid.clear();
                 self.committed_now.clear();
-                self.session = Session::new(options(), self.store.stored(), NOW_MS).unwrap();
+                let resumed = self.store.resumed(options().queue_window);
+                self.session = Session::new(options(), resumed, NOW_MS).unwrap();
                 prop_assert_eq!(
                     (self.session.in_flight(), self.session.queued()),
                     before,

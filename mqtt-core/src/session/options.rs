@@ -5,6 +5,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use crate::packet::{ConnectProperties, ProtocolVersion};
+use crate::store::QueueWindow;
 
 /// What the client asks of a session.
 #[derive(Debug, Clone)]
@@ -48,7 +49,13 @@ pub struct SessionOptions {
     /// Maximum limits them too; a 3.1.1 server announces no limit, so this is the only one
     /// there (`None`: [`DEFAULT_V311_IN_FLIGHT`]).
     pub in_flight_maximum: Option<u16>,
+    /// How much of the offline queue is held in memory: the rest waits in the store and is
+    /// read back in order as the window empties (see [`Session::poll_queue_read`](super::Session::poll_queue_read)).
+    pub queue_window: QueueWindow,
 }
+
+/// The default of [`SessionOptions::queue_window`]: 4,096 messages and 4 MiB.
+pub const DEFAULT_QUEUE_WINDOW: QueueWindow = QueueWindow::new(4096, 4 * 1024 * 1024);
 
 /// The in-flight window of a 3.1.1 session unless [`SessionOptions::in_flight_maximum`] sets
 /// one: mosquitto's default `max_inflight_messages`.
@@ -83,6 +90,7 @@ impl SessionOptions {
             held_bytes_limit: DEFAULT_HELD_BYTES_LIMIT,
             protocol: ProtocolVersion::V5,
             in_flight_maximum: None,
+            queue_window: DEFAULT_QUEUE_WINDOW,
         }
     }
 }

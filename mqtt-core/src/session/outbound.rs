@@ -127,12 +127,12 @@ impl Session {
                 expires_at_ms,
             },
         });
-        if let Some(at) = expires_at_ms {
-            self.expiries.insert((at, id));
-            self.deadlines.insert(id, at);
+        if self.queue.push(id, publish, size) {
+            if let Some(at) = expires_at_ms {
+                self.expiries.insert((at, id));
+                self.deadlines.insert(id, at);
+            }
         }
-        self.queued_bytes += size;
-        self.queue.push_back((id, publish, size));
         self.drain();
         Ok(id)
     }
@@ -207,10 +207,9 @@ impl Session {
             // New flows are sent as they are made; only a new connection unsends them.
             self.unsent_from = None;
         }
-        while let Some((_, front, _)) = self.queue.front() {
+        while let Some(front) = self.queue.front() {
             if front.qos == QoS::AtMostOnce {
-                if let Some((id, mut publish, size)) = self.queue.pop_front() {
-                    self.queued_bytes = self.queued_bytes.saturating_sub(size);
+                if let Some((id, mut publish)) = self.queue.pop_front() {
                     if !self.take_remaining_expiry(id, &mut publish) {
                         continue;
                     }
@@ -228,10 +227,9 @@ impl Session {
             if !self.can_start_flow() {
                 return;
             }
-            let Some((id, mut publish, size)) = self.queue.pop_front() else {
+            let Some((id, mut publish)) = self.queue.pop_front() else {
                 return;
             };
-            self.queued_bytes = self.queued_bytes.saturating_sub(size);
             if self.take_remaining_expiry(id, &mut publish) {
                 self.start_flow(id, publish, true);
             }
@@ -269,11 +267,7 @@ impl Session {
             }
             self.expiries.remove(&(at, id));
             self.deadlines.remove(&id);
-            let Some(index) = self.queue.iter().position(|(queued, _, _)| *queued == id) else {
-                continue;
-            };
-            if let Some((_, publish, size)) = self.queue.remove(index) {
-                self.queued_bytes = self.queued_bytes.saturating_sub(size);
+            if let Some(publish) = self.queue.remove(id) {
                 self.pending.commit.push(StoreOp::RemoveQueue { seq: id });
                 self.events.push_back(Event::Expired {
                     id,
@@ -514,14 +508,15 @@ impl Session {
         self.flows.len()
     }
 
-    /// Publishes accepted and waiting for an identifier, a connection or send quota.
-    pub fn queued(&self) -> usize {
+    /// Publishes accepted and waiting for an identifier, a connection or send quota: those in
+    /// memory and those the store holds beyond the window.
+    pub fn queued(&self) -> u64 {
         self.queue.len()
     }
 
     /// The stored size of the queued publishes, in bytes (their records' packets).
-    pub fn queued_bytes(&self) -> usize {
-        self.queued_bytes
+    pub fn queued_bytes(&self) -> u64 {
+        self.queue.bytes()
     }
 
     /// The stored size a publish would take in the queue (its packet at QoS 0, without an
@@ -536,10 +531,10 @@ impl Session {
 
     /// Drops the oldest queued publish, unsent, to make room: it leaves the store with the next
     /// [`Output`](super::Output) and is reported as [`Event::Dropped`]. Returns its id; `None`
-    /// when the queue is empty.
+    /// when no queued message is in memory (the queue is empty, or its window is being read
+    /// back from the store).
     pub fn drop_oldest_queued(&mut self) -> Option<PublishId> {
-        let (id, publish, size) = self.queue.pop_front()?;
-        self.queued_bytes = self.queued_bytes.saturating_sub(size);
+        let (id, publish) = self.queue.pop_front()?;
         if let Some(at) = self.deadlines.remove(&id) {
             self.expiries.remove(&(at, id));
         }

@@ -65,13 +65,41 @@ impl Committed {
     }
 
     pub(super) fn stored(&self) -> StoredSession {
+        let queue: Vec<(u64, QueuedPublish)> = self.queue.clone().into_iter().collect();
         StoredSession {
             meta: self.meta.clone(),
             outbound: self.outbound.clone().into_iter().collect(),
             inbound: self.inbound.iter().copied().collect(),
-            queue: self.queue.clone().into_iter().collect(),
+            queue_summary: crate::store::QueueSummary::of(&queue),
+            queue,
             subscriptions: self.subscriptions.values().cloned().collect(),
         }
+    }
+
+    /// What a store's `resume` returns: the queue's head that `head` admits.
+    pub(super) fn resumed(&self, head: crate::store::QueueWindow) -> StoredSession {
+        StoredSession {
+            queue: self.read_queue(0, head),
+            ..self.stored()
+        }
+    }
+
+    /// What a store's `read_queue` returns.
+    pub(super) fn read_queue(
+        &self,
+        from: u64,
+        window: crate::store::QueueWindow,
+    ) -> Vec<(u64, QueuedPublish)> {
+        let mut out = Vec::new();
+        let mut bytes = 0;
+        for (seq, message) in self.queue.range(from..) {
+            if !window.admits(out.len(), bytes, message.packet.len()) {
+                break;
+            }
+            bytes += message.packet.len();
+            out.push((*seq, message.clone()));
+        }
+        out
     }
 }
 

@@ -1,10 +1,12 @@
 //! [`KvStore`]: a complete [`SessionStore`] over any ordered key-value backend.
 //!
-//! A backend provides five blocking primitives ([`KvBackend`]); `KvStore` adds the session
-//! layout ([`super::layout`]), the refusal of writes after a failed commit, and runs blocking
-//! calls on a thread of its own, so that no async executor blocks and no runtime is needed:
-//! the futures resolve on whatever executor polls them. The memory, redb and sled stores are
-//! each a backend.
+//! A backend provides four blocking primitives ([`KvBackend`]); `KvStore` adds the session
+//! layout ([`super::layout`]), the queue totals kept exact in every commit, the refusal of
+//! writes after a failed commit, and runs blocking calls on a thread of its own, so that no
+//! async executor blocks and no runtime is needed: the futures resolve on whatever executor
+//! polls them. The memory, redb and sled stores are each a backend.
+
+mod queue;
 
 use std::sync::{Arc, Mutex, mpsc};
 use std::thread::JoinHandle;
@@ -12,7 +14,9 @@ use std::thread::JoinHandle;
 use async_trait::async_trait;
 
 use super::layout::{self, KvWrite};
-use super::{Batch, SessionKey, SessionStore, StoreError, StoredSession};
+use super::{
+    Batch, QueueWindow, QueuedPublish, SessionKey, SessionStore, StoreError, StoredSession,
+};
 
 /// Key-value pairs, in ascending key order.
 pub type Entries = Vec<(Vec<u8>, Vec<u8>)>;
@@ -28,15 +32,44 @@ pub trait KvBackend: Send + Sync + 'static {
     /// The value stored under `key`.
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
 
-    /// Every entry whose key starts with `prefix`, in ascending key order.
-    fn scan_prefix(&self, prefix: &[u8]) -> Result<Entries, StoreError>;
+    /// Calls `visit` with each entry whose key is at least `start` and below `end` (to the
+    /// last key when `end` is `None`), in ascending key order, until `visit` returns `false`.
+    fn visit_range(
+        &self,
+        start: &[u8],
+        end: Option<&[u8]>,
+        visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<(), StoreError>;
 
-    /// The smallest key that is greater than or equal to `start`.
-    fn first_key_from(&self, start: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
+    /// The greatest key that is at least `start` and below `end`.
+    fn last_key_in(&self, start: &[u8], end: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
 
     /// Applies `writes` in order, atomically and durably: when this returns `Ok`, all of them
     /// survive a crash; when it returns `Err`, none of them may be visible.
     fn apply(&self, writes: &[KvWrite]) -> Result<(), StoreError>;
+
+    /// Every entry whose key starts with `prefix`, in ascending key order.
+    fn scan_prefix(&self, prefix: &[u8]) -> Result<Entries, StoreError> {
+        let mut out = Vec::new();
+        self.visit_range(prefix, None, &mut |k, v| {
+            let inside = k.starts_with(prefix);
+            if inside {
+                out.push((k.to_vec(), v.to_vec()));
+            }
+            inside
+        })?;
+        Ok(out)
+    }
+
+    /// The smallest key that is greater than or equal to `start`.
+    fn first_key_from(&self, start: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        let mut first = None;
+        self.visit_range(start, None, &mut |k, _| {
+            first = Some(k.to_vec());
+            false
+        })?;
+        Ok(first)
+    }
 }
 
 /// A backend that opens from options (a path, a configuration).
@@ -52,6 +85,9 @@ struct Shared<B> {
     backend: B,
     /// The error of the first failed commit; once set, writes are refused.
     poisoned: Mutex<Option<String>>,
+    /// Held while a commit reads the queue totals it rewrites (commits from many tasks reach a
+    /// backend that does not block, and so runs them inline, at once).
+    totals: Mutex<()>,
 }
 
 impl<B: KvBackend> Shared<B> {
@@ -72,23 +108,6 @@ impl<B: KvBackend> Shared<B> {
             poisoned.get_or_insert_with(|| e.to_string());
         }
         result
-    }
-
-    fn load(&self, key: &SessionKey) -> Result<StoredSession, StoreError> {
-        let entries = self.backend.scan_prefix(&layout::session_prefix(key))?;
-        layout::decode_session(key, entries)
-    }
-
-    fn clear(&self, key: &SessionKey) -> Result<(), StoreError> {
-        let entries = self.backend.scan_prefix(&layout::session_prefix(key))?;
-        if entries.is_empty() {
-            return Ok(());
-        }
-        let deletes: Vec<KvWrite> = entries
-            .into_iter()
-            .map(|(k, _)| KvWrite::Delete(k))
-            .collect();
-        self.write(&deletes)
     }
 
     fn sessions(&self) -> Result<Vec<SessionKey>, StoreError> {
@@ -194,6 +213,7 @@ impl<B: KvBackend> KvStore<B> {
         let shared = Arc::new(Shared {
             backend,
             poisoned: Mutex::new(None),
+            totals: Mutex::new(()),
         });
         let worker = if B::BLOCKING {
             Worker::start(Arc::clone(&shared)).map(Arc::new)
@@ -249,17 +269,31 @@ impl<B> std::fmt::Debug for KvStore<B> {
 
 #[async_trait]
 impl<B: KvBackend> SessionStore for KvStore<B> {
-    async fn load(&self, key: &SessionKey) -> Result<StoredSession, StoreError> {
+    async fn resume(
+        &self,
+        key: &SessionKey,
+        head: QueueWindow,
+    ) -> Result<StoredSession, StoreError> {
         let key = key.clone();
-        self.run(move |s| s.load(&key)).await
+        self.run(move |s| s.resume(&key, head)).await
+    }
+
+    async fn read_queue(
+        &self,
+        key: &SessionKey,
+        from: u64,
+        window: QueueWindow,
+    ) -> Result<Vec<(u64, QueuedPublish)>, StoreError> {
+        let key = key.clone();
+        self.run(move |s| s.read_queue(&key, from, window)).await
     }
 
     async fn commit(&self, key: &SessionKey, batch: Batch) -> Result<(), StoreError> {
         if batch.is_empty() {
             return self.shared.check_writable();
         }
-        let writes = layout::batch_writes(key, &batch);
-        self.run(move |s| s.write(&writes)).await
+        let key = key.clone();
+        self.run(move |s| s.commit(&key, &batch)).await
     }
 
     async fn clear(&self, key: &SessionKey) -> Result<(), StoreError> {
@@ -304,22 +338,26 @@ mod tests {
             Ok(self.map.lock().unwrap().get(key).cloned())
         }
 
-        fn scan_prefix(&self, prefix: &[u8]) -> Result<Entries, StoreError> {
+        fn visit_range(
+            &self,
+            start: &[u8],
+            end: Option<&[u8]>,
+            visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+        ) -> Result<(), StoreError> {
             let map = self.map.lock().unwrap();
-            Ok(map
-                .range(prefix.to_vec()..)
-                .take_while(|(k, _)| k.starts_with(prefix))
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect())
+            for (k, v) in map.range(start.to_vec()..) {
+                if end.is_some_and(|end| k.as_slice() >= end) || !visit(k, v) {
+                    break;
+                }
+            }
+            Ok(())
         }
 
-        fn first_key_from(&self, start: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-            Ok(self
-                .map
-                .lock()
-                .unwrap()
-                .range(start.to_vec()..)
-                .next()
+        fn last_key_in(&self, start: &[u8], end: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+            let map = self.map.lock().unwrap();
+            Ok(map
+                .range(start.to_vec()..end.to_vec())
+                .next_back()
                 .map(|(k, _)| k.clone()))
         }
 

@@ -11,6 +11,7 @@
 //! inbound        = prefix | 0x02 | packet identifier (u16, big-endian)
 //! queue          = prefix | 0x03 | sequence number (u64, big-endian)
 //! subscription   = prefix | 0x04 | Topic Filter (UTF-8, to the end of the key)
+//! queue totals   = prefix | 0x05
 //! ```
 //!
 //! Lengths make the prefix unambiguous: no session's prefix is the start of another's, so a
@@ -24,22 +25,27 @@
 //! ```
 //!
 //! Kinds: `M` metadata (expiry interval, when the connection ended, assigned identifier, and
-//! optionally, in records written since the first fixtures, the alive-until time), `P` outbound PUBLISH (body: the packet in MQTT wire format), `R`
-//! PUBREL pending (body: packet identifier), `I` PUBREC sent (empty body), `Q` queued message
-//! (body: QoS, then the packet in wire format), `E` queued message with a Message Expiry
-//! Interval (body: QoS, the deadline in milliseconds since the UNIX epoch as u64, then the
-//! packet; a new kind like `S`), `S` subscription (body: a SUBSCRIBE in wire
-//! format; added in Mooring 0.1 after the first fixtures, a new kind in the same format
-//! version, so older stores open unchanged). The checksum covers the key, so a value that is
-//! damaged, truncated, zero-filled or moved to another key is detected, never returned.
+//! optionally, in records written since the first fixtures, the alive-until time), `P`
+//! outbound PUBLISH (body: the packet in MQTT wire format), `R` PUBREL pending (body: packet
+//! identifier), `I` PUBREC sent (empty body), `Q` queued message (body: QoS, then the packet in
+//! wire format), `E` queued message with a Message Expiry Interval (body: QoS, the deadline in
+//! milliseconds since the UNIX epoch as u64, then the packet; a new kind like `S`), `S`
+//! subscription (body: a SUBSCRIBE in wire format; added in Mooring 0.1 after the first
+//! fixtures, a new kind in the same format version, so older stores open unchanged), `T` queue
+//! totals (body: the number of queued messages and the sum of their packets' lengths, two u64;
+//! added with the windowed queue, in the same format version: a store without it has its totals
+//! counted once, when first needed). The checksum covers the key, so a value that is damaged,
+//! truncated, zero-filled or moved to another key is detected, never returned.
 
-use bytes::Bytes;
+use super::{Batch, OutboundRecord, SessionKey, SessionMeta, SessionScope, StoreOp};
+use crate::packet::ProtocolVersion;
 
-use super::{
-    Batch, OutboundRecord, QueuedPublish, SessionKey, SessionMeta, SessionScope, StoreError,
-    StoreOp, StoredSession, StoredSubscription,
+mod decode;
+
+pub use decode::{
+    decode_meta, decode_queue_totals, decode_queued, decode_session, queued_seq_of_key,
+    session_of_key,
 };
-use crate::packet::{ProtocolVersion, QoS};
 
 /// The record format this version of Mooring writes and reads.
 pub const FORMAT_VERSION: u8 = 1;
@@ -49,6 +55,7 @@ const SECTION_OUTBOUND: u8 = 0x01;
 const SECTION_INBOUND: u8 = 0x02;
 const SECTION_QUEUE: u8 = 0x03;
 const SECTION_SUBSCRIPTION: u8 = 0x04;
+const SECTION_TOTALS: u8 = 0x05;
 
 const KIND_META: u8 = b'M';
 const KIND_PUBLISH: u8 = b'P';
@@ -57,6 +64,7 @@ const KIND_INBOUND: u8 = b'I';
 const KIND_QUEUED: u8 = b'Q';
 const KIND_SUBSCRIPTION: u8 = b'S';
 const KIND_QUEUED_EXPIRING: u8 = b'E';
+const KIND_TOTALS: u8 = b'T';
 
 /// One write of a batch, in key-value terms.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -141,6 +149,44 @@ pub fn inbound_key(key: &SessionKey, packet_id: u16) -> Vec<u8> {
 /// The key of a queued message.
 pub fn queue_key(key: &SessionKey, seq: u64) -> Vec<u8> {
     numbered_key(key, SECTION_QUEUE, &seq.to_be_bytes())
+}
+
+/// The key of the session's queue totals.
+pub fn queue_totals_key(key: &SessionKey) -> Vec<u8> {
+    numbered_key(key, SECTION_TOTALS, &[])
+}
+
+/// The value stored under [`queue_totals_key`]: `messages` queued, `bytes` of their packets.
+pub fn queue_totals_value(key: &SessionKey, messages: u64, bytes: u64) -> Vec<u8> {
+    value(
+        &queue_totals_key(key),
+        KIND_TOTALS,
+        &[&messages.to_be_bytes(), &bytes.to_be_bytes()],
+    )
+}
+
+/// The key range `[start, end)` of the session's queued messages from sequence number `from`.
+pub fn queue_range(key: &SessionKey, from: u64) -> (Vec<u8>, Vec<u8>) {
+    (
+        queue_key(key, from),
+        numbered_key(key, SECTION_QUEUE + 1, &[]),
+    )
+}
+
+/// The key range `[start, end)` of the session's outbound records and inbound markers.
+pub fn flows_range(key: &SessionKey) -> (Vec<u8>, Vec<u8>) {
+    (
+        numbered_key(key, SECTION_OUTBOUND, &[]),
+        numbered_key(key, SECTION_INBOUND + 1, &[]),
+    )
+}
+
+/// The key range `[start, end)` of the session's subscriptions.
+pub fn subscriptions_range(key: &SessionKey) -> (Vec<u8>, Vec<u8>) {
+    (
+        numbered_key(key, SECTION_SUBSCRIPTION, &[]),
+        numbered_key(key, SECTION_SUBSCRIPTION + 1, &[]),
+    )
 }
 
 /// CRC-32 (IEEE 802.3, reflected, polynomial 0xEDB88320) of the parts in order, by
@@ -251,244 +297,11 @@ pub fn batch_writes(key: &SessionKey, batch: &Batch) -> Vec<KvWrite> {
         .collect()
 }
 
-/// Describes a raw key for error messages.
-fn describe_key(raw: &[u8]) -> String {
-    match split_key(raw) {
-        Ok((_, rest)) => match rest {
-            [SECTION_META] => "metadata".to_owned(),
-            [SECTION_OUTBOUND, n @ ..] => format!("outbound #{}", be_number(n)),
-            [SECTION_INBOUND, n @ ..] => format!("inbound marker for packet {}", be_number(n)),
-            [SECTION_QUEUE, n @ ..] => format!("queued message #{}", be_number(n)),
-            [SECTION_SUBSCRIPTION, f @ ..] => {
-                format!("subscription {:?}", String::from_utf8_lossy(f))
-            }
-            _ => format!("key {}", hex(raw)),
-        },
-        Err(_) => format!("key {}", hex(raw)),
-    }
-}
-
-fn be_number(bytes: &[u8]) -> u64 {
-    bytes
-        .iter()
-        .take(8)
-        .fold(0u64, |acc, &b| (acc << 8) | u64::from(b))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Reads a length-prefixed string from the front of `input`.
-fn take_str(input: &[u8]) -> Option<(String, &[u8])> {
-    let (len, rest) = input.split_first_chunk::<4>()?;
-    let len = usize::try_from(u32::from_be_bytes(*len)).ok()?;
-    if rest.len() < len {
-        return None;
-    }
-    let (text, rest) = rest.split_at(len);
-    Some((String::from_utf8(text.to_vec()).ok()?, rest))
-}
-
-fn split_key(raw: &[u8]) -> Result<(SessionKey, &[u8]), String> {
-    let (&kind, rest) = raw.split_first().ok_or("empty key")?;
-    let (scope, rest) = take_str(rest).ok_or("the scope is cut short or not UTF-8")?;
-    let (client_id, rest) = take_str(rest).ok_or("the client identifier is cut short")?;
-    let scope = match kind {
-        1 => SessionScope::Server(scope),
-        2 => SessionScope::Cluster(scope),
-        other => return Err(format!("unknown scope kind {other}")),
-    };
-    Ok((SessionKey::from_parts(scope, client_id), rest))
-}
-
-/// The session a raw key belongs to.
-pub fn session_of_key(raw: &[u8]) -> Result<SessionKey, StoreError> {
-    split_key(raw)
-        .map(|(key, _)| key)
-        .map_err(|reason| StoreError::Corrupt {
-            session: "(unreadable)".to_owned(),
-            record: describe_key(raw),
-            reason,
-        })
-}
-
-/// Checks a value's version and checksum and returns its kind and body.
-fn open_value<'v>(
-    session: &SessionKey,
-    key: &[u8],
-    value: &'v [u8],
-) -> Result<(u8, &'v [u8]), StoreError> {
-    let corrupt = |reason: String| StoreError::Corrupt {
-        session: session.to_string(),
-        record: describe_key(key),
-        reason,
-    };
-    let (&version, _) = value
-        .split_first()
-        .ok_or_else(|| corrupt("the value is empty".to_owned()))?;
-    if version != FORMAT_VERSION {
-        return Err(corrupt(format!(
-            "record format version {version}; this version of Mooring reads version {FORMAT_VERSION}"
-        )));
-    }
-    let (content, crc) = value
-        .split_last_chunk::<4>()
-        .filter(|(content, _)| content.len() >= 2)
-        .ok_or_else(|| corrupt(format!("the value is cut short ({} bytes)", value.len())))?;
-    if crc32(&[key, content]) != u32::from_be_bytes(*crc) {
-        return Err(corrupt("the checksum does not match".to_owned()));
-    }
-    match content {
-        [_, kind, body @ ..] => Ok((*kind, body)),
-        _ => Err(corrupt("the value is cut short".to_owned())),
-    }
-}
-
-fn decode_meta_body(body: &[u8]) -> Option<SessionMeta> {
-    let (expiry, rest) = body.split_first_chunk::<4>()?;
-    let (&has_ended, rest) = rest.split_first()?;
-    let (disconnected_at_ms, rest) = match has_ended {
-        0 => (None, rest),
-        1 => {
-            let (ms, rest) = rest.split_first_chunk::<8>()?;
-            (Some(u64::from_be_bytes(*ms)), rest)
-        }
-        _ => return None,
-    };
-    let (&has_assigned, rest) = rest.split_first()?;
-    let (assigned_client_id, rest) = match has_assigned {
-        0 => (None, rest),
-        1 => {
-            let (id, rest) = take_str(rest)?;
-            (Some(id), rest)
-        }
-        _ => return None,
-    };
-    let (alive_until_ms, protocol) = match rest {
-        [] => (None, ProtocolVersion::V5),
-        _ => {
-            let (alive, rest) = rest.split_first_chunk::<8>()?;
-            let alive = Some(u64::from_be_bytes(*alive)).filter(|ms| *ms != u64::MAX);
-            match rest {
-                [] => (alive, ProtocolVersion::V5),
-                [level] if *level == ProtocolVersion::V311.level() => {
-                    (alive, ProtocolVersion::V311)
-                }
-                _ => return None,
-            }
-        }
-    };
-    Some(SessionMeta {
-        session_expiry_interval: u32::from_be_bytes(*expiry),
-        disconnected_at_ms,
-        assigned_client_id,
-        alive_until_ms,
-        protocol,
-    })
-}
-
-/// Decodes a metadata value stored under `meta_key(session)`.
-pub fn decode_meta(session: &SessionKey, value: &[u8]) -> Result<SessionMeta, StoreError> {
-    let key = meta_key(session);
-    let bad = |reason: &str| StoreError::Corrupt {
-        session: session.to_string(),
-        record: "metadata".to_owned(),
-        reason: reason.to_owned(),
-    };
-    match open_value(session, &key, value)? {
-        (KIND_META, body) => decode_meta_body(body).ok_or_else(|| bad("the body is malformed")),
-        (other, _) => Err(bad(&format!("kind {other} where metadata belongs"))),
-    }
-}
-
-/// Rebuilds a session from its entries: every key-value pair under `session_prefix(session)`,
-/// in ascending key order.
-pub fn decode_session<K, V>(
-    session: &SessionKey,
-    entries: impl IntoIterator<Item = (K, V)>,
-) -> Result<StoredSession, StoreError>
-where
-    K: AsRef<[u8]>,
-    V: AsRef<[u8]>,
-{
-    let prefix = session_prefix(session);
-    let mut out = StoredSession::default();
-    for (key, value) in entries {
-        let (key, value) = (key.as_ref(), value.as_ref());
-        let bad = |reason: String| StoreError::Corrupt {
-            session: session.to_string(),
-            record: describe_key(key),
-            reason,
-        };
-        let rest = key
-            .strip_prefix(prefix.as_slice())
-            .ok_or_else(|| bad("the key belongs to another session".to_owned()))?;
-        let (kind, body) = open_value(session, key, value)?;
-        match (rest, kind) {
-            ([SECTION_META], KIND_META) => {
-                let meta = decode_meta_body(body)
-                    .ok_or_else(|| bad("the metadata body is malformed".to_owned()))?;
-                out.meta = Some(meta);
-            }
-            ([SECTION_OUTBOUND, seq @ ..], KIND_PUBLISH) if seq.len() == 8 => {
-                out.outbound.push((
-                    be_number(seq),
-                    OutboundRecord::Publish(Bytes::copy_from_slice(body)),
-                ));
-            }
-            ([SECTION_OUTBOUND, seq @ ..], KIND_PUBREL) if seq.len() == 8 => {
-                let id = body
-                    .try_into()
-                    .map(u16::from_be_bytes)
-                    .map_err(|_| bad("a PUBREL record holds no packet identifier".to_owned()))?;
-                out.outbound
-                    .push((be_number(seq), OutboundRecord::PubRel { packet_id: id }));
-            }
-            ([SECTION_INBOUND, id @ ..], KIND_INBOUND) if id.len() == 2 && body.is_empty() => {
-                // Two bytes, so the number fits in a u16.
-                out.inbound.push(be_number(id) as u16);
-            }
-            ([SECTION_QUEUE, seq @ ..], KIND_QUEUED | KIND_QUEUED_EXPIRING) if seq.len() == 8 => {
-                let (&qos, rest) = body
-                    .split_first()
-                    .ok_or_else(|| bad("a queued message holds no QoS".to_owned()))?;
-                let qos = QoS::from_u8(qos)
-                    .ok_or_else(|| bad(format!("a queued message has QoS {qos}")))?;
-                let (expires_at_ms, packet) = if kind == KIND_QUEUED_EXPIRING {
-                    let (at, packet) = rest
-                        .split_first_chunk::<8>()
-                        .ok_or_else(|| bad("an expiring message holds no deadline".to_owned()))?;
-                    (Some(u64::from_be_bytes(*at)), packet)
-                } else {
-                    (None, rest)
-                };
-                out.queue.push((
-                    be_number(seq),
-                    QueuedPublish {
-                        qos,
-                        packet: Bytes::copy_from_slice(packet),
-                        expires_at_ms,
-                    },
-                ));
-            }
-            ([SECTION_SUBSCRIPTION, filter @ ..], KIND_SUBSCRIPTION) => {
-                let filter = std::str::from_utf8(filter)
-                    .map_err(|_| bad("a subscription's filter is not UTF-8".to_owned()))?;
-                out.subscriptions.push(StoredSubscription {
-                    filter: filter.to_owned(),
-                    packet: Bytes::copy_from_slice(body),
-                });
-            }
-            _ => return Err(bad(format!("kind {kind:?} does not belong under this key"))),
-        }
-    }
-    Ok(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::StoreError;
+    use bytes::Bytes;
 
     #[test]
     fn crc32_check_value() {

@@ -3,8 +3,8 @@
 //! session to another key. Written against [`SessionStore`] alone, so they work on any store.
 
 use super::{
-    Batch, OutboundRecord, QueuedPublish, SessionKey, SessionStore, StoreError, StoreOp,
-    StoredSession,
+    Batch, OutboundRecord, QueueWindow, QueuedPublish, SessionKey, SessionStore, StoreError,
+    StoreOp, StoredSession,
 };
 
 /// What a session holds that the application still needs: messages it accepted.
@@ -14,11 +14,11 @@ pub struct HeldMessages {
     /// has those messages).
     pub in_flight: usize,
     /// Publishes waiting in the offline queue.
-    pub queued: usize,
+    pub queued: u64,
 }
 
 impl HeldMessages {
-    /// What `session` holds.
+    /// What `session` holds (the whole queue, from its summary, however much of it was read).
     pub fn of(session: &StoredSession) -> Self {
         Self {
             in_flight: session
@@ -26,7 +26,7 @@ impl HeldMessages {
                 .iter()
                 .filter(|(_, r)| matches!(r, OutboundRecord::Publish(_)))
                 .count(),
-            queued: session.queue.len(),
+            queued: session.queue_summary.messages,
         }
     }
 
@@ -64,7 +64,8 @@ pub async fn tidy_sessions<S: SessionStore + ?Sized>(
         if keep.contains(&key) {
             continue;
         }
-        let session = store.load(&key).await?;
+        // The queue's summary says what it holds; its records stay in the store.
+        let session = store.resume(&key, QueueWindow::NONE).await?;
         let held = HeldMessages::of(&session);
         let expired = session.meta.as_ref().is_some_and(|m| m.is_expired(now_ms));
         if expired && held.is_empty() {

@@ -111,6 +111,7 @@ pub(crate) struct Driver {
 /// What woke the loop.
 enum Wake {
     Committed(CommitResult),
+    QueueRead(pipeline::ReadResult),
     Dialed(Result<connection::Dialed, ConnectError>),
     /// The link read bytes, or wrote out everything pending, or failed.
     Exchanged(std::io::Result<Exchanged>),
@@ -200,7 +201,7 @@ impl Driver {
         for key in keys {
             let stored = parts
                 .store
-                .load(&key)
+                .resume(&key, settings.session.queue_window)
                 .await
                 .map_err(|e| ClientError::Store(Arc::new(e)))?;
             let mut session = Session::new(settings.session.clone(), stored, now_ms())?;
@@ -286,7 +287,10 @@ impl Driver {
         let writing = self.conn.out.is_pending();
         let backed_up = self.conn.out.bytes.len() >= OUTGOING_HIGH_WATER;
         let wake = tokio::select! {
-            result = self.pipeline.done() => Wake::Committed(result),
+            finished = self.pipeline.finished() => match finished {
+                pipeline::Finished::Commit(result) => Wake::Committed(result),
+                pipeline::Finished::Read(result) => Wake::QueueRead(result),
+            },
             result = connection::dial(&mut self.conn.phase) => Wake::Dialed(result),
             result = connection::exchange(
                 &mut self.conn.link,
@@ -311,6 +315,7 @@ impl Driver {
         };
         match wake {
             Wake::Committed(result) => self.on_commit(result).await,
+            Wake::QueueRead(result) => self.on_queue_read(result).await,
             Wake::Dialed(result) => self.on_dialed(result),
             Wake::Exchanged(result) => self.on_exchanged(result).await,
             Wake::InboxGone => self.inbox_gone(),
@@ -378,13 +383,13 @@ impl Driver {
     fn update_stats(&self) {
         let s = &self.stats;
         let in_flight: usize = self.slots.iter().map(|s| s.session.in_flight()).sum();
-        let queued: usize = self.slots.iter().map(|s| s.session.queued()).sum();
+        let queued: u64 = self.slots.iter().map(|s| s.session.queued()).sum();
         s.outbound_in_flight
             .store(in_flight as u64, Ordering::Relaxed);
         s.queued
-            .store((queued + self.publishes.parked()) as u64, Ordering::Relaxed);
-        let queued_bytes: usize = self.slots.iter().map(|s| s.session.queued_bytes()).sum();
-        s.queued_bytes.store(queued_bytes as u64, Ordering::Relaxed);
+            .store(queued + self.publishes.parked() as u64, Ordering::Relaxed);
+        let queued_bytes: u64 = self.slots.iter().map(|s| s.session.queued_bytes()).sum();
+        s.queued_bytes.store(queued_bytes, Ordering::Relaxed);
         let held: usize = self.slots.iter().map(|s| s.session.held()).sum();
         let held_total: u64 = self.slots.iter().map(|s| s.session.held_total()).sum();
         s.inbound_held.store(held as u64, Ordering::Relaxed);

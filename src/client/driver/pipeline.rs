@@ -1,6 +1,7 @@
 //! The group commit pipeline: what the sessions produce is committed as one batch while the
 //! next gathers; the packets that depend on it are written, and the callers answered, only
-//! when it has returned.
+//! when it has returned. Reads of the offline queue beyond a session's window go through it
+//! too, never at the same time as a commit: a read then sees every message polled before it.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -13,7 +14,7 @@ use super::super::{ClientError, Delivery};
 use super::connection::Close;
 use super::{Driver, Reply, Slot};
 use crate::packet::Packet;
-use crate::store::{Batch, SessionKey, SessionStore, StoreError, StoreOp};
+use crate::store::{Batch, QueuedPublish, SessionKey, SessionStore, StoreError, StoreOp};
 
 /// How long the removal of a completed flow's record may wait for a commit to join.
 const DEFER_LIMIT: Duration = Duration::from_millis(20);
@@ -23,6 +24,21 @@ const DEFER_MAX_OPS: usize = 4096;
 
 /// How a commit task ended.
 pub(super) type CommitResult = Result<Result<(), StoreError>, tokio::task::JoinError>;
+
+/// What [`Pipeline::finished`] saw end.
+pub(super) enum Finished {
+    Commit(CommitResult),
+    Read(ReadResult),
+}
+
+/// Queued messages read back from the store.
+pub(super) type QueueRecords = Vec<(u64, QueuedPublish)>;
+
+/// How a queue read ended: which slot asked, and what the store returned.
+pub(super) type ReadResult = (
+    usize,
+    Result<Result<QueueRecords, StoreError>, tokio::task::JoinError>,
+);
 
 /// Whether operations that protect no packet are committed now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,6 +92,8 @@ struct CommitInFlight {
 pub(super) struct Pipeline {
     store: Arc<dyn SessionStore>,
     commit: Option<CommitInFlight>,
+    /// A queue read in flight, for the slot it names.
+    read: Option<(usize, JoinHandle<Result<QueueRecords, StoreError>>)>,
     /// Callers answered by the next commit.
     waiters: Vec<Waiter>,
     /// Publishes in the current (not yet polled) batch.
@@ -101,6 +119,7 @@ impl Pipeline {
         Self {
             store,
             commit: None,
+            read: None,
             waiters: Vec::new(),
             batch_publishes: 0,
             deferred: Vec::new(),
@@ -121,6 +140,46 @@ impl Pipeline {
 
     pub(super) fn is_committing(&self) -> bool {
         self.commit.is_some()
+    }
+
+    pub(super) fn is_reading(&self) -> bool {
+        self.read.is_some()
+    }
+
+    /// Resolves when the commit or the read in flight returns (there is never both); never
+    /// without one.
+    pub(super) async fn finished(&mut self) -> Finished {
+        if self.commit.is_some() {
+            Finished::Commit(self.done().await)
+        } else {
+            Finished::Read(self.read_done().await)
+        }
+    }
+
+    /// Resolves when the queue read in flight returns; never without one.
+    pub(super) async fn read_done(&mut self) -> ReadResult {
+        match self.read.as_mut() {
+            Some((slot, task)) => {
+                let result = task.await;
+                (*slot, result)
+            }
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Starts the first queue read a session asks for; `false` when none does.
+    fn start_read(&mut self, slots: &mut [Slot]) -> bool {
+        let wanted = slots.iter_mut().enumerate().find_map(|(index, slot)| {
+            Some((index, slot.key.clone(), slot.session.poll_queue_read()?))
+        });
+        let Some((index, key, read)) = wanted else {
+            return false;
+        };
+        let store = self.store.clone();
+        let task =
+            tokio::spawn(async move { store.read_queue(&key, read.from, read.window).await });
+        self.read = Some((index, task));
+        true
     }
 
     pub(super) fn has_failed(&self) -> bool {
@@ -224,9 +283,13 @@ impl Pipeline {
         Polled::Committing
     }
 
-    /// Fails every caller still waiting, and abandons a commit in flight (the client stops).
+    /// Fails every caller still waiting, and abandons a commit or read in flight (the client
+    /// stops).
     pub(super) fn fail_all(&mut self) {
         let stopped = || ClientError::Stopped;
+        if let Some((_, read)) = self.read.take() {
+            read.abort();
+        }
         if let Some(commit) = self.commit.take() {
             commit.task.abort();
             commit.waiters.into_iter().for_each(|w| w.fail(stopped));
@@ -239,9 +302,14 @@ impl Pipeline {
 
 impl Driver {
     /// Polls every session; commits what they produced, or, with nothing to commit, writes
-    /// their packets at once. Does nothing while a commit is in flight.
+    /// their packets at once. Does nothing while a commit or a read is in flight. A session
+    /// whose window of the queue runs low is read for first: everything it polled before is
+    /// committed by now, and its messages then join the next commit.
     pub(super) async fn pump(&mut self, flush: Flush) {
-        if self.pipeline.is_committing() {
+        if self.pipeline.is_committing() || self.pipeline.is_reading() {
+            return;
+        }
+        if flush == Flush::WhenDue && self.pipeline.start_read(&mut self.slots) {
             return;
         }
         let link_gen = self.conn.link_gen;
@@ -293,12 +361,41 @@ impl Driver {
         }
     }
 
+    /// The queue read in flight returned: the session takes the messages, or, if the store
+    /// failed or broke its contract, the client stops.
+    pub(super) async fn on_queue_read(&mut self, (slot, result): ReadResult) {
+        self.pipeline.read = None;
+        let records = match result {
+            Ok(Ok(records)) => records,
+            Ok(Err(e)) => return self.read_failed(e.to_string()).await,
+            Err(join) => return self.read_failed(join.to_string()).await,
+        };
+        let taken = match self.slots.get_mut(slot) {
+            Some(s) => s.session.queue_read(records),
+            None => Ok(()),
+        };
+        if let Err(e) = taken {
+            self.read_failed(e.to_string()).await;
+        }
+    }
+
+    async fn read_failed(&mut self, error: String) {
+        warn!(%error, "reading the queue from the store failed; the client stops");
+        self.close_link(Close::Abrupt).await;
+        self.stop(Some(format!("the session store failed: {error}")));
+    }
+
     /// Commits everything that remains, waiting for the commit in flight first.
     pub(super) async fn flush_store(&mut self) {
         if self.pipeline.has_failed() {
             return;
         }
         loop {
+            if self.pipeline.is_reading() {
+                let result = self.pipeline.read_done().await;
+                self.on_queue_read(result).await;
+                continue;
+            }
             if self.pipeline.is_committing() {
                 let result = self.pipeline.done().await;
                 self.conn.link = None;

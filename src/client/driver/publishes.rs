@@ -130,13 +130,19 @@ impl Driver {
                         break;
                     }
                 }
-                self.accept(publish, reply);
+                if self.has_room_for(size) {
+                    self.accept(publish, reply);
+                } else {
+                    // The oldest messages are being read back from the store, not in memory
+                    // to drop: the limit holds, and this publish is refused.
+                    let _ = reply.send(Err(ClientError::QueueFull(self.settings.queue_limit)));
+                }
             }
         }
     }
 
     /// The active session's durable queue: messages and bytes.
-    fn queued(&self) -> (usize, usize) {
+    fn queued(&self) -> (u64, u64) {
         self.slots
             .get(self.active)
             .map_or((0, 0), |s| (s.session.queued(), s.session.queued_bytes()))
@@ -154,11 +160,11 @@ impl Driver {
     /// Whether a message of `size` bytes fits in the queue now.
     fn has_room_for(&self, size: usize) -> bool {
         let (count, bytes) = self.queued();
-        count < self.settings.queue_limit
+        count < self.settings.queue_limit as u64
             && self
                 .settings
                 .queue_limit_bytes
-                .is_none_or(|limit| bytes + size <= limit)
+                .is_none_or(|limit| bytes.saturating_add(size as u64) <= limit as u64)
     }
 
     fn accept(&mut self, publish: Publish, reply: Reply<Delivery>) {

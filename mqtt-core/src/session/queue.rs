@@ -1,0 +1,215 @@
+//! The offline queue, windowed: its oldest messages in memory, the rest only in the store,
+//! read back in order as the window empties. A queue of millions costs the window, not the
+//! queue; its counts stay exact because every message enters and leaves through the engine.
+//!
+//! Reads never miss a message: a message beyond the window is only counted (`stored`), and
+//! becomes readable once the [`Output`](super::Output) that stores it has been polled; the
+//! driver commits what it polls before it reads, so a read from `read_from` finds every
+//! readable message, in sequence order.
+
+use std::collections::VecDeque;
+
+use super::{PublishId, Session, SessionError, decode_publish};
+use crate::packet::Publish;
+use crate::store::{QueueWindow, QueuedPublish, StoredSession};
+
+/// A read of queued messages the driver is asked to make ([`Session::poll_queue_read`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueRead {
+    /// Read from this sequence number on.
+    pub from: u64,
+    /// At most this much.
+    pub window: QueueWindow,
+}
+
+#[derive(Debug)]
+pub(super) struct Queue {
+    /// The oldest queued messages, in order: id, publish (at its QoS), stored size.
+    resident: VecDeque<(PublishId, Publish, usize)>,
+    resident_bytes: usize,
+    /// Messages after the resident ones, in the store only: how many, and their bytes.
+    stored: u64,
+    stored_bytes: u64,
+    /// How many of `stored` were handed out for commit, and so can be read back.
+    readable: u64,
+    /// Where the next read starts: past every message resident or read.
+    read_from: u64,
+    /// A read is out.
+    reading: bool,
+    window: QueueWindow,
+}
+
+impl Queue {
+    /// The queue a session resumes with: the head the store returned, and the rest counted.
+    pub(super) fn resume(
+        stored: &StoredSession,
+        window: QueueWindow,
+    ) -> Result<(Self, Vec<(PublishId, u64)>), SessionError> {
+        let mut queue = Self {
+            resident: VecDeque::new(),
+            resident_bytes: 0,
+            stored: 0,
+            stored_bytes: 0,
+            readable: 0,
+            read_from: 0,
+            reading: false,
+            // A window holds one message at least, or nothing could be read back.
+            window: QueueWindow::new(window.messages.max(1), window.bytes),
+        };
+        let mut expiring = Vec::new();
+        for (seq, queued) in &stored.queue {
+            let (publish, deadline) = decode_queued(*seq, queued)?;
+            queue.read_from = seq.saturating_add(1);
+            queue.resident_bytes += queued.packet.len();
+            queue
+                .resident
+                .push_back((*seq, publish, queued.packet.len()));
+            if let Some(at) = deadline {
+                expiring.push((*seq, at));
+            }
+        }
+        let summary = stored.queue_summary;
+        queue.stored = summary.messages.saturating_sub(stored.queue.len() as u64);
+        queue.stored_bytes = summary.bytes.saturating_sub(queue.resident_bytes as u64);
+        queue.readable = queue.stored;
+        Ok((queue, expiring))
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.resident.is_empty() && self.stored == 0
+    }
+
+    pub(super) fn len(&self) -> u64 {
+        self.resident.len() as u64 + self.stored
+    }
+
+    pub(super) fn bytes(&self) -> u64 {
+        self.resident_bytes as u64 + self.stored_bytes
+    }
+
+    pub(super) fn front(&self) -> Option<&Publish> {
+        self.resident.front().map(|(_, publish, _)| publish)
+    }
+
+    pub(super) fn pop_front(&mut self) -> Option<(PublishId, Publish)> {
+        let (id, publish, size) = self.resident.pop_front()?;
+        self.resident_bytes = self.resident_bytes.saturating_sub(size);
+        Some((id, publish))
+    }
+
+    /// Takes the resident message `id` out of the queue, wherever it is.
+    pub(super) fn remove(&mut self, id: PublishId) -> Option<Publish> {
+        let index = self
+            .resident
+            .iter()
+            .position(|(queued, _, _)| *queued == id)?;
+        let (_, publish, size) = self.resident.remove(index)?;
+        self.resident_bytes = self.resident_bytes.saturating_sub(size);
+        Some(publish)
+    }
+
+    /// Adds a message just stored under `id`. It stays in memory while the window has room and
+    /// nothing waits in the store before it; `false` when it was left to the store.
+    pub(super) fn push(&mut self, id: PublishId, publish: Publish, size: usize) -> bool {
+        let room = self.resident.len() < self.window.messages
+            && (self.resident.is_empty()
+                || self.resident_bytes.saturating_add(size) <= self.window.bytes);
+        if self.stored > 0 || !room {
+            self.stored += 1;
+            self.stored_bytes += size as u64;
+            return false;
+        }
+        self.read_from = id.saturating_add(1);
+        self.resident_bytes += size;
+        self.resident.push_back((id, publish, size));
+        true
+    }
+
+    /// Everything stored so far has been handed out for commit.
+    pub(super) fn polled(&mut self) {
+        self.readable = self.stored;
+    }
+
+    /// The read to make now, if the window runs low and the store holds readable messages.
+    fn next_read(&mut self) -> Option<QueueRead> {
+        // Half empty on both counts: the binding one is messages for small payloads, bytes
+        // for big ones.
+        let low = self.resident.len() <= self.window.messages / 2
+            && self.resident_bytes <= self.window.bytes / 2;
+        if self.reading || self.readable == 0 || !low {
+            return None;
+        }
+        let messages = self
+            .window
+            .messages
+            .saturating_sub(self.resident.len())
+            .min(usize::try_from(self.readable).unwrap_or(usize::MAX))
+            .max(1);
+        self.reading = true;
+        Some(QueueRead {
+            from: self.read_from,
+            window: QueueWindow::new(
+                messages,
+                self.window.bytes.saturating_sub(self.resident_bytes),
+            ),
+        })
+    }
+}
+
+/// A queued record as the engine holds it: the publish at its QoS, and its deadline.
+fn decode_queued(seq: u64, queued: &QueuedPublish) -> Result<(Publish, Option<u64>), SessionError> {
+    let mut publish =
+        decode_publish(&queued.packet).map_err(|reason| SessionError::BadRecord { seq, reason })?;
+    publish.qos = queued.qos;
+    Ok((publish, queued.expires_at_ms))
+}
+
+impl Session {
+    /// A read of queued messages the store holds beyond the window in memory, when the window
+    /// runs low; `None` otherwise. Make it with [`SessionStore::read_queue`](crate::store::SessionStore::read_queue)
+    /// after every [`Output`](super::Output) polled so far has been committed, and hand the
+    /// records to [`Session::queue_read`]. At most one read is out at a time.
+    pub fn poll_queue_read(&mut self) -> Option<QueueRead> {
+        self.queue.next_read()
+    }
+
+    /// The records a [`QueueRead`] returned. An error says the store broke its contract (it
+    /// returned nothing while messages wait, or records out of order, or one that cannot be
+    /// read): the session cannot go on from this store.
+    pub fn queue_read(&mut self, records: Vec<(u64, QueuedPublish)>) -> Result<(), SessionError> {
+        self.queue.reading = false;
+        if records.is_empty() && self.queue.readable > 0 {
+            return Err(SessionError::QueueLost {
+                from: self.queue.read_from,
+                missing: self.queue.readable,
+            });
+        }
+        for (seq, queued) in records {
+            if seq < self.queue.read_from || self.queue.readable == 0 {
+                return Err(SessionError::BadRecord {
+                    seq,
+                    reason: format!(
+                        "a queued message out of order or never stored (reading from #{})",
+                        self.queue.read_from
+                    ),
+                });
+            }
+            let (publish, deadline) = decode_queued(seq, &queued)?;
+            let size = queued.packet.len();
+            let queue = &mut self.queue;
+            queue.read_from = seq.saturating_add(1);
+            queue.stored -= 1;
+            queue.readable -= 1;
+            queue.stored_bytes = queue.stored_bytes.saturating_sub(size as u64);
+            queue.resident_bytes += size;
+            queue.resident.push_back((seq, publish, size));
+            if let Some(at) = deadline {
+                self.expiries.insert((at, seq));
+                self.deadlines.insert(seq, at);
+            }
+        }
+        self.drop_expired();
+        self.drain();
+        Ok(())
+    }
+}

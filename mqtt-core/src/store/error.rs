@@ -1,0 +1,101 @@
+//! How a store fails.
+
+/// Why a store could not do what was asked.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// A stored record cannot be read. Nothing was returned for the session.
+    #[error(
+        "the record {record} of session {session} cannot be read ({reason}); the store is \
+         damaged: restore it from a backup, or clear this session to start it anew"
+    )]
+    Corrupt {
+        /// The session, as well as it could be read.
+        session: String,
+        /// Which record.
+        record: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// An earlier commit failed; the store accepts no writes until it is opened again.
+    #[error(
+        "an earlier commit failed ({cause}); the store refuses writes until it is reopened, \
+         and nothing after that failure was acknowledged"
+    )]
+    Poisoned {
+        /// What the failed commit reported.
+        cause: String,
+    },
+    /// The session to write holds records already (see [`move_session`]).
+    #[error("session {session} holds records already; clear it first or pick another")]
+    Occupied {
+        /// The session.
+        session: String,
+    },
+    /// The store at `path` could not be opened. `damaged` says the file itself is unreadable
+    /// (not a store, truncated, corrupted), as opposed to the system refusing it (permissions,
+    /// a missing directory, a full disk); only a damaged store may be set aside
+    /// ([`open_or_set_aside`]).
+    #[error("cannot open the store at {path}: {cause}{}", if *damaged { " (the file is damaged)" } else { "" })]
+    Open {
+        /// The file or directory.
+        path: String,
+        /// Why, in the backend's words.
+        cause: String,
+        /// Whether the file is damaged.
+        damaged: bool,
+        /// The underlying error.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
+    /// Another process holds the store open.
+    #[error(
+        "the store at {path} is open in another process; stop that process or use another path"
+    )]
+    Locked {
+        /// Where the store is.
+        path: String,
+    },
+    /// The backend reported an error (I/O, a full disk, a damaged file).
+    #[error("{backend} failed: {message}")]
+    Backend {
+        /// Which store.
+        backend: &'static str,
+        /// What happened.
+        message: String,
+        /// The underlying error.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
+}
+
+impl StoreError {
+    /// The store at `path` cannot be opened because of `source`; `damaged` as in
+    /// [`StoreError::Open`].
+    pub fn open(
+        path: &std::path::Path,
+        damaged: bool,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        let source = source.into();
+        Self::Open {
+            path: path.display().to_string(),
+            cause: source.to_string(),
+            damaged,
+            source: Some(source),
+        }
+    }
+
+    /// A backend error with its source.
+    pub fn backend(
+        backend: &'static str,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        let source = source.into();
+        Self::Backend {
+            backend,
+            message: source.to_string(),
+            source: Some(source),
+        }
+    }
+}

@@ -1,0 +1,239 @@
+//! Sessions on a key-value backend, section by section: resuming one without reading its
+//! whole queue, reading the queue on from a sequence number, and the queue totals that every
+//! commit keeps exact, so that a queue of millions costs neither memory nor a count at start.
+
+use std::collections::HashMap;
+
+use super::{KvBackend, Shared};
+use crate::store::layout::{self, KvWrite};
+use crate::store::{
+    Batch, QueueSummary, QueueWindow, QueuedPublish, SessionKey, StoreError, StoreOp, StoredSession,
+};
+
+/// Queued messages removed per commit when a session is cleared (at most so many, and so many
+/// bytes): a session of any size is cleared in bounded memory.
+const CLEAR_CHUNK: QueueWindow = QueueWindow::new(16_384, 64 << 20);
+
+/// How many queued messages, and how many bytes of their packets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+struct Totals {
+    messages: u64,
+    bytes: u64,
+}
+
+impl<B: KvBackend> Shared<B> {
+    /// Every entry in `[start, end)`.
+    fn entries_in(&self, (start, end): (Vec<u8>, Vec<u8>)) -> Result<super::Entries, StoreError> {
+        let mut out = Vec::new();
+        self.backend.visit_range(&start, Some(&end), &mut |k, v| {
+            out.push((k.to_vec(), v.to_vec()));
+            true
+        })?;
+        Ok(out)
+    }
+
+    pub(super) fn resume(
+        &self,
+        key: &SessionKey,
+        head: QueueWindow,
+    ) -> Result<StoredSession, StoreError> {
+        let mut entries = Vec::new();
+        let meta_key = layout::meta_key(key);
+        if let Some(meta) = self.backend.get(&meta_key)? {
+            entries.push((meta_key, meta));
+        }
+        entries.extend(self.entries_in(layout::flows_range(key))?);
+        entries.extend(self.entries_in(layout::subscriptions_range(key))?);
+        let mut session = layout::decode_session(key, entries)?;
+        session.queue = self.read_queue(key, 0, head)?;
+        session.queue_summary = self.summary(key)?;
+        if head == QueueWindow::ALL && QueueSummary::of(&session.queue) != session.queue_summary {
+            return Err(StoreError::Corrupt {
+                session: key.to_string(),
+                record: "queue totals".to_owned(),
+                reason: format!(
+                    "they say {:?}; the queue holds {:?}",
+                    session.queue_summary,
+                    QueueSummary::of(&session.queue)
+                ),
+            });
+        }
+        Ok(session)
+    }
+
+    pub(super) fn read_queue(
+        &self,
+        key: &SessionKey,
+        from: u64,
+        window: QueueWindow,
+    ) -> Result<Vec<(u64, QueuedPublish)>, StoreError> {
+        let (start, end) = layout::queue_range(key, from);
+        let mut out = Vec::new();
+        let mut bytes = 0usize;
+        let mut failed = None;
+        self.backend
+            .visit_range(
+                &start,
+                Some(&end),
+                &mut |k, v| match layout::decode_queued(key, k, v) {
+                    Ok((seq, message)) => {
+                        if !window.admits(out.len(), bytes, message.packet.len()) {
+                            return false;
+                        }
+                        bytes = bytes.saturating_add(message.packet.len());
+                        out.push((seq, message));
+                        true
+                    }
+                    Err(e) => {
+                        failed = Some(e);
+                        false
+                    }
+                },
+            )?;
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(out),
+        }
+    }
+
+    /// The whole queue in numbers: the totals record (counted from the records in a store
+    /// written before it existed) and the last key.
+    fn summary(&self, key: &SessionKey) -> Result<QueueSummary, StoreError> {
+        let totals = self.totals(key)?;
+        let (start, end) = layout::queue_range(key, 0);
+        let last_seq = self
+            .backend
+            .last_key_in(&start, &end)?
+            .and_then(|raw| layout::queued_seq_of_key(key, &raw));
+        if (totals.messages == 0) != last_seq.is_none() {
+            return Err(StoreError::Corrupt {
+                session: key.to_string(),
+                record: "queue totals".to_owned(),
+                reason: format!(
+                    "they count {} messages, and the last queued message is {last_seq:?}",
+                    totals.messages
+                ),
+            });
+        }
+        Ok(QueueSummary {
+            messages: totals.messages,
+            bytes: totals.bytes,
+            last_seq,
+        })
+    }
+
+    fn totals(&self, key: &SessionKey) -> Result<Totals, StoreError> {
+        if let Some(raw) = self.backend.get(&layout::queue_totals_key(key))? {
+            let (messages, bytes) = layout::decode_queue_totals(key, &raw)?;
+            return Ok(Totals { messages, bytes });
+        }
+        // A store from before the totals record: count once, in constant memory.
+        let (start, end) = layout::queue_range(key, 0);
+        let mut totals = Totals::default();
+        let mut failed = None;
+        self.backend
+            .visit_range(
+                &start,
+                Some(&end),
+                &mut |k, v| match layout::decode_queued(key, k, v) {
+                    Ok((_, message)) => {
+                        totals.messages += 1;
+                        totals.bytes += message.packet.len() as u64;
+                        true
+                    }
+                    Err(e) => {
+                        failed = Some(e);
+                        false
+                    }
+                },
+            )?;
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(totals),
+        }
+    }
+
+    /// The packet length of the queued message `seq`, if there is one.
+    fn queued_len(&self, key: &SessionKey, seq: u64) -> Result<Option<u64>, StoreError> {
+        let raw_key = layout::queue_key(key, seq);
+        match self.backend.get(&raw_key)? {
+            Some(value) => {
+                let (_, message) = layout::decode_queued(key, &raw_key, &value)?;
+                Ok(Some(message.packet.len() as u64))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Applies `batch`, with the queue totals it leaves in the same atomic write.
+    pub(super) fn commit(&self, key: &SessionKey, batch: &Batch) -> Result<(), StoreError> {
+        let touches_queue = batch
+            .ops()
+            .iter()
+            .any(|op| matches!(op, StoreOp::PushQueue { .. } | StoreOp::RemoveQueue { .. }));
+        let mut writes = layout::batch_writes(key, batch);
+        if !touches_queue {
+            return self.write(&writes);
+        }
+        self.check_writable()?;
+        let _serial = self.totals.lock().unwrap_or_else(|e| e.into_inner());
+        let mut totals = self.totals(key)?;
+        // What this batch did to each message it touches, for ops later in the same batch.
+        let mut touched: HashMap<u64, Option<u64>> = HashMap::new();
+        for op in batch.ops() {
+            let (seq, new_len) = match op {
+                StoreOp::PushQueue { seq, message } => (*seq, Some(message.packet.len() as u64)),
+                StoreOp::RemoveQueue { seq } => (*seq, None),
+                _ => continue,
+            };
+            let old_len = match touched.get(&seq) {
+                Some(len) => *len,
+                None => self.queued_len(key, seq)?,
+            };
+            if let Some(old) = old_len {
+                totals.messages = totals.messages.saturating_sub(1);
+                totals.bytes = totals.bytes.saturating_sub(old);
+            }
+            if let Some(new) = new_len {
+                totals.messages += 1;
+                totals.bytes += new;
+            }
+            touched.insert(seq, new_len);
+        }
+        let totals_key = layout::queue_totals_key(key);
+        writes.push(match totals.messages {
+            0 => KvWrite::Delete(totals_key),
+            _ => KvWrite::Put(
+                totals_key,
+                layout::queue_totals_value(key, totals.messages, totals.bytes),
+            ),
+        });
+        self.write(&writes)
+    }
+
+    /// Removes the session: the queue a chunk at a time (each chunk a commit that keeps the
+    /// totals right, so a crash part-way leaves a session whose oldest messages are gone,
+    /// never a damaged one), then the rest in one write.
+    pub(super) fn clear(&self, key: &SessionKey) -> Result<(), StoreError> {
+        loop {
+            let chunk = self.read_queue(key, 0, CLEAR_CHUNK)?;
+            if chunk.is_empty() {
+                break;
+            }
+            let batch: Batch = chunk
+                .into_iter()
+                .map(|(seq, _)| StoreOp::RemoveQueue { seq })
+                .collect();
+            self.commit(key, &batch)?;
+        }
+        let entries = self.backend.scan_prefix(&layout::session_prefix(key))?;
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let deletes: Vec<KvWrite> = entries
+            .into_iter()
+            .map(|(k, _)| KvWrite::Delete(k))
+            .collect();
+        self.write(&deletes)
+    }
+}

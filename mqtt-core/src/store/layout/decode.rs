@@ -1,0 +1,306 @@
+//! Reading records back: keys into sessions and sections, values checked (version, checksum)
+//! and decoded. Every failure is a [`StoreError::Corrupt`] naming the session and the record.
+
+use bytes::Bytes;
+
+use super::*;
+use crate::packet::{ProtocolVersion, QoS};
+use crate::store::{
+    OutboundRecord, QueuedPublish, SessionKey, SessionMeta, SessionScope, StoreError,
+    StoredSession, StoredSubscription,
+};
+
+/// Describes a raw key for error messages.
+fn describe_key(raw: &[u8]) -> String {
+    match split_key(raw) {
+        Ok((_, rest)) => match rest {
+            [SECTION_META] => "metadata".to_owned(),
+            [SECTION_OUTBOUND, n @ ..] => format!("outbound #{}", be_number(n)),
+            [SECTION_INBOUND, n @ ..] => format!("inbound marker for packet {}", be_number(n)),
+            [SECTION_QUEUE, n @ ..] => format!("queued message #{}", be_number(n)),
+            [SECTION_SUBSCRIPTION, f @ ..] => {
+                format!("subscription {:?}", String::from_utf8_lossy(f))
+            }
+            [SECTION_TOTALS] => "queue totals".to_owned(),
+            _ => format!("key {}", hex(raw)),
+        },
+        Err(_) => format!("key {}", hex(raw)),
+    }
+}
+
+fn be_number(bytes: &[u8]) -> u64 {
+    bytes
+        .iter()
+        .take(8)
+        .fold(0u64, |acc, &b| (acc << 8) | u64::from(b))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Reads a length-prefixed string from the front of `input`.
+fn take_str(input: &[u8]) -> Option<(String, &[u8])> {
+    let (len, rest) = input.split_first_chunk::<4>()?;
+    let len = usize::try_from(u32::from_be_bytes(*len)).ok()?;
+    if rest.len() < len {
+        return None;
+    }
+    let (text, rest) = rest.split_at(len);
+    Some((String::from_utf8(text.to_vec()).ok()?, rest))
+}
+
+fn split_key(raw: &[u8]) -> Result<(SessionKey, &[u8]), String> {
+    let (&kind, rest) = raw.split_first().ok_or("empty key")?;
+    let (scope, rest) = take_str(rest).ok_or("the scope is cut short or not UTF-8")?;
+    let (client_id, rest) = take_str(rest).ok_or("the client identifier is cut short")?;
+    let scope = match kind {
+        1 => SessionScope::Server(scope),
+        2 => SessionScope::Cluster(scope),
+        other => return Err(format!("unknown scope kind {other}")),
+    };
+    Ok((SessionKey::from_parts(scope, client_id), rest))
+}
+
+/// The session a raw key belongs to.
+pub fn session_of_key(raw: &[u8]) -> Result<SessionKey, StoreError> {
+    split_key(raw)
+        .map(|(key, _)| key)
+        .map_err(|reason| StoreError::Corrupt {
+            session: "(unreadable)".to_owned(),
+            record: describe_key(raw),
+            reason,
+        })
+}
+
+/// Checks a value's version and checksum and returns its kind and body.
+fn open_value<'v>(
+    session: &SessionKey,
+    key: &[u8],
+    value: &'v [u8],
+) -> Result<(u8, &'v [u8]), StoreError> {
+    let corrupt = |reason: String| StoreError::Corrupt {
+        session: session.to_string(),
+        record: describe_key(key),
+        reason,
+    };
+    let (&version, _) = value
+        .split_first()
+        .ok_or_else(|| corrupt("the value is empty".to_owned()))?;
+    if version != FORMAT_VERSION {
+        return Err(corrupt(format!(
+            "record format version {version}; this version of Mooring reads version {FORMAT_VERSION}"
+        )));
+    }
+    let (content, crc) = value
+        .split_last_chunk::<4>()
+        .filter(|(content, _)| content.len() >= 2)
+        .ok_or_else(|| corrupt(format!("the value is cut short ({} bytes)", value.len())))?;
+    if crc32(&[key, content]) != u32::from_be_bytes(*crc) {
+        return Err(corrupt("the checksum does not match".to_owned()));
+    }
+    match content {
+        [_, kind, body @ ..] => Ok((*kind, body)),
+        _ => Err(corrupt("the value is cut short".to_owned())),
+    }
+}
+
+fn decode_meta_body(body: &[u8]) -> Option<SessionMeta> {
+    let (expiry, rest) = body.split_first_chunk::<4>()?;
+    let (&has_ended, rest) = rest.split_first()?;
+    let (disconnected_at_ms, rest) = match has_ended {
+        0 => (None, rest),
+        1 => {
+            let (ms, rest) = rest.split_first_chunk::<8>()?;
+            (Some(u64::from_be_bytes(*ms)), rest)
+        }
+        _ => return None,
+    };
+    let (&has_assigned, rest) = rest.split_first()?;
+    let (assigned_client_id, rest) = match has_assigned {
+        0 => (None, rest),
+        1 => {
+            let (id, rest) = take_str(rest)?;
+            (Some(id), rest)
+        }
+        _ => return None,
+    };
+    let (alive_until_ms, protocol) = match rest {
+        [] => (None, ProtocolVersion::V5),
+        _ => {
+            let (alive, rest) = rest.split_first_chunk::<8>()?;
+            let alive = Some(u64::from_be_bytes(*alive)).filter(|ms| *ms != u64::MAX);
+            match rest {
+                [] => (alive, ProtocolVersion::V5),
+                [level] if *level == ProtocolVersion::V311.level() => {
+                    (alive, ProtocolVersion::V311)
+                }
+                _ => return None,
+            }
+        }
+    };
+    Some(SessionMeta {
+        session_expiry_interval: u32::from_be_bytes(*expiry),
+        disconnected_at_ms,
+        assigned_client_id,
+        alive_until_ms,
+        protocol,
+    })
+}
+
+/// Decodes a metadata value stored under `meta_key(session)`.
+pub fn decode_meta(session: &SessionKey, value: &[u8]) -> Result<SessionMeta, StoreError> {
+    let key = meta_key(session);
+    let bad = |reason: &str| StoreError::Corrupt {
+        session: session.to_string(),
+        record: "metadata".to_owned(),
+        reason: reason.to_owned(),
+    };
+    match open_value(session, &key, value)? {
+        (KIND_META, body) => decode_meta_body(body).ok_or_else(|| bad("the body is malformed")),
+        (other, _) => Err(bad(&format!("kind {other} where metadata belongs"))),
+    }
+}
+
+fn queued_from_body(kind: u8, body: &[u8]) -> Result<QueuedPublish, String> {
+    let (&qos, rest) = body.split_first().ok_or("a queued message holds no QoS")?;
+    let qos = QoS::from_u8(qos).ok_or_else(|| format!("a queued message has QoS {qos}"))?;
+    let (expires_at_ms, packet) = if kind == KIND_QUEUED_EXPIRING {
+        let (at, packet) = rest
+            .split_first_chunk::<8>()
+            .ok_or("an expiring message holds no deadline")?;
+        (Some(u64::from_be_bytes(*at)), packet)
+    } else {
+        (None, rest)
+    };
+    Ok(QueuedPublish {
+        qos,
+        packet: Bytes::copy_from_slice(packet),
+        expires_at_ms,
+    })
+}
+
+/// Decodes one queued message of `session`: its sequence number and the message.
+pub fn decode_queued(
+    session: &SessionKey,
+    key: &[u8],
+    value: &[u8],
+) -> Result<(u64, QueuedPublish), StoreError> {
+    let bad = |reason: String| StoreError::Corrupt {
+        session: session.to_string(),
+        record: describe_key(key),
+        reason,
+    };
+    let prefix = session_prefix(session);
+    let Some([SECTION_QUEUE, seq @ ..]) = key.strip_prefix(prefix.as_slice()) else {
+        return Err(bad("not a queued message of this session".to_owned()));
+    };
+    if seq.len() != 8 {
+        return Err(bad("not a queued message of this session".to_owned()));
+    }
+    match open_value(session, key, value)? {
+        (kind @ (KIND_QUEUED | KIND_QUEUED_EXPIRING), body) => {
+            Ok((be_number(seq), queued_from_body(kind, body).map_err(bad)?))
+        }
+        (kind, _) => Err(bad(format!("kind {kind:?} does not belong under this key"))),
+    }
+}
+
+/// The sequence number of a queued message's key, if `raw` is one of `session`'s.
+pub fn queued_seq_of_key(session: &SessionKey, raw: &[u8]) -> Option<u64> {
+    match raw.strip_prefix(session_prefix(session).as_slice())? {
+        [SECTION_QUEUE, seq @ ..] if seq.len() == 8 => Some(be_number(seq)),
+        _ => None,
+    }
+}
+
+/// Decodes the queue totals stored under [`queue_totals_key`]`(session)`: the number of queued
+/// messages and the bytes of their packets.
+pub fn decode_queue_totals(session: &SessionKey, value: &[u8]) -> Result<(u64, u64), StoreError> {
+    let key = queue_totals_key(session);
+    let bad = |reason: String| StoreError::Corrupt {
+        session: session.to_string(),
+        record: "queue totals".to_owned(),
+        reason,
+    };
+    match open_value(session, &key, value)? {
+        (KIND_TOTALS, body) => match body.split_first_chunk::<8>() {
+            Some((messages, bytes)) => match <[u8; 8]>::try_from(bytes) {
+                Ok(bytes) => Ok((u64::from_be_bytes(*messages), u64::from_be_bytes(bytes))),
+                Err(_) => Err(bad(format!("a body of {} bytes, not 16", body.len()))),
+            },
+            None => Err(bad(format!("a body of {} bytes, not 16", body.len()))),
+        },
+        (other, _) => Err(bad(format!("kind {other} where queue totals belong"))),
+    }
+}
+
+/// Rebuilds a session from its entries: key-value pairs under `session_prefix(session)`, in
+/// ascending key order (all of them, or the sections a caller read). The queue totals record,
+/// if given, is checked and otherwise skipped: `queue_summary` describes the queue records
+/// given.
+pub fn decode_session<K, V>(
+    session: &SessionKey,
+    entries: impl IntoIterator<Item = (K, V)>,
+) -> Result<StoredSession, StoreError>
+where
+    K: AsRef<[u8]>,
+    V: AsRef<[u8]>,
+{
+    let prefix = session_prefix(session);
+    let mut out = StoredSession::default();
+    for (key, value) in entries {
+        let (key, value) = (key.as_ref(), value.as_ref());
+        let bad = |reason: String| StoreError::Corrupt {
+            session: session.to_string(),
+            record: describe_key(key),
+            reason,
+        };
+        let rest = key
+            .strip_prefix(prefix.as_slice())
+            .ok_or_else(|| bad("the key belongs to another session".to_owned()))?;
+        let (kind, body) = open_value(session, key, value)?;
+        match (rest, kind) {
+            ([SECTION_META], KIND_META) => {
+                let meta = decode_meta_body(body)
+                    .ok_or_else(|| bad("the metadata body is malformed".to_owned()))?;
+                out.meta = Some(meta);
+            }
+            ([SECTION_OUTBOUND, seq @ ..], KIND_PUBLISH) if seq.len() == 8 => {
+                out.outbound.push((
+                    be_number(seq),
+                    OutboundRecord::Publish(Bytes::copy_from_slice(body)),
+                ));
+            }
+            ([SECTION_OUTBOUND, seq @ ..], KIND_PUBREL) if seq.len() == 8 => {
+                let id = body
+                    .try_into()
+                    .map(u16::from_be_bytes)
+                    .map_err(|_| bad("a PUBREL record holds no packet identifier".to_owned()))?;
+                out.outbound
+                    .push((be_number(seq), OutboundRecord::PubRel { packet_id: id }));
+            }
+            ([SECTION_INBOUND, id @ ..], KIND_INBOUND) if id.len() == 2 && body.is_empty() => {
+                // Two bytes, so the number fits in a u16.
+                out.inbound.push(be_number(id) as u16);
+            }
+            ([SECTION_QUEUE, seq @ ..], KIND_QUEUED | KIND_QUEUED_EXPIRING) if seq.len() == 8 => {
+                out.queue
+                    .push((be_number(seq), queued_from_body(kind, body).map_err(bad)?));
+            }
+            ([SECTION_SUBSCRIPTION, filter @ ..], KIND_SUBSCRIPTION) => {
+                let filter = std::str::from_utf8(filter)
+                    .map_err(|_| bad("a subscription's filter is not UTF-8".to_owned()))?;
+                out.subscriptions.push(StoredSubscription {
+                    filter: filter.to_owned(),
+                    packet: Bytes::copy_from_slice(body),
+                });
+            }
+            // The totals describe the queue; a caller that holds the queue needs none.
+            ([SECTION_TOTALS], KIND_TOTALS) => {}
+            _ => return Err(bad(format!("kind {kind:?} does not belong under this key"))),
+        }
+    }
+    out.queue_summary = crate::store::QueueSummary::of(&out.queue);
+    Ok(out)
+}
