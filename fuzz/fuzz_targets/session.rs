@@ -18,7 +18,8 @@ use mqtt_core::packet::{
 };
 use mqtt_core::session::{Event, Session, SessionOptions};
 use mqtt_core::store::{
-    Batch, OutboundRecord, QueuedPublish, SessionMeta, StoreOp, StoredSession, StoredSubscription,
+    Batch, OutboundRecord, QueueSummary, QueueWindow, QueuedPublish, SessionMeta, StoreOp,
+    StoredSession, StoredSubscription,
 };
 
 const START_MS: u64 = 1_764_000_000_000;
@@ -109,14 +110,30 @@ impl Store {
         self.outbound.keys().chain(queued.map(|(seq, _)| seq)).copied()
     }
 
-    fn stored(&self) -> StoredSession {
+    /// What `resume` returns: the queue's head within `head`, and its summary.
+    fn resumed(&self, head: QueueWindow) -> StoredSession {
+        let whole: Vec<(u64, QueuedPublish)> = self.queue.clone().into_iter().collect();
         StoredSession {
             meta: self.meta.clone(),
             outbound: self.outbound.clone().into_iter().collect(),
             inbound: self.inbound.iter().copied().collect(),
-            queue: self.queue.clone().into_iter().collect(),
+            queue_summary: QueueSummary::of(&whole),
+            queue: self.read_queue(0, head),
             subscriptions: self.subscriptions.values().cloned().collect(),
         }
+    }
+
+    fn read_queue(&self, from: u64, window: QueueWindow) -> Vec<(u64, QueuedPublish)> {
+        let mut out = Vec::new();
+        let mut bytes = 0;
+        for (seq, message) in self.queue.range(from..) {
+            if !window.admits(out.len(), bytes, message.packet.len()) {
+                break;
+            }
+            bytes += message.packet.len();
+            out.push((*seq, message.clone()));
+        }
+        out
     }
 }
 
@@ -129,6 +146,8 @@ fn options(protocol: ProtocolVersion) -> SessionOptions {
     options.properties.receive_maximum = Some(4);
     options.properties.topic_alias_maximum = Some(4);
     options.properties.maximum_packet_size = Some(2048);
+    // A small window: queues spill to the store and are read back.
+    options.queue_window = QueueWindow::new(3, 512);
     options
 }
 
@@ -179,8 +198,23 @@ impl World {
         }
     }
 
-    /// Commits and "sends" what the engine produced.
+    /// Commits and "sends" what the engine produced, and reads back the queue when asked (after
+    /// committing everything polled, as the driver does).
     fn flush(&mut self) {
+        loop {
+            self.commit_and_send();
+            let Some(read) = self.session.poll_queue_read() else {
+                return;
+            };
+            let records = self.store.read_queue(read.from, read.window);
+            trace(&format!("read {read:?}: {} records", records.len()));
+            if let Err(e) = self.session.queue_read(records) {
+                panic!("the engine refused what its own store returned: {e}");
+            }
+        }
+    }
+
+    fn commit_and_send(&mut self) {
         while let Some(output) = self.session.poll_output(self.now) {
             trace(&format!("commit {:?}\nsend {:?}", output.commit.ops(), output.send));
             for (seq, continues) in self.store.apply(&output.commit) {
@@ -241,7 +275,7 @@ impl World {
     }
 
     fn crash(&mut self) {
-        let stored = self.store.stored();
+        let stored = self.store.resumed(options(self.protocol).queue_window);
         self.session = Session::new(options(self.protocol), stored, self.now_ms)
             .expect("what the engine committed always loads");
         self.connected = false;

@@ -12,7 +12,8 @@
 //! `CRASH_KILLS` (default 20 at QoS 2, 10 at QoS 1), `CRASH_SEED` (replays a run) and
 //! `CRASH_STORE` (run one store only) tune it; `scripts/crash.sh STORE N` runs a long one.
 //! `MQTT_VERSION=3.1.1` runs the gateway's session at MQTT 3.1.1; the `*_at_3_1_1` tests always
-//! do.
+//! do. The `*_read_back_from_the_store` tests hold at most two queued messages in memory, so
+//! that the queue lives in the store and kills land while it is read back.
 //! `CRASH_BROKER_LOG=1` prints what a failing run needs: the broker's log lines about the
 //! gateway by kind, any CONNACK without a session, and the missing messages.
 #![allow(
@@ -68,6 +69,23 @@ impl Rng {
     }
 }
 
+/// How the gateway's client is set up.
+#[derive(Debug, Clone, Copy)]
+struct Variant {
+    protocol: ProtocolVersion,
+    /// At most this many queued messages in memory (`None`: the default window).
+    queue_window: Option<usize>,
+}
+
+impl Variant {
+    fn of(protocol: ProtocolVersion) -> Self {
+        Self {
+            protocol,
+            queue_window: None,
+        }
+    }
+}
+
 struct Gateway {
     child: Child,
     stdin: Option<ChildStdin>,
@@ -81,14 +99,19 @@ fn spawn_gateway(
     url: &str,
     qos: u8,
     per_task: u64,
-    protocol: ProtocolVersion,
+    variant: Variant,
 ) -> Gateway {
-    let version = match protocol {
+    let version = match variant.protocol {
         ProtocolVersion::V311 => "3.1.1",
         _ => "5",
     };
+    let window = variant
+        .queue_window
+        .map(|w| w.to_string())
+        .unwrap_or_default();
     let mut child = Command::new(env!("CARGO_BIN_EXE_gateway_child"))
         .env("MQTT_VERSION", version)
+        .env("QUEUE_WINDOW", window)
         .arg(store)
         .arg(dir.join(format!("gateway.{store}")))
         .arg(url)
@@ -175,10 +198,10 @@ struct Report {
     redelivered_after_ack: usize,
 }
 
-async fn prove(store: &str, qos: QoS, kills: u32, seed: u64, protocol: ProtocolVersion) -> Report {
+async fn prove(store: &str, qos: QoS, kills: u32, seed: u64, variant: Variant) -> Report {
     let qos_n: u8 = if qos == QoS::ExactlyOnce { 2 } else { 1 };
     println!(
-        "crash proof: store {store}, QoS {qos_n}, {protocol:?}, {kills} kills, CRASH_SEED={seed}"
+        "crash proof: store {store}, QoS {qos_n}, {variant:?}, {kills} kills, CRASH_SEED={seed}"
     );
     let mut rng = Rng(seed | 1);
     let dir = tempfile::tempdir().unwrap();
@@ -217,7 +240,7 @@ async fn prove(store: &str, qos: QoS, kills: u32, seed: u64, protocol: ProtocolV
     let per_task = PER_TASK_PER_KILL * u64::from(kills.max(1));
     let inbound = INBOUND_PER_KILL * u64::from(kills.max(1));
     report.expected = u64::from(TASKS) * per_task;
-    let mut gateway = spawn_gateway(store, dir.path(), &proxy.url(), qos_n, per_task, protocol);
+    let mut gateway = spawn_gateway(store, dir.path(), &proxy.url(), qos_n, per_task, variant);
     let subscribed = gateway.subscribed.clone();
     wait_for("the first subscription", Duration::from_secs(20), || {
         subscribed.load(Ordering::SeqCst)
@@ -273,7 +296,7 @@ async fn prove(store: &str, qos: QoS, kills: u32, seed: u64, protocol: ProtocolV
             });
             report.broker_restarts += 1;
         }
-        gateway = spawn_gateway(store, dir.path(), &proxy.url(), qos_n, per_task, protocol);
+        gateway = spawn_gateway(store, dir.path(), &proxy.url(), qos_n, per_task, variant);
     }
 
     // The last run finishes the work and stops cleanly.
@@ -462,12 +485,12 @@ fn selected(store: &str) -> bool {
     chosen == store
 }
 
-async fn exactly_once(store: &str, protocol: ProtocolVersion) {
+async fn exactly_once(store: &str, variant: Variant) {
     if !selected(store) {
         return;
     }
     let (kills, seed) = settings(20);
-    let r = prove(store, QoS::ExactlyOnce, kills, seed, protocol).await;
+    let r = prove(store, QoS::ExactlyOnce, kills, seed, variant).await;
     assert_eq!(r.missing, 0, "accepted messages lost: {r:?}");
     assert_eq!(r.duplicates, 0, "messages arrived twice: {r:?}");
     assert_eq!(r.order_violations, 0, "per-task order broken: {r:?}");
@@ -490,7 +513,7 @@ async fn at_least_once(store: &str) {
         return;
     }
     let (kills, seed) = settings(10);
-    let r = prove(store, QoS::AtLeastOnce, kills, seed, version()).await;
+    let r = prove(store, QoS::AtLeastOnce, kills, seed, Variant::of(version())).await;
     assert_eq!(r.missing, 0, "accepted messages lost: {r:?}");
     assert_eq!(
         r.unconsumed, 0,
@@ -509,22 +532,46 @@ fn version() -> ProtocolVersion {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redb_qos2_exactly_once_across_kills_cuts_and_broker_restarts() {
-    exactly_once("redb", version()).await;
+    exactly_once("redb", Variant::of(version())).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sled_qos2_exactly_once_across_kills_cuts_and_broker_restarts() {
-    exactly_once("sled", version()).await;
+    exactly_once("sled", Variant::of(version())).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redb_qos2_exactly_once_at_3_1_1() {
-    exactly_once("redb", ProtocolVersion::V311).await;
+    exactly_once("redb", Variant::of(ProtocolVersion::V311)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sled_qos2_exactly_once_at_3_1_1() {
-    exactly_once("sled", ProtocolVersion::V311).await;
+    exactly_once("sled", Variant::of(ProtocolVersion::V311)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redb_qos2_exactly_once_with_the_queue_read_back_from_the_store() {
+    exactly_once(
+        "redb",
+        Variant {
+            protocol: version(),
+            queue_window: Some(2),
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sled_qos2_exactly_once_with_the_queue_read_back_from_the_store() {
+    exactly_once(
+        "sled",
+        Variant {
+            protocol: version(),
+            queue_window: Some(2),
+        },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

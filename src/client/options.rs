@@ -15,7 +15,7 @@ use super::transport::{BoxFuture, Connector, TransportOptions};
 use super::url::ServerUrl;
 use crate::packet::{UserProperty, Will};
 use crate::session::{Authenticator, SessionOptions};
-use crate::store::{SessionStore, SetAside};
+use crate::store::{QueueWindow, SessionStore, SetAside};
 
 /// What a hook may change before a connection attempt: credentials, CONNECT user properties and
 /// transport settings.
@@ -290,6 +290,15 @@ impl ClientBuilder {
     /// [`in_flight_maximum`](Self::in_flight_maximum), 20 unless set.
     pub fn protocol(mut self, version: crate::packet::ProtocolVersion) -> Self {
         self.settings.session.protocol = version;
+        self
+    }
+
+    /// How much of the durable queue is held in memory: at most `messages` messages and
+    /// `bytes` bytes of their packets (default 4,096 and 4 MiB). The rest waits in the store
+    /// and is read back in order as the queue drains, so a queue of millions costs this
+    /// window, not its length.
+    pub fn queue_window(mut self, messages: usize, bytes: usize) -> Self {
+        self.settings.session.queue_window = QueueWindow::new(messages.max(1), bytes);
         self
     }
 

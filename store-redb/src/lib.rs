@@ -26,8 +26,8 @@ use std::path::{Path, PathBuf};
 use mqtt_core::store::layout::KvWrite;
 use mqtt_core::store::{KvBackend, KvOpen, KvStore, StoreError};
 use redb::{
-    Database, DatabaseError, Durability, ReadableDatabase, StorageBackend, StorageError,
-    TableDefinition,
+    Database, DatabaseError, Durability, ReadableDatabase, ReadableTableMetadata, StorageBackend,
+    StorageError, TableDefinition,
 };
 
 /// The durable session store on redb.
@@ -38,16 +38,63 @@ const SESSIONS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("mooring_se
 
 const NAME: &str = "redb store";
 
+/// redb's page cache (its default is 1 GiB): the working set of a session store is its
+/// in-flight window and the two ends of its queue, so a small cache keeps memory flat however
+/// long the queue grows.
+pub const CACHE_BYTES: usize = 32 * 1024 * 1024;
+
 fn open_database(path: &Path) -> Result<Database, StoreError> {
-    Database::create(path).map_err(|e| match e {
-        DatabaseError::DatabaseAlreadyOpen => StoreError::Locked {
-            path: path.display().to_string(),
-        },
-        other => {
-            let damaged = is_damage(&other);
-            StoreError::open(path, damaged, redb::Error::from(other))
+    Database::builder()
+        .set_cache_size(CACHE_BYTES)
+        .create(path)
+        .map_err(|e| match e {
+            DatabaseError::DatabaseAlreadyOpen => StoreError::Locked {
+                path: path.display().to_string(),
+            },
+            other => {
+                let damaged = is_damage(&other);
+                StoreError::open(path, damaged, redb::Error::from(other))
+            }
+        })
+}
+
+/// A file at least this large that holds at most [`COMPACT_MOST_RECORDS`] records is
+/// compacted when it is opened.
+const COMPACT_FILE_BYTES: u64 = 64 * 1024 * 1024;
+/// See [`COMPACT_FILE_BYTES`]: few enough records that compacting them is quick.
+const COMPACT_MOST_RECORDS: u64 = 65_536;
+
+/// Compacts a large file that holds few records (a queue drained): redb reuses the pages a
+/// drain frees while the database stays open, but once it is closed and opened again it does
+/// not find them for the next fill, and the file grew by the whole queue again (measured:
+/// 272 MiB after a million queued messages, 440 MiB after the second million). The record
+/// count is kept in the table's root, so deciding costs nothing; a file full of records is
+/// never compacted at start-up.
+fn compact_if_mostly_free(
+    db: &mut Database,
+    path: &Path,
+    min_file_bytes: u64,
+) -> Result<(), StoreError> {
+    let file_bytes = std::fs::metadata(path).map_or(0, |m| m.len());
+    if file_bytes < min_file_bytes {
+        return Ok(());
+    }
+    let records = {
+        let txn = db.begin_read().map_err(backend_error)?;
+        match txn.open_table(SESSIONS) {
+            Ok(table) => table.len().map_err(backend_error)?,
+            Err(redb::TableError::TableDoesNotExist(_)) => 0,
+            Err(e) => return Err(backend_error(e)),
         }
-    })
+    };
+    if records > COMPACT_MOST_RECORDS {
+        return Ok(());
+    }
+    while db
+        .compact()
+        .map_err(|e| StoreError::backend(NAME, e.to_string()))?
+    {}
+    Ok(())
 }
 
 /// Whether redb refused the file for what is in it: not a redb database, or corrupted.
@@ -88,7 +135,9 @@ impl RedbBackend {
         if !path.exists() {
             Self::create_atomically(&path)?;
         }
-        Self::from_database(open_database(&path)?)
+        let mut db = open_database(&path)?;
+        compact_if_mostly_free(&mut db, &path, COMPACT_FILE_BYTES)?;
+        Self::from_database(db)
     }
 
     fn create_atomically(path: &Path) -> Result<(), StoreError> {
@@ -208,5 +257,66 @@ impl KvBackend for RedbBackend {
             }
         }
         txn.commit().map_err(backend_error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn fill(db: &Database, from: u32, count: u32) {
+        let txn = db.begin_write().unwrap();
+        {
+            let mut table = txn.open_table(SESSIONS).unwrap();
+            for n in from..from + count {
+                table
+                    .insert(n.to_be_bytes().as_slice(), [7u8; 100].as_slice())
+                    .unwrap();
+            }
+        }
+        txn.commit().unwrap();
+    }
+
+    fn empty(db: &Database, from: u32, count: u32) {
+        for chunk in (from..from + count).step_by(1000) {
+            let txn = db.begin_write().unwrap();
+            {
+                let mut table = txn.open_table(SESSIONS).unwrap();
+                for n in chunk..chunk + 1000 {
+                    table.remove(n.to_be_bytes().as_slice()).unwrap();
+                }
+            }
+            txn.commit().unwrap();
+        }
+    }
+
+    #[test]
+    fn a_drained_file_reopened_is_compacted_and_the_next_fill_reuses_its_space() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.redb");
+        let size = || std::fs::metadata(&path).unwrap().len();
+        let db = RedbBackend::open_path(&path).unwrap().db;
+        fill(&db, 0, 50_000);
+        empty(&db, 0, 50_000);
+        let full = size();
+        drop(db);
+        let mut db = open_database(&path).unwrap();
+        compact_if_mostly_free(&mut db, &path, 1).unwrap();
+        assert!(size() < full / 4, "compacted: {} of {full} bytes", size());
+        fill(&db, 0, 50_000);
+        assert!(
+            size() <= full,
+            "the second fill took {} bytes, the first {full}",
+            size()
+        );
+        // A file that holds many records is left as it is.
+        fill(&db, 50_000, 30_000);
+        drop(db);
+        let mut db = open_database(&path).unwrap();
+        let before = size();
+        compact_if_mostly_free(&mut db, &path, 1).unwrap();
+        assert_eq!(size(), before);
     }
 }

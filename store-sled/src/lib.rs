@@ -61,12 +61,18 @@ impl std::fmt::Debug for SledBackend {
     }
 }
 
+/// sled's page cache (its default is 1 GiB): the working set of a session store is its
+/// in-flight window and the two ends of its queue, so a small cache keeps memory flat however
+/// long the queue grows.
+pub const CACHE_BYTES: u64 = 32 * 1024 * 1024;
+
 impl SledBackend {
     /// Opens or creates the database in the directory `path`.
     pub fn open_path(path: impl Into<PathBuf>) -> Result<Self, StoreError> {
         let path = path.into();
         let db = sled::Config::new()
             .path(&path)
+            .cache_capacity(CACHE_BYTES)
             .open()
             .map_err(|e| match e {
                 // sled says a held lock only in the words of an `Other` I/O error; ask the

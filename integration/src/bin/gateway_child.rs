@@ -15,6 +15,8 @@
 //!   done; disconnects cleanly and exits when its standard input closes.
 //! - `MQTT_VERSION=3.1.1` makes it speak MQTT 3.1.1 (default 5), with `RECEIVE_MAXIMUM` as its
 //!   in-flight window too (a 3.1.1 broker announces none).
+//! - `QUEUE_WINDOW=N` holds at most N queued messages in memory (the rest are read back from
+//!   the store as the queue drains).
 #![forbid(unsafe_code)]
 
 use std::collections::{BTreeMap, HashSet};
@@ -164,6 +166,9 @@ async fn run() -> Result<(), Error> {
         builder = builder
             .protocol(ProtocolVersion::V311)
             .in_flight_maximum(a.receive_maximum);
+    }
+    if let Some(window) = std::env::var("QUEUE_WINDOW").ok().filter(|v| !v.is_empty()) {
+        builder = builder.queue_window(window.parse()?, 1 << 20);
     }
     let (client, messages) = builder
         .server(a.url.clone())

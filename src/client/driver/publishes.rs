@@ -23,12 +23,32 @@ pub(super) struct Publishes {
     parked: VecDeque<(Publish, Reply<Delivery>)>,
     /// Accepted QoS 1/2 publishes, by slot and id, awaiting PUBACK or PUBCOMP.
     deliveries: HashMap<(usize, PublishId), oneshot::Sender<Outcome>>,
+    /// How many deliveries there were after the last sweep of those nobody awaits.
+    swept_at: usize,
 }
+
+/// Deliveries below which no sweep is made.
+const SWEEP_FLOOR: usize = 1024;
 
 impl Publishes {
     /// How many publishers wait for room.
     pub(super) fn parked(&self) -> usize {
         self.parked.len()
+    }
+
+    /// Awaits the answer to publish `id` for whoever holds its `Delivery`. Deliveries nobody
+    /// holds any more are swept out whenever their number has doubled since the last sweep:
+    /// an application that drops its deliveries while millions of messages queue offline
+    /// costs no memory per message.
+    fn await_answer(&mut self, slot: usize, id: PublishId, tx: oneshot::Sender<Outcome>) {
+        self.deliveries.insert((slot, id), tx);
+        if self.deliveries.len() >= self.swept_at.max(SWEEP_FLOOR) * 2 {
+            self.deliveries.retain(|_, tx| !tx.is_closed());
+            if self.deliveries.capacity() > self.deliveries.len() * 4 {
+                self.deliveries.shrink_to_fit();
+            }
+            self.swept_at = self.deliveries.len();
+        }
     }
 
     /// The server answered a publish (or refused it).
@@ -182,7 +202,7 @@ impl Driver {
                 if qos == QoS::AtMostOnce {
                     let _ = tx.send(Ok(ReasonCode::Success));
                 } else {
-                    self.publishes.deliveries.insert((slot, id), tx);
+                    self.publishes.await_answer(slot, id, tx);
                 }
                 self.stats.published.fetch_add(1, Ordering::Relaxed);
                 self.pipeline.count_publish();
@@ -210,5 +230,40 @@ impl Driver {
                 self.accept(publish, reply);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deliveries_nobody_awaits_are_swept_as_they_pile_up() {
+        let mut publishes = Publishes::default();
+        let mut held = Vec::new();
+        for id in 0..100_000u64 {
+            let (tx, rx) = oneshot::channel();
+            publishes.await_answer(0, id, tx);
+            // One application in a hundred keeps its delivery; the others drop it at once.
+            if id % 100 == 0 {
+                held.push(rx);
+            }
+        }
+        assert!(
+            publishes.deliveries.len() < 2 * SWEEP_FLOOR + held.len(),
+            "{} deliveries kept for {} holders",
+            publishes.deliveries.len(),
+            held.len()
+        );
+        // The ones still awaited are all there, and resolve.
+        for id in (0..100_000u64).step_by(100) {
+            assert!(
+                publishes.deliveries.contains_key(&(0, id)),
+                "delivery {id} lost"
+            );
+        }
+        publishes.resolve(0, 0, Ok(ReasonCode::Success));
+        let mut first = held.swap_remove(0);
+        assert_eq!(first.try_recv().ok(), Some(Ok(ReasonCode::Success)));
     }
 }

@@ -4,6 +4,7 @@
 //! cargo run --release -p integration --bin bench            # the full table (a few minutes)
 //! cargo run --release -p integration --bin bench -- smoke   # every row once, tiny counts
 //! cargo run --release -p integration --bin bench -- full 0  # mosquitto max_inflight_messages 0
+//! cargo run --release -p integration --bin bench -- queue 1000000  # a queue offline, drained
 //! ```
 //!
 //! It starts its own mosquitto, measures the machine's ceilings (raw `fdatasync` rate, what
@@ -16,6 +17,8 @@
 //! Finally the recovery time: from process start to every one of 100,000 stored messages
 //! retransmitted and acknowledged, per durable store. It prints markdown tables.
 #![forbid(unsafe_code)]
+
+mod queue;
 
 use std::collections::HashMap;
 use std::process::{Command, ExitCode, Stdio};
@@ -495,6 +498,28 @@ fn main() -> ExitCode {
                     return Err("bad fill arguments".into());
                 };
                 fill(store, path, count.parse()?).await
+            }
+            Some("queue-fill") => {
+                let [_, store, path, count, end] = args.as_slice() else {
+                    return Err("bad queue-fill arguments".into());
+                };
+                queue::fill(store, path, count.parse()?, end).await
+            }
+            Some("queue-drain") => {
+                let [_, store, path, url] = args.as_slice() else {
+                    return Err("bad queue-drain arguments".into());
+                };
+                queue::drain(store, path, url).await
+            }
+            Some("queue-live") => {
+                let [_, store, path, url, count] = args.as_slice() else {
+                    return Err("bad queue-live arguments".into());
+                };
+                queue::live(store, path, url, count.parse()?).await
+            }
+            Some("queue") => {
+                let count = args.get(1).map_or(Ok(100_000), |v| v.parse())?;
+                queue::run(count, args.get(2..).unwrap_or_default()).await
             }
             Some("recover") => {
                 let [_, store, path, url] = args.as_slice() else {
