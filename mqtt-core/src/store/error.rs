@@ -26,7 +26,7 @@ pub enum StoreError {
         /// What the failed commit reported.
         cause: String,
     },
-    /// The session to write holds records already (see [`move_session`]).
+    /// The session to write holds records already (see [`move_session`](super::move_session)).
     #[error("session {session} holds records already; clear it first or pick another")]
     Occupied {
         /// The session.
@@ -35,7 +35,7 @@ pub enum StoreError {
     /// The store at `path` could not be opened. `damaged` says the file itself is unreadable
     /// (not a store, truncated, corrupted), as opposed to the system refusing it (permissions,
     /// a missing directory, a full disk); only a damaged store may be set aside
-    /// ([`open_or_set_aside`]).
+    /// ([`open_or_set_aside`](super::open_or_set_aside)).
     #[error("cannot open the store at {path}: {cause}{}", if *damaged { " (the file is damaged)" } else { "" })]
     Open {
         /// The file or directory.
