@@ -72,3 +72,10 @@ pub fn fdatasync_rate(dir: &std::path::Path, seconds: f64, append: bool) -> std:
     }
     Ok(syncs as f64 / start.elapsed().as_secs_f64())
 }
+
+/// The wall clock in milliseconds since the UNIX epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}

@@ -17,6 +17,10 @@
 //!   in-flight window too (a 3.1.1 broker announces none).
 //! - `QUEUE_WINDOW=N` holds at most N queued messages in memory (the rest are read back from
 //!   the store as the queue drains).
+//! - For the soak (`src/bin/soak.rs`): `QOS` may be `mixed` (even tasks publish at QoS 1, odd
+//!   ones at QoS 2; it consumes at QoS 2); `GATEWAY_UNTIL=<ms since the UNIX epoch>` ends
+//!   every task's publishing then, whatever `PER_TASK` says; `GATEWAY_STATS=1` prints
+//!   `STATS <queued> <in flight>` every second.
 #![forbid(unsafe_code)]
 
 use std::collections::{BTreeMap, HashSet};
@@ -38,7 +42,9 @@ struct Args {
     path: PathBuf,
     url: String,
     dir: PathBuf,
-    qos: QoS,
+    /// The QoS of each task's publishes, by task parity (even, odd), and of consuming.
+    qos: (QoS, QoS),
+    consume_qos: QoS,
     tasks: u32,
     per_task: u64,
     pace: Duration,
@@ -70,9 +76,14 @@ fn args() -> Result<Args, Error> {
         url: url.clone(),
         dir: dir.into(),
         qos: match qos.as_str() {
+            "1" => (QoS::AtLeastOnce, QoS::AtLeastOnce),
+            "2" => (QoS::ExactlyOnce, QoS::ExactlyOnce),
+            "mixed" => (QoS::AtLeastOnce, QoS::ExactlyOnce),
+            other => return Err(format!("QoS must be 1, 2 or mixed, not {other}").into()),
+        },
+        consume_qos: match qos.as_str() {
             "1" => QoS::AtLeastOnce,
-            "2" => QoS::ExactlyOnce,
-            other => return Err(format!("QoS must be 1 or 2, not {other}").into()),
+            _ => QoS::ExactlyOnce,
         },
         tasks: tasks.parse()?,
         per_task: per_task.parse()?,
@@ -194,8 +205,22 @@ async fn run() -> Result<(), Error> {
         });
     }
     let consumer = tokio::spawn(consume(messages, a.dir.clone(), incarnation));
-    client.subscribe("proof/in/#", a.qos).await?;
+    client.subscribe("proof/in/#", a.consume_qos).await?;
     println!("SUBSCRIBED");
+    if std::env::var_os("GATEWAY_STATS").is_some() {
+        let client = client.clone();
+        tokio::spawn(async move {
+            loop {
+                let s = client.stats();
+                println!("STATS {} {}", s.queued, s.outbound_in_flight);
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        });
+    }
+    let until_ms: Option<u64> = match std::env::var("GATEWAY_UNTIL") {
+        Ok(v) if !v.is_empty() => Some(v.parse()?),
+        _ => None,
+    };
 
     let accepted = Arc::new(Ledger::open(&a.dir.join("accepted"))?);
     let mut tasks = Vec::new();
@@ -203,16 +228,27 @@ async fn run() -> Result<(), Error> {
         let client = client.clone();
         let accepted = accepted.clone();
         let from = next.get(&t).copied().unwrap_or(0);
-        let (per_task, qos, pace) = (a.per_task, a.qos, a.pace);
+        let per_task = a.per_task;
+        let pace = a.pace;
+        let qos = if t % 2 == 0 { a.qos.0 } else { a.qos.1 };
         tasks.push(tokio::spawn(async move {
-            let mut deliveries = Vec::new();
+            // Awaited as they go once many are outstanding: a soak's memory stays flat.
+            let mut deliveries = std::collections::VecDeque::new();
             for n in from..per_task {
+                if until_ms.is_some_and(|until| integration::now_ms() >= until) {
+                    break;
+                }
                 let line = format!("{t} {n} {incarnation}");
                 let delivery = client
                     .publish(format!("proof/out/{t}"), line.clone(), qos)
                     .await?;
                 accepted.append(&line)?;
-                deliveries.push(delivery);
+                deliveries.push_back(delivery);
+                if deliveries.len() > 1000 {
+                    if let Some(oldest) = deliveries.pop_front() {
+                        oldest.await?;
+                    }
+                }
                 tokio::time::sleep(pace).await;
             }
             for d in deliveries {
