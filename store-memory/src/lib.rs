@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use mqtt_core::store::layout::KvWrite;
-use mqtt_core::store::{KvBackend, KvStore, StoreError};
+use mqtt_core::store::{KvBackend, KvStore, StoreError, visit_map};
 
 /// The session store in memory. Clones share the same map.
 pub type MemoryStore = KvStore<MemoryBackend>;
@@ -79,12 +79,7 @@ impl KvBackend for MemoryBackend {
         end: Option<&[u8]>,
         visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
     ) -> Result<(), StoreError> {
-        let end = end.map_or(Bound::Unbounded, Bound::Excluded);
-        for (k, v) in self.lock().range::<[u8], _>((Bound::Included(start), end)) {
-            if !visit(k, v) {
-                break;
-            }
-        }
+        visit_map(&self.lock(), start, end, visit);
         Ok(())
     }
 

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 
 use mooring::conformance::{self, Damage, StoreFactory};
 use mooring::store::layout::KvWrite;
-use mooring::store::{KvBackend, KvOpen, KvStore, SessionKey, StoreError};
+use mooring::store::{KvBackend, KvOpen, KvStore, SessionKey, StoreError, visit_map};
 use mooring::{Client, QoS};
 
 /// The map in memory, and the journal that rebuilds it.
@@ -144,12 +144,7 @@ impl KvBackend for JournalBackend {
         visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
     ) -> Result<(), StoreError> {
         let map = self.map.lock().map_err(|_| poisoned())?;
-        let end = end.map_or(Bound::Unbounded, Bound::Excluded);
-        for (k, v) in map.range::<[u8], _>((Bound::Included(start), end)) {
-            if !visit(k, v) {
-                break;
-            }
-        }
+        visit_map(&map, start, end, visit);
         Ok(())
     }
 

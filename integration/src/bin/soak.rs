@@ -49,35 +49,8 @@ struct Sample {
     queued: u64,
 }
 
-fn proc_rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
 fn proc_fds(pid: u32) -> u64 {
     std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count() as u64)
-}
-
-fn disk_bytes(path: &Path) -> u64 {
-    let Ok(meta) = std::fs::metadata(path) else {
-        return 0;
-    };
-    if meta.is_file() {
-        return meta.len();
-    }
-    std::fs::read_dir(path).map_or(0, |entries| {
-        entries
-            .filter_map(Result::ok)
-            .map(|e| disk_bytes(&e.path()))
-            .sum()
-    })
 }
 
 fn ledger(dir: &Path, name: &str) -> Vec<String> {
@@ -336,9 +309,9 @@ async fn soak(minutes: f64, store: &str) -> Result<bool, Error> {
         if now >= next_sample {
             let s = Sample {
                 at_s: now.as_secs_f64(),
-                rss_kib: proc_rss_kib(pid),
+                rss_kib: integration::proc_status_kib(&pid.to_string(), "VmRSS"),
                 fds: proc_fds(pid),
-                store_bytes: disk_bytes(&store_path),
+                store_bytes: integration::disk_bytes(&store_path),
                 queued: gateway.queued.load(Ordering::Relaxed),
             };
             println!(

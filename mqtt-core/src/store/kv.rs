@@ -72,6 +72,23 @@ pub trait KvBackend: Send + Sync + 'static {
     }
 }
 
+/// [`KvBackend::visit_range`] over an ordered map in memory: for backends that keep one (the
+/// memory store, a journal replayed into a map).
+pub fn visit_map(
+    map: &std::collections::BTreeMap<Vec<u8>, Vec<u8>>,
+    start: &[u8],
+    end: Option<&[u8]>,
+    visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+) {
+    use std::ops::Bound;
+    let end = end.map_or(Bound::Unbounded, Bound::Excluded);
+    for (k, v) in map.range::<[u8], _>((Bound::Included(start), end)) {
+        if !visit(k, v) {
+            break;
+        }
+    }
+}
+
 /// A backend that opens from options (a path, a configuration).
 pub trait KvOpen: KvBackend + Sized {
     /// What opening needs.
@@ -344,12 +361,7 @@ mod tests {
             end: Option<&[u8]>,
             visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
         ) -> Result<(), StoreError> {
-            let map = self.map.lock().unwrap();
-            for (k, v) in map.range(start.to_vec()..) {
-                if end.is_some_and(|end| k.as_slice() >= end) || !visit(k, v) {
-                    break;
-                }
-            }
+            visit_map(&self.map.lock().unwrap(), start, end, visit);
             Ok(())
         }
 

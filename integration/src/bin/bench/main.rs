@@ -61,15 +61,7 @@ fn qos(n: u8) -> QoS {
 }
 
 fn peak_rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
+    integration::proc_status_kib("self", "VmHWM")
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {

@@ -31,22 +31,6 @@ fn wall_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// The bytes a store takes on disk: the file, or every file of its directory.
-fn disk_bytes(path: &Path) -> u64 {
-    let Ok(meta) = std::fs::metadata(path) else {
-        return 0;
-    };
-    if meta.is_file() {
-        return meta.len();
-    }
-    std::fs::read_dir(path).map_or(0, |entries| {
-        entries
-            .filter_map(Result::ok)
-            .map(|e| disk_bytes(&e.path()))
-            .sum()
-    })
-}
-
 /// Publishes `count` messages from `TASKS` tasks, each with `OUTSTANDING` in the air.
 async fn publish_all(client: &Client, count: usize) -> Result<(), Error> {
     let next = Arc::new(AtomicU64::new(0));
@@ -223,6 +207,27 @@ fn phase(args: &[&str]) -> Result<Vec<f64>, Error> {
         .collect::<Result<_, _>>()?)
 }
 
+/// A gateway started on the full store drains it (watched by a subscriber): its time, the
+/// messages it held, its peak RSS, and how soon the first message arrived.
+async fn start_and_drain(
+    store: &str,
+    path: &str,
+    url: &str,
+) -> Result<(f64, f64, f64, String), Error> {
+    let (watch, first) = first_arrival(url).await?;
+    let drain = phase(&["queue-drain", store, path, url])?;
+    let [secs, queued, rss, opened, start_ms] = drain[..] else {
+        return Err("bad drain output".into());
+    };
+    let first_ms = first.await?;
+    watch.disconnect().await?;
+    let note = format!(
+        "store open {opened:.3} s; first message at a subscriber {:.3} s after start",
+        (first_ms as f64 - start_ms) / 1000.0
+    );
+    Ok((secs, queued, rss, note))
+}
+
 fn mib(kib: f64) -> f64 {
     kib / 1024.0
 }
@@ -257,14 +262,14 @@ pub(super) async fn run(count: usize, stores: &[String]) -> Result<(), Error> {
                 "| {store} | {phase} | {secs:.2} | {:.0} | {:.1} | {:.1} | {note} |",
                 msgs / secs,
                 mib(rss),
-                disk_bytes(on) as f64 / 1_048_576.0
+                integration::disk_bytes(on) as f64 / 1_048_576.0
             );
         };
         let fill = phase(&["queue-fill", store, &path_str, &n, "crash"])?;
         let [secs, queued, rss] = fill[..] else {
             return Err("bad fill output".into());
         };
-        let full_bytes = disk_bytes(&path);
+        let full_bytes = integration::disk_bytes(&path);
         row(
             "fill (offline)",
             secs,
@@ -273,31 +278,21 @@ pub(super) async fn run(count: usize, stores: &[String]) -> Result<(), Error> {
             &path,
             format!("{queued:.0} queued"),
         );
-        let (watch, first) = first_arrival(&url).await?;
-        let drain = phase(&["queue-drain", store, &path_str, &url])?;
-        let [secs, queued, rss, opened, start_ms] = drain[..] else {
-            return Err("bad drain output".into());
-        };
-        let first_ms = first.await?;
-        watch.disconnect().await?;
+        let (secs, queued, rss, note) = start_and_drain(store, &path_str, &url).await?;
         row(
             "start + drain after a crash",
             secs,
             queued,
             rss,
             &path,
-            format!(
-                "store open {:.3} s; first message at a subscriber {:.3} s after start",
-                opened,
-                (first_ms as f64 - start_ms) / 1000.0
-            ),
+            note,
         );
         let drained_rate = queued / secs;
         let refill = phase(&["queue-fill", store, &path_str, &n, "stop"])?;
         let [secs, queued, rss] = refill[..] else {
             return Err("bad fill output".into());
         };
-        let grew = disk_bytes(&path) as f64 / full_bytes.max(1) as f64;
+        let grew = integration::disk_bytes(&path) as f64 / full_bytes.max(1) as f64;
         row(
             "second fill (clean stop)",
             secs,
@@ -306,24 +301,14 @@ pub(super) async fn run(count: usize, stores: &[String]) -> Result<(), Error> {
             &path,
             format!("file {grew:.2}× its size after the first fill"),
         );
-        let (watch, first) = first_arrival(&url).await?;
-        let drain = phase(&["queue-drain", store, &path_str, &url])?;
-        let [secs, queued, rss, opened, start_ms] = drain[..] else {
-            return Err("bad drain output".into());
-        };
-        let first_ms = first.await?;
-        watch.disconnect().await?;
+        let (secs, queued, rss, note) = start_and_drain(store, &path_str, &url).await?;
         row(
             "start + drain after a clean stop",
             secs,
             queued,
             rss,
             &path,
-            format!(
-                "store open {:.3} s; first message at a subscriber {:.3} s after start",
-                opened,
-                (first_ms as f64 - start_ms) / 1000.0
-            ),
+            note,
         );
         let live_dir = tempfile::tempdir()?;
         let live_path = live_dir.path().join("store");

@@ -61,39 +61,48 @@ impl<B: KvBackend> Shared<B> {
         Ok(session)
     }
 
-    pub(super) fn read_queue(
+    /// Calls `visit` with each queued message of the session from `from` on, decoded, until it
+    /// returns `false`; a record that cannot be read ends the visit with its error.
+    fn visit_queue(
         &self,
         key: &SessionKey,
         from: u64,
-        window: QueueWindow,
-    ) -> Result<Vec<(u64, QueuedPublish)>, StoreError> {
+        visit: &mut dyn FnMut(u64, QueuedPublish) -> bool,
+    ) -> Result<(), StoreError> {
         let (start, end) = layout::queue_range(key, from);
-        let mut out = Vec::new();
-        let mut bytes = 0usize;
         let mut failed = None;
         self.backend
             .visit_range(
                 &start,
                 Some(&end),
                 &mut |k, v| match layout::decode_queued(key, k, v) {
-                    Ok((seq, message)) => {
-                        if !window.admits(out.len(), bytes, message.packet.len()) {
-                            return false;
-                        }
-                        bytes = bytes.saturating_add(message.packet.len());
-                        out.push((seq, message));
-                        true
-                    }
+                    Ok((seq, message)) => visit(seq, message),
                     Err(e) => {
                         failed = Some(e);
                         false
                     }
                 },
             )?;
-        match failed {
-            Some(e) => Err(e),
-            None => Ok(out),
-        }
+        failed.map_or(Ok(()), Err)
+    }
+
+    pub(super) fn read_queue(
+        &self,
+        key: &SessionKey,
+        from: u64,
+        window: QueueWindow,
+    ) -> Result<Vec<(u64, QueuedPublish)>, StoreError> {
+        let mut out = Vec::new();
+        let mut bytes = 0usize;
+        self.visit_queue(key, from, &mut |seq, message| {
+            if !window.admits(out.len(), bytes, message.packet.len()) {
+                return false;
+            }
+            bytes = bytes.saturating_add(message.packet.len());
+            out.push((seq, message));
+            true
+        })?;
+        Ok(out)
     }
 
     /// The whole queue in numbers: the totals record (counted from the records in a store
@@ -128,29 +137,13 @@ impl<B: KvBackend> Shared<B> {
             return Ok(Totals { messages, bytes });
         }
         // A store from before the totals record: count once, in constant memory.
-        let (start, end) = layout::queue_range(key, 0);
         let mut totals = Totals::default();
-        let mut failed = None;
-        self.backend
-            .visit_range(
-                &start,
-                Some(&end),
-                &mut |k, v| match layout::decode_queued(key, k, v) {
-                    Ok((_, message)) => {
-                        totals.messages += 1;
-                        totals.bytes += message.packet.len() as u64;
-                        true
-                    }
-                    Err(e) => {
-                        failed = Some(e);
-                        false
-                    }
-                },
-            )?;
-        match failed {
-            Some(e) => Err(e),
-            None => Ok(totals),
-        }
+        self.visit_queue(key, 0, &mut |_, message| {
+            totals.messages += 1;
+            totals.bytes += message.packet.len() as u64;
+            true
+        })?;
+        Ok(totals)
     }
 
     /// The packet length of the queued message `seq`, if there is one.
