@@ -284,8 +284,8 @@ async fn consume(mut messages: Messages, dir: PathBuf, incarnation: u64) -> Resu
     let consumed_ledger = Ledger::open(&dir.join("consumed"))?;
     let acked_ledger = Ledger::open(&dir.join("acked"))?;
     let redelivered = Ledger::open(&dir.join("redelivered"))?;
-    let mut consumed: HashSet<String> = lines(&dir.join("consumed")).into_iter().collect();
-    let mut acked: HashSet<String> = lines(&dir.join("acked")).into_iter().collect();
+    let mut consumed = Numbers::of(lines(&dir.join("consumed")));
+    let mut acked = Numbers::of(lines(&dir.join("acked")));
     while let Some(message) = messages.recv().await {
         let n = String::from_utf8_lossy(message.payload()).into_owned();
         let (id, dup) = (message.publish().packet_id, message.dup());
@@ -293,14 +293,67 @@ async fn consume(mut messages: Messages, dir: PathBuf, incarnation: u64) -> Resu
         if acked.contains(&n) {
             redelivered.append(&n)?;
         }
-        if consumed.insert(n.clone()) {
+        if consumed.insert(&n) {
             consumed_ledger.append(&n)?;
         }
         message.ack().await?;
         writeln!(trace, "{n} acked m{id} run {incarnation}")?;
-        if acked.insert(n.clone()) {
+        if acked.insert(&n) {
             acked_ledger.append(&n)?;
         }
     }
     Ok(())
+}
+
+/// A set of the numbers sent to the gateway, one bit each: an hour's soak (hundreds of
+/// thousands of numbers) must not grow the gateway's memory by what it remembers of them.
+/// What is not a number is kept as text.
+#[derive(Default)]
+struct Numbers {
+    bits: Vec<u64>,
+    other: HashSet<String>,
+}
+
+impl Numbers {
+    fn of(lines: Vec<String>) -> Self {
+        let mut set = Self::default();
+        for line in lines {
+            set.insert(&line);
+        }
+        set
+    }
+
+    fn slot(n: u64) -> (usize, u64) {
+        ((n / 64) as usize, 1 << (n % 64))
+    }
+
+    fn contains(&self, text: &str) -> bool {
+        match text.parse::<u64>() {
+            Ok(n) => {
+                let (word, bit) = Self::slot(n);
+                self.bits.get(word).is_some_and(|w| w & bit != 0)
+            }
+            Err(_) => self.other.contains(text),
+        }
+    }
+
+    /// Adds `text`; whether it was new.
+    fn insert(&mut self, text: &str) -> bool {
+        match text.parse::<u64>() {
+            Ok(n) => {
+                let (word, bit) = Self::slot(n);
+                if self.bits.len() <= word {
+                    self.bits.resize(word + 1, 0);
+                }
+                match self.bits.get_mut(word) {
+                    Some(w) if *w & bit == 0 => {
+                        *w |= bit;
+                        true
+                    }
+                    _ => false,
+                }
+            }
+            Err(_) => self.other.insert(text.to_owned()),
+        }
+    }
 }

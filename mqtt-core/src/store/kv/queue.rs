@@ -2,7 +2,7 @@
 //! whole queue, reading the queue on from a sequence number, and the queue totals that every
 //! commit keeps exact, so that a queue of millions costs neither memory nor a count at start.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 use super::{KvBackend, Shared};
 use crate::store::layout::{self, KvWrite};
@@ -146,16 +146,54 @@ impl<B: KvBackend> Shared<B> {
         Ok(totals)
     }
 
-    /// The packet length of the queued message `seq`, if there is one.
-    fn queued_len(&self, key: &SessionKey, seq: u64) -> Result<Option<u64>, StoreError> {
-        let raw_key = layout::queue_key(key, seq);
-        match self.backend.get(&raw_key)? {
-            Some(value) => {
-                let (_, message) = layout::decode_queued(key, &raw_key, &value)?;
-                Ok(Some(message.packet.len() as u64))
+    /// The packet lengths of the queued messages stored under `seqs` (those there are). A
+    /// commit's removals are the queue's head, next to each other: one read over their span
+    /// costs less than a lookup each (on redb, a read transaction each); scattered ones are
+    /// looked up one by one.
+    fn stored_lens(
+        &self,
+        key: &SessionKey,
+        seqs: &BTreeSet<u64>,
+    ) -> Result<HashMap<u64, u64>, StoreError> {
+        let mut lens = HashMap::new();
+        let (Some(&first), Some(&last)) = (seqs.first(), seqs.last()) else {
+            return Ok(lens);
+        };
+        let mut failed = None;
+        if last - first <= 8 * seqs.len() as u64 + 64 {
+            let (start, section_end) = layout::queue_range(key, first);
+            let end = match last.checked_add(1) {
+                Some(after) => layout::queue_key(key, after),
+                None => section_end,
+            };
+            self.backend.visit_range(&start, Some(&end), &mut |k, v| {
+                let Some(seq) = layout::queued_seq_of_key(key, k).filter(|s| seqs.contains(s))
+                else {
+                    return true;
+                };
+                match layout::queued_packet_len(key, k, v) {
+                    Ok(len) => {
+                        lens.insert(seq, len as u64);
+                        true
+                    }
+                    Err(e) => {
+                        failed = Some(e);
+                        false
+                    }
+                }
+            })?;
+        } else {
+            for &seq in seqs {
+                let raw_key = layout::queue_key(key, seq);
+                if let Some(value) = self.backend.get(&raw_key)? {
+                    lens.insert(
+                        seq,
+                        layout::queued_packet_len(key, &raw_key, &value)? as u64,
+                    );
+                }
             }
-            None => Ok(None),
         }
+        failed.map_or(Ok(lens), Err)
     }
 
     /// Applies `batch`, with the queue totals it leaves in the same atomic write.
@@ -171,17 +209,31 @@ impl<B: KvBackend> Shared<B> {
         self.check_writable()?;
         let _serial = self.totals.lock().unwrap_or_else(|e| e.into_inner());
         let mut totals = self.totals(key)?;
+        let queue_seq = |op: &StoreOp| match op {
+            StoreOp::PushQueue { seq, message } => Some((*seq, Some(message.packet.len() as u64))),
+            StoreOp::RemoveQueue { seq } => Some((*seq, None)),
+            _ => None,
+        };
+        // Appends go past the last stored message: only numbers up to it can be there.
+        let (start, end) = layout::queue_range(key, 0);
+        let last = self
+            .backend
+            .last_key_in(&start, &end)?
+            .and_then(|raw| layout::queued_seq_of_key(key, &raw));
+        let seqs: BTreeSet<u64> = batch
+            .ops()
+            .iter()
+            .filter_map(queue_seq)
+            .map(|(seq, _)| seq)
+            .filter(|seq| last.is_some_and(|last| *seq <= last))
+            .collect();
+        let stored = self.stored_lens(key, &seqs)?;
         // What this batch did to each message it touches, for ops later in the same batch.
         let mut touched: HashMap<u64, Option<u64>> = HashMap::new();
-        for op in batch.ops() {
-            let (seq, new_len) = match op {
-                StoreOp::PushQueue { seq, message } => (*seq, Some(message.packet.len() as u64)),
-                StoreOp::RemoveQueue { seq } => (*seq, None),
-                _ => continue,
-            };
+        for (seq, new_len) in batch.ops().iter().filter_map(queue_seq) {
             let old_len = match touched.get(&seq) {
                 Some(len) => *len,
-                None => self.queued_len(key, seq)?,
+                None => stored.get(&seq).copied(),
             };
             if let Some(old) = old_len {
                 totals.messages = totals.messages.saturating_sub(1);

@@ -206,6 +206,25 @@ pub fn decode_queued(
     }
 }
 
+/// The length of the packet a queued message's value holds, checked as [`decode_queued`]
+/// checks it, without copying it.
+pub fn queued_packet_len(
+    session: &SessionKey,
+    key: &[u8],
+    value: &[u8],
+) -> Result<usize, StoreError> {
+    let bad = |reason: &str| StoreError::Corrupt {
+        session: session.to_string(),
+        record: describe_key(key),
+        reason: reason.to_owned(),
+    };
+    match open_value(session, key, value)? {
+        (KIND_QUEUED, [_qos, packet @ ..]) => Ok(packet.len()),
+        (KIND_QUEUED_EXPIRING, [_qos, rest @ ..]) if rest.len() >= 8 => Ok(rest.len() - 8),
+        _ => Err(bad("not a queued message")),
+    }
+}
+
 /// The sequence number of a queued message's key, if `raw` is one of `session`'s.
 pub fn queued_seq_of_key(session: &SessionKey, raw: &[u8]) -> Option<u64> {
     match raw.strip_prefix(session_prefix(session).as_slice())? {
