@@ -26,6 +26,8 @@ pub struct MosquittoConfig {
     pub users: Vec<(String, String)>,
     /// Extra lines appended to the config.
     pub extra: Vec<String>,
+    /// Log errors and warnings only, not every packet (a long soak would log gigabytes).
+    pub quiet_log: bool,
 }
 
 /// A running (or stopped) mosquitto.
@@ -119,9 +121,14 @@ impl Mosquitto {
             text.push_str(&format!("max_packet_size {n}\n"));
         }
         text.push_str(&format!(
-            "log_dest file {}/mosquitto.log\nlog_type all\n",
+            "log_dest file {}/mosquitto.log\n",
             dir.path().display()
         ));
+        text.push_str(if config.quiet_log {
+            "log_type error\nlog_type warning\n"
+        } else {
+            "log_type all\n"
+        });
         for line in &config.extra {
             text.push_str(line);
             text.push('\n');

@@ -211,6 +211,7 @@ async fn soak(minutes: f64, store: &str) -> Result<bool, Error> {
         persistence: true,
         extra: vec!["max_queued_messages 0".into()],
         max_inflight_messages: Some(BROKER_WINDOW),
+        quiet_log: true,
         ..MosquittoConfig::default()
     })?;
     let proxy = FaultProxy::start(SocketAddr::from(([127, 0, 0, 1], broker.port())))?;

@@ -240,6 +240,7 @@ pub(super) async fn run(count: usize, stores: &[String]) -> Result<(), Error> {
             "max_inflight_messages 100".into(),
             "set_tcp_nodelay true".into(),
         ],
+        quiet_log: true,
         ..MosquittoConfig::default()
     })?;
     let url = broker.url();
