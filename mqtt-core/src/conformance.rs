@@ -240,9 +240,9 @@ use lifecycle::*;
 use records::*;
 
 use queue::{
-    a_cursor_racing_appends_and_removals_misses_nothing, clear_removes_a_queue_of_many_chunks,
-    queue_totals_stay_exact_through_every_change,
-    read_queue_reads_on_in_order_across_reopen_and_wrap,
+    a_cursor_reading_on_between_appends_and_removals_misses_nothing,
+    clear_removes_a_queue_of_many_chunks, queue_totals_stay_exact_through_every_change,
+    read_queue_reads_on_in_numeric_order_across_reopen,
     resume_returns_the_head_and_an_exact_summary,
 };
 
@@ -284,8 +284,8 @@ pub async fn run<F: StoreFactory>(factory: &F) -> Report {
     check!(a_failed_commit_refuses_later_writes);
     check!(subscriptions_are_kept_per_filter_replaced_and_removed);
     check!(resume_returns_the_head_and_an_exact_summary);
-    check!(read_queue_reads_on_in_order_across_reopen_and_wrap);
-    check!(a_cursor_racing_appends_and_removals_misses_nothing);
+    check!(read_queue_reads_on_in_numeric_order_across_reopen);
+    check!(a_cursor_reading_on_between_appends_and_removals_misses_nothing);
     check!(queue_totals_stay_exact_through_every_change);
     check!(clear_removes_a_queue_of_many_chunks);
     report

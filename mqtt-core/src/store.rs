@@ -384,11 +384,6 @@ impl StoredSession {
             && self.subscriptions.is_empty()
     }
 
-    /// Whether `queue` holds the whole queue, not only its head.
-    pub fn holds_whole_queue(&self) -> bool {
-        self.queue.len() as u64 == self.queue_summary.messages
-    }
-
     /// The next unused sequence number: one above the highest stored.
     pub fn next_seq(&self) -> u64 {
         let outbound = self.outbound.last().map(|(seq, _)| *seq);

@@ -112,7 +112,7 @@ pub(super) async fn resume_returns_the_head_and_an_exact_summary<F: StoreFactory
     Ok(())
 }
 
-pub(super) async fn read_queue_reads_on_in_order_across_reopen_and_wrap<F: StoreFactory>(
+pub(super) async fn read_queue_reads_on_in_numeric_order_across_reopen<F: StoreFactory>(
     f: &F,
 ) -> CheckResultOf {
     let (store, loc) = f.create().await?;
@@ -189,7 +189,9 @@ pub(super) async fn read_queue_reads_on_in_order_across_reopen_and_wrap<F: Store
     Ok(())
 }
 
-pub(super) async fn a_cursor_racing_appends_and_removals_misses_nothing<F: StoreFactory>(
+pub(super) async fn a_cursor_reading_on_between_appends_and_removals_misses_nothing<
+    F: StoreFactory,
+>(
     f: &F,
 ) -> CheckResultOf {
     let (store, loc) = f.create().await?;

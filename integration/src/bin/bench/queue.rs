@@ -8,7 +8,7 @@
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
@@ -24,12 +24,6 @@ const TASKS: usize = 16;
 const OUTSTANDING: usize = 64;
 const PAYLOAD: usize = 64;
 const TOPIC: &str = "bench/queue";
-
-fn wall_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
 
 /// Publishes `count` messages from `TASKS` tasks, each with `OUTSTANDING` in the air.
 async fn publish_all(client: &Client, count: usize) -> Result<(), Error> {
@@ -124,7 +118,7 @@ pub(super) async fn fill(
 
 /// `bench queue-drain STORE PATH URL`: starts on the full store and sends every message.
 pub(super) async fn drain(store_kind: &str, path: &str, url: &str) -> Result<(), Error> {
-    let start_ms = wall_ms();
+    let start_ms = integration::now_ms();
     let started = Instant::now();
     let store = open(store_kind, path)?;
     let opened = started.elapsed();
@@ -190,7 +184,7 @@ async fn first_arrival(url: &str) -> Result<(Client, tokio::task::JoinHandle<u64
     client.subscribe(TOPIC, QoS::AtMostOnce).await?;
     let first = tokio::spawn(async move {
         let _ = inbox.recv().await;
-        wall_ms()
+        integration::now_ms()
     });
     Ok((client, first))
 }

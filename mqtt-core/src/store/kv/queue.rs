@@ -198,39 +198,40 @@ impl<B: KvBackend> Shared<B> {
 
     /// Applies `batch`, with the queue totals it leaves in the same atomic write.
     pub(super) fn commit(&self, key: &SessionKey, batch: &Batch) -> Result<(), StoreError> {
-        let touches_queue = batch
+        // Each queued message the batch pushes (with its new length) or removes, in order.
+        let queue_ops: Vec<(u64, Option<u64>)> = batch
             .ops()
             .iter()
-            .any(|op| matches!(op, StoreOp::PushQueue { .. } | StoreOp::RemoveQueue { .. }));
+            .filter_map(|op| match op {
+                StoreOp::PushQueue { seq, message } => {
+                    Some((*seq, Some(message.packet.len() as u64)))
+                }
+                StoreOp::RemoveQueue { seq } => Some((*seq, None)),
+                _ => None,
+            })
+            .collect();
         let mut writes = layout::batch_writes(key, batch);
-        if !touches_queue {
+        if queue_ops.is_empty() {
             return self.write(&writes);
         }
         self.check_writable()?;
         let _serial = self.totals.lock().unwrap_or_else(|e| e.into_inner());
         let mut totals = self.totals(key)?;
-        let queue_seq = |op: &StoreOp| match op {
-            StoreOp::PushQueue { seq, message } => Some((*seq, Some(message.packet.len() as u64))),
-            StoreOp::RemoveQueue { seq } => Some((*seq, None)),
-            _ => None,
-        };
         // Appends go past the last stored message: only numbers up to it can be there.
         let (start, end) = layout::queue_range(key, 0);
         let last = self
             .backend
             .last_key_in(&start, &end)?
             .and_then(|raw| layout::queued_seq_of_key(key, &raw));
-        let seqs: BTreeSet<u64> = batch
-            .ops()
+        let seqs: BTreeSet<u64> = queue_ops
             .iter()
-            .filter_map(queue_seq)
-            .map(|(seq, _)| seq)
+            .map(|(seq, _)| *seq)
             .filter(|seq| last.is_some_and(|last| *seq <= last))
             .collect();
         let stored = self.stored_lens(key, &seqs)?;
         // What this batch did to each message it touches, for ops later in the same batch.
         let mut touched: HashMap<u64, Option<u64>> = HashMap::new();
-        for (seq, new_len) in batch.ops().iter().filter_map(queue_seq) {
+        for (seq, new_len) in queue_ops {
             let old_len = match touched.get(&seq) {
                 Some(len) => *len,
                 None => stored.get(&seq).copied(),
