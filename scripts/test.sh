@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The whole test suite, as CI runs it: formatting, lints, docs, every test of the workspace, and
-# a short fuzz run of the packet decoder (FUZZ_SECONDS, default 30; 0 skips it).
+# The whole test suite, as CI runs it: formatting, lints, packaging, docs, every test of the
+# workspace, and a short fuzz run of the decoder and the engine (FUZZ_SECONDS, default 30; 0
+# skips it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,14 +16,21 @@ cargo fmt --all -- --check
 step "cargo clippy --workspace --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
 
-step "mqtt-core without default features depends on no async runtime (cargo tree)"
-runtimes=$(cargo tree -p mqtt-core -e normal --no-default-features --prefix none \
+step "mooring-core without default features depends on no async runtime (cargo tree)"
+runtimes=$(cargo tree -p mooring-core -e normal --no-default-features --prefix none \
   | grep -E '^(tokio|async-std|smol|async-executor|async-io|glommio) ' || true)
 if [ -n "$runtimes" ]; then
-  printf 'mqtt-core depends on an async runtime:\n%s\n' "$runtimes" >&2
+  printf 'mooring-core depends on an async runtime:\n%s\n' "$runtimes" >&2
   exit 1
 fi
-echo "no runtime in mqtt-core's dependencies"
+echo "no runtime in mooring-core's dependencies"
+
+# Every crate a user depends on packages and builds from its package alone, as it would from
+# the registry (the workspace's unpublished crates resolve from a local overlay).
+step "cargo package (the published crates)"
+cargo package --quiet --allow-dirty -p mooring-core -p mooring-store-memory -p mooring-store-redb \
+  -p mooring-store-sled -p mooring-mqtt -p mooring-cli
+echo "mooring-core, mooring-store-{memory,redb,sled}, mooring-mqtt, mooring-cli package"
 
 step "cargo doc --workspace --no-deps (warnings are errors)"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet

@@ -1,8 +1,9 @@
 //! Mooring: an MQTT v5 client for Rust whose persistent sessions survive crashes.
 //!
-//! This crate is what applications depend on. It holds the tokio driver ([`client`]) and
-//! re-exports the runtime-free core (`mqtt-core`: the wire format, the session engine, the
-//! storage contract) and the stores chosen by feature flag.
+//! This crate is what applications depend on: the package `mooring-mqtt`, whose library is
+//! `mooring` (the name `mooring` on crates.io belongs to an unrelated crate). It holds the tokio
+//! driver ([`client`]) and re-exports the runtime-free core (`mooring-core`: the wire format,
+//! the session engine, the storage contract) and the stores chosen by feature flag.
 //!
 //! | Feature | Default | Gives |
 //! |---|---|---|
@@ -45,12 +46,12 @@ pub use client::{
     Backoff, Client, ClientBuilder, ClientError, ClientEvent, Delivery, DeliveryError, Message,
     Messages, QueuePolicy, Refusal, Router,
 };
-pub use mqtt_core::packet;
-pub use mqtt_core::packet::{QoS, ReasonCode};
-pub use mqtt_core::session;
+pub use mooring_core::packet;
+pub use mooring_core::packet::{QoS, ReasonCode};
+pub use mooring_core::session;
 
 #[cfg(feature = "conformance")]
-pub use mqtt_core::conformance;
+pub use mooring_core::conformance;
 
 /// Session storage: the [`SessionStore`](store::SessionStore) trait and the stores.
 ///
@@ -60,10 +61,10 @@ pub use mqtt_core::conformance;
 /// | `SledStore` | `sled` | yes | not promised (`sync_file_range`, no `fdatasync`) |
 /// | `MemoryStore` | always | no | no |
 pub mod store {
-    pub use mqtt_core::store::*;
-    pub use store_memory::{MemoryBackend, MemoryStore};
+    pub use mooring_core::store::*;
+    pub use mooring_store_memory::{MemoryBackend, MemoryStore};
     #[cfg(feature = "redb")]
-    pub use store_redb::{RedbBackend, RedbStore};
+    pub use mooring_store_redb::{RedbBackend, RedbStore};
     #[cfg(feature = "sled")]
-    pub use store_sled::{SledBackend, SledStore};
+    pub use mooring_store_sled::{SledBackend, SledStore};
 }

@@ -5,7 +5,7 @@
 
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
-use mqtt_core::packet::{Codec, Decoded, ProtocolVersion};
+use mooring_core::packet::{Codec, Decoded, ProtocolVersion};
 
 fuzz_target!(|data: &[u8]| {
     let limited = Codec {

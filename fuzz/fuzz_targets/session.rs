@@ -12,12 +12,12 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use libfuzzer_sys::fuzz_target;
-use mqtt_core::packet::{
+use mooring_core::packet::{
     Codec, ConnAck, Decoded, Packet, ProtocolVersion, PubAck, Publish, QoS, ReasonCode, SubscribeProperties,
     Subscription, UnsubscribeProperties,
 };
-use mqtt_core::session::{Event, Session, SessionOptions};
-use mqtt_core::store::{
+use mooring_core::session::{Event, Session, SessionOptions};
+use mooring_core::store::{
     Batch, OutboundRecord, QueueSummary, QueueWindow, QueuedPublish, SessionMeta, StoreOp,
     StoredSession, StoredSubscription,
 };

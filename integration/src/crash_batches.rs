@@ -7,7 +7,7 @@
 //! `m` the session holds exactly batches `m - WINDOW + 1 ..= m`, each whole.
 
 use bytes::Bytes;
-use mqtt_core::store::{
+use mooring_core::store::{
     Batch, OutboundRecord, QueuedPublish, SessionKey, SessionMeta, StoreOp, StoredSession,
 };
 
@@ -40,7 +40,7 @@ pub fn batch(n: u64) -> Batch {
     ops.push(StoreOp::PushQueue {
         seq: n,
         message: QueuedPublish {
-            qos: mqtt_core::packet::QoS::ExactlyOnce,
+            qos: mooring_core::packet::QoS::ExactlyOnce,
             packet: record(n, u64::MAX),
             expires_at_ms: None,
         },
@@ -58,7 +58,7 @@ pub fn batch(n: u64) -> Batch {
         disconnected_at_ms: Some(n),
         assigned_client_id: None,
         alive_until_ms: None,
-        protocol: mqtt_core::packet::ProtocolVersion::V5,
+        protocol: mooring_core::packet::ProtocolVersion::V5,
     }));
     Batch::from(ops)
 }

@@ -18,9 +18,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use integration::crash_batches::{batch, last_whole_batch, session};
-use mqtt_core::store::{SessionStore, StoreError};
+use mooring_core::store::{SessionStore, StoreError};
+use mooring_store_redb::{RedbBackend, RedbStore};
 use redb::StorageBackend;
-use store_redb::{RedbBackend, RedbStore};
 
 #[derive(Debug, Default)]
 struct Disk {

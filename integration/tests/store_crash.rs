@@ -19,7 +19,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use integration::crash_batches::{last_whole_batch, session};
-use mqtt_core::store::{SessionStore, StoreError};
+use mooring_core::store::{SessionStore, StoreError};
 
 /// xorshift64*: enough randomness for kill timing, reproducible from the printed seed.
 struct Rng(u64);
@@ -193,7 +193,12 @@ async fn crash_cycles(
 async fn redb_survives_sigkill() {
     crash_cycles(
         "redb",
-        |p| Ok(Box::new(store_redb::RedbStore::open(p.to_path_buf())?) as Box<dyn SessionStore>),
+        |p| {
+            Ok(
+                Box::new(mooring_store_redb::RedbStore::open(p.to_path_buf())?)
+                    as Box<dyn SessionStore>,
+            )
+        },
         Unopenable::Fails,
     )
     .await;
@@ -203,7 +208,12 @@ async fn redb_survives_sigkill() {
 async fn sled_survives_sigkill() {
     crash_cycles(
         "sled",
-        |p| Ok(Box::new(store_sled::SledStore::open(p.to_path_buf())?) as Box<dyn SessionStore>),
+        |p| {
+            Ok(
+                Box::new(mooring_store_sled::SledStore::open(p.to_path_buf())?)
+                    as Box<dyn SessionStore>,
+            )
+        },
         Unopenable::Counted,
     )
     .await;
@@ -227,8 +237,8 @@ fn a_store_open_in_another_process_is_refused() {
         let path = dir.path().join(format!("held.{kind}"));
         let mut child = child_holding(kind, &path);
         let result = match kind {
-            "redb" => store_redb::RedbStore::open(path.clone()).map(|_| ()),
-            _ => store_sled::SledStore::open(path.clone()).map(|_| ()),
+            "redb" => mooring_store_redb::RedbStore::open(path.clone()).map(|_| ()),
+            _ => mooring_store_sled::SledStore::open(path.clone()).map(|_| ()),
         };
         child.kill().unwrap();
         child.wait().unwrap();

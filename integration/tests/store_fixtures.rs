@@ -16,8 +16,8 @@
 use std::path::{Path, PathBuf};
 
 use bytes::{Bytes, BytesMut};
-use mqtt_core::packet::{Codec, Packet, ProtocolVersion, Publish, QoS, UserProperty};
-use mqtt_core::store::{
+use mooring_core::packet::{Codec, Packet, ProtocolVersion, Publish, QoS, UserProperty};
+use mooring_core::store::{
     Batch, OutboundRecord, QueueSummary, QueuedPublish, SessionKey, SessionMeta, SessionStore,
     StoreOp, StoredSession,
 };
@@ -199,12 +199,12 @@ fn prepare(name: &str, scratch: &Path) -> (PathBuf, bool) {
 async fn a_redb_store_written_by_format_1_opens_and_reads() {
     let scratch = tempfile::tempdir().unwrap();
     let (path, write) = prepare("session.redb", scratch.path());
-    write_or_check(store_redb::RedbStore::open(path).unwrap(), write).await;
+    write_or_check(mooring_store_redb::RedbStore::open(path).unwrap(), write).await;
 }
 
 #[tokio::test]
 async fn a_sled_store_written_by_format_1_opens_and_reads() {
     let scratch = tempfile::tempdir().unwrap();
     let (path, write) = prepare("session.sled", scratch.path());
-    write_or_check(store_sled::SledStore::open(path).unwrap(), write).await;
+    write_or_check(mooring_store_sled::SledStore::open(path).unwrap(), write).await;
 }

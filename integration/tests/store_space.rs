@@ -12,7 +12,7 @@
 use std::path::Path;
 
 use bytes::Bytes;
-use mqtt_core::store::{Batch, OutboundRecord, SessionKey, SessionStore, StoreOp};
+use mooring_core::store::{Batch, OutboundRecord, SessionKey, SessionStore, StoreOp};
 
 const CYCLES: u64 = 100_000;
 const PER_COMMIT: u64 = 100;
@@ -77,7 +77,7 @@ fn assert_bounded(name: &str, sizes: &[u64]) {
 async fn redb_does_not_grow_with_put_remove_cycles() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("space.redb");
-    let store = store_redb::RedbStore::open(path.clone()).unwrap();
+    let store = mooring_store_redb::RedbStore::open(path.clone()).unwrap();
     let sizes = cycle_and_measure("redb", &path, store).await;
     assert_bounded("redb", &sizes);
 }
@@ -86,7 +86,7 @@ async fn redb_does_not_grow_with_put_remove_cycles() {
 async fn sled_does_not_grow_with_put_remove_cycles() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("space.sled");
-    let store = store_sled::SledStore::open(path.clone()).unwrap();
+    let store = mooring_store_sled::SledStore::open(path.clone()).unwrap();
     let sizes = cycle_and_measure("sled", &path, store).await;
     assert_bounded("sled", &sizes);
 }

@@ -1,7 +1,7 @@
 //! Encoding and decoding speed of the packets on the hot path: PUBLISH with 16 B, 1 KiB and
 //! 64 KiB payloads, and SUBSCRIBE with 10 filters.
 //!
-//! `cargo bench -p mqtt-core --bench codec` prints time per packet and throughput (MB/s).
+//! `cargo bench -p mooring-core --bench codec` prints time per packet and throughput (MB/s).
 #![allow(missing_docs)]
 // Test code: a broken expectation should stop the run loudly.
 #![allow(
@@ -15,7 +15,7 @@ use std::hint::black_box;
 
 use bytes::{Bytes, BytesMut};
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use mqtt_core::packet::{
+use mooring_core::packet::{
     Codec, Decoded, Packet, Publish, QoS, Subscribe, SubscribeProperties, Subscription,
     UserProperty,
 };

@@ -5,9 +5,9 @@
 //! records and make its next commit fail), then run the suite from a test.
 //!
 //! ```
-//! use mqtt_core::conformance::{self, Damage, StoreFactory};
-//! use mqtt_core::store::{SessionKey, StoreError};
-//! # use mqtt_core::store::{KvBackend, KvStore, layout::KvWrite};
+//! use mooring_core::conformance::{self, Damage, StoreFactory};
+//! use mooring_core::store::{SessionKey, StoreError};
+//! # use mooring_core::store::{KvBackend, KvStore, layout::KvWrite};
 //! # #[derive(Clone, Default)]
 //! # struct Map(std::sync::Arc<std::sync::Mutex<std::collections::BTreeMap<Vec<u8>, Vec<u8>>>>);
 //! # impl KvBackend for Map {

@@ -1,6 +1,6 @@
 //! The core of Mooring, an MQTT v5 client whose persistent sessions survive crashes.
 //!
-//! This crate holds the layers the `mooring` facade re-exports:
+//! This crate holds the layers the `mooring` facade (package `mooring-mqtt`) re-exports:
 //!
 //! - [`packet`]: the complete MQTT v5.0 wire format. It turns bytes into [`packet::Packet`]
 //!   values and back, checks every rule a receiver must check, and never panics on any input.
@@ -12,11 +12,11 @@
 //!
 //! The crate needs no async runtime: it depends on no runtime at all unless the `conformance`
 //! feature is on (the suite runs on tokio). The tokio driver that connects a session to a
-//! socket and a store is the `mooring` crate, which sits on top of this one.
+//! socket and a store is the `mooring` library (package `mooring-mqtt`), on top of this one.
 //!
 //! ```
 //! use bytes::BytesMut;
-//! use mqtt_core::packet::{Codec, Decoded, Packet, Publish, QoS};
+//! use mooring_core::packet::{Codec, Decoded, Packet, Publish, QoS};
 //!
 //! let codec = Codec::default();
 //! let mut publish = Publish::new("site/7/status", "up");

@@ -10,7 +10,7 @@
 //!
 //! A store keeps, for each [`SessionKey`], four kinds of record and applies a [`Batch`]
 //! atomically and durably. The contract, which the conformance suite
-//! (`mqtt_core::conformance`, feature `conformance`) checks in full:
+//! (`mooring_core::conformance`, feature `conformance`) checks in full:
 //!
 //! - [`SessionStore::commit`] applies every operation of the batch, in order, or none of them,
 //!   never a part. When it returns `Ok`, the batch survives the process being killed (and,

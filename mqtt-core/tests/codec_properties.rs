@@ -11,7 +11,7 @@
 mod support;
 
 use bytes::BytesMut;
-use mqtt_core::packet::*;
+use mooring_core::packet::*;
 use proptest::prelude::*;
 use support::*;
 

@@ -17,7 +17,7 @@ mod support;
 use std::alloc::System;
 
 use bytes::BytesMut;
-use mqtt_core::packet::{Codec, Decoded};
+use mooring_core::packet::{Codec, Decoded};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};

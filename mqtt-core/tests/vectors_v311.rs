@@ -9,7 +9,7 @@
 )]
 
 use bytes::{Bytes, BytesMut};
-use mqtt_core::packet::*;
+use mooring_core::packet::*;
 
 fn codec() -> Codec {
     Codec {

@@ -5,8 +5,8 @@
 //! conformance suite; it only forgets everything when the last handle to its map is dropped.
 //!
 //! ```
-//! use mqtt_core::store::{Batch, SessionKey, SessionStore, StoreOp};
-//! use store_memory::MemoryStore;
+//! use mooring_core::store::{Batch, SessionKey, SessionStore, StoreOp};
+//! use mooring_store_memory::MemoryStore;
 //!
 //! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let store = MemoryStore::default();
@@ -22,8 +22,8 @@ use std::ops::Bound;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use mqtt_core::store::layout::KvWrite;
-use mqtt_core::store::{KvBackend, KvStore, StoreError, visit_map};
+use mooring_core::store::layout::KvWrite;
+use mooring_core::store::{KvBackend, KvStore, StoreError, visit_map};
 
 /// The session store in memory. Clones share the same map.
 pub type MemoryStore = KvStore<MemoryBackend>;

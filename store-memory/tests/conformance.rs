@@ -8,9 +8,9 @@
     clippy::indexing_slicing
 )]
 
-use mqtt_core::conformance::{self, Damage, StoreFactory};
-use mqtt_core::store::{SessionKey, StoreError};
-use store_memory::{MemoryBackend, MemoryStore};
+use mooring_core::conformance::{self, Damage, StoreFactory};
+use mooring_core::store::{SessionKey, StoreError};
+use mooring_store_memory::{MemoryBackend, MemoryStore};
 
 struct Factory;
 

@@ -11,20 +11,20 @@
 //! Blocking file I/O runs on the store's own thread (see `KvStore`), never on an async executor.
 //!
 //! ```no_run
-//! use store_redb::RedbStore;
+//! use mooring_store_redb::RedbStore;
 //!
 //! let store = RedbStore::open("gateway.redb")?;
-//! # Ok::<(), mqtt_core::store::StoreError>(())
+//! # Ok::<(), mooring_core::store::StoreError>(())
 //! ```
 //!
 //! Opening a file that another process holds open fails with
-//! `mqtt_core::store::StoreError::Locked`.
+//! `mooring_core::store::StoreError::Locked`.
 #![forbid(unsafe_code)]
 
 use std::path::{Path, PathBuf};
 
-use mqtt_core::store::layout::KvWrite;
-use mqtt_core::store::{KvBackend, KvOpen, KvStore, StoreError};
+use mooring_core::store::layout::KvWrite;
+use mooring_core::store::{KvBackend, KvOpen, KvStore, StoreError};
 use redb::{
     Database, DatabaseError, Durability, ReadableDatabase, ReadableTableMetadata, StorageBackend,
     StorageError, TableDefinition,
@@ -33,7 +33,7 @@ use redb::{
 /// The durable session store on redb.
 pub type RedbStore = KvStore<RedbBackend>;
 
-/// All records of all sessions, under the keys of [`mqtt_core::store::layout`].
+/// All records of all sessions, under the keys of [`mooring_core::store::layout`].
 const SESSIONS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("mooring_sessions");
 
 const NAME: &str = "redb store";

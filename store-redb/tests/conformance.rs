@@ -15,11 +15,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use mqtt_core::conformance::{self, Damage, StoreFactory};
-use mqtt_core::store::{SessionKey, StoreError};
+use mooring_core::conformance::{self, Damage, StoreFactory};
+use mooring_core::store::{SessionKey, StoreError};
+use mooring_store_redb::{RedbBackend, RedbStore};
 use redb::backends::FileBackend;
 use redb::{BackendError, StorageBackend};
-use store_redb::{RedbBackend, RedbStore};
 
 /// redb's file backend, with a switch that makes the next `sync_data` fail.
 #[derive(Debug)]

@@ -1,8 +1,10 @@
 //! A store file that will not open: a clear error naming it, and the opt-in way past it.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use mqtt_core::store::{Batch, SessionKey, SessionStore, StoreError, StoreOp, open_or_set_aside};
-use store_redb::RedbStore;
+use mooring_core::store::{
+    Batch, SessionKey, SessionStore, StoreError, StoreOp, open_or_set_aside,
+};
+use mooring_store_redb::RedbStore;
 
 #[tokio::test]
 async fn a_damaged_file_is_named_in_the_error_and_can_be_set_aside_never_deleted() {

@@ -13,7 +13,7 @@
 //! - a committed batch survives the process being killed (`kill -9`): the data was written
 //!   to the kernel before `commit` returned;
 //! - a committed batch is **not** promised to survive a power failure, a kernel crash or a
-//!   pulled disk. Use [`RedbStore`](https://docs.rs/store-redb) when that matters.
+//!   pulled disk. Use [`RedbStore`](https://docs.rs/mooring-store-redb) when that matters.
 //!
 //! sled also flushes by itself every 500 ms (its `flush_every_ms` default); the store does not
 //! rely on that, since every commit flushes before it returns.
@@ -25,10 +25,10 @@
 //! Blocking I/O runs on the store's own thread (see `KvStore`), never on an async executor.
 //!
 //! ```no_run
-//! use store_sled::SledStore;
+//! use mooring_store_sled::SledStore;
 //!
 //! let store = SledStore::open("gateway.sled")?;
-//! # Ok::<(), mqtt_core::store::StoreError>(())
+//! # Ok::<(), mooring_core::store::StoreError>(())
 //! ```
 #![forbid(unsafe_code)]
 
@@ -38,8 +38,8 @@ use std::path::{Path, PathBuf};
 
 use fs2::FileExt;
 
-use mqtt_core::store::layout::KvWrite;
-use mqtt_core::store::{KvBackend, KvOpen, KvStore, StoreError};
+use mooring_core::store::layout::KvWrite;
+use mooring_core::store::{KvBackend, KvOpen, KvStore, StoreError};
 
 /// The session store on sled.
 pub type SledStore = KvStore<SledBackend>;

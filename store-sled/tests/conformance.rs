@@ -13,9 +13,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use mqtt_core::conformance::{self, Damage, StoreFactory};
-use mqtt_core::store::{SessionKey, StoreError};
-use store_sled::SledStore;
+use mooring_core::conformance::{self, Damage, StoreFactory};
+use mooring_core::store::{SessionKey, StoreError};
+use mooring_store_sled::SledStore;
 
 struct Factory {
     dir: tempfile::TempDir,

@@ -10,7 +10,7 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use mqtt_core::store::{Batch, OutboundRecord, SessionKey, SessionStore, StoreError, StoreOp};
+use mooring_core::store::{Batch, OutboundRecord, SessionKey, SessionStore, StoreError, StoreOp};
 
 const RECORD_SIZE: usize = 256;
 const BATCH_SIZES: [u64; 4] = [1, 8, 64, 512];
@@ -85,14 +85,21 @@ async fn run(seconds: f64) -> Result<(), Box<dyn std::error::Error>> {
     );
 
     let stores: Vec<(&str, Box<dyn SessionStore>)> = vec![
-        ("memory", Box::new(store_memory::MemoryStore::default())),
+        (
+            "memory",
+            Box::new(mooring_store_memory::MemoryStore::default()),
+        ),
         (
             "redb",
-            Box::new(store_redb::RedbStore::open(dir.path().join("bench.redb"))?),
+            Box::new(mooring_store_redb::RedbStore::open(
+                dir.path().join("bench.redb"),
+            )?),
         ),
         (
             "sled",
-            Box::new(store_sled::SledStore::open(dir.path().join("bench.sled"))?),
+            Box::new(mooring_store_sled::SledStore::open(
+                dir.path().join("bench.sled"),
+            )?),
         ),
     ];
     println!("| Store | Records per commit | Commits/s | Records/s | Commits/s ÷ fdatasync/s |");

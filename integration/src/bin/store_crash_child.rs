@@ -8,7 +8,7 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use integration::crash_batches::{batch, last_whole_batch, session};
-use mqtt_core::store::SessionStore;
+use mooring_core::store::SessionStore;
 
 async fn run(store: impl SessionStore) -> Result<(), String> {
     let key = session();
@@ -45,17 +45,17 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match kind.as_str() {
             "redb" => {
-                run(
-                    integration::open_when_free(|| store_redb::RedbStore::open(path.as_str()))
-                        .map_err(|e| e.to_string())?,
-                )
+                run(integration::open_when_free(|| {
+                    mooring_store_redb::RedbStore::open(path.as_str())
+                })
+                .map_err(|e| e.to_string())?)
                 .await
             }
             "sled" => {
-                run(
-                    integration::open_when_free(|| store_sled::SledStore::open(path.as_str()))
-                        .map_err(|e| e.to_string())?,
-                )
+                run(integration::open_when_free(|| {
+                    mooring_store_sled::SledStore::open(path.as_str())
+                })
+                .map_err(|e| e.to_string())?)
                 .await
             }
             other => Err(format!("unknown store {other:?}")),

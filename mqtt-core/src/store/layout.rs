@@ -43,8 +43,8 @@ use crate::packet::ProtocolVersion;
 mod decode;
 
 pub use decode::{
-    decode_meta, decode_queue_totals, decode_queued, decode_session, queued_packet_len,
-    queued_seq_of_key, session_of_key,
+    Record, decode_meta, decode_queue_totals, decode_queued, decode_record, decode_session,
+    queued_packet_len, queued_seq_of_key, session_of_key,
 };
 
 /// The record format this version of Mooring writes and reads.

@@ -3,7 +3,7 @@
 #![allow(dead_code)]
 
 use bytes::{Bytes, BytesMut};
-use mqtt_core::packet::*;
+use mooring_core::packet::*;
 use proptest::collection::vec;
 use proptest::option;
 use proptest::prelude::*;

@@ -254,6 +254,85 @@ pub fn decode_queue_totals(session: &SessionKey, value: &[u8]) -> Result<(u64, u
     }
 }
 
+/// One record of a session, decoded: what a key-value entry holds, in the contract's terms.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Record {
+    /// The session's metadata.
+    Meta(SessionMeta),
+    /// An outbound flow under its sequence number.
+    Outbound(u64, OutboundRecord),
+    /// A PUBREC-sent marker for an inbound QoS 2 packet identifier.
+    Inbound(u16),
+    /// A queued message under its sequence number.
+    Queued(u64, QueuedPublish),
+    /// A subscription kept with the session.
+    Subscription(StoredSubscription),
+    /// The queue's totals: the number of queued messages and the bytes of their packets.
+    QueueTotals(u64, u64),
+}
+
+/// Decodes one entry of a key-value store: the session its key belongs to and the record its
+/// value holds, with the value's format version and checksum checked.
+pub fn decode_record(key: &[u8], value: &[u8]) -> Result<(SessionKey, Record), StoreError> {
+    let session = session_of_key(key)?;
+    let record = decode_entry(&session, &session_prefix(&session), key, value)?;
+    Ok((session, record))
+}
+
+fn decode_entry(
+    session: &SessionKey,
+    prefix: &[u8],
+    key: &[u8],
+    value: &[u8],
+) -> Result<Record, StoreError> {
+    let bad = |reason: String| StoreError::Corrupt {
+        session: session.to_string(),
+        record: describe_key(key),
+        reason,
+    };
+    let rest = key
+        .strip_prefix(prefix)
+        .ok_or_else(|| bad("the key belongs to another session".to_owned()))?;
+    let (kind, body) = open_value(session, key, value)?;
+    Ok(match (rest, kind) {
+        ([SECTION_META], KIND_META) => Record::Meta(
+            decode_meta_body(body)
+                .ok_or_else(|| bad("the metadata body is malformed".to_owned()))?,
+        ),
+        ([SECTION_OUTBOUND, seq @ ..], KIND_PUBLISH) if seq.len() == 8 => Record::Outbound(
+            be_number(seq),
+            OutboundRecord::Publish(Bytes::copy_from_slice(body)),
+        ),
+        ([SECTION_OUTBOUND, seq @ ..], KIND_PUBREL) if seq.len() == 8 => {
+            let id = body
+                .try_into()
+                .map(u16::from_be_bytes)
+                .map_err(|_| bad("a PUBREL record holds no packet identifier".to_owned()))?;
+            Record::Outbound(be_number(seq), OutboundRecord::PubRel { packet_id: id })
+        }
+        // Two bytes, so the number fits in a u16.
+        ([SECTION_INBOUND, id @ ..], KIND_INBOUND) if id.len() == 2 && body.is_empty() => {
+            Record::Inbound(be_number(id) as u16)
+        }
+        ([SECTION_QUEUE, seq @ ..], KIND_QUEUED | KIND_QUEUED_EXPIRING) if seq.len() == 8 => {
+            Record::Queued(be_number(seq), queued_from_body(kind, body).map_err(bad)?)
+        }
+        ([SECTION_SUBSCRIPTION, filter @ ..], KIND_SUBSCRIPTION) => {
+            let filter = std::str::from_utf8(filter)
+                .map_err(|_| bad("a subscription's filter is not UTF-8".to_owned()))?;
+            Record::Subscription(StoredSubscription {
+                filter: filter.to_owned(),
+                packet: Bytes::copy_from_slice(body),
+            })
+        }
+        ([SECTION_TOTALS], KIND_TOTALS) => {
+            let totals = decode_queue_totals(session, value)?;
+            Record::QueueTotals(totals.0, totals.1)
+        }
+        _ => return Err(bad(format!("kind {kind:?} does not belong under this key"))),
+    })
+}
+
 /// Rebuilds a session from its entries: key-value pairs under `session_prefix(session)`, in
 /// ascending key order (all of them, or the sections a caller read). The queue totals record,
 /// if given, is checked and otherwise skipped: `queue_summary` describes the queue records
@@ -269,55 +348,14 @@ where
     let prefix = session_prefix(session);
     let mut out = StoredSession::default();
     for (key, value) in entries {
-        let (key, value) = (key.as_ref(), value.as_ref());
-        let bad = |reason: String| StoreError::Corrupt {
-            session: session.to_string(),
-            record: describe_key(key),
-            reason,
-        };
-        let rest = key
-            .strip_prefix(prefix.as_slice())
-            .ok_or_else(|| bad("the key belongs to another session".to_owned()))?;
-        let (kind, body) = open_value(session, key, value)?;
-        match (rest, kind) {
-            ([SECTION_META], KIND_META) => {
-                let meta = decode_meta_body(body)
-                    .ok_or_else(|| bad("the metadata body is malformed".to_owned()))?;
-                out.meta = Some(meta);
-            }
-            ([SECTION_OUTBOUND, seq @ ..], KIND_PUBLISH) if seq.len() == 8 => {
-                out.outbound.push((
-                    be_number(seq),
-                    OutboundRecord::Publish(Bytes::copy_from_slice(body)),
-                ));
-            }
-            ([SECTION_OUTBOUND, seq @ ..], KIND_PUBREL) if seq.len() == 8 => {
-                let id = body
-                    .try_into()
-                    .map(u16::from_be_bytes)
-                    .map_err(|_| bad("a PUBREL record holds no packet identifier".to_owned()))?;
-                out.outbound
-                    .push((be_number(seq), OutboundRecord::PubRel { packet_id: id }));
-            }
-            ([SECTION_INBOUND, id @ ..], KIND_INBOUND) if id.len() == 2 && body.is_empty() => {
-                // Two bytes, so the number fits in a u16.
-                out.inbound.push(be_number(id) as u16);
-            }
-            ([SECTION_QUEUE, seq @ ..], KIND_QUEUED | KIND_QUEUED_EXPIRING) if seq.len() == 8 => {
-                out.queue
-                    .push((be_number(seq), queued_from_body(kind, body).map_err(bad)?));
-            }
-            ([SECTION_SUBSCRIPTION, filter @ ..], KIND_SUBSCRIPTION) => {
-                let filter = std::str::from_utf8(filter)
-                    .map_err(|_| bad("a subscription's filter is not UTF-8".to_owned()))?;
-                out.subscriptions.push(StoredSubscription {
-                    filter: filter.to_owned(),
-                    packet: Bytes::copy_from_slice(body),
-                });
-            }
+        match decode_entry(session, &prefix, key.as_ref(), value.as_ref())? {
+            Record::Meta(meta) => out.meta = Some(meta),
+            Record::Outbound(seq, record) => out.outbound.push((seq, record)),
+            Record::Inbound(packet_id) => out.inbound.push(packet_id),
+            Record::Queued(seq, message) => out.queue.push((seq, message)),
+            Record::Subscription(subscription) => out.subscriptions.push(subscription),
             // The totals describe the queue; a caller that holds the queue needs none.
-            ([SECTION_TOTALS], KIND_TOTALS) => {}
-            _ => return Err(bad(format!("kind {kind:?} does not belong under this key"))),
+            Record::QueueTotals(..) => {}
         }
     }
     out.queue_summary = crate::store::QueueSummary::of(&out.queue);
