@@ -9,6 +9,7 @@
 //! |---|---|---|
 //! | `redb` | yes | [`store::RedbStore`], durable (kill -9 and power loss) |
 //! | `tls` | yes | `mqtts://` and `wss://` through rustls |
+//! | `toml` | yes | `ClientConfig::load`/`from_toml`/`to_toml`, `ClientBuilder::from_config_file` |
 //! | `sled` | no | `store::SledStore`, durable across kill -9 |
 //! | `websocket` | no | `ws://` and `wss://` |
 //! | `conformance` | no | the store conformance suite, to test a store of your own |

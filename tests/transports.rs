@@ -265,6 +265,68 @@ async fn tls_client_certificates_are_presented() {
     server.await.unwrap();
 }
 
+/// A server that speaks only the ALPN protocol `mqtt` and requires a client certificate, as a
+/// cloud broker on port 443 does.
+fn alpn_server_config(pki: &Pki) -> Arc<rustls::ServerConfig> {
+    let mut config = Arc::unwrap_or_clone(server_config(pki, true));
+    config.alpn_protocols = vec![b"mqtt".to_vec()];
+    Arc::new(config)
+}
+
+#[tokio::test]
+async fn tls_from_a_config_offers_alpn_and_presents_the_client_certificate() {
+    let pki = pki("alpn");
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let acceptor = tokio_rustls::TlsAcceptor::from(alpn_server_config(&pki));
+    let server = tokio::spawn(async move {
+        let stream = acceptor.accept(rx.recv().await.unwrap()).await.unwrap();
+        let (_, session) = stream.get_ref();
+        assert_eq!(session.alpn_protocol(), Some(&b"mqtt"[..]));
+        assert!(session.peer_certificates().is_some_and(|c| !c.is_empty()));
+        serve_mqtt(stream).await;
+    });
+    // Everything by PEM text in the configuration, as a file would carry it.
+    let config = mooring::client::TlsConfig {
+        ca_pem: Some(pki.ca_pem.clone()),
+        client_cert_pem: Some(pki.client_cert_pem.clone()),
+        client_key_pem: Some(pki.client_key_pem.clone()),
+        alpn: vec!["x-unknown".into(), "mqtt".into()],
+        ..Default::default()
+    };
+    let (client, _m) = builder("mqtts://localhost", Pipe(tx))
+        .tls(TlsOptions::from_config(&config).unwrap())
+        .connect()
+        .await
+        .unwrap();
+    publish_once(&client).await;
+    server.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_server_that_speaks_none_of_the_offered_alpn_protocols_is_refused() {
+    let pki = pki("alpn-none");
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let acceptor = tokio_rustls::TlsAcceptor::from(alpn_server_config(&pki));
+    let server = tokio::spawn(async move { acceptor.accept(rx.recv().await.unwrap()).await });
+    let tls = TlsOptions::with_ca_pem(pki.ca_pem.as_bytes())
+        .unwrap()
+        .client_certificate_pem(
+            pki.client_cert_pem.as_bytes(),
+            pki.client_key_pem.as_bytes(),
+        )
+        .unwrap()
+        .alpn_protocols(["h2"]);
+    assert!(
+        builder("mqtts://localhost", Pipe(tx))
+            .tls(tls)
+            .connect()
+            .await
+            .is_err()
+    );
+    let refused = server.await.unwrap().err().unwrap();
+    assert!(refused.to_string().contains("known protocol"), "{refused}");
+}
+
 #[test]
 fn bad_pem_is_a_clear_error() {
     let err = TlsOptions::with_ca_pem(b"not a certificate").unwrap_err();

@@ -8,6 +8,7 @@
 )]
 
 use std::io::Write;
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -106,6 +107,28 @@ fn every_example_runs(version: &str) {
         "",
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("session present: true"));
+
+    // The same gateway configured by examples/gateway.toml, pointed at this broker.
+    let mut config = mooring::client::ClientConfig::load(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("gateway.toml"),
+    )
+    .unwrap();
+    assert_eq!(config.queue_full, mooring::QueuePolicy::DropOldest);
+    assert_eq!(config.will.as_ref().unwrap().topic, "site/status");
+    config.servers = vec![broker.url()];
+    let file = dir.path().join("gateway.toml");
+    std::fs::write(&file, config.to_toml().unwrap()).unwrap();
+    let configured = [(
+        "GATEWAY_STORE",
+        dir.path().join("configured.redb").display().to_string(),
+    )];
+    let out = run(
+        env!("CARGO_BIN_EXE_gateway"),
+        &["--config", file.to_str().unwrap(), "--simulate", "5"],
+        &configured,
+        "",
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("5 readings accepted"));
 }
 
 #[test]

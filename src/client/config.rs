@@ -1,78 +1,143 @@
-//! Client settings from a file: [`ClientConfig`] and the builder made from it.
+//! Client settings as data: [`ClientConfig`], read from and written to a file (TOML with the
+//! `toml` feature, or anything serde reads), and turned into a builder and back.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
-use bytes::Bytes;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-use super::options::ClientBuilder;
 use super::policy::{Backoff, QueuePolicy};
 
-/// Client settings read from a file (TOML, JSON, anything serde reads), for gateways
-/// configured by file. TLS files and the store are set on the builder.
+mod convert;
+pub(crate) mod human;
+#[cfg(test)]
+mod tests;
+
+/// Every setting of a [`ClientBuilder`](super::ClientBuilder) but those that are code (the
+/// store, a [`Connector`](super::Connector), the `before_connect` hook, an authenticator, a
+/// rustls configuration given whole): a gateway configured by file.
+///
+/// Durations are written as people write them (`"30s"`, `"250ms"`, `"1h 30m"`); unknown keys
+/// are refused, so a misspelt setting is an error naming it rather than a default silently
+/// kept. [`ClientBuilder::from_config`](super::ClientBuilder::from_config) makes a builder of
+/// it; [`ClientBuilder::to_config`](super::ClientBuilder::to_config) writes one back, and the
+/// two round-trip.
 ///
 /// ```
-/// let config: mooring::client::ClientConfig = serde_json::from_str(r#"{
-///     "servers": ["mqtt://10.0.0.5:1883", "mqtt://10.0.0.6:1883"],
-///     "client_id": "gateway-7",
-///     "session_expiry_secs": 86400,
-///     "reconnect": { "initial": 200, "maximum": 60000 },
-///     "queue_limit": 50000,
-///     "queue_full": "fail"
-/// }"#)?;
+/// # #[cfg(feature = "toml")] {
+/// let config = mooring::client::ClientConfig::from_toml(r#"
+///     servers = ["mqtt://10.0.0.5:1883", "mqtt://10.0.0.6:1883"]
+///     client_id = "gateway-7"
+///     session_expiry = "1day"
+///     queue_limit = 50000
+///     queue_full = "fail"
+///
+///     [reconnect]
+///     initial = "200ms"
+///     maximum = "1m"
+/// "#)?;
 /// let builder = mooring::client::ClientBuilder::from_config(&config)?;
 /// # let _ = builder;
+/// # }
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-#[derive(Clone, PartialEq, Deserialize)]
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ClientConfig {
     /// Server addresses, tried in order.
     pub servers: Vec<String>,
-    /// The protocol: `"5"` (the default) or `"3.1.1"`.
-    pub protocol: ConfigProtocol,
-    /// The most QoS 1/2 publishes in flight (the only limit with 3.1.1; 20 unless set).
-    pub in_flight_maximum: Option<u16>,
-    /// The client identifier.
+    /// The client identifier (empty: the server assigns one).
     pub client_id: String,
     /// One session for all servers under this name.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub cluster_scope: Option<String>,
+    /// The protocol: `"5"` (the default) or `"3.1.1"`.
+    pub protocol: ConfigProtocol,
     /// Clean Start on the first connection.
     pub clean_start: bool,
-    /// Keep alive, seconds.
-    pub keep_alive_secs: u64,
-    /// Session Expiry Interval, seconds.
-    pub session_expiry_secs: u64,
+    /// The Session Expiry Interval: a duration, or `"never"`.
+    #[serde(with = "human::expiry")]
+    pub session_expiry: u32,
+    /// Keep alive (whole seconds; `"0s"` turns it off).
+    #[serde(with = "human")]
+    pub keep_alive: Duration,
+    /// How long to wait for PINGRESP.
+    #[serde(with = "human")]
+    pub ping_timeout: Duration,
     /// The user name.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub username: Option<String>,
-    /// The password.
+    /// The password (text).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub password: Option<String>,
+    /// The Will Message.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub will: Option<WillConfig>,
+    /// User Properties of CONNECT, in order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub user_properties: Vec<Property>,
     /// Manual acknowledgement of inbound messages.
     pub manual_ack: bool,
-    /// Receive Maximum.
+    /// Receive Maximum (unset: the inbox capacity).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub receive_maximum: Option<u16>,
-    /// Maximum Packet Size.
+    /// Maximum Packet Size the client accepts (unset: no limit announced).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub maximum_packet_size: Option<u32>,
+    /// The most bytes of inbound messages held back for the application.
+    pub held_bytes_limit: usize,
+    /// The most QoS 1/2 publishes in flight (the only limit with 3.1.1).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub in_flight_maximum: Option<u16>,
     /// Topic Aliases towards the server.
     pub topic_aliases: bool,
-    /// Topic Alias Maximum towards the client.
+    /// Topic Alias Maximum towards the client (0: none).
     pub topic_alias_maximum: u16,
-    /// Connect timeout, milliseconds.
-    pub connect_timeout_ms: u64,
-    /// Reconnect policy (delays in milliseconds).
+    /// Request Response Information in CONNECT (unset: not sent).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_response_information: Option<bool>,
+    /// Request Problem Information in CONNECT (unset: not sent).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_problem_information: Option<bool>,
+    /// Make the stored subscriptions again when a server lost the session.
+    pub resubscribe: bool,
+    /// The topic this client's requests ask responses on (unset: one is made up).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub response_topic: Option<String>,
+    /// How long a connection attempt may take, CONNACK included.
+    #[serde(with = "human")]
+    pub connect_timeout: Duration,
+    /// How long a write may stall before the connection counts as lost.
+    #[serde(with = "human")]
+    pub write_timeout: Duration,
+    /// How long `disconnect` waits for messages in flight.
+    #[serde(with = "human")]
+    pub drain_timeout: Duration,
+    /// The reconnect policy.
     pub reconnect: Backoff,
-    /// Durable queue limit.
+    /// The most messages the durable queue holds.
     pub queue_limit: usize,
-    /// Durable queue limit in bytes, if any.
+    /// The most bytes the durable queue holds, if bounded.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub queue_limit_bytes: Option<usize>,
     /// What a publish does when the queue is full: `"wait"`, `"fail"` or `"drop_oldest"`.
     pub queue_full: QueuePolicy,
-    /// TLS files for `mqtts://` and `wss://` servers.
-    pub tls: Option<TlsFiles>,
+    /// How much of the queue stays in memory.
+    pub queue_window: QueueWindowConfig,
+    /// Messages the inbox holds for the application.
+    pub inbox_capacity: usize,
+    /// Requests from handles that wait for the connection task.
+    pub channel_capacity: usize,
+    /// TLS for `mqtts://` and `wss://` servers (unset: the system's roots).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsConfig>,
+    /// HTTP headers of the WebSocket handshake, in order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub websocket_headers: Vec<Property>,
 }
 
 /// The protocol a [`ClientConfig`] speaks, written `"5"` or `"3.1.1"`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub enum ConfigProtocol {
     /// MQTT v5.0.
     #[default]
@@ -83,18 +148,153 @@ pub enum ConfigProtocol {
     V311,
 }
 
-/// TLS settings by file, for [`ClientConfig`].
-#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+/// A name and a value: a User Property, or an HTTP header.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Property {
+    /// The name.
+    pub name: String,
+    /// The value.
+    pub value: String,
+}
+
+/// The queue's window in memory ([`ClientBuilder::queue_window`](super::ClientBuilder::queue_window)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueWindowConfig {
+    /// Messages.
+    pub messages: usize,
+    /// Bytes.
+    pub bytes: usize,
+}
+
+/// The Will Message of a [`ClientConfig`].
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct TlsFiles {
-    /// PEM file of the CA certificates to trust (the system's roots when absent).
-    pub ca_file: Option<std::path::PathBuf>,
+pub struct WillConfig {
+    /// Its topic.
+    pub topic: String,
+    /// Its payload (text).
+    pub payload: String,
+    /// Its QoS: 0, 1 or 2.
+    pub qos: u8,
+    /// Whether it is retained.
+    pub retain: bool,
+    /// Will Delay Interval.
+    #[serde(
+        with = "human::option",
+        skip_serializing_if = "Option::is_none",
+        default
+    )]
+    pub delay: Option<Duration>,
+    /// Message Expiry Interval.
+    #[serde(
+        with = "human::option",
+        skip_serializing_if = "Option::is_none",
+        default
+    )]
+    pub message_expiry: Option<Duration>,
+    /// Payload Format Indicator: whether the payload is UTF-8 text.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub payload_is_utf8: Option<bool>,
+    /// Content Type.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub content_type: Option<String>,
+    /// Response Topic.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub response_topic: Option<String>,
+    /// Correlation Data (text).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub correlation_data: Option<String>,
+    /// User Properties, in order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub user_properties: Vec<Property>,
+}
+
+/// TLS settings by file or by PEM text (feature `tls`): whom to trust, who the client is, the
+/// name to verify and the ALPN protocols to offer.
+#[derive(Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM file of the CA certificates to trust (with neither this nor `ca_pem`: the system's
+    /// roots).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+    /// The CA certificates to trust, as PEM text.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_pem: Option<String>,
     /// PEM file of the client certificate chain.
-    pub client_cert_file: Option<std::path::PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_cert_file: Option<PathBuf>,
     /// PEM file of the client's private key.
-    pub client_key_file: Option<std::path::PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_key_file: Option<PathBuf>,
+    /// The client certificate chain, as PEM text.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_cert_pem: Option<String>,
+    /// The client's private key, as PEM text.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_key_pem: Option<String>,
     /// The name to verify the server's certificate against, instead of the host.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub server_name: Option<String>,
+    /// ALPN protocol names to offer, in order of preference (cloud brokers that serve MQTT on
+    /// port 443 pick the protocol by it).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub alpn: Vec<String>,
+}
+
+impl std::fmt::Debug for TlsConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print key material.
+        f.debug_struct("TlsConfig")
+            .field("ca_file", &self.ca_file)
+            .field("ca_pem", &self.ca_pem.as_ref().map(|_| "<pem>"))
+            .field("client_cert_file", &self.client_cert_file)
+            .field("client_key_file", &self.client_key_file)
+            .field(
+                "client_cert_pem",
+                &self.client_cert_pem.as_ref().map(|_| "<pem>"),
+            )
+            .field(
+                "client_key_pem",
+                &self.client_key_pem.as_ref().map(|_| "<hidden>"),
+            )
+            .field("server_name", &self.server_name)
+            .field("alpn", &self.alpn)
+            .finish()
+    }
+}
+
+/// Why a configuration could not be read, written or applied.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read the configuration {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The text is not a valid configuration; `field` names the setting (`tls.alpn`).
+    #[error("{origin}: setting `{field}`: {message}")]
+    Invalid {
+        /// The file, or "the configuration".
+        origin: String,
+        /// The setting, as a dotted path (empty for the text as a whole).
+        field: String,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// The builder holds a setting a file cannot express.
+    #[error("{0} cannot be written to a configuration file")]
+    NotRepresentable(&'static str),
+    /// The configuration could not be written as TOML.
+    #[error("the configuration cannot be written as TOML: {0}")]
+    Write(String),
 }
 
 impl std::fmt::Debug for ClientConfig {
@@ -104,158 +304,89 @@ impl std::fmt::Debug for ClientConfig {
             .field("client_id", &self.client_id)
             .field("username", &self.username)
             .field("password", &self.password.as_ref().map(|_| "<hidden>"))
+            .field("tls", &self.tls)
             .finish_non_exhaustive()
     }
 }
 
 impl Default for ClientConfig {
+    /// The builder's defaults (a test holds the two together).
     fn default() -> Self {
         Self {
             servers: Vec::new(),
-            protocol: ConfigProtocol::V5,
-            in_flight_maximum: None,
             client_id: String::new(),
             cluster_scope: None,
+            protocol: ConfigProtocol::V5,
             clean_start: false,
-            keep_alive_secs: 60,
-            session_expiry_secs: 86_400,
+            session_expiry: 86_400,
+            keep_alive: Duration::from_secs(60),
+            ping_timeout: Duration::from_secs(10),
             username: None,
             password: None,
+            will: None,
+            user_properties: Vec::new(),
             manual_ack: false,
             receive_maximum: None,
-            maximum_packet_size: None,
+            maximum_packet_size: Some(crate::session::DEFAULT_MAXIMUM_PACKET_SIZE),
+            held_bytes_limit: crate::session::DEFAULT_HELD_BYTES_LIMIT,
+            in_flight_maximum: None,
             topic_aliases: true,
             topic_alias_maximum: 0,
-            connect_timeout_ms: 10_000,
+            request_response_information: None,
+            request_problem_information: None,
+            resubscribe: true,
+            response_topic: None,
+            connect_timeout: Duration::from_secs(10),
+            write_timeout: Duration::from_secs(30),
+            drain_timeout: Duration::from_secs(5),
             reconnect: Backoff::default(),
             queue_limit: 100_000,
             queue_limit_bytes: None,
             queue_full: QueuePolicy::Wait,
+            queue_window: QueueWindowConfig {
+                messages: crate::session::DEFAULT_QUEUE_WINDOW.messages,
+                bytes: crate::session::DEFAULT_QUEUE_WINDOW.bytes,
+            },
+            inbox_capacity: 1024,
+            channel_capacity: 1024,
             tls: None,
+            websocket_headers: Vec::new(),
         }
     }
 }
 
-impl ClientBuilder {
-    /// A builder from file configuration (see [`ClientConfig`]); add the store, then connect.
-    /// Fails when a TLS file named there cannot be read or parsed.
-    pub fn from_config(config: &ClientConfig) -> Result<Self, super::ClientError> {
-        let mut b = Self::default()
-            .client_id(config.client_id.clone())
-            .clean_start(config.clean_start)
-            .keep_alive(Duration::from_secs(config.keep_alive_secs))
-            .session_expiry(Duration::from_secs(config.session_expiry_secs))
-            .manual_ack(config.manual_ack)
-            .topic_aliases(config.topic_aliases)
-            .topic_alias_maximum(config.topic_alias_maximum)
-            .reconnect(config.reconnect.clone())
-            .connect_timeout(Duration::from_millis(config.connect_timeout_ms))
-            .queue_limit(config.queue_limit, config.queue_full);
-        if let Some(bytes) = config.queue_limit_bytes {
-            b = b.queue_limit_bytes(bytes);
-        }
-        b = b.protocol(match config.protocol {
-            ConfigProtocol::V5 => crate::packet::ProtocolVersion::V5,
-            ConfigProtocol::V311 => crate::packet::ProtocolVersion::V311,
-        });
-        if let Some(max) = config.in_flight_maximum {
-            b = b.in_flight_maximum(max);
-        }
-        b.servers = config.servers.clone();
-        b.settings.cluster_scope = config.cluster_scope.clone();
-        b.settings.session.username = config.username.clone();
-        b.settings.session.password = config.password.clone().map(Bytes::from);
-        if let Some(max) = config.receive_maximum {
-            b = b.receive_maximum(max);
-        }
-        if let Some(max) = config.maximum_packet_size {
-            b = b.maximum_packet_size(max);
-        }
-        if let Some(tls) = &config.tls {
-            #[cfg(feature = "tls")]
-            {
-                let mut options = match &tls.ca_file {
-                    Some(path) => super::TlsOptions::with_ca_file(path)?,
-                    None => super::TlsOptions::system_roots()?,
-                };
-                if let (Some(cert), Some(key)) = (&tls.client_cert_file, &tls.client_key_file) {
-                    options = options.client_certificate_files(cert, key)?;
-                }
-                if let Some(name) = &tls.server_name {
-                    options = options.server_name(name.clone());
-                }
-                b = b.tls(options);
-            }
-            #[cfg(not(feature = "tls"))]
-            {
-                let _ = tls;
-                return Err(super::ClientError::TlsUnavailable);
-            }
-        }
-        Ok(b)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn config_from_json_with_units_and_policy() {
-        let config: ClientConfig = serde_json::from_str(
-            r#"{"servers":["mqtt://a","mqtt://b:1884"],"client_id":"g",
-                "password":"s3cret","reconnect":{"initial":50,"factor":3.0},
-                "queue_full":"fail","receive_maximum":10}"#,
-        )
-        .unwrap();
-        assert_eq!(config.reconnect.initial, Duration::from_millis(50));
-        assert_eq!(config.reconnect.maximum, Duration::from_secs(30));
-        assert_eq!(config.queue_full, QueuePolicy::Fail);
-        assert!(!format!("{config:?}").contains("s3cret"));
-        let b = ClientBuilder::from_config(&config).unwrap();
-        let s = b.settings().unwrap();
-        assert_eq!(s.servers.len(), 2);
-        assert_eq!(s.session.properties.receive_maximum, Some(10));
-        assert_eq!(s.session.password.as_deref(), Some(&b"s3cret"[..]));
-        assert_eq!(s.queue_policy, QueuePolicy::Fail);
-        let unknown = serde_json::from_str::<ClientConfig>(r#"{"server":"x"}"#);
-        assert!(unknown.is_err(), "unknown keys are refused");
-        let missing: ClientConfig = serde_json::from_str(
-            r#"{"servers":["mqtts://h"],"tls":{"ca_file":"/nonexistent.pem"}}"#,
-        )
-        .unwrap();
-        #[cfg(feature = "tls")]
-        {
-            let err = ClientBuilder::from_config(&missing).err().unwrap();
-            assert!(err.to_string().contains("/nonexistent.pem"), "{err}");
-        }
-        #[cfg(not(feature = "tls"))]
-        assert!(ClientBuilder::from_config(&missing).is_err());
+#[cfg(feature = "toml")]
+impl ClientConfig {
+    /// Reads a configuration from TOML text. An error names the setting at fault.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        Self::parse_toml(text, "the configuration")
     }
 
-    #[test]
-    fn a_3_1_1_config_speaks_3_1_1_and_refuses_what_needs_mqtt_5() {
-        let config: ClientConfig = serde_json::from_str(
-            r#"{"servers":["mqtt://a"],"protocol":"3.1.1","in_flight_maximum":8}"#,
-        )
-        .unwrap();
-        let s = ClientBuilder::from_config(&config)
-            .unwrap()
-            .settings()
-            .unwrap();
-        assert_eq!(s.session.protocol, crate::packet::ProtocolVersion::V311);
-        assert_eq!(s.session.in_flight_maximum, Some(8));
-        let bad = serde_json::from_str::<ClientConfig>(r#"{"protocol":"4"}"#);
-        assert!(bad.is_err(), "only \"5\" and \"3.1.1\"");
-        let v5_only = ClientBuilder::from_config(&config)
-            .unwrap()
-            .user_property("site", "7")
-            .settings();
-        assert!(matches!(
-            v5_only,
-            Err(crate::client::ClientError::NeedsV5(
-                "CONNECT User Properties"
-            ))
-        ));
+    /// Reads a configuration from a TOML file. An error names the file and the setting.
+    pub fn load(path: impl AsRef<std::path::Path>) -> Result<Self, ConfigError> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::parse_toml(&text, &path.display().to_string())
+    }
+
+    fn parse_toml(text: &str, origin: &str) -> Result<Self, ConfigError> {
+        let deserializer = toml::Deserializer::parse(text).map_err(|e| ConfigError::Invalid {
+            origin: origin.to_owned(),
+            field: String::new(),
+            message: e.to_string(),
+        })?;
+        serde_path_to_error::deserialize(deserializer).map_err(|e| ConfigError::Invalid {
+            origin: origin.to_owned(),
+            field: e.path().to_string(),
+            message: e.inner().message().to_owned(),
+        })
+    }
+
+    /// Writes the configuration as TOML, readable by [`ClientConfig::from_toml`].
+    pub fn to_toml(&self) -> Result<String, ConfigError> {
+        toml::to_string(self).map_err(|e| ConfigError::Write(e.to_string()))
     }
 }

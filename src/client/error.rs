@@ -35,6 +35,9 @@ pub enum ClientError {
     #[cfg(not(feature = "tls"))]
     #[error("TLS is configured but mooring was built without the `tls` feature")]
     TlsUnavailable,
+    /// A configuration could not be applied (see [`ConfigError`](super::ConfigError)).
+    #[error(transparent)]
+    Config(#[from] super::ConfigError),
     /// The store failed: loading the session at start, or a commit. After a failed commit the
     /// client stops and the outcome of the publishes in that commit is unknown (each is in the
     /// store or not, whole); reopen the store and start again.

@@ -73,7 +73,9 @@ pub use error::{ClientError, ConnectError, DeliveryError};
 pub use events::{ClientEvent, Stats, SubAckInfo};
 pub use message::{Delivery, Message, Messages, Refusal};
 
-pub use config::{ClientConfig, ConfigProtocol, TlsFiles};
+pub use config::{
+    ClientConfig, ConfigError, ConfigProtocol, Property, QueueWindowConfig, TlsConfig, WillConfig,
+};
 use events::StatsCell;
 pub use options::{ClientBuilder, ConnectAttempt, HookError};
 pub use policy::{Backoff, QueuePolicy};

@@ -2,25 +2,28 @@
 
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// Reconnect delays: exponential backoff with full jitter.
 ///
 /// After the `n`th failed round through the servers the client waits a random time between
 /// zero and `min(maximum, initial × factorⁿ)`, so that many gateways that lost the same broker
 /// do not all come back in the same instant.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+///
+/// In a configuration file the delays are written as durations (`initial = "100ms"`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Backoff {
     /// The bound of the first delay.
-    #[serde(with = "millis")]
+    #[serde(with = "super::config::human")]
     pub initial: Duration,
     /// How much the bound grows per failed round (at least 1).
     pub factor: f64,
     /// The largest bound.
-    #[serde(with = "millis")]
+    #[serde(with = "super::config::human")]
     pub maximum: Duration,
     /// Give up after this many failed attempts in a row (`None`: never).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_attempts: Option<u32>,
 }
 
@@ -53,18 +56,8 @@ impl Backoff {
     }
 }
 
-mod millis {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer};
-
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        Ok(Duration::from_millis(u64::deserialize(d)?))
-    }
-}
-
 /// What `publish` does when the durable queue holds its limit (of messages or of bytes).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum QueuePolicy {
     /// Wait until there is room (the default).

@@ -7,6 +7,8 @@ use rustls::RootCertStore;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
+use super::config::TlsConfig;
+
 /// Why TLS settings could not be built.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -51,6 +53,10 @@ pub struct TlsOptions {
     client_auth: Option<(Vec<CertificateDer<'static>>, Arc<PrivateKeyDer<'static>>)>,
     custom: Option<Arc<rustls::ClientConfig>>,
     server_name: Option<String>,
+    alpn: Vec<String>,
+    /// Where the settings came from, to write them back ([`TlsOptions::config`]); `None` for a
+    /// rustls configuration given whole.
+    described: Option<TlsConfig>,
 }
 
 impl std::fmt::Debug for TlsOptions {
@@ -61,6 +67,7 @@ impl std::fmt::Debug for TlsOptions {
             .field("client_certificate", &self.client_auth.is_some())
             .field("custom_config", &self.custom.is_some())
             .field("server_name", &self.server_name)
+            .field("alpn", &self.alpn)
             .finish()
     }
 }
@@ -101,67 +108,168 @@ impl TlsOptions {
                 .map_or_else(|| "none found".to_owned(), ToString::to_string);
             return Err(TlsError::NoSystemRoots(why));
         }
-        Ok(Self::with_roots(roots))
+        Ok(Self::with_roots(roots, TlsConfig::default()))
     }
 
-    /// Trust only the CA certificates in this PEM text.
-    pub fn with_ca_pem(pem: &[u8]) -> Result<Self, TlsError> {
+    fn roots_from_pem(pem: &[u8]) -> Result<RootCertStore, TlsError> {
         let mut roots = RootCertStore::empty();
         for cert in certificates(pem)? {
             roots.add(cert)?;
         }
-        Ok(Self::with_roots(roots))
+        Ok(roots)
+    }
+
+    /// Trust only the CA certificates in this PEM text.
+    pub fn with_ca_pem(pem: &[u8]) -> Result<Self, TlsError> {
+        let described = TlsConfig {
+            ca_pem: Some(String::from_utf8_lossy(pem).into_owned()),
+            ..TlsConfig::default()
+        };
+        Ok(Self::with_roots(Self::roots_from_pem(pem)?, described))
     }
 
     /// Trust only the CA certificates in this PEM file.
     pub fn with_ca_file(path: impl AsRef<Path>) -> Result<Self, TlsError> {
-        Self::with_ca_pem(&read(path.as_ref())?)
+        let path = path.as_ref();
+        let described = TlsConfig {
+            ca_file: Some(path.to_path_buf()),
+            ..TlsConfig::default()
+        };
+        Ok(Self::with_roots(
+            Self::roots_from_pem(&read(path)?)?,
+            described,
+        ))
     }
 
-    /// Use a complete rustls client configuration as it is.
+    /// Use a complete rustls client configuration as it is (its own ALPN protocols included).
     pub fn from_rustls(config: Arc<rustls::ClientConfig>) -> Self {
         Self {
             roots: Arc::new(RootCertStore::empty()),
             client_auth: None,
             custom: Some(config),
             server_name: None,
+            alpn: Vec::new(),
+            described: None,
         }
     }
 
-    fn with_roots(roots: RootCertStore) -> Self {
+    /// The options a [`TlsConfig`] describes: CA and client certificate by file or PEM text,
+    /// server name, ALPN protocols.
+    pub fn from_config(config: &TlsConfig) -> Result<Self, TlsError> {
+        let mut options = match (&config.ca_file, &config.ca_pem) {
+            (Some(_), Some(_)) => {
+                return Err(TlsError::Pem(
+                    "give the CA as ca_file or as ca_pem, not both".to_owned(),
+                ));
+            }
+            (Some(path), None) => Self::with_ca_file(path)?,
+            (None, Some(pem)) => Self::with_ca_pem(pem.as_bytes())?,
+            (None, None) => Self::system_roots()?,
+        };
+        match (
+            &config.client_cert_file,
+            &config.client_key_file,
+            &config.client_cert_pem,
+            &config.client_key_pem,
+        ) {
+            (None, None, None, None) => {}
+            (Some(cert), Some(key), None, None) => {
+                options = options.client_certificate_files(cert, key)?;
+            }
+            (None, None, Some(cert), Some(key)) => {
+                options = options.client_certificate_pem(cert.as_bytes(), key.as_bytes())?;
+            }
+            _ => {
+                return Err(TlsError::Pem(
+                    "a client certificate needs its key, both as files (client_cert_file, \
+                     client_key_file) or both as PEM text (client_cert_pem, client_key_pem)"
+                        .to_owned(),
+                ));
+            }
+        }
+        if let Some(name) = &config.server_name {
+            options = options.server_name(name.clone());
+        }
+        Ok(options.alpn_protocols(config.alpn.iter().cloned()))
+    }
+
+    /// The settings as a [`TlsConfig`], to write to a file; `None` for a rustls configuration
+    /// given whole ([`TlsOptions::from_rustls`]).
+    pub fn config(&self) -> Option<&TlsConfig> {
+        self.described.as_ref()
+    }
+
+    fn with_roots(roots: RootCertStore, described: TlsConfig) -> Self {
         Self {
             roots: Arc::new(roots),
             client_auth: None,
             custom: None,
             server_name: None,
+            alpn: Vec::new(),
+            described: Some(described),
         }
     }
 
-    /// Present this client certificate chain and private key (PEM) to the server.
-    pub fn client_certificate_pem(mut self, chain: &[u8], key: &[u8]) -> Result<Self, TlsError> {
+    fn set_client_auth(&mut self, chain: &[u8], key: &[u8]) -> Result<(), TlsError> {
         let chain = certificates(chain)?;
         let key = PrivateKeyDer::from_pem_slice(key)
             .map_err(|e| TlsError::Pem(format!("bad private key PEM: {e}")))?;
         self.client_auth = Some((chain, Arc::new(key)));
         // Fail now rather than at the first connection.
         self.client_config()?;
+        Ok(())
+    }
+
+    /// Present this client certificate chain and private key (PEM) to the server.
+    pub fn client_certificate_pem(mut self, chain: &[u8], key: &[u8]) -> Result<Self, TlsError> {
+        self.set_client_auth(chain, key)?;
+        if let Some(d) = &mut self.described {
+            d.client_cert_pem = Some(String::from_utf8_lossy(chain).into_owned());
+            d.client_key_pem = Some(String::from_utf8_lossy(key).into_owned());
+            d.client_cert_file = None;
+            d.client_key_file = None;
+        }
         Ok(self)
     }
 
     /// Present the client certificate chain and private key in these PEM files.
     pub fn client_certificate_files(
-        self,
+        mut self,
         chain: impl AsRef<Path>,
         key: impl AsRef<Path>,
     ) -> Result<Self, TlsError> {
-        let chain = read(chain.as_ref())?;
-        let key = read(key.as_ref())?;
-        self.client_certificate_pem(&chain, &key)
+        let (chain, key) = (chain.as_ref(), key.as_ref());
+        self.set_client_auth(&read(chain)?, &read(key)?)?;
+        if let Some(d) = &mut self.described {
+            d.client_cert_file = Some(chain.to_path_buf());
+            d.client_key_file = Some(key.to_path_buf());
+            d.client_cert_pem = None;
+            d.client_key_pem = None;
+        }
+        Ok(self)
     }
 
     /// Verify the server's certificate against this name instead of the address's host.
     pub fn server_name(mut self, name: impl Into<String>) -> Self {
-        self.server_name = Some(name.into());
+        let name = name.into();
+        if let Some(d) = &mut self.described {
+            d.server_name = Some(name.clone());
+        }
+        self.server_name = Some(name);
+        self
+    }
+
+    /// Offer these ALPN protocol names, in order of preference (`"mqtt"` for a cloud broker
+    /// that serves MQTT and HTTPS on port 443). Replaces any offered before; ignored with a
+    /// rustls configuration given whole, which carries its own.
+    pub fn alpn_protocols<S: Into<String>>(
+        mut self,
+        protocols: impl IntoIterator<Item = S>,
+    ) -> Self {
+        self.alpn = protocols.into_iter().map(Into::into).collect();
+        if let Some(d) = &mut self.described {
+            d.alpn = self.alpn.clone();
+        }
         self
     }
 
@@ -176,10 +284,11 @@ impl TlsOptions {
         let builder = rustls::ClientConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()?
             .with_root_certificates(self.roots.clone());
-        let config = match &self.client_auth {
+        let mut config = match &self.client_auth {
             Some((chain, key)) => builder.with_client_auth_cert(chain.clone(), key.clone_key())?,
             None => builder.with_no_client_auth(),
         };
+        config.alpn_protocols = self.alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
         Ok(Arc::new(config))
     }
 }

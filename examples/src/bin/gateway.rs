@@ -5,16 +5,19 @@
 //! MQTT_URL=mqtt://127.0.0.1:1883 cargo run -p examples --bin gateway < readings.txt
 //! tail -f readings.log | cargo run -p examples --bin gateway     # each line as it comes
 //! cargo run -p examples --bin gateway -- --simulate 100
+//! cargo run -p examples --bin gateway -- --config examples/gateway.toml --simulate 100
 //! cargo run -p examples --features sled --bin gateway     # the sled store instead of redb
 //! ```
-//! The store lives at `GATEWAY_STORE` (default `gateway.redb` or `gateway.sled`).
+//! The store lives at `GATEWAY_STORE` (default `gateway.redb` or `gateway.sled`). With
+//! `--config FILE` every client setting comes from that TOML file (see `examples/gateway.toml`);
+//! without it, the server is `MQTT_URL`.
 #![forbid(unsafe_code)]
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use mooring::store::SessionStore;
-use mooring::{Client, ClientEvent, QoS};
+use mooring::{Client, ClientBuilder, ClientEvent, QoS};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::task::JoinSet;
 
@@ -65,22 +68,36 @@ impl Source {
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let url = std::env::var("MQTT_URL").unwrap_or_else(|_| "mqtt://127.0.0.1:1883".into());
     let path = std::env::var("GATEWAY_STORE").unwrap_or_else(|_| DEFAULT_STORE.into());
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let config = match args.iter().position(|a| a == "--config") {
+        Some(at) if at + 1 < args.len() => Some(args.drain(at..at + 2).nth(1).unwrap_or_default()),
+        Some(_) => return Err("--config needs a file".into()),
+        None => None,
+    };
     let mut source = match args.as_slice() {
         [flag, n] if flag == "--simulate" => Source::Simulated {
             next: 0,
             count: n.parse()?,
         },
         [] => Source::Stdin(BufReader::new(tokio::io::stdin()).lines()),
-        _ => return Err("usage: gateway [--simulate N] (lines come from standard input)".into()),
+        _ => {
+            return Err(
+                "usage: gateway [--config FILE] [--simulate N] (lines come from standard input)"
+                    .into(),
+            );
+        }
     };
 
-    let mut builder = Client::builder()
-        .protocol(examples::mqtt_version()?)
-        .server(url)
-        .client_id("mooring-gateway")
-        .session_expiry(Duration::from_secs(7 * 86_400))
-        .store_arc(open_store(&path)?);
+    let builder = match config {
+        // Every setting from the file: servers, identity, queue, Will, TLS, ...
+        Some(file) => ClientBuilder::from_config_file(&file)?,
+        None => Client::builder()
+            .protocol(examples::mqtt_version()?)
+            .server(url)
+            .client_id("mooring-gateway")
+            .session_expiry(Duration::from_secs(7 * 86_400)),
+    };
+    let mut builder = builder.store_arc(open_store(&path)?);
     // Taken before the start, so that the first connection's events are seen too.
     let mut events = builder.events();
     // start(), not connect(): a gateway must run, and queue durably, while the broker is away.

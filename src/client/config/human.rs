@@ -1,0 +1,76 @@
+//! Durations as people write them in a configuration file (`"30s"`, `"1h 30m"`, `"250ms"`),
+//! read and written by humantime.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer, Serializer};
+
+fn parse<E: serde::de::Error>(text: &str) -> Result<Duration, E> {
+    humantime::parse_duration(text).map_err(|e| {
+        E::custom(format!(
+            "{e} in {text:?}: write a duration such as \"30s\", \"250ms\" or \"1h 30m\""
+        ))
+    })
+}
+
+/// A required duration.
+pub(crate) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&humantime::format_duration(*d).to_string())
+}
+
+/// A required duration.
+pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    parse(&String::deserialize(d)?)
+}
+
+/// An optional duration: absent means none.
+pub(crate) mod option {
+    use super::*;
+
+    pub(crate) fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => super::serialize(d, s),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Duration>, D::Error> {
+        Option::<String>::deserialize(d)?
+            .map(|text| parse(&text))
+            .transpose()
+    }
+}
+
+/// A Session Expiry Interval: a duration, or `"never"` (the protocol's 0xFFFFFFFF).
+pub(crate) mod expiry {
+    use super::*;
+
+    const NEVER: &str = "never";
+
+    pub(crate) fn serialize<S: Serializer>(secs: &u32, s: S) -> Result<S::Ok, S::Error> {
+        if *secs == u32::MAX {
+            s.serialize_str(NEVER)
+        } else {
+            super::serialize(&Duration::from_secs(u64::from(*secs)), s)
+        }
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+        let text = String::deserialize(d)?;
+        if text == NEVER {
+            return Ok(u32::MAX);
+        }
+        let duration: Duration = parse(&text)?;
+        u32::try_from(duration.as_secs())
+            .ok()
+            .filter(|secs| *secs < u32::MAX)
+            .ok_or_else(|| {
+                serde::de::Error::custom(format!(
+                    "{text:?} is longer than the protocol allows (136 years); write \"never\" \
+                     for a session that never expires"
+                ))
+            })
+    }
+}

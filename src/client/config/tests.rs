@@ -1,0 +1,260 @@
+use std::time::Duration;
+
+use super::*;
+use crate::client::ClientBuilder;
+use crate::packet::{PayloadFormat, QoS, Will};
+
+#[test]
+fn the_default_config_is_the_default_builder() {
+    assert_eq!(
+        ClientConfig::default(),
+        ClientBuilder::default().to_config().unwrap()
+    );
+    let back = ClientBuilder::from_config(&ClientConfig::default()).unwrap();
+    assert_eq!(back.to_config().unwrap(), ClientConfig::default());
+}
+
+/// A builder with every setting away from its default.
+fn everything() -> ClientBuilder {
+    let mut will = Will::new("site/7/status", "offline");
+    will.qos = QoS::AtLeastOnce;
+    will.retain = true;
+    will.properties.will_delay_interval = Some(30);
+    will.properties.message_expiry_interval = Some(3600);
+    will.properties.payload_format_indicator = Some(PayloadFormat::Utf8);
+    will.properties.content_type = Some("text/plain".into());
+    will.properties.response_topic = Some("site/7/ack".into());
+    will.properties.correlation_data = Some("w-1".into());
+    will.properties.user_properties = vec![crate::packet::UserProperty::new("k", "v")];
+    let b = ClientBuilder::default()
+        .server("mqtt://10.0.0.5:1883")
+        .server("mqtts://10.0.0.6")
+        .client_id("gateway-7")
+        .cluster_scope("plant")
+        .clean_start(true)
+        .session_expiry(Duration::from_secs(7 * 86_400))
+        .keep_alive(Duration::from_secs(30))
+        .ping_timeout(Duration::from_secs(4))
+        .credentials("user", "s3cret")
+        .will(will)
+        .user_property("site", "7")
+        .user_property("site", "7b")
+        .manual_ack(true)
+        .receive_maximum(50)
+        .maximum_packet_size(1 << 20)
+        .held_bytes_limit(8 << 20)
+        .in_flight_maximum(40)
+        .topic_aliases(false)
+        .topic_alias_maximum(16)
+        .request_response_information(true)
+        .request_problem_information(false)
+        .resubscribe(false)
+        .response_topic("gateway-7/responses")
+        .connect_timeout(Duration::from_millis(2500))
+        .write_timeout(Duration::from_secs(12))
+        .drain_timeout(Duration::from_secs(9))
+        .reconnect(crate::Backoff {
+            initial: Duration::from_millis(250),
+            factor: 1.5,
+            maximum: Duration::from_secs(120),
+            max_attempts: Some(40),
+        })
+        .queue_limit(2_000_000, crate::QueuePolicy::DropOldest)
+        .queue_limit_bytes(1 << 30)
+        .queue_window(512, 1 << 20)
+        .inbox_capacity(256)
+        .channel_capacity(64)
+        .websocket_header("Authorization", "Bearer t0ken");
+    #[cfg(feature = "tls")]
+    let b = {
+        let ca = crate::client::TlsOptions::with_ca_pem(CA.as_bytes()).unwrap();
+        b.tls(
+            ca.client_certificate_pem(CERT.as_bytes(), KEY.as_bytes())
+                .unwrap()
+                .server_name("broker.example")
+                .alpn_protocols(["mqtt", "x-amzn-mqtt-ca"]),
+        )
+    };
+    b
+}
+
+#[cfg(feature = "tls")]
+const CA: &str = include_str!("../../../tests/data/test-ca.pem");
+#[cfg(feature = "tls")]
+const CERT: &str = include_str!("../../../tests/data/test-client.pem");
+#[cfg(feature = "tls")]
+const KEY: &str = include_str!("../../../tests/data/test-client.key");
+
+#[test]
+fn every_setting_round_trips_builder_config_toml_builder() {
+    let built = everything();
+    let config = built.to_config().unwrap();
+    // Every setting of the test differs from its default, so none can be lost unnoticed
+    // (but the protocol: 3.1.1 refuses v5 settings; its own test round-trips it).
+    let ours = serde_json::to_value(&config).unwrap();
+    let default = serde_json::to_value(ClientConfig::default()).unwrap();
+    let (ours, default) = (ours.as_object().unwrap(), default.as_object().unwrap());
+    for (key, value) in ours.iter().filter(|(key, _)| *key != "protocol") {
+        assert_ne!(Some(value), default.get(key), "{key} is at its default");
+    }
+    let mut expected = vec!["tls", "will", "user_properties", "websocket_headers"];
+    expected.extend(default.keys().map(String::as_str));
+    for key in expected {
+        #[cfg(not(feature = "tls"))]
+        if key == "tls" {
+            continue;
+        }
+        assert!(ours.contains_key(key), "{key} was not written");
+    }
+
+    #[cfg(feature = "toml")]
+    let config = {
+        let text = config.to_toml().unwrap();
+        assert!(text.contains("keep_alive = \"30s\""), "{text}");
+        assert!(text.contains("session_expiry = \"7days\""), "{text}");
+        let read = ClientConfig::from_toml(&text).unwrap();
+        assert_eq!(read, config, "{text}");
+        read
+    };
+    let rebuilt = ClientBuilder::from_config(&config).unwrap();
+    assert_eq!(rebuilt.to_config().unwrap(), config);
+    // The same client: what the driver gets is the same.
+    let (a, b) = (built.settings().unwrap(), rebuilt.settings().unwrap());
+    assert_eq!(format!("{:?}", a.session), format!("{:?}", b.session));
+    assert_eq!(a.servers, b.servers);
+    assert_eq!(format!("{:?}", a.transport), format!("{:?}", b.transport));
+    assert_eq!(a.backoff, b.backoff);
+    assert_eq!(
+        (a.queue_limit, a.queue_limit_bytes, a.queue_policy),
+        (b.queue_limit, b.queue_limit_bytes, b.queue_policy)
+    );
+}
+
+#[test]
+fn a_session_that_never_expires_is_written_never() {
+    let b = ClientBuilder::default().session_expiry(Duration::MAX);
+    let config = b.to_config().unwrap();
+    assert_eq!(config.session_expiry, u32::MAX);
+    let json = serde_json::to_value(&config).unwrap();
+    assert_eq!(json["session_expiry"], "never");
+    let back: ClientConfig =
+        serde_json::from_value(serde_json::json!({"session_expiry": "never"})).unwrap();
+    assert_eq!(back.session_expiry, u32::MAX);
+}
+
+#[test]
+fn what_a_file_cannot_hold_is_refused_by_name() {
+    let binary = ClientBuilder::default().credentials("u", vec![0xff, 0xfe]);
+    assert!(matches!(
+        binary.to_config(),
+        Err(ConfigError::NotRepresentable(what)) if what.contains("password")
+    ));
+    #[cfg(feature = "tls")]
+    {
+        let rustls = crate::client::TlsOptions::system_roots()
+            .ok()
+            .and_then(|o| o.client_config().ok());
+        if let Some(rustls) = rustls {
+            let whole =
+                ClientBuilder::default().tls(crate::client::TlsOptions::from_rustls(rustls));
+            assert!(matches!(
+                whole.to_config(),
+                Err(ConfigError::NotRepresentable(what)) if what.contains("rustls")
+            ));
+        }
+    }
+}
+
+#[cfg(feature = "toml")]
+fn invalid(text: &str) -> (String, String) {
+    match ClientConfig::from_toml(text) {
+        Err(ConfigError::Invalid { field, message, .. }) => (field, message),
+        other => panic!("{text:?} gave {other:?}"),
+    }
+}
+
+#[cfg(feature = "toml")]
+#[test]
+fn a_bad_setting_is_named_in_the_error() {
+    let (field, message) = invalid("sever = \"mqtt://x\"");
+    assert!(message.contains("sever"), "{field}: {message}");
+    let (field, message) = invalid("receive_maximum = \"ten\"");
+    assert_eq!(field, "receive_maximum", "{message}");
+    let (field, message) = invalid("keep_alive = \"10 parsecs\"");
+    assert_eq!(field, "keep_alive");
+    assert!(message.contains("\"30s\""), "{message}");
+    let (field, _) = invalid("[tls]\nalpn = 3");
+    assert_eq!(field, "tls.alpn");
+    let (field, _) = invalid("[reconnect]\ninitial = 100");
+    assert_eq!(field, "reconnect.initial");
+    let (field, _) = invalid("queue_full = \"sometimes\"");
+    assert_eq!(field, "queue_full");
+    let (_, message) = invalid("servers = [");
+    assert!(message.contains("line 1"), "{message}");
+
+    let config = ClientConfig::from_toml("[will]\ntopic = \"t\"\nqos = 3").unwrap();
+    let err = ClientBuilder::from_config(&config).err().unwrap();
+    assert!(err.to_string().contains("will.qos"), "{err}");
+}
+
+#[cfg(feature = "toml")]
+#[test]
+fn a_file_that_cannot_be_read_is_named() {
+    let err = ClientConfig::load("/nonexistent/gateway.toml").unwrap_err();
+    assert!(
+        err.to_string().contains("/nonexistent/gateway.toml"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_3_1_1_config_speaks_3_1_1_and_refuses_what_needs_mqtt_5() {
+    let config: ClientConfig = serde_json::from_str(
+        r#"{"servers":["mqtt://a"],"protocol":"3.1.1","in_flight_maximum":8}"#,
+    )
+    .unwrap();
+    let b = ClientBuilder::from_config(&config).unwrap();
+    assert_eq!(b.to_config().unwrap().protocol, ConfigProtocol::V311);
+    let s = b.settings().unwrap();
+    assert_eq!(s.session.protocol, crate::packet::ProtocolVersion::V311);
+    assert_eq!(s.session.in_flight_maximum, Some(8));
+    let bad = serde_json::from_str::<ClientConfig>(r#"{"protocol":"4"}"#);
+    assert!(bad.is_err(), "only \"5\" and \"3.1.1\"");
+    let v5_only = ClientBuilder::from_config(&config)
+        .unwrap()
+        .user_property("site", "7")
+        .settings();
+    assert!(matches!(
+        v5_only,
+        Err(crate::client::ClientError::NeedsV5(
+            "CONNECT User Properties"
+        ))
+    ));
+}
+
+#[test]
+fn the_password_and_key_are_never_printed() {
+    let mut config = ClientConfig {
+        password: Some("s3cret".into()),
+        ..ClientConfig::default()
+    };
+    config.tls = Some(TlsConfig {
+        client_key_pem: Some("-----BEGIN PRIVATE KEY-----".into()),
+        ..TlsConfig::default()
+    });
+    let shown = format!("{config:?}");
+    assert!(
+        !shown.contains("s3cret") && !shown.contains("PRIVATE"),
+        "{shown}"
+    );
+}
+
+#[cfg(feature = "tls")]
+#[test]
+fn a_tls_file_that_cannot_be_read_is_named() {
+    let config: ClientConfig =
+        serde_json::from_str(r#"{"servers":["mqtts://h"],"tls":{"ca_file":"/nonexistent.pem"}}"#)
+            .unwrap();
+    let err = ClientBuilder::from_config(&config).err().unwrap();
+    assert!(err.to_string().contains("/nonexistent.pem"), "{err}");
+}
