@@ -9,6 +9,7 @@
 //! |---|---|---|
 //! | `redb` | yes | [`store::RedbStore`], durable (kill -9 and power loss) |
 //! | `tls` | yes | `mqtts://` and `wss://` through rustls |
+//! | `metrics` | no | counters, gauges, histograms through the `metrics` facade ([`client::metrics`]) |
 //! | `toml` | yes | `ClientConfig::load`/`from_toml`/`to_toml`, `ClientBuilder::from_config_file` |
 //! | `sled` | no | `store::SledStore`, durable across kill -9 |
 //! | `websocket` | no | `ws://` and `wss://` |

@@ -60,6 +60,7 @@ mod driver;
 mod error;
 mod events;
 mod message;
+pub mod metrics;
 mod options;
 mod policy;
 mod router;

@@ -388,6 +388,7 @@ impl Driver {
             match codec.decode(&mut self.conn.rbuf) {
                 Ok(Decoded::Incomplete { .. }) => return,
                 Ok(Decoded::Packet(packet)) => {
+                    self.metrics.receiving(&packet);
                     let handled = slot.session.handle_incoming(packet, Instant::now());
                     self.process_events().await;
                     if let Err(violation) = handled {
@@ -420,6 +421,7 @@ impl Driver {
             // The write timeout counts from when bytes begin to wait.
             self.conn.write_progress = Instant::now();
         }
+        self.metrics.sending(&packets);
         for packet in &packets {
             if let Err(error) = codec.encode(packet, &mut self.conn.out.bytes) {
                 // The engine checks sizes before it emits a packet; this is a bug, not input.
@@ -478,6 +480,7 @@ impl Driver {
     /// not through the pipeline, which may be waiting for a commit.
     async fn violation(&mut self, reason: ReasonCode, why: String) {
         warn!(?reason, %why, "protocol violation by the server");
+        self.metrics.violation();
         let up = self.conn.is_up();
         let disconnect = self.session().and_then(|s| s.violation_disconnect(reason));
         if let Some(disconnect) = disconnect.filter(|_| up) {
@@ -506,6 +509,7 @@ impl Driver {
         }
         self.conn.link_gen += 1;
         self.conn.rbuf.clear();
+        self.metrics.connection_lost();
         if let Some(session) = self.session() {
             session.connection_lost(now_ms());
         }
@@ -601,6 +605,7 @@ impl Driver {
         self.conn.phase = Phase::Up;
         self.conn.failures = 0;
         self.stats.connections.fetch_add(1, Ordering::Relaxed);
+        self.metrics.connected();
         self.conn.answer_first_connect(Ok(()));
         let lost = self.conn.session_lost.take().unwrap_or_default();
         if lost != SessionLostCounts::default() || resubscribed > 0 {

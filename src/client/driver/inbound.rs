@@ -111,6 +111,7 @@ impl Inbox {
 impl Driver {
     pub(super) fn on_message(&mut self, slot: usize, tag: MessageTag, publish: Publish) {
         self.stats.received.fetch_add(1, Ordering::Relaxed);
+        self.metrics.received();
         let owes_ack = tag != 0;
         let acker = if owes_ack && !self.inbox.auto_ack {
             self.inbox

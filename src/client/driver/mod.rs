@@ -41,6 +41,7 @@ use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 use super::events::StatsCell;
+use super::metrics::{Levels, Metrics};
 use super::options::Settings;
 use super::transport::Exchanged;
 use super::{ClientError, ClientEvent, ConnectError, Message};
@@ -104,6 +105,7 @@ pub(crate) struct Driver {
     alive: Option<oneshot::Receiver<()>>,
     events: broadcast::Sender<ClientEvent>,
     stats: Arc<StatsCell>,
+    metrics: Metrics,
     /// Purges expired sessions now and then; ends with the driver.
     housekeeping: JoinHandle<()>,
 }
@@ -238,6 +240,7 @@ impl Driver {
             alive: Some(parts.alive),
             events: parts.events,
             stats: parts.stats,
+            metrics: Metrics::new(&settings.session.client_id),
             housekeeping,
             settings,
         })
@@ -390,6 +393,13 @@ impl Driver {
             .store(queued + self.publishes.parked() as u64, Ordering::Relaxed);
         let queued_bytes: u64 = self.slots.iter().map(|s| s.session.queued_bytes()).sum();
         s.queued_bytes.store(queued_bytes, Ordering::Relaxed);
+        self.metrics.levels(Levels {
+            queued: queued + self.publishes.parked() as u64,
+            queued_bytes,
+            in_flight: in_flight as u64,
+            inbound_unacked: s.inbound_unacked.load(Ordering::Relaxed),
+            connected: self.conn.is_up(),
+        });
         let held: usize = self.slots.iter().map(|s| s.session.held()).sum();
         let held_total: u64 = self.slots.iter().map(|s| s.session.held_total()).sum();
         s.inbound_held.store(held as u64, Ordering::Relaxed);
@@ -428,7 +438,10 @@ impl Driver {
 
     fn on_event(&mut self, slot: usize, event: Event) {
         match event {
-            Event::Delivered { id, reason } => self.publishes.resolve(slot, id, Ok(reason)),
+            Event::Delivered { id, reason } => {
+                self.metrics.acked();
+                self.publishes.resolve(slot, id, Ok(reason))
+            }
             Event::Dropped { id, topic } => self.on_unsent(slot, id, topic, Unsent::Dropped),
             Event::Expired { id, topic } => self.on_unsent(slot, id, topic, Unsent::Expired),
             Event::Failed { id, reason } => {

@@ -86,6 +86,8 @@ struct CommitInFlight {
     link_gen: u64,
     waiters: Vec<Waiter>,
     started: Instant,
+    /// Publishes it makes durable.
+    publishes: u64,
 }
 
 /// The commit in flight and what gathers for the next one.
@@ -279,6 +281,7 @@ impl Pipeline {
             link_gen,
             waiters,
             started: now,
+            publishes,
         });
         Polled::Committing
     }
@@ -342,6 +345,8 @@ impl Driver {
         };
         match error {
             None => {
+                self.metrics
+                    .committed(done.started.elapsed(), done.publishes);
                 done.waiters.into_iter().for_each(Waiter::succeed);
                 if done.link_gen == self.conn.link_gen {
                     self.write(done.sends);

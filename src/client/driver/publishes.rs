@@ -104,6 +104,10 @@ impl Driver {
             ),
         };
         counter.fetch_add(1, Ordering::Relaxed);
+        match why {
+            Unsent::Expired => self.metrics.expired(),
+            Unsent::Dropped => self.metrics.dropped(),
+        }
         warn!(%topic, ?why, "a queued message left the store unsent");
         self.publishes.resolve(slot, id, Err(error));
         self.emit(event);
@@ -205,6 +209,7 @@ impl Driver {
                     self.publishes.await_answer(slot, id, tx);
                 }
                 self.stats.published.fetch_add(1, Ordering::Relaxed);
+                self.metrics.published();
                 self.pipeline.count_publish();
                 self.pipeline
                     .wait(Waiter::Accept(reply, Delivery { id, rx }));

@@ -1,0 +1,281 @@
+//! What a client reports through the [`metrics`](https://docs.rs/metrics) facade (feature
+//! `metrics`), so that any exporter (Prometheus, StatsD, OpenTelemetry, ...) serves it. Each
+//! metric carries the label `client_id`. Install the exporter's recorder before building the
+//! client: handles are taken when the client starts.
+//!
+//! | Name | Kind | What |
+//! |---|---|---|
+//! | `mooring_publishes_total` | counter | publishes accepted (durable when QoS 1/2) |
+//! | `mooring_publishes_acked_total` | counter | QoS 1/2 publishes acknowledged by the server (PUBACK, PUBCOMP) |
+//! | `mooring_messages_received_total` | counter | messages received from the server |
+//! | `mooring_reconnects_total` | counter | connections made after the first |
+//! | `mooring_queued_dropped_total` | counter | queued messages dropped unsent to make room (`QueuePolicy::DropOldest`) |
+//! | `mooring_queued_expired_total` | counter | queued messages whose Message Expiry Interval ran out unsent |
+//! | `mooring_protocol_violations_total` | counter | connections closed because the server broke the protocol |
+//! | `mooring_queued_messages` | gauge | messages in the durable queue (and publishers waiting for room) |
+//! | `mooring_queued_bytes` | gauge | bytes the queued messages take in the store |
+//! | `mooring_in_flight_messages` | gauge | QoS 1/2 publishes sent and not yet acknowledged |
+//! | `mooring_inbound_unacked_messages` | gauge | messages handed to the application and not yet acked |
+//! | `mooring_connected` | gauge | 1 while a connection is up, else 0 |
+//! | `mooring_commit_duration_seconds` | histogram | store commit latency |
+//! | `mooring_commit_batch_publishes` | histogram | publishes made durable per commit (group commit) |
+//! | `mooring_publish_ack_duration_seconds` | histogram | from a QoS 1/2 PUBLISH first written to its PUBACK or PUBCOMP |
+//!
+//! Without the feature the calls compile to nothing.
+
+#[cfg(feature = "metrics")]
+use std::collections::HashMap;
+use std::time::Duration;
+#[cfg(feature = "metrics")]
+use std::time::Instant;
+
+use crate::packet::Packet;
+
+/// `mooring_publishes_total`.
+pub const PUBLISHES: &str = "mooring_publishes_total";
+/// `mooring_publishes_acked_total`.
+pub const PUBLISHES_ACKED: &str = "mooring_publishes_acked_total";
+/// `mooring_messages_received_total`.
+pub const MESSAGES_RECEIVED: &str = "mooring_messages_received_total";
+/// `mooring_reconnects_total`.
+pub const RECONNECTS: &str = "mooring_reconnects_total";
+/// `mooring_queued_dropped_total`.
+pub const QUEUED_DROPPED: &str = "mooring_queued_dropped_total";
+/// `mooring_queued_expired_total`.
+pub const QUEUED_EXPIRED: &str = "mooring_queued_expired_total";
+/// `mooring_protocol_violations_total`.
+pub const PROTOCOL_VIOLATIONS: &str = "mooring_protocol_violations_total";
+/// `mooring_queued_messages`.
+pub const QUEUED_MESSAGES: &str = "mooring_queued_messages";
+/// `mooring_queued_bytes`.
+pub const QUEUED_BYTES: &str = "mooring_queued_bytes";
+/// `mooring_in_flight_messages`.
+pub const IN_FLIGHT: &str = "mooring_in_flight_messages";
+/// `mooring_inbound_unacked_messages`.
+pub const INBOUND_UNACKED: &str = "mooring_inbound_unacked_messages";
+/// `mooring_connected`.
+pub const CONNECTED: &str = "mooring_connected";
+/// `mooring_commit_duration_seconds`.
+pub const COMMIT_DURATION: &str = "mooring_commit_duration_seconds";
+/// `mooring_commit_batch_publishes`.
+pub const COMMIT_BATCH: &str = "mooring_commit_batch_publishes";
+/// `mooring_publish_ack_duration_seconds`.
+pub const PUBLISH_ACK_DURATION: &str = "mooring_publish_ack_duration_seconds";
+
+/// What the gauges show, read from the driver after each turn.
+#[derive(Debug, Clone, Copy, Default)]
+#[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+pub(crate) struct Levels {
+    pub(crate) queued: u64,
+    pub(crate) queued_bytes: u64,
+    pub(crate) in_flight: u64,
+    pub(crate) inbound_unacked: u64,
+    pub(crate) connected: bool,
+}
+
+#[cfg(feature = "metrics")]
+struct Handles {
+    publishes: metrics::Counter,
+    acked: metrics::Counter,
+    received: metrics::Counter,
+    reconnects: metrics::Counter,
+    dropped: metrics::Counter,
+    expired: metrics::Counter,
+    violations: metrics::Counter,
+    queued: metrics::Gauge,
+    queued_bytes: metrics::Gauge,
+    in_flight: metrics::Gauge,
+    inbound_unacked: metrics::Gauge,
+    connected: metrics::Gauge,
+    commit_duration: metrics::Histogram,
+    commit_batch: metrics::Histogram,
+    ack_duration: metrics::Histogram,
+}
+
+/// A client's metric handles, and the time each QoS 1/2 PUBLISH in flight was first written
+/// (bounded by the packet identifiers in flight).
+pub(crate) struct Metrics {
+    #[cfg(feature = "metrics")]
+    handles: Handles,
+    #[cfg(feature = "metrics")]
+    sent: HashMap<u16, Instant>,
+    connections: u64,
+}
+
+#[cfg(feature = "metrics")]
+fn describe() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(PUBLISHES, "Publishes accepted (durable when QoS 1/2)");
+    describe_counter!(
+        PUBLISHES_ACKED,
+        "QoS 1/2 publishes acknowledged by the server"
+    );
+    describe_counter!(MESSAGES_RECEIVED, "Messages received from the server");
+    describe_counter!(RECONNECTS, "Connections made after the first");
+    describe_counter!(
+        QUEUED_DROPPED,
+        "Queued messages dropped unsent to make room"
+    );
+    describe_counter!(QUEUED_EXPIRED, "Queued messages expired unsent");
+    describe_counter!(
+        PROTOCOL_VIOLATIONS,
+        "Connections closed for a protocol violation"
+    );
+    describe_gauge!(QUEUED_MESSAGES, "Messages in the durable queue");
+    describe_gauge!(QUEUED_BYTES, Unit::Bytes, "Bytes of the queued messages");
+    describe_gauge!(IN_FLIGHT, "QoS 1/2 publishes sent and not yet acknowledged");
+    describe_gauge!(
+        INBOUND_UNACKED,
+        "Messages handed to the application, not yet acked"
+    );
+    describe_gauge!(CONNECTED, "1 while a connection is up");
+    describe_histogram!(COMMIT_DURATION, Unit::Seconds, "Store commit latency");
+    describe_histogram!(COMMIT_BATCH, "Publishes made durable per commit");
+    describe_histogram!(
+        PUBLISH_ACK_DURATION,
+        Unit::Seconds,
+        "From a PUBLISH first written to its PUBACK or PUBCOMP"
+    );
+}
+
+impl Metrics {
+    /// Takes the handles for `client_id` from the recorder installed now.
+    pub(crate) fn new(client_id: &str) -> Self {
+        #[cfg(feature = "metrics")]
+        {
+            describe();
+            let id = client_id.to_owned();
+            let counter = |name: &'static str| metrics::counter!(name, "client_id" => id.clone());
+            let gauge = |name: &'static str| metrics::gauge!(name, "client_id" => id.clone());
+            let histogram =
+                |name: &'static str| metrics::histogram!(name, "client_id" => id.clone());
+            Self {
+                handles: Handles {
+                    publishes: counter(PUBLISHES),
+                    acked: counter(PUBLISHES_ACKED),
+                    received: counter(MESSAGES_RECEIVED),
+                    reconnects: counter(RECONNECTS),
+                    dropped: counter(QUEUED_DROPPED),
+                    expired: counter(QUEUED_EXPIRED),
+                    violations: counter(PROTOCOL_VIOLATIONS),
+                    queued: gauge(QUEUED_MESSAGES),
+                    queued_bytes: gauge(QUEUED_BYTES),
+                    in_flight: gauge(IN_FLIGHT),
+                    inbound_unacked: gauge(INBOUND_UNACKED),
+                    connected: gauge(CONNECTED),
+                    commit_duration: histogram(COMMIT_DURATION),
+                    commit_batch: histogram(COMMIT_BATCH),
+                    ack_duration: histogram(PUBLISH_ACK_DURATION),
+                },
+                sent: HashMap::new(),
+                connections: 0,
+            }
+        }
+        #[cfg(not(feature = "metrics"))]
+        {
+            let _ = client_id;
+            Self { connections: 0 }
+        }
+    }
+
+    pub(crate) fn published(&self) {
+        #[cfg(feature = "metrics")]
+        self.handles.publishes.increment(1);
+    }
+
+    pub(crate) fn acked(&self) {
+        #[cfg(feature = "metrics")]
+        self.handles.acked.increment(1);
+    }
+
+    pub(crate) fn received(&self) {
+        #[cfg(feature = "metrics")]
+        self.handles.received.increment(1);
+    }
+
+    pub(crate) fn dropped(&self) {
+        #[cfg(feature = "metrics")]
+        self.handles.dropped.increment(1);
+    }
+
+    pub(crate) fn expired(&self) {
+        #[cfg(feature = "metrics")]
+        self.handles.expired.increment(1);
+    }
+
+    pub(crate) fn violation(&self) {
+        #[cfg(feature = "metrics")]
+        self.handles.violations.increment(1);
+    }
+
+    pub(crate) fn connected(&mut self) {
+        self.connections += 1;
+        #[cfg(feature = "metrics")]
+        if self.connections > 1 {
+            self.handles.reconnects.increment(1);
+        }
+    }
+
+    /// The connection ended: flows in flight are timed again from their retransmission.
+    pub(crate) fn connection_lost(&mut self) {
+        #[cfg(feature = "metrics")]
+        self.sent.clear();
+    }
+
+    pub(crate) fn committed(&self, latency: Duration, publishes: u64) {
+        #[cfg(feature = "metrics")]
+        {
+            self.handles.commit_duration.record(latency.as_secs_f64());
+            self.handles.commit_batch.record(publishes as f64);
+        }
+        #[cfg(not(feature = "metrics"))]
+        let _ = (latency, publishes);
+    }
+
+    /// Packets about to be written: each QoS 1/2 PUBLISH starts its clock (a retransmission
+    /// keeps the first one's).
+    pub(crate) fn sending(&mut self, packets: &[Packet]) {
+        #[cfg(feature = "metrics")]
+        for packet in packets {
+            if let Packet::Publish(p) = packet {
+                if p.packet_id != 0 {
+                    let now = Instant::now();
+                    let started = self.sent.entry(p.packet_id).or_insert(now);
+                    if !p.dup {
+                        *started = now;
+                    }
+                }
+            }
+        }
+        #[cfg(not(feature = "metrics"))]
+        let _ = packets;
+    }
+
+    /// A packet from the server: PUBACK and PUBCOMP end a flow's clock.
+    pub(crate) fn receiving(&mut self, packet: &Packet) {
+        #[cfg(feature = "metrics")]
+        if let Packet::PubAck(ack) | Packet::PubComp(ack) = packet {
+            if let Some(started) = self.sent.remove(&ack.packet_id) {
+                self.handles
+                    .ack_duration
+                    .record(started.elapsed().as_secs_f64());
+            }
+        }
+        #[cfg(not(feature = "metrics"))]
+        let _ = packet;
+    }
+
+    pub(crate) fn levels(&self, levels: Levels) {
+        #[cfg(feature = "metrics")]
+        {
+            let h = &self.handles;
+            h.queued.set(levels.queued as f64);
+            h.queued_bytes.set(levels.queued_bytes as f64);
+            h.in_flight.set(levels.in_flight as f64);
+            h.inbound_unacked.set(levels.inbound_unacked as f64);
+            h.connected.set(if levels.connected { 1.0 } else { 0.0 });
+        }
+        #[cfg(not(feature = "metrics"))]
+        let _ = levels;
+    }
+}
