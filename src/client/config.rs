@@ -115,6 +115,11 @@ pub struct ClientConfig {
     pub drain_timeout: Duration,
     /// The reconnect policy.
     pub reconnect: Backoff,
+    /// Dial the server a DISCONNECT or CONNACK with 0x9C or 0x9D names
+    /// ([`ClientBuilder::follow_server_references`](super::ClientBuilder::follow_server_references)).
+    pub follow_server_references: bool,
+    /// Start each round of attempts at the server that worked last.
+    pub prefer_last_server: bool,
     /// The most messages the durable queue holds.
     pub queue_limit: usize,
     /// The most bytes the durable queue holds, if bounded.
@@ -340,6 +345,8 @@ impl Default for ClientConfig {
             write_timeout: Duration::from_secs(30),
             drain_timeout: Duration::from_secs(5),
             reconnect: Backoff::default(),
+            follow_server_references: false,
+            prefer_last_server: false,
             queue_limit: 100_000,
             queue_limit_bytes: None,
             queue_full: QueuePolicy::Wait,

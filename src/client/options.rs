@@ -101,6 +101,10 @@ pub(crate) struct Settings {
     pub(crate) connector: Option<Arc<dyn Connector>>,
     pub(crate) hook: Option<Hook>,
     pub(crate) authenticator: Option<AuthenticatorFactory>,
+    /// Dial the server a DISCONNECT or CONNACK with 0x9C or 0x9D names.
+    pub(crate) follow_server_references: bool,
+    /// Start each round of attempts at the server that worked last.
+    pub(crate) prefer_last_server: bool,
 }
 
 /// Builds a [`Client`](super::Client): servers, identity, session, store, reconnect policy,
@@ -153,6 +157,8 @@ impl Default for ClientBuilder {
                 connector: None,
                 hook: None,
                 authenticator: None,
+                follow_server_references: false,
+                prefer_last_server: false,
             },
         }
     }
@@ -351,6 +357,27 @@ impl ClientBuilder {
     /// The reconnect policy.
     pub fn reconnect(mut self, backoff: Backoff) -> Self {
         self.settings.backoff = backoff;
+        self
+    }
+
+    /// Follow a Server Reference: when the server ends the connection, or refuses it, with
+    /// 0x9C Use Another Server or 0x9D Server Moved and names another server, dial that one
+    /// next, at once (off by default: the reference comes from the broker, not from you).
+    /// The named server gets a session of its own, as every server does: what is in flight
+    /// with the first is never sent to it (name a [`cluster_scope`](Self::cluster_scope) when
+    /// the servers share their sessions). 0x9D also makes it the server each new round of
+    /// attempts starts from, for as long as the client runs. A reference is the first entry of
+    /// a space-separated list, a full address or `host[:port]` in the current scheme; one that
+    /// would drop TLS is refused, and at most 8 servers are added this way.
+    pub fn follow_server_references(mut self, on: bool) -> Self {
+        self.settings.follow_server_references = on;
+        self
+    }
+
+    /// After a lost connection, try the server that worked last first, instead of the first
+    /// one given (off by default). For fleets whose first server is often down or far away.
+    pub fn prefer_last_server(mut self, on: bool) -> Self {
+        self.settings.prefer_last_server = on;
         self
     }
 
@@ -564,38 +591,4 @@ impl ClientBuilder {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_bound_grows_and_caps() {
-        let b = Backoff::default();
-        assert_eq!(b.bound(0), Duration::from_millis(100));
-        assert_eq!(b.bound(1), Duration::from_millis(200));
-        assert_eq!(b.bound(3), Duration::from_millis(800));
-        assert_eq!(b.bound(20), Duration::from_secs(30));
-        assert_eq!(b.bound(u32::MAX), Duration::from_secs(30));
-    }
-
-    #[test]
-    fn jitter_spans_zero_to_bound() {
-        let b = Backoff::default();
-        assert_eq!(b.delay(2, 0), Duration::ZERO);
-        let top = b.delay(2, u64::MAX);
-        assert!(top <= b.bound(2) && top > b.bound(2) * 99 / 100, "{top:?}");
-        let mid = b.delay(2, u64::MAX / 2);
-        assert!(mid > b.bound(2) * 45 / 100 && mid < b.bound(2) * 55 / 100);
-    }
-
-    #[test]
-    fn settings_refuse_missing_or_bad_servers() {
-        assert!(matches!(
-            ClientBuilder::default().settings(),
-            Err(super::super::ClientError::NoServer)
-        ));
-        assert!(matches!(
-            ClientBuilder::default().server("nope").settings(),
-            Err(super::super::ClientError::Url(_))
-        ));
-    }
-}
+mod tests;

@@ -79,6 +79,7 @@ impl Session {
         if connack.reason_code.is_error() {
             self.events.push_back(Event::ConnectionRefused {
                 reason: connack.reason_code,
+                server_reference: connack.properties.server_reference.clone(),
             });
             return Ok(());
         }

@@ -99,6 +99,8 @@ pub enum Event {
     ConnectionRefused {
         /// Its reason code.
         reason: ReasonCode,
+        /// Another server to use, with 0x9C Use Another Server or 0x9D Server Moved.
+        server_reference: Option<String>,
     },
     /// The server had no session although the client had one: QoS 1/2 publishes that were in
     /// flight are sent again as new messages; messages past PUBREC are taken as delivered.

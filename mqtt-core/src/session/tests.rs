@@ -626,7 +626,8 @@ fn a_refused_connection_is_reported() {
     assert_eq!(
         h.events(),
         vec![Event::ConnectionRefused {
-            reason: ReasonCode::NotAuthorized
+            reason: ReasonCode::NotAuthorized,
+            server_reference: None,
         }]
     );
 }

@@ -121,6 +121,8 @@ impl ClientBuilder {
             .write_timeout(config.write_timeout)
             .drain_timeout(config.drain_timeout)
             .reconnect(config.reconnect.clone())
+            .follow_server_references(config.follow_server_references)
+            .prefer_last_server(config.prefer_last_server)
             .queue_limit(config.queue_limit, config.queue_full)
             .queue_window(config.queue_window.messages, config.queue_window.bytes)
             .inbox_capacity(config.inbox_capacity)
@@ -206,6 +208,8 @@ impl ClientBuilder {
             connector: _,
             hook: _,
             authenticator: _,
+            follow_server_references,
+            prefer_last_server,
         } = settings;
         let SessionOptions {
             client_id,
@@ -279,6 +283,8 @@ impl ClientBuilder {
             write_timeout: *write_timeout,
             drain_timeout: *drain_timeout,
             reconnect: backoff.clone(),
+            follow_server_references: *follow_server_references,
+            prefer_last_server: *prefer_last_server,
             queue_limit: *queue_limit,
             queue_limit_bytes: *queue_limit_bytes,
             queue_full: *queue_policy,

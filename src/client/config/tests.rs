@@ -59,6 +59,8 @@ fn everything() -> ClientBuilder {
             maximum: Duration::from_secs(120),
             max_attempts: Some(40),
         })
+        .follow_server_references(true)
+        .prefer_last_server(true)
         .queue_limit(2_000_000, crate::QueuePolicy::DropOldest)
         .queue_limit_bytes(1 << 30)
         .queue_window(512, 1 << 20)

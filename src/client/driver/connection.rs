@@ -3,7 +3,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+
 use std::task::{Context, Waker};
 use std::time::{Duration, Instant};
 
@@ -15,8 +15,9 @@ use super::super::options::ConnectAttempt;
 use super::super::transport::{self, BoxFuture, Exchanged, Link, Outgoing};
 use super::super::url::ServerUrl;
 use super::super::{ClientEvent, ConnectError};
+use super::handshake::SessionLostCounts;
 use super::{Driver, now_ms};
-use crate::packet::{ConnAckProperties, Decoded, Packet, ReasonCode};
+use crate::packet::{Decoded, Packet, ReasonCode};
 use crate::session::{ConnectCredentials, ConnectPacketError, Event, ProtocolViolation, Session};
 
 /// How long a graceful close waits for the server to close its side (a well-behaved server
@@ -64,14 +65,6 @@ pub(super) struct Dialed {
     credentials: ConnectCredentials,
 }
 
-/// What a lost session dropped, reported once CONNACK is handled.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(super) struct SessionLostCounts {
-    pub(super) resent: usize,
-    pub(super) dropped_pubrel: usize,
-    pub(super) dropped_inbound: usize,
-}
-
 /// The state of the connection and of the attempts to make one.
 pub(super) struct Connection {
     pub(super) phase: Phase,
@@ -83,19 +76,27 @@ pub(super) struct Connection {
     pub(super) out: Outgoing,
     /// When bytes last moved out, or when some began to wait: a write timeout counts from it.
     pub(super) write_progress: Instant,
-    /// The first server: the preferred one.
-    primary: ServerUrl,
-    /// The server in use (or tried last).
-    server: usize,
+    /// The first server, named when the list is empty.
+    pub(super) primary: ServerUrl,
+    /// The server in use (or tried last), an index into the settings' servers.
+    pub(super) server: usize,
+    /// Where a round of attempts starts (servers.rs).
+    pub(super) preferred: usize,
+    /// Where the current round started: it is over when the attempts come back here.
+    pub(super) round_start: usize,
+    /// A server a Server Reference named, to dial next.
+    pub(super) redirect: Option<usize>,
+    /// References followed since the last connection came up.
+    pub(super) redirects: u32,
     /// Failed attempts in a row.
-    failures: u32,
+    pub(super) failures: u32,
     /// Jitter for reconnect delays.
     rng: fastrand::Rng,
     pub(super) span: tracing::Span,
     first_connect: Option<oneshot::Sender<Result<(), ConnectError>>>,
     first_failure: FirstFailure,
     /// What the session dropped when the server had none, until CONNACK is handled.
-    session_lost: Option<SessionLostCounts>,
+    pub(super) session_lost: Option<SessionLostCounts>,
 }
 
 impl Connection {
@@ -115,6 +116,10 @@ impl Connection {
             write_progress: Instant::now(),
             primary,
             server: 0,
+            preferred: 0,
+            round_start: 0,
+            redirect: None,
+            redirects: 0,
             failures: 0,
             rng: fastrand::Rng::with_seed(seed),
             span: tracing::info_span!("mooring", client_id = %client_id),
@@ -179,22 +184,6 @@ pub(super) async fn dial(phase: &mut Phase) -> Result<Dialed, ConnectError> {
 }
 
 impl Driver {
-    fn slot_of(&self, server: usize) -> usize {
-        if self.settings.cluster_scope.is_some() {
-            0
-        } else {
-            server
-        }
-    }
-
-    pub(super) fn server_url(&self) -> ServerUrl {
-        self.settings
-            .servers
-            .get(self.conn.server)
-            .cloned()
-            .unwrap_or_else(|| self.conn.primary.clone())
-    }
-
     /// Stops the loop; `error` says why when it was not asked to.
     pub(super) fn stop(&mut self, error: Option<String>) {
         if error.is_some() {
@@ -291,8 +280,14 @@ impl Driver {
         });
         self.conn.failures = self.conn.failures.saturating_add(1);
         let count = self.settings.servers.len().max(1);
-        self.conn.server = (self.conn.server + 1) % count;
-        let round_done = self.conn.server == 0;
+        // A refusal that named another server: that one next, at once, in a round from there.
+        let redirected = self.conn.redirect.is_some();
+        let round_done = if redirected {
+            self.start_round();
+            false
+        } else {
+            self.next_server()
+        };
         if round_done
             && self.conn.first_failure == FirstFailure::Fail
             && self.conn.first_connect.is_some()
@@ -532,10 +527,13 @@ impl Driver {
                 // No reconnect; what is unacknowledged stays in the store.
                 return self.stop(None);
             }
-            // Start again from the preferred server.
+            // Start again from the preferred server, or at once from a referenced one.
             self.conn.failures = 0;
-            self.conn.server = 0;
-            let delay = self.settings.backoff.delay(0, self.conn.rng.u64(..));
+            let delay = if self.start_round() {
+                Duration::ZERO
+            } else {
+                self.settings.backoff.delay(0, self.conn.rng.u64(..))
+            };
             self.emit(ClientEvent::Reconnecting {
                 attempt: 0,
                 delay,
@@ -553,6 +551,8 @@ impl Driver {
     pub(super) async fn process_events(&mut self) {
         let mut end: Option<String> = None;
         let mut refused = None;
+        // A Server Reference the connection ended with.
+        let mut referred: Option<(ReasonCode, Option<String>)> = None;
         while let Some(event) = self.session().and_then(Session::poll_event) {
             match event {
                 Event::KeepAliveTimeout => {
@@ -569,16 +569,26 @@ impl Driver {
                         server,
                         reason,
                         reason_string: reason_string.clone(),
-                        server_reference,
+                        server_reference: server_reference.clone(),
                     });
+                    referred = Some((reason, server_reference));
                     end = Some(format!(
                         "the server sent DISCONNECT {reason:?}{}",
                         reason_string.map(|s| format!(": {s}")).unwrap_or_default()
                     ));
                 }
-                Event::ConnectionRefused { reason } => refused = Some(reason),
+                Event::ConnectionRefused {
+                    reason,
+                    server_reference,
+                } => {
+                    refused = Some(reason);
+                    referred = Some((reason, server_reference));
+                }
                 other => self.on_event(self.active, other),
             }
+        }
+        if let Some((reason, reference)) = referred {
+            self.follow(reason, reference.as_deref()).await;
         }
         if let Some(reason) = refused {
             self.close_link(Close::Abrupt).await;
@@ -586,63 +596,5 @@ impl Driver {
         } else if let Some(why) = end {
             self.lost(why, Close::Abrupt).await;
         }
-    }
-
-    // ----- the handshake's outcome -----
-
-    pub(super) fn on_connected(
-        &mut self,
-        session_present: bool,
-        properties: Box<ConnAckProperties>,
-        resubscribed: usize,
-    ) {
-        let server = self.server_url();
-        let retransmits = self
-            .slots
-            .get(self.active)
-            .map_or(0, |s| s.session.in_flight());
-        info!(session_present, retransmits, "connected");
-        self.conn.phase = Phase::Up;
-        self.conn.failures = 0;
-        self.stats.connections.fetch_add(1, Ordering::Relaxed);
-        self.metrics.connected();
-        self.conn.answer_first_connect(Ok(()));
-        let lost = self.conn.session_lost.take().unwrap_or_default();
-        if lost != SessionLostCounts::default() || resubscribed > 0 {
-            self.emit_session_lost(lost, resubscribed);
-        }
-        self.emit(ClientEvent::Connected {
-            server,
-            session_present,
-            properties,
-        });
-        self.send_offline_requests();
-    }
-
-    pub(super) fn on_session_lost(&mut self, lost: SessionLostCounts) {
-        let SessionLostCounts {
-            resent,
-            dropped_pubrel,
-            dropped_inbound,
-        } = lost;
-        warn!(
-            resent,
-            dropped_pubrel, dropped_inbound, "the server had no session for the client"
-        );
-        if matches!(self.conn.phase, Phase::AwaitConnAck { .. }) {
-            // Reported with the subscriptions made again, once CONNACK is handled.
-            self.conn.session_lost = Some(lost);
-        } else {
-            self.emit_session_lost(lost, 0);
-        }
-    }
-
-    fn emit_session_lost(&self, lost: SessionLostCounts, resubscribed: usize) {
-        self.emit(ClientEvent::SessionLost {
-            resent: lost.resent,
-            dropped_pubrel: lost.dropped_pubrel,
-            dropped_inbound: lost.dropped_inbound,
-            resubscribed,
-        });
     }
 }

@@ -16,17 +16,21 @@
 //! | `command.rs` | [`Command`]: what handles ask, and its dispatch |
 //! | `pipeline.rs` | `Pipeline`: the commit in flight, its waiters, deferred operations |
 //! | `connection.rs` | `Connection`: phase, link, dial, handshake, reading, reconnect, backoff |
+//! | `handshake.rs` | the handshake's outcome: connected, a session the server had lost |
 //! | `publishes.rs` | `Publishes`: publishers waiting for queue room, deliveries awaited |
 //! | `inbound.rs` | `Inbox`: inbox, backlog, automatic acks, awaited responses |
 //! | `requests.rs` | `Requests`: SUBSCRIBE/UNSUBSCRIBE, the subscriptions to make again |
+//! | `servers.rs` | which server to dial: rounds, the preferred server, Server References |
 //! | `stopping.rs` | `Stopping`: disconnect, drain, and the final answers |
 
 mod command;
 mod connection;
+mod handshake;
 mod inbound;
 mod pipeline;
 mod publishes;
 mod requests;
+mod servers;
 mod stopping;
 
 pub(crate) use command::Command;
@@ -90,6 +94,8 @@ pub(crate) struct Parts {
 
 pub(crate) struct Driver {
     settings: Settings,
+    /// Servers given to the builder; those after them were added by Server References.
+    configured_servers: usize,
     slots: Vec<Slot>,
     /// The slot of the server in use.
     active: usize,
@@ -221,6 +227,7 @@ impl Driver {
             parts.events.clone(),
         ));
         Ok(Self {
+            configured_servers: settings.servers.len(),
             slots,
             active: 0,
             conn: Connection::new(
@@ -468,7 +475,7 @@ impl Driver {
                 resent,
                 dropped_pubrel,
                 dropped_inbound,
-            } => self.on_session_lost(connection::SessionLostCounts {
+            } => self.on_session_lost(handshake::SessionLostCounts {
                 resent,
                 dropped_pubrel,
                 dropped_inbound,

@@ -1,0 +1,78 @@
+//! The handshake's outcome: a connection up (CONNACK accepted), and a session the server had
+//! lost, reported once, with what was sent again and the subscriptions made again.
+
+use std::sync::atomic::Ordering;
+
+use tracing::{info, warn};
+
+use super::super::ClientEvent;
+use super::Driver;
+use super::connection::Phase;
+use crate::packet::ConnAckProperties;
+
+/// What a lost session dropped, reported once CONNACK is handled.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct SessionLostCounts {
+    pub(super) resent: usize,
+    pub(super) dropped_pubrel: usize,
+    pub(super) dropped_inbound: usize,
+}
+
+impl Driver {
+    pub(super) fn on_connected(
+        &mut self,
+        session_present: bool,
+        properties: Box<ConnAckProperties>,
+        resubscribed: usize,
+    ) {
+        let server = self.server_url();
+        let retransmits = self
+            .slots
+            .get(self.active)
+            .map_or(0, |s| s.session.in_flight());
+        info!(session_present, retransmits, "connected");
+        self.conn.phase = Phase::Up;
+        self.conn.failures = 0;
+        self.server_worked();
+        self.stats.connections.fetch_add(1, Ordering::Relaxed);
+        self.metrics.connected();
+        self.conn.answer_first_connect(Ok(()));
+        let lost = self.conn.session_lost.take().unwrap_or_default();
+        if lost != SessionLostCounts::default() || resubscribed > 0 {
+            self.emit_session_lost(lost, resubscribed);
+        }
+        self.emit(ClientEvent::Connected {
+            server,
+            session_present,
+            properties,
+        });
+        self.send_offline_requests();
+    }
+
+    pub(super) fn on_session_lost(&mut self, lost: SessionLostCounts) {
+        let SessionLostCounts {
+            resent,
+            dropped_pubrel,
+            dropped_inbound,
+        } = lost;
+        warn!(
+            resent,
+            dropped_pubrel, dropped_inbound, "the server had no session for the client"
+        );
+        if matches!(self.conn.phase, Phase::AwaitConnAck { .. }) {
+            // Reported with the subscriptions made again, once CONNACK is handled.
+            self.conn.session_lost = Some(lost);
+        } else {
+            self.emit_session_lost(lost, 0);
+        }
+    }
+
+    fn emit_session_lost(&self, lost: SessionLostCounts, resubscribed: usize) {
+        self.emit(ClientEvent::SessionLost {
+            resent: lost.resent,
+            dropped_pubrel: lost.dropped_pubrel,
+            dropped_inbound: lost.dropped_inbound,
+            resubscribed,
+        });
+    }
+}

@@ -1,0 +1,215 @@
+//! Which server to dial. A round tries the servers in order from the preferred one (the first,
+//! or with `prefer_last_server` the one that worked last); after a lost connection a new
+//! round starts there. A Server Reference (DISCONNECT or CONNACK with 0x9C Use Another Server
+//! or 0x9D Server Moved) is followed when `follow_server_references` asks for it: the server
+//! named is dialled next, at once, with a session of its own (GUARANTEES S1: what is in flight
+//! with one broker is never sent to another); 0x9D also makes it the preferred server.
+
+use std::str::FromStr;
+
+use tracing::{info, warn};
+
+use super::{Driver, Slot, now_ms};
+use crate::client::{ClientError, ServerUrl};
+use crate::packet::ReasonCode;
+use crate::session::Session;
+
+/// Servers a broker can add to the list by references: a hostile or misconfigured broker cannot
+/// grow it, or the sessions loaded for it, without bound.
+const MAX_FOLLOWED: usize = 8;
+
+/// References followed in a row without a connection coming up: two servers that send the
+/// client to each other stop being followed, and the reconnect backoff takes over.
+const MAX_REDIRECTS_IN_A_ROW: u32 = 8;
+
+/// The server a reference names. The specification leaves the format open: this reads the
+/// first entry of a space-separated list, either a full address (`mqtts://host:8883`) or
+/// `host[:port]`, which keeps the scheme (and WebSocket path) of the server that sent it.
+pub(super) fn parse_reference(reference: &str, current: &ServerUrl) -> Result<ServerUrl, String> {
+    let first = reference
+        .split_whitespace()
+        .next()
+        .ok_or_else(|| "the reference is empty".to_owned())?;
+    let url = if first.contains("://") {
+        ServerUrl::from_str(first).map_err(|e| e.to_string())?
+    } else {
+        let current_text = current.to_string();
+        let scheme = current_text.split("://").next().unwrap_or("mqtt");
+        let path = if current.scheme().is_websocket() {
+            current.path()
+        } else {
+            ""
+        };
+        ServerUrl::from_str(&format!("{scheme}://{first}{path}")).map_err(|e| e.to_string())?
+    };
+    if current.scheme().is_tls() && !url.scheme().is_tls() {
+        return Err(format!(
+            "{url} would drop TLS, which {current} uses; not followed"
+        ));
+    }
+    Ok(url)
+}
+
+impl Driver {
+    pub(super) fn slot_of(&self, server: usize) -> usize {
+        if self.settings.cluster_scope.is_some() {
+            0
+        } else {
+            server
+        }
+    }
+
+    pub(super) fn server_url(&self) -> ServerUrl {
+        self.settings
+            .servers
+            .get(self.conn.server)
+            .cloned()
+            .unwrap_or_else(|| self.conn.primary.clone())
+    }
+
+    /// A new round of attempts, after a lost connection: from the referenced server if one
+    /// was followed, else from the preferred one. Returns whether it follows a reference.
+    pub(super) fn start_round(&mut self) -> bool {
+        let (start, followed) = match self.conn.redirect.take() {
+            Some(server) => (server, true),
+            None => (self.conn.preferred, false),
+        };
+        self.conn.server = start;
+        self.conn.round_start = start;
+        followed
+    }
+
+    /// Moves to the next server after a failed attempt; returns whether the round is over.
+    pub(super) fn next_server(&mut self) -> bool {
+        let count = self.settings.servers.len().max(1);
+        self.conn.server = (self.conn.server + 1) % count;
+        self.conn.server == self.conn.round_start
+    }
+
+    /// A connection is up on the current server.
+    pub(super) fn server_worked(&mut self) {
+        self.conn.redirects = 0;
+        if self.settings.prefer_last_server {
+            self.conn.preferred = self.conn.server;
+        }
+    }
+
+    /// The server ended the connection or refused it with `reason` and `reference`: when the
+    /// client follows references and this is one, the server it names is dialled next
+    /// ([`Driver::start_round`] or the failed attempt picks it up). Returns whether it is.
+    pub(super) async fn follow(&mut self, reason: ReasonCode, reference: Option<&str>) -> bool {
+        let moved = match reason {
+            ReasonCode::UseAnotherServer => false,
+            ReasonCode::ServerMoved => true,
+            _ => return false,
+        };
+        let Some(reference) = reference.filter(|_| self.settings.follow_server_references) else {
+            return false;
+        };
+        if self.conn.redirects >= MAX_REDIRECTS_IN_A_ROW {
+            warn!(
+                reference,
+                "too many Server References in a row; not followed"
+            );
+            return false;
+        }
+        let current = self.server_url();
+        let url = match parse_reference(reference, &current) {
+            Ok(url) => url,
+            Err(why) => {
+                warn!(reference, %why, "Server Reference not followed");
+                return false;
+            }
+        };
+        let index = match self.settings.servers.iter().position(|s| *s == url) {
+            Some(index) => index,
+            None => match self.add_server(url.clone()).await {
+                Ok(index) => index,
+                Err(why) => {
+                    warn!(%url, %why, "Server Reference not followed");
+                    return false;
+                }
+            },
+        };
+        info!(from = %current, to = %url, moved, "following the Server Reference");
+        self.conn.redirects += 1;
+        self.conn.redirect = Some(index);
+        if moved {
+            self.conn.preferred = index;
+        }
+        true
+    }
+
+    /// Adds a server a reference named, with the session the store keeps for it (or the
+    /// cluster's, which every server shares). Returns its index.
+    async fn add_server(&mut self, url: ServerUrl) -> Result<usize, String> {
+        if self.settings.servers.len() >= self.configured_servers + MAX_FOLLOWED {
+            return Err(format!(
+                "{MAX_FOLLOWED} servers were added by references already"
+            ));
+        }
+        if self.settings.cluster_scope.is_none() {
+            let key = url.session_key(self.settings.session.client_id.clone());
+            let stored = self
+                .pipeline
+                .store()
+                .resume(&key, self.settings.session.queue_window)
+                .await
+                .map_err(|e| e.to_string())?;
+            let mut session = Session::new(self.settings.session.clone(), stored, now_ms())
+                .map_err(|e| ClientError::from(e).to_string())?;
+            if let Some(make) = &self.settings.authenticator {
+                session.set_authenticator(make());
+            }
+            self.slots.push(Slot { key, session });
+        }
+        self.settings.servers.push(url);
+        Ok(self.settings.servers.len() - 1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn url(text: &str) -> ServerUrl {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn a_reference_keeps_the_scheme_and_path_unless_it_names_its_own() {
+        let tcp = url("mqtt://a:1883");
+        assert_eq!(
+            parse_reference("b:1884", &tcp).unwrap(),
+            url("mqtt://b:1884")
+        );
+        assert_eq!(parse_reference("b", &tcp).unwrap(), url("mqtt://b:1883"));
+        assert_eq!(
+            parse_reference("b:1 c:2", &tcp).unwrap(),
+            url("mqtt://b:1"),
+            "the first of a list"
+        );
+        assert_eq!(
+            parse_reference("mqtts://b", &tcp).unwrap(),
+            url("mqtts://b:8883")
+        );
+        let ws = url("wss://a/ws");
+        assert_eq!(
+            parse_reference("b:443", &ws).unwrap(),
+            url("wss://b:443/ws")
+        );
+        assert_eq!(
+            parse_reference("[::1]:9000", &tcp).unwrap(),
+            url("mqtt://[::1]:9000")
+        );
+    }
+
+    #[test]
+    fn a_reference_that_drops_tls_or_makes_no_sense_is_refused() {
+        let tls = url("mqtts://a");
+        let err = parse_reference("mqtt://b", &tls).unwrap_err();
+        assert!(err.contains("drop TLS"), "{err}");
+        assert!(parse_reference("  ", &tls).is_err());
+        assert!(parse_reference("ftp://b", &tls).is_err());
+    }
+}
