@@ -286,6 +286,7 @@ fn queued_publish(topic: &str, payload: &'static str) -> QueuedPublish {
         qos: QoS::AtLeastOnce,
         packet: buf.freeze(),
         expires_at_ms: None,
+        accepted_at_ms: None,
     }
 }
 

@@ -15,6 +15,12 @@ pub fn timestamp(ms: u64) -> String {
     humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
 }
 
+/// How long ago `ms` (milliseconds since the UNIX epoch) was, to the second: `3h 12m 5s`.
+pub fn age(ms: u64, now_ms: u64) -> String {
+    let secs = now_ms.saturating_sub(ms) / 1000;
+    humantime::format_duration(Duration::from_secs(secs)).to_string()
+}
+
 /// A payload written out whole: as text when it is UTF-8, otherwise base64.
 #[derive(Debug, Serialize)]
 pub struct Payload {
@@ -88,6 +94,10 @@ pub struct RecordView {
     /// When a queued message expires unsent.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<String>,
+    /// When the application's publish of a queued message was accepted (records written
+    /// before acceptance times were kept have none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub accepted_at: Option<String>,
     /// The payload, whole, when asked for.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub payload: Option<Payload>,
@@ -236,6 +246,7 @@ impl RecordView {
                 view.qos = Some(qos_number(queued.qos));
                 view.stage = Some("queued");
                 view.expires_at = queued.expires_at_ms.map(timestamp);
+                view.accepted_at = queued.accepted_at_ms.map(timestamp);
                 message(&mut view, &publish);
             }
             Record::Subscription(subscription) => {

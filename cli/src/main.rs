@@ -54,7 +54,8 @@ enum Command {
 
 #[derive(Debug, Subcommand)]
 enum StoreCommand {
-    /// Every session: queued, in-flight and inbound records, bytes, times and expiry.
+    /// Every session: queued, in-flight and inbound records, bytes, the age of the oldest
+    /// queued message, the last time it was alive, and its expiry.
     List {
         /// The store: a redb file or a sled directory.
         file: PathBuf,

@@ -10,7 +10,7 @@ use mooring::store::{OutboundRecord, QueueWindow, SessionKey, SessionScope};
 use serde::Serialize;
 
 use crate::Failure;
-use crate::inspect::{MetaView, RecordView, decode_publish};
+use crate::inspect::{MetaView, RecordView, age, decode_publish, timestamp};
 use crate::store_file::{StoreFile, find_session, session_name};
 use crate::table;
 
@@ -60,6 +60,11 @@ struct SessionRow {
     meta: Option<MetaView>,
     queued: u64,
     queued_bytes: u64,
+    /// When the oldest queued message was accepted, if its record says.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    oldest_queued_at: Option<String>,
+    #[serde(skip)]
+    oldest_queued_ms: Option<u64>,
     in_flight: usize,
     in_flight_bytes: usize,
     pubrel: usize,
@@ -68,10 +73,10 @@ struct SessionRow {
 }
 
 async fn session_row(store: &StoreFile, key: &SessionKey) -> Result<SessionRow, Failure> {
-    // The queue's summary comes from its totals record; its messages stay on disk.
+    // The queue's summary comes from its totals record; of its messages only the head is read.
     let session = store
         .sessions()
-        .resume(key, QueueWindow::NONE)
+        .resume(key, QueueWindow::new(1, 0))
         .await
         .map_err(|e| Failure::damaged(e.to_string()))?;
     let publishes: Vec<usize> = session
@@ -82,6 +87,10 @@ async fn session_row(store: &StoreFile, key: &SessionKey) -> Result<SessionRow, 
             OutboundRecord::PubRel { .. } => None,
         })
         .collect();
+    let oldest = session
+        .queue
+        .first()
+        .and_then(|(_, message)| message.accepted_at_ms);
     let (scope, scope_name) = match key.scope() {
         SessionScope::Server(server) => ("server", server.clone()),
         SessionScope::Cluster(name) => ("cluster", name.clone()),
@@ -94,6 +103,8 @@ async fn session_row(store: &StoreFile, key: &SessionKey) -> Result<SessionRow, 
         meta: session.meta.as_ref().map(MetaView::of),
         queued: session.queue_summary.messages,
         queued_bytes: session.queue_summary.bytes,
+        oldest_queued_at: oldest.map(timestamp),
+        oldest_queued_ms: oldest,
         in_flight: publishes.len(),
         in_flight_bytes: publishes.iter().sum(),
         pubrel: session.outbound.len() - publishes.len(),
@@ -114,6 +125,9 @@ pub async fn list(path: &Path, json: bool) -> Result<(), Failure> {
     for key in &keys {
         rows.push(session_row(&store, key).await?);
     }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
     let mut out = Out::new();
     if json {
         for row in &rows {
@@ -131,6 +145,8 @@ pub async fn list(path: &Path, json: bool) -> Result<(), Failure> {
                     meta.map_or("-", |m| m.protocol).to_owned(),
                     r.queued.to_string(),
                     r.queued_bytes.to_string(),
+                    r.oldest_queued_ms
+                        .map_or_else(|| "-".to_owned(), |ms| age(ms, now)),
                     r.in_flight.to_string(),
                     r.pubrel.to_string(),
                     r.inbound.to_string(),
@@ -151,6 +167,7 @@ pub async fn list(path: &Path, json: bool) -> Result<(), Failure> {
                 "MQTT",
                 ">QUEUED",
                 ">QUEUED B",
+                ">OLDEST QUEUED",
                 ">IN FLIGHT",
                 ">PUBREL",
                 ">INBOUND",

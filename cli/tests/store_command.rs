@@ -196,11 +196,19 @@ async fn every_subcommand_reads_and_repairs(kind: Kind, file: &str) {
         "{g}"
     );
     assert_eq!(g["meta"]["session_expiry_interval"], 3600);
+    // The queue's age: its oldest message was accepted during this test.
+    let oldest = g["oldest_queued_at"].as_str().unwrap();
+    let accepted = humantime::parse_rfc3339(oldest).unwrap();
+    let age = std::time::SystemTime::now()
+        .duration_since(accepted)
+        .unwrap();
+    assert!(age < Duration::from_secs(600), "{oldest}");
     assert_eq!(g["meta"]["protocol"], "5.0");
     let sensor = rows.iter().find(|r| r["client_id"] == "sensor-2").unwrap();
     assert_eq!(sensor["queued"], 2);
     let table = ok(&["store", "list", file]);
     assert!(table.starts_with("SESSION"), "{table}");
+    assert!(table.contains("OLDEST QUEUED"), "{table}");
     assert!(table.contains(&gateway), "{table}");
 
     // show: the flows in order, with their stage.
@@ -241,6 +249,10 @@ async fn every_subcommand_reads_and_repairs(kind: Kind, file: &str) {
         .filter(|r| r["record"] == "queued")
         .collect();
     assert_eq!(queued.len(), 7);
+    assert!(
+        queued.iter().all(|r| r["accepted_at"].is_string()),
+        "{queued:?}"
+    );
     assert!(queued.iter().any(|r| r["payload"]["encoding"] == "base64"
         && r["payload"]["data"] == "/wBiaW5hcnk="));
     assert!(

@@ -43,6 +43,7 @@ pub fn batch(n: u64) -> Batch {
             qos: mooring_core::packet::QoS::ExactlyOnce,
             packet: record(n, u64::MAX),
             expires_at_ms: None,
+            accepted_at_ms: None,
         },
     });
     if let Some(old) = n.checked_sub(WINDOW) {

@@ -80,6 +80,7 @@ fn sessions() -> Vec<(SessionKey, StoredSession)> {
                             qos: QoS::ExactlyOnce,
                             packet: publish(QoS::AtMostOnce, 0, "site/7/q", b"queued"),
                             expires_at_ms: None,
+                            accepted_at_ms: None,
                         },
                     ),
                     (
@@ -88,6 +89,7 @@ fn sessions() -> Vec<(SessionKey, StoredSession)> {
                             qos: QoS::AtMostOnce,
                             packet: publish(QoS::AtMostOnce, 0, "site/7/q", b"second"),
                             expires_at_ms: None,
+                            accepted_at_ms: None,
                         },
                     ),
                 ],

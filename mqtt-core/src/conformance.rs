@@ -322,13 +322,17 @@ fn queued(tag: u64, qos: QoS, payload_len: usize) -> QueuedPublish {
         qos,
         packet: encode(Publish::new("conformance/queued", Bytes::from(payload))),
         expires_at_ms: None,
+        // Every record read back is compared whole: a store must keep this too.
+        accepted_at_ms: Some(1_764_547_200_000u64.wrapping_add(tag)),
     }
 }
 
-/// A queued message with a Message Expiry deadline.
+/// A queued message with a Message Expiry deadline, as records written before acceptance
+/// times were kept hold it.
 fn expiring(tag: u64, expires_at_ms: u64) -> QueuedPublish {
     QueuedPublish {
         expires_at_ms: Some(expires_at_ms),
+        accepted_at_ms: None,
         ..queued(tag, QoS::AtLeastOnce, 16)
     }
 }

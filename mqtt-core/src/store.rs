@@ -180,6 +180,9 @@ pub struct QueuedPublish {
     /// When its Message Expiry Interval runs out (milliseconds since the UNIX epoch), if it
     /// has one: it is sent with what remains of it, and never after.
     pub expires_at_ms: Option<u64>,
+    /// When the application's publish was accepted (milliseconds since the UNIX epoch), for
+    /// operators asking how old a queue is; `None` in records written before it was kept.
+    pub accepted_at_ms: Option<u64>,
 }
 
 /// One change to a session.
@@ -530,6 +533,7 @@ mod tests {
                 qos: QoS::AtLeastOnce,
                 packet: Bytes::new(),
                 expires_at_ms: None,
+                accepted_at_ms: None,
             },
         ));
         assert_eq!(s.next_seq(), 8);

@@ -188,6 +188,7 @@ pub(super) async fn payloads_of_0_bytes_1_mib_and_16_mib<F: StoreFactory>(f: &F)
                         qos: QoS::AtLeastOnce,
                         packet: make(i + 10, len),
                         expires_at_ms: None,
+                        accepted_at_ms: None,
                     },
                 },
             ],

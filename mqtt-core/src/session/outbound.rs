@@ -125,6 +125,7 @@ impl Session {
                 qos: publish.qos,
                 packet,
                 expires_at_ms,
+                accepted_at_ms: Some(self.clock_ms),
             },
         });
         if self.queue.push(id, publish, size) {

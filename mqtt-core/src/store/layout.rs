@@ -29,7 +29,11 @@
 //! outbound PUBLISH (body: the packet in MQTT wire format), `R` PUBREL pending (body: packet
 //! identifier), `I` PUBREC sent (empty body), `Q` queued message (body: QoS, then the packet in
 //! wire format), `E` queued message with a Message Expiry Interval (body: QoS, the deadline in
-//! milliseconds since the UNIX epoch as u64, then the packet; a new kind like `S`), `S`
+//! milliseconds since the UNIX epoch as u64, then the packet; a new kind like `S`), `A` queued
+//! message with the time it was accepted (body: QoS, the acceptance time in milliseconds since
+//! the UNIX epoch as u64, 0 or 1, the deadline as u64 when 1, then the packet; written since
+//! `mooring store list` shows a queue's age, a new kind in the same format version: `Q` and
+//! `E` records still read, without the time), `S`
 //! subscription (body: a SUBSCRIBE in wire format; added in Mooring 0.1 after the first
 //! fixtures, a new kind in the same format version, so older stores open unchanged), `T` queue
 //! totals (body: the number of queued messages and the sum of their packets' lengths, two u64;
@@ -37,6 +41,8 @@
 //! counted once, when first needed). The checksum covers the key, so a value that is damaged,
 //! truncated, zero-filled or moved to another key is detected, never returned.
 
+#[cfg(test)]
+use super::QueuedPublish;
 use super::{Batch, OutboundRecord, SessionKey, SessionMeta, SessionScope, StoreOp};
 use crate::packet::ProtocolVersion;
 
@@ -64,6 +70,7 @@ const KIND_INBOUND: u8 = b'I';
 const KIND_QUEUED: u8 = b'Q';
 const KIND_SUBSCRIPTION: u8 = b'S';
 const KIND_QUEUED_EXPIRING: u8 = b'E';
+const KIND_QUEUED_AT: u8 = b'A';
 const KIND_TOTALS: u8 = b'T';
 
 /// One write of a batch, in key-value terms.
@@ -274,9 +281,21 @@ pub fn batch_writes(key: &SessionKey, batch: &Batch) -> Vec<KvWrite> {
             StoreOp::PushQueue { seq, message } => {
                 let k = queue_key(key, *seq);
                 let qos = [message.qos as u8];
-                let v = match message.expires_at_ms {
-                    None => value(&k, KIND_QUEUED, &[&qos, &message.packet]),
-                    Some(at) => value(
+                let v = match (message.accepted_at_ms, message.expires_at_ms) {
+                    (Some(accepted), expiry) => {
+                        let (flag, at) = match expiry {
+                            Some(at) => ([1u8], at.to_be_bytes()),
+                            None => ([0u8], [0u8; 8]),
+                        };
+                        let at: &[u8] = if expiry.is_some() { &at } else { &[] };
+                        value(
+                            &k,
+                            KIND_QUEUED_AT,
+                            &[&qos, &accepted.to_be_bytes(), &flag, at, &message.packet],
+                        )
+                    }
+                    (None, None) => value(&k, KIND_QUEUED, &[&qos, &message.packet]),
+                    (None, Some(at)) => value(
                         &k,
                         KIND_QUEUED_EXPIRING,
                         &[&qos, &at.to_be_bytes(), &message.packet],
@@ -361,6 +380,39 @@ mod tests {
         assert!(outbound_key(&k, u64::MAX) < inbound_key(&k, 0));
         assert!(meta_key(&k) < outbound_key(&k, 0));
         assert!(queue_key(&k, u64::MAX) < session_upper_bound(&session_prefix(&k)));
+    }
+
+    #[test]
+    fn queued_messages_keep_their_acceptance_time_and_deadline_in_every_combination() {
+        let k = SessionKey::new("s", "c");
+        let packet = Bytes::from_static(b"\x30\x05\x00\x01tab");
+        for (accepted, expires, kind) in [
+            (None, None, KIND_QUEUED),
+            (None, Some(9), KIND_QUEUED_EXPIRING),
+            (Some(7), None, KIND_QUEUED_AT),
+            (Some(7), Some(u64::MAX), KIND_QUEUED_AT),
+        ] {
+            let message = QueuedPublish {
+                qos: crate::packet::QoS::ExactlyOnce,
+                packet: packet.clone(),
+                expires_at_ms: expires,
+                accepted_at_ms: accepted,
+            };
+            let batch = Batch::from(vec![StoreOp::PushQueue {
+                seq: 3,
+                message: message.clone(),
+            }]);
+            let [KvWrite::Put(key, value)] = &batch_writes(&k, &batch)[..] else {
+                panic!("one put");
+            };
+            assert_eq!(value[1], kind);
+            assert_eq!(decode_queued(&k, key, value).unwrap(), (3, message.clone()));
+            assert_eq!(queued_packet_len(&k, key, value).unwrap(), packet.len());
+            assert_eq!(
+                decode_session(&k, [(key, value)]).unwrap().queue,
+                vec![(3, message)]
+            );
+        }
     }
 
     #[test]

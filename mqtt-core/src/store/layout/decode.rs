@@ -162,21 +162,48 @@ pub fn decode_meta(session: &SessionKey, value: &[u8]) -> Result<SessionMeta, St
     }
 }
 
+/// A queued message's body after its QoS: acceptance time, deadline, packet.
+type QueuedParts<'a> = (Option<u64>, Option<u64>, &'a [u8]);
+
+/// A queued message's body split into its acceptance time, deadline and packet.
+fn split_queued(kind: u8, rest: &[u8]) -> Result<QueuedParts<'_>, String> {
+    let time = |bytes: &[u8], what: &str| -> Result<(u64, usize), String> {
+        bytes
+            .first_chunk::<8>()
+            .map(|at| (u64::from_be_bytes(*at), 8))
+            .ok_or_else(|| format!("a queued message holds no {what}"))
+    };
+    match kind {
+        KIND_QUEUED => Ok((None, None, rest)),
+        KIND_QUEUED_EXPIRING => {
+            let (at, n) = time(rest, "deadline")?;
+            Ok((None, Some(at), rest.get(n..).unwrap_or_default()))
+        }
+        KIND_QUEUED_AT => {
+            let (accepted, n) = time(rest, "acceptance time")?;
+            let rest = rest.get(n..).unwrap_or_default();
+            match rest.split_first() {
+                Some((0, packet)) => Ok((Some(accepted), None, packet)),
+                Some((1, rest)) => {
+                    let (at, n) = time(rest, "deadline")?;
+                    Ok((Some(accepted), Some(at), rest.get(n..).unwrap_or_default()))
+                }
+                _ => Err("a queued message's deadline flag is neither 0 nor 1".to_owned()),
+            }
+        }
+        other => Err(format!("kind {other} is not a queued message")),
+    }
+}
+
 fn queued_from_body(kind: u8, body: &[u8]) -> Result<QueuedPublish, String> {
     let (&qos, rest) = body.split_first().ok_or("a queued message holds no QoS")?;
     let qos = QoS::from_u8(qos).ok_or_else(|| format!("a queued message has QoS {qos}"))?;
-    let (expires_at_ms, packet) = if kind == KIND_QUEUED_EXPIRING {
-        let (at, packet) = rest
-            .split_first_chunk::<8>()
-            .ok_or("an expiring message holds no deadline")?;
-        (Some(u64::from_be_bytes(*at)), packet)
-    } else {
-        (None, rest)
-    };
+    let (accepted_at_ms, expires_at_ms, packet) = split_queued(kind, rest)?;
     Ok(QueuedPublish {
         qos,
         packet: Bytes::copy_from_slice(packet),
         expires_at_ms,
+        accepted_at_ms,
     })
 }
 
@@ -199,7 +226,7 @@ pub fn decode_queued(
         return Err(bad("not a queued message of this session".to_owned()));
     }
     match open_value(session, key, value)? {
-        (kind @ (KIND_QUEUED | KIND_QUEUED_EXPIRING), body) => {
+        (kind @ (KIND_QUEUED | KIND_QUEUED_EXPIRING | KIND_QUEUED_AT), body) => {
             Ok((be_number(seq), queued_from_body(kind, body).map_err(bad)?))
         }
         (kind, _) => Err(bad(format!("kind {kind:?} does not belong under this key"))),
@@ -219,8 +246,9 @@ pub fn queued_packet_len(
         reason: reason.to_owned(),
     };
     match open_value(session, key, value)? {
-        (KIND_QUEUED, [_qos, packet @ ..]) => Ok(packet.len()),
-        (KIND_QUEUED_EXPIRING, [_qos, rest @ ..]) if rest.len() >= 8 => Ok(rest.len() - 8),
+        (kind, [_qos, rest @ ..]) => split_queued(kind, rest)
+            .map(|(_, _, packet)| packet.len())
+            .map_err(|why| bad(&why)),
         _ => Err(bad("not a queued message")),
     }
 }
@@ -314,7 +342,9 @@ fn decode_entry(
         ([SECTION_INBOUND, id @ ..], KIND_INBOUND) if id.len() == 2 && body.is_empty() => {
             Record::Inbound(be_number(id) as u16)
         }
-        ([SECTION_QUEUE, seq @ ..], KIND_QUEUED | KIND_QUEUED_EXPIRING) if seq.len() == 8 => {
+        ([SECTION_QUEUE, seq @ ..], KIND_QUEUED | KIND_QUEUED_EXPIRING | KIND_QUEUED_AT)
+            if seq.len() == 8 =>
+        {
             Record::Queued(be_number(seq), queued_from_body(kind, body).map_err(bad)?)
         }
         ([SECTION_SUBSCRIPTION, filter @ ..], KIND_SUBSCRIPTION) => {
