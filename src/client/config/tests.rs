@@ -201,6 +201,23 @@ fn a_bad_setting_is_named_in_the_error() {
 
 #[cfg(feature = "toml")]
 #[test]
+fn a_bad_file_is_named_with_the_setting_as_the_readme_shows() {
+    let dir = std::env::temp_dir().join(format!("mooring-config-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("gateway.toml");
+    std::fs::write(&path, "[tls]\nalpn = 3\n").unwrap();
+    let err = ClientConfig::load(&path).unwrap_err().to_string();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        err.ends_with(
+            "gateway.toml: setting `tls.alpn`: invalid type: integer `3`, expected a sequence"
+        ),
+        "{err}"
+    );
+}
+
+#[cfg(feature = "toml")]
+#[test]
 fn a_file_that_cannot_be_read_is_named() {
     let err = ClientConfig::load("/nonexistent/gateway.toml").unwrap_err();
     assert!(
