@@ -186,3 +186,29 @@ async fn the_server_that_worked_last_comes_first_when_asked() {
         assert_eq!(host, expected, "prefer_last_server({prefer_last})");
     }
 }
+
+#[tokio::test]
+async fn at_most_eight_servers_are_added_by_references() {
+    let mut broker = Broker::new();
+    let store = MemoryStore::default();
+    let b = on(&broker, &store, &["mqtt://a:1883"]).follow_server_references(true);
+    let connecting = tokio::spawn(b.connect());
+    let (host, mut peer) = broker.next_from().await;
+    assert_eq!(host, "a");
+    peer.accept(false).await;
+    let (_client, _m) = connecting.await.unwrap().unwrap();
+    // Each connection comes up, so the references are not "in a row"; each names a new server.
+    for i in 1..=9 {
+        peer.send(referring(ReasonCode::ServerMoved, &format!("h{i}:1883")))
+            .await;
+        let (host, mut next) = broker.next_from().await;
+        let expected = if i <= 8 {
+            format!("h{i}")
+        } else {
+            "h8".to_owned()
+        };
+        assert_eq!(host, expected, "reference {i}");
+        next.accept(false).await;
+        peer = next;
+    }
+}

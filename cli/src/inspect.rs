@@ -144,19 +144,12 @@ pub fn protocol_name(protocol: ProtocolVersion) -> &'static str {
 impl MetaView {
     /// Reads `meta`.
     pub fn of(meta: &SessionMeta) -> Self {
-        let ended = meta.disconnected_at_ms.or(meta.alive_until_ms);
-        let expires_at = match (meta.session_expiry_interval, ended) {
-            (u32::MAX, _) | (_, None) => None,
-            (interval, Some(ended)) => {
-                Some(timestamp(ended.saturating_add(u64::from(interval) * 1000)))
-            }
-        };
         Self {
             protocol: protocol_name(meta.protocol),
             session_expiry_interval: meta.session_expiry_interval,
             disconnected_at: meta.disconnected_at_ms.map(timestamp),
             alive_until: meta.alive_until_ms.map(timestamp),
-            expires_at,
+            expires_at: meta.expires_at_ms().map(timestamp),
             assigned_client_id: meta.assigned_client_id.clone(),
         }
     }

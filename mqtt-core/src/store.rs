@@ -141,17 +141,22 @@ impl SessionMeta {
     /// Whether the session has expired at `now_ms` (milliseconds since the UNIX epoch): its
     /// connection ended and the expiry interval has passed since.
     pub fn is_expired(&self, now_ms: u64) -> bool {
+        self.expires_at_ms().is_some_and(|at| now_ms >= at)
+    }
+
+    /// When the session expires (milliseconds since the UNIX epoch): `None` when it never
+    /// does, or when its end is unknown.
+    pub fn expires_at_ms(&self) -> Option<u64> {
         if self.session_expiry_interval == u32::MAX {
-            return false;
+            return None;
         }
         let lifetime = u64::from(self.session_expiry_interval) * 1000;
         // A connection that ended cleanly says when; one the process never saw end (a kill
         // while connected) ended before `alive_until_ms` at the latest. Without either, the
         // session's end is unknown and it is kept.
-        match self.disconnected_at_ms.or(self.alive_until_ms) {
-            Some(ended) => now_ms >= ended.saturating_add(lifetime),
-            None => false,
-        }
+        self.disconnected_at_ms
+            .or(self.alive_until_ms)
+            .map(|ended| ended.saturating_add(lifetime))
     }
 }
 

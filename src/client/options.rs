@@ -168,7 +168,7 @@ fn secs_u16(d: Duration) -> u16 {
     u16::try_from(d.as_secs()).unwrap_or(u16::MAX)
 }
 
-fn secs_u32(d: Duration) -> u32 {
+pub(crate) fn secs_u32(d: Duration) -> u32 {
     u32::try_from(d.as_secs()).unwrap_or(u32::MAX)
 }
 

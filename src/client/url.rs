@@ -37,7 +37,8 @@ impl Scheme {
         }
     }
 
-    fn name(self) -> &'static str {
+    /// The scheme as written in an address (`mqtts`).
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Self::Tcp => "mqtt",
             Self::Tls => "mqtts",

@@ -7,15 +7,11 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::{ClientConfig, ConfigError, ConfigProtocol, Property, QueueWindowConfig, WillConfig};
-use crate::client::options::{ClientBuilder, Settings};
+use crate::client::options::{ClientBuilder, Settings, secs_u32 as secs};
 use crate::packet::{
     ConnectProperties, PayloadFormat, ProtocolVersion, QoS, UserProperty, Will, WillProperties,
 };
 use crate::session::SessionOptions;
-
-fn secs(d: Duration) -> u32 {
-    u32::try_from(d.as_secs()).unwrap_or(u32::MAX)
-}
 
 fn user_properties(properties: &[Property]) -> Vec<UserProperty> {
     properties

@@ -33,8 +33,7 @@ pub(super) fn parse_reference(reference: &str, current: &ServerUrl) -> Result<Se
     let url = if first.contains("://") {
         ServerUrl::from_str(first).map_err(|e| e.to_string())?
     } else {
-        let current_text = current.to_string();
-        let scheme = current_text.split("://").next().unwrap_or("mqtt");
+        let scheme = current.scheme().name();
         let path = if current.scheme().is_websocket() {
             current.path()
         } else {
