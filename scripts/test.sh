@@ -7,8 +7,10 @@ cd "$(dirname "$0")/.."
 
 step() { printf '\n==> %s\n' "$*"; }
 
-# The tests against a real broker spawn their own mosquitto.
+# The tests against a real broker spawn their own mosquitto, and those of the PostgreSQL store
+# their own PostgreSQL.
 bash scripts/install-mosquitto.sh
+bash scripts/install-postgres.sh
 
 step "cargo fmt --all -- --check"
 cargo fmt --all -- --check
@@ -29,8 +31,8 @@ echo "no runtime in mooring-core's dependencies"
 # the registry (the workspace's unpublished crates resolve from a local overlay).
 step "cargo package (the published crates)"
 cargo package --quiet --allow-dirty -p mooring-core -p mooring-store-memory -p mooring-store-redb \
-  -p mooring-store-sled -p mooring-mqtt -p mooring-cli
-echo "mooring-core, mooring-store-{memory,redb,sled}, mooring-mqtt, mooring-cli package"
+  -p mooring-store-sled -p mooring-store-postgres -p mooring-mqtt -p mooring-cli
+echo "mooring-core, mooring-store-{memory,redb,sled,postgres}, mooring-mqtt, mooring-cli package"
 
 step "cargo doc --workspace --no-deps (warnings are errors)"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet

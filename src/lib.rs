@@ -12,6 +12,7 @@
 //! | `metrics` | no | counters, gauges, histograms through the `metrics` facade ([`client::metrics`]) |
 //! | `toml` | yes | `ClientConfig::load`/`from_toml`/`to_toml`, `ClientBuilder::from_config_file` |
 //! | `sled` | no | `store::SledStore`, durable across kill -9 |
+//! | `postgres` | no | `store::PostgresStore`: the session in PostgreSQL, owned by one process at a time, for a standby gateway on another machine |
 //! | `websocket` | no | `ws://` and `wss://` |
 //! | `conformance` | no | the store conformance suite, to test a store of your own |
 //!
@@ -61,10 +62,13 @@ pub use mooring_core::conformance;
 /// |---|---|---|---|
 /// | `RedbStore` | `redb` (default) | yes | yes (`fdatasync` per commit) |
 /// | `SledStore` | `sled` | yes | not promised (`sync_file_range`, no `fdatasync`) |
+/// | `PostgresStore` | `postgres` | yes, and the machine's loss (a standby resumes) | as the database's `synchronous_commit` promises |
 /// | `MemoryStore` | always | no | no |
 pub mod store {
     pub use mooring_core::store::*;
     pub use mooring_store_memory::{MemoryBackend, MemoryStore};
+    #[cfg(feature = "postgres")]
+    pub use mooring_store_postgres::{PostgresBackend, PostgresOptions, PostgresStore};
     #[cfg(feature = "redb")]
     pub use mooring_store_redb::{RedbBackend, RedbStore};
     #[cfg(feature = "sled")]

@@ -15,6 +15,7 @@
 pub mod crash_batches;
 pub mod mosquitto;
 pub mod pki;
+pub mod postgres;
 pub mod proxy;
 pub mod wire;
 

@@ -31,6 +31,7 @@ struct Shared {
     streams: Mutex<Vec<TcpStream>>,
     stopped: AtomicBool,
     to_server: AtomicU64,
+    connections: AtomicU64,
 }
 
 impl Shared {
@@ -59,6 +60,7 @@ impl FaultProxy {
             streams: Mutex::new(Vec::new()),
             stopped: AtomicBool::new(false),
             to_server: AtomicU64::new(0),
+            connections: AtomicU64::new(0),
         });
         let accept_shared = shared.clone();
         thread::spawn(move || {
@@ -75,6 +77,7 @@ impl FaultProxy {
                     let _ = client.shutdown(Shutdown::Both);
                     continue;
                 };
+                accept_shared.connections.fetch_add(1, Ordering::Relaxed);
                 let _ = client.set_nodelay(true);
                 let _ = server.set_nodelay(true);
                 let pair = (client.try_clone(), server.try_clone());
@@ -105,6 +108,16 @@ impl FaultProxy {
     /// Changes what happens to traffic from now on.
     pub fn set(&self, fault: Fault) {
         *lock(&self.shared.fault) = fault;
+    }
+
+    /// The port it listens on (127.0.0.1), for clients that take host and port apart.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Connections forwarded to the server so far.
+    pub fn connections(&self) -> u64 {
+        self.shared.connections.load(Ordering::Relaxed)
     }
 
     /// Bytes the client sent towards the server so far.

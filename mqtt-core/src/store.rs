@@ -445,6 +445,33 @@ pub trait SessionStore: Send + Sync {
     /// Removes every session whose metadata says it expired at `now_ms` (milliseconds since
     /// the UNIX epoch, see [`SessionMeta::is_expired`]) and returns their keys.
     async fn purge_expired(&self, now_ms: u64) -> Result<Vec<SessionKey>, StoreError>;
+
+    /// Makes this process the one owner of `key`'s session, waiting while another owns it.
+    ///
+    /// A store that several machines reach (a database) lets one process at a time write a
+    /// session: taking ownership fences the previous owner, whose writes and
+    /// [`check_owner`](Self::check_owner) then fail with [`StoreError::Fenced`]. The client
+    /// acquires each session before it resumes it. An embedded store, which one process at a
+    /// time can open at all, owns every session already: the default does nothing.
+    async fn acquire(&self, _key: &SessionKey) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// Confirms, with the store itself, that this process still owns `key`'s session:
+    /// [`StoreError::Fenced`] if another took it over. The client calls it before every
+    /// CONNECT, so that a fenced process never takes the client identifier back.
+    async fn check_owner(&self, _key: &SessionKey) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// Until when this process is sure to own `key`'s session without asking the store
+    /// again: `None` when ownership never lapses (the default, for embedded stores). The
+    /// client writes nothing to the server once this instant has passed, until
+    /// [`check_owner`](Self::check_owner) has confirmed ownership, so that a process frozen
+    /// past its lease sends nothing when it wakes.
+    fn owned_until(&self, _key: &SessionKey) -> Option<std::time::Instant> {
+        None
+    }
 }
 
 /// Forwards the trait through a smart pointer, so `Arc<dyn SessionStore>` and
@@ -482,6 +509,15 @@ macro_rules! forward_session_store {
             }
             async fn purge_expired(&self, now_ms: u64) -> Result<Vec<SessionKey>, StoreError> {
                 (**self).purge_expired(now_ms).await
+            }
+            async fn acquire(&self, key: &SessionKey) -> Result<(), StoreError> {
+                (**self).acquire(key).await
+            }
+            async fn check_owner(&self, key: &SessionKey) -> Result<(), StoreError> {
+                (**self).check_owner(key).await
+            }
+            fn owned_until(&self, key: &SessionKey) -> Option<std::time::Instant> {
+                (**self).owned_until(key)
             }
         }
     };

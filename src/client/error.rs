@@ -113,6 +113,11 @@ pub enum ConnectError {
     /// The enhanced authenticator could not start.
     #[error("authentication could not start: {0}")]
     Auth(#[source] AuthError),
+    /// The store could not confirm that this process owns the session (a store shared by
+    /// machines: see `SessionStore::check_owner`). [`StoreError::Fenced`] stops the client for
+    /// good; any other error is a failed attempt, tried again with backoff.
+    #[error("the session's ownership could not be confirmed: {0}")]
+    Ownership(#[source] Arc<StoreError>),
 }
 
 /// Why a delivery did not complete.

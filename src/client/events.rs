@@ -116,6 +116,15 @@ pub enum ClientEvent {
         /// Why it would not open.
         cause: String,
     },
+    /// Another process took the session over (a store shared by machines, such as
+    /// PostgreSQL, fenced this one): the client stops, and must not be started again on this
+    /// session while the other process owns it. [`ClientEvent::Stopped`] follows.
+    SessionTakenOver {
+        /// The session.
+        session: String,
+        /// The process that owns it now, as it named itself.
+        holder: String,
+    },
     /// The client stopped; `error` says why if it was not asked to.
     Stopped {
         /// The cause, if it was not [`Client::disconnect`](super::Client::disconnect) or dropping every handle.

@@ -48,6 +48,20 @@ pub enum StoreError {
         #[source]
         source: Option<Box<dyn std::error::Error + Send + Sync>>,
     },
+    /// Another process owns the session now: it took the session over (its lease had lapsed,
+    /// or it was told to take over), and this process may neither write to the session nor
+    /// connect with its client identifier again. Stores shared by several machines fence a
+    /// previous owner this way ([`SessionStore::acquire`](super::SessionStore::acquire)).
+    #[error(
+        "session {session} was taken over by {holder}; this process no longer owns it and \
+         must neither write to it nor connect with its client identifier"
+    )]
+    Fenced {
+        /// The session.
+        session: String,
+        /// Who owns it now, as that process named itself.
+        holder: String,
+    },
     /// Another process holds the store open.
     #[error(
         "the store at {path} is open in another process; stop that process or use another path"

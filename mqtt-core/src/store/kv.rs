@@ -48,6 +48,22 @@ pub trait KvBackend: Send + Sync + 'static {
     /// survive a crash; when it returns `Err`, none of them may be visible.
     fn apply(&self, writes: &[KvWrite]) -> Result<(), StoreError>;
 
+    /// See [`SessionStore::acquire`]: backends shared by several processes take ownership of
+    /// the session here; the default owns every session already.
+    fn acquire(&self, _session: &SessionKey) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// See [`SessionStore::check_owner`].
+    fn check_owner(&self, _session: &SessionKey) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// See [`SessionStore::owned_until`]. Called on the caller's thread: it must not block.
+    fn owned_until(&self, _session: &SessionKey) -> Option<std::time::Instant> {
+        None
+    }
+
     /// Every entry whose key starts with `prefix`, in ascending key order.
     fn scan_prefix(&self, prefix: &[u8]) -> Result<Entries, StoreError> {
         let mut out = Vec::new();
@@ -324,6 +340,20 @@ impl<B: KvBackend> SessionStore for KvStore<B> {
 
     async fn purge_expired(&self, now_ms: u64) -> Result<Vec<SessionKey>, StoreError> {
         self.run(move |s| s.purge_expired(now_ms)).await
+    }
+
+    async fn acquire(&self, key: &SessionKey) -> Result<(), StoreError> {
+        let key = key.clone();
+        self.run(move |s| s.backend.acquire(&key)).await
+    }
+
+    async fn check_owner(&self, key: &SessionKey) -> Result<(), StoreError> {
+        let key = key.clone();
+        self.run(move |s| s.backend.check_owner(&key)).await
+    }
+
+    fn owned_until(&self, key: &SessionKey) -> Option<std::time::Instant> {
+        self.shared.backend.owned_until(key)
     }
 }
 

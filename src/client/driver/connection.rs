@@ -218,6 +218,8 @@ impl Driver {
         attempt.user_properties = credentials.user_properties;
         let hook = self.settings.hook.clone();
         let connector = self.settings.connector.clone();
+        let store = self.pipeline.store().clone();
+        let key = self.slots.get(self.active).map(|slot| slot.key.clone());
         let future = async move {
             let attempt = match hook {
                 Some(hook) => hook(attempt)
@@ -228,6 +230,13 @@ impl Driver {
             let link = transport::open(attempt.server(), &attempt.transport, connector.as_deref())
                 .await
                 .map_err(|e| ConnectError::Transport(Arc::new(e)))?;
+            // Last, right before CONNECT: a process fenced meanwhile never sends it.
+            if let Some(key) = key {
+                store
+                    .check_owner(&key)
+                    .await
+                    .map_err(|e| ConnectError::Ownership(Arc::new(e)))?;
+            }
             Ok(Dialed {
                 link,
                 credentials: ConnectCredentials {
@@ -250,6 +259,7 @@ impl Driver {
         };
         let dialed = match result {
             Ok(dialed) => dialed,
+            Err(ConnectError::Ownership(e)) if self.stop_if_fenced(&e) => return,
             Err(error) => return self.attempt_failed(error),
         };
         let started = match self.session() {
@@ -407,6 +417,12 @@ impl Driver {
     /// Encodes packets onto what waits to be written; the loop writes it while it reads.
     pub(super) fn write(&mut self, packets: Vec<Packet>) {
         if packets.is_empty() || self.conn.link.is_none() {
+            return;
+        }
+        if self.lease_lapsed || self.ownership_lapsed() {
+            // Held back: the connection closes, and what was not acknowledged is sent again
+            // once the store confirms ownership.
+            self.lease_lapsed = true;
             return;
         }
         let Some(codec) = self.slots.get(self.active).map(|s| s.session.codec()) else {

@@ -27,6 +27,7 @@ mod command;
 mod connection;
 mod handshake;
 mod inbound;
+mod ownership;
 mod pipeline;
 mod publishes;
 mod requests;
@@ -114,6 +115,8 @@ pub(crate) struct Driver {
     metrics: Metrics,
     /// Purges expired sessions now and then; ends with the driver.
     housekeeping: JoinHandle<()>,
+    /// Writes were held back because the store's lease on the session lapsed (ownership.rs).
+    lease_lapsed: bool,
 }
 
 /// What woke the loop.
@@ -207,6 +210,13 @@ impl Driver {
         };
         let mut slots = Vec::with_capacity(keys.len());
         for key in keys {
+            // A store shared by machines: wait until this process owns the session (a
+            // standby waits here for the owner's lease to lapse).
+            parts
+                .store
+                .acquire(&key)
+                .await
+                .map_err(|e| ClientError::Store(Arc::new(e)))?;
             let stored = parts
                 .store
                 .resume(&key, settings.session.queue_window)
@@ -249,6 +259,7 @@ impl Driver {
             stats: parts.stats,
             metrics: Metrics::new(&settings.session.client_id),
             housekeeping,
+            lease_lapsed: false,
             settings,
         })
     }
@@ -276,6 +287,9 @@ impl Driver {
 
     /// One turn of the loop; `false` once the client has stopped.
     async fn turn(&mut self) -> bool {
+        if self.lease_lapsed {
+            self.on_ownership_lapsed().await;
+        }
         self.admit_parked();
         let now = now_ms();
         for slot in &mut self.slots {

@@ -366,7 +366,9 @@ impl Driver {
                 }
                 // The store refuses writes from now on: nothing more can be made durable.
                 self.close_link(Close::Abrupt).await;
-                self.stop(Some(format!("the session store failed: {error}")));
+                if !self.stop_if_fenced(&error) {
+                    self.stop(Some(format!("the session store failed: {error}")));
+                }
             }
         }
     }

@@ -1,0 +1,284 @@
+//! A PostgreSQL server per test: `initdb` into a temporary directory, `postgres` on a free port
+//! of 127.0.0.1, stopped by its process id when dropped. PostgreSQL refuses to run as root: a
+//! root test runs it as the `postgres` user that Debian's package creates, which then owns the
+//! directory.
+
+use std::io;
+use std::net::SocketAddr;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::mosquitto::free_port;
+
+/// A running (or stopped) PostgreSQL.
+#[derive(Debug)]
+pub struct Postgres {
+    child: Option<Child>,
+    port: u16,
+    bin: PathBuf,
+    dir: tempfile::TempDir,
+    /// Whom the server runs as, when the test runs as root.
+    run_as: Option<(u32, u32)>,
+}
+
+/// The directory of PostgreSQL's server programs: `MOORING_PG_BIN`, else the newest
+/// `/usr/lib/postgresql/N/bin` (Debian's), else the `PATH`.
+fn server_bin() -> io::Result<PathBuf> {
+    if let Some(dir) = std::env::var_os("MOORING_PG_BIN") {
+        return Ok(PathBuf::from(dir));
+    }
+    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let n = e.file_name().to_str()?.parse().ok()?;
+            let bin = e.path().join("bin");
+            bin.join("postgres").exists().then_some((n, bin))
+        })
+        .collect();
+    versions.sort();
+    if let Some((_, bin)) = versions.pop() {
+        return Ok(bin);
+    }
+    let found = std::env::var_os("PATH")
+        .and_then(|path| std::env::split_paths(&path).find(|dir| dir.join("postgres").exists()));
+    found.ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::NotFound,
+            "no PostgreSQL server found; install it: bash scripts/install-postgres.sh",
+        )
+    })
+}
+
+/// The uid and gid of `user`, from /etc/passwd.
+fn user_ids(user: &str) -> io::Result<(u32, u32)> {
+    let passwd = std::fs::read_to_string("/etc/passwd")?;
+    for line in passwd.lines() {
+        let fields: Vec<&str> = line.split(':').collect();
+        if let [name, _, uid, gid, ..] = fields.as_slice()
+            && *name == user
+        {
+            let parse = |s: &str| {
+                s.parse::<u32>()
+                    .map_err(|e| io::Error::other(format!("/etc/passwd: {e}")))
+            };
+            return Ok((parse(uid)?, parse(gid)?));
+        }
+    }
+    Err(io::Error::new(
+        io::ErrorKind::NotFound,
+        format!("no user {user:?} to run PostgreSQL as (root may not)"),
+    ))
+}
+
+fn running_as_root() -> bool {
+    std::fs::read_to_string("/proc/self/status").is_ok_and(|status| {
+        status
+            .lines()
+            .find(|l| l.starts_with("Uid:"))
+            .and_then(|l| l.split_whitespace().nth(2))
+            == Some("0")
+    })
+}
+
+impl Postgres {
+    /// Creates a database cluster in a new temporary directory and starts its server.
+    pub fn start() -> io::Result<Self> {
+        let bin = server_bin()?;
+        let dir = tempfile::tempdir()?;
+        let run_as = if running_as_root() {
+            let ids = user_ids("postgres")?;
+            let status = Command::new("chown")
+                .arg("-R")
+                .arg(format!("{}:{}", ids.0, ids.1))
+                .arg(dir.path())
+                .status()?;
+            if !status.success() {
+                return Err(io::Error::other("chown of the data directory failed"));
+            }
+            Some(ids)
+        } else {
+            None
+        };
+        let mut server = Self {
+            child: None,
+            port: free_port()?,
+            bin,
+            dir,
+            run_as,
+        };
+        let output = server
+            .command("initdb")
+            .arg("-D")
+            .arg(server.data())
+            .args(["-U", "mooring", "--auth=trust", "-E", "UTF8", "--no-sync"])
+            .stdin(Stdio::null())
+            .output()?;
+        if !output.status.success() {
+            return Err(io::Error::other(format!(
+                "initdb failed: {}",
+                String::from_utf8_lossy(&output.stderr)
+            )));
+        }
+        server.restart()?;
+        Ok(server)
+    }
+
+    fn command(&self, program: &str) -> Command {
+        let mut command = Command::new(self.bin.join(program));
+        if let Some((uid, gid)) = self.run_as {
+            command.uid(uid).gid(gid);
+        }
+        command
+    }
+
+    fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// The connection string for the `postgres` database, as the superuser `mooring`.
+    pub fn connection(&self) -> String {
+        format!(
+            "host=127.0.0.1 port={} user=mooring dbname=postgres connect_timeout=5",
+            self.port
+        )
+    }
+
+    /// Creates the database `name` and returns its connection string.
+    pub fn create_database(&self, name: &str) -> io::Result<String> {
+        let output = Command::new(self.bin.join("createdb"))
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "mooring",
+                name,
+            ])
+            .stdin(Stdio::null())
+            .output()?;
+        if !output.status.success() {
+            return Err(io::Error::other(format!(
+                "createdb {name} failed: {}",
+                String::from_utf8_lossy(&output.stderr)
+            )));
+        }
+        Ok(self
+            .connection()
+            .replace("dbname=postgres", &format!("dbname={name}")))
+    }
+
+    /// The TCP port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The server's address.
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    /// The server's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("postgres.log")).unwrap_or_default()
+    }
+
+    /// The server's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// (Re)starts the server on the same port and data, and waits until it takes queries.
+    pub fn restart(&mut self) -> io::Result<()> {
+        self.stop();
+        let log = std::fs::File::create(self.dir.path().join("postgres.log"))?;
+        let child = self
+            .command("postgres")
+            .arg("-D")
+            .arg(self.data())
+            .arg("-p")
+            .arg(self.port.to_string())
+            .args(["-c", "listen_addresses=127.0.0.1"])
+            .arg("-c")
+            .arg(format!(
+                "unix_socket_directories={}",
+                self.dir.path().display()
+            ))
+            .args(["-c", "max_connections=40", "-c", "shared_buffers=16MB"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()?;
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let ready = Command::new(self.bin.join("pg_isready"))
+                .args(["-q", "-h", "127.0.0.1", "-p", &self.port.to_string()])
+                .status()?;
+            if ready.success() {
+                return Ok(());
+            }
+            if let Some(child) = self.child.as_mut()
+                && let Some(status) = child.try_wait()?
+            {
+                return Err(io::Error::other(format!(
+                    "postgres exited with {status}: {}",
+                    self.log()
+                )));
+            }
+            if Instant::now() > deadline {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("postgres was not ready: {}", self.log()),
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Stops the server with a fast shutdown (SIGINT: open transactions are rolled back,
+    /// committed ones are on disk) and waits for it.
+    pub fn stop(&mut self) {
+        self.signal_and_wait("-INT", Duration::from_secs(20));
+    }
+
+    /// Kills the server with SIGKILL; the next start recovers from its write-ahead log.
+    pub fn kill(&mut self) {
+        self.signal_and_wait("-KILL", Duration::from_secs(5));
+        // Its backends notice the postmaster gone and exit; the next start waits for that.
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    fn signal_and_wait(&mut self, signal: &str, within: Duration) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .arg(signal)
+                .arg(child.id().to_string())
+                .status();
+            let deadline = Instant::now() + within;
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// The data directory, for tests that look inside.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs PostgreSQL's server when it is missing, for the tests that start one of their own
+# (integration/src/postgres.rs): with apt-get on Debian and Ubuntu, without the cluster and
+# service Debian would create and start; elsewhere it prints what to install and fails.
+set -euo pipefail
+if ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || command -v postgres >/dev/null 2>&1; then
+  exit 0
+fi
+if command -v apt-get >/dev/null 2>&1; then
+  sudo=""
+  if [ "$(id -u)" -ne 0 ]; then
+    command -v sudo >/dev/null 2>&1 || { echo "PostgreSQL is missing: run as root: apt-get install -y postgresql" >&2; exit 1; }
+    sudo="sudo"
+  fi
+  echo "PostgreSQL is missing: installing it (apt-get install -y postgresql)" >&2
+  # The tests run servers of their own: no system cluster, no service listening on 5432.
+  $sudo mkdir -p /etc/postgresql-common
+  echo "create_main_cluster = false" | $sudo tee /etc/postgresql-common/createcluster.conf >/dev/null
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq postgresql >/dev/null
+  exit 0
+fi
+cat >&2 <<'MSG'
+PostgreSQL's server is missing. Install it (any version from 13), then run this again:
+  Fedora/RHEL:  sudo dnf install postgresql-server
+  Arch:         sudo pacman -S postgresql
+  macOS:        brew install postgresql
+Point MOORING_PG_BIN at the directory of its programs (initdb, postgres, pg_isready, createdb)
+if they are not in /usr/lib/postgresql/N/bin or on the PATH. Tests running as root run the
+server as the user "postgres", which must exist.
+MSG
+exit 1

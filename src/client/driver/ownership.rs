@@ -1,0 +1,58 @@
+//! Ownership of the session, for stores that several machines share: the client writes to the
+//! server only while the store says this process owns the session, and stops for good once
+//! another process has taken it over (fenced).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use tracing::warn;
+
+use super::super::ClientEvent;
+use super::Driver;
+use super::connection::Close;
+use crate::store::StoreError;
+
+impl Driver {
+    /// Whether this process may have lost the session without knowing: the store's lease
+    /// ran out (a process frozen past it, or cut off from the store) and nothing confirmed it
+    /// since. Nothing more may be written until a connection attempt checks with the store.
+    pub(super) fn ownership_lapsed(&self) -> bool {
+        self.slots.get(self.active).is_some_and(|slot| {
+            self.pipeline
+                .store()
+                .owned_until(&slot.key)
+                .is_some_and(|until| Instant::now() >= until)
+        })
+    }
+
+    /// Drops the connection whose writes the lapsed lease held back; the next attempt
+    /// confirms ownership with the store before its CONNECT (or finds the session taken).
+    pub(super) async fn on_ownership_lapsed(&mut self) {
+        self.lease_lapsed = false;
+        warn!("the store's lease on the session lapsed unconfirmed; reconnecting once it is");
+        self.lost(
+            "the store's lease on the session lapsed; ownership is checked before reconnecting"
+                .to_owned(),
+            Close::Abrupt,
+        )
+        .await;
+    }
+
+    /// If `error` says another process took the session over: reports it and stops the
+    /// client for good (it must never connect with the client identifier again). Returns
+    /// whether it did.
+    pub(super) fn stop_if_fenced(&mut self, error: &Arc<StoreError>) -> bool {
+        let StoreError::Fenced { session, holder } = &**error else {
+            return false;
+        };
+        warn!(%session, %holder, "the session was taken over; this client stops");
+        self.emit(ClientEvent::SessionTakenOver {
+            session: session.clone(),
+            holder: holder.clone(),
+        });
+        self.conn
+            .answer_first_connect(Err(super::ConnectError::Ownership(error.clone())));
+        self.stop(Some(error.to_string()));
+        true
+    }
+}

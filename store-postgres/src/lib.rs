@@ -1,0 +1,445 @@
+//! [`PostgresStore`]: Mooring's session store on PostgreSQL, for a session that outlives its
+//! machine.
+//!
+//! An embedded store survives a killed process, not a dead host: the session is on that host's
+//! disk. With the session in a PostgreSQL database that two machines reach, a standby gateway
+//! resumes it when the active one dies, exactly where the store says it is. One process at a
+//! time owns a session:
+//!
+//! - [`SessionStore::acquire`](mooring_core::store::SessionStore::acquire) (the client calls it
+//!   before it resumes the session) takes ownership and raises the session's *epoch*. While
+//!   another process holds the session's lease it waits for the lease to lapse, unless
+//!   [`PostgresOptions::takeover`] says to take the session at once.
+//! - Every commit checks the epoch inside its own transaction, and renews the lease there.
+//!   A process whose epoch is stale gets [`StoreError::Fenced`]: it can never write again.
+//! - A thread renews the lease each third of [`PostgresOptions::lease`]. The lease is measured
+//!   with the database's clock (`clock_timestamp()`), never the hosts'. The owner keeps its own
+//!   deadline on its monotonic clock, from when it sent the last renewal: the client writes
+//!   nothing to the broker past it until the database confirms ownership, and checks ownership
+//!   before every CONNECT, so a fenced process, or one frozen past its lease, never takes the
+//!   client identifier back.
+//! - Dropping the store releases its leases: a standby takes over at once after a clean stop.
+//!
+//! Records are the same versioned, checksummed, wire-format records as the embedded stores
+//! ([`mooring_core::store::layout`]) in a `bytea` table; a commit is one transaction, made
+//! durable as the database's `synchronous_commit` says (the store turns `off` back to `on` for
+//! its own connections). When the connection breaks (the server restarts, the network cuts
+//! it) the store connects again with backoff and runs the interrupted transaction again,
+//! for up to [`PostgresOptions::outage_limit`]: a transaction that did commit is applied a
+//! second time with the same result, since a commit writes whole records and no other process
+//! can write the session meanwhile.
+//!
+//! Why the synchronous `postgres` crate (tokio-postgres, driven by a private current-thread
+//! runtime): every call runs on the store's own thread ([`KvStore`]), one at a time, which a
+//! session store needs anyway (one commit in flight), and the store then works under any
+//! executor, as the embedded stores do.
+//!
+//! ```no_run
+//! use mooring_store_postgres::{PostgresOptions, PostgresStore};
+//! use std::time::Duration;
+//!
+//! let store = PostgresStore::open(
+//!     PostgresOptions::new("host=db.example user=gateway dbname=mooring")
+//!         .lease(Duration::from_secs(10)),
+//! )?;
+//! # Ok::<(), mooring_core::store::StoreError>(())
+//! ```
+#![forbid(unsafe_code)]
+
+mod link;
+mod ownership;
+mod schema;
+
+use std::cell::Cell;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use mooring_core::store::layout::{KvWrite, session_of_key};
+use mooring_core::store::{KvBackend, KvOpen, KvStore, SessionKey, StoreError};
+
+use link::{Failure, Link, NAME};
+use ownership::Ownership;
+
+pub use schema::SCHEMA_VERSION;
+
+/// The session store on PostgreSQL.
+pub type PostgresStore = KvStore<PostgresBackend>;
+
+/// How to reach the database, and how ownership behaves.
+#[derive(Debug, Clone)]
+pub struct PostgresOptions {
+    /// The connection, as a URL (`postgres://user:secret@host:5432/db`) or `key=value`
+    /// pairs (`host=... user=... dbname=...`), as libpq takes them.
+    pub connection: String,
+    /// How long ownership lasts without renewal (default 10 s): a standby takes over this long
+    /// after the owner stopped renewing, and an owner cut off from the database for this long
+    /// stops writing to the broker.
+    pub lease: Duration,
+    /// Take ownership at once, even from a holder whose lease runs, fencing it (default
+    /// false: wait for the lease to lapse).
+    pub takeover: bool,
+    /// How this process names itself to the others (default: its process id and host name,
+    /// with a random suffix). Must differ between processes.
+    pub holder: String,
+    /// How long to keep trying while the database cannot be reached before a call fails
+    /// (default 60 s).
+    pub outage_limit: Duration,
+}
+
+impl PostgresOptions {
+    /// Options for `connection`, with the defaults.
+    pub fn new(connection: impl Into<String>) -> Self {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_owned())
+            .unwrap_or_else(|_| "an unnamed host".to_owned());
+        Self {
+            connection: connection.into(),
+            lease: Duration::from_secs(10),
+            takeover: false,
+            holder: format!(
+                "pid {} on {host} ({:08x})",
+                std::process::id(),
+                fastrand::u32(..)
+            ),
+            outage_limit: Duration::from_secs(60),
+        }
+    }
+
+    /// Sets [`PostgresOptions::lease`].
+    pub fn lease(mut self, lease: Duration) -> Self {
+        self.lease = lease;
+        self
+    }
+
+    /// Sets [`PostgresOptions::takeover`].
+    pub fn takeover(mut self, takeover: bool) -> Self {
+        self.takeover = takeover;
+        self
+    }
+
+    /// Sets [`PostgresOptions::holder`].
+    pub fn holder(mut self, holder: impl Into<String>) -> Self {
+        self.holder = holder.into();
+        self
+    }
+
+    /// Sets [`PostgresOptions::outage_limit`].
+    pub fn outage_limit(mut self, limit: Duration) -> Self {
+        self.outage_limit = limit;
+        self
+    }
+}
+
+impl From<&str> for PostgresOptions {
+    fn from(connection: &str) -> Self {
+        Self::new(connection)
+    }
+}
+
+impl From<String> for PostgresOptions {
+    fn from(connection: String) -> Self {
+        Self::new(connection)
+    }
+}
+
+/// The shortest lease: renewals go out each third of it, and a round trip must fit.
+pub const MIN_LEASE: Duration = Duration::from_millis(300);
+
+/// Rows read per statement when scanning: bounded memory however long a queue grows.
+const PAGE: i64 = 256;
+
+const GET: &str = "SELECT value FROM mooring_records WHERE key = $1";
+const PAGE_FROM: &str = "SELECT key, value FROM mooring_records \
+     WHERE key >= $1 AND ($2::bytea IS NULL OR key < $2) ORDER BY key LIMIT $3";
+const LAST_IN: &str = "SELECT key FROM mooring_records \
+     WHERE key >= $1 AND key < $2 ORDER BY key DESC LIMIT 1";
+const FIRST_FROM: &str = "SELECT key FROM mooring_records WHERE key >= $1 ORDER BY key LIMIT 1";
+const UPSERT: &str = "INSERT INTO mooring_records (key, value) \
+     SELECT * FROM unnest($1::bytea[], $2::bytea[]) \
+     ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value";
+const DELETE: &str = "DELETE FROM mooring_records WHERE key = ANY($1::bytea[])";
+
+/// The PostgreSQL database behind [`PostgresStore`].
+pub struct PostgresBackend {
+    link: Mutex<Link>,
+    ownership: Arc<Ownership>,
+    renewer: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for PostgresBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresBackend")
+            .field("holder", &self.ownership.holder)
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Where the store is, for messages: never the password.
+fn describe(config: &postgres::Config) -> String {
+    let hosts: Vec<String> = config
+        .get_hosts()
+        .iter()
+        .map(|h| match h {
+            postgres::config::Host::Tcp(name) => name.clone(),
+            postgres::config::Host::Unix(path) => path.display().to_string(),
+        })
+        .collect();
+    format!(
+        "postgres database {:?} on {} port {:?}",
+        config.get_dbname().unwrap_or("(default)"),
+        hosts.join(","),
+        config.get_ports()
+    )
+}
+
+impl PostgresBackend {
+    /// Connects, creates or checks the schema, and starts the lease renewer. Runs on a thread
+    /// of its own: the synchronous client may not run inside an async task.
+    pub fn connect(options: PostgresOptions) -> Result<Self, StoreError> {
+        std::thread::scope(|scope| {
+            scope
+                .spawn(|| Self::connect_here(options))
+                .join()
+                .unwrap_or_else(|_| {
+                    Err(StoreError::Backend {
+                        backend: NAME,
+                        message: "connecting panicked".to_owned(),
+                        source: None,
+                    })
+                })
+        })
+    }
+
+    fn connect_here(options: PostgresOptions) -> Result<Self, StoreError> {
+        let config: postgres::Config = options
+            .connection
+            .parse()
+            .map_err(|e| StoreError::open(std::path::Path::new("(connection string)"), false, e))?;
+        let place = describe(&config);
+        let open_error = |cause: String| StoreError::Open {
+            path: place.clone(),
+            cause,
+            damaged: false,
+            source: None,
+        };
+        if options.lease < MIN_LEASE {
+            return Err(open_error(format!(
+                "the lease of {:?} is shorter than {MIN_LEASE:?}",
+                options.lease
+            )));
+        }
+        // A transaction left open by a process that froze holds the ownership row; the server
+        // ends it well within a lease, so a standby's takeover never waits on it for long.
+        let idle_ms = (options.lease / 4).as_millis().max(100);
+        let setup = format!(
+            "SET application_name = 'mooring'; \
+             SET idle_in_transaction_session_timeout = {idle_ms}; \
+             DO $$ BEGIN IF current_setting('synchronous_commit') = 'off' THEN \
+             PERFORM set_config('synchronous_commit', 'on', false); END IF; END $$;"
+        );
+        let mut link = Link::new(config.clone(), setup.clone(), Duration::ZERO);
+        link.run(schema::ensure)
+            .map_err(|e| open_error(e.to_string()))?;
+        let mut link = Link::new(config.clone(), setup.clone(), options.outage_limit);
+        link.forget();
+        let ownership = Arc::new(Ownership::new(
+            options.holder,
+            options.lease,
+            options.takeover,
+        ));
+        let renewing = Arc::clone(&ownership);
+        let renewer_link = Link::new(config, setup, options.lease / 3);
+        let renewer = std::thread::Builder::new()
+            .name("mooring-postgres-lease".to_owned())
+            .spawn(move || renewing.renew_until_closed(renewer_link))
+            .map_err(|e| open_error(format!("cannot start the lease thread: {e}")))?;
+        Ok(Self {
+            link: Mutex::new(link),
+            ownership,
+            renewer: Some(renewer),
+        })
+    }
+
+    /// How this process names itself as a holder.
+    pub fn holder(&self) -> &str {
+        &self.ownership.holder
+    }
+
+    fn read<T>(
+        &self,
+        work: impl FnMut(&mut link::Db) -> Result<T, Failure>,
+    ) -> Result<T, StoreError> {
+        lock(&self.link).run(work)
+    }
+}
+
+impl Drop for PostgresBackend {
+    fn drop(&mut self) {
+        self.ownership.close();
+        if let Some(renewer) = self.renewer.take() {
+            let _ = renewer.join();
+        }
+    }
+}
+
+impl KvOpen for PostgresBackend {
+    type Options = PostgresOptions;
+
+    fn open(options: PostgresOptions) -> Result<Self, StoreError> {
+        Self::connect(options)
+    }
+}
+
+impl KvBackend for PostgresBackend {
+    const NAME: &'static str = NAME;
+    const BLOCKING: bool = true;
+
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.read(|db| {
+            let get = db.prepare(GET)?;
+            let row = db.client.query_opt(&get, &[&key])?;
+            Ok(row.map(|r| r.try_get::<_, Vec<u8>>(0)).transpose()?)
+        })
+    }
+
+    fn visit_range(
+        &self,
+        start: &[u8],
+        end: Option<&[u8]>,
+        visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<(), StoreError> {
+        // Page by page, each page a statement: the session's owner is the only writer, and
+        // it reads between its own commits, so the pages see one state.
+        let mut from = start.to_vec();
+        loop {
+            let rows = self.read(|db| {
+                let page = db.prepare(PAGE_FROM)?;
+                let rows = db.client.query(&page, &[&from, &end, &PAGE])?;
+                let mut out = Vec::with_capacity(rows.len());
+                for row in rows {
+                    out.push((row.try_get::<_, Vec<u8>>(0)?, row.try_get::<_, Vec<u8>>(1)?));
+                }
+                Ok(out)
+            })?;
+            let full = rows.len() as i64 == PAGE;
+            for (key, value) in &rows {
+                if !visit(key, value) {
+                    return Ok(());
+                }
+            }
+            match rows.into_iter().next_back() {
+                Some((mut last, _)) if full => {
+                    // The least key above the last one read.
+                    last.push(0);
+                    from = last;
+                }
+                _ => return Ok(()),
+            }
+        }
+    }
+
+    fn last_key_in(&self, start: &[u8], end: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.read(|db| {
+            let last = db.prepare(LAST_IN)?;
+            let row = db.client.query_opt(&last, &[&start, &end])?;
+            Ok(row.map(|r| r.try_get::<_, Vec<u8>>(0)).transpose()?)
+        })
+    }
+
+    fn first_key_from(&self, start: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.read(|db| {
+            let first = db.prepare(FIRST_FROM)?;
+            let row = db.client.query_opt(&first, &[&start])?;
+            Ok(row.map(|r| r.try_get::<_, Vec<u8>>(0)).transpose()?)
+        })
+    }
+
+    fn apply(&self, writes: &[KvWrite]) -> Result<(), StoreError> {
+        let mut link = lock(&self.link);
+        // Every session the writes touch, with the epoch this process owns it at.
+        let mut sessions: BTreeMap<SessionKey, i64> = BTreeMap::new();
+        for write in writes {
+            let session = session_of_key(write.key())?;
+            if let std::collections::btree_map::Entry::Vacant(entry) = sessions.entry(session) {
+                let epoch = self.ownership.claim_for_write(&mut link, entry.key())?;
+                entry.insert(epoch);
+            }
+        }
+        // In order, the last write to a key wins: one upsert and one delete do the lot.
+        let mut last: BTreeMap<&[u8], Option<&[u8]>> = BTreeMap::new();
+        for write in writes {
+            match write {
+                KvWrite::Put(k, v) => last.insert(k, Some(v)),
+                KvWrite::Delete(k) => last.insert(k, None),
+            };
+        }
+        let (mut put_keys, mut put_values, mut deletes) = (Vec::new(), Vec::new(), Vec::new());
+        for (key, value) in last {
+            match value {
+                Some(value) => {
+                    put_keys.push(key);
+                    put_values.push(value);
+                }
+                None => deletes.push(key),
+            }
+        }
+        let sent = Cell::new(Instant::now());
+        let fenced: Cell<Option<SessionKey>> = Cell::new(None);
+        let outcome = link.run(|db| {
+            sent.set(Instant::now());
+            let renew = db.prepare(ownership::RENEW)?;
+            let upsert = db.prepare(UPSERT)?;
+            let delete = db.prepare(DELETE)?;
+            let mut tx = db.client.transaction()?;
+            for (session, epoch) in &sessions {
+                if let Err(e) = self.ownership.check_in(&mut tx, &renew, session, *epoch) {
+                    fenced.set(Some(session.clone()));
+                    return Err(e);
+                }
+            }
+            if !deletes.is_empty() {
+                tx.execute(&delete, &[&deletes])?;
+            }
+            if !put_keys.is_empty() {
+                tx.execute(&upsert, &[&put_keys, &put_values])?;
+            }
+            tx.commit()?;
+            Ok(())
+        });
+        match outcome {
+            Ok(()) => {
+                for (session, epoch) in &sessions {
+                    self.ownership.committed(session, *epoch, sent.get());
+                }
+                Ok(())
+            }
+            Err(StoreError::Fenced { .. }) => match fenced.take() {
+                Some(session) => Err(self.ownership.fenced_by_commit(&mut link, &session)),
+                None => Err(StoreError::Backend {
+                    backend: NAME,
+                    message: "fenced, but the session is unknown".to_owned(),
+                    source: None,
+                }),
+            },
+            Err(other) => Err(other),
+        }
+    }
+
+    fn acquire(&self, session: &SessionKey) -> Result<(), StoreError> {
+        self.ownership.acquire(&mut lock(&self.link), session)
+    }
+
+    fn check_owner(&self, session: &SessionKey) -> Result<(), StoreError> {
+        self.ownership.check(&mut lock(&self.link), session)
+    }
+
+    fn owned_until(&self, session: &SessionKey) -> Option<Instant> {
+        self.ownership.owned_until(session)
+    }
+}

@@ -1,0 +1,66 @@
+//! The tables, created and versioned by the store itself.
+
+use mooring_core::store::StoreError;
+
+use crate::link::{Db, Failure, NAME};
+
+/// The version of the tables this build of Mooring creates and reads.
+pub const SCHEMA_VERSION: i32 = 1;
+
+/// Serialises schema changes between processes that start at once (any constant will do;
+/// this one spells "mooring" in ASCII).
+const SCHEMA_LOCK: i64 = 0x006d_6f6f_7269_6e67;
+
+/// Records: the same keys and versioned, checksummed values as every key-value store
+/// (`mooring_core::store::layout`). `bytea` compares bytewise, so the primary key's order is
+/// the layout's order.
+const CREATE: &str = "
+CREATE TABLE IF NOT EXISTS mooring_schema (
+    only_row boolean PRIMARY KEY DEFAULT true CHECK (only_row),
+    version integer NOT NULL
+);
+CREATE TABLE IF NOT EXISTS mooring_records (
+    key bytea PRIMARY KEY,
+    value bytea NOT NULL
+);
+CREATE TABLE IF NOT EXISTS mooring_owners (
+    session bytea PRIMARY KEY,
+    name text NOT NULL,
+    epoch bigint NOT NULL,
+    holder text NOT NULL,
+    lease_until timestamptz NOT NULL
+);
+";
+
+/// Creates the tables if they are missing and checks that their version is one this build
+/// reads.
+pub(crate) fn ensure(db: &mut Db) -> Result<(), Failure> {
+    let mut tx = db.client.transaction()?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK])?;
+    tx.batch_execute(CREATE)?;
+    let version: Option<i32> = tx
+        .query_opt("SELECT version FROM mooring_schema", &[])?
+        .map(|row| row.try_get(0))
+        .transpose()?;
+    match version {
+        None => {
+            tx.execute(
+                "INSERT INTO mooring_schema (version) VALUES ($1)",
+                &[&SCHEMA_VERSION],
+            )?;
+        }
+        Some(SCHEMA_VERSION) => {}
+        Some(other) => {
+            return Err(Failure::Store(StoreError::Backend {
+                backend: NAME,
+                message: format!(
+                    "the database holds Mooring's schema version {other}; this build reads \
+                     version {SCHEMA_VERSION} (written by a newer Mooring?)"
+                ),
+                source: None,
+            }));
+        }
+    }
+    tx.commit()?;
+    Ok(())
+}
