@@ -17,6 +17,11 @@
 //!   in-flight window too (a 3.1.1 broker announces none).
 //! - `QUEUE_WINDOW=N` holds at most N queued messages in memory (the rest are read back from
 //!   the store as the queue drains).
+//! - `STORE` `postgres` takes `PATH` as the connection string and `GATEWAY_LEASE_MS` as the
+//!   lease (the failover proof, `tests/failover_proof.rs`): the gateway waits as a standby
+//!   until it owns the session, then prints `ACTIVE` and reads the ledgers; once another
+//!   process takes the session over it prints `FENCED` and exits with status 3.
+//!   `GATEWAY_CLUSTER=<scope>` names the session by a cluster scope instead of the URL.
 //! - For the soak (`src/bin/soak.rs`): `QOS` may be `mixed` (even tasks publish at QoS 1, odd
 //!   ones at QoS 2; it consumes at QoS 2); `GATEWAY_UNTIL=<ms since the UNIX epoch>` ends
 //!   every task's publishing then, whatever `PER_TASK` says; `GATEWAY_STATS=1` prints
@@ -32,7 +37,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use mooring::packet::ProtocolVersion;
-use mooring::store::{RedbStore, SessionStore, SledStore};
+use mooring::store::{PostgresOptions, PostgresStore, RedbStore, SessionStore, SledStore};
 use mooring::{Client, Messages, QoS};
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
@@ -132,6 +137,15 @@ fn open_store(kind: &str, path: &Path) -> Result<Arc<dyn SessionStore>, Error> {
     Ok(match kind {
         "redb" => Arc::new(integration::open_when_free(|| RedbStore::open(path))?),
         "sled" => Arc::new(integration::open_when_free(|| SledStore::open(path))?),
+        "postgres" => {
+            let lease: u64 = std::env::var("GATEWAY_LEASE_MS")
+                .ok()
+                .map_or(Ok(10_000), |v| v.parse())?;
+            let connection = path.to_str().ok_or("the connection string is not UTF-8")?;
+            Arc::new(PostgresStore::open(
+                PostgresOptions::new(connection).lease(Duration::from_millis(lease)),
+            )?)
+        }
         other => return Err(format!("unknown store {other}").into()),
     })
 }
@@ -151,6 +165,9 @@ fn main() -> ExitCode {
     match runtime.block_on(run()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
+            // A publish that failed because the session was taken over: the event watcher
+            // exits with status 3 in a moment (the runtime's workers run on meanwhile).
+            std::thread::sleep(Duration::from_secs(1));
             eprintln!("gateway_child: {e}");
             ExitCode::FAILURE
         }
@@ -160,23 +177,20 @@ fn main() -> ExitCode {
 async fn run() -> Result<(), Error> {
     let a = args()?;
     std::fs::create_dir_all(&a.dir)?;
-    let incarnation = lines(&a.dir.join("incarnation")).len() as u64;
-    Ledger::open(&a.dir.join("incarnation"))?.append("start")?;
-    let mut next: BTreeMap<u32, u64> = BTreeMap::new();
-    for line in lines(&a.dir.join("accepted")) {
-        let mut parts = line.split(' ');
-        if let (Some(t), Some(n)) = (parts.next(), parts.next()) {
-            let (t, n): (u32, u64) = (t.parse()?, n.parse()?);
-            let e = next.entry(t).or_insert(0);
-            *e = (*e).max(n + 1);
-        }
-    }
     let store = open_store(&a.store, &a.path)?;
     let mut builder = Client::builder();
     if integration::mqtt_version()? == ProtocolVersion::V311 {
         builder = builder
             .protocol(ProtocolVersion::V311)
             .in_flight_maximum(a.receive_maximum);
+    }
+    // Gateways that reach the broker by different addresses (each through a proxy of its
+    // own) share one session by naming one cluster scope.
+    if let Some(scope) = std::env::var("GATEWAY_CLUSTER")
+        .ok()
+        .filter(|v| !v.is_empty())
+    {
+        builder = builder.cluster_scope(scope);
     }
     if let Some(window) = std::env::var("QUEUE_WINDOW").ok().filter(|v| !v.is_empty()) {
         builder = builder.queue_window(window.parse()?, 1 << 20);
@@ -193,6 +207,29 @@ async fn run() -> Result<(), Error> {
         .reconnect(integration::fast_backoff())
         .start()
         .await?;
+    // From here on this process owns the session (a standby waited in `start`): the ledgers
+    // say where the previous owner stopped.
+    println!("ACTIVE");
+    let mut fenced = client.events();
+    tokio::spawn(async move {
+        while let Ok(event) = fenced.recv().await {
+            if let mooring::ClientEvent::SessionTakenOver { holder, .. } = event {
+                println!("FENCED by {holder}");
+                std::process::exit(3);
+            }
+        }
+    });
+    let incarnation = lines(&a.dir.join("incarnation")).len() as u64;
+    Ledger::open(&a.dir.join("incarnation"))?.append("start")?;
+    let mut next: BTreeMap<u32, u64> = BTreeMap::new();
+    for line in lines(&a.dir.join("accepted")) {
+        let mut parts = line.split(' ');
+        if let (Some(t), Some(n)) = (parts.next(), parts.next()) {
+            let (t, n): (u32, u64) = (t.parse()?, n.parse()?);
+            let e = next.entry(t).or_insert(0);
+            *e = (*e).max(n + 1);
+        }
+    }
 
     if std::env::var_os("GATEWAY_EVENTS").is_some() {
         let mut events = client.events();

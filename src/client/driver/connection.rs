@@ -384,6 +384,11 @@ impl Driver {
     }
 
     async fn decode_all(&mut self) {
+        if self.held_back() {
+            // Nothing read reaches the application: another process may own the session.
+            self.conn.rbuf.clear();
+            return;
+        }
         let generation = self.conn.link_gen;
         while self.conn.link.is_some() && self.conn.link_gen == generation {
             let Some(slot) = self.slots.get_mut(self.active) else {
@@ -419,10 +424,7 @@ impl Driver {
         if packets.is_empty() || self.conn.link.is_none() {
             return;
         }
-        if self.lease_lapsed || self.ownership_lapsed() {
-            // Held back: the connection closes, and what was not acknowledged is sent again
-            // once the store confirms ownership.
-            self.lease_lapsed = true;
+        if self.held_back() {
             return;
         }
         let Some(codec) = self.slots.get(self.active).map(|s| s.session.codec()) else {

@@ -25,6 +25,14 @@ impl Driver {
         })
     }
 
+    /// Whether the connection may neither write nor deliver what it read, because ownership
+    /// lapsed unconfirmed: the loop then drops it (nothing unacknowledged is lost: it is sent
+    /// again, or sent to us again, once ownership is confirmed).
+    pub(super) fn held_back(&mut self) -> bool {
+        self.lease_lapsed |= self.ownership_lapsed();
+        self.lease_lapsed
+    }
+
     /// Drops the connection whose writes the lapsed lease held back; the next attempt
     /// confirms ownership with the store before its CONNECT (or finds the session taken).
     pub(super) async fn on_ownership_lapsed(&mut self) {

@@ -1,0 +1,385 @@
+//! The failover proof: two gateway processes (`gateway_child`, store `postgres`) on one
+//! session in PostgreSQL, one active and one standby, publishing numbered QoS 2 messages and
+//! consuming a numbered QoS 2 stream with manual ack. Each round the active one is killed with
+//! SIGKILL or frozen with SIGSTOP; the standby takes over when the lease lapses; a frozen one
+//! is then woken with SIGCONT and must be fenced: it exits with status 3 having sent nothing
+//! to the broker (each gateway reaches the broker through a proxy of its own, which counts
+//! bytes). The dead or fenced one starts again as the new standby. At the end an independent
+//! subscriber and the ledgers are checked: every accepted message arrived exactly once and
+//! nothing twice, every number sent to the gateways was consumed, none after its ack.
+//!
+//! `FAILOVER_TAKEOVERS` (default 5), `FAILOVER_SEED` and `FAILOVER_LEASE_MS` (default 1000)
+//! tune it; `scripts/failover.sh N` runs a long one.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use std::collections::{HashMap, HashSet};
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use integration::mosquitto::{Mosquitto, MosquittoConfig};
+use integration::postgres::Postgres;
+use integration::proxy::FaultProxy;
+use mooring::store::MemoryStore;
+use mooring::{Client, QoS};
+
+const TASKS: u32 = 2;
+const PER_TASK_PER_ROUND: u64 = 30;
+const INBOUND_PER_ROUND: u64 = 40;
+
+/// What a gateway process said on its standard output.
+#[derive(Default)]
+struct Said {
+    active: AtomicBool,
+    subscribed: AtomicBool,
+    published: AtomicBool,
+    fenced: AtomicBool,
+}
+
+struct Gateway {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    said: Arc<Said>,
+    /// Its own way to the broker, counting what it sends.
+    proxy: FaultProxy,
+}
+
+fn spawn_gateway(
+    broker: &Mosquitto,
+    pg: &Postgres,
+    dir: &Path,
+    per_task: u64,
+    lease_ms: u64,
+) -> Gateway {
+    let proxy = FaultProxy::start(SocketAddr::from(([127, 0, 0, 1], broker.port()))).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gateway_child"))
+        .env("GATEWAY_LEASE_MS", lease_ms.to_string())
+        .env("GATEWAY_CLUSTER", "proof")
+        .arg("postgres")
+        .arg(pg.connection())
+        .arg(proxy.url())
+        .arg(dir.join("ledgers"))
+        .arg("2")
+        .arg(TASKS.to_string())
+        .arg(per_task.to_string())
+        .arg("2")
+        .arg("10")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("gateway_child starts");
+    let said = Arc::new(Said::default());
+    let stdout = child.stdout.take().unwrap();
+    let s = said.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let flag = match line.as_str() {
+                "ACTIVE" => &s.active,
+                "SUBSCRIBED" => &s.subscribed,
+                "PUBLISHED" => &s.published,
+                l if l.starts_with("FENCED") => &s.fenced,
+                _ => continue,
+            };
+            flag.store(true, Ordering::SeqCst);
+        }
+    });
+    let stdin = child.stdin.take();
+    Gateway {
+        child,
+        stdin,
+        said,
+        proxy,
+    }
+}
+
+fn signal(child: &Child, signal: &str) {
+    let status = Command::new("kill")
+        .arg(signal)
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill {signal} failed");
+}
+
+impl Gateway {
+    fn wait_exit(&mut self, within: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        None
+    }
+}
+
+/// SIGKILL (after SIGCONT, for a frozen one), also when a failed assertion unwinds past it.
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = Command::new("kill")
+            .arg("-CONT")
+            .arg(self.child.id().to_string())
+            .stderr(Stdio::null())
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+fn ledger(dir: &Path, name: &str) -> Vec<String> {
+    let text = std::fs::read_to_string(dir.join("ledgers").join(name)).unwrap_or_default();
+    let complete = text.rsplit_once('\n').map_or("", |(done, _)| done);
+    complete
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+async fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn median(values: &mut [Duration]) -> Duration {
+    values.sort();
+    values.get(values.len() / 2).copied().unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_takes_over_from_a_killed_or_frozen_gateway_and_the_old_one_is_fenced() {
+    let takeovers: u32 = env_or("FAILOVER_TAKEOVERS", 5);
+    let lease_ms: u64 = env_or("FAILOVER_LEASE_MS", 1000);
+    let seed: u64 = env_or(
+        "FAILOVER_SEED",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64),
+    );
+    println!("failover proof: {takeovers} takeovers, lease {lease_ms} ms, FAILOVER_SEED={seed}");
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Mosquitto::with_config(&MosquittoConfig {
+        persistence: true,
+        quiet_log: true,
+        ..MosquittoConfig::default()
+    })
+    .unwrap();
+    let pg = Postgres::start().unwrap();
+    let fast = integration::fast_backoff();
+
+    // The independent subscriber.
+    let (subscriber, mut inbox) = Client::builder()
+        .server(broker.url())
+        .client_id("failover-subscriber")
+        .store(MemoryStore::default())
+        .reconnect(fast.clone())
+        .connect()
+        .await
+        .unwrap();
+    subscriber
+        .subscribe("proof/out/#", QoS::ExactlyOnce)
+        .await
+        .unwrap();
+    let arrivals = Arc::new(Mutex::new(Vec::<String>::new()));
+    let collector = tokio::spawn({
+        let arrivals = arrivals.clone();
+        async move {
+            while let Some(m) = inbox.recv().await {
+                let line = String::from_utf8_lossy(m.payload()).into_owned();
+                arrivals.lock().unwrap().push(line);
+            }
+        }
+    });
+
+    let rounds = u64::from(takeovers) + 1;
+    let per_task = PER_TASK_PER_ROUND * rounds;
+    let inbound = INBOUND_PER_ROUND * rounds;
+    let spawn = || spawn_gateway(&broker, &pg, dir.path(), per_task, lease_ms);
+    let mut active = spawn();
+    wait_for(
+        "the first gateway to subscribe",
+        Duration::from_secs(30),
+        || active.said.subscribed.load(Ordering::SeqCst),
+    )
+    .await;
+    let mut standby = spawn();
+
+    // The feeder: numbered messages for whichever gateway is active.
+    let (feeder, _feeder_inbox) = Client::builder()
+        .server(broker.url())
+        .client_id("failover-feeder")
+        .store(MemoryStore::default())
+        .reconnect(fast)
+        .connect()
+        .await
+        .unwrap();
+    let feeding = tokio::spawn({
+        let feeder = feeder.clone();
+        async move {
+            let mut deliveries = Vec::new();
+            for n in 0..inbound {
+                deliveries.push(
+                    feeder
+                        .publish(format!("proof/in/{n}"), n.to_string(), QoS::ExactlyOnce)
+                        .await
+                        .unwrap(),
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            for d in deliveries {
+                d.await.unwrap();
+            }
+        }
+    });
+
+    let mut takeover_times = Vec::new();
+    let (mut kills, mut freezes) = (0, 0);
+    for round in 0..takeovers {
+        tokio::time::sleep(Duration::from_millis(200 + rng.u64(..600))).await;
+        assert!(
+            !standby.said.active.load(Ordering::SeqCst),
+            "round {round}: the standby became active while the active one ran"
+        );
+        let freeze = rng.bool();
+        let stopped_at = Instant::now();
+        if freeze {
+            signal(&active.child, "-STOP");
+            freezes += 1;
+        } else {
+            signal(&active.child, "-KILL");
+            kills += 1;
+        }
+        let new_active = &standby.said;
+        wait_for("the standby to take over", Duration::from_secs(30), || {
+            new_active.subscribed.load(Ordering::SeqCst)
+        })
+        .await;
+        takeover_times.push(stopped_at.elapsed());
+        if freeze {
+            // Everything the frozen one sent before it froze has long reached the proxy.
+            let sent_before = active.proxy.bytes_to_server();
+            signal(&active.child, "-CONT");
+            let status = tokio::task::block_in_place(|| active.wait_exit(Duration::from_secs(20)))
+                .unwrap_or_else(|| panic!("round {round}: the woken gateway did not stop"));
+            assert_eq!(
+                status.code(),
+                Some(3),
+                "round {round}: the woken gateway was not fenced ({status})"
+            );
+            assert!(active.said.fenced.load(Ordering::SeqCst));
+            assert_eq!(
+                active.proxy.bytes_to_server(),
+                sent_before,
+                "round {round}: the fenced gateway sent bytes to the broker"
+            );
+        }
+        // The dead or fenced one starts again, as the standby.
+        let old = std::mem::replace(&mut active, std::mem::replace(&mut standby, spawn()));
+        drop(old);
+    }
+
+    // The last active one finishes the work; the standby goes first, so that it stays one.
+    drop(standby);
+    wait_for("every task to finish", Duration::from_secs(120), || {
+        active.said.published.load(Ordering::SeqCst)
+    })
+    .await;
+    tokio::time::timeout(Duration::from_secs(120), feeding)
+        .await
+        .expect("the feeder finished")
+        .unwrap();
+    let d = dir.path().to_owned();
+    wait_for(
+        "every number to be consumed",
+        Duration::from_secs(60),
+        || ledger(&d, "consumed").len() as u64 >= inbound,
+    )
+    .await;
+    let accepted: HashSet<String> = ledger(dir.path(), "accepted").into_iter().collect();
+    let all_arrived = || {
+        let got: HashSet<String> = arrivals.lock().unwrap().iter().cloned().collect();
+        accepted.is_subset(&got)
+    };
+    wait_for(
+        "every accepted message to arrive",
+        Duration::from_secs(60),
+        all_arrived,
+    )
+    .await;
+    drop(active.stdin.take());
+    let status = tokio::task::block_in_place(|| active.wait_exit(Duration::from_secs(30)));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "the last gateway exits cleanly: {status:?}"
+    );
+    // Late duplicates would show up now.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    subscriber.disconnect().await.unwrap();
+    feeder.disconnect().await.unwrap();
+    collector.abort();
+
+    let arrivals = arrivals.lock().unwrap().clone();
+    let mut counts: HashMap<&str, usize> = HashMap::new();
+    for a in &arrivals {
+        *counts.entry(a.as_str()).or_default() += 1;
+    }
+    let duplicates: Vec<(&&str, &usize)> = counts.iter().filter(|(_, c)| **c > 1).collect();
+    let unrecorded = counts.keys().filter(|a| !accepted.contains(**a)).count();
+    let consumed = ledger(dir.path(), "consumed");
+    let consumed_set: HashSet<&String> = consumed.iter().collect();
+    let unconsumed = (0..inbound)
+        .filter(|n| !consumed_set.contains(&n.to_string()))
+        .count();
+    let redelivered = ledger(dir.path(), "redelivered");
+    println!(
+        "failover proof: {kills} kills, {freezes} freezes; takeover (stop to the standby's \
+         SUBACK) median {:?}, max {:?}; {} accepted, {} arrived, {unrecorded} published but \
+         unrecorded (killed before the ledger), {} duplicates; {} consumed, {unconsumed} \
+         unconsumed, {} delivered again after their ack",
+        median(&mut takeover_times.clone()),
+        takeover_times.iter().max().copied().unwrap_or_default(),
+        accepted.len(),
+        arrivals.len(),
+        duplicates.len(),
+        consumed.len(),
+        redelivered.len(),
+    );
+    assert!(duplicates.is_empty(), "arrived twice: {duplicates:?}");
+    assert_eq!(
+        consumed.len(),
+        consumed_set.len(),
+        "a number consumed twice"
+    );
+    assert_eq!(unconsumed, 0, "numbers never consumed");
+    assert!(
+        redelivered.is_empty(),
+        "delivered after their ack: {redelivered:?}"
+    );
+    assert!(
+        unrecorded <= (TASKS * takeovers) as usize,
+        "{unrecorded} arrivals no ledger recorded, more than one per task per takeover"
+    );
+    assert!(!accepted.is_empty() && accepted.len() as u64 >= per_task * u64::from(TASKS));
+}
