@@ -56,7 +56,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use mooring_core::store::layout::{KvWrite, session_of_key};
+use mooring_core::store::layout::{KvWrite, session_of_key, session_prefix};
 use mooring_core::store::{KvBackend, KvOpen, KvStore, SessionKey, StoreError};
 
 use link::{Failure, Link, NAME};
@@ -156,10 +156,26 @@ const PAGE_FROM: &str = "SELECT key, value FROM mooring_records \
 const LAST_IN: &str = "SELECT key FROM mooring_records \
      WHERE key >= $1 AND key < $2 ORDER BY key DESC LIMIT 1";
 const FIRST_FROM: &str = "SELECT key FROM mooring_records WHERE key >= $1 ORDER BY key LIMIT 1";
-const UPSERT: &str = "INSERT INTO mooring_records (key, value) \
-     SELECT * FROM unnest($1::bytea[], $2::bytea[]) \
-     ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value";
-const DELETE: &str = "DELETE FROM mooring_records WHERE key = ANY($1::bytea[])";
+/// A whole commit in one statement, so in one round trip and one implicit transaction: the
+/// epoch check of every session written (which renews the lease and locks the ownership row,
+/// so that a takeover waits for it), then the deletes and upserts, which happen only if every
+/// epoch still holds. Returns whether they did.
+const COMMIT: &str = "WITH owner AS ( \
+       UPDATE mooring_owners AS o \
+       SET lease_until = clock_timestamp() + $3 * interval '1 millisecond' \
+       FROM unnest($1::bytea[], $2::bigint[]) AS s(session, epoch) \
+       WHERE o.session = s.session AND o.epoch = s.epoch \
+       RETURNING o.session), \
+     allowed AS (SELECT count(*) = cardinality($1::bytea[]) AS ok FROM owner), \
+     removed AS ( \
+       DELETE FROM mooring_records \
+       WHERE key = ANY($4::bytea[]) AND (SELECT ok FROM allowed)), \
+     written AS ( \
+       INSERT INTO mooring_records (key, value) \
+       SELECT k, v FROM unnest($5::bytea[], $6::bytea[]) AS w(k, v) \
+       WHERE (SELECT ok FROM allowed) \
+       ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value) \
+     SELECT ok FROM allowed";
 
 /// The PostgreSQL database behind [`PostgresStore`].
 pub struct PostgresBackend {
@@ -389,46 +405,37 @@ impl KvBackend for PostgresBackend {
                 None => deletes.push(key),
             }
         }
+        let (owned, epochs): (Vec<Vec<u8>>, Vec<i64>) = sessions
+            .iter()
+            .map(|(session, epoch)| (session_prefix(session), *epoch))
+            .unzip();
         let sent = Cell::new(Instant::now());
-        let fenced: Cell<Option<SessionKey>> = Cell::new(None);
-        let outcome = link.run(|db| {
+        let lease_ms = self.ownership.lease_ms();
+        let allowed = link.run(|db| {
             sent.set(Instant::now());
-            let renew = db.prepare(ownership::RENEW)?;
-            let upsert = db.prepare(UPSERT)?;
-            let delete = db.prepare(DELETE)?;
-            let mut tx = db.client.transaction()?;
+            let commit = db.prepare(COMMIT)?;
+            let row = db.client.query_one(
+                &commit,
+                &[&owned, &epochs, &lease_ms, &deletes, &put_keys, &put_values],
+            )?;
+            Ok(row.try_get::<_, bool>(0)?)
+        })?;
+        if allowed {
             for (session, epoch) in &sessions {
-                if let Err(e) = self.ownership.check_in(&mut tx, &renew, session, *epoch) {
-                    fenced.set(Some(session.clone()));
-                    return Err(e);
-                }
+                self.ownership.committed(session, *epoch, sent.get());
             }
-            if !deletes.is_empty() {
-                tx.execute(&delete, &[&deletes])?;
-            }
-            if !put_keys.is_empty() {
-                tx.execute(&upsert, &[&put_keys, &put_values])?;
-            }
-            tx.commit()?;
-            Ok(())
-        });
-        match outcome {
-            Ok(()) => {
-                for (session, epoch) in &sessions {
-                    self.ownership.committed(session, *epoch, sent.get());
-                }
-                Ok(())
-            }
-            Err(StoreError::Fenced { .. }) => match fenced.take() {
-                Some(session) => Err(self.ownership.fenced_by_commit(&mut link, &session)),
-                None => Err(StoreError::Backend {
-                    backend: NAME,
-                    message: "fenced, but the session is unknown".to_owned(),
-                    source: None,
-                }),
-            },
-            Err(other) => Err(other),
+            return Ok(());
         }
+        // Nothing was written: some session's epoch moved on. Which one, and who has it.
+        for session in sessions.keys() {
+            self.ownership.check(&mut link, session)?;
+        }
+        Err(StoreError::Backend {
+            backend: NAME,
+            message: "a commit was refused for a stale epoch, yet every session is still owned"
+                .to_owned(),
+            source: None,
+        })
     }
 
     fn acquire(&self, session: &SessionKey) -> Result<(), StoreError> {

@@ -12,11 +12,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use crate::link::{Db, Link};
 use mooring_core::store::layout::session_prefix;
 use mooring_core::store::{SessionKey, StoreError};
-use postgres::Transaction;
-
-use crate::link::{Db, Failure, Link};
 
 /// What this process knows of one session's ownership.
 #[derive(Debug, Clone)]
@@ -49,8 +47,8 @@ const CLAIM: &str = "INSERT INTO mooring_owners AS o (session, name, epoch, hold
 const HOLDER: &str = "SELECT holder, \
      greatest(0, extract(epoch FROM lease_until - clock_timestamp()) * 1000)::float8 \
      FROM mooring_owners WHERE session = $1";
-/// Renews the lease if `epoch` is still the session's: the check every commit makes.
-pub(crate) const RENEW: &str = "UPDATE mooring_owners \
+/// Renews the lease if `epoch` is still the session's.
+const RENEW: &str = "UPDATE mooring_owners \
      SET lease_until = clock_timestamp() + $3 * interval '1 millisecond' \
      WHERE session = $1 AND epoch = $2";
 const RELEASE: &str = "UPDATE mooring_owners \
@@ -283,35 +281,14 @@ impl Ownership {
         }
     }
 
-    /// Inside a commit's transaction: checks that `epoch` still owns `session` and renews the
-    /// lease, holding the ownership row until the transaction ends (a takeover waits for it).
-    pub(crate) fn check_in(
-        &self,
-        tx: &mut Transaction<'_>,
-        renew: &postgres::Statement,
-        session: &SessionKey,
-        epoch: i64,
-    ) -> Result<(), Failure> {
-        let prefix = session_prefix(session);
-        let renewed = tx.execute(renew, &[&prefix, &epoch, &lease_ms(self.lease)])?;
-        if renewed == 0 {
-            // Reported once the transaction is gone (`lost` asks who holds it now).
-            return Err(Failure::Store(StoreError::Fenced {
-                session: session.to_string(),
-                holder: String::new(),
-            }));
-        }
-        Ok(())
+    /// The lease in milliseconds, as statements take it.
+    pub(crate) fn lease_ms(&self) -> f64 {
+        lease_ms(self.lease)
     }
 
     /// After a commit that checked in at `epoch`, sent at `sent`, succeeded.
     pub(crate) fn committed(&self, session: &SessionKey, epoch: i64, sent: Instant) {
         self.confirmed(session, epoch, sent);
-    }
-
-    /// A commit found the session taken: records who holds it.
-    pub(crate) fn fenced_by_commit(&self, link: &mut Link, session: &SessionKey) -> StoreError {
-        self.lost(link, session)
     }
 
     /// Renews every lease this process holds, each lease/3, until the store closes. Runs on

@@ -7,8 +7,12 @@
 //! cargo run -p examples --bin gateway -- --simulate 100
 //! cargo run -p examples --bin gateway -- --config examples/gateway.toml --simulate 100
 //! cargo run -p examples --features sled --bin gateway     # the sled store instead of redb
+//! GATEWAY_POSTGRES="host=db user=gw dbname=mooring" cargo run -p examples --bin gateway
 //! ```
-//! The store lives at `GATEWAY_STORE` (default `gateway.redb` or `gateway.sled`). With
+//! The store lives at `GATEWAY_STORE` (default `gateway.redb` or `gateway.sled`), or, with
+//! `GATEWAY_POSTGRES` set, in that PostgreSQL database: run the same command on a second
+//! machine and it waits as the standby, takes the session over when this one dies, and this
+//! one exits (status 3) if it comes back to find the session taken. With
 //! `--config FILE` every client setting comes from that TOML file (see `examples/gateway.toml`);
 //! without it, the server is `MQTT_URL`.
 #![forbid(unsafe_code)]
@@ -97,7 +101,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .client_id("mooring-gateway")
             .session_expiry(Duration::from_secs(7 * 86_400)),
     };
-    let mut builder = builder.store_arc(open_store(&path)?);
+    let store = match std::env::var("GATEWAY_POSTGRES") {
+        Ok(connection) => {
+            let store: Arc<dyn SessionStore> =
+                Arc::new(mooring::store::PostgresStore::open(connection.as_str())?);
+            eprintln!("session in PostgreSQL: waiting until this gateway owns it");
+            store
+        }
+        Err(_) => open_store(&path)?,
+    };
+    let mut builder = builder.store_arc(store);
     // Taken before the start, so that the first connection's events are seen too.
     let mut events = builder.events();
     // start(), not connect(): a gateway must run, and queue durably, while the broker is away.
@@ -117,6 +130,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 }
                 ClientEvent::ConnectionLost { reason, .. } => {
                     eprintln!("connection lost: {reason}")
+                }
+                ClientEvent::SessionTakenOver { holder, .. } => {
+                    // Another gateway owns the session now: restart as its standby.
+                    eprintln!("{holder} took the session over; exiting");
+                    std::process::exit(3);
                 }
                 _ => {}
             }

@@ -27,6 +27,7 @@ mod command;
 mod connection;
 mod handshake;
 mod inbound;
+mod io;
 mod ownership;
 mod pipeline;
 mod publishes;

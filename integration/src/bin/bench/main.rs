@@ -5,6 +5,7 @@
 //! cargo run --release -p integration --bin bench -- smoke   # every row once, tiny counts
 //! cargo run --release -p integration --bin bench -- full 0  # mosquitto max_inflight_messages 0
 //! cargo run --release -p integration --bin bench -- queue 1000000  # a queue offline, drained
+//! cargo run --release -p integration --bin bench -- postgres  # PostgresStore, group commit, failover
 //! ```
 //!
 //! It starts its own mosquitto, measures the machine's ceilings (raw `fdatasync` rate, what
@@ -18,6 +19,7 @@
 //! retransmitted and acknowledged, per durable store. It prints markdown tables.
 #![forbid(unsafe_code)]
 
+mod postgres;
 mod queue;
 
 use std::collections::HashMap;
@@ -116,7 +118,10 @@ async fn mooring_row(
         "memory" => Arc::new(MemoryStore::default()),
         "redb" => Arc::new(RedbStore::open(dir.path().join("b.redb"))?),
         "sled" => Arc::new(SledStore::open(dir.path().join("b.sled"))?),
-        other => return Err(format!("unknown store {other}").into()),
+        other => match other.strip_prefix("postgres=") {
+            Some(connection) => Arc::new(mooring::store::PostgresStore::open(connection)?),
+            None => return Err(format!("unknown store {other}").into()),
+        },
     };
     let topic = format!("bench/{}", std::process::id());
     let counting = if row.qos == 0 {
@@ -512,6 +517,11 @@ fn main() -> ExitCode {
             Some("queue") => {
                 let count = args.get(1).map_or(Ok(100_000), |v| v.parse())?;
                 queue::run(count, args.get(2..).unwrap_or_default()).await
+            }
+            Some("postgres") => {
+                let count = args.get(1).map_or(Ok(32_000), |v| v.parse())?;
+                let runs = args.get(2).map_or(Ok(3), |v| v.parse())?;
+                postgres::run(count, runs).await
             }
             Some("recover") => {
                 let [_, store, path, url] = args.as_slice() else {

@@ -1,0 +1,122 @@
+//! Reading from and writing to the connection: decoding what arrived into the session,
+//! encoding what the session sends, and writing without waiting where the socket allows.
+
+use std::future::Future;
+use std::task::{Context, Waker};
+use std::time::{Duration, Instant};
+
+use tracing::warn;
+
+use super::super::transport::Exchanged;
+use super::Driver;
+use super::connection::Close;
+use crate::packet::{Decoded, Packet};
+use crate::session::ProtocolViolation;
+
+impl Driver {
+    pub(super) async fn on_exchanged(&mut self, result: std::io::Result<Exchanged>) {
+        match result {
+            Ok(Exchanged::Read(0)) => {
+                self.lost("the server closed the connection".to_owned(), Close::Abrupt)
+                    .await
+            }
+            Ok(Exchanged::Read(_)) => self.decode_all().await,
+            // Everything is out: a disconnect waiting for it can close now (next turn).
+            Ok(Exchanged::Written) => {}
+            Err(e) => {
+                self.lost(format!("connection failed: {e}"), Close::Abrupt)
+                    .await
+            }
+        }
+    }
+
+    async fn decode_all(&mut self) {
+        if self.held_back() {
+            // Nothing read reaches the application: another process may own the session.
+            self.conn.rbuf.clear();
+            return;
+        }
+        let generation = self.conn.link_gen;
+        while self.conn.link.is_some() && self.conn.link_gen == generation {
+            let Some(slot) = self.slots.get_mut(self.active) else {
+                return;
+            };
+            let codec = slot.session.codec();
+            match codec.decode(&mut self.conn.rbuf) {
+                Ok(Decoded::Incomplete { .. }) => return,
+                Ok(Decoded::Packet(packet)) => {
+                    self.metrics.receiving(&packet);
+                    let handled = slot.session.handle_incoming(packet, Instant::now());
+                    self.process_events().await;
+                    if let Err(violation) = handled {
+                        if violation == ProtocolViolation::SessionWithoutState {
+                            return self.start_clean(violation).await;
+                        }
+                        self.violation(violation.reason_code(), violation.to_string())
+                            .await;
+                        return;
+                    }
+                }
+                Err(error) => {
+                    self.violation(error.violation.reason_code(), error.to_string())
+                        .await;
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Encodes packets onto what waits to be written; the loop writes it while it reads.
+    pub(super) fn write(&mut self, packets: Vec<Packet>) {
+        if packets.is_empty() || self.conn.link.is_none() {
+            return;
+        }
+        if self.held_back() {
+            return;
+        }
+        let Some(codec) = self.slots.get(self.active).map(|s| s.session.codec()) else {
+            return;
+        };
+        if !self.conn.out.is_pending() {
+            // The write timeout counts from when bytes begin to wait.
+            self.conn.write_progress = Instant::now();
+        }
+        self.metrics.sending(&packets);
+        for packet in &packets {
+            if let Err(error) = codec.encode(packet, &mut self.conn.out.bytes) {
+                // The engine checks sizes before it emits a packet; this is a bug, not input.
+                warn!(%error, packet = ?packet.packet_type(), "packet not encodable; skipped");
+            }
+        }
+        self.write_now();
+    }
+
+    /// Writes what the socket takes at once, without waiting: most writes complete here, and
+    /// the loop is not woken again just to learn that they did. What is left (and an error)
+    /// the loop's `exchange` meets on its next turn.
+    fn write_now(&mut self) {
+        let conn = &mut self.conn;
+        let Some(link) = conn.link.as_mut() else {
+            return;
+        };
+        let attempt = std::pin::pin!(link.exchange(
+            &mut conn.rbuf,
+            &mut conn.out,
+            false,
+            &mut conn.write_progress
+        ));
+        let _ = attempt.poll(&mut Context::from_waker(Waker::noop()));
+    }
+
+    /// Writes out what waits, for at most `within` (before a graceful close or a stop).
+    pub(super) async fn flush_out(&mut self, within: Duration) {
+        let Some(link) = self.conn.link.as_mut() else {
+            return;
+        };
+        if self.conn.out.is_pending() {
+            let bytes = self.conn.out.bytes.split().freeze();
+            let _ = tokio::time::timeout(within, link.write(bytes)).await;
+        }
+        self.conn.out.clear();
+    }
+}
