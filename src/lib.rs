@@ -68,7 +68,9 @@ pub mod store {
     pub use mooring_core::store::*;
     pub use mooring_store_memory::{MemoryBackend, MemoryStore};
     #[cfg(feature = "postgres")]
-    pub use mooring_store_postgres::{PostgresBackend, PostgresOptions, PostgresStore};
+    pub use mooring_store_postgres::{
+        DatabaseTls, PostgresBackend, PostgresOptions, PostgresStore,
+    };
     #[cfg(feature = "redb")]
     pub use mooring_store_redb::{RedbBackend, RedbStore};
     #[cfg(feature = "sled")]

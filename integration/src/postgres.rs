@@ -21,6 +21,8 @@ pub struct Postgres {
     dir: tempfile::TempDir,
     /// Whom the server runs as, when the test runs as root.
     run_as: Option<(u32, u32)>,
+    /// With TLS: the test PKI (the server's certificate names `localhost` and 127.0.0.1).
+    pki: Option<crate::pki::Pki>,
 }
 
 /// The directory of PostgreSQL's server programs: `MOORING_PG_BIN`, else the newest
@@ -87,8 +89,29 @@ fn running_as_root() -> bool {
 impl Postgres {
     /// Creates a database cluster in a new temporary directory and starts its server.
     pub fn start() -> io::Result<Self> {
+        Self::start_with(false)
+    }
+
+    /// Like [`Postgres::start`], with TLS on (`ssl = on`), required of every TCP connection
+    /// (`hostssl` in `pg_hba.conf`), and a PKI made for the test ([`Postgres::pki`]).
+    pub fn start_with_tls() -> io::Result<Self> {
+        Self::start_with(true)
+    }
+
+    fn start_with(tls: bool) -> io::Result<Self> {
         let bin = server_bin()?;
         let dir = tempfile::tempdir()?;
+        let pki = if tls {
+            let pki = crate::pki::Pki::generate(dir.path(), "postgres")?;
+            // PostgreSQL refuses a key others may read.
+            std::fs::set_permissions(
+                &pki.server_key,
+                std::os::unix::fs::PermissionsExt::from_mode(0o600),
+            )?;
+            Some(pki)
+        } else {
+            None
+        };
         let run_as = if running_as_root() {
             let ids = user_ids("postgres")?;
             let status = Command::new("chown")
@@ -109,6 +132,7 @@ impl Postgres {
             bin,
             dir,
             run_as,
+            pki,
         };
         let output = server
             .command("initdb")
@@ -122,6 +146,12 @@ impl Postgres {
                 "initdb failed: {}",
                 String::from_utf8_lossy(&output.stderr)
             )));
+        }
+        if server.pki.is_some() {
+            // TCP only with TLS: a connection that is not encrypted is refused.
+            let hba = server.data().join("pg_hba.conf");
+            let text = std::fs::read_to_string(&hba)?.replace("\nhost ", "\nhostssl ");
+            std::fs::write(&hba, text)?;
         }
         server.restart()?;
         Ok(server)
@@ -209,6 +239,16 @@ impl Postgres {
                 self.dir.path().display()
             ))
             .args(["-c", "max_connections=40", "-c", "shared_buffers=16MB"])
+            .args(self.pki.iter().flat_map(|pki| {
+                [
+                    "-c".to_owned(),
+                    "ssl=on".to_owned(),
+                    "-c".to_owned(),
+                    format!("ssl_cert_file={}", pki.server_cert.display()),
+                    "-c".to_owned(),
+                    format!("ssl_key_file={}", pki.server_key.display()),
+                ]
+            }))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -269,6 +309,11 @@ impl Postgres {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// The test PKI, when TLS is on.
+    pub fn pki(&self) -> Option<&crate::pki::Pki> {
+        self.pki.as_ref()
     }
 
     /// The data directory, for tests that look inside.

@@ -20,7 +20,7 @@ use integration::proxy::{Fault, FaultProxy};
 use mooring_core::conformance::{self, Damage, StoreFactory};
 use mooring_core::packet::QoS;
 use mooring_core::store::{Batch, QueuedPublish, SessionKey, SessionStore, StoreError, StoreOp};
-use mooring_store_postgres::{PostgresBackend, PostgresOptions, PostgresStore};
+use mooring_store_postgres::{DatabaseTls, PostgresBackend, PostgresOptions, PostgresStore};
 
 /// Runs `f` on a thread of its own: the synchronous PostgreSQL client may not run on a
 /// runtime's worker thread (the store itself always calls it from its own thread).
@@ -336,4 +336,37 @@ async fn a_takeover_fences_a_live_owner_and_a_clean_close_hands_over_at_once() {
         .map(|(s, _)| *s)
         .collect();
     assert_eq!(seqs, vec![1, 3]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_database_is_reached_over_tls_and_an_untrusted_server_is_refused() {
+    let pg = Postgres::start_with_tls().unwrap();
+    let pki = pg.pki().unwrap();
+    // By name, so that the certificate's name is checked.
+    let connection = pg.connection().replace("host=127.0.0.1", "host=localhost");
+    let store = PostgresStore::open(
+        PostgresOptions::new(connection.clone()).tls(DatabaseTls::CaFile(pki.ca.clone())),
+    )
+    .unwrap();
+    let k = key();
+    store.commit(&k, one_push(1)).await.unwrap();
+    assert_eq!(store.load(&k).await.unwrap().queue.len(), 1);
+    drop(store);
+    // The server takes nothing but TLS: the store's connections were encrypted.
+    let plain = PostgresStore::open(PostgresOptions::new(connection.clone()));
+    assert!(
+        matches!(&plain, Err(StoreError::Open { cause, .. }) if cause.contains("no encryption")),
+        "{plain:?}"
+    );
+
+    // A CA that did not sign the server's certificate: refused, nothing sent.
+    let other =
+        integration::pki::Pki::generate(&tempfile::tempdir().unwrap().keep(), "other").unwrap();
+    let refused = PostgresStore::open(
+        PostgresOptions::new(connection).tls(DatabaseTls::CaFile(other.ca.clone())),
+    );
+    assert!(
+        matches!(&refused, Err(StoreError::Open { cause, .. }) if cause.contains("certificate")),
+        "{refused:?}"
+    );
 }

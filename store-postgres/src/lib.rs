@@ -29,6 +29,9 @@
 //! second time with the same result, since a commit writes whole records and no other process
 //! can write the session meanwhile.
 //!
+//! A database on another machine is reached over TLS ([`PostgresOptions::tls`]: rustls with
+//! the system's roots, a CA file, or a configuration of your own).
+//!
 //! Why the synchronous `postgres` crate (tokio-postgres, driven by a private current-thread
 //! runtime): every call runs on the store's own thread ([`KvStore`]), one at a time, which a
 //! session store needs anyway (one commit in flight), and the store then works under any
@@ -47,6 +50,7 @@
 #![forbid(unsafe_code)]
 
 mod link;
+mod options;
 mod ownership;
 mod schema;
 
@@ -62,90 +66,11 @@ use mooring_core::store::{KvBackend, KvOpen, KvStore, SessionKey, StoreError};
 use link::{Failure, Link, NAME};
 use ownership::Ownership;
 
+pub use options::{DatabaseTls, MIN_LEASE, PostgresOptions};
 pub use schema::SCHEMA_VERSION;
 
 /// The session store on PostgreSQL.
 pub type PostgresStore = KvStore<PostgresBackend>;
-
-/// How to reach the database, and how ownership behaves.
-#[derive(Debug, Clone)]
-pub struct PostgresOptions {
-    /// The connection, as a URL (`postgres://user:secret@host:5432/db`) or `key=value`
-    /// pairs (`host=... user=... dbname=...`), as libpq takes them.
-    pub connection: String,
-    /// How long ownership lasts without renewal (default 10 s): a standby takes over this long
-    /// after the owner stopped renewing, and an owner cut off from the database for this long
-    /// stops writing to the broker.
-    pub lease: Duration,
-    /// Take ownership at once, even from a holder whose lease runs, fencing it (default
-    /// false: wait for the lease to lapse).
-    pub takeover: bool,
-    /// How this process names itself to the others (default: its process id and host name,
-    /// with a random suffix). Must differ between processes.
-    pub holder: String,
-    /// How long to keep trying while the database cannot be reached before a call fails
-    /// (default 60 s).
-    pub outage_limit: Duration,
-}
-
-impl PostgresOptions {
-    /// Options for `connection`, with the defaults.
-    pub fn new(connection: impl Into<String>) -> Self {
-        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .map(|h| h.trim().to_owned())
-            .unwrap_or_else(|_| "an unnamed host".to_owned());
-        Self {
-            connection: connection.into(),
-            lease: Duration::from_secs(10),
-            takeover: false,
-            holder: format!(
-                "pid {} on {host} ({:08x})",
-                std::process::id(),
-                fastrand::u32(..)
-            ),
-            outage_limit: Duration::from_secs(60),
-        }
-    }
-
-    /// Sets [`PostgresOptions::lease`].
-    pub fn lease(mut self, lease: Duration) -> Self {
-        self.lease = lease;
-        self
-    }
-
-    /// Sets [`PostgresOptions::takeover`].
-    pub fn takeover(mut self, takeover: bool) -> Self {
-        self.takeover = takeover;
-        self
-    }
-
-    /// Sets [`PostgresOptions::holder`].
-    pub fn holder(mut self, holder: impl Into<String>) -> Self {
-        self.holder = holder.into();
-        self
-    }
-
-    /// Sets [`PostgresOptions::outage_limit`].
-    pub fn outage_limit(mut self, limit: Duration) -> Self {
-        self.outage_limit = limit;
-        self
-    }
-}
-
-impl From<&str> for PostgresOptions {
-    fn from(connection: &str) -> Self {
-        Self::new(connection)
-    }
-}
-
-impl From<String> for PostgresOptions {
-    fn from(connection: String) -> Self {
-        Self::new(connection)
-    }
-}
-
-/// The shortest lease: renewals go out each third of it, and a round trip must fit.
-pub const MIN_LEASE: Duration = Duration::from_millis(300);
 
 /// Rows read per statement when scanning: bounded memory however long a queue grows.
 const PAGE: i64 = 256;
@@ -233,7 +158,7 @@ impl PostgresBackend {
     }
 
     fn connect_here(options: PostgresOptions) -> Result<Self, StoreError> {
-        let config: postgres::Config = options
+        let mut config: postgres::Config = options
             .connection
             .parse()
             .map_err(|e| StoreError::open(std::path::Path::new("(connection string)"), false, e))?;
@@ -243,6 +168,16 @@ impl PostgresBackend {
             cause,
             damaged: false,
             source: None,
+        };
+        let tls = match &options.tls {
+            Some(tls) => {
+                config.ssl_mode(postgres::config::SslMode::Require);
+                let client = tls
+                    .client_config()
+                    .map_err(|e| open_error(format!("TLS: {e}")))?;
+                Some(tokio_postgres_rustls::MakeRustlsConnect::new(client))
+            }
+            None => None,
         };
         if options.lease < MIN_LEASE {
             return Err(open_error(format!(
@@ -259,10 +194,15 @@ impl PostgresBackend {
              DO $$ BEGIN IF current_setting('synchronous_commit') = 'off' THEN \
              PERFORM set_config('synchronous_commit', 'on', false); END IF; END $$;"
         );
-        let mut link = Link::new(config.clone(), setup.clone(), Duration::ZERO);
+        let mut link = Link::new(config.clone(), tls.clone(), setup.clone(), Duration::ZERO);
         link.run(schema::ensure)
             .map_err(|e| open_error(e.to_string()))?;
-        let mut link = Link::new(config.clone(), setup.clone(), options.outage_limit);
+        let mut link = Link::new(
+            config.clone(),
+            tls.clone(),
+            setup.clone(),
+            options.outage_limit,
+        );
         link.forget();
         let ownership = Arc::new(Ownership::new(
             options.holder,
@@ -270,7 +210,7 @@ impl PostgresBackend {
             options.takeover,
         ));
         let renewing = Arc::clone(&ownership);
-        let renewer_link = Link::new(config, setup, options.lease / 3);
+        let renewer_link = Link::new(config, tls, setup, options.lease / 3);
         let renewer = std::thread::Builder::new()
             .name("mooring-postgres-lease".to_owned())
             .spawn(move || renewing.renew_until_closed(renewer_link))

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use mooring_core::store::StoreError;
 use postgres::{Client, Config, NoTls, Statement};
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 pub(crate) const NAME: &str = "postgres store";
 
@@ -66,13 +67,34 @@ pub(crate) fn is_transient(error: &postgres::Error) -> bool {
     std::error::Error::source(error).is_some_and(|s| s.is::<std::io::Error>())
 }
 
+/// The error with its causes ("error performing TLS handshake: invalid peer certificate:
+/// UnknownIssuer"): the postgres crate keeps the useful part in its sources.
+pub(crate) fn described(error: &postgres::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
 pub(crate) fn backend_error(error: postgres::Error) -> StoreError {
-    StoreError::backend(NAME, error)
+    StoreError::Backend {
+        backend: NAME,
+        message: described(&error),
+        source: Some(Box::new(error)),
+    }
 }
 
 /// A connection that is made again when it breaks.
 pub(crate) struct Link {
     config: Config,
+    tls: Option<MakeRustlsConnect>,
     /// Settings for every new connection.
     setup: String,
     /// How long to keep trying while the database cannot be reached.
@@ -81,9 +103,15 @@ pub(crate) struct Link {
 }
 
 impl Link {
-    pub(crate) fn new(config: Config, setup: String, outage_limit: Duration) -> Self {
+    pub(crate) fn new(
+        config: Config,
+        tls: Option<MakeRustlsConnect>,
+        setup: String,
+        outage_limit: Duration,
+    ) -> Self {
         Self {
             config,
+            tls,
             setup,
             outage_limit,
             db: None,
@@ -97,7 +125,10 @@ impl Link {
         let db = match self.db.take() {
             Some(db) => db,
             None => {
-                let mut client = self.config.connect(NoTls)?;
+                let mut client = match &self.tls {
+                    Some(tls) => self.config.connect(tls.clone())?,
+                    None => self.config.connect(NoTls)?,
+                };
                 client.batch_execute(&self.setup)?;
                 Db {
                     client,
@@ -148,8 +179,9 @@ impl Link {
                 return Err(StoreError::Backend {
                     backend: NAME,
                     message: format!(
-                        "the database stayed unreachable for {:?}: {error}",
-                        since.elapsed()
+                        "the database stayed unreachable for {:?}: {}",
+                        since.elapsed(),
+                        described(&error)
                     ),
                     source: Some(Box::new(error)),
                 });
