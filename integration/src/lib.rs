@@ -17,6 +17,48 @@ pub mod mosquitto;
 pub mod pki;
 pub mod postgres;
 pub mod proxy;
+
+/// The complete lines of a gateway's ledger `DIR/ledgers/NAME` (a line cut short by a kill
+/// does not count), for the crash and failover proofs.
+pub fn ledger(dir: &std::path::Path, name: &str) -> Vec<String> {
+    let text = std::fs::read_to_string(dir.join("ledgers").join(name)).unwrap_or_default();
+    let complete = text.rsplit_once('\n').map_or("", |(done, _)| done);
+    complete
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Waits until `done` says so, checking every 10 ms; panics naming `what` after `timeout`.
+pub async fn wait_until(what: &str, timeout: std::time::Duration, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + timeout;
+    while !done() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
+/// Sends `signal` (`-TERM`, `-INT`, `-KILL`) to `child` and waits up to `within` for it to
+/// exit; kills it if it has not.
+pub fn signal_and_wait(child: &mut std::process::Child, signal: &str, within: std::time::Duration) {
+    let _ = std::process::Command::new("kill")
+        .arg(signal)
+        .arg(child.id().to_string())
+        .status();
+    let deadline = std::time::Instant::now() + within;
+    while std::time::Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
 pub mod wire;
 
 /// Opens a store, waiting up to five seconds while another handle still holds its lock: a

@@ -244,19 +244,7 @@ impl Mosquitto {
     /// Stops it with SIGTERM (it saves persistence) and waits.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
-            let _ = Command::new("kill")
-                .arg("-TERM")
-                .arg(child.id().to_string())
-                .status();
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
+            crate::signal_and_wait(&mut child, "-TERM", Duration::from_secs(5));
         }
     }
 

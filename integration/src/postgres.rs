@@ -295,19 +295,7 @@ impl Postgres {
 
     fn signal_and_wait(&mut self, signal: &str, within: Duration) {
         if let Some(mut child) = self.child.take() {
-            let _ = Command::new("kill")
-                .arg(signal)
-                .arg(child.id().to_string())
-                .status();
-            let deadline = Instant::now() + within;
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
+            crate::signal_and_wait(&mut child, signal, within);
         }
     }
 

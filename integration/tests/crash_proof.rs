@@ -34,6 +34,7 @@ use std::time::{Duration, Instant};
 
 use integration::mosquitto::{Mosquitto, MosquittoConfig};
 use integration::proxy::FaultProxy;
+use integration::{ledger, wait_until};
 use mooring::packet::ProtocolVersion;
 use mooring::store::MemoryStore;
 use mooring::{Client, QoS};
@@ -162,25 +163,6 @@ impl Drop for Gateway {
     }
 }
 
-fn ledger(dir: &Path, name: &str) -> Vec<String> {
-    let text = std::fs::read_to_string(dir.join("ledgers").join(name)).unwrap_or_default();
-    // Only complete lines count.
-    let complete = text.rsplit_once('\n').map_or("", |(done, _)| done);
-    complete
-        .lines()
-        .filter(|l| !l.is_empty())
-        .map(str::to_owned)
-        .collect()
-}
-
-async fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 #[derive(Debug, Default)]
 struct Report {
     expected: u64,
@@ -242,7 +224,7 @@ async fn prove(store: &str, qos: QoS, kills: u32, seed: u64, variant: Variant) -
     report.expected = u64::from(TASKS) * per_task;
     let mut gateway = spawn_gateway(store, dir.path(), &proxy.url(), qos_n, per_task, variant);
     let subscribed = gateway.subscribed.clone();
-    wait_for("the first subscription", Duration::from_secs(20), || {
+    wait_until("the first subscription", Duration::from_secs(20), || {
         subscribed.load(Ordering::SeqCst)
     })
     .await;
@@ -301,7 +283,7 @@ async fn prove(store: &str, qos: QoS, kills: u32, seed: u64, variant: Variant) -
 
     // The last run finishes the work and stops cleanly.
     let published = gateway.published.clone();
-    wait_for("every task to finish", Duration::from_secs(120), || {
+    wait_until("every task to finish", Duration::from_secs(120), || {
         published.load(Ordering::SeqCst)
     })
     .await;

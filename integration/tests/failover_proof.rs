@@ -29,6 +29,7 @@ use std::time::{Duration, Instant};
 use integration::mosquitto::{Mosquitto, MosquittoConfig};
 use integration::postgres::Postgres;
 use integration::proxy::FaultProxy;
+use integration::{ledger, wait_until};
 use mooring::store::MemoryStore;
 use mooring::{Client, QoS};
 
@@ -137,24 +138,6 @@ impl Drop for Gateway {
     }
 }
 
-fn ledger(dir: &Path, name: &str) -> Vec<String> {
-    let text = std::fs::read_to_string(dir.join("ledgers").join(name)).unwrap_or_default();
-    let complete = text.rsplit_once('\n').map_or("", |(done, _)| done);
-    complete
-        .lines()
-        .filter(|l| !l.is_empty())
-        .map(str::to_owned)
-        .collect()
-}
-
-async fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name)
         .ok()
@@ -218,7 +201,7 @@ async fn a_standby_takes_over_from_a_killed_or_frozen_gateway_and_the_old_one_is
     let inbound = INBOUND_PER_ROUND * rounds;
     let spawn = || spawn_gateway(&broker, &pg, dir.path(), per_task, lease_ms);
     let mut active = spawn();
-    wait_for(
+    wait_until(
         "the first gateway to subscribe",
         Duration::from_secs(30),
         || active.said.subscribed.load(Ordering::SeqCst),
@@ -272,7 +255,7 @@ async fn a_standby_takes_over_from_a_killed_or_frozen_gateway_and_the_old_one_is
             kills += 1;
         }
         let new_active = &standby.said;
-        wait_for("the standby to take over", Duration::from_secs(30), || {
+        wait_until("the standby to take over", Duration::from_secs(30), || {
             new_active.subscribed.load(Ordering::SeqCst)
         })
         .await;
@@ -302,7 +285,7 @@ async fn a_standby_takes_over_from_a_killed_or_frozen_gateway_and_the_old_one_is
 
     // The last active one finishes the work; the standby goes first, so that it stays one.
     drop(standby);
-    wait_for("every task to finish", Duration::from_secs(120), || {
+    wait_until("every task to finish", Duration::from_secs(120), || {
         active.said.published.load(Ordering::SeqCst)
     })
     .await;
@@ -311,7 +294,7 @@ async fn a_standby_takes_over_from_a_killed_or_frozen_gateway_and_the_old_one_is
         .expect("the feeder finished")
         .unwrap();
     let d = dir.path().to_owned();
-    wait_for(
+    wait_until(
         "every number to be consumed",
         Duration::from_secs(60),
         || ledger(&d, "consumed").len() as u64 >= inbound,
@@ -322,7 +305,7 @@ async fn a_standby_takes_over_from_a_killed_or_frozen_gateway_and_the_old_one_is
         let got: HashSet<String> = arrivals.lock().unwrap().iter().cloned().collect();
         accepted.is_subset(&got)
     };
-    wait_for(
+    wait_until(
         "every accepted message to arrive",
         Duration::from_secs(60),
         all_arrived,

@@ -198,15 +198,14 @@ async fn a_commit_waits_out_a_database_restart() {
         waited >= Duration::from_secs(1),
         "committed after {waited:?} while down"
     );
-    let seqs: Vec<u64> = store
-        .load(&k)
-        .await
-        .unwrap()
-        .queue
-        .iter()
-        .map(|(s, _)| *s)
-        .collect();
+    let seqs = queued_seqs(&store, &k).await;
     assert_eq!(seqs, vec![1, 2]);
+}
+
+/// The sequence numbers of the session's queue, in order.
+async fn queued_seqs(store: &PostgresStore, k: &SessionKey) -> Vec<u64> {
+    let stored = store.load(k).await.unwrap();
+    stored.queue.iter().map(|(seq, _)| *seq).collect()
 }
 
 fn one_push(n: u64) -> Batch {
@@ -282,14 +281,7 @@ async fn a_standby_waits_for_the_lease_to_lapse_and_fences_the_owner() {
         Err(StoreError::Fenced { .. })
     ));
     standby.commit(&k, one_push(4)).await.unwrap();
-    let seqs: Vec<u64> = standby
-        .load(&k)
-        .await
-        .unwrap()
-        .queue
-        .iter()
-        .map(|(s, _)| *s)
-        .collect();
+    let seqs = queued_seqs(&standby, &k).await;
     assert_eq!(seqs, vec![1, 2, 4], "nothing of the fenced owner's landed");
 }
 
@@ -327,14 +319,7 @@ async fn a_takeover_fences_a_live_owner_and_a_clean_close_hands_over_at_once() {
         .await
         .expect("a released session is taken without waiting for the lease")
         .unwrap();
-    let seqs: Vec<u64> = c
-        .load(&k)
-        .await
-        .unwrap()
-        .queue
-        .iter()
-        .map(|(s, _)| *s)
-        .collect();
+    let seqs = queued_seqs(&c, &k).await;
     assert_eq!(seqs, vec![1, 3]);
 }
 
