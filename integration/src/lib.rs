@@ -1,22 +1,30 @@
 //! Tests of Mooring against real processes, real brokers and real faults, and the tools they
-//! share: a mosquitto per test ([`mosquitto`]), a fault-injecting proxy ([`proxy`]), a test PKI
-//! ([`pki`]), packets over a raw TCP stream for tests that play one side by hand ([`wire`]),
-//! and the machine's fsync ceiling ([`fdatasync_rate`]).
+//! share: a mosquitto per test ([`mosquitto`]), a PostgreSQL per test ([`postgres`]), a
+//! fault-injecting proxy ([`proxy`]), a test PKI ([`pki`]), packets over a raw TCP stream for
+//! tests that play one side by hand ([`wire`]), the proofs' independent subscriber
+//! ([`Arrivals`]) and ledgers ([`ledger`]), and the machine's fsync ceiling ([`fdatasync_rate`]).
 //!
 //! The tests: `store_crash` (SIGKILL of a process committing to a store), `redb_power_loss`,
 //! `store_space`, `store_fixtures`, `client_mosquitto` and `mosquitto_features` (every client
 //! feature against mosquitto), `bad_broker` (a misbehaving broker over TCP), `broker_quirks`
 //! (what mosquitto does that the guarantees depend on), `restart` (subscriptions across SIGKILL
-//! and a broker that lost the session, with `src/bin/subscriber_child.rs`) and `crash_proof`
-//! (the end-to-end crash-safety proof with `src/bin/gateway_child.rs`). The benchmarks:
-//! `src/bin/store_bench.rs` and `src/bin/bench.rs`.
+//! and a broker that lost the session, with `src/bin/subscriber_child.rs`), `crash_proof`
+//! (the end-to-end crash-safety proof with `src/bin/gateway_child.rs`), `postgres_store` (the
+//! PostgreSQL store: conformance, cuts, restarts, ownership, TLS), `failover` (a standby client
+//! taking over a session) and `failover_proof` (the end-to-end failover proof, two
+//! `gateway_child` processes on one session in PostgreSQL). The benchmarks:
+//! `src/bin/store_bench.rs` and `src/bin/bench/`.
 #![forbid(unsafe_code)]
 
+mod arrivals;
 pub mod crash_batches;
 pub mod mosquitto;
 pub mod pki;
 pub mod postgres;
 pub mod proxy;
+pub mod wire;
+
+pub use arrivals::Arrivals;
 
 /// The complete lines of a gateway's ledger `DIR/ledgers/NAME` (a line cut short by a kill
 /// does not count), for the crash and failover proofs.
@@ -59,7 +67,6 @@ pub fn signal_and_wait(child: &mut std::process::Child, signal: &str, within: st
     let _ = child.kill();
     let _ = child.wait();
 }
-pub mod wire;
 
 /// Opens a store, waiting up to five seconds while another handle still holds its lock: a
 /// process killed a moment ago (or a sled handle just dropped, which releases its lock from a

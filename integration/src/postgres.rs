@@ -134,19 +134,17 @@ impl Postgres {
             run_as,
             pki,
         };
-        let output = server
-            .command("initdb")
-            .arg("-D")
-            .arg(server.data())
-            .args(["-U", "mooring", "--auth=trust", "-E", "UTF8", "--no-sync"])
-            .stdin(Stdio::null())
-            .output()?;
-        if !output.status.success() {
-            return Err(io::Error::other(format!(
-                "initdb failed: {}",
-                String::from_utf8_lossy(&output.stderr)
-            )));
-        }
+        run_tool(
+            server.command("initdb").arg("-D").arg(server.data()).args([
+                "-U",
+                "mooring",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--no-sync",
+            ]),
+            "initdb",
+        )?;
         if server.pki.is_some() {
             // TCP only with TLS: a connection that is not encrypted is refused.
             let hba = server.data().join("pg_hba.conf");
@@ -179,8 +177,8 @@ impl Postgres {
 
     /// Creates the database `name` and returns its connection string.
     pub fn create_database(&self, name: &str) -> io::Result<String> {
-        let output = Command::new(self.bin.join("createdb"))
-            .args([
+        run_tool(
+            Command::new(self.bin.join("createdb")).args([
                 "-h",
                 "127.0.0.1",
                 "-p",
@@ -188,15 +186,9 @@ impl Postgres {
                 "-U",
                 "mooring",
                 name,
-            ])
-            .stdin(Stdio::null())
-            .output()?;
-        if !output.status.success() {
-            return Err(io::Error::other(format!(
-                "createdb {name} failed: {}",
-                String::from_utf8_lossy(&output.stderr)
-            )));
-        }
+            ]),
+            &format!("createdb {name}"),
+        )?;
         Ok(self
             .connection()
             .replace("dbname=postgres", &format!("dbname={name}")))
@@ -308,6 +300,18 @@ impl Postgres {
     pub fn dir(&self) -> &Path {
         self.dir.path()
     }
+}
+
+/// Runs one of PostgreSQL's tools to its end; a failure carries what it wrote to stderr.
+fn run_tool(command: &mut Command, what: &str) -> io::Result<()> {
+    let output = command.stdin(Stdio::null()).output()?;
+    if output.status.success() {
+        return Ok(());
+    }
+    Err(io::Error::other(format!(
+        "{what} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    )))
 }
 
 impl Drop for Postgres {

@@ -28,13 +28,13 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use integration::mosquitto::{Mosquitto, MosquittoConfig};
 use integration::proxy::FaultProxy;
-use integration::{ledger, wait_until};
+use integration::{Arrivals, ledger, wait_until};
 use mooring::packet::ProtocolVersion;
 use mooring::store::MemoryStore;
 use mooring::{Client, QoS};
@@ -197,26 +197,10 @@ async fn prove(store: &str, qos: QoS, kills: u32, seed: u64, variant: Variant) -
     let proxy = FaultProxy::start(SocketAddr::from(([127, 0, 0, 1], broker.port()))).unwrap();
     let fast = integration::fast_backoff();
 
-    // The independent subscriber: a persistent session straight to the broker.
-    let (subscriber, mut inbox) = Client::builder()
-        .server(broker.url())
-        .client_id("proof-subscriber")
-        .store(MemoryStore::default())
-        .reconnect(fast.clone())
-        .connect()
+    // The independent subscriber: a session of its own straight to the broker.
+    let subscriber = Arrivals::subscribe(&broker.url(), "proof-subscriber", "proof/out/#", qos)
         .await
         .unwrap();
-    subscriber.subscribe("proof/out/#", qos).await.unwrap();
-    let arrivals = Arc::new(Mutex::new(Vec::<String>::new()));
-    let collector = tokio::spawn({
-        let arrivals = arrivals.clone();
-        async move {
-            while let Some(m) = inbox.recv().await {
-                let line = String::from_utf8_lossy(m.payload()).into_owned();
-                arrivals.lock().unwrap().push(line);
-            }
-        }
-    });
 
     let mut report = Report::default();
     let per_task = PER_TASK_PER_KILL * u64::from(kills.max(1));
@@ -295,10 +279,7 @@ async fn prove(store: &str, qos: QoS, kills: u32, seed: u64, variant: Variant) -
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let accepted: HashSet<String> = ledger(dir.path(), "accepted").into_iter().collect();
-    let arrived_all = || {
-        let got: HashSet<String> = arrivals.lock().unwrap().iter().cloned().collect();
-        accepted.is_subset(&got)
-    };
+    let arrived_all = || subscriber.include(&accepted);
     // Whatever is still missing after this is reported as missing.
     let deadline = Instant::now() + Duration::from_secs(30);
     while !arrived_all() && Instant::now() < deadline {
@@ -312,9 +293,8 @@ async fn prove(store: &str, qos: QoS, kills: u32, seed: u64, variant: Variant) -
     );
     // Late duplicates would show up now.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    subscriber.disconnect().await.unwrap();
+    let arrivals = subscriber.finish().await.unwrap();
     feeder.disconnect().await.unwrap();
-    collector.abort();
 
     if std::env::var("CRASH_BROKER_LOG").is_ok() {
         let log = broker.log();
@@ -345,7 +325,6 @@ async fn prove(store: &str, qos: QoS, kills: u32, seed: u64, variant: Variant) -
             }
         }
     }
-    let arrivals = arrivals.lock().unwrap().clone();
     let mut counts: HashMap<&str, usize> = HashMap::new();
     for a in &arrivals {
         *counts.entry(a.as_str()).or_default() += 1;

@@ -22,14 +22,14 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use integration::mosquitto::{Mosquitto, MosquittoConfig};
 use integration::postgres::Postgres;
 use integration::proxy::FaultProxy;
-use integration::{ledger, wait_until};
+use integration::{Arrivals, ledger, wait_until};
 use mooring::store::MemoryStore;
 use mooring::{Client, QoS};
 
@@ -172,29 +172,14 @@ async fn a_standby_takes_over_from_a_killed_or_frozen_gateway_and_the_old_one_is
     let pg = Postgres::start().unwrap();
     let fast = integration::fast_backoff();
 
-    // The independent subscriber.
-    let (subscriber, mut inbox) = Client::builder()
-        .server(broker.url())
-        .client_id("failover-subscriber")
-        .store(MemoryStore::default())
-        .reconnect(fast.clone())
-        .connect()
-        .await
-        .unwrap();
-    subscriber
-        .subscribe("proof/out/#", QoS::ExactlyOnce)
-        .await
-        .unwrap();
-    let arrivals = Arc::new(Mutex::new(Vec::<String>::new()));
-    let collector = tokio::spawn({
-        let arrivals = arrivals.clone();
-        async move {
-            while let Some(m) = inbox.recv().await {
-                let line = String::from_utf8_lossy(m.payload()).into_owned();
-                arrivals.lock().unwrap().push(line);
-            }
-        }
-    });
+    let subscriber = Arrivals::subscribe(
+        &broker.url(),
+        "failover-subscriber",
+        "proof/out/#",
+        QoS::ExactlyOnce,
+    )
+    .await
+    .unwrap();
 
     let rounds = u64::from(takeovers) + 1;
     let per_task = PER_TASK_PER_ROUND * rounds;
@@ -301,10 +286,7 @@ async fn a_standby_takes_over_from_a_killed_or_frozen_gateway_and_the_old_one_is
     )
     .await;
     let accepted: HashSet<String> = ledger(dir.path(), "accepted").into_iter().collect();
-    let all_arrived = || {
-        let got: HashSet<String> = arrivals.lock().unwrap().iter().cloned().collect();
-        accepted.is_subset(&got)
-    };
+    let all_arrived = || subscriber.include(&accepted);
     wait_until(
         "every accepted message to arrive",
         Duration::from_secs(60),
@@ -319,11 +301,9 @@ async fn a_standby_takes_over_from_a_killed_or_frozen_gateway_and_the_old_one_is
     );
     // Late duplicates would show up now.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    subscriber.disconnect().await.unwrap();
+    let arrivals = subscriber.finish().await.unwrap();
     feeder.disconnect().await.unwrap();
-    collector.abort();
 
-    let arrivals = arrivals.lock().unwrap().clone();
     let mut counts: HashMap<&str, usize> = HashMap::new();
     for a in &arrivals {
         *counts.entry(a.as_str()).or_default() += 1;

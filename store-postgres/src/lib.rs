@@ -194,16 +194,12 @@ impl PostgresBackend {
              DO $$ BEGIN IF current_setting('synchronous_commit') = 'off' THEN \
              PERFORM set_config('synchronous_commit', 'on', false); END IF; END $$;"
         );
+        // Opening fails at once when the database cannot be reached; later work waits out an
+        // outage up to the limit.
         let mut link = Link::new(config.clone(), tls.clone(), setup.clone(), Duration::ZERO);
         link.run(schema::ensure)
             .map_err(|e| open_error(e.to_string()))?;
-        let mut link = Link::new(
-            config.clone(),
-            tls.clone(),
-            setup.clone(),
-            options.outage_limit,
-        );
-        link.forget();
+        link.set_outage_limit(options.outage_limit);
         let ownership = Arc::new(Ownership::new(
             options.holder,
             options.lease,
@@ -233,6 +229,19 @@ impl PostgresBackend {
     ) -> Result<T, StoreError> {
         lock(&self.link).run(work)
     }
+
+    /// The first column of the one row `sql` returns, if it returns one.
+    fn bytes_or_none(
+        &self,
+        sql: &'static str,
+        params: &[&(dyn postgres::types::ToSql + Sync)],
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        self.read(|db| {
+            let statement = db.prepare(sql)?;
+            let row = db.client.query_opt(&statement, params)?;
+            Ok(row.map(|r| r.try_get::<_, Vec<u8>>(0)).transpose()?)
+        })
+    }
 }
 
 impl Drop for PostgresBackend {
@@ -257,11 +266,7 @@ impl KvBackend for PostgresBackend {
     const BLOCKING: bool = true;
 
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        self.read(|db| {
-            let get = db.prepare(GET)?;
-            let row = db.client.query_opt(&get, &[&key])?;
-            Ok(row.map(|r| r.try_get::<_, Vec<u8>>(0)).transpose()?)
-        })
+        self.bytes_or_none(GET, &[&key])
     }
 
     fn visit_range(
@@ -301,19 +306,11 @@ impl KvBackend for PostgresBackend {
     }
 
     fn last_key_in(&self, start: &[u8], end: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        self.read(|db| {
-            let last = db.prepare(LAST_IN)?;
-            let row = db.client.query_opt(&last, &[&start, &end])?;
-            Ok(row.map(|r| r.try_get::<_, Vec<u8>>(0)).transpose()?)
-        })
+        self.bytes_or_none(LAST_IN, &[&start, &end])
     }
 
     fn first_key_from(&self, start: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        self.read(|db| {
-            let first = db.prepare(FIRST_FROM)?;
-            let row = db.client.query_opt(&first, &[&start])?;
-            Ok(row.map(|r| r.try_get::<_, Vec<u8>>(0)).transpose()?)
-        })
+        self.bytes_or_none(FIRST_FROM, &[&start])
     }
 
     fn apply(&self, writes: &[KvWrite]) -> Result<(), StoreError> {
@@ -362,7 +359,7 @@ impl KvBackend for PostgresBackend {
         })?;
         if allowed {
             for (session, epoch) in &sessions {
-                self.ownership.committed(session, *epoch, sent.get());
+                self.ownership.confirmed(session, *epoch, sent.get());
             }
             return Ok(());
         }

@@ -17,7 +17,7 @@ use mooring_core::store::layout::session_prefix;
 use mooring_core::store::{SessionKey, StoreError};
 
 /// What this process knows of one session's ownership.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 enum Held {
     /// This process owns it at `epoch`, surely until `until`.
     Owner { epoch: i64, until: Instant },
@@ -195,8 +195,9 @@ impl Ownership {
         Ok(())
     }
 
-    /// Records that the session was confirmed at `epoch` by a statement sent at `sent`.
-    fn confirmed(&self, session: &SessionKey, epoch: i64, sent: Instant) {
+    /// Records that the session was confirmed at `epoch` by a statement sent at `sent` (a
+    /// renewal, or a commit that checked the epoch).
+    pub(crate) fn confirmed(&self, session: &SessionKey, epoch: i64, sent: Instant) {
         let mut held = lock(&self.held);
         if let Some(Held::Owner { epoch: e, until }) = held.get_mut(session)
             && *e == epoch
@@ -220,20 +221,25 @@ impl Ownership {
         self.fenced(session, holder)
     }
 
+    /// What this process already knows of `session`: the epoch it owns it at, `None` if it
+    /// never held it, [`StoreError::Fenced`] if another process took it.
+    fn known_epoch(&self, session: &SessionKey) -> Result<Option<i64>, StoreError> {
+        match lock(&self.held).get(session) {
+            Some(Held::Owner { epoch, .. }) => Ok(Some(*epoch)),
+            Some(Held::Fenced { holder }) => Err(StoreError::Fenced {
+                session: session.to_string(),
+                holder: holder.clone(),
+            }),
+            None => Ok(None),
+        }
+    }
+
     /// See `SessionStore::acquire`: owns `session` when this returns `Ok`, waiting for
     /// another holder's lease to lapse unless told to take over.
     pub(crate) fn acquire(&self, link: &mut Link, session: &SessionKey) -> Result<(), StoreError> {
         loop {
-            let known = lock(&self.held).get(session).cloned();
-            match known {
-                Some(Held::Owner { epoch, .. }) => return self.renew(link, session, epoch),
-                Some(Held::Fenced { holder }) => {
-                    return Err(StoreError::Fenced {
-                        session: session.to_string(),
-                        holder,
-                    });
-                }
-                None => {}
+            if let Some(epoch) = self.known_epoch(session)? {
+                return self.renew(link, session, epoch);
             }
             match self.claim_once(link, session, self.takeover)? {
                 Claim::Won { .. } => return Ok(()),
@@ -249,13 +255,8 @@ impl Ownership {
     /// See `SessionStore::check_owner`: confirms ownership with the database (claiming a
     /// session this process never held, if no one holds it).
     pub(crate) fn check(&self, link: &mut Link, session: &SessionKey) -> Result<(), StoreError> {
-        let known = lock(&self.held).get(session).cloned();
-        match known {
-            Some(Held::Owner { epoch, .. }) => self.renew(link, session, epoch),
-            Some(Held::Fenced { holder }) => Err(StoreError::Fenced {
-                session: session.to_string(),
-                holder,
-            }),
+        match self.known_epoch(session)? {
+            Some(epoch) => self.renew(link, session, epoch),
             None => self.claim_for_write(link, session).map(|_| ()),
         }
     }
@@ -267,28 +268,18 @@ impl Ownership {
         link: &mut Link,
         session: &SessionKey,
     ) -> Result<i64, StoreError> {
-        let known = lock(&self.held).get(session).cloned();
-        match known {
-            Some(Held::Owner { epoch, .. }) => Ok(epoch),
-            Some(Held::Fenced { holder }) => Err(StoreError::Fenced {
-                session: session.to_string(),
-                holder,
-            }),
-            None => match self.claim_once(link, session, false)? {
-                Claim::Won { epoch } => Ok(epoch),
-                Claim::Taken { holder, .. } => Err(self.fenced(session, holder)),
-            },
+        if let Some(epoch) = self.known_epoch(session)? {
+            return Ok(epoch);
+        }
+        match self.claim_once(link, session, false)? {
+            Claim::Won { epoch } => Ok(epoch),
+            Claim::Taken { holder, .. } => Err(self.fenced(session, holder)),
         }
     }
 
     /// The lease in milliseconds, as statements take it.
     pub(crate) fn lease_ms(&self) -> f64 {
         lease_ms(self.lease)
-    }
-
-    /// After a commit that checked in at `epoch`, sent at `sent`, succeeded.
-    pub(crate) fn committed(&self, session: &SessionKey, epoch: i64, sent: Instant) {
-        self.confirmed(session, epoch, sent);
     }
 
     /// Renews every lease this process holds, each lease/3, until the store closes. Runs on

@@ -20,12 +20,13 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, ExitCode, Stdio};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use integration::mosquitto::{Mosquitto, MosquittoConfig};
 use integration::proxy::FaultProxy;
+use integration::{Arrivals, ledger};
 use mooring::store::MemoryStore;
 use mooring::{Client, QoS};
 
@@ -51,16 +52,6 @@ struct Sample {
 
 fn proc_fds(pid: u32) -> u64 {
     std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count() as u64)
-}
-
-fn ledger(dir: &Path, name: &str) -> Vec<String> {
-    let text = std::fs::read_to_string(dir.join(name)).unwrap_or_default();
-    let complete = text.rsplit_once('\n').map_or("", |(done, _)| done);
-    complete
-        .lines()
-        .filter(|l| !l.is_empty())
-        .map(str::to_owned)
-        .collect()
 }
 
 struct Gateway {
@@ -205,7 +196,6 @@ async fn soak(minutes: f64, store: &str) -> Result<bool, Error> {
     };
     let warm_up = (run / 5).max(Duration::from_secs(10));
     let dir = tempfile::tempdir()?;
-    let ledgers = dir.path().join("ledgers");
     let store_path = dir.path().join(format!("gateway.{store}"));
     let mut broker = Mosquitto::with_config(&MosquittoConfig {
         persistence: true,
@@ -216,28 +206,13 @@ async fn soak(minutes: f64, store: &str) -> Result<bool, Error> {
     })?;
     let proxy = FaultProxy::start(SocketAddr::from(([127, 0, 0, 1], broker.port())))?;
     let fast = integration::fast_backoff();
-    let (subscriber, mut inbox) = Client::builder()
-        .server(broker.url())
-        .client_id("soak-subscriber")
-        .store(MemoryStore::default())
-        .reconnect(fast.clone())
-        .connect()
-        .await?;
-    subscriber
-        .subscribe("proof/out/#", QoS::ExactlyOnce)
-        .await?;
-    let arrivals = Arc::new(Mutex::new(Vec::<String>::new()));
-    let collector = tokio::spawn({
-        let arrivals = arrivals.clone();
-        async move {
-            while let Some(m) = inbox.recv().await {
-                let line = String::from_utf8_lossy(m.payload()).into_owned();
-                if let Ok(mut a) = arrivals.lock() {
-                    a.push(line);
-                }
-            }
-        }
-    });
+    let subscriber = Arrivals::subscribe(
+        &broker.url(),
+        "soak-subscriber",
+        "proof/out/#",
+        QoS::ExactlyOnce,
+    )
+    .await?;
     let started = Instant::now();
     let until_ms = integration::now_ms() + run.as_millis() as u64;
     let mut gateway = spawn_gateway(store, dir.path(), &proxy.url(), until_ms)?;
@@ -335,18 +310,11 @@ async fn soak(minutes: f64, store: &str) -> Result<bool, Error> {
     }
     feeding.await??;
     let fed = fed.load(Ordering::Relaxed);
-    let accepted: HashSet<String> = ledger(&ledgers, "accepted").into_iter().collect();
+    let accepted: HashSet<String> = ledger(dir.path(), "accepted").into_iter().collect();
     let waited = Instant::now();
     let deadline = waited + Duration::from_secs(60);
     while Instant::now() < deadline {
-        let all_in = {
-            let got: HashSet<String> = arrivals
-                .lock()
-                .map(|a| a.iter().cloned().collect())
-                .unwrap_or_default();
-            accepted.is_subset(&got)
-        };
-        if all_in && ledger(&ledgers, "consumed").len() as u64 >= fed {
+        if subscriber.include(&accepted) && ledger(dir.path(), "consumed").len() as u64 >= fed {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -358,12 +326,10 @@ async fn soak(minutes: f64, store: &str) -> Result<bool, Error> {
     drop(gateway.child.stdin.take());
     let status = tokio::task::block_in_place(|| gateway.child.wait())?;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    subscriber.disconnect().await?;
+    let arrivals = subscriber.finish().await?;
     feeder.disconnect().await?;
-    collector.abort();
 
-    let arrivals = arrivals.lock().map(|a| a.clone()).unwrap_or_default();
-    let d = check_deliveries(&ledgers, &arrivals, fed);
+    let d = check_deliveries(dir.path(), &arrivals, fed);
     let settled: Vec<Sample> = samples
         .iter()
         .copied()

@@ -16,7 +16,7 @@ impl Driver {
     /// Whether this process may have lost the session without knowing: the store's lease
     /// ran out (a process frozen past it, or cut off from the store) and nothing confirmed it
     /// since. Nothing more may be written until a connection attempt checks with the store.
-    pub(super) fn ownership_lapsed(&self) -> bool {
+    fn ownership_lapsed(&self) -> bool {
         self.slots.get(self.active).is_some_and(|slot| {
             self.pipeline
                 .store()

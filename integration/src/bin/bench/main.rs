@@ -557,8 +557,10 @@ fn cpu_model() -> String {
         .unwrap_or_else(|| "unknown CPU".into())
 }
 
-async fn run(smoke: bool, inflight: u16) -> Result<(), Error> {
-    let broker = Mosquitto::with_config(&MosquittoConfig {
+/// The broker every table measures against: no limit on queued messages, `inflight` as its
+/// Receive Maximum, acks never held back by Nagle's algorithm.
+fn broker_config(inflight: u16) -> MosquittoConfig {
+    MosquittoConfig {
         extra: vec![
             "max_queued_messages 0".into(),
             // The Receive Maximum mosquitto announces: what either client keeps in flight.
@@ -567,7 +569,11 @@ async fn run(smoke: bool, inflight: u16) -> Result<(), Error> {
             "set_tcp_nodelay true".into(),
         ],
         ..MosquittoConfig::default()
-    })?;
+    }
+}
+
+async fn run(smoke: bool, inflight: u16) -> Result<(), Error> {
+    let broker = Mosquitto::with_config(&broker_config(inflight))?;
     let url = broker.url();
     let dir = tempfile::tempdir()?;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());

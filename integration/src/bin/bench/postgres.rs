@@ -36,13 +36,8 @@ fn spread(values: &[f64]) -> String {
 
 pub(crate) async fn run(count: usize, runs: usize) -> Result<(), Error> {
     let broker = Mosquitto::with_config(&MosquittoConfig {
-        extra: vec![
-            "max_queued_messages 0".into(),
-            "max_inflight_messages 100".into(),
-            "set_tcp_nodelay true".into(),
-        ],
         quiet_log: true,
-        ..MosquittoConfig::default()
+        ..super::broker_config(100)
     })?;
     let pg = Postgres::start()?;
     let dir = tempfile::tempdir()?;

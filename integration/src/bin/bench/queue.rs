@@ -229,13 +229,8 @@ fn mib(kib: f64) -> f64 {
 /// `bench queue N [STORE...]`: the table for each store (redb and sled unless named).
 pub(super) async fn run(count: usize, stores: &[String]) -> Result<(), Error> {
     let broker = Mosquitto::with_config(&MosquittoConfig {
-        extra: vec![
-            "max_queued_messages 0".into(),
-            "max_inflight_messages 100".into(),
-            "set_tcp_nodelay true".into(),
-        ],
         quiet_log: true,
-        ..MosquittoConfig::default()
+        ..super::broker_config(100)
     })?;
     let url = broker.url();
     let stores: Vec<String> = if stores.is_empty() {
