@@ -217,7 +217,8 @@ impl Session {
                 .commit
                 .push(StoreOp::RemoveInbound { packet_id });
         }
-        let resent = self.flows.len();
+        // After a restart, queued messages stored before it may have been in flight.
+        let resent = self.flows.len() + self.queue.resident_below(self.resumed_below);
         if resent + released.len() + dropped_inbound > 0 {
             self.events.push_back(Event::SessionLost {
                 resent,
@@ -229,6 +230,7 @@ impl Session {
         for flow in self.flows.values_mut() {
             flow.retransmit = false;
         }
+        self.resumed_below = 0;
     }
 
     /// The connection is gone: its quota goes with it; flows and the queue stay, to be sent
@@ -242,6 +244,7 @@ impl Session {
             return;
         }
         self.pending.send.clear();
+        self.pending.early.clear();
         self.retire_acks();
         let mut lost: Vec<RequestId> = Vec::new();
         for (packet_id, request) in std::mem::take(&mut self.requests) {

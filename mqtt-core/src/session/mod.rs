@@ -65,18 +65,32 @@ pub type RequestId = u64;
 /// Identifies a publish accepted by [`Session::publish`] in later [`Event`]s.
 pub type PublishId = u64;
 
-/// Store operations to commit, then packets to send, in that order.
+/// Packets to write at once, store operations to commit, then packets to send, in that order.
 ///
-/// The packets may depend on the operations (a PUBLISH on its record, a PUBREL on the record that
-/// says PUBREC arrived): sending one before the commit returned `Ok` could make the server hold a
-/// message the client would forget in a crash. Drivers commit `commit`, then write `send`.
+/// The packets in `send` may depend on the operations (a PUBLISH on its record, a PUBREL on the
+/// record that says PUBREC arrived): sending one before the commit returned `Ok` could make the
+/// server hold a message the client would forget in a crash. Those in `early` depend only on
+/// what earlier outputs stored, as the driver reported ([`Session::written`]), and follow every
+/// packet written before: a queued message whose record is durable goes out while a commit is
+/// in flight, without waiting for it. Drivers write `early`, commit `commit`, write `send`, and
+/// then report the output's [`generation`](Output::generation) with [`Session::written`] and,
+/// once every operation of it is durable, [`Session::durable`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[must_use = "the store operations must be committed before the packets are sent"]
 pub struct Output {
-    /// Commit these first (group commit: everything gathered since the last poll).
+    /// Write these now, before the commit, in order.
+    pub early: Vec<Packet>,
+    /// Commit these (group commit: everything gathered since the last poll).
     pub commit: Batch,
     /// Then send these, in order.
     pub send: Vec<Packet>,
+    /// The number of this output, counting from 1: what the driver reports back.
+    pub generation: u64,
+    /// Whether `commit` only removes records of finished flows: nothing in `send` depends on
+    /// it and nobody waits for it, so it may wait to join a later commit. A crash before it is
+    /// durable resends what the server already acknowledged (a duplicate QoS 1 allows, a PUBREL
+    /// the server answers with PUBCOMP), never loses anything.
+    pub deferrable: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -118,6 +132,11 @@ struct Flow {
     /// Whether its PUBLISH took send quota on this connection (a PUBREL resent after a
     /// reconnect takes none [MQTT-3.3.4-8]), so that its end gives quota back.
     holds_quota: bool,
+    /// Whether its record is the queue record under `id` (a message sent from the queue keeps
+    /// it until PUBACK or PUBREC), rather than an outbound record under its key in `flows`.
+    queued: bool,
+    /// The output whose commit stores its current record (0: loaded from the store).
+    record_generation: u64,
 }
 
 /// What the server announced in CONNACK, and the keep alive, for the current connection.
@@ -225,6 +244,27 @@ pub struct Session {
     /// clean, so the session begins anew instead of failing forever.
     start_clean: bool,
     pending: Output,
+    /// Operations in `pending.commit` that only remove records of finished flows.
+    deferrable_ops: usize,
+    /// The next output must not be deferrable: a packet identifier waits for the removal of
+    /// its previous flow's record to be durable.
+    force_commit: bool,
+    /// The generation the next output gets.
+    generation: u64,
+    /// Outputs up to this one have been committed (deferrable operations aside) and written.
+    written: u64,
+    /// Outputs up to this one are wholly durable.
+    durable: u64,
+    /// The latest output with packets in `send`: nothing goes early before it is written.
+    late_generation: u64,
+    /// Packet identifiers whose last flow ended, and the output that removes its record: not
+    /// given to a queued message again before that output is durable, or a crash could leave
+    /// two records with one identifier (an old PUBREL would release the new message).
+    cooling: HashMap<u16, u64>,
+    cooling_order: VecDeque<(u64, u16)>,
+    /// Queued messages below this sequence number were stored before the session was resumed:
+    /// they may have gone out before a crash, so they go out with DUP set [MQTT-3.3.1-1].
+    resumed_below: u64,
     events: VecDeque<Event>,
 }
 
@@ -338,6 +378,15 @@ impl Session {
             local_state: meta_stored && !expired,
             start_clean: false,
             pending: Output::default(),
+            deferrable_ops: 0,
+            force_commit: false,
+            generation: 1,
+            written: 0,
+            durable: 0,
+            late_generation: 0,
+            cooling: HashMap::new(),
+            cooling_order: VecDeque::new(),
+            resumed_below: stored.next_seq(),
             events: VecDeque::new(),
         };
         for (seq, record) in stored.outbound {
@@ -368,6 +417,8 @@ impl Session {
                     // It may have gone out before the restart.
                     retransmit: true,
                     holds_quota: false,
+                    queued: false,
+                    record_generation: 0,
                 },
             );
         }
@@ -462,20 +513,81 @@ impl Session {
                 // What the session made after DISCONNECT (acks, pings) never goes out
                 // [MQTT-3.14.4-1]; the flows behind them resume on the next connection.
                 send.clear();
+                self.pending.early.clear();
             } else if let Some(at) = send.iter().position(|p| matches!(p, Packet::Disconnect(_))) {
                 send.truncate(at + 1);
                 conn.closing = true;
             }
-            if !send.is_empty() {
+            if !send.is_empty() || !self.pending.early.is_empty() {
                 conn.last_sent = now;
             }
         }
-        if self.pending.commit.is_empty() && self.pending.send.is_empty() {
+        let force = std::mem::take(&mut self.force_commit);
+        let pending = &self.pending;
+        if pending.commit.is_empty()
+            && pending.send.is_empty()
+            && pending.early.is_empty()
+            && !force
+        {
             return None;
         }
-        // The queued messages it stores can be read back once it is committed.
-        self.queue.polled();
-        Some(std::mem::take(&mut self.pending))
+        let mut output = std::mem::take(&mut self.pending);
+        output.generation = self.generation;
+        output.deferrable = !force && output.commit.len() == self.deferrable_ops;
+        self.deferrable_ops = 0;
+        if !output.send.is_empty() {
+            self.late_generation = self.generation;
+        }
+        // The queued messages it stores can be read back once it is written.
+        self.queue.polled(self.generation);
+        self.generation += 1;
+        Some(output)
+    }
+
+    /// The driver committed every output up to `generation` (operations that were
+    /// [`deferrable`](Output::deferrable) aside) and wrote their packets: their records can be
+    /// read back, and queued messages stored by them may go out [`early`](Output::early).
+    pub fn written(&mut self, generation: u64) {
+        if generation <= self.written {
+            return;
+        }
+        self.written = generation;
+        self.queue.written(generation);
+        self.drain();
+    }
+
+    /// Every operation of the outputs up to `generation` is durable, deferrable ones too (and
+    /// their packets were written): packet identifiers of the flows they ended may be reused.
+    pub fn durable(&mut self, generation: u64) {
+        if generation <= self.durable {
+            return;
+        }
+        self.durable = generation;
+        while let Some(&(at, packet_id)) = self.cooling_order.front() {
+            if at > generation {
+                break;
+            }
+            self.cooling_order.pop_front();
+            if self.cooling.get(&packet_id) == Some(&at) {
+                self.cooling.remove(&packet_id);
+            }
+        }
+        self.written = self.written.max(generation);
+        self.queue.written(generation);
+        self.drain();
+    }
+
+    /// Where a flow's packet goes: early when its record and every packet before it are
+    /// written, otherwise after the commit.
+    fn emit_flow_packet(&mut self, packet: Packet, record_generation: u64) {
+        if record_generation <= self.written
+            && self.late_generation <= self.written
+            && self.pending.send.is_empty()
+        {
+            self.pending.early.push(packet);
+        } else {
+            self.pending.send.push(packet);
+        }
     }
 
     fn set_meta(&mut self, meta: SessionMeta) {

@@ -1,10 +1,12 @@
 //! Model-based property test of the engine: random sequences of application calls, server
 //! behaviour, connection losses, reconnects and crashes, checked against invariants.
 //!
-//! The test plays the driver (it commits each [`Output`] to an in-memory store, then hands the
+//! The test plays the driver (it writes each [`Output`]'s early packets at once, commits the
+//! output to an in-memory store while the next one is polled, then hands the rest of its
 //! packets to the server), the server (a small model that answers as a broker would) and the
 //! application (it publishes and acks). A crash rebuilds the engine from the committed records
-//! alone; uncommitted output is lost, as it would be.
+//! alone; uncommitted output is lost, as it would be, even when a commit was in flight and
+//! packets polled after it had gone out.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
@@ -29,7 +31,9 @@ const SERVER_TOPIC_ALIAS_MAXIMUM: u16 = 2;
 #[derive(Debug, Clone)]
 enum Action {
     Publish(bool),
-    Flush,
+    /// The driver commits and sends what the session made; `true`: the last commit is left in
+    /// flight (a crash now loses it).
+    Flush(bool),
     /// The server answers the n-th QoS 1/2 PUBLISH it holds unanswered; `bool`: with an error.
     ServerAnswersPublish(usize, bool),
     /// The server answers the n-th PUBREL it holds with PUBCOMP.
@@ -53,7 +57,7 @@ enum Action {
 fn action() -> impl Strategy<Value = Action> {
     prop_oneof![
         4 => any::<bool>().prop_map(Action::Publish),
-        4 => Just(Action::Flush),
+        4 => any::<bool>().prop_map(Action::Flush),
         4 => (any::<usize>(), prop::bool::weighted(0.1))
             .prop_map(|(n, e)| Action::ServerAnswersPublish(n, e)),
         2 => any::<usize>().prop_map(Action::ServerAnswersPubRel),
@@ -92,6 +96,8 @@ struct Server {
     /// PUBREC sent, PUBREL not yet received: packet id → delivery id. A PUBLISH repeated under
     /// such an id is a retransmission the server answers without delivering again.
     awaiting_pubrel: BTreeMap<u16, u64>,
+    /// The last outbound publish (uid) on this connection: they come in the order accepted.
+    last_uid: Option<u64>,
 }
 
 impl Server {
@@ -137,6 +143,9 @@ struct World {
     /// Uids whose ack was committed: never delivered again.
     acks_committed: BTreeSet<u64>,
     session_lost: bool,
+    /// An output whose commit is in flight (its early packets went out), with the publishes
+    /// and acks it makes durable.
+    in_flight: Option<(Output, Vec<u64>, Vec<u64>)>,
 }
 
 fn options() -> SessionOptions {
@@ -181,6 +190,7 @@ impl World {
             finished_now: BTreeSet::new(),
             held: Vec::new(),
             acks_pending: Vec::new(),
+            in_flight: None,
             acks_committed: BTreeSet::new(),
             session_lost: false,
         }
@@ -224,21 +234,32 @@ impl World {
         Ok(())
     }
 
-    /// The driver: commit, then send to the server.
+    /// The driver: early packets at once, then commit (the next output is polled while a
+    /// commit is in flight), then the other packets.
     fn flush(&mut self) -> Result<(), TestCaseError> {
+        self.flush_leaving(false)
+    }
+
+    fn flush_leaving(&mut self, leave_in_flight: bool) -> Result<(), TestCaseError> {
         loop {
-            while let Some(output) = self.session.poll_output(Instant::now()) {
-                self.store.apply(&output.commit);
-                for uid in self.uncommitted_publishes.drain(..) {
-                    self.committed_now.insert(uid);
-                    self.committed_all.insert(uid);
-                }
-                self.acks_committed.extend(self.acks_pending.drain(..));
+            while let Some(mut output) = self.session.poll_output(Instant::now()) {
                 if self.server.connected {
-                    for packet in output.send {
+                    for packet in std::mem::take(&mut output.early) {
                         self.server_receives(packet)?;
                     }
                 }
+                let publishes = std::mem::take(&mut self.uncommitted_publishes);
+                let acks = std::mem::take(&mut self.acks_pending);
+                if let Some(previous) = self.in_flight.replace((output, publishes, acks)) {
+                    self.complete(previous)?;
+                }
+            }
+            if leave_in_flight && self.in_flight.is_some() {
+                break;
+            }
+            if let Some(previous) = self.in_flight.take() {
+                self.complete(previous)?;
+                continue;
             }
             // Everything polled is committed: the queue may be read back.
             let Some(read) = self.session.poll_queue_read() else {
@@ -252,8 +273,36 @@ impl World {
         self.events()
     }
 
+    /// The commit of an output returned: its packets go out, and the session hears of it.
+    fn complete(
+        &mut self,
+        (output, publishes, acks): (Output, Vec<u64>, Vec<u64>),
+    ) -> Result<(), TestCaseError> {
+        self.store.apply(&output.commit);
+        for uid in publishes {
+            self.committed_now.insert(uid);
+            self.committed_all.insert(uid);
+        }
+        self.acks_committed.extend(acks);
+        if self.server.connected {
+            for packet in output.send {
+                self.server_receives(packet)?;
+            }
+        }
+        self.session.durable(output.generation);
+        Ok(())
+    }
+
     fn server_receives(&mut self, packet: Packet) -> Result<(), TestCaseError> {
         if let Packet::Publish(p) = &packet {
+            let uid = uid_of(p);
+            prop_assert!(
+                self.server.last_uid.is_none_or(|last| last < uid),
+                "publish {} after {} on one connection: not in the order accepted",
+                uid,
+                self.server.last_uid.unwrap_or_default()
+            );
+            self.server.last_uid = Some(uid);
             match (p.properties.topic_alias, p.topic.is_empty()) {
                 (Some(alias), false) => {
                     prop_assert!((1..=SERVER_TOPIC_ALIAS_MAXIMUM).contains(&alias));
@@ -335,7 +384,7 @@ impl World {
                 self.delivery_uid.insert(id, uid);
                 self.uncommitted_publishes.push(uid);
             }
-            Action::Flush => self.flush()?,
+            Action::Flush(leave_in_flight) => self.flush_leaving(leave_in_flight)?,
             Action::ServerAnswersPublish(n, error) if self.server.connected => {
                 let Some(&id) = self
                     .server
@@ -347,6 +396,8 @@ impl World {
                 };
                 let (qos, delivery) = self.server.unanswered.remove(&id).unwrap();
                 self.server.answered.insert(delivery);
+                // A repeat of a message the server holds is answered as before: it took it.
+                let error = error && self.server.awaiting_pubrel.get(&id) != Some(&delivery);
                 let mut ack = PubAck::new(id);
                 if error {
                     ack.reason_code = ReasonCode::QuotaExceeded;
@@ -419,6 +470,10 @@ impl World {
             }
             Action::ConnectionLost if self.server.connected => {
                 self.server.connected = false;
+                // A commit in flight returns after the link went: its packets are dropped.
+                if let Some(previous) = self.in_flight.take() {
+                    self.complete(previous)?;
+                }
                 self.session.connection_lost(NOW_MS);
                 self.events()?;
             }
@@ -428,6 +483,7 @@ impl World {
             } if !self.server.connected => {
                 self.server.connected = true;
                 self.server.receive_maximum = receive_maximum;
+                self.server.last_uid = None;
                 // Whatever was unanswered on the old connection comes again or is forgotten.
                 self.server.unanswered.clear();
                 self.server.pubrels.clear();
@@ -487,6 +543,7 @@ impl World {
                     self.store.stored().queue.len() as u64,
                 );
                 let _ = self.session.poll_output(now);
+                self.in_flight = None;
                 self.uncommitted_publishes.clear();
                 self.acks_pending.clear();
                 self.held.clear();

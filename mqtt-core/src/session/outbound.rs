@@ -7,6 +7,14 @@ use super::{Event, Flow, PublishError, PublishId, Session, Stage, encode};
 use crate::packet::{Codec, Packet, PubAck, Publish, QoS, ReasonCode};
 use crate::store::{OutboundRecord, QueuedPublish, StoreOp};
 
+/// The packet identifier a queued publish goes out under: fixed by its sequence number, so that
+/// after a crash it goes out again under the one it may have had, and sending it stores nothing.
+/// A sequence number reuses an identifier 65,535 numbers later, and only once the earlier flow
+/// is over and its record's removal durable.
+pub(super) fn packet_id_of(seq: u64) -> u16 {
+    u16::try_from(seq % u64::from(u16::MAX)).map_or(1, |n| n + 1)
+}
+
 /// Outbound Topic Alias mappings of one connection: assigned on first use, the least recently
 /// used one reassigned when all the server allows are taken.
 #[derive(Debug, Default)]
@@ -98,18 +106,12 @@ impl Session {
         }
         let id = self.next_seq();
         if publish.qos == QoS::AtMostOnce && self.connection.is_some() && self.queue.is_empty() {
-            self.send_publish(publish);
+            let packet = self.with_alias(publish);
+            self.pending.send.push(packet);
             return Ok(id);
         }
-        if publish.qos != QoS::AtMostOnce
-            && self.queue.is_empty()
-            && self.requests_waiting.is_empty()
-            && self.can_start_flow()
-        {
-            // It goes out now: stored once as a flow, never as a queue record.
-            self.start_flow(id, publish, false);
-            return Ok(id);
-        }
+        // QoS 1/2 is stored as a queue record, and keeps it while in flight: its packet
+        // identifier follows from its sequence number, so sending it stores nothing more.
         let mut stored = publish.clone();
         stored.qos = QoS::AtMostOnce;
         let packet = encode(&stored)?;
@@ -128,7 +130,7 @@ impl Session {
                 accepted_at_ms: Some(self.clock_ms),
             },
         });
-        if self.queue.push(id, publish, size) {
+        if self.queue.push(id, publish, size, self.generation) {
             if let Some(at) = expires_at_ms {
                 self.expiries.insert((at, id));
                 self.deadlines.insert(id, at);
@@ -151,64 +153,15 @@ impl Session {
                 self.send_request(id, packet_id, packet);
             }
         }
-        let Some(conn) = self.connection.as_mut() else {
+        if self.connection.is_none() {
             return;
-        };
-        if let Some(from) = self.unsent_from {
-            // The first pass of a connection goes to the end, sending every PUBREL; later
-            // passes stop at the first PUBLISH without quota and resume there.
-            let first_pass = std::mem::replace(&mut conn.first_pass, false);
-            let mut blocked = None;
-            let mut too_large = Vec::new();
-            for (seq, flow) in self.flows.range_mut(from..) {
-                if flow.sent {
-                    continue;
-                }
-                let packet = match &flow.stage {
-                    // Send quota limits PUBLISH only [MQTT-3.3.4-8].
-                    Stage::Released => Packet::PubRel(PubAck::new(flow.packet_id)),
-                    Stage::Published(_) if conn.send_quota == 0 => {
-                        blocked.get_or_insert(*seq);
-                        if first_pass {
-                            continue;
-                        }
-                        break;
-                    }
-                    Stage::Published(publish) => {
-                        let mut again = Publish::clone(publish);
-                        again.dup = flow.retransmit;
-                        Packet::Publish(again)
-                    }
-                };
-                if self.codec.encoded_len(&packet).is_err() {
-                    // The server's Maximum Packet Size shrank since the flow began.
-                    too_large.push(*seq);
-                    continue;
-                }
-                if matches!(packet, Packet::Publish(_)) {
-                    conn.send_quota -= 1;
-                    flow.holds_quota = true;
-                }
-                flow.sent = true;
-                self.pending.send.push(packet);
-                flow.retransmit = true;
-            }
-            for seq in too_large {
-                // Over the server's new Maximum Packet Size; it took no quota on this pass.
-                self.end_flow(seq, |id| Event::Failed {
-                    id,
-                    reason: ReasonCode::PacketTooLarge,
-                });
-            }
-            if blocked.is_some() {
-                // Resume here when quota comes back: no scan of what went out already.
-                self.unsent_from = blocked;
-                return;
-            }
-            // New flows are sent as they are made; only a new connection unsends them.
-            self.unsent_from = None;
         }
-        while let Some(front) = self.queue.front() {
+        self.resend_flows();
+        if self.unsent_from.is_some() {
+            // Older flows wait for quota: the queue comes after them.
+            return;
+        }
+        while let Some((id, front, stored_by)) = self.queue.front() {
             if front.qos == QoS::AtMostOnce {
                 if let Some((id, mut publish)) = self.queue.pop_front() {
                     if !self.take_remaining_expiry(id, &mut publish) {
@@ -220,21 +173,95 @@ impl Session {
                         .encoded_len(&Packet::Publish(publish.clone()))
                         .is_ok()
                     {
-                        self.send_publish(publish);
+                        let packet = self.with_alias(publish);
+                        self.pending.send.push(packet);
                     }
                 }
                 continue;
             }
-            if !self.can_start_flow() {
+            if !self.can_start_flow(id) {
                 return;
             }
             let Some((id, mut publish)) = self.queue.pop_front() else {
                 return;
             };
             if self.take_remaining_expiry(id, &mut publish) {
-                self.start_flow(id, publish, true);
+                self.start_flow(id, publish, stored_by);
             }
         }
+    }
+
+    /// The flows not yet sent on this connection (after a reconnect), in order: on the first
+    /// pass every PUBREL, which needs no send quota [MQTT-3.3.4-8], then the PUBLISHes (DUP set)
+    /// as quota allows; later passes resume at the first PUBLISH that had none. PUBRELs go
+    /// first because a server counts a QoS 2 message against its Receive Maximum until PUBREL
+    /// (mosquitto does): a PUBLISH ahead of them could find no room and be refused with 0x97.
+    fn resend_flows(&mut self) {
+        let Some(conn) = self.connection.as_mut() else {
+            return;
+        };
+        let Some(from) = self.unsent_from else {
+            return;
+        };
+        let (written, late_generation) = (self.written, self.late_generation);
+        let pending = &mut self.pending;
+        let mut emit = |packet: Packet, record_generation: u64| {
+            // Early only behind nothing late, as `emit_flow_packet` decides.
+            if record_generation <= written && late_generation <= written && pending.send.is_empty()
+            {
+                pending.early.push(packet);
+            } else {
+                pending.send.push(packet);
+            }
+        };
+        if std::mem::replace(&mut conn.first_pass, false) {
+            for flow in self.flows.values_mut() {
+                if !flow.sent && flow.stage.is_released() {
+                    flow.sent = true;
+                    emit(
+                        Packet::PubRel(PubAck::new(flow.packet_id)),
+                        flow.record_generation,
+                    );
+                }
+            }
+        }
+        let mut blocked = None;
+        let mut too_large = Vec::new();
+        for (seq, flow) in self.flows.range_mut(from..) {
+            let Stage::Published(publish) = &flow.stage else {
+                continue;
+            };
+            if flow.sent {
+                continue;
+            }
+            if conn.send_quota == 0 {
+                blocked = Some(*seq);
+                break;
+            }
+            let mut again = Publish::clone(publish);
+            again.dup = flow.retransmit;
+            let packet = Packet::Publish(again);
+            if self.codec.encoded_len(&packet).is_err() {
+                // The server's Maximum Packet Size shrank since the flow began.
+                too_large.push(*seq);
+                continue;
+            }
+            conn.send_quota -= 1;
+            flow.holds_quota = true;
+            flow.sent = true;
+            flow.retransmit = true;
+            emit(packet, flow.record_generation);
+        }
+        for seq in too_large {
+            // Over the server's new Maximum Packet Size; it took no quota on this pass.
+            self.end_flow(seq, |id| Event::Failed {
+                id,
+                reason: ReasonCode::PacketTooLarge,
+            });
+        }
+        // Resume there when quota comes back: no scan of what went out already. New flows
+        // are sent as they are made; only a new connection unsends them.
+        self.unsent_from = blocked;
     }
 
     /// A queued message leaves the queue: with a Message Expiry Interval, it goes out with
@@ -298,47 +325,58 @@ impl Session {
         }
     }
 
-    /// Whether a QoS 1/2 publish could be sent now: a connection, send quota, a free identifier.
-    fn can_start_flow(&self) -> bool {
-        self.connection.as_ref().is_some_and(|c| c.send_quota > 0) && self.ids.has_free()
+    /// Whether the queued QoS 1/2 publish `id` could be sent now: a connection, send quota, and
+    /// its packet identifier free, with the removal of its previous flow's record durable
+    /// (when only that is missing, the next output asks for a commit at once).
+    fn can_start_flow(&mut self, id: PublishId) -> bool {
+        if !self.connection.as_ref().is_some_and(|c| c.send_quota > 0) {
+            return false;
+        }
+        let packet_id = packet_id_of(id);
+        if self.ids.contains(packet_id) {
+            return false;
+        }
+        if self.cooling.contains_key(&packet_id) {
+            self.force_commit = true;
+            return false;
+        }
+        true
     }
 
-    /// Sends an accepted QoS 1/2 publish as a new flow, stored under its delivery id (which
-    /// orders retransmission by acceptance). `queued`: its queue record goes in the same batch.
-    /// Call only when [`Session::can_start_flow`].
-    fn start_flow(&mut self, id: PublishId, mut publish: Publish, queued: bool) {
-        let Some(packet_id) = self.ids.allocate() else {
-            return;
-        };
+    /// Sends a queued QoS 1/2 publish as a new flow under the identifier its sequence number
+    /// gives; its queue record, stored by output `stored_by`, stays its record. Call only when
+    /// [`Session::can_start_flow`].
+    fn start_flow(&mut self, id: PublishId, mut publish: Publish, stored_by: u64) {
+        let packet_id = packet_id_of(id);
         publish.packet_id = packet_id;
-        // Checked against the server's limits as they are now; the record is the packet.
-        let fits = self.codec.encoded_len(&Packet::Publish(publish.clone()));
-        let record = match fits.and_then(|_| encode(&publish)) {
-            Ok(bytes) => bytes,
-            Err(_) => {
-                // Accepted when queued; it can only fail now against limits that changed.
-                self.ids.remove(packet_id);
-                if queued {
-                    self.pending.commit.push(StoreOp::RemoveQueue { seq: id });
-                }
-                self.events.push_back(Event::Failed {
-                    id,
-                    reason: ReasonCode::PacketTooLarge,
-                });
-                return;
-            }
-        };
+        // Checked against the server's limits as they are now.
+        if self
+            .codec
+            .encoded_len(&Packet::Publish(publish.clone()))
+            .is_err()
+            || !self.ids.insert(packet_id)
+        {
+            // Accepted when queued; it can only fail now against limits that changed.
+            self.pending.commit.push(StoreOp::RemoveQueue { seq: id });
+            self.events.push_back(Event::Failed {
+                id,
+                reason: ReasonCode::PacketTooLarge,
+            });
+            return;
+        }
         if let Some(conn) = self.connection.as_mut() {
             conn.send_quota = conn.send_quota.saturating_sub(1);
         }
-        if queued {
-            self.pending.commit.push(StoreOp::RemoveQueue { seq: id });
-        }
-        self.pending.commit.push(StoreOp::PutOutbound {
-            seq: id,
-            record: OutboundRecord::Publish(record),
-        });
-        self.send_publish(publish.clone());
+        let mut first = publish.clone();
+        // Stored before this session was resumed: it may have gone out before a crash, so it
+        // goes as a retransmission does, DUP set and with its topic.
+        first.dup = id < self.resumed_below;
+        let packet = if first.dup {
+            Packet::Publish(first)
+        } else {
+            self.with_alias(first)
+        };
+        self.emit_flow_packet(packet, stored_by);
         self.by_packet_id.insert(packet_id, id);
         self.flows.insert(
             id,
@@ -349,12 +387,14 @@ impl Session {
                 sent: true,
                 retransmit: true,
                 holds_quota: true,
+                queued: true,
+                record_generation: stored_by,
             },
         );
     }
 
-    /// Puts a first transmission on the wire, with a Topic Alias when one helps.
-    pub(super) fn send_publish(&mut self, mut publish: Publish) {
+    /// A publish as it goes on the wire, with a Topic Alias when one helps.
+    fn with_alias(&mut self, mut publish: Publish) -> Packet {
         // An alias adds a property: used only where the packet still fits the server's
         // Maximum Packet Size with it (the fuzzer found one 3 bytes over). A new mapping, topic
         // and alias both, is the largest form.
@@ -364,7 +404,7 @@ impl Session {
         if let Some(conn) = self.connection.as_mut().filter(|_| fits) {
             conn.aliases.apply(&mut publish);
         }
-        self.pending.send.push(Packet::Publish(publish));
+        Packet::Publish(publish)
     }
 
     /// Finds the flow of an acknowledged packet identifier, sent on this connection, in the
@@ -391,7 +431,15 @@ impl Session {
         };
         self.ids.remove(flow.packet_id);
         self.by_packet_id.remove(&flow.packet_id);
-        self.pending.commit.push(StoreOp::RemoveOutbound { seq });
+        self.pending.commit.push(if flow.queued {
+            StoreOp::RemoveQueue { seq: flow.id }
+        } else {
+            StoreOp::RemoveOutbound { seq }
+        });
+        self.deferrable_ops += 1;
+        self.cooling.insert(flow.packet_id, self.generation);
+        self.cooling_order
+            .push_back((self.generation, flow.packet_id));
         if let Some(conn) = self.connection.as_mut().filter(|_| flow.holds_quota) {
             // Never above the initial quota.
             conn.send_quota = conn.send_quota.saturating_add(1).min(conn.receive_maximum);
@@ -471,13 +519,20 @@ impl Session {
         };
         flow.stage = Stage::Released;
         self.by_packet_id.insert(flow.packet_id, new_seq);
-        self.pending.commit.push(StoreOp::RemoveOutbound { seq });
+        self.pending.commit.push(if flow.queued {
+            StoreOp::RemoveQueue { seq: flow.id }
+        } else {
+            StoreOp::RemoveOutbound { seq }
+        });
         self.pending.commit.push(StoreOp::PutOutbound {
             seq: new_seq,
             record: OutboundRecord::PubRel {
                 packet_id: flow.packet_id,
             },
         });
+        flow.queued = false;
+        flow.record_generation = self.generation;
+        // After the commit: the PUBREL depends on its record.
         self.pending
             .send
             .push(Packet::PubRel(PubAck::new(flow.packet_id)));

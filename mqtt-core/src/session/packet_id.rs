@@ -71,11 +71,6 @@ impl PacketIds {
     }
 
     /// A free identifier, now marked in flight; `None` when all 65,535 are in use.
-    /// Whether an identifier is free.
-    pub(crate) fn has_free(&self) -> bool {
-        self.count < u32::from(u16::MAX)
-    }
-
     pub(crate) fn allocate(&mut self) -> Option<u16> {
         if self.count >= u32::from(u16::MAX) {
             return None;

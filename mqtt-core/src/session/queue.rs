@@ -3,9 +3,9 @@
 //! queue; its counts stay exact because every message enters and leaves through the engine.
 //!
 //! Reads never miss a message: a message beyond the window is only counted (`stored`), and
-//! becomes readable once the [`Output`](super::Output) that stores it has been polled; the
-//! driver commits what it polls before it reads, so a read from `read_from` finds every
-//! readable message, in sequence order.
+//! becomes readable once the driver reported the [`Output`](super::Output) that stores it
+//! written ([`Session::written`]), so a read from `read_from` finds every readable message, in
+//! sequence order.
 
 use std::collections::VecDeque;
 
@@ -22,16 +22,25 @@ pub struct QueueRead {
     pub window: QueueWindow,
 }
 
+/// A message in memory: id, publish (at its QoS), stored size, and the output that stores it
+/// (0: stored before).
+type Resident = (PublishId, Publish, usize, u64);
+
 #[derive(Debug)]
 pub(super) struct Queue {
-    /// The oldest queued messages, in order: id, publish (at its QoS), stored size.
-    resident: VecDeque<(PublishId, Publish, usize)>,
+    /// The oldest queued messages, in order.
+    resident: VecDeque<Resident>,
     resident_bytes: usize,
     /// Messages after the resident ones, in the store only: how many, and their bytes.
     stored: u64,
     stored_bytes: u64,
-    /// How many of `stored` were handed out for commit, and so can be read back.
+    /// How many of `stored` were written, and so can be read back.
     readable: u64,
+    /// Messages left to the store so far, and that count as each output took them: they
+    /// become readable when the output is written.
+    pushed: u64,
+    polls: VecDeque<(u64, u64)>,
+    pushed_written: u64,
     /// Where the next read starts: past every message resident or read.
     read_from: u64,
     /// A read is out.
@@ -51,6 +60,9 @@ impl Queue {
             stored: 0,
             stored_bytes: 0,
             readable: 0,
+            pushed: 0,
+            polls: VecDeque::new(),
+            pushed_written: 0,
             read_from: 0,
             reading: false,
             // A window holds one message at least, or nothing could be read back.
@@ -63,7 +75,7 @@ impl Queue {
             queue.resident_bytes += queued.packet.len();
             queue
                 .resident
-                .push_back((*seq, publish, queued.packet.len()));
+                .push_back((*seq, publish, queued.packet.len(), 0));
             if let Some(at) = deadline {
                 expiring.push((*seq, at));
             }
@@ -87,14 +99,25 @@ impl Queue {
         self.resident_bytes as u64 + self.stored_bytes
     }
 
-    pub(super) fn front(&self) -> Option<&Publish> {
-        self.resident.front().map(|(_, publish, _)| publish)
+    /// The oldest message: its id, publish, and the output that stores it.
+    pub(super) fn front(&self) -> Option<(PublishId, &Publish, u64)> {
+        self.resident
+            .front()
+            .map(|(id, publish, _, stored_by)| (*id, publish, *stored_by))
     }
 
     pub(super) fn pop_front(&mut self) -> Option<(PublishId, Publish)> {
-        let (id, publish, size) = self.resident.pop_front()?;
+        let (id, publish, size, _) = self.resident.pop_front()?;
         self.resident_bytes = self.resident_bytes.saturating_sub(size);
         Some((id, publish))
+    }
+
+    /// How many messages in memory have an id below `id`.
+    pub(super) fn resident_below(&self, id: PublishId) -> usize {
+        self.resident
+            .iter()
+            .take_while(|(queued, _, _, _)| *queued < id)
+            .count()
     }
 
     /// Takes the resident message `id` out of the queue, wherever it is.
@@ -102,32 +125,55 @@ impl Queue {
         let index = self
             .resident
             .iter()
-            .position(|(queued, _, _)| *queued == id)?;
-        let (_, publish, size) = self.resident.remove(index)?;
+            .position(|(queued, _, _, _)| *queued == id)?;
+        let (_, publish, size, _) = self.resident.remove(index)?;
         self.resident_bytes = self.resident_bytes.saturating_sub(size);
         Some(publish)
     }
 
-    /// Adds a message just stored under `id`. It stays in memory while the window has room and
-    /// nothing waits in the store before it; `false` when it was left to the store.
-    pub(super) fn push(&mut self, id: PublishId, publish: Publish, size: usize) -> bool {
+    /// Adds a message just stored under `id` by the output `stored_by`. It stays in memory
+    /// while the window has room and nothing waits in the store before it; `false` when it was
+    /// left to the store.
+    pub(super) fn push(
+        &mut self,
+        id: PublishId,
+        publish: Publish,
+        size: usize,
+        stored_by: u64,
+    ) -> bool {
         let room = self.resident.len() < self.window.messages
             && (self.resident.is_empty()
                 || self.resident_bytes.saturating_add(size) <= self.window.bytes);
         if self.stored > 0 || !room {
             self.stored += 1;
             self.stored_bytes += size as u64;
+            self.pushed += 1;
             return false;
         }
         self.read_from = id.saturating_add(1);
         self.resident_bytes += size;
-        self.resident.push_back((id, publish, size));
+        self.resident.push_back((id, publish, size, stored_by));
         true
     }
 
-    /// Everything stored so far has been handed out for commit.
-    pub(super) fn polled(&mut self) {
-        self.readable = self.stored;
+    /// The output `generation` was polled: the messages left to the store so far are in it
+    /// or in an earlier one.
+    pub(super) fn polled(&mut self, generation: u64) {
+        if self.polls.back().map_or(self.pushed_written, |(_, n)| *n) < self.pushed {
+            self.polls.push_back((generation, self.pushed));
+        }
+    }
+
+    /// The outputs up to `generation` are written: what they stored can be read back.
+    pub(super) fn written(&mut self, generation: u64) {
+        while let Some(&(at, pushed)) = self.polls.front() {
+            if at > generation {
+                break;
+            }
+            self.polls.pop_front();
+            self.readable += pushed - self.pushed_written;
+            self.pushed_written = pushed;
+        }
     }
 
     /// The read to make now, if the window runs low and the store holds readable messages.
@@ -202,7 +248,7 @@ impl Session {
             queue.readable -= 1;
             queue.stored_bytes = queue.stored_bytes.saturating_sub(size as u64);
             queue.resident_bytes += size;
-            queue.resident.push_back((seq, publish, size));
+            queue.resident.push_back((seq, publish, size, 0));
             if let Some(at) = deadline {
                 self.expiries.insert((at, seq));
                 self.deadlines.insert(seq, at);

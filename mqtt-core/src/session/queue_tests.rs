@@ -52,8 +52,10 @@ impl Driven {
         let mut sent = Vec::new();
         loop {
             while let Some(output) = self.session.poll_output(Instant::now()) {
+                sent.extend(output.early);
                 self.store.apply(&output.commit);
                 sent.extend(output.send);
+                self.session.durable(output.generation);
             }
             let Some(read) = self.session.poll_queue_read() else {
                 return sent;
@@ -82,8 +84,10 @@ impl Driven {
             .unwrap();
         let mut sent = Vec::new();
         while let Some(output) = self.session.poll_output(Instant::now()) {
+            sent.extend(output.early);
             self.store.apply(&output.commit);
             sent.extend(output.send);
+            self.session.durable(output.generation);
         }
         sent
     }

@@ -121,8 +121,10 @@ impl Harness {
     fn flush(&mut self) -> Vec<Packet> {
         let mut sent = Vec::new();
         while let Some(output) = self.session.poll_output(Instant::now()) {
+            sent.extend(output.early);
             self.store.apply(&output.commit);
             sent.extend(output.send);
+            self.session.durable(output.generation);
         }
         sent
     }
@@ -2238,4 +2240,77 @@ fn queued_messages_go_out_with_the_remaining_expiry_and_expired_ones_are_never_s
     ));
     let output = restarted.poll_output(Instant::now()).unwrap();
     assert!(matches!(output.commit.ops(), [StoreOp::RemoveQueue { .. }]));
+}
+
+/// What a broker that counts a QoS 2 message against its Receive Maximum until PUBREL (as
+/// mosquitto does) makes of `sent`, holding `held` such messages before it: the most it holds
+/// at once. A new PUBLISH over the maximum is refused with 0x97 and its message lost.
+fn broker_holds_at_most(held: &[u16], sent: &[Packet]) -> usize {
+    let mut holding: BTreeSet<u16> = held.iter().copied().collect();
+    let mut most = holding.len();
+    for packet in sent {
+        match packet {
+            Packet::PubRel(rel) => {
+                holding.remove(&rel.packet_id);
+            }
+            Packet::Publish(p) if p.qos == QoS::ExactlyOnce => {
+                holding.insert(p.packet_id);
+            }
+            _ => {}
+        }
+        most = most.max(holding.len());
+    }
+    most
+}
+
+/// The failure the crash proof found when identifiers were bound at acceptance: with the
+/// broker's Receive Maximum at 2 and two QoS 2 messages awaiting PUBREL, the session sent
+/// PUBLISHes ahead of the PUBRELs (in sequence order, the PUBREL records being newer), and the
+/// broker refused them with 0x97. PUBRELs now go first on every new connection: after a lost
+/// connection (the messages behind them in flight) and after a crash (queued).
+#[test]
+fn pubrels_go_before_publishes_on_a_new_connection_so_a_receive_maximum_of_2_is_never_exceeded() {
+    for crash in [false, true] {
+        let mut h = Harness::new();
+        h.connack(false, Some(4));
+        for payload in ["a", "b", "c", "d"] {
+            h.publish(QoS::ExactlyOnce, payload);
+        }
+        let sent = h.flush();
+        assert_eq!(publishes(&sent).len(), 4, "all four fill the window of 4");
+        // a and b reach PUBREC: their PUBREL records come after c and d in sequence order.
+        let ids: Vec<u16> = publishes(&sent)
+            .iter()
+            .take(2)
+            .map(|(id, _, _)| *id)
+            .collect();
+        for id in &ids {
+            h.session
+                .handle_incoming(Packet::PubRec(PubAck::new(*id)), Instant::now())
+                .unwrap();
+        }
+        // The PUBRELs are stored and sent; the broker holds both messages until they arrive.
+        let rels = h.flush();
+        assert_eq!(rels.len(), 2);
+        if crash {
+            h.crash();
+        } else {
+            h.session.connection_lost(NOW_MS);
+            h.flush();
+        }
+        // The PUBRELs were lost on the way: the broker still holds a and b.
+        let resent = h.connack(true, Some(2));
+        assert_eq!(
+            resent
+                .iter()
+                .filter(|p| matches!(p, Packet::PubRel(_)))
+                .count(),
+            2,
+            "crash {crash}: both PUBRELs again: {resent:?}"
+        );
+        assert!(
+            broker_holds_at_most(&ids, &resent) <= 2,
+            "crash {crash}: the broker would refuse a PUBLISH: {resent:?}"
+        );
+    }
 }

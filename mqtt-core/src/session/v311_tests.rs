@@ -24,7 +24,11 @@ fn session(options: SessionOptions) -> Session {
 /// cannot express), and the store operations.
 fn flush(session: &mut Session) -> (Vec<Packet>, Vec<StoreOp>) {
     let (mut sent, mut ops) = (Vec::new(), Vec::new());
-    while let Some(output) = session.poll_output(Instant::now()) {
+    while let Some(mut output) = session.poll_output(Instant::now()) {
+        let mut all = std::mem::take(&mut output.early);
+        all.append(&mut output.send);
+        output.send = all;
+        session.durable(output.generation);
         for packet in &output.send {
             let mut buf = BytesMut::new();
             session
