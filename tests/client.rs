@@ -54,8 +54,9 @@ async fn connect_sends_the_options_and_publishes_qos1() {
         .publish("site/7/status", "up", QoS::AtLeastOnce)
         .await
         .unwrap();
-    // Accepted means durable: the record is in the store before the PUBACK.
-    assert_eq!(stored(&store).await.outbound.len(), 1);
+    // Accepted means durable: the record (the queue record it keeps in flight) is in the store
+    // before the PUBACK.
+    assert_eq!(stored(&store).await.queue.len(), 1);
     let publish = peer.publish().await;
     assert_eq!(publish.topic, "site/7/status");
     assert_eq!(publish.qos, QoS::AtLeastOnce);
@@ -68,7 +69,7 @@ async fn connect_sends_the_options_and_publishes_qos1() {
     client.disconnect().await.unwrap();
     assert!(matches!(peer.recv().await, Packet::Disconnect(_)));
     assert!(
-        stored(&store).await.outbound.is_empty(),
+        stored(&store).await.queue.is_empty(),
         "the completion is committed"
     );
 }
@@ -134,7 +135,7 @@ async fn nothing_reaches_the_wire_before_its_commit_returns() {
     let p = peer.publish().await;
     assert_eq!(p.topic, "t");
     assert!(publishing.await.unwrap().is_ok());
-    assert_eq!(stored_key(&inner, URL).await.outbound.len(), 1);
+    assert_eq!(stored_key(&inner, URL).await.queue.len(), 1);
 }
 
 async fn stored_key(store: &MemoryStore, url: &str) -> StoredSession {
@@ -602,7 +603,7 @@ async fn disconnect_after_the_drain_timeout_keeps_the_rest_in_the_store() {
     assert!(matches!(peer.recv().await, Packet::Disconnect(_)));
     assert_eq!(delivery.await, Err(DeliveryError::Stopped));
     let left = stored(&store).await;
-    assert_eq!(left.outbound.len(), 1, "resumes on the next start");
+    assert_eq!(left.queue.len(), 1, "resumes on the next start");
     assert!(left.meta.unwrap().disconnected_at_ms.is_some());
 }
 
@@ -736,13 +737,8 @@ async fn servers_are_tried_in_order_and_sessions_are_kept_per_server() {
     let (client, _m) = connecting.await.unwrap().unwrap();
     drop(client.publish("t", "x", QoS::AtLeastOnce).await.unwrap());
     peer.publish().await;
-    assert_eq!(stored_key(&store, "mqtt://b:1883").await.outbound.len(), 1);
-    assert!(
-        stored_key(&store, "mqtt://a:1883")
-            .await
-            .outbound
-            .is_empty()
-    );
+    assert_eq!(stored_key(&store, "mqtt://b:1883").await.queue.len(), 1);
+    assert!(stored_key(&store, "mqtt://a:1883").await.queue.is_empty());
 
     // Lost: the preferred server comes first again.
     *broker.fake.refuse_host.lock().unwrap() = None;
@@ -773,7 +769,7 @@ async fn a_cluster_scope_shares_one_session() {
     let again = peer.publish().await;
     assert_eq!((again.packet_id, again.dup), (first.packet_id, true));
     let key = SessionKey::cluster("plant-cluster", "gw");
-    assert_eq!(store.load(&key).await.unwrap().outbound.len(), 1);
+    assert_eq!(store.load(&key).await.unwrap().queue.len(), 1);
 }
 
 #[tokio::test]
@@ -1090,7 +1086,7 @@ async fn a_completed_flow_leaves_the_store_soon_even_when_idle() {
     };
     let delivery = client.publish("t", "x", QoS::AtLeastOnce).await.unwrap();
     let p = peer.publish().await;
-    assert_eq!(stored(&store).await.outbound.len(), 1);
+    assert_eq!(stored(&store).await.queue.len(), 1);
     peer.send(Packet::PubAck(PubAck::new(p.packet_id))).await;
     assert_eq!(
         timeout(WAIT, delivery).await.unwrap(),
@@ -1098,7 +1094,7 @@ async fn a_completed_flow_leaves_the_store_soon_even_when_idle() {
     );
     // The removal waits at most a few milliseconds for a commit to join.
     timeout(WAIT, async {
-        while !stored(&store).await.outbound.is_empty() {
+        while !stored(&store).await.queue.is_empty() {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     })

@@ -60,7 +60,7 @@ async fn use_another_server_is_followed_and_what_was_in_flight_stays_with_the_fi
     c.accept(false).await;
     // a's flow stays with a: c never sees it, and its own session is separate.
     c.silent(Duration::from_millis(200)).await;
-    assert_eq!(stored(&store, "mqtt://a:1883").await.outbound.len(), 1);
+    assert_eq!(stored(&store, "mqtt://a:1883").await.queue.len(), 1);
     drop(
         client
             .publish("t", "second", QoS::AtLeastOnce)
@@ -69,7 +69,7 @@ async fn use_another_server_is_followed_and_what_was_in_flight_stays_with_the_fi
     );
     let second = c.publish().await;
     assert_eq!(&second.payload[..], b"second");
-    assert_eq!(stored(&store, "mqtt://c:1884").await.outbound.len(), 1);
+    assert_eq!(stored(&store, "mqtt://c:1884").await.queue.len(), 1);
 
     // 0x9C is for this connection only: once c is lost, the round starts at a again, whose
     // flow is sent again there.

@@ -218,7 +218,9 @@ impl Session {
                 .push(StoreOp::RemoveInbound { packet_id });
         }
         // After a restart, queued messages stored before it may have been in flight.
-        let resent = self.flows.len() + self.queue.resident_below(self.resumed_below);
+        let resent = self.flows.len()
+            + self.queue.resident_below(self.resumed_below)
+            + self.queue.stored_before_resume as usize;
         if resent + released.len() + dropped_inbound > 0 {
             self.events.push_back(Event::SessionLost {
                 resent,
@@ -231,6 +233,7 @@ impl Session {
             flow.retransmit = false;
         }
         self.resumed_below = 0;
+        self.queue.stored_before_resume = 0;
     }
 
     /// The connection is gone: its quota goes with it; flows and the queue stay, to be sent

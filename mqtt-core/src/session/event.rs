@@ -106,8 +106,7 @@ pub enum Event {
     /// flight are sent again as new messages; messages past PUBREC are taken as delivered.
     SessionLost {
         /// How many publishes are sent again: those in flight, and after a restart those queued
-        /// before it (they may have gone out; of a queue longer than its window in memory,
-        /// those in memory).
+        /// before it (they may have gone out).
         resent: usize,
         /// How many PUBREL flows were dropped (the server had received their messages).
         dropped_pubrel: usize,

@@ -146,7 +146,7 @@ impl Session {
         // SUBSCRIBE and UNSUBSCRIBE wait for identifiers only, never for send quota
         // [MQTT-3.3.4-8].
         while !self.requests_waiting.is_empty() && self.connection.is_some() {
-            let Some(packet_id) = self.ids.allocate() else {
+            let Some(packet_id) = self.allocate_request_id() else {
                 break;
             };
             if let Some((id, packet)) = self.requests_waiting.pop_front() {

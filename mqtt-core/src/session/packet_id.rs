@@ -70,6 +70,13 @@ impl PacketIds {
         self.count
     }
 
+    /// A free identifier from `start` on (wrapping), now marked in flight; `None` when all
+    /// 65,535 are in use.
+    pub(crate) fn allocate_from(&mut self, start: u16) -> Option<u16> {
+        self.next = start.max(1);
+        self.allocate()
+    }
+
     /// A free identifier, now marked in flight; `None` when all 65,535 are in use.
     pub(crate) fn allocate(&mut self) -> Option<u16> {
         if self.count >= u32::from(u16::MAX) {

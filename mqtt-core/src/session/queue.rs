@@ -41,6 +41,8 @@ pub(super) struct Queue {
     pushed: u64,
     polls: VecDeque<(u64, u64)>,
     pushed_written: u64,
+    /// Of `stored`, how many were stored before the session was resumed (the oldest ones).
+    pub(super) stored_before_resume: u64,
     /// Where the next read starts: past every message resident or read.
     read_from: u64,
     /// A read is out.
@@ -60,6 +62,7 @@ impl Queue {
             stored: 0,
             stored_bytes: 0,
             readable: 0,
+            stored_before_resume: 0,
             pushed: 0,
             polls: VecDeque::new(),
             pushed_written: 0,
@@ -84,6 +87,7 @@ impl Queue {
         queue.stored = summary.messages.saturating_sub(stored.queue.len() as u64);
         queue.stored_bytes = summary.bytes.saturating_sub(queue.resident_bytes as u64);
         queue.readable = queue.stored;
+        queue.stored_before_resume = queue.stored;
         Ok((queue, expiring))
     }
 
@@ -246,6 +250,8 @@ impl Session {
             queue.read_from = seq.saturating_add(1);
             queue.stored -= 1;
             queue.readable -= 1;
+            // Reads go in order: the first ones read back are those stored before the resume.
+            queue.stored_before_resume = queue.stored_before_resume.saturating_sub(1);
             queue.stored_bytes = queue.stored_bytes.saturating_sub(size as u64);
             queue.resident_bytes += size;
             queue.resident.push_back((seq, publish, size, 0));

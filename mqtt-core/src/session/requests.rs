@@ -37,10 +37,18 @@ impl Session {
         Ok(self.enqueue_request(packet))
     }
 
+    /// An identifier for a SUBSCRIBE or UNSUBSCRIBE, searched from half the identifier space
+    /// past the newest queued message: a queued message's identifier is fixed by its sequence
+    /// number, and one taken by a request would hold the queue up until the request's ack.
+    pub(super) fn allocate_request_id(&mut self) -> Option<u16> {
+        let start = super::outbound::packet_id_of(self.next_seq.wrapping_add(32_767));
+        self.ids.allocate_from(start)
+    }
+
     fn enqueue_request(&mut self, packet: Packet) -> RequestId {
         let id = self.next_request;
         self.next_request += 1;
-        match self.ids.allocate() {
+        match self.allocate_request_id() {
             Some(packet_id) => self.send_request(id, packet_id, packet),
             // Every identifier is in flight: wait for one instead of failing.
             None => self.requests_waiting.push_back((id, packet)),

@@ -172,14 +172,17 @@ fn a_qos1_publish_is_committed_before_it_is_sent() {
     h.connack(false, None);
     h.publish(QoS::AtLeastOnce, "a");
     let output = h.session.poll_output(Instant::now()).unwrap();
-    // The record and the packet come in one Output: the record to commit, then the packet.
-    assert!(output.commit.ops().iter().any(|op| matches!(
-        op,
-        StoreOp::PutOutbound {
-            record: OutboundRecord::Publish(_),
-            ..
-        }
-    )));
+    // The record and the packet come in one Output: the queue record (which it keeps while in
+    // flight) to commit, then the packet; nothing goes early before its record is written.
+    assert!(
+        output
+            .commit
+            .ops()
+            .iter()
+            .any(|op| matches!(op, StoreOp::PushQueue { .. }))
+    );
+    assert!(output.early.is_empty());
+    assert!(!output.deferrable);
     assert_eq!(publishes(&output.send), vec![(1, false, Bytes::from("a"))]);
 }
 
@@ -195,8 +198,19 @@ fn publishing_offline_queues_durably_and_sends_on_connect() {
         publishes(&sent),
         vec![(1, false, Bytes::from("a")), (0, false, Bytes::from("b"))]
     );
+    assert_eq!(
+        h.store.queue.len(),
+        1,
+        "the QoS 2 message keeps its queue record while in flight; the QoS 0 one is gone"
+    );
+    assert!(h.store.outbound.is_empty());
+    h.session
+        .handle_incoming(Packet::PubRec(PubAck::new(1)), Instant::now())
+        .unwrap();
+    let sent = h.flush();
+    assert!(matches!(sent.as_slice(), [Packet::PubRel(_)]));
     assert!(h.store.queue.is_empty());
-    assert_eq!(h.store.outbound.len(), 1, "the QoS 2 flow is in flight");
+    assert_eq!(h.store.outbound.len(), 1, "the PUBREL flow is stored");
 }
 
 #[test]
@@ -329,12 +343,13 @@ fn mqtt_4_4_0_1_reconnect_resends_in_order_with_dup_within_the_new_receive_maxim
     h.session.handle_pubrec(&PubAck::new(1));
     h.flush();
     h.session.connection_lost(NOW_MS);
-    // Order: PUBLISH b, PUBLISH c (sent first), then PUBREL 1 (released later), which needs
-    // no send quota [MQTT-3.3.4-8].
+    // Order: PUBREL 1 first (it needs no send quota [MQTT-3.3.4-8], and the server still
+    // counts its message against its Receive Maximum), then PUBLISH b and c in their order.
     let sent = h.connack(true, Some(2));
     assert_eq!(
         sent,
         vec![
+            Packet::PubRel(PubAck::new(1)),
             Packet::Publish({
                 let mut p = Publish::new("t/1", "b");
                 p.qos = QoS::AtLeastOnce;
@@ -349,7 +364,6 @@ fn mqtt_4_4_0_1_reconnect_resends_in_order_with_dup_within_the_new_receive_maxim
                 p.dup = true;
                 p
             }),
-            Packet::PubRel(PubAck::new(1)),
         ]
     );
 }
@@ -365,7 +379,7 @@ fn mqtt_3_3_4_8_a_pubrel_never_waits_for_send_quota_and_quota_never_exceeds_the_
     h.session.handle_pubrec(&PubAck::new(2));
     h.flush();
     h.session.connection_lost(NOW_MS);
-    // Quota 1: PUBLISH 1 takes it; PUBREL 2 goes anyway; PUBLISH 3 waits.
+    // Quota 1: PUBREL 2 goes first and takes none; PUBLISH 1 takes it; PUBLISH 3 waits.
     let sent = h.connack(true, Some(1));
     let kinds: Vec<(PacketType, u16)> = sent
         .iter()
@@ -377,7 +391,7 @@ fn mqtt_3_3_4_8_a_pubrel_never_waits_for_send_quota_and_quota_never_exceeds_the_
         .collect();
     assert_eq!(
         kinds,
-        vec![(PacketType::Publish, 1), (PacketType::PubRel, 2)]
+        vec![(PacketType::PubRel, 2), (PacketType::Publish, 1)]
     );
     // PUBCOMP for the PUBREL gives back nothing it did not take: PUBLISH 3 still waits.
     h.session.handle_pubcomp(&PubAck::new(2));
@@ -408,13 +422,15 @@ fn a_retransmission_over_the_servers_new_maximum_packet_size_fails_its_flow_clea
     h.session.handle_connack(&connack, Instant::now()).unwrap();
     let output = h.session.poll_output(Instant::now()).unwrap();
     h.store.apply(&output.commit);
-    assert_eq!(publishes(&output.send), vec![(2, true, Bytes::from("b"))]);
+    let sent = [output.early, output.send].concat();
+    assert_eq!(publishes(&sent), vec![(2, true, Bytes::from("b"))]);
     assert!(h.events().contains(&Event::Failed {
         id: big,
         reason: ReasonCode::PacketTooLarge
     }));
     assert_eq!(h.session.in_flight(), 1);
-    assert_eq!(h.store.stored().outbound.len(), 1, "its record is gone");
+    assert_eq!(h.store.stored().queue.len(), 1, "its record is gone");
+    assert!(h.store.stored().outbound.is_empty());
     // It held no quota: the one there is went to the small one, and comes back with its
     // PUBACK for a new publish.
     h.session.handle_puback(&PubAck::new(2));
@@ -488,11 +504,14 @@ fn a_crash_resumes_from_the_committed_records_alone() {
     h.publish(QoS::AtLeastOnce, "c");
     // Accepted, not yet committed: lost in the crash, never acknowledged to the caller.
     h.crash();
-    assert_eq!(h.session.in_flight(), 2);
+    // The PUBREL flow is in flight; b is queued again under its queue record, and goes out
+    // under the same identifier with DUP set (it may have gone out before the crash).
+    assert_eq!(h.session.in_flight(), 1);
+    assert_eq!(h.session.queued(), 1);
     let sent = h.connack(true, None);
     assert_eq!(
         sent.iter().map(|p| p.packet_type()).collect::<Vec<_>>(),
-        vec![PacketType::Publish, PacketType::PubRel]
+        vec![PacketType::PubRel, PacketType::Publish]
     );
     assert_eq!(publishes(&sent), vec![(2, true, Bytes::from("b"))]);
 }
@@ -521,7 +540,8 @@ fn session_present_0_resends_publishes_as_new_and_drops_pubrel() {
         id: a,
         reason: ReasonCode::Success
     }));
-    assert_eq!(h.store.outbound.len(), 1);
+    assert!(h.store.outbound.is_empty(), "the PUBREL record is gone");
+    assert_eq!(h.store.queue.len(), 1, "b keeps its queue record in flight");
 }
 
 #[test]
@@ -1983,11 +2003,12 @@ fn mqtt_3_3_4_6_a_forwarded_message_loses_its_subscription_identifiers_and_wire_
         Some(3),
         "the session's own alias, if any"
     );
-    let stored = h.store.outbound.values().next().cloned();
-    let Some(OutboundRecord::Publish(bytes)) = stored else {
+    // A message in flight keeps its queue record: that is the flow's record.
+    assert!(h.store.outbound.is_empty());
+    let Some(stored) = h.store.queue.values().next().cloned() else {
         panic!("the flow's record");
     };
-    let back = decode_publish(&bytes).unwrap();
+    let back = decode_publish(&stored.packet).unwrap();
     assert!(back.properties.subscription_identifiers.is_empty());
 }
 

@@ -222,10 +222,13 @@ fn an_unsuback_without_reason_codes_removes_every_filter() {
         SubscribeProperties::default(),
     )
     .unwrap();
-    flush(&mut s);
+    let (sent, _) = flush(&mut s);
+    let [Packet::Subscribe(subscribe)] = sent.as_slice() else {
+        panic!("one SUBSCRIBE, got {sent:?}");
+    };
     s.handle_incoming(
         Packet::SubAck(SubAck {
-            packet_id: 1,
+            packet_id: subscribe.packet_id,
             properties: AckProperties::default(),
             reason_codes: vec![ReasonCode::GrantedQos1],
         }),
@@ -234,10 +237,13 @@ fn an_unsuback_without_reason_codes_removes_every_filter() {
     .unwrap();
     s.unsubscribe(vec!["a/#".into()], UnsubscribeProperties::default())
         .unwrap();
-    flush(&mut s);
+    let (sent, _) = flush(&mut s);
+    let [Packet::Unsubscribe(unsubscribe)] = sent.as_slice() else {
+        panic!("one UNSUBSCRIBE, got {sent:?}");
+    };
     s.handle_incoming(
         Packet::UnsubAck(UnsubAck {
-            packet_id: 2,
+            packet_id: unsubscribe.packet_id,
             properties: AckProperties::default(),
             reason_codes: Vec::new(),
         }),

@@ -14,7 +14,7 @@ use super::super::{ClientError, Delivery};
 use super::connection::Close;
 use super::{Driver, Reply, Slot};
 use crate::packet::Packet;
-use crate::store::{Batch, QueuedPublish, SessionKey, SessionStore, StoreError, StoreOp};
+use crate::store::{Batch, QueuedPublish, SessionKey, SessionStore, StoreError};
 
 /// How long the removal of a completed flow's record may wait for a commit to join.
 const DEFER_LIMIT: Duration = Duration::from_millis(20);
@@ -88,6 +88,8 @@ struct CommitInFlight {
     started: Instant,
     /// Publishes it makes durable.
     publishes: u64,
+    /// Per slot, the last output whose operations it holds (0: none polled yet).
+    generations: Vec<u64>,
 }
 
 /// The commit in flight and what gathers for the next one.
@@ -104,16 +106,15 @@ pub(super) struct Pipeline {
     deferred: Vec<Batch>,
     /// When the oldest of them was polled.
     deferred_since: Option<Instant>,
+    /// A deferred operation protects a packet or a caller: commit as soon as none is in flight.
+    urgent: bool,
+    /// Packets polled behind the commit in flight (they follow its packets), and their link.
+    gathered: Vec<Packet>,
+    gathered_link_gen: u64,
+    /// Per slot, the last output polled.
+    polled: Vec<u64>,
     /// A commit failed: the store refuses writes until it is reopened.
     failed: bool,
-}
-
-/// What a poll of the sessions asks the driver to do.
-enum Polled {
-    /// Nothing here needs durability first: write these now.
-    Write(Vec<Packet>),
-    /// A commit started; its packets wait for it.
-    Committing,
 }
 
 impl Pipeline {
@@ -126,6 +127,10 @@ impl Pipeline {
             batch_publishes: 0,
             deferred: Vec::new(),
             deferred_since: None,
+            urgent: false,
+            gathered: Vec::new(),
+            gathered_link_gen: 0,
+            polled: Vec::new(),
             failed: false,
         }
     }
@@ -142,6 +147,11 @@ impl Pipeline {
 
     pub(super) fn is_committing(&self) -> bool {
         self.commit.is_some()
+    }
+
+    /// Whether packets wait for a commit: in flight, or behind it.
+    pub(super) fn holds_packets(&self) -> bool {
+        self.commit.is_some() || !self.gathered.is_empty()
     }
 
     pub(super) fn is_reading(&self) -> bool {
@@ -206,57 +216,60 @@ impl Pipeline {
         }
     }
 
-    /// Polls every session. Starts a commit when something must be durable first; otherwise
-    /// answers the waiters and hands back the packets to write at once.
-    fn poll(
-        &mut self,
-        slots: &mut [Slot],
-        active: usize,
-        link_gen: u64,
-        flush: Flush,
-        stats: &super::StatsCell,
-    ) -> Polled {
+    /// Polls every session, also while a commit is in flight: what may go out at once
+    /// (`early`) is handed back to write now; the operations join the next commit, and the
+    /// packets that follow them wait behind it.
+    fn gather(&mut self, slots: &mut [Slot], active: usize, link_gen: u64) -> (Vec<Packet>, bool) {
         let now = Instant::now();
-        let mut urgent = false;
-        let mut sends = Vec::new();
+        let mut early = Vec::new();
+        let mut polled_any = false;
         if self.deferred.len() < slots.len() {
             self.deferred.resize_with(slots.len(), Batch::new);
+            self.polled.resize(slots.len(), 0);
+        }
+        if self.gathered_link_gen != link_gen {
+            // Polled for a connection that is gone: the session sends them again.
+            self.gathered.clear();
+            self.gathered_link_gen = link_gen;
         }
         for (index, slot) in slots.iter_mut().enumerate() {
-            let Some(output) = slot.session.poll_output(now) else {
-                continue;
-            };
-            if index == active {
-                sends.extend(output.send);
+            while let Some(output) = slot.session.poll_output(now) {
+                polled_any = true;
+                if let Some(polled) = self.polled.get_mut(index) {
+                    *polled = output.generation;
+                }
+                if index == active {
+                    early.extend(output.early);
+                    self.gathered.extend(output.send);
+                }
+                // Not deferrable with nothing to commit: a packet identifier waits for what is
+                // deferred to be durable.
+                self.urgent |= !output.deferrable;
+                if output.commit.is_empty() {
+                    continue;
+                }
+                if let Some(deferred) = self.deferred.get_mut(index) {
+                    deferred.append(output.commit);
+                }
+                self.deferred_since.get_or_insert(now);
             }
-            if output.commit.is_empty() {
-                continue;
-            }
-            // Removing the record of a completed flow protects nothing that is sent: it can
-            // wait for the next commit. A crash before then resends a publish the server
-            // already acknowledged (QoS 1: a duplicate QoS 1 allows; QoS 2: a PUBREL the server
-            // answers with PUBCOMP), never a loss.
-            let lazy = output
-                .commit
-                .ops()
-                .iter()
-                .all(|op| matches!(op, StoreOp::RemoveOutbound { .. }));
-            urgent |= !lazy;
-            if let Some(deferred) = self.deferred.get_mut(index) {
-                deferred.append(output.commit);
-            }
-            self.deferred_since.get_or_insert(now);
         }
+        (early, polled_any)
+    }
+
+    /// Starts a commit of everything deferred when it is due, taking the gathered packets and
+    /// callers with it; `false` when nothing needs one now.
+    fn start_commit(&mut self, slots: &[Slot], flush: Flush, stats: &super::StatsCell) -> bool {
+        let now = Instant::now();
         let deferred_ops: usize = self.deferred.iter().map(Batch::len).sum();
         let due = self
             .deferred_since
             .is_some_and(|since| now >= since + DEFER_LIMIT);
         let commit_now = deferred_ops > 0
-            && (urgent || flush == Flush::All || due || deferred_ops >= DEFER_MAX_OPS);
-        let waiters = std::mem::take(&mut self.waiters);
+            && (self.urgent || flush == Flush::All || due || deferred_ops >= DEFER_MAX_OPS);
         if !commit_now {
-            waiters.into_iter().for_each(Waiter::succeed);
-            return Polled::Write(sends);
+            self.urgent &= deferred_ops > 0;
+            return false;
         }
         let publishes = std::mem::take(&mut self.batch_publishes);
         let batches: Vec<(SessionKey, Batch)> = slots
@@ -266,6 +279,7 @@ impl Pipeline {
             .map(|(slot, batch)| (slot.key.clone(), std::mem::take(batch)))
             .collect();
         self.deferred_since = None;
+        self.urgent = false;
         stats.commits.fetch_add(1, Ordering::Relaxed);
         stats
             .committed_ops
@@ -282,13 +296,14 @@ impl Pipeline {
         });
         self.commit = Some(CommitInFlight {
             task,
-            sends,
-            link_gen,
-            waiters,
+            sends: std::mem::take(&mut self.gathered),
+            link_gen: self.gathered_link_gen,
+            waiters: std::mem::take(&mut self.waiters),
             started: now,
             publishes,
+            generations: self.polled.clone(),
         });
-        Polled::Committing
+        true
     }
 
     /// Fails every caller still waiting, and abandons a commit or read in flight (the client
@@ -309,23 +324,56 @@ impl Pipeline {
 }
 
 impl Driver {
-    /// Polls every session; commits what they produced, or, with nothing to commit, writes
-    /// their packets at once. Does nothing while a commit or a read is in flight. A session
-    /// whose window of the queue runs low is read for first: everything it polled before is
-    /// committed by now, and its messages then join the next commit.
+    /// Polls every session, writing at once what may go out before any commit; commits what
+    /// they produced when it is due, or, with nothing to commit, writes their packets and
+    /// reports them written. While a commit is in flight, what is polled gathers behind it. A
+    /// session whose window of the queue runs low is read for first (between commits).
     pub(super) async fn pump(&mut self, flush: Flush) {
-        if self.pipeline.is_committing() || self.pipeline.is_reading() {
+        if self.pipeline.is_reading() {
             return;
         }
-        if flush == Flush::WhenDue && self.pipeline.start_read(&mut self.slots) {
+        if !self.pipeline.holds_packets()
+            && flush == Flush::WhenDue
+            && self.pipeline.start_read(&mut self.slots)
+        {
             return;
         }
-        let link_gen = self.conn.link_gen;
-        let polled = self
-            .pipeline
-            .poll(&mut self.slots, self.active, link_gen, flush, &self.stats);
-        if let Polled::Write(sends) = polled {
+        // A report of what was written can release more (queued messages in the freed
+        // window); a few rounds take what it releases.
+        for _ in 0..8 {
+            let link_gen = self.conn.link_gen;
+            let (early, polled_any) = self.pipeline.gather(&mut self.slots, self.active, link_gen);
+            self.write(early);
+            if self.pipeline.is_committing()
+                || self.pipeline.start_commit(&self.slots, flush, &self.stats)
+            {
+                return;
+            }
+            let sends = std::mem::take(&mut self.pipeline.gathered);
             self.write(sends);
+            std::mem::take(&mut self.pipeline.waiters)
+                .into_iter()
+                .for_each(Waiter::succeed);
+            self.report_polled();
+            if !polled_any {
+                break;
+            }
+        }
+    }
+
+    /// Nothing polled waits for a commit: every output polled is written, and wholly durable
+    /// where no deferred operation of its session remains.
+    fn report_polled(&mut self) {
+        let pipeline = &self.pipeline;
+        for (index, slot) in self.slots.iter_mut().enumerate() {
+            let Some(&generation) = pipeline.polled.get(index) else {
+                continue;
+            };
+            if pipeline.deferred.get(index).is_none_or(Batch::is_empty) {
+                slot.session.durable(generation);
+            } else {
+                slot.session.written(generation);
+            }
         }
     }
 
@@ -355,6 +403,10 @@ impl Driver {
                 done.waiters.into_iter().for_each(Waiter::succeed);
                 if done.link_gen == self.conn.link_gen {
                     self.write(done.sends);
+                }
+                // Everything deferred when it started was in it.
+                for (slot, generation) in self.slots.iter_mut().zip(done.generations) {
+                    slot.session.durable(generation);
                 }
             }
             Some(error) => {

@@ -85,7 +85,7 @@ impl Driver {
             return;
         }
         if d.sent {
-            if !self.pipeline.is_committing() && !self.conn.out.is_pending() {
+            if !self.pipeline.holds_packets() && !self.conn.out.is_pending() {
                 // DISCONNECT is on the wire.
                 self.close_link(Close::Graceful).await;
                 self.stop(None);
@@ -109,7 +109,7 @@ impl Driver {
                 }
                 // Its output goes out now (after any commit).
                 self.pump(super::Flush::WhenDue).await;
-                if !self.pipeline.is_committing() {
+                if !self.pipeline.holds_packets() {
                     self.close_link(Close::Graceful).await;
                     self.stop(None);
                 }
