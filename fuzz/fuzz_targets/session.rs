@@ -48,7 +48,7 @@ fn packet_id(record: &OutboundRecord) -> Option<u16> {
 
 impl Store {
     /// Applies a batch; returns the QoS 1/2 messages it stored, each with the record it
-    /// continues (a PUBREL record replaces its PUBLISH record under a new number).
+    /// continues (a PUBREL record replaces its PUBLISH or queue record under a new number).
     fn apply(&mut self, batch: &Batch) -> Vec<(u64, Option<u64>)> {
         let mut stored = Vec::new();
         let mut removed: Vec<(u64, Option<u16>)> = Vec::new();
@@ -86,7 +86,13 @@ impl Store {
                     self.queue.insert(seq, message);
                 }
                 StoreOp::RemoveQueue { seq } => {
-                    self.queue.remove(&seq);
+                    // A message sent from the queue keeps its queue record until PUBREC, under
+                    // the identifier its sequence number fixes.
+                    if let Some(message) = self.queue.remove(&seq) {
+                        let packet_id = (message.qos != QoS::AtMostOnce)
+                            .then(|| u16::try_from(seq % 65_535 + 1).unwrap_or(0));
+                        removed.push((seq, packet_id));
+                    }
                 }
                 StoreOp::PutSubscription(subscription) => {
                     self.subscriptions
@@ -216,7 +222,16 @@ impl World {
 
     fn commit_and_send(&mut self) {
         while let Some(output) = self.session.poll_output(self.now) {
-            trace(&format!("commit {:?}\nsend {:?}", output.commit.ops(), output.send));
+            trace(&format!(
+                "early {:?}\ncommit {:?}\nsend {:?}",
+                output.early,
+                output.commit.ops(),
+                output.send
+            ));
+            assert!(
+                !output.early.iter().any(|p| matches!(p, Packet::Disconnect(_))),
+                "DISCONNECT sent early"
+            );
             for (seq, continues) in self.store.apply(&output.commit) {
                 let message = continues
                     .and_then(|old| self.message_of.get(&old).copied())
@@ -232,11 +247,13 @@ impl World {
             }
             // Whatever the engine sends, its codec can write (3.1.1 refuses v5-only forms).
             let codec = self.session.codec();
-            for packet in &output.send {
+            for packet in output.early.iter().chain(&output.send) {
                 if let Err(e) = codec.encode(packet, &mut BytesMut::new()) {
                     panic!("the engine sent what it cannot encode: {e}: {packet:?}");
                 }
             }
+            // Committed at once and written: as durable as it gets.
+            self.session.durable(output.generation);
         }
     }
 

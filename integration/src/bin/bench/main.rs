@@ -6,6 +6,7 @@
 //! cargo run --release -p integration --bin bench -- full 0  # mosquitto max_inflight_messages 0
 //! cargo run --release -p integration --bin bench -- queue 1000000  # a queue offline, drained
 //! cargo run --release -p integration --bin bench -- postgres  # PostgresStore, group commit, failover
+//! cargo run --release -p integration --bin bench -- windows   # broker windows 20/100/0, ×3 interleaved
 //! ```
 //!
 //! It starts its own mosquitto, measures the machine's ceilings (raw `fdatasync` rate, what
@@ -21,6 +22,7 @@
 
 mod postgres;
 mod queue;
+mod windows;
 
 use std::collections::HashMap;
 use std::process::{Command, ExitCode, Stdio};
@@ -523,6 +525,11 @@ fn main() -> ExitCode {
                 let runs = args.get(2).map_or(Ok(3), |v| v.parse())?;
                 postgres::run(count, runs).await
             }
+            Some("windows") => {
+                let count = args.get(1).map_or(Ok(32_000), |v| v.parse())?;
+                let runs = args.get(2).map_or(Ok(3), |v| v.parse())?;
+                windows::run(count, runs)
+            }
             Some("recover") => {
                 let [_, store, path, url] = args.as_slice() else {
                     return Err("bad recover arguments".into());
@@ -543,6 +550,19 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The median of `values` (sorted in place; the upper one of an even count).
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(0.0)
+}
+
+/// The range of `values`, as `min–max`.
+fn spread(values: &[f64]) -> String {
+    let min = values.iter().copied().fold(f64::INFINITY, f64::min);
+    let max = values.iter().copied().fold(0.0, f64::max);
+    format!("{min:.0}–{max:.0}")
 }
 
 fn cpu_model() -> String {

@@ -21,18 +21,7 @@ use mooring::store::{
 };
 use mooring::{Client, ClientBuilder};
 
-use super::{Error, Measured, WINDOW, child, parse_measured};
-
-fn median(values: &mut [f64]) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values.get(values.len() / 2).copied().unwrap_or(0.0)
-}
-
-fn spread(values: &[f64]) -> String {
-    let min = values.iter().copied().fold(f64::INFINITY, f64::min);
-    let max = values.iter().copied().fold(0.0, f64::max);
-    format!("{min:.0}–{max:.0}")
-}
+use super::{Error, Measured, WINDOW, child, median, parse_measured, spread};
 
 pub(crate) async fn run(count: usize, runs: usize) -> Result<(), Error> {
     let broker = Mosquitto::with_config(&MosquittoConfig {
