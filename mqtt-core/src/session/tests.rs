@@ -186,6 +186,71 @@ fn a_qos1_publish_is_committed_before_it_is_sent() {
     assert_eq!(publishes(&output.send), vec![(1, false, Bytes::from("a"))]);
 }
 
+/// The refill that makes durable QoS 1 fast at a small broker window: a queued message whose
+/// record is already durable goes out at once when a PUBACK frees quota, ahead of the commit
+/// that removes the acknowledged one (which may wait: it protects nothing sent).
+#[test]
+fn a_queued_message_whose_record_is_durable_goes_out_early_when_quota_frees() {
+    let mut h = Harness::new();
+    h.connack(false, Some(1));
+    h.publish(QoS::AtLeastOnce, "a");
+    h.publish(QoS::AtLeastOnce, "b");
+    assert_eq!(publishes(&h.flush()), vec![(1, false, Bytes::from("a"))]);
+    assert_eq!(
+        h.store.queue.len(),
+        2,
+        "both records durable, b waits for quota"
+    );
+    h.session.handle_puback(&PubAck::new(1));
+    let output = h.session.poll_output(Instant::now()).unwrap();
+    assert_eq!(publishes(&output.early), vec![(2, false, Bytes::from("b"))]);
+    assert!(output.send.is_empty());
+    assert!(
+        matches!(output.commit.ops(), [StoreOp::RemoveQueue { seq: 0 }]),
+        "{:?}",
+        output.commit
+    );
+    assert!(output.deferrable, "the removal may join a later commit");
+}
+
+/// A packet identifier is fixed by the sequence number (`seq % 65535 + 1`): a new message whose
+/// identifier is that of a flow just ended waits until that flow's removal is durable, or a
+/// crash could leave two records under one identifier. The output asks for the commit at once.
+#[test]
+fn a_packet_identifier_is_reused_only_once_the_removal_of_its_last_flow_is_durable() {
+    let mut h = Harness::new();
+    h.connack(false, None);
+    h.session.connection_lost(NOW_MS);
+    h.publish(QoS::AtLeastOnce, "a"); // seq 0: identifier 1
+    h.flush();
+    // A PUBREL record at seq 65534 puts the next sequence number at 65535: identifier 1 again.
+    h.store
+        .outbound
+        .insert(65_534, OutboundRecord::PubRel { packet_id: 999 });
+    h.crash();
+    let sent = h.connack(true, None);
+    assert_eq!(publishes(&sent), vec![(1, true, Bytes::from("a"))]);
+    h.session.handle_puback(&PubAck::new(1));
+    h.publish(QoS::AtLeastOnce, "b"); // seq 65535: identifier 1
+    let output = h.session.poll_output(Instant::now()).unwrap();
+    assert!(publishes(&[output.early.clone(), output.send.clone()].concat()).is_empty());
+    assert!(!output.deferrable);
+    h.store.apply(&output.commit);
+    // Written is not enough: the removal must be durable.
+    h.session.written(output.generation);
+    assert!(
+        publishes(
+            &h.session
+                .poll_output(Instant::now())
+                .map(|o| [o.early, o.send].concat())
+                .unwrap_or_default()
+        )
+        .is_empty()
+    );
+    h.session.durable(output.generation);
+    assert_eq!(publishes(&h.flush()), vec![(1, false, Bytes::from("b"))]);
+}
+
 #[test]
 fn publishing_offline_queues_durably_and_sends_on_connect() {
     let mut h = Harness::new();
