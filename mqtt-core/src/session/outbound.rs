@@ -329,7 +329,7 @@ impl Session {
     /// its packet identifier free, with the removal of its previous flow's record durable
     /// (when only that is missing, the next output asks for a commit at once).
     fn can_start_flow(&mut self, id: PublishId) -> bool {
-        if !self.connection.as_ref().is_some_and(|c| c.send_quota > 0) {
+        if self.connection.as_ref().is_none_or(|c| c.send_quota == 0) {
             return false;
         }
         let packet_id = packet_id_of(id);
