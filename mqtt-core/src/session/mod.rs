@@ -119,6 +119,29 @@ struct Inbound {
     reason: ReasonCode,
 }
 
+/// What decides whether a flow's packet may go early: the outputs reported written, and the
+/// latest one with packets after its commit.
+#[derive(Clone, Copy)]
+struct Placing {
+    written: u64,
+    late_generation: u64,
+}
+
+impl Placing {
+    /// Early when the packet's record and every packet before it are written (so the wire
+    /// order stays the engine's), otherwise after the commit.
+    fn place(self, pending: &mut Output, packet: Packet, record_generation: u64) {
+        if record_generation <= self.written
+            && self.late_generation <= self.written
+            && pending.send.is_empty()
+        {
+            pending.early.push(packet);
+        } else {
+            pending.send.push(packet);
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 struct Flow {
     /// The delivery id: the sequence number the PUBLISH was first stored under.
@@ -580,13 +603,14 @@ impl Session {
     /// Where a flow's packet goes: early when its record and every packet before it are
     /// written, otherwise after the commit.
     fn emit_flow_packet(&mut self, packet: Packet, record_generation: u64) {
-        if record_generation <= self.written
-            && self.late_generation <= self.written
-            && self.pending.send.is_empty()
-        {
-            self.pending.early.push(packet);
-        } else {
-            self.pending.send.push(packet);
+        let placing = self.placing();
+        placing.place(&mut self.pending, packet, record_generation);
+    }
+
+    fn placing(&self) -> Placing {
+        Placing {
+            written: self.written,
+            late_generation: self.late_generation,
         }
     }
 

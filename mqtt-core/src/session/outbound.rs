@@ -197,22 +197,16 @@ impl Session {
     /// first because a server counts a QoS 2 message against its Receive Maximum until PUBREL
     /// (mosquitto does): a PUBLISH ahead of them could find no room and be refused with 0x97.
     fn resend_flows(&mut self) {
+        let placing = self.placing();
         let Some(conn) = self.connection.as_mut() else {
             return;
         };
         let Some(from) = self.unsent_from else {
             return;
         };
-        let (written, late_generation) = (self.written, self.late_generation);
         let pending = &mut self.pending;
         let mut emit = |packet: Packet, record_generation: u64| {
-            // Early only behind nothing late, as `emit_flow_packet` decides.
-            if record_generation <= written && late_generation <= written && pending.send.is_empty()
-            {
-                pending.early.push(packet);
-            } else {
-                pending.send.push(packet);
-            }
+            placing.place(pending, packet, record_generation);
         };
         if std::mem::replace(&mut conn.first_pass, false) {
             for flow in self.flows.values_mut() {

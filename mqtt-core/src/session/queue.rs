@@ -36,11 +36,10 @@ pub(super) struct Queue {
     stored_bytes: u64,
     /// How many of `stored` were written, and so can be read back.
     readable: u64,
-    /// Messages left to the store so far, and that count as each output took them: they
-    /// become readable when the output is written.
-    pushed: u64,
-    polls: VecDeque<(u64, u64)>,
-    pushed_written: u64,
+    /// Messages left to the store since the last output was polled.
+    unpolled: u64,
+    /// Per output polled with some (generation, how many): readable once it is written.
+    polled: VecDeque<(u64, u64)>,
     /// Of `stored`, how many were stored before the session was resumed (the oldest ones).
     pub(super) stored_before_resume: u64,
     /// Where the next read starts: past every message resident or read.
@@ -63,9 +62,8 @@ impl Queue {
             stored_bytes: 0,
             readable: 0,
             stored_before_resume: 0,
-            pushed: 0,
-            polls: VecDeque::new(),
-            pushed_written: 0,
+            unpolled: 0,
+            polled: VecDeque::new(),
             read_from: 0,
             reading: false,
             // A window holds one message at least, or nothing could be read back.
@@ -151,7 +149,7 @@ impl Queue {
         if self.stored > 0 || !room {
             self.stored += 1;
             self.stored_bytes += size as u64;
-            self.pushed += 1;
+            self.unpolled += 1;
             return false;
         }
         self.read_from = id.saturating_add(1);
@@ -160,23 +158,23 @@ impl Queue {
         true
     }
 
-    /// The output `generation` was polled: the messages left to the store so far are in it
-    /// or in an earlier one.
+    /// The output `generation` was polled: it stores the messages left to the store since
+    /// the output before it.
     pub(super) fn polled(&mut self, generation: u64) {
-        if self.polls.back().map_or(self.pushed_written, |(_, n)| *n) < self.pushed {
-            self.polls.push_back((generation, self.pushed));
+        let count = std::mem::take(&mut self.unpolled);
+        if count > 0 {
+            self.polled.push_back((generation, count));
         }
     }
 
     /// The outputs up to `generation` are written: what they stored can be read back.
     pub(super) fn written(&mut self, generation: u64) {
-        while let Some(&(at, pushed)) = self.polls.front() {
+        while let Some(&(at, count)) = self.polled.front() {
             if at > generation {
                 break;
             }
-            self.polls.pop_front();
-            self.readable += pushed - self.pushed_written;
-            self.pushed_written = pushed;
+            self.polled.pop_front();
+            self.readable += count;
         }
     }
 

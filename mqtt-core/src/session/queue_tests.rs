@@ -170,7 +170,7 @@ fn publishes_behind_a_stored_tail_wait_behind_it() {
 }
 
 #[test]
-fn a_message_is_read_back_only_after_the_output_that_stores_it_was_polled() {
+fn a_read_finds_only_what_was_committed_and_a_message_not_yet_polled_waits() {
     let mut d = Driven::new(QueueWindow::new(1, 1 << 20));
     d.session.publish(message(0)).unwrap();
     d.session.publish(message(1)).unwrap();
@@ -196,6 +196,38 @@ fn a_message_is_read_back_only_after_the_output_that_stores_it_was_polled() {
     );
     let sent = d.run();
     assert_eq!(numbers(&sent), vec![0, 1, 2]);
+}
+
+/// The driver polls while a commit is in flight: a message is read back only once the output
+/// that stores it is reported written, not when it is polled.
+#[test]
+fn a_message_is_read_back_only_after_the_output_that_stores_it_was_written() {
+    let mut d = Driven::new(QueueWindow::new(1, 1 << 20));
+    let mut connack = ConnAck::new(false);
+    connack.properties.receive_maximum = Some(10);
+    d.session.handle_connack(&connack, Instant::now()).unwrap();
+    d.run();
+    d.session.connection_lost(NOW_MS);
+    d.session.publish(message(0)).unwrap(); // in memory
+    d.session.publish(message(1)).unwrap(); // left to the store
+    let output = d.session.poll_output(Instant::now()).unwrap();
+    d.store.apply(&output.commit);
+    d.session.handle_connack(&connack, Instant::now()).unwrap();
+    // Message 0 goes out and frees the window; 1 is polled, committed, not reported.
+    assert_eq!(
+        d.session.poll_queue_read(),
+        None,
+        "polled but not reported written: no read"
+    );
+    d.session.written(output.generation);
+    let read = d
+        .session
+        .poll_queue_read()
+        .expect("written: it may be read");
+    let records = d.store.read_queue(read.from, read.window);
+    assert_eq!(records.len(), 1);
+    d.session.queue_read(records).unwrap();
+    assert_eq!(numbers(&d.run()), vec![0, 1]);
 }
 
 #[test]

@@ -1,7 +1,9 @@
 //! The group commit pipeline: what the sessions produce is committed as one batch while the
-//! next gathers; the packets that depend on it are written, and the callers answered, only
-//! when it has returned. Reads of the offline queue beyond a session's window go through it
-//! too, never at the same time as a commit: a read then sees every message polled before it.
+//! next gathers (sessions are polled during the commit, and what they may send at once,
+//! `early`, is written at once); the packets that depend on it are written, and the callers
+//! answered, only when it has returned, and then the sessions hear which outputs are written
+//! and durable. Reads of the offline queue beyond a session's window go through it too,
+//! between commits; a session only asks to read what it was told is written.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;

@@ -552,6 +552,23 @@ fn main() -> ExitCode {
     }
 }
 
+/// Measures one row in a child process of its own (`bench row ...`): `lib` is `mooring` or
+/// `rumqttc`, `window` the publishes a Mooring task keeps outstanding.
+fn measure(lib: &str, store: &str, url: &str, row: Row, window: usize) -> Result<Measured, Error> {
+    let args = [
+        "row".to_owned(),
+        lib.to_owned(),
+        store.to_owned(),
+        url.to_owned(),
+        row.qos.to_string(),
+        row.payload.to_string(),
+        row.tasks.to_string(),
+        row.count.to_string(),
+        window.to_string(),
+    ];
+    parse_measured(&child(&args)?)
+}
+
 /// The median of `values` (sorted in place; the upper one of an even count).
 fn median(values: &mut [f64]) -> f64 {
     values.sort_by(f64::total_cmp);
@@ -633,22 +650,9 @@ async fn run(smoke: bool, inflight: u16) -> Result<(), Error> {
     );
     println!("|---|---|---|---|---|---|---|---|---|---|---|");
     for row in rows {
-        let base = |lib: &str, store: &str, window: usize| {
-            vec![
-                "row".to_owned(),
-                lib.to_owned(),
-                store.to_owned(),
-                url.clone(),
-                row.qos.to_string(),
-                row.payload.to_string(),
-                row.tasks.to_string(),
-                row.count.to_string(),
-                window.to_string(),
-            ]
-        };
-        let peer = parse_measured(&child(&base("rumqttc", "-", 0))?)?;
+        let peer = measure("rumqttc", "-", &url, row, 0)?;
         for store in ["memory", "redb", "sled"] {
-            let m = parse_measured(&child(&base("mooring", store, WINDOW))?)?;
+            let m = measure("mooring", store, &url, row, WINDOW)?;
             let lat = |v: f64| {
                 if row.qos == 0 {
                     "–".to_owned()
@@ -688,18 +692,13 @@ async fn run(smoke: bool, inflight: u16) -> Result<(), Error> {
             } else {
                 8_000
             };
-            let args = vec![
-                "row".into(),
-                "mooring".into(),
-                store.into(),
-                url.clone(),
-                "1".into(),
-                "64".into(),
-                tasks.to_string(),
-                count.to_string(),
-                "1".into(),
-            ];
-            let m = parse_measured(&child(&args)?)?;
+            let row = Row {
+                qos: 1,
+                payload: 64,
+                tasks,
+                count,
+            };
+            let m = measure("mooring", store, &url, row, 1)?;
             println!(
                 "| {tasks} | {store} | {:.0} | {:.0} | {:.0} | {} |",
                 m.rate,

@@ -21,7 +21,7 @@ use mooring::store::{
 };
 use mooring::{Client, ClientBuilder};
 
-use super::{Error, Measured, WINDOW, child, median, parse_measured, spread};
+use super::{Error, Measured, Row, WINDOW, measure, median, spread};
 
 pub(crate) async fn run(count: usize, runs: usize) -> Result<(), Error> {
     let broker = Mosquitto::with_config(&MosquittoConfig {
@@ -56,21 +56,13 @@ fn client_rows(broker: &Mosquitto, pg: &Postgres, count: usize, runs: usize) -> 
     for _ in 0..runs {
         // Interleaved: each run measures every store once.
         for ((_, store), out) in stores.iter().zip(measured.iter_mut()) {
-            let args: Vec<String> = [
-                "row",
-                "mooring",
-                store,
-                &broker.url(),
-                "1",
-                "64",
-                "16",
-                &count.to_string(),
-                &WINDOW.to_string(),
-            ]
-            .iter()
-            .map(|s| (*s).to_owned())
-            .collect();
-            out.push(parse_measured(&child(&args)?)?);
+            let row = Row {
+                qos: 1,
+                payload: 64,
+                tasks: 16,
+                count,
+            };
+            out.push(measure("mooring", store, &broker.url(), row, WINDOW)?);
         }
     }
     let memory = measured.first().map_or(0.0, |runs| {

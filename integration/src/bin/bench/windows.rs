@@ -6,7 +6,7 @@
 
 use integration::mosquitto::{Mosquitto, MosquittoConfig};
 
-use super::{Error, Measured, WINDOW, child, median, parse_measured, spread};
+use super::{Error, Measured, Row, WINDOW, measure, median, spread};
 
 /// What a row measures: the library, the store, and the per-task window it is driven with.
 const CONTENDERS: [(&str, &str); 3] =
@@ -32,26 +32,18 @@ pub(crate) fn run(count: usize, runs: usize) -> Result<(), Error> {
             quiet_log: true,
             ..super::broker_config(inflight)
         })?;
-        for qos in ["1", "2"] {
+        for qos in [1u8, 2] {
             let mut measured: Vec<Vec<Measured>> = CONTENDERS.iter().map(|_| Vec::new()).collect();
             for _ in 0..runs {
                 for ((lib, store), out) in CONTENDERS.iter().zip(measured.iter_mut()) {
                     let window = if *lib == "rumqttc" { 0 } else { WINDOW };
-                    let args: Vec<String> = [
-                        "row",
-                        lib,
-                        store,
-                        &broker.url(),
+                    let row = Row {
                         qos,
-                        "64",
-                        "16",
-                        &count.to_string(),
-                        &window.to_string(),
-                    ]
-                    .iter()
-                    .map(|s| (*s).to_owned())
-                    .collect();
-                    out.push(parse_measured(&child(&args)?)?);
+                        payload: 64,
+                        tasks: 16,
+                        count,
+                    };
+                    out.push(measure(lib, store, &broker.url(), row, window)?);
                 }
             }
             let rates: Vec<Vec<f64>> = measured
