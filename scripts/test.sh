@@ -30,6 +30,12 @@ echo "no runtime in mooring-core's dependencies"
 # Every crate a user depends on packages and builds from its package alone, as it would from
 # the registry (the workspace's unpublished crates resolve from a local overlay).
 step "cargo package (the published crates)"
+# cargo unpacks the overlay's crates into $CARGO_HOME/registry/src/-<hash>/ (the hash is of
+# this checkout's path) and reuses an earlier unpacking and build of the same version, as it
+# may for a published crate: mooring-mqtt was once verified against a stale mooring-core. Drop
+# both, so that every run verifies against the crates it has just packaged.
+rm -rf "${CARGO_HOME:-$HOME/.cargo}"/registry/src/-*/mooring-*
+rm -rf "${CARGO_TARGET_DIR:-target}"/debug/.fingerprint/mooring-*
 cargo package --quiet --allow-dirty -p mooring-core -p mooring-store-memory -p mooring-store-redb \
   -p mooring-store-sled -p mooring-store-postgres -p mooring-mqtt -p mooring-cli
 echo "mooring-core, mooring-store-{memory,redb,sled,postgres}, mooring-mqtt, mooring-cli package"
