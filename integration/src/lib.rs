@@ -123,6 +123,31 @@ pub fn fdatasync_rate(dir: &std::path::Path, seconds: f64, append: bool) -> std:
     Ok(syncs as f64 / start.elapsed().as_secs_f64())
 }
 
+/// The disk's sequential write bandwidth when every `block` bytes appended are made durable
+/// (`fdatasync`), in bytes per second, measured for about `seconds` in `dir`: the ceiling of a
+/// store that writes big payloads.
+pub fn write_sync_bandwidth(
+    dir: &std::path::Path,
+    block: usize,
+    seconds: f64,
+) -> std::io::Result<f64> {
+    use std::io::Write;
+    let path = dir.join("bandwidth.bin");
+    let mut file = std::fs::File::create(&path)?;
+    let data = vec![0xA5u8; block];
+    let start = std::time::Instant::now();
+    let mut written = 0u64;
+    while start.elapsed().as_secs_f64() < seconds {
+        file.write_all(&data)?;
+        file.sync_data()?;
+        written += block as u64;
+    }
+    let rate = written as f64 / start.elapsed().as_secs_f64();
+    drop(file);
+    std::fs::remove_file(path)?;
+    Ok(rate)
+}
+
 /// The wall clock in milliseconds since the UNIX epoch.
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now()

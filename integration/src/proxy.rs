@@ -1,5 +1,6 @@
 //! A fault-injecting TCP proxy between a client and a broker: pass through, cut every
-//! connection, refuse new ones, stall (a black hole), delay, or deliver in 1-byte fragments.
+//! connection, refuse new ones, stall (a black hole), delay, add a link's latency, or deliver in
+//! 1-byte fragments.
 //!
 //! It runs on its own threads so that any test (async or not) can use it; it stops when
 //! dropped.
@@ -7,9 +8,10 @@
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// What the proxy does with traffic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,8 +22,13 @@ pub enum Fault {
     Refuse,
     /// Hold every byte (both ways) until the mode changes: a black hole.
     Stall,
-    /// Hold each chunk this long before forwarding it.
+    /// Hold each chunk this long before forwarding it, and the chunks behind it too: a slow
+    /// link that also limits throughput.
     Delay(Duration),
+    /// Deliver each chunk this long after it was read, without holding the next ones back: a
+    /// link's one-way latency (set it on both directions' traffic for a round trip of twice
+    /// this).
+    Latency(Duration),
     /// Forward one byte per write.
     Fragment,
 }
@@ -142,8 +149,13 @@ impl Drop for FaultProxy {
     }
 }
 
-/// Copies `from` to `to`, applying the current fault to each chunk.
-fn pump(mut from: TcpStream, mut to: TcpStream, shared: &Shared, to_server: bool) {
+/// Copies `from` to `to`, applying the current fault to each chunk. A reader thread (this one)
+/// stamps each chunk with when it may be delivered; a writer thread delivers it then, so that
+/// latency holds chunks in flight side by side.
+fn pump(mut from: TcpStream, to: TcpStream, shared: &Arc<Shared>, to_server: bool) {
+    let (chunks, delivery) = mpsc::channel::<(Instant, Vec<u8>)>();
+    let writer_shared = shared.clone();
+    let writer = thread::spawn(move || deliver(to, &delivery, &writer_shared));
     let mut buf = [0u8; 16 * 1024];
     loop {
         let n = match from.read(&mut buf) {
@@ -154,6 +166,7 @@ fn pump(mut from: TcpStream, mut to: TcpStream, shared: &Shared, to_server: bool
         if to_server {
             shared.to_server.fetch_add(n as u64, Ordering::Relaxed);
         }
+        let mut due = Instant::now();
         loop {
             match shared.fault() {
                 Fault::Stall if !shared.stopped.load(Ordering::SeqCst) => {
@@ -161,9 +174,26 @@ fn pump(mut from: TcpStream, mut to: TcpStream, shared: &Shared, to_server: bool
                     continue;
                 }
                 Fault::Delay(d) => thread::sleep(d),
+                Fault::Latency(d) => due += d,
                 _ => {}
             }
             break;
+        }
+        if chunks.send((due, chunk.to_vec())).is_err() {
+            break;
+        }
+    }
+    drop(chunks);
+    let _ = writer.join();
+    let _ = from.shutdown(Shutdown::Read);
+}
+
+/// Writes each chunk to `to` once it is due; closes `to`'s write side when the reader stops.
+fn deliver(mut to: TcpStream, chunks: &mpsc::Receiver<(Instant, Vec<u8>)>, shared: &Shared) {
+    for (due, chunk) in chunks {
+        let wait = due.saturating_duration_since(Instant::now());
+        if !wait.is_zero() {
+            thread::sleep(wait);
         }
         let written = if shared.fault() == Fault::Fragment {
             chunk.iter().try_for_each(|b| {
@@ -171,12 +201,11 @@ fn pump(mut from: TcpStream, mut to: TcpStream, shared: &Shared, to_server: bool
                     .and_then(|()| to.flush())
             })
         } else {
-            to.write_all(chunk)
+            to.write_all(&chunk)
         };
         if written.is_err() {
             break;
         }
     }
     let _ = to.shutdown(Shutdown::Write);
-    let _ = from.shutdown(Shutdown::Read);
 }

@@ -6,7 +6,9 @@
 //! to the broker (each gateway reaches the broker through a proxy of its own, which counts
 //! bytes). The dead or fenced one starts again as the new standby. At the end an independent
 //! subscriber and the ledgers are checked: every accepted message arrived exactly once and
-//! nothing twice, every number sent to the gateways was consumed, none after its ack.
+//! nothing twice, every number sent to the gateways was consumed, none after its ack, and no
+//! owner's application was handed a message after a later owner had started (a number may be
+//! consumed by two owners only when the first had it before the takeover and never acked it).
 //!
 //! `FAILOVER_TAKEOVERS` (default 5), `FAILOVER_SEED` and `FAILOVER_LEASE_MS` (default 1000)
 //! tune it; `scripts/failover.sh N` runs a long one.
@@ -143,6 +145,60 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
+}
+
+/// What the ledgers say about messages handed to more than one owner's application.
+struct HandedOver {
+    /// Deliveries to an owner's application after a later owner had started: a frozen owner
+    /// that woke must hand out nothing (the client holds its inbox back once the lease lapsed).
+    late: usize,
+    /// Numbers consumed by two owners where the first had it before the takeover and never
+    /// acked it (stopped in between): the server sends an unacked message to the next owner,
+    /// as it must.
+    before_takeover: usize,
+    /// The late deliveries and every owner's start, for the failure message.
+    traces: Vec<String>,
+}
+
+fn consumed_by_two_owners(dir: &Path, consumed: &[String]) -> HandedOver {
+    // `start <ms>` per incarnation, in order.
+    let starts: Vec<u64> = ledger(dir, "incarnation")
+        .iter()
+        .filter_map(|l| l.strip_prefix("start ")?.parse().ok())
+        .collect();
+    let mut late = Vec::new();
+    for line in ledger(dir, "deliveries") {
+        // `<n> delivered m<id> dup=<dup> run <incarnation> at <ms>`
+        let fields: Vec<&str> = line.split(' ').collect();
+        let (Some(run), Some(at)) = (
+            fields.get(5).and_then(|r| r.parse::<usize>().ok()),
+            fields.get(7).and_then(|t| t.parse::<u64>().ok()),
+        ) else {
+            continue;
+        };
+        if starts.iter().skip(run + 1).any(|&start| start <= at) {
+            late.push(line.clone());
+        }
+    }
+    let mut seen = HashSet::new();
+    let twice: HashSet<&String> = consumed.iter().filter(|n| !seen.insert(*n)).collect();
+    let late_numbers: HashSet<&str> = late.iter().filter_map(|l| l.split(' ').next()).collect();
+    let before_takeover = twice
+        .iter()
+        .filter(|n| !late_numbers.contains(n.as_str()))
+        .count();
+    let mut traces = late.clone();
+    traces.extend(
+        starts
+            .iter()
+            .enumerate()
+            .map(|(run, at)| format!("run {run} started at {at}")),
+    );
+    HandedOver {
+        late: late.len(),
+        before_takeover,
+        traces,
+    }
 }
 
 fn median(values: &mut [Duration]) -> Duration {
@@ -320,7 +376,8 @@ async fn a_standby_takes_over_from_a_killed_or_frozen_gateway_and_the_old_one_is
         "failover proof: {kills} kills, {freezes} freezes; takeover (stop to the standby's \
          SUBACK) median {:?}, max {:?}; {} accepted, {} arrived, {unrecorded} published but \
          unrecorded (killed before the ledger), {} duplicates; {} consumed, {unconsumed} \
-         unconsumed, {} delivered again after their ack",
+         unconsumed, {} delivered again after their ack, {} handed to a stopped owner and \
+         again to the next (never acked)",
         median(&mut takeover_times.clone()),
         takeover_times.iter().max().copied().unwrap_or_default(),
         accepted.len(),
@@ -328,12 +385,15 @@ async fn a_standby_takes_over_from_a_killed_or_frozen_gateway_and_the_old_one_is
         duplicates.len(),
         consumed.len(),
         redelivered.len(),
+        consumed_by_two_owners(dir.path(), &consumed).before_takeover,
     );
     assert!(duplicates.is_empty(), "arrived twice: {duplicates:?}");
+    let handed_over = consumed_by_two_owners(dir.path(), &consumed);
     assert_eq!(
-        consumed.len(),
-        consumed_set.len(),
-        "a number consumed twice"
+        handed_over.late, 0,
+        "an owner handed its application a message after another took the session over: \
+         {:#?}",
+        handed_over.traces
     );
     assert_eq!(unconsumed, 0, "numbers never consumed");
     assert!(

@@ -256,36 +256,6 @@ impl Message {
     }
 }
 
-/// The messages the server sends, in arrival order. Ends when the client stops.
-///
-/// Use [`Router`](super::Router) to dispatch them by topic filter. Dropping it discards (and acks) later
-/// messages.
-#[derive(Debug)]
-pub struct Messages {
-    pub(crate) rx: mpsc::Receiver<Message>,
-}
-
-impl Messages {
-    /// The next message; `None` once the client has stopped.
-    pub async fn recv(&mut self) -> Option<Message> {
-        self.rx.recv().await
-    }
-
-    /// The next message if one is waiting.
-    pub fn try_recv(&mut self) -> Option<Message> {
-        self.rx.try_recv().ok()
-    }
-}
-
-/// The same messages as [`Messages::recv`], for `StreamExt` combinators.
-impl futures_core::Stream for Messages {
-    type Item = Message;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Message>> {
-        self.rx.poll_recv(cx)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -59,6 +59,7 @@ mod config;
 mod driver;
 mod error;
 mod events;
+mod inbox;
 mod message;
 pub mod metrics;
 mod options;
@@ -72,7 +73,8 @@ mod v311;
 
 pub use error::{ClientError, ConnectError, DeliveryError};
 pub use events::{ClientEvent, Stats, SubAckInfo};
-pub use message::{Delivery, Message, Messages, Refusal};
+pub use inbox::Messages;
+pub use message::{Delivery, Message, Refusal};
 
 pub use config::{
     ClientConfig, ConfigError, ConfigProtocol, Property, QueueWindowConfig, TlsConfig, WillConfig,
@@ -501,9 +503,11 @@ impl ClientBuilder {
             };
             format!("mooring/response/{id}")
         });
+        let gate = inbox::OwnershipGate::new(&store);
         let driver = driver::Driver::load(driver::Parts {
             settings,
             store,
+            gate: gate.clone(),
             commands: command_rx,
             self_commands: commands.downgrade(),
             inbox,
@@ -528,6 +532,6 @@ impl ClientBuilder {
                 _alive: alive,
             }),
         };
-        Ok((client, Messages { rx: inbox_rx }, first_rx))
+        Ok((client, Messages::new(inbox_rx, gate), first_rx))
     }
 }

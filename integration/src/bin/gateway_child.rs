@@ -10,7 +10,8 @@
 //! - Consumes `proof/in/<n>` with manual ack: a number not yet in `DIR/consumed` is appended there
 //!   (fsync'd) before the ack; after the ack returned it goes to `DIR/acked`. A delivery of a
 //!   number already in `acked` is appended to `DIR/redelivered` (at QoS 2 the client must never
-//!   do that).
+//!   do that). Every delivery is traced to `DIR/deliveries` (`<n> delivered m<id> dup=<dup> run
+//!   <incarnation> at <ms>`), and each start to `DIR/incarnation` (`start <ms>`).
 //! - Prints `SUBSCRIBED` once its subscription is granted and `PUBLISHED` once every task is
 //!   done; disconnects cleanly and exits when its standard input closes.
 //! - `MQTT_VERSION=3.1.1` makes it speak MQTT 3.1.1 (default 5), with `RECEIVE_MAXIMUM` as its
@@ -220,7 +221,10 @@ async fn run() -> Result<(), Error> {
         }
     });
     let incarnation = lines(&a.dir.join("incarnation")).len() as u64;
-    Ledger::open(&a.dir.join("incarnation"))?.append("start")?;
+    // When it became the owner (ms since the UNIX epoch): the failover proof tells by it
+    // whether an earlier owner had a message before or after this one took the session over.
+    Ledger::open(&a.dir.join("incarnation"))?
+        .append(&format!("start {}", integration::now_ms()))?;
     let mut next: BTreeMap<u32, u64> = BTreeMap::new();
     for line in lines(&a.dir.join("accepted")) {
         let mut parts = line.split(' ');
@@ -326,7 +330,11 @@ async fn consume(mut messages: Messages, dir: PathBuf, incarnation: u64) -> Resu
     while let Some(message) = messages.recv().await {
         let n = String::from_utf8_lossy(message.payload()).into_owned();
         let (id, dup) = (message.publish().packet_id, message.dup());
-        writeln!(trace, "{n} delivered m{id} dup={dup} run {incarnation}")?;
+        let at = integration::now_ms();
+        writeln!(
+            trace,
+            "{n} delivered m{id} dup={dup} run {incarnation} at {at}"
+        )?;
         if acked.contains(&n) {
             redelivered.append(&n)?;
         }

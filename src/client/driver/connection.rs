@@ -187,6 +187,10 @@ impl Driver {
         if error.is_some() {
             self.stopping.error = error;
         }
+        if self.lease_lapsed || self.ownership_lapsed() {
+            // Another process may own the session: what waits in the inbox is its to deliver.
+            self.gate.revoke();
+        }
         self.conn.phase = Phase::Stopped;
     }
 
@@ -198,6 +202,9 @@ impl Driver {
             return;
         }
         self.active = self.slot_of(self.conn.server);
+        if let Some(slot) = self.slots.get(self.active) {
+            self.gate.set_active(&slot.key);
+        }
         let url = self.server_url();
         let Some(session) = self.session() else {
             return;

@@ -47,6 +47,7 @@ use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 use super::events::StatsCell;
+use super::inbox::OwnershipGate;
 use super::metrics::{Levels, Metrics};
 use super::options::Settings;
 use super::transport::Exchanged;
@@ -83,6 +84,8 @@ struct Slot {
 pub(crate) struct Parts {
     pub(crate) settings: Settings,
     pub(crate) store: Arc<dyn SessionStore>,
+    /// Holds the application's manual-ack messages back while the lease lapsed (inbox.rs).
+    pub(crate) gate: OwnershipGate,
     pub(crate) commands: mpsc::Receiver<Command>,
     pub(crate) self_commands: mpsc::WeakSender<Command>,
     pub(crate) inbox: mpsc::Sender<Message>,
@@ -118,6 +121,7 @@ pub(crate) struct Driver {
     housekeeping: JoinHandle<()>,
     /// Writes were held back because the store's lease on the session lapsed (ownership.rs).
     lease_lapsed: bool,
+    gate: OwnershipGate,
 }
 
 /// What woke the loop.
@@ -230,6 +234,9 @@ impl Driver {
             slots.push(Slot { key, session });
         }
         let configured: Vec<SessionKey> = slots.iter().map(|s| s.key.clone()).collect();
+        if let Some(first) = configured.first() {
+            parts.gate.set_active(first);
+        }
         let client_id = Some(settings.session.client_id.as_str());
         tidy(&*parts.store, client_id, &configured, &parts.events).await;
         let housekeeping = tokio::spawn(purge_periodically(
@@ -261,6 +268,7 @@ impl Driver {
             metrics: Metrics::new(&settings.session.client_id),
             housekeeping,
             lease_lapsed: false,
+            gate: parts.gate,
             settings,
         })
     }

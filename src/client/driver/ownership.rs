@@ -16,7 +16,7 @@ impl Driver {
     /// Whether this process may have lost the session without knowing: the store's lease
     /// ran out (a process frozen past it, or cut off from the store) and nothing confirmed it
     /// since. Nothing more may be written until a connection attempt checks with the store.
-    fn ownership_lapsed(&self) -> bool {
+    pub(super) fn ownership_lapsed(&self) -> bool {
         self.slots.get(self.active).is_some_and(|slot| {
             self.pipeline
                 .store()
@@ -58,6 +58,7 @@ impl Driver {
             session: session.clone(),
             holder: holder.clone(),
         });
+        self.gate.revoke();
         self.conn
             .answer_first_connect(Err(super::ConnectError::Ownership(error.clone())));
         self.stop(Some(error.to_string()));

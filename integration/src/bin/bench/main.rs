@@ -6,7 +6,8 @@
 //! cargo run --release -p integration --bin bench -- full 0  # mosquitto max_inflight_messages 0
 //! cargo run --release -p integration --bin bench -- queue 1000000  # a queue offline, drained
 //! cargo run --release -p integration --bin bench -- postgres  # PostgresStore, group commit, failover
-//! cargo run --release -p integration --bin bench -- windows   # broker windows 20/100/0, ×3 interleaved
+//! cargo run --release -p integration --bin bench -- windows   # broker windows, 4 KiB, 20 ms RTT; ×3 interleaved
+//! cargo run --release -p integration --bin bench -- receive   # the receiving side, ×3 interleaved
 //! ```
 //!
 //! It starts its own mosquitto, measures the machine's ceilings (raw `fdatasync` rate, what
@@ -22,6 +23,7 @@
 
 mod postgres;
 mod queue;
+mod receive;
 mod windows;
 
 use std::collections::HashMap;
@@ -231,6 +233,9 @@ async fn rumqttc_row(url: &str, row: Row) -> Result<Measured, Error> {
         MqttOptions::new(format!("rumqttc-{}", std::process::id()), "127.0.0.1", port);
     options.set_keep_alive(Duration::from_secs(60));
     options.set_max_packet_size(Some(1 << 20));
+    if let Ok(limit) = std::env::var("EXPERIMENT_RUMQTTC_INFLIGHT") {
+        options.set_outgoing_inflight_upper_limit(limit.parse()?);
+    }
     let (client, mut eventloop) = AsyncClient::new(options, 1024);
     let per_task = row.count / row.tasks;
     let total = per_task * row.tasks;
@@ -528,7 +533,26 @@ fn main() -> ExitCode {
             Some("windows") => {
                 let count = args.get(1).map_or(Ok(32_000), |v| v.parse())?;
                 let runs = args.get(2).map_or(Ok(3), |v| v.parse())?;
-                windows::run(count, runs)
+                windows::run(count, runs, args.get(3).map(String::as_str))
+            }
+            Some("recv") => {
+                // recv LIB STORE URL QOS MANUAL COUNT
+                let [_, lib, store, url, q, manual, count] = args.as_slice() else {
+                    return Err("bad recv arguments".into());
+                };
+                let (q, manual, count) = (q.parse()?, manual.parse()?, count.parse()?);
+                let rate = if lib == "rumqttc" {
+                    receive::rumqttc_receive(url, q, manual, count).await?
+                } else {
+                    receive::mooring_receive(store, url, q, manual, count).await?
+                };
+                println!("RECV {rate}");
+                Ok(())
+            }
+            Some("receive") => {
+                let count = args.get(1).map_or(Ok(32_000), |v| v.parse())?;
+                let runs = args.get(2).map_or(Ok(3), |v| v.parse())?;
+                receive::run(count, runs)
             }
             Some("recover") => {
                 let [_, store, path, url] = args.as_slice() else {

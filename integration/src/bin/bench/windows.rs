@@ -1,75 +1,219 @@
-//! `bench windows [COUNT] [RUNS]`: publishing at the broker windows people run, mosquitto's
-//! `max_inflight_messages` 20 (its default), 100 and 0 (no limit: Receive Maximum 65,535).
-//! QoS 1 and 2, 64 B, 16 tasks: rumqttc, Mooring in memory and Mooring on redb, interleaved
-//! (each run measures every one once), RUNS times (default 3); medians, spreads, and ratios of
-//! medians.
+//! `bench windows [COUNT] [RUNS] [TABLE]`: publishing at the broker windows people run. Each row
+//! measures rumqttc, Mooring in memory and Mooring on redb (16 tasks), interleaved: each of RUNS
+//! runs (default 3) measures every one once; the table shows medians, spreads and ratios of
+//! medians. TABLE picks one of the three (default: all):
+//!
+//! - `windows`: 64 B, QoS 1 and 2, mosquitto's `max_inflight_messages` 20 (its default), 100
+//!   and 0 (no limit: Receive Maximum 65,535);
+//! - `big`: 4 KiB, QoS 1, windows 100 and 0, beside the disk's write + `fdatasync` bandwidth;
+//! - `rtt`: window 20 behind a link with a 20 ms round trip (the fault proxy adds 10 ms each
+//!   way), QoS 1 and 2, beside the protocol's bound: window ÷ round trip for QoS 1, window ÷
+//!   two round trips for QoS 2.
+
+use std::time::Duration;
 
 use integration::mosquitto::{Mosquitto, MosquittoConfig};
+use integration::proxy::{Fault, FaultProxy};
 
 use super::{Error, Measured, Row, WINDOW, measure, median, spread};
 
-/// What a row measures: the library, the store, and the per-task window it is driven with.
+/// What a row measures: the library and the store.
 const CONTENDERS: [(&str, &str); 3] =
     [("rumqttc", "-"), ("mooring", "memory"), ("mooring", "redb")];
 
-pub(crate) fn run(count: usize, runs: usize) -> Result<(), Error> {
+/// The one-way latency the `rtt` table adds.
+const ONE_WAY: Duration = Duration::from_millis(10);
+
+/// One row measured RUNS times per contender.
+struct Compared {
+    /// Median msg/s of rumqttc, memory, redb.
+    peer: f64,
+    memory: f64,
+    redb: f64,
+    /// Median group-commit batch of redb.
+    batch: f64,
+    /// `min–max` per contender, in CONTENDERS order.
+    spreads: String,
+}
+
+fn compare(url: &str, row: Row, runs: usize) -> Result<Compared, Error> {
+    let mut measured: Vec<Vec<Measured>> = CONTENDERS.iter().map(|_| Vec::new()).collect();
+    for _ in 0..runs {
+        for ((lib, store), out) in CONTENDERS.iter().zip(measured.iter_mut()) {
+            let window = if *lib == "rumqttc" { 0 } else { WINDOW };
+            out.push(measure(lib, store, url, row, window)?);
+        }
+    }
+    let rates: Vec<Vec<f64>> = measured
+        .iter()
+        .map(|runs| runs.iter().map(|m| m.rate).collect())
+        .collect();
+    let medians: Vec<f64> = rates.iter().map(|r| median(&mut r.clone())).collect();
+    let [peer, memory, redb] = medians.as_slice() else {
+        return Err("one median per contender".into());
+    };
+    let batch = measured.get(2).map_or(0.0, |runs| {
+        median(&mut runs.iter().map(|m| m.batch).collect::<Vec<_>>())
+    });
+    let spreads: Vec<String> = rates.iter().map(|r| spread(r)).collect();
+    Ok(Compared {
+        peer: *peer,
+        memory: *memory,
+        redb: *redb,
+        batch,
+        spreads: spreads.join(" / "),
+    })
+}
+
+fn broker(inflight: u16) -> Result<Mosquitto, Error> {
+    Ok(Mosquitto::with_config(&MosquittoConfig {
+        quiet_log: true,
+        ..super::broker_config(inflight)
+    })?)
+}
+
+fn shown(inflight: u16) -> String {
+    if inflight == 0 {
+        "0 (65,535)".to_owned()
+    } else {
+        inflight.to_string()
+    }
+}
+
+pub(crate) fn run(count: usize, runs: usize, table: Option<&str>) -> Result<(), Error> {
     let dir = tempfile::tempdir()?;
     println!(
-        "Machine: {} ({} cores); 64 B, 16 tasks, {count} messages per run, {runs} runs \
-         interleaved; Mooring drives a window of {WINDOW} per task\n",
+        "Machine: {} ({} cores); 16 tasks, {runs} runs interleaved; Mooring drives a window of \
+         {WINDOW} per task\n",
         super::cpu_model(),
         std::thread::available_parallelism().map_or(1, |n| n.get())
     );
     let fsync = integration::fdatasync_rate(dir.path(), 2.0, false)?;
-    println!("Raw fdatasync (4 KiB overwrite): {fsync:.0}/s\n");
+    let bandwidth = integration::write_sync_bandwidth(dir.path(), 1 << 20, 3.0)?;
+    println!(
+        "Raw fdatasync (4 KiB overwrite): {fsync:.0}/s; sequential write + fdatasync of 1 MiB \
+         blocks: {:.0} MB/s\n",
+        bandwidth / 1e6
+    );
+    if table.is_none_or(|t| t == "windows") {
+        windows(count, runs)?;
+    }
+    if table.is_none_or(|t| t == "big") {
+        big(count / 2, runs, bandwidth)?;
+    }
+    if table.is_none_or(|t| t == "rtt") {
+        rtt((count / 8).max(1_000), runs)?;
+    }
+    Ok(())
+}
+
+fn windows(count: usize, runs: usize) -> Result<(), Error> {
+    println!("64 B, {count} messages per run:\n");
     println!(
         "| broker window | QoS | rumqttc msg/s | memory msg/s | redb msg/s | memory ÷ rumqttc | \
          redb ÷ memory | redb batch | spreads (rumqttc / memory / redb) |"
     );
     println!("|---|---|---|---|---|---|---|---|---|");
     for inflight in [20u16, 100, 0] {
-        let broker = Mosquitto::with_config(&MosquittoConfig {
-            quiet_log: true,
-            ..super::broker_config(inflight)
-        })?;
+        let broker = broker(inflight)?;
         for qos in [1u8, 2] {
-            let mut measured: Vec<Vec<Measured>> = CONTENDERS.iter().map(|_| Vec::new()).collect();
-            for _ in 0..runs {
-                for ((lib, store), out) in CONTENDERS.iter().zip(measured.iter_mut()) {
-                    let window = if *lib == "rumqttc" { 0 } else { WINDOW };
-                    let row = Row {
-                        qos,
-                        payload: 64,
-                        tasks: 16,
-                        count,
-                    };
-                    out.push(measure(lib, store, &broker.url(), row, window)?);
-                }
-            }
-            let rates: Vec<Vec<f64>> = measured
-                .iter()
-                .map(|runs| runs.iter().map(|m| m.rate).collect())
-                .collect();
-            let medians: Vec<f64> = rates.iter().map(|r| median(&mut r.clone())).collect();
-            let [peer, memory, redb] = medians.as_slice() else {
-                return Err("one median per contender".into());
+            let row = Row {
+                qos,
+                payload: 64,
+                tasks: 16,
+                count,
             };
-            let batch = measured.get(2).map_or(0.0, |runs| {
-                median(&mut runs.iter().map(|m| m.batch).collect::<Vec<_>>())
-            });
-            let spreads: Vec<String> = rates.iter().map(|r| spread(r)).collect();
-            let shown = if inflight == 0 {
-                "0 (65,535)".to_owned()
-            } else {
-                inflight.to_string()
-            };
+            let c = compare(&broker.url(), row, runs)?;
             println!(
-                "| {shown} | {qos} | {peer:.0} | {memory:.0} | {redb:.0} | {:.2} | {:.2} | {batch:.1} | {} |",
-                memory / peer,
-                redb / memory,
-                spreads.join(" / ")
+                "| {} | {qos} | {:.0} | {:.0} | {:.0} | {:.2} | {:.2} | {:.1} | {} |",
+                shown(inflight),
+                c.peer,
+                c.memory,
+                c.redb,
+                c.memory / c.peer,
+                c.redb / c.memory,
+                c.batch,
+                c.spreads
             );
         }
     }
+    println!();
+    Ok(())
+}
+
+fn big(count: usize, runs: usize, bandwidth: f64) -> Result<(), Error> {
+    const PAYLOAD: usize = 4096;
+    println!("4 KiB, QoS 1, {count} messages per run:\n");
+    println!(
+        "| broker window | rumqttc msg/s | memory msg/s | redb msg/s | memory ÷ rumqttc | \
+         redb ÷ memory | redb payload MB/s | ÷ disk bandwidth | redb batch | spreads |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    for inflight in [100u16, 0] {
+        let broker = broker(inflight)?;
+        let row = Row {
+            qos: 1,
+            payload: PAYLOAD,
+            tasks: 16,
+            count,
+        };
+        let c = compare(&broker.url(), row, runs)?;
+        let payload_bytes = c.redb * PAYLOAD as f64;
+        println!(
+            "| {} | {:.0} | {:.0} | {:.0} | {:.2} | {:.2} | {:.1} | {:.2} | {:.1} | {} |",
+            shown(inflight),
+            c.peer,
+            c.memory,
+            c.redb,
+            c.memory / c.peer,
+            c.redb / c.memory,
+            payload_bytes / 1e6,
+            payload_bytes / bandwidth,
+            c.batch,
+            c.spreads
+        );
+    }
+    println!();
+    Ok(())
+}
+
+fn rtt(count: usize, runs: usize) -> Result<(), Error> {
+    const INFLIGHT: u16 = 20;
+    let round_trip = ONE_WAY * 2;
+    println!(
+        "Window {INFLIGHT}, 64 B, a {} ms round trip (the fault proxy), {count} messages per run:\n",
+        round_trip.as_millis()
+    );
+    println!(
+        "| QoS | protocol bound msg/s | rumqttc msg/s | memory msg/s | redb msg/s | rumqttc ÷ bound | \
+         memory ÷ bound | redb ÷ bound | redb batch | spreads |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    let broker = broker(INFLIGHT)?;
+    let link = FaultProxy::start(std::net::SocketAddr::from(([127, 0, 0, 1], broker.port())))?;
+    link.set(Fault::Latency(ONE_WAY));
+    for qos in [1u8, 2] {
+        // QoS 1 holds a slot for one round trip, QoS 2 for two.
+        let bound = f64::from(INFLIGHT) / (round_trip.as_secs_f64() * f64::from(qos));
+        let row = Row {
+            qos,
+            payload: 64,
+            tasks: 16,
+            count,
+        };
+        let c = compare(&link.url(), row, runs)?;
+        println!(
+            "| {qos} | {bound:.0} | {:.0} | {:.0} | {:.0} | {:.2} | {:.2} | {:.2} | {:.1} | {} |",
+            c.peer,
+            c.memory,
+            c.redb,
+            c.peer / bound,
+            c.memory / bound,
+            c.redb / bound,
+            c.batch,
+            c.spreads
+        );
+    }
+    println!();
     Ok(())
 }

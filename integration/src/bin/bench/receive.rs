@@ -1,0 +1,244 @@
+//! `bench receive [COUNT] [RUNS]`: the receiving side. A subscriber's session is made and left
+//! offline, another client publishes COUNT messages of 64 B to it (mosquitto queues them), and
+//! then the subscriber reconnects: the rate is from its connect to the last message handed to
+//! the application (with manual ack: to the last ack returned). QoS 0/1/2, automatic and manual
+//! ack; rumqttc, Mooring in memory and Mooring on redb, interleaved, RUNS times (default 3);
+//! medians, spreads and ratios of medians. The broker's window is 100
+//! (`max_inflight_messages`).
+//!
+//! With manual ack the application acks every message as it arrives and keeps the acks
+//! outstanding side by side (Mooring's `ack` returns once the ack is durable; rumqttc's once it
+//! is queued for its event loop).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use futures_util::stream::{FuturesOrdered, FuturesUnordered};
+use integration::mosquitto::{Mosquitto, MosquittoConfig};
+use mooring::Client;
+use mooring::store::{MemoryStore, RedbStore, SessionStore};
+
+use super::{Error, median, qos, spread};
+
+const CONTENDERS: [(&str, &str); 3] =
+    [("rumqttc", "-"), ("mooring", "memory"), ("mooring", "redb")];
+
+const INFLIGHT: u16 = 100;
+
+const PAYLOAD: usize = 64;
+
+/// Publishes `count` messages at `qos` to `topic` and waits until the broker has taken each.
+async fn preload(url: &str, topic: &str, q: u8, count: usize) -> Result<(), Error> {
+    let (client, _inbox) = Client::builder()
+        .server(url)
+        .client_id(format!("bench-preload-{}", std::process::id()))
+        .store(MemoryStore::default())
+        .queue_limit(count + 1, mooring::QueuePolicy::Wait)
+        .connect()
+        .await?;
+    let payload = bytes::Bytes::from(vec![0x5Au8; PAYLOAD]);
+    let mut deliveries = FuturesOrdered::new();
+    for _ in 0..count {
+        deliveries.push_back(client.publish(topic, payload.clone(), qos(q)).await?);
+        if deliveries.len() >= 1024 {
+            if let Some(done) = deliveries.next().await {
+                done?;
+            }
+        }
+    }
+    while let Some(done) = deliveries.next().await {
+        done?;
+    }
+    client.disconnect().await?;
+    Ok(())
+}
+
+/// `bench recv mooring STORE URL QOS MANUAL COUNT`: prints `RECV <msg/s>`.
+pub(crate) async fn mooring_receive(
+    store_kind: &str,
+    url: &str,
+    q: u8,
+    manual: bool,
+    count: usize,
+) -> Result<f64, Error> {
+    let dir = tempfile::tempdir()?;
+    let store: Arc<dyn SessionStore> = match store_kind {
+        "memory" => Arc::new(MemoryStore::default()),
+        "redb" => Arc::new(RedbStore::open(dir.path().join("r.redb"))?),
+        other => return Err(format!("unknown store {other}").into()),
+    };
+    let id = format!("bench-recv-{}", std::process::id());
+    let topic = format!("bench/recv/{}", std::process::id());
+    let builder = || {
+        Client::builder()
+            .server(url)
+            .client_id(&id)
+            .store_arc(store.clone())
+            .session_expiry(Duration::from_secs(3600))
+            .manual_ack(manual)
+    };
+    let (client, _inbox) = builder().clean_start(true).connect().await?;
+    client.subscribe(&topic, qos(q)).await?;
+    client.disconnect().await?;
+    drop(client);
+    preload(url, &topic, q, count).await?;
+
+    let start = Instant::now();
+    let (client, mut inbox) = builder().clean_start(false).connect().await?;
+    let mut acks = FuturesUnordered::new();
+    let mut received = 0;
+    while received < count {
+        tokio::select! {
+            message = inbox.recv() => {
+                let message = message.ok_or("the client stopped")?;
+                received += 1;
+                if message.needs_ack() {
+                    acks.push(message.ack());
+                }
+            }
+            Some(acked) = acks.next(), if !acks.is_empty() => acked?,
+        }
+    }
+    while let Some(acked) = acks.next().await {
+        acked?;
+    }
+    let rate = count as f64 / start.elapsed().as_secs_f64();
+    client.disconnect().await?;
+    Ok(rate)
+}
+
+/// `bench recv rumqttc - URL QOS MANUAL COUNT`: the same through rumqttc.
+pub(crate) async fn rumqttc_receive(
+    url: &str,
+    q: u8,
+    manual: bool,
+    count: usize,
+) -> Result<f64, Error> {
+    use rumqttc::v5::mqttbytes::QoS as RQoS;
+    use rumqttc::v5::{AsyncClient, Event, Incoming, MqttOptions};
+    let port: u16 = url.rsplit(':').next().ok_or("port")?.parse()?;
+    let id = format!("rumqttc-recv-{}", std::process::id());
+    let topic = format!("bench/recv/{}", std::process::id());
+    let options = |clean: bool| {
+        let mut options = MqttOptions::new(id.clone(), "127.0.0.1", port);
+        options.set_keep_alive(Duration::from_secs(60));
+        options.set_clean_start(clean);
+        options.set_session_expiry_interval(Some(3600));
+        options.set_manual_acks(manual);
+        options
+    };
+    let rq = match q {
+        0 => RQoS::AtMostOnce,
+        1 => RQoS::AtLeastOnce,
+        _ => RQoS::ExactlyOnce,
+    };
+    {
+        let (client, mut eventloop) = AsyncClient::new(options(true), 1024);
+        client.subscribe(topic.clone(), rq).await?;
+        loop {
+            if let Event::Incoming(Incoming::SubAck(_)) = eventloop.poll().await? {
+                break;
+            }
+        }
+        client.disconnect().await?;
+        while eventloop.poll().await.is_ok() {}
+    }
+    preload(url, &topic, q, count).await?;
+
+    let start = Instant::now();
+    let (client, mut eventloop) = AsyncClient::new(options(false), 1024);
+    // The obvious manual-ack application: a task of its own acks what the event loop hands it.
+    let (to_ack, mut acking) = tokio::sync::mpsc::unbounded_channel();
+    let acker = {
+        let client = client.clone();
+        tokio::spawn(async move {
+            while let Some(publish) = acking.recv().await {
+                client.ack(&publish).await?;
+            }
+            Ok::<(), Error>(())
+        })
+    };
+    let mut received = 0;
+    while received < count {
+        if let Event::Incoming(Incoming::Publish(publish)) = eventloop.poll().await? {
+            received += 1;
+            if manual {
+                to_ack.send(publish)?;
+            }
+        }
+    }
+    drop(to_ack);
+    // The acks queued last reach the event loop only while it is polled.
+    while !acker.is_finished() {
+        tokio::select! {
+            polled = eventloop.poll() => { polled?; }
+            () = tokio::time::sleep(Duration::from_millis(1)) => {}
+        }
+    }
+    acker.await??;
+    Ok(count as f64 / start.elapsed().as_secs_f64())
+}
+
+pub(crate) fn run(count: usize, runs: usize) -> Result<(), Error> {
+    let dir = tempfile::tempdir()?;
+    let fsync = integration::fdatasync_rate(dir.path(), 2.0, false)?;
+    println!(
+        "Machine: {} ({} cores); receiving {count} messages of {PAYLOAD} B queued by mosquitto \
+         (max_inflight_messages {INFLIGHT}), {runs} runs interleaved; raw fdatasync (4 KiB \
+         overwrite): {fsync:.0}/s\n",
+        super::cpu_model(),
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    );
+    println!(
+        "| QoS | ack | rumqttc msg/s | memory msg/s | redb msg/s | memory ÷ rumqttc | redb ÷ memory \
+         | redb ÷ fdatasync rate | spreads (rumqttc / memory / redb) |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|");
+    let broker = Mosquitto::with_config(&MosquittoConfig {
+        quiet_log: true,
+        extra: vec![
+            "max_queued_messages 0".into(),
+            format!("max_inflight_messages {INFLIGHT}"),
+            // QoS 0 messages wait for an offline session too.
+            "queue_qos0_messages true".into(),
+            "set_tcp_nodelay true".into(),
+        ],
+        ..MosquittoConfig::default()
+    })?;
+    for (q, manual) in [(0u8, false), (1, false), (1, true), (2, false), (2, true)] {
+        let mut rates: Vec<Vec<f64>> = CONTENDERS.iter().map(|_| Vec::new()).collect();
+        for _ in 0..runs {
+            for ((lib, store), out) in CONTENDERS.iter().zip(rates.iter_mut()) {
+                let line = super::child(&[
+                    "recv".into(),
+                    (*lib).into(),
+                    (*store).into(),
+                    broker.url(),
+                    q.to_string(),
+                    manual.to_string(),
+                    count.to_string(),
+                ])?;
+                let rate = line
+                    .strip_prefix("RECV ")
+                    .ok_or_else(|| format!("bad recv output {line:?}"))?
+                    .parse()?;
+                out.push(rate);
+            }
+        }
+        let medians: Vec<f64> = rates.iter().map(|r| median(&mut r.clone())).collect();
+        let [peer, memory, redb] = medians.as_slice() else {
+            return Err("one median per contender".into());
+        };
+        let spreads: Vec<String> = rates.iter().map(|r| spread(r)).collect();
+        println!(
+            "| {q} | {} | {peer:.0} | {memory:.0} | {redb:.0} | {:.2} | {:.2} | {:.1} | {} |",
+            if manual { "manual" } else { "automatic" },
+            memory / peer,
+            redb / memory,
+            redb / fsync,
+            spreads.join(" / ")
+        );
+    }
+    Ok(())
+}
