@@ -50,8 +50,9 @@ impl Future for Delivery {
 /// counts as handled: it is acked, so that later acks, which go out in arrival order, are not
 /// held up; a drop without ack is also logged as a warning and counted in
 /// [`Stats::dropped_unacked`](super::Stats::dropped_unacked). Without manual ack it was acked
-/// when it was handed to the application (taken into the [`Messages`] inbox, or given to a
-/// waiting [`Client::request`](super::Client::request)), and `ack` and `reject` do nothing.
+/// when it was handed to the application (taken into the [`Messages`](super::Messages)
+/// inbox, or given to a waiting [`Client::request`](super::Client::request)), and `ack` and
+/// `reject` do nothing.
 #[derive(Debug)]
 pub struct Message {
     pub(crate) publish: Publish,

@@ -65,6 +65,15 @@ fn compare(url: &str, row: Row, runs: usize) -> Result<Compared, Error> {
     })
 }
 
+fn sixteen_tasks(qos: u8, payload: usize, count: usize) -> Row {
+    Row {
+        qos,
+        payload,
+        tasks: 16,
+        count,
+    }
+}
+
 fn broker(inflight: u16) -> Result<Mosquitto, Error> {
     Ok(Mosquitto::with_config(&MosquittoConfig {
         quiet_log: true,
@@ -117,13 +126,7 @@ fn windows(count: usize, runs: usize) -> Result<(), Error> {
     for inflight in [20u16, 100, 0] {
         let broker = broker(inflight)?;
         for qos in [1u8, 2] {
-            let row = Row {
-                qos,
-                payload: 64,
-                tasks: 16,
-                count,
-            };
-            let c = compare(&broker.url(), row, runs)?;
+            let c = compare(&broker.url(), sixteen_tasks(qos, 64, count), runs)?;
             println!(
                 "| {} | {qos} | {:.0} | {:.0} | {:.0} | {:.2} | {:.2} | {:.1} | {} |",
                 shown(inflight),
@@ -151,13 +154,7 @@ fn big(count: usize, runs: usize, bandwidth: f64) -> Result<(), Error> {
     println!("|---|---|---|---|---|---|---|---|---|---|");
     for inflight in [100u16, 0] {
         let broker = broker(inflight)?;
-        let row = Row {
-            qos: 1,
-            payload: PAYLOAD,
-            tasks: 16,
-            count,
-        };
-        let c = compare(&broker.url(), row, runs)?;
+        let c = compare(&broker.url(), sixteen_tasks(1, PAYLOAD, count), runs)?;
         let payload_bytes = c.redb * PAYLOAD as f64;
         println!(
             "| {} | {:.0} | {:.0} | {:.0} | {:.2} | {:.2} | {:.1} | {:.2} | {:.1} | {} |",
@@ -195,13 +192,7 @@ fn rtt(count: usize, runs: usize) -> Result<(), Error> {
     for qos in [1u8, 2] {
         // QoS 1 holds a slot for one round trip, QoS 2 for two.
         let bound = f64::from(INFLIGHT) / (round_trip.as_secs_f64() * f64::from(qos));
-        let row = Row {
-            qos,
-            payload: 64,
-            tasks: 16,
-            count,
-        };
-        let c = compare(&link.url(), row, runs)?;
+        let c = compare(&link.url(), sixteen_tasks(qos, 64, count), runs)?;
         println!(
             "| {qos} | {bound:.0} | {:.0} | {:.0} | {:.0} | {:.2} | {:.2} | {:.2} | {:.1} | {} |",
             c.peer,
