@@ -28,3 +28,48 @@ fn the_benchmark_runs_every_row() {
         "{text}"
     );
 }
+
+fn run_bench(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_bench"))
+        .args(args)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text
+}
+
+#[test]
+fn the_window_tables_run_every_row() {
+    let text = run_bench(&["windows", "320", "1"]);
+    // 64 B: 3 windows × 2 QoS; 4 KiB: 2 windows; 20 ms round trip: 2 QoS.
+    let rows = |first: &str| text.lines().filter(|l| l.starts_with(first)).count();
+    assert_eq!(
+        rows("| 20 | ") + rows("| 100 | ") + rows("| 0 (65,535) | "),
+        8,
+        "{text}"
+    );
+    assert!(
+        text.contains("| 1 | 1000 | ") && text.contains("| 2 | 500 | "),
+        "{text}"
+    );
+    assert!(text.contains("MB/s"), "{text}");
+}
+
+#[test]
+fn the_receiving_table_runs_every_row() {
+    let text = run_bench(&["receive", "200", "1"]);
+    for row in [
+        "| 0 | automatic |",
+        "| 1 | automatic |",
+        "| 1 | manual |",
+        "| 2 | automatic |",
+        "| 2 | manual |",
+    ] {
+        assert!(text.contains(row), "{row} missing:\n{text}");
+    }
+}

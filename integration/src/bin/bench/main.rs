@@ -39,8 +39,11 @@ use mooring::{Client, QoS};
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
-/// Publishes each task keeps outstanding (accepted or waiting to be).
+/// Publishes each task keeps waiting to be accepted.
 const WINDOW: usize = 64;
+
+/// Accepted publishes each task keeps waiting for their ack, in windows.
+const UNACKED_PER_WINDOW: usize = 4;
 
 #[derive(Clone, Copy)]
 struct Row {
@@ -172,7 +175,7 @@ async fn mooring_row(
                     let (t0, delivery) = accepted?;
                     acking.push(async move { delivery.await.map(|_| t0.elapsed()) });
                 }
-                while acking.len() > window * 4 {
+                while acking.len() > window * UNACKED_PER_WINDOW {
                     if let Some(done) = acking.next().await {
                         if let Ok(mut l) = latency.lock() {
                             l.push(done?.as_secs_f64() * 1e6);
@@ -233,9 +236,12 @@ async fn rumqttc_row(url: &str, row: Row) -> Result<Measured, Error> {
         MqttOptions::new(format!("rumqttc-{}", std::process::id()), "127.0.0.1", port);
     options.set_keep_alive(Duration::from_secs(60));
     options.set_max_packet_size(Some(1 << 20));
-    if let Ok(limit) = std::env::var("EXPERIMENT_RUMQTTC_INFLIGHT") {
-        options.set_outgoing_inflight_upper_limit(limit.parse()?);
-    }
+    // At most as many in flight as Mooring's tasks keep unacknowledged (each: WINDOW being
+    // accepted, UNACKED_PER_WINDOW × WINDOW awaiting their ack). Unbounded, rumqttc fills a
+    // Receive Maximum of 65,535, and mosquitto walks a list of that length for every QoS 2 flow
+    // (`db__message_store_find`, 86 % of its CPU): 1,700 msg/s (BENCHMARKS.md).
+    let unacked = row.tasks * WINDOW * (1 + UNACKED_PER_WINDOW);
+    options.set_outgoing_inflight_upper_limit(u16::try_from(unacked).unwrap_or(u16::MAX));
     let (client, mut eventloop) = AsyncClient::new(options, 1024);
     let per_task = row.count / row.tasks;
     let total = per_task * row.tasks;
