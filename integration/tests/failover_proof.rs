@@ -152,15 +152,16 @@ struct HandedOver {
     /// Deliveries to an owner's application after a later owner had started: a frozen owner
     /// that woke must hand out nothing (the client holds its inbox back once the lease lapsed).
     late: usize,
-    /// Numbers consumed by two owners where the first had it before the takeover and never
-    /// acked it (stopped in between): the server sends an unacked message to the next owner,
-    /// as it must.
+    /// Numbers consumed by two owners, none of those deliveries late: the first had it before
+    /// the takeover and stopped before its ack returned (the `redelivered` ledger, checked
+    /// apart, holds that no ack had returned), so the server sent it to the next owner.
     before_takeover: usize,
     /// The late deliveries and every owner's start, for the failure message.
     traces: Vec<String>,
 }
 
-fn consumed_by_two_owners(dir: &Path, consumed: &[String]) -> HandedOver {
+/// Reads every delivery and every owner's start from the ledgers.
+fn handed_over(dir: &Path, consumed: &[String]) -> HandedOver {
     // `start <ms>` per incarnation, in order.
     let starts: Vec<u64> = ledger(dir, "incarnation")
         .iter()
@@ -372,6 +373,7 @@ async fn a_standby_takes_over_from_a_killed_or_frozen_gateway_and_the_old_one_is
         .filter(|n| !consumed_set.contains(&n.to_string()))
         .count();
     let redelivered = ledger(dir.path(), "redelivered");
+    let handed_over = handed_over(dir.path(), &consumed);
     println!(
         "failover proof: {kills} kills, {freezes} freezes; takeover (stop to the standby's \
          SUBACK) median {:?}, max {:?}; {} accepted, {} arrived, {unrecorded} published but \
@@ -385,10 +387,9 @@ async fn a_standby_takes_over_from_a_killed_or_frozen_gateway_and_the_old_one_is
         duplicates.len(),
         consumed.len(),
         redelivered.len(),
-        consumed_by_two_owners(dir.path(), &consumed).before_takeover,
+        handed_over.before_takeover,
     );
     assert!(duplicates.is_empty(), "arrived twice: {duplicates:?}");
-    let handed_over = consumed_by_two_owners(dir.path(), &consumed);
     assert_eq!(
         handed_over.late, 0,
         "an owner handed its application a message after another took the session over: \

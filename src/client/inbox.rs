@@ -150,10 +150,16 @@ impl OwnershipGate {
         let (Ok(active), Some(store)) = (self.active.lock(), self.store.upgrade()) else {
             return false;
         };
-        active.as_ref().is_some_and(|key| {
-            store
-                .owned_until(key)
-                .is_some_and(|until| Instant::now() >= until)
-        })
+        active
+            .as_ref()
+            .is_some_and(|key| lease_ran_out(&*store, key))
     }
+}
+
+/// Whether the store's lease on `key`'s session has run out: this process may no longer own
+/// it, until the store confirms it does. The driver and the inbox both ask this.
+pub(crate) fn lease_ran_out(store: &dyn SessionStore, key: &SessionKey) -> bool {
+    store
+        .owned_until(key)
+        .is_some_and(|until| Instant::now() >= until)
 }

@@ -234,9 +234,6 @@ impl Driver {
             slots.push(Slot { key, session });
         }
         let configured: Vec<SessionKey> = slots.iter().map(|s| s.key.clone()).collect();
-        if let Some(first) = configured.first() {
-            parts.gate.set_active(first);
-        }
         let client_id = Some(settings.session.client_id.as_str());
         tidy(&*parts.store, client_id, &configured, &parts.events).await;
         let housekeeping = tokio::spawn(purge_periodically(

@@ -3,11 +3,11 @@
 //! another process has taken it over (fenced).
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use tracing::warn;
 
 use super::super::ClientEvent;
+use super::super::inbox::lease_ran_out;
 use super::Driver;
 use super::connection::Close;
 use crate::store::StoreError;
@@ -17,12 +17,9 @@ impl Driver {
     /// ran out (a process frozen past it, or cut off from the store) and nothing confirmed it
     /// since. Nothing more may be written until a connection attempt checks with the store.
     pub(super) fn ownership_lapsed(&self) -> bool {
-        self.slots.get(self.active).is_some_and(|slot| {
-            self.pipeline
-                .store()
-                .owned_until(&slot.key)
-                .is_some_and(|until| Instant::now() >= until)
-        })
+        self.slots
+            .get(self.active)
+            .is_some_and(|slot| lease_ran_out(self.pipeline.store(), &slot.key))
     }
 
     /// Whether the connection may neither write nor deliver what it read, because ownership

@@ -69,6 +69,15 @@ fn qos(n: u8) -> QoS {
     }
 }
 
+fn rumqttc_qos(n: u8) -> rumqttc::v5::mqttbytes::QoS {
+    use rumqttc::v5::mqttbytes::QoS as RQoS;
+    match n {
+        0 => RQoS::AtMostOnce,
+        1 => RQoS::AtLeastOnce,
+        _ => RQoS::ExactlyOnce,
+    }
+}
+
 fn peak_rss_kib() -> u64 {
     integration::proc_status_kib("self", "VmHWM")
 }
@@ -121,15 +130,7 @@ async fn mooring_row(
     window: usize,
 ) -> Result<Measured, Error> {
     let dir = tempfile::tempdir()?;
-    let store: Arc<dyn SessionStore> = match store_kind {
-        "memory" => Arc::new(MemoryStore::default()),
-        "redb" => Arc::new(RedbStore::open(dir.path().join("b.redb"))?),
-        "sled" => Arc::new(SledStore::open(dir.path().join("b.sled"))?),
-        other => match other.strip_prefix("postgres=") {
-            Some(connection) => Arc::new(mooring::store::PostgresStore::open(connection)?),
-            None => return Err(format!("unknown store {other}").into()),
-        },
-    };
+    let store = store_in(store_kind, dir.path())?;
     let topic = format!("bench/{}", std::process::id());
     let counting = if row.qos == 0 {
         Some(counter(url, &topic).await?)
@@ -223,7 +224,6 @@ async fn mooring_row(
 
 async fn rumqttc_row(url: &str, row: Row) -> Result<Measured, Error> {
     use rumqttc::Outgoing;
-    use rumqttc::v5::mqttbytes::QoS as RQoS;
     use rumqttc::v5::{AsyncClient, Event, Incoming, MqttOptions};
     let port: u16 = url.rsplit(':').next().ok_or("port")?.parse()?;
     let topic = format!("bench/{}", std::process::id());
@@ -285,11 +285,7 @@ async fn rumqttc_row(url: &str, row: Row) -> Result<Measured, Error> {
     let mut tasks = Vec::new();
     for _ in 0..row.tasks {
         let (client, payload, topic) = (client.clone(), payload.clone(), topic.clone());
-        let q = match row.qos {
-            0 => RQoS::AtMostOnce,
-            1 => RQoS::AtLeastOnce,
-            _ => RQoS::ExactlyOnce,
-        };
+        let q = rumqttc_qos(row.qos);
         tasks.push(tokio::spawn(async move {
             for _ in 0..per_task {
                 client
@@ -355,12 +351,28 @@ async fn fill(store_kind: &str, path: &str, count: usize) -> Result<(), Error> {
     std::process::exit(0);
 }
 
-fn open(store_kind: &str, path: &str) -> Result<Arc<dyn SessionStore>, Error> {
+fn open(
+    store_kind: &str,
+    path: impl AsRef<std::path::Path>,
+) -> Result<Arc<dyn SessionStore>, Error> {
+    let path = path.as_ref();
     Ok(match store_kind {
         "redb" => Arc::new(RedbStore::open(path)?),
         "sled" => Arc::new(SledStore::open(path)?),
         other => return Err(format!("unknown store {other}").into()),
     })
+}
+
+/// A fresh store of the kind a row names: `memory`, `redb` or `sled` (a file in `dir`), or
+/// `postgres=<connection string>`.
+fn store_in(store_kind: &str, dir: &std::path::Path) -> Result<Arc<dyn SessionStore>, Error> {
+    if store_kind == "memory" {
+        return Ok(Arc::new(MemoryStore::default()));
+    }
+    match store_kind.strip_prefix("postgres=") {
+        Some(connection) => Ok(Arc::new(mooring::store::PostgresStore::open(connection)?)),
+        None => open(store_kind, dir.join(format!("bench.{store_kind}"))),
+    }
 }
 
 /// `bench recover STORE PATH URL`: from process start to every stored message acknowledged.
@@ -599,6 +611,33 @@ fn measure(lib: &str, store: &str, url: &str, row: Row, window: usize) -> Result
     parse_measured(&child(&args)?)
 }
 
+/// What the windows and receiving tables measure, in this order: the library and the store.
+const CONTENDERS: [(&str, &str); 3] =
+    [("rumqttc", "-"), ("mooring", "memory"), ("mooring", "redb")];
+
+/// The medians of CONTENDERS' rates and their spreads.
+struct Summary {
+    peer: f64,
+    memory: f64,
+    redb: f64,
+    /// `min–max` per contender, in CONTENDERS order.
+    spreads: String,
+}
+
+fn summarize(rates: &[Vec<f64>]) -> Result<Summary, Error> {
+    let medians: Vec<f64> = rates.iter().map(|r| median(&mut r.clone())).collect();
+    let [peer, memory, redb] = medians.as_slice() else {
+        return Err("one median per contender".into());
+    };
+    let spreads: Vec<String> = rates.iter().map(|r| spread(r)).collect();
+    Ok(Summary {
+        peer: *peer,
+        memory: *memory,
+        redb: *redb,
+        spreads: spreads.join(" / "),
+    })
+}
+
 /// The median of `values` (sorted in place; the upper one of an even count).
 fn median(values: &mut [f64]) -> f64 {
     values.sort_by(f64::total_cmp);
@@ -610,6 +649,12 @@ fn spread(values: &[f64]) -> String {
     let min = values.iter().copied().fold(f64::INFINITY, f64::min);
     let max = values.iter().copied().fold(0.0, f64::max);
     format!("{min:.0}–{max:.0}")
+}
+
+/// The CPU and its core count, for the tables' first line.
+fn machine() -> String {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    format!("{} ({cores} cores)", cpu_model())
 }
 
 fn cpu_model() -> String {
@@ -643,10 +688,9 @@ async fn run(smoke: bool, inflight: u16) -> Result<(), Error> {
     let broker = Mosquitto::with_config(&broker_config(inflight))?;
     let url = broker.url();
     let dir = tempfile::tempdir()?;
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     println!(
-        "Machine: {} ({cores} cores); mosquitto on 127.0.0.1 with max_inflight_messages {inflight}\n",
-        cpu_model()
+        "Machine: {}; mosquitto on 127.0.0.1 with max_inflight_messages {inflight}\n",
+        machine()
     );
 
     let fsync = integration::fdatasync_rate(dir.path(), if smoke { 0.2 } else { 2.0 }, false)?;

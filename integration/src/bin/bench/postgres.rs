@@ -31,10 +31,9 @@ pub(crate) async fn run(count: usize, runs: usize) -> Result<(), Error> {
     let pg = Postgres::start()?;
     let dir = tempfile::tempdir()?;
     println!(
-        "Machine: {} ({} cores); mosquitto max_inflight_messages 100; PostgreSQL on 127.0.0.1 \
-         (fsync on, synchronous_commit on)\n",
-        super::cpu_model(),
-        std::thread::available_parallelism().map_or(1, |n| n.get())
+        "Machine: {}; mosquitto max_inflight_messages 100; PostgreSQL on 127.0.0.1 (fsync on, \
+         synchronous_commit on)\n",
+        super::machine()
     );
     let fsync = integration::fdatasync_rate(dir.path(), 2.0, false)?;
     println!("Raw fdatasync (4 KiB overwrite): {fsync:.0}/s\n");

@@ -10,19 +10,15 @@
 //! outstanding side by side (Mooring's `ack` returns once the ack is durable; rumqttc's once it
 //! is queued for its event loop).
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use futures_util::stream::{FuturesOrdered, FuturesUnordered};
-use integration::mosquitto::{Mosquitto, MosquittoConfig};
+use integration::mosquitto::Mosquitto;
 use mooring::Client;
-use mooring::store::{MemoryStore, RedbStore, SessionStore};
+use mooring::store::MemoryStore;
 
-use super::{Error, median, qos, spread};
-
-const CONTENDERS: [(&str, &str); 3] =
-    [("rumqttc", "-"), ("mooring", "memory"), ("mooring", "redb")];
+use super::{CONTENDERS, Error, qos, summarize};
 
 const INFLIGHT: u16 = 100;
 
@@ -63,11 +59,7 @@ pub(crate) async fn mooring_receive(
     count: usize,
 ) -> Result<f64, Error> {
     let dir = tempfile::tempdir()?;
-    let store: Arc<dyn SessionStore> = match store_kind {
-        "memory" => Arc::new(MemoryStore::default()),
-        "redb" => Arc::new(RedbStore::open(dir.path().join("r.redb"))?),
-        other => return Err(format!("unknown store {other}").into()),
-    };
+    let store = super::store_in(store_kind, dir.path())?;
     let id = format!("bench-recv-{}", std::process::id());
     let topic = format!("bench/recv/{}", std::process::id());
     let builder = || {
@@ -115,7 +107,6 @@ pub(crate) async fn rumqttc_receive(
     manual: bool,
     count: usize,
 ) -> Result<f64, Error> {
-    use rumqttc::v5::mqttbytes::QoS as RQoS;
     use rumqttc::v5::{AsyncClient, Event, Incoming, MqttOptions};
     let port: u16 = url.rsplit(':').next().ok_or("port")?.parse()?;
     let id = format!("rumqttc-recv-{}", std::process::id());
@@ -128,11 +119,7 @@ pub(crate) async fn rumqttc_receive(
         options.set_manual_acks(manual);
         options
     };
-    let rq = match q {
-        0 => RQoS::AtMostOnce,
-        1 => RQoS::AtLeastOnce,
-        _ => RQoS::ExactlyOnce,
-    };
+    let rq = super::rumqttc_qos(q);
     {
         let (client, mut eventloop) = AsyncClient::new(options(true), 1024);
         client.subscribe(topic.clone(), rq).await?;
@@ -184,28 +171,21 @@ pub(crate) fn run(count: usize, runs: usize) -> Result<(), Error> {
     let dir = tempfile::tempdir()?;
     let fsync = integration::fdatasync_rate(dir.path(), 2.0, false)?;
     println!(
-        "Machine: {} ({} cores); receiving {count} messages of {PAYLOAD} B queued by mosquitto \
+        "Machine: {}; receiving {count} messages of {PAYLOAD} B queued by mosquitto \
          (max_inflight_messages {INFLIGHT}), {runs} runs interleaved; raw fdatasync (4 KiB \
          overwrite): {fsync:.0}/s\n",
-        super::cpu_model(),
-        std::thread::available_parallelism().map_or(1, |n| n.get())
+        super::machine()
     );
     println!(
         "| QoS | ack | rumqttc msg/s | memory msg/s | redb msg/s | memory ÷ rumqttc | redb ÷ memory \
          | redb ÷ fdatasync rate | spreads (rumqttc / memory / redb) |"
     );
     println!("|---|---|---|---|---|---|---|---|---|");
-    let broker = Mosquitto::with_config(&MosquittoConfig {
-        quiet_log: true,
-        extra: vec![
-            "max_queued_messages 0".into(),
-            format!("max_inflight_messages {INFLIGHT}"),
-            // QoS 0 messages wait for an offline session too.
-            "queue_qos0_messages true".into(),
-            "set_tcp_nodelay true".into(),
-        ],
-        ..MosquittoConfig::default()
-    })?;
+    let mut config = super::broker_config(INFLIGHT);
+    config.quiet_log = true;
+    // QoS 0 messages wait for an offline session too.
+    config.extra.push("queue_qos0_messages true".into());
+    let broker = Mosquitto::with_config(&config)?;
     for (q, manual) in [(0u8, false), (1, false), (1, true), (2, false), (2, true)] {
         let mut rates: Vec<Vec<f64>> = CONTENDERS.iter().map(|_| Vec::new()).collect();
         for _ in 0..runs {
@@ -226,18 +206,17 @@ pub(crate) fn run(count: usize, runs: usize) -> Result<(), Error> {
                 out.push(rate);
             }
         }
-        let medians: Vec<f64> = rates.iter().map(|r| median(&mut r.clone())).collect();
-        let [peer, memory, redb] = medians.as_slice() else {
-            return Err("one median per contender".into());
-        };
-        let spreads: Vec<String> = rates.iter().map(|r| spread(r)).collect();
+        let c = summarize(&rates)?;
         println!(
-            "| {q} | {} | {peer:.0} | {memory:.0} | {redb:.0} | {:.2} | {:.2} | {:.1} | {} |",
+            "| {q} | {} | {:.0} | {:.0} | {:.0} | {:.2} | {:.2} | {:.1} | {} |",
             if manual { "manual" } else { "automatic" },
-            memory / peer,
-            redb / memory,
-            redb / fsync,
-            spreads.join(" / ")
+            c.peer,
+            c.memory,
+            c.redb,
+            c.memory / c.peer,
+            c.redb / c.memory,
+            c.redb / fsync,
+            c.spreads
         );
     }
     Ok(())

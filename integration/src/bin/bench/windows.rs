@@ -15,25 +15,17 @@ use std::time::Duration;
 use integration::mosquitto::{Mosquitto, MosquittoConfig};
 use integration::proxy::{Fault, FaultProxy};
 
-use super::{Error, Measured, Row, WINDOW, measure, median, spread};
-
-/// What a row measures: the library and the store.
-const CONTENDERS: [(&str, &str); 3] =
-    [("rumqttc", "-"), ("mooring", "memory"), ("mooring", "redb")];
+use super::{CONTENDERS, Error, Measured, Row, WINDOW, measure, median, summarize};
 
 /// The one-way latency the `rtt` table adds.
 const ONE_WAY: Duration = Duration::from_millis(10);
 
 /// One row measured RUNS times per contender.
 struct Compared {
-    /// Median msg/s of rumqttc, memory, redb.
-    peer: f64,
-    memory: f64,
-    redb: f64,
+    /// Median msg/s of rumqttc, memory, redb, and their spreads.
+    rates: super::Summary,
     /// Median group-commit batch of redb.
     batch: f64,
-    /// `min–max` per contender, in CONTENDERS order.
-    spreads: String,
 }
 
 fn compare(url: &str, row: Row, runs: usize) -> Result<Compared, Error> {
@@ -48,20 +40,12 @@ fn compare(url: &str, row: Row, runs: usize) -> Result<Compared, Error> {
         .iter()
         .map(|runs| runs.iter().map(|m| m.rate).collect())
         .collect();
-    let medians: Vec<f64> = rates.iter().map(|r| median(&mut r.clone())).collect();
-    let [peer, memory, redb] = medians.as_slice() else {
-        return Err("one median per contender".into());
-    };
     let batch = measured.get(2).map_or(0.0, |runs| {
         median(&mut runs.iter().map(|m| m.batch).collect::<Vec<_>>())
     });
-    let spreads: Vec<String> = rates.iter().map(|r| spread(r)).collect();
     Ok(Compared {
-        peer: *peer,
-        memory: *memory,
-        redb: *redb,
+        rates: summarize(&rates)?,
         batch,
-        spreads: spreads.join(" / "),
     })
 }
 
@@ -92,10 +76,9 @@ fn shown(inflight: u16) -> String {
 pub(crate) fn run(count: usize, runs: usize, table: Option<&str>) -> Result<(), Error> {
     let dir = tempfile::tempdir()?;
     println!(
-        "Machine: {} ({} cores); 16 tasks, {runs} runs interleaved; Mooring drives a window of \
-         {WINDOW} per task\n",
-        super::cpu_model(),
-        std::thread::available_parallelism().map_or(1, |n| n.get())
+        "Machine: {}; 16 tasks, {runs} runs interleaved; Mooring drives a window of {WINDOW} \
+         per task\n",
+        super::machine()
     );
     let fsync = integration::fdatasync_rate(dir.path(), 2.0, false)?;
     let bandwidth = integration::write_sync_bandwidth(dir.path(), 1 << 20, 3.0)?;
@@ -126,7 +109,8 @@ fn windows(count: usize, runs: usize) -> Result<(), Error> {
     for inflight in [20u16, 100, 0] {
         let broker = broker(inflight)?;
         for qos in [1u8, 2] {
-            let c = compare(&broker.url(), sixteen_tasks(qos, 64, count), runs)?;
+            let Compared { rates: c, batch } =
+                compare(&broker.url(), sixteen_tasks(qos, 64, count), runs)?;
             println!(
                 "| {} | {qos} | {:.0} | {:.0} | {:.0} | {:.2} | {:.2} | {:.1} | {} |",
                 shown(inflight),
@@ -135,7 +119,7 @@ fn windows(count: usize, runs: usize) -> Result<(), Error> {
                 c.redb,
                 c.memory / c.peer,
                 c.redb / c.memory,
-                c.batch,
+                batch,
                 c.spreads
             );
         }
@@ -154,7 +138,8 @@ fn big(count: usize, runs: usize, bandwidth: f64) -> Result<(), Error> {
     println!("|---|---|---|---|---|---|---|---|---|---|");
     for inflight in [100u16, 0] {
         let broker = broker(inflight)?;
-        let c = compare(&broker.url(), sixteen_tasks(1, PAYLOAD, count), runs)?;
+        let Compared { rates: c, batch } =
+            compare(&broker.url(), sixteen_tasks(1, PAYLOAD, count), runs)?;
         let payload_bytes = c.redb * PAYLOAD as f64;
         println!(
             "| {} | {:.0} | {:.0} | {:.0} | {:.2} | {:.2} | {:.1} | {:.2} | {:.1} | {} |",
@@ -166,7 +151,7 @@ fn big(count: usize, runs: usize, bandwidth: f64) -> Result<(), Error> {
             c.redb / c.memory,
             payload_bytes / 1e6,
             payload_bytes / bandwidth,
-            c.batch,
+            batch,
             c.spreads
         );
     }
@@ -192,7 +177,8 @@ fn rtt(count: usize, runs: usize) -> Result<(), Error> {
     for qos in [1u8, 2] {
         // QoS 1 holds a slot for one round trip, QoS 2 for two.
         let bound = f64::from(INFLIGHT) / (round_trip.as_secs_f64() * f64::from(qos));
-        let c = compare(&link.url(), sixteen_tasks(qos, 64, count), runs)?;
+        let Compared { rates: c, batch } =
+            compare(&link.url(), sixteen_tasks(qos, 64, count), runs)?;
         println!(
             "| {qos} | {bound:.0} | {:.0} | {:.0} | {:.0} | {:.2} | {:.2} | {:.2} | {:.1} | {} |",
             c.peer,
@@ -201,7 +187,7 @@ fn rtt(count: usize, runs: usize) -> Result<(), Error> {
             c.peer / bound,
             c.memory / bound,
             c.redb / bound,
-            c.batch,
+            batch,
             c.spreads
         );
     }
