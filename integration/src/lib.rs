@@ -21,8 +21,11 @@ pub mod crash_batches;
 pub mod mosquitto;
 pub mod pki;
 pub mod postgres;
+mod proc_stat;
 pub mod proxy;
 pub mod wire;
+
+pub use proc_stat::process_cpu_seconds;
 
 pub use arrivals::Arrivals;
 

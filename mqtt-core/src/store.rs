@@ -283,9 +283,15 @@ impl Batch {
         self.ops.is_empty()
     }
 
-    /// Appends every operation of `other`, after this batch's own.
-    pub fn append(&mut self, other: Batch) {
-        self.ops.extend(other.ops);
+    /// Moves every operation of `other` after this batch's own, leaving `other` empty (with
+    /// its memory, for reuse).
+    pub fn append(&mut self, other: &mut Batch) {
+        self.ops.append(&mut other.ops);
+    }
+
+    /// Removes every operation, keeping the memory.
+    pub fn clear(&mut self) {
+        self.ops.clear();
     }
 }
 

@@ -125,16 +125,22 @@ impl Client {
         ClientBuilder::default()
     }
 
+    /// Sends the command `make` builds and waits for its reply. It waits for room in the
+    /// command channel before building the command (`reserve`, not `send`), so that the
+    /// future holds the command's parts once: a publish is in flight per message, and a
+    /// future over tcache's 1 KiB took glibc's slow path on each.
     async fn call<T>(
         &self,
         make: impl FnOnce(oneshot::Sender<Result<T, ClientError>>) -> Command,
     ) -> Result<T, ClientError> {
-        let (reply, rx) = oneshot::channel();
-        self.inner
+        let permit = self
+            .inner
             .commands
-            .send(make(reply))
+            .reserve()
             .await
             .map_err(|_| ClientError::Stopped)?;
+        let (reply, rx) = oneshot::channel();
+        permit.send(make(reply));
         rx.await.map_err(|_| ClientError::Stopped)?
     }
 
@@ -153,15 +159,17 @@ impl Client {
     /// let reason = delivery.await?; // PUBCOMP's reason code
     /// # let _ = reason; Ok(()) }
     /// ```
-    pub async fn publish(
+    // publish, publish_with and try_publish build the command now and return `call`'s future
+    // itself: as async fns, each layer kept its own copy of the PUBLISH in the future.
+    pub fn publish(
         &self,
         topic: impl Into<String>,
         payload: impl Into<Bytes>,
         qos: QoS,
-    ) -> Result<Delivery, ClientError> {
+    ) -> impl Future<Output = Result<Delivery, ClientError>> + Send + '_ {
         let mut publish = Publish::new(topic, payload);
         publish.qos = qos;
-        self.publish_with(publish).await
+        self.publish_with(publish)
     }
 
     /// Publishes a complete PUBLISH (retain, properties). Its packet identifier, DUP flag and
@@ -169,25 +177,29 @@ impl Client {
     /// Subscription Identifiers are removed, since a client may not send them [MQTT-3.3.4-6]:
     /// a message received from the server can be forwarded as it is (`message.into_publish()`
     /// with a new topic).
-    pub async fn publish_with(&self, publish: Publish) -> Result<Delivery, ClientError> {
+    pub fn publish_with(
+        &self,
+        publish: Publish,
+    ) -> impl Future<Output = Result<Delivery, ClientError>> + Send + '_ {
         self.call(|reply| Command::Publish {
             publish,
             when_full: None,
             reply,
         })
-        .await
     }
 
     /// Like [`Client::publish_with`], but never waits for room in the durable queue: when it
     /// is full (its count or its bytes), fails at once with [`ClientError::QueueFull`],
     /// whatever the queue policy. It still returns only once the message is durable.
-    pub async fn try_publish(&self, publish: Publish) -> Result<Delivery, ClientError> {
+    pub fn try_publish(
+        &self,
+        publish: Publish,
+    ) -> impl Future<Output = Result<Delivery, ClientError>> + Send + '_ {
         self.call(|reply| Command::Publish {
             publish,
             when_full: Some(QueuePolicy::Fail),
             reply,
         })
-        .await
     }
 
     /// Subscribes to one filter and returns the QoS the server granted.

@@ -267,6 +267,9 @@ pub struct Session {
     /// clean, so the session begins anew instead of failing forever.
     start_clean: bool,
     pending: Output,
+    /// An output the driver gave back ([`Session::recycle`]), emptied: its lists take the
+    /// next output's, so that they do not grow from empty (a copy at each doubling) per turn.
+    spare: Option<Output>,
     /// Operations in `pending.commit` that only remove records of finished flows.
     deferrable_ops: usize,
     /// The next output must not be deferrable: a packet identifier waits for the removal of
@@ -401,6 +404,7 @@ impl Session {
             local_state: meta_stored && !expired,
             start_clean: false,
             pending: Output::default(),
+            spare: None,
             deferrable_ops: 0,
             force_commit: false,
             generation: 1,
@@ -554,7 +558,8 @@ impl Session {
         {
             return None;
         }
-        let mut output = std::mem::take(&mut self.pending);
+        let next = self.spare.take().unwrap_or_default();
+        let mut output = std::mem::replace(&mut self.pending, next);
         output.generation = self.generation;
         output.deferrable = !force && output.commit.len() == self.deferrable_ops;
         self.deferrable_ops = 0;
@@ -565,6 +570,17 @@ impl Session {
         self.queue.polled(self.generation);
         self.generation += 1;
         Some(output)
+    }
+
+    /// Gives back an output whose packets and operations the driver has taken: the next
+    /// output reuses its lists' memory. Whatever it still holds is dropped.
+    pub fn recycle(&mut self, mut output: Output) {
+        output.early.clear();
+        output.commit.clear();
+        output.send.clear();
+        output.generation = 0;
+        output.deferrable = false;
+        self.spare = Some(output);
     }
 
     /// The driver committed every output up to `generation` (operations that were

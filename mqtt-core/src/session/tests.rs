@@ -186,6 +186,44 @@ fn a_qos1_publish_is_committed_before_it_is_sent() {
     assert_eq!(publishes(&output.send), vec![(1, false, Bytes::from("a"))]);
 }
 
+/// An output given back lends the next ones its lists' memory, never its packets or
+/// operations: what it still held is neither sent nor committed again.
+#[test]
+fn a_recycled_output_lends_its_memory_and_nothing_it_held() {
+    let mut h = Harness::new();
+    h.connack(false, None);
+    let mut outputs = Vec::new();
+    for payload in ["a", "b", "c"] {
+        h.publish(QoS::AtLeastOnce, payload);
+        let output = h.session.poll_output(Instant::now()).unwrap();
+        h.store.apply(&output.commit);
+        h.session.durable(output.generation);
+        outputs.push((
+            publishes(&output.send),
+            output.commit.len(),
+            output.send.as_ptr(),
+        ));
+        // Given back full: its packets and operations must not come out again.
+        h.session.recycle(output);
+    }
+    let payloads: Vec<Vec<Bytes>> = outputs
+        .iter()
+        .map(|(sent, _, _)| sent.iter().map(|(_, _, p)| p.clone()).collect())
+        .collect();
+    assert_eq!(
+        payloads,
+        vec![
+            vec![Bytes::from("a")],
+            vec![Bytes::from("b")],
+            vec![Bytes::from("c")]
+        ]
+    );
+    assert!(outputs.iter().all(|(_, ops, _)| *ops == 1));
+    // The first output's list took the third output's packet (the second was already
+    // pending when the first came back).
+    assert_eq!(outputs[2].2, outputs[0].2);
+}
+
 /// The refill that makes durable QoS 1 fast at a small broker window: a queued message whose
 /// record is already durable goes out at once when a PUBACK frees quota, ahead of the commit
 /// that removes the acknowledged one (which may wait: it protects nothing sent).

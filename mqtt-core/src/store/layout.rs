@@ -101,19 +101,41 @@ fn put_str(out: &mut Vec<u8>, text: &str) {
 
 /// The prefix every key of `key`'s session starts with.
 pub fn session_prefix(key: &SessionKey) -> Vec<u8> {
-    let mut out = Vec::with_capacity(16 + key.client_id().len());
+    prefix_with_room(key, 0)
+}
+
+/// The session's tag byte and scope text, the first two parts of its prefix.
+fn scope_parts(key: &SessionKey) -> (u8, &str) {
     match key.scope() {
-        SessionScope::Server(server) => {
-            out.push(1);
-            put_str(&mut out, server);
-        }
-        SessionScope::Cluster(scope) => {
-            out.push(2);
-            put_str(&mut out, scope);
-        }
+        SessionScope::Server(server) => (1, server),
+        SessionScope::Cluster(scope) => (2, scope),
     }
+}
+
+/// [`session_prefix`] with `room` more bytes reserved: every key is the prefix and a little
+/// more, and growing the buffer for it would copy it (once per record written).
+fn prefix_with_room(key: &SessionKey, room: usize) -> Vec<u8> {
+    let (tag, scope) = scope_parts(key);
+    let mut out = Vec::with_capacity(1 + 4 + scope.len() + 4 + key.client_id().len() + room);
+    out.push(tag);
+    put_str(&mut out, scope);
     put_str(&mut out, key.client_id());
     out
+}
+
+/// What follows the prefix of `key`'s session in `raw`, if `raw` starts with it: checked in
+/// place, since each record read is checked.
+pub(crate) fn strip_session_prefix<'a>(key: &SessionKey, raw: &'a [u8]) -> Option<&'a [u8]> {
+    let (tag, scope) = scope_parts(key);
+    let rest = raw.strip_prefix(&[tag])?;
+    strip_str(strip_str(rest, scope)?, key.client_id())
+}
+
+/// `raw` past `text` as [`put_str`] writes it, if it starts so.
+fn strip_str<'a>(raw: &'a [u8], text: &str) -> Option<&'a [u8]> {
+    let len = u32::try_from(text.len()).unwrap_or(u32::MAX);
+    raw.strip_prefix(len.to_be_bytes().as_slice())?
+        .strip_prefix(text.as_bytes())
 }
 
 /// A key above every key of the session whose prefix is `prefix`, and below every key of the
@@ -126,13 +148,13 @@ pub fn session_upper_bound(prefix: &[u8]) -> Vec<u8> {
 
 /// The key of the session's metadata.
 pub fn meta_key(key: &SessionKey) -> Vec<u8> {
-    let mut k = session_prefix(key);
+    let mut k = prefix_with_room(key, 1);
     k.push(SECTION_META);
     k
 }
 
 fn numbered_key(key: &SessionKey, section: u8, number: &[u8]) -> Vec<u8> {
-    let mut k = session_prefix(key);
+    let mut k = prefix_with_room(key, 1 + number.len());
     k.push(section);
     k.extend_from_slice(number);
     k
@@ -370,6 +392,34 @@ mod tests {
                 }
             }
             assert_eq!(&session_of_key(&outbound_key(a, 9)).unwrap(), a);
+        }
+    }
+
+    #[test]
+    fn a_key_is_stripped_of_its_own_sessions_prefix_only() {
+        let keys = [
+            SessionKey::new("a", "b"),
+            SessionKey::new("ab", ""),
+            SessionKey::new("", "ab"),
+            SessionKey::new("h:18", "c"),
+            SessionKey::cluster("a", "b"),
+        ];
+        for a in &keys {
+            let raw = queue_key(a, 7);
+            let prefix = session_prefix(a);
+            assert_eq!(
+                strip_session_prefix(a, &raw),
+                raw.strip_prefix(prefix.as_slice())
+            );
+            assert_eq!(queued_seq_of_key(a, &raw), Some(7));
+            for b in keys.iter().filter(|b| *b != a) {
+                assert_eq!(strip_session_prefix(b, &raw), None, "{a} / {b}");
+                assert_eq!(queued_seq_of_key(b, &raw), None, "{a} / {b}");
+            }
+            // Truncated anywhere, it is no key of the session's.
+            for len in 0..prefix.len() {
+                assert_eq!(strip_session_prefix(a, &raw[..len]), None, "{a} at {len}");
+            }
         }
     }
 

@@ -395,7 +395,7 @@ impl Driver {
         let disconnect = self.session().and_then(|s| s.violation_disconnect(reason));
         if let Some(disconnect) = disconnect.filter(|_| up) {
             // After what already waits to go out; the graceful close writes it all.
-            self.write(vec![disconnect]);
+            self.write(&mut vec![disconnect]);
         }
         if up {
             let why = format!("protocol violation by the server: {why}");

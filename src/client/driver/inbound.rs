@@ -39,6 +39,10 @@ impl Backlog {
         self.messages.is_empty()
     }
 
+    fn len(&self) -> usize {
+        self.messages.len()
+    }
+
     fn push(&mut self, message: Message, owed: Option<AckOwed>) {
         if message.qos() == QoS::AtMostOnce {
             self.qos0 += 1;
@@ -95,6 +99,16 @@ impl Inbox {
     /// A request waits for the message carrying `correlation`.
     pub(super) fn expect(&mut self, correlation: Bytes, reply: oneshot::Sender<Message>) {
         self.responses.insert(correlation, reply);
+    }
+
+    /// How many backlogged messages to move into the inbox at once, waiting for room for all
+    /// of them (0: none wait). Moved one by one as the application frees single slots, each
+    /// would cost a turn, an automatic ack and a write of its own, and the server, answering
+    /// each ack with one message, would keep the exchange at one message per round (the
+    /// "silly window"). A quarter of the inbox leaves the application three quarters to read
+    /// meanwhile.
+    pub(super) fn handover_batch(&self, capacity: usize) -> usize {
+        self.backlog.len().min(capacity.div_ceil(4))
     }
 
     /// The request gave up.

@@ -66,12 +66,15 @@ impl Driver {
         }
     }
 
-    /// Encodes packets onto what waits to be written; the loop writes it while it reads.
-    pub(super) fn write(&mut self, packets: Vec<Packet>) {
-        if packets.is_empty() || self.conn.link.is_none() {
-            return;
-        }
-        if self.held_back() {
+    /// Encodes packets onto what waits to be written, taking them out of `packets` (which
+    /// keeps its memory for the caller to reuse); the loop writes it while it reads.
+    pub(super) fn write(&mut self, packets: &mut Vec<Packet>) {
+        self.encode_out(packets);
+        packets.clear();
+    }
+
+    fn encode_out(&mut self, packets: &[Packet]) {
+        if packets.is_empty() || self.conn.link.is_none() || self.held_back() {
             return;
         }
         let Some(codec) = self.slots.get(self.active).map(|s| s.session.codec()) else {
@@ -81,8 +84,8 @@ impl Driver {
             // The write timeout counts from when bytes begin to wait.
             self.conn.write_progress = Instant::now();
         }
-        self.metrics.sending(&packets);
-        for packet in &packets {
+        self.metrics.sending(packets);
+        for packet in packets {
             if let Err(error) = codec.encode(packet, &mut self.conn.out.bytes) {
                 // The engine checks sizes before it emits a packet; this is a bug, not input.
                 warn!(%error, packet = ?packet.packet_type(), "packet not encodable; skipped");

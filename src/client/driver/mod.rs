@@ -136,7 +136,7 @@ enum Wake {
     HandlesGone,
     Timer,
     /// A message left the backlog for the inbox; the automatic ack it owes.
-    HandedOver(Option<inbound::AckOwed>),
+    HandedOver(Vec<Option<inbound::AckOwed>>),
 }
 
 /// How often expired sessions are purged from the store while the client runs.
@@ -316,6 +316,7 @@ impl Driver {
         let reading = self.inbox.backlog.qos0 < self.settings.inbox_capacity;
         let writing = self.conn.out.is_pending();
         let backed_up = self.conn.out.bytes.len() >= OUTGOING_HIGH_WATER;
+        let handover = self.inbox.handover_batch(self.settings.inbox_capacity);
         let wake = tokio::select! {
             finished = self.pipeline.finished() => match finished {
                 pipeline::Finished::Commit(result) => Wake::Committed(result),
@@ -329,9 +330,11 @@ impl Driver {
                 &mut self.conn.write_progress,
                 reading,
             ), if reading || writing => Wake::Exchanged(result),
-            permit = self.inbox.sender.reserve(), if !self.inbox.backlog.is_empty() => {
-                match permit {
-                    Ok(permit) => Wake::HandedOver(self.inbox.backlog.hand_over(permit)),
+            permits = self.inbox.sender.reserve_many(handover), if handover > 0 => {
+                match permits {
+                    Ok(permits) => Wake::HandedOver(
+                        permits.map(|p| self.inbox.backlog.hand_over(p)).collect(),
+                    ),
                     Err(_) => Wake::InboxGone,
                 }
             }
@@ -373,7 +376,7 @@ impl Driver {
             }
             Wake::Timer => self.on_timer().await,
             Wake::HandedOver(owed) => {
-                self.auto_ack(owed);
+                owed.into_iter().for_each(|owed| self.auto_ack(owed));
                 // The ack can release a message held beyond Receive Maximum.
                 self.settle_events().await;
             }

@@ -235,25 +235,25 @@ impl Pipeline {
             self.gathered_link_gen = link_gen;
         }
         for (index, slot) in slots.iter_mut().enumerate() {
-            while let Some(output) = slot.session.poll_output(now) {
+            while let Some(mut output) = slot.session.poll_output(now) {
                 polled_any = true;
                 if let Some(polled) = self.polled.get_mut(index) {
                     *polled = output.generation;
                 }
                 if index == active {
-                    early.extend(output.early);
-                    self.gathered.extend(output.send);
+                    early.append(&mut output.early);
+                    self.gathered.append(&mut output.send);
                 }
                 // Not deferrable with nothing to commit: a packet identifier waits for what is
                 // deferred to be durable.
                 self.urgent |= !output.deferrable;
-                if output.commit.is_empty() {
-                    continue;
+                if !output.commit.is_empty() {
+                    if let Some(deferred) = self.deferred.get_mut(index) {
+                        deferred.append(&mut output.commit);
+                    }
+                    self.deferred_since.get_or_insert(now);
                 }
-                if let Some(deferred) = self.deferred.get_mut(index) {
-                    deferred.append(output.commit);
-                }
-                self.deferred_since.get_or_insert(now);
+                slot.session.recycle(output);
             }
         }
         (early, polled_any)
@@ -344,15 +344,18 @@ impl Driver {
         // window); a few rounds take what it releases.
         for _ in 0..8 {
             let link_gen = self.conn.link_gen;
-            let (early, polled_any) = self.pipeline.gather(&mut self.slots, self.active, link_gen);
-            self.write(early);
+            let (mut early, polled_any) =
+                self.pipeline.gather(&mut self.slots, self.active, link_gen);
+            self.write(&mut early);
             if self.pipeline.is_committing()
                 || self.pipeline.start_commit(&self.slots, flush, &self.stats)
             {
                 return;
             }
-            let sends = std::mem::take(&mut self.pipeline.gathered);
-            self.write(sends);
+            // Written from a list taken and put back, so that it keeps its memory.
+            let mut sends = std::mem::take(&mut self.pipeline.gathered);
+            self.write(&mut sends);
+            self.pipeline.gathered = sends;
             std::mem::take(&mut self.pipeline.waiters)
                 .into_iter()
                 .for_each(Waiter::succeed);
@@ -404,7 +407,8 @@ impl Driver {
                     .committed(done.started.elapsed(), done.publishes);
                 done.waiters.into_iter().for_each(Waiter::succeed);
                 if done.link_gen == self.conn.link_gen {
-                    self.write(done.sends);
+                    let mut sends = done.sends;
+                    self.write(&mut sends);
                 }
                 // Everything deferred when it started was in it.
                 for (slot, generation) in self.slots.iter_mut().zip(done.generations) {

@@ -59,6 +59,8 @@ struct Measured {
     p99_us: f64,
     rss_kib: u64,
     batch: f64,
+    /// The client process's CPU time (user + system) per message while measured, in µs.
+    cpu_us: f64,
 }
 
 fn qos(n: u8) -> QoS {
@@ -147,6 +149,7 @@ async fn mooring_row(
     let payload = bytes::Bytes::from(vec![0x5Au8; row.payload]);
     let per_task = row.count / row.tasks;
     let latency = Arc::new(Mutex::new(Vec::with_capacity(row.count)));
+    let cpu_before = integration::process_cpu_seconds("self");
     let start = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..row.tasks {
@@ -199,6 +202,7 @@ async fn mooring_row(
         wait_count(count, per_task * row.tasks, Duration::from_secs(60)).await;
     }
     let elapsed = start.elapsed();
+    let cpu = integration::process_cpu_seconds("self") - cpu_before;
     let stats = client.stats();
     client.disconnect().await?;
     if let Some((c, _)) = counting {
@@ -219,6 +223,7 @@ async fn mooring_row(
         } else {
             stats.average_batch()
         },
+        cpu_us: cpu * 1e6 / (per_task * row.tasks) as f64,
     })
 }
 
@@ -281,6 +286,7 @@ async fn rumqttc_row(url: &str, row: Row) -> Result<Measured, Error> {
         }
     });
     let payload = bytes::Bytes::from(vec![0x5Au8; row.payload]);
+    let cpu_before = integration::process_cpu_seconds("self");
     let start = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..row.tasks {
@@ -304,6 +310,7 @@ async fn rumqttc_row(url: &str, row: Row) -> Result<Measured, Error> {
         wait_count(count, total, Duration::from_secs(60)).await;
     }
     let elapsed = start.elapsed();
+    let cpu = integration::process_cpu_seconds("self") - cpu_before;
     events.abort();
     if let Some((c, _)) = counting {
         c.disconnect().await?;
@@ -315,6 +322,7 @@ async fn rumqttc_row(url: &str, row: Row) -> Result<Measured, Error> {
         p99_us: p99,
         rss_kib: peak_rss_kib(),
         batch: 0.0,
+        cpu_us: cpu * 1e6 / total as f64,
     })
 }
 
@@ -405,7 +413,12 @@ async fn recover(started: Instant, store_kind: &str, path: &str, url: &str) -> R
 }
 
 fn child(args: &[String]) -> Result<String, Error> {
-    let out = Command::new(std::env::current_exe()?)
+    run_child(&std::env::current_exe()?, args)
+}
+
+/// Runs `program` with `args` and returns what it printed.
+fn run_child(program: &std::path::Path, args: &[String]) -> Result<String, Error> {
+    let out = Command::new(program)
         .args(args)
         .stderr(Stdio::inherit())
         .output()?;
@@ -421,7 +434,7 @@ fn parse_measured(line: &str) -> Result<Measured, Error> {
         .skip(1)
         .map(str::parse)
         .collect::<Result<_, _>>()?;
-    let [rate, p50, p99, rss, batch] = v.as_slice() else {
+    let [rate, p50, p99, rss, batch, cpu_us] = v.as_slice() else {
         return Err(format!("bad row output {line:?}").into());
     };
     Ok(Measured {
@@ -430,6 +443,7 @@ fn parse_measured(line: &str) -> Result<Measured, Error> {
         p99_us: *p99,
         rss_kib: *rss as u64,
         batch: *batch,
+        cpu_us: *cpu_us,
     })
 }
 
@@ -510,8 +524,8 @@ fn main() -> ExitCode {
                     mooring_row(url, store, row, window.parse()?).await?
                 };
                 println!(
-                    "ROW {} {} {} {} {}",
-                    m.rate, m.p50_us, m.p99_us, m.rss_kib, m.batch
+                    "ROW {} {} {} {} {} {}",
+                    m.rate, m.p50_us, m.p99_us, m.rss_kib, m.batch, m.cpu_us
                 );
                 Ok(())
             }
@@ -559,12 +573,12 @@ fn main() -> ExitCode {
                     return Err("bad recv arguments".into());
                 };
                 let (q, manual, count) = (q.parse()?, manual.parse()?, count.parse()?);
-                let rate = if lib == "rumqttc" {
+                let received = if lib == "rumqttc" {
                     receive::rumqttc_receive(url, q, manual, count).await?
                 } else {
                     receive::mooring_receive(store, url, q, manual, count).await?
                 };
-                println!("RECV {rate}");
+                println!("RECV {} {}", received.rate, received.cpu_us);
                 Ok(())
             }
             Some("receive") => {
@@ -594,8 +608,9 @@ fn main() -> ExitCode {
     }
 }
 
-/// Measures one row in a child process of its own (`bench row ...`): `lib` is `mooring` or
-/// `rumqttc`, `window` the publishes a Mooring task keeps outstanding.
+/// Measures one row in a child process of its own (`bench row ...`): `lib` is `mooring`,
+/// `rumqttc` or `paho` (the program `MOORING_BENCH_PAHO` names), `window` the publishes a Mooring
+/// or paho task keeps outstanding.
 fn measure(lib: &str, store: &str, url: &str, row: Row, window: usize) -> Result<Measured, Error> {
     let args = [
         "row".to_owned(),
@@ -608,34 +623,65 @@ fn measure(lib: &str, store: &str, url: &str, row: Row, window: usize) -> Result
         row.count.to_string(),
         window.to_string(),
     ];
+    if lib == "paho" {
+        let program = paho_program().ok_or("MOORING_BENCH_PAHO names no program")?;
+        return parse_measured(&run_child(&program, &args)?);
+    }
     parse_measured(&child(&args)?)
 }
+
+/// The paho-mqtt bench program (`bench-paho/`, built by `scripts/bench-paho.sh`), if
+/// `MOORING_BENCH_PAHO` names one: it builds Paho C with CMake, so it is not part of the
+/// workspace.
+fn paho_program() -> Option<std::path::PathBuf> {
+    std::env::var_os("MOORING_BENCH_PAHO")
+        .map(std::path::PathBuf::from)
+        .filter(|p| p.is_file())
+}
+
+/// The durable peer the publishing tables add when `paho_program` finds it: paho-mqtt with Paho
+/// C's file persistence.
+const PAHO_FILE: (&str, &str) = ("paho", "file");
 
 /// What the windows and receiving tables measure, in this order: the library and the store.
 const CONTENDERS: [(&str, &str); 3] =
     [("rumqttc", "-"), ("mooring", "memory"), ("mooring", "redb")];
 
-/// The medians of CONTENDERS' rates and their spreads.
+/// The medians of CONTENDERS' rates (and PAHO_FILE's, when measured) and their spreads.
 struct Summary {
     peer: f64,
     memory: f64,
     redb: f64,
-    /// `min–max` per contender, in CONTENDERS order.
+    paho_file: Option<f64>,
+    /// `min–max` per contender, in CONTENDERS order, then PAHO_FILE.
     spreads: String,
 }
 
 fn summarize(rates: &[Vec<f64>]) -> Result<Summary, Error> {
     let medians: Vec<f64> = rates.iter().map(|r| median(&mut r.clone())).collect();
-    let [peer, memory, redb] = medians.as_slice() else {
-        return Err("one median per contender".into());
+    let (peer, memory, redb, paho_file) = match medians.as_slice() {
+        [peer, memory, redb] => (*peer, *memory, *redb, None),
+        [peer, memory, redb, paho] => (*peer, *memory, *redb, Some(*paho)),
+        _ => return Err("one median per contender".into()),
     };
     let spreads: Vec<String> = rates.iter().map(|r| spread(r)).collect();
     Ok(Summary {
-        peer: *peer,
-        memory: *memory,
-        redb: *redb,
+        peer,
+        memory,
+        redb,
+        paho_file,
         spreads: spreads.join(" / "),
     })
+}
+
+/// `numerator ÷ denominator` to two places, or `–` where the denominator was not measured.
+fn ratio_or_dash(numerator: f64, denominator: Option<f64>) -> String {
+    denominator.map_or("–".to_owned(), |d| format!("{:.2}", numerator / d))
+}
+
+/// A rate, or `–` where it was not measured.
+fn rate_or_dash(rate: Option<f64>) -> String {
+    rate.map_or("–".to_owned(), |r| format!("{r:.0}"))
 }
 
 /// The median of `values` (sorted in place; the upper one of an even count).

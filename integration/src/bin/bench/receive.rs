@@ -9,6 +9,9 @@
 //! With manual ack the application acks every message as it arrives and keeps the acks
 //! outstanding side by side (Mooring's `ack` returns once the ack is durable; rumqttc's once it
 //! is queued for its event loop).
+//!
+//! Each row also gives the receiving process's CPU time per message (user + system, all its
+//! threads, from its connect to the last message).
 
 use std::time::{Duration, Instant};
 
@@ -50,14 +53,32 @@ async fn preload(url: &str, topic: &str, q: u8, count: usize) -> Result<(), Erro
     Ok(())
 }
 
-/// `bench recv mooring STORE URL QOS MANUAL COUNT`: prints `RECV <msg/s>`.
+/// What a receiving row measured: msg/s and the receiver's CPU µs per message.
+pub(crate) struct Received {
+    pub(crate) rate: f64,
+    pub(crate) cpu_us: f64,
+}
+
+impl Received {
+    /// From `count` messages received since `start`, when this process had used `cpu_before`
+    /// seconds of CPU.
+    fn since(start: Instant, cpu_before: f64, count: usize) -> Self {
+        let cpu = integration::process_cpu_seconds("self") - cpu_before;
+        Received {
+            rate: count as f64 / start.elapsed().as_secs_f64(),
+            cpu_us: cpu * 1e6 / count as f64,
+        }
+    }
+}
+
+/// `bench recv mooring STORE URL QOS MANUAL COUNT`: prints `RECV <msg/s> <CPU µs/msg>`.
 pub(crate) async fn mooring_receive(
     store_kind: &str,
     url: &str,
     q: u8,
     manual: bool,
     count: usize,
-) -> Result<f64, Error> {
+) -> Result<Received, Error> {
     let dir = tempfile::tempdir()?;
     let store = super::store_in(store_kind, dir.path())?;
     let id = format!("bench-recv-{}", std::process::id());
@@ -76,6 +97,7 @@ pub(crate) async fn mooring_receive(
     drop(client);
     preload(url, &topic, q, count).await?;
 
+    let cpu_before = integration::process_cpu_seconds("self");
     let start = Instant::now();
     let (client, mut inbox) = builder().clean_start(false).connect().await?;
     let mut acks = FuturesUnordered::new();
@@ -95,9 +117,9 @@ pub(crate) async fn mooring_receive(
     while let Some(acked) = acks.next().await {
         acked?;
     }
-    let rate = count as f64 / start.elapsed().as_secs_f64();
+    let received = Received::since(start, cpu_before, count);
     client.disconnect().await?;
-    Ok(rate)
+    Ok(received)
 }
 
 /// `bench recv rumqttc - URL QOS MANUAL COUNT`: the same through rumqttc.
@@ -106,7 +128,7 @@ pub(crate) async fn rumqttc_receive(
     q: u8,
     manual: bool,
     count: usize,
-) -> Result<f64, Error> {
+) -> Result<Received, Error> {
     use rumqttc::v5::{AsyncClient, Event, Incoming, MqttOptions};
     let port: u16 = url.rsplit(':').next().ok_or("port")?.parse()?;
     let id = format!("rumqttc-recv-{}", std::process::id());
@@ -133,6 +155,7 @@ pub(crate) async fn rumqttc_receive(
     }
     preload(url, &topic, q, count).await?;
 
+    let cpu_before = integration::process_cpu_seconds("self");
     let start = Instant::now();
     let (client, mut eventloop) = AsyncClient::new(options(false), 1024);
     // The obvious manual-ack application: a task of its own acks what the event loop hands it.
@@ -164,7 +187,7 @@ pub(crate) async fn rumqttc_receive(
         }
     }
     acker.await??;
-    Ok(count as f64 / start.elapsed().as_secs_f64())
+    Ok(Received::since(start, cpu_before, count))
 }
 
 pub(crate) fn run(count: usize, runs: usize) -> Result<(), Error> {
@@ -178,9 +201,10 @@ pub(crate) fn run(count: usize, runs: usize) -> Result<(), Error> {
     );
     println!(
         "| QoS | ack | rumqttc msg/s | memory msg/s | redb msg/s | memory ÷ rumqttc | redb ÷ memory \
-         | redb ÷ fdatasync rate | spreads (rumqttc / memory / redb) |"
+         | redb ÷ fdatasync rate | receiver CPU µs/msg (rumqttc / memory / redb) | \
+         spreads (rumqttc / memory / redb) |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     let mut config = super::broker_config(INFLIGHT);
     config.quiet_log = true;
     // QoS 0 messages wait for an offline session too.
@@ -188,8 +212,11 @@ pub(crate) fn run(count: usize, runs: usize) -> Result<(), Error> {
     let broker = Mosquitto::with_config(&config)?;
     for (q, manual) in [(0u8, false), (1, false), (1, true), (2, false), (2, true)] {
         let mut rates: Vec<Vec<f64>> = CONTENDERS.iter().map(|_| Vec::new()).collect();
+        let mut cpu: Vec<Vec<f64>> = CONTENDERS.iter().map(|_| Vec::new()).collect();
         for _ in 0..runs {
-            for ((lib, store), out) in CONTENDERS.iter().zip(rates.iter_mut()) {
+            for (((lib, store), out), spent) in
+                CONTENDERS.iter().zip(rates.iter_mut()).zip(cpu.iter_mut())
+            {
                 let line = super::child(&[
                     "recv".into(),
                     (*lib).into(),
@@ -199,16 +226,26 @@ pub(crate) fn run(count: usize, runs: usize) -> Result<(), Error> {
                     manual.to_string(),
                     count.to_string(),
                 ])?;
-                let rate = line
+                let fields: Vec<f64> = line
                     .strip_prefix("RECV ")
                     .ok_or_else(|| format!("bad recv output {line:?}"))?
-                    .parse()?;
-                out.push(rate);
+                    .split(' ')
+                    .map(str::parse)
+                    .collect::<Result<_, _>>()?;
+                let [rate, cpu_us] = fields.as_slice() else {
+                    return Err(format!("bad recv output {line:?}").into());
+                };
+                out.push(*rate);
+                spent.push(*cpu_us);
             }
         }
         let c = summarize(&rates)?;
+        let cpu: Vec<String> = cpu
+            .iter_mut()
+            .map(|spent| format!("{:.1}", super::median(spent)))
+            .collect();
         println!(
-            "| {q} | {} | {:.0} | {:.0} | {:.0} | {:.2} | {:.2} | {:.1} | {} |",
+            "| {q} | {} | {:.0} | {:.0} | {:.0} | {:.2} | {:.2} | {:.1} | {} | {} |",
             if manual { "manual" } else { "automatic" },
             c.peer,
             c.memory,
@@ -216,6 +253,7 @@ pub(crate) fn run(count: usize, runs: usize) -> Result<(), Error> {
             c.memory / c.peer,
             c.redb / c.memory,
             c.redb / fsync,
+            cpu.join(" / "),
             c.spreads
         );
     }

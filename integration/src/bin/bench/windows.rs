@@ -9,33 +9,66 @@
 //! - `rtt`: window 20 behind a link with a 20 ms round trip (the fault proxy adds 10 ms each
 //!   way), QoS 1 and 2, beside the protocol's bound: window ÷ round trip for QoS 1, window ÷
 //!   two round trips for QoS 2.
+//!
+//! With `MOORING_BENCH_PAHO` naming the paho-mqtt bench program (`scripts/bench-paho.sh` builds
+//! it and runs this), every table adds paho-mqtt with Paho C's file persistence, the durable
+//! peer, measured in the same interleaved runs.
 
 use std::time::Duration;
 
 use integration::mosquitto::{Mosquitto, MosquittoConfig};
 use integration::proxy::{Fault, FaultProxy};
 
-use super::{CONTENDERS, Error, Measured, Row, WINDOW, measure, median, summarize};
+use super::{
+    CONTENDERS, Error, Measured, PAHO_FILE, Row, WINDOW, measure, median, paho_program,
+    rate_or_dash, ratio_or_dash, summarize,
+};
 
 /// The one-way latency the `rtt` table adds.
 const ONE_WAY: Duration = Duration::from_millis(10);
 
 /// One row measured RUNS times per contender.
 struct Compared {
-    /// Median msg/s of rumqttc, memory, redb, and their spreads.
+    /// Median msg/s of rumqttc, memory, redb (and paho-mqtt on files), and their spreads.
     rates: super::Summary,
     /// Median group-commit batch of redb.
     batch: f64,
+    /// Per contender, median CPU µs per message of the client process and of the broker, as
+    /// `client + broker`: on two cores, what the two spend per message bounds the rate.
+    cpu: String,
 }
 
-fn compare(url: &str, row: Row, runs: usize) -> Result<Compared, Error> {
-    let mut measured: Vec<Vec<Measured>> = CONTENDERS.iter().map(|_| Vec::new()).collect();
+/// Measures `row` RUNS times per contender, interleaved, against the broker at `url` whose
+/// process is `broker` (for its CPU time).
+fn compare(url: &str, broker: &Mosquitto, row: Row, runs: usize) -> Result<Compared, Error> {
+    let mut contenders = CONTENDERS.to_vec();
+    if paho_program().is_some() {
+        contenders.push(PAHO_FILE);
+    }
+    let broker_pid = broker.pid().map_or("-".to_owned(), |p| p.to_string());
+    let mut measured: Vec<Vec<Measured>> = contenders.iter().map(|_| Vec::new()).collect();
+    let mut broker_cpu: Vec<Vec<f64>> = contenders.iter().map(|_| Vec::new()).collect();
     for _ in 0..runs {
-        for ((lib, store), out) in CONTENDERS.iter().zip(measured.iter_mut()) {
+        for (((lib, store), out), spent) in contenders
+            .iter()
+            .zip(measured.iter_mut())
+            .zip(broker_cpu.iter_mut())
+        {
             let window = if *lib == "rumqttc" { 0 } else { WINDOW };
+            let before = integration::process_cpu_seconds(&broker_pid);
             out.push(measure(lib, store, url, row, window)?);
+            let after = integration::process_cpu_seconds(&broker_pid);
+            spent.push((after - before) * 1e6 / row.count as f64);
         }
     }
+    let cpu: Vec<String> = measured
+        .iter()
+        .zip(broker_cpu.iter_mut())
+        .map(|(runs, broker)| {
+            let client = median(&mut runs.iter().map(|m| m.cpu_us).collect::<Vec<_>>());
+            format!("{client:.1} + {:.1}", median(broker))
+        })
+        .collect();
     let rates: Vec<Vec<f64>> = measured
         .iter()
         .map(|runs| runs.iter().map(|m| m.rate).collect())
@@ -46,6 +79,7 @@ fn compare(url: &str, row: Row, runs: usize) -> Result<Compared, Error> {
     Ok(Compared {
         rates: summarize(&rates)?,
         batch,
+        cpu: cpu.join(" / "),
     })
 }
 
@@ -102,23 +136,30 @@ pub(crate) fn run(count: usize, runs: usize, table: Option<&str>) -> Result<(), 
 fn windows(count: usize, runs: usize) -> Result<(), Error> {
     println!("64 B, {count} messages per run:\n");
     println!(
-        "| broker window | QoS | rumqttc msg/s | memory msg/s | redb msg/s | memory ÷ rumqttc | \
-         redb ÷ memory | redb batch | spreads (rumqttc / memory / redb) |"
+        "| broker window | QoS | rumqttc msg/s | memory msg/s | redb msg/s | paho file msg/s | \
+         memory ÷ rumqttc | redb ÷ memory | redb ÷ paho file | redb batch | \
+         CPU µs/msg, client + broker (rumqttc / memory / redb / paho) | \
+         spreads (rumqttc / memory / redb / paho) |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
     for inflight in [20u16, 100, 0] {
         let broker = broker(inflight)?;
         for qos in [1u8, 2] {
-            let Compared { rates: c, batch } =
-                compare(&broker.url(), sixteen_tasks(qos, 64, count), runs)?;
+            let Compared {
+                rates: c,
+                batch,
+                cpu,
+            } = compare(&broker.url(), &broker, sixteen_tasks(qos, 64, count), runs)?;
             println!(
-                "| {} | {qos} | {:.0} | {:.0} | {:.0} | {:.2} | {:.2} | {:.1} | {} |",
+                "| {} | {qos} | {:.0} | {:.0} | {:.0} | {} | {:.2} | {:.2} | {} | {:.1} | {cpu} | {} |",
                 shown(inflight),
                 c.peer,
                 c.memory,
                 c.redb,
+                rate_or_dash(c.paho_file),
                 c.memory / c.peer,
                 c.redb / c.memory,
+                ratio_or_dash(c.redb, c.paho_file),
                 batch,
                 c.spreads
             );
@@ -132,23 +173,36 @@ fn big(count: usize, runs: usize, bandwidth: f64) -> Result<(), Error> {
     const PAYLOAD: usize = 4096;
     println!("4 KiB, QoS 1, {count} messages per run:\n");
     println!(
-        "| broker window | rumqttc msg/s | memory msg/s | redb msg/s | memory ÷ rumqttc | \
-         redb ÷ memory | redb payload MB/s | ÷ disk bandwidth | redb batch | spreads |"
+        "| broker window | rumqttc msg/s | memory msg/s | redb msg/s | paho file msg/s | \
+         memory ÷ rumqttc | redb ÷ memory | redb ÷ paho file | redb payload MB/s | \
+         ÷ disk bandwidth | redb batch | \
+         CPU µs/msg, client + broker (rumqttc / memory / redb / paho) | \
+         spreads (rumqttc / memory / redb / paho) |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for inflight in [100u16, 0] {
         let broker = broker(inflight)?;
-        let Compared { rates: c, batch } =
-            compare(&broker.url(), sixteen_tasks(1, PAYLOAD, count), runs)?;
+        let Compared {
+            rates: c,
+            batch,
+            cpu,
+        } = compare(
+            &broker.url(),
+            &broker,
+            sixteen_tasks(1, PAYLOAD, count),
+            runs,
+        )?;
         let payload_bytes = c.redb * PAYLOAD as f64;
         println!(
-            "| {} | {:.0} | {:.0} | {:.0} | {:.2} | {:.2} | {:.1} | {:.2} | {:.1} | {} |",
+            "| {} | {:.0} | {:.0} | {:.0} | {} | {:.2} | {:.2} | {} | {:.1} | {:.2} | {:.1} | {cpu} | {} |",
             shown(inflight),
             c.peer,
             c.memory,
             c.redb,
+            rate_or_dash(c.paho_file),
             c.memory / c.peer,
             c.redb / c.memory,
+            ratio_or_dash(c.redb, c.paho_file),
             payload_bytes / 1e6,
             payload_bytes / bandwidth,
             batch,
@@ -167,26 +221,31 @@ fn rtt(count: usize, runs: usize) -> Result<(), Error> {
         round_trip.as_millis()
     );
     println!(
-        "| QoS | protocol bound msg/s | rumqttc msg/s | memory msg/s | redb msg/s | rumqttc ÷ bound | \
-         memory ÷ bound | redb ÷ bound | redb batch | spreads |"
+        "| QoS | protocol bound msg/s | rumqttc msg/s | memory msg/s | redb msg/s | \
+         paho file msg/s | rumqttc ÷ bound | memory ÷ bound | redb ÷ bound | paho file ÷ bound | \
+         redb batch | spreads |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
     let broker = broker(INFLIGHT)?;
     let link = FaultProxy::start(std::net::SocketAddr::from(([127, 0, 0, 1], broker.port())))?;
     link.set(Fault::Latency(ONE_WAY));
     for qos in [1u8, 2] {
         // QoS 1 holds a slot for one round trip, QoS 2 for two.
         let bound = f64::from(INFLIGHT) / (round_trip.as_secs_f64() * f64::from(qos));
-        let Compared { rates: c, batch } =
-            compare(&link.url(), sixteen_tasks(qos, 64, count), runs)?;
+        let Compared {
+            rates: c, batch, ..
+        } = compare(&link.url(), &broker, sixteen_tasks(qos, 64, count), runs)?;
         println!(
-            "| {qos} | {bound:.0} | {:.0} | {:.0} | {:.0} | {:.2} | {:.2} | {:.2} | {:.1} | {} |",
+            "| {qos} | {bound:.0} | {:.0} | {:.0} | {:.0} | {} | {:.2} | {:.2} | {:.2} | {} | {:.1} | {} |",
             c.peer,
             c.memory,
             c.redb,
+            rate_or_dash(c.paho_file),
             c.peer / bound,
             c.memory / bound,
             c.redb / bound,
+            c.paho_file
+                .map_or("–".to_owned(), |p| format!("{:.2}", p / bound)),
             batch,
             c.spreads
         );

@@ -218,8 +218,7 @@ pub fn decode_queued(
         record: describe_key(key),
         reason,
     };
-    let prefix = session_prefix(session);
-    let Some([SECTION_QUEUE, seq @ ..]) = key.strip_prefix(prefix.as_slice()) else {
+    let Some([SECTION_QUEUE, seq @ ..]) = strip_session_prefix(session, key) else {
         return Err(bad("not a queued message of this session".to_owned()));
     };
     if seq.len() != 8 {
@@ -255,7 +254,7 @@ pub fn queued_packet_len(
 
 /// The sequence number of a queued message's key, if `raw` is one of `session`'s.
 pub fn queued_seq_of_key(session: &SessionKey, raw: &[u8]) -> Option<u64> {
-    match raw.strip_prefix(session_prefix(session).as_slice())? {
+    match strip_session_prefix(session, raw)? {
         [SECTION_QUEUE, seq @ ..] if seq.len() == 8 => Some(be_number(seq)),
         _ => None,
     }
