@@ -1,0 +1,175 @@
+//! Unit tests of the engine, one per rule, named after it: the harness here, the tests by
+//! concern in the files below.
+
+mod aliases;
+mod auth;
+mod connection;
+mod inbound;
+mod lifecycle;
+mod outbound;
+
+use std::time::{Duration, Instant};
+
+use crate::packet::{SubscribeProperties, Subscription, UnsubscribeProperties};
+
+use super::*;
+use crate::packet::*;
+use crate::packet::{ConnAckProperties, PacketType, Publish};
+use crate::store::StoreOp;
+use crate::store::{QueuedPublish, StoredSubscription};
+
+/// Wall-clock milliseconds used as "now" by the tests.
+const NOW_MS: u64 = 1_764_000_000_000;
+
+/// Options of a session that outlives its connections by an hour.
+fn options() -> SessionOptions {
+    let mut options = SessionOptions::new("c");
+    options.properties.session_expiry_interval = Some(3600);
+    options
+}
+
+/// What a store holds after committing the batches: the test's stand-in for a real store.
+#[derive(Default)]
+pub(super) struct Committed {
+    meta: Option<SessionMeta>,
+    outbound: BTreeMap<u64, OutboundRecord>,
+    inbound: BTreeSet<u16>,
+    queue: BTreeMap<u64, QueuedPublish>,
+    subscriptions: BTreeMap<String, StoredSubscription>,
+}
+
+impl Committed {
+    pub(super) fn apply(&mut self, batch: &Batch) {
+        for op in batch.ops() {
+            match op.clone() {
+                StoreOp::SetMeta(meta) => self.meta = Some(meta),
+                StoreOp::PutOutbound { seq, record } => {
+                    self.outbound.insert(seq, record);
+                }
+                StoreOp::RemoveOutbound { seq } => {
+                    self.outbound.remove(&seq);
+                }
+                StoreOp::PutInbound { packet_id } => {
+                    self.inbound.insert(packet_id);
+                }
+                StoreOp::RemoveInbound { packet_id } => {
+                    self.inbound.remove(&packet_id);
+                }
+                StoreOp::PushQueue { seq, message } => {
+                    self.queue.insert(seq, message);
+                }
+                StoreOp::RemoveQueue { seq } => {
+                    self.queue.remove(&seq);
+                }
+                StoreOp::PutSubscription(subscription) => {
+                    self.subscriptions
+                        .insert(subscription.filter.clone(), subscription);
+                }
+                StoreOp::RemoveSubscription { filter } => {
+                    self.subscriptions.remove(&filter);
+                }
+            }
+        }
+    }
+
+    pub(super) fn stored(&self) -> StoredSession {
+        let queue: Vec<(u64, QueuedPublish)> = self.queue.clone().into_iter().collect();
+        StoredSession {
+            meta: self.meta.clone(),
+            outbound: self.outbound.clone().into_iter().collect(),
+            inbound: self.inbound.iter().copied().collect(),
+            queue_summary: crate::store::QueueSummary::of(&queue),
+            queue,
+            subscriptions: self.subscriptions.values().cloned().collect(),
+        }
+    }
+
+    /// What a store's `resume` returns: the queue's head that `head` admits.
+    pub(super) fn resumed(&self, head: crate::store::QueueWindow) -> StoredSession {
+        StoredSession {
+            queue: self.read_queue(0, head),
+            ..self.stored()
+        }
+    }
+
+    /// What a store's `read_queue` returns.
+    pub(super) fn read_queue(
+        &self,
+        from: u64,
+        window: crate::store::QueueWindow,
+    ) -> Vec<(u64, QueuedPublish)> {
+        let mut out = Vec::new();
+        let mut bytes = 0;
+        for (seq, message) in self.queue.range(from..) {
+            if !window.admits(out.len(), bytes, message.packet.len()) {
+                break;
+            }
+            bytes += message.packet.len();
+            out.push((*seq, message.clone()));
+        }
+        out
+    }
+}
+
+/// A session and the store it commits to, driven as a driver would.
+struct Harness {
+    session: Session,
+    store: Committed,
+}
+
+impl Harness {
+    fn new() -> Self {
+        Self {
+            session: Session::new(options(), StoredSession::default(), NOW_MS).unwrap(),
+            store: Committed::default(),
+        }
+    }
+
+    /// Commits what the session asks and returns the packets it then sends.
+    fn flush(&mut self) -> Vec<Packet> {
+        let mut sent = Vec::new();
+        while let Some(output) = self.session.poll_output(Instant::now()) {
+            sent.extend(output.early);
+            self.store.apply(&output.commit);
+            sent.extend(output.send);
+            self.session.durable(output.generation);
+        }
+        sent
+    }
+
+    fn connack(&mut self, session_present: bool, receive_maximum: Option<u16>) -> Vec<Packet> {
+        let mut connack = ConnAck::new(session_present);
+        connack.properties = ConnAckProperties {
+            receive_maximum,
+            ..ConnAckProperties::default()
+        };
+        self.session
+            .handle_connack(&connack, Instant::now())
+            .unwrap();
+        self.flush()
+    }
+
+    fn publish(&mut self, qos: QoS, payload: &'static str) -> PublishId {
+        let mut p = Publish::new("t/1", payload);
+        p.qos = qos;
+        self.session.publish(p).unwrap()
+    }
+
+    fn events(&mut self) -> Vec<Event> {
+        std::iter::from_fn(|| self.session.poll_event()).collect()
+    }
+
+    /// Rebuilds the session from what was committed, as after a crash.
+    fn crash(&mut self) {
+        self.session = Session::new(options(), self.store.stored(), NOW_MS).unwrap();
+    }
+}
+
+fn publishes(sent: &[Packet]) -> Vec<(u16, bool, Bytes)> {
+    sent.iter()
+        .filter_map(|p| match p {
+            Packet::Publish(p) => Some((p.packet_id, p.dup, p.payload.clone())),
+            _ => None,
+        })
+        .collect()
+}

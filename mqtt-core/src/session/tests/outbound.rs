@@ -1,0 +1,668 @@
+//! Publishing: records before packets, acks, quota, identifiers, retransmission, and
+//! the order of PUBRELs and PUBLISHes on a new connection.
+
+use super::*;
+
+#[test]
+fn a_qos1_publish_is_committed_before_it_is_sent() {
+    let mut h = Harness::new();
+    h.connack(false, None);
+    h.publish(QoS::AtLeastOnce, "a");
+    let output = h.session.poll_output(Instant::now()).unwrap();
+    // The record and the packet come in one Output: the queue record (which it keeps while in
+    // flight) to commit, then the packet; nothing goes early before its record is written.
+    assert!(
+        output
+            .commit
+            .ops()
+            .iter()
+            .any(|op| matches!(op, StoreOp::PushQueue { .. }))
+    );
+    assert!(output.early.is_empty());
+    assert!(!output.deferrable);
+    assert_eq!(publishes(&output.send), vec![(1, false, Bytes::from("a"))]);
+}
+
+/// An output given back lends the next ones its lists' memory, never its packets or
+/// operations: what it still held is neither sent nor committed again.
+#[test]
+fn a_recycled_output_lends_its_memory_and_nothing_it_held() {
+    let mut h = Harness::new();
+    h.connack(false, None);
+    let mut outputs = Vec::new();
+    for payload in ["a", "b", "c"] {
+        h.publish(QoS::AtLeastOnce, payload);
+        let output = h.session.poll_output(Instant::now()).unwrap();
+        h.store.apply(&output.commit);
+        h.session.durable(output.generation);
+        outputs.push((
+            publishes(&output.send),
+            output.commit.len(),
+            output.send.as_ptr(),
+        ));
+        // Given back full: its packets and operations must not come out again.
+        h.session.recycle(output);
+    }
+    let payloads: Vec<Vec<Bytes>> = outputs
+        .iter()
+        .map(|(sent, _, _)| sent.iter().map(|(_, _, p)| p.clone()).collect())
+        .collect();
+    assert_eq!(
+        payloads,
+        vec![
+            vec![Bytes::from("a")],
+            vec![Bytes::from("b")],
+            vec![Bytes::from("c")]
+        ]
+    );
+    assert!(outputs.iter().all(|(_, ops, _)| *ops == 1));
+    // The first output's list took the third output's packet (the second was already
+    // pending when the first came back).
+    assert_eq!(outputs[2].2, outputs[0].2);
+}
+
+/// The refill that makes durable QoS 1 fast at a small broker window: a queued message whose
+/// record is already durable goes out at once when a PUBACK frees quota, ahead of the commit
+/// that removes the acknowledged one (which may wait: it protects nothing sent).
+#[test]
+fn a_queued_message_whose_record_is_durable_goes_out_early_when_quota_frees() {
+    let mut h = Harness::new();
+    h.connack(false, Some(1));
+    h.publish(QoS::AtLeastOnce, "a");
+    h.publish(QoS::AtLeastOnce, "b");
+    assert_eq!(publishes(&h.flush()), vec![(1, false, Bytes::from("a"))]);
+    assert_eq!(
+        h.store.queue.len(),
+        2,
+        "both records durable, b waits for quota"
+    );
+    h.session.handle_puback(&PubAck::new(1));
+    let output = h.session.poll_output(Instant::now()).unwrap();
+    assert_eq!(publishes(&output.early), vec![(2, false, Bytes::from("b"))]);
+    assert!(output.send.is_empty());
+    assert!(
+        matches!(output.commit.ops(), [StoreOp::RemoveQueue { seq: 0 }]),
+        "{:?}",
+        output.commit
+    );
+    assert!(output.deferrable, "the removal may join a later commit");
+}
+
+/// A packet identifier is fixed by the sequence number (`seq % 65535 + 1`): a new message whose
+/// identifier is that of a flow just ended waits until that flow's removal is durable, or a
+/// crash could leave two records under one identifier. The output asks for the commit at once.
+#[test]
+fn a_packet_identifier_is_reused_only_once_the_removal_of_its_last_flow_is_durable() {
+    let mut h = Harness::new();
+    h.connack(false, None);
+    h.session.connection_lost(NOW_MS);
+    h.publish(QoS::AtLeastOnce, "a"); // seq 0: identifier 1
+    h.flush();
+    // A PUBREL record at seq 65534 puts the next sequence number at 65535: identifier 1 again.
+    h.store
+        .outbound
+        .insert(65_534, OutboundRecord::PubRel { packet_id: 999 });
+    h.crash();
+    let sent = h.connack(true, None);
+    assert_eq!(publishes(&sent), vec![(1, true, Bytes::from("a"))]);
+    h.session.handle_puback(&PubAck::new(1));
+    h.publish(QoS::AtLeastOnce, "b"); // seq 65535: identifier 1
+    let output = h.session.poll_output(Instant::now()).unwrap();
+    assert!(publishes(&[output.early.clone(), output.send.clone()].concat()).is_empty());
+    assert!(!output.deferrable);
+    h.store.apply(&output.commit);
+    // Written is not enough: the removal must be durable.
+    h.session.written(output.generation);
+    assert!(
+        publishes(
+            &h.session
+                .poll_output(Instant::now())
+                .map(|o| [o.early, o.send].concat())
+                .unwrap_or_default()
+        )
+        .is_empty()
+    );
+    h.session.durable(output.generation);
+    assert_eq!(publishes(&h.flush()), vec![(1, false, Bytes::from("b"))]);
+}
+
+#[test]
+fn publishing_offline_queues_durably_and_sends_on_connect() {
+    let mut h = Harness::new();
+    h.publish(QoS::ExactlyOnce, "a");
+    h.publish(QoS::AtMostOnce, "b");
+    assert!(h.flush().is_empty());
+    assert_eq!(h.store.queue.len(), 2);
+    let sent = h.connack(false, None);
+    assert_eq!(
+        publishes(&sent),
+        vec![(1, false, Bytes::from("a")), (0, false, Bytes::from("b"))]
+    );
+    assert_eq!(
+        h.store.queue.len(),
+        1,
+        "the QoS 2 message keeps its queue record while in flight; the QoS 0 one is gone"
+    );
+    assert!(h.store.outbound.is_empty());
+    h.session
+        .handle_incoming(Packet::PubRec(PubAck::new(1)), Instant::now())
+        .unwrap();
+    let sent = h.flush();
+    assert!(matches!(sent.as_slice(), [Packet::PubRel(_)]));
+    assert!(h.store.queue.is_empty());
+    assert_eq!(h.store.outbound.len(), 1, "the PUBREL flow is stored");
+}
+
+#[test]
+fn puback_ends_the_flow_and_its_record() {
+    let mut h = Harness::new();
+    h.connack(false, None);
+    let id = h.publish(QoS::AtLeastOnce, "a");
+    h.flush();
+    h.session.handle_puback(&PubAck::new(1));
+    h.flush();
+    assert!(h.store.outbound.is_empty());
+    assert!(h.events().contains(&Event::Delivered {
+        id,
+        reason: ReasonCode::Success
+    }));
+}
+
+#[test]
+fn qos2_pubrec_stores_pubrel_before_sending_it_and_pubcomp_ends_it() {
+    let mut h = Harness::new();
+    h.connack(false, None);
+    let id = h.publish(QoS::ExactlyOnce, "a");
+    h.flush();
+    h.session.handle_pubrec(&PubAck::new(1));
+    let output = h.session.poll_output(Instant::now()).unwrap();
+    assert!(output.commit.ops().iter().any(|op| matches!(
+        op,
+        StoreOp::PutOutbound {
+            record: OutboundRecord::PubRel { packet_id: 1 },
+            ..
+        }
+    )));
+    assert_eq!(output.send, vec![Packet::PubRel(PubAck::new(1))]);
+    h.store.apply(&output.commit);
+    h.session.handle_pubcomp(&PubAck::new(1));
+    h.flush();
+    assert!(h.store.outbound.is_empty());
+    assert!(h.events().contains(&Event::Delivered {
+        id,
+        reason: ReasonCode::Success
+    }));
+}
+
+#[test]
+fn pubrec_with_an_error_ends_the_flow_without_pubrel() {
+    let mut h = Harness::new();
+    h.connack(false, None);
+    let id = h.publish(QoS::ExactlyOnce, "a");
+    h.flush();
+    let mut rec = PubAck::new(1);
+    rec.reason_code = ReasonCode::QuotaExceeded;
+    h.session.handle_pubrec(&rec);
+    let sent = h.flush();
+    assert!(sent.is_empty(), "no PUBREL after a failed PUBREC: {sent:?}");
+    assert!(h.store.outbound.is_empty());
+    assert!(h.events().contains(&Event::Failed {
+        id,
+        reason: ReasonCode::QuotaExceeded
+    }));
+}
+
+#[test]
+fn puback_with_an_error_reports_the_reason() {
+    let mut h = Harness::new();
+    h.connack(false, None);
+    let id = h.publish(QoS::AtLeastOnce, "a");
+    h.flush();
+    let mut ack = PubAck::new(1);
+    ack.reason_code = ReasonCode::NotAuthorized;
+    h.session.handle_puback(&ack);
+    h.flush();
+    assert!(h.events().contains(&Event::Failed {
+        id,
+        reason: ReasonCode::NotAuthorized
+    }));
+}
+
+#[test]
+fn mqtt_3_3_4_7_no_more_than_receive_maximum_in_flight() {
+    let mut h = Harness::new();
+    h.connack(false, Some(2));
+    for payload in ["a", "b", "c", "d", "e"] {
+        h.publish(QoS::AtLeastOnce, payload);
+    }
+    let sent = h.flush();
+    assert_eq!(publishes(&sent).len(), 2);
+    assert_eq!(h.session.in_flight(), 2);
+    assert_eq!(h.session.queued(), 3);
+    h.session.handle_puback(&PubAck::new(1));
+    let sent = h.flush();
+    assert_eq!(publishes(&sent), vec![(3, false, Bytes::from("c"))]);
+}
+
+#[test]
+fn unknown_identifiers_in_acks() {
+    let mut h = Harness::new();
+    h.connack(false, None);
+    h.session.handle_puback(&PubAck::new(9));
+    h.session.handle_pubcomp(&PubAck::new(9));
+    assert!(
+        h.flush().is_empty(),
+        "unknown PUBACK and PUBCOMP are ignored"
+    );
+    h.session.handle_pubrec(&PubAck::new(9));
+    let mut rel = PubAck::new(9);
+    rel.reason_code = ReasonCode::PacketIdentifierNotFound;
+    assert_eq!(h.flush(), vec![Packet::PubRel(rel)]);
+}
+
+#[test]
+fn a_repeated_pubrec_gets_pubrel_again() {
+    let mut h = Harness::new();
+    h.connack(false, None);
+    h.publish(QoS::ExactlyOnce, "a");
+    h.flush();
+    h.session.handle_pubrec(&PubAck::new(1));
+    h.flush();
+    h.session.handle_pubrec(&PubAck::new(1));
+    assert_eq!(h.flush(), vec![Packet::PubRel(PubAck::new(1))]);
+}
+
+#[test]
+fn mqtt_4_4_0_1_reconnect_resends_in_order_with_dup_within_the_new_receive_maximum() {
+    let mut h = Harness::new();
+    h.connack(false, None);
+    h.publish(QoS::ExactlyOnce, "a"); // id 1: will reach PUBREL
+    h.publish(QoS::AtLeastOnce, "b"); // id 2
+    h.publish(QoS::AtLeastOnce, "c"); // id 3
+    h.flush();
+    h.session.handle_pubrec(&PubAck::new(1));
+    h.flush();
+    h.session.connection_lost(NOW_MS);
+    // Order: PUBREL 1 first (it needs no send quota [MQTT-3.3.4-8], and the server still
+    // counts its message against its Receive Maximum), then PUBLISH b and c in their order.
+    let sent = h.connack(true, Some(2));
+    assert_eq!(
+        sent,
+        vec![
+            Packet::PubRel(PubAck::new(1)),
+            Packet::Publish({
+                let mut p = Publish::new("t/1", "b");
+                p.qos = QoS::AtLeastOnce;
+                p.packet_id = 2;
+                p.dup = true;
+                p
+            }),
+            Packet::Publish({
+                let mut p = Publish::new("t/1", "c");
+                p.qos = QoS::AtLeastOnce;
+                p.packet_id = 3;
+                p.dup = true;
+                p
+            }),
+        ]
+    );
+}
+
+#[test]
+fn mqtt_3_3_4_8_a_pubrel_never_waits_for_send_quota_and_quota_never_exceeds_the_maximum() {
+    let mut h = Harness::new();
+    h.connack(false, None);
+    h.publish(QoS::AtLeastOnce, "first"); // id 1
+    h.publish(QoS::ExactlyOnce, "second"); // id 2: will reach PUBREL
+    h.publish(QoS::AtLeastOnce, "third"); // id 3
+    h.flush();
+    h.session.handle_pubrec(&PubAck::new(2));
+    h.flush();
+    h.session.connection_lost(NOW_MS);
+    // Quota 1: PUBREL 2 goes first and takes none; PUBLISH 1 takes it; PUBLISH 3 waits.
+    let sent = h.connack(true, Some(1));
+    let kinds: Vec<(PacketType, u16)> = sent
+        .iter()
+        .filter_map(|p| match p {
+            Packet::Publish(p) => Some((PacketType::Publish, p.packet_id)),
+            Packet::PubRel(r) => Some((PacketType::PubRel, r.packet_id)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![(PacketType::PubRel, 2), (PacketType::Publish, 1)]
+    );
+    // PUBCOMP for the PUBREL gives back nothing it did not take: PUBLISH 3 still waits.
+    h.session.handle_pubcomp(&PubAck::new(2));
+    assert!(
+        publishes(&h.flush()).is_empty(),
+        "the quota stays at its maximum of 1"
+    );
+    h.session.handle_puback(&PubAck::new(1));
+    assert_eq!(
+        publishes(&h.flush()).len(),
+        1,
+        "PUBLISH 3 goes once PUBACK 1 frees quota"
+    );
+}
+
+#[test]
+fn a_retransmission_over_the_servers_new_maximum_packet_size_fails_its_flow_cleanly() {
+    let mut h = Harness::new();
+    h.connack(false, Some(10));
+    let big = h.publish(QoS::ExactlyOnce, "x".repeat(1000).leak());
+    let small = h.publish(QoS::AtLeastOnce, "b");
+    h.flush();
+    h.session.connection_lost(NOW_MS);
+    h.events();
+    let mut connack = ConnAck::new(true);
+    connack.properties.maximum_packet_size = Some(500);
+    connack.properties.receive_maximum = Some(1);
+    h.session.handle_connack(&connack, Instant::now()).unwrap();
+    let output = h.session.poll_output(Instant::now()).unwrap();
+    h.store.apply(&output.commit);
+    let sent = [output.early, output.send].concat();
+    assert_eq!(publishes(&sent), vec![(2, true, Bytes::from("b"))]);
+    assert!(h.events().contains(&Event::Failed {
+        id: big,
+        reason: ReasonCode::PacketTooLarge
+    }));
+    assert_eq!(h.session.in_flight(), 1);
+    assert_eq!(h.store.stored().queue.len(), 1, "its record is gone");
+    assert!(h.store.stored().outbound.is_empty());
+    // It held no quota: the one there is went to the small one, and comes back with its
+    // PUBACK for a new publish.
+    h.session.handle_puback(&PubAck::new(2));
+    assert!(h.events().contains(&Event::Delivered {
+        id: small,
+        reason: ReasonCode::Success
+    }));
+    h.publish(QoS::AtLeastOnce, "c");
+    assert_eq!(publishes(&h.flush()), vec![(3, false, Bytes::from("c"))]);
+}
+
+/// Found by the session fuzzer: a PUBREC for a QoS 1 flow turned it into a PUBREL, and the
+/// PUBCOMP that followed reported the message delivered without its PUBACK.
+#[test]
+fn a_pubrec_for_a_qos1_flow_never_releases_it() {
+    let mut h = Harness::new();
+    h.connack(false, None);
+    h.events();
+    let id = h.publish(QoS::AtLeastOnce, "a");
+    let sent = h.flush();
+    assert_eq!(publishes(&sent).len(), 1);
+    h.session.handle_pubrec(&PubAck::new(1));
+    assert!(h.flush().is_empty(), "no PUBREL for a QoS 1 message");
+    h.session.handle_pubcomp(&PubAck::new(1));
+    assert_eq!(h.events(), vec![], "not reported delivered");
+    assert_eq!(h.session.in_flight(), 1);
+    h.session.handle_puback(&PubAck::new(1));
+    assert_eq!(
+        h.events(),
+        vec![Event::Delivered {
+            id,
+            reason: ReasonCode::Success
+        }]
+    );
+}
+
+/// Found by the session fuzzer: a publish that fits the server's Maximum Packet Size without a
+/// Topic Alias, and not with one, went out with the alias and could not be written.
+#[test]
+fn a_topic_alias_is_used_only_where_the_packet_still_fits() {
+    let mut h = Harness::new();
+    let mut connack = ConnAck::new(false);
+    connack.properties.topic_alias_maximum = Some(2);
+    connack.properties.maximum_packet_size = Some(30);
+    h.session.handle_connack(&connack, Instant::now()).unwrap();
+    h.flush();
+    // 2 + 2 + 3 ("t/1") + 2 (identifier) + 1 (no properties) + 20 = 30: exactly the limit.
+    let mut p = Publish::new("t/1", "x".repeat(20));
+    p.qos = QoS::AtLeastOnce;
+    h.session.publish(p).unwrap();
+    let sent = h.flush();
+    let codec = h.session.codec();
+    for packet in &sent {
+        codec.encode(packet, &mut BytesMut::new()).unwrap();
+    }
+    assert!(
+        matches!(&sent[..], [Packet::Publish(p)] if p.properties.topic_alias.is_none()),
+        "{sent:?}"
+    );
+}
+
+#[test]
+fn a_crash_resumes_from_the_committed_records_alone() {
+    let mut h = Harness::new();
+    h.connack(false, None);
+    h.publish(QoS::ExactlyOnce, "a");
+    h.publish(QoS::AtLeastOnce, "b");
+    h.flush();
+    h.session.handle_pubrec(&PubAck::new(1));
+    h.flush();
+    h.publish(QoS::AtLeastOnce, "c");
+    // Accepted, not yet committed: lost in the crash, never acknowledged to the caller.
+    h.crash();
+    // The PUBREL flow is in flight; b is queued again under its queue record, and goes out
+    // under the same identifier with DUP set (it may have gone out before the crash).
+    assert_eq!(h.session.in_flight(), 1);
+    assert_eq!(h.session.queued(), 1);
+    let sent = h.connack(true, None);
+    assert_eq!(
+        sent.iter().map(|p| p.packet_type()).collect::<Vec<_>>(),
+        vec![PacketType::PubRel, PacketType::Publish]
+    );
+    assert_eq!(publishes(&sent), vec![(2, true, Bytes::from("b"))]);
+}
+
+#[test]
+fn session_present_0_resends_publishes_as_new_and_drops_pubrel() {
+    let mut h = Harness::new();
+    h.connack(false, None);
+    let a = h.publish(QoS::ExactlyOnce, "a");
+    h.publish(QoS::AtLeastOnce, "b");
+    h.flush();
+    h.session.handle_pubrec(&PubAck::new(1));
+    h.flush();
+    h.session.connection_lost(NOW_MS);
+    h.events();
+    let sent = h.connack(false, None);
+    assert_eq!(publishes(&sent), vec![(2, false, Bytes::from("b"))]);
+    assert!(!sent.iter().any(|p| matches!(p, Packet::PubRel(_))));
+    let events = h.events();
+    assert!(events.contains(&Event::SessionLost {
+        resent: 1,
+        dropped_pubrel: 1,
+        dropped_inbound: 0
+    }));
+    assert!(events.contains(&Event::Delivered {
+        id: a,
+        reason: ReasonCode::Success
+    }));
+    assert!(h.store.outbound.is_empty(), "the PUBREL record is gone");
+    assert_eq!(h.store.queue.len(), 1, "b keeps its queue record in flight");
+}
+
+#[test]
+fn mqtt_3_2_2_4_session_present_after_clean_start_is_a_protocol_error() {
+    let mut options = options();
+    options.clean_start = true;
+    let mut session = Session::new(options, StoredSession::default(), NOW_MS).unwrap();
+    assert!(session.connect_packet().unwrap().clean_start);
+    assert_eq!(
+        session.handle_connack(&ConnAck::new(true), Instant::now()),
+        Err(ProtocolViolation::UnexpectedSession)
+    );
+    assert!(
+        session
+            .handle_connack(&ConnAck::new(false), Instant::now())
+            .is_ok()
+    );
+    assert!(
+        !session.connect_packet().unwrap().clean_start,
+        "reconnects resume the session"
+    );
+}
+
+#[test]
+fn mqtt_3_2_2_4_session_present_without_local_state_is_refused_and_the_next_attempt_starts_clean() {
+    // A new store and Clean Start 0: the server's old session may hold packet identifiers
+    // this client would reuse for new messages.
+    let mut session = Session::new(options(), StoredSession::default(), NOW_MS).unwrap();
+    assert!(!session.connect_packet().unwrap().clean_start);
+    assert_eq!(
+        session.handle_connack(&ConnAck::new(true), Instant::now()),
+        Err(ProtocolViolation::SessionWithoutState)
+    );
+    assert!(
+        session.connect_packet().unwrap().clean_start,
+        "the next attempt starts the session anew"
+    );
+    assert_eq!(
+        session.handle_connack(&ConnAck::new(true), Instant::now()),
+        Err(ProtocolViolation::UnexpectedSession),
+        "Session Present 1 after that Clean Start 1 is the server's error"
+    );
+    session
+        .handle_connack(&ConnAck::new(false), Instant::now())
+        .unwrap();
+    assert!(!session.connect_packet().unwrap().clean_start);
+    assert!(
+        session
+            .handle_connack(&ConnAck::new(true), Instant::now())
+            .is_ok(),
+        "once connected, the client has state the server may resume"
+    );
+
+    // A stored session is local state: the server may resume it on the first connection.
+    let stored = StoredSession {
+        meta: Some(SessionMeta {
+            session_expiry_interval: 3600,
+            ..SessionMeta::default()
+        }),
+        ..StoredSession::default()
+    };
+    let mut resumed = Session::new(options(), stored, NOW_MS).unwrap();
+    assert!(!resumed.connect_packet().unwrap().clean_start);
+    assert!(
+        resumed
+            .handle_connack(&ConnAck::new(true), Instant::now())
+            .is_ok()
+    );
+}
+
+#[test]
+fn mqtt_3_2_2_11_and_14_maximum_qos_and_retain_available() {
+    let mut h = Harness::new();
+    let mut connack = ConnAck::new(false);
+    connack.properties.maximum_qos = Some(QoS::AtLeastOnce);
+    connack.properties.retain_available = Some(false);
+    h.session.handle_connack(&connack, Instant::now()).unwrap();
+    let mut p = Publish::new("t", "x");
+    p.qos = QoS::ExactlyOnce;
+    assert!(matches!(
+        h.session.publish(p),
+        Err(PublishError::QosNotSupported { .. })
+    ));
+    let mut p = Publish::new("t", "x");
+    p.retain = true;
+    assert!(matches!(
+        h.session.publish(p),
+        Err(PublishError::RetainNotSupported)
+    ));
+    assert!(matches!(
+        h.session.publish(Publish::new("t/#", "x")),
+        Err(PublishError::Invalid(_))
+    ));
+    assert!(h.flush().is_empty(), "refused publishes store nothing");
+}
+
+#[test]
+fn a_refused_connection_is_reported() {
+    let mut h = Harness::new();
+    let mut connack = ConnAck::new(false);
+    connack.reason_code = ReasonCode::NotAuthorized;
+    h.session.handle_connack(&connack, Instant::now()).unwrap();
+    assert!(!h.session.is_connected());
+    assert_eq!(
+        h.events(),
+        vec![Event::ConnectionRefused {
+            reason: ReasonCode::NotAuthorized,
+            server_reference: None,
+        }]
+    );
+}
+
+/// What a broker that counts a QoS 2 message against its Receive Maximum until PUBREL (as
+/// mosquitto does) makes of `sent`, holding `held` such messages before it: the most it holds
+/// at once. A new PUBLISH over the maximum is refused with 0x97 and its message lost.
+fn broker_holds_at_most(held: &[u16], sent: &[Packet]) -> usize {
+    let mut holding: BTreeSet<u16> = held.iter().copied().collect();
+    let mut most = holding.len();
+    for packet in sent {
+        match packet {
+            Packet::PubRel(rel) => {
+                holding.remove(&rel.packet_id);
+            }
+            Packet::Publish(p) if p.qos == QoS::ExactlyOnce => {
+                holding.insert(p.packet_id);
+            }
+            _ => {}
+        }
+        most = most.max(holding.len());
+    }
+    most
+}
+
+/// The failure the crash proof found when identifiers were bound at acceptance: with the
+/// broker's Receive Maximum at 2 and two QoS 2 messages awaiting PUBREL, the session sent
+/// PUBLISHes ahead of the PUBRELs (in sequence order, the PUBREL records being newer), and the
+/// broker refused them with 0x97. PUBRELs now go first on every new connection: after a lost
+/// connection (the messages behind them in flight) and after a crash (queued).
+#[test]
+fn pubrels_go_before_publishes_on_a_new_connection_so_a_receive_maximum_of_2_is_never_exceeded() {
+    for crash in [false, true] {
+        let mut h = Harness::new();
+        h.connack(false, Some(4));
+        for payload in ["a", "b", "c", "d"] {
+            h.publish(QoS::ExactlyOnce, payload);
+        }
+        let sent = h.flush();
+        assert_eq!(publishes(&sent).len(), 4, "all four fill the window of 4");
+        // a and b reach PUBREC: their PUBREL records come after c and d in sequence order.
+        let ids: Vec<u16> = publishes(&sent)
+            .iter()
+            .take(2)
+            .map(|(id, _, _)| *id)
+            .collect();
+        for id in &ids {
+            h.session
+                .handle_incoming(Packet::PubRec(PubAck::new(*id)), Instant::now())
+                .unwrap();
+        }
+        // The PUBRELs are stored and sent; the broker holds both messages until they arrive.
+        let rels = h.flush();
+        assert_eq!(rels.len(), 2);
+        if crash {
+            h.crash();
+        } else {
+            h.session.connection_lost(NOW_MS);
+            h.flush();
+        }
+        // The PUBRELs were lost on the way: the broker still holds a and b.
+        let resent = h.connack(true, Some(2));
+        assert_eq!(
+            resent
+                .iter()
+                .filter(|p| matches!(p, Packet::PubRel(_)))
+                .count(),
+            2,
+            "crash {crash}: both PUBRELs again: {resent:?}"
+        );
+        assert!(
+            broker_holds_at_most(&ids, &resent) <= 2,
+            "crash {crash}: the broker would refuse a PUBLISH: {resent:?}"
+        );
+    }
+}
