@@ -128,7 +128,9 @@ impl Client {
     /// Sends the command `make` builds and waits for its reply. It waits for room in the
     /// command channel before building the command (`reserve`, not `send`), so that the
     /// future holds the command's parts once: a publish is in flight per message, and a
-    /// future over tcache's 1 KiB took glibc's slow path on each.
+    /// future over tcache's 1 KiB took glibc's slow path on each. `publish`, `publish_with`
+    /// and `try_publish` return this future itself: as async fns, each layer kept its own
+    /// copy of the PUBLISH.
     async fn call<T>(
         &self,
         make: impl FnOnce(oneshot::Sender<Result<T, ClientError>>) -> Command,
@@ -159,8 +161,6 @@ impl Client {
     /// let reason = delivery.await?; // PUBCOMP's reason code
     /// # let _ = reason; Ok(()) }
     /// ```
-    // publish, publish_with and try_publish build the command now and return `call`'s future
-    // itself: as async fns, each layer kept its own copy of the PUBLISH in the future.
     pub fn publish(
         &self,
         topic: impl Into<String>,

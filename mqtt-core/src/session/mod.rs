@@ -573,13 +573,12 @@ impl Session {
     }
 
     /// Gives back an output whose packets and operations the driver has taken: the next
-    /// output reuses its lists' memory. Whatever it still holds is dropped.
+    /// output reuses its lists' memory (its number and flags are set anew when it is polled).
+    /// Whatever it still holds is dropped.
     pub fn recycle(&mut self, mut output: Output) {
         output.early.clear();
         output.commit.clear();
         output.send.clear();
-        output.generation = 0;
-        output.deferrable = false;
         self.spare = Some(output);
     }
 

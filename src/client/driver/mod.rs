@@ -135,7 +135,7 @@ enum Wake {
     Command(Option<Command>),
     HandlesGone,
     Timer,
-    /// A message left the backlog for the inbox; the automatic ack it owes.
+    /// Messages left the backlog for the inbox; the automatic acks they owe.
     HandedOver(Vec<Option<inbound::AckOwed>>),
 }
 

@@ -674,14 +674,9 @@ fn summarize(rates: &[Vec<f64>]) -> Result<Summary, Error> {
     })
 }
 
-/// `numerator ÷ denominator` to two places, or `–` where the denominator was not measured.
-fn ratio_or_dash(numerator: f64, denominator: Option<f64>) -> String {
-    denominator.map_or("–".to_owned(), |d| format!("{:.2}", numerator / d))
-}
-
-/// A rate, or `–` where it was not measured.
-fn rate_or_dash(rate: Option<f64>) -> String {
-    rate.map_or("–".to_owned(), |r| format!("{r:.0}"))
+/// `value` to `places` decimal places, or `–` where it was not measured.
+fn or_dash(value: Option<f64>, places: usize) -> String {
+    value.map_or("–".to_owned(), |v| format!("{v:.places$}"))
 }
 
 /// The median of `values` (sorted in place; the upper one of an even count).

@@ -20,8 +20,8 @@ use integration::mosquitto::{Mosquitto, MosquittoConfig};
 use integration::proxy::{Fault, FaultProxy};
 
 use super::{
-    CONTENDERS, Error, Measured, PAHO_FILE, Row, WINDOW, measure, median, paho_program,
-    rate_or_dash, ratio_or_dash, summarize,
+    CONTENDERS, Error, Measured, PAHO_FILE, Row, WINDOW, measure, median, or_dash, paho_program,
+    summarize,
 };
 
 /// The one-way latency the `rtt` table adds.
@@ -156,10 +156,10 @@ fn windows(count: usize, runs: usize) -> Result<(), Error> {
                 c.peer,
                 c.memory,
                 c.redb,
-                rate_or_dash(c.paho_file),
+                or_dash(c.paho_file, 0),
                 c.memory / c.peer,
                 c.redb / c.memory,
-                ratio_or_dash(c.redb, c.paho_file),
+                or_dash(c.paho_file.map(|p| c.redb / p), 2),
                 batch,
                 c.spreads
             );
@@ -199,10 +199,10 @@ fn big(count: usize, runs: usize, bandwidth: f64) -> Result<(), Error> {
             c.peer,
             c.memory,
             c.redb,
-            rate_or_dash(c.paho_file),
+            or_dash(c.paho_file, 0),
             c.memory / c.peer,
             c.redb / c.memory,
-            ratio_or_dash(c.redb, c.paho_file),
+            or_dash(c.paho_file.map(|p| c.redb / p), 2),
             payload_bytes / 1e6,
             payload_bytes / bandwidth,
             batch,
@@ -240,12 +240,11 @@ fn rtt(count: usize, runs: usize) -> Result<(), Error> {
             c.peer,
             c.memory,
             c.redb,
-            rate_or_dash(c.paho_file),
+            or_dash(c.paho_file, 0),
             c.peer / bound,
             c.memory / bound,
             c.redb / bound,
-            c.paho_file
-                .map_or("–".to_owned(), |p| format!("{:.2}", p / bound)),
+            or_dash(c.paho_file.map(|p| p / bound), 2),
             batch,
             c.spreads
         );

@@ -302,23 +302,17 @@ pub enum Record {
 /// value holds, with the value's format version and checksum checked.
 pub fn decode_record(key: &[u8], value: &[u8]) -> Result<(SessionKey, Record), StoreError> {
     let session = session_of_key(key)?;
-    let record = decode_entry(&session, &session_prefix(&session), key, value)?;
+    let record = decode_entry(&session, key, value)?;
     Ok((session, record))
 }
 
-fn decode_entry(
-    session: &SessionKey,
-    prefix: &[u8],
-    key: &[u8],
-    value: &[u8],
-) -> Result<Record, StoreError> {
+fn decode_entry(session: &SessionKey, key: &[u8], value: &[u8]) -> Result<Record, StoreError> {
     let bad = |reason: String| StoreError::Corrupt {
         session: session.to_string(),
         record: describe_key(key),
         reason,
     };
-    let rest = key
-        .strip_prefix(prefix)
+    let rest = strip_session_prefix(session, key)
         .ok_or_else(|| bad("the key belongs to another session".to_owned()))?;
     let (kind, body) = open_value(session, key, value)?;
     Ok(match (rest, kind) {
@@ -374,10 +368,9 @@ where
     K: AsRef<[u8]>,
     V: AsRef<[u8]>,
 {
-    let prefix = session_prefix(session);
     let mut out = StoredSession::default();
     for (key, value) in entries {
-        match decode_entry(session, &prefix, key.as_ref(), value.as_ref())? {
+        match decode_entry(session, key.as_ref(), value.as_ref())? {
             Record::Meta(meta) => out.meta = Some(meta),
             Record::Outbound(seq, record) => out.outbound.push((seq, record)),
             Record::Inbound(packet_id) => out.inbound.push(packet_id),
