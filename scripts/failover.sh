@@ -3,7 +3,8 @@
 # PostgreSQL (started for the run, like mosquitto), publishing and consuming numbered QoS 2
 # messages; N times (default 100) the active one is killed with SIGKILL or frozen with SIGSTOP,
 # the standby takes over when the lease lapses, a frozen one is woken with SIGCONT and must be
-# fenced (it sends nothing to the broker), and the old one restarts as the standby. Then every
+# fenced (it neither connects again nor sends a byte on a connection the broker held open), and
+# the old one restarts as the standby. Then every
 # message is checked (see integration/tests/failover_proof.rs).
 # Usage: scripts/failover.sh [N]    (FAILOVER_SEED=... replays a run; FAILOVER_LEASE_MS=...)
 set -euo pipefail

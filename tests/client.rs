@@ -8,7 +8,7 @@
 )]
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -108,11 +108,7 @@ async fn nothing_reaches_the_wire_before_its_commit_returns() {
     let mut broker = Broker::new();
     let inner = MemoryStore::default();
     let gate = Arc::new(Semaphore::new(0));
-    let store = GatedStore {
-        inner: inner.clone(),
-        gate: gate.clone(),
-        commits: AtomicUsize::new(0),
-    };
+    let store = ControlledStore::gated(inner.clone(), &gate);
     let b = Client::builder()
         .server(URL)
         .client_id("gw")
@@ -146,11 +142,7 @@ async fn stored_key(store: &MemoryStore, url: &str) -> StoredSession {
 async fn concurrent_publishes_share_commits() {
     let mut broker = Broker::new();
     let gate = Arc::new(Semaphore::new(1));
-    let store = Arc::new(GatedStore {
-        inner: MemoryStore::default(),
-        gate: gate.clone(),
-        commits: AtomicUsize::new(0),
-    });
+    let store = Arc::new(ControlledStore::gated(MemoryStore::default(), &gate));
     let b = Client::builder()
         .server(URL)
         .client_id("gw")

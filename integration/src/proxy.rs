@@ -37,8 +37,13 @@ struct Shared {
     fault: Mutex<Fault>,
     streams: Mutex<Vec<TcpStream>>,
     stopped: AtomicBool,
+    /// Bytes the client sent while the server still held the connection open.
     to_server: AtomicU64,
+    /// Bytes the client sent after the server had closed the connection: they reach nobody.
+    after_server_closed: AtomicU64,
     connections: AtomicU64,
+    /// Connections the server has not closed yet.
+    open: AtomicU64,
 }
 
 impl Shared {
@@ -67,7 +72,9 @@ impl FaultProxy {
             streams: Mutex::new(Vec::new()),
             stopped: AtomicBool::new(false),
             to_server: AtomicU64::new(0),
+            after_server_closed: AtomicU64::new(0),
             connections: AtomicU64::new(0),
+            open: AtomicU64::new(0),
         });
         let accept_shared = shared.clone();
         thread::spawn(move || {
@@ -85,6 +92,7 @@ impl FaultProxy {
                     continue;
                 };
                 accept_shared.connections.fetch_add(1, Ordering::Relaxed);
+                accept_shared.open.fetch_add(1, Ordering::SeqCst);
                 let _ = client.set_nodelay(true);
                 let _ = server.set_nodelay(true);
                 let pair = (client.try_clone(), server.try_clone());
@@ -98,10 +106,17 @@ impl FaultProxy {
                         streams.push(b);
                     }
                 }
-                let up = accept_shared.clone();
-                let down = accept_shared.clone();
-                thread::spawn(move || pump(client, server2, &up, true));
-                thread::spawn(move || pump(server, client2, &down, false));
+                let up = Direction {
+                    shared: accept_shared.clone(),
+                    to_server: true,
+                    server_closed: Arc::new(AtomicBool::new(false)),
+                };
+                let down = Direction {
+                    to_server: false,
+                    ..up.clone()
+                };
+                thread::spawn(move || pump(client, server2, &up));
+                thread::spawn(move || pump(server, client2, &down));
             }
         });
         Ok(Self { port, shared })
@@ -127,9 +142,22 @@ impl FaultProxy {
         self.shared.connections.load(Ordering::Relaxed)
     }
 
-    /// Bytes the client sent towards the server so far.
+    /// Bytes the client sent towards the server so far, while the server held the connection
+    /// open.
     pub fn bytes_to_server(&self) -> u64 {
-        self.shared.to_server.load(Ordering::Relaxed)
+        self.shared.to_server.load(Ordering::SeqCst)
+    }
+
+    /// Bytes the client wrote into connections the server had already closed (as a broker
+    /// closes the old connection of a client identifier that connected again): the server
+    /// never reads them.
+    pub fn bytes_after_server_closed(&self) -> u64 {
+        self.shared.after_server_closed.load(Ordering::SeqCst)
+    }
+
+    /// Connections the server has not closed yet (as far as the proxy has read).
+    pub fn open_connections(&self) -> u64 {
+        self.shared.open.load(Ordering::SeqCst)
     }
 
     /// Closes every open connection at once (both directions), as a network cut does.
@@ -149,10 +177,20 @@ impl Drop for FaultProxy {
     }
 }
 
+/// One direction of one proxied connection.
+#[derive(Clone)]
+struct Direction {
+    shared: Arc<Shared>,
+    to_server: bool,
+    /// Set once the server's side ended (shared by both directions).
+    server_closed: Arc<AtomicBool>,
+}
+
 /// Copies `from` to `to`, applying the current fault to each chunk. A reader thread (this one)
 /// stamps each chunk with when it may be delivered; a writer thread delivers it then, so that
 /// latency holds chunks in flight side by side.
-fn pump(mut from: TcpStream, to: TcpStream, shared: &Arc<Shared>, to_server: bool) {
+fn pump(mut from: TcpStream, to: TcpStream, direction: &Direction) {
+    let shared = &direction.shared;
     let (chunks, delivery) = mpsc::channel::<(Instant, Vec<u8>)>();
     let writer_shared = shared.clone();
     let writer = thread::spawn(move || deliver(to, &delivery, &writer_shared));
@@ -163,8 +201,13 @@ fn pump(mut from: TcpStream, to: TcpStream, shared: &Arc<Shared>, to_server: boo
             Ok(n) => n,
         };
         let Some(chunk) = buf.get(..n) else { break };
-        if to_server {
-            shared.to_server.fetch_add(n as u64, Ordering::Relaxed);
+        if direction.to_server {
+            let counter = if direction.server_closed.load(Ordering::SeqCst) {
+                &shared.after_server_closed
+            } else {
+                &shared.to_server
+            };
+            counter.fetch_add(n as u64, Ordering::SeqCst);
         }
         let mut due = Instant::now();
         loop {
@@ -182,6 +225,9 @@ fn pump(mut from: TcpStream, to: TcpStream, shared: &Arc<Shared>, to_server: boo
         if chunks.send((due, chunk.to_vec())).is_err() {
             break;
         }
+    }
+    if !direction.to_server && !direction.server_closed.swap(true, Ordering::SeqCst) {
+        shared.open.fetch_sub(1, Ordering::SeqCst);
     }
     drop(chunks);
     let _ = writer.join();

@@ -2,9 +2,15 @@
 //! session in PostgreSQL, one active and one standby, publishing numbered QoS 2 messages and
 //! consuming a numbered QoS 2 stream with manual ack. Each round the active one is killed with
 //! SIGKILL or frozen with SIGSTOP; the standby takes over when the lease lapses; a frozen one
-//! is then woken with SIGCONT and must be fenced: it exits with status 3 having sent nothing
-//! to the broker (each gateway reaches the broker through a proxy of its own, which counts
-//! bytes). The dead or fenced one starts again as the new standby. At the end an independent
+//! is then woken with SIGCONT and must be fenced: it exits with status 3 having sent the broker
+//! nothing, not a byte on any connection the broker held open, a new one included (each
+//! gateway reaches the broker through a proxy of its own, which counts them). The broker
+//! closed the frozen one's connection when the standby connected; a write the process had
+//! already begun past its last lease check when it froze can still land in that closed
+//! connection, where no one reads it: the proof counts such bytes and prints them. That the
+//! client writes nothing it held waiting once its lease ran out is `tests/ownership.rs`'s
+//! deterministic test. The dead or fenced one starts again as the new standby. At the end an
+//! independent
 //! subscriber and the ledgers are checked: every accepted message arrived exactly once and
 //! nothing twice, every number sent to the gateways was consumed, none after its ack, and no
 //! owner's application was handed a message after a later owner had started (a number may be
@@ -281,6 +287,10 @@ async fn a_standby_takes_over_from_a_killed_or_frozen_gateway_and_the_old_one_is
 
     let mut takeover_times = Vec::new();
     let (mut kills, mut freezes) = (0, 0);
+    // Bytes woken gateways wrote into connections the broker had closed (see the top).
+    let mut unread_after_waking = 0;
+    // Connections woken gateways opened before their ownership check stopped them.
+    let mut dials_after_waking = 0;
     for round in 0..takeovers {
         tokio::time::sleep(Duration::from_millis(200 + rng.u64(..600))).await;
         assert!(
@@ -303,8 +313,17 @@ async fn a_standby_takes_over_from_a_killed_or_frozen_gateway_and_the_old_one_is
         .await;
         takeover_times.push(stopped_at.elapsed());
         if freeze {
-            // Everything the frozen one sent before it froze has long reached the proxy.
+            // The broker closed the frozen one's connection when the standby connected with
+            // its client identifier; everything it sent before it froze has reached the proxy.
+            wait_until(
+                "the broker to close the frozen gateway's connection",
+                Duration::from_secs(10),
+                || active.proxy.open_connections() == 0,
+            )
+            .await;
             let sent_before = active.proxy.bytes_to_server();
+            let connections_before = active.proxy.connections();
+            let unread_before = active.proxy.bytes_after_server_closed();
             signal(&active.child, "-CONT");
             let status = tokio::task::block_in_place(|| active.wait_exit(Duration::from_secs(20)))
                 .unwrap_or_else(|| panic!("round {round}: the woken gateway did not stop"));
@@ -314,11 +333,17 @@ async fn a_standby_takes_over_from_a_killed_or_frozen_gateway_and_the_old_one_is
                 "round {round}: the woken gateway was not fenced ({status})"
             );
             assert!(active.said.fenced.load(Ordering::SeqCst));
+            // It may have opened a connection: the ownership check comes after the transport,
+            // right before CONNECT. Not one byte may have gone over it.
             assert_eq!(
                 active.proxy.bytes_to_server(),
                 sent_before,
-                "round {round}: the fenced gateway sent bytes to the broker"
+                "round {round}: the fenced gateway sent bytes to the broker ({} connections \
+                 opened after waking)",
+                active.proxy.connections() - connections_before
             );
+            unread_after_waking += active.proxy.bytes_after_server_closed() - unread_before;
+            dials_after_waking += active.proxy.connections() - connections_before;
         }
         // The dead or fenced one starts again, as the standby.
         let old = std::mem::replace(&mut active, std::mem::replace(&mut standby, spawn()));
@@ -376,8 +401,10 @@ async fn a_standby_takes_over_from_a_killed_or_frozen_gateway_and_the_old_one_is
     let handed_over = handed_over(dir.path(), &consumed);
     println!(
         "failover proof: {kills} kills, {freezes} freezes; takeover (stop to the standby's \
-         SUBACK) median {:?}, max {:?}; {} accepted, {} arrived, {unrecorded} published but \
-         unrecorded (killed before the ledger), {} duplicates; {} consumed, {unconsumed} \
+         SUBACK) median {:?}, max {:?}; woken gateways wrote {unread_after_waking} bytes into \
+         closed connections and opened {dials_after_waking} without a byte; {} accepted, {} \
+         arrived, {unrecorded} published but unrecorded (killed before the ledger), {} \
+         duplicates; {} consumed, {unconsumed} \
          unconsumed, {} delivered again after their ack, {} handed to a stopped owner and \
          again to the next (never acked)",
         median(&mut takeover_times.clone()),

@@ -111,23 +111,23 @@ pub(crate) enum Link {
 
 impl Link {
     /// Reads (when `reading`) and writes `out` at the same time, so that a server that stops
-    /// reading cannot stop the client from reading. Resolves when bytes were read into `buf`
+    /// reading cannot stop the client from reading. Ready when bytes were read into `buf`
     /// (`Read(0)` at the end of the stream) or when all of `out` has been written and flushed.
-    /// Cancel safe: what was read is in `buf`, what was written is gone from `out`, and
-    /// `progress` is stamped at every write that moved bytes.
-    pub(crate) async fn exchange(
+    /// What was read is in `buf`, what was written is gone from `out`, and `progress` is
+    /// stamped at every write that moved bytes, whatever the poll returns.
+    pub(crate) fn poll_exchange(
         &mut self,
+        cx: &mut Context<'_>,
         buf: &mut BytesMut,
         out: &mut Outgoing,
         reading: bool,
         progress: &mut std::time::Instant,
-    ) -> io::Result<Exchanged> {
-        std::future::poll_fn(|cx| match self {
+    ) -> Poll<io::Result<Exchanged>> {
+        match self {
             Self::Stream(s) => poll_stream(Pin::new(&mut **s), cx, buf, out, reading, progress),
             #[cfg(feature = "websocket")]
             Self::WebSocket(ws) => ws::poll_exchange(ws, cx, buf, out, reading, progress),
-        })
-        .await
+        }
     }
 
     /// Writes all of `bytes` and flushes.
@@ -186,7 +186,7 @@ impl Outgoing {
     }
 }
 
-/// What [`Link::exchange`] did.
+/// What [`Link::poll_exchange`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Exchanged {
     /// Read this many bytes; 0 at the end of the stream.
@@ -388,7 +388,7 @@ mod ws {
             .map_err(io::Error::other)
     }
 
-    /// [`Link::exchange`] for a WebSocket: what is outgoing goes as one binary frame.
+    /// [`Link::poll_exchange`] for a WebSocket: what is outgoing goes as one binary frame.
     pub(super) fn poll_exchange(
         ws: &mut Ws,
         cx: &mut Context<'_>,

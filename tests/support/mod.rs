@@ -1,11 +1,11 @@
 //! What the driver tests share: an in-process fake broker whose every byte the test reads and
-//! writes, builders, and a store whose commits the test can hold.
+//! writes, builders, and a store the test controls (its commits held, its lease set).
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::io;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::BytesMut;
@@ -134,6 +134,8 @@ pub struct Fake {
     pub tx: mpsc::UnboundedSender<(String, DuplexStream)>,
     pub refuse: Arc<AtomicU32>,
     pub refuse_host: Arc<std::sync::Mutex<Option<String>>>,
+    /// Bytes each direction of a connection holds before the writer waits.
+    pub pipe: usize,
 }
 
 pub struct Broker {
@@ -143,6 +145,12 @@ pub struct Broker {
 
 impl Broker {
     pub fn new() -> Self {
+        Self::with_pipe(1 << 20)
+    }
+
+    /// Connections that hold `pipe` bytes each way: a client that writes more waits for the
+    /// test to read.
+    pub fn with_pipe(pipe: usize) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
         Self {
             rx,
@@ -150,6 +158,7 @@ impl Broker {
                 tx,
                 refuse: Arc::new(AtomicU32::new(0)),
                 refuse_host: Arc::default(),
+                pipe,
             },
         }
     }
@@ -168,7 +177,7 @@ impl Broker {
             {
                 return futures_ready::Ready(Some(Err(io::ErrorKind::ConnectionRefused.into())));
             }
-            let (client, server) = tokio::io::duplex(1 << 20);
+            let (client, server) = tokio::io::duplex(fake.pipe);
             let _ = fake.tx.send((url.host().to_owned(), server));
             futures_ready::Ready(Some(Ok(Box::new(client) as Box<dyn AsyncStream>)))
         }
@@ -289,15 +298,47 @@ pub async fn next_event(
     .expect("event did not come")
 }
 
-/// A store whose commits wait for a permit: shows what the client does while one is slow.
-pub struct GatedStore {
+/// A memory store the test controls: commits wait for a permit from `gate` (if any), which
+/// shows what the client does while one is slow; [`SessionStore::owned_until`] answers the
+/// lease the test sets; once `fenced` is set, ownership checks and commits fail as after
+/// another process took the session over.
+#[derive(Default)]
+pub struct ControlledStore {
     pub inner: MemoryStore,
-    pub gate: Arc<Semaphore>,
+    pub gate: Option<Arc<Semaphore>>,
     pub commits: AtomicUsize,
+    pub lease: std::sync::Mutex<Option<Instant>>,
+    pub fenced: AtomicBool,
+}
+
+impl ControlledStore {
+    /// Commits to `inner` once `gate` gives a permit.
+    pub fn gated(inner: MemoryStore, gate: &Arc<Semaphore>) -> Self {
+        Self {
+            inner,
+            gate: Some(gate.clone()),
+            ..Self::default()
+        }
+    }
+
+    /// This process owns every session until `until`, as far as the store vouches.
+    pub fn lease_until(&self, until: Instant) {
+        *self.lease.lock().unwrap() = Some(until);
+    }
+
+    fn unless_fenced(&self, key: &SessionKey) -> Result<(), StoreError> {
+        if self.fenced.load(Ordering::SeqCst) {
+            return Err(StoreError::Fenced {
+                session: key.to_string(),
+                holder: "the standby".to_owned(),
+            });
+        }
+        Ok(())
+    }
 }
 
 #[async_trait]
-impl SessionStore for GatedStore {
+impl SessionStore for ControlledStore {
     async fn resume(
         &self,
         key: &SessionKey,
@@ -314,8 +355,11 @@ impl SessionStore for GatedStore {
         self.inner.read_queue(key, from, window).await
     }
     async fn commit(&self, key: &SessionKey, batch: Batch) -> Result<(), StoreError> {
-        self.gate.acquire().await.unwrap().forget();
+        if let Some(gate) = &self.gate {
+            gate.acquire().await.unwrap().forget();
+        }
         self.commits.fetch_add(1, Ordering::SeqCst);
+        self.unless_fenced(key)?;
         self.inner.commit(key, batch).await
     }
     async fn clear(&self, key: &SessionKey) -> Result<(), StoreError> {
@@ -326,5 +370,11 @@ impl SessionStore for GatedStore {
     }
     async fn purge_expired(&self, now_ms: u64) -> Result<Vec<SessionKey>, StoreError> {
         self.inner.purge_expired(now_ms).await
+    }
+    async fn check_owner(&self, key: &SessionKey) -> Result<(), StoreError> {
+        self.unless_fenced(key)
+    }
+    fn owned_until(&self, _key: &SessionKey) -> Option<Instant> {
+        *self.lease.lock().unwrap()
     }
 }

@@ -10,7 +10,7 @@ use tokio::sync::oneshot;
 use tracing::{info, warn};
 
 use super::super::options::ConnectAttempt;
-use super::super::transport::{self, BoxFuture, Exchanged, Link, Outgoing};
+use super::super::transport::{self, BoxFuture, Link, Outgoing};
 use super::super::url::ServerUrl;
 use super::super::{ClientEvent, ConnectError};
 use super::handshake::SessionLostCounts;
@@ -155,21 +155,6 @@ impl Connection {
         if let Some(first) = self.first_connect.take() {
             let _ = first.send(result);
         }
-    }
-}
-
-/// Reads and writes on the link if there is one (see [`Link::exchange`]); otherwise never
-/// resolves.
-pub(super) async fn exchange(
-    link: &mut Option<Link>,
-    buf: &mut BytesMut,
-    out: &mut Outgoing,
-    progress: &mut Instant,
-    reading: bool,
-) -> std::io::Result<Exchanged> {
-    match link {
-        Some(link) => link.exchange(buf, out, reading, progress).await,
-        None => std::future::pending().await,
     }
 }
 
@@ -408,12 +393,14 @@ impl Driver {
 
     /// Closes the link and tells the session.
     pub(super) async fn close_link(&mut self, close: Close) {
-        if close == Close::Graceful {
+        // Past the lease not even a TLS close_notify goes out: the socket is just dropped.
+        let graceful = close == Close::Graceful && !self.ownership_lapsed();
+        if graceful {
             self.flush_out(self.settings.write_timeout).await;
         }
         self.conn.out.clear();
         if let Some(mut link) = self.conn.link.take() {
-            if close == Close::Graceful {
+            if graceful {
                 let _ = tokio::time::timeout(CLOSE_GRACE, link.close()).await;
             }
         }

@@ -2,16 +2,59 @@
 //! encoding what the session sends, and writing without waiting where the socket allows.
 
 use std::future::Future;
-use std::task::{Context, Waker};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
+use bytes::BytesMut;
 use tracing::warn;
 
-use super::super::transport::Exchanged;
+use super::super::inbox::lease_ran_out;
+use super::super::transport::{Exchanged, Link, Outgoing};
 use super::Driver;
 use super::connection::Close;
 use crate::packet::{Decoded, Packet};
 use crate::session::ProtocolViolation;
+use crate::store::{SessionKey, SessionStore};
+
+/// What [`exchange`] did.
+pub(super) enum Exchange {
+    /// The link read, wrote everything or failed.
+    Done(std::io::Result<Exchanged>),
+    /// The store's lease on the session ran out: nothing was written.
+    LeaseLapsed,
+}
+
+/// Reads and writes on the link if there is one (see [`Link::poll_exchange`]); otherwise never
+/// resolves. `lapsed` is asked at every poll, right before the link writes: a process frozen
+/// while bytes waited here, and woken past its lease, must not write them (ownership.rs).
+pub(super) async fn exchange(
+    link: &mut Option<Link>,
+    buf: &mut BytesMut,
+    out: &mut Outgoing,
+    progress: &mut Instant,
+    reading: bool,
+    lapsed: impl Fn() -> bool,
+) -> Exchange {
+    let Some(link) = link else {
+        return std::future::pending().await;
+    };
+    std::future::poll_fn(|cx| {
+        if lapsed() {
+            return Poll::Ready(Exchange::LeaseLapsed);
+        }
+        link.poll_exchange(cx, buf, out, reading, progress)
+            .map(Exchange::Done)
+    })
+    .await
+}
+
+/// Whether the store's lease on `key`'s session ran out, for [`exchange`]'s `lapsed`.
+pub(super) fn lapsed_for<'a>(
+    store: &'a dyn SessionStore,
+    key: Option<&'a SessionKey>,
+) -> impl Fn() -> bool + 'a {
+    move || key.is_some_and(|key| lease_ran_out(store, key))
+}
 
 impl Driver {
     pub(super) async fn on_exchanged(&mut self, result: std::io::Result<Exchanged>) {
@@ -99,20 +142,27 @@ impl Driver {
     /// the loop's `exchange` meets on its next turn.
     fn write_now(&mut self) {
         let conn = &mut self.conn;
-        let Some(link) = conn.link.as_mut() else {
-            return;
-        };
-        let attempt = std::pin::pin!(link.exchange(
+        let key = self.slots.get(self.active).map(|slot| &slot.key);
+        let attempt = std::pin::pin!(exchange(
+            &mut conn.link,
             &mut conn.rbuf,
             &mut conn.out,
+            &mut conn.write_progress,
             false,
-            &mut conn.write_progress
+            lapsed_for(&*self.store, key),
         ));
-        let _ = attempt.poll(&mut Context::from_waker(Waker::noop()));
+        let polled = attempt.poll(&mut Context::from_waker(Waker::noop()));
+        if matches!(polled, Poll::Ready(Exchange::LeaseLapsed)) {
+            self.lease_lapsed = true;
+        }
     }
 
-    /// Writes out what waits, for at most `within` (before a graceful close or a stop).
+    /// Writes out what waits, for at most `within` (before a graceful close or a stop);
+    /// nothing once the store's lease on the session lapsed.
     pub(super) async fn flush_out(&mut self, within: Duration) {
+        if self.ownership_lapsed() {
+            return;
+        }
         let Some(link) = self.conn.link.as_mut() else {
             return;
         };

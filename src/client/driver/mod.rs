@@ -121,6 +121,8 @@ pub(crate) struct Driver {
     housekeeping: JoinHandle<()>,
     /// Writes were held back because the store's lease on the session lapsed (ownership.rs).
     lease_lapsed: bool,
+    /// The pipeline's store, asked for the lease while the pipeline is borrowed for a commit.
+    store: Arc<dyn SessionStore>,
     gate: OwnershipGate,
 }
 
@@ -131,6 +133,8 @@ enum Wake {
     Dialed(Result<connection::Dialed, ConnectError>),
     /// The link read bytes, or wrote out everything pending, or failed.
     Exchanged(std::io::Result<Exchanged>),
+    /// The store's lease ran out while bytes waited to be written (ownership.rs).
+    LeaseLapsed,
     InboxGone,
     Command(Option<Command>),
     HandlesGone,
@@ -252,6 +256,7 @@ impl Driver {
                 parts.first_failure,
                 parts.seed,
             ),
+            store: parts.store.clone(),
             pipeline: Pipeline::new(parts.store),
             publishes: Publishes::default(),
             inbox: Inbox::new(parts.inbox, parts.self_commands, settings.auto_ack),
@@ -323,13 +328,17 @@ impl Driver {
                 pipeline::Finished::Read(result) => Wake::QueueRead(result),
             },
             result = connection::dial(&mut self.conn.phase) => Wake::Dialed(result),
-            result = connection::exchange(
+            exchanged = io::exchange(
                 &mut self.conn.link,
                 &mut self.conn.rbuf,
                 &mut self.conn.out,
                 &mut self.conn.write_progress,
                 reading,
-            ), if reading || writing => Wake::Exchanged(result),
+                io::lapsed_for(&*self.store, self.slots.get(self.active).map(|s| &s.key)),
+            ), if reading || writing => match exchanged {
+                io::Exchange::Done(result) => Wake::Exchanged(result),
+                io::Exchange::LeaseLapsed => Wake::LeaseLapsed,
+            },
             permits = self.inbox.sender.reserve_many(handover), if handover > 0 => {
                 match permits {
                     Ok(permits) => Wake::HandedOver(
@@ -351,6 +360,7 @@ impl Driver {
             Wake::QueueRead(result) => self.on_queue_read(result).await,
             Wake::Dialed(result) => self.on_dialed(result),
             Wake::Exchanged(result) => self.on_exchanged(result).await,
+            Wake::LeaseLapsed => self.on_ownership_lapsed().await,
             Wake::InboxGone => self.inbox_gone(),
             Wake::Command(Some(command)) => {
                 self.on_command(command);

@@ -19,7 +19,7 @@ impl Driver {
     pub(super) fn ownership_lapsed(&self) -> bool {
         self.slots
             .get(self.active)
-            .is_some_and(|slot| lease_ran_out(self.pipeline.store(), &slot.key))
+            .is_some_and(|slot| lease_ran_out(&*self.store, &slot.key))
     }
 
     /// Whether the connection may neither write nor deliver what it read, because ownership

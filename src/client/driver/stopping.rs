@@ -131,10 +131,13 @@ impl Driver {
     pub(super) async fn finish(&mut self) {
         self.housekeeping.abort();
         self.flush_store().await;
-        // The last acks, if the link takes them: a stalled one does not hold up the stop.
-        self.flush_out(CLOSE_GRACE).await;
-        if let Some(link) = self.conn.link.as_mut() {
-            let _ = tokio::time::timeout(CLOSE_GRACE, link.close()).await;
+        // The last acks, if the link takes them (a stalled one does not hold up the stop), and
+        // only while this process surely owns the session.
+        if !self.ownership_lapsed() {
+            self.flush_out(CLOSE_GRACE).await;
+            if let Some(link) = self.conn.link.as_mut() {
+                let _ = tokio::time::timeout(CLOSE_GRACE, link.close()).await;
+            }
         }
         self.conn.link = None;
         self.pipeline.fail_all();
