@@ -1,4 +1,5 @@
-//! Which server the client dials: Server References (0x9C Use Another Server, 0x9D Server
+//! Which server the client dials: the configured ones in order, each with a session of its
+//! own (or one for a named cluster), Server References (0x9C Use Another Server, 0x9D Server
 //! Moved) followed when asked, with each server's state kept apart (GUARANTEES S1), and the
 //! server that worked last preferred when asked.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -211,4 +212,52 @@ async fn at_most_eight_servers_are_added_by_references() {
         next.accept(false).await;
         peer = next;
     }
+}
+
+#[tokio::test]
+async fn servers_are_tried_in_order_and_sessions_are_kept_per_server() {
+    let mut broker = Broker::new();
+    *broker.fake.refuse_host.lock().unwrap() = Some("a".into());
+    let store = MemoryStore::default();
+    let connecting =
+        tokio::spawn(on(&broker, &store, &["mqtt://a:1883", "mqtt://b:1883"]).connect());
+    let (host, mut peer) = broker.next_from().await;
+    assert_eq!(host, "b");
+    peer.accept(false).await;
+    let (client, _m) = connecting.await.unwrap().unwrap();
+    drop(client.publish("t", "x", QoS::AtLeastOnce).await.unwrap());
+    peer.publish().await;
+    assert_eq!(stored(&store, "mqtt://b:1883").await.queue.len(), 1);
+    assert!(stored(&store, "mqtt://a:1883").await.queue.is_empty());
+
+    // Lost: the preferred server comes first again.
+    *broker.fake.refuse_host.lock().unwrap() = None;
+    drop(peer);
+    let (host, mut peer) = broker.next_from().await;
+    assert_eq!(host, "a");
+    peer.accept(false).await;
+    // b's flow stays with b: nothing is retransmitted to a.
+    peer.silent(Duration::from_millis(200)).await;
+}
+
+#[tokio::test]
+async fn a_cluster_scope_shares_one_session() {
+    let mut broker = Broker::new();
+    let store = MemoryStore::default();
+    let b = on(&broker, &store, &["mqtt://a:1883", "mqtt://b:1883"]).cluster_scope("plant-cluster");
+    let connecting = tokio::spawn(b.connect());
+    let (_, mut peer) = broker.next_from().await;
+    peer.accept(false).await;
+    let (client, _m) = connecting.await.unwrap().unwrap();
+    drop(client.publish("t", "x", QoS::AtLeastOnce).await.unwrap());
+    let first = peer.publish().await;
+    *broker.fake.refuse_host.lock().unwrap() = Some("a".into());
+    drop(peer);
+    let (host, mut peer) = broker.next_from().await;
+    assert_eq!(host, "b");
+    peer.accept(true).await;
+    let again = peer.publish().await;
+    assert_eq!((again.packet_id, again.dup), (first.packet_id, true));
+    let key = SessionKey::cluster("plant-cluster", "gw");
+    assert_eq!(store.load(&key).await.unwrap().queue.len(), 1);
 }
