@@ -208,7 +208,7 @@ impl Driver {
         attempt.user_properties = credentials.user_properties;
         let hook = self.settings.hook.clone();
         let connector = self.settings.connector.clone();
-        let store = self.pipeline.store().clone();
+        let store = self.store.clone();
         let key = self.slots.get(self.active).map(|slot| slot.key.clone());
         let future = async move {
             let attempt = match hook {

@@ -8,13 +8,12 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use tracing::warn;
 
-use super::super::inbox::lease_ran_out;
 use super::super::transport::{Exchanged, Link, Outgoing};
 use super::Driver;
 use super::connection::Close;
+use super::ownership::lapsed_for;
 use crate::packet::{Decoded, Packet};
 use crate::session::ProtocolViolation;
-use crate::store::{SessionKey, SessionStore};
 
 /// What [`exchange`] did.
 pub(super) enum Exchange {
@@ -46,14 +45,6 @@ pub(super) async fn exchange(
             .map(Exchange::Done)
     })
     .await
-}
-
-/// Whether the store's lease on `key`'s session ran out, for [`exchange`]'s `lapsed`.
-pub(super) fn lapsed_for<'a>(
-    store: &'a dyn SessionStore,
-    key: Option<&'a SessionKey>,
-) -> impl Fn() -> bool + 'a {
-    move || key.is_some_and(|key| lease_ran_out(store, key))
 }
 
 impl Driver {
@@ -157,12 +148,9 @@ impl Driver {
         }
     }
 
-    /// Writes out what waits, for at most `within` (before a graceful close or a stop);
-    /// nothing once the store's lease on the session lapsed.
+    /// Writes out what waits, for at most `within` (before a graceful close or a stop, both of
+    /// which skip it once the store's lease on the session lapsed).
     pub(super) async fn flush_out(&mut self, within: Duration) {
-        if self.ownership_lapsed() {
-            return;
-        }
         let Some(link) = self.conn.link.as_mut() else {
             return;
         };

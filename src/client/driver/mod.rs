@@ -121,7 +121,8 @@ pub(crate) struct Driver {
     housekeeping: JoinHandle<()>,
     /// Writes were held back because the store's lease on the session lapsed (ownership.rs).
     lease_lapsed: bool,
-    /// The pipeline's store, asked for the lease while the pipeline is borrowed for a commit.
+    /// The session store, also the pipeline's (which commits to it): the rest of the driver
+    /// reaches it here, so that the lease can be asked while the pipeline is borrowed.
     store: Arc<dyn SessionStore>,
     gate: OwnershipGate,
 }
@@ -334,7 +335,7 @@ impl Driver {
                 &mut self.conn.out,
                 &mut self.conn.write_progress,
                 reading,
-                io::lapsed_for(&*self.store, self.slots.get(self.active).map(|s| &s.key)),
+                ownership::lapsed_for(&*self.store, self.slots.get(self.active).map(|s| &s.key)),
             ), if reading || writing => match exchanged {
                 io::Exchange::Done(result) => Wake::Exchanged(result),
                 io::Exchange::LeaseLapsed => Wake::LeaseLapsed,

@@ -10,16 +10,26 @@ use super::super::ClientEvent;
 use super::super::inbox::lease_ran_out;
 use super::Driver;
 use super::connection::Close;
-use crate::store::StoreError;
+use crate::store::{SessionKey, SessionStore, StoreError};
+
+/// Whether the store's lease on `key`'s session ran out, asked afresh at each call: the
+/// driver's every write asks it (io::exchange), so a lease renewed meanwhile counts.
+pub(super) fn lapsed_for<'a>(
+    store: &'a dyn SessionStore,
+    key: Option<&'a SessionKey>,
+) -> impl Fn() -> bool + 'a {
+    move || key.is_some_and(|key| lease_ran_out(store, key))
+}
 
 impl Driver {
     /// Whether this process may have lost the session without knowing: the store's lease
     /// ran out (a process frozen past it, or cut off from the store) and nothing confirmed it
     /// since. Nothing more may be written until a connection attempt checks with the store.
     pub(super) fn ownership_lapsed(&self) -> bool {
-        self.slots
-            .get(self.active)
-            .is_some_and(|slot| lease_ran_out(&*self.store, &slot.key))
+        lapsed_for(
+            &*self.store,
+            self.slots.get(self.active).map(|slot| &slot.key),
+        )()
     }
 
     /// Whether the connection may neither write nor deliver what it read, because ownership

@@ -200,11 +200,6 @@ impl Pipeline {
         self.failed
     }
 
-    /// The store the pipeline commits to.
-    pub(super) fn store(&self) -> &Arc<dyn SessionStore> {
-        &self.store
-    }
-
     /// When deferred operations must be committed.
     pub(super) fn deadline(&self) -> Option<Instant> {
         self.deferred_since.map(|since| since + DEFER_LIMIT)

@@ -149,7 +149,7 @@ impl Driver {
         }
         if self.settings.cluster_scope.is_none() {
             let key = url.session_key(self.settings.session.client_id.clone());
-            let store = self.pipeline.store();
+            let store = &self.store;
             store.acquire(&key).await.map_err(|e| e.to_string())?;
             let stored = store
                 .resume(&key, self.settings.session.queue_window)
