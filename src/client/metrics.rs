@@ -239,7 +239,7 @@ impl Metrics {
         for packet in packets {
             if let Packet::Publish(p) = packet {
                 if p.packet_id != 0 {
-                    let now = Instant::now();
+                    let now = super::clock::now();
                     let started = self.sent.entry(p.packet_id).or_insert(now);
                     if !p.dup {
                         *started = now;

@@ -55,6 +55,7 @@
 //!
 //! [`SessionStore::commit`]: crate::store::SessionStore::commit
 
+mod clock;
 mod config;
 mod driver;
 mod error;

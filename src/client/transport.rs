@@ -210,7 +210,7 @@ fn poll_stream(
             Poll::Ready(Ok(n)) => {
                 out.bytes.advance(n);
                 out.unflushed = true;
-                *progress = std::time::Instant::now();
+                *progress = super::clock::now();
             }
             Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
             Poll::Pending => break,
@@ -404,7 +404,7 @@ mod ws {
                     let frame = Message::Binary(out.bytes.split().freeze());
                     ws.as_mut().start_send(frame).map_err(io::Error::other)?;
                     out.unflushed = true;
-                    *progress = Instant::now();
+                    *progress = crate::client::clock::now();
                 }
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(io::Error::other(e))),
                 Poll::Pending => {}

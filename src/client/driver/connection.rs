@@ -14,7 +14,8 @@ use super::super::transport::{self, BoxFuture, Link, Outgoing};
 use super::super::url::ServerUrl;
 use super::super::{ClientEvent, ConnectError};
 use super::handshake::SessionLostCounts;
-use super::{Driver, now_ms};
+use super::super::clock;
+use super::Driver;
 use crate::packet::ReasonCode;
 use crate::session::{ConnectCredentials, ConnectPacketError, Event, ProtocolViolation, Session};
 
@@ -106,12 +107,12 @@ impl Connection {
         seed: u64,
     ) -> Self {
         Self {
-            phase: Phase::Idle { at: Instant::now() },
+            phase: Phase::Idle { at: clock::now() },
             link: None,
             link_gen: 0,
             rbuf: BytesMut::with_capacity(8 * 1024),
             out: Outgoing::default(),
-            write_progress: Instant::now(),
+            write_progress: clock::now(),
             primary,
             server: 0,
             preferred: 0,
@@ -238,7 +239,7 @@ impl Driver {
         };
         self.conn.phase = Phase::Dialing {
             attempt: Box::pin(future),
-            deadline: Instant::now() + self.settings.connect_timeout,
+            deadline: clock::now() + self.settings.connect_timeout,
         };
     }
 
@@ -321,12 +322,12 @@ impl Driver {
             server: self.server_url(),
         });
         self.conn.phase = Phase::Idle {
-            at: Instant::now() + delay,
+            at: clock::now() + delay,
         };
     }
 
     pub(super) async fn on_timer(&mut self) {
-        let now = Instant::now();
+        let now = clock::now();
         let timeout = self.settings.write_timeout;
         if self
             .conn
@@ -368,7 +369,7 @@ impl Driver {
             server,
             error: ConnectError::Protocol(violation.to_string()),
         });
-        self.conn.phase = Phase::Idle { at: Instant::now() };
+        self.conn.phase = Phase::Idle { at: clock::now() };
     }
 
     /// The server broke a rule: DISCONNECT with its reason code, then close. Written directly,
@@ -407,8 +408,9 @@ impl Driver {
         self.conn.link_gen += 1;
         self.conn.rbuf.clear();
         self.metrics.connection_lost();
+        let wall_ms = self.clock.now_ms();
         if let Some(session) = self.session() {
-            session.connection_lost(now_ms());
+            session.connection_lost(wall_ms);
         }
         self.process_events_sync();
     }
@@ -442,7 +444,7 @@ impl Driver {
                 server: self.server_url(),
             });
             self.conn.phase = Phase::Idle {
-                at: Instant::now() + delay,
+                at: clock::now() + delay,
             };
         } else if awaiting {
             self.attempt_failed(ConnectError::Io(why));

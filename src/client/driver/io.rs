@@ -9,6 +9,7 @@ use bytes::BytesMut;
 use tracing::warn;
 
 use super::super::transport::{Exchanged, Link, Outgoing};
+use super::super::clock;
 use super::Driver;
 use super::connection::Close;
 use super::ownership::lapsed_for;
@@ -80,7 +81,7 @@ impl Driver {
                 Ok(Decoded::Incomplete { .. }) => return,
                 Ok(Decoded::Packet(packet)) => {
                     self.metrics.receiving(&packet);
-                    let handled = slot.session.handle_incoming(packet, Instant::now());
+                    let handled = slot.session.handle_incoming(packet, clock::now());
                     self.process_events().await;
                     if let Err(violation) = handled {
                         if violation == ProtocolViolation::SessionWithoutState {
@@ -116,7 +117,7 @@ impl Driver {
         };
         if !self.conn.out.is_pending() {
             // The write timeout counts from when bytes begin to wait.
-            self.conn.write_progress = Instant::now();
+            self.conn.write_progress = clock::now();
         }
         self.metrics.sending(packets);
         for packet in packets {

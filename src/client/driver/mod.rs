@@ -40,12 +40,13 @@ pub(crate) use connection::FirstFailure;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
+use super::clock::{self, WallClock};
 use super::events::StatsCell;
 use super::inbox::OwnershipGate;
 use super::metrics::{Levels, Metrics};
@@ -67,12 +68,6 @@ const OUTGOING_HIGH_WATER: usize = 1024 * 1024;
 
 /// Where a caller's answer goes.
 type Reply<T> = oneshot::Sender<Result<T, ClientError>>;
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
 
 /// One session: the server's (or the cluster's) and its key in the store.
 struct Slot {
@@ -125,6 +120,8 @@ pub(crate) struct Driver {
     /// reaches it here, so that the lease can be asked while the pipeline is borrowed.
     store: Arc<dyn SessionStore>,
     gate: OwnershipGate,
+    /// The wall clock the sessions' expiry deadlines use.
+    clock: WallClock,
 }
 
 /// What woke the loop.
@@ -152,11 +149,12 @@ const PURGE_INTERVAL: Duration = Duration::from_secs(3600);
 /// messages. A store that cannot say is reported in the log; it does not stop the client.
 async fn tidy(
     store: &dyn SessionStore,
+    now_ms: u64,
     client_id: Option<&str>,
     configured: &[SessionKey],
     events: &broadcast::Sender<ClientEvent>,
 ) {
-    let tidied = match tidy_sessions(store, now_ms(), client_id, configured).await {
+    let tidied = match tidy_sessions(store, now_ms, client_id, configured).await {
         Ok(tidied) => tidied,
         Err(error) => return warn!(%error, "could not look after the store's other sessions"),
     };
@@ -180,12 +178,13 @@ async fn tidy(
 
 async fn purge_periodically(
     store: Arc<dyn SessionStore>,
+    clock: WallClock,
     configured: Vec<SessionKey>,
     events: broadcast::Sender<ClientEvent>,
 ) {
     loop {
         tokio::time::sleep(PURGE_INTERVAL).await;
-        tidy(&*store, None, &configured, &events).await;
+        tidy(&*store, clock.now_ms(), None, &configured, &events).await;
     }
 }
 
@@ -202,6 +201,7 @@ impl Driver {
     /// Loads every session the servers use and builds the driver.
     pub(crate) async fn load(parts: Parts) -> Result<Self, ClientError> {
         let settings = parts.settings;
+        let clock = WallClock::start();
         let primary = settings
             .servers
             .first()
@@ -232,7 +232,7 @@ impl Driver {
                 .resume(&key, settings.session.queue_window)
                 .await
                 .map_err(|e| ClientError::Store(Arc::new(e)))?;
-            let mut session = Session::new(settings.session.clone(), stored, now_ms())?;
+            let mut session = Session::new(settings.session.clone(), stored, clock.now_ms())?;
             if let Some(make) = &settings.authenticator {
                 session.set_authenticator(make());
             }
@@ -240,9 +240,10 @@ impl Driver {
         }
         let configured: Vec<SessionKey> = slots.iter().map(|s| s.key.clone()).collect();
         let client_id = Some(settings.session.client_id.as_str());
-        tidy(&*parts.store, client_id, &configured, &parts.events).await;
+        tidy(&*parts.store, clock.now_ms(), client_id, &configured, &parts.events).await;
         let housekeeping = tokio::spawn(purge_periodically(
             parts.store.clone(),
+            clock,
             configured,
             parts.events.clone(),
         ));
@@ -272,6 +273,7 @@ impl Driver {
             housekeeping,
             lease_lapsed: false,
             gate: parts.gate,
+            clock,
             settings,
         })
     }
@@ -303,7 +305,7 @@ impl Driver {
             self.on_ownership_lapsed().await;
         }
         self.admit_parked();
-        let now = now_ms();
+        let now = self.clock.now_ms();
         for slot in &mut self.slots {
             slot.session.tick(now);
         }
@@ -396,7 +398,7 @@ impl Driver {
     }
 
     fn deadline(&self) -> Instant {
-        let far = Instant::now() + Duration::from_secs(3600);
+        let far = clock::now() + Duration::from_secs(3600);
         let keep_alive = || {
             self.slots
                 .get(self.active)
@@ -418,8 +420,8 @@ impl Driver {
             .filter_map(|s| s.session.next_tick_ms())
             .min()
         {
-            let wait = next.saturating_sub(now_ms());
-            at = at.min(Instant::now() + Duration::from_millis(wait));
+            let wait = next.saturating_sub(self.clock.now_ms());
+            at = at.min(clock::now() + Duration::from_millis(wait));
         }
         at
     }

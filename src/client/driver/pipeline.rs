@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
 use tracing::{debug, warn};
 
-use super::super::{ClientError, Delivery};
+use super::super::{ClientError, Delivery, clock};
 use super::connection::Close;
 use super::{Driver, Reply, Slot};
 use crate::packet::Packet;
@@ -217,7 +217,7 @@ impl Pipeline {
     /// (`early`) is handed back to write now; the operations join the next commit, and the
     /// packets that follow them wait behind it.
     fn gather(&mut self, slots: &mut [Slot], active: usize, link_gen: u64) -> (Vec<Packet>, bool) {
-        let now = Instant::now();
+        let now = clock::now();
         let mut early = Vec::new();
         let mut polled_any = false;
         if self.deferred.len() < slots.len() {
@@ -257,7 +257,7 @@ impl Pipeline {
     /// Starts a commit of everything deferred when it is due, taking the gathered packets and
     /// callers with it; `false` when nothing needs one now.
     fn start_commit(&mut self, slots: &[Slot], flush: Flush, stats: &super::StatsCell) -> bool {
-        let now = Instant::now();
+        let now = clock::now();
         let deferred_ops: usize = self.deferred.iter().map(Batch::len).sum();
         let due = self
             .deferred_since

@@ -194,12 +194,13 @@ impl Driver {
     fn accept(&mut self, publish: Publish, reply: Reply<Delivery>) {
         let qos = publish.qos;
         let slot = self.active;
+        let wall_ms = self.clock.now_ms();
         let Some(session) = self.session() else {
             let _ = reply.send(Err(ClientError::Stopped));
             return;
         };
         // The clock a Message Expiry Interval starts from must be now, not the loop's last turn.
-        session.tick(super::now_ms());
+        session.tick(wall_ms);
         match session.publish(publish) {
             Ok(id) => {
                 let (tx, rx) = oneshot::channel();

@@ -9,7 +9,7 @@ use std::str::FromStr;
 
 use tracing::{info, warn};
 
-use super::{Driver, Slot, now_ms};
+use super::{Driver, Slot};
 use crate::client::{ClientError, ServerUrl};
 use crate::packet::ReasonCode;
 use crate::session::Session;
@@ -155,7 +155,7 @@ impl Driver {
                 .resume(&key, self.settings.session.queue_window)
                 .await
                 .map_err(|e| e.to_string())?;
-            let mut session = Session::new(self.settings.session.clone(), stored, now_ms())
+            let mut session = Session::new(self.settings.session.clone(), stored, self.clock.now_ms())
                 .map_err(|e| ClientError::from(e).to_string())?;
             if let Some(make) = &self.settings.authenticator {
                 session.set_authenticator(make());

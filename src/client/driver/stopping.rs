@@ -3,6 +3,8 @@
 
 use std::time::Instant;
 
+use super::super::clock;
+
 use tracing::info;
 
 use super::super::{ClientError, ClientEvent, ConnectError};
@@ -42,7 +44,7 @@ impl Stopping {
     /// Stop now, without waiting for what is in flight.
     pub(super) fn skip_drain(&mut self) {
         if let Some(d) = self.disconnecting.as_mut() {
-            d.deadline = Instant::now();
+            d.deadline = clock::now();
         }
     }
 }
@@ -54,7 +56,7 @@ impl Driver {
         session_expiry: Option<u32>,
         reply: Option<Reply<()>>,
     ) {
-        let deadline = Instant::now() + self.settings.drain_timeout;
+        let deadline = clock::now() + self.settings.drain_timeout;
         if let Some(d) = self.stopping.disconnecting.as_mut() {
             // A later call is answered with the first.
             d.replies.extend(reply);
@@ -97,7 +99,7 @@ impl Driver {
             .get(self.active)
             .is_some_and(|s| s.session.in_flight() == 0 && s.session.queued() == 0)
             && self.publishes.parked() == 0;
-        if !drained && Instant::now() < d.deadline {
+        if !drained && clock::now() < d.deadline {
             return;
         }
         let (reason, expiry) = (d.reason, d.session_expiry);
