@@ -26,44 +26,6 @@ mod support;
 
 use support::*;
 
-/// The reason codes of the next `n` acks the broker reads, with their packet identifiers.
-async fn acks(peer: &mut Peer, n: usize) -> Vec<(&'static str, u16, ReasonCode)> {
-    let mut out = Vec::new();
-    for _ in 0..n {
-        out.push(match peer.recv().await {
-            Packet::PubAck(a) => ("PUBACK", a.packet_id, a.reason_code),
-            Packet::PubRec(a) => ("PUBREC", a.packet_id, a.reason_code),
-            other => panic!("expected an ack, got {other:?}"),
-        });
-    }
-    out
-}
-
-#[tokio::test]
-async fn a_message_dropped_without_ack_is_acked_and_later_acks_still_flow() {
-    let mut broker = Broker::new();
-    let b = builder(&broker, MemoryStore::default()).manual_ack(true);
-    let (client, mut messages, mut peer) = connected(&mut broker, b).await;
-    for id in [1u16, 2] {
-        peer.send(inbound(QoS::AtLeastOnce, id, "m")).await;
-    }
-    let first = timeout(WAIT, messages.recv()).await.unwrap().unwrap();
-    let second = timeout(WAIT, messages.recv()).await.unwrap().unwrap();
-    drop(first);
-    second.ack().await.unwrap();
-    // Acks go out in arrival order: without the drop counting as handled, neither would.
-    assert_eq!(
-        acks(&mut peer, 2).await,
-        vec![
-            ("PUBACK", 1, ReasonCode::Success),
-            ("PUBACK", 2, ReasonCode::Success)
-        ]
-    );
-    let stats = client.stats();
-    assert_eq!(stats.inbound_unacked, 0);
-    assert_eq!(stats.dropped_unacked, 1);
-}
-
 #[tokio::test]
 async fn a_message_turned_into_its_publish_counts_as_handled() {
     let mut broker = Broker::new();
@@ -232,22 +194,6 @@ async fn a_failed_hook_is_the_source_of_the_connect_error() {
 }
 
 #[tokio::test]
-async fn without_manual_ack_a_qos2_message_is_acked_when_it_enters_the_inbox() {
-    let mut broker = Broker::new();
-    let store = MemoryStore::default();
-    let (_client, mut messages, mut peer) = connected_with(&mut broker, &store).await;
-    peer.send(inbound(QoS::ExactlyOnce, 9, "unread")).await;
-    // Nobody has read it, yet the broker has its PUBREC and the marker is durable: a kill now
-    // loses it for good (GUARANTEES R9); manual ack is the way to exactly-once.
-    assert_eq!(
-        acks(&mut peer, 1).await,
-        vec![("PUBREC", 9, ReasonCode::Success)]
-    );
-    assert_eq!(stored(&store).await.inbound, vec![9]);
-    assert!(messages.try_recv().is_some(), "it waits in the inbox");
-}
-
-#[tokio::test]
 async fn mqtt_3_3_4_6_a_forwarded_message_goes_out_without_subscription_identifiers() {
     let mut broker = Broker::new();
     let (client, mut messages, mut peer) = connected_default(&mut broker).await;
@@ -261,11 +207,11 @@ async fn mqtt_3_3_4_6_a_forwarded_message_goes_out_without_subscription_identifi
         message.publish().properties.subscription_identifiers,
         vec![7]
     );
+    let mut forward = message.into_publish();
     assert_eq!(
         acks(&mut peer, 1).await,
         vec![("PUBACK", 3, ReasonCode::Success)]
     );
-    let mut forward = message.into_publish();
     forward.topic = "out/a".into();
     let _delivery = client.publish_with(forward).await.unwrap();
     let sent = peer.publish().await;

@@ -106,6 +106,7 @@ async fn a_lease_renewed_while_the_client_waits_never_interrupts_the_connection(
         .await;
     let message = timeout(WAIT, messages.recv()).await.unwrap().unwrap();
     assert_eq!(&message.payload()[..], b"after the wait");
+    drop(message);
     let ack = peer.recv().await;
     assert!(
         matches!(ack, mooring::packet::Packet::PubAck(ref a) if a.packet_id == 1),

@@ -32,13 +32,45 @@ pub use arrivals::Arrivals;
 /// The complete lines of a gateway's ledger `DIR/ledgers/NAME` (a line cut short by a kill
 /// does not count), for the crash and failover proofs.
 pub fn ledger(dir: &std::path::Path, name: &str) -> Vec<String> {
-    let text = std::fs::read_to_string(dir.join("ledgers").join(name)).unwrap_or_default();
+    complete_lines(&dir.join("ledgers").join(name))
+}
+
+/// The complete lines of the file at `path`, none if there is no file: a line a kill cut
+/// short does not count.
+pub fn complete_lines(path: &std::path::Path) -> Vec<String> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
     let complete = text.rsplit_once('\n').map_or("", |(done, _)| done);
     complete
         .lines()
         .filter(|l| !l.is_empty())
         .map(str::to_owned)
         .collect()
+}
+
+/// An append-only file of lines that a proof's child process keeps: each line is durable
+/// (`fdatasync`) before `append` returns, so it survives the SIGKILL that may follow.
+pub struct LedgerFile(std::sync::Mutex<std::fs::File>);
+
+impl LedgerFile {
+    /// Opens (or creates) the file at `path` for appending.
+    pub fn open(path: &std::path::Path) -> std::io::Result<Self> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?;
+        Ok(Self(std::sync::Mutex::new(file)))
+    }
+
+    /// Appends `line` and a newline, durably.
+    pub fn append(&self, line: &str) -> std::io::Result<()> {
+        use std::io::Write;
+        let mut file = self
+            .0
+            .lock()
+            .map_err(|_| std::io::Error::other("ledger lock poisoned"))?;
+        file.write_all(format!("{line}\n").as_bytes())?;
+        file.sync_data()
+    }
 }
 
 /// Waits until `done` says so, checking every 10 ms; panics naming `what` after `timeout`.

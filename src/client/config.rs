@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::policy::{Backoff, QueuePolicy};
+use super::policy::{Backoff, QueuePolicy, Redelivery};
 
 mod convert;
 pub(crate) mod human;
@@ -78,6 +78,10 @@ pub struct ClientConfig {
     pub user_properties: Vec<Property>,
     /// Manual acknowledgement of inbound messages.
     pub manual_ack: bool,
+    /// What happens to a message the application did not handle (unset: the protocol's
+    /// default, see [`ClientBuilder::redelivery`](super::ClientBuilder::redelivery)).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redelivery: Option<Redelivery>,
     /// Receive Maximum (unset: the inbox capacity).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub receive_maximum: Option<u16>,
@@ -331,6 +335,7 @@ impl Default for ClientConfig {
             will: None,
             user_properties: Vec::new(),
             manual_ack: false,
+            redelivery: None,
             receive_maximum: None,
             maximum_packet_size: Some(crate::session::DEFAULT_MAXIMUM_PACKET_SIZE),
             held_bytes_limit: crate::session::DEFAULT_HELD_BYTES_LIMIT,

@@ -116,6 +116,32 @@ pub enum ClientEvent {
         /// Why it would not open.
         cause: String,
     },
+    /// The application did not handle a message (dropped it unacked with manual ack,
+    /// released it, or dropped it while its thread panicked): it is handed over again after
+    /// `retry_in` ([`Redelivery`](super::Redelivery)).
+    MessageReleased {
+        /// Its topic.
+        topic: String,
+        /// How many times it was handed over so far.
+        deliveries: u32,
+        /// When it comes again.
+        retry_in: Duration,
+    },
+    /// A message was not handled in its last delivery
+    /// ([`Redelivery::max_deliveries`](super::Redelivery::max_deliveries)): the policy's
+    /// `outcome` settled it (refused, sent to the dead-letter topic, or discarded).
+    MessageExhausted {
+        /// Its topic.
+        topic: String,
+        /// How many times it was handed over.
+        deliveries: u32,
+        /// What became of it.
+        outcome: super::Exhausted,
+    },
+    /// The application dropped its [`Messages`](super::Messages): messages that arrive from
+    /// now on stay unacknowledged (counted in [`Stats::unread`]), so the server stops at the
+    /// client's Receive Maximum and sends them again when the session resumes. Reported once.
+    InboxClosed,
     /// Another process took the session over (a store shared by machines, such as
     /// PostgreSQL, fenced this one): the client stops, and must not be started again on this
     /// session while the other process owns it. [`ClientEvent::Stopped`] follows.
@@ -139,11 +165,23 @@ pub struct Stats {
     pub outbound_in_flight: u64,
     /// Publishes waiting in the durable queue (and publishers waiting for room in it).
     pub queued: u64,
-    /// Messages delivered to the application and not yet acked (manual ack).
+    /// QoS 1/2 messages delivered to the application and not yet acked or refused (those
+    /// waiting to be handed over again included).
     pub inbound_unacked: u64,
-    /// Manual-ack messages the application dropped without `ack` or `reject` (each was acked
-    /// as handled, with a warning).
+    /// Manual-ack messages the application dropped without `ack`, `reject` or `release`
+    /// (each is handed over again, see [`Redelivery`](super::Redelivery)).
     pub dropped_unacked: u64,
+    /// Messages the application did not handle (dropped unacked, released, dropped in a
+    /// panic): each is handed over again or, after its last delivery, exhausted.
+    pub released: u64,
+    /// Messages handed over again after they were released.
+    pub redelivered: u64,
+    /// Messages settled by the redelivery policy after their last delivery (refused, sent to
+    /// the dead-letter topic or discarded).
+    pub exhausted: u64,
+    /// Messages left unacknowledged because nobody reads them (the application dropped its
+    /// `Messages`, or a message it never read): the server sends them again.
+    pub unread: u64,
     /// Messages received beyond the client's Receive Maximum (a server over its quota), waiting
     /// for acks before they are delivered (manual ack).
     pub inbound_held: u64,
@@ -186,6 +224,10 @@ pub(crate) struct StatsCell {
     pub(crate) queued: AtomicU64,
     pub(crate) inbound_unacked: AtomicU64,
     pub(crate) dropped_unacked: AtomicU64,
+    pub(crate) released: AtomicU64,
+    pub(crate) redelivered: AtomicU64,
+    pub(crate) exhausted: AtomicU64,
+    pub(crate) unread: AtomicU64,
     pub(crate) inbound_held: AtomicU64,
     pub(crate) inbound_over_receive_maximum: AtomicU64,
     pub(crate) published: AtomicU64,
@@ -207,6 +249,10 @@ impl StatsCell {
             queued: get(&self.queued),
             inbound_unacked: get(&self.inbound_unacked),
             dropped_unacked: get(&self.dropped_unacked),
+            released: get(&self.released),
+            redelivered: get(&self.redelivered),
+            exhausted: get(&self.exhausted),
+            unread: get(&self.unread),
             inbound_held: get(&self.inbound_held),
             inbound_over_receive_maximum: get(&self.inbound_over_receive_maximum),
             published: get(&self.published),

@@ -4,8 +4,12 @@
 //! The driver stops decoding once a lease lapses, but messages it decoded before can wait in
 //! the inbox: a process frozen past its lease would hand them to its application on waking,
 //! while a standby that took over has had them again from the server (they were never acked).
-//! So a message that waits for a manual ack leaves the inbox only while the session's lease
-//! holds; if the client stops first, it never does (the new owner has it).
+//! So a message that owes an ack (QoS 1 or 2, automatic or manual) leaves the inbox only
+//! while the session's lease holds; if the client stops first, it never does (the new owner
+//! has it).
+//!
+//! With automatic ack it is also where a message's ack is given: when the application asks
+//! for the next one.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -14,9 +18,11 @@ use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
-use super::Message;
+use super::message::{AckMode, AckState, Verdict};
+use super::{ClientError, Message};
+use crate::packet::QoS;
 use crate::store::{SessionKey, SessionStore};
 
 /// How often a held message looks again whether ownership was confirmed.
@@ -24,45 +30,129 @@ const RECHECK: Duration = Duration::from_millis(10);
 
 /// The messages the server sends, in arrival order. Ends when the client stops.
 ///
-/// Use [`Router`](super::Router) to dispatch them by topic filter. Dropping it discards (and
-/// acks) later messages.
+/// With automatic ack, asking for the next message ([`recv`](Self::recv), [`try_recv`](Self::try_recv),
+/// the `Stream`'s `next`) acks the one handed out before, if the application has not dropped
+/// it already; at QoS 2 the next message is handed over only once that ack is durable.
+///
+/// Use [`Router`](super::Router) to dispatch them by topic filter. Dropping it while
+/// subscribed does not ack what arrives: messages that nobody will read stay
+/// unacknowledged, so the server stops sending at the client's Receive Maximum and sends them
+/// again when the session resumes (`ClientEvent::InboxClosed` reports it once).
 #[derive(Debug)]
 pub struct Messages {
     rx: mpsc::Receiver<Message>,
-    gate: OwnershipGate,
+    /// Holds messages back while the store's lease has lapsed: the client's own inbox has
+    /// one, a route of a [`Router`](super::Router) does not (the router reads through it).
+    gate: Option<OwnershipGate>,
     /// Taken from the channel but held back by the gate.
     held: Option<Message>,
     recheck: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// The automatic-ack message handed out last: acked when the next one is asked for.
+    last: Option<Arc<AckState>>,
+    /// The ack of a QoS 2 message given by asking for the next: the next waits until it is
+    /// durable.
+    durable: Option<oneshot::Receiver<Result<(), ClientError>>>,
 }
 
 impl Messages {
     pub(crate) fn new(rx: mpsc::Receiver<Message>, gate: OwnershipGate) -> Self {
+        Self::with_gate(rx, Some(gate))
+    }
+
+    /// A route's receiver (see [`Router`](super::Router)).
+    pub(crate) fn route(rx: mpsc::Receiver<Message>) -> Self {
+        Self::with_gate(rx, None)
+    }
+
+    fn with_gate(rx: mpsc::Receiver<Message>, gate: Option<OwnershipGate>) -> Self {
         Self {
             rx,
             gate,
             held: None,
             recheck: None,
+            last: None,
+            durable: None,
         }
     }
 
     /// The next message; `None` once the client has stopped.
+    ///
+    /// Cancel safety: cancel safe. A message is handed out only when this returns it; if the
+    /// future is dropped first, the message stays for the next call.
     pub async fn recv(&mut self) -> Option<Message> {
-        std::future::poll_fn(|cx| self.poll_gated(cx)).await
+        std::future::poll_fn(|cx| self.poll_next_message(cx)).await
     }
 
-    /// The next message if one is waiting (and may be handed out now).
+    /// The next message if one is waiting (and may be handed out now). `None` also while the
+    /// ack of the message handed out before is being made durable (QoS 2, automatic ack).
     pub fn try_recv(&mut self) -> Option<Message> {
+        self.finish_last();
+        if let Some(durable) = self.durable.as_mut() {
+            match durable.try_recv() {
+                Err(oneshot::error::TryRecvError::Empty) => return None,
+                _ => self.durable = None,
+            }
+        }
         if self.held.is_none() {
             self.held = self.rx.try_recv().ok();
         }
         if self.held_back() {
             return None;
         }
-        self.held.take()
+        let message = self.held.take()?;
+        Some(self.hand_out(message))
+    }
+
+    /// The next message for a router to pass on, without handing it out: the route's receiver
+    /// does that.
+    pub(crate) async fn recv_for_route(&mut self) -> Option<Message> {
+        std::future::poll_fn(|cx| self.poll_gated(cx)).await
+    }
+
+    fn poll_next_message(&mut self, cx: &mut Context<'_>) -> Poll<Option<Message>> {
+        self.finish_last();
+        if let Some(durable) = self.durable.as_mut() {
+            // Whatever the answer: a failed ack means the client stopped, and the next
+            // message (if any) tells the rest.
+            let _ = ready!(Pin::new(durable).poll(cx));
+            self.durable = None;
+        }
+        let message = ready!(self.poll_gated(cx));
+        Poll::Ready(message.map(|m| self.hand_out(m)))
+    }
+
+    /// With automatic ack: the application asked for the next message, so it is done with
+    /// the one handed out before. At QoS 2 the next waits until that ack is durable, whether
+    /// this call gave it or the message's drop did (a `while let` loop drops each message
+    /// before it asks for the next).
+    fn finish_last(&mut self) {
+        let Some(state) = self.last.take() else {
+            return;
+        };
+        if state.qos == QoS::ExactlyOnce {
+            let (reply, durable) = oneshot::channel();
+            self.durable = if state.settle(Verdict::Ack, Some(reply)) {
+                Some(durable)
+            } else {
+                state.take_durable()
+            };
+        } else {
+            state.settle(Verdict::Ack, None);
+        }
+    }
+
+    fn hand_out(&mut self, message: Message) -> Message {
+        if let Some(state) = message.hand_over() {
+            if state.mode == AckMode::Automatic {
+                self.last = Some(state.clone());
+            }
+        }
+        message
     }
 
     fn held_back(&self) -> bool {
-        self.held.as_ref().is_some_and(Message::needs_ack) && self.gate.lapsed()
+        self.held.as_ref().is_some_and(|m| m.ack.is_some())
+            && self.gate.as_ref().is_some_and(OwnershipGate::lapsed)
     }
 
     fn poll_gated(&mut self, cx: &mut Context<'_>) -> Poll<Option<Message>> {
@@ -97,7 +187,7 @@ impl futures_core::Stream for Messages {
     type Item = Message;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Message>> {
-        self.poll_gated(cx)
+        self.poll_next_message(cx)
     }
 }
 
@@ -143,7 +233,7 @@ impl OwnershipGate {
 
     /// Whether the store's lease on the active session ran out unconfirmed (or the gate was
     /// revoked).
-    fn lapsed(&self) -> bool {
+    pub(crate) fn lapsed(&self) -> bool {
         if self.revoked.load(Ordering::SeqCst) {
             return true;
         }

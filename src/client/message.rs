@@ -1,14 +1,17 @@
 //! What crosses between the driver and the application: messages from the server (with
-//! their acks), the inbox, and the delivery of a publish.
+//! their acks) and the delivery of a publish.
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
+use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
-use super::driver::Command;
 use super::{ClientError, DeliveryError};
 use crate::packet::{Publish, QoS, ReasonCode};
 use crate::session::{MessageTag, PublishId};
@@ -43,25 +46,33 @@ impl Future for Delivery {
 
 /// A message from the server.
 ///
-/// With manual ack ([`ClientBuilder::manual_ack`](super::ClientBuilder::manual_ack)), call
-/// [`Message::ack`] once the application is done with it, or [`Message::reject`] to refuse it;
-/// until then the server counts it against the client's Receive Maximum, and a QoS 2 message
-/// comes again after a crash. A message dropped (or turned into its PUBLISH) without either
-/// counts as handled: it is acked, so that later acks, which go out in arrival order, are not
-/// held up; a drop without ack is also logged as a warning and counted in
-/// [`Stats::dropped_unacked`](super::Stats::dropped_unacked). Without manual ack it was acked
-/// when it was handed to the application (taken into the [`Messages`](super::Messages)
-/// inbox, or given to a waiting [`Client::request`](super::Client::request)), and `ack` and
-/// `reject` do nothing.
+/// A QoS 1 or 2 message is acknowledged to the server only once the application is done with
+/// it, so that a message the process did not finish is sent again:
+///
+/// - **Automatic ack** (the default): when the application asks its
+///   [`Messages`](super::Messages) for the next message, or drops this one. At QoS 2 the next
+///   message is handed over only once this one's ack is durable, so after a crash a message is
+///   handed over again only if the application still held it.
+/// - **Manual ack** ([`ClientBuilder::manual_ack`](super::ClientBuilder::manual_ack)): when
+///   the application calls [`Message::ack`] (or [`Message::reject`] to refuse it).
+///
+/// A message the application did not handle (dropped unacked with manual ack, dropped while
+/// its thread panicked, or [`release`](Message::release)d) is handed over again after a delay,
+/// up to a number of deliveries, then refused or sent to a dead-letter topic
+/// ([`ClientBuilder::redelivery`](super::ClientBuilder::redelivery)). Until it is acked, the
+/// server counts it against the client's Receive Maximum, and acks of later messages wait
+/// for it (acks go out in arrival order).
 #[derive(Debug)]
 pub struct Message {
     pub(crate) publish: Publish,
-    pub(crate) acker: Option<Acker>,
+    pub(crate) ack: Option<Arc<AckState>>,
+    pub(crate) deliveries: u32,
 }
 
 /// Why the application refuses a message ([`Message::reject`]): the reason codes of 0x80 and
 /// above that both PUBACK and PUBREC may carry and that say something about the message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum Refusal {
     /// 0x80 Unspecified error.
@@ -92,100 +103,160 @@ impl Refusal {
     }
 }
 
-/// What the application decided about a message.
+/// Who acks a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Verdict {
-    /// `ack`: handled.
-    Ack,
-    /// `reject`: refused with this reason code.
-    Reject(ReasonCode),
-    /// Turned into its PUBLISH: handled, the application keeps the packet.
-    Released,
-    /// Dropped without a word: counted as handled, with a warning.
+pub(crate) enum AckMode {
+    /// The client, once the application is done with the message.
+    Automatic,
+    /// The application, with `ack` or `reject`.
+    Manual,
+}
+
+/// Why a message is to be handed over again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Released {
+    /// Dropped without a verdict (manual ack).
     Dropped,
+    /// `Message::release`.
+    Asked,
+    /// Dropped while its thread panicked.
+    Panicked,
 }
 
-/// The ack a manual-ack message owes. Whatever happens to the message, the driver hears of
-/// it exactly once: through `ack`/`reject`, or from this guard's drop.
+/// What became of a message.
 #[derive(Debug)]
-pub(crate) struct Acker {
-    owed: Option<AckOwed>,
+pub(crate) enum Verdict {
+    /// Handled.
+    Ack,
+    /// Refused with this reason code.
+    Reject(ReasonCode),
+    /// Not handled: hand it over again later.
+    Release {
+        publish: Box<Publish>,
+        deliveries: u32,
+        why: Released,
+    },
+    /// It never reached the application: its inbox (or route) was dropped with it unread. It
+    /// stays unacknowledged, so the server sends it again when the session resumes.
+    Unread,
 }
 
+/// A message's fate, told to the driver (exactly once per delivery).
 #[derive(Debug)]
-struct AckOwed {
-    commands: mpsc::Sender<Command>,
+pub(crate) struct Settlement {
+    pub(crate) slot: usize,
+    pub(crate) tag: MessageTag,
+    pub(crate) verdict: Verdict,
+    /// Answered once the verdict is durable; `None` when nobody waits.
+    pub(crate) reply: Option<oneshot::Sender<Result<(), ClientError>>>,
+}
+
+/// The ack a QoS 1/2 message owes. The message holds it, and with automatic ack so does the
+/// receiver that handed it out (which acks it when the next message is asked for): whichever
+/// comes first settles it.
+#[derive(Debug)]
+pub(crate) struct AckState {
+    settle: mpsc::UnboundedSender<Settlement>,
     slot: usize,
     tag: MessageTag,
+    pub(crate) qos: QoS,
+    pub(crate) mode: AckMode,
+    settled: AtomicBool,
+    handed: AtomicBool,
+    /// The answer to an automatic QoS 2 ack given by dropping the message: the receiver that
+    /// handed it out waits for it before it hands out the next (the drop itself cannot wait).
+    durable: Mutex<Option<oneshot::Receiver<Result<(), ClientError>>>>,
 }
 
-impl Acker {
-    pub(crate) fn new(commands: mpsc::Sender<Command>, slot: usize, tag: MessageTag) -> Self {
+impl AckState {
+    pub(crate) fn new(
+        settle: mpsc::UnboundedSender<Settlement>,
+        slot: usize,
+        tag: MessageTag,
+        qos: QoS,
+        mode: AckMode,
+    ) -> Self {
         Self {
-            owed: Some(AckOwed {
-                commands,
-                slot,
-                tag,
-            }),
+            settle,
+            slot,
+            tag,
+            qos,
+            mode,
+            settled: AtomicBool::new(false),
+            handed: AtomicBool::new(false),
+            durable: Mutex::new(None),
         }
     }
 
-    /// The slot and tag, without telling the driver anything (the driver itself settles it).
-    pub(crate) fn disarm(mut self) -> Option<(usize, MessageTag)> {
-        self.owed.take().map(|o| (o.slot, o.tag))
-    }
-
-    /// Tells the driver, and waits for its answer (the ack durable).
-    async fn settle(mut self, verdict: Verdict) -> Result<(), ClientError> {
-        let Some(owed) = self.owed.take() else {
-            return Ok(());
-        };
-        let (reply, rx) = oneshot::channel();
-        owed.commands
-            .send(Command::Ack {
-                slot: owed.slot,
-                tag: owed.tag,
-                verdict,
-                reply: Some(reply),
-            })
-            .await
-            .map_err(|_| ClientError::Stopped)?;
-        rx.await.map_err(|_| ClientError::Stopped)?
-    }
-
-    /// Tells the driver without waiting.
-    fn settle_later(&mut self, verdict: Verdict) {
-        let Some(owed) = self.owed.take() else {
-            return;
-        };
-        let command = Command::Ack {
-            slot: owed.slot,
-            tag: owed.tag,
+    /// Tells the driver what became of the message, unless that was told already; returns
+    /// whether this call told it.
+    pub(crate) fn settle(
+        &self,
+        verdict: Verdict,
+        reply: Option<oneshot::Sender<Result<(), ClientError>>>,
+    ) -> bool {
+        if self.settled.swap(true, Ordering::AcqRel) {
+            return false;
+        }
+        let settlement = Settlement {
+            slot: self.slot,
+            tag: self.tag,
             verdict,
-            reply: None,
+            reply,
         };
-        match owed.commands.try_send(command) {
-            Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => {}
-            Err(mpsc::error::TrySendError::Full(command)) => {
-                // A drop cannot wait: a task carries it once the queue has room.
-                if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-                    let commands = owed.commands;
-                    runtime.spawn(async move {
-                        let _ = commands.send(command).await;
-                    });
-                }
+        if let Err(mpsc::error::SendError(settlement)) = self.settle.send(settlement) {
+            // The client has stopped: nothing can be made durable any more.
+            if let Some(reply) = settlement.reply {
+                let _ = reply.send(Err(ClientError::Stopped));
+            }
+        }
+        true
+    }
+
+    /// Acks it (automatic ack). At QoS 2 the answer, once the marker is durable, is kept for
+    /// the receiver that handed the message out (`take_durable`).
+    fn ack_automatically(&self) {
+        if self.qos != QoS::ExactlyOnce {
+            self.settle(Verdict::Ack, None);
+            return;
+        }
+        let (reply, durable) = oneshot::channel();
+        if self.settle(Verdict::Ack, Some(reply)) {
+            if let Ok(mut slot) = self.durable.lock() {
+                *slot = Some(durable);
             }
         }
     }
-}
 
-impl Drop for Acker {
-    fn drop(&mut self) {
-        self.settle_later(Verdict::Dropped);
+    /// The answer to an automatic ack given by dropping the message, if one was given.
+    pub(crate) fn take_durable(&self) -> Option<oneshot::Receiver<Result<(), ClientError>>> {
+        self.durable.lock().ok()?.take()
+    }
+
+    /// The message reached the application.
+    pub(crate) fn hand_over(&self) {
+        self.handed.store(true, Ordering::Release);
+    }
+
+    fn handed(&self) -> bool {
+        self.handed.load(Ordering::Acquire)
+    }
+
+    /// Marks the message settled without telling the driver, which settles it itself.
+    pub(crate) fn disarm(&self) -> bool {
+        !self.settled.swap(true, Ordering::AcqRel)
     }
 }
 
 impl Message {
+    pub(crate) fn new(publish: Publish, ack: Option<Arc<AckState>>, deliveries: u32) -> Self {
+        Self {
+            publish,
+            ack,
+            deliveries,
+        }
+    }
+
     /// The topic (resolved when it came by Topic Alias).
     pub fn topic(&self) -> &str {
         &self.publish.topic
@@ -211,27 +282,38 @@ impl Message {
         self.publish.dup
     }
 
+    /// How many times the client has handed this message to the application, this time
+    /// included: 1, then one more each time it comes again after it was released or dropped
+    /// unhandled (see [`Redelivery`](super::Redelivery)).
+    pub fn deliveries(&self) -> u32 {
+        self.deliveries
+    }
+
     /// The whole PUBLISH: properties (Response Topic, Correlation Data, User Properties,
     /// Subscription Identifiers, ...).
     pub fn publish(&self) -> &Publish {
         &self.publish
     }
 
-    /// Whether it waits for [`Message::ack`].
+    /// Whether it waits for [`Message::ack`]: a QoS 1/2 message with manual ack.
     pub fn needs_ack(&self) -> bool {
-        self.acker.is_some()
+        self.ack.as_ref().is_some_and(|a| a.mode == AckMode::Manual)
     }
 
     /// Acknowledges it. Returns once the acknowledgement is durable (for QoS 2, the "PUBREC
     /// sent" marker is in the store: from then on the message is never delivered again, even
-    /// after a crash). Acks go on the wire in arrival order.
+    /// after a crash). Acks go on the wire in arrival order. With automatic ack this acks it
+    /// now, without waiting for the application to ask for the next message.
     ///
     /// After a lost connection the ack keeps one meaning: QoS 2 is marked as received and the
     /// server's redelivery is answered without delivering it again; QoS 1 is redelivered by
     /// the server (at least once) and delivered again.
+    ///
+    /// Cancel safety: dropping the future does not take the ack back; it still becomes
+    /// durable, and the message is never handed over again.
     pub async fn ack(mut self) -> Result<(), ClientError> {
-        match self.acker.take() {
-            Some(acker) => acker.settle(Verdict::Ack).await,
+        match self.ack.take() {
+            Some(state) => settle_and_wait(&state, Verdict::Ack).await,
             None => Ok(()),
         }
     }
@@ -239,21 +321,86 @@ impl Message {
     /// Refuses it: its PUBACK or PUBREC carries the refusal's reason code. The server does not
     /// send it again on this session, and for QoS 2 no marker is stored. Like acks, refusals
     /// go out in arrival order; this returns once the refusal is on its way. After a lost
-    /// connection nothing is sent: the server redelivers the message.
+    /// connection nothing is sent: the server redelivers the message. MQTT 5 only (3.1.1 has
+    /// no way to refuse a message).
+    ///
+    /// Cancel safety: dropping the future does not take the refusal back.
     pub async fn reject(mut self, refusal: Refusal) -> Result<(), ClientError> {
-        match self.acker.take() {
-            Some(acker) => acker.settle(Verdict::Reject(refusal.reason_code())).await,
+        match self.ack.take() {
+            Some(state) => settle_and_wait(&state, Verdict::Reject(refusal.reason_code())).await,
             None => Ok(()),
         }
     }
 
-    /// The PUBLISH. With manual ack, the message counts as handled and is acked (without
-    /// waiting for the ack to be durable); keep the `Message` instead to ack it later.
-    pub fn into_publish(mut self) -> Publish {
-        if let Some(mut acker) = self.acker.take() {
-            acker.settle_later(Verdict::Released);
+    /// Gives it back unhandled: the client hands it to the application again after the
+    /// [`Redelivery`](super::Redelivery) delay, or, after its last delivery, refuses it or
+    /// sends it to the dead-letter topic. Until then it stays unacknowledged. A QoS 0 message
+    /// owes no ack and is simply dropped.
+    pub fn release(mut self) {
+        self.release_as(Released::Asked);
+    }
+
+    fn release_as(&mut self, why: Released) {
+        if let Some(state) = self.ack.take() {
+            let publish = std::mem::replace(&mut self.publish, Publish::new("", Bytes::new()));
+            let deliveries = self.deliveries;
+            state.settle(
+                Verdict::Release {
+                    publish: Box::new(publish),
+                    deliveries,
+                    why,
+                },
+                None,
+            );
         }
-        self.publish
+    }
+
+    /// The PUBLISH. The message counts as handled and is acked (without waiting for the ack
+    /// to be durable); keep the `Message` instead to ack it later, or use
+    /// [`Message::forward`] to publish it elsewhere in one commit with its ack.
+    pub fn into_publish(mut self) -> Publish {
+        if let Some(state) = self.ack.take() {
+            state.settle(Verdict::Ack, None);
+        }
+        std::mem::replace(&mut self.publish, Publish::new("", Bytes::new()))
+    }
+
+    /// The message reached the application: from now on dropping it means done (automatic
+    /// ack) or not handled (manual ack), no longer unread.
+    pub(crate) fn hand_over(&self) -> Option<&Arc<AckState>> {
+        let state = self.ack.as_ref()?;
+        state.hand_over();
+        Some(state)
+    }
+}
+
+/// Tells the driver, and waits for its answer (the verdict durable).
+async fn settle_and_wait(state: &AckState, verdict: Verdict) -> Result<(), ClientError> {
+    let (reply, answer) = oneshot::channel();
+    if !state.settle(verdict, Some(reply)) {
+        // Settled already: the receiver acked it when the next message was asked for.
+        return Ok(());
+    }
+    answer.await.map_err(|_| ClientError::Stopped)?
+}
+
+impl Drop for Message {
+    fn drop(&mut self) {
+        let Some(state) = self.ack.as_ref() else {
+            return;
+        };
+        if !state.handed() {
+            if let Some(state) = self.ack.take() {
+                state.settle(Verdict::Unread, None);
+            }
+        } else if state.mode == AckMode::Manual {
+            self.release_as(Released::Dropped);
+        } else if std::thread::panicking() {
+            // The handler did not finish: not done with it.
+            self.release_as(Released::Panicked);
+        } else if let Some(state) = self.ack.take() {
+            state.ack_automatically();
+        }
     }
 }
 

@@ -82,7 +82,7 @@ pub use config::{
 };
 use events::StatsCell;
 pub use options::{ClientBuilder, ConnectAttempt, HookError};
-pub use policy::{Backoff, QueuePolicy};
+pub use policy::{Backoff, Exhausted, QueuePolicy, Redelivery};
 pub use router::{Router, topic_matches};
 #[cfg(feature = "tls")]
 pub use tls::{TlsError, TlsOptions};
@@ -331,7 +331,11 @@ impl Client {
         let sent = self.publish_with(publish).await;
         let outcome = match sent {
             Ok(_) => match tokio::time::timeout(timeout, response).await {
-                Ok(Ok(message)) => Ok(message),
+                Ok(Ok(message)) => {
+                    // In the application's hands now: dropping it acks it (automatic ack).
+                    message.hand_over();
+                    Ok(message)
+                }
                 Ok(Err(_)) => Err(ClientError::Stopped),
                 Err(_) => Err(ClientError::Timeout(timeout)),
             },
@@ -522,7 +526,6 @@ impl ClientBuilder {
             store,
             gate: gate.clone(),
             commands: command_rx,
-            self_commands: commands.downgrade(),
             inbox,
             events: events.clone(),
             stats: stats.clone(),

@@ -10,7 +10,8 @@ use tokio::sync::broadcast;
 pub(crate) const EVENT_CAPACITY: usize = 256;
 
 use super::ClientEvent;
-use super::policy::{Backoff, QueuePolicy};
+use super::message::AckMode;
+use super::policy::{Backoff, QueuePolicy, Redelivery};
 use super::transport::{BoxFuture, Connector, TransportOptions};
 use super::url::ServerUrl;
 use crate::packet::{UserProperty, Will};
@@ -94,9 +95,11 @@ pub(crate) struct Settings {
     pub(crate) queue_limit_bytes: Option<usize>,
     pub(crate) queue_policy: QueuePolicy,
     pub(crate) inbox_capacity: usize,
-    /// Acks are the client's, given when a message is handed to the application; the engine
-    /// itself always runs with manual ack.
-    pub(crate) auto_ack: bool,
+    /// Messages the application did not handle; `None`: the protocol's default.
+    pub(crate) redelivery: Option<Redelivery>,
+    /// Acks are the application's to give; derived from the session's `manual_ack` when the
+    /// client starts (the engine itself then always runs with manual ack).
+    pub(crate) manual_ack: bool,
     pub(crate) transport: TransportOptions,
     pub(crate) connector: Option<Arc<dyn Connector>>,
     pub(crate) hook: Option<Hook>,
@@ -105,6 +108,25 @@ pub(crate) struct Settings {
     pub(crate) follow_server_references: bool,
     /// Start each round of attempts at the server that worked last.
     pub(crate) prefer_last_server: bool,
+}
+
+impl Settings {
+    /// Who acks messages. The engine itself always runs with manual ack: the client gives
+    /// automatic acks once the application is done with a message.
+    pub(crate) fn ack_mode(&self) -> AckMode {
+        if self.manual_ack {
+            AckMode::Manual
+        } else {
+            AckMode::Automatic
+        }
+    }
+
+    /// The redelivery policy in force.
+    pub(crate) fn redelivery(&self) -> Redelivery {
+        self.redelivery
+            .clone()
+            .unwrap_or_else(|| Redelivery::default_for(self.session.protocol))
+    }
 }
 
 /// Builds a [`Client`](super::Client): servers, identity, session, store, reconnect policy,
@@ -152,7 +174,8 @@ impl Default for ClientBuilder {
                 queue_limit_bytes: None,
                 queue_policy: QueuePolicy::Wait,
                 inbox_capacity: 1024,
-                auto_ack: false,
+                redelivery: None,
+                manual_ack: false,
                 transport: TransportOptions::default(),
                 connector: None,
                 hook: None,
@@ -252,10 +275,20 @@ impl ClientBuilder {
     }
 
     /// Acknowledge inbound QoS 1/2 messages only when the application calls
-    /// [`Message::ack`](super::Message::ack). Without it, a QoS 1/2 message is acked when it
-    /// enters the inbox ([`inbox_capacity`](Self::inbox_capacity)).
+    /// [`Message::ack`](super::Message::ack) (or [`reject`](super::Message::reject)). Without
+    /// it, a message is acked once the application is done with it: when it asks its
+    /// [`Messages`](super::Messages) for the next one, or drops it.
     pub fn manual_ack(mut self, manual: bool) -> Self {
         self.settings.session.manual_ack = manual;
+        self
+    }
+
+    /// What happens to a message the application did not handle (dropped unacked with
+    /// manual ack, [`release`](super::Message::release)d, or dropped while its thread
+    /// panicked): see [`Redelivery`]. By default it is handed over again after 1 s, up to 5
+    /// deliveries, then refused with 0x80 (MQTT 5) or discarded (3.1.1, which cannot refuse).
+    pub fn redelivery(mut self, redelivery: Redelivery) -> Self {
+        self.settings.redelivery = Some(redelivery);
         self
     }
 
@@ -574,9 +607,9 @@ impl ClientBuilder {
             ..self.settings.clone()
         };
         let session = &mut settings.session;
-        // Automatic acks are given when a message is handed to the application, so that the
-        // server's quota, not the inbox, bounds what waits for the application.
-        settings.auto_ack = !session.manual_ack;
+        // The client gives automatic acks itself, once the application is done with a
+        // message: the engine waits for an ack either way.
+        settings.manual_ack = session.manual_ack;
         session.manual_ack = true;
         if session.properties.receive_maximum.is_none() {
             // No more unacked messages than the inbox holds: then QoS 1/2 messages cannot fill

@@ -70,3 +70,76 @@ pub enum QueuePolicy {
     /// where the newest readings matter most.
     DropOldest,
 }
+
+/// What happens to a message the application did not handle: dropped without
+/// [`ack`](super::Message::ack) or [`reject`](super::Message::reject) with manual ack,
+/// [`release`](super::Message::release)d, or dropped while its thread panicked. It is handed to
+/// the application again after `delay`, up to `max_deliveries` deliveries in all; after the
+/// last one, `exhausted` decides.
+///
+/// Acks go out in the order messages arrived, so a message waiting to be handed over again
+/// holds back the acks of the messages after it: a message the application drops at once each
+/// time delays them by at most `(max_deliveries - 1) × delay`, plus the time the application
+/// holds it at each delivery.
+///
+/// The count is the client's: it starts again when the process restarts (the server sends the
+/// message again) and, for QoS 1, when the connection is lost (the server sends it again as a
+/// new message).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Redelivery {
+    /// How long a released message waits before it is handed over again (1 s by default).
+    #[serde(with = "super::config::human")]
+    pub delay: Duration,
+    /// The most times a message is handed to the application (5 by default; at least 1).
+    pub max_deliveries: u32,
+    /// What becomes of it after its last delivery.
+    pub exhausted: Exhausted,
+}
+
+impl Default for Redelivery {
+    fn default() -> Self {
+        Self {
+            delay: Duration::from_secs(1),
+            max_deliveries: 5,
+            exhausted: Exhausted::default(),
+        }
+    }
+}
+
+impl Redelivery {
+    /// The policy a client uses when none is set: refusal with 0x80 for MQTT 5; a 3.1.1 server
+    /// cannot be told of a refusal, so there the message is discarded (acked), with the same
+    /// event.
+    pub(crate) fn default_for(protocol: crate::packet::ProtocolVersion) -> Self {
+        match protocol {
+            crate::packet::ProtocolVersion::V311 => Self {
+                exhausted: Exhausted::Discard,
+                ..Self::default()
+            },
+            _ => Self::default(),
+        }
+    }
+}
+
+/// What becomes of a message after its last delivery ([`Redelivery::max_deliveries`]). Each
+/// outcome is reported with `ClientEvent::MessageExhausted` and counted in
+/// [`Stats::exhausted`](super::Stats::exhausted).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Exhausted {
+    /// Refuse it: its PUBACK or PUBREC carries this reason code (MQTT 5 only).
+    Refuse(super::Refusal),
+    /// Publish it to this topic, at its own QoS, with its payload and properties and the User
+    /// Properties `mooring-original-topic` and `mooring-deliveries` (MQTT 5), in the same store
+    /// commit as its ack: after a crash either both happened or neither.
+    DeadLetter(String),
+    /// Ack it and drop it.
+    Discard,
+}
+
+impl Default for Exhausted {
+    fn default() -> Self {
+        Self::Refuse(super::Refusal::Unspecified)
+    }
+}

@@ -53,7 +53,9 @@ struct Route {
 /// Dispatches messages to receivers by topic filter, or by Subscription Identifier when the
 /// server supports them (exact even for overlapping filters). Each message goes to the first
 /// route that matches, in the order the routes were added; unmatched messages go to the
-/// fallback, or are acked and dropped (with a warning) when there is none.
+/// fallback, or are acked and dropped (with a warning) when there is none. Each route's
+/// receiver is a [`Messages`] of its own: with automatic ack, asking it for the next message
+/// acks the one it handed out before.
 ///
 /// ```
 /// # async fn f(messages: mooring::client::Messages) -> Result<(), Box<dyn std::error::Error>> {
@@ -94,40 +96,33 @@ impl Router {
         }
     }
 
-    fn add(
-        &mut self,
-        filter: Option<String>,
-        subscription_id: Option<u32>,
-    ) -> mpsc::Receiver<Message> {
+    fn add(&mut self, filter: Option<String>, subscription_id: Option<u32>) -> Messages {
         let (tx, rx) = mpsc::channel(self.capacity.max(1));
         self.routes.push(Route {
             filter,
             subscription_id,
             tx,
         });
-        rx
+        Messages::route(rx)
     }
 
     /// Messages whose topic matches `filter`.
-    pub fn route(
-        &mut self,
-        filter: impl Into<String>,
-    ) -> Result<mpsc::Receiver<Message>, TopicError> {
+    pub fn route(&mut self, filter: impl Into<String>) -> Result<Messages, TopicError> {
         let filter = filter.into();
         validate_topic_filter(&filter)?;
         Ok(self.add(Some(filter), None))
     }
 
     /// Messages the server matched to the subscription made with this Subscription Identifier.
-    pub fn route_subscription(&mut self, subscription_id: u32) -> mpsc::Receiver<Message> {
+    pub fn route_subscription(&mut self, subscription_id: u32) -> Messages {
         self.add(None, Some(subscription_id))
     }
 
     /// Messages no route takes.
-    pub fn fallback(&mut self) -> mpsc::Receiver<Message> {
+    pub fn fallback(&mut self) -> Messages {
         let (tx, rx) = mpsc::channel(self.capacity.max(1));
         self.fallback = Some(tx);
-        rx
+        Messages::route(rx)
     }
 
     fn pick(&self, message: &Message) -> Option<&mpsc::Sender<Message>> {
@@ -143,9 +138,11 @@ impl Router {
             .or(self.fallback.as_ref())
     }
 
-    /// Dispatches until the client stops. A route whose receiver was dropped is skipped.
+    /// Dispatches until the client stops. A message whose route's receiver was dropped, or
+    /// that no route takes, is acked and dropped with a warning: the application chose not
+    /// to read it.
     pub async fn run(self, mut messages: Messages) {
-        while let Some(message) = messages.recv().await {
+        while let Some(message) = messages.recv_for_route().await {
             let unrouted = match self.pick(&message) {
                 Some(tx) => tx.send(message).await.err().map(|e| e.0),
                 None => Some(message),

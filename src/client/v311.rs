@@ -4,6 +4,7 @@
 
 use super::ClientError;
 use super::options::Settings;
+use super::policy::Exhausted;
 use crate::packet::{ProtocolVersion, WillProperties};
 
 /// Refuses the v5-only settings of a 3.1.1 client.
@@ -37,6 +38,13 @@ pub(super) fn check(settings: &Settings) -> Result<(), ClientError> {
         (
             properties.topic_alias_maximum.is_some(),
             "Topic Aliases from the server",
+        ),
+        (
+            settings
+                .redelivery
+                .as_ref()
+                .is_some_and(|r| matches!(r.exhausted, Exhausted::Refuse(_))),
+            "refusing a message after its last delivery (use Exhausted::Discard or DeadLetter)",
         ),
     ];
     match refused.into_iter().find(|(set, _)| *set) {

@@ -278,6 +278,19 @@ pub async fn connected_default(broker: &mut Broker) -> (Client, Messages, Peer) 
     connected(broker, b).await
 }
 
+/// The kind, packet identifier and reason code of the next `n` acks the broker reads.
+pub async fn acks(peer: &mut Peer, n: usize) -> Vec<(&'static str, u16, ReasonCode)> {
+    let mut out = Vec::new();
+    for _ in 0..n {
+        out.push(match peer.recv().await {
+            Packet::PubAck(a) => ("PUBACK", a.packet_id, a.reason_code),
+            Packet::PubRec(a) => ("PUBREC", a.packet_id, a.reason_code),
+            other => panic!("expected an ack, got {other:?}"),
+        });
+    }
+    out
+}
+
 pub async fn stored(store: &MemoryStore) -> StoredSession {
     store.load(&SessionKey::new(URL, "gw")).await.unwrap()
 }
@@ -309,6 +322,8 @@ pub struct ControlledStore {
     pub commits: AtomicUsize,
     pub lease: std::sync::Mutex<Option<Instant>>,
     pub fenced: AtomicBool,
+    /// Every batch committed, in order, with its session.
+    pub batches: std::sync::Mutex<Vec<(SessionKey, Batch)>>,
 }
 
 impl ControlledStore {
@@ -360,6 +375,10 @@ impl SessionStore for ControlledStore {
         }
         self.commits.fetch_add(1, Ordering::SeqCst);
         self.unless_fenced(key)?;
+        self.batches
+            .lock()
+            .unwrap()
+            .push((key.clone(), batch.clone()));
         self.inner.commit(key, batch).await
     }
     async fn clear(&self, key: &SessionKey) -> Result<(), StoreError> {

@@ -30,13 +30,14 @@
 #![forbid(unsafe_code)]
 
 use std::collections::{BTreeMap, HashSet};
-use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Write};
+use std::fs::OpenOptions;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
+use integration::{LedgerFile, complete_lines};
 use mooring::packet::ProtocolVersion;
 use mooring::store::{PostgresOptions, PostgresStore, RedbStore, SessionStore, SledStore};
 use mooring::{Client, Messages, QoS};
@@ -96,41 +97,6 @@ fn args() -> Result<Args, Error> {
         pace: Duration::from_millis(pace.parse()?),
         receive_maximum: receive_maximum.parse()?,
     })
-}
-
-/// An append-only file of lines, each made durable before `append` returns.
-struct Ledger(Mutex<File>);
-
-impl Ledger {
-    fn open(path: &Path) -> Result<Self, Error> {
-        Ok(Self(Mutex::new(
-            OpenOptions::new().create(true).append(true).open(path)?,
-        )))
-    }
-
-    fn append(&self, line: &str) -> Result<(), Error> {
-        let mut file = self.0.lock().map_err(|_| "ledger lock poisoned")?;
-        file.write_all(format!("{line}\n").as_bytes())?;
-        file.sync_data()?;
-        Ok(())
-    }
-}
-
-/// The complete lines of a ledger (a kill cannot tear a small write, but skip a partial one).
-pub fn lines(path: &Path) -> Vec<String> {
-    let Ok(file) = File::open(path) else {
-        return Vec::new();
-    };
-    let mut out = Vec::new();
-    let mut reader = BufReader::new(file);
-    let mut line = String::new();
-    while reader.read_line(&mut line).unwrap_or(0) > 0 {
-        if line.ends_with('\n') {
-            out.push(line.trim_end().to_owned());
-        }
-        line.clear();
-    }
-    out
 }
 
 fn open_store(kind: &str, path: &Path) -> Result<Arc<dyn SessionStore>, Error> {
@@ -220,13 +186,13 @@ async fn run() -> Result<(), Error> {
             }
         }
     });
-    let incarnation = lines(&a.dir.join("incarnation")).len() as u64;
+    let incarnation = complete_lines(&a.dir.join("incarnation")).len() as u64;
     // When it became the owner (ms since the UNIX epoch): the failover proof tells by it
     // whether an earlier owner had a message before or after this one took the session over.
-    Ledger::open(&a.dir.join("incarnation"))?
+    LedgerFile::open(&a.dir.join("incarnation"))?
         .append(&format!("start {}", integration::now_ms()))?;
     let mut next: BTreeMap<u32, u64> = BTreeMap::new();
-    for line in lines(&a.dir.join("accepted")) {
+    for line in complete_lines(&a.dir.join("accepted")) {
         let mut parts = line.split(' ');
         if let (Some(t), Some(n)) = (parts.next(), parts.next()) {
             let (t, n): (u32, u64) = (t.parse()?, n.parse()?);
@@ -263,7 +229,7 @@ async fn run() -> Result<(), Error> {
         _ => None,
     };
 
-    let accepted = Arc::new(Ledger::open(&a.dir.join("accepted"))?);
+    let accepted = Arc::new(LedgerFile::open(&a.dir.join("accepted"))?);
     let mut tasks = Vec::new();
     for t in 0..a.tasks {
         let client = client.clone();
@@ -322,11 +288,11 @@ async fn consume(mut messages: Messages, dir: PathBuf, incarnation: u64) -> Resu
         .create(true)
         .append(true)
         .open(dir.join("deliveries"))?;
-    let consumed_ledger = Ledger::open(&dir.join("consumed"))?;
-    let acked_ledger = Ledger::open(&dir.join("acked"))?;
-    let redelivered = Ledger::open(&dir.join("redelivered"))?;
-    let mut consumed = Numbers::of(lines(&dir.join("consumed")));
-    let mut acked = Numbers::of(lines(&dir.join("acked")));
+    let consumed_ledger = LedgerFile::open(&dir.join("consumed"))?;
+    let acked_ledger = LedgerFile::open(&dir.join("acked"))?;
+    let redelivered = LedgerFile::open(&dir.join("redelivered"))?;
+    let mut consumed = Numbers::of(complete_lines(&dir.join("consumed")));
+    let mut acked = Numbers::of(complete_lines(&dir.join("acked")));
     while let Some(message) = messages.recv().await {
         let n = String::from_utf8_lossy(message.payload()).into_owned();
         let (id, dup) = (message.publish().packet_id, message.dup());

@@ -259,6 +259,25 @@ impl Session {
         }
     }
 
+    /// Whether the message `tag` still waits for the application's ack: unacked on this
+    /// connection, or delivered at QoS 2 on an earlier one (the server's redelivery is bound
+    /// to it and answered when it is acked). A QoS 1 message of an earlier connection does
+    /// not: the server sends it again as a new message.
+    pub fn awaits_application(&self, tag: MessageTag) -> bool {
+        self.acks.iter().any(|e| e.tag == tag && !e.acked)
+            || self
+                .stale
+                .get(&tag)
+                .is_some_and(|e| e.qos == QoS::ExactlyOnce)
+    }
+
+    /// The application will never settle the message `tag` of an earlier connection (the
+    /// server sends it again): forget it. A message of the current connection is kept: it
+    /// stays unacknowledged.
+    pub fn abandon(&mut self, tag: MessageTag) {
+        self.stale.remove(&tag);
+    }
+
     /// Acks given but held back behind an older message not yet acked.
     pub fn acks_waiting(&self) -> usize {
         self.acks.iter().filter(|e| e.acked).count()

@@ -140,6 +140,7 @@ impl ClientBuilder {
         session.password = config.password.clone().map(Bytes::from);
         session.will = config.will.as_ref().map(will_of).transpose()?;
         b.settings.cluster_scope = config.cluster_scope.clone();
+        b.settings.redelivery = config.redelivery.clone();
         b.settings.queue_limit_bytes = config.queue_limit_bytes.map(|n| n.max(1));
         b.response_topic = config.response_topic.clone();
         b.settings.transport.websocket_headers = config
@@ -198,8 +199,9 @@ impl ClientBuilder {
             queue_limit_bytes,
             queue_policy,
             inbox_capacity,
-            // Derived from `manual_ack` when the client starts.
-            auto_ack: _,
+            redelivery,
+            // Derived from the session's `manual_ack` when the client starts.
+            manual_ack: _,
             transport,
             connector: _,
             hook: _,
@@ -265,6 +267,7 @@ impl ClientBuilder {
             will: will.as_ref().map(will_config).transpose()?,
             user_properties: properties_of(user_properties),
             manual_ack: *manual_ack,
+            redelivery: redelivery.clone(),
             receive_maximum: *receive_maximum,
             maximum_packet_size: *maximum_packet_size,
             held_bytes_limit: *held_bytes_limit,

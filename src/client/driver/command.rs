@@ -3,7 +3,6 @@
 use bytes::Bytes;
 use tokio::sync::oneshot;
 
-use super::super::message::Verdict;
 use super::super::policy::QueuePolicy;
 use super::super::{ClientError, Delivery, Message, SubAckInfo};
 use super::requests::SubscriptionChange;
@@ -11,7 +10,6 @@ use super::{Driver, Reply};
 use crate::packet::{
     Publish, ReasonCode, SubscribeProperties, Subscription, UnsubscribeProperties,
 };
-use crate::session::MessageTag;
 
 /// What a handle asks of the driver.
 pub(crate) enum Command {
@@ -30,14 +28,6 @@ pub(crate) enum Command {
         filters: Vec<String>,
         properties: UnsubscribeProperties,
         reply: Reply<Vec<ReasonCode>>,
-    },
-    /// The application settled a manual-ack message; `reply` is `None` when nobody waits
-    /// (a dropped message).
-    Ack {
-        slot: usize,
-        tag: MessageTag,
-        verdict: Verdict,
-        reply: Option<Reply<()>>,
     },
     /// A request waits for the response carrying this Correlation Data.
     ExpectResponse {
@@ -64,7 +54,6 @@ impl std::fmt::Debug for Command {
             Self::Publish { .. } => "Publish",
             Self::Subscribe { .. } => "Subscribe",
             Self::Unsubscribe { .. } => "Unsubscribe",
-            Self::Ack { .. } => "Ack",
             Self::ExpectResponse { .. } => "ExpectResponse",
             Self::ForgetResponse { .. } => "ForgetResponse",
             Self::Disconnect { .. } => "Disconnect",
@@ -85,11 +74,6 @@ impl Command {
             }
             Self::Unsubscribe { reply, .. } => {
                 let _ = reply.send(Err(ClientError::Stopped));
-            }
-            Self::Ack { reply, .. } => {
-                if let Some(reply) = reply {
-                    let _ = reply.send(Err(ClientError::Stopped));
-                }
             }
             Self::Disconnect { reply, .. } | Self::Reauthenticate { reply } => {
                 let _ = reply.send(Err(ClientError::Stopped));
@@ -125,12 +109,6 @@ impl Driver {
                 properties,
                 reply,
             }),
-            Command::Ack {
-                slot,
-                tag,
-                verdict,
-                reply,
-            } => self.on_ack(slot, tag, verdict, reply),
             Command::ExpectResponse { correlation, reply } => {
                 self.inbox.expect(correlation, reply);
             }

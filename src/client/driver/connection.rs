@@ -9,13 +9,13 @@ use bytes::BytesMut;
 use tokio::sync::oneshot;
 use tracing::{info, warn};
 
+use super::super::clock;
 use super::super::options::ConnectAttempt;
 use super::super::transport::{self, BoxFuture, Link, Outgoing};
 use super::super::url::ServerUrl;
 use super::super::{ClientEvent, ConnectError};
-use super::handshake::SessionLostCounts;
-use super::super::clock;
 use super::Driver;
+use super::handshake::SessionLostCounts;
 use crate::packet::ReasonCode;
 use crate::session::{ConnectCredentials, ConnectPacketError, Event, ProtocolViolation, Session};
 

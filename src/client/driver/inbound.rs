@@ -1,35 +1,32 @@
 //! Inbound delivery: messages into the application's inbox (or to a waiting request), the
-//! backlog while the inbox is full, automatic acks at hand-off, and manual acks.
+//! backlog while the inbox is full, and what the application made of each message (its
+//! settlement: ack, refusal, release, or never read).
 //!
-//! A QoS 1/2 message that finds the inbox full waits here unacknowledged, so the server's
-//! Receive Maximum bounds the backlog and reading goes on; only QoS 0 messages, which nothing
-//! acknowledges, stop reading once as many as the inbox holds wait.
+//! A QoS 1/2 message is acked only once the application is done with it (the message and
+//! the inbox tell the driver, client/message.rs): until then it waits unacknowledged, so the
+//! server's Receive Maximum bounds the backlog and reading goes on; only QoS 0 messages, which
+//! nothing acknowledges, stop reading once as many as the inbox holds wait.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 use tracing::warn;
 
-use super::super::message::{Acker, Verdict};
-use super::super::{ClientError, Message};
+use super::super::message::{AckMode, AckState, Released, Settlement, Verdict};
+use super::super::{ClientError, ClientEvent, Message};
+use super::Driver;
 use super::pipeline::Waiter;
-use super::{Command, Driver, Reply};
+use super::redelivery::Redeliveries;
 use crate::packet::{Publish, QoS};
 use crate::session::MessageTag;
-
-/// The automatic ack a message still owes, given once the application has it.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct AckOwed {
-    slot: usize,
-    tag: MessageTag,
-}
 
 /// Messages waiting for room in the inbox.
 #[derive(Default)]
 pub(super) struct Backlog {
-    messages: VecDeque<(Message, Option<AckOwed>)>,
+    messages: VecDeque<Message>,
     /// QoS 0 messages among them.
     pub(super) qos0: usize,
 }
@@ -43,24 +40,24 @@ impl Backlog {
         self.messages.len()
     }
 
-    fn push(&mut self, message: Message, owed: Option<AckOwed>) {
+    fn push(&mut self, message: Message) {
         if message.qos() == QoS::AtMostOnce {
             self.qos0 += 1;
         }
-        self.messages.push_back((message, owed));
+        self.messages.push_back(message);
     }
 
-    /// Moves the oldest message into the inbox; returns the ack it owes.
-    pub(super) fn hand_over(&mut self, permit: mpsc::Permit<'_, Message>) -> Option<AckOwed> {
-        let (message, owed) = self.messages.pop_front()?;
-        if message.qos() == QoS::AtMostOnce {
-            self.qos0 = self.qos0.saturating_sub(1);
+    /// Moves the oldest message into the inbox.
+    pub(super) fn hand_over(&mut self, permit: mpsc::Permit<'_, Message>) {
+        if let Some(message) = self.messages.pop_front() {
+            if message.qos() == QoS::AtMostOnce {
+                self.qos0 = self.qos0.saturating_sub(1);
+            }
+            permit.send(message);
         }
-        permit.send(message);
-        owed
     }
 
-    fn take_all(&mut self) -> VecDeque<(Message, Option<AckOwed>)> {
+    fn take_all(&mut self) -> VecDeque<Message> {
         self.qos0 = 0;
         std::mem::take(&mut self.messages)
     }
@@ -70,29 +67,34 @@ impl Backlog {
 pub(super) struct Inbox {
     pub(super) sender: mpsc::Sender<Message>,
     pub(super) backlog: Backlog,
-    /// The application dropped its `Messages`.
+    /// The application dropped its `Messages`: what arrives stays unacknowledged.
     closed: bool,
     /// Requests awaiting a response, by Correlation Data.
     responses: HashMap<Bytes, oneshot::Sender<Message>>,
-    /// For the acks of manual-ack messages (weak: the driver must not keep itself alive).
-    self_commands: mpsc::WeakSender<Command>,
-    /// Ack at hand-off instead of leaving it to the application.
-    auto_ack: bool,
+    /// Where every message tells the driver what became of it.
+    settle: mpsc::UnboundedSender<Settlement>,
+    pub(super) settlements: mpsc::UnboundedReceiver<Settlement>,
+    mode: AckMode,
+    /// Messages released unhandled, waiting to be handed over again.
+    pub(super) redeliveries: Redeliveries,
 }
 
 impl Inbox {
     pub(super) fn new(
         sender: mpsc::Sender<Message>,
-        self_commands: mpsc::WeakSender<Command>,
-        auto_ack: bool,
+        mode: AckMode,
+        redeliveries: Redeliveries,
     ) -> Self {
+        let (settle, settlements) = mpsc::unbounded_channel();
         Self {
             sender,
             backlog: Backlog::default(),
             closed: false,
             responses: HashMap::new(),
-            self_commands,
-            auto_ack,
+            settle,
+            settlements,
+            mode,
+            redeliveries,
         }
     }
 
@@ -103,9 +105,9 @@ impl Inbox {
 
     /// How many backlogged messages to move into the inbox at once, waiting for room for all
     /// of them (0: none wait). Moved one by one as the application frees single slots, each
-    /// would cost a turn, an automatic ack and a write of its own, and the server, answering
-    /// each ack with one message, would keep the exchange at one message per round (the
-    /// "silly window"). A quarter of the inbox leaves the application three quarters to read
+    /// would cost a turn, an ack and a write of its own, and the server, answering each ack
+    /// with one message, would keep the exchange at one message per round (the "silly
+    /// window"). A quarter of the inbox leaves the application three quarters to read
     /// meanwhile.
     pub(super) fn handover_batch(&self, capacity: usize) -> usize {
         self.backlog.len().min(capacity.div_ceil(4))
@@ -123,116 +125,158 @@ impl Inbox {
 }
 
 impl Driver {
+    /// A message from the server, delivered for the first time.
     pub(super) fn on_message(&mut self, slot: usize, tag: MessageTag, publish: Publish) {
         self.stats.received.fetch_add(1, Ordering::Relaxed);
         self.metrics.received();
-        let owes_ack = tag != 0;
-        let acker = if owes_ack && !self.inbox.auto_ack {
-            self.inbox
-                .self_commands
-                .upgrade()
-                .map(|commands| Acker::new(commands, slot, tag))
-        } else {
-            None
-        };
-        if acker.is_some() {
+        if tag != 0 {
             self.stats.inbound_unacked.fetch_add(1, Ordering::Relaxed);
         }
-        // An automatic ack is given once the message is in the application's hands.
-        let owed = (owes_ack && self.inbox.auto_ack).then_some(AckOwed { slot, tag });
-        let mut message = Message { publish, acker };
+        self.deliver(slot, tag, publish, 1);
+    }
+
+    /// Hands a message to the application: to a request waiting for it, into the inbox, or
+    /// into the backlog while the inbox is full.
+    pub(super) fn deliver(
+        &mut self,
+        slot: usize,
+        tag: MessageTag,
+        publish: Publish,
+        deliveries: u32,
+    ) {
+        let ack = (tag != 0).then(|| {
+            Arc::new(AckState::new(
+                self.inbox.settle.clone(),
+                slot,
+                tag,
+                publish.qos,
+                self.inbox.mode,
+            ))
+        });
+        let mut message = Message::new(publish, ack, deliveries);
         if let Some(correlation) = message.publish.properties.correlation_data.clone() {
             if let Some(waiter) = self.inbox.responses.remove(&correlation) {
                 match waiter.send(message) {
-                    Ok(()) => return self.auto_ack(owed),
+                    Ok(()) => return,
                     Err(back) => message = back,
                 }
             }
         }
         if self.inbox.closed {
-            self.discard(message, owed);
+            self.leave_unread(message);
         } else if self.inbox.backlog.is_empty() {
             match self.inbox.sender.try_send(message) {
-                Ok(()) => self.auto_ack(owed),
-                Err(mpsc::error::TrySendError::Full(message)) => {
-                    self.inbox.backlog.push(message, owed);
-                }
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(message)) => self.inbox.backlog.push(message),
                 Err(mpsc::error::TrySendError::Closed(message)) => {
-                    self.inbox.closed = true;
-                    self.discard(message, owed);
+                    self.inbox_gone();
+                    self.leave_unread(message);
                 }
             }
         } else {
-            self.inbox.backlog.push(message, owed);
+            self.inbox.backlog.push(message);
         }
     }
 
-    /// Gives the automatic ack a message owed.
-    pub(super) fn auto_ack(&mut self, owed: Option<AckOwed>) {
-        if let Some(AckOwed { slot, tag }) = owed {
-            if let Some(s) = self.slots.get_mut(slot) {
-                // Cannot be refused: the tag was delivered and nothing else acks it.
-                let _ = s.session.ack(tag);
+    /// Nobody reads messages any more: this one stays unacknowledged (the server sends it
+    /// again when the session resumes).
+    fn leave_unread(&mut self, message: Message) {
+        if let Some(state) = &message.ack {
+            if state.disarm() {
+                self.count_unread();
             }
         }
     }
 
-    /// Nobody reads messages any more: ack and drop them so the server is not held up.
-    fn discard(&mut self, mut message: Message, owed: Option<AckOwed>) {
-        if let Some((slot, tag)) = message.acker.take().and_then(Acker::disarm) {
-            self.stats.inbound_unacked.fetch_sub(1, Ordering::Relaxed);
-            if let Some(slot) = self.slots.get_mut(slot) {
-                let _ = slot.session.ack(tag);
-            }
-        }
-        self.auto_ack(owed);
+    fn count_unread(&mut self) {
+        self.stats.inbound_unacked.fetch_sub(1, Ordering::Relaxed);
+        self.stats.unread.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// The application dropped its `Messages`.
+    /// The application dropped its `Messages`: stop acking, say so once.
     pub(super) fn inbox_gone(&mut self) {
-        self.inbox.closed = true;
-        for (message, owed) in self.inbox.backlog.take_all() {
-            self.discard(message, owed);
+        if !self.inbox.closed {
+            self.inbox.closed = true;
+            warn!(
+                "the application dropped its Messages: messages that arrive stay unacknowledged \
+                 (the server stops at the Receive Maximum and sends them again when the session \
+                 resumes)"
+            );
+            self.emit(ClientEvent::InboxClosed);
+        }
+        for message in self.inbox.backlog.take_all() {
+            self.leave_unread(message);
         }
     }
 
-    /// The application settled a message (manual ack): answered once the ack is durable.
-    pub(super) fn on_ack(
+    /// Takes what the application's messages told, until none waits.
+    pub(super) fn take_settlements(&mut self, first: Settlement) {
+        self.on_settlement(first);
+        while let Ok(settlement) = self.inbox.settlements.try_recv() {
+            self.on_settlement(settlement);
+        }
+    }
+
+    fn on_settlement(&mut self, settlement: Settlement) {
+        let Settlement {
+            slot,
+            tag,
+            verdict,
+            reply,
+        } = settlement;
+        match verdict {
+            Verdict::Ack => self.settle_with(slot, tag, None, reply),
+            Verdict::Reject(reason) => self.settle_with(slot, tag, Some(reason), reply),
+            Verdict::Release {
+                publish,
+                deliveries,
+                why,
+            } => {
+                if why == Released::Dropped {
+                    self.stats.dropped_unacked.fetch_add(1, Ordering::Relaxed);
+                }
+                if why == Released::Panicked {
+                    warn!(
+                        tag,
+                        "a message was dropped while its thread panicked: it comes again"
+                    );
+                }
+                self.release(slot, tag, *publish, deliveries);
+            }
+            Verdict::Unread => {
+                if !self.inbox.closed && self.inbox.sender.is_closed() {
+                    self.inbox_gone();
+                }
+                self.count_unread();
+            }
+        }
+    }
+
+    /// Acks (`reason` None) or refuses a message; `reply` is answered once that is durable.
+    fn settle_with(
         &mut self,
         slot: usize,
         tag: MessageTag,
-        verdict: Verdict,
-        reply: Option<Reply<()>>,
+        reason: Option<crate::packet::ReasonCode>,
+        reply: Option<oneshot::Sender<Result<(), ClientError>>>,
     ) {
+        self.stats.inbound_unacked.fetch_sub(1, Ordering::Relaxed);
         let Some(s) = self.slots.get_mut(slot) else {
             if let Some(reply) = reply {
                 let _ = reply.send(Err(ClientError::Stopped));
             }
             return;
         };
-        let settled = match verdict {
-            Verdict::Ack | Verdict::Released | Verdict::Dropped => s.session.ack(tag),
-            Verdict::Reject(reason) => s.session.reject(tag, reason),
+        let settled = match reason {
+            None => s.session.ack(tag),
+            Some(reason) => s.session.reject(tag, reason),
         };
-        match settled {
-            Ok(()) => {
-                self.stats.inbound_unacked.fetch_sub(1, Ordering::Relaxed);
-                if verdict == Verdict::Dropped {
-                    self.stats.dropped_unacked.fetch_add(1, Ordering::Relaxed);
-                    warn!(
-                        tag,
-                        "a message was dropped without ack or reject: it counts as handled and is acked"
-                    );
-                }
-                if let Some(reply) = reply {
-                    self.pipeline.wait(Waiter::Ack(reply));
-                }
+        match (settled, reply) {
+            (Ok(()), Some(reply)) => self.pipeline.wait(Waiter::Ack(reply)),
+            (Err(e), Some(reply)) => {
+                let _ = reply.send(Err(e.into()));
             }
-            Err(e) => {
-                if let Some(reply) = reply {
-                    let _ = reply.send(Err(e.into()));
-                }
-            }
+            (_, None) => {}
         }
     }
 }

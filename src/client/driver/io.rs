@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use tracing::warn;
 
-use super::super::transport::{Exchanged, Link, Outgoing};
 use super::super::clock;
+use super::super::transport::{Exchanged, Link, Outgoing};
 use super::Driver;
 use super::connection::Close;
 use super::ownership::lapsed_for;

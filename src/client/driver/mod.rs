@@ -18,7 +18,8 @@
 //! | `connection.rs` | `Connection`: phase, link, dial, handshake, reading, reconnect, backoff |
 //! | `handshake.rs` | the handshake's outcome: connected, a session the server had lost |
 //! | `publishes.rs` | `Publishes`: publishers waiting for queue room, deliveries awaited |
-//! | `inbound.rs` | `Inbox`: inbox, backlog, automatic acks, awaited responses |
+//! | `inbound.rs` | `Inbox`: inbox, backlog, settlements (acks from the application), awaited responses |
+//! | `redelivery.rs` | `Redeliveries`: messages released unhandled, handed over again or settled by the policy |
 //! | `requests.rs` | `Requests`: SUBSCRIBE/UNSUBSCRIBE, the subscriptions to make again |
 //! | `servers.rs` | which server to dial: rounds, the preferred server, Server References |
 //! | `stopping.rs` | `Stopping`: disconnect, drain, and the final answers |
@@ -31,6 +32,7 @@ mod io;
 mod ownership;
 mod pipeline;
 mod publishes;
+mod redelivery;
 mod requests;
 mod servers;
 mod stopping;
@@ -82,7 +84,6 @@ pub(crate) struct Parts {
     /// Holds the application's manual-ack messages back while the lease lapsed (inbox.rs).
     pub(crate) gate: OwnershipGate,
     pub(crate) commands: mpsc::Receiver<Command>,
-    pub(crate) self_commands: mpsc::WeakSender<Command>,
     pub(crate) inbox: mpsc::Sender<Message>,
     pub(crate) events: broadcast::Sender<ClientEvent>,
     pub(crate) stats: Arc<StatsCell>,
@@ -137,8 +138,10 @@ enum Wake {
     Command(Option<Command>),
     HandlesGone,
     Timer,
-    /// Messages left the backlog for the inbox; the automatic acks they owe.
-    HandedOver(Vec<Option<inbound::AckOwed>>),
+    /// Messages left the backlog for the inbox.
+    HandedOver,
+    /// The application settled messages (acks, refusals, releases).
+    Settled(super::message::Settlement),
 }
 
 /// How often expired sessions are purged from the store while the client runs.
@@ -240,7 +243,14 @@ impl Driver {
         }
         let configured: Vec<SessionKey> = slots.iter().map(|s| s.key.clone()).collect();
         let client_id = Some(settings.session.client_id.as_str());
-        tidy(&*parts.store, clock.now_ms(), client_id, &configured, &parts.events).await;
+        tidy(
+            &*parts.store,
+            clock.now_ms(),
+            client_id,
+            &configured,
+            &parts.events,
+        )
+        .await;
         let housekeeping = tokio::spawn(purge_periodically(
             parts.store.clone(),
             clock,
@@ -261,7 +271,11 @@ impl Driver {
             store: parts.store.clone(),
             pipeline: Pipeline::new(parts.store),
             publishes: Publishes::default(),
-            inbox: Inbox::new(parts.inbox, parts.self_commands, settings.auto_ack),
+            inbox: Inbox::new(
+                parts.inbox,
+                settings.ack_mode(),
+                redelivery::Redeliveries::new(settings.redelivery()),
+            ),
             requests: Requests::default(),
             stopping: Stopping::default(),
             commands: parts.commands,
@@ -305,6 +319,7 @@ impl Driver {
             self.on_ownership_lapsed().await;
         }
         self.admit_parked();
+        self.redeliver_due();
         let now = self.clock.now_ms();
         for slot in &mut self.slots {
             slot.session.tick(now);
@@ -344,12 +359,14 @@ impl Driver {
             },
             permits = self.inbox.sender.reserve_many(handover), if handover > 0 => {
                 match permits {
-                    Ok(permits) => Wake::HandedOver(
-                        permits.map(|p| self.inbox.backlog.hand_over(p)).collect(),
-                    ),
+                    Ok(permits) => {
+                        permits.for_each(|p| self.inbox.backlog.hand_over(p));
+                        Wake::HandedOver
+                    }
                     Err(_) => Wake::InboxGone,
                 }
             }
+            Some(settlement) = self.inbox.settlements.recv() => Wake::Settled(settlement),
             // A server that stops reading fills `out`: take no more commands until it drains
             // (or the write timeout ends the connection); reading goes on meanwhile.
             command = self.commands.recv(), if self.commands_open && !backed_up => {
@@ -388,9 +405,10 @@ impl Driver {
                 self.stopping.skip_drain();
             }
             Wake::Timer => self.on_timer().await,
-            Wake::HandedOver(owed) => {
-                owed.into_iter().for_each(|owed| self.auto_ack(owed));
-                // The ack can release a message held beyond Receive Maximum.
+            Wake::HandedOver => {}
+            Wake::Settled(settlement) => {
+                self.take_settlements(settlement);
+                // An ack can release a message held beyond Receive Maximum.
                 self.settle_events().await;
             }
         }
@@ -413,6 +431,9 @@ impl Driver {
         }
         if let Some(flush) = self.pipeline.deadline() {
             at = at.min(flush);
+        }
+        if let Some(redelivery) = self.inbox.redeliveries.deadline() {
+            at = at.min(redelivery);
         }
         if let Some(next) = self
             .slots

@@ -155,8 +155,9 @@ impl Driver {
                 .resume(&key, self.settings.session.queue_window)
                 .await
                 .map_err(|e| e.to_string())?;
-            let mut session = Session::new(self.settings.session.clone(), stored, self.clock.now_ms())
-                .map_err(|e| ClientError::from(e).to_string())?;
+            let mut session =
+                Session::new(self.settings.session.clone(), stored, self.clock.now_ms())
+                    .map_err(|e| ClientError::from(e).to_string())?;
             if let Some(make) = &self.settings.authenticator {
                 session.set_authenticator(make());
             }
