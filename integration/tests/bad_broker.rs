@@ -85,8 +85,10 @@ async fn every_fault_gets_its_reason_code_and_no_stored_message_is_lost() {
             .connect(),
     );
     let mut conn = Conn::accept(&listener, false).await;
-    let (client, _messages) = connecting.await.unwrap().unwrap();
+    let (client, mut messages) = connecting.await.unwrap().unwrap();
     let mut events = client.events();
+    // An application that reads what comes: each message is acked once it is done with.
+    tokio::spawn(async move { while messages.recv().await.is_some() {} });
 
     // PUBREL for an identifier the client never saw is no violation: PUBCOMP 0x92.
     conn.send(Packet::PubRel(PubAck::new(4242))).await;

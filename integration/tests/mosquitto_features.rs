@@ -214,15 +214,14 @@ async fn an_expired_session_is_noticed_by_the_client() {
     c.disconnect().await.unwrap();
     drop(c);
     tokio::time::sleep(Duration::from_millis(2100)).await;
-    let (c, _m) = Client::builder()
+    let mut builder = Client::builder()
         .server(broker.url())
         .client_id("expiring")
         .session_expiry(Duration::from_secs(1))
-        .store(mooring::store::RedbStore::open(&path).unwrap())
-        .start()
-        .await
-        .unwrap();
-    let mut events = c.events();
+        .store(mooring::store::RedbStore::open(&path).unwrap());
+    // Taken before the start: the expiry is found at once.
+    let mut events = builder.events();
+    let (_c, _m) = builder.start().await.unwrap();
     event(&mut events, |e| matches!(e, ClientEvent::SessionExpired)).await;
     let e = event(&mut events, |e| matches!(e, ClientEvent::Connected { .. })).await;
     assert!(matches!(

@@ -235,9 +235,11 @@ macro_rules! ensure {
 mod lifecycle;
 mod queue;
 mod records;
+mod together;
 
 use lifecycle::*;
 use records::*;
+use together::*;
 
 use queue::{
     a_cursor_reading_on_between_appends_and_removals_misses_nothing,
@@ -288,6 +290,9 @@ pub async fn run<F: StoreFactory>(factory: &F) -> Report {
     check!(a_cursor_reading_on_between_appends_and_removals_misses_nothing);
     check!(queue_totals_stay_exact_through_every_change);
     check!(clear_removes_a_queue_of_many_chunks);
+    check!(a_commit_of_several_sessions_applies_to_each);
+    check!(a_failed_commit_of_several_sessions_is_all_or_nothing);
+    check!(two_stores_open_at_once_have_different_storage_ids);
     report
 }
 

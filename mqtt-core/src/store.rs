@@ -445,6 +445,34 @@ pub trait SessionStore: Send + Sync {
     /// Removes everything stored for `key`.
     async fn clear(&self, key: &SessionKey) -> Result<(), StoreError>;
 
+    /// Applies the batches of several sessions as one commit: all of them or none, durably,
+    /// each batch in order as [`commit`](Self::commit) applies it (two batches of one key
+    /// apply one after the other). A client forwarding a message from one session to another
+    /// (`Message::forward`) commits the copy it queues in one and the ack of the original in
+    /// the other this way, so that after a crash either both happened or neither.
+    ///
+    /// The default commits a single batch with `commit` and refuses several with
+    /// [`StoreError::Unsupported`]: a store that cannot write them in one transaction must
+    /// not pretend to.
+    async fn commit_sessions(&self, batches: Vec<(SessionKey, Batch)>) -> Result<(), StoreError> {
+        let mut batches = batches.into_iter();
+        match (batches.next(), batches.next()) {
+            (None, _) => Ok(()),
+            (Some((key, batch)), None) => self.commit(&key, batch).await,
+            (Some(_), Some(_)) => Err(StoreError::Unsupported {
+                what: "commit several sessions at once",
+            }),
+        }
+    }
+
+    /// Identifies the storage behind this handle: handles of one store (its clones, `Arc`s
+    /// of it) answer the same, two stores open at once answer differently. A client forwards
+    /// a message to another client in one commit only when both answer the same. `None` (the
+    /// default): unknown, so no two handles count as one store.
+    fn storage_id(&self) -> Option<usize> {
+        None
+    }
+
     /// The keys of all sessions that hold at least one record, in no particular order.
     async fn sessions(&self) -> Result<Vec<SessionKey>, StoreError>;
 
@@ -509,6 +537,15 @@ macro_rules! forward_session_store {
             }
             async fn clear(&self, key: &SessionKey) -> Result<(), StoreError> {
                 (**self).clear(key).await
+            }
+            async fn commit_sessions(
+                &self,
+                batches: Vec<(SessionKey, Batch)>,
+            ) -> Result<(), StoreError> {
+                (**self).commit_sessions(batches).await
+            }
+            fn storage_id(&self) -> Option<usize> {
+                (**self).storage_id()
             }
             async fn sessions(&self) -> Result<Vec<SessionKey>, StoreError> {
                 (**self).sessions().await

@@ -69,6 +69,14 @@ pub enum ClientError {
     /// The ack was refused (acked twice, or not an ackable message).
     #[error(transparent)]
     Ack(#[from] AckError),
+    /// A message was forwarded ([`Message::forward`](super::Message::forward)) to a client on
+    /// another store: its copy and its ack could not be committed together. It is handed over
+    /// again.
+    #[error(
+        "a message can be forwarded only to a client on the same store (or a clone of it), whose \
+         commits can hold the copy and the ack together"
+    )]
+    ForwardAcrossStores,
     /// The message has no Response Topic to answer on.
     #[error("the message has no Response Topic")]
     NoResponseTopic,

@@ -176,6 +176,8 @@ pub struct Stats {
     pub released: u64,
     /// Messages handed over again after they were released.
     pub redelivered: u64,
+    /// Messages forwarded (`Message::forward`): acked in the commit that stored their copy.
+    pub forwarded: u64,
     /// Messages settled by the redelivery policy after their last delivery (refused, sent to
     /// the dead-letter topic or discarded).
     pub exhausted: u64,
@@ -226,6 +228,7 @@ pub(crate) struct StatsCell {
     pub(crate) dropped_unacked: AtomicU64,
     pub(crate) released: AtomicU64,
     pub(crate) redelivered: AtomicU64,
+    pub(crate) forwarded: AtomicU64,
     pub(crate) exhausted: AtomicU64,
     pub(crate) unread: AtomicU64,
     pub(crate) inbound_held: AtomicU64,
@@ -251,6 +254,7 @@ impl StatsCell {
             dropped_unacked: get(&self.dropped_unacked),
             released: get(&self.released),
             redelivered: get(&self.redelivered),
+            forwarded: get(&self.forwarded),
             exhausted: get(&self.exhausted),
             unread: get(&self.unread),
             inbound_held: get(&self.inbound_held),

@@ -15,6 +15,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::{ClientError, DeliveryError};
 use crate::packet::{Publish, QoS, ReasonCode};
 use crate::session::{MessageTag, PublishId};
+use crate::store::{SessionKey, StoreOp};
 
 /// Resolves when the server acknowledged a publish: PUBACK (QoS 1) or PUBCOMP (QoS 2), with
 /// its reason code. QoS 0 resolves once accepted: nothing acknowledges QoS 0.
@@ -121,6 +122,16 @@ pub(crate) enum Released {
     Asked,
     /// Dropped while its thread panicked.
     Panicked,
+    /// `Message::forward` did not store the copy (the target client refused it or stopped).
+    NotForwarded,
+}
+
+/// The session a message came from: its key and the store it lives in.
+#[derive(Debug)]
+pub(crate) struct Origin {
+    pub(crate) key: SessionKey,
+    /// The store's [`storage_id`](crate::store::SessionStore::storage_id).
+    pub(crate) storage: Option<usize>,
 }
 
 /// What became of a message.
@@ -130,6 +141,9 @@ pub(crate) enum Verdict {
     Ack,
     /// Refused with this reason code.
     Reject(ReasonCode),
+    /// Forwarded: the commit that queued its copy stored its QoS 2 marker too
+    /// (`marker_stored`), or, at QoS 1, the copy is durable and the ack may go.
+    Forwarded { packet_id: u16, marker_stored: bool },
     /// Not handled: hand it over again later.
     Release {
         publish: Box<Publish>,
@@ -157,6 +171,7 @@ pub(crate) struct Settlement {
 #[derive(Debug)]
 pub(crate) struct AckState {
     settle: mpsc::UnboundedSender<Settlement>,
+    origin: Arc<Origin>,
     slot: usize,
     tag: MessageTag,
     pub(crate) qos: QoS,
@@ -171,6 +186,7 @@ pub(crate) struct AckState {
 impl AckState {
     pub(crate) fn new(
         settle: mpsc::UnboundedSender<Settlement>,
+        origin: Arc<Origin>,
         slot: usize,
         tag: MessageTag,
         qos: QoS,
@@ -178,6 +194,7 @@ impl AckState {
     ) -> Self {
         Self {
             settle,
+            origin,
             slot,
             tag,
             qos,
@@ -226,6 +243,25 @@ impl AckState {
                 *slot = Some(durable);
             }
         }
+    }
+
+    /// Takes the message's ack for a forward: the client that publishes the copy settles it
+    /// (`None` if it was settled already).
+    fn forwarding(&self, original: Publish, deliveries: u32) -> Option<Forwarding> {
+        if self.settled.swap(true, Ordering::AcqRel) {
+            return None;
+        }
+        Some(Forwarding {
+            owed: Some(ForwardOwed {
+                settle: self.settle.clone(),
+                slot: self.slot,
+                tag: self.tag,
+                original: Box::new(original),
+                deliveries,
+            }),
+            origin: self.origin.clone(),
+            qos: self.qos,
+        })
     }
 
     /// The answer to an automatic ack given by dropping the message, if one was given.
@@ -355,6 +391,49 @@ impl Message {
         }
     }
 
+    /// Publishes `publish` (typically this message's own, with a new topic) through `to`, and
+    /// acks this message in the same store commit that makes the copy durable: after a crash
+    /// either both happened or neither. `to` is this client, or another client on the same
+    /// store (its clones count; the store must commit several sessions at once, as redb, sled,
+    /// memory and PostgreSQL do): a bridge from one broker to another.
+    ///
+    /// Returns like [`Client::publish_with`](super::Client::publish_with): once the copy is
+    /// durable, with its [`Delivery`]. A QoS 2 message is then never handed over again, and
+    /// its copy goes out exactly once. A QoS 1 message's ack has no marker to store: a crash
+    /// after the copy is durable and before the PUBACK reaches the server makes the server
+    /// send it again, and it is forwarded again (at least once). A QoS 0 message is published.
+    ///
+    /// With automatic ack, call it before asking for the next message (asking acks this one);
+    /// the future may be awaited later, side by side with others, so that their copies share
+    /// commits.
+    /// If `to` refuses the copy (an invalid topic, a full queue under `QueuePolicy::Fail`,
+    /// another store) or has stopped, the error says why and this message is handed over again
+    /// like a released one. If the commit fails, the client that made it stops, and the
+    /// store says after a restart whether both happened.
+    ///
+    /// Cancel safety: dropping the future before it returns is like dropping a publish: see
+    /// [`Client::publish_with`](super::Client::publish_with); this message is handed over
+    /// again if its copy was never stored.
+    pub fn forward(
+        mut self,
+        to: &super::Client,
+        publish: Publish,
+    ) -> impl Future<Output = Result<Delivery, ClientError>> + Send + '_ {
+        // Taken now, not when the future is first polled: asking for the next message
+        // meanwhile must not ack this one.
+        let original = std::mem::replace(&mut self.publish, Publish::new("", Bytes::new()));
+        let forwarding = match self.ack.take() {
+            Some(state) => state.forwarding(original, self.deliveries),
+            None => None,
+        };
+        async move {
+            match forwarding {
+                Some(forwarding) => to.forward(publish, forwarding).await,
+                None => to.publish_with(publish).await,
+            }
+        }
+    }
+
     /// The PUBLISH. The message counts as handled and is acked (without waiting for the ack
     /// to be durable); keep the `Message` instead to ack it later, or use
     /// [`Message::forward`] to publish it elsewhere in one commit with its ack.
@@ -371,6 +450,98 @@ impl Message {
         let state = self.ack.as_ref()?;
         state.hand_over();
         Some(state)
+    }
+}
+
+/// A message being forwarded: what the client that publishes its copy needs to store the
+/// message's QoS 2 marker in the commit that queues the copy, and to tell the message's own
+/// client afterwards. Whatever happens, that client hears exactly once: the copy is durable
+/// (`done`), its fate is unknown (`outcome_unknown`: a failed commit; the store says after a
+/// restart), or, when it is dropped without either, the copy was never stored and the message
+/// is handed over again.
+#[derive(Debug)]
+pub(crate) struct Forwarding {
+    owed: Option<ForwardOwed>,
+    pub(crate) origin: Arc<Origin>,
+    pub(crate) qos: QoS,
+}
+
+#[derive(Debug)]
+struct ForwardOwed {
+    settle: mpsc::UnboundedSender<Settlement>,
+    slot: usize,
+    tag: MessageTag,
+    original: Box<Publish>,
+    deliveries: u32,
+}
+
+impl Forwarding {
+    /// The packet identifier the message came under.
+    fn packet_id(&self) -> u16 {
+        self.owed.as_ref().map_or(0, |o| o.original.packet_id)
+    }
+
+    /// The marker to store with the copy, in the message's session: for QoS 2.
+    pub(crate) fn marker(&self) -> Option<(SessionKey, StoreOp)> {
+        (self.qos == QoS::ExactlyOnce).then(|| {
+            (
+                self.origin.key.clone(),
+                StoreOp::PutInbound {
+                    packet_id: self.packet_id(),
+                },
+            )
+        })
+    }
+
+    /// Which of this driver's sessions the message came from, and its tag there, when the
+    /// message is this driver's own (`origin` one of its sessions').
+    pub(crate) fn own(&self, origin: &Arc<Origin>) -> Option<(usize, MessageTag)> {
+        let owed = self.owed.as_ref()?;
+        Arc::ptr_eq(&self.origin, origin).then_some((owed.slot, owed.tag))
+    }
+
+    /// The copy is durable, and with it the marker if `marker_stored`: the message is acked.
+    pub(crate) fn done(mut self, marker_stored: bool) {
+        let packet_id = self.packet_id();
+        if let Some(owed) = self.owed.take() {
+            let _ = owed.settle.send(Settlement {
+                slot: owed.slot,
+                tag: owed.tag,
+                verdict: Verdict::Forwarded {
+                    packet_id,
+                    marker_stored,
+                },
+                reply: None,
+            });
+        }
+    }
+
+    /// Settled by the driver that owns the message itself (a forward within one client).
+    pub(crate) fn settled_here(mut self) {
+        self.owed = None;
+    }
+
+    /// The commit failed: whether the copy and the marker are stored is unknown until the
+    /// store is opened again, so the message is neither acked nor handed over again here.
+    pub(crate) fn outcome_unknown(mut self) {
+        self.owed = None;
+    }
+}
+
+impl Drop for Forwarding {
+    fn drop(&mut self) {
+        if let Some(owed) = self.owed.take() {
+            let _ = owed.settle.send(Settlement {
+                slot: owed.slot,
+                tag: owed.tag,
+                verdict: Verdict::Release {
+                    publish: owed.original,
+                    deliveries: owed.deliveries,
+                    why: Released::NotForwarded,
+                },
+                reply: None,
+            });
+        }
     }
 }
 

@@ -203,6 +203,20 @@ impl Client {
         })
     }
 
+    /// Publishes the copy of a message being forwarded ([`Message::forward`]).
+    pub(crate) async fn forward(
+        &self,
+        publish: Publish,
+        from: message::Forwarding,
+    ) -> Result<Delivery, ClientError> {
+        self.call(|reply| Command::Forward {
+            publish,
+            from,
+            reply,
+        })
+        .await
+    }
+
     /// Subscribes to one filter and returns the QoS the server granted.
     ///
     /// While disconnected, the SUBSCRIBE is sent on the next connection and the call waits

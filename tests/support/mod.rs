@@ -324,6 +324,8 @@ pub struct ControlledStore {
     pub fenced: AtomicBool,
     /// Every batch committed, in order, with its session.
     pub batches: std::sync::Mutex<Vec<(SessionKey, Batch)>>,
+    /// Every commit of several sessions at once, in order.
+    pub joint: std::sync::Mutex<Vec<Vec<(SessionKey, Batch)>>>,
 }
 
 impl ControlledStore {
@@ -383,6 +385,20 @@ impl SessionStore for ControlledStore {
     }
     async fn clear(&self, key: &SessionKey) -> Result<(), StoreError> {
         self.inner.clear(key).await
+    }
+    async fn commit_sessions(&self, batches: Vec<(SessionKey, Batch)>) -> Result<(), StoreError> {
+        if let Some(gate) = &self.gate {
+            gate.acquire().await.unwrap().forget();
+        }
+        self.commits.fetch_add(1, Ordering::SeqCst);
+        for (key, _) in &batches {
+            self.unless_fenced(key)?;
+        }
+        self.joint.lock().unwrap().push(batches.clone());
+        self.inner.commit_sessions(batches).await
+    }
+    fn storage_id(&self) -> Option<usize> {
+        self.inner.storage_id()
     }
     async fn sessions(&self) -> Result<Vec<SessionKey>, StoreError> {
         self.inner.sessions().await

@@ -1,8 +1,9 @@
 //! A consumer that acknowledges a message only after its own work is durable: each job is
 //! appended to a journal and fsync'd, then acked. If the process dies before the ack, the broker
 //! sends the job again; after the ack, never. A job it cannot do is refused with a reason code
-//! (`reject`), which the broker does not send again; a message dropped without either counts as
-//! handled and is acked, so that one forgotten message never holds up the acks after it.
+//! (`reject`), which the broker does not send again; a message dropped without either (an early
+//! `?`, a panic) was not handled: the client hands it over again after a delay, and after its
+//! last delivery refuses it (`ClientBuilder::redelivery`).
 //!
 //! `MQTT_URL=mqtt://127.0.0.1:1883 cargo run -p examples --bin manual_ack`
 #![forbid(unsafe_code)]

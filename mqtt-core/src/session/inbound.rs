@@ -187,17 +187,51 @@ impl Session {
         self.settle(tag, reason)
     }
 
+    /// Acks a message whose copy was forwarded to another session, when the commit that
+    /// queued the copy also stored this message's QoS 2 marker (`marker_stored`, under
+    /// `packet_id`): the ack goes out in arrival order like any other, without storing the
+    /// marker again. A message no longer awaited (the server lost the session meanwhile and
+    /// its markers were dropped) has that marker removed again, so that it cannot swallow a
+    /// later message under the same identifier.
+    pub fn ack_forwarded(
+        &mut self,
+        tag: MessageTag,
+        packet_id: u16,
+        marker_stored: bool,
+    ) -> Result<(), AckError> {
+        let settled = self.settle_with(tag, ReasonCode::Success, !marker_stored);
+        if settled.is_err() && marker_stored && !self.inbound_pubrec.contains(&packet_id) {
+            self.pending
+                .commit
+                .push(StoreOp::RemoveInbound { packet_id });
+        }
+        settled
+    }
+
     /// Acks (`Success`) or refuses (an error code) a message.
     fn settle(&mut self, tag: MessageTag, reason: ReasonCode) -> Result<(), AckError> {
+        self.settle_with(tag, reason, true)
+    }
+
+    /// `settle`; `store_marker` false when the QoS 2 marker is durable already.
+    fn settle_with(
+        &mut self,
+        tag: MessageTag,
+        reason: ReasonCode,
+        store_marker: bool,
+    ) -> Result<(), AckError> {
         let accepted = !reason.is_error();
+        let mark = |session: &mut Self, packet_id: u16| {
+            if session.inbound_pubrec.insert(packet_id) && store_marker {
+                session
+                    .pending
+                    .commit
+                    .push(StoreOp::PutInbound { packet_id });
+            }
+        };
         if let Some(entry) = self.stale.remove(&tag) {
-            if accepted
-                && entry.qos == QoS::ExactlyOnce
-                && self.inbound_pubrec.insert(entry.packet_id)
-            {
-                self.pending.commit.push(StoreOp::PutInbound {
-                    packet_id: entry.packet_id,
-                });
+            if accepted && entry.qos == QoS::ExactlyOnce {
+                mark(self, entry.packet_id);
             }
             return Ok(());
         }
@@ -212,8 +246,8 @@ impl Session {
         let (qos, packet_id) = (entry.qos, entry.packet_id);
         // The ack is durable with the next commit, even while its PUBREC waits its turn: a
         // crash after this point never delivers the message again.
-        if accepted && qos == QoS::ExactlyOnce && self.inbound_pubrec.insert(packet_id) {
-            self.pending.commit.push(StoreOp::PutInbound { packet_id });
+        if accepted && qos == QoS::ExactlyOnce {
+            mark(self, packet_id);
         }
         while self.acks.front().is_some_and(|e| e.acked) {
             let Some(entry) = self.acks.pop_front() else {

@@ -70,6 +70,12 @@ pub enum StoreError {
         /// Where the store is.
         path: String,
     },
+    /// The store cannot do what was asked (see the method's documentation).
+    #[error("this store cannot {what}")]
+    Unsupported {
+        /// What it cannot do.
+        what: &'static str,
+    },
     /// The backend reported an error (I/O, a full disk, a damaged file).
     #[error("{backend} failed: {message}")]
     Backend {

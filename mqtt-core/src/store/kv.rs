@@ -334,6 +334,18 @@ impl<B: KvBackend> SessionStore for KvStore<B> {
         self.run(move |s| s.clear(&key)).await
     }
 
+    async fn commit_sessions(&self, batches: Vec<(SessionKey, Batch)>) -> Result<(), StoreError> {
+        if batches.iter().all(|(_, batch)| batch.is_empty()) {
+            return self.shared.check_writable();
+        }
+        self.run(move |s| s.commit_sessions(&batches)).await
+    }
+
+    fn storage_id(&self) -> Option<usize> {
+        // The state its clones share: one per store opened.
+        Some(Arc::as_ptr(&self.shared).cast::<()>() as usize)
+    }
+
     async fn sessions(&self) -> Result<Vec<SessionKey>, StoreError> {
         self.run(|s| s.sessions()).await
     }

@@ -3,6 +3,7 @@
 use bytes::Bytes;
 use tokio::sync::oneshot;
 
+use super::super::message::Forwarding;
 use super::super::policy::QueuePolicy;
 use super::super::{ClientError, Delivery, Message, SubAckInfo};
 use super::requests::SubscriptionChange;
@@ -17,6 +18,12 @@ pub(crate) enum Command {
         publish: Publish,
         /// The policy for a full queue, when the call sets its own (`try_publish`).
         when_full: Option<QueuePolicy>,
+        reply: Reply<Delivery>,
+    },
+    /// The copy of a message being forwarded, to store in one commit with its ack.
+    Forward {
+        publish: Publish,
+        from: Forwarding,
         reply: Reply<Delivery>,
     },
     Subscribe {
@@ -52,6 +59,7 @@ impl std::fmt::Debug for Command {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             Self::Publish { .. } => "Publish",
+            Self::Forward { .. } => "Forward",
             Self::Subscribe { .. } => "Subscribe",
             Self::Unsubscribe { .. } => "Unsubscribe",
             Self::ExpectResponse { .. } => "ExpectResponse",
@@ -66,7 +74,8 @@ impl Command {
     /// Answers the caller with `Stopped` (the client has stopped).
     pub(super) fn reject(self) {
         match self {
-            Self::Publish { reply, .. } => {
+            // A forward's message is handed over again as `from` drops: nothing was stored.
+            Self::Publish { reply, .. } | Self::Forward { reply, .. } => {
                 let _ = reply.send(Err(ClientError::Stopped));
             }
             Self::Subscribe { reply, .. } => {
@@ -90,7 +99,12 @@ impl Driver {
                 publish,
                 when_full,
                 reply,
-            } => self.on_publish(publish, when_full, reply),
+            } => self.on_publish(publish, when_full, reply, None),
+            Command::Forward {
+                publish,
+                from,
+                reply,
+            } => self.on_forward(publish, from, reply),
             Command::Subscribe {
                 subscriptions,
                 properties,

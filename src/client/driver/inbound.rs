@@ -13,7 +13,7 @@ use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
-use tracing::warn;
+use tracing::{debug, warn};
 
 use super::super::message::{AckMode, AckState, Released, Settlement, Verdict};
 use super::super::{ClientError, ClientEvent, Message};
@@ -144,9 +144,11 @@ impl Driver {
         publish: Publish,
         deliveries: u32,
     ) {
-        let ack = (tag != 0).then(|| {
+        let origin = self.slots.get(slot).map(|s| s.origin.clone());
+        let ack = origin.filter(|_| tag != 0).map(|origin| {
             Arc::new(AckState::new(
                 self.inbox.settle.clone(),
+                origin,
                 slot,
                 tag,
                 publish.qos,
@@ -227,6 +229,10 @@ impl Driver {
         match verdict {
             Verdict::Ack => self.settle_with(slot, tag, None, reply),
             Verdict::Reject(reason) => self.settle_with(slot, tag, Some(reason), reply),
+            Verdict::Forwarded {
+                packet_id,
+                marker_stored,
+            } => self.forwarded(slot, tag, packet_id, marker_stored),
             Verdict::Release {
                 publish,
                 deliveries,
@@ -248,6 +254,18 @@ impl Driver {
                     self.inbox_gone();
                 }
                 self.count_unread();
+            }
+        }
+    }
+
+    /// Another client stored this message's copy (and, with `marker_stored`, its QoS 2
+    /// marker): ack it.
+    fn forwarded(&mut self, slot: usize, tag: MessageTag, packet_id: u16, marker_stored: bool) {
+        self.stats.inbound_unacked.fetch_sub(1, Ordering::Relaxed);
+        self.stats.forwarded.fetch_add(1, Ordering::Relaxed);
+        if let Some(s) = self.slots.get_mut(slot) {
+            if let Err(error) = s.session.ack_forwarded(tag, packet_id, marker_stored) {
+                debug!(%error, tag, "a forwarded message is no longer awaited");
             }
         }
     }

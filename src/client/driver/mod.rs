@@ -51,6 +51,7 @@ use tracing::{debug, info, warn};
 use super::clock::{self, WallClock};
 use super::events::StatsCell;
 use super::inbox::OwnershipGate;
+use super::message::Origin;
 use super::metrics::{Levels, Metrics};
 use super::options::Settings;
 use super::transport::Exchanged;
@@ -75,6 +76,22 @@ type Reply<T> = oneshot::Sender<Result<T, ClientError>>;
 struct Slot {
     key: SessionKey,
     session: Session,
+    /// Its key and store, as every message received in it carries them (for forwards).
+    origin: Arc<Origin>,
+}
+
+impl Slot {
+    fn new(key: SessionKey, session: Session, store: &dyn SessionStore) -> Self {
+        let origin = Arc::new(Origin {
+            key: key.clone(),
+            storage: store.storage_id(),
+        });
+        Self {
+            key,
+            session,
+            origin,
+        }
+    }
 }
 
 /// What the client hands the driver when it starts.
@@ -239,7 +256,7 @@ impl Driver {
             if let Some(make) = &settings.authenticator {
                 session.set_authenticator(make());
             }
-            slots.push(Slot { key, session });
+            slots.push(Slot::new(key, session, &*parts.store));
         }
         let configured: Vec<SessionKey> = slots.iter().map(|s| s.key.clone()).collect();
         let client_id = Some(settings.session.client_id.as_str());

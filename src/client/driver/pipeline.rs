@@ -12,11 +12,12 @@ use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
 use tracing::{debug, warn};
 
+use super::super::message::Forwarding;
 use super::super::{ClientError, Delivery, clock};
 use super::connection::Close;
 use super::{Driver, Reply, Slot};
 use crate::packet::Packet;
-use crate::store::{Batch, QueuedPublish, SessionKey, SessionStore, StoreError};
+use crate::store::{Batch, QueuedPublish, SessionKey, SessionStore, StoreError, StoreOp};
 
 /// How long the removal of a completed flow's record may wait for a commit to join.
 const DEFER_LIMIT: Duration = Duration::from_millis(20);
@@ -92,6 +93,9 @@ struct CommitInFlight {
     publishes: u64,
     /// Per slot, the last output whose operations it holds (0: none polled yet).
     generations: Vec<u64>,
+    /// Messages of other clients whose copies (and QoS 2 markers) it stores: told once it
+    /// returns.
+    forwards: Vec<Forwarding>,
 }
 
 /// The commit in flight and what gathers for the next one.
@@ -117,6 +121,14 @@ pub(super) struct Pipeline {
     polled: Vec<u64>,
     /// A commit failed: the store refuses writes until it is reopened.
     failed: bool,
+    /// Operations on sessions of other clients on the same store (forwarded messages'
+    /// markers), for the next commit.
+    foreign: Vec<(SessionKey, StoreOp)>,
+    /// The forwarded messages those operations belong to.
+    forwards: Vec<Forwarding>,
+    /// The next commit must apply every session's batch at once (a forward's copy and its
+    /// message's ack are in different sessions).
+    atomic: bool,
 }
 
 impl Pipeline {
@@ -134,7 +146,26 @@ impl Pipeline {
             gathered_link_gen: 0,
             polled: Vec::new(),
             failed: false,
+            foreign: Vec::new(),
+            forwards: Vec::new(),
+            atomic: false,
         }
+    }
+
+    /// A message forwarded from another client: its marker (if any) joins the next commit,
+    /// which applies every session's batch at once, and its client hears when that returns.
+    pub(super) fn forward_from(&mut self, from: Forwarding) {
+        if let Some(marker) = from.marker() {
+            self.foreign.push(marker);
+        }
+        self.forwards.push(from);
+        self.atomic = true;
+    }
+
+    /// The next commit applies every session's batch at once (a forward within this client
+    /// between two of its sessions).
+    pub(super) fn commit_atomically(&mut self) {
+        self.atomic = true;
     }
 
     /// Answers `waiter` with the next commit.
@@ -269,12 +300,18 @@ impl Pipeline {
             return false;
         }
         let publishes = std::mem::take(&mut self.batch_publishes);
-        let batches: Vec<(SessionKey, Batch)> = slots
+        let mut batches: Vec<(SessionKey, Batch)> = slots
             .iter()
             .zip(self.deferred.iter_mut())
             .filter(|(_, batch)| !batch.is_empty())
             .map(|(slot, batch)| (slot.key.clone(), std::mem::take(batch)))
             .collect();
+        batches.extend(
+            std::mem::take(&mut self.foreign)
+                .into_iter()
+                .map(|(key, op)| (key, Batch::from(vec![op]))),
+        );
+        let atomic = std::mem::take(&mut self.atomic) && batches.len() > 1;
         self.deferred_since = None;
         self.urgent = false;
         stats.commits.fetch_add(1, Ordering::Relaxed);
@@ -286,6 +323,9 @@ impl Pipeline {
             .fetch_add(publishes, Ordering::Relaxed);
         let store = self.store.clone();
         let task = tokio::spawn(async move {
+            if atomic {
+                return store.commit_sessions(batches).await;
+            }
             for (key, batch) in batches {
                 store.commit(&key, batch).await?;
             }
@@ -299,6 +339,7 @@ impl Pipeline {
             started: now,
             publishes,
             generations: self.polled.clone(),
+            forwards: std::mem::take(&mut self.forwards),
         });
         true
     }
@@ -313,7 +354,14 @@ impl Pipeline {
         if let Some(commit) = self.commit.take() {
             commit.task.abort();
             commit.waiters.into_iter().for_each(|w| w.fail(stopped));
+            // It may have been applied or not: the store says after a restart.
+            commit
+                .forwards
+                .into_iter()
+                .for_each(Forwarding::outcome_unknown);
         }
+        // Never committed: dropped, their messages are handed over again.
+        self.forwards.clear();
         for waiter in std::mem::take(&mut self.waiters) {
             waiter.fail(stopped);
         }
@@ -401,6 +449,10 @@ impl Driver {
                 self.metrics
                     .committed(done.started.elapsed(), done.publishes);
                 done.waiters.into_iter().for_each(Waiter::succeed);
+                for from in done.forwards {
+                    let marker_stored = from.marker().is_some();
+                    from.done(marker_stored);
+                }
                 if done.link_gen == self.conn.link_gen {
                     let mut sends = done.sends;
                     self.write(&mut sends);
@@ -417,6 +469,9 @@ impl Driver {
                 for waiter in done.waiters {
                     waiter.fail(|| ClientError::Store(error.clone()));
                 }
+                done.forwards
+                    .into_iter()
+                    .for_each(Forwarding::outcome_unknown);
                 // The store refuses writes from now on: nothing more can be made durable.
                 self.close_link(Close::Abrupt).await;
                 if !self.stop_if_fenced(&error) {

@@ -7,6 +7,7 @@ use std::sync::atomic::Ordering;
 use tokio::sync::oneshot;
 use tracing::warn;
 
+use super::super::message::Forwarding;
 use super::super::policy::QueuePolicy;
 use super::super::{ClientError, ClientEvent, Delivery, DeliveryError};
 use super::pipeline::Waiter;
@@ -19,8 +20,9 @@ type Outcome = Result<ReasonCode, DeliveryError>;
 /// Publishers waiting for room in the queue, and the deliveries the server has yet to answer.
 #[derive(Default)]
 pub(super) struct Publishes {
-    /// Publishers waiting for room in the durable queue (`QueuePolicy::Wait`).
-    parked: VecDeque<(Publish, Reply<Delivery>)>,
+    /// Publishers waiting for room in the durable queue (`QueuePolicy::Wait`), with the
+    /// message each one forwards, if any.
+    parked: VecDeque<(Publish, Reply<Delivery>, Option<Forwarding>)>,
     /// Accepted QoS 1/2 publishes, by slot and id, awaiting PUBACK or PUBCOMP.
     deliveries: HashMap<(usize, PublishId), oneshot::Sender<Outcome>>,
     /// How many deliveries there were after the last sweep of those nobody awaits.
@@ -60,7 +62,8 @@ impl Publishes {
 
     /// Answers every waiting publisher with `Stopped`.
     pub(super) fn refuse_parked(&mut self) {
-        for (_, reply) in self.parked.drain(..) {
+        // A forward's message is handed over again as its `Forwarding` drops.
+        for (_, reply, _) in self.parked.drain(..) {
             let _ = reply.send(Err(ClientError::Stopped));
         }
     }
@@ -113,13 +116,37 @@ impl Driver {
         self.emit(event);
     }
 
+    /// The copy of a message being forwarded: published like any message, and the message
+    /// acked in the same commit. The message is this client's own (one commit of its sessions)
+    /// or another client's on the same store (one commit of both clients' sessions).
+    pub(super) fn on_forward(
+        &mut self,
+        publish: Publish,
+        from: Forwarding,
+        reply: Reply<Delivery>,
+    ) {
+        let own = self.slots.iter().any(|s| from.own(&s.origin).is_some());
+        let same_store = from
+            .origin
+            .storage
+            .is_some_and(|id| self.store.storage_id() == Some(id));
+        if !own && !same_store {
+            // Dropping `from` hands the message over again.
+            let _ = reply.send(Err(ClientError::ForwardAcrossStores));
+            return;
+        }
+        self.on_publish(publish, None, reply, Some(from));
+    }
+
     /// A publish from a handle: accepted, parked, or refused, by the queue's limits (count and
-    /// bytes) and the policy in force (the call's own, or the client's).
+    /// bytes) and the policy in force (the call's own, or the client's). `from` is the message
+    /// it forwards, acked in the commit that stores it.
     pub(super) fn on_publish(
         &mut self,
         publish: Publish,
         when_full: Option<QueuePolicy>,
         reply: Reply<Delivery>,
+        from: Option<Forwarding>,
     ) {
         if self.stopping.is_disconnecting() {
             let _ = reply.send(Err(ClientError::Stopped));
@@ -139,14 +166,14 @@ impl Driver {
             publish.qos == QoS::AtMostOnce && self.conn.is_up() && self.queued().0 == 0;
         let parked = self.publishes.parked.len();
         if qos0_goes_out_now || (parked == 0 && self.has_room_for(size)) {
-            self.accept(publish, reply);
+            self.accept(publish, reply, from);
             return;
         }
         match when_full.unwrap_or(self.settings.queue_policy) {
             QueuePolicy::Fail => {
                 let _ = reply.send(Err(ClientError::QueueFull(self.settings.queue_limit)));
             }
-            QueuePolicy::Wait => self.publishes.parked.push_back((publish, reply)),
+            QueuePolicy::Wait => self.publishes.parked.push_back((publish, reply, from)),
             QueuePolicy::DropOldest => {
                 while !self.has_room_for(size) {
                     let dropped = self.session().and_then(Session::drop_oldest_queued);
@@ -155,7 +182,7 @@ impl Driver {
                     }
                 }
                 if self.has_room_for(size) {
-                    self.accept(publish, reply);
+                    self.accept(publish, reply, from);
                 } else {
                     // The oldest messages are being read back from the store, not in memory
                     // to drop: the limit holds, and this publish is refused.
@@ -191,7 +218,7 @@ impl Driver {
                 .is_none_or(|limit| bytes.saturating_add(size as u64) <= limit as u64)
     }
 
-    fn accept(&mut self, publish: Publish, reply: Reply<Delivery>) {
+    fn accept(&mut self, publish: Publish, reply: Reply<Delivery>, from: Option<Forwarding>) {
         let qos = publish.qos;
         let slot = self.active;
         let wall_ms = self.clock.now_ms();
@@ -214,9 +241,34 @@ impl Driver {
                 self.pipeline.count_publish();
                 self.pipeline
                     .wait(Waiter::Accept(reply, Delivery { id, rx }));
+                if let Some(from) = from {
+                    self.ack_forwarded_message(from);
+                }
             }
             Err(e) => {
+                // A forward's message is handed over again as `from` drops.
                 let _ = reply.send(Err(e.into()));
+            }
+        }
+    }
+
+    /// The copy of `from` is in the batch being gathered: ack `from` in the same commit. This
+    /// client's own message is acked in its session here; another client's has its marker
+    /// joined to the commit, and that client acks it once the commit returns.
+    fn ack_forwarded_message(&mut self, from: Forwarding) {
+        let own = self.slots.iter().find_map(|s| from.own(&s.origin));
+        let Some((slot, tag)) = own else {
+            return self.pipeline.forward_from(from);
+        };
+        from.settled_here();
+        if slot != self.active {
+            self.pipeline.commit_atomically();
+        }
+        self.stats.inbound_unacked.fetch_sub(1, Ordering::Relaxed);
+        self.stats.forwarded.fetch_add(1, Ordering::Relaxed);
+        if let Some(s) = self.slots.get_mut(slot) {
+            if let Err(error) = s.session.ack(tag) {
+                warn!(%error, tag, "a forwarded message is no longer awaited");
             }
         }
     }
@@ -227,13 +279,13 @@ impl Driver {
             self.publishes.refuse_parked();
             return;
         }
-        while let Some((front, _)) = self.publishes.parked.front() {
+        while let Some((front, _, _)) = self.publishes.parked.front() {
             let size = self.queued_size_of(front);
             if !self.has_room_for(size) {
                 return;
             }
-            if let Some((publish, reply)) = self.publishes.parked.pop_front() {
-                self.accept(publish, reply);
+            if let Some((publish, reply, from)) = self.publishes.parked.pop_front() {
+                self.accept(publish, reply, from);
             }
         }
     }

@@ -161,7 +161,7 @@ impl Driver {
             if let Some(make) = &self.settings.authenticator {
                 session.set_authenticator(make());
             }
-            self.slots.push(Slot { key, session });
+            self.slots.push(Slot::new(key, session, &*self.store));
         }
         self.settings.servers.push(url);
         Ok(self.settings.servers.len() - 1)

@@ -533,3 +533,69 @@ fn a_refusal_answers_with_its_reason_code_in_arrival_order_and_stores_no_marker(
     );
     assert_eq!(h.session.ack(t[0]), Err(AckError::NotAwaiting(t[0])));
 }
+
+/// A forward's commit stored the marker with the copy: the ack stores nothing more, and the
+/// PUBREC goes out; a redelivery is answered, not delivered.
+#[test]
+fn a_forwarded_ack_whose_marker_is_stored_commits_nothing_more_and_answers_redeliveries() {
+    let mut h = manual();
+    h.session
+        .handle_publish(incoming(QoS::ExactlyOnce, 4, false))
+        .unwrap();
+    let t = tags(&h.events());
+    // Stored by the other client's commit, as `Message::forward` does.
+    h.store.inbound.insert(4);
+    h.session.ack_forwarded(t[0], 4, true).unwrap();
+    let output = h.session.poll_output(Instant::now()).unwrap();
+    assert!(
+        output.commit.is_empty(),
+        "stored again: {:?}",
+        output.commit
+    );
+    assert_eq!(output.send, vec![Packet::PubRec(PubAck::new(4))]);
+    h.session.recycle(output);
+    h.session
+        .handle_publish(incoming(QoS::ExactlyOnce, 4, true))
+        .unwrap();
+    assert_eq!(h.flush(), vec![Packet::PubRec(PubAck::new(4))]);
+    assert!(tags(&h.events()).is_empty(), "delivered twice");
+}
+
+/// The server lost the session while the copy was being stored: the marker that commit
+/// stored belongs to no message any more and is removed, or it would swallow a later message
+/// under the same identifier.
+#[test]
+fn a_forwarded_ack_for_a_message_no_longer_awaited_removes_the_stray_marker() {
+    let mut h = manual();
+    h.session
+        .handle_publish(incoming(QoS::ExactlyOnce, 6, false))
+        .unwrap();
+    let t = tags(&h.events());
+    h.session.connection_lost(NOW_MS);
+    h.session
+        .handle_connack(&ConnAck::new(false), Instant::now())
+        .unwrap();
+    h.flush();
+    h.events();
+    h.store.inbound.insert(6);
+    assert!(h.session.ack_forwarded(t[0], 6, true).is_err());
+    h.flush();
+    assert!(h.store.inbound.is_empty(), "the stray marker stays");
+}
+
+#[test]
+fn a_message_awaits_the_application_until_acked_and_a_qos1_one_only_on_its_connection() {
+    let mut h = manual();
+    for (qos, id) in [(QoS::AtLeastOnce, 1), (QoS::ExactlyOnce, 2)] {
+        h.session.handle_publish(incoming(qos, id, false)).unwrap();
+    }
+    let t = tags(&h.events());
+    assert!(h.session.awaits_application(t[0]) && h.session.awaits_application(t[1]));
+    h.session.connection_lost(NOW_MS);
+    // QoS 1: the server sends it again as a new message. QoS 2: its redelivery binds to it.
+    assert!(!h.session.awaits_application(t[0]));
+    assert!(h.session.awaits_application(t[1]));
+    h.session.abandon(t[0]);
+    h.session.ack(t[1]).unwrap();
+    assert!(!h.session.awaits_application(t[1]));
+}

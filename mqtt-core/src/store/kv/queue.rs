@@ -198,6 +198,54 @@ impl<B: KvBackend> Shared<B> {
 
     /// Applies `batch`, with the queue totals it leaves in the same atomic write.
     pub(super) fn commit(&self, key: &SessionKey, batch: &Batch) -> Result<(), StoreError> {
+        if !touches_queue(batch) {
+            return self.write(&layout::batch_writes(key, batch));
+        }
+        self.check_writable()?;
+        let _serial = self.totals.lock().unwrap_or_else(|e| e.into_inner());
+        let mut writes = layout::batch_writes(key, batch);
+        self.totals_writes(key, batch, &mut writes)?;
+        self.write(&writes)
+    }
+
+    /// Applies the batches of several sessions in one atomic write, with the queue totals
+    /// they leave. Batches of one session are taken together, in order.
+    pub(super) fn commit_sessions(
+        &self,
+        batches: &[(SessionKey, Batch)],
+    ) -> Result<(), StoreError> {
+        let mut merged: Vec<(&SessionKey, Batch)> = Vec::with_capacity(batches.len());
+        for (key, batch) in batches {
+            match merged.iter_mut().find(|(k, _)| *k == key) {
+                Some((_, into)) => into.append(&mut batch.clone()),
+                None => merged.push((key, batch.clone())),
+            }
+        }
+        self.check_writable()?;
+        let serial = merged
+            .iter()
+            .any(|(_, batch)| touches_queue(batch))
+            .then(|| self.totals.lock().unwrap_or_else(|e| e.into_inner()));
+        let mut writes = Vec::new();
+        for (key, batch) in &merged {
+            writes.extend(layout::batch_writes(key, batch));
+            if touches_queue(batch) {
+                self.totals_writes(key, batch, &mut writes)?;
+            }
+        }
+        let written = self.write(&writes);
+        drop(serial);
+        written
+    }
+
+    /// Appends to `writes` the queue totals record `key`'s session has after `batch`. The
+    /// caller holds the totals lock until `writes` is written.
+    fn totals_writes(
+        &self,
+        key: &SessionKey,
+        batch: &Batch,
+        writes: &mut Vec<KvWrite>,
+    ) -> Result<(), StoreError> {
         // Each queued message the batch pushes (with its new length) or removes, in order.
         let queue_ops: Vec<(u64, Option<u64>)> = batch
             .ops()
@@ -210,12 +258,6 @@ impl<B: KvBackend> Shared<B> {
                 _ => None,
             })
             .collect();
-        let mut writes = layout::batch_writes(key, batch);
-        if queue_ops.is_empty() {
-            return self.write(&writes);
-        }
-        self.check_writable()?;
-        let _serial = self.totals.lock().unwrap_or_else(|e| e.into_inner());
         let mut totals = self.totals(key)?;
         // Appends go past the last stored message: only numbers up to it can be there.
         let (start, end) = layout::queue_range(key, 0);
@@ -254,7 +296,7 @@ impl<B: KvBackend> Shared<B> {
                 layout::queue_totals_value(key, totals.messages, totals.bytes),
             ),
         });
-        self.write(&writes)
+        Ok(())
     }
 
     /// Removes the session: the queue a chunk at a time (each chunk a commit that keeps the
@@ -282,4 +324,12 @@ impl<B: KvBackend> Shared<B> {
             .collect();
         self.write(&deletes)
     }
+}
+
+/// Whether `batch` pushes or removes queued messages (and so changes the queue totals).
+fn touches_queue(batch: &Batch) -> bool {
+    batch
+        .ops()
+        .iter()
+        .any(|op| matches!(op, StoreOp::PushQueue { .. } | StoreOp::RemoveQueue { .. }))
 }
