@@ -293,6 +293,11 @@ impl Batch {
     pub fn clear(&mut self) {
         self.ops.clear();
     }
+
+    /// Keeps only the operations `keep` accepts, in order.
+    pub fn retain(&mut self, keep: impl FnMut(&StoreOp) -> bool) {
+        self.ops.retain(keep);
+    }
 }
 
 impl From<Vec<StoreOp>> for Batch {

@@ -191,6 +191,9 @@ pub struct Stats {
     pub inbound_over_receive_maximum: u64,
     /// Publishes accepted.
     pub published: u64,
+    /// Publishes whose callers gave up before they were accepted (the future was dropped):
+    /// never sent.
+    pub withdrawn: u64,
     /// Queued publishes dropped because their Message Expiry Interval ran out.
     pub expired: u64,
     /// Queued publishes dropped to make room (`QueuePolicy::DropOldest`).
@@ -207,6 +210,8 @@ pub struct Stats {
     pub committed_publishes: u64,
     /// Successful connections.
     pub connections: u64,
+    /// Requests ([`Client::request`](super::Client::request)) waiting for their response.
+    pub responses_awaited: u64,
 }
 
 impl Stats {
@@ -234,6 +239,7 @@ pub(crate) struct StatsCell {
     pub(crate) inbound_held: AtomicU64,
     pub(crate) inbound_over_receive_maximum: AtomicU64,
     pub(crate) published: AtomicU64,
+    pub(crate) withdrawn: AtomicU64,
     pub(crate) expired: AtomicU64,
     pub(crate) dropped_oldest: AtomicU64,
     pub(crate) queued_bytes: AtomicU64,
@@ -242,6 +248,7 @@ pub(crate) struct StatsCell {
     pub(crate) committed_ops: AtomicU64,
     pub(crate) committed_publishes: AtomicU64,
     pub(crate) connections: AtomicU64,
+    pub(crate) responses_awaited: AtomicU64,
 }
 
 impl StatsCell {
@@ -260,6 +267,7 @@ impl StatsCell {
             inbound_held: get(&self.inbound_held),
             inbound_over_receive_maximum: get(&self.inbound_over_receive_maximum),
             published: get(&self.published),
+            withdrawn: get(&self.withdrawn),
             expired: get(&self.expired),
             dropped_oldest: get(&self.dropped_oldest),
             queued_bytes: get(&self.queued_bytes),
@@ -268,6 +276,7 @@ impl StatsCell {
             committed_ops: get(&self.committed_ops),
             committed_publishes: get(&self.committed_publishes),
             connections: get(&self.connections),
+            responses_awaited: get(&self.responses_awaited),
         }
     }
 }

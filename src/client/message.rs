@@ -411,9 +411,9 @@ impl Message {
     /// like a released one. If the commit fails, the client that made it stops, and the
     /// store says after a restart whether both happened.
     ///
-    /// Cancel safety: dropping the future before it returns is like dropping a publish: see
-    /// [`Client::publish_with`](super::Client::publish_with); this message is handed over
-    /// again if its copy was never stored.
+    /// Cancel safety: dropped before the client took the copy, nothing is stored and this
+    /// message is handed over again. Once the client has it, the forward completes (the copy
+    /// and the ack go together) whether or not the future is awaited.
     pub fn forward(
         mut self,
         to: &super::Client,

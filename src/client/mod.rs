@@ -155,6 +155,13 @@ impl Client {
     /// QoS, a packet above its Maximum Packet Size, or a full queue under
     /// [`QueuePolicy::Fail`].
     ///
+    /// Cancel safety: a publish dropped before it returned is never sent, and never stored or
+    /// removed again: it is taken back whether it still waited for the client, for room in the
+    /// queue or for its commit. One that returned `Ok` always goes. A kill of the process
+    /// during its commit is the one exception: its record may then be durable, and it is sent
+    /// after the restart (as for any publish the process was making when it died). A QoS 0
+    /// publish that the client already handed to the connection goes out.
+    ///
     /// ```no_run
     /// # async fn f(client: mooring::client::Client) -> Result<(), Box<dyn std::error::Error>> {
     /// use mooring::packet::QoS;
@@ -176,8 +183,10 @@ impl Client {
     /// Publishes a complete PUBLISH (retain, properties). Its packet identifier, DUP flag and
     /// Topic Alias are the client's to set: what the publish carries there is replaced.
     /// Subscription Identifiers are removed, since a client may not send them [MQTT-3.3.4-6]:
-    /// a message received from the server can be forwarded as it is (`message.into_publish()`
-    /// with a new topic).
+    /// a message received from the server can be forwarded as it is (or, acked in the same
+    /// commit, with [`Message::forward`]).
+    ///
+    /// Cancel safety: as [`Client::publish`].
     pub fn publish_with(
         &self,
         publish: Publish,
@@ -192,6 +201,8 @@ impl Client {
     /// Like [`Client::publish_with`], but never waits for room in the durable queue: when it
     /// is full (its count or its bytes), fails at once with [`ClientError::QueueFull`],
     /// whatever the queue policy. It still returns only once the message is durable.
+    ///
+    /// Cancel safety: as [`Client::publish`].
     pub fn try_publish(
         &self,
         publish: Publish,
@@ -222,6 +233,10 @@ impl Client {
     /// While disconnected, the SUBSCRIBE is sent on the next connection and the call waits
     /// for it. Subscriptions are made again when a server has no session for the client.
     ///
+    /// Cancel safety: dropped before its SUBSCRIBE was sent (while it waits for a connection,
+    /// say), nothing is sent. Dropped after, the subscription takes effect as the server
+    /// grants it and is kept with the session; unsubscribe to undo it.
+    ///
     /// ```no_run
     /// # async fn f(client: mooring::client::Client) -> Result<(), Box<dyn std::error::Error>> {
     /// use mooring::packet::QoS;
@@ -251,6 +266,8 @@ impl Client {
 
     /// Sends one SUBSCRIBE with several subscriptions and properties (a Subscription
     /// Identifier, User Properties) and returns the server's answer.
+    ///
+    /// Cancel safety: as [`Client::subscribe`].
     pub async fn subscribe_with(
         &self,
         subscriptions: Vec<Subscription>,
@@ -265,6 +282,9 @@ impl Client {
     }
 
     /// Unsubscribes from one filter.
+    ///
+    /// Cancel safety: dropped before its UNSUBSCRIBE was sent, nothing is sent; after, the
+    /// server removes the subscription and the session forgets it.
     pub async fn unsubscribe(&self, filter: impl Into<String>) -> Result<ReasonCode, ClientError> {
         let codes = self
             .unsubscribe_with(vec![filter.into()], UnsubscribeProperties::default())
@@ -276,6 +296,8 @@ impl Client {
     }
 
     /// Sends one UNSUBSCRIBE and returns a reason code per filter.
+    ///
+    /// Cancel safety: as [`Client::unsubscribe`].
     pub async fn unsubscribe_with(
         &self,
         filters: Vec<String>,
@@ -295,6 +317,11 @@ impl Client {
     ///
     /// The responder answers with [`Client::respond`]. With manual ack, ack the response like
     /// any message.
+    ///
+    /// Cancel safety: a request dropped before it returned (or that timed out) leaves nothing
+    /// behind: its publish is taken back as [`Client::publish`]'s would be, the client stops
+    /// waiting for its response ([`Stats::responses_awaited`]), and a response that comes
+    /// later is acked and dropped, never handed to the application.
     ///
     /// ```no_run
     /// # async fn f(client: mooring::client::Client) -> Result<(), Box<dyn std::error::Error>> {
@@ -365,6 +392,8 @@ impl Client {
 
     /// Answers a request: publishes `payload` at QoS 1 on the request's Response Topic, with
     /// its Correlation Data.
+    ///
+    /// Cancel safety: as [`Client::publish`].
     pub async fn respond(
         &self,
         request: &Message,
@@ -384,12 +413,17 @@ impl Client {
     /// Disconnects cleanly: waits (up to the drain timeout) for publishes in flight and queued
     /// to be acknowledged, sends DISCONNECT, commits the session and stops. What is still
     /// unacknowledged stays in the store for the next start.
+    ///
+    /// Cancel safety: the disconnect goes on once the client has it; dropping the future only
+    /// stops waiting for it.
     pub async fn disconnect(&self) -> Result<(), ClientError> {
         self.disconnect_with(ReasonCode::Success, None).await
     }
 
     /// Disconnects with a reason code (0x04 asks the server to publish the Will) and,
     /// optionally, a new Session Expiry Interval.
+    ///
+    /// Cancel safety: as [`Client::disconnect`].
     pub async fn disconnect_with(
         &self,
         reason: ReasonCode,
@@ -406,6 +440,8 @@ impl Client {
 
     /// Starts a re-authentication with the enhanced authenticator
     /// ([`ClientBuilder::authenticator`]) on the current connection.
+    ///
+    /// Cancel safety: once the client has it, the re-authentication goes on.
     pub async fn reauthenticate(&self) -> Result<(), ClientError> {
         self.call(|reply| Command::Reauthenticate { reply }).await
     }
@@ -457,6 +493,9 @@ impl ClientBuilder {
     /// Loads the session, starts the connection task and returns once the first CONNACK
     /// succeeded. Fails with the first round's last error when no server accepts, after
     /// trying each once; use [`ClientBuilder::start`] to keep trying in the background.
+    ///
+    /// Cancel safety: dropped before it returned, the client it started stops (nothing holds
+    /// its handles any more).
     pub async fn connect(self) -> Result<(Client, Messages), ClientError> {
         let (client, messages, first) = self.launch(driver::FirstFailure::Fail).await?;
         match first.await {
@@ -468,6 +507,9 @@ impl ClientBuilder {
 
     /// Loads the session and starts the connection task without waiting for a connection:
     /// publishes queue durably until one is up. For gateways that must start offline.
+    ///
+    /// Cancel safety: dropped before it returned, the client it started (if it got that far)
+    /// stops.
     ///
     /// ```no_run
     /// # async fn f() -> Result<(), mooring::client::ClientError> {

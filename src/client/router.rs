@@ -141,6 +141,9 @@ impl Router {
     /// Dispatches until the client stops. A message whose route's receiver was dropped, or
     /// that no route takes, is acked and dropped with a warning: the application chose not
     /// to read it.
+    ///
+    /// Cancel safety: dropping it (aborting its task) drops the router: messages not yet
+    /// passed on stay unacknowledged, as with a dropped [`Messages`].
     pub async fn run(self, mut messages: Messages) {
         while let Some(message) = messages.recv_for_route().await {
             let unrouted = match self.pick(&message) {

@@ -63,8 +63,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         while let Some(message) = messages.recv().await {
             let mut copy = message.publish().clone();
             copy.topic = format!("{prefix}{}", copy.topic);
-            // Returns once the copy and the original's ack are durable, in one commit.
-            message.forward(&to_b, copy).await?;
+            // Returns once the copy and the original's ack are durable, in one commit; the
+            // delivery to B resolves later, on its own.
+            drop(message.forward(&to_b, copy).await?);
         }
         Ok::<(), mooring::ClientError>(())
     };

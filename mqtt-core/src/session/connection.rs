@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::outbound::OutAliases;
+use super::aliases::OutAliases;
 use bytes::Bytes;
 
 use super::{

@@ -20,6 +20,7 @@
 //! ([`Session::handle_incoming`]). A model-based property test checks its invariants across
 //! random sequences with connection losses and crashes.
 
+mod aliases;
 mod auth;
 mod connection;
 mod error;
@@ -30,6 +31,7 @@ mod outbound;
 mod packet_id;
 mod queue;
 mod requests;
+mod withdraw;
 
 pub use auth::{AuthError, Authenticator};
 pub use connection::ConnectCredentials;
@@ -42,6 +44,7 @@ pub use options::{
     DEFAULT_V311_IN_FLIGHT, SessionOptions,
 };
 pub use queue::QueueRead;
+pub use withdraw::{Withdrawn, announced_alias, restore_topic};
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
@@ -53,7 +56,7 @@ use crate::packet::{
     Publish, QoS, ReasonCode, Subscribe,
 };
 use crate::store::{Batch, OutboundRecord, SessionMeta, StoreOp, StoredSession};
-use outbound::OutAliases;
+use aliases::OutAliases;
 use packet_id::PacketIds;
 
 /// Identifies an inbound message for [`Session::ack`]. QoS 0 messages need no ack.
@@ -160,6 +163,9 @@ struct Flow {
     queued: bool,
     /// The output whose commit stores its current record (0: loaded from the store).
     record_generation: u64,
+    /// The output that carried its first PUBLISH (0: loaded from the store): until that one
+    /// is written, the message never reached the wire and can be taken back.
+    first_sent_in: u64,
 }
 
 /// What the server announced in CONNACK, and the keep alive, for the current connection.
@@ -446,6 +452,7 @@ impl Session {
                     holds_quota: false,
                     queued: false,
                     record_generation: 0,
+                    first_sent_in: 0,
                 },
             );
         }

@@ -46,6 +46,9 @@ enum Action {
     ServerReleases(usize),
     /// The application acks the n-th message it holds.
     AppAcks(usize),
+    /// The caller of the n-th publish not yet answered (not committed, or in the commit in
+    /// flight) gives up: the driver withdraws it.
+    Withdraw(usize),
     ConnectionLost,
     Reconnect {
         session_present: bool,
@@ -65,6 +68,7 @@ fn action() -> impl Strategy<Value = Action> {
         1 => any::<usize>().prop_map(Action::ServerRedelivers),
         2 => any::<usize>().prop_map(Action::ServerReleases),
         3 => any::<usize>().prop_map(Action::AppAcks),
+        2 => any::<usize>().prop_map(Action::Withdraw),
         1 => Just(Action::ConnectionLost),
         1 => (prop::bool::weighted(0.8), 1u16..6)
             .prop_map(|(s, r)| Action::Reconnect { session_present: s, receive_maximum: r }),
@@ -140,6 +144,9 @@ struct World {
     held: Vec<(MessageTag, u64)>,
     /// Uids acked, ack not yet committed.
     acks_pending: Vec<u64>,
+    /// Uids withdrawn: they must never reach the server, unless a crash found their record
+    /// still stored (its removal was not committed yet).
+    withdrawn: BTreeSet<u64>,
     /// Uids whose ack was committed: never delivered again.
     acks_committed: BTreeSet<u64>,
     session_lost: bool,
@@ -190,6 +197,7 @@ impl World {
             finished_now: BTreeSet::new(),
             held: Vec::new(),
             acks_pending: Vec::new(),
+            withdrawn: BTreeSet::new(),
             in_flight: None,
             acks_committed: BTreeSet::new(),
             session_lost: false,
@@ -279,7 +287,10 @@ impl World {
         (output, publishes, acks): (Output, Vec<u64>, Vec<u64>),
     ) -> Result<(), TestCaseError> {
         self.store.apply(&output.commit);
-        for uid in publishes {
+        for uid in publishes
+            .into_iter()
+            .filter(|u| !self.withdrawn.contains(u))
+        {
             self.committed_now.insert(uid);
             self.committed_all.insert(uid);
         }
@@ -296,6 +307,11 @@ impl World {
     fn server_receives(&mut self, packet: Packet) -> Result<(), TestCaseError> {
         if let Packet::Publish(p) = &packet {
             let uid = uid_of(p);
+            prop_assert!(
+                !self.withdrawn.contains(&uid),
+                "publish {} was withdrawn and reached the server",
+                uid
+            );
             prop_assert!(
                 self.server.last_uid.is_none_or(|last| last < uid),
                 "publish {} after {} on one connection: not in the order accepted",
@@ -468,6 +484,43 @@ impl World {
                     self.acks_pending.push(uid);
                 }
             }
+            Action::Withdraw(n) => {
+                let in_commit = self.in_flight.as_ref().map_or(&[][..], |f| &f.1[..]);
+                let open: Vec<u64> = self
+                    .uncommitted_publishes
+                    .iter()
+                    .chain(in_commit)
+                    .copied()
+                    .collect();
+                let Some(&uid) = open.get(n % open.len().max(1)) else {
+                    return Ok(());
+                };
+                let Some((&id, _)) = self.delivery_uid.iter().find(|(_, u)| **u == uid) else {
+                    return Ok(());
+                };
+                if let Withdrawn::Taken { unwritten } = self.session.withdraw(id) {
+                    self.withdrawn.insert(uid);
+                    self.uncommitted_publishes.retain(|u| *u != uid);
+                    if let (Some(packet_id), Some((output, _, _))) =
+                        (unwritten, self.in_flight.as_mut())
+                    {
+                        // The driver drops the PUBLISH it has not written, as the client does.
+                        let mut announced = None;
+                        output.send.retain(|p| match p {
+                            Packet::Publish(p) if p.packet_id == packet_id => {
+                                announced = announced_alias(p);
+                                false
+                            }
+                            _ => true,
+                        });
+                        if let Some(alias) = announced {
+                            if let Some(topic) = self.session.unannounce_alias(alias) {
+                                restore_topic(&mut output.send, alias, &topic);
+                            }
+                        }
+                    }
+                }
+            }
             Action::ConnectionLost if self.server.connected => {
                 self.server.connected = false;
                 // A commit in flight returns after the link went: its packets are dropped.
@@ -550,6 +603,20 @@ impl World {
                 self.finished_now.clear();
                 self.delivery_uid.clear();
                 self.committed_now.clear();
+                // A withdrawn publish whose removal was not committed is back: it goes out.
+                let stored: BTreeSet<u64> = self
+                    .store
+                    .stored()
+                    .queue
+                    .iter()
+                    .filter_map(|(_, q)| decode_publish(&q.packet).ok())
+                    .map(|p| uid_of(&p))
+                    .collect();
+                let back: Vec<u64> = self.withdrawn.intersection(&stored).copied().collect();
+                for uid in back {
+                    self.withdrawn.remove(&uid);
+                    self.committed_all.insert(uid);
+                }
                 let resumed = self.store.resumed(options().queue_window);
                 self.session = Session::new(options(), resumed, NOW_MS).unwrap();
                 prop_assert_eq!(

@@ -1,8 +1,6 @@
 //! Outbound QoS 1/2 flows: accepting a publish, the durable queue, send quota, identifiers,
 //! topic aliases, and the acknowledgements PUBACK, PUBREC and PUBCOMP.
 
-use std::collections::HashMap;
-
 use super::{Event, Flow, PublishError, PublishId, Session, Stage, encode};
 use crate::packet::{Codec, Packet, PubAck, Publish, QoS, ReasonCode};
 use crate::store::{OutboundRecord, QueuedPublish, StoreOp};
@@ -13,60 +11,6 @@ use crate::store::{OutboundRecord, QueuedPublish, StoreOp};
 /// is over and its record's removal durable.
 pub(super) fn packet_id_of(seq: u64) -> u16 {
     u16::try_from(seq % u64::from(u16::MAX)).map_or(1, |n| n + 1)
-}
-
-/// Outbound Topic Alias mappings of one connection: assigned on first use, the least recently
-/// used one reassigned when all the server allows are taken.
-#[derive(Debug, Default)]
-pub(super) struct OutAliases {
-    maximum: u16,
-    by_topic: HashMap<String, (u16, u64)>,
-    clock: u64,
-}
-
-impl OutAliases {
-    /// No mappings yet; at most `maximum` (0 turns aliases off).
-    pub(super) fn with_maximum(maximum: u16) -> Self {
-        Self {
-            maximum,
-            ..Self::default()
-        }
-    }
-
-    /// Rewrites a first transmission to use an alias: the topic alone maps it, an empty topic
-    /// reuses the mapping [MQTT-3.3.2-9: never above the server's maximum].
-    pub(super) fn apply(&mut self, publish: &mut Publish) {
-        if self.maximum == 0 || publish.topic.is_empty() {
-            return;
-        }
-        self.clock += 1;
-        if let Some((alias, used)) = self.by_topic.get_mut(&publish.topic) {
-            *used = self.clock;
-            publish.properties.topic_alias = Some(*alias);
-            publish.topic.clear();
-            return;
-        }
-        let alias = if self.by_topic.len() < usize::from(self.maximum) {
-            // Aliases 1..=len are taken, so the next is free and within the maximum.
-            (self.by_topic.len() + 1) as u16
-        } else {
-            let victim = self
-                .by_topic
-                .iter()
-                .min_by_key(|(_, (_, used))| *used)
-                .map(|(topic, (alias, _))| (topic.clone(), *alias));
-            match victim {
-                Some((topic, alias)) => {
-                    self.by_topic.remove(&topic);
-                    alias
-                }
-                None => return,
-            }
-        };
-        self.by_topic
-            .insert(publish.topic.clone(), (alias, self.clock));
-        publish.properties.topic_alias = Some(alias);
-    }
 }
 
 impl Session {
@@ -383,6 +327,7 @@ impl Session {
                 holds_quota: true,
                 queued: true,
                 record_generation: stored_by,
+                first_sent_in: self.generation,
             },
         );
     }

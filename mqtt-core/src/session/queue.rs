@@ -47,6 +47,9 @@ pub(super) struct Queue {
     /// A read is out.
     reading: bool,
     window: QueueWindow,
+    /// Messages left to the store by outputs not yet written: id, size, the output that
+    /// stores it. One of them can still be taken back (`withdraw`).
+    recent: VecDeque<(PublishId, usize, u64)>,
 }
 
 impl Queue {
@@ -66,6 +69,7 @@ impl Queue {
             polled: VecDeque::new(),
             read_from: 0,
             reading: false,
+            recent: VecDeque::new(),
             // A window holds one message at least, or nothing could be read back.
             window: QueueWindow::new(window.messages.max(1), window.bytes),
         };
@@ -150,6 +154,7 @@ impl Queue {
             self.stored += 1;
             self.stored_bytes += size as u64;
             self.unpolled += 1;
+            self.recent.push_back((id, size, stored_by));
             return false;
         }
         self.read_from = id.saturating_add(1);
@@ -167,8 +172,38 @@ impl Queue {
         }
     }
 
+    /// Takes the message `id` back while the output that stores it is not written yet (so it
+    /// cannot have been read back): resident or left to the store. Whether it was there.
+    pub(super) fn take_back(&mut self, id: PublishId) -> bool {
+        if self.remove(id).is_some() {
+            return true;
+        }
+        let Some(index) = self.recent.iter().position(|(recent, _, _)| *recent == id) else {
+            return false;
+        };
+        let Some((_, size, stored_by)) = self.recent.remove(index) else {
+            return false;
+        };
+        // Counted with the output that stores it, or with those not polled yet.
+        match self.polled.iter_mut().find(|(at, _)| *at == stored_by) {
+            Some((_, count)) => *count = count.saturating_sub(1),
+            None => self.unpolled = self.unpolled.saturating_sub(1),
+        }
+        self.polled.retain(|(_, count)| *count > 0);
+        self.stored = self.stored.saturating_sub(1);
+        self.stored_bytes = self.stored_bytes.saturating_sub(size as u64);
+        true
+    }
+
     /// The outputs up to `generation` are written: what they stored can be read back.
     pub(super) fn written(&mut self, generation: u64) {
+        while self
+            .recent
+            .front()
+            .is_some_and(|(_, _, stored_by)| *stored_by <= generation)
+        {
+            self.recent.pop_front();
+        }
         while let Some(&(at, count)) = self.polled.front() {
             if at > generation {
                 break;

@@ -71,6 +71,9 @@ pub(super) struct Inbox {
     closed: bool,
     /// Requests awaiting a response, by Correlation Data.
     responses: HashMap<Bytes, oneshot::Sender<Message>>,
+    /// The first bytes of this client's Correlation Data: a response that carries them and
+    /// that no request awaits answers a request that gave up.
+    correlation_seed: [u8; 8],
     /// Where every message tells the driver what became of it.
     settle: mpsc::UnboundedSender<Settlement>,
     pub(super) settlements: mpsc::UnboundedReceiver<Settlement>,
@@ -84,6 +87,7 @@ impl Inbox {
         sender: mpsc::Sender<Message>,
         mode: AckMode,
         redeliveries: Redeliveries,
+        correlation_seed: u64,
     ) -> Self {
         let (settle, settlements) = mpsc::unbounded_channel();
         Self {
@@ -91,6 +95,7 @@ impl Inbox {
             backlog: Backlog::default(),
             closed: false,
             responses: HashMap::new(),
+            correlation_seed: correlation_seed.to_be_bytes(),
             settle,
             settlements,
             mode,
@@ -116,6 +121,17 @@ impl Inbox {
     /// The request gave up.
     pub(super) fn forget(&mut self, correlation: &Bytes) {
         self.responses.remove(correlation);
+    }
+
+    /// Requests awaiting their response; those whose callers gave up are forgotten.
+    pub(super) fn responses_awaited(&mut self) -> usize {
+        self.responses.retain(|_, waiter| !waiter.is_closed());
+        self.responses.len()
+    }
+
+    /// Whether `correlation` is this client's own: a response to one of its requests.
+    fn answers_own_request(&self, correlation: &[u8]) -> bool {
+        correlation.len() == 16 && correlation.starts_with(&self.correlation_seed)
     }
 
     /// The client stops: no response will come.
@@ -162,6 +178,14 @@ impl Driver {
                     Ok(()) => return,
                     Err(back) => message = back,
                 }
+            }
+            if self.inbox.answers_own_request(&correlation) {
+                // The request gave up (timed out, cancelled): nobody wants its answer.
+                debug!(topic = %message.topic(), "a response came after its request gave up");
+                if let Some(state) = message.hand_over() {
+                    state.settle(Verdict::Ack, None);
+                }
+                return;
             }
         }
         if self.inbox.closed {

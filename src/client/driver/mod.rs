@@ -292,6 +292,7 @@ impl Driver {
                 parts.inbox,
                 settings.ack_mode(),
                 redelivery::Redeliveries::new(settings.redelivery()),
+                parts.seed,
             ),
             requests: Requests::default(),
             stopping: Stopping::default(),
@@ -464,8 +465,10 @@ impl Driver {
         at
     }
 
-    fn update_stats(&self) {
+    fn update_stats(&mut self) {
+        let awaited = self.inbox.responses_awaited();
         let s = &self.stats;
+        s.responses_awaited.store(awaited as u64, Ordering::Relaxed);
         let in_flight: usize = self.slots.iter().map(|s| s.session.in_flight()).sum();
         let queued: u64 = self.slots.iter().map(|s| s.session.queued()).sum();
         s.outbound_in_flight

@@ -54,25 +54,57 @@ pub(super) enum Flush {
 
 /// A caller to answer when the next commit (or, with nothing to commit, the next pump) is done.
 pub(super) enum Waiter {
-    Accept(Reply<Delivery>, Delivery),
+    /// A publish accepted into `slot`'s session; `withdrawable` unless it forwards a message
+    /// (whose ack is in the same commit: the two go together or not at all).
+    Accept {
+        reply: Reply<Delivery>,
+        delivery: Delivery,
+        slot: usize,
+        withdrawable: bool,
+    },
     Ack(Reply<()>),
 }
 
+/// A publish whose caller gave up before it was answered: its slot and id.
+pub(super) type Cancelled = (usize, crate::session::PublishId);
+
 impl Waiter {
-    fn succeed(self) {
+    /// Answers the caller; the publish it could not be told of, if its caller is gone.
+    fn succeed(self) -> Option<Cancelled> {
         match self {
-            Self::Accept(reply, delivery) => {
-                let _ = reply.send(Ok(delivery));
+            Self::Accept {
+                reply,
+                delivery,
+                slot,
+                withdrawable,
+            } => {
+                let id = delivery.id;
+                let gone = reply.send(Ok(delivery)).is_err();
+                (gone && withdrawable).then_some((slot, id))
             }
             Self::Ack(reply) => {
                 let _ = reply.send(Ok(()));
+                None
             }
+        }
+    }
+
+    /// The publish of a caller that is gone, before anything is answered.
+    fn cancelled(&self) -> Option<Cancelled> {
+        match self {
+            Self::Accept {
+                reply,
+                delivery,
+                slot,
+                withdrawable: true,
+            } if reply.is_closed() => Some((*slot, delivery.id)),
+            _ => None,
         }
     }
 
     pub(super) fn fail(self, error: impl FnOnce() -> ClientError) {
         match self {
-            Self::Accept(reply, _) => {
+            Self::Accept { reply, .. } => {
                 let _ = reply.send(Err(error()));
             }
             Self::Ack(reply) => {
@@ -171,6 +203,25 @@ impl Pipeline {
     /// Answers `waiter` with the next commit.
     pub(super) fn wait(&mut self, waiter: Waiter) {
         self.waiters.push(waiter);
+    }
+
+    /// Takes the publishes whose callers gave up while they wait for the next commit: their
+    /// waiters go, the publishes are to be withdrawn.
+    pub(super) fn take_cancelled(&mut self) -> Vec<Cancelled> {
+        let mut cancelled = Vec::new();
+        self.waiters.retain(|waiter| match waiter.cancelled() {
+            Some(c) => {
+                cancelled.push(c);
+                false
+            }
+            None => true,
+        });
+        cancelled
+    }
+
+    /// The packets polled behind the commit, not yet written (a withdrawn publish leaves).
+    pub(super) fn gathered_mut(&mut self) -> &mut Vec<Packet> {
+        &mut self.gathered
     }
 
     /// Counts a publish accepted into the batch being gathered.
@@ -390,18 +441,25 @@ impl Driver {
             let (mut early, polled_any) =
                 self.pipeline.gather(&mut self.slots, self.active, link_gen);
             self.write(&mut early);
-            if self.pipeline.is_committing()
-                || self.pipeline.start_commit(&self.slots, flush, &self.stats)
-            {
+            if self.pipeline.is_committing() {
+                return;
+            }
+            if self.withdraw_cancelled() {
+                // Removals of records polled already join the commit that stores them.
+                let (mut early, _) = self.pipeline.gather(&mut self.slots, self.active, link_gen);
+                self.write(&mut early);
+            }
+            if self.pipeline.start_commit(&self.slots, flush, &self.stats) {
                 return;
             }
             // Written from a list taken and put back, so that it keeps its memory.
             let mut sends = std::mem::take(&mut self.pipeline.gathered);
             self.write(&mut sends);
             self.pipeline.gathered = sends;
-            std::mem::take(&mut self.pipeline.waiters)
-                .into_iter()
-                .for_each(Waiter::succeed);
+            for waiter in std::mem::take(&mut self.pipeline.waiters) {
+                // Nothing was committed: a caller gone now was answered too late to matter.
+                let _ = waiter.succeed();
+            }
             self.report_polled();
             if !polled_any {
                 break;
@@ -448,13 +506,21 @@ impl Driver {
             None => {
                 self.metrics
                     .committed(done.started.elapsed(), done.publishes);
-                done.waiters.into_iter().for_each(Waiter::succeed);
+                let cancelled: Vec<Cancelled> = done
+                    .waiters
+                    .into_iter()
+                    .filter_map(Waiter::succeed)
+                    .collect();
+                let mut sends = done.sends;
+                for publish in cancelled {
+                    // Durable now, but not yet sent: taken back, its record removed next.
+                    self.withdraw(publish, &mut sends);
+                }
                 for from in done.forwards {
                     let marker_stored = from.marker().is_some();
                     from.done(marker_stored);
                 }
                 if done.link_gen == self.conn.link_gen {
-                    let mut sends = done.sends;
                     self.write(&mut sends);
                 }
                 // Everything deferred when it started was in it.

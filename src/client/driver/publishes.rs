@@ -5,15 +5,15 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
 
 use tokio::sync::oneshot;
-use tracing::warn;
+use tracing::{debug, warn};
 
 use super::super::message::Forwarding;
 use super::super::policy::QueuePolicy;
 use super::super::{ClientError, ClientEvent, Delivery, DeliveryError};
-use super::pipeline::Waiter;
+use super::pipeline::{Cancelled, Waiter};
 use super::{Driver, Reply};
-use crate::packet::{Publish, QoS, ReasonCode};
-use crate::session::{PublishId, Session};
+use crate::packet::{Packet, Publish, QoS, ReasonCode};
+use crate::session::{PublishId, Session, Withdrawn, announced_alias, restore_topic};
 
 type Outcome = Result<ReasonCode, DeliveryError>;
 
@@ -51,6 +51,11 @@ impl Publishes {
             }
             self.swept_at = self.deliveries.len();
         }
+    }
+
+    /// A publish taken back: nobody awaits its answer.
+    fn forget(&mut self, slot: usize, id: PublishId) {
+        self.deliveries.remove(&(slot, id));
     }
 
     /// The server answered a publish (or refused it).
@@ -152,6 +157,12 @@ impl Driver {
             let _ = reply.send(Err(ClientError::Stopped));
             return;
         }
+        if reply.is_closed() {
+            // The caller gave up before the client took it: never stored, never sent (a
+            // forward's message is handed over again as `from` drops).
+            self.stats.withdrawn.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
         let size = self.queued_size_of(&publish);
         if self
             .settings
@@ -239,8 +250,13 @@ impl Driver {
                 self.stats.published.fetch_add(1, Ordering::Relaxed);
                 self.metrics.published();
                 self.pipeline.count_publish();
-                self.pipeline
-                    .wait(Waiter::Accept(reply, Delivery { id, rx }));
+                let withdrawable = from.is_none();
+                self.pipeline.wait(Waiter::Accept {
+                    reply,
+                    delivery: Delivery { id, rx },
+                    slot,
+                    withdrawable,
+                });
                 if let Some(from) = from {
                     self.ack_forwarded_message(from);
                 }
@@ -273,12 +289,21 @@ impl Driver {
         }
     }
 
-    /// Lets waiting publishers in, in order, while the queue has room.
+    /// Lets waiting publishers in, in order, while the queue has room. Those whose callers
+    /// gave up are let go: never stored, never sent.
     pub(super) fn admit_parked(&mut self) {
         if self.stopping.is_disconnecting() {
             self.publishes.refuse_parked();
             return;
         }
+        let before = self.publishes.parked.len();
+        self.publishes
+            .parked
+            .retain(|(_, reply, _)| !reply.is_closed());
+        let gone = before - self.publishes.parked.len();
+        self.stats
+            .withdrawn
+            .fetch_add(gone as u64, Ordering::Relaxed);
         while let Some((front, _, _)) = self.publishes.parked.front() {
             let size = self.queued_size_of(front);
             if !self.has_room_for(size) {
@@ -286,6 +311,63 @@ impl Driver {
             }
             if let Some((publish, reply, from)) = self.publishes.parked.pop_front() {
                 self.accept(publish, reply, from);
+            }
+        }
+    }
+}
+
+impl Driver {
+    /// Publishes whose callers gave up while they waited for the next commit: taken back
+    /// before it starts, so that they are never stored. Whether there were any.
+    pub(super) fn withdraw_cancelled(&mut self) -> bool {
+        let cancelled = self.pipeline.take_cancelled();
+        let any = !cancelled.is_empty();
+        let mut none = Vec::new();
+        for publish in cancelled {
+            self.withdraw(publish, &mut none);
+        }
+        any
+    }
+
+    /// Takes back a publish whose caller gave up before it was answered: never sent, and its
+    /// record never stored or removed with the next commit. A PUBLISH for it already polled
+    /// is dropped from `sends` (about to be written) or from what waits behind the commit.
+    pub(super) fn withdraw(&mut self, (slot, id): Cancelled, sends: &mut Vec<Packet>) {
+        let Some(s) = self.slots.get_mut(slot) else {
+            return;
+        };
+        match s.session.withdraw(id) {
+            Withdrawn::Taken { unwritten } => {
+                if let Some(packet_id) = unwritten {
+                    let mut announced = None;
+                    let mut keep = |p: &Packet| match p {
+                        Packet::Publish(p) if p.packet_id == packet_id => {
+                            announced = announced.or(announced_alias(p));
+                            false
+                        }
+                        _ => true,
+                    };
+                    sends.retain(&mut keep);
+                    self.pipeline.gathered_mut().retain(keep);
+                    // Later PUBLISHes may use the alias it announced alone: they announce it.
+                    let topic = announced.and_then(|alias| {
+                        let s = self.slots.get_mut(slot)?;
+                        Some((alias, s.session.unannounce_alias(alias)?))
+                    });
+                    if let Some((alias, topic)) = topic {
+                        restore_topic(sends, alias, &topic);
+                        restore_topic(self.pipeline.gathered_mut(), alias, &topic);
+                    }
+                }
+                self.publishes.forget(slot, id);
+                self.stats.withdrawn.fetch_add(1, Ordering::Relaxed);
+                let _ =
+                    self.stats
+                        .published
+                        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+            }
+            Withdrawn::TooLate => {
+                debug!(id, "a publish whose caller gave up had gone out already");
             }
         }
     }

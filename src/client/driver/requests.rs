@@ -28,6 +28,14 @@ pub(super) enum SubscriptionChange {
 }
 
 impl SubscriptionChange {
+    /// Whether the caller gave up waiting (the future was dropped).
+    fn abandoned(&self) -> bool {
+        match self {
+            Self::Subscribe { reply, .. } => reply.is_closed(),
+            Self::Unsubscribe { reply, .. } => reply.is_closed(),
+        }
+    }
+
     fn fail(self, error: impl FnOnce() -> ClientError) {
         match self {
             Self::Subscribe { reply, .. } => {
@@ -108,8 +116,12 @@ impl Requests {
 }
 
 impl Driver {
-    /// Sends a request on the connection, or keeps it for the next one.
+    /// Sends a request on the connection, or keeps it for the next one. One whose caller
+    /// gave up before it was sent is never sent.
     pub(super) fn send_request(&mut self, request: SubscriptionChange) {
+        if request.abandoned() {
+            return;
+        }
         if !self.conn.is_up() {
             self.requests.offline.push_back(request);
             return;

@@ -7,6 +7,7 @@ mod connection;
 mod inbound;
 mod lifecycle;
 mod outbound;
+mod withdraw;
 
 use std::time::{Duration, Instant};
 
