@@ -122,7 +122,7 @@ async fn make_store(kind: Kind, path: &Path) -> String {
     broker.kill();
     let lost = async {
         loop {
-            if let Ok(ClientEvent::ConnectionLost { .. }) = events.recv().await {
+            if let Some(ClientEvent::ConnectionLost { .. }) = events.recv().await {
                 return;
             }
         }

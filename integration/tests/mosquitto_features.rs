@@ -14,11 +14,11 @@ use std::time::{Duration, Instant};
 
 use integration::mosquitto::{Mosquitto, MosquittoConfig, free_port};
 use integration::proxy::{Fault, FaultProxy};
+use mooring::client::Events;
 use mooring::client::{ClientBuilder, ConnectError, Messages, TlsOptions};
 use mooring::packet::{Publish, SubscribeProperties, Subscription, UserProperty, Will};
 use mooring::store::MemoryStore;
 use mooring::{Client, ClientError, ClientEvent, QoS, ReasonCode};
-use tokio::sync::broadcast;
 use tokio::time::timeout;
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -42,10 +42,7 @@ async fn recv(messages: &mut Messages) -> mooring::Message {
         .expect("the client runs")
 }
 
-async fn event(
-    events: &mut broadcast::Receiver<ClientEvent>,
-    want: impl Fn(&ClientEvent) -> bool,
-) -> ClientEvent {
+async fn event(events: &mut Events, want: impl Fn(&ClientEvent) -> bool) -> ClientEvent {
     timeout(WAIT, async {
         loop {
             let e = events.recv().await.expect("events");

@@ -280,7 +280,7 @@ impl std::fmt::Debug for TlsConfig {
 #[non_exhaustive]
 pub enum ConfigError {
     /// The file could not be read.
-    #[error("cannot read the configuration {path}: {source}")]
+    #[error("cannot read the configuration {path}")]
     Read {
         /// The file.
         path: String,

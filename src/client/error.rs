@@ -6,8 +6,10 @@ use std::time::Duration;
 #[cfg(feature = "tls")]
 use super::TlsError;
 use super::{TransportError, UrlError};
-use crate::packet::ReasonCode;
-use crate::session::{AckError, AuthError, PublishError, RequestError};
+use crate::packet::{DecodeError, ReasonCode};
+use crate::session::{
+    AckError, AuthError, ConnectPacketError, ProtocolViolation, PublishError, RequestError,
+};
 use crate::store::StoreError;
 
 /// Why a client call failed.
@@ -41,13 +43,13 @@ pub enum ClientError {
     /// The store failed: loading the session at start, or a commit. After a failed commit the
     /// client stops and the outcome of the publishes in that commit is unknown (each is in the
     /// store or not, whole); reopen the store and start again.
-    #[error("the session store failed: {0}")]
+    #[error("the session store failed")]
     Store(#[source] Arc<StoreError>),
     /// The stored session cannot be resumed.
-    #[error("the stored session cannot be resumed: {0}")]
+    #[error("the stored session cannot be resumed")]
     Session(#[from] crate::session::SessionError),
     /// The first connection failed ([`ClientBuilder::connect`](super::ClientBuilder::connect)).
-    #[error("could not connect: {0}")]
+    #[error(transparent)]
     Connect(#[from] ConnectError),
     /// The publish was refused; nothing was stored.
     #[error(transparent)]
@@ -98,11 +100,11 @@ pub enum ClientError {
 #[non_exhaustive]
 pub enum ConnectError {
     /// The transport could not be opened.
-    #[error("{0}")]
-    Transport(#[source] Arc<TransportError>),
-    /// Writing or reading failed before CONNACK.
-    #[error("the connection failed before CONNACK: {0}")]
-    Io(String),
+    #[error(transparent)]
+    Transport(Arc<TransportError>),
+    /// The connection ended before CONNACK.
+    #[error("the connection ended before CONNACK")]
+    Closed(#[source] ConnectionLoss),
     /// No CONNACK within the connect timeout.
     #[error("no CONNACK within {0:?}")]
     Timeout(Duration),
@@ -112,20 +114,129 @@ pub enum ConnectError {
         /// The CONNACK reason code.
         reason: ReasonCode,
     },
-    /// The server broke the protocol before or in CONNACK.
-    #[error("protocol error before CONNACK: {0}")]
-    Protocol(String),
+    /// The protocol was broken before or in CONNACK: by the server, or by a CONNECT the
+    /// client cannot make.
+    #[error(transparent)]
+    Protocol(ProtocolError),
     /// The `before_connect` hook failed.
-    #[error("the before_connect hook failed: {0}")]
+    #[error("the before_connect hook failed")]
     Hook(#[source] Arc<dyn std::error::Error + Send + Sync>),
     /// The enhanced authenticator could not start.
-    #[error("authentication could not start: {0}")]
+    #[error("authentication could not start")]
     Auth(#[source] AuthError),
     /// The store could not confirm that this process owns the session (a store shared by
     /// machines: see `SessionStore::check_owner`). [`StoreError::Fenced`] stops the client for
     /// good; any other error is a failed attempt, tried again with backoff.
-    #[error("the session's ownership could not be confirmed: {0}")]
+    #[error("the session's ownership could not be confirmed")]
     Ownership(#[source] Arc<StoreError>),
+}
+
+/// The protocol broken on a connection: by the server, or by a CONNECT the client cannot
+/// make.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProtocolError {
+    /// The server sent a packet that breaks the wire format or a rule of the codec.
+    #[error(transparent)]
+    Malformed(#[from] DecodeError),
+    /// The server broke a rule of the session (a second CONNACK, an unknown Topic Alias, a
+    /// session the client has no state of, ...).
+    #[error(transparent)]
+    Violation(#[from] ProtocolViolation),
+    /// The client cannot make a valid CONNECT (a credential or property too long).
+    #[error(transparent)]
+    InvalidConnect(Arc<ConnectPacketError>),
+}
+
+impl ProtocolError {
+    /// The reason code of the DISCONNECT the client sends for it.
+    pub fn reason_code(&self) -> ReasonCode {
+        match self {
+            Self::Malformed(e) => e.reason_code(),
+            Self::Violation(v) => v.reason_code(),
+            Self::InvalidConnect(_) => ReasonCode::ProtocolError,
+        }
+    }
+}
+
+/// Why an established connection ended (or one ended before CONNACK).
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConnectionLoss {
+    /// The server closed the connection.
+    #[error("the server closed the connection")]
+    ServerClosed,
+    /// Reading or writing failed.
+    #[error("the connection failed")]
+    Io(#[source] Arc<std::io::Error>),
+    /// No PINGRESP within the ping timeout: the connection is dead.
+    #[error("no PINGRESP within the ping timeout")]
+    KeepAliveTimeout,
+    /// The server sent DISCONNECT.
+    #[error("the server sent DISCONNECT {reason:?}{}", reason_string.as_deref().map(|s| format!(": {s}")).unwrap_or_default())]
+    ServerDisconnected {
+        /// Its reason code.
+        reason: ReasonCode,
+        /// Its Reason String.
+        reason_string: Option<String>,
+    },
+    /// The server broke the protocol: the client sent DISCONNECT with the reason code of the
+    /// rule and closed the connection.
+    #[error("the server broke the protocol")]
+    Protocol(#[source] ProtocolError),
+    /// A write made no progress for the write timeout (the server stopped reading).
+    #[error("a write made no progress for {0:?}")]
+    WriteStalled(Duration),
+    /// The store's lease on the session lapsed unconfirmed: nothing more may be written until
+    /// the next attempt confirms ownership.
+    #[error("the store's lease on the session lapsed; ownership is checked before reconnecting")]
+    LeaseLapsed,
+}
+
+/// Why the client stopped ([`Client::closed`](super::Client::closed),
+/// `ClientEvent::Stopped`).
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum StopReason {
+    /// [`Client::disconnect`](super::Client::disconnect) asked for it.
+    #[error("disconnected")]
+    Disconnected,
+    /// Every [`Client`](super::Client) handle was dropped.
+    #[error("every client handle was dropped")]
+    HandlesDropped,
+    /// The last handle was dropped while its thread panicked: the connection was ended so that
+    /// the server publishes the Will (DISCONNECT 0x04; with MQTT 3.1.1, no DISCONNECT).
+    #[error("the last client handle was dropped in a panic; the Will is published")]
+    Panicked,
+    /// The first connection failed ([`ClientBuilder::connect`](super::ClientBuilder::connect)).
+    #[error("the first connection failed")]
+    FirstConnectFailed(#[source] ConnectError),
+    /// The reconnect attempts ran out ([`Backoff::max_attempts`](super::Backoff::max_attempts)).
+    #[error("gave up after {attempts} failed connection attempts")]
+    AttemptsExhausted {
+        /// Failed attempts in a row.
+        attempts: u32,
+        /// The last one's error.
+        #[source]
+        last: ConnectError,
+    },
+    /// The store failed (a commit or a read): nothing more can be made durable.
+    #[error("the session store failed")]
+    Store(#[source] Arc<StoreError>),
+    /// The store broke its contract: it returned queued messages out of order, or lost some.
+    #[error("the stored session cannot go on")]
+    Session(#[source] Arc<crate::session::SessionError>),
+    /// Another process took the session over (a store shared by machines fenced this one).
+    #[error("the session was taken over by {holder}")]
+    TakenOver {
+        /// The session.
+        session: String,
+        /// Who owns it now.
+        holder: String,
+    },
+    /// The connection task ended without stopping: its runtime shut down.
+    #[error("the client's task ended with its runtime")]
+    TaskEnded,
 }
 
 /// Why a delivery did not complete.

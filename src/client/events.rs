@@ -3,7 +3,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use super::{ConnectError, ServerUrl};
+use super::{ConnectError, ConnectionLoss, ServerUrl, StopReason};
 use crate::packet::{AckProperties, ConnAckProperties, ReasonCode};
 use crate::store::SessionKey;
 
@@ -38,19 +38,21 @@ pub enum ClientEvent {
     },
     /// The next attempt is scheduled.
     Reconnecting {
-        /// Failed attempts in a row so far.
+        /// Failed attempts in a row so far (a connection that ended too soon counts as one).
         attempt: u32,
         /// The wait before it.
         delay: Duration,
         /// Where it goes.
         server: ServerUrl,
+        /// Why it is needed, and why the delay is what it is.
+        reason: ReconnectReason,
     },
     /// An established connection ended.
     ConnectionLost {
         /// The server.
         server: ServerUrl,
         /// Why.
-        reason: String,
+        reason: ConnectionLoss,
     },
     /// The server closed the connection with DISCONNECT.
     ServerDisconnected {
@@ -151,10 +153,55 @@ pub enum ClientEvent {
         /// The process that owns it now, as it named itself.
         holder: String,
     },
-    /// The client stopped; `error` says why if it was not asked to.
+    /// The client stopped, and released its store.
     Stopped {
-        /// The cause, if it was not [`Client::disconnect`](super::Client::disconnect) or dropping every handle.
-        error: Option<String>,
+        /// Why.
+        reason: StopReason,
+    },
+    /// This receiver fell behind and missed `count` events that are not critical
+    /// ([`ClientEvent::is_critical`]): it keeps the newest ones (see [`Events`](super::Events)).
+    EventsMissed {
+        /// How many.
+        count: u64,
+    },
+}
+
+impl ClientEvent {
+    /// Whether a receiver never misses it, however slowly it reads: the events that decide what
+    /// an application does. `Connected`, `SessionLost`, `SessionExpired`, `SessionTakenOver`,
+    /// `Stopped`, `StoreSetAside`, `StrandedSession` and `InboxClosed`; the others (attempts,
+    /// losses, messages released, expired or dropped) may be dropped for a receiver more than
+    /// 256 behind, which then gets `EventsMissed`.
+    pub fn is_critical(&self) -> bool {
+        matches!(
+            self,
+            Self::Connected { .. }
+                | Self::SessionLost { .. }
+                | Self::SessionExpired
+                | Self::SessionTakenOver { .. }
+                | Self::Stopped { .. }
+                | Self::StoreSetAside { .. }
+                | Self::StrandedSession { .. }
+                | Self::InboxClosed
+        )
+    }
+}
+
+/// Why the client is about to connect again ([`ClientEvent::Reconnecting`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ReconnectReason {
+    /// An attempt failed (`ClientEvent::ConnectFailed` said why).
+    AttemptFailed,
+    /// An established connection was lost (`ClientEvent::ConnectionLost` said why).
+    ConnectionLost,
+    /// The connection ended `lasted` after CONNACK, before it had stayed up for
+    /// [`Backoff::stable_after`](super::Backoff::stable_after): it counts as a failed
+    /// attempt, so the delay keeps growing (two gateways with one client identifier, an
+    /// authorization the server withdraws after CONNACK).
+    ShortLived {
+        /// How long it stayed up.
+        lasted: Duration,
     },
 }
 

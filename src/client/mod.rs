@@ -59,6 +59,7 @@ mod clock;
 mod config;
 mod driver;
 mod error;
+mod event_queue;
 mod events;
 mod inbox;
 mod message;
@@ -72,8 +73,11 @@ mod transport;
 mod url;
 mod v311;
 
-pub use error::{ClientError, ConnectError, DeliveryError};
-pub use events::{ClientEvent, Stats, SubAckInfo};
+pub use error::{
+    ClientError, ConnectError, ConnectionLoss, DeliveryError, ProtocolError, StopReason,
+};
+pub use event_queue::Events;
+pub use events::{ClientEvent, ReconnectReason, Stats, SubAckInfo};
 pub use inbox::Messages;
 pub use message::{Delivery, Message, Refusal};
 
@@ -90,11 +94,11 @@ pub use transport::{AsyncStream, BoxFuture, Connector, TransportError, Transport
 pub use url::{Scheme, ServerUrl, UrlError};
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::packet::{
     Publish, QoS, ReasonCode, SubscribeProperties, Subscription, UnsubscribeProperties,
@@ -111,13 +115,27 @@ pub struct Client {
 #[derive(Debug)]
 struct Inner {
     commands: mpsc::Sender<Command>,
-    events: broadcast::Sender<ClientEvent>,
+    events: event_queue::EventHub,
     stats: Arc<StatsCell>,
     response_topic: String,
     response_subscribed: tokio::sync::OnceCell<()>,
     next_correlation: AtomicU64,
     correlation_seed: u64,
+    /// Set once the client has stopped and released its store: why.
+    stopped: watch::Receiver<Option<StopReason>>,
+    /// The last handle was dropped in a panic: end the connection so that the Will goes out.
+    panicked: Arc<AtomicBool>,
     _alive: oneshot::Sender<()>,
+}
+
+/// The last handle is gone: the client stops. In a panic it is no clean stop: the connection
+/// ends so that the server publishes the Will.
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.panicked.store(true, Ordering::SeqCst);
+        }
+    }
 }
 
 impl Client {
@@ -450,13 +468,14 @@ impl Client {
     /// session lost). Events sent before the call are not seen, those of the first
     /// connection included: take a receiver from
     /// [`ClientBuilder::events`](options::ClientBuilder::events) before `connect()` to see
-    /// them. A receiver that falls more than 256 events behind skips the oldest.
+    /// them. A receiver never misses a critical event however slowly it reads; of the others
+    /// it keeps the newest 256 (see [`Events`]).
     ///
     /// ```no_run
     /// # async fn f(client: mooring::client::Client) -> Result<(), Box<dyn std::error::Error>> {
     /// use mooring::client::ClientEvent;
     /// let mut events = client.events();
-    /// while let Ok(event) = events.recv().await {
+    /// while let Some(event) = events.recv().await {
     ///     match event {
     ///         ClientEvent::ConnectionLost { reason, .. } => eprintln!("lost: {reason}"),
     ///         ClientEvent::Reconnecting { delay, .. } => eprintln!("retry in {delay:?}"),
@@ -466,8 +485,31 @@ impl Client {
     /// }
     /// # Ok(()) }
     /// ```
-    pub fn events(&self) -> broadcast::Receiver<ClientEvent> {
+    pub fn events(&self) -> Events {
         self.inner.events.subscribe()
+    }
+
+    /// Resolves once the client has stopped, its store released, with why: a
+    /// [`disconnect`](Client::disconnect), a failure it cannot go on from (the store, the
+    /// session taken over, the reconnect attempts run out), and so on.
+    ///
+    /// Cancel safety: cancel safe.
+    ///
+    /// ```no_run
+    /// # async fn f(client: mooring::client::Client) {
+    /// use mooring::client::StopReason;
+    /// match client.closed().await {
+    ///     StopReason::Disconnected => {}
+    ///     reason => eprintln!("the client stopped: {reason}"),
+    /// }
+    /// # }
+    /// ```
+    pub async fn closed(&self) -> StopReason {
+        let mut stopped = self.inner.stopped.clone();
+        match stopped.wait_for(Option::is_some).await {
+            Ok(reason) => reason.clone().unwrap_or(StopReason::TaskEnded),
+            Err(_) => StopReason::TaskEnded,
+        }
     }
 
     /// The current counters.
@@ -500,7 +542,7 @@ impl ClientBuilder {
         let (client, messages, first) = self.launch(driver::FirstFailure::Fail).await?;
         match first.await {
             Ok(Ok(())) => Ok((client, messages)),
-            Ok(Err(e)) => Err(ClientError::Connect(e)),
+            Ok(Err(e)) => Err(e),
             Err(_) => Err(ClientError::Stopped),
         }
     }
@@ -534,21 +576,11 @@ impl ClientBuilder {
     async fn launch(
         self,
         first_failure: driver::FirstFailure,
-    ) -> Result<
-        (
-            Client,
-            Messages,
-            oneshot::Receiver<Result<(), ConnectError>>,
-        ),
-        ClientError,
-    > {
+    ) -> Result<(Client, Messages, oneshot::Receiver<Result<(), ClientError>>), ClientError> {
         let settings = self.settings()?;
         let store = self.store.clone().ok_or(ClientError::NoStore)?;
         let (commands, command_rx) = mpsc::channel(self.command_capacity);
-        let events = self
-            .events
-            .clone()
-            .unwrap_or_else(|| broadcast::channel(options::EVENT_CAPACITY).0);
+        let events = self.events.clone();
         if let Some(set_aside) = self.set_aside.clone() {
             tracing::warn!(
                 path = %set_aside.path.display(),
@@ -556,7 +588,7 @@ impl ClientBuilder {
                 cause = %set_aside.cause,
                 "the store was damaged: it was moved aside and a fresh one started"
             );
-            let _ = events.send(ClientEvent::StoreSetAside {
+            events.send(ClientEvent::StoreSetAside {
                 path: set_aside.path,
                 moved_to: set_aside.moved_to,
                 cause: set_aside.cause,
@@ -577,6 +609,8 @@ impl ClientBuilder {
             format!("mooring/response/{id}")
         });
         let gate = inbox::OwnershipGate::new(&store);
+        let (stopped_tx, stopped) = watch::channel(None);
+        let panicked = Arc::new(AtomicBool::new(false));
         let driver = driver::Driver::load(driver::Parts {
             settings,
             store,
@@ -586,6 +620,8 @@ impl ClientBuilder {
             events: events.clone(),
             stats: stats.clone(),
             alive: alive_rx,
+            panicked: panicked.clone(),
+            stopped: stopped_tx,
             first_connect: first_tx,
             first_failure,
             seed,
@@ -601,6 +637,8 @@ impl ClientBuilder {
                 response_subscribed: tokio::sync::OnceCell::new(),
                 next_correlation: AtomicU64::new(0),
                 correlation_seed: seed,
+                stopped,
+                panicked,
                 _alive: alive,
             }),
         };

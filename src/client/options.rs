@@ -3,13 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use tokio::sync::broadcast;
-
-/// Events a slow receiver may fall behind by before it misses some (it is told how many).
-pub(crate) const EVENT_CAPACITY: usize = 256;
-
-use super::ClientEvent;
+use super::event_queue::{EventHub, Events};
 use super::message::AckMode;
 use super::policy::{Backoff, QueuePolicy, Redelivery};
 use super::transport::{BoxFuture, Connector, TransportOptions};
@@ -17,6 +11,7 @@ use super::url::ServerUrl;
 use crate::packet::{UserProperty, Will};
 use crate::session::{Authenticator, SessionOptions};
 use crate::store::{QueueWindow, SessionStore, SetAside};
+use bytes::Bytes;
 
 /// What a hook may change before a connection attempt: credentials, CONNECT user properties and
 /// transport settings.
@@ -143,8 +138,8 @@ pub struct ClientBuilder {
     pub(crate) store: Option<Arc<dyn SessionStore>>,
     pub(crate) command_capacity: usize,
     pub(crate) response_topic: Option<String>,
-    /// The client's event channel, when the application subscribed before starting.
-    pub(crate) events: Option<broadcast::Sender<ClientEvent>>,
+    /// The client's events, given to every receiver taken before or after it starts.
+    pub(crate) events: EventHub,
     /// A damaged store the application set aside before starting, to report.
     pub(crate) set_aside: Option<SetAside>,
     /// Everything else, as the driver will get it.
@@ -160,7 +155,7 @@ impl Default for ClientBuilder {
             store: None,
             command_capacity: 1024,
             response_topic: None,
-            events: None,
+            events: EventHub::default(),
             set_aside: None,
             settings: Settings {
                 servers: Vec::new(),
@@ -552,17 +547,15 @@ impl ClientBuilder {
     /// let mut builder = Client::builder().server("mqtt://10.0.0.5").store(store);
     /// let mut events = builder.events();
     /// let (client, _messages) = builder.connect().await?;
-    /// while let Ok(event) = events.try_recv() {
+    /// while let Some(event) = events.try_recv() {
     ///     if let ClientEvent::SessionLost { resent, .. } = event {
     ///         eprintln!("the broker had lost our session; {resent} messages sent again");
     ///     }
     /// }
     /// # let _ = client; Ok(()) }
     /// ```
-    pub fn events(&mut self) -> broadcast::Receiver<ClientEvent> {
-        self.events
-            .get_or_insert_with(|| broadcast::channel(EVENT_CAPACITY).0)
-            .subscribe()
+    pub fn events(&mut self) -> Events {
+        self.events.subscribe()
     }
 
     /// Reports, as `ClientEvent::StoreSetAside` when the client starts (and a warning), that

@@ -22,9 +22,16 @@ pub struct Backoff {
     /// The largest bound.
     #[serde(with = "super::config::human")]
     pub maximum: Duration,
-    /// Give up after this many failed attempts in a row (`None`: never).
+    /// Give up after this many failed attempts in a row (`None`: never). A connection that
+    /// ended before `stable_after` counts as a failed attempt.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_attempts: Option<u32>,
+    /// How long a connection must stay up before the delays start again from `initial`: one
+    /// the server ends sooner (a second gateway with the same client identifier, an
+    /// authorization withdrawn right after CONNACK) counts as a failed attempt, so that the
+    /// delay keeps growing instead of reconnecting at once for ever (10 s by default).
+    #[serde(with = "super::config::human")]
+    pub stable_after: Duration,
 }
 
 impl Default for Backoff {
@@ -34,6 +41,7 @@ impl Default for Backoff {
             factor: 2.0,
             maximum: Duration::from_secs(30),
             max_attempts: None,
+            stable_after: Duration::from_secs(10),
         }
     }
 }

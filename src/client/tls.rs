@@ -14,7 +14,7 @@ use super::config::TlsConfig;
 #[non_exhaustive]
 pub enum TlsError {
     /// A file could not be read.
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}")]
     Read {
         /// The file.
         path: String,
@@ -26,7 +26,7 @@ pub enum TlsError {
     #[error("{0}")]
     Pem(String),
     /// rustls refused the certificates or key.
-    #[error("TLS configuration refused: {0}")]
+    #[error("TLS configuration refused")]
     Config(#[from] rustls::Error),
     /// The system has no trusted root certificates.
     #[error("no system root certificates could be loaded: {0}")]

@@ -43,7 +43,7 @@ where
 #[non_exhaustive]
 pub enum TransportError {
     /// The TCP connection (or the custom connector) failed.
-    #[error("cannot connect to {server}: {source}")]
+    #[error("cannot connect to {server}")]
     Io {
         /// The server.
         server: String,

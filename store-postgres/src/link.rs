@@ -178,12 +178,13 @@ impl Link {
             if since.elapsed() + delay > self.outage_limit {
                 return Err(StoreError::Backend {
                     backend: NAME,
+                    // The message tells the whole chain: no source repeats it.
                     message: format!(
                         "the database stayed unreachable for {:?}: {}",
                         since.elapsed(),
                         described(&error)
                     ),
-                    source: Some(Box::new(error)),
+                    source: None,
                 });
             }
             std::thread::sleep(delay);

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::BytesMut;
-use mooring::client::{AsyncStream, Backoff, Client, ClientEvent, Messages, ServerUrl};
+use mooring::client::{AsyncStream, Backoff, Client, ClientEvent, Events, Messages, ServerUrl};
 use mooring::packet::{
     Codec, ConnAck, Connect, Decoded, Packet, Publish, QoS, ReasonCode, SubAck, Subscribe,
 };
@@ -18,7 +18,7 @@ use mooring::store::{
     StoredSession,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
-use tokio::sync::{Semaphore, broadcast, mpsc};
+use tokio::sync::{Semaphore, mpsc};
 use tokio::time::timeout;
 
 pub const WAIT: Duration = Duration::from_secs(5);
@@ -187,6 +187,20 @@ impl Broker {
         self.next_from().await.1
     }
 
+    /// The next connection, waiting up to `within` (for tests on paused time with long
+    /// delays).
+    pub async fn next_within(&mut self, within: Duration) -> Peer {
+        let (_, stream) = timeout(within, self.rx.recv())
+            .await
+            .expect("the client did not connect in time")
+            .expect("connector dropped");
+        Peer {
+            stream,
+            buf: BytesMut::new(),
+            codec: Codec::default(),
+        }
+    }
+
     pub async fn next_from(&mut self) -> (String, Peer) {
         let (host, stream) = timeout(WAIT, self.rx.recv())
             .await
@@ -226,7 +240,7 @@ pub fn fast_backoff() -> Backoff {
         initial: Duration::from_millis(5),
         factor: 2.0,
         maximum: Duration::from_millis(20),
-        max_attempts: None,
+        ..Backoff::default()
     }
 }
 
@@ -295,10 +309,7 @@ pub async fn stored(store: &MemoryStore) -> StoredSession {
     store.load(&SessionKey::new(URL, "gw")).await.unwrap()
 }
 
-pub async fn next_event(
-    events: &mut broadcast::Receiver<ClientEvent>,
-    want: impl Fn(&ClientEvent) -> bool,
-) -> ClientEvent {
+pub async fn next_event(events: &mut Events, want: impl Fn(&ClientEvent) -> bool) -> ClientEvent {
     timeout(WAIT, async {
         loop {
             let e = events.recv().await.expect("events closed");
@@ -326,16 +337,34 @@ pub struct ControlledStore {
     pub batches: std::sync::Mutex<Vec<(SessionKey, Batch)>>,
     /// Every commit of several sessions at once, in order.
     pub joint: std::sync::Mutex<Vec<Vec<(SessionKey, Batch)>>>,
+    /// Set once the store is dropped (released), `release_delay` after the drop began: a
+    /// store that takes its time to let go, as one joining its thread does.
+    pub released: Arc<AtomicBool>,
+    pub release_delay: Duration,
+}
+
+impl Drop for ControlledStore {
+    fn drop(&mut self) {
+        std::thread::sleep(self.release_delay);
+        self.released.store(true, Ordering::SeqCst);
+    }
 }
 
 impl ControlledStore {
     /// Commits to `inner` once `gate` gives a permit.
     pub fn gated(inner: MemoryStore, gate: &Arc<Semaphore>) -> Self {
-        Self {
-            inner,
-            gate: Some(gate.clone()),
-            ..Self::default()
-        }
+        let mut store = Self::default();
+        store.inner = inner;
+        store.gate = Some(gate.clone());
+        store
+    }
+
+    /// A store whose drop takes `delay` and then sets `released`.
+    pub fn releasing_slowly(released: &Arc<AtomicBool>, delay: Duration) -> Self {
+        let mut store = Self::default();
+        store.released = released.clone();
+        store.release_delay = delay;
+        store
     }
 
     /// This process owns every session until `until`, as far as the store vouches.

@@ -116,7 +116,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // start(), not connect(): a gateway must run, and queue durably, while the broker is away.
     let (client, _messages) = builder.start().await?;
     tokio::spawn(async move {
-        while let Ok(event) = events.recv().await {
+        while let Some(event) = events.recv().await {
             match event {
                 ClientEvent::Connected {
                     server,

@@ -179,7 +179,7 @@ async fn run() -> Result<(), Error> {
     println!("ACTIVE");
     let mut fenced = client.events();
     tokio::spawn(async move {
-        while let Ok(event) = fenced.recv().await {
+        while let Some(event) = fenced.recv().await {
             if let mooring::ClientEvent::SessionTakenOver { holder, .. } = event {
                 println!("FENCED by {holder}");
                 std::process::exit(3);
@@ -204,7 +204,7 @@ async fn run() -> Result<(), Error> {
     if std::env::var_os("GATEWAY_EVENTS").is_some() {
         let mut events = client.events();
         tokio::spawn(async move {
-            while let Ok(event) = events.recv().await {
+            while let Some(event) = events.recv().await {
                 if !matches!(event, mooring::ClientEvent::Connected { .. }) {
                     eprintln!("gateway event: {event:?}");
                 }

@@ -39,7 +39,7 @@ async fn run(url: String, path: String, filter: Option<String>) -> Result<(), St
         .reconnect(integration::fast_backoff());
     let mut events = builder.events();
     tokio::spawn(async move {
-        while let Ok(event) = events.recv().await {
+        while let Some(event) = events.recv().await {
             if let ClientEvent::SessionExpired = event {
                 say("session expired");
             }

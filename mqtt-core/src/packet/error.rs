@@ -140,10 +140,10 @@ pub enum Violation {
     },
     /// A Topic Name breaks a rule.
     #[error("invalid Topic Name: {0}")]
-    InvalidTopicName(#[source] TopicError),
+    InvalidTopicName(TopicError),
     /// A Topic Filter breaks a rule.
     #[error("invalid Topic Filter: {0}")]
-    InvalidTopicFilter(#[source] TopicError),
+    InvalidTopicFilter(TopicError),
     /// A PUBLISH with an empty Topic Name and no Topic Alias.
     #[error("the Topic Name is empty and no Topic Alias is present [MQTT-4.7.3-1]")]
     EmptyTopicWithoutAlias,
@@ -383,11 +383,9 @@ impl fmt::Display for DecodeError {
     }
 }
 
-impl std::error::Error for DecodeError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(&self.violation)
-    }
-}
+/// The violation is part of the message (with the identifier of the specification the packet
+/// was read as), so it is no source of its own: a chain prints it once.
+impl std::error::Error for DecodeError {}
 
 /// A packet that cannot be encoded because it would break the specification; nothing was
 /// written.
@@ -405,8 +403,5 @@ impl fmt::Display for EncodeError {
     }
 }
 
-impl std::error::Error for EncodeError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(&self.violation)
-    }
-}
+/// The violation is part of the message, so it is no source of its own.
+impl std::error::Error for EncodeError {}

@@ -8,7 +8,7 @@ use crate::packet::{EncodeError, QoS, ReasonCode};
 #[non_exhaustive]
 pub enum PublishError {
     /// The packet breaks a rule of the specification (a topic with a wildcard, ...).
-    #[error("the publish is invalid: {0}")]
+    #[error(transparent)]
     Invalid(#[from] EncodeError),
     /// The QoS is above the server's Maximum QoS [MQTT-3.2.2-11].
     #[error("QoS {requested:?} is above the server's Maximum QoS {maximum:?}")]
@@ -101,10 +101,10 @@ impl ProtocolViolation {
 #[non_exhaustive]
 pub enum ConnectPacketError {
     /// The authenticator failed to start.
-    #[error("authentication could not start: {0}")]
+    #[error("authentication could not start")]
     Auth(#[from] AuthError),
     /// The CONNECT breaks a rule of the specification (a credential or property too long, ...).
-    #[error("CONNECT is invalid: {0}")]
+    #[error("CONNECT is invalid")]
     Invalid(#[from] EncodeError),
 }
 
@@ -116,7 +116,7 @@ pub enum RequestError {
     #[error("not connected")]
     NotConnected,
     /// The packet breaks a rule of the specification.
-    #[error("the request is invalid: {0}")]
+    #[error(transparent)]
     Invalid(#[from] EncodeError),
     /// CONNACK said the server does not support this.
     #[error("the server does not support {0}")]

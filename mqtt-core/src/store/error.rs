@@ -36,7 +36,12 @@ pub enum StoreError {
     /// (not a store, truncated, corrupted), as opposed to the system refusing it (permissions,
     /// a missing directory, a full disk); only a damaged store may be set aside
     /// ([`open_or_set_aside`](super::open_or_set_aside)).
-    #[error("cannot open the store at {path}: {cause}{}", if *damaged { " (the file is damaged)" } else { "" })]
+    // The cause is in the message only when no source carries it (a chain prints it once).
+    #[error(
+        "cannot open the store at {path}{}{}",
+        if source.is_none() { format!(": {cause}") } else { String::new() },
+        if *damaged { " (the file is damaged)" } else { "" }
+    )]
     Open {
         /// The file or directory.
         path: String,
@@ -77,7 +82,10 @@ pub enum StoreError {
         what: &'static str,
     },
     /// The backend reported an error (I/O, a full disk, a damaged file).
-    #[error("{backend} failed: {message}")]
+    #[error(
+        "{backend} failed{}",
+        if source.is_none() { format!(": {message}") } else { String::new() }
+    )]
     Backend {
         /// Which store.
         backend: &'static str,

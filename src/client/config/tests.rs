@@ -58,6 +58,12 @@ fn everything() -> ClientBuilder {
             factor: 1.5,
             maximum: Duration::from_secs(120),
             max_attempts: Some(40),
+            stable_after: Duration::from_secs(45),
+        })
+        .redelivery(crate::client::Redelivery {
+            delay: Duration::from_millis(1500),
+            max_deliveries: 9,
+            exhausted: crate::client::Exhausted::DeadLetter("gateway-7/dead".into()),
         })
         .follow_server_references(true)
         .prefer_last_server(true)

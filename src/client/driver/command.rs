@@ -131,7 +131,12 @@ impl Driver {
                 reason,
                 session_expiry,
                 reply,
-            } => self.begin_disconnect(reason, session_expiry, Some(reply)),
+            } => self.begin_disconnect(
+                reason,
+                session_expiry,
+                Some(reply),
+                super::super::StopReason::Disconnected,
+            ),
             Command::Reauthenticate { reply } => {
                 let result = match self.session() {
                     Some(session) => session.reauthenticate().map_err(ClientError::from),

@@ -13,7 +13,10 @@ use super::super::clock;
 use super::super::options::ConnectAttempt;
 use super::super::transport::{self, BoxFuture, Link, Outgoing};
 use super::super::url::ServerUrl;
-use super::super::{ClientEvent, ConnectError};
+use super::super::{
+    ClientError, ClientEvent, ConnectError, ConnectionLoss, ProtocolError, ReconnectReason,
+    StopReason,
+};
 use super::Driver;
 use super::handshake::SessionLostCounts;
 use crate::packet::ReasonCode;
@@ -52,8 +55,8 @@ pub(super) enum Phase {
     },
     /// CONNECT handed to the session; CONNACK awaited.
     AwaitConnAck { deadline: Instant },
-    /// Connected.
-    Up,
+    /// Connected, since `since`.
+    Up { since: Instant },
     /// Finished: the loop ends.
     Stopped,
 }
@@ -92,7 +95,7 @@ pub(super) struct Connection {
     /// Jitter for reconnect delays.
     rng: fastrand::Rng,
     pub(super) span: tracing::Span,
-    first_connect: Option<oneshot::Sender<Result<(), ConnectError>>>,
+    first_connect: Option<oneshot::Sender<Result<(), ClientError>>>,
     first_failure: FirstFailure,
     /// What the session dropped when the server had none, until CONNACK is handled.
     pub(super) session_lost: Option<SessionLostCounts>,
@@ -102,7 +105,7 @@ impl Connection {
     pub(super) fn new(
         primary: ServerUrl,
         client_id: &str,
-        first_connect: oneshot::Sender<Result<(), ConnectError>>,
+        first_connect: oneshot::Sender<Result<(), ClientError>>,
         first_failure: FirstFailure,
         seed: u64,
     ) -> Self {
@@ -129,7 +132,7 @@ impl Connection {
     }
 
     pub(super) fn is_up(&self) -> bool {
-        matches!(self.phase, Phase::Up)
+        matches!(self.phase, Phase::Up { .. })
     }
 
     pub(super) fn is_stopped(&self) -> bool {
@@ -141,7 +144,7 @@ impl Connection {
         match &self.phase {
             Phase::Idle { at } => Some(*at),
             Phase::Dialing { deadline, .. } | Phase::AwaitConnAck { deadline } => Some(*deadline),
-            Phase::Up => keep_alive(),
+            Phase::Up { .. } => keep_alive(),
             Phase::Stopped => None,
         }
     }
@@ -152,7 +155,7 @@ impl Connection {
     }
 
     /// Tells `connect()` how the first connection went, if it still waits.
-    pub(super) fn answer_first_connect(&mut self, result: Result<(), ConnectError>) {
+    pub(super) fn answer_first_connect(&mut self, result: Result<(), ClientError>) {
         if let Some(first) = self.first_connect.take() {
             let _ = first.send(result);
         }
@@ -168,11 +171,9 @@ pub(super) async fn dial(phase: &mut Phase) -> Result<Dialed, ConnectError> {
 }
 
 impl Driver {
-    /// Stops the loop; `error` says why when it was not asked to.
-    pub(super) fn stop(&mut self, error: Option<String>) {
-        if error.is_some() {
-            self.stopping.error = error;
-        }
+    /// Stops the loop; `reason` says why (a reason given earlier stands).
+    pub(super) fn stop(&mut self, reason: StopReason) {
+        self.stopping.reason.get_or_insert(reason);
         if self.lease_lapsed || self.ownership_lapsed() {
             // Another process may own the session: what waits in the inbox is its to deliver.
             self.gate.revoke();
@@ -260,7 +261,7 @@ impl Driver {
         if let Err(error) = started {
             return self.attempt_failed(match error {
                 ConnectPacketError::Auth(e) => ConnectError::Auth(e),
-                other => ConnectError::Protocol(other.to_string()),
+                other => ConnectError::Protocol(ProtocolError::InvalidConnect(Arc::new(other))),
             });
         }
         self.conn.link = Some(dialed.link);
@@ -280,7 +281,6 @@ impl Driver {
             error: error.clone(),
         });
         self.conn.failures = self.conn.failures.saturating_add(1);
-        let count = self.settings.servers.len().max(1);
         // A refusal that named another server: that one next, at once, in a round from there.
         let redirected = self.conn.redirect.is_some();
         let round_done = if redirected {
@@ -293,33 +293,60 @@ impl Driver {
             && self.conn.first_failure == FirstFailure::Fail
             && self.conn.first_connect.is_some()
         {
-            self.conn.answer_first_connect(Err(error));
-            return self.stop(Some("the first connection failed".to_owned()));
+            self.conn
+                .answer_first_connect(Err(ClientError::Connect(error.clone())));
+            return self.stop(StopReason::FirstConnectFailed(error));
         }
-        let failures = self.conn.failures;
+        if self.attempts_exhausted(&error) {
+            return;
+        }
+        let delay = if round_done {
+            self.backoff_delay()
+        } else {
+            Duration::ZERO
+        };
+        self.reconnect_after(delay, ReconnectReason::AttemptFailed);
+    }
+
+    /// Stops the client when the failed attempts in a row reached `Backoff::max_attempts`;
+    /// whether it did.
+    fn attempts_exhausted(&mut self, last: &ConnectError) -> bool {
+        let attempts = self.conn.failures;
         if self
             .settings
             .backoff
             .max_attempts
-            .is_some_and(|max| failures >= max)
+            .is_none_or(|max| attempts < max)
         {
-            let why = format!("gave up after {failures} failed connection attempts; last: {error}");
-            self.conn.answer_first_connect(Err(error));
-            return self.stop(Some(why));
+            return false;
         }
-        let delay = if round_done {
-            let rounds = failures / count as u32;
-            let random = self.conn.rng.u64(..);
-            self.settings
-                .backoff
-                .delay(rounds.saturating_sub(1), random)
-        } else {
-            Duration::ZERO
-        };
+        self.conn
+            .answer_first_connect(Err(ClientError::Connect(last.clone())));
+        self.stop(StopReason::AttemptsExhausted {
+            attempts,
+            last: last.clone(),
+        });
+        true
+    }
+
+    /// The backoff delay after the failures so far: it grows with every full round of the
+    /// servers that failed.
+    fn backoff_delay(&mut self) -> Duration {
+        let count = self.settings.servers.len().max(1) as u32;
+        let rounds = self.conn.failures / count;
+        let random = self.conn.rng.u64(..);
+        self.settings
+            .backoff
+            .delay(rounds.saturating_sub(1), random)
+    }
+
+    /// Schedules the next attempt `delay` from now, and says so.
+    fn reconnect_after(&mut self, delay: Duration, reason: ReconnectReason) {
         self.emit(ClientEvent::Reconnecting {
-            attempt: failures,
+            attempt: self.conn.failures,
             delay,
             server: self.server_url(),
+            reason,
         });
         self.conn.phase = Phase::Idle {
             at: clock::now() + delay,
@@ -334,8 +361,9 @@ impl Driver {
             .write_deadline(timeout)
             .is_some_and(|at| now >= at)
         {
-            let why = format!("a write made no progress for {timeout:?}");
-            return self.lost(why, Close::Abrupt).await;
+            return self
+                .lost(ConnectionLoss::WriteStalled(timeout), Close::Abrupt)
+                .await;
         }
         match &self.conn.phase {
             Phase::Idle { at } if now >= *at => self.start_attempt(),
@@ -346,7 +374,7 @@ impl Driver {
                 self.close_link(Close::Abrupt).await;
                 self.attempt_failed(ConnectError::Timeout(self.settings.connect_timeout));
             }
-            Phase::Up => {
+            Phase::Up { .. } => {
                 if let Some(session) = self.session() {
                     session.handle_timeout(now);
                 }
@@ -367,15 +395,16 @@ impl Driver {
         self.close_link(Close::Abrupt).await;
         self.emit(ClientEvent::ConnectFailed {
             server,
-            error: ConnectError::Protocol(violation.to_string()),
+            error: ConnectError::Protocol(ProtocolError::Violation(violation)),
         });
         self.conn.phase = Phase::Idle { at: clock::now() };
     }
 
     /// The server broke a rule: DISCONNECT with its reason code, then close. Written directly,
     /// not through the pipeline, which may be waiting for a commit.
-    pub(super) async fn violation(&mut self, reason: ReasonCode, why: String) {
-        warn!(?reason, %why, "protocol violation by the server");
+    pub(super) async fn violation(&mut self, error: ProtocolError) {
+        let reason = error.reason_code();
+        warn!(?reason, %error, "protocol violation by the server");
         self.metrics.violation();
         let up = self.conn.is_up();
         let disconnect = self.session().and_then(|s| s.violation_disconnect(reason));
@@ -384,11 +413,11 @@ impl Driver {
             self.write(&mut vec![disconnect]);
         }
         if up {
-            let why = format!("protocol violation by the server: {why}");
-            self.lost(why, Close::Graceful).await;
+            self.lost(ConnectionLoss::Protocol(error), Close::Graceful)
+                .await;
         } else {
             self.close_link(Close::Abrupt).await;
-            self.attempt_failed(ConnectError::Protocol(why));
+            self.attempt_failed(ConnectError::Protocol(error));
         }
     }
 
@@ -415,21 +444,39 @@ impl Driver {
         self.process_events_sync();
     }
 
-    /// The connection ended: report it and schedule a reconnect.
-    pub(super) async fn lost(&mut self, why: String, close: Close) {
-        let was_up = self.conn.is_up();
+    /// The connection ended: report it and schedule a reconnect. One that ended before
+    /// `Backoff::stable_after` counts as a failed attempt, so the delays keep growing.
+    pub(super) async fn lost(&mut self, loss: ConnectionLoss, close: Close) {
+        let up_since = match self.conn.phase {
+            Phase::Up { since } => Some(since),
+            _ => None,
+        };
         let awaiting = matches!(self.conn.phase, Phase::AwaitConnAck { .. });
         self.close_link(close).await;
-        if was_up {
+        if let Some(since) = up_since {
             let server = self.server_url();
-            info!(%server, reason = %why, "connection lost");
+            info!(%server, reason = %loss, "connection lost");
             self.emit(ClientEvent::ConnectionLost {
                 server,
-                reason: why,
+                reason: loss.clone(),
             });
             if self.stopping.is_disconnecting() {
                 // No reconnect; what is unacknowledged stays in the store.
-                return self.stop(None);
+                return self.stop(self.disconnect_reason());
+            }
+            let lasted = clock::now().saturating_duration_since(since);
+            if lasted < self.settings.backoff.stable_after {
+                // Ended too soon to trust: one more failure in a row, the delay grows.
+                self.conn.failures = self.conn.failures.saturating_add(1);
+                if self.attempts_exhausted(&ConnectError::Closed(loss)) {
+                    return;
+                }
+                let delay = if self.start_round() {
+                    Duration::ZERO
+                } else {
+                    self.backoff_delay()
+                };
+                return self.reconnect_after(delay, ReconnectReason::ShortLived { lasted });
             }
             // Start again from the preferred server, or at once from a referenced one.
             self.conn.failures = 0;
@@ -438,30 +485,21 @@ impl Driver {
             } else {
                 self.settings.backoff.delay(0, self.conn.rng.u64(..))
             };
-            self.emit(ClientEvent::Reconnecting {
-                attempt: 0,
-                delay,
-                server: self.server_url(),
-            });
-            self.conn.phase = Phase::Idle {
-                at: clock::now() + delay,
-            };
+            self.reconnect_after(delay, ReconnectReason::ConnectionLost);
         } else if awaiting {
-            self.attempt_failed(ConnectError::Io(why));
+            self.attempt_failed(ConnectError::Closed(loss));
         }
     }
 
     /// Handles the active session's events; some end the connection.
     pub(super) async fn process_events(&mut self) {
-        let mut end: Option<String> = None;
+        let mut end: Option<ConnectionLoss> = None;
         let mut refused = None;
         // A Server Reference the connection ended with.
         let mut referred: Option<(ReasonCode, Option<String>)> = None;
         while let Some(event) = self.session().and_then(Session::poll_event) {
             match event {
-                Event::KeepAliveTimeout => {
-                    end = Some("no PINGRESP within the ping timeout".to_owned());
-                }
+                Event::KeepAliveTimeout => end = Some(ConnectionLoss::KeepAliveTimeout),
                 Event::ServerDisconnected {
                     reason,
                     reason_string,
@@ -476,10 +514,10 @@ impl Driver {
                         server_reference: server_reference.clone(),
                     });
                     referred = Some((reason, server_reference));
-                    end = Some(format!(
-                        "the server sent DISCONNECT {reason:?}{}",
-                        reason_string.map(|s| format!(": {s}")).unwrap_or_default()
-                    ));
+                    end = Some(ConnectionLoss::ServerDisconnected {
+                        reason,
+                        reason_string,
+                    });
                 }
                 Event::ConnectionRefused {
                     reason,
@@ -497,8 +535,8 @@ impl Driver {
         if let Some(reason) = refused {
             self.close_link(Close::Abrupt).await;
             self.attempt_failed(ConnectError::Refused { reason });
-        } else if let Some(why) = end {
-            self.lost(why, Close::Abrupt).await;
+        } else if let Some(loss) = end {
+            self.lost(loss, Close::Abrupt).await;
         }
     }
 }

@@ -31,8 +31,10 @@ impl Driver {
             .get(self.active)
             .map_or(0, |s| s.session.in_flight());
         info!(session_present, retransmits, "connected");
-        self.conn.phase = Phase::Up;
-        self.conn.failures = 0;
+        // The failures in a row count on until the connection proves stable (lost()).
+        self.conn.phase = Phase::Up {
+            since: super::super::clock::now(),
+        };
         self.server_worked();
         self.stats.connections.fetch_add(1, Ordering::Relaxed);
         self.metrics.connected();

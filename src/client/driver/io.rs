@@ -9,6 +9,9 @@ use bytes::BytesMut;
 use tracing::warn;
 
 use super::super::clock;
+use std::sync::Arc;
+
+use super::super::ConnectionLoss;
 use super::super::transport::{Exchanged, Link, Outgoing};
 use super::Driver;
 use super::connection::Close;
@@ -51,15 +54,12 @@ pub(super) async fn exchange(
 impl Driver {
     pub(super) async fn on_exchanged(&mut self, result: std::io::Result<Exchanged>) {
         match result {
-            Ok(Exchanged::Read(0)) => {
-                self.lost("the server closed the connection".to_owned(), Close::Abrupt)
-                    .await
-            }
+            Ok(Exchanged::Read(0)) => self.lost(ConnectionLoss::ServerClosed, Close::Abrupt).await,
             Ok(Exchanged::Read(_)) => self.decode_all().await,
             // Everything is out: a disconnect waiting for it can close now (next turn).
             Ok(Exchanged::Written) => {}
             Err(e) => {
-                self.lost(format!("connection failed: {e}"), Close::Abrupt)
+                self.lost(ConnectionLoss::Io(Arc::new(e)), Close::Abrupt)
                     .await
             }
         }
@@ -87,14 +87,12 @@ impl Driver {
                         if violation == ProtocolViolation::SessionWithoutState {
                             return self.start_clean(violation).await;
                         }
-                        self.violation(violation.reason_code(), violation.to_string())
-                            .await;
+                        self.violation(violation.into()).await;
                         return;
                     }
                 }
                 Err(error) => {
-                    self.violation(error.violation.reason_code(), error.to_string())
-                        .await;
+                    self.violation(error.into()).await;
                     return;
                 }
             }

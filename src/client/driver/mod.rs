@@ -41,21 +41,22 @@ pub(crate) use command::Command;
 pub(crate) use connection::FirstFailure;
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 use super::clock::{self, WallClock};
+use super::event_queue::EventHub;
 use super::events::StatsCell;
 use super::inbox::OwnershipGate;
 use super::message::Origin;
 use super::metrics::{Levels, Metrics};
 use super::options::Settings;
 use super::transport::Exchanged;
-use super::{ClientError, ClientEvent, ConnectError, Message};
+use super::{ClientError, ClientEvent, ConnectError, Message, StopReason};
 use crate::packet::ReasonCode;
 use crate::session::{Event, Session};
 use crate::store::{SessionKey, SessionStore, tidy_sessions};
@@ -102,10 +103,14 @@ pub(crate) struct Parts {
     pub(crate) gate: OwnershipGate,
     pub(crate) commands: mpsc::Receiver<Command>,
     pub(crate) inbox: mpsc::Sender<Message>,
-    pub(crate) events: broadcast::Sender<ClientEvent>,
+    pub(crate) events: EventHub,
     pub(crate) stats: Arc<StatsCell>,
     pub(crate) alive: oneshot::Receiver<()>,
-    pub(crate) first_connect: oneshot::Sender<Result<(), ConnectError>>,
+    /// The last handle was dropped in a panic.
+    pub(crate) panicked: Arc<AtomicBool>,
+    /// Told why once the client has stopped and released its store.
+    pub(crate) stopped: watch::Sender<Option<super::StopReason>>,
+    pub(crate) first_connect: oneshot::Sender<Result<(), ClientError>>,
     pub(crate) first_failure: FirstFailure,
     pub(crate) seed: u64,
 }
@@ -127,7 +132,10 @@ pub(crate) struct Driver {
     commands_open: bool,
     /// Resolves when every `Client` handle is gone.
     alive: Option<oneshot::Receiver<()>>,
-    events: broadcast::Sender<ClientEvent>,
+    /// The last handle was dropped in a panic.
+    panicked: Arc<AtomicBool>,
+    stopped: watch::Sender<Option<super::StopReason>>,
+    events: EventHub,
     stats: Arc<StatsCell>,
     metrics: Metrics,
     /// Purges expired sessions now and then; ends with the driver.
@@ -172,7 +180,7 @@ async fn tidy(
     now_ms: u64,
     client_id: Option<&str>,
     configured: &[SessionKey],
-    events: &broadcast::Sender<ClientEvent>,
+    events: &EventHub,
 ) {
     let tidied = match tidy_sessions(store, now_ms, client_id, configured).await {
         Ok(tidied) => tidied,
@@ -188,7 +196,7 @@ async fn tidy(
             queued = held.queued,
             "a session of this client id under a server no longer configured holds messages"
         );
-        let _ = events.send(ClientEvent::StrandedSession {
+        events.send(ClientEvent::StrandedSession {
             session,
             in_flight: held.in_flight,
             queued: held.queued,
@@ -200,7 +208,7 @@ async fn purge_periodically(
     store: Arc<dyn SessionStore>,
     clock: WallClock,
     configured: Vec<SessionKey>,
-    events: broadcast::Sender<ClientEvent>,
+    events: EventHub,
 ) {
     loop {
         tokio::time::sleep(PURGE_INTERVAL).await;
@@ -299,6 +307,8 @@ impl Driver {
             commands: parts.commands,
             commands_open: true,
             alive: Some(parts.alive),
+            panicked: parts.panicked,
+            stopped: parts.stopped,
             events: parts.events,
             stats: parts.stats,
             metrics: Metrics::new(&settings.session.client_id),
@@ -315,7 +325,7 @@ impl Driver {
     }
 
     fn emit(&self, event: ClientEvent) {
-        let _ = self.events.send(event);
+        self.events.send(event);
     }
 
     /// Runs until the client stops.
@@ -328,7 +338,11 @@ impl Driver {
             }
         }
         let span = self.conn.span.clone();
-        tracing::Instrument::instrument(self.finish(), span).await;
+        let farewell = tracing::Instrument::instrument(self.finish(), span).await;
+        // Everything that holds the store goes first: whoever hears of the stop can open the
+        // store again at once.
+        drop(self);
+        farewell.deliver();
     }
 
     /// One turn of the loop; `false` once the client has stopped.
@@ -414,13 +428,23 @@ impl Driver {
             }
             Wake::Command(None) => {
                 self.commands_open = false;
-                self.begin_disconnect(ReasonCode::Success, None, None);
+                if self.panicked.load(Ordering::SeqCst) {
+                    self.abandon_in_panic().await;
+                } else {
+                    let why = StopReason::HandlesDropped;
+                    self.begin_disconnect(ReasonCode::Success, None, None, why);
+                }
             }
             Wake::HandlesGone => {
                 // Every Client handle is gone: disconnect without waiting to drain.
                 self.alive = None;
-                self.begin_disconnect(ReasonCode::Success, None, None);
-                self.stopping.skip_drain();
+                if self.panicked.load(Ordering::SeqCst) {
+                    self.abandon_in_panic().await;
+                } else {
+                    let why = StopReason::HandlesDropped;
+                    self.begin_disconnect(ReasonCode::Success, None, None, why);
+                    self.stopping.skip_drain();
+                }
             }
             Wake::Timer => self.on_timer().await,
             Wake::HandedOver => {}

@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use tracing::warn;
 
-use super::super::ClientEvent;
 use super::super::inbox::lease_ran_out;
+use super::super::{ClientEvent, ConnectionLoss, StopReason};
 use super::Driver;
 use super::connection::Close;
 use crate::store::{SessionKey, SessionStore, StoreError};
@@ -45,12 +45,7 @@ impl Driver {
     pub(super) async fn on_ownership_lapsed(&mut self) {
         self.lease_lapsed = false;
         warn!("the store's lease on the session lapsed unconfirmed; reconnecting once it is");
-        self.lost(
-            "the store's lease on the session lapsed; ownership is checked before reconnecting"
-                .to_owned(),
-            Close::Abrupt,
-        )
-        .await;
+        self.lost(ConnectionLoss::LeaseLapsed, Close::Abrupt).await;
     }
 
     /// If `error` says another process took the session over: reports it and stops the
@@ -67,8 +62,13 @@ impl Driver {
         });
         self.gate.revoke();
         self.conn
-            .answer_first_connect(Err(super::ConnectError::Ownership(error.clone())));
-        self.stop(Some(error.to_string()));
+            .answer_first_connect(Err(super::ClientError::Connect(
+                super::ConnectError::Ownership(error.clone()),
+            )));
+        self.stop(StopReason::TakenOver {
+            session: session.clone(),
+            holder: holder.clone(),
+        });
         true
     }
 }

@@ -13,7 +13,7 @@ use tokio::task::JoinHandle;
 use tracing::{debug, warn};
 
 use super::super::message::Forwarding;
-use super::super::{ClientError, Delivery, clock};
+use super::super::{ClientError, Delivery, StopReason, clock};
 use super::connection::Close;
 use super::{Driver, Reply, Slot};
 use crate::packet::Packet;
@@ -397,13 +397,16 @@ impl Pipeline {
 
     /// Fails every caller still waiting, and abandons a commit or read in flight (the client
     /// stops).
-    pub(super) fn fail_all(&mut self) {
+    pub(super) async fn fail_all(&mut self) {
         let stopped = || ClientError::Stopped;
+        // Aborted, then awaited: a task ends (and lets go of the store) only once it is.
         if let Some((_, read)) = self.read.take() {
             read.abort();
+            let _ = read.await;
         }
         if let Some(commit) = self.commit.take() {
             commit.task.abort();
+            let _ = commit.task.await;
             commit.waiters.into_iter().for_each(|w| w.fail(stopped));
             // It may have been applied or not: the store says after a restart.
             commit
@@ -541,7 +544,7 @@ impl Driver {
                 // The store refuses writes from now on: nothing more can be made durable.
                 self.close_link(Close::Abrupt).await;
                 if !self.stop_if_fenced(&error) {
-                    self.stop(Some(format!("the session store failed: {error}")));
+                    self.stop(StopReason::Store(error));
                 }
             }
         }
@@ -553,22 +556,25 @@ impl Driver {
         self.pipeline.read = None;
         let records = match result {
             Ok(Ok(records)) => records,
-            Ok(Err(e)) => return self.read_failed(e.to_string()).await,
-            Err(join) => return self.read_failed(join.to_string()).await,
+            Ok(Err(e)) => return self.read_failed(StopReason::Store(Arc::new(e))).await,
+            Err(join) => {
+                let failed = StoreError::backend("queue read task", join);
+                return self.read_failed(StopReason::Store(Arc::new(failed))).await;
+            }
         };
         let taken = match self.slots.get_mut(slot) {
             Some(s) => s.session.queue_read(records),
             None => Ok(()),
         };
         if let Err(e) = taken {
-            self.read_failed(e.to_string()).await;
+            self.read_failed(StopReason::Session(Arc::new(e))).await;
         }
     }
 
-    async fn read_failed(&mut self, error: String) {
-        warn!(%error, "reading the queue from the store failed; the client stops");
+    async fn read_failed(&mut self, reason: StopReason) {
+        warn!(%reason, "reading the queue from the store failed; the client stops");
         self.close_link(Close::Abrupt).await;
-        self.stop(Some(format!("the session store failed: {error}")));
+        self.stop(reason);
     }
 
     /// Commits everything that remains, waiting for the commit in flight first.

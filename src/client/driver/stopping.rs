@@ -1,5 +1,6 @@
 //! Stopping: `disconnect()` drains what is in flight (up to the drain timeout), sends
-//! DISCONNECT after its commit and closes; then every caller still waiting gets an answer.
+//! DISCONNECT after its commit and closes; then every caller still waiting gets an answer,
+//! once everything that holds the store is gone (the farewell).
 
 use std::time::Instant;
 
@@ -7,10 +8,12 @@ use super::super::clock;
 
 use tracing::info;
 
-use super::super::{ClientError, ClientEvent, ConnectError};
+use super::super::event_queue::EventHub;
+use super::super::{ClientError, ClientEvent, ConnectError, StopReason};
 use super::connection::{CLOSE_GRACE, Close};
 use super::{Driver, Reply};
-use crate::packet::ReasonCode;
+use crate::packet::{ProtocolVersion, ReasonCode};
+use crate::store::StoreError;
 
 /// A disconnect in progress.
 struct Disconnecting {
@@ -21,14 +24,59 @@ struct Disconnecting {
     deadline: Instant,
     /// DISCONNECT was handed to the session (it goes out with the next output).
     sent: bool,
+    /// Why the client stops once it is done.
+    why: StopReason,
 }
 
 /// Whether and how the client is stopping.
 #[derive(Default)]
 pub(super) struct Stopping {
     disconnecting: Option<Disconnecting>,
-    /// Why the client stopped, when it was not asked to.
-    pub(super) error: Option<String>,
+    /// Why the client stopped; the first reason given wins.
+    pub(super) reason: Option<StopReason>,
+}
+
+/// What the client tells once it has released its store: the callers of `disconnect`, the
+/// first `connect` if it still waits, `closed()` and the event receivers.
+pub(super) struct Farewell {
+    replies: Vec<Reply<()>>,
+    reason: StopReason,
+    stopped: tokio::sync::watch::Sender<Option<StopReason>>,
+    events: EventHub,
+}
+
+impl Farewell {
+    pub(super) fn deliver(self) {
+        let asked = matches!(self.reason, StopReason::Disconnected);
+        for reply in self.replies {
+            let _ = reply.send(if asked {
+                Ok(())
+            } else {
+                Err(ClientError::Stopped)
+            });
+        }
+        self.stopped.send_replace(Some(self.reason.clone()));
+        self.events.send(ClientEvent::Stopped {
+            reason: self.reason,
+        });
+        self.events.close();
+    }
+}
+
+/// The answer `connect()` gets when the client stopped before its first connection.
+fn first_connect_error(reason: &StopReason) -> ClientError {
+    match reason {
+        StopReason::FirstConnectFailed(error)
+        | StopReason::AttemptsExhausted { last: error, .. } => ClientError::Connect(error.clone()),
+        StopReason::Store(error) => ClientError::Store(error.clone()),
+        StopReason::TakenOver { session, holder } => ClientError::Connect(ConnectError::Ownership(
+            std::sync::Arc::new(StoreError::Fenced {
+                session: session.clone(),
+                holder: holder.clone(),
+            }),
+        )),
+        _ => ClientError::Stopped,
+    }
 }
 
 impl Stopping {
@@ -55,6 +103,7 @@ impl Driver {
         reason: ReasonCode,
         session_expiry: Option<u32>,
         reply: Option<Reply<()>>,
+        why: StopReason,
     ) {
         let deadline = clock::now() + self.settings.drain_timeout;
         if let Some(d) = self.stopping.disconnecting.as_mut() {
@@ -69,7 +118,29 @@ impl Driver {
             replies: reply.into_iter().collect(),
             deadline,
             sent: false,
+            why,
         });
+    }
+
+    /// Why a disconnect in progress stops the client.
+    pub(super) fn disconnect_reason(&self) -> StopReason {
+        self.stopping
+            .disconnecting
+            .as_ref()
+            .map_or(StopReason::Disconnected, |d| d.why.clone())
+    }
+
+    /// The last handle was dropped while its thread panicked: no clean stop. The connection
+    /// ends so that the server publishes the Will: DISCONNECT 0x04 with MQTT 5, none with
+    /// 3.1.1 (where a DISCONNECT discards the Will). What is unacknowledged stays stored.
+    pub(super) async fn abandon_in_panic(&mut self) {
+        if self.settings.session.protocol == ProtocolVersion::V311 {
+            self.close_link(Close::Abrupt).await;
+            return self.stop(StopReason::Panicked);
+        }
+        let reason = ReasonCode::DisconnectWithWillMessage;
+        self.begin_disconnect(reason, None, None, StopReason::Panicked);
+        self.stopping.skip_drain();
     }
 
     pub(super) async fn progress_disconnect(&mut self) {
@@ -82,7 +153,7 @@ impl Driver {
                 if let Some(mut link) = self.conn.link.take() {
                     let _ = tokio::time::timeout(CLOSE_GRACE, link.close()).await;
                 }
-                self.stop(None);
+                self.stop(self.disconnect_reason());
             }
             return;
         }
@@ -90,7 +161,7 @@ impl Driver {
             if !self.pipeline.holds_packets() && !self.conn.out.is_pending() {
                 // DISCONNECT is on the wire.
                 self.close_link(Close::Graceful).await;
-                self.stop(None);
+                self.stop(self.disconnect_reason());
             }
             return;
         }
@@ -113,7 +184,7 @@ impl Driver {
                 self.pump(super::Flush::WhenDue).await;
                 if !self.pipeline.holds_packets() {
                     self.close_link(Close::Graceful).await;
-                    self.stop(None);
+                    self.stop(self.disconnect_reason());
                 }
             }
             Some(Err(error)) => {
@@ -125,13 +196,15 @@ impl Driver {
                     }
                 }
             }
-            None => self.stop(None),
+            None => self.stop(self.disconnect_reason()),
         }
     }
 
-    /// Commits what remains and answers everyone still waiting.
-    pub(super) async fn finish(&mut self) {
+    /// Commits what remains, ends every task that holds the store and answers everyone still
+    /// waiting but those the farewell tells, once the store is released.
+    pub(super) async fn finish(&mut self) -> Farewell {
         self.housekeeping.abort();
+        let _ = (&mut self.housekeeping).await;
         self.flush_store().await;
         // The last acks, if the link takes them (a stalled one does not hold up the stop), and
         // only while this process surely owns the session.
@@ -142,31 +215,34 @@ impl Driver {
             }
         }
         self.conn.link = None;
-        self.pipeline.fail_all();
+        self.pipeline.fail_all().await;
         self.publishes.stop();
         self.requests.stop();
         self.inbox.stop();
-        let error = self.stopping.error.take();
-        self.conn.answer_first_connect(Err(ConnectError::Io(
-            error
-                .clone()
-                .unwrap_or_else(|| "the client stopped".to_owned()),
-        )));
-        // Pending Ack commands and the like get Stopped as the channel closes.
+        let reason = self
+            .stopping
+            .reason
+            .take()
+            .unwrap_or(StopReason::Disconnected);
+        self.conn
+            .answer_first_connect(Err(first_connect_error(&reason)));
+        // Pending commands get Stopped as the channel closes.
         self.commands.close();
         while let Ok(command) = self.commands.try_recv() {
             command.reject();
         }
-        if let Some(d) = self.stopping.disconnecting.take() {
-            for reply in d.replies {
-                let _ = reply.send(match &error {
-                    None => Ok(()),
-                    Some(_) => Err(ClientError::Stopped),
-                });
-            }
-        }
-        info!(error = ?error, "client stopped");
+        info!(%reason, "client stopped");
         self.update_stats();
-        self.emit(ClientEvent::Stopped { error });
+        Farewell {
+            replies: self
+                .stopping
+                .disconnecting
+                .take()
+                .map(|d| d.replies)
+                .unwrap_or_default(),
+            reason,
+            stopped: self.stopped.clone(),
+            events: self.events.clone(),
+        }
     }
 }
