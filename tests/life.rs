@@ -17,7 +17,7 @@ use mooring::client::{
     Backoff, Client, ClientError, ClientEvent, ConnectError, ConnectionLoss, ProtocolError,
     ReconnectReason, StopReason,
 };
-use mooring::packet::{Disconnect, Packet, ProtocolVersion, QoS, ReasonCode, Will};
+use mooring::packet::{Packet, ProtocolVersion, QoS, ReasonCode, Will};
 use mooring::store::{MemoryStore, RedbStore, StoreError};
 use tokio::time::timeout;
 
