@@ -235,6 +235,7 @@ async fn a_lost_session_is_one_event_with_what_was_resent_and_resubscribed() {
             event,
             ClientEvent::SessionLost {
                 resent: 1,
+                discarded: 0,
                 dropped_pubrel: 0,
                 dropped_inbound: 0,
                 resubscribed: 1
@@ -253,4 +254,42 @@ async fn a_lost_session_is_one_event_with_what_was_resent_and_resubscribed() {
         timeout(WAIT, delivery).await.unwrap(),
         Ok(ReasonCode::Success)
     );
+}
+
+/// With `LostSession::Discard`, what may have reached the session the server lost is not sent
+/// again: its delivery fails with `SessionLost`, an event names it, and the counts say so.
+#[tokio::test]
+async fn with_discard_a_lost_session_fails_the_deliveries_that_may_have_reached_it() {
+    let mut broker = Broker::new();
+    let mut b = builder(&broker, MemoryStore::default())
+        .lost_session(mooring::session::LostSession::Discard);
+    let mut events = b.events();
+    let (client, _m, mut peer) = connected(&mut broker, b).await;
+    let delivery = client.publish("t", "sent", QoS::ExactlyOnce).await.unwrap();
+    peer.publish().await;
+    drop(peer);
+    let mut peer = broker.next().await;
+    peer.accept(false).await;
+    assert_eq!(
+        timeout(WAIT, delivery).await.unwrap(),
+        Err(DeliveryError::SessionLost)
+    );
+    next_event(
+        &mut events,
+        |e| matches!(e, ClientEvent::MessageDiscarded { topic } if topic == "t"),
+    )
+    .await;
+    next_event(&mut events, |e| {
+        matches!(
+            e,
+            ClientEvent::SessionLost {
+                discarded: 1,
+                resent: 0,
+                ..
+            }
+        )
+    })
+    .await;
+    peer.silent(Duration::from_millis(100)).await;
+    assert_eq!(client.stats().discarded, 1);
 }

@@ -60,6 +60,7 @@ pub fn batch(n: u64) -> Batch {
         assigned_client_id: None,
         alive_until_ms: None,
         protocol: mooring_core::packet::ProtocolVersion::V5,
+        in_flight_limit: None,
     }));
     Batch::from(ops)
 }

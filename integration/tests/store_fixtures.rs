@@ -55,6 +55,7 @@ fn sessions() -> Vec<(SessionKey, StoredSession)> {
                     alive_until_ms: None,
                     // And before 3.1.1 sessions: a record without the protocol is v5.
                     protocol: ProtocolVersion::V5,
+                    in_flight_limit: None,
                 }),
                 outbound: vec![
                     (
@@ -108,6 +109,7 @@ fn sessions() -> Vec<(SessionKey, StoredSession)> {
                     assigned_client_id: Some("auto-1f".into()),
                     alive_until_ms: None,
                     protocol: ProtocolVersion::V5,
+                    in_flight_limit: None,
                 }),
                 outbound: vec![],
                 inbound: vec![1],

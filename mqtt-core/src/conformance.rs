@@ -377,6 +377,8 @@ fn full_meta() -> SessionMeta {
         alive_until_ms: Some(1_700_000_000_456),
         // A 3.1.1 session: the record carries the protocol after the alive-until time.
         protocol: ProtocolVersion::V311,
+        // And the last connection's in-flight limit after the protocol.
+        in_flight_limit: Some(20),
     }
 }
 

@@ -135,6 +135,11 @@ pub struct SessionMeta {
     pub alive_until_ms: Option<u64>,
     /// The protocol the session speaks: a session is never resumed with the other one.
     pub protocol: ProtocolVersion,
+    /// The most QoS 1/2 publishes the last connection allowed in flight (the server's Receive
+    /// Maximum within the client's own window): after a restart, at most this many of the
+    /// oldest queued messages can have been sent before it. `None` in records written before
+    /// it was kept.
+    pub in_flight_limit: Option<u16>,
 }
 
 impl SessionMeta {
@@ -586,6 +591,7 @@ mod tests {
             assigned_client_id: None,
             alive_until_ms: None,
             protocol: ProtocolVersion::V5,
+            in_flight_limit: None,
         };
         let killed = |interval, alive_until| SessionMeta {
             alive_until_ms: Some(alive_until),

@@ -82,6 +82,9 @@ pub struct ClientConfig {
     /// default, see [`ClientBuilder::redelivery`](super::ClientBuilder::redelivery)).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub redelivery: Option<Redelivery>,
+    /// Publishes that may have reached a session the server lost: `"republish"` (the
+    /// default) or `"discard"`.
+    pub lost_session: ConfigLostSession,
     /// Receive Maximum (unset: the inbox capacity).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub receive_maximum: Option<u16>,
@@ -155,6 +158,19 @@ pub enum ConfigProtocol {
     /// MQTT 3.1.1.
     #[serde(rename = "3.1.1")]
     V311,
+}
+
+/// What a [`ClientConfig`] does with publishes that may have reached a session the server lost,
+/// written `"republish"` or `"discard"` (see
+/// [`ClientBuilder::lost_session`](super::ClientBuilder::lost_session)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConfigLostSession {
+    /// Send them again as new messages.
+    #[default]
+    Republish,
+    /// Discard them and report each.
+    Discard,
 }
 
 /// A name and a value: a User Property, or an HTTP header.
@@ -336,6 +352,7 @@ impl Default for ClientConfig {
             user_properties: Vec::new(),
             manual_ack: false,
             redelivery: None,
+            lost_session: ConfigLostSession::Republish,
             receive_maximum: None,
             maximum_packet_size: Some(crate::session::DEFAULT_MAXIMUM_PACKET_SIZE),
             held_bytes_limit: crate::session::DEFAULT_HELD_BYTES_LIMIT,

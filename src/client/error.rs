@@ -255,6 +255,10 @@ pub enum DeliveryError {
     /// the store and never sent.
     #[error("the message expired in the queue before it could be sent")]
     Expired,
+    /// It may have reached a session the server lost, and the client discards such messages
+    /// (`LostSession::Discard`): it was not sent again.
+    #[error("the server lost the session the message may have reached: it was discarded")]
+    SessionLost,
     /// The queue was full and its policy is `QueuePolicy::DropOldest`: this message, the
     /// oldest, was dropped from the store unsent to make room.
     #[error("the queue was full: the message was dropped, unsent, to make room for newer ones")]

@@ -67,12 +67,16 @@ pub enum ClientEvent {
     },
     /// The session expired while the client was away; the server no longer has it.
     SessionExpired,
-    /// The server had no session although the client had one. What the policy did: publishes
-    /// in flight are sent again as new messages, released QoS 2 flows are taken as delivered,
-    /// inbound markers are dropped, and subscriptions are made again.
+    /// The server had no session although the client had one. What the client did:
+    /// publishes that may have reached the lost session are sent again as new messages or
+    /// discarded ([`ClientBuilder::lost_session`](super::ClientBuilder::lost_session)), released
+    /// QoS 2 flows are taken as delivered, inbound markers are dropped, and subscriptions are
+    /// made again.
     SessionLost {
         /// Publishes sent again.
         resent: usize,
+        /// Publishes discarded (each also reported by `MessageDiscarded`).
+        discarded: usize,
         /// PUBREL flows dropped.
         dropped_pubrel: usize,
         /// Inbound PUBREC markers dropped.
@@ -104,6 +108,13 @@ pub enum ClientEvent {
     /// store unsent, and its delivery resolved
     /// [`DeliveryError::Dropped`](super::DeliveryError::Dropped).
     MessageDropped {
+        /// Its topic.
+        topic: String,
+    },
+    /// A publish that may have reached a session the server lost was discarded
+    /// (`LostSession::Discard`): never sent again, its delivery resolved
+    /// [`DeliveryError::SessionLost`](super::DeliveryError::SessionLost).
+    MessageDiscarded {
         /// Its topic.
         topic: String,
     },
@@ -245,6 +256,9 @@ pub struct Stats {
     pub expired: u64,
     /// Queued publishes dropped to make room (`QueuePolicy::DropOldest`).
     pub dropped_oldest: u64,
+    /// Publishes discarded because they may have reached a session the server lost
+    /// (`LostSession::Discard`).
+    pub discarded: u64,
     /// Bytes the queued publishes take in the store.
     pub queued_bytes: u64,
     /// Messages received.
@@ -289,6 +303,7 @@ pub(crate) struct StatsCell {
     pub(crate) withdrawn: AtomicU64,
     pub(crate) expired: AtomicU64,
     pub(crate) dropped_oldest: AtomicU64,
+    pub(crate) discarded: AtomicU64,
     pub(crate) queued_bytes: AtomicU64,
     pub(crate) received: AtomicU64,
     pub(crate) commits: AtomicU64,
@@ -317,6 +332,7 @@ impl StatsCell {
             withdrawn: get(&self.withdrawn),
             expired: get(&self.expired),
             dropped_oldest: get(&self.dropped_oldest),
+            discarded: get(&self.discarded),
             queued_bytes: get(&self.queued_bytes),
             received: get(&self.received),
             commits: get(&self.commits),

@@ -82,7 +82,8 @@ pub use inbox::Messages;
 pub use message::{Delivery, Message, Refusal};
 
 pub use config::{
-    ClientConfig, ConfigError, ConfigProtocol, Property, QueueWindowConfig, TlsConfig, WillConfig,
+    ClientConfig, ConfigError, ConfigLostSession, ConfigProtocol, Property, QueueWindowConfig,
+    TlsConfig, WillConfig,
 };
 use events::StatsCell;
 pub use options::{ClientBuilder, ConnectAttempt, HookError};

@@ -278,6 +278,17 @@ impl ClientBuilder {
         self
     }
 
+    /// What becomes of the QoS 1/2 publishes that may have reached a session the server lost
+    /// (CONNACK with Session Present 0): sent again as new messages
+    /// ([`LostSession::Republish`](crate::session::LostSession), the default: nothing is lost,
+    /// a QoS 2 message may arrive twice) or discarded and reported, as MQTT-3.1.2-4 has it
+    /// (`LostSession::Discard`: nothing arrives twice, each delivery fails with
+    /// [`DeliveryError::SessionLost`](super::DeliveryError::SessionLost)).
+    pub fn lost_session(mut self, policy: crate::session::LostSession) -> Self {
+        self.settings.session.lost_session = policy;
+        self
+    }
+
     /// What happens to a message the application did not handle (dropped unacked with
     /// manual ack, [`release`](super::Message::release)d, or dropped while its thread
     /// panicked): see [`Redelivery`]. By default it is handed over again after 1 s, up to 5

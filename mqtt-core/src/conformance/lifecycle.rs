@@ -109,6 +109,7 @@ pub(super) async fn purge_removes_only_expired_sessions<F: StoreFactory>(f: &F) 
                 assigned_client_id: None,
                 alive_until_ms: alive_until,
                 protocol: ProtocolVersion::V5,
+                in_flight_limit: None,
             }),
             put_publish(1, 1),
         ]

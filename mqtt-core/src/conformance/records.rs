@@ -31,6 +31,7 @@ pub(super) async fn every_record_kind_round_trips_byte_exact<F: StoreFactory>(
         assigned_client_id: None,
         alive_until_ms: None,
         protocol: ProtocolVersion::V311,
+        in_flight_limit: None,
     };
     let extremes = vec![
         StoreOp::SetMeta(sparse.clone()),

@@ -158,7 +158,10 @@ impl Session {
             // session locally rather than guess when the server noticed.
             alive_until_ms: None,
             protocol: self.options.protocol,
+            in_flight_limit: Some(window),
         };
+        // The limit of the connection before: how many queued messages it may have sent.
+        let earlier_limit = self.meta.in_flight_limit;
         self.set_meta(meta);
         self.alive_stamped_ms = None;
         self.codec.max_outgoing_packet_size = props.maximum_packet_size;
@@ -173,7 +176,7 @@ impl Session {
         }
         self.unsent_from = Some(0);
         if !connack.session_present {
-            self.session_lost();
+            self.session_lost(earlier_limit);
         }
         // Before anything else goes out: requests wait for identifiers only, and `drain`
         // sends them first.
@@ -192,9 +195,11 @@ impl Session {
         Ok(())
     }
 
-    /// The server has no session: resend PUBLISH flows as new messages, drop PUBREL flows and
-    /// inbound markers (the default policy), and say so.
-    pub(super) fn session_lost(&mut self) {
+    /// The server has no session: drop PUBREL flows and inbound markers, send the publishes
+    /// that may have reached it again as new messages or discard them
+    /// ([`LostSession`](super::LostSession)), and say so. `earlier_limit` bounds how many queued
+    /// messages the connection before a restart may have sent.
+    pub(super) fn session_lost(&mut self, earlier_limit: Option<u16>) {
         let released: Vec<u64> = self
             .flows
             .iter()
@@ -217,13 +222,18 @@ impl Session {
                 .commit
                 .push(StoreOp::RemoveInbound { packet_id });
         }
+        let discarded = match self.options.lost_session {
+            super::LostSession::Republish => 0,
+            super::LostSession::Discard => self.discard_possibly_sent(earlier_limit),
+        };
         // After a restart, queued messages stored before it may have been in flight.
         let resent = self.flows.len()
             + self.queue.resident_below(self.resumed_below)
             + self.queue.stored_before_resume as usize;
-        if resent + released.len() + dropped_inbound > 0 {
+        if resent + discarded + released.len() + dropped_inbound > 0 {
             self.events.push_back(Event::SessionLost {
                 resent,
+                discarded,
                 dropped_pubrel: released.len(),
                 dropped_inbound,
             });
@@ -234,6 +244,52 @@ impl Session {
         }
         self.resumed_below = 0;
         self.queue.stored_before_resume = 0;
+    }
+
+    /// Discards the publishes that may have reached the session the server lost: every flow
+    /// awaiting PUBACK or PUBREC and, after a restart, the oldest QoS 1/2 messages queued
+    /// before it, as many as the connection before it allowed in flight (every one of them
+    /// when that is not known). Those beyond the window in memory go as they are read back.
+    /// Returns how many.
+    fn discard_possibly_sent(&mut self, earlier_limit: Option<u16>) -> usize {
+        let published: Vec<u64> = self
+            .flows
+            .iter()
+            .filter(|(_, f)| !f.stage.is_released())
+            .map(|(seq, _)| *seq)
+            .collect();
+        for seq in &published {
+            let topic = match self.flows.get(seq).map(|f| &f.stage) {
+                Some(super::Stage::Published(p)) => p.topic.clone(),
+                _ => String::new(),
+            };
+            self.end_flow(*seq, |id| Event::Discarded { id, topic });
+        }
+        let mut budget = earlier_limit.map_or(u64::MAX, u64::from);
+        let mut discarded = published.len();
+        for id in self.queue.resident_publishes_below(self.resumed_below) {
+            if budget == 0 {
+                break;
+            }
+            if let Some(publish) = self.queue.remove(id) {
+                if let Some(at) = self.deadlines.remove(&id) {
+                    self.expiries.remove(&(at, id));
+                }
+                self.pending.commit.push(StoreOp::RemoveQueue { seq: id });
+                self.events.push_back(Event::Discarded {
+                    id,
+                    topic: publish.topic,
+                });
+                budget -= 1;
+                discarded += 1;
+            }
+        }
+        let later = budget.min(self.queue.stored_before_resume);
+        if later > 0 {
+            self.queue.discard_on_read = (later, self.resumed_below);
+            discarded += later as usize;
+        }
+        discarded
     }
 
     /// The connection is gone: its quota goes with it; flows and the queue stay, to be sent
@@ -274,7 +330,7 @@ impl Session {
         self.alive_stamped_ms = None;
         if self.meta.session_expiry_interval == 0 {
             self.events.push_back(Event::SessionExpired);
-            self.session_lost();
+            self.session_lost(self.meta.in_flight_limit);
         }
         for flow in self.flows.values_mut() {
             flow.sent = false;

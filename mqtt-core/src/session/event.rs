@@ -102,15 +102,28 @@ pub enum Event {
         /// Another server to use, with 0x9C Use Another Server or 0x9D Server Moved.
         server_reference: Option<String>,
     },
-    /// The server had no session although the client had one: QoS 1/2 publishes that were in
-    /// flight are sent again as new messages; messages past PUBREC are taken as delivered.
+    /// The server had no session although the client had one: QoS 1/2 publishes that may
+    /// have reached it are sent again as new messages or discarded, as
+    /// [`SessionOptions::lost_session`](super::SessionOptions::lost_session) says; messages
+    /// past PUBREC are taken as delivered.
     SessionLost {
-        /// How many publishes are sent again: those in flight, and after a restart those queued
-        /// before it (they may have gone out).
+        /// How many publishes are sent again (`LostSession::Republish`): those in flight, and
+        /// after a restart those queued before it (they may have gone out).
         resent: usize,
+        /// How many publishes were discarded (`LostSession::Discard`), each reported by
+        /// [`Event::Discarded`].
+        discarded: usize,
         /// How many PUBREL flows were dropped (the server had received their messages).
         dropped_pubrel: usize,
         /// How many inbound PUBREC markers were dropped.
         dropped_inbound: usize,
+    },
+    /// A publish that may have reached a session the server lost was discarded
+    /// (`LostSession::Discard`): it is not sent again, and its delivery fails.
+    Discarded {
+        /// The publish.
+        id: PublishId,
+        /// Its topic.
+        topic: String,
     },
 }

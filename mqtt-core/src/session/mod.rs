@@ -41,7 +41,7 @@ pub use error::{
 pub use event::Event;
 pub use options::{
     DEFAULT_HELD_BYTES_LIMIT, DEFAULT_MAXIMUM_PACKET_SIZE, DEFAULT_QUEUE_WINDOW,
-    DEFAULT_V311_IN_FLIGHT, SessionOptions,
+    DEFAULT_V311_IN_FLIGHT, LostSession, SessionOptions,
 };
 pub use queue::QueueRead;
 pub use withdraw::{Withdrawn, announced_alias, restore_topic};
@@ -472,7 +472,7 @@ impl Session {
         }
         if expired {
             session.events.push_back(Event::SessionExpired);
-            session.session_lost();
+            session.session_lost(session.meta.in_flight_limit);
         }
         session.drop_expired();
         Ok(session)

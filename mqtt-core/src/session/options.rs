@@ -52,6 +52,29 @@ pub struct SessionOptions {
     /// How much of the offline queue is held in memory: the rest waits in the store and is
     /// read back in order as the window empties (see [`Session::poll_queue_read`](super::Session::poll_queue_read)).
     pub queue_window: QueueWindow,
+    /// What becomes of the publishes that may have reached a session the server lost
+    /// (Session Present 0): sent again as new messages, or discarded and reported.
+    pub lost_session: LostSession,
+}
+
+/// What a session does with the QoS 1/2 publishes that may have reached the server's session
+/// when the server turns out to have lost it (CONNACK with Session Present 0): those sent and
+/// not acknowledged, and, after a restart, the queued ones that may have been sent before it
+/// (no more than the last connection allowed in flight, [`SessionMeta::in_flight_limit`](crate::store::SessionMeta::in_flight_limit)).
+/// Messages that never went out are sent either way: they were never the lost session's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LostSession {
+    /// Send them again as new messages (the default). Nothing accepted is lost, but a QoS 2
+    /// message the old session had already delivered onward can arrive twice: a declared
+    /// departure from MQTT-3.1.2-4 and MQTT-4.4.0-1, which have the client discard its session
+    /// state, because a gateway that loses data silently is worse off than one that may
+    /// repeat a message after a broker lost its state.
+    #[default]
+    Republish,
+    /// Discard them, as the specification has it: each one's delivery fails
+    /// (`Event::Discarded`) and nothing is sent twice, but a message the old session never
+    /// passed on is lost.
+    Discard,
 }
 
 /// The default of [`SessionOptions::queue_window`]: 4,096 messages and 4 MiB.
@@ -91,6 +114,7 @@ impl SessionOptions {
             protocol: ProtocolVersion::V5,
             in_flight_maximum: None,
             queue_window: DEFAULT_QUEUE_WINDOW,
+            lost_session: LostSession::Republish,
         }
     }
 }

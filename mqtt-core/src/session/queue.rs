@@ -10,8 +10,8 @@
 use std::collections::VecDeque;
 
 use super::{PublishId, Session, SessionError, decode_publish};
-use crate::packet::Publish;
-use crate::store::{QueueWindow, QueuedPublish, StoredSession};
+use crate::packet::{Publish, QoS};
+use crate::store::{QueueWindow, QueuedPublish, StoreOp, StoredSession};
 
 /// A read of queued messages the driver is asked to make ([`Session::poll_queue_read`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,6 +50,9 @@ pub(super) struct Queue {
     /// Messages left to the store by outputs not yet written: id, size, the output that
     /// stores it. One of them can still be taken back (`withdraw`).
     recent: VecDeque<(PublishId, usize, u64)>,
+    /// QoS 1/2 messages still to discard as they are read back, and the sequence number they
+    /// are below (a lost session's messages that may have gone out before a restart).
+    pub(super) discard_on_read: (u64, PublishId),
 }
 
 impl Queue {
@@ -70,6 +73,7 @@ impl Queue {
             read_from: 0,
             reading: false,
             recent: VecDeque::new(),
+            discard_on_read: (0, 0),
             // A window holds one message at least, or nothing could be read back.
             window: QueueWindow::new(window.messages.max(1), window.bytes),
         };
@@ -116,6 +120,16 @@ impl Queue {
         let (id, publish, size, _) = self.resident.pop_front()?;
         self.resident_bytes = self.resident_bytes.saturating_sub(size);
         Some((id, publish))
+    }
+
+    /// The QoS 1/2 messages in memory with an id below `id`, oldest first.
+    pub(super) fn resident_publishes_below(&self, id: PublishId) -> Vec<PublishId> {
+        self.resident
+            .iter()
+            .take_while(|(queued, _, _, _)| *queued < id)
+            .filter(|(_, publish, _, _)| publish.qos != QoS::AtMostOnce)
+            .map(|(queued, _, _, _)| *queued)
+            .collect()
     }
 
     /// How many messages in memory have an id below `id`.
@@ -279,6 +293,8 @@ impl Session {
             }
             let (publish, deadline) = decode_queued(seq, &queued)?;
             let size = queued.packet.len();
+            let (to_discard, below) = self.queue.discard_on_read;
+            let discard = to_discard > 0 && seq < below && publish.qos != QoS::AtMostOnce;
             let queue = &mut self.queue;
             queue.read_from = seq.saturating_add(1);
             queue.stored -= 1;
@@ -286,6 +302,16 @@ impl Session {
             // Reads go in order: the first ones read back are those stored before the resume.
             queue.stored_before_resume = queue.stored_before_resume.saturating_sub(1);
             queue.stored_bytes = queue.stored_bytes.saturating_sub(size as u64);
+            if discard {
+                // It may have reached the session the server lost: discarded, never sent.
+                queue.discard_on_read.0 -= 1;
+                self.pending.commit.push(StoreOp::RemoveQueue { seq });
+                self.events.push_back(super::Event::Discarded {
+                    id: seq,
+                    topic: publish.topic,
+                });
+                continue;
+            }
             queue.resident_bytes += size;
             queue.resident.push_back((seq, publish, size, 0));
             if let Some(at) = deadline {

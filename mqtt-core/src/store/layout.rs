@@ -260,13 +260,17 @@ fn meta_body(meta: &SessionMeta) -> Vec<u8> {
     }
     // Added after the first format-1 fixtures: absent in their records, which read as `None`.
     // A 3.1.1 session adds the protocol level after it (the slot then always there, all ones
-    // for `None`); a v5 session's record stays as it was.
-    match (meta.alive_until_ms, meta.protocol) {
-        (Some(ms), ProtocolVersion::V5) => body.extend_from_slice(&ms.to_be_bytes()),
-        (None, ProtocolVersion::V5) => {}
-        (alive, protocol) => {
+    // for `None`); a v5 session's record stays as it was. The in-flight limit, added later
+    // still, comes after the protocol level, which a record with it always carries.
+    match (meta.alive_until_ms, meta.protocol, meta.in_flight_limit) {
+        (Some(ms), ProtocolVersion::V5, None) => body.extend_from_slice(&ms.to_be_bytes()),
+        (None, ProtocolVersion::V5, None) => {}
+        (alive, protocol, limit) => {
             body.extend_from_slice(&alive.unwrap_or(u64::MAX).to_be_bytes());
             body.push(protocol.level());
+            if let Some(limit) = limit {
+                body.extend_from_slice(&limit.to_be_bytes());
+            }
         }
     }
     body

@@ -6,12 +6,15 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use super::{ClientConfig, ConfigError, ConfigProtocol, Property, QueueWindowConfig, WillConfig};
+use super::{
+    ClientConfig, ConfigError, ConfigLostSession, ConfigProtocol, Property, QueueWindowConfig,
+    WillConfig,
+};
 use crate::client::options::{ClientBuilder, Settings, secs_u32 as secs};
 use crate::packet::{
     ConnectProperties, PayloadFormat, ProtocolVersion, QoS, UserProperty, Will, WillProperties,
 };
-use crate::session::SessionOptions;
+use crate::session::{LostSession, SessionOptions};
 
 fn user_properties(properties: &[Property]) -> Vec<UserProperty> {
     properties
@@ -141,6 +144,10 @@ impl ClientBuilder {
         session.will = config.will.as_ref().map(will_of).transpose()?;
         b.settings.cluster_scope = config.cluster_scope.clone();
         b.settings.redelivery = config.redelivery.clone();
+        b.settings.session.lost_session = match config.lost_session {
+            ConfigLostSession::Republish => LostSession::Republish,
+            ConfigLostSession::Discard => LostSession::Discard,
+        };
         b.settings.queue_limit_bytes = config.queue_limit_bytes.map(|n| n.max(1));
         b.response_topic = config.response_topic.clone();
         b.settings.transport.websocket_headers = config
@@ -225,6 +232,7 @@ impl ClientBuilder {
             protocol,
             in_flight_maximum,
             queue_window,
+            lost_session,
         } = session;
         let ConnectProperties {
             session_expiry_interval,
@@ -268,6 +276,10 @@ impl ClientBuilder {
             user_properties: properties_of(user_properties),
             manual_ack: *manual_ack,
             redelivery: redelivery.clone(),
+            lost_session: match lost_session {
+                LostSession::Republish => ConfigLostSession::Republish,
+                LostSession::Discard => ConfigLostSession::Discard,
+            },
             receive_maximum: *receive_maximum,
             maximum_packet_size: *maximum_packet_size,
             held_bytes_limit: *held_bytes_limit,

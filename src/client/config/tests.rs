@@ -60,6 +60,7 @@ fn everything() -> ClientBuilder {
             max_attempts: Some(40),
             stable_after: Duration::from_secs(45),
         })
+        .lost_session(crate::session::LostSession::Discard)
         .redelivery(crate::client::Redelivery {
             delay: Duration::from_millis(1500),
             max_deliveries: 9,

@@ -14,6 +14,7 @@ use crate::packet::ConnAckProperties;
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(super) struct SessionLostCounts {
     pub(super) resent: usize,
+    pub(super) discarded: usize,
     pub(super) dropped_pubrel: usize,
     pub(super) dropped_inbound: usize,
 }
@@ -54,12 +55,13 @@ impl Driver {
     pub(super) fn on_session_lost(&mut self, lost: SessionLostCounts) {
         let SessionLostCounts {
             resent,
+            discarded,
             dropped_pubrel,
             dropped_inbound,
         } = lost;
         warn!(
             resent,
-            dropped_pubrel, dropped_inbound, "the server had no session for the client"
+            discarded, dropped_pubrel, dropped_inbound, "the server had no session for the client"
         );
         if matches!(self.conn.phase, Phase::AwaitConnAck { .. }) {
             // Reported with the subscriptions made again, once CONNACK is handled.
@@ -72,6 +74,7 @@ impl Driver {
     fn emit_session_lost(&self, lost: SessionLostCounts, resubscribed: usize) {
         self.emit(ClientEvent::SessionLost {
             resent: lost.resent,
+            discarded: lost.discarded,
             dropped_pubrel: lost.dropped_pubrel,
             dropped_inbound: lost.dropped_inbound,
             resubscribed,

@@ -574,13 +574,16 @@ impl Driver {
             Event::SessionExpired => self.emit(ClientEvent::SessionExpired),
             Event::SessionLost {
                 resent,
+                discarded,
                 dropped_pubrel,
                 dropped_inbound,
             } => self.on_session_lost(handshake::SessionLostCounts {
                 resent,
+                discarded,
                 dropped_pubrel,
                 dropped_inbound,
             }),
+            Event::Discarded { id, topic } => self.on_unsent(slot, id, topic, Unsent::Discarded),
             // Handled by process_events, which ends the connection.
             Event::KeepAliveTimeout
             | Event::ServerDisconnected { .. }

@@ -88,6 +88,9 @@ impl Publishes {
 pub(super) enum Unsent {
     /// Its Message Expiry Interval ran out.
     Expired,
+    /// It may have reached a session the server lost, and the policy discards such messages
+    /// (`LostSession::Discard`).
+    Discarded,
     /// The queue was full and dropped its oldest (`QueuePolicy::DropOldest`).
     Dropped,
 }
@@ -103,6 +106,13 @@ impl Driver {
                     topic: topic.clone(),
                 },
             ),
+            Unsent::Discarded => (
+                &self.stats.discarded,
+                DeliveryError::SessionLost,
+                ClientEvent::MessageDiscarded {
+                    topic: topic.clone(),
+                },
+            ),
             Unsent::Dropped => (
                 &self.stats.dropped_oldest,
                 DeliveryError::Dropped,
@@ -114,7 +124,7 @@ impl Driver {
         counter.fetch_add(1, Ordering::Relaxed);
         match why {
             Unsent::Expired => self.metrics.expired(),
-            Unsent::Dropped => self.metrics.dropped(),
+            Unsent::Dropped | Unsent::Discarded => self.metrics.dropped(),
         }
         warn!(%topic, ?why, "a queued message left the store unsent");
         self.publishes.resolve(slot, id, Err(error));

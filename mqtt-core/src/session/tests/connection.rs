@@ -289,6 +289,7 @@ fn metadata_records_expiry_assigned_identifier_and_when_the_connection_ended() {
             assigned_client_id: Some("auto-9".into()),
             alive_until_ms: None,
             protocol: ProtocolVersion::V5,
+            in_flight_limit: Some(u16::MAX),
         })
     );
     // The assigned identifier names the session on the next connection.
@@ -312,6 +313,7 @@ fn an_expired_session_is_discarded_locally_on_the_next_start() {
         assigned_client_id: None,
         alive_until_ms: None,
         protocol: ProtocolVersion::V5,
+        in_flight_limit: None,
     });
     let mut session = Session::new(options(), stored, NOW_MS + 60_000).unwrap();
     let events: Vec<Event> = std::iter::from_fn(|| session.poll_event()).collect();

@@ -6,6 +6,7 @@ mod auth;
 mod connection;
 mod inbound;
 mod lifecycle;
+mod lost_session;
 mod outbound;
 mod withdraw;
 

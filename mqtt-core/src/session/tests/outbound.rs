@@ -473,6 +473,7 @@ fn session_present_0_resends_publishes_as_new_and_drops_pubrel() {
     let events = h.events();
     assert!(events.contains(&Event::SessionLost {
         resent: 1,
+        discarded: 0,
         dropped_pubrel: 1,
         dropped_inbound: 0
     }));

@@ -125,16 +125,20 @@ fn decode_meta_body(body: &[u8]) -> Option<SessionMeta> {
         }
         _ => return None,
     };
-    let (alive_until_ms, protocol) = match rest {
-        [] => (None, ProtocolVersion::V5),
+    let level = |level: u8| {
+        [ProtocolVersion::V5, ProtocolVersion::V311]
+            .into_iter()
+            .find(|p| p.level() == level)
+    };
+    let (alive_until_ms, protocol, in_flight_limit) = match rest {
+        [] => (None, ProtocolVersion::V5, None),
         _ => {
             let (alive, rest) = rest.split_first_chunk::<8>()?;
             let alive = Some(u64::from_be_bytes(*alive)).filter(|ms| *ms != u64::MAX);
             match rest {
-                [] => (alive, ProtocolVersion::V5),
-                [level] if *level == ProtocolVersion::V311.level() => {
-                    (alive, ProtocolVersion::V311)
-                }
+                [] => (alive, ProtocolVersion::V5, None),
+                [l] if *l == ProtocolVersion::V311.level() => (alive, ProtocolVersion::V311, None),
+                [l, hi, lo] => (alive, level(*l)?, Some(u16::from_be_bytes([*hi, *lo]))),
                 _ => return None,
             }
         }
@@ -145,6 +149,7 @@ fn decode_meta_body(body: &[u8]) -> Option<SessionMeta> {
         assigned_client_id,
         alive_until_ms,
         protocol,
+        in_flight_limit,
     })
 }
 
