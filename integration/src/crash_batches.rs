@@ -61,6 +61,7 @@ pub fn batch(n: u64) -> Batch {
         alive_until_ms: None,
         protocol: mooring_core::packet::ProtocolVersion::V5,
         in_flight_limit: None,
+        clock: Default::default(),
     }));
     Batch::from(ops)
 }

@@ -56,6 +56,7 @@ fn sessions() -> Vec<(SessionKey, StoredSession)> {
                     // And before 3.1.1 sessions: a record without the protocol is v5.
                     protocol: ProtocolVersion::V5,
                     in_flight_limit: None,
+                    clock: Default::default(),
                 }),
                 outbound: vec![
                     (
@@ -110,6 +111,7 @@ fn sessions() -> Vec<(SessionKey, StoredSession)> {
                     alive_until_ms: None,
                     protocol: ProtocolVersion::V5,
                     in_flight_limit: None,
+                    clock: Default::default(),
                 }),
                 outbound: vec![],
                 inbound: vec![1],

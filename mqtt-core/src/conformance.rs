@@ -377,8 +377,24 @@ fn full_meta() -> SessionMeta {
         alive_until_ms: Some(1_700_000_000_456),
         // A 3.1.1 session: the record carries the protocol after the alive-until time.
         protocol: ProtocolVersion::V311,
-        // And the last connection's in-flight limit after the protocol.
+        // And the last connection's in-flight limit after the protocol, then the clock.
         in_flight_limit: Some(20),
+        clock: crate::store::SessionClock {
+            stamped_ms: Some(1_700_000_000_789),
+            untrusted_since: Some(3),
+            corrections: vec![
+                crate::store::ClockCorrection {
+                    from_seq: 3,
+                    to_seq: 9,
+                    shift_ms: 86_400_000,
+                },
+                crate::store::ClockCorrection {
+                    from_seq: 9,
+                    to_seq: 12,
+                    shift_ms: -5_000,
+                },
+            ],
+        },
     }
 }
 

@@ -169,6 +169,13 @@ pub enum ClientEvent {
         /// Why.
         reason: StopReason,
     },
+    /// The system clock stepped by `shift_ms` (NTP set it, say): the client's clock followed,
+    /// and the sessions moved what they had stamped before the step with it, so that nothing
+    /// expires at once and nothing outlives its deadline.
+    ClockStepped {
+        /// The step, in milliseconds (negative: back).
+        shift_ms: i64,
+    },
     /// This receiver fell behind and missed `count` events that are not critical
     /// ([`ClientEvent::is_critical`]): it keeps the newest ones (see [`Events`](super::Events)).
     EventsMissed {

@@ -92,6 +92,8 @@ pub(crate) struct Settings {
     pub(crate) inbox_capacity: usize,
     /// Messages the application did not handle; `None`: the protocol's default.
     pub(crate) redelivery: Option<Redelivery>,
+    /// Where the wall-clock time comes from (`None`: the system clock).
+    pub(crate) wall_clock: Option<super::clock::WallClockSource>,
     /// Acks are the application's to give; derived from the session's `manual_ack` when the
     /// client starts (the engine itself then always runs with manual ack).
     pub(crate) manual_ack: bool,
@@ -170,6 +172,7 @@ impl Default for ClientBuilder {
                 queue_policy: QueuePolicy::Wait,
                 inbox_capacity: 1024,
                 redelivery: None,
+                wall_clock: None,
                 manual_ack: false,
                 transport: TransportOptions::default(),
                 connector: None,
@@ -286,6 +289,17 @@ impl ClientBuilder {
     /// [`DeliveryError::SessionLost`](super::DeliveryError::SessionLost)).
     pub fn lost_session(mut self, policy: crate::session::LostSession) -> Self {
         self.settings.session.lost_session = policy;
+        self
+    }
+
+    /// Where the client reads the wall-clock time (the system clock by default), for a
+    /// gateway with a better source (a GPS receiver) or a test. Session and Message Expiry
+    /// count in it; see GUARANTEES.md for what a clock that is wrong at start, or steps, does.
+    pub fn wall_clock(
+        mut self,
+        now: impl Fn() -> std::time::SystemTime + Send + Sync + 'static,
+    ) -> Self {
+        self.settings.wall_clock = Some(Arc::new(now));
         self
     }
 

@@ -110,6 +110,7 @@ pub(super) async fn purge_removes_only_expired_sessions<F: StoreFactory>(f: &F) 
                 alive_until_ms: alive_until,
                 protocol: ProtocolVersion::V5,
                 in_flight_limit: None,
+                clock: Default::default(),
             }),
             put_publish(1, 1),
         ]

@@ -32,6 +32,7 @@ pub(super) async fn every_record_kind_round_trips_byte_exact<F: StoreFactory>(
         alive_until_ms: None,
         protocol: ProtocolVersion::V311,
         in_flight_limit: None,
+        clock: Default::default(),
     };
     let extremes = vec![
         StoreOp::SetMeta(sparse.clone()),

@@ -159,6 +159,7 @@ impl Session {
             alive_until_ms: None,
             protocol: self.options.protocol,
             in_flight_limit: Some(window),
+            clock: self.meta.clock.clone(),
         };
         // The limit of the connection before: how many queued messages it may have sent.
         let earlier_limit = self.meta.in_flight_limit;

@@ -22,6 +22,7 @@
 
 mod aliases;
 mod auth;
+mod clock;
 mod connection;
 mod error;
 mod event;
@@ -261,6 +262,12 @@ pub struct Session {
     alive_stamped_ms: Option<u64>,
     /// The wall clock as last told (`new`, `tick`), in milliseconds since the UNIX epoch.
     clock_ms: u64,
+    /// The first sequence number of the clock's current frame: what a step corrects starts
+    /// here (or earlier, after an unsure start; see clock.rs).
+    clock_epoch_seq: u64,
+    /// Since when the session, never stamped, has waited for a commit to carry its first
+    /// clock stamp (see clock.rs).
+    clock_unstamped_since: Option<u64>,
     /// Queued messages with a Message Expiry Interval, by deadline, and each one's deadline.
     expiries: BTreeSet<(u64, PublishId)>,
     deadlines: HashMap<PublishId, u64>,
@@ -368,7 +375,11 @@ impl Session {
             session_expiry_interval: options.properties.session_expiry_interval.unwrap_or(0),
             ..SessionMeta::default()
         });
-        let (queue, deadlines) = queue::Queue::resume(&stored, options.queue_window)?;
+        let corrections = stored
+            .meta
+            .as_ref()
+            .map_or(&[][..], |m| &m.clock.corrections[..]);
+        let (queue, deadlines) = queue::Queue::resume(&stored, options.queue_window, corrections)?;
         let mut session = Self {
             options,
             codec: Codec {
@@ -404,6 +415,8 @@ impl Session {
             connection: None,
             alive_stamped_ms: None,
             clock_ms: now_ms,
+            clock_epoch_seq: stored.next_seq(),
+            clock_unstamped_since: None,
             expiries: BTreeSet::new(),
             deadlines: HashMap::new(),
             connected_once: false,
@@ -556,6 +569,7 @@ impl Session {
                 conn.last_sent = now;
             }
         }
+        self.stamp_clock_with_commit();
         let force = std::mem::take(&mut self.force_commit);
         let pending = &self.pending;
         if pending.commit.is_empty()

@@ -252,15 +252,20 @@ impl Session {
         self.clock_ms = self.clock_ms.max(now_ms);
         self.drop_expired();
         self.note_alive(now_ms);
+        self.stamp_clock(self.clock_ms);
     }
 
     /// When [`Session::tick`] must next be called, at the latest.
     pub fn next_tick_ms(&self) -> Option<u64> {
         let expiry = self.expiries.first().map(|(at, _)| *at);
-        match (expiry, self.next_alive_ms()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [
+            expiry,
+            self.next_alive_ms(),
+            Some(self.next_clock_stamp_ms()),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// Whether the queued QoS 1/2 publish `id` could be sent now: a connection, send quota, and

@@ -11,7 +11,7 @@ use std::collections::VecDeque;
 
 use super::{PublishId, Session, SessionError, decode_publish};
 use crate::packet::{Publish, QoS};
-use crate::store::{QueueWindow, QueuedPublish, StoreOp, StoredSession};
+use crate::store::{ClockCorrection, QueueWindow, QueuedPublish, StoreOp, StoredSession};
 
 /// A read of queued messages the driver is asked to make ([`Session::poll_queue_read`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,6 +60,7 @@ impl Queue {
     pub(super) fn resume(
         stored: &StoredSession,
         window: QueueWindow,
+        corrections: &[ClockCorrection],
     ) -> Result<(Self, Vec<(PublishId, u64)>), SessionError> {
         let mut queue = Self {
             resident: VecDeque::new(),
@@ -79,7 +80,7 @@ impl Queue {
         };
         let mut expiring = Vec::new();
         for (seq, queued) in &stored.queue {
-            let (publish, deadline) = decode_queued(*seq, queued)?;
+            let (publish, deadline) = decode_queued(*seq, queued, corrections)?;
             queue.read_from = seq.saturating_add(1);
             queue.resident_bytes += queued.packet.len();
             queue
@@ -130,6 +131,14 @@ impl Queue {
             .filter(|(_, publish, _, _)| publish.qos != QoS::AtMostOnce)
             .map(|(queued, _, _, _)| *queued)
             .collect()
+    }
+
+    /// The oldest message still queued (in memory, or the store beyond it).
+    pub(super) fn oldest(&self) -> Option<PublishId> {
+        match self.resident.front() {
+            Some((id, _, _, _)) => Some(*id),
+            None => (self.stored > 0).then_some(self.read_from),
+        }
     }
 
     /// How many messages in memory have an id below `id`.
@@ -254,11 +263,20 @@ impl Queue {
 }
 
 /// A queued record as the engine holds it: the publish at its QoS, and its deadline.
-fn decode_queued(seq: u64, queued: &QueuedPublish) -> Result<(Publish, Option<u64>), SessionError> {
+/// A queued record as the engine holds it: the publish at its QoS, and its deadline in the
+/// session's clock now (`corrections` are the clock's steps since it was stored).
+fn decode_queued(
+    seq: u64,
+    queued: &QueuedPublish,
+    corrections: &[ClockCorrection],
+) -> Result<(Publish, Option<u64>), SessionError> {
     let mut publish =
         decode_publish(&queued.packet).map_err(|reason| SessionError::BadRecord { seq, reason })?;
     publish.qos = queued.qos;
-    Ok((publish, queued.expires_at_ms))
+    let deadline = queued
+        .expires_at_ms
+        .map(|at| ClockCorrection::apply(corrections, seq, at));
+    Ok((publish, deadline))
 }
 
 impl Session {
@@ -291,7 +309,7 @@ impl Session {
                     ),
                 });
             }
-            let (publish, deadline) = decode_queued(seq, &queued)?;
+            let (publish, deadline) = decode_queued(seq, &queued, &self.meta.clock.corrections)?;
             let size = queued.packet.len();
             let (to_discard, below) = self.queue.discard_on_read;
             let discard = to_discard > 0 && seq < below && publish.qos != QoS::AtMostOnce;

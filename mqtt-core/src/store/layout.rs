@@ -43,7 +43,7 @@
 
 #[cfg(test)]
 use super::QueuedPublish;
-use super::{Batch, OutboundRecord, SessionKey, SessionMeta, SessionScope, StoreOp};
+use super::{Batch, OutboundRecord, SessionClock, SessionKey, SessionMeta, SessionScope, StoreOp};
 use crate::packet::ProtocolVersion;
 
 mod decode;
@@ -260,17 +260,33 @@ fn meta_body(meta: &SessionMeta) -> Vec<u8> {
     }
     // Added after the first format-1 fixtures: absent in their records, which read as `None`.
     // A 3.1.1 session adds the protocol level after it (the slot then always there, all ones
-    // for `None`); a v5 session's record stays as it was. The in-flight limit, added later
-    // still, comes after the protocol level, which a record with it always carries.
-    match (meta.alive_until_ms, meta.protocol, meta.in_flight_limit) {
-        (Some(ms), ProtocolVersion::V5, None) => body.extend_from_slice(&ms.to_be_bytes()),
-        (None, ProtocolVersion::V5, None) => {}
-        (alive, protocol, limit) => {
+    // for `None`); a v5 session's record stays as it was. Each field added later comes after
+    // those before it, which a record with it always carries: the in-flight limit (0 for
+    // `None`), then the clock.
+    let clock = &meta.clock;
+    let has_clock = *clock != SessionClock::default();
+    let has_limit = meta.in_flight_limit.is_some() || has_clock;
+    match (meta.alive_until_ms, meta.protocol, has_limit) {
+        (Some(ms), ProtocolVersion::V5, false) => body.extend_from_slice(&ms.to_be_bytes()),
+        (None, ProtocolVersion::V5, false) => {}
+        (alive, protocol, _) => {
             body.extend_from_slice(&alive.unwrap_or(u64::MAX).to_be_bytes());
             body.push(protocol.level());
-            if let Some(limit) = limit {
-                body.extend_from_slice(&limit.to_be_bytes());
-            }
+        }
+    }
+    if has_limit {
+        body.extend_from_slice(&meta.in_flight_limit.unwrap_or(0).to_be_bytes());
+    }
+    if has_clock {
+        body.extend_from_slice(&clock.stamped_ms.unwrap_or(u64::MAX).to_be_bytes());
+        body.extend_from_slice(&clock.untrusted_since.unwrap_or(u64::MAX).to_be_bytes());
+        // A step adds one; they go as the queue drains past them.
+        let kept = clock.corrections.len().min(usize::from(u8::MAX));
+        body.push(kept as u8);
+        for c in clock.corrections.iter().take(kept) {
+            body.extend_from_slice(&c.from_seq.to_be_bytes());
+            body.extend_from_slice(&c.to_seq.to_be_bytes());
+            body.extend_from_slice(&c.shift_ms.to_be_bytes());
         }
     }
     body

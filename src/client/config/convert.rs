@@ -207,6 +207,8 @@ impl ClientBuilder {
             queue_policy,
             inbox_capacity,
             redelivery,
+            // Code, not configuration.
+            wall_clock: _,
             // Derived from the session's `manual_ack` when the client starts.
             manual_ack: _,
             transport,

@@ -169,6 +169,11 @@ enum Wake {
     Settled(super::message::Settlement),
 }
 
+/// How often, at the longest, the loop looks whether the system clock stepped: a step moves
+/// Message Expiry deadlines, which then run out at the right time (a few seconds late at
+/// most).
+const CLOCK_CHECK: Duration = Duration::from_secs(5);
+
 /// How often expired sessions are purged from the store while the client runs.
 const PURGE_INTERVAL: Duration = Duration::from_secs(3600);
 
@@ -229,7 +234,6 @@ impl Driver {
     /// Loads every session the servers use and builds the driver.
     pub(crate) async fn load(parts: Parts) -> Result<Self, ClientError> {
         let settings = parts.settings;
-        let clock = WallClock::start();
         let primary = settings
             .servers
             .first()
@@ -246,7 +250,7 @@ impl Driver {
                 .map(|s| s.session_key(settings.session.client_id.clone()))
                 .collect(),
         };
-        let mut slots = Vec::with_capacity(keys.len());
+        let mut resumed = Vec::with_capacity(keys.len());
         for key in keys {
             // A store shared by machines: wait until this process owns the session (a
             // standby waits here for the owner's lease to lapse).
@@ -260,7 +264,42 @@ impl Driver {
                 .resume(&key, settings.session.queue_window)
                 .await
                 .map_err(|e| ClientError::Store(Arc::new(e)))?;
-            let mut session = Session::new(settings.session.clone(), stored, clock.now_ms())?;
+            resumed.push((key, stored));
+        }
+        // Never before what a session already saw: a system clock behind it is wrong (a
+        // gateway without a real-time clock boots in 1970).
+        let floor = resumed
+            .iter()
+            .filter_map(|(_, stored)| stored.meta.as_ref()?.clock_floor_ms())
+            .max();
+        let (clock, trusted) = WallClock::start(settings.wall_clock.clone(), floor);
+        if !trusted {
+            warn!(
+                floor_ms = floor,
+                "the system clock is behind what the session saw: the client's clock goes on \
+                 from there, and what it stamps is corrected when the system clock steps"
+            );
+        }
+        let mut slots = Vec::with_capacity(resumed.len());
+        for (key, stored) in resumed {
+            // A session stamped on a clock not known to be right (an earlier start behind its
+            // stamps, never corrected by a step): the right clock now is its step. It opens in
+            // its own frame, then moves to this one.
+            let catch_up = floor.filter(|_| {
+                trusted
+                    && stored
+                        .meta
+                        .as_ref()
+                        .is_some_and(|m| m.clock.untrusted_since.is_some())
+            });
+            let opened_at = catch_up.unwrap_or_else(|| clock.now_ms());
+            let mut session = Session::new(settings.session.clone(), stored, opened_at)?;
+            if !trusted {
+                session.clock_unsure();
+            } else if let Some(floor) = catch_up {
+                let shift = clock.now_ms().saturating_sub(floor);
+                session.clock_stepped(i64::try_from(shift).unwrap_or(i64::MAX));
+            }
             if let Some(make) = &settings.authenticator {
                 session.set_authenticator(make());
             }
@@ -278,7 +317,7 @@ impl Driver {
         .await;
         let housekeeping = tokio::spawn(purge_periodically(
             parts.store.clone(),
-            clock,
+            clock.clone(),
             configured,
             parts.events.clone(),
         ));
@@ -352,6 +391,16 @@ impl Driver {
         }
         self.admit_parked();
         self.redeliver_due();
+        if let Some(shift_ms) = self.clock.follow_step() {
+            warn!(
+                shift_ms,
+                "the system clock stepped; the sessions' deadlines follow it"
+            );
+            for slot in &mut self.slots {
+                slot.session.clock_stepped(shift_ms);
+            }
+            self.emit(ClientEvent::ClockStepped { shift_ms });
+        }
         let now = self.clock.now_ms();
         for slot in &mut self.slots {
             slot.session.tick(now);
@@ -458,7 +507,8 @@ impl Driver {
     }
 
     fn deadline(&self) -> Instant {
-        let far = clock::now() + Duration::from_secs(3600);
+        // At least this often the loop looks whether the system clock stepped.
+        let far = clock::now() + CLOCK_CHECK;
         let keep_alive = || {
             self.slots
                 .get(self.active)

@@ -205,6 +205,13 @@ impl Driver {
     pub(super) async fn finish(&mut self) -> Farewell {
         self.housekeeping.abort();
         let _ = (&mut self.housekeeping).await;
+        // The next start learns the latest time the sessions saw (a clock behind it is wrong).
+        let now = self.clock.now_ms();
+        if !self.pipeline.has_failed() && !self.ownership_lapsed() {
+            for slot in &mut self.slots {
+                slot.session.stamp_clock_now(now);
+            }
+        }
         self.flush_store().await;
         // The last acks, if the link takes them (a stalled one does not hold up the stop), and
         // only while this process surely owns the session.

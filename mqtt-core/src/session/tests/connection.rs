@@ -290,6 +290,7 @@ fn metadata_records_expiry_assigned_identifier_and_when_the_connection_ended() {
             alive_until_ms: None,
             protocol: ProtocolVersion::V5,
             in_flight_limit: Some(u16::MAX),
+            clock: Default::default(),
         })
     );
     // The assigned identifier names the session on the next connection.
@@ -314,6 +315,7 @@ fn an_expired_session_is_discarded_locally_on_the_next_start() {
         alive_until_ms: None,
         protocol: ProtocolVersion::V5,
         in_flight_limit: None,
+        clock: Default::default(),
     });
     let mut session = Session::new(options(), stored, NOW_MS + 60_000).unwrap();
     let events: Vec<Event> = std::iter::from_fn(|| session.poll_event()).collect();

@@ -245,6 +245,8 @@ fn queued_messages_go_out_with_the_remaining_expiry_and_expired_ones_are_never_s
         vec![Some(NOW_MS + 10_000), Some(NOW_MS + 100_000), None],
         "the deadline is stored with the message"
     );
+    // The first tick stamps the session's clock; the next tick is due at the first deadline.
+    h.session.tick(NOW_MS);
     assert_eq!(h.session.next_tick_ms(), Some(NOW_MS + 10_000));
     h.session.tick(NOW_MS + 9_999);
     assert!(h.events().is_empty());

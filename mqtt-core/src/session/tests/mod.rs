@@ -3,6 +3,7 @@
 
 mod aliases;
 mod auth;
+mod clock;
 mod connection;
 mod inbound;
 mod lifecycle;

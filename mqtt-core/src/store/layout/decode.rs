@@ -6,8 +6,8 @@ use bytes::Bytes;
 use super::*;
 use crate::packet::{ProtocolVersion, QoS};
 use crate::store::{
-    OutboundRecord, QueuedPublish, SessionKey, SessionMeta, SessionScope, StoreError,
-    StoredSession, StoredSubscription,
+    ClockCorrection, OutboundRecord, QueuedPublish, SessionClock, SessionKey, SessionMeta,
+    SessionScope, StoreError, StoredSession, StoredSubscription,
 };
 
 /// Describes a raw key for error messages.
@@ -130,15 +130,25 @@ fn decode_meta_body(body: &[u8]) -> Option<SessionMeta> {
             .into_iter()
             .find(|p| p.level() == level)
     };
-    let (alive_until_ms, protocol, in_flight_limit) = match rest {
-        [] => (None, ProtocolVersion::V5, None),
+    let sentinel = |ms: u64| Some(ms).filter(|ms| *ms != u64::MAX);
+    let (alive_until_ms, protocol, in_flight_limit, clock) = match rest {
+        [] => (None, ProtocolVersion::V5, None, SessionClock::default()),
         _ => {
             let (alive, rest) = rest.split_first_chunk::<8>()?;
-            let alive = Some(u64::from_be_bytes(*alive)).filter(|ms| *ms != u64::MAX);
+            let alive = sentinel(u64::from_be_bytes(*alive));
             match rest {
-                [] => (alive, ProtocolVersion::V5, None),
-                [l] if *l == ProtocolVersion::V311.level() => (alive, ProtocolVersion::V311, None),
-                [l, hi, lo] => (alive, level(*l)?, Some(u16::from_be_bytes([*hi, *lo]))),
+                [] => (alive, ProtocolVersion::V5, None, SessionClock::default()),
+                [l] if *l == ProtocolVersion::V311.level() => {
+                    (alive, ProtocolVersion::V311, None, SessionClock::default())
+                }
+                [l, hi, lo, clock @ ..] => {
+                    let limit = Some(u16::from_be_bytes([*hi, *lo])).filter(|l| *l != 0);
+                    let clock = match clock {
+                        [] => SessionClock::default(),
+                        _ => decode_clock(clock)?,
+                    };
+                    (alive, level(*l)?, limit, clock)
+                }
                 _ => return None,
             }
         }
@@ -150,6 +160,34 @@ fn decode_meta_body(body: &[u8]) -> Option<SessionMeta> {
         alive_until_ms,
         protocol,
         in_flight_limit,
+        clock,
+    })
+}
+
+fn decode_clock(body: &[u8]) -> Option<SessionClock> {
+    let (stamped, rest) = body.split_first_chunk::<8>()?;
+    let (untrusted, rest) = rest.split_first_chunk::<8>()?;
+    let (&count, mut rest) = rest.split_first()?;
+    let mut corrections = Vec::with_capacity(usize::from(count));
+    for _ in 0..count {
+        let (from, after) = rest.split_first_chunk::<8>()?;
+        let (to, after) = after.split_first_chunk::<8>()?;
+        let (shift, after) = after.split_first_chunk::<8>()?;
+        corrections.push(ClockCorrection {
+            from_seq: u64::from_be_bytes(*from),
+            to_seq: u64::from_be_bytes(*to),
+            shift_ms: i64::from_be_bytes(*shift),
+        });
+        rest = after;
+    }
+    if !rest.is_empty() {
+        return None;
+    }
+    let sentinel = |ms: u64| Some(ms).filter(|ms| *ms != u64::MAX);
+    Some(SessionClock {
+        stamped_ms: sentinel(u64::from_be_bytes(*stamped)),
+        untrusted_since: sentinel(u64::from_be_bytes(*untrusted)),
+        corrections,
     })
 }
 
