@@ -25,15 +25,15 @@
 //!     .server("mqtt://127.0.0.1:1883")
 //!     .client_id("gateway-7")
 //!     .session_expiry(Duration::from_secs(86_400))
-//!     .store(RedbStore::open("gateway.redb")?)
-//!     .manual_ack(true);
+//!     .store(RedbStore::open("gateway.redb")?);
 //! let _events = builder.events(); // every event, the first connection's included
 //! let (client, mut messages) = builder.connect().await?;
 //! client.subscribe("plant/+/telemetry", QoS::ExactlyOnce).await?;
 //! let delivery = client.publish("site/7/status", "up", QoS::ExactlyOnce).await?; // durable
 //! delivery.await?; // PUBCOMP
+//! // Each recv acks the message before it: one the process dies handling comes again.
 //! while let Some(message) = messages.recv().await {
-//!     message.ack().await?;
+//!     println!("{}: {:?}", message.topic(), message.payload());
 //! #   break;
 //! }
 //! client.disconnect().await?;

@@ -132,6 +132,61 @@ async fn a_qos2_message_dropped_before_the_next_is_asked_for_is_durably_acked_fi
     gate.add_permits(100);
 }
 
+/// A reader that handles messages in batches pays one commit per batch: `recv_many` hands out
+/// what waits, and asking again acks all of it together, durable before the next batch.
+#[tokio::test]
+async fn a_batch_from_recv_many_is_acked_in_one_commit_before_the_next_batch() {
+    let mut broker = Broker::new();
+    let store = MemoryStore::default();
+    let gate = Arc::new(Semaphore::new(0));
+    let controlled = Arc::new(ControlledStore::gated(store.clone(), &gate));
+    let b = builder(&broker, MemoryStore::default()).store_arc(controlled);
+    let connecting = tokio::spawn(b.connect());
+    let mut peer = broker.next().await;
+    peer.accept(false).await;
+    gate.add_permits(1);
+    let (_client, mut messages) = connecting.await.unwrap().unwrap();
+    for id in 1..=4u16 {
+        peer.send(inbound(QoS::ExactlyOnce, id, id.to_string()))
+            .await;
+    }
+    // All four reach the inbox.
+    peer.silent(Duration::from_millis(100)).await;
+    let mut batch = Vec::new();
+    let taken = timeout(WAIT, messages.recv_many(&mut batch, 3))
+        .await
+        .unwrap();
+    assert_eq!(taken, 3);
+    let ids: Vec<u16> = batch.iter().map(|m| m.publish().packet_id).collect();
+    assert_eq!(ids, vec![1, 2, 3]);
+    // The application holds the batch: nothing is acked yet.
+    peer.silent(Duration::from_millis(100)).await;
+    // Asking again acks the batch, whether or not the application still holds it.
+    let mut next = Vec::new();
+    let mut asking = Box::pin(messages.recv_many(&mut next, 3));
+    assert!(
+        timeout(Duration::from_millis(200), &mut asking)
+            .await
+            .is_err(),
+        "the next batch came before the acks of the last were durable"
+    );
+    // One commit makes all three markers durable.
+    gate.add_permits(1);
+    assert_eq!(timeout(WAIT, asking).await.unwrap(), 1);
+    assert_eq!(next[0].publish().packet_id, 4);
+    assert_eq!(stored(&store).await.inbound, vec![1, 2, 3]);
+    assert_eq!(
+        acks(&mut peer, 3).await,
+        vec![
+            ("PUBREC", 1, ReasonCode::Success),
+            ("PUBREC", 2, ReasonCode::Success),
+            ("PUBREC", 3, ReasonCode::Success)
+        ]
+    );
+    drop(batch);
+    gate.add_permits(100);
+}
+
 #[tokio::test]
 async fn a_message_whose_handler_panics_is_not_acked_but_handed_over_again() {
     let mut broker = Broker::new();

@@ -43,7 +43,7 @@ pub mod layout;
 mod maintenance;
 mod set_aside;
 
-pub use error::StoreError;
+pub use error::{StoreError, described};
 pub use kv::{Entries, KvBackend, KvOpen, KvStore, visit_map};
 pub use maintenance::{HeldMessages, Tidied, move_session, tidy_sessions};
 pub use set_aside::{SetAside, open_or_set_aside};

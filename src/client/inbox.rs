@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::message::{AckMode, AckState, Verdict};
+use super::settlement::{AckMode, AckState, Verdict};
 use super::{ClientError, Message};
 use crate::packet::QoS;
 use crate::store::{SessionKey, SessionStore};
@@ -47,11 +47,12 @@ pub struct Messages {
     /// Taken from the channel but held back by the gate.
     held: Option<Message>,
     recheck: Option<Pin<Box<tokio::time::Sleep>>>,
-    /// The automatic-ack message handed out last: acked when the next one is asked for.
-    last: Option<Arc<AckState>>,
-    /// The ack of a QoS 2 message given by asking for the next: the next waits until it is
-    /// durable.
-    durable: Option<oneshot::Receiver<Result<(), ClientError>>>,
+    /// The automatic-ack messages handed out last (one, or a batch of `recv_many`): acked
+    /// when the next are asked for.
+    last: Vec<Arc<AckState>>,
+    /// The acks of QoS 2 messages given by asking for the next: the next waits until they
+    /// are durable.
+    durable: Vec<oneshot::Receiver<Result<(), ClientError>>>,
 }
 
 impl Messages {
@@ -70,8 +71,8 @@ impl Messages {
             gate,
             held: None,
             recheck: None,
-            last: None,
-            durable: None,
+            last: Vec::new(),
+            durable: Vec::new(),
         }
     }
 
@@ -83,16 +84,52 @@ impl Messages {
         std::future::poll_fn(|cx| self.poll_next_message(cx)).await
     }
 
+    /// Up to `limit` messages into `buffer` (appended), waiting for the first; returns how
+    /// many, 0 once the client has stopped (or `limit` is 0).
+    ///
+    /// With automatic ack the batch is one message to the application: asking again acks all
+    /// of it, and at QoS 2 in one store commit, so a reader that handles messages in batches
+    /// pays one commit per batch instead of one per message. After a crash the whole batch
+    /// the application held is handed over again.
+    ///
+    /// Cancel safety: cancel safe. Messages are handed out only when this returns them.
+    pub async fn recv_many(&mut self, buffer: &mut Vec<Message>, limit: usize) -> usize {
+        if limit == 0 {
+            return 0;
+        }
+        let Some(first) = self.recv().await else {
+            return 0;
+        };
+        buffer.push(first);
+        let mut taken = 1;
+        while taken < limit {
+            let Some(message) = self.take_waiting() else {
+                break;
+            };
+            buffer.push(message);
+            taken += 1;
+        }
+        taken
+    }
+
     /// The next message if one is waiting (and may be handed out now). `None` also while the
     /// ack of the message handed out before is being made durable (QoS 2, automatic ack).
     pub fn try_recv(&mut self) -> Option<Message> {
         self.finish_last();
-        if let Some(durable) = self.durable.as_mut() {
+        while let Some(durable) = self.durable.last_mut() {
             match durable.try_recv() {
                 Err(oneshot::error::TryRecvError::Empty) => return None,
-                _ => self.durable = None,
+                _ => {
+                    self.durable.pop();
+                }
             }
         }
+        self.take_waiting()
+    }
+
+    /// A message that waits and may be handed out now, without acking the ones handed out
+    /// before (they join its batch).
+    fn take_waiting(&mut self) -> Option<Message> {
         if self.held.is_none() {
             self.held = self.rx.try_recv().ok();
         }
@@ -111,11 +148,11 @@ impl Messages {
 
     fn poll_next_message(&mut self, cx: &mut Context<'_>) -> Poll<Option<Message>> {
         self.finish_last();
-        if let Some(durable) = self.durable.as_mut() {
+        while let Some(durable) = self.durable.last_mut() {
             // Whatever the answer: a failed ack means the client stopped, and the next
             // message (if any) tells the rest.
             let _ = ready!(Pin::new(durable).poll(cx));
-            self.durable = None;
+            self.durable.pop();
         }
         let message = ready!(self.poll_gated(cx));
         Poll::Ready(message.map(|m| self.hand_out(m)))
@@ -126,25 +163,25 @@ impl Messages {
     /// this call gave it or the message's drop did (a `while let` loop drops each message
     /// before it asks for the next).
     fn finish_last(&mut self) {
-        let Some(state) = self.last.take() else {
-            return;
-        };
-        if state.qos == QoS::ExactlyOnce {
-            let (reply, durable) = oneshot::channel();
-            self.durable = if state.settle(Verdict::Ack, Some(reply)) {
-                Some(durable)
+        for state in std::mem::take(&mut self.last) {
+            if state.qos == QoS::ExactlyOnce {
+                let (reply, durable) = oneshot::channel();
+                let durable = if state.settle(Verdict::Ack, Some(reply)) {
+                    Some(durable)
+                } else {
+                    state.take_durable()
+                };
+                self.durable.extend(durable);
             } else {
-                state.take_durable()
-            };
-        } else {
-            state.settle(Verdict::Ack, None);
+                state.settle(Verdict::Ack, None);
+            }
         }
     }
 
     fn hand_out(&mut self, message: Message) -> Message {
         if let Some(state) = message.hand_over() {
             if state.mode == AckMode::Automatic {
-                self.last = Some(state.clone());
+                self.last.push(state.clone());
             }
         }
         message

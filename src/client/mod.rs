@@ -16,7 +16,6 @@
 //!     .client_id("gateway-7")
 //!     .session_expiry(Duration::from_secs(86_400))
 //!     .store(store)
-//!     .manual_ack(true)
 //!     .connect()          // returns once the first CONNACK succeeded (or with the error)
 //!     .await?;
 //!
@@ -26,14 +25,36 @@
 //! let delivery = client.publish("site/7/status", "up", QoS::ExactlyOnce).await?;
 //! delivery.await?;
 //!
-//! while let Some(message) = messages.recv().await {
+//! while let Some(message) = messages.recv().await { // acks the message before this one
 //!     println!("{}: {:?}", message.topic(), message.payload());
-//!     message.ack().await?; // after the application's own work is durable
 //! #   break;
 //! }
 //! client.disconnect().await?; // drains, sends DISCONNECT, flushes the store
 //! # Ok(()) }
 //! ```
+//!
+//! # When a received message is acked
+//!
+//! Once the application is done with it, so that a message the process did not finish is sent
+//! again ([`Message`] has the details):
+//!
+//! - By default, when the application asks its [`Messages`] for the next message, or drops
+//!   this one. At QoS 2 the next message comes once this one's ack is durable: after a crash,
+//!   only the message the application held is handed over again.
+//! - With [`ClientBuilder::manual_ack`], when it calls [`Message::ack`] or
+//!   [`Message::reject`].
+//! - With [`Message::forward`], in the store commit that makes its copy durable: a bridge to
+//!   another broker that neither loses nor duplicates across a crash.
+//!
+//! A message dropped unhandled (in a panic, unacked with manual ack, or
+//! [`release`](Message::release)d) is handed over again after a delay, a bounded number of
+//! times ([`ClientBuilder::redelivery`]).
+//!
+//! # Cancelling
+//!
+//! Every async function says what dropping its future does. A [`Client::publish`] dropped
+//! before it returned is never sent; one that returned goes whatever becomes of its
+//! [`Delivery`]. [`Client::closed`] says why a client stopped.
 //!
 //! # How it works
 //!
@@ -55,6 +76,7 @@
 //!
 //! [`SessionStore::commit`]: crate::store::SessionStore::commit
 
+mod attempt;
 mod clock;
 mod config;
 mod driver;
@@ -62,11 +84,13 @@ mod error;
 mod event_queue;
 mod events;
 mod inbox;
+mod launch;
 mod message;
 pub mod metrics;
 mod options;
 mod policy;
 mod router;
+mod settlement;
 #[cfg(feature = "tls")]
 mod tls;
 mod transport;
@@ -81,12 +105,13 @@ pub use events::{ClientEvent, ReconnectReason, Stats, SubAckInfo};
 pub use inbox::Messages;
 pub use message::{Delivery, Message, Refusal};
 
+pub use attempt::{ConnectAttempt, HookError};
 pub use config::{
     ClientConfig, ConfigError, ConfigLostSession, ConfigProtocol, Property, QueueWindowConfig,
     TlsConfig, WillConfig,
 };
 use events::StatsCell;
-pub use options::{ClientBuilder, ConnectAttempt, HookError};
+pub use options::ClientBuilder;
 pub use policy::{Backoff, Exhausted, QueuePolicy, Redelivery};
 pub use router::{Router, topic_matches};
 #[cfg(feature = "tls")]
@@ -237,7 +262,7 @@ impl Client {
     pub(crate) async fn forward(
         &self,
         publish: Publish,
-        from: message::Forwarding,
+        from: settlement::Forwarding,
     ) -> Result<Delivery, ClientError> {
         self.call(|reply| Command::Forward {
             publish,
@@ -529,120 +554,5 @@ impl Client {
     /// The topic this client's requests ask responses on.
     pub fn response_topic(&self) -> &str {
         &self.inner.response_topic
-    }
-}
-
-impl ClientBuilder {
-    /// Loads the session, starts the connection task and returns once the first CONNACK
-    /// succeeded. Fails with the first round's last error when no server accepts, after
-    /// trying each once; use [`ClientBuilder::start`] to keep trying in the background.
-    ///
-    /// Cancel safety: dropped before it returned, the client it started stops (nothing holds
-    /// its handles any more).
-    pub async fn connect(self) -> Result<(Client, Messages), ClientError> {
-        let (client, messages, first) = self.launch(driver::FirstFailure::Fail).await?;
-        match first.await {
-            Ok(Ok(())) => Ok((client, messages)),
-            Ok(Err(e)) => Err(e),
-            Err(_) => Err(ClientError::Stopped),
-        }
-    }
-
-    /// Loads the session and starts the connection task without waiting for a connection:
-    /// publishes queue durably until one is up. For gateways that must start offline.
-    ///
-    /// Cancel safety: dropped before it returned, the client it started (if it got that far)
-    /// stops.
-    ///
-    /// ```no_run
-    /// # async fn f() -> Result<(), mooring::client::ClientError> {
-    /// use mooring::client::Client;
-    /// use mooring::packet::QoS;
-    /// # let store = mooring::store::MemoryStore::default();
-    /// let (client, _messages) = Client::builder()
-    ///     .server("mqtt://10.0.0.5")
-    ///     .client_id("gateway-7")
-    ///     .store(store)
-    ///     .start()
-    ///     .await?;
-    /// // Durable now, sent whenever the broker is reachable.
-    /// let _delivery = client.publish("site/7/boot", "1", QoS::AtLeastOnce).await?;
-    /// # Ok(()) }
-    /// ```
-    pub async fn start(self) -> Result<(Client, Messages), ClientError> {
-        let (client, messages, _first) = self.launch(driver::FirstFailure::Retry).await?;
-        Ok((client, messages))
-    }
-
-    async fn launch(
-        self,
-        first_failure: driver::FirstFailure,
-    ) -> Result<(Client, Messages, oneshot::Receiver<Result<(), ClientError>>), ClientError> {
-        let settings = self.settings()?;
-        let store = self.store.clone().ok_or(ClientError::NoStore)?;
-        let (commands, command_rx) = mpsc::channel(self.command_capacity);
-        let events = self.events.clone();
-        if let Some(set_aside) = self.set_aside.clone() {
-            tracing::warn!(
-                path = %set_aside.path.display(),
-                moved_to = %set_aside.moved_to.display(),
-                cause = %set_aside.cause,
-                "the store was damaged: it was moved aside and a fresh one started"
-            );
-            events.send(ClientEvent::StoreSetAside {
-                path: set_aside.path,
-                moved_to: set_aside.moved_to,
-                cause: set_aside.cause,
-            });
-        }
-        let (inbox, inbox_rx) = mpsc::channel(settings.inbox_capacity);
-        let (alive, alive_rx) = oneshot::channel();
-        let (first_tx, first_rx) = oneshot::channel();
-        let stats = Arc::new(StatsCell::default());
-        // Seeds the reconnect jitter and names this client's responses.
-        let seed = fastrand::u64(..);
-        let response_topic = self.response_topic.clone().unwrap_or_else(|| {
-            let id = if settings.session.client_id.is_empty() {
-                format!("{seed:016x}")
-            } else {
-                settings.session.client_id.clone()
-            };
-            format!("mooring/response/{id}")
-        });
-        let gate = inbox::OwnershipGate::new(&store);
-        let (stopped_tx, stopped) = watch::channel(None);
-        let panicked = Arc::new(AtomicBool::new(false));
-        let driver = driver::Driver::load(driver::Parts {
-            settings,
-            store,
-            gate: gate.clone(),
-            commands: command_rx,
-            inbox,
-            events: events.clone(),
-            stats: stats.clone(),
-            alive: alive_rx,
-            panicked: panicked.clone(),
-            stopped: stopped_tx,
-            first_connect: first_tx,
-            first_failure,
-            seed,
-        })
-        .await?;
-        tokio::spawn(driver.run());
-        let client = Client {
-            inner: Arc::new(Inner {
-                commands,
-                events,
-                stats,
-                response_topic,
-                response_subscribed: tokio::sync::OnceCell::new(),
-                next_correlation: AtomicU64::new(0),
-                correlation_seed: seed,
-                stopped,
-                panicked,
-                _alive: alive,
-            }),
-        };
-        Ok((client, Messages::new(inbox_rx, gate), first_rx))
     }
 }

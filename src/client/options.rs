@@ -1,77 +1,18 @@
-//! The client builder, the reconnect policy and the queue policy.
+//! The client builder and the settings it fixes.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::attempt::{ConnectAttempt, Hook, HookError};
 use super::event_queue::{EventHub, Events};
-use super::message::AckMode;
 use super::policy::{Backoff, QueuePolicy, Redelivery};
-use super::transport::{BoxFuture, Connector, TransportOptions};
+use super::settlement::AckMode;
+use super::transport::{Connector, TransportOptions};
 use super::url::ServerUrl;
 use crate::packet::{UserProperty, Will};
 use crate::session::{Authenticator, SessionOptions};
 use crate::store::{QueueWindow, SessionStore, SetAside};
 use bytes::Bytes;
-
-/// What a hook may change before a connection attempt: credentials, CONNECT user properties and
-/// transport settings.
-#[derive(Clone)]
-#[non_exhaustive]
-pub struct ConnectAttempt {
-    server: ServerUrl,
-    attempt: u32,
-    /// The user name of CONNECT.
-    pub username: Option<String>,
-    /// The password of CONNECT (a fresh token, say).
-    pub password: Option<Bytes>,
-    /// The User Properties of CONNECT.
-    pub user_properties: Vec<UserProperty>,
-    /// TLS and WebSocket settings for this attempt.
-    pub transport: TransportOptions,
-}
-
-impl std::fmt::Debug for ConnectAttempt {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // Never print the password.
-        f.debug_struct("ConnectAttempt")
-            .field("server", &self.server)
-            .field("attempt", &self.attempt)
-            .field("username", &self.username)
-            .field("password", &self.password.as_ref().map(|_| "<hidden>"))
-            .field("user_properties", &self.user_properties)
-            .field("transport", &self.transport)
-            .finish()
-    }
-}
-
-impl ConnectAttempt {
-    pub(crate) fn new(server: ServerUrl, attempt: u32, transport: TransportOptions) -> Self {
-        Self {
-            server,
-            attempt,
-            username: None,
-            password: None,
-            user_properties: Vec::new(),
-            transport,
-        }
-    }
-
-    /// The server this attempt goes to.
-    pub fn server(&self) -> &ServerUrl {
-        &self.server
-    }
-
-    /// How many attempts failed in a row before this one (0 for the first).
-    pub fn attempt(&self) -> u32 {
-        self.attempt
-    }
-}
-
-/// What a [`ClientBuilder::before_connect`] hook returns when it cannot prepare an attempt.
-pub type HookError = Box<dyn std::error::Error + Send + Sync>;
-
-pub(crate) type Hook =
-    Arc<dyn Fn(ConnectAttempt) -> BoxFuture<Result<ConnectAttempt, HookError>> + Send + Sync>;
 
 pub(crate) type AuthenticatorFactory = Arc<dyn Fn() -> Box<dyn Authenticator> + Send + Sync>;
 

@@ -11,6 +11,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 #[cfg(feature = "tls")]
 use super::tls::TlsOptions;
 use super::url::ServerUrl;
+#[cfg(feature = "tls")]
+use crate::store::described;
 
 /// A bidirectional byte stream a connection can run over.
 pub trait AsyncStream: AsyncRead + AsyncWrite + Send + Unpin {}
@@ -292,16 +294,16 @@ async fn tls_wrap(
     };
     let tls = match &options.tls {
         Some(tls) => tls.clone(),
-        None => TlsOptions::system_roots().map_err(|e| fail(e.to_string()))?,
+        None => TlsOptions::system_roots().map_err(|e| fail(described(&e)))?,
     };
-    let config = tls.client_config().map_err(|e| fail(e.to_string()))?;
+    let config = tls.client_config().map_err(|e| fail(described(&e)))?;
     let name = rustls::pki_types::ServerName::try_from(tls.name_for(server.host()).to_owned())
         .map_err(|e| fail(format!("invalid server name: {e}")))?;
     let connector = tokio_rustls::TlsConnector::from(config);
     let stream = connector
         .connect(name, stream)
         .await
-        .map_err(|e| fail(e.to_string()))?;
+        .map_err(|e| fail(described(&e)))?;
     Ok(Box::new(stream))
 }
 

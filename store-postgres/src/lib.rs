@@ -198,7 +198,7 @@ impl PostgresBackend {
         // outage up to the limit.
         let mut link = Link::new(config.clone(), tls.clone(), setup.clone(), Duration::ZERO);
         link.run(schema::ensure)
-            .map_err(|e| open_error(e.to_string()))?;
+            .map_err(|e| open_error(mooring_core::store::described(&e)))?;
         link.set_outage_limit(options.outage_limit);
         let ownership = Arc::new(Ownership::new(
             options.holder,

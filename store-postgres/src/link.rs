@@ -70,17 +70,7 @@ pub(crate) fn is_transient(error: &postgres::Error) -> bool {
 /// The error with its causes ("error performing TLS handshake: invalid peer certificate:
 /// UnknownIssuer"): the postgres crate keeps the useful part in its sources.
 pub(crate) fn described(error: &postgres::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
+    mooring_core::store::described(error)
 }
 
 pub(crate) fn backend_error(error: postgres::Error) -> StoreError {

@@ -141,14 +141,10 @@ impl Session {
         });
         // The metadata the session keeps: the expiry in force (the server's, if it set one),
         // the identifier it assigned, and that a connection is up.
-        // 3.1.1 has no expiry: a session that outlives its connections lasts until the
-        // server drops it.
-        let expiry = match self.options.protocol {
-            ProtocolVersion::V311 if self.outlives_connections() => u32::MAX,
-            _ => self.options.properties.session_expiry_interval.unwrap_or(0),
-        };
         let meta = SessionMeta {
-            session_expiry_interval: props.session_expiry_interval.unwrap_or(expiry),
+            session_expiry_interval: props
+                .session_expiry_interval
+                .unwrap_or_else(|| super::kept_expiry(&self.options)),
             disconnected_at_ms: None,
             assigned_client_id: props
                 .assigned_client_identifier

@@ -372,7 +372,8 @@ impl Session {
             });
         }
         let meta = stored.meta.clone().unwrap_or_else(|| SessionMeta {
-            session_expiry_interval: options.properties.session_expiry_interval.unwrap_or(0),
+            session_expiry_interval: kept_expiry(&options),
+            protocol,
             ..SessionMeta::default()
         });
         let corrections = stored
@@ -546,7 +547,7 @@ impl Session {
 
     /// Whether the session is asked to outlive its connections (a Session Expiry above 0).
     fn outlives_connections(&self) -> bool {
-        self.options.properties.session_expiry_interval.unwrap_or(0) > 0
+        outlives_connections(&self.options)
     }
 
     /// Store operations to commit and then packets to send, gathered since the last call;
@@ -757,3 +758,19 @@ mod queue_tests;
 mod tests;
 #[cfg(test)]
 mod v311_tests;
+
+/// Whether a session with these options is asked to outlive its connections (a Session
+/// Expiry above 0).
+fn outlives_connections(options: &SessionOptions) -> bool {
+    options.properties.session_expiry_interval.unwrap_or(0) > 0
+}
+
+/// The Session Expiry the session keeps in its metadata until a server says otherwise.
+/// 3.1.1 has no expiry: a session that outlives its connections lasts until the server drops
+/// it.
+fn kept_expiry(options: &SessionOptions) -> u32 {
+    match options.protocol {
+        ProtocolVersion::V311 if outlives_connections(options) => u32::MAX,
+        _ => options.properties.session_expiry_interval.unwrap_or(0),
+    }
+}

@@ -106,6 +106,33 @@ fn a_persistent_3_1_1_session_never_expires_locally_and_records_its_protocol() {
 }
 
 #[test]
+fn metadata_stored_before_the_first_connection_names_3_1_1_and_no_expiry() {
+    // Offline from the start: the publish's commit also stamps the clock, storing the
+    // metadata before any CONNACK filled it in.
+    let mut s = session(options(3600));
+    s.tick(NOW_MS);
+    let mut p = Publish::new("t", "offline");
+    p.qos = QoS::ExactlyOnce;
+    s.publish(p).unwrap();
+    let (_, ops) = flush(&mut s);
+    let meta = ops
+        .iter()
+        .find_map(|op| match op {
+            StoreOp::SetMeta(meta) => Some(meta.clone()),
+            _ => None,
+        })
+        .expect("the first commit stores the metadata");
+    assert_eq!(meta.protocol, ProtocolVersion::V311);
+    assert_eq!(meta.session_expiry_interval, u32::MAX);
+    let stored = StoredSession {
+        meta: Some(meta),
+        ..StoredSession::default()
+    };
+    Session::new(options(3600), stored, NOW_MS + 7_200_000)
+        .expect("a 3.1.1 store reopens as 3.1.1");
+}
+
+#[test]
 fn the_in_flight_window_is_the_clients_own() {
     let count_sent = |options: SessionOptions| {
         let mut s = connected(options, false);

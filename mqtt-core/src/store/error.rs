@@ -127,3 +127,43 @@ impl StoreError {
         }
     }
 }
+
+/// An error and each of its causes, once, in one line (`a: b: c`): for a message that must
+/// stand alone, such as the cause a poisoned store keeps or a log line. Displaying an error
+/// shows only its own part; its causes come through `source`.
+pub fn described(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn described_tells_each_cause_once() {
+        let io = std::io::Error::other("disk full");
+        let error = StoreError::backend("redb store", io);
+        assert_eq!(
+            error.to_string(),
+            "redb store failed",
+            "the cause is the source's"
+        );
+        assert_eq!(described(&error), "redb store failed: disk full");
+        let flat = StoreError::Backend {
+            backend: "redb store",
+            message: "disk full".into(),
+            source: None,
+        };
+        assert_eq!(described(&flat), "redb store failed: disk full");
+    }
+}

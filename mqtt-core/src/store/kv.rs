@@ -138,7 +138,7 @@ impl<B: KvBackend> Shared<B> {
         let result = self.backend.apply(writes);
         if let Err(e) = &result {
             let mut poisoned = self.poisoned.lock().unwrap_or_else(|e| e.into_inner());
-            poisoned.get_or_insert_with(|| e.to_string());
+            poisoned.get_or_insert_with(|| super::described(e));
         }
         result
     }

@@ -3,8 +3,8 @@
 use bytes::Bytes;
 use tokio::sync::oneshot;
 
-use super::super::message::Forwarding;
 use super::super::policy::QueuePolicy;
+use super::super::settlement::Forwarding;
 use super::super::{ClientError, Delivery, Message, SubAckInfo};
 use super::requests::SubscriptionChange;
 use super::{Driver, Reply};

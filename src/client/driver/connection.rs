@@ -9,8 +9,8 @@ use bytes::BytesMut;
 use tokio::sync::oneshot;
 use tracing::{info, warn};
 
+use super::super::attempt::ConnectAttempt;
 use super::super::clock;
-use super::super::options::ConnectAttempt;
 use super::super::transport::{self, BoxFuture, Link, Outgoing};
 use super::super::url::ServerUrl;
 use super::super::{

@@ -15,7 +15,7 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
 
-use super::super::message::{AckMode, AckState, Released, Settlement, Verdict};
+use super::super::settlement::{AckMode, AckState, Released, Settlement, Verdict};
 use super::super::{ClientError, ClientEvent, Message};
 use super::Driver;
 use super::pipeline::Waiter;

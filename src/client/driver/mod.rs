@@ -13,6 +13,7 @@
 //!
 //! | File | Owns |
 //! |---|---|
+//! | `load.rs` | starting: the sessions loaded, the wall clock started, the store tidied |
 //! | `command.rs` | [`Command`]: what handles ask, and its dispatch |
 //! | `pipeline.rs` | `Pipeline`: the commit in flight, its waiters, deferred operations |
 //! | `connection.rs` | `Connection`: phase, link, dial, handshake, reading, reconnect, backoff |
@@ -29,6 +30,7 @@ mod connection;
 mod handshake;
 mod inbound;
 mod io;
+mod load;
 mod ownership;
 mod pipeline;
 mod publishes;
@@ -46,20 +48,20 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
 use super::clock::{self, WallClock};
 use super::event_queue::EventHub;
 use super::events::StatsCell;
 use super::inbox::OwnershipGate;
-use super::message::Origin;
 use super::metrics::{Levels, Metrics};
 use super::options::Settings;
+use super::settlement::Origin;
 use super::transport::Exchanged;
 use super::{ClientError, ClientEvent, ConnectError, Message, StopReason};
 use crate::packet::ReasonCode;
 use crate::session::{Event, Session};
-use crate::store::{SessionKey, SessionStore, tidy_sessions};
+use crate::store::{SessionKey, SessionStore};
 use connection::Connection;
 use inbound::Inbox;
 use pipeline::{CommitResult, Flush, Pipeline};
@@ -166,60 +168,13 @@ enum Wake {
     /// Messages left the backlog for the inbox.
     HandedOver,
     /// The application settled messages (acks, refusals, releases).
-    Settled(super::message::Settlement),
+    Settled(super::settlement::Settlement),
 }
 
 /// How often, at the longest, the loop looks whether the system clock stepped: a step moves
 /// Message Expiry deadlines, which then run out at the right time (a few seconds late at
 /// most).
 const CLOCK_CHECK: Duration = Duration::from_secs(5);
-
-/// How often expired sessions are purged from the store while the client runs.
-const PURGE_INTERVAL: Duration = Duration::from_secs(3600);
-
-/// Purges expired sessions that hold no message (never the configured ones) and, with
-/// `client_id`, reports that client's sessions under servers no longer configured that hold
-/// messages. A store that cannot say is reported in the log; it does not stop the client.
-async fn tidy(
-    store: &dyn SessionStore,
-    now_ms: u64,
-    client_id: Option<&str>,
-    configured: &[SessionKey],
-    events: &EventHub,
-) {
-    let tidied = match tidy_sessions(store, now_ms, client_id, configured).await {
-        Ok(tidied) => tidied,
-        Err(error) => return warn!(%error, "could not look after the store's other sessions"),
-    };
-    if !tidied.purged.is_empty() {
-        info!(count = tidied.purged.len(), "expired sessions purged");
-    }
-    for (session, held) in tidied.stranded {
-        warn!(
-            %session,
-            in_flight = held.in_flight,
-            queued = held.queued,
-            "a session of this client id under a server no longer configured holds messages"
-        );
-        events.send(ClientEvent::StrandedSession {
-            session,
-            in_flight: held.in_flight,
-            queued: held.queued,
-        });
-    }
-}
-
-async fn purge_periodically(
-    store: Arc<dyn SessionStore>,
-    clock: WallClock,
-    configured: Vec<SessionKey>,
-    events: EventHub,
-) {
-    loop {
-        tokio::time::sleep(PURGE_INTERVAL).await;
-        tidy(&*store, clock.now_ms(), None, &configured, &events).await;
-    }
-}
 
 async fn alive(alive: &mut Option<oneshot::Receiver<()>>) {
     match alive {
@@ -231,134 +186,6 @@ async fn alive(alive: &mut Option<oneshot::Receiver<()>>) {
 }
 
 impl Driver {
-    /// Loads every session the servers use and builds the driver.
-    pub(crate) async fn load(parts: Parts) -> Result<Self, ClientError> {
-        let settings = parts.settings;
-        let primary = settings
-            .servers
-            .first()
-            .cloned()
-            .ok_or(ClientError::NoServer)?;
-        let keys: Vec<SessionKey> = match &settings.cluster_scope {
-            Some(scope) => vec![SessionKey::cluster(
-                scope.clone(),
-                settings.session.client_id.clone(),
-            )],
-            None => settings
-                .servers
-                .iter()
-                .map(|s| s.session_key(settings.session.client_id.clone()))
-                .collect(),
-        };
-        let mut resumed = Vec::with_capacity(keys.len());
-        for key in keys {
-            // A store shared by machines: wait until this process owns the session (a
-            // standby waits here for the owner's lease to lapse).
-            parts
-                .store
-                .acquire(&key)
-                .await
-                .map_err(|e| ClientError::Store(Arc::new(e)))?;
-            let stored = parts
-                .store
-                .resume(&key, settings.session.queue_window)
-                .await
-                .map_err(|e| ClientError::Store(Arc::new(e)))?;
-            resumed.push((key, stored));
-        }
-        // Never before what a session already saw: a system clock behind it is wrong (a
-        // gateway without a real-time clock boots in 1970).
-        let floor = resumed
-            .iter()
-            .filter_map(|(_, stored)| stored.meta.as_ref()?.clock_floor_ms())
-            .max();
-        let (clock, trusted) = WallClock::start(settings.wall_clock.clone(), floor);
-        if !trusted {
-            warn!(
-                floor_ms = floor,
-                "the system clock is behind what the session saw: the client's clock goes on \
-                 from there, and what it stamps is corrected when the system clock steps"
-            );
-        }
-        let mut slots = Vec::with_capacity(resumed.len());
-        for (key, stored) in resumed {
-            // A session stamped on a clock not known to be right (an earlier start behind its
-            // stamps, never corrected by a step): the right clock now is its step. It opens in
-            // its own frame, then moves to this one.
-            let catch_up = floor.filter(|_| {
-                trusted
-                    && stored
-                        .meta
-                        .as_ref()
-                        .is_some_and(|m| m.clock.untrusted_since.is_some())
-            });
-            let opened_at = catch_up.unwrap_or_else(|| clock.now_ms());
-            let mut session = Session::new(settings.session.clone(), stored, opened_at)?;
-            if !trusted {
-                session.clock_unsure();
-            } else if let Some(floor) = catch_up {
-                let shift = clock.now_ms().saturating_sub(floor);
-                session.clock_stepped(i64::try_from(shift).unwrap_or(i64::MAX));
-            }
-            if let Some(make) = &settings.authenticator {
-                session.set_authenticator(make());
-            }
-            slots.push(Slot::new(key, session, &*parts.store));
-        }
-        let configured: Vec<SessionKey> = slots.iter().map(|s| s.key.clone()).collect();
-        let client_id = Some(settings.session.client_id.as_str());
-        tidy(
-            &*parts.store,
-            clock.now_ms(),
-            client_id,
-            &configured,
-            &parts.events,
-        )
-        .await;
-        let housekeeping = tokio::spawn(purge_periodically(
-            parts.store.clone(),
-            clock.clone(),
-            configured,
-            parts.events.clone(),
-        ));
-        Ok(Self {
-            configured_servers: settings.servers.len(),
-            slots,
-            active: 0,
-            conn: Connection::new(
-                primary,
-                &settings.session.client_id,
-                parts.first_connect,
-                parts.first_failure,
-                parts.seed,
-            ),
-            store: parts.store.clone(),
-            pipeline: Pipeline::new(parts.store),
-            publishes: Publishes::default(),
-            inbox: Inbox::new(
-                parts.inbox,
-                settings.ack_mode(),
-                redelivery::Redeliveries::new(settings.redelivery()),
-                parts.seed,
-            ),
-            requests: Requests::default(),
-            stopping: Stopping::default(),
-            commands: parts.commands,
-            commands_open: true,
-            alive: Some(parts.alive),
-            panicked: parts.panicked,
-            stopped: parts.stopped,
-            events: parts.events,
-            stats: parts.stats,
-            metrics: Metrics::new(&settings.session.client_id),
-            housekeeping,
-            lease_lapsed: false,
-            gate: parts.gate,
-            clock,
-            settings,
-        })
-    }
-
     fn session(&mut self) -> Option<&mut Session> {
         self.slots.get_mut(self.active).map(|s| &mut s.session)
     }

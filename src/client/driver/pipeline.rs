@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
 use tracing::{debug, warn};
 
-use super::super::message::Forwarding;
+use super::super::settlement::Forwarding;
 use super::super::{ClientError, Delivery, StopReason, clock};
 use super::connection::Close;
 use super::{Driver, Reply, Slot};

@@ -7,8 +7,8 @@ use std::sync::atomic::Ordering;
 use tokio::sync::oneshot;
 use tracing::{debug, warn};
 
-use super::super::message::Forwarding;
 use super::super::policy::QueuePolicy;
+use super::super::settlement::Forwarding;
 use super::super::{ClientError, ClientEvent, Delivery, DeliveryError};
 use super::pipeline::{Cancelled, Waiter};
 use super::{Driver, Reply};

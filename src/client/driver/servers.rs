@@ -13,6 +13,7 @@ use super::{Driver, Slot};
 use crate::client::{ClientError, ServerUrl};
 use crate::packet::ReasonCode;
 use crate::session::Session;
+use crate::store::described;
 
 /// Servers a broker can add to the list by references: a hostile or misconfigured broker cannot
 /// grow it, or the sessions loaded for it, without bound.
@@ -150,14 +151,14 @@ impl Driver {
         if self.settings.cluster_scope.is_none() {
             let key = url.session_key(self.settings.session.client_id.clone());
             let store = &self.store;
-            store.acquire(&key).await.map_err(|e| e.to_string())?;
+            store.acquire(&key).await.map_err(|e| described(&e))?;
             let stored = store
                 .resume(&key, self.settings.session.queue_window)
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| described(&e))?;
             let mut session =
                 Session::new(self.settings.session.clone(), stored, self.clock.now_ms())
-                    .map_err(|e| ClientError::from(e).to_string())?;
+                    .map_err(|e| described(&ClientError::from(e)))?;
             if let Some(make) = &self.settings.authenticator {
                 session.set_authenticator(make());
             }

@@ -568,15 +568,16 @@ fn main() -> ExitCode {
                 windows::run(count, runs, args.get(3).map(String::as_str))
             }
             Some("recv") => {
-                // recv LIB STORE URL QOS MANUAL COUNT
-                let [_, lib, store, url, q, manual, count] = args.as_slice() else {
+                // recv LIB STORE URL QOS ACKING COUNT
+                let [_, lib, store, url, q, acking, count] = args.as_slice() else {
                     return Err("bad recv arguments".into());
                 };
-                let (q, manual, count) = (q.parse()?, manual.parse()?, count.parse()?);
+                let (q, acking, count) =
+                    (q.parse()?, receive::Acking::parse(acking)?, count.parse()?);
                 let received = if lib == "rumqttc" {
-                    receive::rumqttc_receive(url, q, manual, count).await?
+                    receive::rumqttc_receive(url, q, acking, count).await?
                 } else {
-                    receive::mooring_receive(store, url, q, manual, count).await?
+                    receive::mooring_receive(store, url, q, acking, count).await?
                 };
                 println!("RECV {} {}", received.rate, received.cpu_us);
                 Ok(())

@@ -8,7 +8,10 @@
 //!
 //! With manual ack the application acks every message as it arrives and keeps the acks
 //! outstanding side by side (Mooring's `ack` returns once the ack is durable; rumqttc's once it
-//! is queued for its event loop).
+//! is queued for its event loop). With automatic ack it reads one message at a time (Mooring
+//! acks each when the next is asked for, at QoS 2 durably before handing the next over);
+//! "batch" reads with `recv_many` up to 256 at a time (one commit per batch; rumqttc, which
+//! acks on arrival, reads as with automatic ack).
 //!
 //! Each row also gives the receiving process's CPU time per message (user + system, all its
 //! threads, from its connect to the last message).
@@ -26,6 +29,37 @@ use super::{CONTENDERS, Error, qos, summarize};
 const INFLIGHT: u16 = 100;
 
 const PAYLOAD: usize = 64;
+
+/// How the application acknowledges.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Acking {
+    Automatic,
+    Manual,
+    /// Automatic, reading batches with `recv_many`.
+    Batch,
+}
+
+/// The largest batch `recv_many` takes.
+const BATCH: usize = 256;
+
+impl Acking {
+    pub(crate) fn parse(word: &str) -> Result<Self, Error> {
+        match word {
+            "automatic" => Ok(Self::Automatic),
+            "manual" => Ok(Self::Manual),
+            "batch" => Ok(Self::Batch),
+            other => Err(format!("unknown acking {other:?}").into()),
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::Automatic => "automatic",
+            Self::Manual => "manual",
+            Self::Batch => "batch",
+        }
+    }
+}
 
 /// Publishes `count` messages at `qos` to `topic` and waits until the broker has taken each.
 async fn preload(url: &str, topic: &str, q: u8, count: usize) -> Result<(), Error> {
@@ -71,14 +105,15 @@ impl Received {
     }
 }
 
-/// `bench recv mooring STORE URL QOS MANUAL COUNT`: prints `RECV <msg/s> <CPU µs/msg>`.
+/// `bench recv mooring STORE URL QOS ACKING COUNT` (ACKING: automatic, manual, batch): prints `RECV <msg/s> <CPU µs/msg>`.
 pub(crate) async fn mooring_receive(
     store_kind: &str,
     url: &str,
     q: u8,
-    manual: bool,
+    acking: Acking,
     count: usize,
 ) -> Result<Received, Error> {
+    let manual = acking == Acking::Manual;
     let dir = tempfile::tempdir()?;
     let store = super::store_in(store_kind, dir.path())?;
     let id = format!("bench-recv-{}", std::process::id());
@@ -102,6 +137,14 @@ pub(crate) async fn mooring_receive(
     let (client, mut inbox) = builder().clean_start(false).connect().await?;
     let mut acks = FuturesUnordered::new();
     let mut received = 0;
+    let mut batch = Vec::with_capacity(BATCH);
+    while acking == Acking::Batch && received < count {
+        batch.clear();
+        match inbox.recv_many(&mut batch, BATCH).await {
+            0 => return Err("the client stopped".into()),
+            taken => received += taken,
+        }
+    }
     while received < count {
         tokio::select! {
             message = inbox.recv() => {
@@ -122,13 +165,14 @@ pub(crate) async fn mooring_receive(
     Ok(received)
 }
 
-/// `bench recv rumqttc - URL QOS MANUAL COUNT`: the same through rumqttc.
+/// `bench recv rumqttc - URL QOS ACKING COUNT`: the same through rumqttc.
 pub(crate) async fn rumqttc_receive(
     url: &str,
     q: u8,
-    manual: bool,
+    acking: Acking,
     count: usize,
 ) -> Result<Received, Error> {
+    let manual = acking == Acking::Manual;
     use rumqttc::v5::{AsyncClient, Event, Incoming, MqttOptions};
     let port: u16 = url.rsplit(':').next().ok_or("port")?.parse()?;
     let id = format!("rumqttc-recv-{}", std::process::id());
@@ -210,7 +254,15 @@ pub(crate) fn run(count: usize, runs: usize) -> Result<(), Error> {
     // QoS 0 messages wait for an offline session too.
     config.extra.push("queue_qos0_messages true".into());
     let broker = Mosquitto::with_config(&config)?;
-    for (q, manual) in [(0u8, false), (1, false), (1, true), (2, false), (2, true)] {
+    for (q, acking) in [
+        (0u8, Acking::Automatic),
+        (1, Acking::Automatic),
+        (1, Acking::Batch),
+        (1, Acking::Manual),
+        (2, Acking::Automatic),
+        (2, Acking::Batch),
+        (2, Acking::Manual),
+    ] {
         let mut rates: Vec<Vec<f64>> = CONTENDERS.iter().map(|_| Vec::new()).collect();
         let mut cpu: Vec<Vec<f64>> = CONTENDERS.iter().map(|_| Vec::new()).collect();
         for _ in 0..runs {
@@ -223,7 +275,7 @@ pub(crate) fn run(count: usize, runs: usize) -> Result<(), Error> {
                     (*store).into(),
                     broker.url(),
                     q.to_string(),
-                    manual.to_string(),
+                    acking.name().into(),
                     count.to_string(),
                 ])?;
                 let fields: Vec<f64> = line
@@ -246,7 +298,7 @@ pub(crate) fn run(count: usize, runs: usize) -> Result<(), Error> {
             .collect();
         println!(
             "| {q} | {} | {:.0} | {:.0} | {:.0} | {:.2} | {:.2} | {:.1} | {} | {} |",
-            if manual { "manual" } else { "automatic" },
+            acking.name(),
             c.peer,
             c.memory,
             c.redb,

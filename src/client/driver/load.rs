@@ -1,0 +1,199 @@
+//! Starting the driver: every session the servers use loaded (a standby waits here for the
+//! owner's lease), the wall clock started from what the sessions saw, the store's other
+//! sessions tidied, and the hourly purge spawned.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tracing::{info, warn};
+
+use super::super::clock::WallClock;
+use super::super::event_queue::EventHub;
+use super::super::metrics::Metrics;
+use super::super::{ClientError, ClientEvent};
+use super::connection::Connection;
+use super::inbound::Inbox;
+use super::pipeline::Pipeline;
+use super::publishes::Publishes;
+use super::requests::Requests;
+use super::stopping::Stopping;
+use super::{Driver, Parts, Slot, redelivery};
+use crate::session::Session;
+use crate::store::{SessionKey, SessionStore, tidy_sessions};
+
+/// How often expired sessions are purged from the store while the client runs.
+const PURGE_INTERVAL: Duration = Duration::from_secs(3600);
+
+/// Purges expired sessions that hold no message (never the configured ones) and, with
+/// `client_id`, reports that client's sessions under servers no longer configured that hold
+/// messages. A store that cannot say is reported in the log; it does not stop the client.
+async fn tidy(
+    store: &dyn SessionStore,
+    now_ms: u64,
+    client_id: Option<&str>,
+    configured: &[SessionKey],
+    events: &EventHub,
+) {
+    let tidied = match tidy_sessions(store, now_ms, client_id, configured).await {
+        Ok(tidied) => tidied,
+        Err(error) => return warn!(%error, "could not look after the store's other sessions"),
+    };
+    if !tidied.purged.is_empty() {
+        info!(count = tidied.purged.len(), "expired sessions purged");
+    }
+    for (session, held) in tidied.stranded {
+        warn!(
+            %session,
+            in_flight = held.in_flight,
+            queued = held.queued,
+            "a session of this client id under a server no longer configured holds messages"
+        );
+        events.send(ClientEvent::StrandedSession {
+            session,
+            in_flight: held.in_flight,
+            queued: held.queued,
+        });
+    }
+}
+
+async fn purge_periodically(
+    store: Arc<dyn SessionStore>,
+    clock: WallClock,
+    configured: Vec<SessionKey>,
+    events: EventHub,
+) {
+    loop {
+        tokio::time::sleep(PURGE_INTERVAL).await;
+        tidy(&*store, clock.now_ms(), None, &configured, &events).await;
+    }
+}
+
+impl Driver {
+    /// Loads every session the servers use and builds the driver.
+    pub(crate) async fn load(parts: Parts) -> Result<Self, ClientError> {
+        let settings = parts.settings;
+        let primary = settings
+            .servers
+            .first()
+            .cloned()
+            .ok_or(ClientError::NoServer)?;
+        let keys: Vec<SessionKey> = match &settings.cluster_scope {
+            Some(scope) => vec![SessionKey::cluster(
+                scope.clone(),
+                settings.session.client_id.clone(),
+            )],
+            None => settings
+                .servers
+                .iter()
+                .map(|s| s.session_key(settings.session.client_id.clone()))
+                .collect(),
+        };
+        let mut resumed = Vec::with_capacity(keys.len());
+        for key in keys {
+            // A store shared by machines: wait until this process owns the session (a
+            // standby waits here for the owner's lease to lapse).
+            parts
+                .store
+                .acquire(&key)
+                .await
+                .map_err(|e| ClientError::Store(Arc::new(e)))?;
+            let stored = parts
+                .store
+                .resume(&key, settings.session.queue_window)
+                .await
+                .map_err(|e| ClientError::Store(Arc::new(e)))?;
+            resumed.push((key, stored));
+        }
+        // Never before what a session already saw: a system clock behind it is wrong (a
+        // gateway without a real-time clock boots in 1970).
+        let floor = resumed
+            .iter()
+            .filter_map(|(_, stored)| stored.meta.as_ref()?.clock_floor_ms())
+            .max();
+        let (clock, trusted) = WallClock::start(settings.wall_clock.clone(), floor);
+        if !trusted {
+            warn!(
+                floor_ms = floor,
+                "the system clock is behind what the session saw: the client's clock goes on \
+                 from there, and what it stamps is corrected when the system clock steps"
+            );
+        }
+        let mut slots = Vec::with_capacity(resumed.len());
+        for (key, stored) in resumed {
+            // A session stamped on a clock not known to be right (an earlier start behind its
+            // stamps, never corrected by a step): the right clock now is its step. It opens in
+            // its own frame, then moves to this one.
+            let catch_up = floor.filter(|_| {
+                trusted
+                    && stored
+                        .meta
+                        .as_ref()
+                        .is_some_and(|m| m.clock.untrusted_since.is_some())
+            });
+            let opened_at = catch_up.unwrap_or_else(|| clock.now_ms());
+            let mut session = Session::new(settings.session.clone(), stored, opened_at)?;
+            if !trusted {
+                session.clock_unsure();
+            } else if let Some(floor) = catch_up {
+                let shift = clock.now_ms().saturating_sub(floor);
+                session.clock_stepped(i64::try_from(shift).unwrap_or(i64::MAX));
+            }
+            if let Some(make) = &settings.authenticator {
+                session.set_authenticator(make());
+            }
+            slots.push(Slot::new(key, session, &*parts.store));
+        }
+        let configured: Vec<SessionKey> = slots.iter().map(|s| s.key.clone()).collect();
+        let client_id = Some(settings.session.client_id.as_str());
+        tidy(
+            &*parts.store,
+            clock.now_ms(),
+            client_id,
+            &configured,
+            &parts.events,
+        )
+        .await;
+        let housekeeping = tokio::spawn(purge_periodically(
+            parts.store.clone(),
+            clock.clone(),
+            configured,
+            parts.events.clone(),
+        ));
+        Ok(Self {
+            configured_servers: settings.servers.len(),
+            slots,
+            active: 0,
+            conn: Connection::new(
+                primary,
+                &settings.session.client_id,
+                parts.first_connect,
+                parts.first_failure,
+                parts.seed,
+            ),
+            store: parts.store.clone(),
+            pipeline: Pipeline::new(parts.store),
+            publishes: Publishes::default(),
+            inbox: Inbox::new(
+                parts.inbox,
+                settings.ack_mode(),
+                redelivery::Redeliveries::new(settings.redelivery()),
+                parts.seed,
+            ),
+            requests: Requests::default(),
+            stopping: Stopping::default(),
+            commands: parts.commands,
+            commands_open: true,
+            alive: Some(parts.alive),
+            panicked: parts.panicked,
+            stopped: parts.stopped,
+            events: parts.events,
+            stats: parts.stats,
+            metrics: Metrics::new(&settings.session.client_id),
+            housekeeping,
+            lease_lapsed: false,
+            gate: parts.gate,
+            clock,
+            settings,
+        })
+    }
+}
