@@ -13,10 +13,9 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
-use mooring::client::{Client, QueuePolicy};
+use mooring::client::QueuePolicy;
 use mooring::packet::{Packet, PubAck, Publish, QoS, ReasonCode, SubAck};
 use mooring::store::{MemoryStore, SessionKey, SessionStore, StoreOp};
-use tokio::sync::Semaphore;
 use tokio::time::timeout;
 
 mod support;
@@ -78,18 +77,8 @@ async fn a_publish_dropped_while_it_waits_for_queue_room_is_never_stored_or_sent
 #[tokio::test]
 async fn a_publish_dropped_behind_a_commit_in_flight_is_never_stored_or_sent() {
     let mut broker = Broker::new();
-    let gate = Arc::new(Semaphore::new(0));
-    let store = Arc::new(ControlledStore::gated(MemoryStore::default(), &gate));
-    let b = Client::builder()
-        .server(URL)
-        .client_id("gw")
-        .store_arc(store.clone())
-        .connector(broker.connector());
-    let connecting = tokio::spawn(b.connect());
-    let mut peer = broker.next().await;
-    peer.accept(false).await;
-    gate.add_permits(1);
-    let (client, _m) = connecting.await.unwrap().unwrap();
+    let (store, gate, client, _m, mut peer) =
+        connected_gated(&mut broker, &MemoryStore::default()).await;
     // The first holds a commit; the second gathers behind it, and its caller gives up.
     let first = tokio::spawn({
         let client = client.clone();
@@ -117,19 +106,8 @@ async fn a_publish_dropped_behind_a_commit_in_flight_is_never_stored_or_sent() {
 #[tokio::test]
 async fn a_publish_dropped_during_its_commit_is_taken_back_and_never_sent() {
     let mut broker = Broker::new();
-    let gate = Arc::new(Semaphore::new(0));
     let inner = MemoryStore::default();
-    let store = Arc::new(ControlledStore::gated(inner.clone(), &gate));
-    let b = Client::builder()
-        .server(URL)
-        .client_id("gw")
-        .store_arc(store.clone())
-        .connector(broker.connector());
-    let connecting = tokio::spawn(b.connect());
-    let mut peer = broker.next().await;
-    peer.accept(false).await;
-    gate.add_permits(1);
-    let (client, _m) = connecting.await.unwrap().unwrap();
+    let (_, gate, client, _m, mut peer) = connected_gated(&mut broker, &inner).await;
     // Its commit is held; its caller gives up meanwhile.
     let given_up = timeout(
         Duration::from_millis(100),

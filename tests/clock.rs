@@ -60,14 +60,9 @@ fn expired(events: &mut Events) -> Vec<String> {
         .collect()
 }
 
-/// The first run, with its clock right, queues a message with an hour's expiry and stops.
-/// The gateway boots again with its clock in 1970: the client's clock goes on from the
-/// session's last stamp, so nothing expires at once, and it queues a message with ten
-/// seconds of expiry. Then NTP steps the system clock to the real time, a day after the first
-/// run: the hour-long message, a day old, expires at once; the ten-second one ten seconds
-/// after it was accepted, and not before.
-#[tokio::test(start_paused = true)]
-async fn a_clock_that_boots_in_1970_and_steps_expires_what_expired_and_nothing_before_its_time() {
+/// The first run, with its clock right and the broker unreachable, queues a message with an
+/// hour's expiry and stops: the broker, the store, and the base of the wall clock.
+async fn first_run_queues_an_hour() -> (Broker, MemoryStore, Arc<AtomicU64>) {
     let broker = Broker::new();
     broker.fake.refuse.store(u32::MAX, Ordering::SeqCst);
     let store = MemoryStore::default();
@@ -79,6 +74,18 @@ async fn a_clock_that_boots_in_1970_and_steps_expires_what_expired_and_nothing_b
         .unwrap();
     drop(client.publish_with(expiring("hour", 3_600)).await.unwrap());
     client.disconnect().await.unwrap();
+    (broker, store, base)
+}
+
+/// The first run, with its clock right, queues a message with an hour's expiry and stops.
+/// The gateway boots again with its clock in 1970: the client's clock goes on from the
+/// session's last stamp, so nothing expires at once, and it queues a message with ten
+/// seconds of expiry. Then NTP steps the system clock to the real time, a day after the first
+/// run: the hour-long message, a day old, expires at once; the ten-second one ten seconds
+/// after it was accepted, and not before.
+#[tokio::test(start_paused = true)]
+async fn a_clock_that_boots_in_1970_and_steps_expires_what_expired_and_nothing_before_its_time() {
+    let (broker, store, base) = first_run_queues_an_hour().await;
 
     // Powered off for most of a day; it boots with its clock at 1970.
     base.store(5_000, Ordering::SeqCst);
@@ -191,17 +198,7 @@ async fn an_unsure_run_never_corrected_is_caught_up_by_the_next_start_with_the_c
 /// had been off no time at all (how long it was off is unknowable), instead of never.
 #[tokio::test(start_paused = true)]
 async fn a_clock_that_boots_behind_the_session_runs_on_from_its_last_stamp() {
-    let broker = Broker::new();
-    broker.fake.refuse.store(u32::MAX, Ordering::SeqCst);
-    let store = MemoryStore::default();
-    let base = Arc::new(AtomicU64::new(T));
-    let (client, _m) = slow(builder(&broker, store.clone()))
-        .wall_clock(wall(&base, Instant::now()))
-        .start()
-        .await
-        .unwrap();
-    drop(client.publish_with(expiring("hour", 3_600)).await.unwrap());
-    client.disconnect().await.unwrap();
+    let (broker, store, base) = first_run_queues_an_hour().await;
 
     base.store(5_000, Ordering::SeqCst);
     let (client, _m) = slow(builder(&broker, store.clone()))

@@ -15,7 +15,6 @@ use futures_util::StreamExt;
 use mooring::client::{ClientEvent, Exhausted, Redelivery, Refusal, Router};
 use mooring::packet::{Packet, PubAck, QoS, ReasonCode, UserProperty};
 use mooring::store::{MemoryStore, StoreOp};
-use tokio::sync::Semaphore;
 use tokio::time::{Instant, timeout};
 
 mod support;
@@ -60,15 +59,7 @@ async fn an_automatic_ack_waits_until_the_application_asks_for_the_next_message(
 async fn with_automatic_ack_the_next_qos2_message_waits_until_the_previous_marker_is_durable() {
     let mut broker = Broker::new();
     let store = MemoryStore::default();
-    let gate = Arc::new(Semaphore::new(0));
-    let controlled = Arc::new(ControlledStore::gated(store.clone(), &gate));
-    let b = builder(&broker, MemoryStore::default()).store_arc(controlled.clone());
-    let connecting = tokio::spawn(b.connect());
-    let mut peer = broker.next().await;
-    peer.accept(false).await;
-    // The session metadata from CONNACK is the first commit.
-    gate.add_permits(1);
-    let (_client, mut messages) = connecting.await.unwrap().unwrap();
+    let (_, gate, _client, mut messages, mut peer) = connected_gated(&mut broker, &store).await;
     for id in [7u16, 8] {
         peer.send(inbound(QoS::ExactlyOnce, id, id.to_string()))
             .await;
@@ -105,14 +96,7 @@ async fn with_automatic_ack_the_next_qos2_message_waits_until_the_previous_marke
 async fn a_qos2_message_dropped_before_the_next_is_asked_for_is_durably_acked_first() {
     let mut broker = Broker::new();
     let store = MemoryStore::default();
-    let gate = Arc::new(Semaphore::new(0));
-    let controlled = Arc::new(ControlledStore::gated(store.clone(), &gate));
-    let b = builder(&broker, MemoryStore::default()).store_arc(controlled);
-    let connecting = tokio::spawn(b.connect());
-    let mut peer = broker.next().await;
-    peer.accept(false).await;
-    gate.add_permits(1);
-    let (_client, mut messages) = connecting.await.unwrap().unwrap();
+    let (_, gate, _client, mut messages, mut peer) = connected_gated(&mut broker, &store).await;
     for id in [7u16, 8] {
         peer.send(inbound(QoS::ExactlyOnce, id, id.to_string()))
             .await;
@@ -138,14 +122,7 @@ async fn a_qos2_message_dropped_before_the_next_is_asked_for_is_durably_acked_fi
 async fn a_batch_from_recv_many_is_acked_in_one_commit_before_the_next_batch() {
     let mut broker = Broker::new();
     let store = MemoryStore::default();
-    let gate = Arc::new(Semaphore::new(0));
-    let controlled = Arc::new(ControlledStore::gated(store.clone(), &gate));
-    let b = builder(&broker, MemoryStore::default()).store_arc(controlled);
-    let connecting = tokio::spawn(b.connect());
-    let mut peer = broker.next().await;
-    peer.accept(false).await;
-    gate.add_permits(1);
-    let (_client, mut messages) = connecting.await.unwrap().unwrap();
+    let (_, gate, _client, mut messages, mut peer) = connected_gated(&mut broker, &store).await;
     for id in 1..=4u16 {
         peer.send(inbound(QoS::ExactlyOnce, id, id.to_string()))
             .await;

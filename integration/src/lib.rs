@@ -120,6 +120,23 @@ pub fn open_when_free<S>(
     open()
 }
 
+/// Opens the embedded store `kind` names (`redb` or `sled`) at `path`, waiting while a
+/// previous incarnation's lock outlives it (see [`open_when_free`]).
+pub fn open_embedded_store(
+    kind: &str,
+    path: &std::path::Path,
+) -> Result<
+    std::sync::Arc<dyn mooring::store::SessionStore>,
+    Box<dyn std::error::Error + Send + Sync>,
+> {
+    use mooring::store::{RedbStore, SledStore};
+    Ok(match kind {
+        "redb" => std::sync::Arc::new(open_when_free(|| RedbStore::open(path))?),
+        "sled" => std::sync::Arc::new(open_when_free(|| SledStore::open(path))?),
+        other => return Err(format!("unknown store {other}").into()),
+    })
+}
+
 /// The protocol `MQTT_VERSION` asks for: `5` (also when unset) or `3.1.1`; anything else is
 /// an error naming the variable.
 pub fn mqtt_version() -> Result<mooring::packet::ProtocolVersion, String> {

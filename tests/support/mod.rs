@@ -292,6 +292,24 @@ pub async fn connected_default(broker: &mut Broker) -> (Client, Messages, Peer) 
     connected(broker, b).await
 }
 
+/// A client on `inner` whose commits wait for permits of the returned gate (the first, for
+/// CONNACK's metadata, given), connected to `broker`: the gated store, the gate, the client,
+/// its messages and the server's end.
+pub async fn connected_gated(
+    broker: &mut Broker,
+    inner: &MemoryStore,
+) -> (Arc<ControlledStore>, Arc<Semaphore>, Client, Messages, Peer) {
+    let gate = Arc::new(Semaphore::new(0));
+    let store = Arc::new(ControlledStore::gated(inner.clone(), &gate));
+    let b = builder(broker, MemoryStore::default()).store_arc(store.clone());
+    let connecting = tokio::spawn(b.connect());
+    let mut peer = broker.next().await;
+    peer.accept(false).await;
+    gate.add_permits(1);
+    let (client, messages) = connecting.await.unwrap().unwrap();
+    (store, gate, client, messages, peer)
+}
+
 /// The kind, packet identifier and reason code of the next `n` acks the broker reads.
 pub async fn acks(peer: &mut Peer, n: usize) -> Vec<(&'static str, u16, ReasonCode)> {
     let mut out = Vec::new();

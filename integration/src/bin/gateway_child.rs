@@ -39,7 +39,7 @@ use std::time::Duration;
 
 use integration::{LedgerFile, complete_lines};
 use mooring::packet::ProtocolVersion;
-use mooring::store::{PostgresOptions, PostgresStore, RedbStore, SessionStore, SledStore};
+use mooring::store::{PostgresOptions, PostgresStore, SessionStore};
 use mooring::{Client, Messages, QoS};
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
@@ -100,10 +100,7 @@ fn args() -> Result<Args, Error> {
 }
 
 fn open_store(kind: &str, path: &Path) -> Result<Arc<dyn SessionStore>, Error> {
-    // The previous incarnation's file lock may outlive it by a moment.
     Ok(match kind {
-        "redb" => Arc::new(integration::open_when_free(|| RedbStore::open(path))?),
-        "sled" => Arc::new(integration::open_when_free(|| SledStore::open(path))?),
         "postgres" => {
             let lease: u64 = std::env::var("GATEWAY_LEASE_MS")
                 .ok()
@@ -113,7 +110,7 @@ fn open_store(kind: &str, path: &Path) -> Result<Arc<dyn SessionStore>, Error> {
                 PostgresOptions::new(connection).lease(Duration::from_millis(lease)),
             )?)
         }
-        other => return Err(format!("unknown store {other}").into()),
+        embedded => integration::open_embedded_store(embedded, path)?,
     })
 }
 

@@ -16,11 +16,9 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 use integration::{LedgerFile, complete_lines};
-use mooring::store::{RedbStore, SessionStore, SledStore};
 use mooring::{Client, QoS};
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
@@ -53,15 +51,6 @@ fn args() -> Result<Args, Error> {
     })
 }
 
-fn open_store(kind: &str, path: &std::path::Path) -> Result<Arc<dyn SessionStore>, Error> {
-    // The previous incarnation's file lock may outlive it by a moment.
-    Ok(match kind {
-        "redb" => Arc::new(integration::open_when_free(|| RedbStore::open(path))?),
-        "sled" => Arc::new(integration::open_when_free(|| SledStore::open(path))?),
-        other => return Err(format!("unknown store {other}").into()),
-    })
-}
-
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> ExitCode {
     match run().await {
@@ -82,7 +71,7 @@ async fn run() -> Result<(), Error> {
     let (client, mut messages) = Client::builder()
         .server(a.url.clone())
         .client_id("proof-handler")
-        .store_arc(open_store(&a.store, &a.path)?)
+        .store_arc(integration::open_embedded_store(&a.store, &a.path)?)
         .session_expiry(Duration::from_secs(86_400))
         .reconnect(integration::fast_backoff())
         .start()

@@ -325,6 +325,13 @@ impl Driver {
             Wake::Timer => self.on_timer().await,
             Wake::HandedOver => {}
             Wake::Settled(settlement) => {
+                // An application that does not wait for this answer reads on and settles the
+                // next messages meanwhile: let it, so that one write carries many acks (one ack
+                // per write keeps the server at one message per round trip). One that waits
+                // would only wait longer.
+                if settlement.reply.is_none() {
+                    tokio::task::yield_now().await;
+                }
                 self.take_settlements(settlement);
                 // An ack can release a message held beyond Receive Maximum.
                 self.settle_events().await;
