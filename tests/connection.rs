@@ -70,7 +70,8 @@ async fn protocol_violations_disconnect_with_the_reason_and_reconnect() {
     broker.next().await.accept(true).await;
 }
 
-#[tokio::test]
+/// On paused time: the timers fire at their deadlines exactly, so the test can say when.
+#[tokio::test(start_paused = true)]
 async fn keep_alive_pings_and_a_silent_server_is_dropped() {
     let mut broker = Broker::new();
     let b = builder(&broker, MemoryStore::default())
@@ -78,9 +79,16 @@ async fn keep_alive_pings_and_a_silent_server_is_dropped() {
         .ping_timeout(Duration::from_millis(300));
     let (client, _m, mut peer) = connected(&mut broker, b).await;
     let mut events = client.events();
+    let connected_at = tokio::time::Instant::now();
     assert!(matches!(peer.recv().await, Packet::PingReq));
+    let first_ping = connected_at.elapsed();
+    assert!(
+        first_ping >= Duration::from_secs(1) && first_ping < Duration::from_millis(1_100),
+        "PINGREQ after {first_ping:?} of silence, not the keep alive"
+    );
     peer.send(Packet::PingResp).await;
     assert!(matches!(peer.recv().await, Packet::PingReq));
+    let second_ping = tokio::time::Instant::now();
     // No answer this time.
     match next_event(&mut events, |e| {
         matches!(e, ClientEvent::ConnectionLost { .. })
@@ -95,6 +103,11 @@ async fn keep_alive_pings_and_a_silent_server_is_dropped() {
         }
         other => panic!("{other:?}"),
     }
+    let waited = second_ping.elapsed();
+    assert!(
+        waited >= Duration::from_millis(300) && waited < Duration::from_millis(400),
+        "dropped {waited:?} after the unanswered PINGREQ, not the ping timeout"
+    );
     broker.next().await.accept(true).await;
 }
 

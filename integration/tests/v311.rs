@@ -122,8 +122,8 @@ async fn a_persistent_3_1_1_session_resumes_from_the_store_and_gets_what_was_que
             .await
             .unwrap();
     }
-    // The first client's task lets go of the store a moment after `disconnect` returns.
-    let store = integration::open_when_free(|| RedbStore::open(&path)).unwrap();
+    // `disconnect` returned once the first client had let go of the store.
+    let store = RedbStore::open(&path).unwrap();
     let mut builder = v311(&broker.url(), "keeper")
         .store(store)
         .session_expiry(Duration::from_secs(3600));
