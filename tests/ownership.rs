@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use mooring::client::ClientEvent;
-use mooring::packet::QoS;
+use mooring::packet::{Packet, QoS};
 use mooring::store::MemoryStore;
 use tokio::io::AsyncReadExt;
 use tokio::time::timeout;
@@ -119,4 +119,58 @@ async fn a_lease_renewed_while_the_client_waits_never_interrupts_the_connection(
         "the connection was dropped although the lease never ran out"
     );
     assert!(broker.rx.try_recv().is_err(), "the client connected again");
+}
+
+/// Messages decoded before the lease ran out wait in the inbox; none of them reaches the
+/// application, whatever its QoS or ack mode: another process may own the session, and the
+/// server sends the unacknowledged ones to it.
+#[tokio::test]
+async fn nothing_in_the_inbox_reaches_the_application_once_the_lease_lapsed_in_any_ack_mode() {
+    let mut broker = Broker::new();
+    let store = Arc::new(ControlledStore::default());
+    // A lease nobody renews (the database is out of reach): it runs out in 300 ms.
+    store.lease_until(Instant::now() + Duration::from_millis(300));
+    // Automatic ack, the default.
+    let b = leased_builder(&broker, &store);
+    let (client, mut messages, mut peer) = connected(&mut broker, b).await;
+    let mut events = client.events();
+    for (id, qos) in [
+        (0u16, QoS::AtMostOnce),
+        (1, QoS::AtLeastOnce),
+        (2, QoS::ExactlyOnce),
+    ] {
+        peer.send(inbound(qos, id, format!("{qos:?}"))).await;
+    }
+    // Read into the inbox while the lease held; meanwhile a standby takes the session over.
+    peer.silent(Duration::from_millis(100)).await;
+    store.fenced.store(true, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let handed = timeout(WAIT, messages.recv()).await.unwrap();
+    assert!(
+        handed.is_none(),
+        "handed over after the lease ran out: {handed:?}"
+    );
+    next_event(&mut events, |e| matches!(e, ClientEvent::Stopped { .. })).await;
+}
+
+/// A clean stop releases the lease (a standby takes the session at once): what still waits in
+/// the inbox is never handed out, since it could not be acked and the standby gets it again.
+#[tokio::test]
+async fn a_stopped_client_hands_out_nothing_left_in_its_inbox() {
+    let mut broker = Broker::new();
+    let store = Arc::new(ControlledStore::default());
+    store.lease_until(Instant::now() + HOUR);
+    let b = leased_builder(&broker, &store).manual_ack(true);
+    let (client, mut messages, mut peer) = connected(&mut broker, b).await;
+    for id in 1..=3u16 {
+        peer.send(inbound(QoS::ExactlyOnce, id, id.to_string()))
+            .await;
+    }
+    peer.silent(Duration::from_millis(100)).await;
+    let disconnecting = tokio::spawn(async move { client.disconnect().await });
+    assert!(matches!(peer.recv().await, Packet::Disconnect(_)));
+    peer.closed().await;
+    disconnecting.await.unwrap().unwrap();
+    let handed = timeout(WAIT, messages.recv()).await.unwrap();
+    assert!(handed.is_none(), "handed over after the stop: {handed:?}");
 }

@@ -4,9 +4,10 @@
 //! The driver stops decoding once a lease lapses, but messages it decoded before can wait in
 //! the inbox: a process frozen past its lease would hand them to its application on waking,
 //! while a standby that took over has had them again from the server (they were never acked).
-//! So a message that owes an ack (QoS 1 or 2, automatic or manual) leaves the inbox only
-//! while the session's lease holds; if the client stops first, it never does (the new owner
-//! has it).
+//! So a message (of any QoS, automatic or manual ack) leaves the inbox only while the
+//! session's lease holds, and never once the client has stopped: nothing it hands out then
+//! could be acked, and a standby may own the session already (a clean stop hands it on at
+//! once). The server sends what was never acked again, to whoever owns the session.
 //!
 //! With automatic ack it is also where a message's ack is given: when the application asks
 //! for the next one.
@@ -28,7 +29,8 @@ use crate::store::{SessionKey, SessionStore};
 /// How often a held message looks again whether ownership was confirmed.
 const RECHECK: Duration = Duration::from_millis(10);
 
-/// The messages the server sends, in arrival order. Ends when the client stops.
+/// The messages the server sends, in arrival order. Ends when the client stops: what it has
+/// not handed out by then stays unacknowledged, and the server sends it again with the session.
 ///
 /// With automatic ack, asking for the next message ([`recv`](Self::recv), [`try_recv`](Self::try_recv),
 /// the `Stream`'s `next`) acks the one handed out before, if the application has not dropped
@@ -187,9 +189,11 @@ impl Messages {
         message
     }
 
+    /// Whether the message taken from the channel must wait: whatever its QoS and ack mode,
+    /// nothing reaches the application while this process may not own the session (or once
+    /// the client has stopped).
     fn held_back(&self) -> bool {
-        self.held.as_ref().is_some_and(|m| m.ack.is_some())
-            && self.gate.as_ref().is_some_and(OwnershipGate::lapsed)
+        self.held.is_some() && self.gate.as_ref().is_some_and(OwnershipGate::lapsed)
     }
 
     fn poll_gated(&mut self, cx: &mut Context<'_>) -> Poll<Option<Message>> {
@@ -230,7 +234,7 @@ impl futures_core::Stream for Messages {
 
 /// Whether the store still vouches that this process owns the session the driver is using.
 /// It holds the store weakly: the inbox must not keep a store open (and its file locked)
-/// after the client is gone; the driver revokes the gate when it stops without ownership.
+/// after the client is gone; the driver revokes the gate when it stops.
 #[derive(Clone)]
 pub(crate) struct OwnershipGate {
     store: Weak<dyn SessionStore>,
@@ -253,8 +257,7 @@ impl OwnershipGate {
         }
     }
 
-    /// The client stopped without ownership (taken over, or stopped while its lease had
-    /// lapsed): no manual-ack message leaves the inbox any more.
+    /// The client stopped (or lost the session): no message leaves the inbox any more.
     pub(crate) fn revoke(&self) {
         self.revoked.store(true, Ordering::SeqCst);
     }

@@ -213,6 +213,11 @@ impl Driver {
 
     /// One turn of the loop; `false` once the client has stopped.
     async fn turn(&mut self) -> bool {
+        // A lease that ran out while nothing was written ends the connection too: nothing
+        // more is read from it, and the next attempt asks the store first.
+        if self.conn.is_up() && self.ownership_lapsed() {
+            self.lease_lapsed = true;
+        }
         if self.lease_lapsed {
             self.on_ownership_lapsed().await;
         }
@@ -360,6 +365,9 @@ impl Driver {
         }
         if let Some(redelivery) = self.inbox.redeliveries.deadline() {
             at = at.min(redelivery);
+        }
+        if let Some(lapse) = self.lease_deadline() {
+            at = at.min(lapse);
         }
         if let Some(next) = self
             .slots

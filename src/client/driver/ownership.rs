@@ -32,6 +32,20 @@ impl Driver {
         )()
     }
 
+    /// When the store's lease on the active session runs out, while a connection is up and it
+    /// has not yet: the loop wakes then, to drop the connection.
+    pub(super) fn lease_deadline(&self) -> Option<std::time::Instant> {
+        if !self.conn.is_up() {
+            return None;
+        }
+        let key = &self.slots.get(self.active)?.key;
+        let until = self.store.owned_until(key)?;
+        // The store measures on the system's monotonic clock; the loop's timers run on
+        // tokio's, which a test may pause: convert through what remains.
+        let remaining = until.checked_duration_since(std::time::Instant::now())?;
+        Some(super::clock::now() + remaining)
+    }
+
     /// Whether the connection may neither write nor deliver what it read, because ownership
     /// lapsed unconfirmed: the loop then drops it (nothing unacknowledged is lost: it is sent
     /// again, or sent to us again, once ownership is confirmed).

@@ -203,6 +203,10 @@ impl Driver {
     /// Commits what remains, ends every task that holds the store and answers everyone still
     /// waiting but those the farewell tells, once the store is released.
     pub(super) async fn finish(&mut self) -> Farewell {
+        // Nothing handed out from now on could be acked, and once the store is released a
+        // standby may own the session at once: what still waits in the inbox stays
+        // unacknowledged, and the server sends it again with the session.
+        self.gate.revoke();
         self.housekeeping.abort();
         let _ = (&mut self.housekeeping).await;
         // The next start learns the latest time the sessions saw (a clock behind it is wrong).
