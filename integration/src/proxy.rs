@@ -36,6 +36,8 @@ pub enum Fault {
 struct Shared {
     fault: Mutex<Fault>,
     streams: Mutex<Vec<TcpStream>>,
+    /// Per open connection: set when it falls into a black hole for good.
+    lost: Mutex<Vec<Arc<AtomicBool>>>,
     stopped: AtomicBool,
     /// Bytes the client sent while the server still held the connection open.
     to_server: AtomicU64,
@@ -70,6 +72,7 @@ impl FaultProxy {
         let shared = Arc::new(Shared {
             fault: Mutex::new(Fault::Pass),
             streams: Mutex::new(Vec::new()),
+            lost: Mutex::new(Vec::new()),
             stopped: AtomicBool::new(false),
             to_server: AtomicU64::new(0),
             after_server_closed: AtomicU64::new(0),
@@ -106,10 +109,13 @@ impl FaultProxy {
                         streams.push(b);
                     }
                 }
+                let lost = Arc::new(AtomicBool::new(false));
+                lock(&accept_shared.lost).push(lost.clone());
                 let up = Direction {
                     shared: accept_shared.clone(),
                     to_server: true,
                     server_closed: Arc::new(AtomicBool::new(false)),
+                    lost,
                 };
                 let down = Direction {
                     to_server: false,
@@ -160,6 +166,15 @@ impl FaultProxy {
         self.shared.open.load(Ordering::SeqCst)
     }
 
+    /// The connections open now fall into a black hole for good: every byte either way is
+    /// dropped and nothing is closed, as when a firewall or NAT on the path forgets them.
+    /// Connections made later pass (by the mode set).
+    pub fn lose_open_connections(&self) {
+        for lost in lock(&self.shared.lost).drain(..) {
+            lost.store(true, Ordering::SeqCst);
+        }
+    }
+
     /// Closes every open connection at once (both directions), as a network cut does.
     pub fn cut(&self) {
         for stream in lock(&self.shared.streams).drain(..) {
@@ -184,6 +199,8 @@ struct Direction {
     to_server: bool,
     /// Set once the server's side ended (shared by both directions).
     server_closed: Arc<AtomicBool>,
+    /// Set once the connection fell into a black hole (shared by both directions).
+    lost: Arc<AtomicBool>,
 }
 
 /// Copies `from` to `to`, applying the current fault to each chunk. A reader thread (this one)
@@ -201,6 +218,9 @@ fn pump(mut from: TcpStream, to: TcpStream, direction: &Direction) {
             Ok(n) => n,
         };
         let Some(chunk) = buf.get(..n) else { break };
+        if direction.lost.load(Ordering::SeqCst) {
+            continue;
+        }
         if direction.to_server {
             let counter = if direction.server_closed.load(Ordering::SeqCst) {
                 &shared.after_server_closed

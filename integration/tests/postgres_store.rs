@@ -22,8 +22,9 @@ use mooring_core::packet::QoS;
 use mooring_core::store::{Batch, QueuedPublish, SessionKey, SessionStore, StoreError, StoreOp};
 use mooring_store_postgres::{DatabaseTls, PostgresBackend, PostgresOptions, PostgresStore};
 
-/// Runs `f` on a thread of its own: the synchronous PostgreSQL client may not run on a
-/// runtime's worker thread (the store itself always calls it from its own thread).
+/// Runs `f` on a thread of its own: the backend drives its connection on a runtime of its own,
+/// which may not be entered from a runtime's worker thread (the store itself always calls it
+/// from its own thread).
 fn off_runtime<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
     std::thread::spawn(f).join().unwrap()
 }
@@ -354,4 +355,31 @@ async fn the_database_is_reached_over_tls_and_an_untrusted_server_is_refused() {
         matches!(&refused, Err(StoreError::Open { cause, .. }) if cause.contains("certificate")),
         "{refused:?}"
     );
+}
+
+/// A connection that falls into a black hole (a firewall on the path forgot it: nothing
+/// answers, nothing resets) is given up at the statement deadline, a third of the lease, and
+/// the commit runs again on a new connection. TCP alone would wait for many minutes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_lost_in_a_black_hole_is_given_up_at_the_statement_deadline() {
+    let pg = Postgres::start().unwrap();
+    let proxy = FaultProxy::start(pg.addr()).unwrap();
+    let store = PostgresStore::open(
+        PostgresOptions::new(through(&proxy, "postgres")).lease(Duration::from_secs(3)),
+    )
+    .unwrap();
+    let k = key();
+    store.commit(&k, one_push(1)).await.unwrap();
+    proxy.lose_open_connections();
+    let started = Instant::now();
+    tokio::time::timeout(Duration::from_secs(30), store.commit(&k, one_push(2)))
+        .await
+        .expect("the commit waits on a dead connection")
+        .unwrap();
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(3),
+        "the dead connection was given up after {took:?}, not at the 1 s deadline"
+    );
+    assert_eq!(queued_seqs(&store, &k).await, vec![1, 2]);
 }

@@ -32,10 +32,14 @@
 //! A database on another machine is reached over TLS ([`PostgresOptions::tls`]: rustls with
 //! the system's roots, a CA file, or a configuration of your own).
 //!
-//! Why the synchronous `postgres` crate (tokio-postgres, driven by a private current-thread
-//! runtime): every call runs on the store's own thread ([`KvStore`]), one at a time, which a
-//! session store needs anyway (one commit in flight), and the store then works under any
-//! executor, as the embedded stores do.
+//! Every statement has a deadline (a third of the lease, at least 500 ms), and so has
+//! connecting: a database behind a black hole (packets dropped, nothing reset) is given up
+//! within the lease, not after the minutes TCP would wait.
+//!
+//! Why tokio-postgres on a private current-thread runtime: every call runs on the store's own
+//! thread ([`KvStore`]), one at a time, which a session store needs anyway (one commit in
+//! flight); the store then works under any executor, as the embedded stores do, and a
+//! statement's deadline is a timer on that runtime.
 //!
 //! ```no_run
 //! use mooring_store_postgres::{PostgresOptions, PostgresStore};
@@ -121,14 +125,22 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// How long one statement may take before its connection is taken for dead (a black hole, a
+/// hung server): a third of the lease, so that a renewal that hangs is given up and tried
+/// again on a new connection while the lease still runs; never below half a second, so that
+/// a loaded database is not taken for a dead one.
+fn statement_deadline(lease: Duration) -> Duration {
+    (lease / 3).max(Duration::from_millis(500))
+}
+
 /// Where the store is, for messages: never the password.
-fn describe(config: &postgres::Config) -> String {
+fn describe(config: &tokio_postgres::Config) -> String {
     let hosts: Vec<String> = config
         .get_hosts()
         .iter()
         .map(|h| match h {
-            postgres::config::Host::Tcp(name) => name.clone(),
-            postgres::config::Host::Unix(path) => path.display().to_string(),
+            tokio_postgres::config::Host::Tcp(name) => name.clone(),
+            tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
         })
         .collect();
     format!(
@@ -141,7 +153,7 @@ fn describe(config: &postgres::Config) -> String {
 
 impl PostgresBackend {
     /// Connects, creates or checks the schema, and starts the lease renewer. Runs on a thread
-    /// of its own: the synchronous client may not run inside an async task.
+    /// of its own: the connection's runtime may not be entered from inside an async task.
     pub fn connect(options: PostgresOptions) -> Result<Self, StoreError> {
         std::thread::scope(|scope| {
             scope
@@ -158,7 +170,7 @@ impl PostgresBackend {
     }
 
     fn connect_here(options: PostgresOptions) -> Result<Self, StoreError> {
-        let mut config: postgres::Config = options
+        let mut config: tokio_postgres::Config = options
             .connection
             .parse()
             .map_err(|e| StoreError::open(std::path::Path::new("(connection string)"), false, e))?;
@@ -171,7 +183,7 @@ impl PostgresBackend {
         };
         let tls = match &options.tls {
             Some(tls) => {
-                config.ssl_mode(postgres::config::SslMode::Require);
+                config.ssl_mode(tokio_postgres::config::SslMode::Require);
                 let client = tls
                     .client_config()
                     .map_err(|e| open_error(format!("TLS: {e}")))?;
@@ -196,7 +208,14 @@ impl PostgresBackend {
         );
         // Opening fails at once when the database cannot be reached; later work waits out an
         // outage up to the limit.
-        let mut link = Link::new(config.clone(), tls.clone(), setup.clone(), Duration::ZERO);
+        let deadline = statement_deadline(options.lease);
+        let mut link = Link::new(
+            config.clone(),
+            tls.clone(),
+            setup.clone(),
+            Duration::ZERO,
+            deadline,
+        );
         link.run(schema::ensure)
             .map_err(|e| open_error(mooring_core::store::described(&e)))?;
         link.set_outage_limit(options.outage_limit);
@@ -206,7 +225,7 @@ impl PostgresBackend {
             options.takeover,
         ));
         let renewing = Arc::clone(&ownership);
-        let renewer_link = Link::new(config, tls, setup, options.lease / 3);
+        let renewer_link = Link::new(config, tls, setup, options.lease / 3, deadline);
         let renewer = std::thread::Builder::new()
             .name("mooring-postgres-lease".to_owned())
             .spawn(move || renewing.renew_until_closed(renewer_link))
@@ -234,11 +253,10 @@ impl PostgresBackend {
     fn bytes_or_none(
         &self,
         sql: &'static str,
-        params: &[&(dyn postgres::types::ToSql + Sync)],
+        params: link::Params,
     ) -> Result<Option<Vec<u8>>, StoreError> {
         self.read(|db| {
-            let statement = db.prepare(sql)?;
-            let row = db.client.query_opt(&statement, params)?;
+            let row = db.query_opt(sql, params)?;
             Ok(row.map(|r| r.try_get::<_, Vec<u8>>(0)).transpose()?)
         })
     }
@@ -280,8 +298,7 @@ impl KvBackend for PostgresBackend {
         let mut from = start.to_vec();
         loop {
             let rows = self.read(|db| {
-                let page = db.prepare(PAGE_FROM)?;
-                let rows = db.client.query(&page, &[&from, &end, &PAGE])?;
+                let rows = db.query(PAGE_FROM, &[&from, &end, &PAGE])?;
                 let mut out = Vec::with_capacity(rows.len());
                 for row in rows {
                     out.push((row.try_get::<_, Vec<u8>>(0)?, row.try_get::<_, Vec<u8>>(1)?));
@@ -350,9 +367,8 @@ impl KvBackend for PostgresBackend {
         let lease_ms = self.ownership.lease_ms();
         let allowed = link.run(|db| {
             sent.set(Instant::now());
-            let commit = db.prepare(COMMIT)?;
-            let row = db.client.query_one(
-                &commit,
+            let row = db.query_one(
+                COMMIT,
                 &[&owned, &epochs, &lease_ms, &deletes, &put_keys, &put_values],
             )?;
             Ok(row.try_get::<_, bool>(0)?)

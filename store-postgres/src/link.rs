@@ -1,44 +1,111 @@
 //! One connection to PostgreSQL that comes back: statements that fail because the connection
-//! broke (the server restarted, the network cut it) are run again on a new connection, with
-//! backoff, for as long as the outage limit allows.
+//! broke (the server restarted, the network cut it, or it stopped answering) are run again on
+//! a new connection, with backoff, for as long as the outage limit allows.
+//!
+//! Every statement has a deadline. A database behind a black hole (packets dropped, nothing
+//! reset) never answers, and TCP would wait for minutes; a proxy or a hung server in between
+//! keeps TCP itself content. So the link drives tokio-postgres on a private current-thread
+//! runtime and gives up on a statement, and its connection, once the deadline passes.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::time::{Duration, Instant};
 
 use mooring_core::store::StoreError;
-use postgres::{Client, Config, NoTls, Statement};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Client, Config, NoTls, Row, Statement};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 pub(crate) const NAME: &str = "postgres store";
 
-/// A connection with its prepared statements.
+/// A connection with its prepared statements, and the runtime that drives it.
 pub(crate) struct Db {
-    pub(crate) client: Client,
+    /// Always there until the connection is dropped.
+    runtime: Option<tokio::runtime::Runtime>,
+    client: Client,
     statements: HashMap<&'static str, Statement>,
+    /// How long one statement may take before the connection is taken for dead.
+    deadline: Duration,
 }
 
+/// Parameters of a statement.
+pub(crate) type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
+
 impl Db {
+    /// Runs `work` to its end on this connection's runtime, or fails once the deadline passed.
+    fn block<T>(
+        &self,
+        work: impl Future<Output = Result<T, tokio_postgres::Error>>,
+    ) -> Result<T, Failure> {
+        let deadline = self.deadline;
+        let Some(runtime) = self.runtime.as_ref() else {
+            return Err(Failure::TimedOut(Duration::ZERO));
+        };
+        runtime.block_on(async move {
+            match tokio::time::timeout(deadline, work).await {
+                Ok(result) => result.map_err(Failure::Db),
+                Err(_) => Err(Failure::TimedOut(deadline)),
+            }
+        })
+    }
+
     /// `sql` prepared once per connection: one round trip less for every later use.
-    pub(crate) fn prepare(&mut self, sql: &'static str) -> Result<Statement, postgres::Error> {
+    fn prepare(&mut self, sql: &'static str) -> Result<Statement, Failure> {
         if let Some(statement) = self.statements.get(sql) {
             return Ok(statement.clone());
         }
-        let statement = self.client.prepare(sql)?;
+        let statement = self.block(self.client.prepare(sql))?;
         self.statements.insert(sql, statement.clone());
         Ok(statement)
+    }
+
+    /// The rows `sql` returns.
+    pub(crate) fn query(&mut self, sql: &'static str, params: Params) -> Result<Vec<Row>, Failure> {
+        let statement = self.prepare(sql)?;
+        self.block(self.client.query(&statement, params))
+    }
+
+    /// The one row `sql` returns, if it returns one.
+    pub(crate) fn query_opt(
+        &mut self,
+        sql: &'static str,
+        params: Params,
+    ) -> Result<Option<Row>, Failure> {
+        let statement = self.prepare(sql)?;
+        self.block(self.client.query_opt(&statement, params))
+    }
+
+    /// The one row `sql` must return.
+    pub(crate) fn query_one(&mut self, sql: &'static str, params: Params) -> Result<Row, Failure> {
+        let statement = self.prepare(sql)?;
+        self.block(self.client.query_one(&statement, params))
+    }
+
+    /// How many rows `sql` changed.
+    pub(crate) fn execute(&mut self, sql: &'static str, params: Params) -> Result<u64, Failure> {
+        let statement = self.prepare(sql)?;
+        self.block(self.client.execute(&statement, params))
+    }
+
+    /// Runs `sql`, any number of statements without parameters, through the simple protocol.
+    pub(crate) fn batch_execute(&mut self, sql: &str) -> Result<(), Failure> {
+        self.block(self.client.batch_execute(sql))
     }
 }
 
 /// Why a unit of work failed.
 pub(crate) enum Failure {
     /// The database said no, or the connection broke.
-    Db(postgres::Error),
+    Db(tokio_postgres::Error),
+    /// The database did not answer within the statement deadline: the connection is taken for
+    /// dead (a black hole, a hung server).
+    TimedOut(Duration),
     /// The work itself decided to stop (the session is fenced, a record is damaged).
     Store(StoreError),
 }
 
-impl From<postgres::Error> for Failure {
-    fn from(e: postgres::Error) -> Self {
+impl From<tokio_postgres::Error> for Failure {
+    fn from(e: tokio_postgres::Error) -> Self {
         Failure::Db(e)
     }
 }
@@ -49,9 +116,31 @@ impl From<StoreError> for Failure {
     }
 }
 
-/// Whether `error` says the connection, not the statement, failed: the work may be run again
-/// on a new connection. Serialization failures and deadlocks are worth a retry too.
-pub(crate) fn is_transient(error: &postgres::Error) -> bool {
+impl Failure {
+    /// Whether the connection, not the statement, failed: the work may be run again on a new
+    /// connection. Serialization failures and deadlocks are worth a retry too.
+    fn is_transient(&self) -> bool {
+        match self {
+            Failure::Db(error) => is_transient(error),
+            Failure::TimedOut(_) => true,
+            Failure::Store(_) => false,
+        }
+    }
+
+    /// In one line, causes included.
+    fn describe(&self) -> String {
+        match self {
+            Failure::Db(error) => described(error),
+            Failure::TimedOut(deadline) => {
+                format!("the database did not answer within {deadline:?}")
+            }
+            Failure::Store(error) => mooring_core::store::described(error),
+        }
+    }
+}
+
+/// Whether `error` says the connection, not the statement, failed.
+fn is_transient(error: &tokio_postgres::Error) -> bool {
     if error.is_closed() {
         return true;
     }
@@ -68,16 +157,24 @@ pub(crate) fn is_transient(error: &postgres::Error) -> bool {
 }
 
 /// The error with its causes ("error performing TLS handshake: invalid peer certificate:
-/// UnknownIssuer"): the postgres crate keeps the useful part in its sources.
-pub(crate) fn described(error: &postgres::Error) -> String {
+/// UnknownIssuer"): tokio-postgres keeps the useful part in its sources.
+pub(crate) fn described(error: &tokio_postgres::Error) -> String {
     mooring_core::store::described(error)
 }
 
-pub(crate) fn backend_error(error: postgres::Error) -> StoreError {
-    StoreError::Backend {
-        backend: NAME,
-        message: described(&error),
-        source: Some(Box::new(error)),
+fn failure_error(failure: Failure) -> StoreError {
+    match failure {
+        Failure::Store(error) => error,
+        Failure::Db(error) => StoreError::Backend {
+            backend: NAME,
+            message: described(&error),
+            source: Some(Box::new(error)),
+        },
+        timed_out @ Failure::TimedOut(_) => StoreError::Backend {
+            backend: NAME,
+            message: timed_out.describe(),
+            source: None,
+        },
     }
 }
 
@@ -89,41 +186,87 @@ pub(crate) struct Link {
     setup: String,
     /// How long to keep trying while the database cannot be reached.
     outage_limit: Duration,
+    /// How long one statement may take.
+    deadline: Duration,
     db: Option<Db>,
 }
 
 impl Link {
+    /// A link that connects on first use. `deadline` bounds each statement, and connecting:
+    /// the socket's own timeouts are set from it too, so that a dead peer is noticed by TCP
+    /// where nothing in between answers for it.
     pub(crate) fn new(
-        config: Config,
+        mut config: Config,
         tls: Option<MakeRustlsConnect>,
         setup: String,
         outage_limit: Duration,
+        deadline: Duration,
     ) -> Self {
+        // Keepalive times are whole seconds to the kernel, which refuses 0.
+        let second = Duration::from_secs(1);
+        config
+            .connect_timeout(deadline)
+            .tcp_user_timeout(deadline)
+            .keepalives(true)
+            .keepalives_idle(deadline.max(second))
+            .keepalives_interval(second)
+            .keepalives_retries(3);
         Self {
             config,
             tls,
             setup,
             outage_limit,
+            deadline,
             db: None,
         }
     }
 
-    fn connect(&mut self) -> Result<&mut Db, postgres::Error> {
+    fn connect(&mut self) -> Result<&mut Db, Failure> {
         if self.db.as_ref().is_some_and(|db| db.client.is_closed()) {
             self.forget();
         }
         let db = match self.db.take() {
             Some(db) => db,
             None => {
-                let mut client = match &self.tls {
-                    Some(tls) => self.config.connect(tls.clone())?,
-                    None => self.config.connect(NoTls)?,
-                };
-                client.batch_execute(&self.setup)?;
-                Db {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|e| {
+                        Failure::Store(StoreError::Backend {
+                            backend: NAME,
+                            message: format!("cannot start the connection's runtime: {e}"),
+                            source: None,
+                        })
+                    })?;
+                let (config, tls, deadline) = (&self.config, &self.tls, self.deadline);
+                let client = runtime.block_on(async {
+                    let connected = async {
+                        Ok::<Client, tokio_postgres::Error>(match tls {
+                            Some(tls) => {
+                                let (client, connection) = config.connect(tls.clone()).await?;
+                                tokio::spawn(connection);
+                                client
+                            }
+                            None => {
+                                let (client, connection) = config.connect(NoTls).await?;
+                                tokio::spawn(connection);
+                                client
+                            }
+                        })
+                    };
+                    match tokio::time::timeout(deadline, connected).await {
+                        Ok(result) => result.map_err(Failure::Db),
+                        Err(_) => Err(Failure::TimedOut(deadline)),
+                    }
+                })?;
+                let mut db = Db {
+                    runtime: Some(runtime),
                     client,
                     statements: HashMap::new(),
-                }
+                    deadline,
+                };
+                db.batch_execute(&self.setup)?;
+                db
             }
         };
         Ok(self.db.insert(db))
@@ -134,11 +277,9 @@ impl Link {
         self.outage_limit = limit;
     }
 
-    /// Drops the connection (on a thread of its own: see [`close_off_runtime`]).
+    /// Drops the connection, without waiting for anything (see `Db`'s `Drop`).
     pub(crate) fn forget(&mut self) {
-        if let Some(db) = self.db.take() {
-            close_off_runtime(db.client);
-        }
+        self.db = None;
     }
 
     /// Runs `work` until it succeeds, fails for a reason of its own, or the database stays
@@ -146,23 +287,33 @@ impl Link {
     /// transaction, or reads, so that running it again after a broken connection is safe.
     pub(crate) fn run<T>(
         &mut self,
-        mut work: impl FnMut(&mut Db) -> Result<T, Failure>,
+        work: impl FnMut(&mut Db) -> Result<T, Failure>,
     ) -> Result<T, StoreError> {
+        self.run_counted(work).map(|(value, _)| value)
+    }
+
+    /// [`Link::run`], also saying how many times `work` was sent (more than once when a
+    /// connection broke under it: its first run may have taken effect).
+    pub(crate) fn run_counted<T>(
+        &mut self,
+        mut work: impl FnMut(&mut Db) -> Result<T, Failure>,
+    ) -> Result<(T, u32), StoreError> {
         let mut first_failure: Option<Instant> = None;
         let mut delay = Duration::from_millis(50);
+        let mut runs = 0;
         loop {
             let outcome = match self.connect() {
-                Ok(db) => work(db),
-                Err(e) => Err(Failure::Db(e)),
+                Ok(db) => {
+                    runs += 1;
+                    work(db)
+                }
+                Err(e) => Err(e),
             };
-            let error = match outcome {
-                Ok(value) => return Ok(value),
-                Err(Failure::Store(e)) => return Err(e),
-                Err(Failure::Db(e)) => e,
+            let failure = match outcome {
+                Ok(value) => return Ok((value, runs)),
+                Err(failure) if !failure.is_transient() => return Err(failure_error(failure)),
+                Err(failure) => failure,
             };
-            if !is_transient(&error) {
-                return Err(backend_error(error));
-            }
             self.forget();
             let since = *first_failure.get_or_insert_with(Instant::now);
             if since.elapsed() + delay > self.outage_limit {
@@ -172,7 +323,7 @@ impl Link {
                     message: format!(
                         "the database stayed unreachable for {:?}: {}",
                         since.elapsed(),
-                        described(&error)
+                        failure.describe()
                     ),
                     source: None,
                 });
@@ -183,20 +334,14 @@ impl Link {
     }
 }
 
-impl Drop for Link {
+/// Dropping a connection never waits: its runtime stops in the background, taking the
+/// connection's task with it (the server sees the socket close). Nothing here may block: the
+/// last handle to a store can go on an async worker, and closing politely a connection to a
+/// database behind a black hole would wait until TCP gives up.
+impl Drop for Db {
     fn drop(&mut self) {
-        self.forget();
-    }
-}
-
-/// Closes `client` on a thread of its own. The client owns a small tokio runtime, which may
-/// not be dropped on a thread that runs another runtime's tasks (the last handle to a store
-/// can go anywhere).
-pub(crate) fn close_off_runtime(client: Client) {
-    let closing = std::thread::Builder::new()
-        .name("mooring-postgres-close".to_owned())
-        .spawn(move || drop(client));
-    if let Ok(thread) = closing {
-        let _ = thread.join();
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
     }
 }

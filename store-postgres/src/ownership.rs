@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use crate::link::{Db, Link};
+use crate::link::{Db, Failure, Link};
 use mooring_core::store::layout::session_prefix;
 use mooring_core::store::{SessionKey, StoreError};
 
@@ -114,16 +114,10 @@ impl Ownership {
         }
     }
 
-    fn try_claim(
-        &self,
-        db: &mut Db,
-        session: &SessionKey,
-        force: bool,
-    ) -> Result<Claim, postgres::Error> {
-        let claim = db.prepare(CLAIM)?;
+    fn try_claim(&self, db: &mut Db, session: &SessionKey, force: bool) -> Result<Claim, Failure> {
         let prefix = session_prefix(session);
-        let row = db.client.query_opt(
-            &claim,
+        let row = db.query_opt(
+            CLAIM,
             &[
                 &prefix,
                 &session.to_string(),
@@ -137,8 +131,7 @@ impl Ownership {
                 epoch: row.try_get(0)?,
             });
         }
-        let holder = db.prepare(HOLDER)?;
-        let row = db.client.query_opt(&holder, &[&prefix])?;
+        let row = db.query_opt(HOLDER, &[&prefix])?;
         Ok(match row {
             Some(row) => Claim::Taken {
                 holder: row.try_get(0)?,
@@ -163,7 +156,7 @@ impl Ownership {
         let sent = std::cell::Cell::new(Instant::now());
         let claim = link.run(|db| {
             sent.set(Instant::now());
-            Ok(self.try_claim(db, session, force)?)
+            self.try_claim(db, session, force)
         })?;
         if let Claim::Won { epoch } = claim {
             lock(&self.held).insert(
@@ -183,10 +176,7 @@ impl Ownership {
         let sent = std::cell::Cell::new(Instant::now());
         let renewed = link.run(|db| {
             sent.set(Instant::now());
-            let renew = db.prepare(RENEW)?;
-            Ok(db
-                .client
-                .execute(&renew, &[&prefix, &epoch, &lease_ms(self.lease)])?)
+            db.execute(RENEW, &[&prefix, &epoch, &lease_ms(self.lease)])
         })?;
         if renewed == 0 {
             return Err(self.lost(link, session));
@@ -210,10 +200,7 @@ impl Ownership {
     fn lost(&self, link: &mut Link, session: &SessionKey) -> StoreError {
         let prefix = session_prefix(session);
         let holder = link
-            .run(|db| {
-                let holder = db.prepare(HOLDER)?;
-                Ok(db.client.query_opt(&holder, &[&prefix])?)
-            })
+            .run(|db| db.query_opt(HOLDER, &[&prefix]))
             .ok()
             .flatten()
             .and_then(|row| row.try_get::<_, String>(0).ok())
@@ -306,10 +293,7 @@ impl Ownership {
         link.set_outage_limit(Duration::ZERO);
         for (session, epoch) in self.owned() {
             let prefix = session_prefix(&session);
-            let _ = link.run(|db| {
-                let release = db.prepare(RELEASE)?;
-                Ok(db.client.execute(&release, &[&prefix, &epoch])?)
-            });
+            let _ = link.run(|db| db.execute(RELEASE, &[&prefix, &epoch]));
         }
     }
 

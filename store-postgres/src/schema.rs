@@ -32,25 +32,28 @@ CREATE TABLE IF NOT EXISTS mooring_owners (
 );
 ";
 
+const LOCK: &str = "SELECT pg_advisory_xact_lock($1)";
+const VERSION: &str = "SELECT version FROM mooring_schema";
+const SET_VERSION: &str = "INSERT INTO mooring_schema (version) VALUES ($1)";
+
 /// Creates the tables if they are missing and checks that their version is one this build
 /// reads.
 pub(crate) fn ensure(db: &mut Db) -> Result<(), Failure> {
-    let mut tx = db.client.transaction()?;
-    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK])?;
-    tx.batch_execute(CREATE)?;
-    let version: Option<i32> = tx
-        .query_opt("SELECT version FROM mooring_schema", &[])?
+    // One transaction; a failure part-way drops the connection, and the server rolls it back.
+    db.batch_execute("BEGIN")?;
+    db.execute(LOCK, &[&SCHEMA_LOCK])?;
+    db.batch_execute(CREATE)?;
+    let version: Option<i32> = db
+        .query_opt(VERSION, &[])?
         .map(|row| row.try_get(0))
         .transpose()?;
     match version {
         None => {
-            tx.execute(
-                "INSERT INTO mooring_schema (version) VALUES ($1)",
-                &[&SCHEMA_VERSION],
-            )?;
+            db.execute(SET_VERSION, &[&SCHEMA_VERSION])?;
         }
         Some(SCHEMA_VERSION) => {}
         Some(other) => {
+            db.batch_execute("ROLLBACK")?;
             return Err(Failure::Store(StoreError::Backend {
                 backend: NAME,
                 message: format!(
@@ -61,6 +64,6 @@ pub(crate) fn ensure(db: &mut Db) -> Result<(), Failure> {
             }));
         }
     }
-    tx.commit()?;
+    db.batch_execute("COMMIT")?;
     Ok(())
 }
