@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use mooring::client::ClientEvent;
-use mooring::packet::{Packet, QoS};
+use mooring::packet::{Packet, QoS, ReasonCode};
 use mooring::store::MemoryStore;
 use tokio::io::AsyncReadExt;
 use tokio::time::timeout;
@@ -173,4 +173,39 @@ async fn a_stopped_client_hands_out_nothing_left_in_its_inbox() {
     disconnecting.await.unwrap().unwrap();
     let handed = timeout(WAIT, messages.recv()).await.unwrap();
     assert!(handed.is_none(), "handed over after the stop: {handed:?}");
+}
+
+/// SUBSCRIBE and UNSUBSCRIBE change the server's session, so they go out only after the
+/// commit that records them, which is the one that confirms ownership with the store: a
+/// process the standby has fenced sends neither (a stale UNSUBSCRIBE would strip a filter from
+/// the session the standby resumed), and stops.
+#[tokio::test]
+async fn a_fenced_client_sends_no_subscribe_or_unsubscribe() {
+    let mut broker = Broker::new();
+    let store = Arc::new(ControlledStore::default());
+    store.lease_until(Instant::now() + HOUR);
+    let b = leased_builder(&broker, &store);
+    let (client, _messages, mut peer) = connected(&mut broker, b).await;
+    let subscribing = tokio::spawn({
+        let client = client.clone();
+        async move { client.subscribe("plant/#", QoS::AtLeastOnce).await }
+    });
+    peer.suback(vec![ReasonCode::GrantedQos1]).await;
+    subscribing.await.unwrap().unwrap();
+
+    // The standby takes over: the store says so at the next commit.
+    store.fenced.store(true, Ordering::SeqCst);
+    let unsubscribed = timeout(WAIT, client.unsubscribe("plant/#")).await.unwrap();
+    assert!(unsubscribed.is_err(), "{unsubscribed:?}");
+    let subscribed = timeout(WAIT, client.subscribe("other/#", QoS::AtLeastOnce))
+        .await
+        .unwrap();
+    assert!(subscribed.is_err(), "{subscribed:?}");
+    // The client stops: what reached the server until it closed the connection.
+    while let Ok(Some(packet)) = timeout(WAIT, peer.try_recv()).await {
+        assert!(
+            !matches!(packet, Packet::Subscribe(_) | Packet::Unsubscribe(_)),
+            "a fenced client sent {packet:?}"
+        );
+    }
 }

@@ -178,20 +178,44 @@ impl Postgres {
     /// Creates the database `name` and returns its connection string.
     pub fn create_database(&self, name: &str) -> io::Result<String> {
         run_tool(
-            Command::new(self.bin.join("createdb")).args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-U",
-                "mooring",
-                name,
-            ]),
+            Command::new(self.bin.join("createdb"))
+                .args(self.as_test_user())
+                .arg(name),
             &format!("createdb {name}"),
         )?;
         Ok(self
             .connection()
             .replace("dbname=postgres", &format!("dbname={name}")))
+    }
+
+    /// Runs `sql` in the database `dbname` with psql, as the test's own user (not through any
+    /// store): for fixtures and for changing what a test must not reach through the API.
+    /// Returns what psql printed, unaligned, one row per line.
+    pub fn sql(&self, dbname: &str, sql: &str) -> io::Result<String> {
+        let output = Command::new(self.bin.join("psql"))
+            .args(self.as_test_user())
+            .args(["-d", dbname, "-v", "ON_ERROR_STOP=1", "-At", "-c", sql])
+            .stdin(Stdio::null())
+            .output()?;
+        if !output.status.success() {
+            return Err(io::Error::other(format!(
+                "psql failed: {}",
+                String::from_utf8_lossy(&output.stderr)
+            )));
+        }
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    }
+
+    /// A client tool's arguments to reach this server as the test's user.
+    fn as_test_user(&self) -> [String; 6] {
+        [
+            "-h".to_owned(),
+            "127.0.0.1".to_owned(),
+            "-p".to_owned(),
+            self.port.to_string(),
+            "-U".to_owned(),
+            "mooring".to_owned(),
+        ]
     }
 
     /// The TCP port.

@@ -31,6 +31,9 @@ pub enum Fault {
     Latency(Duration),
     /// Forward one byte per write.
     Fragment,
+    /// Forward what the client sends and drop what the server answers, on every connection
+    /// while the mode lasts: requests arrive and take effect, their answers are lost.
+    Deaf,
 }
 
 struct Shared {
@@ -218,7 +221,9 @@ fn pump(mut from: TcpStream, to: TcpStream, direction: &Direction) {
             Ok(n) => n,
         };
         let Some(chunk) = buf.get(..n) else { break };
-        if direction.lost.load(Ordering::SeqCst) {
+        if direction.lost.load(Ordering::SeqCst)
+            || (!direction.to_server && shared.fault() == Fault::Deaf)
+        {
             continue;
         }
         if direction.to_server {

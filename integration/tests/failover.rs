@@ -35,6 +35,18 @@ fn gateway(server: &str, store: PostgresStore) -> ClientBuilder {
         .store(store)
 }
 
+/// A store on `pg` for the process named `holder`, with a 30 s lease.
+fn open_store(pg: &Postgres, holder: &str, takeover: bool) -> PostgresStore {
+    PostgresStore::open(
+        PostgresOptions::new(pg.connection())
+            .lease(Duration::from_secs(30))
+            .holder(holder)
+            .takeover(takeover)
+            .outage_limit(OUTAGE_LIMIT),
+    )
+    .unwrap()
+}
+
 /// Waits for the event `pick` accepts.
 async fn wait_for<T>(events: &mut Events, mut pick: impl FnMut(&ClientEvent) -> Option<T>) -> T {
     tokio::time::timeout(WAIT, async {
@@ -196,16 +208,7 @@ async fn a_client_whose_session_is_taken_over_stops_instead_of_fighting_for_the_
     let broker = Mosquitto::start().unwrap();
     let pg = Postgres::start().unwrap();
     let a_broker = FaultProxy::start(([127, 0, 0, 1], broker.port()).into()).unwrap();
-    let open = |holder: &str, takeover: bool| {
-        PostgresStore::open(
-            PostgresOptions::new(pg.connection())
-                .lease(Duration::from_secs(30))
-                .holder(holder)
-                .takeover(takeover)
-                .outage_limit(OUTAGE_LIMIT),
-        )
-        .unwrap()
-    };
+    let open = |holder: &str, takeover: bool| open_store(&pg, holder, takeover);
     let mut a_builder = gateway(&a_broker.url(), open("gateway A", false));
     let mut a_events = a_builder.events();
     let (a, _a_messages) = a_builder.connect().await.unwrap();
@@ -247,4 +250,80 @@ async fn a_client_whose_session_is_taken_over_stops_instead_of_fighting_for_the_
         sent_by_a,
         "A sent the broker something (a CONNECT) after the takeover"
     );
+}
+
+/// A client that stops cleanly hands its session on there and then, although its store stays
+/// open (the application keeps it for another client, or just has not dropped it): the
+/// standby need not wait for a lease that nobody uses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clean_stop_hands_the_session_to_the_standby_while_the_store_stays_open() {
+    let broker = Mosquitto::start().unwrap();
+    let pg = Postgres::start().unwrap();
+    let open = |holder: &str| open_store(&pg, holder, false);
+    let a_store = open("gateway A");
+    let (a, _a_messages) = gateway(&broker.url(), a_store.clone())
+        .connect()
+        .await
+        .unwrap();
+    a.publish("failover/a", "1", QoS::ExactlyOnce)
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    a.disconnect().await.unwrap();
+    let (b, _b_messages) = tokio::time::timeout(
+        Duration::from_secs(5),
+        gateway(&broker.url(), open("gateway B")).connect(),
+    )
+    .await
+    .expect("the standby waited for the lease of a client that had stopped")
+    .unwrap();
+    b.publish("failover/b", "1", QoS::ExactlyOnce)
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    drop(a_store);
+}
+
+/// A client on a database that other gateways share touches no session but its own: an
+/// expired session of another gateway is neither cleared nor claimed (a claim would keep that
+/// gateway's standby out for as long as this process lives).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_on_a_shared_database_leaves_the_other_gateways_sessions_alone() {
+    use mooring::store::{Batch, SessionKey, SessionMeta, SessionStore, StoreOp};
+    let broker = Mosquitto::start().unwrap();
+    let pg = Postgres::start().unwrap();
+    let open = |holder: &str| open_store(&pg, holder, false);
+    // Another gateway's session, expired long ago by any clock, holding only a marker.
+    let other = SessionKey::cluster("elsewhere", "other-gateway");
+    {
+        let theirs = open("the other gateway");
+        let mut ops = Batch::new();
+        ops.push(StoreOp::SetMeta(SessionMeta {
+            session_expiry_interval: 60,
+            disconnected_at_ms: Some(1_000),
+            ..SessionMeta::default()
+        }));
+        ops.push(StoreOp::PutInbound { packet_id: 4 });
+        theirs.commit(&other, ops).await.unwrap();
+        theirs.close().await.unwrap();
+    }
+    let (client, _messages) = gateway(&broker.url(), open("gateway A"))
+        .connect()
+        .await
+        .unwrap();
+    // Time for the look over the store's other sessions that follows the start.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let theirs = open("the other gateway, again");
+    tokio::time::timeout(Duration::from_secs(5), theirs.acquire(&other))
+        .await
+        .expect("the client took the other gateway's session")
+        .unwrap();
+    assert_eq!(
+        theirs.load(&other).await.unwrap().inbound,
+        vec![4],
+        "the client cleared another gateway's session"
+    );
+    client.disconnect().await.unwrap();
 }

@@ -44,8 +44,8 @@ mod maintenance;
 mod set_aside;
 
 pub use error::{StoreError, described};
-pub use kv::{Entries, KvBackend, KvOpen, KvStore, visit_map};
-pub use maintenance::{HeldMessages, Tidied, move_session, tidy_sessions};
+pub use kv::{Acquired, Entries, KvBackend, KvOpen, KvStore, visit_map};
+pub use maintenance::{HeldMessages, Tidied, move_session, stranded_sessions, tidy_sessions};
 pub use set_aside::{SetAside, open_or_set_aside};
 
 use std::fmt;
@@ -534,11 +534,30 @@ pub trait SessionStore: Send + Sync {
     /// The keys of all sessions that hold at least one record, in no particular order.
     async fn sessions(&self) -> Result<Vec<SessionKey>, StoreError>;
 
+    /// Whether processes on other machines use this store at the same time (a database): a
+    /// client then touches no session but its own, and judges expiry by
+    /// [`clock_ms`](Self::clock_ms). The default: no (an embedded store, one process's).
+    fn is_shared(&self) -> bool {
+        false
+    }
+
+    /// The store's own clock, in milliseconds since the UNIX epoch, where it has one that
+    /// every process sharing it agrees on (a database's): expiry of sessions that other hosts
+    /// stamped is judged by it rather than by this host's clock. The default: none.
+    async fn clock_ms(&self) -> Result<Option<u64>, StoreError> {
+        Ok(None)
+    }
+
     /// Removes every session whose metadata says it expired at `now_ms` (milliseconds since
-    /// the UNIX epoch, see [`SessionMeta::is_expired`]) and returns their keys.
+    /// the UNIX epoch, see [`SessionMeta::is_expired`]) and returns their keys. A session
+    /// another process owns is left alone. On a shared store, pass the store's own clock
+    /// ([`clock_ms`](Self::clock_ms)) where it has one, as [`tidy_sessions`] does.
     async fn purge_expired(&self, now_ms: u64) -> Result<Vec<SessionKey>, StoreError>;
 
     /// Makes this process the one owner of `key`'s session, waiting while another owns it.
+    ///
+    /// Cancel safety: dropping the future stops the wait at once, and a session won just as
+    /// the caller gave up is handed back rather than held by nobody's use.
     ///
     /// A store that several machines reach (a database) lets one process at a time write a
     /// session: taking ownership fences the previous owner, whose writes and
@@ -546,6 +565,25 @@ pub trait SessionStore: Send + Sync {
     /// acquires each session before it resumes it. An embedded store, which one process at a
     /// time can open at all, owns every session already: the default does nothing.
     async fn acquire(&self, _key: &SessionKey) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// Hands `key`'s session on: a store shared by several processes lets another take it at
+    /// once, without waiting for a lease to lapse. Writing to it again needs
+    /// [`acquire`](Self::acquire) first. The client calls it when it stops, after its last
+    /// commit. The default does nothing.
+    ///
+    /// Cancel safety: dropping the future may leave the session owned until its lease lapses.
+    async fn release(&self, _key: &SessionKey) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// Releases every session this process owns and ends what the store runs in the
+    /// background, waiting for both: after it, a standby takes over without waiting, and the
+    /// store accepts no more writes (they fail with [`StoreError::Closed`]). Dropping the
+    /// store does the same without waiting, in the background, so that a drop never blocks;
+    /// call this when the process is about to exit. The default does nothing.
+    async fn close(&self) -> Result<(), StoreError> {
         Ok(())
     }
 
@@ -611,8 +649,20 @@ macro_rules! forward_session_store {
             async fn purge_expired(&self, now_ms: u64) -> Result<Vec<SessionKey>, StoreError> {
                 (**self).purge_expired(now_ms).await
             }
+            fn is_shared(&self) -> bool {
+                (**self).is_shared()
+            }
+            async fn clock_ms(&self) -> Result<Option<u64>, StoreError> {
+                (**self).clock_ms().await
+            }
             async fn acquire(&self, key: &SessionKey) -> Result<(), StoreError> {
                 (**self).acquire(key).await
+            }
+            async fn release(&self, key: &SessionKey) -> Result<(), StoreError> {
+                (**self).release(key).await
+            }
+            async fn close(&self) -> Result<(), StoreError> {
+                (**self).close().await
             }
             async fn check_owner(&self, key: &SessionKey) -> Result<(), StoreError> {
                 (**self).check_owner(key).await

@@ -18,7 +18,12 @@
 //!   nothing to the broker past it until the database confirms ownership, and checks ownership
 //!   before every CONNECT, so a fenced process, or one frozen past its lease, never takes the
 //!   client identifier back.
-//! - Dropping the store releases its leases: a standby takes over at once after a clean stop.
+//! - A client that stops releases its session, and
+//!   [`SessionStore::close`](mooring_core::store::SessionStore::close) releases every lease
+//!   and waits for it: a standby takes over at once after a clean stop. Dropping the store
+//!   releases them too, in the background: a drop never blocks.
+//! - A standby's wait stops when its future is dropped, and a session won just as the caller
+//!   gave up is handed back.
 //!
 //! Records are the same versioned, checksummed, wire-format records as the embedded stores
 //! ([`mooring_core::store::layout`]) in a `bytea` table; a commit is one transaction, made
@@ -53,6 +58,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+mod clock;
 mod link;
 mod options;
 mod ownership;
@@ -60,16 +66,18 @@ mod schema;
 
 use std::cell::Cell;
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use mooring_core::store::layout::{KvWrite, session_of_key, session_prefix};
-use mooring_core::store::{KvBackend, KvOpen, KvStore, SessionKey, StoreError};
+use mooring_core::store::{Acquired, KvBackend, KvOpen, KvStore, SessionKey, StoreError};
 
 use link::{Failure, Link, NAME};
 use ownership::Ownership;
 
+pub use clock::{BootClock, LeaseClock};
 pub use options::{DatabaseTls, MIN_LEASE, PostgresOptions};
 pub use schema::SCHEMA_VERSION;
 
@@ -80,6 +88,7 @@ pub type PostgresStore = KvStore<PostgresBackend>;
 const PAGE: i64 = 256;
 
 const GET: &str = "SELECT value FROM mooring_records WHERE key = $1";
+const NOW_MS: &str = "SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint";
 const PAGE_FROM: &str = "SELECT key, value FROM mooring_records \
      WHERE key >= $1 AND ($2::bytea IS NULL OR key < $2) ORDER BY key LIMIT $3";
 const LAST_IN: &str = "SELECT key FROM mooring_records \
@@ -88,7 +97,8 @@ const FIRST_FROM: &str = "SELECT key FROM mooring_records WHERE key >= $1 ORDER 
 /// A whole commit in one statement, so in one round trip and one implicit transaction: the
 /// epoch check of every session written (which renews the lease and locks the ownership row,
 /// so that a takeover waits for it), then the deletes and upserts, which happen only if every
-/// epoch still holds. Returns whether they did.
+/// epoch still holds, and the commit's number as its epoch's last (read back when the answer
+/// was lost). Returns whether they did.
 const COMMIT: &str = "WITH owner AS ( \
        UPDATE mooring_owners AS o \
        SET lease_until = clock_timestamp() + $3 * interval '1 millisecond' \
@@ -103,14 +113,21 @@ const COMMIT: &str = "WITH owner AS ( \
        INSERT INTO mooring_records (key, value) \
        SELECT k, v FROM unnest($5::bytea[], $6::bytea[]) AS w(k, v) \
        WHERE (SELECT ok FROM allowed) \
-       ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value) \
+       ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value), \
+     marked AS ( \
+       INSERT INTO mooring_commits (session, epoch, last) \
+       SELECT session, epoch, $7::bigint FROM unnest($1::bytea[], $2::bigint[]) AS m(session, epoch) \
+       WHERE (SELECT ok FROM allowed) \
+       ON CONFLICT (session, epoch) DO UPDATE SET last = EXCLUDED.last) \
      SELECT ok FROM allowed";
 
 /// The PostgreSQL database behind [`PostgresStore`].
 pub struct PostgresBackend {
     link: Mutex<Link>,
     ownership: Arc<Ownership>,
-    renewer: Option<JoinHandle<()>>,
+    renewer: Mutex<Option<JoinHandle<()>>>,
+    /// Numbers this process's commits, each epoch's last kept in `mooring_commits`.
+    commits: AtomicI64,
 }
 
 impl std::fmt::Debug for PostgresBackend {
@@ -223,6 +240,8 @@ impl PostgresBackend {
             options.holder,
             options.lease,
             options.takeover,
+            options.shared_client_ids,
+            options.lease_clock.clone(),
         ));
         let renewing = Arc::clone(&ownership);
         let renewer_link = Link::new(config, tls, setup, options.lease / 3, deadline);
@@ -233,7 +252,8 @@ impl PostgresBackend {
         Ok(Self {
             link: Mutex::new(link),
             ownership,
-            renewer: Some(renewer),
+            renewer: Mutex::new(Some(renewer)),
+            commits: AtomicI64::new(1),
         })
     }
 
@@ -262,11 +282,91 @@ impl PostgresBackend {
     }
 }
 
+/// Dropping releases the leases (the renewer does, one attempt each, within the statement
+/// deadline). On a thread that runs async tasks it does not wait for that: the last handle to
+/// a store may go on an async worker, and `SessionStore::close` is the way to wait there.
+/// Elsewhere (the store's own thread, a plain thread) it waits, so that a store dropped and
+/// opened again at once finds its sessions free.
 impl Drop for PostgresBackend {
     fn drop(&mut self) {
         self.ownership.close();
-        if let Some(renewer) = self.renewer.take() {
+        if tokio::runtime::Handle::try_current().is_err()
+            && let Some(renewer) = lock(&self.renewer).take()
+        {
             let _ = renewer.join();
+        }
+    }
+}
+
+impl PostgresBackend {
+    /// A commit whose answer was lost: read back whether it landed. Landed, it is reported
+    /// done, as it is (the new owner, if any, will act on it); not landed, the refusal
+    /// (`Fenced`) or the `failure` stands; and when the database cannot say (unreachable, or
+    /// the epoch's mark pruned after many takeovers), the outcome is unknown, which is not the
+    /// same as failed: the application must not take it for a refusal and send again.
+    fn resolve(
+        &self,
+        link: &mut Link,
+        sessions: &BTreeMap<SessionKey, i64>,
+        number: i64,
+        failure: Option<StoreError>,
+    ) -> Result<(), StoreError> {
+        let Some((session, epoch)) = sessions.iter().next() else {
+            return failure.map_or(Ok(()), Err);
+        };
+        let landed = self.ownership.landed(link, session, *epoch, number);
+        let mut holder = || {
+            self.ownership
+                .current_holder(link, session)
+                .filter(|holder| *holder != self.ownership.holder)
+        };
+        match (landed, failure) {
+            (Ok(Some(true)), _) => {
+                // Done; whether this process still owns the sessions, the next commit learns.
+                if let Some(holder) = holder() {
+                    for session in sessions.keys() {
+                        self.ownership.mark_fenced(session, holder.clone());
+                    }
+                }
+                Ok(())
+            }
+            (Ok(Some(false)), Some(failure)) => Err(failure),
+            (Ok(Some(false)), None) => {
+                for session in sessions.keys() {
+                    self.ownership.check(link, session)?;
+                }
+                Err(StoreError::Backend {
+                    backend: NAME,
+                    message: "a commit was refused for a stale epoch, yet every session is \
+                              still owned"
+                        .to_owned(),
+                    source: None,
+                })
+            }
+            (Ok(None), failure) => Err(StoreError::OutcomeUnknown {
+                session: session.to_string(),
+                holder: holder(),
+                cause: failure.map_or_else(
+                    || {
+                        "its answer was lost, and another process took the session over \
+                        before it could be read back"
+                            .to_owned()
+                    },
+                    |f| mooring_core::store::described(&f),
+                ),
+            }),
+            (Err(unreadable), failure) => Err(StoreError::OutcomeUnknown {
+                session: session.to_string(),
+                holder: None,
+                cause: format!(
+                    "{}; reading it back failed too: {}",
+                    failure.map_or_else(
+                        || "its answer was lost".to_owned(),
+                        |f| mooring_core::store::described(&f)
+                    ),
+                    mooring_core::store::described(&unreadable)
+                ),
+            }),
         }
     }
 }
@@ -282,6 +382,15 @@ impl KvOpen for PostgresBackend {
 impl KvBackend for PostgresBackend {
     const NAME: &'static str = NAME;
     const BLOCKING: bool = true;
+    // A call can wait on the network for up to the outage limit.
+    const JOIN_ON_DROP: bool = false;
+    const SHARED: bool = true;
+
+    fn clock_ms(&self) -> Result<Option<u64>, StoreError> {
+        // Sessions here are stamped by many hosts: the database's clock is the one they share.
+        let ms = self.read(|db| Ok(db.query_one(NOW_MS, &[])?.try_get::<_, i64>(0)?))?;
+        Ok(Some(u64::try_from(ms).unwrap_or(0)))
+    }
 
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         self.bytes_or_none(GET, &[&key])
@@ -363,36 +472,71 @@ impl KvBackend for PostgresBackend {
             .iter()
             .map(|(session, epoch)| (session_prefix(session), *epoch))
             .unzip();
-        let sent = Cell::new(Instant::now());
+        let sent = Cell::new(self.ownership.now());
         let lease_ms = self.ownership.lease_ms();
-        let allowed = link.run(|db| {
-            sent.set(Instant::now());
+        let number = self.commits.fetch_add(1, Ordering::Relaxed);
+        let (outcome, cut_off) = link.run_tracked(|db| {
+            sent.set(self.ownership.now());
             let row = db.query_one(
                 COMMIT,
-                &[&owned, &epochs, &lease_ms, &deletes, &put_keys, &put_values],
+                &[
+                    &owned,
+                    &epochs,
+                    &lease_ms,
+                    &deletes,
+                    &put_keys,
+                    &put_values,
+                    &number,
+                ],
             )?;
             Ok(row.try_get::<_, bool>(0)?)
-        })?;
-        if allowed {
-            for (session, epoch) in &sessions {
-                self.ownership.confirmed(session, *epoch, sent.get());
+        });
+        match outcome {
+            Ok(true) => {
+                for (session, epoch) in &sessions {
+                    self.ownership.confirmed(session, *epoch, sent.get());
+                }
+                Ok(())
             }
-            return Ok(());
+            // An earlier run, cut off, may have landed before the epoch moved on.
+            Ok(false) if cut_off => self.resolve(&mut link, &sessions, number, None),
+            Ok(false) => {
+                // Nothing was written: some session's epoch moved on. Which one, and who has it.
+                for session in sessions.keys() {
+                    self.ownership.check(&mut link, session)?;
+                }
+                Err(StoreError::Backend {
+                    backend: NAME,
+                    message: "a commit was refused for a stale epoch, yet every session is still \
+                              owned"
+                        .to_owned(),
+                    source: None,
+                })
+            }
+            Err(error) if cut_off => self.resolve(&mut link, &sessions, number, Some(error)),
+            Err(error) => Err(error),
         }
-        // Nothing was written: some session's epoch moved on. Which one, and who has it.
-        for session in sessions.keys() {
-            self.ownership.check(&mut link, session)?;
-        }
-        Err(StoreError::Backend {
-            backend: NAME,
-            message: "a commit was refused for a stale epoch, yet every session is still owned"
-                .to_owned(),
-            source: None,
-        })
     }
 
-    fn acquire(&self, session: &SessionKey) -> Result<(), StoreError> {
-        self.ownership.acquire(&mut lock(&self.link), session)
+    fn try_acquire(&self, session: &SessionKey) -> Result<Acquired, StoreError> {
+        self.ownership.try_acquire(&mut lock(&self.link), session)
+    }
+
+    fn release(&self, session: &SessionKey) -> Result<(), StoreError> {
+        self.ownership.release(&mut lock(&self.link), session)
+    }
+
+    fn close(&self) -> Result<(), StoreError> {
+        self.ownership.close();
+        let renewer = lock(&self.renewer).take();
+        if let Some(renewer) = renewer {
+            renewer.join().map_err(|_| StoreError::Backend {
+                backend: NAME,
+                message: "the lease thread panicked".to_owned(),
+                source: None,
+            })?;
+        }
+        Ok(())
     }
 
     fn check_owner(&self, session: &SessionKey) -> Result<(), StoreError> {

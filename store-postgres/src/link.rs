@@ -289,35 +289,48 @@ impl Link {
         &mut self,
         work: impl FnMut(&mut Db) -> Result<T, Failure>,
     ) -> Result<T, StoreError> {
-        self.run_counted(work).map(|(value, _)| value)
+        self.run_tracked(work).0
     }
 
-    /// [`Link::run`], also saying how many times `work` was sent (more than once when a
-    /// connection broke under it: its first run may have taken effect).
-    pub(crate) fn run_counted<T>(
+    /// [`Link::run`] with one attempt: for work that may as well not happen when the database
+    /// cannot be reached at once (a release, which the lease's end does anyway).
+    pub(crate) fn run_once<T>(
+        &mut self,
+        work: impl FnMut(&mut Db) -> Result<T, Failure>,
+    ) -> Result<T, StoreError> {
+        let limit = std::mem::replace(&mut self.outage_limit, Duration::ZERO);
+        let result = self.run(work);
+        self.outage_limit = limit;
+        result
+    }
+
+    /// [`Link::run`], also saying whether the work's outcome may differ from what the result
+    /// says: whether some run of it was cut off after it began (the connection broke or the
+    /// deadline passed), so that it may have taken effect unseen.
+    pub(crate) fn run_tracked<T>(
         &mut self,
         mut work: impl FnMut(&mut Db) -> Result<T, Failure>,
-    ) -> Result<(T, u32), StoreError> {
+    ) -> (Result<T, StoreError>, bool) {
         let mut first_failure: Option<Instant> = None;
         let mut delay = Duration::from_millis(50);
-        let mut runs = 0;
+        let mut cut_off = false;
         loop {
-            let outcome = match self.connect() {
-                Ok(db) => {
-                    runs += 1;
-                    work(db)
-                }
-                Err(e) => Err(e),
+            let (outcome, began) = match self.connect() {
+                Ok(db) => (work(db), true),
+                Err(e) => (Err(e), false),
             };
             let failure = match outcome {
-                Ok(value) => return Ok((value, runs)),
-                Err(failure) if !failure.is_transient() => return Err(failure_error(failure)),
+                Ok(value) => return (Ok(value), cut_off),
+                Err(failure) if !failure.is_transient() => {
+                    return (Err(failure_error(failure)), cut_off);
+                }
                 Err(failure) => failure,
             };
+            cut_off |= began;
             self.forget();
             let since = *first_failure.get_or_insert_with(Instant::now);
             if since.elapsed() + delay > self.outage_limit {
-                return Err(StoreError::Backend {
+                let error = StoreError::Backend {
                     backend: NAME,
                     // The message tells the whole chain: no source repeats it.
                     message: format!(
@@ -326,7 +339,8 @@ impl Link {
                         failure.describe()
                     ),
                     source: None,
-                });
+                };
+                return (Err(error), cut_off);
             }
             std::thread::sleep(delay);
             delay = (delay * 2).min(Duration::from_secs(2));

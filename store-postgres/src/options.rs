@@ -4,6 +4,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::clock::{BootClock, LeaseClock};
+
 /// How to reach the database, and how ownership behaves.
 #[derive(Debug, Clone)]
 pub struct PostgresOptions {
@@ -18,11 +20,25 @@ pub struct PostgresOptions {
     /// false: wait for the lease to lapse).
     pub takeover: bool,
     /// How this process names itself to the others (default: its process id and host name,
-    /// with a random suffix). Must differ between processes.
+    /// with a random suffix). Should differ between processes: two live processes given the
+    /// same name are still told apart (each draws an instance of its own), and the second to
+    /// claim a session the first holds is refused with an error naming the clash.
     pub holder: String,
     /// How long to keep trying while the database cannot be reached before a call fails
     /// (default 60 s).
     pub outage_limit: Duration,
+    /// Let processes own sessions with the same client identifier under different session
+    /// keys at once (default false). A session is keyed by its servers (or cluster scope) and
+    /// client identifier, but a broker tells clients apart by the identifier alone: two
+    /// gateways whose server addresses differ (an IP address and a name for one broker) would
+    /// each own "their" session and take the connection from each other. So, by default, a
+    /// process that would own such a second session refuses it at `acquire`. Set this when
+    /// the same identifier is used at different brokers on purpose.
+    pub shared_client_ids: bool,
+    /// What this process measures its own lease on ([`BootClock`] unless set: one that
+    /// counts through suspend where the system has one). Set it in tests, to see what a clock
+    /// that jumps does.
+    pub lease_clock: Arc<dyn LeaseClock>,
     /// TLS to the database (default none). With TLS set, the connection requires it
     /// (`sslmode=require`, whatever the connection string says) and verifies the server's
     /// certificate and name.
@@ -88,6 +104,8 @@ impl PostgresOptions {
                 fastrand::u32(..)
             ),
             outage_limit: Duration::from_secs(60),
+            shared_client_ids: false,
+            lease_clock: Arc::new(BootClock),
             tls: None,
         }
     }
@@ -107,6 +125,18 @@ impl PostgresOptions {
     /// Sets [`PostgresOptions::holder`].
     pub fn holder(mut self, holder: impl Into<String>) -> Self {
         self.holder = holder.into();
+        self
+    }
+
+    /// Sets [`PostgresOptions::shared_client_ids`].
+    pub fn shared_client_ids(mut self, shared: bool) -> Self {
+        self.shared_client_ids = shared;
+        self
+    }
+
+    /// Sets [`PostgresOptions::lease_clock`].
+    pub fn lease_clock(mut self, clock: Arc<dyn LeaseClock>) -> Self {
+        self.lease_clock = clock;
         self
     }
 

@@ -5,7 +5,7 @@ use mooring_core::store::StoreError;
 use crate::link::{Db, Failure, NAME};
 
 /// The version of the tables this build of Mooring creates and reads.
-pub const SCHEMA_VERSION: i32 = 1;
+pub const SCHEMA_VERSION: i32 = 2;
 
 /// Serialises schema changes between processes that start at once (any constant will do;
 /// this one spells "mooring" in ASCII).
@@ -32,12 +32,29 @@ CREATE TABLE IF NOT EXISTS mooring_owners (
 );
 ";
 
+/// Version 2 (issue 32): who holds a session is a name *and* an instance drawn per process,
+/// so that two processes given the same name cannot both win; the client identifier of each
+/// session, so that one identifier owned under two session keys is noticed; and the last
+/// commit of each owner's epoch, so that a commit whose answer was lost can be read back.
+const VERSION_2: &str = "
+ALTER TABLE mooring_owners ADD COLUMN IF NOT EXISTS instance text NOT NULL DEFAULT '';
+ALTER TABLE mooring_owners ADD COLUMN IF NOT EXISTS client_id text;
+CREATE INDEX IF NOT EXISTS mooring_owners_client_id ON mooring_owners (client_id);
+CREATE TABLE IF NOT EXISTS mooring_commits (
+    session bytea NOT NULL,
+    epoch bigint NOT NULL,
+    last bigint NOT NULL,
+    PRIMARY KEY (session, epoch)
+);
+";
+
 const LOCK: &str = "SELECT pg_advisory_xact_lock($1)";
 const VERSION: &str = "SELECT version FROM mooring_schema";
 const SET_VERSION: &str = "INSERT INTO mooring_schema (version) VALUES ($1)";
+const MIGRATED: &str = "UPDATE mooring_schema SET version = $1";
 
-/// Creates the tables if they are missing and checks that their version is one this build
-/// reads.
+/// Creates the tables if they are missing, brings an older version's up to this one, and
+/// checks that their version is one this build reads.
 pub(crate) fn ensure(db: &mut Db) -> Result<(), Failure> {
     // One transaction; a failure part-way drops the connection, and the server rolls it back.
     db.batch_execute("BEGIN")?;
@@ -49,7 +66,13 @@ pub(crate) fn ensure(db: &mut Db) -> Result<(), Failure> {
         .transpose()?;
     match version {
         None => {
+            db.batch_execute(VERSION_2)?;
             db.execute(SET_VERSION, &[&SCHEMA_VERSION])?;
+        }
+        Some(1) => {
+            // Additive: a process of version 1 still running keeps working until it stops.
+            db.batch_execute(VERSION_2)?;
+            db.execute(MIGRATED, &[&SCHEMA_VERSION])?;
         }
         Some(SCHEMA_VERSION) => {}
         Some(other) => {
@@ -58,7 +81,7 @@ pub(crate) fn ensure(db: &mut Db) -> Result<(), Failure> {
                 backend: NAME,
                 message: format!(
                     "the database holds Mooring's schema version {other}; this build reads \
-                     version {SCHEMA_VERSION} (written by a newer Mooring?)"
+                     versions 1 to {SCHEMA_VERSION} (written by a newer Mooring?)"
                 ),
                 source: None,
             }));

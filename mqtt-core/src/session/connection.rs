@@ -183,6 +183,7 @@ impl Session {
             } else {
                 0
             };
+        self.settle_in_doubt(connack.session_present);
         self.events.push_back(Event::Connected {
             session_present: connack.session_present,
             properties: Box::new(connack.properties.clone()),
@@ -302,22 +303,24 @@ impl Session {
         self.pending.send.clear();
         self.pending.early.clear();
         self.retire_acks();
-        let mut lost: Vec<RequestId> = Vec::new();
+        let mut lost: Vec<(RequestId, Packet)> = Vec::new();
         for (packet_id, request) in std::mem::take(&mut self.requests) {
             self.ids.remove(packet_id);
-            lost.push(request.id);
+            lost.push((request.id, request.packet));
         }
-        lost.extend(
-            std::mem::take(&mut self.requests_waiting)
-                .into_iter()
-                .map(|(id, _)| id),
-        );
-        for id in lost {
+        lost.extend(std::mem::take(&mut self.requests_waiting));
+        // In order of the requests, so that a later one for a filter wins.
+        lost.sort_by_key(|(id, _)| *id);
+        for (id, packet) in lost {
             if self.resubscribing.remove(&id) {
                 // Unanswered: whether the server has it is unknown; make it again next time.
                 self.resubscribe_needed = true;
+            } else if self.settling.remove(&id) {
+                // Still in doubt: sent again next time.
             } else {
-                self.events.push_back(Event::RequestLost { id });
+                // Recorded, perhaps received: sent again first on the next connection, under
+                // its own id, so that its caller gets the answer.
+                self.requests_waiting.push_back((id, packet));
             }
         }
         let mut meta = self.meta.clone();

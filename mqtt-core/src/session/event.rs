@@ -75,12 +75,6 @@ pub enum Event {
         /// Reason String and User Properties.
         properties: AckProperties,
     },
-    /// The connection ended before the server answered a SUBSCRIBE or UNSUBSCRIBE; whether it
-    /// took effect is unknown. Requests are not resent on reconnect.
-    RequestLost {
-        /// The request.
-        id: RequestId,
-    },
     /// The server closed the connection with DISCONNECT.
     ServerDisconnected {
         /// Its reason code.

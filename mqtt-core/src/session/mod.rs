@@ -32,6 +32,7 @@ mod outbound;
 mod packet_id;
 mod queue;
 mod requests;
+mod subscriptions;
 mod withdraw;
 
 pub use auth::{AuthError, Authenticator};
@@ -244,6 +245,12 @@ pub struct Session {
     subscriptions: BTreeMap<String, Subscribe>,
     /// Requests the session made itself to restore subscriptions.
     resubscribing: HashSet<RequestId>,
+    /// Per filter, a SUBSCRIBE or UNSUBSCRIBE an earlier process recorded and perhaps sent,
+    /// never answered: sent again on each connection until answered, so that the server's
+    /// session ends as the application asked.
+    in_doubt: BTreeMap<String, Packet>,
+    /// Requests the session made itself to settle what is in doubt.
+    settling: HashSet<RequestId>,
     /// A restoring SUBSCRIBE went unanswered: restore again on the next connection.
     resubscribe_needed: bool,
     next_request: RequestId,
@@ -331,22 +338,6 @@ fn decode_publish(bytes: &Bytes) -> Result<Publish, String> {
     }
 }
 
-/// A stored subscription: one SUBSCRIBE whose one filter is `filter`.
-fn decode_subscription(bytes: &Bytes, filter: &str) -> Result<Subscribe, String> {
-    let mut buf = BytesMut::from(&bytes[..]);
-    match Codec::default().decode(&mut buf) {
-        Ok(Decoded::Packet(Packet::Subscribe(s)))
-            if buf.is_empty()
-                && s.subscriptions.len() == 1
-                && s.subscriptions.first().is_some_and(|x| x.filter == filter) =>
-        {
-            Ok(s)
-        }
-        Ok(other) => Err(format!("not one SUBSCRIBE for the filter: {other:?}")),
-        Err(DecodeError { violation, .. }) => Err(violation.to_string()),
-    }
-}
-
 fn encode(publish: &Publish) -> Result<Bytes, EncodeError> {
     let mut buf = BytesMut::new();
     Codec::default().encode(&Packet::Publish(publish.clone()), &mut buf)?;
@@ -406,6 +397,8 @@ impl Session {
             requests_waiting: VecDeque::new(),
             subscriptions: BTreeMap::new(),
             resubscribing: HashSet::new(),
+            in_doubt: BTreeMap::new(),
+            settling: HashSet::new(),
             resubscribe_needed: false,
             next_request: 1,
             authenticator: None,
@@ -471,14 +464,7 @@ impl Session {
             );
         }
         for stored in stored.subscriptions {
-            let subscribe =
-                decode_subscription(&stored.packet, &stored.filter).map_err(|reason| {
-                    SessionError::BadSubscription {
-                        filter: stored.filter.clone(),
-                        reason,
-                    }
-                })?;
-            session.subscriptions.insert(stored.filter, subscribe);
+            session.load_subscription(stored)?;
         }
         for (seq, at) in deadlines {
             session.expiries.insert((at, seq));

@@ -1,15 +1,12 @@
-//! SUBSCRIBE and UNSUBSCRIBE: identifiers, local checks against what CONNACK said, the
-//! per-filter reason codes of SUBACK and UNSUBACK, and the granted subscriptions kept in the
-//! store and made again when the server has lost the session.
-
-use bytes::BytesMut;
+//! SUBSCRIBE and UNSUBSCRIBE: identifiers, local checks against what CONNACK said, and the
+//! per-filter reason codes of SUBACK and UNSUBACK. What they change in the store:
+//! `subscriptions.rs`.
 
 use super::{Event, ProtocolViolation, RequestError, RequestId, RequestInFlight, Session};
 use crate::packet::{
-    Codec, Packet, PacketType, ProtocolVersion, ReasonCode, SubAck, Subscribe, SubscribeProperties,
+    Packet, PacketType, ProtocolVersion, ReasonCode, SubAck, Subscribe, SubscribeProperties,
     Subscription, UnsubAck, Unsubscribe, UnsubscribeProperties,
 };
-use crate::store::{StoreOp, StoredSubscription};
 
 impl Session {
     pub(super) fn send_request(&mut self, id: RequestId, packet_id: u16, mut packet: Packet) {
@@ -45,7 +42,7 @@ impl Session {
         self.ids.allocate_from(start)
     }
 
-    fn enqueue_request(&mut self, packet: Packet) -> RequestId {
+    pub(super) fn enqueue_request(&mut self, packet: Packet) -> RequestId {
         let id = self.next_request;
         self.next_request += 1;
         match self.allocate_request_id() {
@@ -56,50 +53,9 @@ impl Session {
         id
     }
 
-    /// Makes every kept subscription again (the server has no session, or an earlier attempt
-    /// went unanswered); returns how many. Called on CONNACK, before anything else is sent.
-    pub(super) fn restore_subscriptions(&mut self) -> usize {
-        self.resubscribe_needed = false;
-        let kept: Vec<Subscribe> = self.subscriptions.values().cloned().collect();
-        for subscribe in &kept {
-            let id = self.enqueue_request(Packet::Subscribe(subscribe.clone()));
-            self.resubscribing.insert(id);
-        }
-        kept.len()
-    }
-
-    /// Keeps `subscription` (granted by the server), with the properties it was asked with.
-    fn keep_subscription(&mut self, subscription: &Subscription, properties: &SubscribeProperties) {
-        let subscribe = Subscribe {
-            packet_id: 1,
-            properties: properties.clone(),
-            subscriptions: vec![subscription.clone()],
-        };
-        if self.subscriptions.get(&subscription.filter) == Some(&subscribe) {
-            // Made again after a lost session, as it was: the store has it already.
-            return;
-        }
-        let mut packet = BytesMut::new();
-        // It was sent as part of a valid SUBSCRIBE, so alone it encodes too.
-        if Codec::default()
-            .encode(&Packet::Subscribe(subscribe.clone()), &mut packet)
-            .is_err()
-        {
-            return;
-        }
-        self.pending
-            .commit
-            .push(StoreOp::PutSubscription(StoredSubscription {
-                filter: subscription.filter.clone(),
-                packet: packet.freeze(),
-            }));
-        self.subscriptions
-            .insert(subscription.filter.clone(), subscribe);
-    }
-
-    /// Sends SUBSCRIBE; [`Event::Subscribed`] carries the server's answer. Refuses locally what
-    /// CONNACK said the server does not support: wildcards, Subscription Identifiers, shared
-    /// subscriptions.
+    /// Sends SUBSCRIBE, once a record of it is durable (see `subscriptions.rs`);
+    /// [`Event::Subscribed`] carries the server's answer. Refuses locally what CONNACK said
+    /// the server does not support: wildcards, Subscription Identifiers, shared subscriptions.
     pub fn subscribe(
         &mut self,
         subscriptions: Vec<Subscription>,
@@ -119,24 +75,30 @@ impl Session {
                 }
             }
         }
-        self.request(Packet::Subscribe(Subscribe {
+        let id = self.request(Packet::Subscribe(Subscribe {
             packet_id: 1,
-            properties,
-            subscriptions,
-        }))
+            properties: properties.clone(),
+            subscriptions: subscriptions.clone(),
+        }))?;
+        // In the same output as the SUBSCRIBE, which goes out once this is durable.
+        self.record_subscribe(&subscriptions, &properties);
+        Ok(id)
     }
 
-    /// Sends UNSUBSCRIBE; [`Event::Unsubscribed`] carries the server's answer.
+    /// Sends UNSUBSCRIBE, once a record of it is durable; [`Event::Unsubscribed`] carries the
+    /// server's answer.
     pub fn unsubscribe(
         &mut self,
         filters: Vec<String>,
         properties: UnsubscribeProperties,
     ) -> Result<RequestId, RequestError> {
-        self.request(Packet::Unsubscribe(Unsubscribe {
+        let id = self.request(Packet::Unsubscribe(Unsubscribe {
             packet_id: 1,
-            properties,
-            filters,
-        }))
+            properties: properties.clone(),
+            filters: filters.clone(),
+        }))?;
+        self.record_unsubscribe(&filters, &properties);
+        Ok(id)
     }
 
     pub(super) fn finish_request(
@@ -176,18 +138,23 @@ impl Session {
     /// SUBACK: the reason codes of a SUBSCRIBE, in order.
     ///
     /// Every subscription granted (a reason code below 0x80) is kept in the store with the
-    /// session, to be made again if the server loses the session.
+    /// session, to be made again if the server loses the session; a refused one's record goes
+    /// back to what it was before the request.
     pub fn handle_suback(&mut self, ack: SubAck) -> Result<(), ProtocolViolation> {
         let request =
             self.finish_request(PacketType::Subscribe, ack.packet_id, ack.reason_codes.len())?;
         if let Packet::Subscribe(subscribe) = &request.packet {
             for (subscription, code) in subscribe.subscriptions.iter().zip(&ack.reason_codes) {
-                if !code.is_error() {
-                    self.keep_subscription(subscription, &subscribe.properties);
-                }
+                self.settle_subscription(
+                    request.id,
+                    subscription,
+                    &subscribe.properties,
+                    !code.is_error(),
+                );
             }
         }
         self.resubscribing.remove(&request.id);
+        self.settling.remove(&request.id);
         self.events.push_back(Event::Subscribed {
             id: request.id,
             reason_codes: ack.reason_codes,
@@ -216,13 +183,10 @@ impl Session {
         )?;
         if let Packet::Unsubscribe(unsubscribe) = &request.packet {
             for filter in &unsubscribe.filters {
-                if self.subscriptions.remove(filter).is_some() {
-                    self.pending.commit.push(StoreOp::RemoveSubscription {
-                        filter: filter.clone(),
-                    });
-                }
+                self.settle_unsubscription(request.id, filter);
             }
         }
+        self.settling.remove(&request.id);
         self.events.push_back(Event::Unsubscribed {
             id: request.id,
             reason_codes: ack.reason_codes,

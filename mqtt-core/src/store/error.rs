@@ -67,6 +67,25 @@ pub enum StoreError {
         /// Who owns it now, as that process named itself.
         holder: String,
     },
+    /// A commit may or may not have been made durable: the store lost its answer (the
+    /// connection broke after it was sent) and could not learn afterwards whether it landed.
+    /// What it held (an accepted message, an ack) may take effect: with `holder` set, another
+    /// process owns the session now and may deliver it. Sending such a message again can
+    /// duplicate it; dropping it can lose it. Stores that can read a commit back report this
+    /// only when that is impossible too.
+    #[error(
+        "a commit to session {session} may or may not have been stored ({cause}){}; what it held \
+         may still take effect, so sending it again can duplicate it",
+        match holder { Some(holder) => format!(", and {holder} owns the session now"), None => String::new() }
+    )]
+    OutcomeUnknown {
+        /// The session.
+        session: String,
+        /// Who owns the session now, if another process took it over.
+        holder: Option<String>,
+        /// Why the answer was lost.
+        cause: String,
+    },
     /// Another process holds the store open.
     #[error(
         "the store at {path} is open in another process; stop that process or use another path"
@@ -75,6 +94,10 @@ pub enum StoreError {
         /// Where the store is.
         path: String,
     },
+    /// The store was closed ([`SessionStore::close`](super::SessionStore::close)): it takes no
+    /// more sessions and no more writes.
+    #[error("the store was closed; open it again to go on")]
+    Closed,
     /// The store cannot do what was asked (see the method's documentation).
     #[error("this store cannot {what}")]
     Unsupported {

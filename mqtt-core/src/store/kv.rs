@@ -10,6 +10,7 @@ mod queue;
 
 use std::sync::{Arc, Mutex, mpsc};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use async_trait::async_trait;
 
@@ -48,9 +49,44 @@ pub trait KvBackend: Send + Sync + 'static {
     /// survive a crash; when it returns `Err`, none of them may be visible.
     fn apply(&self, writes: &[KvWrite]) -> Result<(), StoreError>;
 
-    /// See [`SessionStore::acquire`]: backends shared by several processes take ownership of
-    /// the session here; the default owns every session already.
-    fn acquire(&self, _session: &SessionKey) -> Result<(), StoreError> {
+    /// Whether dropping the last handle to the store waits for the store's thread to finish
+    /// the calls already made. A file-backed backend says yes, so that a store dropped and
+    /// opened again at once finds its file free. A backend whose calls can wait on a network
+    /// says no: the thread then finishes them on its own, and the last handle may be dropped
+    /// on an async worker without blocking it.
+    const JOIN_ON_DROP: bool = true;
+
+    /// One attempt at [`SessionStore::acquire`]: backends shared by several processes take
+    /// ownership of the session here, or say how long another process still holds it.
+    /// [`KvStore`] waits between attempts off the store's thread, so that other sessions'
+    /// calls go on meanwhile and a caller that gives up stops waiting at once. The default
+    /// owns every session already.
+    fn try_acquire(&self, _session: &SessionKey) -> Result<Acquired, StoreError> {
+        Ok(Acquired::Owned)
+    }
+
+    /// Undoes an acquisition nobody waits for any more (the caller gave up while the winning
+    /// attempt ran): the session must not stay owned by a process that does not use it.
+    /// Defaults to [`KvBackend::release`].
+    fn abandon(&self, session: &SessionKey) -> Result<(), StoreError> {
+        self.release(session)
+    }
+
+    /// See [`SessionStore::is_shared`].
+    const SHARED: bool = false;
+
+    /// See [`SessionStore::clock_ms`].
+    fn clock_ms(&self) -> Result<Option<u64>, StoreError> {
+        Ok(None)
+    }
+
+    /// See [`SessionStore::release`].
+    fn release(&self, _session: &SessionKey) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// See [`SessionStore::close`].
+    fn close(&self) -> Result<(), StoreError> {
         Ok(())
     }
 
@@ -86,6 +122,17 @@ pub trait KvBackend: Send + Sync + 'static {
         })?;
         Ok(first)
     }
+}
+
+/// How one attempt to own a session ended ([`KvBackend::try_acquire`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Acquired {
+    /// This process owned the session already.
+    Owned,
+    /// This attempt took the session: undone if nobody waits for it any more.
+    Won,
+    /// Another process holds it: try again after this long (it may release it sooner).
+    HeldFor(Duration),
 }
 
 /// [`KvBackend::visit_range`] over an ordered map in memory: for backends that keep one (the
@@ -162,7 +209,13 @@ impl<B: KvBackend> Shared<B> {
                 continue;
             };
             if layout::decode_meta(&key, &raw)?.is_expired(now_ms) {
-                self.clear(&key)?;
+                match self.clear(&key) {
+                    // Owned by a live process: not this one's to purge.
+                    Err(StoreError::Fenced { .. }) => continue,
+                    cleared => cleared?,
+                }
+                // A shared store: the claim the clear made must not keep others out.
+                self.backend.release(&key)?;
                 purged.push(key);
             }
         }
@@ -180,6 +233,7 @@ type Job<B> = Box<dyn FnOnce(&Shared<B>) + Send>;
 struct Worker<B> {
     jobs: Option<mpsc::Sender<Job<B>>>,
     thread: Option<JoinHandle<()>>,
+    join_on_drop: bool,
 }
 
 impl<B: KvBackend> Worker<B> {
@@ -197,6 +251,7 @@ impl<B: KvBackend> Worker<B> {
         Some(Self {
             jobs: Some(jobs),
             thread: Some(thread),
+            join_on_drop: B::JOIN_ON_DROP,
         })
     }
 }
@@ -205,9 +260,12 @@ impl<B> Drop for Worker<B> {
     fn drop(&mut self) {
         // Closing the queue ends the thread once the jobs already sent are done. Joining
         // makes the backend's release deterministic: a store dropped and opened again at once
-        // (a test, a restart in-process) does not find its file still held.
+        // (a test, a restart in-process) does not find its file still held. A networked
+        // backend's thread finishes on its own (`JOIN_ON_DROP`).
         self.jobs = None;
-        if let Some(thread) = self.thread.take() {
+        if let Some(thread) = self.thread.take()
+            && self.join_on_drop
+        {
             let _ = thread.join();
         }
     }
@@ -277,6 +335,46 @@ impl<B: KvBackend> KvStore<B> {
         jobs.send(job).map_err(|_| worker_gone(B::NAME))?;
         answer.await.map_err(|_| worker_gone(B::NAME))?
     }
+
+    /// One attempt to own `key`'s session. If the caller gives up while the attempt runs and
+    /// it wins, the session is handed back at once: nobody would use or release it otherwise,
+    /// and the lease would keep another process out.
+    async fn try_acquire(&self, key: &SessionKey) -> Result<Acquired, StoreError> {
+        let Some(jobs) = self.worker.as_ref().and_then(|w| w.jobs.as_ref()) else {
+            return self.shared.backend.try_acquire(key);
+        };
+        let key = key.clone();
+        let (reply, answer) = futures_channel::oneshot::channel();
+        let job: Job<B> = Box::new(move |shared| {
+            let attempt = shared.backend.try_acquire(&key);
+            // `send` gives the answer back when the receiver is gone.
+            if let Err(Ok(Acquired::Won)) = reply.send(attempt) {
+                let _ = shared.backend.abandon(&key);
+            }
+        });
+        jobs.send(job).map_err(|_| worker_gone(B::NAME))?;
+        answer.await.map_err(|_| worker_gone(B::NAME))?
+    }
+}
+
+/// Waits `wait` without a runtime: the core depends on none. A thread sleeps and wakes the
+/// caller; a waiting standby naps a few times per lease, so a thread per nap costs nothing
+/// that matters, and a caller that gives up simply stops listening.
+async fn nap(wait: Duration, backend: &'static str) -> Result<(), StoreError> {
+    let (wake, woken) = futures_channel::oneshot::channel::<()>();
+    std::thread::Builder::new()
+        .name("mooring-store-nap".to_owned())
+        .spawn(move || {
+            std::thread::sleep(wait);
+            let _ = wake.send(());
+        })
+        .map_err(|e| StoreError::Backend {
+            backend,
+            message: format!("cannot start a thread to wait for the session's owner: {e}"),
+            source: None,
+        })?;
+    let _ = woken.await;
+    Ok(())
 }
 
 impl<B: KvOpen> KvStore<B> {
@@ -354,9 +452,30 @@ impl<B: KvBackend> SessionStore for KvStore<B> {
         self.run(move |s| s.purge_expired(now_ms)).await
     }
 
+    fn is_shared(&self) -> bool {
+        B::SHARED
+    }
+
+    async fn clock_ms(&self) -> Result<Option<u64>, StoreError> {
+        self.run(|s| s.backend.clock_ms()).await
+    }
+
     async fn acquire(&self, key: &SessionKey) -> Result<(), StoreError> {
+        loop {
+            match self.try_acquire(key).await? {
+                Acquired::Owned | Acquired::Won => return Ok(()),
+                Acquired::HeldFor(wait) => nap(wait, B::NAME).await?,
+            }
+        }
+    }
+
+    async fn release(&self, key: &SessionKey) -> Result<(), StoreError> {
         let key = key.clone();
-        self.run(move |s| s.backend.acquire(&key)).await
+        self.run(move |s| s.backend.release(&key)).await
+    }
+
+    async fn close(&self) -> Result<(), StoreError> {
+        self.run(|s| s.backend.close()).await
     }
 
     async fn check_owner(&self, key: &SessionKey) -> Result<(), StoreError> {

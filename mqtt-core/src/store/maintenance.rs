@@ -53,12 +53,18 @@ pub struct Tidied {
 ///   session that still holds messages is left alone: its messages are the application's, and
 ///   they go out as new ones when a client resumes it;
 /// - with `client_id`, reports that client's sessions that hold messages.
+///
+/// Expiry is judged at the store's own clock where it has one ([`SessionStore::clock_ms`]: a
+/// database several hosts share), else at `now_ms`. On a shared store this is the operator's
+/// pass over every gateway's sessions: a session another process owns is skipped, and one
+/// cleared is released at once. A client on a shared store runs only [`stranded_sessions`].
 pub async fn tidy_sessions<S: SessionStore + ?Sized>(
     store: &S,
     now_ms: u64,
     client_id: Option<&str>,
     keep: &[SessionKey],
 ) -> Result<Tidied, StoreError> {
+    let now_ms = store.clock_ms().await?.unwrap_or(now_ms);
     let mut tidied = Tidied::default();
     for key in store.sessions().await? {
         if keep.contains(&key) {
@@ -69,13 +75,38 @@ pub async fn tidy_sessions<S: SessionStore + ?Sized>(
         let held = HeldMessages::of(&session);
         let expired = session.meta.as_ref().is_some_and(|m| m.is_expired(now_ms));
         if expired && held.is_empty() {
-            store.clear(&key).await?;
+            match store.clear(&key).await {
+                Err(StoreError::Fenced { .. }) => continue,
+                cleared => cleared?,
+            }
+            store.release(&key).await?;
             tidied.purged.push(key);
         } else if !held.is_empty() && client_id == Some(key.client_id()) {
             tidied.stranded.push((key, held));
         }
     }
     Ok(tidied)
+}
+
+/// The sessions of `client_id` but those in `keep` that hold messages: what
+/// [`tidy_sessions`] reports as stranded, found by reading alone. Reads only the sessions of
+/// that client, so that on a store several gateways share it touches nobody else's.
+pub async fn stranded_sessions<S: SessionStore + ?Sized>(
+    store: &S,
+    client_id: &str,
+    keep: &[SessionKey],
+) -> Result<Vec<(SessionKey, HeldMessages)>, StoreError> {
+    let mut stranded = Vec::new();
+    for key in store.sessions().await? {
+        if key.client_id() != client_id || keep.contains(&key) {
+            continue;
+        }
+        let held = HeldMessages::of(&store.resume(&key, QueueWindow::NONE).await?);
+        if !held.is_empty() {
+            stranded.push((key, held));
+        }
+    }
+    Ok(stranded)
 }
 
 /// Moves the session stored under `from` into `to` (the key of a server's new address), then

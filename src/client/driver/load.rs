@@ -1,6 +1,6 @@
 //! Starting the driver: every session the servers use loaded (a standby waits here for the
-//! owner's lease), the wall clock started from what the sessions saw, the store's other
-//! sessions tidied, and the hourly purge spawned.
+//! owner's lease), the wall clock started from what the sessions saw, and the store's other
+//! sessions looked after in the background (at once, then hourly).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,14 +19,16 @@ use super::requests::Requests;
 use super::stopping::Stopping;
 use super::{Driver, Parts, Slot, redelivery};
 use crate::session::Session;
-use crate::store::{SessionKey, SessionStore, tidy_sessions};
+use crate::store::{SessionKey, SessionStore, Tidied, stranded_sessions, tidy_sessions};
 
 /// How often expired sessions are purged from the store while the client runs.
 const PURGE_INTERVAL: Duration = Duration::from_secs(3600);
 
 /// Purges expired sessions that hold no message (never the configured ones) and, with
 /// `client_id`, reports that client's sessions under servers no longer configured that hold
-/// messages. A store that cannot say is reported in the log; it does not stop the client.
+/// messages. On a store other processes share, it only reports: the other sessions are theirs
+/// (clearing one would take its ownership from its gateway). A store that cannot say is
+/// reported in the log; it does not stop the client.
 async fn tidy(
     store: &dyn SessionStore,
     now_ms: u64,
@@ -34,7 +36,22 @@ async fn tidy(
     configured: &[SessionKey],
     events: &EventHub,
 ) {
-    let tidied = match tidy_sessions(store, now_ms, client_id, configured).await {
+    let tidied = if store.is_shared() {
+        match client_id {
+            Some(client_id) => {
+                stranded_sessions(store, client_id, configured)
+                    .await
+                    .map(|stranded| Tidied {
+                        stranded,
+                        ..Tidied::default()
+                    })
+            }
+            None => return,
+        }
+    } else {
+        tidy_sessions(store, now_ms, client_id, configured).await
+    };
+    let tidied = match tidied {
         Ok(tidied) => tidied,
         Err(error) => return warn!(%error, "could not look after the store's other sessions"),
     };
@@ -56,12 +73,23 @@ async fn tidy(
     }
 }
 
-async fn purge_periodically(
+/// Looks after the store's other sessions at start, in the background (a standby's first
+/// CONNECT must not wait for a pass over a store of many sessions), then every hour.
+async fn look_after_other_sessions(
     store: Arc<dyn SessionStore>,
     clock: WallClock,
+    client_id: String,
     configured: Vec<SessionKey>,
     events: EventHub,
 ) {
+    tidy(
+        &*store,
+        clock.now_ms(),
+        Some(&client_id),
+        &configured,
+        &events,
+    )
+    .await;
     loop {
         tokio::time::sleep(PURGE_INTERVAL).await;
         tidy(&*store, clock.now_ms(), None, &configured, &events).await;
@@ -144,18 +172,10 @@ impl Driver {
             slots.push(Slot::new(key, session, &*parts.store));
         }
         let configured: Vec<SessionKey> = slots.iter().map(|s| s.key.clone()).collect();
-        let client_id = Some(settings.session.client_id.as_str());
-        tidy(
-            &*parts.store,
-            clock.now_ms(),
-            client_id,
-            &configured,
-            &parts.events,
-        )
-        .await;
-        let housekeeping = tokio::spawn(purge_periodically(
+        let housekeeping = tokio::spawn(look_after_other_sessions(
             parts.store.clone(),
             clock.clone(),
+            settings.session.client_id.clone(),
             configured,
             parts.events.clone(),
         ));

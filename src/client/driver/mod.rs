@@ -462,7 +462,6 @@ impl Driver {
             Event::Unsubscribed {
                 id, reason_codes, ..
             } => self.requests.unsubscribed(slot, id, reason_codes),
-            Event::RequestLost { id } => self.requests.lost(slot, id),
             Event::SessionExpired => self.emit(ClientEvent::SessionExpired),
             Event::SessionLost {
                 resent,

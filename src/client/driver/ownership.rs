@@ -62,12 +62,18 @@ impl Driver {
         self.lost(ConnectionLoss::LeaseLapsed, Close::Abrupt).await;
     }
 
-    /// If `error` says another process took the session over: reports it and stops the
-    /// client for good (it must never connect with the client identifier again). Returns
+    /// If `error` says another process took the session over (a refused commit, or one whose
+    /// outcome is unknown because of it): reports it and stops the client for good (it must never connect with the client identifier again). Returns
     /// whether it did.
     pub(super) fn stop_if_fenced(&mut self, error: &Arc<StoreError>) -> bool {
-        let StoreError::Fenced { session, holder } = &**error else {
-            return false;
+        let (session, holder) = match &**error {
+            StoreError::Fenced { session, holder }
+            | StoreError::OutcomeUnknown {
+                session,
+                holder: Some(holder),
+                ..
+            } => (session, holder),
+            _ => return false,
         };
         warn!(%session, %holder, "the session was taken over; this client stops");
         self.emit(ClientEvent::SessionTakenOver {

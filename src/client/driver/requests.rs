@@ -97,13 +97,6 @@ impl Requests {
         }
     }
 
-    /// The connection ended unanswered: send it again on the next one.
-    pub(super) fn lost(&mut self, slot: usize, id: RequestId) {
-        if let Some(request) = self.in_flight.remove(&(slot, id)) {
-            self.offline.push_back(request);
-        }
-    }
-
     /// The client stops: every caller gets `Stopped`.
     pub(super) fn stop(&mut self) {
         for (_, request) in self.in_flight.drain() {

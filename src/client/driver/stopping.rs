@@ -2,18 +2,19 @@
 //! DISCONNECT after its commit and closes; then every caller still waiting gets an answer,
 //! once everything that holds the store is gone (the farewell).
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use super::super::clock;
 
-use tracing::info;
+use tracing::{info, warn};
 
 use super::super::event_queue::EventHub;
 use super::super::{ClientError, ClientEvent, ConnectError, StopReason};
 use super::connection::{CLOSE_GRACE, Close};
 use super::{Driver, Reply};
 use crate::packet::{ProtocolVersion, ReasonCode};
-use crate::store::StoreError;
+use crate::store::{StoreError, described};
 
 /// A disconnect in progress.
 struct Disconnecting {
@@ -226,6 +227,16 @@ impl Driver {
             }
         }
         self.conn.link = None;
+        // Nothing more is written: a store shared with a standby lets it take over now rather
+        // than when the lease lapses. Not waited for long: the store finishes a slow release
+        // on its own, and a lease that runs out hands the session on anyway.
+        let store = Arc::clone(&self.store);
+        let keys: Vec<_> = self.slots.iter().map(|slot| slot.key.clone()).collect();
+        for key in keys {
+            if let Ok(Err(e)) = tokio::time::timeout(CLOSE_GRACE, store.release(&key)).await {
+                warn!(session = %key, error = %described(&e), "the session was not released; its lease will lapse");
+            }
+        }
         self.pipeline.fail_all().await;
         self.publishes.stop();
         self.requests.stop();

@@ -9,6 +9,7 @@ mod inbound;
 mod lifecycle;
 mod lost_session;
 mod outbound;
+mod subscriptions;
 mod withdraw;
 
 use std::time::{Duration, Instant};
