@@ -88,6 +88,12 @@ pub type PostgresStore = KvStore<PostgresBackend>;
 const PAGE: i64 = 256;
 
 const GET: &str = "SELECT value FROM mooring_records WHERE key = $1";
+/// The first record of every session that holds one: every session written here has an
+/// owner row (a write claims it), and a cleared one has no record left past its prefix.
+const FIRST_OF_EACH: &str = "SELECT r.key FROM mooring_owners AS o \
+     CROSS JOIN LATERAL (SELECT key FROM mooring_records WHERE key >= o.session \
+       ORDER BY key LIMIT 1) AS r \
+     WHERE substring(r.key FROM 1 FOR length(o.session)) = o.session";
 const NOW_MS: &str = "SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint";
 const PAGE_FROM: &str = "SELECT key, value FROM mooring_records \
      WHERE key >= $1 AND ($2::bytea IS NULL OR key < $2) ORDER BY key LIMIT $3";
@@ -385,6 +391,18 @@ impl KvBackend for PostgresBackend {
     // A call can wait on the network for up to the outage limit.
     const JOIN_ON_DROP: bool = false;
     const SHARED: bool = true;
+
+    fn first_key_of_each_session(&self) -> Result<Option<Vec<Vec<u8>>>, StoreError> {
+        let keys = self.read(|db| {
+            let rows = db.query(FIRST_OF_EACH, &[])?;
+            let mut keys = Vec::with_capacity(rows.len());
+            for row in rows {
+                keys.push(row.try_get::<_, Vec<u8>>(0)?);
+            }
+            Ok(keys)
+        })?;
+        Ok(Some(keys))
+    }
 
     fn clock_ms(&self) -> Result<Option<u64>, StoreError> {
         // Sessions here are stamped by many hosts: the database's clock is the one they share.

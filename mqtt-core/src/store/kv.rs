@@ -72,6 +72,13 @@ pub trait KvBackend: Send + Sync + 'static {
         self.release(session)
     }
 
+    /// The first key of every session that holds a record, in any order, where the backend
+    /// can find them in one go (a database: one statement rather than one per session).
+    /// `None`, the default, has [`KvStore`] seek from each session's prefix to the next.
+    fn first_key_of_each_session(&self) -> Result<Option<Vec<Vec<u8>>>, StoreError> {
+        Ok(None)
+    }
+
     /// See [`SessionStore::is_shared`].
     const SHARED: bool = false;
 
@@ -165,9 +172,9 @@ struct Shared<B> {
     backend: B,
     /// The error of the first failed commit; once set, writes are refused.
     poisoned: Mutex<Option<String>>,
-    /// Held while a commit reads the queue totals it rewrites (commits from many tasks reach a
-    /// backend that does not block, and so runs them inline, at once).
-    totals: Mutex<()>,
+    /// The queues' shapes, held while a commit reads and rewrites the queue totals (commits
+    /// from many tasks reach a backend that does not block, and so runs them inline, at once).
+    totals: Mutex<queue::QueueShapes>,
 }
 
 impl<B: KvBackend> Shared<B> {
@@ -191,6 +198,12 @@ impl<B: KvBackend> Shared<B> {
     }
 
     fn sessions(&self) -> Result<Vec<SessionKey>, StoreError> {
+        if let Some(first_keys) = self.backend.first_key_of_each_session()? {
+            return first_keys
+                .iter()
+                .map(|raw| layout::session_of_key(raw))
+                .collect();
+        }
         // Jump from one session's prefix to the next: one seek per session, not per record.
         let mut out = Vec::new();
         let mut start = Vec::new();
@@ -304,7 +317,7 @@ impl<B: KvBackend> KvStore<B> {
         let shared = Arc::new(Shared {
             backend,
             poisoned: Mutex::new(None),
-            totals: Mutex::new(()),
+            totals: Mutex::new(queue::QueueShapes::new()),
         });
         let worker = if B::BLOCKING {
             Worker::start(Arc::clone(&shared)).map(Arc::new)
@@ -341,12 +354,20 @@ impl<B: KvBackend> KvStore<B> {
     /// and the lease would keep another process out.
     async fn try_acquire(&self, key: &SessionKey) -> Result<Acquired, StoreError> {
         let Some(jobs) = self.worker.as_ref().and_then(|w| w.jobs.as_ref()) else {
-            return self.shared.backend.try_acquire(key);
+            let attempt = self.shared.backend.try_acquire(key);
+            if let Ok(Acquired::Won) = attempt {
+                self.shared.shapes().remove(key);
+            }
+            return attempt;
         };
         let key = key.clone();
         let (reply, answer) = futures_channel::oneshot::channel();
         let job: Job<B> = Box::new(move |shared| {
             let attempt = shared.backend.try_acquire(&key);
+            if let Ok(Acquired::Won) = attempt {
+                // Another process may have written the session since this store last did.
+                shared.shapes().remove(&key);
+            }
             // `send` gives the answer back when the receiver is gone.
             if let Err(Ok(Acquired::Won)) = reply.send(attempt) {
                 let _ = shared.backend.abandon(&key);
@@ -489,110 +510,5 @@ impl<B: KvBackend> SessionStore for KvStore<B> {
 }
 
 #[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used)]
-
-    use std::collections::BTreeMap;
-    use std::future::Future;
-    use std::sync::{Arc, Mutex};
-    use std::task::{Context, Poll, Wake, Waker};
-    use std::thread::Thread;
-
-    use super::*;
-    use crate::store::{SessionMeta, StoreOp};
-
-    /// A blocking backend that notes the thread each write ran on.
-    #[derive(Default)]
-    struct Noting {
-        map: Mutex<BTreeMap<Vec<u8>, Vec<u8>>>,
-        threads: Mutex<Vec<String>>,
-    }
-
-    impl KvBackend for Noting {
-        const NAME: &'static str = "noting";
-        const BLOCKING: bool = true;
-
-        fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-            Ok(self.map.lock().unwrap().get(key).cloned())
-        }
-
-        fn visit_range(
-            &self,
-            start: &[u8],
-            end: Option<&[u8]>,
-            visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
-        ) -> Result<(), StoreError> {
-            visit_map(&self.map.lock().unwrap(), start, end, visit);
-            Ok(())
-        }
-
-        fn last_key_in(&self, start: &[u8], end: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-            let map = self.map.lock().unwrap();
-            Ok(map
-                .range(start.to_vec()..end.to_vec())
-                .next_back()
-                .map(|(k, _)| k.clone()))
-        }
-
-        fn apply(&self, writes: &[KvWrite]) -> Result<(), StoreError> {
-            let name = std::thread::current().name().unwrap_or("").to_owned();
-            self.threads.lock().unwrap().push(name);
-            let mut map = self.map.lock().unwrap();
-            for write in writes {
-                match write {
-                    KvWrite::Put(k, v) => map.insert(k.clone(), v.clone()),
-                    KvWrite::Delete(k) => map.remove(k),
-                };
-            }
-            Ok(())
-        }
-    }
-
-    /// The smallest executor there is: poll, park until woken, poll again. No runtime.
-    fn block_on<F: Future>(future: F) -> F::Output {
-        struct Unpark(Thread);
-        impl Wake for Unpark {
-            fn wake(self: Arc<Self>) {
-                self.0.unpark();
-            }
-        }
-        let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
-        let mut cx = Context::from_waker(&waker);
-        let mut future = std::pin::pin!(future);
-        loop {
-            if let Poll::Ready(out) = future.as_mut().poll(&mut cx) {
-                return out;
-            }
-            std::thread::park();
-        }
-    }
-
-    #[test]
-    fn a_blocking_backend_runs_on_the_stores_thread_under_any_executor() {
-        let store = KvStore::new(Noting::default());
-        let key = SessionKey::new("mqtt://a:1883", "c");
-        let mut batch = Batch::new();
-        batch.push(StoreOp::SetMeta(SessionMeta {
-            session_expiry_interval: 60,
-            ..SessionMeta::default()
-        }));
-        block_on(store.commit(&key, batch)).unwrap();
-        let loaded = block_on(store.load(&key)).unwrap();
-        assert_eq!(loaded.meta.map(|m| m.session_expiry_interval), Some(60));
-        assert_eq!(block_on(store.sessions()).unwrap(), vec![key]);
-        let threads = store.backend().threads.lock().unwrap().clone();
-        assert_eq!(threads, vec!["mooring-store-noting".to_owned()]);
-    }
-
-    #[test]
-    fn dropping_the_last_clone_joins_the_thread_and_releases_the_backend() {
-        let store = KvStore::new(Noting::default());
-        let shared = Arc::downgrade(&store.shared);
-        let clone = store.clone();
-        drop(store);
-        assert!(shared.upgrade().is_some(), "a clone still holds it");
-        drop(clone);
-        // The thread has been joined, so nothing holds the backend any more.
-        assert!(shared.upgrade().is_none());
-    }
-}
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests;

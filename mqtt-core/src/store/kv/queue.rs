@@ -2,7 +2,7 @@
 //! whole queue, reading the queue on from a sequence number, and the queue totals that every
 //! commit keeps exact, so that a queue of millions costs neither memory nor a count at start.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use super::{KvBackend, Shared};
 use crate::store::layout::{self, KvWrite};
@@ -20,6 +20,34 @@ struct Totals {
     messages: u64,
     bytes: u64,
 }
+
+/// What a commit must know of a session's queue to keep its totals exact, as this store last
+/// wrote or read it: kept between commits so that a commit reads nothing before it writes
+/// (on PostgreSQL every read is a round trip). Only the session's owner writes it, through
+/// this store, so what it wrote stays true until it writes again.
+#[derive(Debug, Default)]
+pub(super) struct QueueShape {
+    totals: Totals,
+    /// No queued message is numbered above this (the last pushed, not lowered by removals).
+    bound: Option<u64>,
+    /// Packet lengths of messages known to be stored, the queue's head first (where the
+    /// removals come): at most [`KNOWN_LENGTHS`], so that a queue of millions costs no memory.
+    lengths: BTreeMap<u64, u64>,
+}
+
+/// The most stored lengths a session's shape keeps.
+const KNOWN_LENGTHS: usize = 65_536;
+
+impl QueueShape {
+    fn know(&mut self, seq: u64, len: u64) {
+        if self.lengths.len() < KNOWN_LENGTHS || self.lengths.contains_key(&seq) {
+            self.lengths.insert(seq, len);
+        }
+    }
+}
+
+/// The shapes of the sessions this store wrote or read since they were resumed.
+pub(super) type QueueShapes = HashMap<SessionKey, QueueShape>;
 
 impl<B: KvBackend> Shared<B> {
     /// Every entry in `[start, end)`.
@@ -47,6 +75,17 @@ impl<B: KvBackend> Shared<B> {
         let mut session = layout::decode_session(key, entries)?;
         session.queue = self.read_queue(key, 0, head)?;
         session.queue_summary = self.summary(key)?;
+        let mut shapes = self.shapes();
+        let shape = shapes.entry(key.clone()).or_default();
+        shape.totals = Totals {
+            messages: session.queue_summary.messages,
+            bytes: session.queue_summary.bytes,
+        };
+        shape.bound = session.queue_summary.last_seq;
+        shape.lengths.clear();
+        for (seq, message) in &session.queue {
+            shape.know(*seq, message.packet.len() as u64);
+        }
         if head == QueueWindow::ALL && QueueSummary::of(&session.queue) != session.queue_summary {
             return Err(StoreError::Corrupt {
                 session: key.to_string(),
@@ -102,7 +141,17 @@ impl<B: KvBackend> Shared<B> {
             out.push((seq, message));
             true
         })?;
+        // What the engine reads it later removes: its lengths are then known without a read.
+        if let Some(shape) = self.shapes().get_mut(key) {
+            for (seq, message) in &out {
+                shape.know(*seq, message.packet.len() as u64);
+            }
+        }
         Ok(out)
+    }
+
+    pub(super) fn shapes(&self) -> std::sync::MutexGuard<'_, QueueShapes> {
+        self.totals.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The whole queue in numbers: the totals record (counted from the records in a store
@@ -202,10 +251,28 @@ impl<B: KvBackend> Shared<B> {
             return self.write(&layout::batch_writes(key, batch));
         }
         self.check_writable()?;
-        let _serial = self.totals.lock().unwrap_or_else(|e| e.into_inner());
+        let mut shapes = self.shapes();
         let mut writes = layout::batch_writes(key, batch);
-        self.totals_writes(key, batch, &mut writes)?;
-        self.write(&writes)
+        let shape = self.totals_writes(&mut shapes, key, batch, &mut writes)?;
+        self.write_shaped(&mut shapes, &writes, vec![(key.clone(), shape)])
+    }
+
+    /// Writes `writes`; then the sessions' shapes are the ones the write leaves, or, if it
+    /// failed, unknown.
+    fn write_shaped(
+        &self,
+        shapes: &mut QueueShapes,
+        writes: &[KvWrite],
+        after: Vec<(SessionKey, QueueShape)>,
+    ) -> Result<(), StoreError> {
+        let written = self.write(writes);
+        for (key, shape) in after {
+            match written {
+                Ok(()) => shapes.insert(key, shape),
+                Err(_) => shapes.remove(&key),
+            };
+        }
+        written
     }
 
     /// Applies the batches of several sessions in one atomic write, with the queue totals
@@ -222,30 +289,30 @@ impl<B: KvBackend> Shared<B> {
             }
         }
         self.check_writable()?;
-        let serial = merged
-            .iter()
-            .any(|(_, batch)| touches_queue(batch))
-            .then(|| self.totals.lock().unwrap_or_else(|e| e.into_inner()));
+        let mut shapes = self.shapes();
         let mut writes = Vec::new();
+        let mut after = Vec::new();
         for (key, batch) in &merged {
             writes.extend(layout::batch_writes(key, batch));
             if touches_queue(batch) {
-                self.totals_writes(key, batch, &mut writes)?;
+                let shape = self.totals_writes(&mut shapes, key, batch, &mut writes)?;
+                after.push(((*key).clone(), shape));
             }
         }
-        let written = self.write(&writes);
-        drop(serial);
-        written
+        self.write_shaped(&mut shapes, &writes, after)
     }
 
-    /// Appends to `writes` the queue totals record `key`'s session has after `batch`. The
-    /// caller holds the totals lock until `writes` is written.
+    /// Appends to `writes` the queue totals record `key`'s session has after `batch`, and
+    /// returns the queue's shape after it. Reads nothing when the shape is known (and the
+    /// lengths of what the batch removes); the caller holds the shapes until `writes` is
+    /// written.
     fn totals_writes(
         &self,
+        shapes: &mut QueueShapes,
         key: &SessionKey,
         batch: &Batch,
         writes: &mut Vec<KvWrite>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<QueueShape, StoreError> {
         // Each queued message the batch pushes (with its new length) or removes, in order.
         let queue_ops: Vec<(u64, Option<u64>)> = batch
             .ops()
@@ -258,36 +325,58 @@ impl<B: KvBackend> Shared<B> {
                 _ => None,
             })
             .collect();
-        let mut totals = self.totals(key)?;
-        // Appends go past the last stored message: only numbers up to it can be there.
-        let (start, end) = layout::queue_range(key, 0);
-        let last = self
-            .backend
-            .last_key_in(&start, &end)?
-            .and_then(|raw| layout::queued_seq_of_key(key, &raw));
-        let seqs: BTreeSet<u64> = queue_ops
+        let mut shape = match shapes.remove(key) {
+            Some(shape) => shape,
+            None => {
+                // Appends go past the last stored message: only numbers up to it can be there.
+                let (start, end) = layout::queue_range(key, 0);
+                let bound = self
+                    .backend
+                    .last_key_in(&start, &end)?
+                    .and_then(|raw| layout::queued_seq_of_key(key, &raw));
+                QueueShape {
+                    totals: self.totals(key)?,
+                    bound,
+                    lengths: BTreeMap::new(),
+                }
+            }
+        };
+        let unknown: BTreeSet<u64> = queue_ops
             .iter()
             .map(|(seq, _)| *seq)
-            .filter(|seq| last.is_some_and(|last| *seq <= last))
+            .filter(|seq| shape.bound.is_some_and(|bound| *seq <= bound))
+            .filter(|seq| !shape.lengths.contains_key(seq))
             .collect();
-        let stored = self.stored_lens(key, &seqs)?;
+        for (seq, len) in self.stored_lens(key, &unknown)? {
+            shape.lengths.insert(seq, len);
+        }
         // What this batch did to each message it touches, for ops later in the same batch.
         let mut touched: HashMap<u64, Option<u64>> = HashMap::new();
         for (seq, new_len) in queue_ops {
             let old_len = match touched.get(&seq) {
                 Some(len) => *len,
-                None => stored.get(&seq).copied(),
+                None => shape.lengths.get(&seq).copied(),
             };
             if let Some(old) = old_len {
-                totals.messages = totals.messages.saturating_sub(1);
-                totals.bytes = totals.bytes.saturating_sub(old);
+                shape.totals.messages = shape.totals.messages.saturating_sub(1);
+                shape.totals.bytes = shape.totals.bytes.saturating_sub(old);
             }
             if let Some(new) = new_len {
-                totals.messages += 1;
-                totals.bytes += new;
+                shape.totals.messages += 1;
+                shape.totals.bytes += new;
+                shape.bound = Some(shape.bound.map_or(seq, |bound| bound.max(seq)));
             }
             touched.insert(seq, new_len);
         }
+        for (seq, len) in touched {
+            match len {
+                Some(len) => shape.know(seq, len),
+                None => {
+                    shape.lengths.remove(&seq);
+                }
+            }
+        }
+        let totals = shape.totals;
         let totals_key = layout::queue_totals_key(key);
         writes.push(match totals.messages {
             0 => KvWrite::Delete(totals_key),
@@ -296,7 +385,7 @@ impl<B: KvBackend> Shared<B> {
                 layout::queue_totals_value(key, totals.messages, totals.bytes),
             ),
         });
-        Ok(())
+        Ok(shape)
     }
 
     /// Removes the session: the queue a chunk at a time (each chunk a commit that keeps the
@@ -314,6 +403,7 @@ impl<B: KvBackend> Shared<B> {
                 .collect();
             self.commit(key, &batch)?;
         }
+        self.shapes().remove(key);
         let entries = self.backend.scan_prefix(&layout::session_prefix(key))?;
         if entries.is_empty() {
             return Ok(());
