@@ -402,6 +402,14 @@ fn seqs<T>(records: &[(u64, T)]) -> Vec<u64> {
     records.iter().map(|(seq, _)| *seq).collect()
 }
 
+/// Ends a store as an application does before opening it again: `close` (which a store
+/// shared by processes needs, to hand its sessions on at once), then drop.
+async fn close_store<S: SessionStore>(store: S) -> Result<(), Stop> {
+    store.close().await?;
+    drop(store);
+    Ok(())
+}
+
 async fn commit<S: SessionStore + ?Sized>(
     store: &S,
     key: &SessionKey,

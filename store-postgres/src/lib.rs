@@ -21,7 +21,9 @@
 //! - A client that stops releases its session, and
 //!   [`SessionStore::close`](mooring_core::store::SessionStore::close) releases every lease
 //!   and waits for it: a standby takes over at once after a clean stop. Dropping the store
-//!   releases them too, in the background: a drop never blocks.
+//!   releases them too, in the background: a drop never blocks. So, in async code, a store
+//!   dropped and opened again at once may find its sessions held for a moment by the one it
+//!   replaced (a write then fails `Fenced`; `acquire` waits): close it first.
 //! - A standby's wait stops when its future is dropped, and a session won just as the caller
 //!   gave up is handed back.
 //!

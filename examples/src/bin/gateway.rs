@@ -110,7 +110,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         Err(_) => open_store(&path)?,
     };
-    let mut builder = builder.store_arc(store);
+    let mut builder = builder.store_arc(store.clone());
     // Taken before the start, so that the first connection's events are seen too.
     let mut events = builder.events();
     // start(), not connect(): a gateway must run, and queue durably, while the broker is away.
@@ -161,5 +161,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     eprintln!("{accepted} readings accepted and delivered");
     client.disconnect().await?;
+    // Everything released and finished before the process ends (a shared store hands its
+    // sessions to a standby at once).
+    store.close().await?;
     Ok(())
 }

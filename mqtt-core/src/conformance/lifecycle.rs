@@ -9,7 +9,7 @@ pub(super) async fn committed_data_survives_reopen<F: StoreFactory>(f: &F) -> Ch
     commit(&store, &k, one_of_each()).await?;
     let other = key("reopen-other");
     commit(&store, &other, vec![StoreOp::PutInbound { packet_id: 1 }]).await?;
-    drop(store);
+    close_store(store).await?;
     let store = f.reopen(&loc).await?;
     let loaded = store.load(&k).await?;
     ensure!(
@@ -30,7 +30,7 @@ pub(super) async fn committed_data_survives_reopen<F: StoreFactory>(f: &F) -> Ch
         ],
     )
     .await?;
-    drop(store);
+    close_store(store).await?;
     let store = f.reopen(&loc).await?;
     ensure!(
         store.load(&k).await?.queue.is_empty(),
@@ -54,7 +54,7 @@ pub(super) async fn clear_removes_one_session<F: StoreFactory>(f: &F) -> CheckRe
         store.load(&b).await? == expected_one_of_each(),
         "clearing one session changed another"
     );
-    drop(store);
+    close_store(store).await?;
     let store = f.reopen(&loc).await?;
     ensure!(
         store.load(&a).await?.is_empty(),
@@ -147,7 +147,7 @@ pub(super) async fn purge_removes_only_expired_sessions<F: StoreFactory>(f: &F) 
         .collect();
     want.sort();
     ensure!(purged == want, "purged {purged:?}, expected {want:?}");
-    drop(store);
+    close_store(store).await?;
     let store = f.reopen(&loc).await?;
     for (name, _, expired) in &sessions {
         let empty = store.load(&key(name)).await?.is_empty();
@@ -197,7 +197,7 @@ pub(super) async fn payloads_of_0_bytes_1_mib_and_16_mib<F: StoreFactory>(f: &F)
         )
         .await?;
     }
-    drop(store);
+    close_store(store).await?;
     let store = f.reopen(&loc).await?;
     let loaded = store.load(&k).await?;
     for (i, &len) in sizes.iter().enumerate() {
@@ -233,7 +233,7 @@ pub(super) async fn concurrent_commits_to_many_sessions<F: StoreFactory>(f: &F) 
     while let Some(joined) = tasks.join_next().await {
         joined.map_err(|e| Stop::Fail(format!("a committing task failed: {e}")))??;
     }
-    drop(store);
+    close_store(store).await?;
     let store = f.reopen(&loc).await?;
     for t in 0..TASKS {
         let loaded = store.load(&key(&format!("concurrent-{t}"))).await?;
@@ -279,7 +279,7 @@ pub(super) async fn concurrent_commits_to_one_session<F: StoreFactory>(f: &F) ->
     while let Some(joined) = tasks.join_next().await {
         joined.map_err(|e| Stop::Fail(format!("a committing task failed: {e}")))??;
     }
-    drop(store);
+    close_store(store).await?;
     let store = f.reopen(&loc).await?;
     let loaded = store.load(&k).await?;
     let all: Vec<u64> = (0..TASKS * COMMITS).collect();
@@ -299,7 +299,7 @@ async fn damaged_record_is_an_error<F: StoreFactory>(f: &F, damage: Damage) -> C
     let (store, loc) = f.create().await?;
     let k = key("damaged");
     commit(&store, &k, one_of_each()).await?;
-    drop(store);
+    close_store(store).await?;
     if !f.damage(&loc, &k, damage).await? {
         return Err(Stop::Skip("the factory cannot damage a record".to_owned()));
     }
@@ -364,7 +364,7 @@ pub(super) async fn a_failed_commit_refuses_later_writes<F: StoreFactory>(f: &F)
     );
     let cleared = store.clear(&k).await;
     ensure!(cleared.is_err(), "clear after a failed commit was accepted");
-    drop(store);
+    close_store(store).await?;
     let store = f.reopen(&loc).await?;
     let after: Vec<u64> = std::iter::once(1).chain(failed.iter().copied()).collect();
     all_or_nothing(&store.load(&k).await?, &[1], &after)?;

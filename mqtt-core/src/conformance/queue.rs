@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use super::{CheckResultOf, Stop, StoreFactory, commit, key, queued, seqs};
+use super::{CheckResultOf, Stop, StoreFactory, close_store, commit, key, queued, seqs};
 use crate::packet::QoS;
 use crate::store::{
     OutboundRecord, QueueSummary, QueueWindow, QueuedPublish, SessionKey, SessionStore, StoreOp,
@@ -135,7 +135,7 @@ pub(super) async fn read_queue_reads_on_in_numeric_order_across_reopen<F: StoreF
     for seq in [65_536, 3, u64::MAX - 1, 256, 1 << 32, 65_535, 255] {
         commit(&store, &k, vec![model.push(seq, sized(seq))]).await?;
     }
-    drop(store);
+    close_store(store).await?;
     let store = f.reopen(&loc).await?;
     let rest: Vec<StoreOp> = [65_537, (1 << 32) - 1, (1 << 40) + 5]
         .into_iter()
@@ -230,7 +230,7 @@ pub(super) async fn a_cursor_reading_on_between_appends_and_removals_misses_noth
             model.summary()
         );
         if round == 6 {
-            drop(store);
+            close_store(store).await?;
             return finish_race(f, &loc, &k, model, seen, from).await;
         }
     }

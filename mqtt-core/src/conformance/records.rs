@@ -328,7 +328,7 @@ pub(super) async fn a_failed_batch_is_all_or_nothing<F: StoreFactory>(f: &F) -> 
     if let Ok(loaded) = store.load(&k).await {
         check(loaded)?;
     }
-    drop(store);
+    close_store(store).await?;
     let store = f.reopen(&loc).await?;
     check(store.load(&k).await?)
 }

@@ -58,7 +58,7 @@ pub(super) async fn a_commit_of_several_sessions_applies_to_each<F: StoreFactory
         skip_unsupported(store.commit_sessions(batches).await)?,
         "commit_sessions failed"
     );
-    drop(store);
+    close_store(store).await?;
     let store = f.reopen(&loc).await?;
     let queued_to = store.load(&to).await?;
     ensure!(
@@ -105,7 +105,7 @@ pub(super) async fn a_failed_commit_of_several_sessions_is_all_or_nothing<F: Sto
     }
     let result = store.commit_sessions(forward_batches(&from, &to)).await;
     ensure!(result.is_err(), "a commit armed to fail returned Ok");
-    drop(store);
+    close_store(store).await?;
     let store = f.reopen(&loc).await?;
     let (queued_to, acked) = (store.load(&to).await?, store.load(&from).await?);
     let all = seqs(&queued_to.queue) == vec![7] && acked.inbound == vec![42];
