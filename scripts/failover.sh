@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # The failover proof, long: gateway A active and gateway B standby on one session in
 # PostgreSQL (started for the run, like mosquitto), publishing and consuming numbered QoS 2
-# messages; N times (default 100) the active one is killed with SIGKILL or frozen with SIGSTOP,
-# the standby takes over when the lease lapses, a frozen one is woken with SIGCONT and must be
-# fenced (it neither connects again nor sends a byte on a connection the broker held open), and
-# the old one restarts as the standby. Then every
-# message is checked (see integration/tests/failover_proof.rs).
+# messages; N rounds (default 100), each doing one fault to the active one: SIGKILL, SIGSTOP
+# past the lease, SIGSTOP within it (no takeover), its database connections reset, or dropped
+# into a black hole. Past the lease the standby takes over; the old one, woken or reaching its
+# database again, must be fenced (it neither connects again nor sends a byte on a connection
+# the broker held open) and restarts as the standby. Then every message is checked, and the
+# verdict line printed (see integration/tests/failover_proof.rs).
 # Usage: scripts/failover.sh [N]    (FAILOVER_SEED=... replays a run; FAILOVER_LEASE_MS=...)
 set -euo pipefail
 cd "$(dirname "$0")/.."

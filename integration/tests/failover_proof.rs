@@ -1,8 +1,13 @@
 //! The failover proof: two gateway processes (`gateway_child`, store `postgres`) on one
 //! session in PostgreSQL, one active and one standby, publishing numbered QoS 2 messages and
-//! consuming a numbered QoS 2 stream with manual ack. Each round the active one is killed with
-//! SIGKILL or frozen with SIGSTOP; the standby takes over when the lease lapses; a frozen one
-//! is then woken with SIGCONT and must be fenced: it exits with status 3 having sent the broker
+//! consuming a numbered QoS 2 stream with manual ack. Each gateway reaches PostgreSQL through a
+//! fault proxy of its own. Each round does one of these to the active one (`FaultKind`): kills
+//! it with SIGKILL; freezes it with SIGSTOP past its lease; freezes it for a quarter of its
+//! lease (the standby must not take over, and it goes on); resets its connections to the
+//! database and refuses new ones; or drops its connections to the database into a black hole
+//! (nothing answers, nothing closes). Past the lease the standby takes over; a frozen one is
+//! then woken with SIGCONT, and one cut off from the database reaches it again, and it must
+//! be fenced: it exits with status 3 having sent the broker
 //! nothing, not a byte on any connection the broker held open, a new one included (each
 //! gateway reaches the broker through a proxy of its own, which counts them). The broker
 //! closed the frozen one's connection when the standby connected; a write the process had
@@ -16,8 +21,9 @@
 //! owner's application was handed a message after a later owner had started (a number may be
 //! consumed by two owners only when the first had it before the takeover and never acked it).
 //!
-//! `FAILOVER_TAKEOVERS` (default 5), `FAILOVER_SEED` and `FAILOVER_LEASE_MS` (default 1000)
-//! tune it; `scripts/failover.sh N` runs a long one.
+//! `FAILOVER_TAKEOVERS` (rounds, default 5), `FAILOVER_SEED` and `FAILOVER_LEASE_MS` (default
+//! 1000) tune it; `scripts/failover.sh N` runs a long one. It prints each fault kind with its
+//! count and the verdict `N accepted, N delivered, 0 lost, 0 duplicated`.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -36,7 +42,7 @@ use std::time::{Duration, Instant};
 
 use integration::mosquitto::{Mosquitto, MosquittoConfig};
 use integration::postgres::Postgres;
-use integration::proxy::FaultProxy;
+use integration::proxy::{Fault, FaultProxy};
 use integration::{Arrivals, ledger, wait_until};
 use mooring::store::MemoryStore;
 use mooring::{Client, QoS};
@@ -60,6 +66,44 @@ struct Gateway {
     said: Arc<Said>,
     /// Its own way to the broker, counting what it sends.
     proxy: FaultProxy,
+    /// Its own way to PostgreSQL, for partitions and black holes.
+    db: FaultProxy,
+}
+
+/// What a round does to the active gateway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum FaultKind {
+    /// SIGKILL.
+    Kill,
+    /// SIGSTOP until the standby took over, then SIGCONT: it must find itself fenced.
+    Freeze,
+    /// SIGSTOP for a quarter of the lease, then SIGCONT: no takeover, it goes on.
+    ShortFreeze,
+    /// Its connections to PostgreSQL reset and new ones refused until the standby took over.
+    DatabaseReset,
+    /// Its connections to PostgreSQL fall into a black hole (nothing answers, nothing
+    /// closes), new ones refused, until the standby took over.
+    DatabaseBlackHole,
+}
+
+impl FaultKind {
+    const ALL: [FaultKind; 5] = [
+        FaultKind::Kill,
+        FaultKind::Freeze,
+        FaultKind::ShortFreeze,
+        FaultKind::DatabaseReset,
+        FaultKind::DatabaseBlackHole,
+    ];
+
+    /// Whether the standby takes the session over.
+    fn takes_over(self) -> bool {
+        self != FaultKind::ShortFreeze
+    }
+
+    /// Whether the old owner lives on to be fenced.
+    fn survives(self) -> bool {
+        self != FaultKind::Kill
+    }
 }
 
 fn spawn_gateway(
@@ -70,11 +114,15 @@ fn spawn_gateway(
     lease_ms: u64,
 ) -> Gateway {
     let proxy = FaultProxy::start(SocketAddr::from(([127, 0, 0, 1], broker.port()))).unwrap();
+    let db = FaultProxy::start(pg.addr()).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_gateway_child"))
         .env("GATEWAY_LEASE_MS", lease_ms.to_string())
         .env("GATEWAY_CLUSTER", "proof")
         .arg("postgres")
-        .arg(pg.connection())
+        .arg(format!(
+            "host=127.0.0.1 port={} user=mooring dbname=postgres connect_timeout=2",
+            db.port()
+        ))
         .arg(proxy.url())
         .arg(dir.join("ledgers"))
         .arg("2")
@@ -108,6 +156,7 @@ fn spawn_gateway(
         stdin,
         said,
         proxy,
+        db,
     }
 }
 
@@ -286,25 +335,47 @@ async fn a_standby_takes_over_from_a_killed_or_frozen_gateway_and_the_old_one_is
     });
 
     let mut takeover_times = Vec::new();
-    let (mut kills, mut freezes) = (0, 0);
+    let mut faults: HashMap<FaultKind, u32> = HashMap::new();
     // Bytes woken gateways wrote into connections the broker had closed (see the top).
     let mut unread_after_waking = 0;
-    // Connections woken gateways opened before their ownership check stopped them.
+    // Connections fenced gateways opened before their ownership check stopped them.
     let mut dials_after_waking = 0;
+    let lease = Duration::from_millis(lease_ms);
     for round in 0..takeovers {
         tokio::time::sleep(Duration::from_millis(200 + rng.u64(..600))).await;
         assert!(
             !standby.said.active.load(Ordering::SeqCst),
             "round {round}: the standby became active while the active one ran"
         );
-        let freeze = rng.bool();
+        let kind = FaultKind::ALL[rng.usize(..FaultKind::ALL.len())];
+        *faults.entry(kind).or_default() += 1;
         let stopped_at = Instant::now();
-        if freeze {
-            signal(&active.child, "-STOP");
-            freezes += 1;
-        } else {
-            signal(&active.child, "-KILL");
-            kills += 1;
+        match kind {
+            FaultKind::Kill => signal(&active.child, "-KILL"),
+            FaultKind::Freeze | FaultKind::ShortFreeze => signal(&active.child, "-STOP"),
+            FaultKind::DatabaseReset => {
+                active.db.set(Fault::Refuse);
+                active.db.cut();
+            }
+            FaultKind::DatabaseBlackHole => {
+                active.db.set(Fault::Refuse);
+                active.db.lose_open_connections();
+            }
+        }
+        if !kind.takes_over() {
+            // Within its lease: it wakes still the owner, and the standby waits on.
+            tokio::time::sleep(lease / 4).await;
+            signal(&active.child, "-CONT");
+            tokio::time::sleep(lease * 2).await;
+            assert!(
+                !standby.said.active.load(Ordering::SeqCst),
+                "round {round}: the standby took over from an owner frozen within its lease"
+            );
+            assert!(
+                active.child.try_wait().unwrap().is_none(),
+                "round {round}: an owner frozen within its lease stopped"
+            );
+            continue;
         }
         let new_active = &standby.said;
         wait_until("the standby to take over", Duration::from_secs(30), || {
@@ -312,25 +383,37 @@ async fn a_standby_takes_over_from_a_killed_or_frozen_gateway_and_the_old_one_is
         })
         .await;
         takeover_times.push(stopped_at.elapsed());
-        if freeze {
-            // The broker closed the frozen one's connection when the standby connected with
-            // its client identifier; everything it sent before it froze has reached the proxy.
-            wait_until(
-                "the broker to close the frozen gateway's connection",
-                Duration::from_secs(10),
-                || active.proxy.open_connections() == 0,
-            )
-            .await;
+        if kind.survives() {
+            if kind == FaultKind::Freeze {
+                // The broker closed the frozen one's connection when the standby connected
+                // with its client identifier; everything it sent before has reached the proxy.
+                wait_until(
+                    "the broker to close the frozen gateway's connection",
+                    Duration::from_secs(10),
+                    || active.proxy.open_connections() == 0,
+                )
+                .await;
+            } else {
+                // Cut off from its database, it stopped writing when its lease ran out, before
+                // the standby could take over; it may be dialling the broker again meanwhile,
+                // each attempt held at the ownership check that comes before CONNECT.
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
             let sent_before = active.proxy.bytes_to_server();
             let connections_before = active.proxy.connections();
             let unread_before = active.proxy.bytes_after_server_closed();
-            signal(&active.child, "-CONT");
-            let status = tokio::task::block_in_place(|| active.wait_exit(Duration::from_secs(20)))
-                .unwrap_or_else(|| panic!("round {round}: the woken gateway did not stop"));
+            // It comes back: woken, or reaching its database again.
+            if kind == FaultKind::Freeze {
+                signal(&active.child, "-CONT");
+            } else {
+                active.db.set(Fault::Pass);
+            }
+            let status = tokio::task::block_in_place(|| active.wait_exit(Duration::from_secs(30)))
+                .unwrap_or_else(|| panic!("round {round}: the old owner ({kind:?}) did not stop"));
             assert_eq!(
                 status.code(),
                 Some(3),
-                "round {round}: the woken gateway was not fenced ({status})"
+                "round {round}: the old owner ({kind:?}) was not fenced ({status})"
             );
             assert!(active.said.fenced.load(Ordering::SeqCst));
             // It may have opened a connection: the ownership check comes after the transport,
@@ -338,8 +421,8 @@ async fn a_standby_takes_over_from_a_killed_or_frozen_gateway_and_the_old_one_is
             assert_eq!(
                 active.proxy.bytes_to_server(),
                 sent_before,
-                "round {round}: the fenced gateway sent bytes to the broker ({} connections \
-                 opened after waking)",
+                "round {round}: the fenced gateway ({kind:?}) sent bytes to the broker ({} \
+                 connections opened after the takeover)",
                 active.proxy.connections() - connections_before
             );
             unread_after_waking += active.proxy.bytes_after_server_closed() - unread_before;
@@ -399,8 +482,19 @@ async fn a_standby_takes_over_from_a_killed_or_frozen_gateway_and_the_old_one_is
         .count();
     let redelivered = ledger(dir.path(), "redelivered");
     let handed_over = handed_over(dir.path(), &consumed);
+    let lost = accepted
+        .iter()
+        .filter(|a| !counts.contains_key(a.as_str()))
+        .count();
+    let delivered = accepted.len() - lost;
+    let mut kinds: Vec<String> = FaultKind::ALL
+        .iter()
+        .map(|kind| format!("{kind:?} {}", faults.get(kind).copied().unwrap_or(0)))
+        .collect();
+    kinds.sort();
+    println!("failover proof: faults: {}", kinds.join(", "));
     println!(
-        "failover proof: {kills} kills, {freezes} freezes; takeover (stop to the standby's \
+        "failover proof: takeover (stop to the standby's \
          SUBACK) median {:?}, max {:?}; woken gateways wrote {unread_after_waking} bytes into \
          closed connections and opened {dials_after_waking} without a byte; {} accepted, {} \
          arrived, {unrecorded} published but unrecorded (killed before the ledger), {} \
@@ -416,6 +510,12 @@ async fn a_standby_takes_over_from_a_killed_or_frozen_gateway_and_the_old_one_is
         redelivered.len(),
         handed_over.before_takeover,
     );
+    println!(
+        "{} accepted, {delivered} delivered, {lost} lost, {} duplicated",
+        accepted.len(),
+        duplicates.len()
+    );
+    assert_eq!(lost, 0, "accepted and never delivered");
     assert!(duplicates.is_empty(), "arrived twice: {duplicates:?}");
     assert_eq!(
         handed_over.late, 0,
