@@ -1,6 +1,7 @@
 //! The failover proof: two gateway processes (`gateway_child`, store `postgres`) on one
 //! session in PostgreSQL, one active and one standby, publishing numbered QoS 2 messages and
-//! consuming a numbered QoS 2 stream with manual ack. Each gateway reaches PostgreSQL through a
+//! consuming a numbered QoS 2 stream, each process with manual or automatic ack (at random).
+//! Each gateway reaches PostgreSQL through a
 //! fault proxy of its own. Each round does one of these to the active one (`FaultKind`): kills
 //! it with SIGKILL; freezes it with SIGSTOP past its lease; freezes it for a quarter of its
 //! lease (the standby must not take over, and it goes on); resets its connections to the
@@ -112,12 +113,14 @@ fn spawn_gateway(
     dir: &Path,
     per_task: u64,
     lease_ms: u64,
+    auto_ack: bool,
 ) -> Gateway {
     let proxy = FaultProxy::start(SocketAddr::from(([127, 0, 0, 1], broker.port()))).unwrap();
     let db = FaultProxy::start(pg.addr()).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_gateway_child"))
         .env("GATEWAY_LEASE_MS", lease_ms.to_string())
         .env("GATEWAY_CLUSTER", "proof")
+        .env("GATEWAY_AUTO_ACK", if auto_ack { "1" } else { "0" })
         .arg("postgres")
         .arg(format!(
             "host=127.0.0.1 port={} user=mooring dbname=postgres connect_timeout=2",
@@ -296,15 +299,22 @@ async fn a_standby_takes_over_from_a_killed_or_frozen_gateway_and_the_old_one_is
     let rounds = u64::from(takeovers) + 1;
     let per_task = PER_TASK_PER_ROUND * rounds;
     let inbound = INBOUND_PER_ROUND * rounds;
-    let spawn = || spawn_gateway(&broker, &pg, dir.path(), per_task, lease_ms);
-    let mut active = spawn();
+    // Each gateway acks automatically or by hand, at random: the session is shared, the ack
+    // mode is each process's.
+    let mut auto_acks = 0;
+    let mut spawn = |rng: &mut fastrand::Rng| {
+        let auto_ack = rng.bool();
+        auto_acks += u32::from(auto_ack);
+        spawn_gateway(&broker, &pg, dir.path(), per_task, lease_ms, auto_ack)
+    };
+    let mut active = spawn(&mut rng);
     wait_until(
         "the first gateway to subscribe",
         Duration::from_secs(30),
         || active.said.subscribed.load(Ordering::SeqCst),
     )
     .await;
-    let mut standby = spawn();
+    let mut standby = spawn(&mut rng);
 
     // The feeder: numbered messages for whichever gateway is active.
     let (feeder, _feeder_inbox) = Client::builder()
@@ -429,7 +439,10 @@ async fn a_standby_takes_over_from_a_killed_or_frozen_gateway_and_the_old_one_is
             dials_after_waking += active.proxy.connections() - connections_before;
         }
         // The dead or fenced one starts again, as the standby.
-        let old = std::mem::replace(&mut active, std::mem::replace(&mut standby, spawn()));
+        let old = std::mem::replace(
+            &mut active,
+            std::mem::replace(&mut standby, spawn(&mut rng)),
+        );
         drop(old);
     }
 
@@ -492,7 +505,10 @@ async fn a_standby_takes_over_from_a_killed_or_frozen_gateway_and_the_old_one_is
         .map(|kind| format!("{kind:?} {}", faults.get(kind).copied().unwrap_or(0)))
         .collect();
     kinds.sort();
-    println!("failover proof: faults: {}", kinds.join(", "));
+    println!(
+        "failover proof: faults: {}; gateways acking automatically: {auto_acks}",
+        kinds.join(", ")
+    );
     println!(
         "failover proof: takeover (stop to the standby's \
          SUBACK) median {:?}, max {:?}; woken gateways wrote {unread_after_waking} bytes into \

@@ -25,15 +25,23 @@ use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
 #[global_allocator]
 static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
 
-/// Bytes allocated (including growth by realloc) while decoding everything in `input`.
+/// Bytes allocated (including growth by realloc) while decoding everything in `input`: the
+/// least of three measurements. The allocator counts every thread, and the test harness's own
+/// threads allocate now and then (a CI run saw 797 bytes for an input whose decoding takes
+/// far less); what decoding allocates is the same each time, so the least is its own.
 fn allocated_while_decoding(codec: &Codec, input: &[u8]) -> usize {
-    let mut buf = BytesMut::from(input);
-    let region = Region::new(GLOBAL);
-    while let Ok(Decoded::Packet(packet)) = codec.decode(&mut buf) {
-        drop(packet);
-    }
-    let stats = region.change();
-    stats.bytes_allocated + stats.bytes_reallocated.max(0) as usize
+    (0..3)
+        .map(|_| {
+            let mut buf = BytesMut::from(input);
+            let region = Region::new(GLOBAL);
+            while let Ok(Decoded::Packet(packet)) = codec.decode(&mut buf) {
+                drop(packet);
+            }
+            let stats = region.change();
+            stats.bytes_allocated + stats.bytes_reallocated.max(0) as usize
+        })
+        .min()
+        .unwrap_or(0)
 }
 
 /// The bound checked: a fixed allowance per call plus a constant factor of the input. The

@@ -7,8 +7,10 @@
 //!   payload `"<task> <n> <incarnation>"`, and appends that line to `DIR/accepted` (fsync'd)
 //!   once `publish` returned, that is once the message is durable. Each start continues after
 //!   the last accepted number of each task.
-//! - Consumes `proof/in/<n>` with manual ack: a number not yet in `DIR/consumed` is appended there
-//!   (fsync'd) before the ack; after the ack returned it goes to `DIR/acked`. A delivery of a
+//! - Consumes `proof/in/<n>` with manual ack (`GATEWAY_AUTO_ACK=1`: automatic, a message acked
+//!   when the next is asked for): a number not yet in `DIR/consumed` is appended there
+//!   (fsync'd) before the ack; after the ack returned (automatic: once the next message came,
+//!   which at QoS 2 waits for that ack to be durable) it goes to `DIR/acked`. A delivery of a
 //!   number already in `acked` is appended to `DIR/redelivered` (at QoS 2 the client must never
 //!   do that). Every delivery is traced to `DIR/deliveries` (`<n> delivered m<id> dup=<dup> run
 //!   <incarnation> at <ms>`), and each start to `DIR/incarnation` (`start <ms>`).
@@ -163,7 +165,7 @@ async fn run() -> Result<(), Error> {
         .server(a.url.clone())
         .client_id("proof-gateway")
         .store_arc(store)
-        .manual_ack(true)
+        .manual_ack(!auto_ack())
         .receive_maximum(a.receive_maximum)
         .session_expiry(Duration::from_secs(86_400))
         .keep_alive(Duration::from_secs(5))
@@ -279,6 +281,11 @@ async fn run() -> Result<(), Error> {
     Ok(())
 }
 
+/// `GATEWAY_AUTO_ACK=1`: messages are acked automatically, when the next one is asked for.
+fn auto_ack() -> bool {
+    std::env::var("GATEWAY_AUTO_ACK").is_ok_and(|v| v == "1")
+}
+
 async fn consume(mut messages: Messages, dir: PathBuf, incarnation: u64) -> Result<(), Error> {
     // Diagnostics only (not synced): what arrived under which packet id, and when its ack returned.
     let mut trace = OpenOptions::new()
@@ -290,7 +297,17 @@ async fn consume(mut messages: Messages, dir: PathBuf, incarnation: u64) -> Resu
     let redelivered = LedgerFile::open(&dir.join("redelivered"))?;
     let mut consumed = Numbers::of(complete_lines(&dir.join("consumed")));
     let mut acked = Numbers::of(complete_lines(&dir.join("acked")));
+    let auto = auto_ack();
+    // With automatic ack, the message before: at QoS 2 the next is handed over only once its
+    // ack is durable.
+    let mut handled: Option<(String, u16)> = None;
     while let Some(message) = messages.recv().await {
+        if let Some((n, id)) = handled.take() {
+            writeln!(trace, "{n} acked m{id} run {incarnation}")?;
+            if acked.insert(&n) {
+                acked_ledger.append(&n)?;
+            }
+        }
         let n = String::from_utf8_lossy(message.payload()).into_owned();
         let (id, dup) = (message.publish().packet_id, message.dup());
         let at = integration::now_ms();
@@ -303,6 +320,10 @@ async fn consume(mut messages: Messages, dir: PathBuf, incarnation: u64) -> Resu
         }
         if consumed.insert(&n) {
             consumed_ledger.append(&n)?;
+        }
+        if auto {
+            handled = Some((n, id));
+            continue;
         }
         message.ack().await?;
         writeln!(trace, "{n} acked m{id} run {incarnation}")?;
