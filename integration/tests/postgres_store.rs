@@ -601,7 +601,8 @@ async fn a_commit_lost_on_the_way_is_refused_after_a_takeover() {
 
 /// Two live processes given the same holder name (a configuration copied to both machines)
 /// cannot both own a session: the second is refused with the clash named, instead of winning
-/// as if it were the first claiming again.
+/// as if it were the first claiming again. Each store draws the instance that tells processes
+/// apart, so two stores here stand for the two processes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_processes_given_the_same_holder_name_cannot_both_own_a_session() {
     let pg = Postgres::start().unwrap();

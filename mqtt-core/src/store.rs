@@ -581,7 +581,7 @@ pub trait SessionStore: Send + Sync {
     /// Releases every session this process owns and ends what the store runs in the
     /// background, waiting for both: after it, a standby takes over without waiting, and the
     /// store accepts no more writes (they fail with [`StoreError::Closed`]). Dropping the
-    /// store does the same without waiting, in the background, so that a drop never blocks;
+    /// store does the same, in the background where waiting would block an async thread;
     /// call this when the process is about to exit. The default does nothing.
     async fn close(&self) -> Result<(), StoreError> {
         Ok(())

@@ -288,25 +288,23 @@ impl PostgresBackend {
             Ok(row.map(|r| r.try_get::<_, Vec<u8>>(0)).transpose()?)
         })
     }
-}
 
-/// Dropping releases the leases (the renewer does, one attempt each, within the statement
-/// deadline). On a thread that runs async tasks it does not wait for that: the last handle to
-/// a store may go on an async worker, and `SessionStore::close` is the way to wait there.
-/// Elsewhere (the store's own thread, a plain thread) it waits, so that a store dropped and
-/// opened again at once finds its sessions free.
-impl Drop for PostgresBackend {
-    fn drop(&mut self) {
-        self.ownership.close();
-        if tokio::runtime::Handle::try_current().is_err()
-            && let Some(renewer) = lock(&self.renewer).take()
-        {
-            let _ = renewer.join();
+    /// A commit refused: nothing was written, some session's epoch moved on. Which one, and
+    /// who has it (`Fenced`).
+    fn refused(&self, link: &mut Link, sessions: &BTreeMap<SessionKey, i64>) -> StoreError {
+        for session in sessions.keys() {
+            if let Err(fenced) = self.ownership.check(link, session) {
+                return fenced;
+            }
+        }
+        StoreError::Backend {
+            backend: NAME,
+            message: "a commit was refused for a stale epoch, yet every session is still owned"
+                .to_owned(),
+            source: None,
         }
     }
-}
 
-impl PostgresBackend {
     /// A commit whose answer was lost: read back whether it landed. Landed, it is reported
     /// done, as it is (the new owner, if any, will act on it); not landed, the refusal
     /// (`Fenced`) or the `failure` stands; and when the database cannot say (unreachable, or
@@ -339,18 +337,7 @@ impl PostgresBackend {
                 Ok(())
             }
             (Ok(Some(false)), Some(failure)) => Err(failure),
-            (Ok(Some(false)), None) => {
-                for session in sessions.keys() {
-                    self.ownership.check(link, session)?;
-                }
-                Err(StoreError::Backend {
-                    backend: NAME,
-                    message: "a commit was refused for a stale epoch, yet every session is \
-                              still owned"
-                        .to_owned(),
-                    source: None,
-                })
-            }
+            (Ok(Some(false)), None) => Err(self.refused(link, sessions)),
             (Ok(None), failure) => Err(StoreError::OutcomeUnknown {
                 session: session.to_string(),
                 holder: holder(),
@@ -375,6 +362,22 @@ impl PostgresBackend {
                     mooring_core::store::described(&unreadable)
                 ),
             }),
+        }
+    }
+}
+
+/// Dropping releases the leases (the renewer does, one attempt each, within the statement
+/// deadline). On a thread that runs async tasks it does not wait for that: the last handle to
+/// a store may go on an async worker, and `SessionStore::close` is the way to wait there.
+/// Elsewhere (the store's own thread, a plain thread) it waits, so that a store dropped and
+/// opened again at once finds its sessions free.
+impl Drop for PostgresBackend {
+    fn drop(&mut self) {
+        self.ownership.close();
+        if tokio::runtime::Handle::try_current().is_err()
+            && let Some(renewer) = lock(&self.renewer).take()
+        {
+            let _ = renewer.join();
         }
     }
 }
@@ -520,19 +523,7 @@ impl KvBackend for PostgresBackend {
             }
             // An earlier run, cut off, may have landed before the epoch moved on.
             Ok(false) if cut_off => self.resolve(&mut link, &sessions, number, None),
-            Ok(false) => {
-                // Nothing was written: some session's epoch moved on. Which one, and who has it.
-                for session in sessions.keys() {
-                    self.ownership.check(&mut link, session)?;
-                }
-                Err(StoreError::Backend {
-                    backend: NAME,
-                    message: "a commit was refused for a stale epoch, yet every session is still \
-                              owned"
-                        .to_owned(),
-                    source: None,
-                })
-            }
+            Ok(false) => Err(self.refused(&mut link, &sessions)),
             Err(error) if cut_off => self.resolve(&mut link, &sessions, number, Some(error)),
             Err(error) => Err(error),
         }

@@ -341,12 +341,8 @@ impl Ownership {
 
     /// The session's epoch moved on: who holds it now, and the error to report.
     fn lost(&self, link: &mut Link, session: &SessionKey) -> StoreError {
-        let prefix = session_prefix(session);
-        let holder = link
-            .run(|db| db.query_opt(HOLDER, &[&prefix]))
-            .ok()
-            .flatten()
-            .and_then(|row| row.try_get::<_, String>(0).ok())
+        let holder = self
+            .current_holder(link, session)
             .unwrap_or_else(|| "another process".to_owned());
         self.fenced(session, holder)
     }

@@ -210,14 +210,19 @@ impl Session {
     /// Sends again every request in doubt, on CONNACK. On a session the server lost, an
     /// UNSUBSCRIBE has nothing left to remove: its record goes at once.
     pub(super) fn settle_in_doubt(&mut self, session_present: bool) {
-        for (filter, packet) in std::mem::take(&mut self.in_doubt) {
+        let in_doubt: Vec<(String, Packet)> = self
+            .in_doubt
+            .iter()
+            .map(|(filter, packet)| (filter.clone(), packet.clone()))
+            .collect();
+        for (filter, packet) in in_doubt {
             if !session_present && matches!(packet, Packet::Unsubscribe(_)) {
+                self.in_doubt.remove(&filter);
                 self.pending
                     .commit
                     .push(StoreOp::RemoveSubscription { filter });
                 continue;
             }
-            self.in_doubt.insert(filter, packet.clone());
             let id = self.enqueue_request(packet);
             self.settling.insert(id);
         }

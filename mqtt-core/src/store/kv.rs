@@ -59,17 +59,11 @@ pub trait KvBackend: Send + Sync + 'static {
     /// One attempt at [`SessionStore::acquire`]: backends shared by several processes take
     /// ownership of the session here, or say how long another process still holds it.
     /// [`KvStore`] waits between attempts off the store's thread, so that other sessions'
-    /// calls go on meanwhile and a caller that gives up stops waiting at once. The default
-    /// owns every session already.
+    /// calls go on meanwhile and a caller that gives up stops waiting at once; a session won
+    /// for a caller that gave up meanwhile is handed back with [`KvBackend::release`]. The
+    /// default owns every session already.
     fn try_acquire(&self, _session: &SessionKey) -> Result<Acquired, StoreError> {
         Ok(Acquired::Owned)
-    }
-
-    /// Undoes an acquisition nobody waits for any more (the caller gave up while the winning
-    /// attempt ran): the session must not stay owned by a process that does not use it.
-    /// Defaults to [`KvBackend::release`].
-    fn abandon(&self, session: &SessionKey) -> Result<(), StoreError> {
-        self.release(session)
     }
 
     /// The first key of every session that holds a record, in any order, where the backend
@@ -174,10 +168,19 @@ struct Shared<B> {
     poisoned: Mutex<Option<String>>,
     /// The queues' shapes, held while a commit reads and rewrites the queue totals (commits
     /// from many tasks reach a backend that does not block, and so runs them inline, at once).
-    totals: Mutex<queue::QueueShapes>,
+    shapes: Mutex<queue::QueueShapes>,
 }
 
 impl<B: KvBackend> Shared<B> {
+    fn try_acquire(&self, key: &SessionKey) -> Result<Acquired, StoreError> {
+        let attempt = self.backend.try_acquire(key);
+        if let Ok(Acquired::Won) = attempt {
+            // Another process may have written the session since this store last did.
+            self.shapes().remove(key);
+        }
+        attempt
+    }
+
     fn check_writable(&self) -> Result<(), StoreError> {
         match &*self.poisoned.lock().unwrap_or_else(|e| e.into_inner()) {
             Some(cause) => Err(StoreError::Poisoned {
@@ -317,7 +320,7 @@ impl<B: KvBackend> KvStore<B> {
         let shared = Arc::new(Shared {
             backend,
             poisoned: Mutex::new(None),
-            totals: Mutex::new(queue::QueueShapes::new()),
+            shapes: Mutex::new(queue::QueueShapes::new()),
         });
         let worker = if B::BLOCKING {
             Worker::start(Arc::clone(&shared)).map(Arc::new)
@@ -354,23 +357,14 @@ impl<B: KvBackend> KvStore<B> {
     /// and the lease would keep another process out.
     async fn try_acquire(&self, key: &SessionKey) -> Result<Acquired, StoreError> {
         let Some(jobs) = self.worker.as_ref().and_then(|w| w.jobs.as_ref()) else {
-            let attempt = self.shared.backend.try_acquire(key);
-            if let Ok(Acquired::Won) = attempt {
-                self.shared.shapes().remove(key);
-            }
-            return attempt;
+            return self.shared.try_acquire(key);
         };
         let key = key.clone();
         let (reply, answer) = futures_channel::oneshot::channel();
         let job: Job<B> = Box::new(move |shared| {
-            let attempt = shared.backend.try_acquire(&key);
-            if let Ok(Acquired::Won) = attempt {
-                // Another process may have written the session since this store last did.
-                shared.shapes().remove(&key);
-            }
             // `send` gives the answer back when the receiver is gone.
-            if let Err(Ok(Acquired::Won)) = reply.send(attempt) {
-                let _ = shared.backend.abandon(&key);
+            if let Err(Ok(Acquired::Won)) = reply.send(shared.try_acquire(&key)) {
+                let _ = shared.backend.release(&key);
             }
         });
         jobs.send(job).map_err(|_| worker_gone(B::NAME))?;

@@ -151,7 +151,7 @@ impl<B: KvBackend> Shared<B> {
     }
 
     pub(super) fn shapes(&self) -> std::sync::MutexGuard<'_, QueueShapes> {
-        self.totals.lock().unwrap_or_else(|e| e.into_inner())
+        self.shapes.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The whole queue in numbers: the totals record (counted from the records in a store
