@@ -2,7 +2,9 @@
 # Installs mosquitto and its command-line clients when they are missing: with apt-get on
 # Debian and Ubuntu; elsewhere it prints the command to run and fails.
 set -euo pipefail
-if command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ]; then
+# The failover proof's independent subscriber is mosquitto_sub: the broker alone is not enough.
+if { command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ]; } \
+  && command -v mosquitto_sub >/dev/null 2>&1 && command -v mosquitto_pub >/dev/null 2>&1; then
   exit 0
 fi
 if command -v apt-get >/dev/null 2>&1; then

@@ -69,7 +69,7 @@ pub mod store {
     pub use mooring_store_memory::{MemoryBackend, MemoryStore};
     #[cfg(feature = "postgres")]
     pub use mooring_store_postgres::{
-        DatabaseTls, PostgresBackend, PostgresOptions, PostgresStore,
+        BootClock, DatabaseTls, LeaseClock, PostgresBackend, PostgresOptions, PostgresStore,
     };
     #[cfg(feature = "redb")]
     pub use mooring_store_redb::{RedbBackend, RedbStore};

@@ -1,8 +1,9 @@
 //! Tests of Mooring against real processes, real brokers and real faults, and the tools they
 //! share: a mosquitto per test ([`mosquitto`]), a PostgreSQL per test ([`postgres`]), a
 //! fault-injecting proxy ([`proxy`]), a test PKI ([`pki`]), packets over a raw TCP stream for
-//! tests that play one side by hand ([`wire`]), the proofs' independent subscriber
-//! ([`Arrivals`]) and ledgers ([`ledger`]), and the machine's fsync ceiling ([`fdatasync_rate`]).
+//! tests that play one side by hand ([`wire`]), the proofs' independent subscribers
+//! ([`Arrivals`], and [`mosquitto_sub`], which is not Mooring) and ledgers ([`ledger`]), and
+//! the machine's fsync ceiling ([`fdatasync_rate`]).
 //!
 //! The tests: `store_crash` (SIGKILL of a process committing to a store), `redb_power_loss`,
 //! `store_space`, `store_fixtures`, `client_mosquitto` and `mosquitto_features` (every client
@@ -11,14 +12,15 @@
 //! and a broker that lost the session, with `src/bin/subscriber_child.rs`), `crash_proof`
 //! (the end-to-end crash-safety proof with `src/bin/gateway_child.rs`), `postgres_store` (the
 //! PostgreSQL store: conformance, cuts, restarts, ownership, TLS), `failover` (a standby client
-//! taking over a session) and `failover_proof` (the end-to-end failover proof, two
-//! `gateway_child` processes on one session in PostgreSQL). The benchmarks:
+//! taking over a session) and `failover_proof` (the end-to-end failover proof, three pairs of
+//! `gateway_child` processes, each pair on one session in one PostgreSQL). The benchmarks:
 //! `src/bin/store_bench.rs` and `src/bin/bench/`.
 #![forbid(unsafe_code)]
 
 mod arrivals;
 pub mod crash_batches;
 pub mod mosquitto;
+pub mod mosquitto_sub;
 pub mod pki;
 pub mod postgres;
 mod proc_stat;

@@ -25,6 +25,13 @@
 //!   until it owns the session, then prints `ACTIVE` and reads the ledgers; once another
 //!   process takes the session over it prints `FENCED` and exits with status 3.
 //!   `GATEWAY_CLUSTER=<scope>` names the session by a cluster scope instead of the URL.
+//!   The lease is measured on the system's boot clock plus the steps asked for on standard
+//!   input: a line `STEP <ms>` moves that clock forward (as a host woken from suspend sees
+//!   it) and the gateway answers `STEPPED`.
+//! - `GATEWAY_KEEP_ALIVE_MS` (default 5000) is its keep alive.
+//! - `GATEWAY_CLIENT_ID` (default `proof-gateway`) is its client identifier, and
+//!   `GATEWAY_TOPICS` (default `proof`) the first level of its topics (`<it>/out/<task>`,
+//!   `<it>/in/#`): several pairs of gateways share one broker and one database.
 //! - For the soak (`src/bin/soak.rs`): `QOS` may be `mixed` (even tasks publish at QoS 1, odd
 //!   ones at QoS 2; it consumes at QoS 2); `GATEWAY_UNTIL=<ms since the UNIX epoch>` ends
 //!   every task's publishing then, whatever `PER_TASK` says; `GATEWAY_STATS=1` prints
@@ -37,11 +44,12 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use integration::{LedgerFile, complete_lines};
 use mooring::packet::ProtocolVersion;
-use mooring::store::{PostgresOptions, PostgresStore, SessionStore};
+use mooring::store::{BootClock, LeaseClock, PostgresOptions, PostgresStore, SessionStore};
 use mooring::{Client, Messages, QoS};
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
@@ -101,7 +109,43 @@ fn args() -> Result<Args, Error> {
     })
 }
 
-fn open_store(kind: &str, path: &Path) -> Result<Arc<dyn SessionStore>, Error> {
+/// The boot clock plus the steps the test asked for on standard input.
+#[derive(Debug, Default)]
+struct SteppedClock {
+    stepped_ms: AtomicU64,
+}
+
+impl LeaseClock for SteppedClock {
+    fn elapsed(&self) -> Duration {
+        BootClock.elapsed() + Duration::from_millis(self.stepped_ms.load(Ordering::SeqCst))
+    }
+}
+
+/// Reads standard input on a thread of its own: `STEP <ms>` lines step `clock`; the returned
+/// receiver completes when the input closes.
+fn read_commands(clock: Arc<SteppedClock>) -> tokio::sync::oneshot::Receiver<()> {
+    let (closed, on_close) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        while std::io::stdin().read_line(&mut line).unwrap_or(0) > 0 {
+            if let Some(ms) = line.trim().strip_prefix("STEP ")
+                && let Ok(ms) = ms.parse::<u64>()
+            {
+                clock.stepped_ms.fetch_add(ms, Ordering::SeqCst);
+                println!("STEPPED");
+            }
+            line.clear();
+        }
+        let _ = closed.send(());
+    });
+    on_close
+}
+
+fn open_store(
+    kind: &str,
+    path: &Path,
+    clock: Arc<SteppedClock>,
+) -> Result<Arc<dyn SessionStore>, Error> {
     Ok(match kind {
         "postgres" => {
             let lease: u64 = std::env::var("GATEWAY_LEASE_MS")
@@ -109,7 +153,9 @@ fn open_store(kind: &str, path: &Path) -> Result<Arc<dyn SessionStore>, Error> {
                 .map_or(Ok(10_000), |v| v.parse())?;
             let connection = path.to_str().ok_or("the connection string is not UTF-8")?;
             Arc::new(PostgresStore::open(
-                PostgresOptions::new(connection).lease(Duration::from_millis(lease)),
+                PostgresOptions::new(connection)
+                    .lease(Duration::from_millis(lease))
+                    .lease_clock(clock),
             )?)
         }
         embedded => integration::open_embedded_store(embedded, path)?,
@@ -143,7 +189,11 @@ fn main() -> ExitCode {
 async fn run() -> Result<(), Error> {
     let a = args()?;
     std::fs::create_dir_all(&a.dir)?;
-    let store = open_store(&a.store, &a.path)?;
+    let clock = Arc::new(SteppedClock::default());
+    let input_closed = read_commands(clock.clone());
+    let store = open_store(&a.store, &a.path, clock)?;
+    let client_id = env_or_default("GATEWAY_CLIENT_ID", "proof-gateway");
+    let topics = env_or_default("GATEWAY_TOPICS", "proof");
     let mut builder = Client::builder();
     if integration::mqtt_version()? == ProtocolVersion::V311 {
         builder = builder
@@ -163,12 +213,14 @@ async fn run() -> Result<(), Error> {
     }
     let (client, messages) = builder
         .server(a.url.clone())
-        .client_id("proof-gateway")
+        .client_id(client_id)
         .store_arc(store)
         .manual_ack(!auto_ack())
         .receive_maximum(a.receive_maximum)
         .session_expiry(Duration::from_secs(86_400))
-        .keep_alive(Duration::from_secs(5))
+        .keep_alive(Duration::from_millis(
+            env_or_default("GATEWAY_KEEP_ALIVE_MS", "5000").parse()?,
+        ))
         .ping_timeout(Duration::from_secs(2))
         .reconnect(integration::fast_backoff())
         .start()
@@ -211,7 +263,9 @@ async fn run() -> Result<(), Error> {
         });
     }
     let consumer = tokio::spawn(consume(messages, a.dir.clone(), incarnation));
-    client.subscribe("proof/in/#", a.consume_qos).await?;
+    client
+        .subscribe(format!("{topics}/in/#"), a.consume_qos)
+        .await?;
     println!("SUBSCRIBED");
     if std::env::var_os("GATEWAY_STATS").is_some() {
         let client = client.clone();
@@ -237,6 +291,7 @@ async fn run() -> Result<(), Error> {
         let per_task = a.per_task;
         let pace = a.pace;
         let qos = if t % 2 == 0 { a.qos.0 } else { a.qos.1 };
+        let topic = format!("{topics}/out/{t}");
         tasks.push(tokio::spawn(async move {
             // Awaited as they go once many are outstanding: a soak's memory stays flat.
             let mut deliveries = std::collections::VecDeque::new();
@@ -245,9 +300,7 @@ async fn run() -> Result<(), Error> {
                     break;
                 }
                 let line = format!("{t} {n} {incarnation}");
-                let delivery = client
-                    .publish(format!("proof/out/{t}"), line.clone(), qos)
-                    .await?;
+                let delivery = client.publish(topic.clone(), line.clone(), qos).await?;
                 accepted.append(&line)?;
                 deliveries.push_back(delivery);
                 if deliveries.len() > 1000 {
@@ -269,16 +322,17 @@ async fn run() -> Result<(), Error> {
     println!("PUBLISHED");
 
     // Run until standard input closes, then stop cleanly.
-    tokio::task::spawn_blocking(|| {
-        let mut sink = String::new();
-        while std::io::stdin().read_line(&mut sink).unwrap_or(0) > 0 {
-            sink.clear();
-        }
-    })
-    .await?;
+    let _ = input_closed.await;
     client.disconnect().await?;
     consumer.abort();
     Ok(())
+}
+
+fn env_or_default(name: &str, default: &str) -> String {
+    std::env::var(name)
+        .ok()
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| default.to_owned())
 }
 
 /// `GATEWAY_AUTO_ACK=1`: messages are acked automatically, when the next one is asked for.
