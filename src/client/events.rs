@@ -67,6 +67,17 @@ pub enum ClientEvent {
     },
     /// The session expired while the client was away; the server no longer has it.
     SessionExpired,
+    /// A subscription the session keeps (made again after the server lost the session) or a
+    /// SUBSCRIBE/UNSUBSCRIBE in doubt from before a restart could not be sent on this
+    /// connection: it does not fit the server's Maximum Packet Size (smaller than when it was
+    /// made). Its record stays, and the next connection tries again; until one can, the
+    /// server's session lacks it.
+    SubscriptionChangeNotSent {
+        /// Its Topic Filters.
+        filters: Vec<String>,
+        /// Why it cannot be encoded.
+        error: crate::packet::EncodeError,
+    },
     /// The server had no session although the client had one. What the client did:
     /// publishes that may have reached the lost session are sent again as new messages or
     /// discarded ([`ClientBuilder::lost_session`](super::ClientBuilder::lost_session)), released

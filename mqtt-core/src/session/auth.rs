@@ -83,11 +83,14 @@ impl Session {
                     .map_err(ProtocolViolation::AuthFailed)?;
                 let method = auth.method().to_owned();
                 // The same method as CONNECT [MQTT-4.12.0-5]: `authenticator_for` checked it.
-                self.pending.send.push(Self::auth_packet(
-                    ReasonCode::ContinueAuthentication,
-                    method,
-                    data,
-                ));
+                let answer = Self::auth_packet(ReasonCode::ContinueAuthentication, method, data);
+                // An answer the server cannot take would leave the exchange waiting forever.
+                self.codec.encoded_len(&answer).map_err(|error| {
+                    ProtocolViolation::AuthFailed(AuthError(format!(
+                        "the authenticator's answer cannot be sent: {error}"
+                    )))
+                })?;
+                self.pending.send.push(answer);
                 Ok(())
             }
             ReasonCode::Success => auth
@@ -121,10 +124,10 @@ impl Session {
             });
         }
         let data = auth.start().map_err(RequestError::Auth)?;
-        let method = connected;
-        self.pending
-            .send
-            .push(Self::auth_packet(ReasonCode::ReAuthenticate, method, data));
+        let packet = Self::auth_packet(ReasonCode::ReAuthenticate, connected, data);
+        // Refused here, where it is made, rather than dropped at the socket.
+        self.codec.encoded_len(&packet)?;
+        self.pending.send.push(packet);
         Ok(())
     }
 }

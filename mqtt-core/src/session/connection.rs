@@ -198,17 +198,20 @@ impl Session {
     /// ([`LostSession`](super::LostSession)), and say so. `earlier_limit` bounds how many queued
     /// messages the connection before a restart may have sent.
     pub(super) fn session_lost(&mut self, earlier_limit: Option<u16>) {
-        let released: Vec<u64> = self
+        let released: Vec<(u64, bool)> = self
             .flows
             .iter()
             .filter(|(_, f)| f.stage.is_released())
-            .map(|(seq, _)| *seq)
+            .map(|(seq, f)| (*seq, f.reported))
             .collect();
-        for seq in &released {
-            // PUBREC had arrived: the server took the message.
-            self.end_flow(*seq, |id| Event::Delivered {
-                id,
-                reason: ReasonCode::Success,
+        for &(seq, reported) in &released {
+            // PUBREC had arrived: the server took the message (unless it was released only
+            // to free its identifier, its failure reported already).
+            self.end_flow(seq, |id| {
+                (!reported).then_some(Event::Delivered {
+                    id,
+                    reason: ReasonCode::Success,
+                })
             });
         }
         // The server forgot its messages too: a late ack must not write a marker that would
@@ -261,7 +264,7 @@ impl Session {
                 Some(super::Stage::Published(p)) => p.topic.clone(),
                 _ => String::new(),
             };
-            self.end_flow(*seq, |id| Event::Discarded { id, topic });
+            self.end_flow(*seq, |id| Some(Event::Discarded { id, topic }));
         }
         let mut budget = earlier_limit.map_or(u64::MAX, u64::from);
         let mut discarded = published.len();

@@ -32,7 +32,8 @@ pub enum Event {
     /// The server refused a publish (PUBACK or PUBREC with a reason code of 0x80 or more), or it
     /// could not be sent (it exceeds the server's limits). A retransmission that no longer fits
     /// the server's Maximum Packet Size after a reconnect fails too (0x95); its first
-    /// transmission may have reached the server.
+    /// transmission may have reached the server. At QoS 2 it is then released with PUBREL,
+    /// which frees its packet identifier at the server, and its PUBCOMP reports nothing more.
     Failed {
         /// The publish.
         id: PublishId,
@@ -65,6 +66,19 @@ pub enum Event {
         reason_codes: Vec<ReasonCode>,
         /// Reason String and User Properties.
         properties: AckProperties,
+    },
+    /// A SUBSCRIBE or UNSUBSCRIBE that cannot go out on this connection (it does not fit
+    /// the server's Maximum Packet Size, which may have shrunk since it was made): never sent.
+    /// A caller's request fails with it; a kept subscription (made again after a lost
+    /// session) or a request in doubt keeps its record and is tried again on the next
+    /// connection.
+    RequestNotSent {
+        /// The request.
+        id: RequestId,
+        /// Its Topic Filters.
+        filters: Vec<String>,
+        /// Why it cannot be encoded.
+        error: crate::packet::EncodeError,
     },
     /// UNSUBACK: one reason code per Topic Filter, in order.
     Unsubscribed {

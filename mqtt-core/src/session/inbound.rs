@@ -46,10 +46,15 @@ impl Session {
         if publish.qos == QoS::ExactlyOnce {
             let same = |qos: QoS, id: u16| qos == QoS::ExactlyOnce && id == packet_id;
             if self.inbound_pubrec.contains(&packet_id) {
-                // Acknowledged before: answer again, never deliver twice.
-                self.pending
-                    .send
-                    .push(Packet::PubRec(PubAck::new(packet_id)));
+                // Acknowledged before: answer again, never deliver twice, in arrival order
+                // behind acks still awaited [MQTT-4.6.0-3].
+                if self.acks.is_empty() {
+                    self.pending
+                        .send
+                        .push(Packet::PubRec(PubAck::new(packet_id)));
+                } else {
+                    self.answer_in_turn(packet_id);
+                }
                 return Ok(());
             }
             let stale = self
@@ -100,6 +105,21 @@ impl Session {
             // Acknowledged as delivered; `ack` cannot refuse a tag just pushed.
             let _ = self.ack(tag);
         }
+    }
+
+    /// Queues the PUBREC for a message whose marker is stored behind the acks still awaited:
+    /// an entry already acked, under a tag never given to the application.
+    fn answer_in_turn(&mut self, packet_id: u16) {
+        let tag = self.next_tag;
+        self.next_tag += 1;
+        self.inbound_in_use.insert(packet_id, QoS::ExactlyOnce);
+        self.acks.push_back(Inbound {
+            tag,
+            packet_id,
+            qos: QoS::ExactlyOnce,
+            acked: true,
+            reason: ReasonCode::Success,
+        });
     }
 
     fn receive_maximum(&self) -> usize {

@@ -168,6 +168,10 @@ struct Flow {
     /// The output that carried its first PUBLISH (0: loaded from the store): until that one
     /// is written, the message never reached the wire and can be taken back.
     first_sent_in: u64,
+    /// Whether its outcome was reported already: a QoS 2 PUBLISH that no longer fits the
+    /// server's Maximum Packet Size is reported failed and released with PUBREL only to
+    /// free its identifier, so its PUBCOMP reports nothing more.
+    reported: bool,
 }
 
 /// What the server announced in CONNACK, and the keep alive, for the current connection.
@@ -460,6 +464,7 @@ impl Session {
                     queued: false,
                     record_generation: 0,
                     first_sent_in: 0,
+                    reported: false,
                 },
             );
         }

@@ -192,14 +192,36 @@ impl Session {
         }
         for seq in too_large {
             // Over the server's new Maximum Packet Size; it took no quota on this pass.
-            self.end_flow(seq, |id| Event::Failed {
-                id,
-                reason: ReasonCode::PacketTooLarge,
-            });
+            self.too_large_to_resend(seq);
         }
         // Resume there when quota comes back: no scan of what went out already. New flows
         // are sent as they are made; only a new connection unsends them.
         self.unsent_from = blocked;
+    }
+
+    /// A flow whose PUBLISH no longer fits the server's Maximum Packet Size fails (0x95).
+    /// At QoS 2, once its PUBLISH went out, the server may hold its identifier until a
+    /// PUBREL, and would take a new message under it for that one: the flow is released with
+    /// PUBREL (stored first, like any), and its identifier comes back with the PUBCOMP.
+    fn too_large_to_resend(&mut self, seq: u64) {
+        let resent_qos2 = self.flows.get(&seq).is_some_and(|flow| {
+            flow.retransmit
+                && matches!(&flow.stage, Stage::Published(p) if p.qos == QoS::ExactlyOnce)
+        });
+        let failed = |id| Event::Failed {
+            id,
+            reason: ReasonCode::PacketTooLarge,
+        };
+        if !resent_qos2 {
+            self.end_flow(seq, |id| Some(failed(id)));
+            return;
+        }
+        if let Some(flow) = self.flows.get_mut(&seq) {
+            flow.reported = true;
+            let id = flow.id;
+            self.events.push_back(failed(id));
+        }
+        self.release(seq);
     }
 
     /// A queued message leaves the queue: with a Message Expiry Interval, it goes out with
@@ -333,6 +355,7 @@ impl Session {
                 queued: true,
                 record_generation: stored_by,
                 first_sent_in: self.generation,
+                reported: false,
             },
         );
     }
@@ -361,15 +384,26 @@ impl Session {
 
     /// Ends a flow, then sends what its identifier and quota make room for.
     pub(super) fn finish(&mut self, seq: u64, event: Event) {
-        if self.end_flow(seq, |_| event) {
+        if self.end_flow(seq, |_| Some(event)) {
+            self.drain();
+        }
+    }
+
+    /// Ends a flow whose outcome the application has already been told.
+    fn finish_reported(&mut self, seq: u64) {
+        if self.end_flow(seq, |_| None) {
             self.drain();
         }
     }
 
     /// Removes the flow stored under `seq`: its record goes, its identifier and any send quota
-    /// it held come back, and `event` (given the flow's delivery id) reports it. Whether there
-    /// was one.
-    pub(super) fn end_flow(&mut self, seq: u64, event: impl FnOnce(PublishId) -> Event) -> bool {
+    /// it held come back, and `event` (given the flow's delivery id) reports it, if it gives
+    /// one. Whether there was one.
+    pub(super) fn end_flow(
+        &mut self,
+        seq: u64,
+        event: impl FnOnce(PublishId) -> Option<Event>,
+    ) -> bool {
         let Some(flow) = self.flows.remove(&seq) else {
             return false;
         };
@@ -388,7 +422,7 @@ impl Session {
             // Never above the initial quota.
             conn.send_quota = conn.send_quota.saturating_add(1).min(conn.receive_maximum);
         }
-        self.events.push_back(event(flow.id));
+        self.events.extend(event(flow.id));
         true
     }
 
@@ -457,6 +491,12 @@ impl Session {
             );
             return;
         }
+        self.release(seq);
+    }
+
+    /// Moves a QoS 2 flow from its PUBLISH to its PUBREL: the PUBREL's record replaces the
+    /// PUBLISH's in the next commit, and the PUBREL goes out after it.
+    fn release(&mut self, seq: u64) {
         let new_seq = self.next_seq();
         let Some(mut flow) = self.flows.remove(&seq) else {
             return;
@@ -475,6 +515,7 @@ impl Session {
             },
         });
         flow.queued = false;
+        flow.sent = true;
         flow.record_generation = self.generation;
         // After the commit: the PUBREL depends on its record.
         self.pending
@@ -488,7 +529,14 @@ impl Session {
         let Some(seq) = self.flow_for(comp.packet_id, true) else {
             return;
         };
-        let id = self.flows.get(&seq).map_or(seq, |f| f.id);
+        let (id, reported) = self
+            .flows
+            .get(&seq)
+            .map_or((seq, false), |f| (f.id, f.reported));
+        if reported {
+            self.finish_reported(seq);
+            return;
+        }
         let event = if comp.reason_code.is_error() {
             Event::Failed {
                 id,

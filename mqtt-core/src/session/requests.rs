@@ -10,10 +10,29 @@ use crate::packet::{
 
 impl Session {
     pub(super) fn send_request(&mut self, id: RequestId, packet_id: u16, mut packet: Packet) {
-        match &mut packet {
-            Packet::Subscribe(s) => s.packet_id = packet_id,
-            Packet::Unsubscribe(u) => u.packet_id = packet_id,
+        let filters = match &mut packet {
+            Packet::Subscribe(s) => {
+                s.packet_id = packet_id;
+                s.subscriptions.iter().map(|s| s.filter.clone()).collect()
+            }
+            Packet::Unsubscribe(u) => {
+                u.packet_id = packet_id;
+                u.filters.clone()
+            }
             _ => return,
+        };
+        // Made on an earlier connection (kept, in doubt, or waiting for this one): the
+        // server's Maximum Packet Size may be smaller now. Never sent, so never awaited.
+        if let Err(error) = self.codec.encoded_len(&packet) {
+            self.ids.remove(packet_id);
+            if self.resubscribing.remove(&id) {
+                // The server has no such subscription: made again on the next connection.
+                self.resubscribe_needed = true;
+            }
+            self.settling.remove(&id);
+            self.events
+                .push_back(Event::RequestNotSent { id, filters, error });
+            return;
         }
         self.requests.insert(
             packet_id,
@@ -43,14 +62,24 @@ impl Session {
     }
 
     pub(super) fn enqueue_request(&mut self, packet: Packet) -> RequestId {
+        let id = self.new_request_id();
+        self.enqueue_request_as(id, packet);
+        id
+    }
+
+    pub(super) fn new_request_id(&mut self) -> RequestId {
         let id = self.next_request;
         self.next_request += 1;
+        id
+    }
+
+    /// Sends request `id` now, or once an identifier is free.
+    pub(super) fn enqueue_request_as(&mut self, id: RequestId, packet: Packet) {
         match self.allocate_request_id() {
             Some(packet_id) => self.send_request(id, packet_id, packet),
             // Every identifier is in flight: wait for one instead of failing.
             None => self.requests_waiting.push_back((id, packet)),
         }
-        id
     }
 
     /// Sends SUBSCRIBE, once a record of it is durable (see `subscriptions.rs`);

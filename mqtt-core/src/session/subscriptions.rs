@@ -196,15 +196,20 @@ impl Session {
     }
 
     /// Makes every kept subscription again (the server has no session, or an earlier attempt
-    /// went unanswered); returns how many. Called on CONNACK, before anything else is sent.
+    /// went unanswered); returns how many are on their way (one that does not fit the
+    /// server's Maximum Packet Size is reported instead, and tried on the next connection). Called on CONNACK, before anything else is sent.
     pub(super) fn restore_subscriptions(&mut self) -> usize {
         self.resubscribe_needed = false;
         let kept: Vec<Subscribe> = self.subscriptions.values().cloned().collect();
-        for subscribe in &kept {
-            let id = self.enqueue_request(Packet::Subscribe(subscribe.clone()));
+        let mut made = 0;
+        for subscribe in kept {
+            let id = self.new_request_id();
             self.resubscribing.insert(id);
+            self.enqueue_request_as(id, Packet::Subscribe(subscribe));
+            // Gone at once when it cannot be sent on this connection (`send_request`).
+            made += usize::from(self.resubscribing.contains(&id));
         }
-        kept.len()
+        made
     }
 
     /// Sends again every request in doubt, on CONNACK. On a session the server lost, an
@@ -223,8 +228,9 @@ impl Session {
                     .push(StoreOp::RemoveSubscription { filter });
                 continue;
             }
-            let id = self.enqueue_request(packet);
+            let id = self.new_request_id();
             self.settling.insert(id);
+            self.enqueue_request_as(id, packet);
         }
     }
 }

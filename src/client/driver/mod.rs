@@ -462,6 +462,11 @@ impl Driver {
             Event::Unsubscribed {
                 id, reason_codes, ..
             } => self.requests.unsubscribed(slot, id, reason_codes),
+            Event::RequestNotSent { id, filters, error } => {
+                if let Some((filters, error)) = self.requests.not_sent(slot, id, filters, error) {
+                    self.emit(ClientEvent::SubscriptionChangeNotSent { filters, error });
+                }
+            }
             Event::SessionExpired => self.emit(ClientEvent::SessionExpired),
             Event::SessionLost {
                 resent,

@@ -9,7 +9,8 @@ use tracing::warn;
 
 use super::{Driver, Reply};
 use crate::packet::{
-    AckProperties, ReasonCode, SubscribeProperties, Subscription, UnsubscribeProperties,
+    AckProperties, EncodeError, ReasonCode, SubscribeProperties, Subscription,
+    UnsubscribeProperties,
 };
 use crate::session::{RequestError, RequestId};
 
@@ -94,6 +95,28 @@ impl Requests {
             }
             Some(other) => other.fail(|| ClientError::Stopped),
             None => {}
+        }
+    }
+
+    /// A request the session could not send on this connection: its caller, if one waits,
+    /// gets the error; otherwise (a kept subscription or a request in doubt, tried again on
+    /// the next connection) the filters and the error are returned, for an event.
+    pub(super) fn not_sent(
+        &mut self,
+        slot: usize,
+        id: RequestId,
+        filters: Vec<String>,
+        error: EncodeError,
+    ) -> Option<(Vec<String>, EncodeError)> {
+        match self.in_flight.remove(&(slot, id)) {
+            Some(request) => {
+                request.fail(|| ClientError::Request(RequestError::Invalid(error)));
+                None
+            }
+            None => {
+                warn!(?filters, %error, "a kept subscription change cannot be sent on this connection");
+                Some((filters, error))
+            }
         }
     }
 

@@ -157,3 +157,35 @@ fn mqtt_4_12_1_1_reauthentication_keeps_the_method_connect_carried() {
     ));
     assert!(plain.flush().is_empty());
 }
+
+/// An AUTH that does not fit the server's Maximum Packet Size is refused where it is made: a
+/// re-authentication fails at once, and an answer to a challenge ends the exchange, which
+/// would otherwise wait forever for an AUTH that was never sent.
+#[test]
+fn an_auth_over_the_servers_maximum_packet_size_is_refused_where_it_is_made() {
+    let mut h = Harness::new();
+    h.session.set_authenticator(Box::new(Reverse::default()));
+    h.session.connect_packet().unwrap();
+    let now = Instant::now();
+    let mut connack = ConnAck::new(false);
+    connack.properties.authentication_method = Some("REVERSE".into());
+    connack.properties.maximum_packet_size = Some(20);
+    h.session
+        .handle_incoming(Packet::ConnAck(Box::new(connack)), now)
+        .unwrap();
+    h.flush();
+    assert!(matches!(
+        h.session.reauthenticate(),
+        Err(RequestError::Invalid(_))
+    ));
+    assert!(h.flush().is_empty());
+    let error = h
+        .session
+        .handle_incoming(
+            auth(ReasonCode::ContinueAuthentication, "REVERSE", b"0123456789"),
+            now,
+        )
+        .unwrap_err();
+    assert!(format!("{error}").contains("cannot be sent"), "{error}");
+    assert!(h.flush().iter().all(|p| !matches!(p, Packet::Auth(_))));
+}

@@ -123,6 +123,52 @@ fn mqtt_4_3_3_10_a_redelivered_qos2_message_is_answered_never_delivered_twice() 
     assert!(tags(&h.events()).is_empty());
 }
 
+/// A redelivered QoS 2 message whose marker is stored is answered at once only when no
+/// earlier message's ack is still awaited; otherwise its PUBREC waits its turn behind them
+/// [MQTT-4.6.0-3].
+#[test]
+fn mqtt_4_6_0_3_the_pubrec_for_a_marked_redelivery_waits_behind_earlier_acks() {
+    let mut h = manual();
+    // Message 4 is acked and its marker committed; its PUBREC is lost with the connection.
+    h.session
+        .handle_publish(incoming(QoS::ExactlyOnce, 4, false))
+        .unwrap();
+    let t = tags(&h.events());
+    h.session.ack(t[0]).unwrap();
+    h.flush();
+    h.session.connection_lost(NOW_MS);
+    h.session
+        .handle_connack(&ConnAck::new(true), Instant::now())
+        .unwrap();
+    h.flush();
+    // On the new connection: message 5 (new, delivered, its ack awaited), then 4 again.
+    h.session
+        .handle_publish(incoming(QoS::ExactlyOnce, 5, false))
+        .unwrap();
+    h.session
+        .handle_publish(incoming(QoS::ExactlyOnce, 4, true))
+        .unwrap();
+    let t = tags(&h.events());
+    assert_eq!(t.len(), 1, "message 4 is not delivered again");
+    assert!(
+        h.flush().is_empty(),
+        "the PUBREC for 4 jumped ahead of 5's, still awaited"
+    );
+    // A retransmission of 4 while its PUBREC waits is not a reused identifier.
+    h.session
+        .handle_publish(incoming(QoS::ExactlyOnce, 4, true))
+        .unwrap();
+    h.session.ack(t[0]).unwrap();
+    assert_eq!(
+        h.flush(),
+        vec![
+            Packet::PubRec(PubAck::new(5)),
+            Packet::PubRec(PubAck::new(4))
+        ]
+    );
+    assert_eq!(h.session.acks_waiting(), 0);
+}
+
 #[test]
 fn a_crash_after_the_ack_never_delivers_again_and_one_before_it_does() {
     let mut h = manual();

@@ -159,9 +159,13 @@ fn puback_ends_the_flow_and_its_record() {
     h.connack(false, None);
     let id = h.publish(QoS::AtLeastOnce, "a");
     h.flush();
+    // A flow sent from the queue keeps its record there while in flight.
+    assert_eq!(h.store.queue.len(), 1, "the record of the flow in flight");
     h.session.handle_puback(&PubAck::new(1));
     h.flush();
+    assert!(h.store.queue.is_empty(), "the PUBACK removed the record");
     assert!(h.store.outbound.is_empty());
+    assert_eq!(h.session.in_flight(), 0);
     assert!(h.events().contains(&Event::Delivered {
         id,
         reason: ReasonCode::Success
@@ -200,12 +204,19 @@ fn pubrec_with_an_error_ends_the_flow_without_pubrel() {
     h.connack(false, None);
     let id = h.publish(QoS::ExactlyOnce, "a");
     h.flush();
+    assert_eq!(h.store.queue.len(), 1, "the record of the flow in flight");
     let mut rec = PubAck::new(1);
     rec.reason_code = ReasonCode::QuotaExceeded;
     h.session.handle_pubrec(&rec);
     let sent = h.flush();
     assert!(sent.is_empty(), "no PUBREL after a failed PUBREC: {sent:?}");
-    assert!(h.store.outbound.is_empty());
+    // The flow ended: no record of it left, neither the PUBLISH nor a PUBREL to resend.
+    assert!(
+        h.store.queue.is_empty(),
+        "the failed PUBREC removed the record"
+    );
+    assert!(h.store.outbound.is_empty(), "no PUBREL flow stored");
+    assert_eq!(h.session.in_flight(), 0);
     assert!(h.events().contains(&Event::Failed {
         id,
         reason: ReasonCode::QuotaExceeded
@@ -351,7 +362,7 @@ fn mqtt_3_3_4_8_a_pubrel_never_waits_for_send_quota_and_quota_never_exceeds_the_
 fn a_retransmission_over_the_servers_new_maximum_packet_size_fails_its_flow_cleanly() {
     let mut h = Harness::new();
     h.connack(false, Some(10));
-    let big = h.publish(QoS::ExactlyOnce, "x".repeat(1000).leak());
+    let big = h.publish(QoS::AtLeastOnce, "x".repeat(1000).leak());
     let small = h.publish(QoS::AtLeastOnce, "b");
     h.flush();
     h.session.connection_lost(NOW_MS);
@@ -380,6 +391,54 @@ fn a_retransmission_over_the_servers_new_maximum_packet_size_fails_its_flow_clea
     }));
     h.publish(QoS::AtLeastOnce, "c");
     assert_eq!(publishes(&h.flush()), vec![(3, false, Bytes::from("c"))]);
+}
+
+/// A QoS 2 PUBLISH that went out and no longer fits may be held by the server under its
+/// identifier until a PUBREL: the flow fails, and is released with PUBREL (stored first) so
+/// that no new message goes out under that identifier before the PUBCOMP.
+#[test]
+fn a_qos2_retransmission_over_the_new_maximum_packet_size_keeps_its_identifier_until_pubcomp() {
+    let mut h = Harness::new();
+    h.connack(false, Some(10));
+    let big = h.publish(QoS::ExactlyOnce, "x".repeat(1000).leak());
+    h.flush();
+    h.session.connection_lost(NOW_MS);
+    h.events();
+    let mut connack = ConnAck::new(true);
+    connack.properties.maximum_packet_size = Some(500);
+    h.session.handle_connack(&connack, Instant::now()).unwrap();
+    let output = h.session.poll_output(Instant::now()).unwrap();
+    assert!(output.early.is_empty(), "the PUBREL goes after its record");
+    assert!(output.commit.ops().iter().any(|op| matches!(
+        op,
+        StoreOp::PutOutbound {
+            record: OutboundRecord::PubRel { packet_id: 1 },
+            ..
+        }
+    )));
+    assert_eq!(output.send, vec![Packet::PubRel(PubAck::new(1))]);
+    h.store.apply(&output.commit);
+    h.session.durable(output.generation);
+    assert!(h.events().contains(&Event::Failed {
+        id: big,
+        reason: ReasonCode::PacketTooLarge
+    }));
+    // The flow lives on, awaiting PUBCOMP: identifier 1 is not free.
+    assert_eq!(h.session.in_flight(), 1);
+    h.publish(QoS::ExactlyOnce, "b");
+    let sent = publishes(&h.flush());
+    assert!(
+        matches!(sent.as_slice(), [(id, false, _)] if *id != 1),
+        "{sent:?}"
+    );
+    h.session.handle_pubcomp(&PubAck::new(1));
+    h.flush();
+    assert!(
+        h.events().is_empty(),
+        "its PUBCOMP reports nothing more (it was reported failed)"
+    );
+    assert!(h.store.outbound.is_empty(), "{:?}", h.store.outbound);
+    assert_eq!(h.session.in_flight(), 1);
 }
 
 /// Found by the session fuzzer: a PUBREC for a QoS 1 flow turned it into a PUBREL, and the

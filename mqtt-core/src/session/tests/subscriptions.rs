@@ -176,3 +176,81 @@ fn a_refused_subscribe_puts_back_the_subscription_granted_before() {
     answer_all(&mut h, &sent, ReasonCode::NotAuthorized);
     assert!(record(&h, "other").is_none());
 }
+
+/// A kept subscription that no longer fits the server's Maximum Packet Size after a lost
+/// session is never sent (nothing would answer it): reported, kept, and made again on the
+/// next connection, whose server takes it.
+#[test]
+fn a_kept_subscription_over_the_servers_new_maximum_packet_size_is_reported_and_tried_again() {
+    let mut h = Harness::new();
+    h.connack(false, None);
+    let long = format!("plant/{}", "x".repeat(100));
+    subscribe(&mut h, &long, QoS::AtLeastOnce);
+    subscribe(&mut h, "short", QoS::AtLeastOnce);
+    let sent = h.flush();
+    answer_all(&mut h, &sent, ReasonCode::GrantedQos1);
+    h.events();
+    h.session.connection_lost(NOW_MS);
+    // The server lost the session, and takes packets of 50 bytes at most now.
+    let mut connack = ConnAck::new(false);
+    connack.properties.maximum_packet_size = Some(50);
+    h.session.handle_connack(&connack, Instant::now()).unwrap();
+    let sent = h.flush();
+    assert_eq!(requests(&sent), ["SUBSCRIBE short"]);
+    let events = h.events();
+    assert!(
+        events.iter().any(|e| matches!(
+            e,
+            Event::RequestNotSent { filters, .. } if filters == std::slice::from_ref(&long)
+        )),
+        "{events:?}"
+    );
+    assert!(
+        events.iter().any(|e| matches!(
+            e,
+            Event::Connected {
+                resubscribed: 1,
+                ..
+            }
+        )),
+        "{events:?}"
+    );
+    answer_all(&mut h, &sent, ReasonCode::GrantedQos1);
+    assert!(
+        matches!(record(&h, &long), Some(Packet::Subscribe(s)) if s.packet_id == GRANTED),
+        "still kept"
+    );
+    // The next server takes it: made again, although it kept the session.
+    h.session.connection_lost(NOW_MS);
+    let sent = h.connack(true, None);
+    assert!(
+        requests(&sent).contains(&format!("SUBSCRIBE {long}")),
+        "{sent:?}"
+    );
+}
+
+/// A caller's request lost with its connection that no longer fits the next server's
+/// Maximum Packet Size fails with the encoding error instead of waiting for an answer that
+/// cannot come; its identifier is free again.
+#[test]
+fn a_waiting_request_over_the_new_maximum_packet_size_fails_instead_of_waiting() {
+    let mut h = Harness::new();
+    h.connack(false, None);
+    let long = format!("plant/{}", "x".repeat(100));
+    let id = subscribe(&mut h, &long, QoS::AtLeastOnce);
+    h.flush();
+    h.session.connection_lost(NOW_MS);
+    let mut connack = ConnAck::new(true);
+    connack.properties.maximum_packet_size = Some(50);
+    h.session.handle_connack(&connack, Instant::now()).unwrap();
+    assert!(requests(&h.flush()).is_empty());
+    assert!(
+        h.events()
+            .iter()
+            .any(|e| matches!(e, Event::RequestNotSent { id: not_sent, .. } if *not_sent == id))
+    );
+    let next = subscribe(&mut h, "short", QoS::AtLeastOnce);
+    let sent = h.flush();
+    assert_eq!(requests(&sent), ["SUBSCRIBE short"]);
+    assert_ne!(next, id);
+}
