@@ -1156,3 +1156,196 @@ fn mqtt_1_5_7_1_both_strings_of_a_user_property_are_utf8_strings() {
         );
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// The client as sender: what the encoder builds, and refuses to build, for the rules that bind
+// the sender (the decoder's refusals above are the receiver's side).
+
+fn encoded(packet: &Packet) -> BytesMut {
+    let mut buf = BytesMut::new();
+    codec().encode(packet, &mut buf).expect("encode");
+    buf
+}
+
+fn unsubscribe(filters: Vec<String>) -> Packet {
+    Packet::Unsubscribe(Unsubscribe {
+        packet_id: 1,
+        properties: UnsubscribeProperties::default(),
+        filters,
+    })
+}
+
+fn subscribe(filters: &[&str]) -> Packet {
+    Packet::Subscribe(Subscribe {
+        packet_id: 1,
+        properties: SubscribeProperties::default(),
+        subscriptions: filters
+            .iter()
+            .map(|f| Subscription::new(*f, QoS::AtMostOnce))
+            .collect(),
+    })
+}
+
+/// [MQTT-2.1.3-1] Every packet type the client sends goes out with the flag bits its section
+/// lists: 0010 for PUBREL, SUBSCRIBE and UNSUBSCRIBE, 0000 for the others.
+#[test]
+fn mqtt_2_1_3_1_the_encoder_writes_the_listed_flag_bits() {
+    let auth = Packet::Auth(Auth {
+        reason_code: ReasonCode::ReAuthenticate,
+        properties: AuthProperties {
+            authentication_method: Some("m".into()),
+            ..AuthProperties::default()
+        },
+    });
+    for (packet, first) in [
+        (Packet::Connect(Box::new(Connect::new("c"))), 0x10),
+        (Packet::PubAck(PubAck::new(1)), 0x40),
+        (Packet::PubRec(PubAck::new(1)), 0x50),
+        (Packet::PubRel(PubAck::new(1)), 0x62),
+        (Packet::PubComp(PubAck::new(1)), 0x70),
+        (subscribe(&["a"]), 0x82),
+        (unsubscribe(vec!["a".into()]), 0xA2),
+        (Packet::PingReq, 0xC0),
+        (
+            Packet::Disconnect(Disconnect::new(ReasonCode::Success)),
+            0xE0,
+        ),
+        (auth, 0xF0),
+    ] {
+        assert_eq!(encoded(&packet)[0], first, "{packet:?}");
+    }
+}
+
+/// [MQTT-3.1.2-11, MQTT-3.1.2-13] Without a Will, the Will QoS and Will Retain bits are 0;
+/// [MQTT-3.1.2-12] with one, the Will QoS bits are the Will's QoS, which has no value 3.
+#[test]
+fn mqtt_3_1_2_11_to_13_the_will_bits_are_0_without_a_will_and_the_wills_qos_with_one() {
+    // The Connect Flags byte: after the fixed header (2), the protocol name (6), the level (1).
+    let flags = |connect: Connect| encoded(&Packet::Connect(Box::new(connect)))[9];
+    let mut bare = Connect::new("c");
+    bare.clean_start = false;
+    assert_eq!(flags(bare) & 0b0011_1100, 0, "no Will Flag, QoS or Retain");
+    for qos in [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce] {
+        let mut with_will = Connect::new("c");
+        let mut will = Will::new("w", "x");
+        will.qos = qos;
+        will.retain = true;
+        with_will.will = Some(will);
+        let f = flags(with_will);
+        assert_eq!(f & 0b0000_0100, 0b0100, "Will Flag");
+        assert_eq!((f >> 3) & 0b11, qos as u8, "Will QoS");
+        assert_ne!((f >> 3) & 0b11, 3);
+        assert_eq!(f & 0b0010_0000, 0b0010_0000, "Will Retain");
+    }
+    // A Will QoS of 3, as a receiver would see it, names the Will's rule.
+    let mut connect = Connect::new("c");
+    connect.will = Some(Will::new("w", "x"));
+    let mut wire = encoded(&Packet::Connect(Box::new(connect)));
+    wire[9] |= 0b0001_1000;
+    let error = codec().decode(&mut wire).unwrap_err();
+    assert_eq!(error.violation, Violation::InvalidQos { field: "Will QoS" });
+    assert!(error.to_string().contains("[MQTT-3.1.2-12]"), "{error}");
+}
+
+/// [MQTT-3.1.2-19] Password Flag 1 with the password in the payload, after the User Name
+/// [MQTT-3.1.3-1]: every payload field, in order, byte for byte.
+#[test]
+fn mqtt_3_1_3_1_connect_payload_fields_in_order_with_a_password() {
+    let mut connect = Connect::new("id");
+    connect.clean_start = false;
+    connect.keep_alive = 0;
+    let mut will = Will::new("w", "p");
+    will.properties.will_delay_interval = Some(5);
+    connect.will = Some(will);
+    connect.username = Some("u".into());
+    connect.password = Some(Bytes::from_static(b"pw"));
+    let wire = encoded(&Packet::Connect(Box::new(connect.clone())));
+    #[rustfmt::skip]
+    let expected: &[u8] = &[
+        0x10, 34,
+        0x00, 0x04, b'M', b'Q', b'T', b'T', 5,
+        0b1100_0100, // User Name, Password, Will Flag; Will QoS 0, Clean Start 0
+        0x00, 0x00, // Keep Alive
+        0x00, // no properties
+        0x00, 0x02, b'i', b'd', // Client Identifier
+        0x05, 0x18, 0x00, 0x00, 0x00, 0x05, // Will Properties: Will Delay Interval 5
+        0x00, 0x01, b'w', // Will Topic
+        0x00, 0x01, b'p', // Will Payload
+        0x00, 0x01, b'u', // User Name
+        0x00, 0x02, b'p', b'w', // Password
+    ];
+    assert_eq!(&wire[..], expected);
+    decodes_to(expected, Packet::Connect(Box::new(connect)));
+}
+
+/// [MQTT-1.5.4-2, MQTT-1.5.7-1, MQTT-3.1.3-4, MQTT-3.1.3-12, MQTT-3.3.2-19] The client never
+/// encodes a string with U+0000, wherever it is: Client Identifier, User Name, a User
+/// Property's name or value, Content Type. (Rust strings are well-formed UTF-8 without
+/// surrogates by type [MQTT-1.5.4-1].)
+#[test]
+fn the_encoder_refuses_a_string_with_a_null_character_in_any_field() {
+    refused_encode(
+        Packet::Connect(Box::new(Connect::new("a\0"))),
+        Violation::NullCharacter {
+            field: "Client Identifier",
+        },
+    );
+    let mut user = Connect::new("c");
+    user.username = Some("u\0".into());
+    refused_encode(
+        Packet::Connect(Box::new(user)),
+        Violation::NullCharacter { field: "User Name" },
+    );
+    for (name, value, field) in [
+        ("n\0", "v", "User Property name"),
+        ("n", "v\0", "User Property value"),
+    ] {
+        let mut p = Publish::new("t", "x");
+        p.properties.user_properties = vec![UserProperty::new(name, value)];
+        refused_encode(Packet::Publish(p), Violation::NullCharacter { field });
+    }
+    let mut content = Publish::new("t", "x");
+    content.properties.content_type = Some("text\0".into());
+    refused_encode(
+        Packet::Publish(content),
+        Violation::NullCharacter {
+            field: "Content Type",
+        },
+    );
+}
+
+/// [MQTT-3.8.3-1, MQTT-3.8.3-2, MQTT-3.10.3-1, MQTT-3.10.3-2, MQTT-4.7.1-1, MQTT-4.7.1-2,
+/// MQTT-4.7.3-1, MQTT-4.7.3-2, MQTT-4.7.3-3, MQTT-4.8.2-1, MQTT-4.8.2-2] The encoder refuses
+/// SUBSCRIBE and UNSUBSCRIBE with no filter or a filter the specification does not allow.
+#[test]
+fn the_encoder_refuses_subscribe_and_unsubscribe_without_a_valid_filter() {
+    refused_encode(
+        subscribe(&[]),
+        Violation::NoTopicFilters(PacketType::Subscribe),
+    );
+    refused_encode(
+        unsubscribe(vec![]),
+        Violation::NoTopicFilters(PacketType::Unsubscribe),
+    );
+    let long = "x".repeat(65_536);
+    for (filter, error) in [
+        ("a/#/b", TopicError::MultiLevelWildcardPlacement),
+        ("a#", TopicError::MultiLevelWildcardPlacement),
+        ("a+/b", TopicError::SingleLevelWildcardPlacement),
+        ("", TopicError::Empty),
+        ("a\0", TopicError::NullCharacter),
+        (long.as_str(), TopicError::TooLong(65_536)),
+        ("$share//a", TopicError::InvalidShareName),
+        ("$share/a+b/x", TopicError::InvalidShareName),
+        ("$share/g", TopicError::SharedWithoutFilter),
+    ] {
+        refused_encode(
+            subscribe(&[filter]),
+            Violation::InvalidTopicFilter(error),
+        );
+        refused_encode(
+            unsubscribe(vec![filter.to_owned()]),
+            Violation::InvalidTopicFilter(error),
+        );
+    }
+}

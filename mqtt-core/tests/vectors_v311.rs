@@ -327,6 +327,18 @@ fn errors_cite_the_3_1_1_identifiers() {
     let mut qos3 = BytesMut::from(&[0x36u8, 0x03, 0x00, 0x01, b'a'][..]);
     let error = codec().decode(&mut qos3).unwrap_err().to_string();
     assert!(error.contains("[MQTT-3.3.1-4]"), "{error}");
+    // A Will QoS of 3 breaks another rule: MQTT-3.1.2-14 in 3.1.1.
+    let mut will_qos3 = BytesMut::from(
+        &[
+            0x10, 0x12, 0x00, 0x04, b'M', b'Q', b'T', b'T', 0x04, 0x1e, 0x00, 0x3c, 0x00, 0x01,
+            b'c', 0x00, 0x01, b'w', 0x00, 0x00,
+        ][..],
+    );
+    let error = codec().decode(&mut will_qos3).unwrap_err().to_string();
+    assert!(
+        error.contains("Will QoS") && error.contains("[MQTT-3.1.2-14]"),
+        "{error}"
+    );
     let mut will = BytesMut::from(
         &[
             0x10, 0x0c, 0x00, 0x04, b'M', b'Q', b'T', b'T', 0x04, 0x22, 0x00, 0x3c, 0x00, 0x00,

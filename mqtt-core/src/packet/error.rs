@@ -27,7 +27,7 @@ pub enum Violation {
         expected: u8,
     },
     /// A QoS field holds 3.
-    #[error("{field} is 3, which is not a QoS level [MQTT-3.3.1-4]")]
+    #[error("{field} is 3, which is not a QoS level{}", qos_rule(field))]
     InvalidQos {
         /// Which QoS field.
         field: &'static str,
@@ -351,12 +351,26 @@ impl DecodeError {
     }
 }
 
+/// The MQTT 5.0 rule a QoS of 3 breaks, by field: a PUBLISH's [MQTT-3.3.1-4], a Will's
+/// [MQTT-3.1.2-12]; the specification gives the Subscription Options' none.
+fn qos_rule(field: &str) -> &'static str {
+    match field {
+        "PUBLISH QoS" => " [MQTT-3.3.1-4]",
+        "Will QoS" => " [MQTT-3.1.2-12]",
+        _ => "",
+    }
+}
+
 impl Violation {
     /// The MQTT 3.1.1 identifier of a rule both versions share, where 3.1.1 numbers it.
     fn v311_rule(&self) -> Option<&'static str> {
         use Violation::*;
         Some(match self {
             InvalidFlags { .. } => "MQTT-2.2.2-1, MQTT-2.2.2-2",
+            InvalidQos { field: "Will QoS" } => "MQTT-3.1.2-14",
+            InvalidQos {
+                field: "Requested QoS",
+            } => "MQTT-3-8.3-4",
             InvalidQos { .. } => "MQTT-3.3.1-4",
             DupOnQos0 => "MQTT-3.3.1-2",
             InvalidUtf8 { .. } => "MQTT-1.5.3-1",

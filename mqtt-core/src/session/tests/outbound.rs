@@ -726,3 +726,198 @@ fn pubrels_go_before_publishes_on_a_new_connection_so_a_receive_maximum_of_2_is_
         );
     }
 }
+
+/// [MQTT-2.2.1-3, MQTT-4.3.2-1, MQTT-4.3.3-1] Every new QoS 1/2 PUBLISH, SUBSCRIBE and
+/// UNSUBSCRIBE goes out with a non-zero identifier that no other packet in flight holds.
+#[test]
+fn mqtt_2_2_1_3_every_new_flow_and_request_gets_a_free_non_zero_identifier() {
+    let mut h = Harness::new();
+    h.connack(false, None);
+    for n in 0..6 {
+        let qos = if n % 2 == 0 {
+            QoS::AtLeastOnce
+        } else {
+            QoS::ExactlyOnce
+        };
+        h.publish(qos, "p");
+    }
+    h.session
+        .subscribe(
+            vec![Subscription::new("s/#", QoS::AtLeastOnce)],
+            SubscribeProperties::default(),
+        )
+        .unwrap();
+    h.session
+        .unsubscribe(vec!["u".into()], UnsubscribeProperties::default())
+        .unwrap();
+    let ids: Vec<u16> = h
+        .flush()
+        .iter()
+        .filter_map(|p| match p {
+            Packet::Publish(p) => Some(p.packet_id),
+            Packet::Subscribe(s) => Some(s.packet_id),
+            Packet::Unsubscribe(u) => Some(u.packet_id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(ids.len(), 8);
+    assert!(ids.iter().all(|id| *id != 0), "{ids:?}");
+    let distinct: std::collections::BTreeSet<u16> = ids.iter().copied().collect();
+    assert_eq!(distinct.len(), ids.len(), "an identifier twice: {ids:?}");
+}
+
+/// [MQTT-3.3.1-2, MQTT-4.3.1-1] A QoS 0 PUBLISH goes out with DUP 0 and no identifier,
+/// whatever the publish handed over says.
+#[test]
+fn mqtt_3_3_1_2_a_qos0_publish_goes_out_with_dup_0() {
+    let mut h = Harness::new();
+    h.connack(false, None);
+    let mut p = Publish::new("t/1", "x");
+    p.dup = true;
+    p.packet_id = 9;
+    h.session.publish(p).unwrap();
+    let sent = h.flush();
+    assert!(
+        matches!(sent.as_slice(), [Packet::Publish(p)] if !p.dup && p.qos == QoS::AtMostOnce && p.packet_id == 0),
+        "{sent:?}"
+    );
+}
+
+/// [MQTT-3.3.2-8] A Topic Alias of 0 never goes out: the session sets aliases itself (from 1),
+/// whatever the publish handed over says.
+#[test]
+fn mqtt_3_3_2_8_a_topic_alias_0_handed_over_never_goes_out() {
+    let mut h = Harness::new();
+    let mut connack = ConnAck::new(false);
+    connack.properties.topic_alias_maximum = Some(3);
+    h.session.handle_connack(&connack, Instant::now()).unwrap();
+    h.flush();
+    for _ in 0..2 {
+        let mut p = Publish::new("t/1", "x");
+        p.qos = QoS::AtLeastOnce;
+        p.properties.topic_alias = Some(0);
+        h.session.publish(p).unwrap();
+    }
+    let aliases: Vec<Option<u16>> = h
+        .flush()
+        .iter()
+        .filter_map(|p| match p {
+            Packet::Publish(p) => Some(p.properties.topic_alias),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(aliases, vec![Some(1), Some(1)]);
+}
+
+/// [MQTT-3.3.2-14] A PUBLISH whose Response Topic has a wildcard is refused where it is made:
+/// nothing is stored or sent.
+#[test]
+fn mqtt_3_3_2_14_a_response_topic_with_a_wildcard_is_refused_before_anything_is_stored() {
+    let mut h = Harness::new();
+    h.connack(false, None);
+    for bad in ["reply/#", "reply/+/x"] {
+        let mut p = Publish::new("t/1", "x");
+        p.qos = QoS::AtLeastOnce;
+        p.properties.response_topic = Some(bad.into());
+        assert!(h.session.publish(p).is_err(), "{bad}");
+    }
+    assert!(h.flush().is_empty());
+    assert!(h.store.queue.is_empty());
+}
+
+/// [MQTT-4.3.3-3] A QoS 2 PUBLISH stays unacknowledged until its PUBREC: sent again (DUP 1)
+/// on a reconnect before it; after it only the PUBREL goes out, never the PUBLISH.
+#[test]
+fn mqtt_4_3_3_3_a_qos2_publish_is_resent_until_its_pubrec_and_never_after() {
+    let mut h = Harness::new();
+    h.connack(false, None);
+    h.publish(QoS::ExactlyOnce, "a");
+    h.flush();
+    h.session.connection_lost(NOW_MS);
+    let sent = h.connack(true, None);
+    assert_eq!(publishes(&sent), vec![(1, true, Bytes::from("a"))]);
+    h.session.handle_pubrec(&PubAck::new(1));
+    h.flush();
+    h.session.connection_lost(NOW_MS);
+    let sent = h.connack(true, None);
+    assert_eq!(sent, vec![Packet::PubRel(PubAck::new(1))]);
+}
+
+/// [MQTT-4.6.0-4] PUBRELs go out in the order their PUBRECs arrived, also when sent again on
+/// a reconnect.
+#[test]
+fn mqtt_4_6_0_4_pubrels_go_out_in_the_order_their_pubrecs_arrived() {
+    let mut h = Harness::new();
+    h.connack(false, None);
+    for payload in ["a", "b", "c"] {
+        h.publish(QoS::ExactlyOnce, payload);
+    }
+    h.flush();
+    let mut released = Vec::new();
+    for id in [3, 1, 2] {
+        h.session.handle_pubrec(&PubAck::new(id));
+        released.extend(h.flush());
+    }
+    let order = vec![
+        Packet::PubRel(PubAck::new(3)),
+        Packet::PubRel(PubAck::new(1)),
+        Packet::PubRel(PubAck::new(2)),
+    ];
+    assert_eq!(released, order);
+    h.session.connection_lost(NOW_MS);
+    assert_eq!(h.connack(true, None), order);
+}
+
+/// [MQTT-4.4.0-1] Unanswered PUBLISHes go out again on a reconnect and at no other time: on
+/// an open connection, however long, nothing is retransmitted (only PINGREQ keeps it alive).
+#[test]
+fn mqtt_4_4_0_1_nothing_is_retransmitted_while_the_connection_stays_up() {
+    let mut h = Harness::new();
+    let mut connack = ConnAck::new(false);
+    connack.properties.server_keep_alive = Some(10);
+    let start = Instant::now();
+    h.session.handle_connack(&connack, start).unwrap();
+    h.flush();
+    h.publish(QoS::AtLeastOnce, "a");
+    h.publish(QoS::ExactlyOnce, "b");
+    assert_eq!(publishes(&h.flush()).len(), 2);
+    for minute in 1..=60u64 {
+        let now = start + Duration::from_secs(60 * minute);
+        h.session.tick(NOW_MS + 60_000 * minute);
+        h.session.handle_timeout(now);
+        let sent = h.flush();
+        assert!(
+            sent.iter().all(|p| matches!(p, Packet::PingReq)),
+            "minute {minute}: {sent:?}"
+        );
+        h.session.handle_incoming(Packet::PingResp, now).unwrap();
+    }
+}
+
+/// [MQTT-4.1.0-1] The session state stays while the connection is open, however far past
+/// its Session Expiry Interval: a flow in flight an hour later still completes.
+#[test]
+fn mqtt_4_1_0_1_session_state_stays_while_the_connection_is_open() {
+    let mut options = options();
+    options.properties.session_expiry_interval = Some(1);
+    let mut h = Harness {
+        session: Session::new(options, StoredSession::default(), NOW_MS).unwrap(),
+        store: Committed::default(),
+    };
+    h.connack(false, None);
+    let id = h.publish(QoS::AtLeastOnce, "a");
+    h.flush();
+    h.session.tick(NOW_MS + 3_600_000);
+    h.session
+        .handle_timeout(Instant::now() + Duration::from_secs(3600));
+    h.flush();
+    assert_eq!(h.session.in_flight(), 1);
+    assert_eq!(h.store.queue.len(), 1, "its record is kept");
+    assert!(!h.events().contains(&Event::SessionExpired));
+    h.session.handle_puback(&PubAck::new(1));
+    h.flush();
+    assert!(h.events().contains(&Event::Delivered {
+        id,
+        reason: ReasonCode::Success
+    }));
+}
