@@ -1,7 +1,8 @@
-//! RULES.md has one row for each client rule of MQTT v5.0 (`tests/data/mqtt5-client-rules.txt`),
-//! every test a row cites as proof exists in the workspace as a test, and each row's kind of
-//! proof is backed by what its tests do: a sender row cites a test that builds a packet on the
-//! client's side, a receiver row one that hands the client a packet.
+//! RULES.md has one row for each client rule of MQTT v5.0 (`tests/data/mqtt5-client-rules.txt`)
+//! and RULES-311.md one for each of MQTT 3.1.1 (`tests/data/mqtt311-client-rules.txt`); every
+//! test a row cites as proof exists in the workspace as a test, and each row's kind of proof is
+//! backed by what its tests do: a sender row cites a test that builds a packet on the client's
+//! side, a receiver row one that hands the client a packet.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -43,7 +44,8 @@ const SENDER: &[&str] = &[
 ];
 
 /// Calls that hand the client a packet: the decoder (and the vectors' helpers that drive it),
-/// the session's handling of what the server sent, a fake broker's bytes.
+/// the session's handling of what the server sent, a fake broker's bytes, a real broker's
+/// messages as the application takes them.
 const RECEIVER: &[&str] = &[
     "both_ways(",
     "decodes_to(",
@@ -56,6 +58,7 @@ const RECEIVER: &[&str] = &[
     "peer.send(",
     "send_raw(",
     "ws.send(",
+    "messages.recv(",
 ];
 
 /// A function of the workspace: whether it is a test, its body, and its file.
@@ -179,8 +182,14 @@ struct Row {
     tests: Vec<String>,
 }
 
-fn rows() -> Vec<Row> {
-    let table = fs::read_to_string(root().join("RULES.md")).unwrap();
+/// The two tables: the file, the list of identifiers it covers, and how many the list holds.
+const TABLES: [(&str, &str, usize); 2] = [
+    ("RULES.md", "tests/data/mqtt5-client-rules.txt", 133),
+    ("RULES-311.md", "tests/data/mqtt311-client-rules.txt", 81),
+];
+
+fn rows(table: &str) -> Vec<Row> {
+    let table = fs::read_to_string(root().join(table)).unwrap();
     table
         .lines()
         .filter(|l| l.starts_with("| MQTT-"))
@@ -204,35 +213,61 @@ fn rows() -> Vec<Row> {
 
 #[test]
 fn every_listed_rule_has_one_row_and_every_cited_test_exists() {
-    let list: Vec<String> = fs::read_to_string(root().join("tests/data/mqtt5-client-rules.txt"))
+    let functions = functions();
+    for (table, list, count) in TABLES {
+        one_row_per_rule_and_tests_that_exist(table, list, count, &functions);
+    }
+}
+
+fn one_row_per_rule_and_tests_that_exist(
+    table: &str,
+    list: &str,
+    count: usize,
+    functions: &BTreeMap<String, Vec<Function>>,
+) {
+    let list: Vec<String> = fs::read_to_string(root().join(list))
         .unwrap()
         .lines()
         .filter(|l| l.starts_with("MQTT-"))
+        .filter_map(|l| l.split('\t').next())
         .map(str::to_owned)
         .collect();
-    assert_eq!(list.len(), 133, "the list holds the 133 client rules");
-    let rows = rows();
+    assert_eq!(
+        list.len(),
+        count,
+        "{table}: the list holds {count} client rules"
+    );
+    let rows = rows(table);
     let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
     for row in &rows {
         *counts.entry(row.id.as_str()).or_default() += 1;
-        assert!(!row.tests.is_empty(), "{}: the row cites no test", row.id);
+        assert!(
+            !row.tests.is_empty(),
+            "{table}, {}: the row cites no test",
+            row.id
+        );
     }
     let missing: Vec<&String> = list
         .iter()
         .filter(|id| !counts.contains_key(id.as_str()))
         .collect();
-    assert!(missing.is_empty(), "rules without a row: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "{table}: rules without a row: {missing:?}"
+    );
     let twice: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).collect();
-    assert!(twice.is_empty(), "rules with more than one row: {twice:?}");
+    assert!(
+        twice.is_empty(),
+        "{table}: rules with more than one row: {twice:?}"
+    );
     let extra: Vec<_> = counts
         .keys()
         .filter(|id| !list.iter().any(|l| l == *id))
         .collect();
     assert!(
         extra.is_empty(),
-        "rows for identifiers not on the list: {extra:?}"
+        "{table}: rows for identifiers not on the list: {extra:?}"
     );
-    let functions = functions();
     let not_tests: BTreeSet<(&str, &str)> = rows
         .iter()
         .flat_map(|row| row.tests.iter().map(move |t| (row.id.as_str(), t.as_str())))
@@ -240,7 +275,7 @@ fn every_listed_rule_has_one_row_and_every_cited_test_exists() {
         .collect();
     assert!(
         not_tests.is_empty(),
-        "cited tests that do not exist as tests: {not_tests:?}"
+        "{table}: cited tests that do not exist as tests: {not_tests:?}"
     );
 }
 
@@ -249,7 +284,12 @@ fn each_rows_kind_of_proof_is_backed_by_what_its_tests_do() {
     const KINDS: [&str; 4] = ["sender", "receiver", "construction", "deviation"];
     let functions = functions();
     let mut wrong = Vec::new();
-    for row in rows() {
+    for row in TABLES.iter().flat_map(|(table, _, _)| {
+        rows(table).into_iter().map(move |mut row| {
+            row.id = format!("{table}, {}", row.id);
+            row
+        })
+    }) {
         if row.kinds.is_empty() || row.kinds.iter().any(|k| !KINDS.contains(&k.as_str())) {
             wrong.push(format!(
                 "{}: kinds {:?}, not of {KINDS:?}",

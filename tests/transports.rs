@@ -18,7 +18,7 @@ use mooring::client::{
     AsyncStream, Backoff, BoxFuture, Client, ClientError, ConnectError, Connector, ServerUrl,
     TlsOptions,
 };
-use mooring::packet::{Codec, ConnAck, Decoded, Packet, PubAck, QoS};
+use mooring::packet::{Codec, ConnAck, Decoded, Packet, ProtocolVersion, PubAck, QoS};
 use mooring::store::MemoryStore;
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
@@ -342,7 +342,15 @@ fn bad_pem_is_a_clear_error() {
 }
 
 /// A WebSocket server that checks the upgrade request, then speaks MQTT in binary frames.
-async fn serve_websocket(stream: impl AsyncRead + AsyncWrite + Unpin, deliver_in_pieces: bool) {
+async fn serve_websocket(
+    stream: impl AsyncRead + AsyncWrite + Unpin,
+    deliver_in_pieces: bool,
+    protocol: ProtocolVersion,
+) {
+    let codec = || Codec {
+        protocol,
+        ..Codec::default()
+    };
     let callback = |request: &Request, mut response: Response| {
         assert_eq!(request.uri().path(), "/mqtt");
         let protocol = request.headers().get("Sec-WebSocket-Protocol");
@@ -364,7 +372,7 @@ async fn serve_websocket(stream: impl AsyncRead + AsyncWrite + Unpin, deliver_in
         .unwrap();
     let mut buf = BytesMut::new();
     let mut next = async |ws: &mut tokio_tungstenite::WebSocketStream<_>| loop {
-        if let Decoded::Packet(p) = Codec::default().decode(&mut buf).unwrap() {
+        if let Decoded::Packet(p) = codec().decode(&mut buf).unwrap() {
             return p;
         }
         match timeout(WAIT, ws.next()).await.unwrap() {
@@ -374,7 +382,7 @@ async fn serve_websocket(stream: impl AsyncRead + AsyncWrite + Unpin, deliver_in
     };
     assert!(matches!(next(&mut ws).await, Packet::Connect(_)));
     let mut out = BytesMut::new();
-    Codec::default()
+    codec()
         .encode(&Packet::ConnAck(Box::new(ConnAck::new(false))), &mut out)
         .unwrap();
     if deliver_in_pieces {
@@ -391,7 +399,7 @@ async fn serve_websocket(stream: impl AsyncRead + AsyncWrite + Unpin, deliver_in
         panic!("expected PUBLISH")
     };
     let mut out = BytesMut::new();
-    Codec::default()
+    codec()
         .encode(&Packet::PubAck(PubAck::new(p.packet_id)), &mut out)
         .unwrap();
     ws.send(WsMessage::Binary(out.freeze())).await.unwrap();
@@ -399,18 +407,22 @@ async fn serve_websocket(stream: impl AsyncRead + AsyncWrite + Unpin, deliver_in
 
 #[tokio::test]
 async fn websocket_uses_the_mqtt_subprotocol_and_binary_frames() {
-    for pieces in [false, true] {
-        let (tx, mut rx) = mpsc::unbounded_channel();
-        let server = tokio::spawn(async move {
-            serve_websocket(rx.recv().await.unwrap(), pieces).await;
-        });
-        let (client, _m) = builder("ws://localhost:8080", Pipe(tx))
-            .websocket_header("Authorization", "Bearer t0ken")
-            .connect()
-            .await
-            .unwrap();
-        publish_once(&client).await;
-        server.await.unwrap();
+    // Either protocol travels the same way [MQTT-6.0.0-1 to MQTT-6.0.0-3, both versions].
+    for protocol in [ProtocolVersion::V5, ProtocolVersion::V311] {
+        for pieces in [false, true] {
+            let (tx, mut rx) = mpsc::unbounded_channel();
+            let server = tokio::spawn(async move {
+                serve_websocket(rx.recv().await.unwrap(), pieces, protocol).await;
+            });
+            let (client, _m) = builder("ws://localhost:8080", Pipe(tx))
+                .protocol(protocol)
+                .websocket_header("Authorization", "Bearer t0ken")
+                .connect()
+                .await
+                .unwrap();
+            publish_once(&client).await;
+            server.await.unwrap();
+        }
     }
 }
 
@@ -458,7 +470,7 @@ async fn secure_websocket_layers_tls_under_the_websocket() {
     let acceptor = tokio_rustls::TlsAcceptor::from(server_config(&pki, false));
     let server = tokio::spawn(async move {
         let tls = acceptor.accept(rx.recv().await.unwrap()).await.unwrap();
-        serve_websocket(tls, false).await;
+        serve_websocket(tls, false, ProtocolVersion::V5).await;
     });
     let (client, _m) = builder("wss://localhost/mqtt", Pipe(tx))
         .tls(TlsOptions::with_ca_pem(pki.ca_pem.as_bytes()).unwrap())

@@ -1339,10 +1339,7 @@ fn the_encoder_refuses_subscribe_and_unsubscribe_without_a_valid_filter() {
         ("$share/a+b/x", TopicError::InvalidShareName),
         ("$share/g", TopicError::SharedWithoutFilter),
     ] {
-        refused_encode(
-            subscribe(&[filter]),
-            Violation::InvalidTopicFilter(error),
-        );
+        refused_encode(subscribe(&[filter]), Violation::InvalidTopicFilter(error));
         refused_encode(
             unsubscribe(vec![filter.to_owned()]),
             Violation::InvalidTopicFilter(error),

@@ -384,3 +384,194 @@ fn share_is_an_ordinary_filter_in_3_1_1() {
             .is_err()
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// The client as sender at 3.1.1: what the encoder builds and refuses to build; and the
+// receiver's refusals 3.1.1 numbers itself. RULES-311.md cites these.
+
+fn encoded(packet: &Packet) -> BytesMut {
+    let mut buf = BytesMut::new();
+    codec().encode(packet, &mut buf).expect("encode");
+    buf
+}
+
+fn subscribe(filters: &[&str]) -> Packet {
+    Packet::Subscribe(Subscribe {
+        packet_id: 1,
+        properties: SubscribeProperties::default(),
+        subscriptions: filters
+            .iter()
+            .map(|f| Subscription::new(*f, QoS::AtLeastOnce))
+            .collect(),
+    })
+}
+
+fn unsubscribe(filters: &[&str]) -> Packet {
+    Packet::Unsubscribe(Unsubscribe {
+        packet_id: 1,
+        properties: UnsubscribeProperties::default(),
+        filters: filters.iter().map(|f| (*f).to_owned()).collect(),
+    })
+}
+
+/// [MQTT-2.2.2-1, MQTT-3.6.1-1, MQTT-3.8.1-1, MQTT-3.10.1-1, MQTT-3.14.1-1] Each packet the
+/// client sends goes out with the flags Table 2.2 lists: 0010 for PUBREL, SUBSCRIBE and
+/// UNSUBSCRIBE, 0000 for CONNECT, PUBACK, PUBREC, PUBCOMP, PINGREQ and DISCONNECT.
+#[test]
+fn mqtt311_2_2_2_1_the_encoder_writes_the_listed_flag_bits() {
+    for (packet, first) in [
+        (Packet::Connect(Box::new(Connect::new("c"))), 0x10),
+        (Packet::PubAck(PubAck::new(1)), 0x40),
+        (Packet::PubRec(PubAck::new(1)), 0x50),
+        (Packet::PubRel(PubAck::new(1)), 0x62),
+        (Packet::PubComp(PubAck::new(1)), 0x70),
+        (subscribe(&["a"]), 0x82),
+        (unsubscribe(&["a"]), 0xA2),
+        (Packet::PingReq, 0xC0),
+        (
+            Packet::Disconnect(Disconnect::new(ReasonCode::Success)),
+            0xE0,
+        ),
+    ] {
+        assert_eq!(encoded(&packet)[0], first, "{packet:?}");
+    }
+}
+
+/// [MQTT-3.1.2-3, MQTT-3.1.2-11, MQTT-3.1.2-13, MQTT-3.1.2-14, MQTT-3.1.2-15, MQTT-3.1.2-18
+/// to MQTT-3.1.2-22] The CONNECT flags as built: the reserved bit 0; without a Will, Will QoS
+/// and Will Retain 0 and no Will fields; with one, its QoS (never 3); a User Name and a
+/// Password field exactly when their flags say so; no Password without a User Name.
+#[test]
+fn mqtt311_3_1_2_the_connect_flags_as_built() {
+    // Flags at byte 9: the fixed header (2), the protocol name (6), the level (1).
+    let flags = |connect: Connect| encoded(&Packet::Connect(Box::new(connect)))[9];
+    let mut bare = Connect::new("c");
+    bare.clean_start = false;
+    let wire = encoded(&Packet::Connect(Box::new(bare.clone())));
+    assert_eq!(wire[9], 0, "no flag at all");
+    assert_eq!(
+        &wire[12..],
+        &[0x00, 0x01, b'c'],
+        "the Client Identifier alone"
+    );
+    for qos in [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce] {
+        let mut c = Connect::new("c");
+        let mut will = Will::new("w", "x");
+        will.qos = qos;
+        c.will = Some(will);
+        let f = flags(c);
+        assert_eq!(f & 0x01, 0, "reserved");
+        assert_eq!(f & 0x04, 0x04, "Will Flag");
+        assert_eq!((f >> 3) & 0x03, qos as u8);
+        assert_eq!(f & 0x20, 0, "Will Retain not asked");
+    }
+    let mut user = Connect::new("c");
+    user.username = Some("u".into());
+    assert_eq!(flags(user.clone()) & 0xC0, 0x80, "User Name only");
+    let wire = encoded(&Packet::Connect(Box::new(user.clone())));
+    assert!(wire.ends_with(&[0x00, 0x01, b'u']));
+    user.password = Some(Bytes::from_static(b"pw"));
+    assert_eq!(flags(user.clone()) & 0xC0, 0xC0, "User Name and Password");
+    let wire = encoded(&Packet::Connect(Box::new(user)));
+    assert!(wire.ends_with(&[0x00, 0x01, b'u', 0x00, 0x02, b'p', b'w']));
+}
+
+/// [MQTT-1.5.3-2, MQTT-3.1.3-4, MQTT-3.1.3-10, MQTT-3.1.3-11, MQTT-3.3.2-1, MQTT-3.3.2-2,
+/// MQTT-3.8.3-1, MQTT-3.8.3-3, MQTT-3.10.3-1, MQTT-3.10.3-2, MQTT-4.7.1-1 to MQTT-4.7.1-3,
+/// MQTT-4.7.3-1 to MQTT-4.7.3-3] At 3.1.1 the encoder refuses a string with U+0000 in any
+/// field, a Topic Name that is empty (3.1.1 has no Topic Alias) or has a wildcard, and
+/// SUBSCRIBE or UNSUBSCRIBE without a filter or with one the specification does not allow.
+#[test]
+fn mqtt311_the_encoder_refuses_strings_and_topics_3_1_1_forbids() {
+    refused_encode(
+        Packet::Connect(Box::new(Connect::new("a\0"))),
+        Violation::NullCharacter {
+            field: "Client Identifier",
+        },
+    );
+    let mut user = Connect::new("c");
+    user.username = Some("u\0".into());
+    refused_encode(
+        Packet::Connect(Box::new(user)),
+        Violation::NullCharacter { field: "User Name" },
+    );
+    let mut will = Connect::new("c");
+    will.will = Some(Will::new("w/+", "x"));
+    refused_encode(
+        Packet::Connect(Box::new(will)),
+        Violation::InvalidTopicName(TopicError::WildcardInName),
+    );
+    for (topic, error) in [
+        ("", TopicError::Empty),
+        ("a/#", TopicError::WildcardInName),
+        ("a/+/b", TopicError::WildcardInName),
+        ("a\0", TopicError::NullCharacter),
+    ] {
+        refused_encode(
+            Packet::Publish(Publish::new(topic, "x")),
+            Violation::InvalidTopicName(error),
+        );
+    }
+    refused_encode(
+        subscribe(&[]),
+        Violation::NoTopicFilters(PacketType::Subscribe),
+    );
+    refused_encode(
+        unsubscribe(&[]),
+        Violation::NoTopicFilters(PacketType::Unsubscribe),
+    );
+    let long = "x".repeat(65_536);
+    for (filter, error) in [
+        ("a/#/b", TopicError::MultiLevelWildcardPlacement),
+        ("a#", TopicError::MultiLevelWildcardPlacement),
+        ("a+/b", TopicError::SingleLevelWildcardPlacement),
+        ("", TopicError::Empty),
+        ("a\0", TopicError::NullCharacter),
+        (long.as_str(), TopicError::TooLong(65_536)),
+    ] {
+        refused_encode(subscribe(&[filter]), Violation::InvalidTopicFilter(error));
+        refused_encode(unsubscribe(&[filter]), Violation::InvalidTopicFilter(error));
+    }
+}
+
+/// [MQTT-1.5.3-1, MQTT-1.5.3-2, MQTT-1.5.3-3, MQTT-2.2.2-2, MQTT-2.3.1-1, MQTT-3.3.2-2] At
+/// 3.1.1 the decoder refuses ill-formed UTF-8 and U+0000, keeps U+FEFF, refuses reserved
+/// flags that do not match, a zero Packet Identifier and a wildcard in a Topic Name.
+#[test]
+fn mqtt311_the_decoder_refuses_bad_strings_flags_and_identifiers() {
+    // PUBLISH QoS 0, topic of two bytes.
+    refused(
+        &[0x30, 0x04, 0x00, 0x02, 0xC0, 0xAF],
+        Violation::InvalidUtf8 {
+            field: "Topic Name",
+        },
+    );
+    refused(
+        &[0x30, 0x04, 0x00, 0x02, b'a', 0x00],
+        Violation::NullCharacter {
+            field: "Topic Name",
+        },
+    );
+    let mut bom = BytesMut::from(&[0x30, 0x06, 0x00, 0x04, 0xEF, 0xBB, 0xBF, b'a'][..]);
+    match codec().decode(&mut bom) {
+        Ok(Decoded::Packet(Packet::Publish(p))) => assert_eq!(p.topic, "\u{FEFF}a"),
+        other => panic!("{other:?}"),
+    }
+    refused(
+        &[0x61, 0x02, 0x00, 0x01],
+        Violation::InvalidFlags {
+            found: 1,
+            expected: 2,
+        },
+    );
+    refused(
+        &[0x40, 0x02, 0x00, 0x00],
+        Violation::ZeroPacketId {
+            packet: PacketType::PubAck,
+        },
+    );
+    refused(
+        &[0x30, 0x05, 0x00, 0x03, b'a', b'/', b'#'],
+        Violation::InvalidTopicName(TopicError::WildcardInName),
+    );
+}

@@ -531,7 +531,13 @@ impl Session {
     /// start is asked for, and one that does not always says 1.
     fn clean_flag(&self) -> bool {
         match self.options.protocol {
-            ProtocolVersion::V311 => self.asks_clean_start() || !self.outlives_connections(),
+            // An empty Client Identifier asks the server for one it never tells a 3.1.1
+            // client: no session could be resumed under it [MQTT-3.1.3-7].
+            ProtocolVersion::V311 => {
+                self.asks_clean_start()
+                    || !self.outlives_connections()
+                    || self.options.client_id.is_empty()
+            }
             _ => self.asks_clean_start(),
         }
     }
@@ -747,6 +753,8 @@ mod model_tests;
 mod queue_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod v311_rule_tests;
 #[cfg(test)]
 mod v311_tests;
 

@@ -7,22 +7,22 @@ use std::time::Instant;
 use super::*;
 use crate::packet::*;
 
-const NOW_MS: u64 = 1_764_000_000_000;
+pub(super) const NOW_MS: u64 = 1_764_000_000_000;
 
-fn options(expiry: u32) -> SessionOptions {
+pub(super) fn options(expiry: u32) -> SessionOptions {
     let mut options = SessionOptions::new("c");
     options.protocol = ProtocolVersion::V311;
     options.properties.session_expiry_interval = Some(expiry);
     options
 }
 
-fn session(options: SessionOptions) -> Session {
+pub(super) fn session(options: SessionOptions) -> Session {
     Session::new(options, StoredSession::default(), NOW_MS).unwrap()
 }
 
 /// Everything the session sends, each packet encoded as 3.1.1 (which refuses what 3.1.1
 /// cannot express), and the store operations.
-fn flush(session: &mut Session) -> (Vec<Packet>, Vec<StoreOp>) {
+pub(super) fn flush(session: &mut Session) -> (Vec<Packet>, Vec<StoreOp>) {
     let (mut sent, mut ops) = (Vec::new(), Vec::new());
     while let Some(mut output) = session.poll_output(Instant::now()) {
         let mut all = std::mem::take(&mut output.early);
@@ -42,7 +42,7 @@ fn flush(session: &mut Session) -> (Vec<Packet>, Vec<StoreOp>) {
     (sent, ops)
 }
 
-fn connected(options: SessionOptions, session_present: bool) -> Session {
+pub(super) fn connected(options: SessionOptions, session_present: bool) -> Session {
     let mut s = session(options);
     s.start_connection(s.connect_credentials()).unwrap();
     flush(&mut s);
