@@ -6,10 +6,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::human;
 use super::policy::{Backoff, QueuePolicy, Redelivery};
 
-mod convert;
-pub(crate) mod human;
 #[cfg(test)]
 mod tests;
 

@@ -4,8 +4,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 #[cfg(feature = "tls")]
-use super::TlsError;
-use super::{TransportError, UrlError};
+use super::tls::TlsError;
+use super::transport::TransportError;
+use super::url::UrlError;
 use crate::packet::{DecodeError, ReasonCode};
 use crate::session::{
     AckError, AuthError, ConnectPacketError, ProtocolViolation, PublishError, RequestError,
@@ -39,7 +40,7 @@ pub enum ClientError {
     TlsUnavailable,
     /// A configuration could not be applied (see [`ConfigError`](super::ConfigError)).
     #[error(transparent)]
-    Config(#[from] super::ConfigError),
+    Config(#[from] super::config::ConfigError),
     /// The store failed: loading the session at start, or a commit. After a failed commit the
     /// client stops and the outcome of the publishes in that commit is unknown (each is in the
     /// store or not, whole); reopen the store and start again.

@@ -7,7 +7,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll, Waker};
 
-use super::ClientEvent;
+use super::events::ClientEvent;
 
 /// Ordinary events a receiver keeps unread before it drops the oldest of them.
 pub const ORDINARY_KEPT: usize = 256;

@@ -3,7 +3,8 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use super::{ConnectError, ConnectionLoss, ServerUrl, StopReason};
+use super::error::{ConnectError, ConnectionLoss, StopReason};
+use super::url::ServerUrl;
 use crate::packet::{AckProperties, ConnAckProperties, ReasonCode};
 use crate::store::SessionKey;
 
@@ -160,7 +161,7 @@ pub enum ClientEvent {
         /// How many times it was handed over.
         deliveries: u32,
         /// What became of it.
-        outcome: super::Exhausted,
+        outcome: super::policy::Exhausted,
     },
     /// The application dropped its [`Messages`](super::Messages): messages that arrive from
     /// now on stay unacknowledged (counted in [`Stats::unread`]), so the server stops at the

@@ -21,8 +21,9 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 
+use super::error::ClientError;
+use super::message::Message;
 use super::settlement::{AckMode, AckState, Verdict};
-use super::{ClientError, Message};
 use crate::packet::QoS;
 use crate::store::{SessionKey, SessionStore};
 

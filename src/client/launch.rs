@@ -5,8 +5,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64};
 
 use tokio::sync::{mpsc, oneshot, watch};
 
+use super::error::ClientError;
+use super::events::ClientEvent;
 use super::events::StatsCell;
-use super::{Client, ClientBuilder, ClientError, ClientEvent, Inner, Messages, driver, inbox};
+use super::inbox::Messages;
+use super::options::ClientBuilder;
+use super::{Client, Inner, driver, inbox};
 
 impl ClientBuilder {
     /// Loads the session, starts the connection task and returns once the first CONNACK

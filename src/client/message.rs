@@ -7,11 +7,11 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
-use super::settlement::{AckMode, AckState, Released, Verdict};
-use super::{ClientError, DeliveryError};
+use super::error::{ClientError, DeliveryError};
+use super::policy::Refusal;
+use super::settlement::{AckMode, AckState, Forwarding, Released, Verdict};
 use crate::packet::{Publish, QoS, ReasonCode};
 use crate::session::PublishId;
 
@@ -66,40 +66,6 @@ pub struct Message {
     pub(crate) publish: Publish,
     pub(crate) ack: Option<Arc<AckState>>,
     pub(crate) deliveries: u32,
-}
-
-/// Why the application refuses a message ([`Message::reject`]): the reason codes of 0x80 and
-/// above that both PUBACK and PUBREC may carry and that say something about the message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-#[non_exhaustive]
-pub enum Refusal {
-    /// 0x80 Unspecified error.
-    Unspecified,
-    /// 0x83 Implementation specific error: the message is valid but not accepted.
-    ImplementationSpecific,
-    /// 0x87 Not authorized.
-    NotAuthorized,
-    /// 0x90 Topic Name invalid: the topic is not one this application accepts.
-    TopicNameInvalid,
-    /// 0x97 Quota exceeded.
-    QuotaExceeded,
-    /// 0x99 Payload format invalid.
-    PayloadFormatInvalid,
-}
-
-impl Refusal {
-    /// The reason code the PUBACK or PUBREC carries.
-    pub fn reason_code(self) -> ReasonCode {
-        match self {
-            Self::Unspecified => ReasonCode::UnspecifiedError,
-            Self::ImplementationSpecific => ReasonCode::ImplementationSpecificError,
-            Self::NotAuthorized => ReasonCode::NotAuthorized,
-            Self::TopicNameInvalid => ReasonCode::TopicNameInvalid,
-            Self::QuotaExceeded => ReasonCode::QuotaExceeded,
-            Self::PayloadFormatInvalid => ReasonCode::PayloadFormatInvalid,
-        }
-    }
 }
 
 impl Message {
@@ -209,47 +175,13 @@ impl Message {
         }
     }
 
-    /// Publishes `publish` (typically this message's own, with a new topic) through `to`, and
-    /// acks this message in the same store commit that makes the copy durable: after a crash
-    /// either both happened or neither. `to` is this client, or another client on the same
-    /// store (its clones count; the store must commit several sessions at once, as redb, sled,
-    /// memory and PostgreSQL do): a bridge from one broker to another.
-    ///
-    /// Returns like [`Client::publish_with`](super::Client::publish_with): once the copy is
-    /// durable, with its [`Delivery`]. A QoS 2 message is then never handed over again, and
-    /// its copy goes out exactly once. A QoS 1 message's ack has no marker to store: a crash
-    /// after the copy is durable and before the PUBACK reaches the server makes the server
-    /// send it again, and it is forwarded again (at least once). A QoS 0 message is published.
-    ///
-    /// With automatic ack, call it before asking for the next message (asking acks this one);
-    /// the future may be awaited later, side by side with others, so that their copies share
-    /// commits.
-    /// If `to` refuses the copy (an invalid topic, a full queue under `QueuePolicy::Fail`,
-    /// another store) or has stopped, the error says why and this message is handed over again
-    /// like a released one. If the commit fails, the client that made it stops, and the
-    /// store says after a restart whether both happened.
-    ///
-    /// Cancel safety: dropped before the client took the copy, nothing is stored and this
-    /// message is handed over again. Once the client has it, the forward completes (the copy
-    /// and the ack go together) whether or not the future is awaited.
-    pub fn forward(
-        mut self,
-        to: &super::Client,
-        publish: Publish,
-    ) -> impl Future<Output = Result<Delivery, ClientError>> + Send + '_ {
-        // Taken now, not when the future is first polled: asking for the next message
-        // meanwhile must not ack this one.
+    /// Takes this message for [`Message::forward`](super::Message::forward): its
+    /// forwarding (the ack that goes with the copy's commit), or `None` when it owes no ack.
+    /// Taken at once: asking for the next message meanwhile must not ack this one.
+    pub(super) fn take_forwarding(mut self) -> Option<Forwarding> {
         let original = std::mem::replace(&mut self.publish, Publish::new("", Bytes::new()));
-        let forwarding = match self.ack.take() {
-            Some(state) => state.forwarding(original, self.deliveries),
-            None => None,
-        };
-        async move {
-            match forwarding {
-                Some(forwarding) => to.forward(publish, forwarding).await,
-                None => to.publish_with(publish).await,
-            }
-        }
+        let state = self.ack.take()?;
+        state.forwarding(original, self.deliveries)
     }
 
     /// The PUBLISH. The message counts as handled and is acked (without waiting for the ack

@@ -83,6 +83,8 @@ mod driver;
 mod error;
 mod event_queue;
 mod events;
+mod forward;
+mod human;
 mod inbox;
 mod launch;
 mod message;
@@ -103,7 +105,7 @@ pub use error::{
 pub use event_queue::Events;
 pub use events::{ClientEvent, ReconnectReason, Stats, SubAckInfo};
 pub use inbox::Messages;
-pub use message::{Delivery, Message, Refusal};
+pub use message::{Delivery, Message};
 
 pub use attempt::{ConnectAttempt, HookError};
 pub use config::{
@@ -112,7 +114,7 @@ pub use config::{
 };
 use events::StatsCell;
 pub use options::ClientBuilder;
-pub use policy::{Backoff, Exhausted, QueuePolicy, Redelivery};
+pub use policy::{Backoff, Exhausted, QueuePolicy, Redelivery, Refusal};
 pub use router::{Router, topic_matches};
 #[cfg(feature = "tls")]
 pub use tls::{TlsError, TlsOptions};

@@ -433,7 +433,7 @@ impl ClientBuilder {
 
     /// TLS settings for `mqtts://` and `wss://` (the system's roots without this).
     #[cfg(feature = "tls")]
-    pub fn tls(mut self, tls: super::TlsOptions) -> Self {
+    pub fn tls(mut self, tls: super::tls::TlsOptions) -> Self {
         self.settings.transport.tls = Some(tls);
         self
     }
@@ -552,9 +552,9 @@ impl ClientBuilder {
         self
     }
 
-    pub(crate) fn settings(&self) -> Result<Settings, super::ClientError> {
+    pub(crate) fn settings(&self) -> Result<Settings, super::error::ClientError> {
         if self.servers.is_empty() {
-            return Err(super::ClientError::NoServer);
+            return Err(super::error::ClientError::NoServer);
         }
         let servers = self
             .servers
@@ -577,10 +577,16 @@ impl ClientBuilder {
             let capacity = u16::try_from(settings.inbox_capacity).unwrap_or(u16::MAX);
             session.properties.receive_maximum = Some(capacity.max(1));
         }
-        super::v311::check(&settings)?;
+        super::v311::check(
+            &settings.session,
+            settings.authenticator.is_some(),
+            settings.redelivery.as_ref(),
+        )?;
         Ok(settings)
     }
 }
+
+mod from_config;
 
 #[cfg(test)]
 mod tests;

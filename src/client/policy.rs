@@ -1,8 +1,11 @@
-//! The reconnect policy and the policy for a full queue.
+//! The policies the application chooses: reconnect backoff, a full queue, redelivery and how a
+//! message is refused.
 
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+
+use crate::packet::ReasonCode;
 
 /// Reconnect delays: exponential backoff with full jitter.
 ///
@@ -15,12 +18,12 @@ use serde::{Deserialize, Serialize};
 #[serde(default, deny_unknown_fields)]
 pub struct Backoff {
     /// The bound of the first delay.
-    #[serde(with = "super::config::human")]
+    #[serde(with = "super::human")]
     pub initial: Duration,
     /// How much the bound grows per failed round (at least 1).
     pub factor: f64,
     /// The largest bound.
-    #[serde(with = "super::config::human")]
+    #[serde(with = "super::human")]
     pub maximum: Duration,
     /// Give up after this many failed attempts in a row (`None`: never). A connection that
     /// ended before `stable_after` counts as a failed attempt.
@@ -30,7 +33,7 @@ pub struct Backoff {
     /// the server ends sooner (a second gateway with the same client identifier, an
     /// authorization withdrawn right after CONNACK) counts as a failed attempt, so that the
     /// delay keeps growing instead of reconnecting at once for ever (10 s by default).
-    #[serde(with = "super::config::human")]
+    #[serde(with = "super::human")]
     pub stable_after: Duration,
 }
 
@@ -97,7 +100,7 @@ pub enum QueuePolicy {
 #[serde(default, deny_unknown_fields)]
 pub struct Redelivery {
     /// How long a released message waits before it is handed over again (1 s by default).
-    #[serde(with = "super::config::human")]
+    #[serde(with = "super::human")]
     pub delay: Duration,
     /// The most times a message is handed to the application (5 by default; at least 1).
     pub max_deliveries: u32,
@@ -137,7 +140,7 @@ impl Redelivery {
 #[serde(rename_all = "snake_case")]
 pub enum Exhausted {
     /// Refuse it: its PUBACK or PUBREC carries this reason code (MQTT 5 only).
-    Refuse(super::Refusal),
+    Refuse(Refusal),
     /// Publish it to this topic, at its own QoS, with its payload and properties and the User
     /// Properties `mooring-original-topic` and `mooring-deliveries` (MQTT 5), in the same store
     /// commit as its ack: after a crash either both happened or neither.
@@ -148,6 +151,40 @@ pub enum Exhausted {
 
 impl Default for Exhausted {
     fn default() -> Self {
-        Self::Refuse(super::Refusal::Unspecified)
+        Self::Refuse(Refusal::Unspecified)
+    }
+}
+
+/// Why the application refuses a message ([`Message::reject`](super::Message::reject)): the reason codes of 0x80 and
+/// above that both PUBACK and PUBREC may carry and that say something about the message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Refusal {
+    /// 0x80 Unspecified error.
+    Unspecified,
+    /// 0x83 Implementation specific error: the message is valid but not accepted.
+    ImplementationSpecific,
+    /// 0x87 Not authorized.
+    NotAuthorized,
+    /// 0x90 Topic Name invalid: the topic is not one this application accepts.
+    TopicNameInvalid,
+    /// 0x97 Quota exceeded.
+    QuotaExceeded,
+    /// 0x99 Payload format invalid.
+    PayloadFormatInvalid,
+}
+
+impl Refusal {
+    /// The reason code the PUBACK or PUBREC carries.
+    pub fn reason_code(self) -> ReasonCode {
+        match self {
+            Self::Unspecified => ReasonCode::UnspecifiedError,
+            Self::ImplementationSpecific => ReasonCode::ImplementationSpecificError,
+            Self::NotAuthorized => ReasonCode::NotAuthorized,
+            Self::TopicNameInvalid => ReasonCode::TopicNameInvalid,
+            Self::QuotaExceeded => ReasonCode::QuotaExceeded,
+            Self::PayloadFormatInvalid => ReasonCode::PayloadFormatInvalid,
+        }
     }
 }

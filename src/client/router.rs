@@ -3,7 +3,8 @@
 use tokio::sync::mpsc;
 use tracing::warn;
 
-use super::{Message, Messages};
+use super::inbox::Messages;
+use super::message::Message;
 use crate::packet::{TopicError, validate_topic_filter};
 
 /// Whether `topic` matches `filter`, with `+` (one level) and `#` (this level and all below).

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::ClientError;
+use super::error::ClientError;
 use crate::packet::{Publish, QoS, ReasonCode};
 use crate::session::MessageTag;
 use crate::store::{SessionKey, StoreOp};

@@ -2,22 +2,26 @@
 //! setting is dropped without a word. Calls are checked by the engine (a publish with v5
 //! properties, a refusal, a DISCONNECT reason code).
 
-use super::ClientError;
-use super::options::Settings;
-use super::policy::Exhausted;
+use super::error::ClientError;
+use super::policy::{Exhausted, Redelivery};
 use crate::packet::{ProtocolVersion, WillProperties};
+use crate::session::SessionOptions;
 
-/// Refuses the v5-only settings of a 3.1.1 client.
-pub(super) fn check(settings: &Settings) -> Result<(), ClientError> {
-    if settings.session.protocol != ProtocolVersion::V311 {
+/// Refuses the v5-only settings of a 3.1.1 client: those of its session, an authenticator
+/// (`authenticated`), a redelivery policy that ends in a refusal.
+pub(super) fn check(
+    session: &SessionOptions,
+    authenticated: bool,
+    redelivery: Option<&Redelivery>,
+) -> Result<(), ClientError> {
+    if session.protocol != ProtocolVersion::V311 {
         return Ok(());
     }
-    let properties = &settings.session.properties;
+    let properties = &session.properties;
     let refused = [
-        (settings.authenticator.is_some(), "enhanced authentication"),
+        (authenticated, "enhanced authentication"),
         (
-            settings
-                .session
+            session
                 .will
                 .as_ref()
                 .is_some_and(|w| w.properties != WillProperties::default()),
@@ -40,10 +44,7 @@ pub(super) fn check(settings: &Settings) -> Result<(), ClientError> {
             "Topic Aliases from the server",
         ),
         (
-            settings
-                .redelivery
-                .as_ref()
-                .is_some_and(|r| matches!(r.exhausted, Exhausted::Refuse(_))),
+            redelivery.is_some_and(|r| matches!(r.exhausted, Exhausted::Refuse(_))),
             "refusing a message after its last delivery (use Exhausted::Discard or DeadLetter)",
         ),
     ];

@@ -326,20 +326,7 @@ fn mqtt311_4_6_0_acks_and_pubrels_keep_their_order() {
 /// filters' order, and refuses a SUBACK for no request or with another count.
 #[test]
 fn mqtt311_suback_and_unsuback_answer_their_request_one_code_per_filter_in_order() {
-    let mut s = connected(options(3600), false);
     let now = Instant::now();
-    s.subscribe(
-        vec![
-            Subscription::new("a", QoS::ExactlyOnce),
-            Subscription::new("b", QoS::AtLeastOnce),
-        ],
-        SubscribeProperties::default(),
-    )
-    .unwrap();
-    let (sent, _) = flush(&mut s);
-    let [Packet::Subscribe(subscribe)] = sent.as_slice() else {
-        panic!("{sent:?}");
-    };
     let suback = |packet_id, codes: Vec<ReasonCode>| {
         Packet::SubAck(SubAck {
             packet_id,
@@ -347,6 +334,7 @@ fn mqtt311_suback_and_unsuback_answer_their_request_one_code_per_filter_in_order
             reason_codes: codes,
         })
     };
+    let (mut s, subscribe) = subscribed_to_two_filters();
     assert!(
         s.handle_incoming(
             suback(subscribe.packet_id + 1, vec![ReasonCode::Success; 2]),
@@ -355,41 +343,17 @@ fn mqtt311_suback_and_unsuback_answer_their_request_one_code_per_filter_in_order
         .is_err(),
         "a SUBACK for no request"
     );
-    let mut s2 = connected(options(3600), false);
-    s2.subscribe(
-        vec![
-            Subscription::new("a", QoS::ExactlyOnce),
-            Subscription::new("b", QoS::AtLeastOnce),
-        ],
-        SubscribeProperties::default(),
-    )
-    .unwrap();
-    let (sent, _) = flush(&mut s2);
-    let [Packet::Subscribe(subscribe)] = sent.as_slice() else {
-        panic!("{sent:?}");
-    };
+    let (mut s, subscribe) = subscribed_to_two_filters();
     assert!(
-        s2.handle_incoming(
+        s.handle_incoming(
             suback(subscribe.packet_id, vec![ReasonCode::GrantedQos2]),
             now
         )
         .is_err(),
         "one code for two filters"
     );
-    let mut s3 = connected(options(3600), false);
-    s3.subscribe(
-        vec![
-            Subscription::new("a", QoS::ExactlyOnce),
-            Subscription::new("b", QoS::AtLeastOnce),
-        ],
-        SubscribeProperties::default(),
-    )
-    .unwrap();
-    let (sent, _) = flush(&mut s3);
-    let [Packet::Subscribe(subscribe)] = sent.as_slice() else {
-        panic!("{sent:?}");
-    };
-    s3.handle_incoming(
+    let (mut s, subscribe) = subscribed_to_two_filters();
+    s.handle_incoming(
         suback(
             subscribe.packet_id,
             vec![ReasonCode::GrantedQos2, ReasonCode::UnspecifiedError],
@@ -397,7 +361,7 @@ fn mqtt311_suback_and_unsuback_answer_their_request_one_code_per_filter_in_order
         now,
     )
     .unwrap();
-    let codes = events(&mut s3).into_iter().find_map(|e| match e {
+    let codes = events(&mut s).into_iter().find_map(|e| match e {
         Event::Subscribed { reason_codes, .. } => Some(reason_codes),
         _ => None,
     });
@@ -405,13 +369,13 @@ fn mqtt311_suback_and_unsuback_answer_their_request_one_code_per_filter_in_order
         codes,
         Some(vec![ReasonCode::GrantedQos2, ReasonCode::UnspecifiedError])
     );
-    s3.unsubscribe(vec!["a".into()], UnsubscribeProperties::default())
+    s.unsubscribe(vec!["a".into()], UnsubscribeProperties::default())
         .unwrap();
-    let (sent, _) = flush(&mut s3);
+    let (sent, _) = flush(&mut s);
     let [Packet::Unsubscribe(unsubscribe)] = sent.as_slice() else {
         panic!("{sent:?}");
     };
-    s3.handle_incoming(
+    s.handle_incoming(
         Packet::UnsubAck(UnsubAck {
             packet_id: unsubscribe.packet_id,
             properties: AckProperties::default(),
@@ -421,10 +385,31 @@ fn mqtt311_suback_and_unsuback_answer_their_request_one_code_per_filter_in_order
     )
     .unwrap();
     assert!(
-        events(&mut s3)
+        events(&mut s)
             .iter()
             .any(|e| matches!(e, Event::Unsubscribed { .. }))
     );
+}
+
+/// A connected session that sent one SUBSCRIBE of two filters, and that SUBSCRIBE.
+fn subscribed_to_two_filters() -> (Session, Subscribe) {
+    let mut s = connected(options(3600), false);
+    s.subscribe(
+        vec![
+            Subscription::new("a", QoS::ExactlyOnce),
+            Subscription::new("b", QoS::AtLeastOnce),
+        ],
+        SubscribeProperties::default(),
+    )
+    .unwrap();
+    let (sent, _) = flush(&mut s);
+    match sent.as_slice() {
+        [Packet::Subscribe(subscribe)] => {
+            let subscribe = subscribe.clone();
+            (s, subscribe)
+        }
+        other => panic!("one SUBSCRIBE, got {other:?}"),
+    }
 }
 
 /// [MQTT-4.8.0-1] A protocol violation by the server ends the connection (3.1.1: closed,

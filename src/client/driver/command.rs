@@ -3,9 +3,11 @@
 use bytes::Bytes;
 use tokio::sync::oneshot;
 
+use super::super::error::ClientError;
+use super::super::events::SubAckInfo;
+use super::super::message::{Delivery, Message};
 use super::super::policy::QueuePolicy;
 use super::super::settlement::Forwarding;
-use super::super::{ClientError, Delivery, Message, SubAckInfo};
 use super::requests::SubscriptionChange;
 use super::{Driver, Reply};
 use crate::packet::{
@@ -135,7 +137,7 @@ impl Driver {
                 reason,
                 session_expiry,
                 Some(reply),
-                super::super::StopReason::Disconnected,
+                super::super::error::StopReason::Disconnected,
             ),
             Command::Reauthenticate { reply } => {
                 let result = match self.session() {

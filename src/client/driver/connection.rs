@@ -11,16 +11,22 @@ use tracing::{info, warn};
 
 use super::super::attempt::ConnectAttempt;
 use super::super::clock;
+use super::super::error::{ClientError, ConnectError, ConnectionLoss, ProtocolError, StopReason};
+use super::super::events::{ClientEvent, ReconnectReason};
 use super::super::transport::{self, BoxFuture, Link, Outgoing};
 use super::super::url::ServerUrl;
-use super::super::{
-    ClientError, ClientEvent, ConnectError, ConnectionLoss, ProtocolError, ReconnectReason,
-    StopReason,
-};
 use super::Driver;
-use super::handshake::SessionLostCounts;
 use crate::packet::ReasonCode;
 use crate::session::{ConnectCredentials, ConnectPacketError, Event, ProtocolViolation, Session};
+
+/// What a lost session dropped, reported once CONNACK is handled.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct SessionLostCounts {
+    pub(super) resent: usize,
+    pub(super) discarded: usize,
+    pub(super) dropped_pubrel: usize,
+    pub(super) dropped_inbound: usize,
+}
 
 /// How long a graceful close waits for the server to close its side (a well-behaved server
 /// closes at once after DISCONNECT; a broken one must not hold up the reconnect).

@@ -5,19 +5,10 @@ use std::sync::atomic::Ordering;
 
 use tracing::{info, warn};
 
-use super::super::ClientEvent;
+use super::super::events::ClientEvent;
 use super::Driver;
-use super::connection::Phase;
+use super::connection::{Phase, SessionLostCounts};
 use crate::packet::ConnAckProperties;
-
-/// What a lost session dropped, reported once CONNACK is handled.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(super) struct SessionLostCounts {
-    pub(super) resent: usize,
-    pub(super) discarded: usize,
-    pub(super) dropped_pubrel: usize,
-    pub(super) dropped_inbound: usize,
-}
 
 impl Driver {
     pub(super) fn on_connected(

@@ -15,8 +15,10 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
 
+use super::super::error::ClientError;
+use super::super::events::ClientEvent;
+use super::super::message::Message;
 use super::super::settlement::{AckMode, AckState, Released, Settlement, Verdict};
-use super::super::{ClientError, ClientEvent, Message};
 use super::Driver;
 use super::pipeline::Waiter;
 use super::redelivery::Redeliveries;

@@ -11,7 +11,7 @@ use tracing::warn;
 use super::super::clock;
 use std::sync::Arc;
 
-use super::super::ConnectionLoss;
+use super::super::error::ConnectionLoss;
 use super::super::transport::{Exchanged, Link, Outgoing};
 use super::Driver;
 use super::connection::Close;

@@ -8,9 +8,10 @@ use std::time::Duration;
 use tracing::{info, warn};
 
 use super::super::clock::WallClock;
+use super::super::error::ClientError;
 use super::super::event_queue::EventHub;
+use super::super::events::ClientEvent;
 use super::super::metrics::Metrics;
-use super::super::{ClientError, ClientEvent};
 use super::connection::Connection;
 use super::inbound::Inbox;
 use super::pipeline::Pipeline;

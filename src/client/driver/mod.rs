@@ -51,14 +51,16 @@ use tokio::task::JoinHandle;
 use tracing::{debug, warn};
 
 use super::clock::{self, WallClock};
+use super::error::{ClientError, ConnectError, StopReason};
 use super::event_queue::EventHub;
+use super::events::ClientEvent;
 use super::events::StatsCell;
 use super::inbox::OwnershipGate;
+use super::message::Message;
 use super::metrics::{Levels, Metrics};
 use super::options::Settings;
 use super::settlement::Origin;
 use super::transport::Exchanged;
-use super::{ClientError, ClientEvent, ConnectError, Message, StopReason};
 use crate::packet::ReasonCode;
 use crate::session::{Event, Session};
 use crate::store::{SessionKey, SessionStore};
@@ -111,7 +113,7 @@ pub(crate) struct Parts {
     /// The last handle was dropped in a panic.
     pub(crate) panicked: Arc<AtomicBool>,
     /// Told why once the client has stopped and released its store.
-    pub(crate) stopped: watch::Sender<Option<super::StopReason>>,
+    pub(crate) stopped: watch::Sender<Option<super::error::StopReason>>,
     pub(crate) first_connect: oneshot::Sender<Result<(), ClientError>>,
     pub(crate) first_failure: FirstFailure,
     pub(crate) seed: u64,
@@ -136,7 +138,7 @@ pub(crate) struct Driver {
     alive: Option<oneshot::Receiver<()>>,
     /// The last handle was dropped in a panic.
     panicked: Arc<AtomicBool>,
-    stopped: watch::Sender<Option<super::StopReason>>,
+    stopped: watch::Sender<Option<super::error::StopReason>>,
     events: EventHub,
     stats: Arc<StatsCell>,
     metrics: Metrics,
@@ -446,7 +448,7 @@ impl Driver {
             Event::Expired { id, topic } => self.on_unsent(slot, id, topic, Unsent::Expired),
             Event::Failed { id, reason } => {
                 self.publishes
-                    .resolve(slot, id, Err(super::DeliveryError::Refused(reason)))
+                    .resolve(slot, id, Err(super::error::DeliveryError::Refused(reason)))
             }
             Event::Message { tag, publish } => self.on_message(slot, tag, publish),
             Event::Connected {
@@ -473,7 +475,7 @@ impl Driver {
                 discarded,
                 dropped_pubrel,
                 dropped_inbound,
-            } => self.on_session_lost(handshake::SessionLostCounts {
+            } => self.on_session_lost(connection::SessionLostCounts {
                 resent,
                 discarded,
                 dropped_pubrel,

@@ -6,8 +6,9 @@ use std::sync::Arc;
 
 use tracing::warn;
 
+use super::super::error::{ConnectionLoss, StopReason};
+use super::super::events::ClientEvent;
 use super::super::inbox::lease_ran_out;
-use super::super::{ClientEvent, ConnectionLoss, StopReason};
 use super::Driver;
 use super::connection::Close;
 use crate::store::{SessionKey, SessionStore, StoreError};

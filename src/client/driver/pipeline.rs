@@ -12,8 +12,10 @@ use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
 use tracing::{debug, warn};
 
+use super::super::clock;
+use super::super::error::{ClientError, StopReason};
+use super::super::message::Delivery;
 use super::super::settlement::Forwarding;
-use super::super::{ClientError, Delivery, StopReason, clock};
 use super::connection::Close;
 use super::{Driver, Reply, Slot};
 use crate::packet::Packet;

@@ -7,9 +7,11 @@ use std::sync::atomic::Ordering;
 use tokio::sync::oneshot;
 use tracing::{debug, warn};
 
+use super::super::error::{ClientError, DeliveryError};
+use super::super::events::ClientEvent;
+use super::super::message::Delivery;
 use super::super::policy::QueuePolicy;
 use super::super::settlement::Forwarding;
-use super::super::{ClientError, ClientEvent, Delivery, DeliveryError};
 use super::pipeline::{Cancelled, Waiter};
 use super::{Driver, Reply};
 use crate::packet::{Packet, Publish, QoS, ReasonCode};

@@ -13,8 +13,9 @@ use std::time::Instant;
 
 use tracing::{debug, warn};
 
+use super::super::clock;
+use super::super::events::ClientEvent;
 use super::super::policy::{Exhausted, Redelivery};
-use super::super::{ClientEvent, clock};
 use super::Driver;
 use crate::packet::{ProtocolVersion, Publish, UserProperty};
 use crate::session::MessageTag;
@@ -169,7 +170,10 @@ impl Driver {
                     Err(error) => {
                         warn!(%error, %to, "the dead-letter copy cannot be published; the message is refused");
                         s.session
-                            .reject(tag, super::super::Refusal::Unspecified.reason_code())
+                            .reject(
+                                tag,
+                                super::super::policy::Refusal::Unspecified.reason_code(),
+                            )
                             .or_else(|_| s.session.ack(tag))
                     }
                 }

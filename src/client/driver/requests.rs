@@ -4,7 +4,8 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use super::super::{ClientError, SubAckInfo};
+use super::super::error::ClientError;
+use super::super::events::SubAckInfo;
 use tracing::warn;
 
 use super::{Driver, Reply};

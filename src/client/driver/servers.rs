@@ -9,8 +9,9 @@ use std::str::FromStr;
 
 use tracing::{info, warn};
 
+use super::super::error::ClientError;
+use super::super::url::ServerUrl;
 use super::{Driver, Slot};
-use crate::client::{ClientError, ServerUrl};
 use crate::packet::ReasonCode;
 use crate::session::Session;
 use crate::store::described;

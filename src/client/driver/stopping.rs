@@ -9,8 +9,9 @@ use super::super::clock;
 
 use tracing::{info, warn};
 
+use super::super::error::{ClientError, ConnectError, StopReason};
 use super::super::event_queue::EventHub;
-use super::super::{ClientError, ClientEvent, ConnectError, StopReason};
+use super::super::events::ClientEvent;
 use super::connection::{CLOSE_GRACE, Close};
 use super::{Driver, Reply};
 use crate::packet::{ProtocolVersion, ReasonCode};

@@ -24,10 +24,10 @@ fn jitter_spans_zero_to_bound() {
 fn settings_refuse_missing_or_bad_servers() {
     assert!(matches!(
         ClientBuilder::default().settings(),
-        Err(super::super::ClientError::NoServer)
+        Err(super::super::error::ClientError::NoServer)
     ));
     assert!(matches!(
         ClientBuilder::default().server("nope").settings(),
-        Err(super::super::ClientError::Url(_))
+        Err(super::super::error::ClientError::Url(_))
     ));
 }

@@ -6,11 +6,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use super::{
+use super::{ClientBuilder, Settings, secs_u32 as secs};
+use crate::client::config::{
     ClientConfig, ConfigError, ConfigLostSession, ConfigProtocol, Property, QueueWindowConfig,
     WillConfig,
 };
-use crate::client::options::{ClientBuilder, Settings, secs_u32 as secs};
 use crate::packet::{
     ConnectProperties, PayloadFormat, ProtocolVersion, QoS, UserProperty, Will, WillProperties,
 };
@@ -105,7 +105,7 @@ impl ClientBuilder {
     /// A builder with every setting of `config` (see [`ClientConfig`]); add the store, then
     /// connect. Fails when a TLS file named there cannot be read or parsed, or a value is out
     /// of range.
-    pub fn from_config(config: &ClientConfig) -> Result<Self, crate::client::ClientError> {
+    pub fn from_config(config: &ClientConfig) -> Result<Self, crate::client::error::ClientError> {
         let mut b = Self::default()
             .client_id(config.client_id.clone())
             .clean_start(config.clean_start)
@@ -158,12 +158,12 @@ impl ClientBuilder {
         if let Some(tls) = &config.tls {
             #[cfg(feature = "tls")]
             {
-                b = b.tls(crate::client::TlsOptions::from_config(tls)?);
+                b = b.tls(crate::client::tls::TlsOptions::from_config(tls)?);
             }
             #[cfg(not(feature = "tls"))]
             {
                 let _ = tls;
-                return Err(crate::client::ClientError::TlsUnavailable);
+                return Err(crate::client::error::ClientError::TlsUnavailable);
             }
         }
         Ok(b)
@@ -174,7 +174,7 @@ impl ClientBuilder {
     #[cfg(feature = "toml")]
     pub fn from_config_file(
         path: impl AsRef<std::path::Path>,
-    ) -> Result<Self, crate::client::ClientError> {
+    ) -> Result<Self, crate::client::error::ClientError> {
         Self::from_config(&ClientConfig::load(path)?)
     }
 
