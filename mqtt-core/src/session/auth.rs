@@ -6,6 +6,16 @@ use bytes::Bytes;
 use super::{ProtocolViolation, RequestError, Session};
 use crate::packet::{Auth, AuthProperties, Packet, ReasonCode};
 
+/// Enhanced authentication, when the application supplied it, and the method of the current
+/// connection.
+#[derive(Debug, Default)]
+pub(super) struct AuthState {
+    pub(super) authenticator: Option<Box<dyn Authenticator>>,
+    /// The Authentication Method the current connection's CONNECT carried: every AUTH on the
+    /// connection uses it [MQTT-4.12.0-5, MQTT-4.12.1-1].
+    pub(super) method: Option<String>,
+}
+
 /// Enhanced authentication (section 4.12) supplied by the application: SCRAM, Kerberos, a
 /// token exchange. The session sends what it returns and checks what the server says.
 pub trait Authenticator: Send + std::fmt::Debug {
@@ -28,7 +38,7 @@ impl Session {
     /// Uses enhanced authentication: its method and data go in CONNECT, and AUTH from the
     /// server is answered through it.
     pub fn set_authenticator(&mut self, authenticator: Box<dyn Authenticator>) {
-        self.authenticator = Some(authenticator);
+        self.auth.authenticator = Some(authenticator);
     }
 
     /// Checks that a server packet names the method CONNECT carried [MQTT-4.12.0-5] and
@@ -38,13 +48,15 @@ impl Session {
         method: Option<&str>,
     ) -> Result<&mut Box<dyn Authenticator>, ProtocolViolation> {
         let connected = self
-            .auth_method
+            .auth
+            .method
             .as_deref()
             .ok_or(ProtocolViolation::UnexpectedAuth)?;
         if method != Some(connected) {
             return Err(ProtocolViolation::AuthMethodMismatch);
         }
         let auth = self
+            .auth
             .authenticator
             .as_mut()
             .ok_or(ProtocolViolation::UnexpectedAuth)?;
@@ -90,7 +102,7 @@ impl Session {
                         "the authenticator's answer cannot be sent: {error}"
                     )))
                 })?;
-                self.pending.send.push(answer);
+                self.out.pending.send.push(answer);
                 Ok(())
             }
             ReasonCode::Success => auth
@@ -110,10 +122,12 @@ impl Session {
             return Err(RequestError::NeedsV5("re-authentication"));
         }
         let connected = self
-            .auth_method
+            .auth
+            .method
             .clone()
             .ok_or(RequestError::NoAuthenticator)?;
         let auth = self
+            .auth
             .authenticator
             .as_mut()
             .ok_or(RequestError::NoAuthenticator)?;
@@ -127,7 +141,7 @@ impl Session {
         let packet = Self::auth_packet(ReasonCode::ReAuthenticate, connected, data);
         // Refused here, where it is made, rather than dropped at the socket.
         self.codec.encoded_len(&packet)?;
-        self.pending.send.push(packet);
+        self.out.pending.send.push(packet);
         Ok(())
     }
 }

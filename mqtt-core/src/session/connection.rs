@@ -54,8 +54,8 @@ impl Session {
         // Nothing limits CONNECT but the specification until the server has answered.
         self.codec.max_outgoing_packet_size = None;
         self.codec.encoded_len(&packet)?;
-        self.pending.send.clear();
-        self.pending.send.push(packet);
+        self.out.pending.send.clear();
+        self.out.pending.send.push(packet);
         Ok(())
     }
 
@@ -83,7 +83,7 @@ impl Session {
             });
             return Ok(());
         }
-        if self.auth_method.is_some() {
+        if self.auth.method.is_some() {
             let props = &connack.properties;
             let data = props.authentication_data.clone();
             self.authenticator_for(props.authentication_method.as_deref())?
@@ -160,29 +160,30 @@ impl Session {
         // The limit of the connection before: how many queued messages it may have sent.
         let earlier_limit = self.meta.in_flight_limit;
         self.set_meta(meta);
-        self.alive_stamped_ms = None;
+        self.clock.alive_stamped_ms = None;
         self.codec.max_outgoing_packet_size = props.maximum_packet_size;
         self.connected_once = true;
         self.local_state = true;
         self.start_clean = false;
         self.retire_acks();
-        self.aliases_in.clear();
-        for flow in self.flows.values_mut() {
+        self.inbound.aliases.clear();
+        for flow in self.outbound.flows.values_mut() {
             flow.sent = false;
             flow.holds_quota = false;
         }
-        self.unsent_from = Some(0);
+        self.outbound.unsent_from = Some(0);
         if !connack.session_present {
             self.session_lost(earlier_limit);
         }
         // Before anything else goes out: requests wait for identifiers only, and `drain`
         // sends them first.
-        let resubscribed =
-            if self.options.resubscribe && (!connack.session_present || self.resubscribe_needed) {
-                self.restore_subscriptions()
-            } else {
-                0
-            };
+        let resubscribed = if self.options.resubscribe
+            && (!connack.session_present || self.requests.resubscribe_needed)
+        {
+            self.restore_subscriptions()
+        } else {
+            0
+        };
         self.settle_in_doubt(connack.session_present);
         self.events.push_back(Event::Connected {
             session_present: connack.session_present,
@@ -199,6 +200,7 @@ impl Session {
     /// messages the connection before a restart may have sent.
     pub(super) fn session_lost(&mut self, earlier_limit: Option<u16>) {
         let released: Vec<(u64, bool)> = self
+            .outbound
             .flows
             .iter()
             .filter(|(_, f)| f.stage.is_released())
@@ -216,10 +218,11 @@ impl Session {
         }
         // The server forgot its messages too: a late ack must not write a marker that would
         // swallow a new message reusing the identifier.
-        self.stale.clear();
-        let dropped_inbound = self.inbound_pubrec.len();
-        for packet_id in std::mem::take(&mut self.inbound_pubrec) {
-            self.pending
+        self.inbound.stale.clear();
+        let dropped_inbound = self.inbound.markers.len();
+        for packet_id in std::mem::take(&mut self.inbound.markers) {
+            self.out
+                .pending
                 .commit
                 .push(StoreOp::RemoveInbound { packet_id });
         }
@@ -228,8 +231,8 @@ impl Session {
             super::LostSession::Discard => self.discard_possibly_sent(earlier_limit),
         };
         // After a restart, queued messages stored before it may have been in flight.
-        let resent = self.flows.len()
-            + self.queue.resident_below(self.resumed_below)
+        let resent = self.outbound.flows.len()
+            + self.queue.resident_below(self.outbound.resumed_below)
             + self.queue.stored_before_resume as usize;
         if resent + discarded + released.len() + dropped_inbound > 0 {
             self.events.push_back(Event::SessionLost {
@@ -240,10 +243,10 @@ impl Session {
             });
         }
         // The server has never seen them: they go out as first transmissions, DUP 0.
-        for flow in self.flows.values_mut() {
+        for flow in self.outbound.flows.values_mut() {
             flow.retransmit = false;
         }
-        self.resumed_below = 0;
+        self.outbound.resumed_below = 0;
         self.queue.stored_before_resume = 0;
     }
 
@@ -254,13 +257,14 @@ impl Session {
     /// Returns how many.
     fn discard_possibly_sent(&mut self, earlier_limit: Option<u16>) -> usize {
         let published: Vec<u64> = self
+            .outbound
             .flows
             .iter()
             .filter(|(_, f)| !f.stage.is_released())
             .map(|(seq, _)| *seq)
             .collect();
         for seq in &published {
-            let topic = match self.flows.get(seq).map(|f| &f.stage) {
+            let topic = match self.outbound.flows.get(seq).map(|f| &f.stage) {
                 Some(super::Stage::Published(p)) => p.topic.clone(),
                 _ => String::new(),
             };
@@ -268,15 +272,21 @@ impl Session {
         }
         let mut budget = earlier_limit.map_or(u64::MAX, u64::from);
         let mut discarded = published.len();
-        for id in self.queue.resident_publishes_below(self.resumed_below) {
+        for id in self
+            .queue
+            .resident_publishes_below(self.outbound.resumed_below)
+        {
             if budget == 0 {
                 break;
             }
             if let Some(publish) = self.queue.remove(id) {
-                if let Some(at) = self.deadlines.remove(&id) {
-                    self.expiries.remove(&(at, id));
+                if let Some(at) = self.outbound.deadlines.remove(&id) {
+                    self.outbound.expiries.remove(&(at, id));
                 }
-                self.pending.commit.push(StoreOp::RemoveQueue { seq: id });
+                self.out
+                    .pending
+                    .commit
+                    .push(StoreOp::RemoveQueue { seq: id });
                 self.events.push_back(Event::Discarded {
                     id,
                     topic: publish.topic,
@@ -287,7 +297,7 @@ impl Session {
         }
         let later = budget.min(self.queue.stored_before_resume);
         if later > 0 {
-            self.queue.discard_on_read = (later, self.resumed_below);
+            self.queue.discard_on_read = (later, self.outbound.resumed_below);
             discarded += later as usize;
         }
         discarded
@@ -303,43 +313,43 @@ impl Session {
         if self.connection.take().is_none() {
             return;
         }
-        self.pending.send.clear();
-        self.pending.early.clear();
+        self.out.pending.send.clear();
+        self.out.pending.early.clear();
         self.retire_acks();
         let mut lost: Vec<(RequestId, Packet)> = Vec::new();
-        for (packet_id, request) in std::mem::take(&mut self.requests) {
-            self.ids.remove(packet_id);
+        for (packet_id, request) in std::mem::take(&mut self.requests.in_flight) {
+            self.outbound.ids.remove(packet_id);
             lost.push((request.id, request.packet));
         }
-        lost.extend(std::mem::take(&mut self.requests_waiting));
+        lost.extend(std::mem::take(&mut self.requests.waiting));
         // In order of the requests, so that a later one for a filter wins.
         lost.sort_by_key(|(id, _)| *id);
         for (id, packet) in lost {
-            if self.resubscribing.remove(&id) {
+            if self.requests.resubscribing.remove(&id) {
                 // Unanswered: whether the server has it is unknown; make it again next time.
-                self.resubscribe_needed = true;
-            } else if self.settling.remove(&id) {
+                self.requests.resubscribe_needed = true;
+            } else if self.requests.settling.remove(&id) {
                 // Still in doubt: sent again next time.
             } else {
                 // Recorded, perhaps received: sent again first on the next connection, under
                 // its own id, so that its caller gets the answer.
-                self.requests_waiting.push_back((id, packet));
+                self.requests.waiting.push_back((id, packet));
             }
         }
         let mut meta = self.meta.clone();
         meta.disconnected_at_ms = Some(now_ms);
         meta.alive_until_ms = None;
         self.set_meta(meta);
-        self.alive_stamped_ms = None;
+        self.clock.alive_stamped_ms = None;
         if self.meta.session_expiry_interval == 0 {
             self.events.push_back(Event::SessionExpired);
             self.session_lost(self.meta.in_flight_limit);
         }
-        for flow in self.flows.values_mut() {
+        for flow in self.outbound.flows.values_mut() {
             flow.sent = false;
             flow.holds_quota = false;
         }
-        self.unsent_from = Some(0);
+        self.outbound.unsent_from = Some(0);
     }
 
     /// How often a connected session moves its alive-until time forward; `None` when it need
@@ -373,6 +383,7 @@ impl Session {
         };
         let interval_ms = interval.as_millis() as u64;
         if self
+            .clock
             .alive_stamped_ms
             .is_some_and(|last| now_ms < last.saturating_add(interval_ms))
         {
@@ -389,14 +400,15 @@ impl Session {
                 .saturating_add(keep_alive_ms),
         );
         self.set_meta(meta);
-        self.alive_stamped_ms = Some(now_ms);
+        self.clock.alive_stamped_ms = Some(now_ms);
     }
 
     /// When [`Session::note_alive`] must next be called (milliseconds since the UNIX epoch).
     pub fn next_alive_ms(&self) -> Option<u64> {
         let interval = self.alive_interval()?.as_millis() as u64;
         Some(
-            self.alive_stamped_ms
+            self.clock
+                .alive_stamped_ms
                 .map_or(0, |last| last.saturating_add(interval)),
         )
     }
@@ -437,7 +449,7 @@ impl Session {
             Some(_) => {}
             None if now >= conn.last_sent + conn.keep_alive => {
                 conn.ping_sent = Some(now);
-                self.pending.send.push(Packet::PingReq);
+                self.out.pending.send.push(Packet::PingReq);
             }
             None => {}
         }
@@ -474,7 +486,7 @@ impl Session {
             meta.session_expiry_interval = interval;
             self.set_meta(meta);
         }
-        self.pending.send.push(Packet::Disconnect(packet));
+        self.out.pending.send.push(Packet::Disconnect(packet));
         Ok(())
     }
 
@@ -497,7 +509,7 @@ impl Session {
     /// connection and calls [`Session::connection_lost`].
     pub fn close_with(&mut self, reason: ReasonCode) {
         if let Some(disconnect) = self.violation_disconnect(reason) {
-            self.pending.send.push(disconnect);
+            self.out.pending.send.push(disconnect);
         }
     }
 

@@ -1,9 +1,53 @@
 //! Inbound PUBLISH: Topic Aliases, the client's Receive Maximum, delivery, acks in arrival
 //! order, the durable PUBREC marker, and PUBREL.
 
+use std::collections::{BTreeSet, HashMap, VecDeque};
+
 use super::{AckError, Event, Inbound, MessageTag, ProtocolViolation, Session};
 use crate::packet::{Packet, PacketType, ProtocolVersion, PubAck, Publish, QoS, ReasonCode};
 use crate::store::StoreOp;
+
+/// What the session holds of what arrived from the server.
+#[derive(Debug)]
+pub(super) struct InboundState {
+    /// Inbound QoS 2 PUBLISH answered with PUBREC (durable markers), awaiting PUBREL.
+    pub(super) markers: BTreeSet<u16>,
+    /// Inbound QoS 1/2 messages of the current connection, in arrival order: acks go out in
+    /// this order [MQTT-4.6.0-2, MQTT-4.6.0-3].
+    pub(super) acks: VecDeque<Inbound>,
+    /// Inbound messages delivered on an earlier connection and not yet acked, by tag.
+    pub(super) stale: HashMap<MessageTag, Inbound>,
+    /// Messages beyond the client's Receive Maximum, waiting for an ack to make room.
+    pub(super) held: VecDeque<Publish>,
+    /// Packet identifiers of `acks` and `held`: unanswered on this connection.
+    pub(super) in_use: HashMap<u16, QoS>,
+    /// Topic and payload bytes of `held`.
+    pub(super) held_bytes: usize,
+    pub(super) held_total: u64,
+    /// Entries of `acks` not acked yet (kept to avoid a scan per message).
+    pub(super) awaiting_application: usize,
+    /// Topic Alias mappings the server set on this connection.
+    pub(super) aliases: HashMap<u16, String>,
+    pub(super) next_tag: MessageTag,
+}
+
+impl InboundState {
+    /// Nothing received yet but the stored PUBREC `markers`.
+    pub(super) fn new(markers: BTreeSet<u16>) -> Self {
+        Self {
+            markers,
+            acks: VecDeque::new(),
+            stale: HashMap::new(),
+            held: VecDeque::new(),
+            in_use: HashMap::new(),
+            held_bytes: 0,
+            held_total: 0,
+            awaiting_application: 0,
+            aliases: HashMap::new(),
+            next_tag: 1,
+        }
+    }
+}
 
 /// What a held-back message counts against [`SessionOptions::held_bytes_limit`](super::SessionOptions::held_bytes_limit).
 fn held_size(publish: &Publish) -> usize {
@@ -37,7 +81,7 @@ impl Session {
             return Ok(());
         }
         let packet_id = publish.packet_id;
-        if let Some(&qos) = self.inbound_in_use.get(&packet_id) {
+        if let Some(&qos) = self.inbound.in_use.get(&packet_id) {
             if publish.dup && qos == publish.qos {
                 return Ok(());
             }
@@ -45,11 +89,12 @@ impl Session {
         }
         if publish.qos == QoS::ExactlyOnce {
             let same = |qos: QoS, id: u16| qos == QoS::ExactlyOnce && id == packet_id;
-            if self.inbound_pubrec.contains(&packet_id) {
+            if self.inbound.markers.contains(&packet_id) {
                 // Acknowledged before: answer again, never deliver twice, in arrival order
                 // behind acks still awaited [MQTT-4.6.0-3].
-                if self.acks.is_empty() {
-                    self.pending
+                if self.inbound.acks.is_empty() {
+                    self.out
+                        .pending
                         .send
                         .push(Packet::PubRec(PubAck::new(packet_id)));
                 } else {
@@ -58,30 +103,31 @@ impl Session {
                 return Ok(());
             }
             let stale = self
+                .inbound
                 .stale
                 .values()
                 .find(|e| same(e.qos, e.packet_id))
                 .map(|e| e.tag);
-            if let Some(entry) = stale.and_then(|tag| self.stale.remove(&tag)) {
+            if let Some(entry) = stale.and_then(|tag| self.inbound.stale.remove(&tag)) {
                 // Delivered on an earlier connection, ack still to come: bind it to this one.
-                self.inbound_in_use.insert(entry.packet_id, entry.qos);
-                self.acks.push_back(entry);
-                self.awaiting_application += 1;
+                self.inbound.in_use.insert(entry.packet_id, entry.qos);
+                self.inbound.acks.push_back(entry);
+                self.inbound.awaiting_application += 1;
                 return Ok(());
             }
         }
         if self.options.manual_ack && self.unacked_by_application() >= self.receive_maximum() {
             // Their number is bounded by the identifiers a server can have unanswered (a
             // reused one is refused above), their bytes here.
-            let bytes = self.held_bytes + held_size(&publish);
+            let bytes = self.inbound.held_bytes + held_size(&publish);
             if bytes > self.options.held_bytes_limit {
-                let held = self.held.len() + 1;
+                let held = self.inbound.held.len() + 1;
                 return Err(ProtocolViolation::ReceiveMaximumExceeded { held, bytes });
             }
-            self.inbound_in_use.insert(packet_id, publish.qos);
-            self.held.push_back(publish);
-            self.held_bytes = bytes;
-            self.held_total += 1;
+            self.inbound.in_use.insert(packet_id, publish.qos);
+            self.inbound.held.push_back(publish);
+            self.inbound.held_bytes = bytes;
+            self.inbound.held_total += 1;
             return Ok(());
         }
         self.deliver(publish);
@@ -89,17 +135,17 @@ impl Session {
     }
 
     fn deliver(&mut self, publish: Publish) {
-        let tag = self.next_tag;
-        self.next_tag += 1;
-        self.inbound_in_use.insert(publish.packet_id, publish.qos);
-        self.acks.push_back(Inbound {
+        let tag = self.inbound.next_tag;
+        self.inbound.next_tag += 1;
+        self.inbound.in_use.insert(publish.packet_id, publish.qos);
+        self.inbound.acks.push_back(Inbound {
             tag,
             packet_id: publish.packet_id,
             qos: publish.qos,
             acked: false,
             reason: ReasonCode::Success,
         });
-        self.awaiting_application += 1;
+        self.inbound.awaiting_application += 1;
         self.events.push_back(Event::Message { tag, publish });
         if !self.options.manual_ack {
             // Acknowledged as delivered; `ack` cannot refuse a tag just pushed.
@@ -110,10 +156,10 @@ impl Session {
     /// Queues the PUBREC for a message whose marker is stored behind the acks still awaited:
     /// an entry already acked, under a tag never given to the application.
     fn answer_in_turn(&mut self, packet_id: u16) {
-        let tag = self.next_tag;
-        self.next_tag += 1;
-        self.inbound_in_use.insert(packet_id, QoS::ExactlyOnce);
-        self.acks.push_back(Inbound {
+        let tag = self.inbound.next_tag;
+        self.inbound.next_tag += 1;
+        self.inbound.in_use.insert(packet_id, QoS::ExactlyOnce);
+        self.inbound.acks.push_back(Inbound {
             tag,
             packet_id,
             qos: QoS::ExactlyOnce,
@@ -129,23 +175,26 @@ impl Session {
     /// Messages of this connection delivered to the application and not acked yet.
     fn unacked_by_application(&self) -> usize {
         debug_assert_eq!(
-            self.awaiting_application,
-            self.acks.iter().filter(|e| !e.acked).count()
+            self.inbound.awaiting_application,
+            self.inbound.acks.iter().filter(|e| !e.acked).count()
         );
-        debug_assert_eq!(self.inbound_in_use.len(), self.acks.len() + self.held.len());
-        self.awaiting_application
+        debug_assert_eq!(
+            self.inbound.in_use.len(),
+            self.inbound.acks.len() + self.inbound.held.len()
+        );
+        self.inbound.awaiting_application
     }
 
     /// Messages that arrived beyond the client's Receive Maximum and wait for an ack to make
     /// room (see [`Session::handle_publish`]).
     pub fn held(&self) -> usize {
-        self.held.len()
+        self.inbound.held.len()
     }
 
     /// How many messages ever had to wait because the server went over the client's Receive
     /// Maximum.
     pub fn held_total(&self) -> u64 {
-        self.held_total
+        self.inbound.held_total
     }
 
     pub(super) fn resolve_alias(&mut self, publish: &mut Publish) -> Result<(), ProtocolViolation> {
@@ -160,14 +209,14 @@ impl Session {
             });
         }
         if publish.topic.is_empty() {
-            publish.topic = self.aliases_in.get(&alias).cloned().ok_or(
+            publish.topic = self.inbound.aliases.get(&alias).cloned().ok_or(
                 ProtocolViolation::TopicAliasInvalid {
                     alias,
                     why: "it was never mapped on this connection",
                 },
             )?;
         } else {
-            self.aliases_in.insert(alias, publish.topic.clone());
+            self.inbound.aliases.insert(alias, publish.topic.clone());
         }
         Ok(())
     }
@@ -220,8 +269,9 @@ impl Session {
         marker_stored: bool,
     ) -> Result<(), AckError> {
         let settled = self.settle_with(tag, ReasonCode::Success, !marker_stored);
-        if settled.is_err() && marker_stored && !self.inbound_pubrec.contains(&packet_id) {
-            self.pending
+        if settled.is_err() && marker_stored && !self.inbound.markers.contains(&packet_id) {
+            self.out
+                .pending
                 .commit
                 .push(StoreOp::RemoveInbound { packet_id });
         }
@@ -242,48 +292,53 @@ impl Session {
     ) -> Result<(), AckError> {
         let accepted = !reason.is_error();
         let mark = |session: &mut Self, packet_id: u16| {
-            if session.inbound_pubrec.insert(packet_id) && store_marker {
+            if session.inbound.markers.insert(packet_id) && store_marker {
                 session
+                    .out
                     .pending
                     .commit
                     .push(StoreOp::PutInbound { packet_id });
             }
         };
-        if let Some(entry) = self.stale.remove(&tag) {
+        if let Some(entry) = self.inbound.stale.remove(&tag) {
             if accepted && entry.qos == QoS::ExactlyOnce {
                 mark(self, entry.packet_id);
             }
             return Ok(());
         }
         let entry = self
+            .inbound
             .acks
             .iter_mut()
             .find(|e| e.tag == tag && !e.acked)
             .ok_or(AckError::NotAwaiting(tag))?;
         entry.acked = true;
         entry.reason = reason;
-        self.awaiting_application = self.awaiting_application.saturating_sub(1);
+        self.inbound.awaiting_application = self.inbound.awaiting_application.saturating_sub(1);
         let (qos, packet_id) = (entry.qos, entry.packet_id);
         // The ack is durable with the next commit, even while its PUBREC waits its turn: a
         // crash after this point never delivers the message again.
         if accepted && qos == QoS::ExactlyOnce {
             mark(self, packet_id);
         }
-        while self.acks.front().is_some_and(|e| e.acked) {
-            let Some(entry) = self.acks.pop_front() else {
+        while self.inbound.acks.front().is_some_and(|e| e.acked) {
+            let Some(entry) = self.inbound.acks.pop_front() else {
                 break;
             };
-            self.inbound_in_use.remove(&entry.packet_id);
+            self.inbound.in_use.remove(&entry.packet_id);
             let mut ack = PubAck::new(entry.packet_id);
             ack.reason_code = entry.reason;
-            self.pending.send.push(match entry.qos {
+            self.out.pending.send.push(match entry.qos {
                 QoS::ExactlyOnce => Packet::PubRec(ack),
                 _ => Packet::PubAck(ack),
             });
         }
-        while !self.held.is_empty() && self.unacked_by_application() < self.receive_maximum() {
-            if let Some(publish) = self.held.pop_front() {
-                self.held_bytes = self.held_bytes.saturating_sub(held_size(&publish));
+        while !self.inbound.held.is_empty()
+            && self.unacked_by_application() < self.receive_maximum()
+        {
+            if let Some(publish) = self.inbound.held.pop_front() {
+                self.inbound.held_bytes =
+                    self.inbound.held_bytes.saturating_sub(held_size(&publish));
                 self.deliver(publish);
             }
         }
@@ -295,18 +350,18 @@ impl Session {
     /// redelivery is answered and not delivered again.
     pub(super) fn retire_acks(&mut self) {
         // Never delivered and never acknowledged: the server sends them again.
-        self.held.clear();
-        self.held_bytes = 0;
-        self.inbound_in_use.clear();
-        self.awaiting_application = 0;
-        for entry in std::mem::take(&mut self.acks) {
+        self.inbound.held.clear();
+        self.inbound.held_bytes = 0;
+        self.inbound.in_use.clear();
+        self.inbound.awaiting_application = 0;
+        for entry in std::mem::take(&mut self.inbound.acks) {
             if !entry.acked {
-                self.stale.insert(entry.tag, entry);
+                self.inbound.stale.insert(entry.tag, entry);
             } else if entry.qos == QoS::ExactlyOnce
                 && !entry.reason.is_error()
-                && self.inbound_pubrec.insert(entry.packet_id)
+                && self.inbound.markers.insert(entry.packet_id)
             {
-                self.pending.commit.push(StoreOp::PutInbound {
+                self.out.pending.commit.push(StoreOp::PutInbound {
                     packet_id: entry.packet_id,
                 });
             }
@@ -318,8 +373,9 @@ impl Session {
     /// to it and answered when it is acked). A QoS 1 message of an earlier connection does
     /// not: the server sends it again as a new message.
     pub fn awaits_application(&self, tag: MessageTag) -> bool {
-        self.acks.iter().any(|e| e.tag == tag && !e.acked)
+        self.inbound.acks.iter().any(|e| e.tag == tag && !e.acked)
             || self
+                .inbound
                 .stale
                 .get(&tag)
                 .is_some_and(|e| e.qos == QoS::ExactlyOnce)
@@ -329,12 +385,12 @@ impl Session {
     /// server sends it again): forget it. A message of the current connection is kept: it
     /// stays unacknowledged.
     pub fn abandon(&mut self, tag: MessageTag) {
-        self.stale.remove(&tag);
+        self.inbound.stale.remove(&tag);
     }
 
     /// Acks given but held back behind an older message not yet acked.
     pub fn acks_waiting(&self) -> usize {
-        self.acks.iter().filter(|e| e.acked).count()
+        self.inbound.acks.iter().filter(|e| e.acked).count()
     }
 
     /// PUBREL for an inbound QoS 2 message: the marker's removal is committed before PUBCOMP
@@ -342,8 +398,8 @@ impl Session {
     /// reusing the identifier. An unknown identifier is answered with PUBCOMP 0x92.
     pub fn handle_pubrel(&mut self, rel: &PubAck) {
         let mut comp = PubAck::new(rel.packet_id);
-        if self.inbound_pubrec.remove(&rel.packet_id) {
-            self.pending.commit.push(StoreOp::RemoveInbound {
+        if self.inbound.markers.remove(&rel.packet_id) {
+            self.out.pending.commit.push(StoreOp::RemoveInbound {
                 packet_id: rel.packet_id,
             });
         } else {
@@ -352,6 +408,6 @@ impl Session {
                 comp.reason_code = ReasonCode::PacketIdentifierNotFound;
             }
         }
-        self.pending.send.push(Packet::PubComp(comp));
+        self.out.pending.send.push(Packet::PubComp(comp));
     }
 }

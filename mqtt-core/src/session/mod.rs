@@ -26,9 +26,11 @@ mod clock;
 mod connection;
 mod error;
 mod event;
+mod flow_end;
 mod inbound;
 mod options;
 mod outbound;
+mod output;
 mod packet_id;
 mod queue;
 mod requests;
@@ -45,21 +47,21 @@ pub use options::{
     DEFAULT_HELD_BYTES_LIMIT, DEFAULT_MAXIMUM_PACKET_SIZE, DEFAULT_QUEUE_WINDOW,
     DEFAULT_V311_IN_FLIGHT, LostSession, SessionOptions,
 };
+pub use output::Output;
 pub use queue::QueueRead;
 pub use withdraw::{Withdrawn, announced_alias, restore_topic};
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 
 use crate::packet::{
     Codec, Connect, ConnectProperties, DecodeError, Decoded, EncodeError, Packet, ProtocolVersion,
-    Publish, QoS, ReasonCode, Subscribe,
+    Publish, QoS, ReasonCode,
 };
-use crate::store::{Batch, OutboundRecord, SessionMeta, StoreOp, StoredSession};
+use crate::store::{OutboundRecord, SessionMeta, StoreOp, StoredSession};
 use aliases::OutAliases;
-use packet_id::PacketIds;
 
 /// Identifies an inbound message for [`Session::ack`]. QoS 0 messages need no ack.
 pub type MessageTag = u64;
@@ -69,34 +71,6 @@ pub type RequestId = u64;
 
 /// Identifies a publish accepted by [`Session::publish`] in later [`Event`]s.
 pub type PublishId = u64;
-
-/// Packets to write at once, store operations to commit, then packets to send, in that order.
-///
-/// The packets in `send` may depend on the operations (a PUBLISH on its record, a PUBREL on the
-/// record that says PUBREC arrived): sending one before the commit returned `Ok` could make the
-/// server hold a message the client would forget in a crash. Those in `early` depend only on
-/// what earlier outputs stored, as the driver reported ([`Session::written`]), and follow every
-/// packet written before: a queued message whose record is durable goes out while a commit is
-/// in flight, without waiting for it. Drivers write `early`, commit `commit`, write `send`, and
-/// then report the output's [`generation`](Output::generation) with [`Session::written`] and,
-/// once every operation of it is durable, [`Session::durable`].
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-#[must_use = "the store operations must be committed before the packets are sent"]
-pub struct Output {
-    /// Write these now, before the commit, in order.
-    pub early: Vec<Packet>,
-    /// Commit these (group commit: everything gathered since the last poll).
-    pub commit: Batch,
-    /// Then send these, in order.
-    pub send: Vec<Packet>,
-    /// The number of this output, counting from 1: what the driver reports back.
-    pub generation: u64,
-    /// Whether `commit` only removes records of finished flows: nothing in `send` depends on
-    /// it and nobody waits for it, so it may wait to join a later commit. A crash before it is
-    /// durable resends what the server already acknowledged (a duplicate QoS 1 allows, a PUBREL
-    /// the server answers with PUBCOMP), never loses anything.
-    pub deferrable: bool,
-}
 
 #[derive(Debug, Clone)]
 enum Stage {
@@ -122,29 +96,6 @@ struct Inbound {
     acked: bool,
     /// The reason code its PUBACK or PUBREC carries: Success, or the application's refusal.
     reason: ReasonCode,
-}
-
-/// What decides whether a flow's packet may go early: the outputs reported written, and the
-/// latest one with packets after its commit.
-#[derive(Clone, Copy)]
-struct Placing {
-    written: u64,
-    late_generation: u64,
-}
-
-impl Placing {
-    /// Early when the packet's record and every packet before it are written (so the wire
-    /// order stays the engine's), otherwise after the commit.
-    fn place(self, pending: &mut Output, packet: Packet, record_generation: u64) {
-        if record_generation <= self.written
-            && self.late_generation <= self.written
-            && pending.send.is_empty()
-        {
-            pending.early.push(packet);
-        } else {
-            pending.send.push(packet);
-        }
-    }
 }
 
 #[derive(Debug, Clone)]
@@ -210,78 +161,25 @@ struct RequestInFlight {
 pub struct Session {
     options: SessionOptions,
     codec: Codec,
-    /// Outbound flows by store sequence number: the order of retransmission.
-    flows: BTreeMap<u64, Flow>,
-    /// The lowest sequence number that may hold a flow not yet sent on this connection;
-    /// `None` when all went out. `drain` starts there instead of scanning every flow, which
-    /// with many flows in flight and a small quota would cost a full scan per ack.
-    unsent_from: Option<u64>,
-    /// Sequence number of each in-flight packet identifier.
-    by_packet_id: HashMap<u16, u64>,
-    ids: PacketIds,
+    /// What the client sends: flows in flight, their identifiers, expiries.
+    outbound: outbound::OutboundState,
     /// Accepted publishes without an identifier yet, FIFO: the oldest in memory, the rest in
     /// the store.
     queue: queue::Queue,
-    /// Inbound QoS 2 PUBLISH answered with PUBREC (durable markers), awaiting PUBREL.
-    inbound_pubrec: BTreeSet<u16>,
-    /// Inbound QoS 1/2 messages of the current connection, in arrival order: acks go out in
-    /// this order [MQTT-4.6.0-2, MQTT-4.6.0-3].
-    acks: VecDeque<Inbound>,
-    /// Inbound messages delivered on an earlier connection and not yet acked, by tag.
-    stale: HashMap<MessageTag, Inbound>,
-    /// Messages beyond the client's Receive Maximum, waiting for an ack to make room.
-    held: VecDeque<Publish>,
-    /// Packet identifiers of `acks` and `held`: unanswered on this connection.
-    inbound_in_use: HashMap<u16, QoS>,
-    /// Topic and payload bytes of `held`.
-    held_bytes: usize,
-    held_total: u64,
-    /// Entries of `acks` not acked yet (kept to avoid a scan per message).
-    awaiting_application: usize,
-    /// Topic Alias mappings the server set on this connection.
-    aliases_in: HashMap<u16, String>,
-    next_tag: MessageTag,
-    /// SUBSCRIBE/UNSUBSCRIBE in flight, by packet identifier.
-    requests: HashMap<u16, RequestInFlight>,
-    /// SUBSCRIBE/UNSUBSCRIBE waiting for a free packet identifier.
-    requests_waiting: VecDeque<(RequestId, Packet)>,
-    /// Granted subscriptions, by filter, as kept in the store (one SUBSCRIBE each).
-    subscriptions: BTreeMap<String, Subscribe>,
-    /// Requests the session made itself to restore subscriptions.
-    resubscribing: HashSet<RequestId>,
-    /// Per filter, a SUBSCRIBE or UNSUBSCRIBE an earlier process recorded and perhaps sent,
-    /// never answered: sent again on each connection until answered, so that the server's
-    /// session ends as the application asked.
-    in_doubt: BTreeMap<String, Packet>,
-    /// Requests the session made itself to settle what is in doubt.
-    settling: HashSet<RequestId>,
-    /// A restoring SUBSCRIBE went unanswered: restore again on the next connection.
-    resubscribe_needed: bool,
-    next_request: RequestId,
-    /// Enhanced authentication, when the application supplied it.
-    authenticator: Option<Box<dyn Authenticator>>,
-    /// The Authentication Method the current connection's CONNECT carried: every AUTH on the
-    /// connection uses it [MQTT-4.12.0-5, MQTT-4.12.1-1].
-    auth_method: Option<String>,
+    /// What arrived from the server: markers, acks in order, held messages, aliases.
+    inbound: inbound::InboundState,
+    /// SUBSCRIBE and UNSUBSCRIBE: in flight, waiting, granted, in doubt.
+    requests: requests::Requests,
+    /// Enhanced authentication.
+    auth: auth::AuthState,
     /// The session's metadata as last emitted for the store.
     meta: SessionMeta,
     /// Whether `meta` was ever emitted (or loaded): it must reach the store at least once.
     meta_stored: bool,
     next_seq: u64,
     connection: Option<Connection>,
-    /// When `meta.alive_until_ms` was last moved forward (see `note_alive`).
-    alive_stamped_ms: Option<u64>,
-    /// The wall clock as last told (`new`, `tick`), in milliseconds since the UNIX epoch.
-    clock_ms: u64,
-    /// The first sequence number of the clock's current frame: what a step corrects starts
-    /// here (or earlier, after an unsure start; see clock.rs).
-    clock_epoch_seq: u64,
-    /// Since when the session, never stamped, has waited for a commit to carry its first
-    /// clock stamp (see clock.rs).
-    clock_unstamped_since: Option<u64>,
-    /// Queued messages with a Message Expiry Interval, by deadline, and each one's deadline.
-    expiries: BTreeSet<(u64, PublishId)>,
-    deadlines: HashMap<PublishId, u64>,
+    /// The wall clock as last told, and what stamps it (see clock.rs).
+    clock: clock::ClockState,
     /// Whether a CONNACK with Success was ever received (later connects resume the session).
     connected_once: bool,
     /// Whether the client holds session state the server may share: a stored session that
@@ -290,31 +188,8 @@ pub struct Session {
     /// The server resumed a session this client has no state for: the next CONNECT starts
     /// clean, so the session begins anew instead of failing forever.
     start_clean: bool,
-    pending: Output,
-    /// An output the driver gave back ([`Session::recycle`]), emptied: its lists take the
-    /// next output's, so that they do not grow from empty (a copy at each doubling) per turn.
-    spare: Option<Output>,
-    /// Operations in `pending.commit` that only remove records of finished flows.
-    deferrable_ops: usize,
-    /// The next output must not be deferrable: a packet identifier waits for the removal of
-    /// its previous flow's record to be durable.
-    force_commit: bool,
-    /// The generation the next output gets.
-    generation: u64,
-    /// Outputs up to this one have been committed (deferrable operations aside) and written.
-    written: u64,
-    /// Outputs up to this one are wholly durable.
-    durable: u64,
-    /// The latest output with packets in `send`: nothing goes early before it is written.
-    late_generation: u64,
-    /// Packet identifiers whose last flow ended, and the output that removes its record: not
-    /// given to a queued message again before that output is durable, or a crash could leave
-    /// two records with one identifier (an old PUBREL would release the new message).
-    cooling: HashMap<u16, u64>,
-    cooling_order: VecDeque<(u64, u16)>,
-    /// Queued messages below this sequence number were stored before the session was resumed:
-    /// they may have gone out before a crash, so they go out with DUP set [MQTT-3.3.1-1].
-    resumed_below: u64,
+    /// The outputs: the one being gathered, and how far earlier ones got.
+    out: output::OutputState,
     events: VecDeque<Event>,
 }
 
@@ -377,60 +252,25 @@ impl Session {
             .map_or(&[][..], |m| &m.clock.corrections[..]);
         let (queue, deadlines) = queue::Queue::resume(&stored, options.queue_window, corrections)?;
         let mut session = Self {
+            outbound: outbound::OutboundState::new(stored.next_seq()),
             options,
             codec: Codec {
                 protocol,
                 ..Codec::default()
             },
-            flows: BTreeMap::new(),
-            unsent_from: Some(0),
-            by_packet_id: HashMap::new(),
-            ids: PacketIds::default(),
             queue,
-            inbound_pubrec: stored.inbound.iter().copied().collect(),
-            acks: VecDeque::new(),
-            stale: HashMap::new(),
-            held: VecDeque::new(),
-            inbound_in_use: HashMap::new(),
-            held_bytes: 0,
-            held_total: 0,
-            awaiting_application: 0,
-            aliases_in: HashMap::new(),
-            next_tag: 1,
-            requests: HashMap::new(),
-            requests_waiting: VecDeque::new(),
-            subscriptions: BTreeMap::new(),
-            resubscribing: HashSet::new(),
-            in_doubt: BTreeMap::new(),
-            settling: HashSet::new(),
-            resubscribe_needed: false,
-            next_request: 1,
-            authenticator: None,
-            auth_method: None,
+            inbound: inbound::InboundState::new(stored.inbound.iter().copied().collect()),
+            requests: requests::Requests::default(),
+            auth: auth::AuthState::default(),
             meta,
             meta_stored,
             next_seq: stored.next_seq(),
             connection: None,
-            alive_stamped_ms: None,
-            clock_ms: now_ms,
-            clock_epoch_seq: stored.next_seq(),
-            clock_unstamped_since: None,
-            expiries: BTreeSet::new(),
-            deadlines: HashMap::new(),
+            clock: clock::ClockState::new(now_ms, stored.next_seq()),
             connected_once: false,
             local_state: meta_stored && !expired,
             start_clean: false,
-            pending: Output::default(),
-            spare: None,
-            deferrable_ops: 0,
-            force_commit: false,
-            generation: 1,
-            written: 0,
-            durable: 0,
-            late_generation: 0,
-            cooling: HashMap::new(),
-            cooling_order: VecDeque::new(),
-            resumed_below: stored.next_seq(),
+            out: output::OutputState::default(),
             events: VecDeque::new(),
         };
         for (seq, record) in stored.outbound {
@@ -445,13 +285,13 @@ impl Session {
                 }
                 OutboundRecord::PubRel { packet_id } => (packet_id, Stage::Released),
             };
-            if !session.ids.insert(packet_id) {
+            if !session.outbound.ids.insert(packet_id) {
                 return Err(bad(format!(
                     "packet identifier {packet_id} is in flight twice"
                 )));
             }
-            session.by_packet_id.insert(packet_id, seq);
-            session.flows.insert(
+            session.outbound.by_packet_id.insert(packet_id, seq);
+            session.outbound.flows.insert(
                 seq,
                 Flow {
                     id: seq,
@@ -472,8 +312,8 @@ impl Session {
             session.load_subscription(stored)?;
         }
         for (seq, at) in deadlines {
-            session.expiries.insert((at, seq));
-            session.deadlines.insert(seq, at);
+            session.outbound.expiries.insert((at, seq));
+            session.outbound.deadlines.insert(seq, at);
         }
         if expired {
             session.events.push_back(Event::SessionExpired);
@@ -506,16 +346,16 @@ impl Session {
         connect.will = self.options.will.clone();
         connect.username = self.options.username.clone();
         connect.password = self.options.password.clone();
-        self.auth_method = None;
-        if self.options.protocol == ProtocolVersion::V311 && self.authenticator.is_some() {
+        self.auth.method = None;
+        if self.options.protocol == ProtocolVersion::V311 && self.auth.authenticator.is_some() {
             return Err(AuthError(
                 "enhanced authentication needs MQTT 5; the session speaks 3.1.1".to_owned(),
             ));
         }
-        if let Some(auth) = self.authenticator.as_mut() {
+        if let Some(auth) = self.auth.authenticator.as_mut() {
             connect.properties.authentication_data = auth.start()?;
             connect.properties.authentication_method = Some(auth.method().to_owned());
-            self.auth_method = Some(auth.method().to_owned());
+            self.auth.method = Some(auth.method().to_owned());
         }
         Ok(connect)
     }
@@ -547,110 +387,9 @@ impl Session {
         outlives_connections(&self.options)
     }
 
-    /// Store operations to commit and then packets to send, gathered since the last call;
-    /// `None` when there is nothing.
-    ///
-    /// `now` is when the driver will send the packets: keep alive counts from it.
-    pub fn poll_output(&mut self, now: Instant) -> Option<Output> {
-        if let Some(conn) = self.connection.as_mut() {
-            let send = &mut self.pending.send;
-            if conn.closing {
-                // What the session made after DISCONNECT (acks, pings) never goes out
-                // [MQTT-3.14.4-1]; the flows behind them resume on the next connection.
-                send.clear();
-                self.pending.early.clear();
-            } else if let Some(at) = send.iter().position(|p| matches!(p, Packet::Disconnect(_))) {
-                send.truncate(at + 1);
-                conn.closing = true;
-            }
-            if !send.is_empty() || !self.pending.early.is_empty() {
-                conn.last_sent = now;
-            }
-        }
-        self.stamp_clock_with_commit();
-        let force = std::mem::take(&mut self.force_commit);
-        let pending = &self.pending;
-        if pending.commit.is_empty()
-            && pending.send.is_empty()
-            && pending.early.is_empty()
-            && !force
-        {
-            return None;
-        }
-        let next = self.spare.take().unwrap_or_default();
-        let mut output = std::mem::replace(&mut self.pending, next);
-        output.generation = self.generation;
-        output.deferrable = !force && output.commit.len() == self.deferrable_ops;
-        self.deferrable_ops = 0;
-        if !output.send.is_empty() {
-            self.late_generation = self.generation;
-        }
-        // The queued messages it stores can be read back once it is written.
-        self.queue.polled(self.generation);
-        self.generation += 1;
-        Some(output)
-    }
-
-    /// Gives back an output whose packets and operations the driver has taken: the next
-    /// output reuses its lists' memory (its number and flags are set anew when it is polled).
-    /// Whatever it still holds is dropped.
-    pub fn recycle(&mut self, mut output: Output) {
-        output.early.clear();
-        output.commit.clear();
-        output.send.clear();
-        self.spare = Some(output);
-    }
-
-    /// The driver committed every output up to `generation` (operations that were
-    /// [`deferrable`](Output::deferrable) aside) and wrote their packets: their records can be
-    /// read back, and queued messages stored by them may go out [`early`](Output::early).
-    pub fn written(&mut self, generation: u64) {
-        if generation <= self.written {
-            return;
-        }
-        self.written = generation;
-        self.queue.written(generation);
-        self.drain();
-    }
-
-    /// Every operation of the outputs up to `generation` is durable, deferrable ones too (and
-    /// their packets were written): packet identifiers of the flows they ended may be reused.
-    pub fn durable(&mut self, generation: u64) {
-        if generation <= self.durable {
-            return;
-        }
-        self.durable = generation;
-        while let Some(&(at, packet_id)) = self.cooling_order.front() {
-            if at > generation {
-                break;
-            }
-            self.cooling_order.pop_front();
-            if self.cooling.get(&packet_id) == Some(&at) {
-                self.cooling.remove(&packet_id);
-            }
-        }
-        self.written = self.written.max(generation);
-        self.queue.written(generation);
-        self.drain();
-    }
-
-    /// Where a flow's packet goes: early when its record and every packet before it are
-    /// written, otherwise after the commit.
-    fn emit_flow_packet(&mut self, packet: Packet, record_generation: u64) {
-        let placing = self.placing();
-        placing.place(&mut self.pending, packet, record_generation);
-    }
-
-    fn placing(&self) -> Placing {
-        Placing {
-            written: self.written,
-            late_generation: self.late_generation,
-        }
-    }
-
     fn set_meta(&mut self, meta: SessionMeta) {
         if meta != self.meta || !self.meta_stored {
-            self.pending.commit.push(StoreOp::SetMeta(meta.clone()));
+            self.out.pending.commit.push(StoreOp::SetMeta(meta.clone()));
             self.meta_stored = true;
         }
         self.meta = meta;

@@ -1,9 +1,12 @@
 //! Outbound QoS 1/2 flows: accepting a publish, the durable queue, send quota, identifiers,
 //! topic aliases, and the acknowledgements PUBACK, PUBREC and PUBCOMP.
 
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+
+use super::packet_id::PacketIds;
 use super::{Event, Flow, PublishError, PublishId, Session, Stage, encode};
 use crate::packet::{Codec, Packet, PubAck, Publish, QoS, ReasonCode};
-use crate::store::{OutboundRecord, QueuedPublish, StoreOp};
+use crate::store::{QueuedPublish, StoreOp};
 
 /// The packet identifier a queued publish goes out under: fixed by its sequence number, so that
 /// after a crash it goes out again under the one it may have had, and sending it stores nothing.
@@ -11,6 +14,49 @@ use crate::store::{OutboundRecord, QueuedPublish, StoreOp};
 /// is over and its record's removal durable.
 pub(super) fn packet_id_of(seq: u64) -> u16 {
     u16::try_from(seq % u64::from(u16::MAX)).map_or(1, |n| n + 1)
+}
+
+/// What the session sends: the flows in flight, their identifiers, and the deadlines of
+/// queued messages.
+#[derive(Debug)]
+pub(super) struct OutboundState {
+    /// Outbound flows by store sequence number: the order of retransmission.
+    pub(super) flows: BTreeMap<u64, Flow>,
+    /// The lowest sequence number that may hold a flow not yet sent on this connection;
+    /// `None` when all went out. `drain` starts there instead of scanning every flow, which
+    /// with many flows in flight and a small quota would cost a full scan per ack.
+    pub(super) unsent_from: Option<u64>,
+    /// Sequence number of each in-flight packet identifier.
+    pub(super) by_packet_id: HashMap<u16, u64>,
+    pub(super) ids: PacketIds,
+    /// Queued messages with a Message Expiry Interval, by deadline, and each one's deadline.
+    pub(super) expiries: BTreeSet<(u64, PublishId)>,
+    pub(super) deadlines: HashMap<PublishId, u64>,
+    /// Packet identifiers whose last flow ended, and the output that removes its record: not
+    /// given to a queued message again before that output is durable, or a crash could leave
+    /// two records with one identifier (an old PUBREL would release the new message).
+    pub(super) cooling: HashMap<u16, u64>,
+    pub(super) cooling_order: VecDeque<(u64, u16)>,
+    /// Queued messages below this sequence number were stored before the session was resumed:
+    /// they may have gone out before a crash, so they go out with DUP set [MQTT-3.3.1-1].
+    pub(super) resumed_below: u64,
+}
+
+impl OutboundState {
+    /// Nothing in flight; the store's queue resumed below sequence number `resumed_below`.
+    pub(super) fn new(resumed_below: u64) -> Self {
+        Self {
+            flows: BTreeMap::new(),
+            unsent_from: Some(0),
+            by_packet_id: HashMap::new(),
+            ids: PacketIds::default(),
+            expiries: BTreeSet::new(),
+            deadlines: HashMap::new(),
+            cooling: HashMap::new(),
+            cooling_order: VecDeque::new(),
+            resumed_below,
+        }
+    }
 }
 
 impl Session {
@@ -51,7 +97,7 @@ impl Session {
         let id = self.next_seq();
         if publish.qos == QoS::AtMostOnce && self.connection.is_some() && self.queue.is_empty() {
             let packet = self.with_alias(publish);
-            self.pending.send.push(packet);
+            self.out.pending.send.push(packet);
             return Ok(id);
         }
         // QoS 1/2 is stored as a queue record, and keeps it while in flight: its packet
@@ -64,20 +110,20 @@ impl Session {
         let expires_at_ms = publish
             .properties
             .message_expiry_interval
-            .map(|secs| self.clock_ms.saturating_add(u64::from(secs) * 1000));
-        self.pending.commit.push(StoreOp::PushQueue {
+            .map(|secs| self.clock.now_ms.saturating_add(u64::from(secs) * 1000));
+        self.out.pending.commit.push(StoreOp::PushQueue {
             seq: id,
             message: QueuedPublish {
                 qos: publish.qos,
                 packet,
                 expires_at_ms,
-                accepted_at_ms: Some(self.clock_ms),
+                accepted_at_ms: Some(self.clock.now_ms),
             },
         });
-        if self.queue.push(id, publish, size, self.generation) {
+        if self.queue.push(id, publish, size, self.out.generation) {
             if let Some(at) = expires_at_ms {
-                self.expiries.insert((at, id));
-                self.deadlines.insert(id, at);
+                self.outbound.expiries.insert((at, id));
+                self.outbound.deadlines.insert(id, at);
             }
         }
         self.drain();
@@ -89,11 +135,11 @@ impl Session {
     pub(super) fn drain(&mut self) {
         // SUBSCRIBE and UNSUBSCRIBE wait for identifiers only, never for send quota
         // [MQTT-3.3.4-8].
-        while !self.requests_waiting.is_empty() && self.connection.is_some() {
+        while !self.requests.waiting.is_empty() && self.connection.is_some() {
             let Some(packet_id) = self.allocate_request_id() else {
                 break;
             };
-            if let Some((id, packet)) = self.requests_waiting.pop_front() {
+            if let Some((id, packet)) = self.requests.waiting.pop_front() {
                 self.send_request(id, packet_id, packet);
             }
         }
@@ -101,7 +147,7 @@ impl Session {
             return;
         }
         self.resend_flows();
-        if self.unsent_from.is_some() {
+        if self.outbound.unsent_from.is_some() {
             // Older flows wait for quota: the queue comes after them.
             return;
         }
@@ -111,14 +157,17 @@ impl Session {
                     if !self.take_remaining_expiry(id, &mut publish) {
                         continue;
                     }
-                    self.pending.commit.push(StoreOp::RemoveQueue { seq: id });
+                    self.out
+                        .pending
+                        .commit
+                        .push(StoreOp::RemoveQueue { seq: id });
                     if self
                         .codec
                         .encoded_len(&Packet::Publish(publish.clone()))
                         .is_ok()
                     {
                         let packet = self.with_alias(publish);
-                        self.pending.send.push(packet);
+                        self.out.pending.send.push(packet);
                     }
                 }
                 continue;
@@ -145,15 +194,15 @@ impl Session {
         let Some(conn) = self.connection.as_mut() else {
             return;
         };
-        let Some(from) = self.unsent_from else {
+        let Some(from) = self.outbound.unsent_from else {
             return;
         };
-        let pending = &mut self.pending;
+        let pending = &mut self.out.pending;
         let mut emit = |packet: Packet, record_generation: u64| {
             placing.place(pending, packet, record_generation);
         };
         if std::mem::replace(&mut conn.first_pass, false) {
-            for flow in self.flows.values_mut() {
+            for flow in self.outbound.flows.values_mut() {
                 if !flow.sent && flow.stage.is_released() {
                     flow.sent = true;
                     emit(
@@ -165,7 +214,7 @@ impl Session {
         }
         let mut blocked = None;
         let mut too_large = Vec::new();
-        for (seq, flow) in self.flows.range_mut(from..) {
+        for (seq, flow) in self.outbound.flows.range_mut(from..) {
             let Stage::Published(publish) = &flow.stage else {
                 continue;
             };
@@ -196,7 +245,7 @@ impl Session {
         }
         // Resume there when quota comes back: no scan of what went out already. New flows
         // are sent as they are made; only a new connection unsends them.
-        self.unsent_from = blocked;
+        self.outbound.unsent_from = blocked;
     }
 
     /// A flow whose PUBLISH no longer fits the server's Maximum Packet Size fails (0x95).
@@ -204,7 +253,7 @@ impl Session {
     /// PUBREL, and would take a new message under it for that one: the flow is released with
     /// PUBREL (stored first, like any), and its identifier comes back with the PUBCOMP.
     fn too_large_to_resend(&mut self, seq: u64) {
-        let resent_qos2 = self.flows.get(&seq).is_some_and(|flow| {
+        let resent_qos2 = self.outbound.flows.get(&seq).is_some_and(|flow| {
             flow.retransmit
                 && matches!(&flow.stage, Stage::Published(p) if p.qos == QoS::ExactlyOnce)
         });
@@ -216,7 +265,7 @@ impl Session {
             self.end_flow(seq, |id| Some(failed(id)));
             return;
         }
-        if let Some(flow) = self.flows.get_mut(&seq) {
+        if let Some(flow) = self.outbound.flows.get_mut(&seq) {
             flow.reported = true;
             let id = flow.id;
             self.events.push_back(failed(id));
@@ -228,19 +277,22 @@ impl Session {
     /// what remains of it (rounded up, at least a second); `false` when nothing remains, and
     /// then it is dropped from the store and reported ([`Event::Expired`]), never sent.
     fn take_remaining_expiry(&mut self, id: PublishId, publish: &mut Publish) -> bool {
-        let Some(at) = self.deadlines.remove(&id) else {
+        let Some(at) = self.outbound.deadlines.remove(&id) else {
             return true;
         };
-        self.expiries.remove(&(at, id));
-        if at <= self.clock_ms {
-            self.pending.commit.push(StoreOp::RemoveQueue { seq: id });
+        self.outbound.expiries.remove(&(at, id));
+        if at <= self.clock.now_ms {
+            self.out
+                .pending
+                .commit
+                .push(StoreOp::RemoveQueue { seq: id });
             self.events.push_back(Event::Expired {
                 id,
                 topic: std::mem::take(&mut publish.topic),
             });
             return false;
         }
-        let remaining_secs = (at - self.clock_ms).div_ceil(1000);
+        let remaining_secs = (at - self.clock.now_ms).div_ceil(1000);
         publish.properties.message_expiry_interval =
             Some(u32::try_from(remaining_secs).unwrap_or(u32::MAX));
         true
@@ -249,14 +301,17 @@ impl Session {
     /// Drops every queued message whose Message Expiry Interval ran out by the session's
     /// clock, without waiting for a connection to try to send it.
     pub(super) fn drop_expired(&mut self) {
-        while let Some(&(at, id)) = self.expiries.first() {
-            if at > self.clock_ms {
+        while let Some(&(at, id)) = self.outbound.expiries.first() {
+            if at > self.clock.now_ms {
                 return;
             }
-            self.expiries.remove(&(at, id));
-            self.deadlines.remove(&id);
+            self.outbound.expiries.remove(&(at, id));
+            self.outbound.deadlines.remove(&id);
             if let Some(publish) = self.queue.remove(id) {
-                self.pending.commit.push(StoreOp::RemoveQueue { seq: id });
+                self.out
+                    .pending
+                    .commit
+                    .push(StoreOp::RemoveQueue { seq: id });
                 self.events.push_back(Event::Expired {
                     id,
                     topic: publish.topic,
@@ -271,15 +326,15 @@ impl Session {
     /// (the client does on every turn of its loop); [`Session::next_tick_ms`] says when it is
     /// next needed.
     pub fn tick(&mut self, now_ms: u64) {
-        self.clock_ms = self.clock_ms.max(now_ms);
+        self.clock.now_ms = self.clock.now_ms.max(now_ms);
         self.drop_expired();
         self.note_alive(now_ms);
-        self.stamp_clock(self.clock_ms);
+        self.stamp_clock(self.clock.now_ms);
     }
 
     /// When [`Session::tick`] must next be called, at the latest.
     pub fn next_tick_ms(&self) -> Option<u64> {
-        let expiry = self.expiries.first().map(|(at, _)| *at);
+        let expiry = self.outbound.expiries.first().map(|(at, _)| *at);
         [
             expiry,
             self.next_alive_ms(),
@@ -298,11 +353,11 @@ impl Session {
             return false;
         }
         let packet_id = packet_id_of(id);
-        if self.ids.contains(packet_id) {
+        if self.outbound.ids.contains(packet_id) {
             return false;
         }
-        if self.cooling.contains_key(&packet_id) {
-            self.force_commit = true;
+        if self.outbound.cooling.contains_key(&packet_id) {
+            self.out.force_commit = true;
             return false;
         }
         true
@@ -319,10 +374,13 @@ impl Session {
             .codec
             .encoded_len(&Packet::Publish(publish.clone()))
             .is_err()
-            || !self.ids.insert(packet_id)
+            || !self.outbound.ids.insert(packet_id)
         {
             // Accepted when queued; it can only fail now against limits that changed.
-            self.pending.commit.push(StoreOp::RemoveQueue { seq: id });
+            self.out
+                .pending
+                .commit
+                .push(StoreOp::RemoveQueue { seq: id });
             self.events.push_back(Event::Failed {
                 id,
                 reason: ReasonCode::PacketTooLarge,
@@ -335,15 +393,15 @@ impl Session {
         let mut first = publish.clone();
         // Stored before this session was resumed: it may have gone out before a crash, so it
         // goes as a retransmission does, DUP set and with its topic.
-        first.dup = id < self.resumed_below;
+        first.dup = id < self.outbound.resumed_below;
         let packet = if first.dup {
             Packet::Publish(first)
         } else {
             self.with_alias(first)
         };
         self.emit_flow_packet(packet, stored_by);
-        self.by_packet_id.insert(packet_id, id);
-        self.flows.insert(
+        self.outbound.by_packet_id.insert(packet_id, id);
+        self.outbound.flows.insert(
             id,
             Flow {
                 id,
@@ -354,7 +412,7 @@ impl Session {
                 holds_quota: true,
                 queued: true,
                 record_generation: stored_by,
-                first_sent_in: self.generation,
+                first_sent_in: self.out.generation,
                 reported: false,
             },
         );
@@ -374,186 +432,9 @@ impl Session {
         Packet::Publish(publish)
     }
 
-    /// Finds the flow of an acknowledged packet identifier, sent on this connection, in the
-    /// expected stage (PUBLISH awaiting its answer, or PUBREL awaiting PUBCOMP).
-    pub(super) fn flow_for(&self, packet_id: u16, released: bool) -> Option<u64> {
-        let seq = *self.by_packet_id.get(&packet_id)?;
-        let flow = self.flows.get(&seq)?;
-        (flow.stage.is_released() == released && flow.sent).then_some(seq)
-    }
-
-    /// Ends a flow, then sends what its identifier and quota make room for.
-    pub(super) fn finish(&mut self, seq: u64, event: Event) {
-        if self.end_flow(seq, |_| Some(event)) {
-            self.drain();
-        }
-    }
-
-    /// Ends a flow whose outcome the application has already been told.
-    fn finish_reported(&mut self, seq: u64) {
-        if self.end_flow(seq, |_| None) {
-            self.drain();
-        }
-    }
-
-    /// Removes the flow stored under `seq`: its record goes, its identifier and any send quota
-    /// it held come back, and `event` (given the flow's delivery id) reports it, if it gives
-    /// one. Whether there was one.
-    pub(super) fn end_flow(
-        &mut self,
-        seq: u64,
-        event: impl FnOnce(PublishId) -> Option<Event>,
-    ) -> bool {
-        let Some(flow) = self.flows.remove(&seq) else {
-            return false;
-        };
-        self.ids.remove(flow.packet_id);
-        self.by_packet_id.remove(&flow.packet_id);
-        self.pending.commit.push(if flow.queued {
-            StoreOp::RemoveQueue { seq: flow.id }
-        } else {
-            StoreOp::RemoveOutbound { seq }
-        });
-        self.deferrable_ops += 1;
-        self.cooling.insert(flow.packet_id, self.generation);
-        self.cooling_order
-            .push_back((self.generation, flow.packet_id));
-        if let Some(conn) = self.connection.as_mut().filter(|_| flow.holds_quota) {
-            // Never above the initial quota.
-            conn.send_quota = conn.send_quota.saturating_add(1).min(conn.receive_maximum);
-        }
-        self.events.extend(event(flow.id));
-        true
-    }
-
-    /// The QoS of a flow still awaiting the answer to its PUBLISH.
-    fn published_qos(&self, seq: u64) -> Option<QoS> {
-        match &self.flows.get(&seq)?.stage {
-            Stage::Published(publish) => Some(publish.qos),
-            Stage::Released => None,
-        }
-    }
-
-    /// PUBACK: a QoS 1 flow ends, delivered or refused by its reason code. An identifier with no
-    /// QoS 1 flow awaiting PUBACK is ignored (the server repeats itself after a reconnect).
-    pub fn handle_puback(&mut self, ack: &PubAck) {
-        let Some(seq) = self.flow_for(ack.packet_id, false) else {
-            return;
-        };
-        if self.published_qos(seq) != Some(QoS::AtLeastOnce) {
-            return;
-        }
-        let event = if ack.reason_code.is_error() {
-            Event::Failed {
-                id: seq,
-                reason: ack.reason_code,
-            }
-        } else {
-            Event::Delivered {
-                id: seq,
-                reason: ack.reason_code,
-            }
-        };
-        self.finish(seq, event);
-    }
-
-    /// PUBREC: a QoS 2 flow moves to PUBREL, stored under a new sequence number so that PUBREL
-    /// records keep the order PUBREC arrived in [MQTT-4.6.0-4]; with an error reason code the
-    /// flow ends and no PUBREL follows. An unknown identifier is answered with PUBREL 0x92. A
-    /// PUBREC for a QoS 1 flow is ignored: only PUBACK ends it (the fuzzer found that such a
-    /// PUBREC turned a QoS 1 message into a PUBREL, and PUBCOMP then ended it unacknowledged).
-    pub fn handle_pubrec(&mut self, rec: &PubAck) {
-        let Some(seq) = self.flow_for(rec.packet_id, false) else {
-            if self.flow_for(rec.packet_id, true).is_some() {
-                // A repeated PUBREC: the PUBREL it asks for is already stored; send it again.
-                self.pending
-                    .send
-                    .push(Packet::PubRel(PubAck::new(rec.packet_id)));
-            } else if self.connection.is_some() {
-                let mut rel = PubAck::new(rec.packet_id);
-                if self.options.protocol != crate::packet::ProtocolVersion::V311 {
-                    rel.reason_code = ReasonCode::PacketIdentifierNotFound;
-                }
-                self.pending.send.push(Packet::PubRel(rel));
-            }
-            return;
-        };
-        if self.published_qos(seq) != Some(QoS::ExactlyOnce) {
-            return;
-        }
-        if rec.reason_code.is_error() {
-            self.finish(
-                seq,
-                Event::Failed {
-                    id: seq,
-                    reason: rec.reason_code,
-                },
-            );
-            return;
-        }
-        self.release(seq);
-    }
-
-    /// Moves a QoS 2 flow from its PUBLISH to its PUBREL: the PUBREL's record replaces the
-    /// PUBLISH's in the next commit, and the PUBREL goes out after it.
-    fn release(&mut self, seq: u64) {
-        let new_seq = self.next_seq();
-        let Some(mut flow) = self.flows.remove(&seq) else {
-            return;
-        };
-        flow.stage = Stage::Released;
-        self.by_packet_id.insert(flow.packet_id, new_seq);
-        self.pending.commit.push(if flow.queued {
-            StoreOp::RemoveQueue { seq: flow.id }
-        } else {
-            StoreOp::RemoveOutbound { seq }
-        });
-        self.pending.commit.push(StoreOp::PutOutbound {
-            seq: new_seq,
-            record: OutboundRecord::PubRel {
-                packet_id: flow.packet_id,
-            },
-        });
-        flow.queued = false;
-        flow.sent = true;
-        flow.record_generation = self.generation;
-        // After the commit: the PUBREL depends on its record.
-        self.pending
-            .send
-            .push(Packet::PubRel(PubAck::new(flow.packet_id)));
-        self.flows.insert(new_seq, flow);
-    }
-
-    /// PUBCOMP: a QoS 2 flow ends. An identifier with no flow awaiting PUBCOMP is ignored.
-    pub fn handle_pubcomp(&mut self, comp: &PubAck) {
-        let Some(seq) = self.flow_for(comp.packet_id, true) else {
-            return;
-        };
-        let (id, reported) = self
-            .flows
-            .get(&seq)
-            .map_or((seq, false), |f| (f.id, f.reported));
-        if reported {
-            self.finish_reported(seq);
-            return;
-        }
-        let event = if comp.reason_code.is_error() {
-            Event::Failed {
-                id,
-                reason: comp.reason_code,
-            }
-        } else {
-            Event::Delivered {
-                id,
-                reason: comp.reason_code,
-            }
-        };
-        self.finish(seq, event);
-    }
-
     /// QoS 1/2 publishes in flight (PUBLISH or PUBREL awaiting its answer).
     pub fn in_flight(&self) -> usize {
-        self.flows.len()
+        self.outbound.flows.len()
     }
 
     /// Publishes accepted and waiting for an identifier, a connection or send quota: those in
@@ -583,10 +464,13 @@ impl Session {
     /// back from the store).
     pub fn drop_oldest_queued(&mut self) -> Option<PublishId> {
         let (id, publish) = self.queue.pop_front()?;
-        if let Some(at) = self.deadlines.remove(&id) {
-            self.expiries.remove(&(at, id));
+        if let Some(at) = self.outbound.deadlines.remove(&id) {
+            self.outbound.expiries.remove(&(at, id));
         }
-        self.pending.commit.push(StoreOp::RemoveQueue { seq: id });
+        self.out
+            .pending
+            .commit
+            .push(StoreOp::RemoveQueue { seq: id });
         self.events.push_back(Event::Dropped {
             id,
             topic: publish.topic,

@@ -323,7 +323,7 @@ impl Session {
             if discard {
                 // It may have reached the session the server lost: discarded, never sent.
                 queue.discard_on_read.0 -= 1;
-                self.pending.commit.push(StoreOp::RemoveQueue { seq });
+                self.out.pending.commit.push(StoreOp::RemoveQueue { seq });
                 self.events.push_back(super::Event::Discarded {
                     id: seq,
                     topic: publish.topic,
@@ -333,8 +333,8 @@ impl Session {
             queue.resident_bytes += size;
             queue.resident.push_back((seq, publish, size, 0));
             if let Some(at) = deadline {
-                self.expiries.insert((at, seq));
-                self.deadlines.insert(seq, at);
+                self.outbound.expiries.insert((at, seq));
+                self.outbound.deadlines.insert(seq, at);
             }
         }
         self.drop_expired();

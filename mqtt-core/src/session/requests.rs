@@ -2,11 +2,50 @@
 //! per-filter reason codes of SUBACK and UNSUBACK. What they change in the store:
 //! `subscriptions.rs`.
 
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+
 use super::{Event, ProtocolViolation, RequestError, RequestId, RequestInFlight, Session};
 use crate::packet::{
     Packet, PacketType, ProtocolVersion, ReasonCode, SubAck, Subscribe, SubscribeProperties,
     Subscription, UnsubAck, Unsubscribe, UnsubscribeProperties,
 };
+
+/// SUBSCRIBE and UNSUBSCRIBE: the session's requests and the subscriptions they keep.
+#[derive(Debug)]
+pub(super) struct Requests {
+    /// In flight, by packet identifier.
+    pub(super) in_flight: HashMap<u16, RequestInFlight>,
+    /// Waiting for a free packet identifier.
+    pub(super) waiting: VecDeque<(RequestId, Packet)>,
+    /// Granted subscriptions, by filter, as kept in the store (one SUBSCRIBE each).
+    pub(super) subscriptions: BTreeMap<String, Subscribe>,
+    /// Requests the session made itself to restore subscriptions.
+    pub(super) resubscribing: HashSet<RequestId>,
+    /// Per filter, a SUBSCRIBE or UNSUBSCRIBE an earlier process recorded and perhaps sent,
+    /// never answered: sent again on each connection until answered, so that the server's
+    /// session ends as the application asked.
+    pub(super) in_doubt: BTreeMap<String, Packet>,
+    /// Requests the session made itself to settle what is in doubt.
+    pub(super) settling: HashSet<RequestId>,
+    /// A restoring SUBSCRIBE went unanswered: restore again on the next connection.
+    pub(super) resubscribe_needed: bool,
+    pub(super) next_id: RequestId,
+}
+
+impl Default for Requests {
+    fn default() -> Self {
+        Self {
+            in_flight: HashMap::new(),
+            waiting: VecDeque::new(),
+            subscriptions: BTreeMap::new(),
+            resubscribing: HashSet::new(),
+            in_doubt: BTreeMap::new(),
+            settling: HashSet::new(),
+            resubscribe_needed: false,
+            next_id: 1,
+        }
+    }
+}
 
 impl Session {
     pub(super) fn send_request(&mut self, id: RequestId, packet_id: u16, mut packet: Packet) {
@@ -24,24 +63,24 @@ impl Session {
         // Made on an earlier connection (kept, in doubt, or waiting for this one): the
         // server's Maximum Packet Size may be smaller now. Never sent, so never awaited.
         if let Err(error) = self.codec.encoded_len(&packet) {
-            self.ids.remove(packet_id);
-            if self.resubscribing.remove(&id) {
+            self.outbound.ids.remove(packet_id);
+            if self.requests.resubscribing.remove(&id) {
                 // The server has no such subscription: made again on the next connection.
-                self.resubscribe_needed = true;
+                self.requests.resubscribe_needed = true;
             }
-            self.settling.remove(&id);
+            self.requests.settling.remove(&id);
             self.events
                 .push_back(Event::RequestNotSent { id, filters, error });
             return;
         }
-        self.requests.insert(
+        self.requests.in_flight.insert(
             packet_id,
             RequestInFlight {
                 id,
                 packet: packet.clone(),
             },
         );
-        self.pending.send.push(packet);
+        self.out.pending.send.push(packet);
     }
 
     pub(super) fn request(&mut self, packet: Packet) -> Result<RequestId, RequestError> {
@@ -58,7 +97,7 @@ impl Session {
     /// number, and one taken by a request would hold the queue up until the request's ack.
     pub(super) fn allocate_request_id(&mut self) -> Option<u16> {
         let start = super::outbound::packet_id_of(self.next_seq.wrapping_add(32_767));
-        self.ids.allocate_from(start)
+        self.outbound.ids.allocate_from(start)
     }
 
     pub(super) fn enqueue_request(&mut self, packet: Packet) -> RequestId {
@@ -68,8 +107,8 @@ impl Session {
     }
 
     pub(super) fn new_request_id(&mut self) -> RequestId {
-        let id = self.next_request;
-        self.next_request += 1;
+        let id = self.requests.next_id;
+        self.requests.next_id += 1;
         id
     }
 
@@ -78,7 +117,7 @@ impl Session {
         match self.allocate_request_id() {
             Some(packet_id) => self.send_request(id, packet_id, packet),
             // Every identifier is in flight: wait for one instead of failing.
-            None => self.requests_waiting.push_back((id, packet)),
+            None => self.requests.waiting.push_back((id, packet)),
         }
     }
 
@@ -136,7 +175,7 @@ impl Session {
         packet_id: u16,
         codes: usize,
     ) -> Result<RequestInFlight, ProtocolViolation> {
-        let filters = match self.requests.get(&packet_id).map(|r| &r.packet) {
+        let filters = match self.requests.in_flight.get(&packet_id).map(|r| &r.packet) {
             Some(Packet::Subscribe(s)) if kind == PacketType::Subscribe => s.subscriptions.len(),
             Some(Packet::Unsubscribe(u)) if kind == PacketType::Unsubscribe => u.filters.len(),
             _ => {
@@ -156,10 +195,10 @@ impl Session {
                 "{codes} reason codes for {filters} filters [{rule}]"
             )));
         }
-        let request = self.requests.remove(&packet_id).ok_or_else(|| {
+        let request = self.requests.in_flight.remove(&packet_id).ok_or_else(|| {
             ProtocolViolation::BadAck(format!("packet identifier {packet_id} vanished"))
         })?;
-        self.ids.remove(packet_id);
+        self.outbound.ids.remove(packet_id);
         self.drain();
         Ok(request)
     }
@@ -182,8 +221,8 @@ impl Session {
                 );
             }
         }
-        self.resubscribing.remove(&request.id);
-        self.settling.remove(&request.id);
+        self.requests.resubscribing.remove(&request.id);
+        self.requests.settling.remove(&request.id);
         self.events.push_back(Event::Subscribed {
             id: request.id,
             reason_codes: ack.reason_codes,
@@ -199,7 +238,12 @@ impl Session {
     pub fn handle_unsuback(&mut self, mut ack: UnsubAck) -> Result<(), ProtocolViolation> {
         if self.options.protocol == ProtocolVersion::V311 {
             // A 3.1.1 UNSUBACK carries no reason codes: every filter is gone.
-            let filters = match self.requests.get(&ack.packet_id).map(|r| &r.packet) {
+            let filters = match self
+                .requests
+                .in_flight
+                .get(&ack.packet_id)
+                .map(|r| &r.packet)
+            {
                 Some(Packet::Unsubscribe(u)) => u.filters.len(),
                 _ => 0,
             };
@@ -215,7 +259,7 @@ impl Session {
                 self.settle_unsubscription(request.id, filter);
             }
         }
-        self.settling.remove(&request.id);
+        self.requests.settling.remove(&request.id);
         self.events.push_back(Event::Unsubscribed {
             id: request.id,
             reason_codes: ack.reason_codes,

@@ -107,10 +107,10 @@ impl Session {
         })?;
         match packet {
             Packet::Subscribe(subscribe) if subscribe.packet_id == GRANTED => {
-                self.subscriptions.insert(stored.filter, subscribe);
+                self.requests.subscriptions.insert(stored.filter, subscribe);
             }
             packet => {
-                self.in_doubt.insert(stored.filter, packet);
+                self.requests.in_doubt.insert(stored.filter, packet);
             }
         }
         Ok(())
@@ -124,9 +124,9 @@ impl Session {
     ) {
         for subscription in subscriptions {
             let packet = Packet::Subscribe(subscribe_one(REQUESTED, subscription, properties));
-            self.in_doubt.remove(&subscription.filter);
+            self.requests.in_doubt.remove(&subscription.filter);
             if let Some(op) = record(&subscription.filter, &packet) {
-                self.pending.commit.push(op);
+                self.out.pending.commit.push(op);
             }
         }
     }
@@ -140,9 +140,9 @@ impl Session {
     ) {
         for filter in filters {
             let packet = Packet::Unsubscribe(unsubscribe_one(filter, properties));
-            self.in_doubt.remove(filter);
+            self.requests.in_doubt.remove(filter);
             if let Some(op) = record(filter, &packet) {
-                self.pending.commit.push(op);
+                self.out.pending.commit.push(op);
             }
         }
     }
@@ -157,26 +157,30 @@ impl Session {
         granted: bool,
     ) {
         let filter = &subscription.filter;
-        let restoring = self.resubscribing.contains(&id);
-        if self.settling.contains(&id) {
-            self.in_doubt.remove(filter);
+        let restoring = self.requests.resubscribing.contains(&id);
+        if self.requests.settling.contains(&id) {
+            self.requests.in_doubt.remove(filter);
         }
         if granted {
             let subscribe = subscribe_one(GRANTED, subscription, properties);
             // Made again after a lost session, as it was: the store has it already.
-            if restoring && self.subscriptions.get(filter) == Some(&subscribe) {
+            if restoring && self.requests.subscriptions.get(filter) == Some(&subscribe) {
                 return;
             }
             if let Some(op) = record(filter, &Packet::Subscribe(subscribe.clone())) {
-                self.pending.commit.push(op);
+                self.out.pending.commit.push(op);
             }
-            self.subscriptions.insert(filter.clone(), subscribe);
+            self.requests
+                .subscriptions
+                .insert(filter.clone(), subscribe);
         } else if !restoring {
             let earlier = self
+                .requests
                 .subscriptions
                 .get(filter)
                 .and_then(|s| record(filter, &Packet::Subscribe(s.clone())));
-            self.pending
+            self.out
+                .pending
                 .commit
                 .push(earlier.unwrap_or_else(|| StoreOp::RemoveSubscription {
                     filter: filter.clone(),
@@ -186,11 +190,11 @@ impl Session {
 
     /// UNSUBACK for `filter`: whatever the code, the filter is forgotten, as asked.
     pub(super) fn settle_unsubscription(&mut self, id: RequestId, filter: &str) {
-        if self.settling.contains(&id) {
-            self.in_doubt.remove(filter);
+        if self.requests.settling.contains(&id) {
+            self.requests.in_doubt.remove(filter);
         }
-        self.subscriptions.remove(filter);
-        self.pending.commit.push(StoreOp::RemoveSubscription {
+        self.requests.subscriptions.remove(filter);
+        self.out.pending.commit.push(StoreOp::RemoveSubscription {
             filter: filter.to_owned(),
         });
     }
@@ -199,15 +203,15 @@ impl Session {
     /// went unanswered); returns how many are on their way (one that does not fit the
     /// server's Maximum Packet Size is reported instead, and tried on the next connection). Called on CONNACK, before anything else is sent.
     pub(super) fn restore_subscriptions(&mut self) -> usize {
-        self.resubscribe_needed = false;
-        let kept: Vec<Subscribe> = self.subscriptions.values().cloned().collect();
+        self.requests.resubscribe_needed = false;
+        let kept: Vec<Subscribe> = self.requests.subscriptions.values().cloned().collect();
         let mut made = 0;
         for subscribe in kept {
             let id = self.new_request_id();
-            self.resubscribing.insert(id);
+            self.requests.resubscribing.insert(id);
             self.enqueue_request_as(id, Packet::Subscribe(subscribe));
             // Gone at once when it cannot be sent on this connection (`send_request`).
-            made += usize::from(self.resubscribing.contains(&id));
+            made += usize::from(self.requests.resubscribing.contains(&id));
         }
         made
     }
@@ -216,20 +220,22 @@ impl Session {
     /// UNSUBSCRIBE has nothing left to remove: its record goes at once.
     pub(super) fn settle_in_doubt(&mut self, session_present: bool) {
         let in_doubt: Vec<(String, Packet)> = self
+            .requests
             .in_doubt
             .iter()
             .map(|(filter, packet)| (filter.clone(), packet.clone()))
             .collect();
         for (filter, packet) in in_doubt {
             if !session_present && matches!(packet, Packet::Unsubscribe(_)) {
-                self.in_doubt.remove(&filter);
-                self.pending
+                self.requests.in_doubt.remove(&filter);
+                self.out
+                    .pending
                     .commit
                     .push(StoreOp::RemoveSubscription { filter });
                 continue;
             }
             let id = self.new_request_id();
-            self.settling.insert(id);
+            self.requests.settling.insert(id);
             self.enqueue_request_as(id, packet);
         }
     }

@@ -35,12 +35,12 @@ impl Session {
     /// Takes back the publish `id`, accepted by [`Session::publish`], if it has not reached
     /// the wire. Call it only for a publish whose caller was never told it was accepted.
     pub fn withdraw(&mut self, id: PublishId) -> Withdrawn {
-        let unwritten = match self.flows.get(&id) {
-            Some(flow) if flow.queued && flow.first_sent_in > self.written => {
+        let unwritten = match self.outbound.flows.get(&id) {
+            Some(flow) if flow.queued && flow.first_sent_in > self.out.written => {
                 let packet_id = flow.packet_id;
-                if let Some(flow) = self.flows.remove(&id) {
-                    self.ids.remove(flow.packet_id);
-                    self.by_packet_id.remove(&flow.packet_id);
+                if let Some(flow) = self.outbound.flows.remove(&id) {
+                    self.outbound.ids.remove(flow.packet_id);
+                    self.outbound.by_packet_id.remove(&flow.packet_id);
                     if let Some(conn) = self.connection.as_mut().filter(|_| flow.holds_quota) {
                         conn.send_quota =
                             conn.send_quota.saturating_add(1).min(conn.receive_maximum);
@@ -52,10 +52,10 @@ impl Session {
             None if self.queue.take_back(id) => None,
             None => return Withdrawn::TooLate,
         };
-        if let Some(at) = self.deadlines.remove(&id) {
-            self.expiries.remove(&(at, id));
+        if let Some(at) = self.outbound.deadlines.remove(&id) {
+            self.outbound.expiries.remove(&(at, id));
         }
-        let ops = &mut self.pending.commit;
+        let ops = &mut self.out.pending.commit;
         let stored = !ops
             .ops()
             .iter()
@@ -74,7 +74,7 @@ impl Session {
     /// when it is not there (an output the driver holds has it).
     fn drop_pending_publish(&mut self, packet_id: u16) -> Option<u16> {
         let mut dropped = None;
-        for list in [&mut self.pending.early, &mut self.pending.send] {
+        for list in [&mut self.out.pending.early, &mut self.out.pending.send] {
             list.retain(|packet| match packet {
                 Packet::Publish(p) if p.packet_id == packet_id => {
                     dropped = Some(announced_alias(p));
@@ -100,7 +100,7 @@ impl Session {
     /// announces the alias again.
     pub fn unannounce_alias(&mut self, alias: u16) -> Option<String> {
         let topic = self.connection.as_mut()?.aliases.unannounce(alias)?;
-        for list in [&mut self.pending.early, &mut self.pending.send] {
+        for list in [&mut self.out.pending.early, &mut self.out.pending.send] {
             restore_topic(list, alias, &topic);
         }
         Some(topic)

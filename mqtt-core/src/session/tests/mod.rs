@@ -12,6 +12,9 @@ mod outbound;
 mod subscriptions;
 mod withdraw;
 
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::store::Batch;
 use std::time::{Duration, Instant};
 
 use crate::packet::{SubscribeProperties, Subscription, UnsubscribeProperties};

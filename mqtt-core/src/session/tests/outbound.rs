@@ -658,7 +658,7 @@ fn a_refused_connection_is_reported() {
 /// mosquitto does) makes of `sent`, holding `held` such messages before it: the most it holds
 /// at once. A new PUBLISH over the maximum is refused with 0x97 and its message lost.
 fn broker_holds_at_most(held: &[u16], sent: &[Packet]) -> usize {
-    let mut holding: BTreeSet<u16> = held.iter().copied().collect();
+    let mut holding: std::collections::BTreeSet<u16> = held.iter().copied().collect();
     let mut most = holding.len();
     for packet in sent {
         match packet {
