@@ -280,9 +280,7 @@ impl Session {
                 break;
             }
             if let Some(publish) = self.queue.remove(id) {
-                if let Some(at) = self.outbound.deadlines.remove(&id) {
-                    self.outbound.expiries.remove(&(at, id));
-                }
+                self.outbound.forget_deadline(id);
                 self.out
                     .pending
                     .commit

@@ -57,6 +57,13 @@ impl OutboundState {
             resumed_below,
         }
     }
+
+    /// Forgets the Message Expiry deadline of queued message `id`, if it had one.
+    pub(super) fn forget_deadline(&mut self, id: PublishId) {
+        if let Some(at) = self.deadlines.remove(&id) {
+            self.expiries.remove(&(at, id));
+        }
+    }
 }
 
 impl Session {
@@ -464,9 +471,7 @@ impl Session {
     /// back from the store).
     pub fn drop_oldest_queued(&mut self) -> Option<PublishId> {
         let (id, publish) = self.queue.pop_front()?;
-        if let Some(at) = self.outbound.deadlines.remove(&id) {
-            self.outbound.expiries.remove(&(at, id));
-        }
+        self.outbound.forget_deadline(id);
         self.out
             .pending
             .commit

@@ -52,9 +52,7 @@ impl Session {
             None if self.queue.take_back(id) => None,
             None => return Withdrawn::TooLate,
         };
-        if let Some(at) = self.outbound.deadlines.remove(&id) {
-            self.outbound.expiries.remove(&(at, id));
-        }
+        self.outbound.forget_deadline(id);
         let ops = &mut self.out.pending.commit;
         let stored = !ops
             .ops()
