@@ -21,7 +21,7 @@
 //! - `QUEUE_WINDOW=N` holds at most N queued messages in memory (the rest are read back from
 //!   the store as the queue drains).
 //! - `STORE` `postgres` takes `PATH` as the connection string and `GATEWAY_LEASE_MS` as the
-//!   lease (the failover proof, `tests/failover_proof.rs`): the gateway waits as a standby
+//!   lease (the failover proof, `tests/failover_proof/`): the gateway waits as a standby
 //!   until it owns the session, then prints `ACTIVE` and reads the ledgers; once another
 //!   process takes the session over it prints `FENCED` and exits with status 3.
 //!   `GATEWAY_CLUSTER=<scope>` names the session by a cluster scope instead of the URL.
