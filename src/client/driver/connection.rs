@@ -5,7 +5,6 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
 use tokio::sync::oneshot;
 use tracing::{info, warn};
 
@@ -13,9 +12,10 @@ use super::super::attempt::ConnectAttempt;
 use super::super::clock;
 use super::super::error::{ClientError, ConnectError, ConnectionLoss, ProtocolError, StopReason};
 use super::super::events::{ClientEvent, ReconnectReason};
-use super::super::transport::{self, BoxFuture, Link, Outgoing};
+use super::super::transport::{self, BoxFuture, Link};
 use super::super::url::ServerUrl;
 use super::Driver;
+use super::wire::Wire;
 use crate::packet::ReasonCode;
 use crate::session::{ConnectCredentials, ConnectPacketError, Event, ProtocolViolation, Session};
 
@@ -76,14 +76,8 @@ pub(super) struct Dialed {
 /// The state of the connection and of the attempts to make one.
 pub(super) struct Connection {
     pub(super) phase: Phase,
-    pub(super) link: Option<Link>,
-    /// Counts links; packets polled for one never reach another.
-    pub(super) link_gen: u64,
-    pub(super) rbuf: BytesMut,
-    /// What waits to be written on the link, written while reading goes on.
-    pub(super) out: Outgoing,
-    /// When bytes last moved out, or when some began to wait: a write timeout counts from it.
-    pub(super) write_progress: Instant,
+    /// The link and its bytes.
+    pub(super) wire: Wire,
     /// The first server, named when the list is empty.
     pub(super) primary: ServerUrl,
     /// The server in use (or tried last), an index into the settings' servers.
@@ -117,11 +111,7 @@ impl Connection {
     ) -> Self {
         Self {
             phase: Phase::Idle { at: clock::now() },
-            link: None,
-            link_gen: 0,
-            rbuf: BytesMut::with_capacity(8 * 1024),
-            out: Outgoing::default(),
-            write_progress: clock::now(),
+            wire: Wire::new(),
             primary,
             server: 0,
             preferred: 0,
@@ -157,7 +147,7 @@ impl Connection {
 
     /// When a write that makes no progress ends the connection, if something waits to go out.
     pub(super) fn write_deadline(&self, write_timeout: Duration) -> Option<Instant> {
-        (self.link.is_some() && self.out.is_pending()).then(|| self.write_progress + write_timeout)
+        self.wire.write_deadline(write_timeout)
     }
 
     /// Tells `connect()` how the first connection went, if it still waits.
@@ -270,10 +260,7 @@ impl Driver {
                 other => ConnectError::Protocol(ProtocolError::InvalidConnect(Arc::new(other))),
             });
         }
-        self.conn.link = Some(dialed.link);
-        self.conn.link_gen += 1;
-        self.conn.rbuf.clear();
-        self.conn.out.clear();
+        self.conn.wire.attach(dialed.link);
         self.conn.phase = Phase::AwaitConnAck { deadline };
     }
 
@@ -434,14 +421,11 @@ impl Driver {
         if graceful {
             self.flush_out(self.settings.write_timeout).await;
         }
-        self.conn.out.clear();
-        if let Some(mut link) = self.conn.link.take() {
+        if let Some(mut link) = self.conn.wire.detach() {
             if graceful {
                 let _ = tokio::time::timeout(CLOSE_GRACE, link.close()).await;
             }
         }
-        self.conn.link_gen += 1;
-        self.conn.rbuf.clear();
         self.metrics.connection_lost();
         let wall_ms = self.clock.now_ms();
         if let Some(session) = self.session() {

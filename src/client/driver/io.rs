@@ -3,53 +3,19 @@
 
 use std::future::Future;
 use std::task::{Context, Poll, Waker};
-use std::time::{Duration, Instant};
-
-use bytes::BytesMut;
-use tracing::warn;
+use std::time::Duration;
 
 use super::super::clock;
 use std::sync::Arc;
 
 use super::super::error::ConnectionLoss;
-use super::super::transport::{Exchanged, Link, Outgoing};
+use super::super::transport::Exchanged;
 use super::Driver;
 use super::connection::Close;
 use super::ownership::lapsed_for;
+use super::wire::Exchange;
 use crate::packet::{Decoded, Packet};
 use crate::session::ProtocolViolation;
-
-/// What [`exchange`] did.
-pub(super) enum Exchange {
-    /// The link read, wrote everything or failed.
-    Done(std::io::Result<Exchanged>),
-    /// The store's lease on the session ran out: nothing was written.
-    LeaseLapsed,
-}
-
-/// Reads and writes on the link if there is one (see [`Link::poll_exchange`]); otherwise never
-/// resolves. `lapsed` is asked at every poll, right before the link writes: a process frozen
-/// while bytes waited here, and woken past its lease, must not write them (ownership.rs).
-pub(super) async fn exchange(
-    link: &mut Option<Link>,
-    buf: &mut BytesMut,
-    out: &mut Outgoing,
-    progress: &mut Instant,
-    reading: bool,
-    lapsed: impl Fn() -> bool,
-) -> Exchange {
-    let Some(link) = link else {
-        return std::future::pending().await;
-    };
-    std::future::poll_fn(|cx| {
-        if lapsed() {
-            return Poll::Ready(Exchange::LeaseLapsed);
-        }
-        link.poll_exchange(cx, buf, out, reading, progress)
-            .map(Exchange::Done)
-    })
-    .await
-}
 
 impl Driver {
     pub(super) async fn on_exchanged(&mut self, result: std::io::Result<Exchanged>) {
@@ -68,16 +34,16 @@ impl Driver {
     async fn decode_all(&mut self) {
         if self.held_back() {
             // Nothing read reaches the application: another process may own the session.
-            self.conn.rbuf.clear();
+            self.conn.wire.forget_read();
             return;
         }
-        let generation = self.conn.link_gen;
-        while self.conn.link.is_some() && self.conn.link_gen == generation {
+        let generation = self.conn.wire.generation();
+        while self.conn.wire.is_open() && self.conn.wire.generation() == generation {
             let Some(slot) = self.slots.get_mut(self.active) else {
                 return;
             };
             let codec = slot.session.codec();
-            match codec.decode(&mut self.conn.rbuf) {
+            match self.conn.wire.decode(&codec) {
                 Ok(Decoded::Incomplete { .. }) => return,
                 Ok(Decoded::Packet(packet)) => {
                     self.metrics.receiving(&packet);
@@ -107,23 +73,14 @@ impl Driver {
     }
 
     fn encode_out(&mut self, packets: &[Packet]) {
-        if packets.is_empty() || self.conn.link.is_none() || self.held_back() {
+        if packets.is_empty() || !self.conn.wire.is_open() || self.held_back() {
             return;
         }
         let Some(codec) = self.slots.get(self.active).map(|s| s.session.codec()) else {
             return;
         };
-        if !self.conn.out.is_pending() {
-            // The write timeout counts from when bytes begin to wait.
-            self.conn.write_progress = clock::now();
-        }
         self.metrics.sending(packets);
-        for packet in packets {
-            if let Err(error) = codec.encode(packet, &mut self.conn.out.bytes) {
-                // The engine checks sizes before it emits a packet; this is a bug, not input.
-                warn!(%error, packet = ?packet.packet_type(), "packet not encodable; skipped");
-            }
-        }
+        self.conn.wire.encode(&codec, packets);
         self.write_now();
     }
 
@@ -131,16 +88,12 @@ impl Driver {
     /// the loop is not woken again just to learn that they did. What is left (and an error)
     /// the loop's `exchange` meets on its next turn.
     fn write_now(&mut self) {
-        let conn = &mut self.conn;
         let key = self.slots.get(self.active).map(|slot| &slot.key);
-        let attempt = std::pin::pin!(exchange(
-            &mut conn.link,
-            &mut conn.rbuf,
-            &mut conn.out,
-            &mut conn.write_progress,
-            false,
-            lapsed_for(&*self.store, key),
-        ));
+        let attempt = std::pin::pin!(
+            self.conn
+                .wire
+                .exchange(false, lapsed_for(&*self.store, key))
+        );
         let polled = attempt.poll(&mut Context::from_waker(Waker::noop()));
         if matches!(polled, Poll::Ready(Exchange::LeaseLapsed)) {
             self.lease_lapsed = true;
@@ -150,13 +103,6 @@ impl Driver {
     /// Writes out what waits, for at most `within` (before a graceful close or a stop, both of
     /// which skip it once the store's lease on the session lapsed).
     pub(super) async fn flush_out(&mut self, within: Duration) {
-        let Some(link) = self.conn.link.as_mut() else {
-            return;
-        };
-        if self.conn.out.is_pending() {
-            let bytes = self.conn.out.bytes.split().freeze();
-            let _ = tokio::time::timeout(within, link.write(bytes)).await;
-        }
-        self.conn.out.clear();
+        self.conn.wire.flush(within).await;
     }
 }

@@ -38,6 +38,7 @@ mod redelivery;
 mod requests;
 mod servers;
 mod stopping;
+mod wire;
 
 pub(crate) use command::Command;
 pub(crate) use connection::FirstFailure;
@@ -252,8 +253,8 @@ impl Driver {
         // QoS 1/2 messages wait unacknowledged, so the server's quota (and the engine, for a
         // server over it) bounds them; only QoS 0 can flood the backlog, and that stops reading.
         let reading = self.inbox.backlog.qos0 < self.settings.inbox_capacity;
-        let writing = self.conn.out.is_pending();
-        let backed_up = self.conn.out.bytes.len() >= OUTGOING_HIGH_WATER;
+        let writing = self.conn.wire.writing();
+        let backed_up = self.conn.wire.backed_up(OUTGOING_HIGH_WATER);
         let handover = self.inbox.handover_batch(self.settings.inbox_capacity);
         let wake = tokio::select! {
             finished = self.pipeline.finished() => match finished {
@@ -261,16 +262,12 @@ impl Driver {
                 pipeline::Finished::Read(result) => Wake::QueueRead(result),
             },
             result = connection::dial(&mut self.conn.phase) => Wake::Dialed(result),
-            exchanged = io::exchange(
-                &mut self.conn.link,
-                &mut self.conn.rbuf,
-                &mut self.conn.out,
-                &mut self.conn.write_progress,
+            exchanged = self.conn.wire.exchange(
                 reading,
                 ownership::lapsed_for(&*self.store, self.slots.get(self.active).map(|s| &s.key)),
             ), if reading || writing => match exchanged {
-                io::Exchange::Done(result) => Wake::Exchanged(result),
-                io::Exchange::LeaseLapsed => Wake::LeaseLapsed,
+                wire::Exchange::Done(result) => Wake::Exchanged(result),
+                wire::Exchange::LeaseLapsed => Wake::LeaseLapsed,
             },
             permits = self.inbox.sender.reserve_many(handover), if handover > 0 => {
                 match permits {

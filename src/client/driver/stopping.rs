@@ -152,7 +152,7 @@ impl Driver {
         if !self.conn.is_up() {
             // Nothing to drain towards: stop; the store keeps what is pending.
             if !self.conn.is_stopped() {
-                if let Some(mut link) = self.conn.link.take() {
+                if let Some(mut link) = self.conn.wire.detach() {
                     let _ = tokio::time::timeout(CLOSE_GRACE, link.close()).await;
                 }
                 self.stop(self.disconnect_reason());
@@ -160,7 +160,7 @@ impl Driver {
             return;
         }
         if d.sent {
-            if !self.pipeline.holds_packets() && !self.conn.out.is_pending() {
+            if !self.pipeline.holds_packets() && !self.conn.wire.writing() {
                 // DISCONNECT is on the wire.
                 self.close_link(Close::Graceful).await;
                 self.stop(self.disconnect_reason());
@@ -223,11 +223,12 @@ impl Driver {
         // only while this process surely owns the session.
         if !self.ownership_lapsed() {
             self.flush_out(CLOSE_GRACE).await;
-            if let Some(link) = self.conn.link.as_mut() {
+        }
+        if let Some(mut link) = self.conn.wire.detach() {
+            if !self.ownership_lapsed() {
                 let _ = tokio::time::timeout(CLOSE_GRACE, link.close()).await;
             }
         }
-        self.conn.link = None;
         // Nothing more is written: a store shared with a standby lets it take over now rather
         // than when the lease lapses. Not waited for long: the store finishes a slow release
         // on its own, and a lease that runs out hands the session on anyway.
