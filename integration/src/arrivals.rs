@@ -53,9 +53,10 @@ impl Arrivals {
 
     /// Whether every line of `expected` has arrived.
     pub fn include(&self, expected: &HashSet<String>) -> bool {
-        let lines = self.lines.lock().unwrap_or_else(PoisonError::into_inner);
-        let got: HashSet<&str> = lines.iter().map(String::as_str).collect();
-        expected.iter().all(|line| got.contains(line.as_str()))
+        includes_all(
+            &self.lines.lock().unwrap_or_else(PoisonError::into_inner),
+            expected,
+        )
     }
 
     /// Disconnects, and returns every line that arrived.
@@ -65,4 +66,10 @@ impl Arrivals {
         let lines = self.lines.lock().unwrap_or_else(PoisonError::into_inner);
         Ok(lines.clone())
     }
+}
+
+/// Whether every line of `expected` is among `lines`: the proofs' subscribers all ask it.
+pub(crate) fn includes_all(lines: &[String], expected: &HashSet<String>) -> bool {
+    let got: HashSet<&str> = lines.iter().map(String::as_str).collect();
+    expected.iter().all(|line| got.contains(line.as_str()))
 }

@@ -87,9 +87,10 @@ impl MosquittoSub {
 
     /// Whether every line of `expected` has arrived.
     pub fn include(&self, expected: &HashSet<String>) -> bool {
-        let lines = self.lines.lock().unwrap_or_else(PoisonError::into_inner);
-        let got: HashSet<&str> = lines.iter().map(String::as_str).collect();
-        expected.iter().all(|line| got.contains(line.as_str()))
+        crate::arrivals::includes_all(
+            &self.lines.lock().unwrap_or_else(PoisonError::into_inner),
+            expected,
+        )
     }
 }
 

@@ -49,17 +49,11 @@ impl Default for Requests {
 
 impl Session {
     pub(super) fn send_request(&mut self, id: RequestId, packet_id: u16, mut packet: Packet) {
-        let filters = match &mut packet {
-            Packet::Subscribe(s) => {
-                s.packet_id = packet_id;
-                s.subscriptions.iter().map(|s| s.filter.clone()).collect()
-            }
-            Packet::Unsubscribe(u) => {
-                u.packet_id = packet_id;
-                u.filters.clone()
-            }
+        match &mut packet {
+            Packet::Subscribe(s) => s.packet_id = packet_id,
+            Packet::Unsubscribe(u) => u.packet_id = packet_id,
             _ => return,
-        };
+        }
         // Made on an earlier connection (kept, in doubt, or waiting for this one): the
         // server's Maximum Packet Size may be smaller now. Never sent, so never awaited.
         if let Err(error) = self.codec.encoded_len(&packet) {
@@ -69,6 +63,11 @@ impl Session {
                 self.requests.resubscribe_needed = true;
             }
             self.requests.settling.remove(&id);
+            let filters = match packet {
+                Packet::Subscribe(s) => s.subscriptions.into_iter().map(|s| s.filter).collect(),
+                Packet::Unsubscribe(u) => u.filters,
+                _ => Vec::new(),
+            };
             self.events
                 .push_back(Event::RequestNotSent { id, filters, error });
             return;

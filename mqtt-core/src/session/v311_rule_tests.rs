@@ -415,7 +415,7 @@ fn subscribed_to_two_filters() -> (Session, Subscribe) {
 /// [MQTT-4.8.0-1] A protocol violation by the server ends the connection (3.1.1: closed,
 /// without DISCONNECT): a PUBLISH reusing an identifier still unanswered.
 #[test]
-fn mqtt311_4_8_0_1_a_protocol_violation_closes_the_connection() {
+fn mqtt311_4_8_0_1_a_reused_identifier_is_a_violation_closed_without_disconnect() {
     let mut s = manual(3600);
     let now = Instant::now();
     s.handle_incoming(inbound(QoS::AtLeastOnce, 4, false), now)
