@@ -55,7 +55,9 @@ async fn connect_sends_the_options_and_publishes_qos1() {
     assert_eq!(stored(&store).await.queue.len(), 1);
     let publish = peer.publish().await;
     assert_eq!(publish.topic, "site/7/status");
-    assert_eq!(publish.qos, QoS::AtLeastOnce);
+    // [MQTT-4.3.2-2] A new identifier, QoS 1, DUP 0.
+    assert_eq!((publish.qos, publish.dup), (QoS::AtLeastOnce, false));
+    assert_ne!(publish.packet_id, 0);
     peer.send(Packet::PubAck(PubAck::new(publish.packet_id)))
         .await;
     assert_eq!(
@@ -77,6 +79,9 @@ async fn qos2_completes_through_pubrec_pubrel_pubcomp_and_refusals_fail_the_deli
     let (client, _m, mut peer) = connected_with(&mut broker, &store).await;
     let delivery = client.publish("a", "1", QoS::ExactlyOnce).await.unwrap();
     let p = peer.publish().await;
+    // [MQTT-4.3.3-2] A new identifier, QoS 2, DUP 0.
+    assert_eq!((p.qos, p.dup), (QoS::ExactlyOnce, false));
+    assert_ne!(p.packet_id, 0);
     peer.send(Packet::PubRec(PubAck::new(p.packet_id))).await;
     match peer.recv().await {
         Packet::PubRel(rel) => assert_eq!(rel.packet_id, p.packet_id),

@@ -164,3 +164,57 @@ fn the_client_modules_import_downward_only_without_circles() {
         "client modules that import each other in a circle: {left:#?}"
     );
 }
+
+/// Structs of the driver whose fields other files may read: plain data that one concern
+/// hands to another, and what starting a client hands the driver.
+const DRIVER_DATA: [&str; 2] = ["SessionLostCounts", "Parts"];
+
+/// Every concern of the driver keeps its state behind its methods (ARCHITECTURE.md, "Inside
+/// the driver"): no struct of `src/client/driver/` but `Driver` itself, which the concerns
+/// meet in, and the plain data of [`DRIVER_DATA`] opens a field to the other files.
+#[test]
+fn no_driver_file_reaches_into_another_concerns_state() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/client/driver");
+    let mut open = Vec::new();
+    for entry in fs::read_dir(&root).unwrap() {
+        let path = entry.unwrap().path();
+        let text = fs::read_to_string(&path).unwrap();
+        let code = text.split("#[cfg(test)]\nmod tests").next().unwrap_or("");
+        let mut current: Option<String> = None;
+        for line in code.lines() {
+            let trimmed = line.trim_start();
+            if !line.starts_with(' ') {
+                current = trimmed
+                    .split_once("struct ")
+                    .filter(|(before, _)| !before.contains("//"))
+                    .map(|(_, rest)| {
+                        rest.split(|c: char| !c.is_alphanumeric() && c != '_')
+                            .next()
+                            .unwrap_or("")
+                            .to_owned()
+                    });
+                continue;
+            }
+            let Some(name) = &current else { continue };
+            let field = trimmed.starts_with("pub(super) ") || trimmed.starts_with("pub(crate) ");
+            let is_field = trimmed
+                .split_once(':')
+                .is_some_and(|(head, _)| !head.contains('(') || head.starts_with("pub("));
+            if field
+                && is_field
+                && !trimmed.contains(" fn ")
+                && !DRIVER_DATA.contains(&name.as_str())
+            {
+                open.push(format!(
+                    "{}: {name}: {trimmed}",
+                    path.file_name().unwrap().to_string_lossy()
+                ));
+            }
+        }
+    }
+    assert!(
+        open.is_empty(),
+        "driver state open to other files (keep it behind methods):\n{}",
+        open.join("\n")
+    );
+}

@@ -1312,6 +1312,20 @@ fn the_encoder_refuses_a_string_with_a_null_character_in_any_field() {
             field: "Content Type",
         },
     );
+    // [MQTT-3.3.2-13] The Response Topic is a UTF-8 string (and a Topic Name).
+    let mut request = Publish::new("t", "x");
+    request.properties.response_topic = Some("r\0".into());
+    refused_encode(
+        Packet::Publish(request),
+        Violation::InvalidTopicName(TopicError::NullCharacter),
+    );
+    // [MQTT-3.1.3-11] The Will Topic is a UTF-8 string (and a Topic Name).
+    let mut with_will = Connect::new("c");
+    with_will.will = Some(Will::new("w\0", "x"));
+    refused_encode(
+        Packet::Connect(Box::new(with_will)),
+        Violation::InvalidTopicName(TopicError::NullCharacter),
+    );
 }
 
 /// [MQTT-3.8.3-1, MQTT-3.8.3-2, MQTT-3.10.3-1, MQTT-3.10.3-2, MQTT-4.7.1-1, MQTT-4.7.1-2,

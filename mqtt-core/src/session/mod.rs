@@ -311,9 +311,18 @@ impl Session {
         for stored in stored.subscriptions {
             session.load_subscription(stored)?;
         }
-        for (seq, at) in deadlines {
-            session.outbound.expiries.insert((at, seq));
-            session.outbound.deadlines.insert(seq, at);
+        // A session that connected before may have sent up to its last in-flight limit of the
+        // oldest queued messages; one that never did, none. Records older than the limit that
+        // show a connection (it ended, or was alive) may have sent any of them.
+        let connected_before =
+            session.meta.alive_until_ms.is_some() || session.meta.disconnected_at_ms.is_some();
+        session.outbound.may_have_gone_out = match session.meta.in_flight_limit {
+            Some(limit) => u64::from(limit),
+            None if meta_stored && connected_before => u64::MAX,
+            None => 0,
+        };
+        for (seq, qos, deadline) in deadlines {
+            session.outbound.track_resumed_deadline(seq, qos, deadline);
         }
         if expired {
             session.events.push_back(Event::SessionExpired);

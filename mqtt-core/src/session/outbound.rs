@@ -40,6 +40,9 @@ pub(super) struct OutboundState {
     /// Queued messages below this sequence number were stored before the session was resumed:
     /// they may have gone out before a crash, so they go out with DUP set [MQTT-3.3.1-1].
     pub(super) resumed_below: u64,
+    /// How many more of the oldest QoS 1/2 messages stored before the resume may have gone
+    /// out before it (the last connection's in-flight limit): those keep no deadline.
+    pub(super) may_have_gone_out: u64,
 }
 
 impl OutboundState {
@@ -55,6 +58,23 @@ impl OutboundState {
             cooling: HashMap::new(),
             cooling_order: VecDeque::new(),
             resumed_below,
+            may_have_gone_out: 0,
+        }
+    }
+
+    /// Keeps the Message Expiry deadline `at` of queued message `id` read back from the
+    /// store (call it for every record, in order), unless the message is one of the oldest
+    /// QoS 1/2 ones stored before the resume: it may have gone out before the restart, and a
+    /// PUBLISH sent once never expires [MQTT-4.3.3-7] (the server may hold it under its
+    /// identifier). It is sent again with the interval it was stored with.
+    pub(super) fn track_resumed_deadline(&mut self, id: PublishId, qos: QoS, at: Option<u64>) {
+        if qos != QoS::AtMostOnce && id < self.resumed_below && self.may_have_gone_out > 0 {
+            self.may_have_gone_out -= 1;
+            return;
+        }
+        if let Some(at) = at {
+            self.expiries.insert((at, id));
+            self.deadlines.insert(id, at);
         }
     }
 

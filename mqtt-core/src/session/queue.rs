@@ -55,13 +55,16 @@ pub(super) struct Queue {
     pub(super) discard_on_read: (u64, PublishId),
 }
 
+/// A queued message resumed from the store: its id, its QoS and its Message Expiry deadline.
+pub(super) type ResumedDeadline = (PublishId, QoS, Option<u64>);
+
 impl Queue {
     /// The queue a session resumes with: the head the store returned, and the rest counted.
     pub(super) fn resume(
         stored: &StoredSession,
         window: QueueWindow,
         corrections: &[ClockCorrection],
-    ) -> Result<(Self, Vec<(PublishId, u64)>), SessionError> {
+    ) -> Result<(Self, Vec<ResumedDeadline>), SessionError> {
         let mut queue = Self {
             resident: VecDeque::new(),
             resident_bytes: 0,
@@ -78,24 +81,22 @@ impl Queue {
             // A window holds one message at least, or nothing could be read back.
             window: QueueWindow::new(window.messages.max(1), window.bytes),
         };
-        let mut expiring = Vec::new();
+        let mut deadlines = Vec::new();
         for (seq, queued) in &stored.queue {
             let (publish, deadline) = decode_queued(*seq, queued, corrections)?;
+            deadlines.push((*seq, publish.qos, deadline));
             queue.read_from = seq.saturating_add(1);
             queue.resident_bytes += queued.packet.len();
             queue
                 .resident
                 .push_back((*seq, publish, queued.packet.len(), 0));
-            if let Some(at) = deadline {
-                expiring.push((*seq, at));
-            }
         }
         let summary = stored.queue_summary;
         queue.stored = summary.messages.saturating_sub(stored.queue.len() as u64);
         queue.stored_bytes = summary.bytes.saturating_sub(queue.resident_bytes as u64);
         queue.readable = queue.stored;
         queue.stored_before_resume = queue.stored;
-        Ok((queue, expiring))
+        Ok((queue, deadlines))
     }
 
     pub(super) fn is_empty(&self) -> bool {
@@ -331,11 +332,9 @@ impl Session {
                 continue;
             }
             queue.resident_bytes += size;
+            self.outbound
+                .track_resumed_deadline(seq, publish.qos, deadline);
             queue.resident.push_back((seq, publish, size, 0));
-            if let Some(at) = deadline {
-                self.outbound.expiries.insert((at, seq));
-                self.outbound.deadlines.insert(seq, at);
-            }
         }
         self.drop_expired();
         self.drain();

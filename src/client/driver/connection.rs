@@ -13,9 +13,7 @@ use super::super::clock;
 use super::super::error::{ClientError, ConnectError, ConnectionLoss, ProtocolError, StopReason};
 use super::super::events::{ClientEvent, ReconnectReason};
 use super::super::transport::{self, BoxFuture, Link};
-use super::super::url::ServerUrl;
 use super::Driver;
-use super::wire::Wire;
 use crate::packet::ReasonCode;
 use crate::session::{ConnectCredentials, ConnectPacketError, Event, ProtocolViolation, Session};
 
@@ -51,7 +49,7 @@ pub(super) enum Close {
     Abrupt,
 }
 
-pub(super) enum Phase {
+enum Phase {
     /// Waiting until `at` to start the next attempt.
     Idle { at: Instant },
     /// Dialling (hook, TCP, TLS, WebSocket).
@@ -75,35 +73,21 @@ pub(super) struct Dialed {
 
 /// The state of the connection and of the attempts to make one.
 pub(super) struct Connection {
-    pub(super) phase: Phase,
-    /// The link and its bytes.
-    pub(super) wire: Wire,
-    /// The first server, named when the list is empty.
-    pub(super) primary: ServerUrl,
-    /// The server in use (or tried last), an index into the settings' servers.
-    pub(super) server: usize,
-    /// Where a round of attempts starts (servers.rs).
-    pub(super) preferred: usize,
-    /// Where the current round started: it is over when the attempts come back here.
-    pub(super) round_start: usize,
-    /// A server a Server Reference named, to dial next.
-    pub(super) redirect: Option<usize>,
-    /// References followed since the last connection came up.
-    pub(super) redirects: u32,
+    phase: Phase,
     /// Failed attempts in a row.
-    pub(super) failures: u32,
+    failures: u32,
     /// Jitter for reconnect delays.
     rng: fastrand::Rng,
-    pub(super) span: tracing::Span,
+    /// The attempt's span (server, client id), the client's before the first.
+    span: tracing::Span,
     first_connect: Option<oneshot::Sender<Result<(), ClientError>>>,
     first_failure: FirstFailure,
     /// What the session dropped when the server had none, until CONNACK is handled.
-    pub(super) session_lost: Option<SessionLostCounts>,
+    session_lost: Option<SessionLostCounts>,
 }
 
 impl Connection {
     pub(super) fn new(
-        primary: ServerUrl,
         client_id: &str,
         first_connect: oneshot::Sender<Result<(), ClientError>>,
         first_failure: FirstFailure,
@@ -111,13 +95,6 @@ impl Connection {
     ) -> Self {
         Self {
             phase: Phase::Idle { at: clock::now() },
-            wire: Wire::new(),
-            primary,
-            server: 0,
-            preferred: 0,
-            round_start: 0,
-            redirect: None,
-            redirects: 0,
             failures: 0,
             rng: fastrand::Rng::with_seed(seed),
             span: tracing::info_span!("mooring", client_id = %client_id),
@@ -135,6 +112,50 @@ impl Connection {
         matches!(self.phase, Phase::Stopped)
     }
 
+    /// The loop ends after this turn.
+    pub(super) fn end(&mut self) {
+        self.phase = Phase::Stopped;
+    }
+
+    /// CONNACK accepted: the connection is up from now.
+    pub(super) fn came_up(&mut self) {
+        self.phase = Phase::Up {
+            since: clock::now(),
+        };
+    }
+
+    /// Keeps what a lost session dropped until CONNACK is handled, if it is awaited (the
+    /// report then names the subscriptions made again too); gives it back otherwise.
+    pub(super) fn defer_session_lost(
+        &mut self,
+        lost: SessionLostCounts,
+    ) -> Option<SessionLostCounts> {
+        if matches!(self.phase, Phase::AwaitConnAck { .. }) {
+            self.session_lost = Some(lost);
+            None
+        } else {
+            Some(lost)
+        }
+    }
+
+    /// What a lost session dropped, kept until CONNACK.
+    pub(super) fn take_session_lost(&mut self) -> SessionLostCounts {
+        self.session_lost.take().unwrap_or_default()
+    }
+
+    /// The span the loop's work runs in.
+    pub(super) fn span(&self) -> &tracing::Span {
+        &self.span
+    }
+
+    /// The dial in progress, if any; otherwise never resolves.
+    pub(super) async fn dialed(&mut self) -> Result<Dialed, ConnectError> {
+        match &mut self.phase {
+            Phase::Dialing { attempt, .. } => attempt.await,
+            _ => std::future::pending().await,
+        }
+    }
+
     /// When the phase needs the loop next; `keep_alive` gives the session's deadline.
     pub(super) fn deadline(&self, keep_alive: impl FnOnce() -> Option<Instant>) -> Option<Instant> {
         match &self.phase {
@@ -145,11 +166,6 @@ impl Connection {
         }
     }
 
-    /// When a write that makes no progress ends the connection, if something waits to go out.
-    pub(super) fn write_deadline(&self, write_timeout: Duration) -> Option<Instant> {
-        self.wire.write_deadline(write_timeout)
-    }
-
     /// Tells `connect()` how the first connection went, if it still waits.
     pub(super) fn answer_first_connect(&mut self, result: Result<(), ClientError>) {
         if let Some(first) = self.first_connect.take() {
@@ -158,25 +174,7 @@ impl Connection {
     }
 }
 
-/// The dial in progress, if any; otherwise never resolves.
-pub(super) async fn dial(phase: &mut Phase) -> Result<Dialed, ConnectError> {
-    match phase {
-        Phase::Dialing { attempt, .. } => attempt.await,
-        _ => std::future::pending().await,
-    }
-}
-
 impl Driver {
-    /// Stops the loop; `reason` says why (a reason given earlier stands).
-    pub(super) fn stop(&mut self, reason: StopReason) {
-        self.stopping.reason.get_or_insert(reason);
-        if self.lease_lapsed || self.ownership_lapsed() {
-            // Another process may own the session: what waits in the inbox is its to deliver.
-            self.gate.revoke();
-        }
-        self.conn.phase = Phase::Stopped;
-    }
-
     // ----- dialling -----
 
     /// Starts an attempt on the current server: the hook, then the transport.
@@ -184,7 +182,7 @@ impl Driver {
         if self.stopping.is_disconnecting() {
             return;
         }
-        self.active = self.slot_of(self.conn.server);
+        self.active = self.slot_of(self.rotation.server());
         if let Some(slot) = self.slots.get(self.active) {
             self.gate.set_active(&slot.key);
         }
@@ -260,7 +258,7 @@ impl Driver {
                 other => ConnectError::Protocol(ProtocolError::InvalidConnect(Arc::new(other))),
             });
         }
-        self.conn.wire.attach(dialed.link);
+        self.wire.attach(dialed.link);
         self.conn.phase = Phase::AwaitConnAck { deadline };
     }
 
@@ -275,7 +273,7 @@ impl Driver {
         });
         self.conn.failures = self.conn.failures.saturating_add(1);
         // A refusal that named another server: that one next, at once, in a round from there.
-        let redirected = self.conn.redirect.is_some();
+        let redirected = self.rotation.redirected();
         let round_done = if redirected {
             self.start_round();
             false
@@ -350,7 +348,7 @@ impl Driver {
         let now = clock::now();
         let timeout = self.settings.write_timeout;
         if self
-            .conn
+            .wire
             .write_deadline(timeout)
             .is_some_and(|at| now >= at)
         {
@@ -421,7 +419,7 @@ impl Driver {
         if graceful {
             self.flush_out(self.settings.write_timeout).await;
         }
-        if let Some(mut link) = self.conn.wire.detach() {
+        if let Some(mut link) = self.wire.detach() {
             if graceful {
                 let _ = tokio::time::timeout(CLOSE_GRACE, link.close()).await;
             }

@@ -7,7 +7,7 @@ use tracing::{info, warn};
 
 use super::super::events::ClientEvent;
 use super::Driver;
-use super::connection::{Phase, SessionLostCounts};
+use super::connection::SessionLostCounts;
 use crate::packet::ConnAckProperties;
 
 impl Driver {
@@ -24,14 +24,12 @@ impl Driver {
             .map_or(0, |s| s.session.in_flight());
         info!(session_present, retransmits, "connected");
         // The failures in a row count on until the connection proves stable (lost()).
-        self.conn.phase = Phase::Up {
-            since: super::super::clock::now(),
-        };
+        self.conn.came_up();
         self.server_worked();
         self.stats.connections.fetch_add(1, Ordering::Relaxed);
         self.metrics.connected();
         self.conn.answer_first_connect(Ok(()));
-        let lost = self.conn.session_lost.take().unwrap_or_default();
+        let lost = self.conn.take_session_lost();
         if lost != SessionLostCounts::default() || resubscribed > 0 {
             self.emit_session_lost(lost, resubscribed);
         }
@@ -54,10 +52,7 @@ impl Driver {
             resent,
             discarded, dropped_pubrel, dropped_inbound, "the server had no session for the client"
         );
-        if matches!(self.conn.phase, Phase::AwaitConnAck { .. }) {
-            // Reported with the subscriptions made again, once CONNACK is handled.
-            self.conn.session_lost = Some(lost);
-        } else {
+        if let Some(lost) = self.conn.defer_session_lost(lost) {
             self.emit_session_lost(lost, 0);
         }
     }

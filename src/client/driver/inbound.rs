@@ -21,20 +21,19 @@ use super::super::message::Message;
 use super::super::settlement::{AckMode, AckState, Released, Settlement, Verdict};
 use super::Driver;
 use super::pipeline::Waiter;
-use super::redelivery::Redeliveries;
 use crate::packet::{Publish, QoS};
 use crate::session::MessageTag;
 
 /// Messages waiting for room in the inbox.
 #[derive(Default)]
-pub(super) struct Backlog {
+struct Backlog {
     messages: VecDeque<Message>,
     /// QoS 0 messages among them.
-    pub(super) qos0: usize,
+    qos0: usize,
 }
 
 impl Backlog {
-    pub(super) fn is_empty(&self) -> bool {
+    fn is_empty(&self) -> bool {
         self.messages.is_empty()
     }
 
@@ -50,7 +49,7 @@ impl Backlog {
     }
 
     /// Moves the oldest message into the inbox.
-    pub(super) fn hand_over(&mut self, permit: mpsc::Permit<'_, Message>) {
+    fn hand_over(&mut self, permit: mpsc::Permit<'_, Message>) {
         if let Some(message) = self.messages.pop_front() {
             if message.qos() == QoS::AtMostOnce {
                 self.qos0 = self.qos0.saturating_sub(1);
@@ -65,10 +64,20 @@ impl Backlog {
     }
 }
 
+/// What woke the loop on the inbox's side.
+pub(super) enum InboxWake {
+    /// Messages left the backlog for the inbox.
+    HandedOver,
+    /// The application dropped its `Messages`.
+    Gone,
+    /// The application settled a message (an ack, a refusal, a release).
+    Settled(Settlement),
+}
+
 /// The way to the application.
 pub(super) struct Inbox {
-    pub(super) sender: mpsc::Sender<Message>,
-    pub(super) backlog: Backlog,
+    sender: mpsc::Sender<Message>,
+    backlog: Backlog,
     /// The application dropped its `Messages`: what arrives stays unacknowledged.
     closed: bool,
     /// Requests awaiting a response, by Correlation Data.
@@ -78,19 +87,12 @@ pub(super) struct Inbox {
     correlation_seed: [u8; 8],
     /// Where every message tells the driver what became of it.
     settle: mpsc::UnboundedSender<Settlement>,
-    pub(super) settlements: mpsc::UnboundedReceiver<Settlement>,
+    settlements: mpsc::UnboundedReceiver<Settlement>,
     mode: AckMode,
-    /// Messages released unhandled, waiting to be handed over again.
-    pub(super) redeliveries: Redeliveries,
 }
 
 impl Inbox {
-    pub(super) fn new(
-        sender: mpsc::Sender<Message>,
-        mode: AckMode,
-        redeliveries: Redeliveries,
-        correlation_seed: u64,
-    ) -> Self {
+    pub(super) fn new(sender: mpsc::Sender<Message>, mode: AckMode, correlation_seed: u64) -> Self {
         let (settle, settlements) = mpsc::unbounded_channel();
         Self {
             sender,
@@ -101,7 +103,6 @@ impl Inbox {
             settle,
             settlements,
             mode,
-            redeliveries,
         }
     }
 
@@ -116,8 +117,32 @@ impl Inbox {
     /// with one message, would keep the exchange at one message per round (the "silly
     /// window"). A quarter of the inbox leaves the application three quarters to read
     /// meanwhile.
-    pub(super) fn handover_batch(&self, capacity: usize) -> usize {
+    fn handover_batch(&self, capacity: usize) -> usize {
         self.backlog.len().min(capacity.div_ceil(4))
+    }
+
+    /// Whether the link may be read on. QoS 1/2 messages wait unacknowledged, so the
+    /// server's quota (and the engine, for a server over it) bounds them; only QoS 0 can
+    /// flood the backlog, and as many of them as the inbox holds stop reading.
+    pub(super) fn reads_on(&self, capacity: usize) -> bool {
+        self.backlog.qos0 < capacity
+    }
+
+    /// Waits until backlogged messages move into the inbox (a batch, see `handover_batch`),
+    /// the application drops its `Messages`, or a message is settled.
+    pub(super) async fn wake(&mut self, capacity: usize) -> InboxWake {
+        let handover = self.handover_batch(capacity);
+        tokio::select! {
+            permits = self.sender.reserve_many(handover), if handover > 0 => match permits {
+                Ok(permits) => {
+                    permits.for_each(|p| self.backlog.hand_over(p));
+                    InboxWake::HandedOver
+                }
+                Err(_) => InboxWake::Gone,
+            },
+            Some(settlement) = self.settlements.recv() => InboxWake::Settled(settlement),
+            else => std::future::pending().await,
+        }
     }
 
     /// The request gave up.

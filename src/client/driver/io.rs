@@ -34,16 +34,16 @@ impl Driver {
     async fn decode_all(&mut self) {
         if self.held_back() {
             // Nothing read reaches the application: another process may own the session.
-            self.conn.wire.forget_read();
+            self.wire.forget_read();
             return;
         }
-        let generation = self.conn.wire.generation();
-        while self.conn.wire.is_open() && self.conn.wire.generation() == generation {
+        let generation = self.wire.generation();
+        while self.wire.is_open() && self.wire.generation() == generation {
             let Some(slot) = self.slots.get_mut(self.active) else {
                 return;
             };
             let codec = slot.session.codec();
-            match self.conn.wire.decode(&codec) {
+            match self.wire.decode(&codec) {
                 Ok(Decoded::Incomplete { .. }) => return,
                 Ok(Decoded::Packet(packet)) => {
                     self.metrics.receiving(&packet);
@@ -73,14 +73,14 @@ impl Driver {
     }
 
     fn encode_out(&mut self, packets: &[Packet]) {
-        if packets.is_empty() || !self.conn.wire.is_open() || self.held_back() {
+        if packets.is_empty() || !self.wire.is_open() || self.held_back() {
             return;
         }
         let Some(codec) = self.slots.get(self.active).map(|s| s.session.codec()) else {
             return;
         };
         self.metrics.sending(packets);
-        self.conn.wire.encode(&codec, packets);
+        self.wire.encode(&codec, packets);
         self.write_now();
     }
 
@@ -89,11 +89,7 @@ impl Driver {
     /// the loop's `exchange` meets on its next turn.
     fn write_now(&mut self) {
         let key = self.slots.get(self.active).map(|slot| &slot.key);
-        let attempt = std::pin::pin!(
-            self.conn
-                .wire
-                .exchange(false, lapsed_for(&*self.store, key))
-        );
+        let attempt = std::pin::pin!(self.wire.exchange(false, lapsed_for(&*self.store, key)));
         let polled = attempt.poll(&mut Context::from_waker(Waker::noop()));
         if matches!(polled, Poll::Ready(Exchange::LeaseLapsed)) {
             self.lease_lapsed = true;
@@ -103,6 +99,6 @@ impl Driver {
     /// Writes out what waits, for at most `within` (before a graceful close or a stop, both of
     /// which skip it once the store's lease on the session lapsed).
     pub(super) async fn flush_out(&mut self, within: Duration) {
-        self.conn.wire.flush(within).await;
+        self.wire.flush(within).await;
     }
 }

@@ -8,22 +8,25 @@
 //! - Packets polled for one connection never reach another (`link_gen`).
 //! - Every caller waiting on the driver gets an answer: on stop, all of them get one.
 //!
-//! One file per concern, each owning its state; [`Driver`] holds one of each and the loop
-//! that wakes them:
+//! One file per concern, each owning its state behind its methods (no other file reads its
+//! fields; `tests/layers.rs` checks); [`Driver`] holds one of each and the loop that wakes them:
 //!
 //! | File | Owns |
 //! |---|---|
 //! | `load.rs` | starting: the sessions loaded, the wall clock started, the store tidied |
 //! | `command.rs` | [`Command`]: what handles ask, and its dispatch |
 //! | `pipeline.rs` | `Pipeline`: the commit in flight, its waiters, deferred operations |
-//! | `connection.rs` | `Connection`: phase, link, dial, handshake, reading, reconnect, backoff |
+//! | `wire.rs` | `Wire`: the link, what was read, what waits to be written, which link it is |
+//! | `io.rs` | reading packets off the wire into the session, writing the session's output |
+//! | `connection.rs` | `Connection`: phase, dial, the attempt's span, reconnect, backoff |
 //! | `handshake.rs` | the handshake's outcome: connected, a session the server had lost |
 //! | `publishes.rs` | `Publishes`: publishers waiting for queue room, deliveries awaited |
 //! | `inbound.rs` | `Inbox`: inbox, backlog, settlements (acks from the application), awaited responses |
 //! | `redelivery.rs` | `Redeliveries`: messages released unhandled, handed over again or settled by the policy |
 //! | `requests.rs` | `Requests`: SUBSCRIBE/UNSUBSCRIBE, the subscriptions to make again |
-//! | `servers.rs` | which server to dial: rounds, the preferred server, Server References |
-//! | `stopping.rs` | `Stopping`: disconnect, drain, and the final answers |
+//! | `servers.rs` | `Rotation`: which server to dial: rounds, the preferred server, Server References |
+//! | `ownership.rs` | the store's lease on the session: writes held back once it lapsed |
+//! | `stopping.rs` | `Stopping`: stop, disconnect, drain, and the final answers |
 
 mod command;
 mod connection;
@@ -66,7 +69,7 @@ use crate::packet::ReasonCode;
 use crate::session::{Event, Session};
 use crate::store::{SessionKey, SessionStore};
 use connection::Connection;
-use inbound::Inbox;
+use inbound::{Inbox, InboxWake};
 use pipeline::{CommitResult, Flush, Pipeline};
 use publishes::{Publishes, Unsent};
 use requests::Requests;
@@ -128,9 +131,15 @@ pub(crate) struct Driver {
     /// The slot of the server in use.
     active: usize,
     conn: Connection,
+    /// The link and its bytes (wire.rs).
+    wire: wire::Wire,
+    /// Which server is dialled (servers.rs).
+    rotation: servers::Rotation,
     pipeline: Pipeline,
     publishes: Publishes,
     inbox: Inbox,
+    /// Messages released unhandled, waiting to be handed over again (redelivery.rs).
+    redeliveries: redelivery::Redeliveries,
     requests: Requests,
     stopping: Stopping,
     commands: mpsc::Receiver<Command>,
@@ -164,14 +173,10 @@ enum Wake {
     Exchanged(std::io::Result<Exchanged>),
     /// The store's lease ran out while bytes waited to be written (ownership.rs).
     LeaseLapsed,
-    InboxGone,
+    Inbox(InboxWake),
     Command(Option<Command>),
     HandlesGone,
     Timer,
-    /// Messages left the backlog for the inbox.
-    HandedOver,
-    /// The application settled messages (acks, refusals, releases).
-    Settled(super::settlement::Settlement),
 }
 
 /// How often, at the longest, the loop looks whether the system clock stepped: a step moves
@@ -201,12 +206,12 @@ impl Driver {
     pub(crate) async fn run(mut self) {
         loop {
             // One span per connection attempt (server, client id), the client's otherwise.
-            let span = self.conn.span.clone();
+            let span = self.conn.span().clone();
             if !tracing::Instrument::instrument(self.turn(), span).await {
                 break;
             }
         }
-        let span = self.conn.span.clone();
+        let span = self.conn.span().clone();
         let farewell = tracing::Instrument::instrument(self.finish(), span).await;
         // Everything that holds the store goes first: whoever hears of the stop can open the
         // store again at once.
@@ -250,35 +255,23 @@ impl Driver {
         }
         let deadline = self.deadline();
         let sleep = tokio::time::sleep_until(tokio::time::Instant::from_std(deadline));
-        // QoS 1/2 messages wait unacknowledged, so the server's quota (and the engine, for a
-        // server over it) bounds them; only QoS 0 can flood the backlog, and that stops reading.
-        let reading = self.inbox.backlog.qos0 < self.settings.inbox_capacity;
-        let writing = self.conn.wire.writing();
-        let backed_up = self.conn.wire.backed_up(OUTGOING_HIGH_WATER);
-        let handover = self.inbox.handover_batch(self.settings.inbox_capacity);
+        let reading = self.inbox.reads_on(self.settings.inbox_capacity);
+        let writing = self.wire.writing();
+        let backed_up = self.wire.backed_up(OUTGOING_HIGH_WATER);
         let wake = tokio::select! {
             finished = self.pipeline.finished() => match finished {
                 pipeline::Finished::Commit(result) => Wake::Committed(result),
                 pipeline::Finished::Read(result) => Wake::QueueRead(result),
             },
-            result = connection::dial(&mut self.conn.phase) => Wake::Dialed(result),
-            exchanged = self.conn.wire.exchange(
+            result = self.conn.dialed() => Wake::Dialed(result),
+            exchanged = self.wire.exchange(
                 reading,
                 ownership::lapsed_for(&*self.store, self.slots.get(self.active).map(|s| &s.key)),
             ), if reading || writing => match exchanged {
                 wire::Exchange::Done(result) => Wake::Exchanged(result),
                 wire::Exchange::LeaseLapsed => Wake::LeaseLapsed,
             },
-            permits = self.inbox.sender.reserve_many(handover), if handover > 0 => {
-                match permits {
-                    Ok(permits) => {
-                        permits.for_each(|p| self.inbox.backlog.hand_over(p));
-                        Wake::HandedOver
-                    }
-                    Err(_) => Wake::InboxGone,
-                }
-            }
-            Some(settlement) = self.inbox.settlements.recv() => Wake::Settled(settlement),
+            inbox = self.inbox.wake(self.settings.inbox_capacity) => Wake::Inbox(inbox),
             // A server that stops reading fills `out`: take no more commands until it drains
             // (or the write timeout ends the connection); reading goes on meanwhile.
             command = self.commands.recv(), if self.commands_open && !backed_up => {
@@ -293,7 +286,7 @@ impl Driver {
             Wake::Dialed(result) => self.on_dialed(result),
             Wake::Exchanged(result) => self.on_exchanged(result).await,
             Wake::LeaseLapsed => self.on_ownership_lapsed().await,
-            Wake::InboxGone => self.inbox_gone(),
+            Wake::Inbox(InboxWake::Gone) => self.inbox_gone(),
             Wake::Command(Some(command)) => {
                 self.on_command(command);
                 // Take what else waits, so that it joins the same commit.
@@ -327,8 +320,8 @@ impl Driver {
                 }
             }
             Wake::Timer => self.on_timer().await,
-            Wake::HandedOver => {}
-            Wake::Settled(settlement) => {
+            Wake::Inbox(InboxWake::HandedOver) => {}
+            Wake::Inbox(InboxWake::Settled(settlement)) => {
                 // An application that does not wait for this answer reads on and settles the
                 // next messages meanwhile: let it, so that one write carries many acks (one ack
                 // per write keeps the server at one message per round trip). One that waits
@@ -353,7 +346,7 @@ impl Driver {
                 .and_then(|s| s.session.poll_timeout())
         };
         let mut at = self.conn.deadline(keep_alive).unwrap_or(far);
-        if let Some(stall) = self.conn.write_deadline(self.settings.write_timeout) {
+        if let Some(stall) = self.wire.write_deadline(self.settings.write_timeout) {
             at = at.min(stall);
         }
         if let Some(drain) = self.stopping.deadline() {
@@ -362,7 +355,7 @@ impl Driver {
         if let Some(flush) = self.pipeline.deadline() {
             at = at.min(flush);
         }
-        if let Some(redelivery) = self.inbox.redeliveries.deadline() {
+        if let Some(redelivery) = self.redeliveries.deadline() {
             at = at.min(redelivery);
         }
         if let Some(lapse) = self.lease_deadline() {

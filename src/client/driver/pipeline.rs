@@ -442,7 +442,7 @@ impl Driver {
         // A report of what was written can release more (queued messages in the freed
         // window); a few rounds take what it releases.
         for _ in 0..8 {
-            let link_gen = self.conn.wire.generation();
+            let link_gen = self.wire.generation();
             let (mut early, polled_any) =
                 self.pipeline.gather(&mut self.slots, self.active, link_gen);
             self.write(&mut early);
@@ -525,7 +525,7 @@ impl Driver {
                     let marker_stored = from.marker().is_some();
                     from.done(marker_stored);
                 }
-                if done.link_gen == self.conn.wire.generation() {
+                if done.link_gen == self.wire.generation() {
                     self.write(&mut sends);
                 }
                 // Everything deferred when it started was in it.
@@ -592,7 +592,7 @@ impl Driver {
             }
             if self.pipeline.is_committing() {
                 let result = self.pipeline.done().await;
-                self.conn.wire.detach();
+                self.wire.detach();
                 self.on_commit(result).await;
                 continue;
             }

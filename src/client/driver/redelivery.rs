@@ -89,7 +89,7 @@ impl Driver {
         deliveries: u32,
     ) {
         self.stats.released.fetch_add(1, Ordering::Relaxed);
-        let policy = &self.inbox.redeliveries.policy;
+        let policy = &self.redeliveries.policy;
         if deliveries >= policy.max_deliveries.max(1) {
             return self.exhaust(slot, tag, publish, deliveries);
         }
@@ -99,7 +99,7 @@ impl Driver {
             deliveries,
             retry_in: delay,
         });
-        let redeliveries = &mut self.inbox.redeliveries;
+        let redeliveries = &mut self.redeliveries;
         let order = redeliveries.next;
         redeliveries.next += 1;
         redeliveries.due.insert(
@@ -116,10 +116,10 @@ impl Driver {
     /// Hands over again every released message that is due and still waits for the
     /// application.
     pub(super) fn redeliver_due(&mut self) {
-        if self.inbox.redeliveries.due.is_empty() {
+        if self.redeliveries.due.is_empty() {
             return;
         }
-        for pending in self.inbox.redeliveries.take_due(clock::now()) {
+        for pending in self.redeliveries.take_due(clock::now()) {
             let Pending {
                 slot,
                 tag,
@@ -152,7 +152,7 @@ impl Driver {
     fn exhaust(&mut self, slot: usize, tag: MessageTag, publish: Publish, deliveries: u32) {
         self.stats.exhausted.fetch_add(1, Ordering::Relaxed);
         self.stats.inbound_unacked.fetch_sub(1, Ordering::Relaxed);
-        let outcome = self.inbox.redeliveries.policy.exhausted.clone();
+        let outcome = self.redeliveries.policy.exhausted.clone();
         let topic = publish.topic.clone();
         let protocol = self.settings.session.protocol;
         warn!(%topic, deliveries, ?outcome, "a message was not handled in its last delivery");

@@ -51,6 +51,45 @@ pub(super) fn parse_reference(reference: &str, current: &ServerUrl) -> Result<Se
     Ok(url)
 }
 
+/// Where the attempts stand in the list of servers.
+pub(super) struct Rotation {
+    /// The first server, named when the list is empty.
+    primary: ServerUrl,
+    /// The server in use (or tried last), an index into the settings' servers.
+    server: usize,
+    /// Where a round of attempts starts.
+    preferred: usize,
+    /// Where the current round started: it is over when the attempts come back here.
+    round_start: usize,
+    /// A server a Server Reference named, to dial next.
+    redirect: Option<usize>,
+    /// References followed since the last connection came up.
+    redirects: u32,
+}
+
+impl Rotation {
+    pub(super) fn new(primary: ServerUrl) -> Self {
+        Self {
+            primary,
+            server: 0,
+            preferred: 0,
+            round_start: 0,
+            redirect: None,
+            redirects: 0,
+        }
+    }
+
+    /// The server in use (or tried last).
+    pub(super) fn server(&self) -> usize {
+        self.server
+    }
+
+    /// A Server Reference named the server to dial next.
+    pub(super) fn redirected(&self) -> bool {
+        self.redirect.is_some()
+    }
+}
+
 impl Driver {
     pub(super) fn slot_of(&self, server: usize) -> usize {
         if self.settings.cluster_scope.is_some() {
@@ -63,35 +102,35 @@ impl Driver {
     pub(super) fn server_url(&self) -> ServerUrl {
         self.settings
             .servers
-            .get(self.conn.server)
+            .get(self.rotation.server)
             .cloned()
-            .unwrap_or_else(|| self.conn.primary.clone())
+            .unwrap_or_else(|| self.rotation.primary.clone())
     }
 
     /// A new round of attempts, after a lost connection: from the referenced server if one
     /// was followed, else from the preferred one. Returns whether it follows a reference.
     pub(super) fn start_round(&mut self) -> bool {
-        let (start, followed) = match self.conn.redirect.take() {
+        let (start, followed) = match self.rotation.redirect.take() {
             Some(server) => (server, true),
-            None => (self.conn.preferred, false),
+            None => (self.rotation.preferred, false),
         };
-        self.conn.server = start;
-        self.conn.round_start = start;
+        self.rotation.server = start;
+        self.rotation.round_start = start;
         followed
     }
 
     /// Moves to the next server after a failed attempt; returns whether the round is over.
     pub(super) fn next_server(&mut self) -> bool {
         let count = self.settings.servers.len().max(1);
-        self.conn.server = (self.conn.server + 1) % count;
-        self.conn.server == self.conn.round_start
+        self.rotation.server = (self.rotation.server + 1) % count;
+        self.rotation.server == self.rotation.round_start
     }
 
     /// A connection is up on the current server.
     pub(super) fn server_worked(&mut self) {
-        self.conn.redirects = 0;
+        self.rotation.redirects = 0;
         if self.settings.prefer_last_server {
-            self.conn.preferred = self.conn.server;
+            self.rotation.preferred = self.rotation.server;
         }
     }
 
@@ -107,7 +146,7 @@ impl Driver {
         let Some(reference) = reference.filter(|_| self.settings.follow_server_references) else {
             return false;
         };
-        if self.conn.redirects >= MAX_REDIRECTS_IN_A_ROW {
+        if self.rotation.redirects >= MAX_REDIRECTS_IN_A_ROW {
             warn!(
                 reference,
                 "too many Server References in a row; not followed"
@@ -133,10 +172,10 @@ impl Driver {
             },
         };
         info!(from = %current, to = %url, moved, "following the Server Reference");
-        self.conn.redirects += 1;
-        self.conn.redirect = Some(index);
+        self.rotation.redirects += 1;
+        self.rotation.redirect = Some(index);
         if moved {
-            self.conn.preferred = index;
+            self.rotation.preferred = index;
         }
         true
     }

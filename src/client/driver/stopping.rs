@@ -35,7 +35,7 @@ struct Disconnecting {
 pub(super) struct Stopping {
     disconnecting: Option<Disconnecting>,
     /// Why the client stopped; the first reason given wins.
-    pub(super) reason: Option<StopReason>,
+    reason: Option<StopReason>,
 }
 
 /// What the client tells once it has released its store: the callers of `disconnect`, the
@@ -100,6 +100,16 @@ impl Stopping {
 }
 
 impl Driver {
+    /// Stops the loop; `reason` says why (a reason given earlier stands).
+    pub(super) fn stop(&mut self, reason: StopReason) {
+        self.stopping.reason.get_or_insert(reason);
+        if self.lease_lapsed || self.ownership_lapsed() {
+            // Another process may own the session: what waits in the inbox is its to deliver.
+            self.gate.revoke();
+        }
+        self.conn.end();
+    }
+
     pub(super) fn begin_disconnect(
         &mut self,
         reason: ReasonCode,
@@ -152,7 +162,7 @@ impl Driver {
         if !self.conn.is_up() {
             // Nothing to drain towards: stop; the store keeps what is pending.
             if !self.conn.is_stopped() {
-                if let Some(mut link) = self.conn.wire.detach() {
+                if let Some(mut link) = self.wire.detach() {
                     let _ = tokio::time::timeout(CLOSE_GRACE, link.close()).await;
                 }
                 self.stop(self.disconnect_reason());
@@ -160,7 +170,7 @@ impl Driver {
             return;
         }
         if d.sent {
-            if !self.pipeline.holds_packets() && !self.conn.wire.writing() {
+            if !self.pipeline.holds_packets() && !self.wire.writing() {
                 // DISCONNECT is on the wire.
                 self.close_link(Close::Graceful).await;
                 self.stop(self.disconnect_reason());
@@ -224,7 +234,7 @@ impl Driver {
         if !self.ownership_lapsed() {
             self.flush_out(CLOSE_GRACE).await;
         }
-        if let Some(mut link) = self.conn.wire.detach() {
+        if let Some(mut link) = self.wire.detach() {
             if !self.ownership_lapsed() {
                 let _ = tokio::time::timeout(CLOSE_GRACE, link.close()).await;
             }

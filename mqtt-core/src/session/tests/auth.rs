@@ -32,6 +32,28 @@ fn auth(reason_code: ReasonCode, method: &str, data: &'static [u8]) -> Packet {
     Session::auth_packet(reason_code, method.into(), Some(Bytes::from_static(data)))
 }
 
+/// The server challenges once; the client's answer is the only packet it sends (the
+/// challenge reversed); then the server accepts with its proof.
+fn challenge_then_connack(h: &mut Harness, now: Instant) {
+    h.session
+        .handle_incoming(
+            auth(ReasonCode::ContinueAuthentication, "REVERSE", b"abc"),
+            now,
+        )
+        .unwrap();
+    assert_eq!(
+        h.flush(),
+        vec![auth(ReasonCode::ContinueAuthentication, "REVERSE", b"cba")],
+        "only the AUTH answer"
+    );
+    let mut connack = ConnAck::new(false);
+    connack.properties.authentication_method = Some("REVERSE".into());
+    connack.properties.authentication_data = Some(Bytes::from_static(b"ok"));
+    h.session
+        .handle_incoming(Packet::ConnAck(Box::new(connack)), now)
+        .unwrap();
+}
+
 #[test]
 fn enhanced_authentication_exchange_through_the_authenticator() {
     let mut h = Harness::new();
@@ -47,22 +69,7 @@ fn enhanced_authentication_exchange_through_the_authenticator() {
     );
     let now = Instant::now();
     // [MQTT-4.12.0-2/3]: a challenge before CONNACK is answered with Continue.
-    h.session
-        .handle_incoming(
-            auth(ReasonCode::ContinueAuthentication, "REVERSE", b"abc"),
-            now,
-        )
-        .unwrap();
-    assert_eq!(
-        h.flush(),
-        vec![auth(ReasonCode::ContinueAuthentication, "REVERSE", b"cba")]
-    );
-    let mut connack = ConnAck::new(false);
-    connack.properties.authentication_method = Some("REVERSE".into());
-    connack.properties.authentication_data = Some(Bytes::from_static(b"ok"));
-    h.session
-        .handle_incoming(Packet::ConnAck(Box::new(connack)), now)
-        .unwrap();
+    challenge_then_connack(&mut h, now);
     assert!(h.session.is_connected());
     // Re-authentication [MQTT-4.12.1-1].
     h.session.reauthenticate().unwrap();
@@ -188,4 +195,36 @@ fn an_auth_over_the_servers_maximum_packet_size_is_refused_where_it_is_made() {
         .unwrap_err();
     assert!(format!("{error}").contains("cannot be sent"), "{error}");
     assert!(h.flush().iter().all(|p| !matches!(p, Packet::Auth(_))));
+}
+
+/// [MQTT-3.1.2-30] With an Authentication Method in CONNECT, nothing but AUTH goes out until
+/// CONNACK: a publish and a subscription made meanwhile wait for it, and no PINGREQ is sent.
+#[test]
+fn mqtt_3_1_2_30_with_an_authentication_method_only_auth_goes_out_before_connack() {
+    let mut h = Harness::new();
+    h.session.set_authenticator(Box::new(Reverse::default()));
+    let credentials = h.session.connect_credentials();
+    h.session.start_connection(credentials).unwrap();
+    let sent = h.flush();
+    assert!(matches!(sent.as_slice(), [Packet::Connect(_)]), "{sent:?}");
+    h.publish(QoS::AtLeastOnce, "waits");
+    let subscribe = |h: &mut Harness| {
+        h.session.subscribe(
+            vec![Subscription::new("s", QoS::AtLeastOnce)],
+            SubscribeProperties::default(),
+        )
+    };
+    // The engine takes requests only on a connection (the client holds them until then).
+    assert!(matches!(subscribe(&mut h), Err(RequestError::NotConnected)));
+    let now = Instant::now();
+    h.session.handle_timeout(now + Duration::from_secs(120));
+    assert!(h.flush().is_empty(), "nothing before the server's answer");
+    challenge_then_connack(&mut h, now);
+    subscribe(&mut h).unwrap();
+    let sent: Vec<PacketType> = h.flush().iter().map(Packet::packet_type).collect();
+    assert_eq!(
+        sent,
+        vec![PacketType::Publish, PacketType::Subscribe],
+        "what waited goes after CONNACK"
+    );
 }

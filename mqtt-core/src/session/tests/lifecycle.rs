@@ -285,3 +285,87 @@ fn queued_messages_go_out_with_the_remaining_expiry_and_expired_ones_are_never_s
     let output = restarted.poll_output(Instant::now()).unwrap();
     assert!(matches!(output.commit.ops(), [StoreOp::RemoveQueue { .. }]));
 }
+
+/// [MQTT-4.3.3-7] Once its PUBLISH went out, a message no longer expires: past its deadline
+/// it is sent again on the next connection (and after a restart), never dropped as expired.
+#[test]
+fn mqtt_4_3_3_7_a_message_sent_once_never_expires() {
+    let mut h = Harness::new();
+    h.connack(false, None);
+    let mut p = Publish::new("t/1", "sent");
+    p.qos = QoS::ExactlyOnce;
+    p.properties.message_expiry_interval = Some(5);
+    h.session.publish(p).unwrap();
+    assert_eq!(publishes(&h.flush()).len(), 1);
+    h.session.connection_lost(NOW_MS);
+    h.session.tick(NOW_MS + 60_000);
+    assert!(
+        !h.events()
+            .iter()
+            .any(|e| matches!(e, Event::Expired { .. })),
+        "a message in flight does not expire"
+    );
+    let sent = h.connack(true, None);
+    assert_eq!(publishes(&sent), vec![(1, true, Bytes::from("sent"))]);
+    // Restarted long after its deadline: still in flight, still resent.
+    h.flush();
+    let mut restarted = Session::new(options(), h.store.stored(), NOW_MS + 600_000).unwrap();
+    assert!(
+        !std::iter::from_fn(|| restarted.poll_event()).any(|e| matches!(e, Event::Expired { .. })),
+        "not expired at a restart either"
+    );
+    assert_eq!(restarted.in_flight() as u64 + restarted.queued(), 1);
+}
+
+/// [MQTT-4.3.3-7] After a restart, the messages the last connection may have sent (as many
+/// of the oldest as its in-flight limit, also beyond the queue window in memory) are kept
+/// from expiring; one that never went out expires as before.
+#[test]
+fn mqtt_4_3_3_7_after_a_restart_only_what_may_have_gone_out_is_kept_from_expiring() {
+    let mut options = options();
+    options.queue_window = crate::store::QueueWindow::new(1, 1 << 20);
+    let mut h = Harness {
+        session: Session::new(options.clone(), StoredSession::default(), NOW_MS).unwrap(),
+        store: Committed::default(),
+    };
+    let mut sent = h.connack(false, Some(2));
+    for payload in ["a", "b", "c"] {
+        let mut p = Publish::new("t/1", payload);
+        p.qos = QoS::AtLeastOnce;
+        p.properties.message_expiry_interval = Some(5);
+        h.session.publish(p).unwrap();
+    }
+    let read_on = |h: &mut Harness, sent: &mut Vec<Packet>| {
+        for _ in 0..6 {
+            if let Some(read) = h.session.poll_queue_read() {
+                let records = h.store.read_queue(read.from, read.window);
+                h.session.queue_read(records).unwrap();
+            }
+            sent.extend(h.flush());
+        }
+    };
+    read_on(&mut h, &mut sent);
+    assert_eq!(publishes(&sent).len(), 2, "a and b in flight, c waits");
+    // Killed; started again a minute later, with one message of the queue in memory.
+    h.session = Session::new(
+        options.clone(),
+        h.store.resumed(options.queue_window),
+        NOW_MS + 60_000,
+    )
+    .unwrap();
+    h.session.tick(NOW_MS + 60_000);
+    let mut events = h.events();
+    let mut sent = h.connack(true, None);
+    read_on(&mut h, &mut sent);
+    events.extend(h.events());
+    assert_eq!(
+        publishes(&sent),
+        vec![(1, true, Bytes::from("a")), (2, true, Bytes::from("b"))],
+        "what may have gone out is sent again"
+    );
+    let expired: Vec<&Event> = events
+        .iter()
+        .filter(|e| matches!(e, Event::Expired { .. }))
+        .collect();
+    assert_eq!(expired.len(), 1, "c expired: {events:?}");
+}

@@ -921,3 +921,56 @@ fn mqtt_4_1_0_1_session_state_stays_while_the_connection_is_open() {
         reason: ReasonCode::Success
     }));
 }
+
+/// [MQTT-4.9.0-3] With the send quota at zero, only the queue waits: incoming messages are
+/// answered, SUBSCRIBE and PINGREQ go out, and a PUBACK frees the quota (a QoS 0 message
+/// published meanwhile keeps its place in the queue, behind the QoS 1 one).
+#[test]
+fn mqtt_4_9_0_3_at_zero_send_quota_every_other_packet_goes_on() {
+    let mut h = Harness::new();
+    let t0 = Instant::now();
+    let mut connack = ConnAck::new(false);
+    connack.properties.receive_maximum = Some(1);
+    h.session.handle_connack(&connack, t0).unwrap();
+    h.flush();
+    h.publish(QoS::AtLeastOnce, "takes the quota");
+    h.publish(QoS::AtLeastOnce, "waits");
+    assert_eq!(publishes(&h.flush()).len(), 1, "the quota is spent");
+    h.session
+        .handle_publish(super::inbound::incoming(QoS::AtLeastOnce, 7, false))
+        .unwrap();
+    h.session
+        .handle_publish(super::inbound::incoming(QoS::ExactlyOnce, 8, false))
+        .unwrap();
+    h.session
+        .subscribe(
+            vec![Subscription::new("s", QoS::AtLeastOnce)],
+            SubscribeProperties::default(),
+        )
+        .unwrap();
+    h.publish(QoS::AtMostOnce, "qos 0");
+    let sent: Vec<PacketType> = h.flush().iter().map(Packet::packet_type).collect();
+    assert_eq!(
+        sent,
+        vec![
+            PacketType::PubAck,
+            PacketType::PubRec,
+            PacketType::Subscribe
+        ],
+        "the answers and the request, no PUBLISH"
+    );
+    let idle = t0 + Duration::from_secs(61);
+    h.session.handle_timeout(idle);
+    assert_eq!(
+        h.session.poll_output(idle).unwrap().send,
+        vec![Packet::PingReq]
+    );
+    h.session.handle_puback(&PubAck::new(1));
+    assert_eq!(
+        publishes(&h.flush()),
+        vec![
+            (2, false, Bytes::from("waits")),
+            (0, false, Bytes::from("qos 0"))
+        ]
+    );
+}
