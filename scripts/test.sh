@@ -18,6 +18,12 @@ cargo fmt --all -- --check
 step "cargo clippy --workspace --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
 
+step "scripts/features.sh: mooring-mqtt with no default features, each feature alone, all"
+bash scripts/features.sh
+
+step "scripts/new-user.sh: a fresh crate on the newest dependencies builds without warnings"
+bash scripts/new-user.sh
+
 step "mooring-core without default features depends on no async runtime (cargo tree)"
 runtimes=$(cargo tree -p mooring-core -e normal --no-default-features --prefix none \
   | grep -E '^(tokio|async-std|smol|async-executor|async-io|glommio) ' || true)

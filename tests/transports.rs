@@ -69,7 +69,7 @@ fn pki(name: &str) -> Pki {
 }
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }
 
 fn server_config(pki: &Pki, require_client_cert: bool) -> Arc<rustls::ServerConfig> {

@@ -469,17 +469,17 @@ pub fn verify(path: &Path, json: bool) -> Result<(), Failure> {
             }
             _ => None,
         };
-        if let Some(packet) = packet {
-            if let Err(e) = decode_publish(protocol, packet) {
-                let seq = match &record {
-                    Record::Outbound(seq, _) | Record::Queued(seq, _) => *seq,
-                    _ => 0,
-                };
-                report.problem(format!(
-                    "session {}: record #{seq}: {e}",
-                    session_name(&key)
-                ));
-            }
+        if let Some(packet) = packet
+            && let Err(e) = decode_publish(protocol, packet)
+        {
+            let seq = match &record {
+                Record::Outbound(seq, _) | Record::Queued(seq, _) => *seq,
+                _ => 0,
+            };
+            report.problem(format!(
+                "session {}: record #{seq}: {e}",
+                session_name(&key)
+            ));
         }
         true
     });

@@ -223,13 +223,13 @@ impl Mosquitto {
             {
                 return Ok(());
             }
-            if let Some(child) = self.child.as_mut() {
-                if let Some(status) = child.try_wait()? {
-                    return Err(io::Error::other(format!(
-                        "mosquitto exited with {status}: {}",
-                        self.log()
-                    )));
-                }
+            if let Some(child) = self.child.as_mut()
+                && let Some(status) = child.try_wait()?
+            {
+                return Err(io::Error::other(format!(
+                    "mosquitto exited with {status}: {}",
+                    self.log()
+                )));
             }
             if Instant::now() > deadline {
                 return Err(io::Error::new(

@@ -364,10 +364,10 @@ async fn prove(store: &str, qos: QoS, kills: u32, seed: u64, variant: Variant) -
     for a in &arrivals {
         let v: Vec<u64> = a.split(' ').map(|x| x.parse().unwrap()).collect();
         let (t, key) = (v[0], (v[1], v[2]));
-        if let Some(prev) = last.insert(t, key) {
-            if key <= prev {
-                report.order_violations += 1;
-            }
+        if let Some(prev) = last.insert(t, key)
+            && key <= prev
+        {
+            report.order_violations += 1;
         }
     }
     let consumed = ledger(dir.path(), "consumed");

@@ -47,7 +47,7 @@ async fn cycle_and_measure(name: &str, path: &Path, store: impl SessionStore) ->
         }
         store.commit(&key, Batch::from(ops)).await.unwrap();
         seq += PER_COMMIT;
-        if seq % 20_000 == 0 {
+        if seq.is_multiple_of(20_000) {
             sizes.push(size_on_disk(path));
         }
     }

@@ -36,5 +36,6 @@
 #[cfg(feature = "conformance")]
 pub mod conformance;
 pub mod packet;
+mod secret;
 pub mod session;
 pub mod store;

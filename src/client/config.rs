@@ -57,8 +57,8 @@ pub struct ClientConfig {
     /// The Session Expiry Interval: a duration, or `"never"`.
     #[serde(with = "human::expiry")]
     pub session_expiry: u32,
-    /// Keep alive (whole seconds; `"0s"` turns it off).
-    #[serde(with = "human")]
+    /// Keep alive (whole seconds up to 65,535; `"0s"` turns it off).
+    #[serde(with = "human::keep_alive")]
     pub keep_alive: Duration,
     /// How long to wait for PINGRESP.
     #[serde(with = "human")]

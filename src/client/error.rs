@@ -3,8 +3,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-#[cfg(feature = "tls")]
-use super::tls::TlsError;
 use super::transport::TransportError;
 use super::url::UrlError;
 use crate::packet::{DecodeError, ReasonCode};
@@ -12,6 +10,31 @@ use crate::session::{
     AckError, AuthError, ConnectPacketError, ProtocolViolation, PublishError, RequestError,
 };
 use crate::store::StoreError;
+
+/// Why TLS settings could not be built.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TlsError {
+    /// A file could not be read.
+    #[error("cannot read {path}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// PEM text holds no usable certificate or key.
+    #[error("{0}")]
+    Pem(String),
+    /// rustls refused the certificates or key.
+    #[cfg(feature = "tls")]
+    #[error("TLS configuration refused")]
+    Config(#[from] rustls::Error),
+    /// The system has no trusted root certificates.
+    #[error("no system root certificates could be loaded: {0}")]
+    NoSystemRoots(String),
+}
 
 /// Why a client call failed.
 #[derive(Debug, thiserror::Error)]
@@ -31,13 +54,17 @@ pub enum ClientError {
     #[error(transparent)]
     Url(#[from] UrlError),
     /// TLS settings could not be built (a file, a certificate, a key).
-    #[cfg(feature = "tls")]
     #[error(transparent)]
     Tls(#[from] TlsError),
-    /// The configuration asks for TLS, which this build lacks (feature `tls`).
-    #[cfg(not(feature = "tls"))]
-    #[error("TLS is configured but mooring was built without the `tls` feature")]
-    TlsUnavailable,
+    /// The settings need a Cargo feature of `mooring-mqtt` that this build lacks: `tls` for
+    /// `mqtts://`, `wss://` and TLS settings, `websocket` for `ws://` and `wss://`.
+    #[error("{needed_for} needs the `{feature}` feature of mooring-mqtt, which this build lacks")]
+    FeatureMissing {
+        /// The feature to turn on.
+        feature: &'static str,
+        /// What needs it (a server address, a section of the configuration).
+        needed_for: String,
+    },
     /// A configuration could not be applied (see [`ConfigError`](super::ConfigError)).
     #[error(transparent)]
     Config(#[from] super::config::ConfigError),

@@ -49,13 +49,13 @@ impl Queue {
     }
 
     fn drop_oldest(&mut self, which: impl Fn(&ClientEvent) -> bool) {
-        if let Some(at) = self.events.iter().position(which) {
-            if let Some(dropped) = self.events.remove(at) {
-                if !dropped.is_critical() {
-                    self.ordinary -= 1;
-                }
-                self.missed += 1;
+        if let Some(at) = self.events.iter().position(which)
+            && let Some(dropped) = self.events.remove(at)
+        {
+            if !dropped.is_critical() {
+                self.ordinary -= 1;
             }
+            self.missed += 1;
         }
     }
 

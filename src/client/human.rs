@@ -23,6 +23,36 @@ pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D
     parse(&String::deserialize(d)?)
 }
 
+/// Whole seconds of `duration` written as `text`: the protocol counts keep alive and session
+/// expiry in seconds, and a fraction would be cut off silently (`"500ms"` would turn keep
+/// alive off).
+fn whole_seconds<E: serde::de::Error>(text: &str, duration: Duration) -> Result<u64, E> {
+    if duration.subsec_nanos() != 0 {
+        return Err(E::custom(format!(
+            "{text:?} is not a whole number of seconds: the protocol counts this in seconds"
+        )));
+    }
+    Ok(duration.as_secs())
+}
+
+/// A Keep Alive: whole seconds from 0 (off) to 65,535.
+pub(crate) mod keep_alive {
+    use super::*;
+
+    pub(crate) use super::serialize;
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        let secs = whole_seconds(&text, parse(&text)?)?;
+        if secs > u64::from(u16::MAX) {
+            return Err(serde::de::Error::custom(format!(
+                "{text:?} is longer than the protocol allows for keep alive (65535s, about 18h)"
+            )));
+        }
+        Ok(Duration::from_secs(secs))
+    }
+}
+
 /// An optional duration: absent means none.
 pub(crate) mod option {
     use super::*;
@@ -63,7 +93,7 @@ pub(crate) mod expiry {
             return Ok(u32::MAX);
         }
         let duration: Duration = parse(&text)?;
-        u32::try_from(duration.as_secs())
+        u32::try_from(whole_seconds::<D::Error>(&text, duration)?)
             .ok()
             .filter(|secs| *secs < u32::MAX)
             .ok_or_else(|| {

@@ -182,10 +182,10 @@ impl Messages {
     }
 
     fn hand_out(&mut self, message: Message) -> Message {
-        if let Some(state) = message.hand_over() {
-            if state.mode == AckMode::Automatic {
-                self.last.push(state.clone());
-            }
+        if let Some(state) = message.hand_over()
+            && state.mode == AckMode::Automatic
+        {
+            self.last.push(state.clone());
         }
         message
     }
@@ -265,10 +265,10 @@ impl OwnershipGate {
 
     /// The session the driver now delivers from.
     pub(crate) fn set_active(&self, key: &SessionKey) {
-        if let Ok(mut active) = self.active.lock() {
-            if active.as_ref() != Some(key) {
-                *active = Some(key.clone());
-            }
+        if let Ok(mut active) = self.active.lock()
+            && active.as_ref() != Some(key)
+        {
+            *active = Some(key.clone());
         }
     }
 

@@ -237,13 +237,13 @@ impl Metrics {
     pub(crate) fn sending(&mut self, packets: &[Packet]) {
         #[cfg(feature = "metrics")]
         for packet in packets {
-            if let Packet::Publish(p) = packet {
-                if p.packet_id != 0 {
-                    let now = super::clock::now();
-                    let started = self.sent.entry(p.packet_id).or_insert(now);
-                    if !p.dup {
-                        *started = now;
-                    }
+            if let Packet::Publish(p) = packet
+                && p.packet_id != 0
+            {
+                let now = super::clock::now();
+                let started = self.sent.entry(p.packet_id).or_insert(now);
+                if !p.dup {
+                    *started = now;
                 }
             }
         }
@@ -254,12 +254,12 @@ impl Metrics {
     /// A packet from the server: PUBACK and PUBCOMP end a flow's clock.
     pub(crate) fn receiving(&mut self, packet: &Packet) {
         #[cfg(feature = "metrics")]
-        if let Packet::PubAck(ack) | Packet::PubComp(ack) = packet {
-            if let Some(started) = self.sent.remove(&ack.packet_id) {
-                self.handles
-                    .ack_duration
-                    .record(started.elapsed().as_secs_f64());
-            }
+        if let Packet::PubAck(ack) | Packet::PubComp(ack) = packet
+            && let Some(started) = self.sent.remove(&ack.packet_id)
+        {
+            self.handles
+                .ack_duration
+                .record(started.elapsed().as_secs_f64());
         }
         #[cfg(not(feature = "metrics"))]
         let _ = packet;

@@ -100,7 +100,7 @@ mod url;
 mod v311;
 
 pub use error::{
-    ClientError, ConnectError, ConnectionLoss, DeliveryError, ProtocolError, StopReason,
+    ClientError, ConnectError, ConnectionLoss, DeliveryError, ProtocolError, StopReason, TlsError,
 };
 pub use event_queue::Events;
 pub use events::{ClientEvent, ReconnectReason, Stats, SubAckInfo};
@@ -117,7 +117,7 @@ pub use options::ClientBuilder;
 pub use policy::{Backoff, Exhausted, QueuePolicy, Redelivery, Refusal};
 pub use router::{Router, topic_matches};
 #[cfg(feature = "tls")]
-pub use tls::{TlsError, TlsOptions};
+pub use tls::TlsOptions;
 pub use transport::{AsyncStream, BoxFuture, Connector, TransportError, TransportOptions};
 pub use url::{Scheme, ServerUrl, UrlError};
 

@@ -126,12 +126,18 @@ impl Default for ClientBuilder {
     }
 }
 
+/// Whole seconds, a fraction rounded up: a positive duration never becomes 0, which turns
+/// keep alive off and ends a session with its connection.
+fn whole_secs(d: Duration) -> u64 {
+    d.as_secs().saturating_add(u64::from(d.subsec_nanos() > 0))
+}
+
 fn secs_u16(d: Duration) -> u16 {
-    u16::try_from(d.as_secs()).unwrap_or(u16::MAX)
+    u16::try_from(whole_secs(d)).unwrap_or(u16::MAX)
 }
 
 pub(crate) fn secs_u32(d: Duration) -> u32 {
-    u32::try_from(d.as_secs()).unwrap_or(u32::MAX)
+    u32::try_from(whole_secs(d)).unwrap_or(u32::MAX)
 }
 
 impl ClientBuilder {
@@ -175,7 +181,8 @@ impl ClientBuilder {
     }
 
     /// How long the server keeps the session after the connection ends (Session Expiry
-    /// Interval; whole seconds). Zero ends the session with the connection.
+    /// Interval; whole seconds, a fraction rounded up). Zero ends the session with the
+    /// connection; 136 years or more (`Duration::MAX`) is "never".
     pub fn session_expiry(mut self, expiry: Duration) -> Self {
         self.settings.session.properties.session_expiry_interval = Some(secs_u32(expiry));
         self
@@ -188,7 +195,8 @@ impl ClientBuilder {
         self
     }
 
-    /// The keep alive interval (whole seconds; zero turns it off).
+    /// The keep alive interval (whole seconds, a fraction rounded up, at most 65,535; zero
+    /// turns it off).
     pub fn keep_alive(mut self, interval: Duration) -> Self {
         self.settings.session.keep_alive = secs_u16(interval);
         self
@@ -561,6 +569,16 @@ impl ClientBuilder {
             .iter()
             .map(|s| s.parse::<ServerUrl>())
             .collect::<Result<Vec<_>, _>>()?;
+        // Refused here, not met as a failed dial on every attempt.
+        if let Some((server, feature)) = servers
+            .iter()
+            .find_map(|s| s.scheme().missing_feature().map(|f| (s, f)))
+        {
+            return Err(super::error::ClientError::FeatureMissing {
+                feature,
+                needed_for: server.to_string(),
+            });
+        }
         let mut settings = Settings {
             servers,
             ..self.settings.clone()

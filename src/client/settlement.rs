@@ -147,10 +147,10 @@ impl AckState {
             return;
         }
         let (reply, durable) = oneshot::channel();
-        if self.settle(Verdict::Ack, Some(reply)) {
-            if let Ok(mut slot) = self.durable.lock() {
-                *slot = Some(durable);
-            }
+        if self.settle(Verdict::Ack, Some(reply))
+            && let Ok(mut slot) = self.durable.lock()
+        {
+            *slot = Some(durable);
         }
     }
 

@@ -8,30 +8,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use super::config::TlsConfig;
-
-/// Why TLS settings could not be built.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum TlsError {
-    /// A file could not be read.
-    #[error("cannot read {path}")]
-    Read {
-        /// The file.
-        path: String,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
-    /// PEM text holds no usable certificate or key.
-    #[error("{0}")]
-    Pem(String),
-    /// rustls refused the certificates or key.
-    #[error("TLS configuration refused")]
-    Config(#[from] rustls::Error),
-    /// The system has no trusted root certificates.
-    #[error("no system root certificates could be loaded: {0}")]
-    NoSystemRoots(String),
-}
+use super::error::TlsError;
 
 /// How to verify the server and, optionally, who the client is.
 ///
@@ -73,7 +50,7 @@ impl std::fmt::Debug for TlsOptions {
 }
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, TlsError> {

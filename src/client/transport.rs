@@ -79,8 +79,10 @@ pub enum TransportError {
     },
 }
 
-/// Transport settings an attempt may change (see `ConnectAttempt`).
+/// Transport settings an attempt may change (see `ConnectAttempt`). Fields are added by
+/// Cargo features (`tls`), so it is built from `Default` and changed field by field.
 #[derive(Clone, Default)]
+#[non_exhaustive]
 pub struct TransportOptions {
     /// TLS settings for `mqtts://` and `wss://`; the system's roots when `None`.
     #[cfg(feature = "tls")]

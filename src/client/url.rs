@@ -37,6 +37,18 @@ impl Scheme {
         }
     }
 
+    /// The Cargo feature of `mooring-mqtt` that this scheme needs and this build lacks, if
+    /// any: `tls` for `mqtts://` and `wss://`, `websocket` for `ws://` and `wss://`.
+    pub fn missing_feature(self) -> Option<&'static str> {
+        if self.is_tls() && !cfg!(feature = "tls") {
+            return Some("tls");
+        }
+        if self.is_websocket() && !cfg!(feature = "websocket") {
+            return Some("websocket");
+        }
+        None
+    }
+
     /// The scheme as written in an address (`mqtts`).
     pub(crate) fn name(self) -> &'static str {
         match self {

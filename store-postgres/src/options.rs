@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use crate::clock::{BootClock, LeaseClock};
 
-/// How to reach the database, and how ownership behaves.
-#[derive(Debug, Clone)]
+/// How to reach the database, and how ownership behaves. Its `Debug` shows the connection
+/// without its password.
+#[derive(Clone)]
 pub struct PostgresOptions {
     /// The connection, as a URL (`postgres://user:secret@host:5432/db`) or `key=value`
     /// pairs (`host=... user=... dbname=...`), as libpq takes them.
@@ -45,7 +46,101 @@ pub struct PostgresOptions {
     pub tls: Option<DatabaseTls>,
 }
 
-/// Whom to trust when the database is reached over TLS (rustls, with ring).
+impl std::fmt::Debug for PostgresOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let Self {
+            connection,
+            lease,
+            takeover,
+            holder,
+            outage_limit,
+            shared_client_ids,
+            lease_clock: _,
+            tls,
+        } = self;
+        f.debug_struct("PostgresOptions")
+            .field("connection", &without_password(connection))
+            .field("lease", lease)
+            .field("takeover", takeover)
+            .field("holder", holder)
+            .field("outage_limit", outage_limit)
+            .field("shared_client_ids", shared_client_ids)
+            .field("tls", tls)
+            .finish_non_exhaustive()
+    }
+}
+
+const HIDDEN: &str = "<hidden>";
+
+/// A connection string with its password replaced by `<hidden>`: the user information of a
+/// URL (`postgres://user:secret@host`), a `password` query parameter, a `password=` pair.
+pub(crate) fn without_password(connection: &str) -> String {
+    let Some((scheme, rest)) = connection.split_once("://") else {
+        return without_password_pair(connection);
+    };
+    let (authority, tail) = rest.split_at(rest.find(['/', '?']).unwrap_or(rest.len()));
+    let authority = match authority.rsplit_once('@') {
+        Some((user_info, host)) => match user_info.split_once(':') {
+            Some((user, _)) => format!("{user}:{HIDDEN}@{host}"),
+            None => authority.to_owned(),
+        },
+        None => authority.to_owned(),
+    };
+    let tail = match tail.split_once('?') {
+        Some((path, query)) => {
+            let query: Vec<String> = query
+                .split('&')
+                .map(|pair| match pair.split_once('=') {
+                    Some((key, _)) if key == "password" => format!("{key}={HIDDEN}"),
+                    _ => pair.to_owned(),
+                })
+                .collect();
+            format!("{path}?{}", query.join("&"))
+        }
+        None => tail.to_owned(),
+    };
+    format!("{scheme}://{authority}{tail}")
+}
+
+/// `key=value` pairs (values may be quoted, with `\'` inside) with the `password` value
+/// hidden.
+fn without_password_pair(connection: &str) -> String {
+    let mut out = String::with_capacity(connection.len());
+    let mut rest = connection;
+    while let Some(at) = rest.find("password") {
+        let (before, from) = rest.split_at(at);
+        out.push_str(before);
+        let after_key = &from["password".len()..];
+        let trimmed = after_key.trim_start();
+        let starts_a_key = before.is_empty() || before.ends_with(char::is_whitespace);
+        let Some(value) = trimmed.strip_prefix('=').filter(|_| starts_a_key) else {
+            out.push_str("password");
+            rest = after_key;
+            continue;
+        };
+        let value = value.trim_start();
+        let end = if let Some(quoted) = value.strip_prefix('\'') {
+            let mut escaped = false;
+            quoted
+                .char_indices()
+                .find(|&(_, c)| {
+                    let closes = c == '\'' && !escaped;
+                    escaped = c == '\\' && !escaped;
+                    closes
+                })
+                .map_or(value.len(), |(i, _)| i + 2)
+        } else {
+            value.find(char::is_whitespace).unwrap_or(value.len())
+        };
+        out.push_str("password=");
+        out.push_str(HIDDEN);
+        rest = &value[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Whom to trust when the database is reached over TLS (rustls, with aws-lc-rs).
 #[derive(Debug, Clone)]
 pub enum DatabaseTls {
     /// The operating system's root certificates.
@@ -79,7 +174,7 @@ impl DatabaseTls {
         if roots.is_empty() {
             return Err("no CA certificate to trust".to_owned());
         }
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         Ok(rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .map_err(|e| e.to_string())?
@@ -167,3 +262,38 @@ impl From<String> for PostgresOptions {
 
 /// The shortest lease: renewals go out each third of it, and a round trip must fit.
 pub const MIN_LEASE: Duration = Duration::from_millis(300);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_never_shows_the_password_of_the_connection() {
+        for (connection, shown) in [
+            (
+                "postgres://gw:s3cr3t@db:5432/mooring",
+                "postgres://gw:<hidden>@db:5432/mooring",
+            ),
+            (
+                "postgresql://gw:s3cr3t@db?sslmode=disable&password=s3cr3t",
+                "postgresql://gw:<hidden>@db?sslmode=disable&password=<hidden>",
+            ),
+            ("postgres://gw@db/m", "postgres://gw@db/m"),
+            (
+                "host=db user=gw password=s3cr3t dbname=m",
+                "host=db user=gw password=<hidden> dbname=m",
+            ),
+            (
+                "host=db password = 's3 cr\\'3t' dbname=m",
+                "host=db password=<hidden> dbname=m",
+            ),
+            ("host=db user=password_user", "host=db user=password_user"),
+        ] {
+            assert_eq!(without_password(connection), shown, "{connection}");
+            let options = PostgresOptions::new(connection);
+            let printed = format!("{options:?}");
+            assert!(!printed.contains("s3"), "{printed}");
+            assert!(printed.contains("db"), "{printed}");
+        }
+    }
+}

@@ -303,10 +303,10 @@ async fn run() -> Result<(), Error> {
                 let delivery = client.publish(topic.clone(), line.clone(), qos).await?;
                 accepted.append(&line)?;
                 deliveries.push_back(delivery);
-                if deliveries.len() > 1000 {
-                    if let Some(oldest) = deliveries.pop_front() {
-                        oldest.await?;
-                    }
+                if deliveries.len() > 1000
+                    && let Some(oldest) = deliveries.pop_front()
+                {
+                    oldest.await?;
                 }
                 tokio::time::sleep(pace).await;
             }

@@ -154,12 +154,11 @@ fn check_deliveries(dir: &Path, arrivals: &[String], fed: u64) -> Deliveries {
             continue;
         }
         let v: Vec<u64> = a.split(' ').filter_map(|x| x.parse().ok()).collect();
-        if let [t, n, run] = v[..] {
-            if let Some(prev) = last.insert(t, (n, run)) {
-                if (n, run) <= prev {
-                    d.order_violations += 1;
-                }
-            }
+        if let [t, n, run] = v[..]
+            && let Some(prev) = last.insert(t, (n, run))
+            && (n, run) <= prev
+        {
+            d.order_violations += 1;
         }
     }
     let consumed: HashSet<String> = ledger(dir, "consumed").into_iter().collect();
@@ -246,10 +245,10 @@ async fn soak(minutes: f64, store: &str) -> Result<bool, Error> {
                     .await?;
                 fed.fetch_add(1, Ordering::Relaxed);
                 outstanding.push_back(d);
-                if outstanding.len() > 100 {
-                    if let Some(d) = outstanding.pop_front() {
-                        d.await?;
-                    }
+                if outstanding.len() > 100
+                    && let Some(d) = outstanding.pop_front()
+                {
+                    d.await?;
                 }
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }

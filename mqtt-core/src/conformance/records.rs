@@ -119,7 +119,7 @@ pub(super) async fn order_survives_packet_identifier_wrap<F: StoreFactory>(f: &F
         }
         commit(&store, &k, ops).await?;
         next += STEP;
-        if next % 10_000 == 0 || next == 65_750 || next == TOTAL {
+        if next.is_multiple_of(10_000) || next == 65_750 || next == TOTAL {
             let loaded = store.load(&k).await?;
             let first = next.saturating_sub(WINDOW);
             let want: Vec<u64> = (first..next).collect();

@@ -48,7 +48,7 @@ impl Will {
 }
 
 /// CONNECT: the first packet a client sends.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct Connect {
     /// Clean Start: discard any existing session.
     pub clean_start: bool,
@@ -65,6 +65,15 @@ pub struct Connect {
     /// The password, if any (binary data in MQTT v5).
     pub password: Option<Bytes>,
 }
+
+crate::secret::debug_hiding_secrets!(Connect {
+    clean_start,
+    keep_alive,
+    properties,
+    client_id,
+    will,
+    username
+} hidden { password });
 
 impl Connect {
     /// A CONNECT with Clean Start, a 60 s keep alive and nothing else.

@@ -444,7 +444,7 @@ fn check_authentication(method: &Option<String>, data: &Option<Bytes>) -> Result
 }
 
 /// Properties of CONNECT (section 3.1.2.11).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct ConnectProperties {
     /// Seconds the session outlives the connection; absent means 0, 0xFFFFFFFF never expires.
     pub session_expiry_interval: Option<u32>,
@@ -465,6 +465,17 @@ pub struct ConnectProperties {
     /// Data of the enhanced authentication method.
     pub authentication_data: Option<Bytes>,
 }
+
+crate::secret::debug_hiding_secrets!(ConnectProperties {
+    session_expiry_interval,
+    receive_maximum,
+    maximum_packet_size,
+    topic_alias_maximum,
+    request_response_information,
+    request_problem_information,
+    user_properties,
+    authentication_method
+} hidden { authentication_data });
 
 impl ConnectProperties {
     pub(crate) fn read(r: &mut Reader) -> Result<Self, Violation> {
@@ -591,7 +602,7 @@ impl Encode for WillProperties {
 }
 
 /// Properties of CONNACK (section 3.2.2.3).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct ConnAckProperties {
     /// The Session Expiry Interval the server uses instead of the client's.
     pub session_expiry_interval: Option<u32>,
@@ -628,6 +639,25 @@ pub struct ConnAckProperties {
     /// Data of the enhanced authentication method.
     pub authentication_data: Option<Bytes>,
 }
+
+crate::secret::debug_hiding_secrets!(ConnAckProperties {
+    session_expiry_interval,
+    receive_maximum,
+    maximum_qos,
+    retain_available,
+    maximum_packet_size,
+    assigned_client_identifier,
+    topic_alias_maximum,
+    reason_string,
+    user_properties,
+    wildcard_subscription_available,
+    subscription_identifiers_available,
+    shared_subscription_available,
+    server_keep_alive,
+    response_information,
+    server_reference,
+    authentication_method
+} hidden { authentication_data });
 
 impl ConnAckProperties {
     pub(crate) fn read(r: &mut Reader) -> Result<Self, Violation> {
@@ -951,7 +981,7 @@ impl Encode for DisconnectProperties {
 }
 
 /// Properties of AUTH (section 3.15.2.2).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct AuthProperties {
     /// The enhanced authentication method.
     pub authentication_method: Option<String>,
@@ -962,6 +992,12 @@ pub struct AuthProperties {
     /// User properties, in order.
     pub user_properties: Vec<UserProperty>,
 }
+
+crate::secret::debug_hiding_secrets!(AuthProperties {
+    authentication_method,
+    reason_string,
+    user_properties
+} hidden { authentication_data });
 
 impl AuthProperties {
     /// Whether no property is set.

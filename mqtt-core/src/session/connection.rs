@@ -17,7 +17,7 @@ use crate::store::{SessionMeta, StoreOp};
 
 /// What each connection attempt may set anew in CONNECT: a `before_connect` hook refreshes
 /// credentials and User Properties per attempt.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct ConnectCredentials {
     /// The user name, if any.
     pub username: Option<String>,
@@ -26,6 +26,11 @@ pub struct ConnectCredentials {
     /// CONNECT's User Properties.
     pub user_properties: Vec<UserProperty>,
 }
+
+crate::secret::debug_hiding_secrets!(ConnectCredentials {
+    username,
+    user_properties
+} hidden { password });
 
 impl Session {
     /// The credentials and User Properties CONNECT carries unless an attempt replaces them.
@@ -470,10 +475,11 @@ impl Session {
                 "a DISCONNECT reason code or Session Expiry Interval",
             ));
         }
-        if let Some(interval) = session_expiry_interval {
-            if interval != 0 && self.meta.session_expiry_interval == 0 {
-                return Err(RequestError::ExpiryExtended);
-            }
+        if let Some(interval) = session_expiry_interval
+            && interval != 0
+            && self.meta.session_expiry_interval == 0
+        {
+            return Err(RequestError::ExpiryExtended);
         }
         let mut packet = Disconnect::new(reason);
         packet.properties.session_expiry_interval = session_expiry_interval;

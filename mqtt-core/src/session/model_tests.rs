@@ -513,10 +513,10 @@ impl World {
                             }
                             _ => true,
                         });
-                        if let Some(alias) = announced {
-                            if let Some(topic) = self.session.unannounce_alias(alias) {
-                                restore_topic(&mut output.send, alias, &topic);
-                            }
+                        if let Some(alias) = announced
+                            && let Some(topic) = self.session.unannounce_alias(alias)
+                        {
+                            restore_topic(&mut output.send, alias, &topic);
                         }
                     }
                 }

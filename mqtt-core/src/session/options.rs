@@ -8,7 +8,7 @@ use crate::packet::{ConnectProperties, ProtocolVersion};
 use crate::store::QueueWindow;
 
 /// What the client asks of a session.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct SessionOptions {
     /// The client identifier; empty asks the server to assign one.
     pub client_id: String,
@@ -56,6 +56,24 @@ pub struct SessionOptions {
     /// (Session Present 0): sent again as new messages, or discarded and reported.
     pub lost_session: LostSession,
 }
+
+crate::secret::debug_hiding_secrets!(SessionOptions {
+    client_id,
+    clean_start,
+    keep_alive,
+    properties,
+    manual_ack,
+    ping_timeout,
+    will,
+    username,
+    topic_aliases,
+    resubscribe,
+    held_bytes_limit,
+    protocol,
+    in_flight_maximum,
+    queue_window,
+    lost_session
+} hidden { password });
 
 /// What a session does with the QoS 1/2 publishes that may have reached the server's session
 /// when the server turns out to have lost it (CONNACK with Session Present 0): those sent and

@@ -147,11 +147,11 @@ impl Session {
                 accepted_at_ms: Some(self.clock.now_ms),
             },
         });
-        if self.queue.push(id, publish, size, self.out.generation) {
-            if let Some(at) = expires_at_ms {
-                self.outbound.expiries.insert((at, id));
-                self.outbound.deadlines.insert(id, at);
-            }
+        if self.queue.push(id, publish, size, self.out.generation)
+            && let Some(at) = expires_at_ms
+        {
+            self.outbound.expiries.insert((at, id));
+            self.outbound.deadlines.insert(id, at);
         }
         self.drain();
         Ok(id)

@@ -108,10 +108,11 @@ impl Session {
 /// Gives PUBLISHes in `packets` that use `alias` alone their `topic` again.
 pub fn restore_topic(packets: &mut [Packet], alias: u16, topic: &str) {
     for packet in packets {
-        if let Packet::Publish(p) = packet {
-            if p.topic.is_empty() && p.properties.topic_alias == Some(alias) {
-                p.topic = topic.to_owned();
-            }
+        if let Packet::Publish(p) = packet
+            && p.topic.is_empty()
+            && p.properties.topic_alias == Some(alias)
+        {
+            p.topic = topic.to_owned();
         }
     }
 }

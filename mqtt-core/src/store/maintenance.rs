@@ -133,10 +133,10 @@ pub async fn move_session<S: SessionStore + ?Sized>(
         });
     }
     let mut batch = Batch::new();
-    if target.meta.is_none() {
-        if let Some(meta) = session.meta.clone() {
-            batch.push(StoreOp::SetMeta(meta));
-        }
+    if target.meta.is_none()
+        && let Some(meta) = session.meta.clone()
+    {
+        batch.push(StoreOp::SetMeta(meta));
     }
     // One sequence for both kinds keeps their relative order.
     let base = target.next_seq();

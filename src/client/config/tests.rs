@@ -28,7 +28,11 @@ fn everything() -> ClientBuilder {
     will.properties.user_properties = vec![crate::packet::UserProperty::new("k", "v")];
     let b = ClientBuilder::default()
         .server("mqtt://10.0.0.5:1883")
-        .server("mqtts://10.0.0.6")
+        .server(if cfg!(feature = "tls") {
+            "mqtts://10.0.0.6"
+        } else {
+            "mqtt://10.0.0.6"
+        })
         .client_id("gateway-7")
         .cluster_scope("plant")
         .clean_start(true)
@@ -192,6 +196,17 @@ fn a_bad_setting_is_named_in_the_error() {
     let (field, message) = invalid("keep_alive = \"10 parsecs\"");
     assert_eq!(field, "keep_alive");
     assert!(message.contains("\"30s\""), "{message}");
+    // What would silently mean something else is refused: a fraction of a second would be
+    // cut off (keep alive "500ms" would turn it off), and the protocol's range is kept.
+    let (field, message) = invalid("keep_alive = \"500ms\"");
+    assert_eq!(field, "keep_alive");
+    assert!(message.contains("whole number of seconds"), "{message}");
+    let (field, message) = invalid("keep_alive = \"19h\"");
+    assert_eq!(field, "keep_alive");
+    assert!(message.contains("65535s"), "{message}");
+    let (field, message) = invalid("session_expiry = \"1500ms\"");
+    assert_eq!(field, "session_expiry");
+    assert!(message.contains("whole number of seconds"), "{message}");
     let (field, _) = invalid("[tls]\nalpn = 3");
     assert_eq!(field, "tls.alpn");
     let (field, _) = invalid("[reconnect]\ninitial = 100");

@@ -419,10 +419,10 @@ impl Driver {
         if graceful {
             self.flush_out(self.settings.write_timeout).await;
         }
-        if let Some(mut link) = self.wire.detach() {
-            if graceful {
-                let _ = tokio::time::timeout(CLOSE_GRACE, link.close()).await;
-            }
+        if let Some(mut link) = self.wire.detach()
+            && graceful
+        {
+            let _ = tokio::time::timeout(CLOSE_GRACE, link.close()).await;
         }
         self.metrics.connection_lost();
         let wall_ms = self.clock.now_ms();

@@ -234,10 +234,10 @@ impl Driver {
     /// Nobody reads messages any more: this one stays unacknowledged (the server sends it
     /// again when the session resumes).
     fn leave_unread(&mut self, message: Message) {
-        if let Some(state) = &message.ack {
-            if state.disarm() {
-                self.count_unread();
-            }
+        if let Some(state) = &message.ack
+            && state.disarm()
+        {
+            self.count_unread();
         }
     }
 
@@ -314,10 +314,10 @@ impl Driver {
     fn forwarded(&mut self, slot: usize, tag: MessageTag, packet_id: u16, marker_stored: bool) {
         self.stats.inbound_unacked.fetch_sub(1, Ordering::Relaxed);
         self.stats.forwarded.fetch_add(1, Ordering::Relaxed);
-        if let Some(s) = self.slots.get_mut(slot) {
-            if let Err(error) = s.session.ack_forwarded(tag, packet_id, marker_stored) {
-                debug!(%error, tag, "a forwarded message is no longer awaited");
-            }
+        if let Some(s) = self.slots.get_mut(slot)
+            && let Err(error) = s.session.ack_forwarded(tag, packet_id, marker_stored)
+        {
+            debug!(%error, tag, "a forwarded message is no longer awaited");
         }
     }
 

@@ -294,10 +294,10 @@ impl Driver {
         }
         self.stats.inbound_unacked.fetch_sub(1, Ordering::Relaxed);
         self.stats.forwarded.fetch_add(1, Ordering::Relaxed);
-        if let Some(s) = self.slots.get_mut(slot) {
-            if let Err(error) = s.session.ack(tag) {
-                warn!(%error, tag, "a forwarded message is no longer awaited");
-            }
+        if let Some(s) = self.slots.get_mut(slot)
+            && let Err(error) = s.session.ack(tag)
+        {
+            warn!(%error, tag, "a forwarded message is no longer awaited");
         }
     }
 

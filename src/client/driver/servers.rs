@@ -43,6 +43,11 @@ pub(super) fn parse_reference(reference: &str, current: &ServerUrl) -> Result<Se
         };
         ServerUrl::from_str(&format!("{scheme}://{first}{path}")).map_err(|e| e.to_string())?
     };
+    if let Some(feature) = url.scheme().missing_feature() {
+        return Err(format!(
+            "{url} needs the `{feature}` feature of mooring-mqtt, which this build lacks"
+        ));
+    }
     if current.scheme().is_tls() && !url.scheme().is_tls() {
         return Err(format!(
             "{url} would drop TLS, which {current} uses; not followed"
@@ -231,18 +236,32 @@ mod tests {
             "the first of a list"
         );
         assert_eq!(
-            parse_reference("mqtts://b", &tcp).unwrap(),
-            url("mqtts://b:8883")
-        );
-        let ws = url("wss://a/ws");
-        assert_eq!(
-            parse_reference("b:443", &ws).unwrap(),
-            url("wss://b:443/ws")
-        );
-        assert_eq!(
             parse_reference("[::1]:9000", &tcp).unwrap(),
             url("mqtt://[::1]:9000")
         );
+        if cfg!(feature = "tls") {
+            assert_eq!(
+                parse_reference("mqtts://b", &tcp).unwrap(),
+                url("mqtts://b:8883")
+            );
+        }
+        if cfg!(all(feature = "tls", feature = "websocket")) {
+            let ws = url("wss://a/ws");
+            assert_eq!(
+                parse_reference("b:443", &ws).unwrap(),
+                url("wss://b:443/ws")
+            );
+        }
+    }
+
+    #[test]
+    fn a_reference_whose_scheme_needs_a_missing_feature_is_not_followed() {
+        let followed = parse_reference("ws://b:80", &url("mqtt://a"));
+        let websocket = cfg!(feature = "websocket");
+        assert_eq!(followed.is_ok(), websocket, "{followed:?}");
+        if let Err(why) = followed {
+            assert!(why.contains("`websocket` feature"), "{why}");
+        }
     }
 
     #[test]

@@ -234,10 +234,10 @@ impl Driver {
         if !self.ownership_lapsed() {
             self.flush_out(CLOSE_GRACE).await;
         }
-        if let Some(mut link) = self.wire.detach() {
-            if !self.ownership_lapsed() {
-                let _ = tokio::time::timeout(CLOSE_GRACE, link.close()).await;
-            }
+        if let Some(mut link) = self.wire.detach()
+            && !self.ownership_lapsed()
+        {
+            let _ = tokio::time::timeout(CLOSE_GRACE, link.close()).await;
         }
         // Nothing more is written: a store shared with a standby lets it take over now rather
         // than when the lease lapses. Not waited for long: the store finishes a slow release

@@ -163,7 +163,10 @@ impl ClientBuilder {
             #[cfg(not(feature = "tls"))]
             {
                 let _ = tls;
-                return Err(crate::client::error::ClientError::TlsUnavailable);
+                return Err(crate::client::error::ClientError::FeatureMissing {
+                    feature: "tls",
+                    needed_for: "the [tls] settings".to_owned(),
+                });
             }
         }
         Ok(b)

@@ -180,10 +180,10 @@ async fn mooring_row(
                     acking.push(async move { delivery.await.map(|_| t0.elapsed()) });
                 }
                 while acking.len() > window * UNACKED_PER_WINDOW {
-                    if let Some(done) = acking.next().await {
-                        if let Ok(mut l) = latency.lock() {
-                            l.push(done?.as_secs_f64() * 1e6);
-                        }
+                    if let Some(done) = acking.next().await
+                        && let Ok(mut l) = latency.lock()
+                    {
+                        l.push(done?.as_secs_f64() * 1e6);
                     }
                 }
             }
@@ -278,10 +278,11 @@ async fn rumqttc_row(url: &str, row: Row) -> Result<Measured, Error> {
                 Ok(_) => {}
                 Err(e) => return Err::<(), Error>(e.into()),
             }
-            if want_acks && acked >= total {
-                if let Some(tx) = done.take() {
-                    let _ = tx.send(());
-                }
+            if want_acks
+                && acked >= total
+                && let Some(tx) = done.take()
+            {
+                let _ = tx.send(());
             }
         }
     });
@@ -347,10 +348,10 @@ async fn fill(store_kind: &str, path: &str, count: usize) -> Result<(), Error> {
                 .publish("bench/recovery", format!("{i}"), QoS::AtLeastOnce)
                 .await
         });
-        if accepting.len() >= 256 {
-            if let Some(r) = accepting.next().await {
-                drop(r?);
-            }
+        if accepting.len() >= 256
+            && let Some(r) = accepting.next().await
+        {
+            drop(r?);
         }
     }
     while let Some(r) = accepting.next().await {

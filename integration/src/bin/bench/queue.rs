@@ -46,10 +46,10 @@ async fn publish_all(client: &Client, count: usize) -> Result<(), Error> {
                     let delivery = client.publish(TOPIC, payload, QoS::AtLeastOnce).await?;
                     Ok::<_, Error>(delivery)
                 });
-                if outstanding.len() >= OUTSTANDING {
-                    if let Some(r) = outstanding.next().await {
-                        drop(r?);
-                    }
+                if outstanding.len() >= OUTSTANDING
+                    && let Some(r) = outstanding.next().await
+                {
+                    drop(r?);
                 }
             }
             while let Some(r) = outstanding.next().await {

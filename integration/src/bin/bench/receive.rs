@@ -74,10 +74,10 @@ async fn preload(url: &str, topic: &str, q: u8, count: usize) -> Result<(), Erro
     let mut deliveries = FuturesOrdered::new();
     for _ in 0..count {
         deliveries.push_back(client.publish(topic, payload.clone(), qos(q)).await?);
-        if deliveries.len() >= 1024 {
-            if let Some(done) = deliveries.next().await {
-                done?;
-            }
+        if deliveries.len() >= 1024
+            && let Some(done) = deliveries.next().await
+        {
+            done?;
         }
     }
     while let Some(done) = deliveries.next().await {
