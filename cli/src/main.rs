@@ -1,11 +1,13 @@
-//! `mooring`: the operator's command for Mooring's session stores. It reads and repairs redb
-//! and sled store files without a broker; the store's kind is told from the file.
+//! `mooring`: the operator's command for Mooring's session stores and client configurations.
+//! It reads and repairs redb and sled store files without a broker (the store's kind is told
+//! from the file), and checks configuration files.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod config;
 mod edit;
 mod inspect;
 mod read;
@@ -37,7 +39,7 @@ impl Failure {
 #[command(
     name = "mooring",
     version,
-    about = "Inspect and repair Mooring's session stores"
+    about = "Inspect and repair Mooring's session stores; check client configurations"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -50,6 +52,22 @@ enum Command {
     /// client holds is refused.
     #[command(subcommand)]
     Store(StoreCommand),
+    /// Work on a client configuration file (TOML, as `ClientConfig::load` reads it).
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Read the file as a client would (TLS files, password sources, the store section,
+    /// addresses) and print the settings in effect, defaults included, secrets hidden. Exits
+    /// with status 1 naming the file and the key at fault.
+    Check {
+        /// The configuration file.
+        file: PathBuf,
+    },
+    /// Print the reference of every key: its default, an example, what it sets.
+    Reference,
 }
 
 #[derive(Debug, Subcommand)]
@@ -117,7 +135,18 @@ enum StoreCommand {
     },
 }
 
-fn run(command: StoreCommand) -> Result<(), Failure> {
+fn run(command: Command) -> Result<(), Failure> {
+    match command {
+        Command::Store(command) => run_store(command),
+        Command::Config(ConfigCommand::Check { file }) => config::check(&file),
+        Command::Config(ConfigCommand::Reference) => {
+            config::reference();
+            Ok(())
+        }
+    }
+}
+
+fn run_store(command: StoreCommand) -> Result<(), Failure> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()
         .map_err(|e| Failure::new(format!("cannot start: {e}")))?;
@@ -143,9 +172,7 @@ fn run(command: StoreCommand) -> Result<(), Failure> {
 }
 
 fn main() -> ExitCode {
-    let Cli {
-        command: Command::Store(command),
-    } = Cli::parse();
+    let Cli { command } = Cli::parse();
     match run(command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => {

@@ -9,8 +9,14 @@ use serde::{Deserialize, Serialize};
 use super::human;
 use super::policy::{Backoff, QueuePolicy, Redelivery};
 
+pub(crate) mod reference;
+mod secret;
+mod store;
 #[cfg(test)]
 mod tests;
+
+pub(crate) use secret::Secret;
+pub use store::{StoreBackend, StoreConfig};
 
 /// Every setting of a [`ClientBuilder`](super::ClientBuilder) but those that are code (the
 /// store, a [`Connector`](super::Connector), the `before_connect` hook, an authenticator, a
@@ -66,9 +72,15 @@ pub struct ClientConfig {
     /// The user name.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub username: Option<String>,
-    /// The password (text).
+    /// The password (text). Better kept out of the file: `password_env` or `password_file`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub password: Option<String>,
+    /// The password, from this environment variable.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password_env: Option<String>,
+    /// The password, from this file (its first line).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<PathBuf>,
     /// The Will Message.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub will: Option<WillConfig>,
@@ -145,6 +157,10 @@ pub struct ClientConfig {
     /// HTTP headers of the WebSocket handshake, in order.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub websocket_headers: Vec<Property>,
+    /// The session store ([`ClientConfig::open_store`]); unset, the application gives one
+    /// ([`ClientBuilder::store`](super::ClientBuilder::store)).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub store: Option<StoreConfig>,
 }
 
 /// The protocol a [`ClientConfig`] speaks, written `"5"` or `"3.1.1"`.
@@ -184,12 +200,22 @@ pub struct Property {
 
 /// The queue's window in memory ([`ClientBuilder::queue_window`](super::ClientBuilder::queue_window)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct QueueWindowConfig {
     /// Messages.
     pub messages: usize,
     /// Bytes.
     pub bytes: usize,
+}
+
+impl Default for QueueWindowConfig {
+    /// The builder's window: 4,096 messages and 4 MiB.
+    fn default() -> Self {
+        Self {
+            messages: crate::session::DEFAULT_QUEUE_WINDOW.messages,
+            bytes: crate::session::DEFAULT_QUEUE_WINDOW.bytes,
+        }
+    }
 }
 
 /// The Will Message of a [`ClientConfig`].
@@ -328,7 +354,10 @@ impl std::fmt::Debug for ClientConfig {
             .field("client_id", &self.client_id)
             .field("username", &self.username)
             .field("password", &self.password.as_ref().map(|_| "<hidden>"))
+            .field("password_env", &self.password_env)
+            .field("password_file", &self.password_file)
             .field("tls", &self.tls)
+            .field("store", &self.store)
             .finish_non_exhaustive()
     }
 }
@@ -371,14 +400,33 @@ impl Default for ClientConfig {
             queue_limit: 100_000,
             queue_limit_bytes: None,
             queue_full: QueuePolicy::Wait,
-            queue_window: QueueWindowConfig {
-                messages: crate::session::DEFAULT_QUEUE_WINDOW.messages,
-                bytes: crate::session::DEFAULT_QUEUE_WINDOW.bytes,
-            },
+            queue_window: QueueWindowConfig::default(),
             inbox_capacity: 1024,
             channel_capacity: 1024,
             tls: None,
             websocket_headers: Vec::new(),
+            password_env: None,
+            password_file: None,
+            store: None,
+        }
+    }
+}
+
+impl ClientConfig {
+    /// Opens the store the `[store]` section names; give it to the builder
+    /// ([`ClientBuilder::store`](super::ClientBuilder::store)). Fails without a `[store]`
+    /// section.
+    pub fn open_store(
+        &self,
+    ) -> Result<std::sync::Arc<dyn crate::store::SessionStore>, super::ClientError> {
+        match &self.store {
+            Some(store) => store.open(),
+            None => Err(ConfigError::Invalid {
+                origin: "the configuration".to_owned(),
+                field: "store".to_owned(),
+                message: "no [store] section".to_owned(),
+            }
+            .into()),
         }
     }
 }
@@ -413,8 +461,18 @@ impl ClientConfig {
         })
     }
 
-    /// Writes the configuration as TOML, readable by [`ClientConfig::from_toml`].
+    /// Writes the configuration as TOML, readable by [`ClientConfig::from_toml`]. A private
+    /// key given as PEM text is never written out: name its file (`client_key_file`) instead.
     pub fn to_toml(&self) -> Result<String, ConfigError> {
+        if self
+            .tls
+            .as_ref()
+            .is_some_and(|t| t.client_key_pem.is_some())
+        {
+            return Err(ConfigError::NotRepresentable(
+                "a private key given as PEM text (write client_key_file instead)",
+            ));
+        }
         toml::to_string(self).map_err(|e| ConfigError::Write(e.to_string()))
     }
 }

@@ -110,7 +110,7 @@ pub use message::{Delivery, Message};
 pub use attempt::{ConnectAttempt, HookError};
 pub use config::{
     ClientConfig, ConfigError, ConfigLostSession, ConfigProtocol, Property, QueueWindowConfig,
-    TlsConfig, WillConfig,
+    StoreBackend, StoreConfig, TlsConfig, WillConfig,
 };
 use events::StatsCell;
 pub use options::ClientBuilder;

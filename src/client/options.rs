@@ -560,6 +560,13 @@ impl ClientBuilder {
         self
     }
 
+    /// Checks the settings as [`connect`](Self::connect) and [`start`](Self::start) do,
+    /// without a store or a connection: the addresses, the features they need, and what
+    /// MQTT 3.1.1 cannot express. The store is not checked.
+    pub fn validate(&self) -> Result<(), super::error::ClientError> {
+        self.settings().map(|_| ())
+    }
+
     pub(crate) fn settings(&self) -> Result<Settings, super::error::ClientError> {
         if self.servers.is_empty() {
             return Err(super::error::ClientError::NoServer);

@@ -81,8 +81,9 @@ fn everything() -> ClientBuilder {
     #[cfg(feature = "tls")]
     let b = {
         let ca = crate::client::TlsOptions::with_ca_pem(CA.as_bytes()).unwrap();
+        let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data");
         b.tls(
-            ca.client_certificate_pem(CERT.as_bytes(), KEY.as_bytes())
+            ca.client_certificate_files(data.join("test-client.pem"), data.join("test-client.key"))
                 .unwrap()
                 .server_name("broker.example")
                 .alpn_protocols(["mqtt", "x-amzn-mqtt-ca"]),
@@ -298,4 +299,200 @@ fn a_tls_file_that_cannot_be_read_is_named() {
             .unwrap();
     let err = ClientBuilder::from_config(&config).err().unwrap();
     assert!(err.to_string().contains("/nonexistent.pem"), "{err}");
+}
+
+#[cfg(all(feature = "tls", feature = "toml"))]
+#[test]
+fn a_private_key_is_never_written_out() {
+    let ca = crate::client::TlsOptions::with_ca_pem(CA.as_bytes()).unwrap();
+    let tls = ca
+        .client_certificate_pem(CERT.as_bytes(), KEY.as_bytes())
+        .unwrap();
+    let config = ClientBuilder::default()
+        .server("mqtts://h")
+        .tls(tls)
+        .to_config()
+        .unwrap();
+    let err = config.to_toml().unwrap_err();
+    assert!(
+        matches!(&err, ConfigError::NotRepresentable(what) if what.contains("client_key_file")),
+        "{err}"
+    );
+    // Named by its file, the key is not in the text either.
+    let text = everything().to_config().unwrap().to_toml().unwrap();
+    assert!(text.contains("client_key_file"), "{text}");
+    assert!(!text.contains("PRIVATE KEY"), "{text}");
+}
+
+#[cfg(feature = "toml")]
+#[test]
+fn the_password_comes_from_the_environment_or_a_file_never_two_places() {
+    let dir = tempfile_dir("password");
+    let file = dir.join("mqtt-password");
+    std::fs::write(&file, "from-the-file\n").unwrap();
+    let password = |text: &str| {
+        let config = ClientConfig::from_toml(text).unwrap();
+        ClientBuilder::from_config(&config)
+            .map(|b| b.settings.session.password.clone())
+            .map_err(|e| e.to_string())
+    };
+    // Cargo sets CARGO_PKG_NAME for the tests it runs; the edition forbids setting one here.
+    assert_eq!(
+        password("password_env = \"CARGO_PKG_NAME\""),
+        Ok(Some(bytes::Bytes::from("mooring-mqtt")))
+    );
+    assert_eq!(
+        password(&format!("password_file = {:?}", file.display().to_string())),
+        Ok(Some(bytes::Bytes::from("from-the-file")))
+    );
+    let both = password("password = \"x\"\npassword_env = \"CARGO_PKG_NAME\"").unwrap_err();
+    assert!(both.contains("give one of password"), "{both}");
+    let unset = password("password_env = \"MOORING_NOT_SET_ANYWHERE\"").unwrap_err();
+    assert!(
+        unset.contains("password_env") && unset.contains("MOORING_NOT_SET_ANYWHERE"),
+        "{unset}"
+    );
+    let missing = password("password_file = \"/nonexistent/secret\"").unwrap_err();
+    assert!(
+        missing.contains("password_file") && missing.contains("/nonexistent/secret"),
+        "{missing}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[cfg(feature = "toml")]
+#[test]
+fn the_store_section_names_a_store_and_what_it_needs() {
+    let check = |text: &str| {
+        let config = ClientConfig::from_toml(text).map_err(|e| e.to_string())?;
+        ClientBuilder::from_config(&config)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    };
+    assert_eq!(check("[store]\nbackend = \"memory\""), Ok(()));
+    let err = check("[store]\nbackend = \"memory\"\npath = \"x\"").unwrap_err();
+    assert!(err.contains("store.path"), "{err}");
+    let err = check("[store]\nbackend = \"postgres\"").unwrap_err();
+    assert!(
+        err.contains("store.connection") || err.contains("store.backend"),
+        "{err}"
+    );
+    let err = check("[store]\nbackend = \"lmdb\"").unwrap_err();
+    assert!(err.contains("store.backend"), "{err}");
+    if cfg!(feature = "redb") {
+        let err = check("[store]\nbackend = \"redb\"").unwrap_err();
+        assert!(err.contains("store.path"), "{err}");
+        let dir = tempfile_dir("store");
+        let path = dir.join("sessions.redb");
+        let config = ClientConfig::from_toml(&format!(
+            "[store]\nbackend = \"redb\"\npath = {:?}",
+            path.display().to_string()
+        ))
+        .unwrap();
+        let store = config.open_store().unwrap();
+        drop(store);
+        assert!(path.exists());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    let none = ClientConfig::default().open_store().err().unwrap();
+    assert!(none.to_string().contains("store"), "{none}");
+}
+
+#[cfg(feature = "toml")]
+fn tempfile_dir(what: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "mooring-config-{what}-{}-{}",
+        std::process::id(),
+        fastrand::u64(..)
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Every dotted key of a TOML table: a table's keys below it, an array or value a leaf (and
+/// `redelivery.exhausted`, written as a value or a one-key table, a leaf too).
+#[cfg(feature = "toml")]
+fn keys_of(table: &toml::Table, prefix: &str, out: &mut std::collections::BTreeSet<String>) {
+    for (name, value) in table {
+        let path = if prefix.is_empty() {
+            name.clone()
+        } else {
+            format!("{prefix}.{name}")
+        };
+        out.insert(path.clone());
+        if let toml::Value::Table(inner) = value
+            && path != "redelivery.exhausted"
+        {
+            keys_of(inner, &path, out);
+        }
+    }
+}
+
+#[cfg(feature = "toml")]
+#[test]
+fn every_key_is_in_the_reference_and_every_key_there_is_read() {
+    use super::reference::KEYS;
+    let documented: std::collections::BTreeSet<String> =
+        KEYS.iter().map(|k| k.path.to_owned()).collect();
+    // What the parser takes: every documented key, alone, with its example.
+    for key in KEYS {
+        let text = match key.path.split_once('.') {
+            // A store section needs its backend.
+            Some(("store", name)) if name != "backend" => {
+                format!("[store]\nbackend = \"postgres\"\n{name} = {}", key.example)
+            }
+            Some((section, name)) => format!("[{section}]\n{name} = {}", key.example),
+            None => format!("{} = {}", key.path, key.example),
+        };
+        if let Err(e) = ClientConfig::from_toml(&text) {
+            panic!("the reference's {}: {e}\n{text}", key.path);
+        }
+    }
+    // Every key a configuration can hold is documented: all the builder's settings, and
+    // those only a file has (secrets by reference, the store, TLS files).
+    let file_only = ClientConfig {
+        password_env: Some("V".into()),
+        password_file: Some("f".into()),
+        store: Some(StoreConfig {
+            backend: StoreBackend::Postgres,
+            path: Some("p".into()),
+            connection: Some("c".into()),
+            password_env: Some("V".into()),
+            password_file: Some("f".into()),
+        }),
+        tls: Some(TlsConfig {
+            ca_file: Some("a".into()),
+            ca_pem: Some("a".into()),
+            client_cert_file: Some("c".into()),
+            client_key_file: Some("k".into()),
+            client_cert_pem: Some("c".into()),
+            client_key_pem: Some("k".into()),
+            server_name: Some("s".into()),
+            alpn: vec!["mqtt".into()],
+        }),
+        redelivery: Some(crate::client::Redelivery::default()),
+        ..ClientConfig::default()
+    };
+    let mut keys = std::collections::BTreeSet::new();
+    for config in [everything().to_config().unwrap(), file_only] {
+        keys_of(&toml::Table::try_from(config).unwrap(), "", &mut keys);
+    }
+    let undocumented: Vec<&String> = keys.difference(&documented).collect();
+    assert!(
+        undocumented.is_empty(),
+        "keys missing from the reference (config/reference.rs): {undocumented:?}"
+    );
+}
+
+#[cfg(feature = "toml")]
+#[test]
+fn configuration_md_is_the_reference_the_code_prints() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("CONFIGURATION.md");
+    let file = std::fs::read_to_string(&path).unwrap_or_default();
+    let code = ClientConfig::reference();
+    assert!(
+        file == code,
+        "CONFIGURATION.md differs from the reference the code prints; write it again with \
+         `cargo run -p mooring-cli -- config reference > CONFIGURATION.md`"
+    );
 }

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use super::{ClientBuilder, Settings, secs_u32 as secs};
 use crate::client::config::{
     ClientConfig, ConfigError, ConfigLostSession, ConfigProtocol, Property, QueueWindowConfig,
-    WillConfig,
+    Secret, WillConfig,
 };
 use crate::packet::{
     ConnectProperties, PayloadFormat, ProtocolVersion, QoS, UserProperty, Will, WillProperties,
@@ -140,7 +140,16 @@ impl ClientBuilder {
         session.properties.user_properties = user_properties(&config.user_properties);
         session.in_flight_maximum = config.in_flight_maximum.map(|m| m.max(1));
         session.username = config.username.clone();
-        session.password = config.password.clone().map(Bytes::from);
+        session.password = Secret::from_sources(
+            "password",
+            config.password.as_deref(),
+            config.password_env.as_deref(),
+            config.password_file.as_deref(),
+        )?
+        .map(Bytes::from);
+        if let Some(store) = &config.store {
+            store.check()?;
+        }
         session.will = config.will.as_ref().map(will_of).transpose()?;
         b.settings.cluster_scope = config.cluster_scope.clone();
         b.settings.redelivery = config.redelivery.clone();
@@ -311,6 +320,10 @@ impl ClientBuilder {
             inbox_capacity: *inbox_capacity,
             channel_capacity: *command_capacity,
             tls,
+            password_env: None,
+            password_file: None,
+            // The store is code given to the builder.
+            store: None,
             websocket_headers: transport
                 .websocket_headers
                 .iter()

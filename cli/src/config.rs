@@ -1,0 +1,62 @@
+//! `mooring config`: check a client's configuration file, print the reference of its keys.
+
+use std::path::Path;
+
+use mooring::client::{ClientBuilder, ClientConfig};
+
+use crate::Failure;
+
+/// Reads `file` as a client would, applies it to a builder (TLS files read, password sources
+/// looked up, the store section checked, addresses parsed), and prints the settings in
+/// effect, defaults filled in, as TOML. Secrets are not printed.
+pub fn check(file: &Path) -> Result<(), Failure> {
+    let invalid = |e: &dyn std::fmt::Display| Failure::new(format!("{}: {e}", file.display()));
+    let config = ClientConfig::load(file).map_err(|e| Failure::new(e.to_string()))?;
+    let builder = ClientBuilder::from_config(&config).map_err(|e| invalid(&e))?;
+    builder.validate().map_err(|e| invalid(&e))?;
+    let mut effective = builder.to_config().map_err(|e| invalid(&e))?;
+    // What the file named, not what it resolved to: the password stays where it is.
+    effective.password_env = config.password_env.clone();
+    effective.password_file = config.password_file.clone();
+    if effective.password.is_some() {
+        effective.password = if config.password.is_some() {
+            Some("<hidden>".to_owned())
+        } else {
+            None
+        };
+    }
+    if let Some(tls) = &mut effective.tls
+        && tls.client_key_pem.is_some()
+    {
+        tls.client_key_pem = Some("<hidden>".to_owned());
+    }
+    effective.store = config.store.clone();
+    if let Some(store) = &mut effective.store
+        && store.connection.is_some()
+    {
+        store.connection = Some("<hidden>".to_owned());
+    }
+    let text = toml_of(&effective).map_err(|e| invalid(&e))?;
+    println!(
+        "# {}: valid. The settings in effect, defaults included (secrets not shown):\n",
+        file.display()
+    );
+    print!("{text}");
+    Ok(())
+}
+
+/// TOML of a configuration whose private key, if any, was replaced by a placeholder.
+fn toml_of(config: &ClientConfig) -> Result<String, mooring::client::ConfigError> {
+    let mut shown = config.clone();
+    let key = shown.tls.as_mut().and_then(|t| t.client_key_pem.take());
+    let mut text = shown.to_toml()?;
+    if key.is_some() {
+        text.push_str("# tls.client_key_pem is set (not shown)\n");
+    }
+    Ok(text)
+}
+
+/// The reference of every key (CONFIGURATION.md).
+pub fn reference() {
+    print!("{}", ClientConfig::reference());
+}
