@@ -18,6 +18,12 @@
 #![forbid(unsafe_code)]
 
 mod arrivals;
+/// The README's Rust blocks, compiled as doc tests of this crate (which depends on Mooring
+/// with every feature the README shows), so that none can rot.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;
+
 pub mod crash_batches;
 pub mod mosquitto;
 pub mod mosquitto_sub;

@@ -10,7 +10,7 @@
 use std::process::ExitCode;
 
 use bytes::BytesMut;
-use mooring_core::packet::{Codec, Decoded};
+use mooring::packet::{Codec, Decoded};
 
 fn parse_hex(text: &str) -> Result<Vec<u8>, String> {
     let digits: Vec<char> = text.chars().filter(|c| !c.is_whitespace()).collect();

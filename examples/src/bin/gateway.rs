@@ -7,23 +7,38 @@
 //! cargo run -p examples --bin gateway -- --simulate 100
 //! cargo run -p examples --bin gateway -- --config examples/gateway.toml --simulate 100
 //! cargo run -p examples --features sled --bin gateway     # the sled store instead of redb
-//! GATEWAY_POSTGRES="host=db user=gw dbname=mooring" cargo run -p examples --bin gateway
+//! GATEWAY_POSTGRES="host=db user=gw dbname=mooring" cargo run -p examples --features postgres --bin gateway
 //! ```
-//! The store lives at `GATEWAY_STORE` (default `gateway.redb` or `gateway.sled`), or, with
-//! `GATEWAY_POSTGRES` set, in that PostgreSQL database: run the same command on a second
-//! machine and it waits as the standby, takes the session over when this one dies, and this
-//! one exits (status 3) if it comes back to find the session taken. With
-//! `--config FILE` every client setting comes from that TOML file (see `examples/gateway.toml`);
-//! without it, the server is `MQTT_URL`.
+//! The store is the configuration's `[store]` section, else `GATEWAY_STORE` (default
+//! `gateway.redb` or `gateway.sled`), or, with the `postgres` feature and `GATEWAY_POSTGRES`
+//! set, that PostgreSQL database: run the same command on a second machine and it waits as
+//! the standby, takes the session over when this one dies, and this one exits (status 3) if it
+//! comes back to find the session taken. With `--config FILE` every client setting comes from
+//! that TOML file (see `examples/gateway.toml`); without it, the server is `MQTT_URL`.
+//!
+//! Logs go through `tracing` (`RUST_LOG=mooring=debug` for every connection attempt). SIGTERM
+//! or Ctrl-C stops reading, lets what is in flight be acknowledged, and disconnects; what is
+//! not acknowledged by then stays in the store for the next start.
 #![forbid(unsafe_code)]
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use mooring::client::{ClientConfig, DeliveryError};
 use mooring::store::SessionStore;
 use mooring::{Client, ClientBuilder, ClientEvent, QoS};
 use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::signal::unix::{SignalKind, signal};
 use tokio::task::JoinSet;
+use tracing::{info, warn};
+
+type Error = Box<dyn std::error::Error + Send + Sync>;
+
+/// What a reading's delivery came to.
+type Delivered = Result<mooring::ReasonCode, DeliveryError>;
+
+/// Publishes in flight at most: each is a task awaiting its commit, then its acknowledgement.
+const IN_FLIGHT: usize = 10_000;
 
 #[cfg(not(feature = "sled"))]
 fn open_store(path: &str) -> Result<Arc<dyn SessionStore>, mooring::store::StoreError> {
@@ -69,7 +84,14 @@ impl Source {
 }
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+async fn main() -> Result<(), Error> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
     let url = std::env::var("MQTT_URL").unwrap_or_else(|_| "mqtt://127.0.0.1:1883".into());
     let path = std::env::var("GATEWAY_STORE").unwrap_or_else(|_| DEFAULT_STORE.into());
     let mut args: Vec<String> = std::env::args().skip(1).collect();
@@ -92,23 +114,24 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     };
 
-    let builder = match config {
-        // Every setting from the file: servers, identity, queue, Will, TLS, ...
-        Some(file) => ClientBuilder::from_config_file(&file)?,
-        None => Client::builder()
-            .protocol(examples::mqtt_version()?)
-            .server(url)
-            .client_id("mooring-gateway")
-            .session_expiry(Duration::from_secs(7 * 86_400)),
-    };
-    let store = match std::env::var("GATEWAY_POSTGRES") {
-        Ok(connection) => {
-            let store: Arc<dyn SessionStore> =
-                Arc::new(mooring::store::PostgresStore::open(connection.as_str())?);
-            eprintln!("session in PostgreSQL: waiting until this gateway owns it");
-            store
+    let (builder, store) = match config {
+        // Every setting from the file: servers, identity, queue, Will, TLS, the store, ...
+        Some(file) => {
+            let config = ClientConfig::load(&file)?;
+            let store = match &config.store {
+                Some(_) => config.open_store()?,
+                None => default_store(&path)?,
+            };
+            (ClientBuilder::from_config(&config)?, store)
         }
-        Err(_) => open_store(&path)?,
+        None => (
+            Client::builder()
+                .protocol(examples::mqtt_version()?)
+                .server(url)
+                .client_id("mooring-gateway")
+                .session_expiry(Duration::from_secs(7 * 86_400)),
+            default_store(&path)?,
+        ),
     };
     let mut builder = builder.store_arc(store.clone());
     // Taken before the start, so that the first connection's events are seen too.
@@ -122,18 +145,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     server,
                     session_present,
                     ..
-                } => {
-                    eprintln!("connected to {server} (session present: {session_present})")
-                }
+                } => info!(%server, session_present, "connected"),
                 ClientEvent::SessionLost { resent, .. } => {
-                    eprintln!("the broker had lost the session; {resent} messages sent again")
+                    warn!(
+                        resent,
+                        "the broker had lost the session; messages sent again"
+                    )
                 }
-                ClientEvent::ConnectionLost { reason, .. } => {
-                    eprintln!("connection lost: {reason}")
-                }
+                ClientEvent::ConnectionLost { reason, .. } => warn!(%reason, "connection lost"),
                 ClientEvent::SessionTakenOver { holder, .. } => {
                     // Another gateway owns the session now: restart as its standby.
-                    eprintln!("{holder} took the session over; exiting");
+                    warn!(%holder, "the session was taken over; exiting");
                     std::process::exit(3);
                 }
                 _ => {}
@@ -141,28 +163,90 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     });
 
-    // Each reading is published as it arrives; its delivery is awaited in the background, so
-    // that a slow broker never holds up reading (the durable queue absorbs the difference).
-    let mut deliveries = JoinSet::new();
+    // Each reading is a task: publishes made together share one store commit, and a slow
+    // broker never holds up reading (the durable queue absorbs the difference). One task
+    // awaiting each publish in turn would run at the store's commit rate.
+    let mut in_flight = JoinSet::new();
     let mut accepted = 0u64;
-    while let Some(line) = source.next_line().await? {
-        // Durable in the store when this returns; the broker gets it whenever it is reachable.
-        let delivery = client
-            .publish("gateway/readings", line, QoS::ExactlyOnce)
-            .await?;
+    let mut undelivered = 0u64;
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut stopped = false;
+    loop {
+        let line = tokio::select! {
+            line = source.next_line() => line?,
+            _ = sigterm.recv() => { stopped = true; None }
+            _ = tokio::signal::ctrl_c() => { stopped = true; None }
+        };
+        let Some(line) = line else { break };
+        while in_flight.len() >= IN_FLIGHT {
+            undelivered += settled(in_flight.join_next().await);
+        }
+        let client = client.clone();
+        in_flight.spawn(async move {
+            // Durable in the store once this returns; the broker gets it whenever it is
+            // reachable.
+            let delivery = client
+                .publish("gateway/readings", line, QoS::ExactlyOnce)
+                .await?;
+            Ok::<_, Error>(delivery.await)
+        });
         accepted += 1;
-        deliveries.spawn(delivery);
-        while let Some(done) = deliveries.try_join_next() {
-            done??;
+        while let Some(done) = in_flight.try_join_next() {
+            undelivered += settled(Some(done));
         }
     }
-    while let Some(done) = deliveries.join_next().await {
-        done??;
+    // The input ended: wait for the acknowledgements, unless told to stop.
+    while !stopped {
+        tokio::select! {
+            done = in_flight.join_next() => match done {
+                Some(done) => undelivered += settled(Some(done)),
+                None => break,
+            },
+            _ = sigterm.recv() => stopped = true,
+            _ = tokio::signal::ctrl_c() => stopped = true,
+        }
     }
-    eprintln!("{accepted} readings accepted and delivered");
+    info!(accepted, undelivered, "readings accepted");
+    eprintln!("{accepted} readings accepted, {undelivered} not delivered");
+    // What is in flight gets `drain_timeout` to be acknowledged, then DISCONNECT; what is not
+    // acknowledged by then stays in the store for the next start.
     client.disconnect().await?;
+    in_flight.shutdown().await;
     // Everything released and finished before the process ends (a shared store hands its
     // sessions to a standby at once).
     store.close().await?;
     Ok(())
+}
+
+/// What became of one reading's task; 1 when it was not delivered. A reading the queue
+/// dropped (the `drop_oldest` policy) or that expired is logged, not fatal: the gateway goes
+/// on with the newer ones.
+fn settled(done: Option<Result<Result<Delivered, Error>, tokio::task::JoinError>>) -> u64 {
+    match done {
+        Some(Ok(Ok(Ok(_)))) | None => 0,
+        Some(Ok(Ok(Err(error)))) => {
+            warn!(%error, "a reading was not delivered");
+            1
+        }
+        Some(Ok(Err(error))) => {
+            warn!(%error, "a reading was not accepted");
+            1
+        }
+        Some(Err(error)) => {
+            warn!(%error, "a publishing task failed");
+            1
+        }
+    }
+}
+
+/// The store when the configuration names none: PostgreSQL with `GATEWAY_POSTGRES` (feature
+/// `postgres`), else the file or directory at `path`.
+fn default_store(path: &str) -> Result<Arc<dyn SessionStore>, Error> {
+    #[cfg(feature = "postgres")]
+    if let Ok(connection) = std::env::var("GATEWAY_POSTGRES") {
+        let store = mooring::store::PostgresStore::open(connection.as_str())?;
+        info!("session in PostgreSQL: waiting until this gateway owns it");
+        return Ok(Arc::new(store));
+    }
+    Ok(open_store(path)?)
 }

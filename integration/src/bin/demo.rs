@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! bash scripts/demo          # installs mosquitto if needed, then runs this
-//! cargo run --release -p examples --bin demo [COUNT]
+//! cargo run --release -p integration --bin demo [COUNT]
 //! ```
 //!
 //! It starts its own mosquitto on a free port of 127.0.0.1 and its gateway as a child process
