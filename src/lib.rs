@@ -56,6 +56,33 @@ pub use mooring_core::session;
 #[cfg(feature = "conformance")]
 pub use mooring_core::conformance;
 
+/// The names most programs use, in one import.
+///
+/// ```no_run
+/// use mooring::prelude::*;
+///
+/// # async fn run() -> Result<(), ClientError> {
+/// let (client, mut messages) = Client::builder()
+///     .server("mqtt://127.0.0.1:1883")
+///     .client_id("gateway-7")
+///     .store(MemoryStore::default())
+///     .start()
+///     .await?;
+/// let options = PublishOptions::new(QoS::AtLeastOnce).retain(true);
+/// let delivery: Delivery = client.publish_with_options("site/7/state", "up", options).await?;
+/// # let _ = (delivery, messages.recv().await); Ok(()) }
+/// ```
+pub mod prelude {
+    pub use crate::client::{
+        Backoff, Client, ClientBuilder, ClientConfig, ClientError, ClientEvent, Delivery,
+        DeliveryError, Message, Messages, PublishOptions, QueuePolicy, Redelivery,
+    };
+    pub use crate::packet::{QoS, ReasonCode};
+    #[cfg(feature = "redb")]
+    pub use crate::store::RedbStore;
+    pub use crate::store::{MemoryStore, SessionStore};
+}
+
 /// Session storage: the [`SessionStore`](store::SessionStore) trait and the stores.
 ///
 /// | Store | Feature | Survives `kill -9` | Survives power loss |

@@ -36,11 +36,11 @@ fn wall(base: &Arc<AtomicU64>, since: Instant) -> impl Fn() -> SystemTime + Send
 
 /// Offline throughout: attempts a second apart, so that they do not flood the events.
 fn slow(b: mooring::client::ClientBuilder) -> mooring::client::ClientBuilder {
-    b.reconnect(mooring::client::Backoff {
-        initial: Duration::from_secs(1),
-        maximum: Duration::from_secs(2),
-        ..mooring::client::Backoff::default()
-    })
+    b.reconnect(
+        mooring::client::Backoff::default()
+            .with_initial(Duration::from_secs(1))
+            .with_maximum(Duration::from_secs(2)),
+    )
 }
 
 fn expiring(topic: &str, secs: u32) -> Publish {

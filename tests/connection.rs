@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use mooring::client::{
-    Backoff, ClientError, ClientEvent, ConnectError, ConnectionLoss, DeliveryError, StopReason,
+    ClientError, ClientEvent, ConnectError, ConnectionLoss, DeliveryError, StopReason,
 };
 use mooring::packet::{ConnAck, Disconnect, Packet, PubAck, Publish, QoS, ReasonCode};
 use mooring::store::MemoryStore;
@@ -163,10 +163,8 @@ async fn connect_fails_fast_when_refused_and_retries_when_started() {
 async fn max_attempts_stops_the_client() {
     let broker = Broker::new();
     broker.fake.refuse.store(u32::MAX, Ordering::SeqCst);
-    let b = builder(&broker, MemoryStore::default()).reconnect(Backoff {
-        max_attempts: Some(3),
-        ..fast_backoff()
-    });
+    let b = builder(&broker, MemoryStore::default())
+        .reconnect(fast_backoff().with_max_attempts(Some(3)));
     let (client, mut messages) = b.start().await.unwrap();
     let mut events = client.events();
     let delivery = client.publish("q", "x", QoS::AtLeastOnce).await;

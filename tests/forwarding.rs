@@ -21,10 +21,7 @@ mod support;
 use support::*;
 
 fn fast_redelivery() -> Redelivery {
-    Redelivery {
-        delay: Duration::from_millis(10),
-        ..Redelivery::default()
-    }
+    Redelivery::default().with_delay(Duration::from_millis(10))
 }
 
 /// Whether one batch (or one joint commit) puts marker `packet_id` and queues a message.

@@ -167,10 +167,8 @@ async fn a_batch_from_recv_many_is_acked_in_one_commit_before_the_next_batch() {
 #[tokio::test]
 async fn a_message_whose_handler_panics_is_not_acked_but_handed_over_again() {
     let mut broker = Broker::new();
-    let b = builder(&broker, MemoryStore::default()).redelivery(Redelivery {
-        delay: Duration::from_millis(10),
-        ..Redelivery::default()
-    });
+    let b = builder(&broker, MemoryStore::default())
+        .redelivery(Redelivery::default().with_delay(Duration::from_millis(10)));
     let (client, mut messages, mut peer) = connected(&mut broker, b).await;
     let mut events = client.events();
     peer.send(inbound(QoS::ExactlyOnce, 4, "poison")).await;
@@ -208,10 +206,7 @@ async fn a_manual_ack_message_dropped_unacked_is_handed_over_again_and_later_ack
     let mut broker = Broker::new();
     let b = builder(&broker, MemoryStore::default())
         .manual_ack(true)
-        .redelivery(Redelivery {
-            delay: Duration::from_millis(50),
-            ..Redelivery::default()
-        });
+        .redelivery(Redelivery::default().with_delay(Duration::from_millis(50)));
     let (client, mut messages, mut peer) = connected(&mut broker, b).await;
     for id in [1u16, 2] {
         peer.send(inbound(QoS::AtLeastOnce, id, id.to_string()))
@@ -242,10 +237,8 @@ async fn a_manual_ack_message_dropped_unacked_is_handed_over_again_and_later_ack
 #[tokio::test]
 async fn release_hands_a_message_over_again_after_the_delay() {
     let mut broker = Broker::new();
-    let b = builder(&broker, MemoryStore::default()).redelivery(Redelivery {
-        delay: Duration::from_millis(300),
-        ..Redelivery::default()
-    });
+    let b = builder(&broker, MemoryStore::default())
+        .redelivery(Redelivery::default().with_delay(Duration::from_millis(300)));
     let (_client, mut messages, mut peer) = connected(&mut broker, b).await;
     peer.send(inbound(QoS::AtLeastOnce, 9, "later")).await;
     let message = timeout(WAIT, messages.recv()).await.unwrap().unwrap();
@@ -270,11 +263,12 @@ async fn a_dropped_message_holds_later_acks_back_by_at_most_the_redelivery_bound
     let delay = Duration::from_secs(2);
     let b = builder(&broker, MemoryStore::default())
         .manual_ack(true)
-        .redelivery(Redelivery {
-            delay,
-            max_deliveries: 3,
-            exhausted: Exhausted::Refuse(Refusal::ImplementationSpecific),
-        });
+        .redelivery(
+            Redelivery::default()
+                .with_delay(delay)
+                .with_max_deliveries(3)
+                .with_exhausted(Exhausted::Refuse(Refusal::ImplementationSpecific)),
+        );
     let (client, mut messages, mut peer) = connected(&mut broker, b).await;
     let mut events = client.events();
     peer.send(inbound(QoS::AtLeastOnce, 1, "poison")).await;
@@ -328,11 +322,12 @@ async fn after_its_last_delivery_a_message_goes_to_the_dead_letter_topic_in_the_
     let b = builder(&broker, MemoryStore::default())
         .store_arc(store.clone())
         .manual_ack(true)
-        .redelivery(Redelivery {
-            delay: Duration::from_millis(10),
-            max_deliveries: 2,
-            exhausted: Exhausted::DeadLetter("dead/letters".into()),
-        });
+        .redelivery(
+            Redelivery::default()
+                .with_delay(Duration::from_millis(10))
+                .with_max_deliveries(2)
+                .with_exhausted(Exhausted::DeadLetter("dead/letters".into())),
+        );
     let (_client, mut messages, mut peer) = connected(&mut broker, b).await;
     peer.send(inbound(QoS::ExactlyOnce, 5, "unreadable")).await;
     for _ in 0..2 {
@@ -407,10 +402,8 @@ async fn dropping_messages_while_subscribed_stops_acking_and_reports_it_once() {
 #[tokio::test]
 async fn a_qos1_message_released_before_the_connection_was_lost_is_not_handed_over_twice() {
     let mut broker = Broker::new();
-    let b = builder(&broker, MemoryStore::default()).redelivery(Redelivery {
-        delay: Duration::from_millis(200),
-        ..Redelivery::default()
-    });
+    let b = builder(&broker, MemoryStore::default())
+        .redelivery(Redelivery::default().with_delay(Duration::from_millis(200)));
     let (_client, mut messages, mut peer) = connected(&mut broker, b).await;
     peer.send(inbound(QoS::AtLeastOnce, 3, "once more")).await;
     messages.recv().await.unwrap().release();

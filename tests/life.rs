@@ -43,10 +43,7 @@ async fn closed_resolves_with_the_reason_the_client_stopped() {
     let broker = Broker::new();
     broker.fake.refuse.store(u32::MAX, Ordering::SeqCst);
     let (client, _m) = builder(&broker, MemoryStore::default())
-        .reconnect(Backoff {
-            max_attempts: Some(2),
-            ..fast_backoff()
-        })
+        .reconnect(fast_backoff().with_max_attempts(Some(2)))
         .start()
         .await
         .unwrap();
@@ -119,11 +116,11 @@ async fn disconnect_returns_only_after_the_store_is_dropped() {
 #[tokio::test]
 async fn a_slow_reader_loses_no_critical_event_and_hears_what_it_missed() {
     let mut broker = Broker::new();
-    let mut b = builder(&broker, MemoryStore::default()).reconnect(Backoff {
-        initial: Duration::from_micros(1),
-        maximum: Duration::from_micros(10),
-        ..Backoff::default()
-    });
+    let mut b = builder(&broker, MemoryStore::default()).reconnect(
+        Backoff::default()
+            .with_initial(Duration::from_micros(1))
+            .with_maximum(Duration::from_micros(10)),
+    );
     let mut events = b.events();
     let (_client, _m, peer) = connected(&mut broker, b).await;
     // Connected first, then hundreds of ordinary events behind it: refused attempts, two
@@ -266,13 +263,11 @@ async fn next_event_within(
 #[tokio::test(start_paused = true)]
 async fn connections_the_server_ends_at_once_keep_the_backoff_growing() {
     let mut broker = Broker::new();
-    let backoff = Backoff {
-        initial: Duration::from_secs(1),
-        factor: 2.0,
-        maximum: Duration::from_secs(60),
-        stable_after: Duration::from_secs(10),
-        ..Backoff::default()
-    };
+    let backoff = Backoff::default()
+        .with_initial(Duration::from_secs(1))
+        .with_factor(2.0)
+        .with_maximum(Duration::from_secs(60))
+        .with_stable_after(Duration::from_secs(10));
     let mut b = builder(&broker, MemoryStore::default()).reconnect(backoff.clone());
     let mut events = b.events();
     let (_client, _m, peer) = connected(&mut broker, b).await;

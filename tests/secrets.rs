@@ -93,21 +93,17 @@ fn client_settings_hide_passwords_header_values_and_keys() {
     let printed = format!("{transport:?}");
     assert!(!printed.contains(SECRET), "TransportOptions: {printed}");
 
-    let tls = TlsConfig {
-        client_key_pem: Some(SECRET.into()),
-        ..TlsConfig::default()
-    };
+    let mut tls = TlsConfig::default();
+    tls.client_key_pem = Some(SECRET.into());
     assert_hidden("TlsConfig", format!("{tls:?}"));
 
-    let config = ClientConfig {
-        password: Some(SECRET.into()),
-        tls: Some(tls),
-        websocket_headers: vec![Property {
-            name: "Authorization".into(),
-            value: SECRET.into(),
-        }],
-        ..ClientConfig::default()
-    };
+    let mut config = ClientConfig::default();
+    config.password = Some(SECRET.into());
+    config.tls = Some(tls);
+    config.websocket_headers = vec![Property {
+        name: "Authorization".into(),
+        value: SECRET.into(),
+    }];
     assert_hidden("ClientConfig", format!("{config:?}"));
 }
 

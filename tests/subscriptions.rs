@@ -178,3 +178,42 @@ async fn subscribe_with_properties_reaches_the_server() {
         vec![ReasonCode::GrantedQos1, ReasonCode::Success]
     );
 }
+
+/// A refused UNSUBSCRIBE is an error, as a refused SUBSCRIBE is; "no subscription existed"
+/// is a success the caller can read.
+#[tokio::test]
+async fn a_refused_unsubscribe_is_an_error_naming_the_filter() {
+    let mut broker = Broker::new();
+    let (client, _messages, mut peer) = connected_default(&mut broker).await;
+    for (code, refused) in [
+        (ReasonCode::NotAuthorized, true),
+        (ReasonCode::NoSubscriptionExisted, false),
+    ] {
+        let unsubscribing = tokio::spawn({
+            let client = client.clone();
+            async move { client.unsubscribe("plant/+/t").await }
+        });
+        match peer.recv().await {
+            Packet::Unsubscribe(u) => {
+                peer.send(Packet::UnsubAck(UnsubAck {
+                    packet_id: u.packet_id,
+                    properties: Default::default(),
+                    reason_codes: vec![code],
+                }))
+                .await
+            }
+            other => panic!("expected UNSUBSCRIBE, got {other:?}"),
+        }
+        match unsubscribing.await.unwrap() {
+            Err(ClientError::UnsubscribeRefused { filter, reason }) => {
+                assert!(refused, "{code:?} is not a refusal");
+                assert_eq!((filter.as_str(), reason), ("plant/+/t", code));
+            }
+            Ok(reason) => {
+                assert!(!refused, "{code:?} is a refusal");
+                assert_eq!(reason, code);
+            }
+            Err(other) => panic!("{other}"),
+        }
+    }
+}

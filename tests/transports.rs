@@ -152,10 +152,7 @@ fn builder(url: &str, pipe: Pipe) -> mooring::client::ClientBuilder {
         .client_id("gw")
         .store(MemoryStore::default())
         .connector(pipe)
-        .reconnect(Backoff {
-            max_attempts: Some(1),
-            ..Backoff::default()
-        })
+        .reconnect(Backoff::default().with_max_attempts(Some(1)))
 }
 
 async fn publish_once(client: &Client) {
@@ -286,13 +283,11 @@ async fn tls_from_a_config_offers_alpn_and_presents_the_client_certificate() {
         serve_mqtt(stream).await;
     });
     // Everything by PEM text in the configuration, as a file would carry it.
-    let config = mooring::client::TlsConfig {
-        ca_pem: Some(pki.ca_pem.clone()),
-        client_cert_pem: Some(pki.client_cert_pem.clone()),
-        client_key_pem: Some(pki.client_key_pem.clone()),
-        alpn: vec!["x-unknown".into(), "mqtt".into()],
-        ..Default::default()
-    };
+    let mut config = mooring::client::TlsConfig::default();
+    config.ca_pem = Some(pki.ca_pem.clone());
+    config.client_cert_pem = Some(pki.client_cert_pem.clone());
+    config.client_key_pem = Some(pki.client_key_pem.clone());
+    config.alpn = vec!["x-unknown".into(), "mqtt".into()];
     let (client, _m) = builder("mqtts://localhost", Pipe(tx))
         .tls(TlsOptions::from_config(&config).unwrap())
         .connect()

@@ -157,11 +157,9 @@ pub fn mqtt_version() -> Result<mooring::packet::ProtocolVersion, String> {
 
 /// Reconnect delays for tests: a lost connection comes back within tens of milliseconds.
 pub fn fast_backoff() -> mooring::Backoff {
-    mooring::Backoff {
-        initial: std::time::Duration::from_millis(20),
-        maximum: std::time::Duration::from_millis(300),
-        ..mooring::Backoff::default()
-    }
+    mooring::Backoff::default()
+        .with_initial(std::time::Duration::from_millis(20))
+        .with_maximum(std::time::Duration::from_millis(300))
 }
 
 /// Syncs per second of a 4 KiB write followed by `fdatasync`: appending (the file grows, so

@@ -77,11 +77,11 @@ async fn every_fault_gets_its_reason_code_and_no_stored_message_is_lost() {
             .store(store.clone())
             .receive_maximum(2)
             .maximum_packet_size(1024)
-            .reconnect(mooring::Backoff {
-                initial: Duration::from_millis(10),
-                maximum: Duration::from_millis(50),
-                ..mooring::Backoff::default()
-            })
+            .reconnect(
+                mooring::Backoff::default()
+                    .with_initial(Duration::from_millis(10))
+                    .with_maximum(Duration::from_millis(50)),
+            )
             .connect(),
     );
     let mut conn = Conn::accept(&listener, false).await;
@@ -235,11 +235,11 @@ async fn hostile_brokers_are_refused_and_the_client_comes_back() {
             .held_bytes_limit(1024)
             .request_problem_information(false)
             .write_timeout(Duration::from_millis(500))
-            .reconnect(mooring::Backoff {
-                initial: Duration::from_millis(10),
-                maximum: Duration::from_millis(50),
-                ..mooring::Backoff::default()
-            })
+            .reconnect(
+                mooring::Backoff::default()
+                    .with_initial(Duration::from_millis(10))
+                    .with_maximum(Duration::from_millis(50)),
+            )
             .connect(),
     );
 

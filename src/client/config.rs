@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::human;
 use super::policy::{Backoff, QueuePolicy, Redelivery};
 
+#[cfg(feature = "toml")]
 pub(crate) mod reference;
 mod secret;
 mod store;
@@ -48,6 +49,7 @@ pub use store::{StoreBackend, StoreConfig};
 /// ```
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
 pub struct ClientConfig {
     /// Server addresses, tried in order.
     pub servers: Vec<String>,
@@ -221,6 +223,7 @@ impl Default for QueueWindowConfig {
 /// The Will Message of a [`ClientConfig`].
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
 pub struct WillConfig {
     /// Its topic.
     pub topic: String,
@@ -265,6 +268,7 @@ pub struct WillConfig {
 /// name to verify and the ALPN protocols to offer.
 #[derive(Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
 pub struct TlsConfig {
     /// PEM file of the CA certificates to trust (with neither this nor `ca_pem`: the system's
     /// roots).
@@ -408,25 +412,6 @@ impl Default for ClientConfig {
             password_env: None,
             password_file: None,
             store: None,
-        }
-    }
-}
-
-impl ClientConfig {
-    /// Opens the store the `[store]` section names; give it to the builder
-    /// ([`ClientBuilder::store`](super::ClientBuilder::store)). Fails without a `[store]`
-    /// section.
-    pub fn open_store(
-        &self,
-    ) -> Result<std::sync::Arc<dyn crate::store::SessionStore>, super::ClientError> {
-        match &self.store {
-            Some(store) => store.open(),
-            None => Err(ConfigError::Invalid {
-                origin: "the configuration".to_owned(),
-                field: "store".to_owned(),
-                message: "no [store] section".to_owned(),
-            }
-            .into()),
         }
     }
 }

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::tls_error::TlsError;
 use super::transport::TransportError;
 use super::url::UrlError;
 use crate::packet::{DecodeError, ReasonCode};
@@ -10,31 +11,6 @@ use crate::session::{
     AckError, AuthError, ConnectPacketError, ProtocolViolation, PublishError, RequestError,
 };
 use crate::store::StoreError;
-
-/// Why TLS settings could not be built.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum TlsError {
-    /// A file could not be read.
-    #[error("cannot read {path}")]
-    Read {
-        /// The file.
-        path: String,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
-    /// PEM text holds no usable certificate or key.
-    #[error("{0}")]
-    Pem(String),
-    /// rustls refused the certificates or key.
-    #[cfg(feature = "tls")]
-    #[error("TLS configuration refused")]
-    Config(#[from] rustls::Error),
-    /// The system has no trusted root certificates.
-    #[error("no system root certificates could be loaded: {0}")]
-    NoSystemRoots(String),
-}
 
 /// Why a client call failed.
 #[derive(Debug, thiserror::Error)]
@@ -94,6 +70,14 @@ pub enum ClientError {
         /// The filter.
         filter: String,
         /// The SUBACK reason code.
+        reason: ReasonCode,
+    },
+    /// The server refused to unsubscribe: the subscription may still stand.
+    #[error("the server refused to unsubscribe from {filter:?}: {reason:?}")]
+    UnsubscribeRefused {
+        /// The filter.
+        filter: String,
+        /// The UNSUBACK reason code (0x80 or above).
         reason: ReasonCode,
     },
     /// The ack was refused (acked twice, or not an ackable message).

@@ -10,6 +10,7 @@ use crate::store::SessionKey;
 
 /// The server's answer to a SUBSCRIBE.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct SubAckInfo {
     /// One per subscription: the granted QoS, or why it failed.
     pub reason_codes: Vec<ReasonCode>,
@@ -237,6 +238,7 @@ pub enum ReconnectReason {
 
 /// Counters of one client, read with [`Client::stats`](super::Client::stats).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Stats {
     /// QoS 1/2 publishes sent and not yet acknowledged.
     pub outbound_in_flight: u64,

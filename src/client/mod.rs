@@ -89,18 +89,21 @@ mod inbox;
 mod launch;
 mod message;
 pub mod metrics;
+mod open_store;
 mod options;
 mod policy;
+mod publish_options;
 mod router;
 mod settlement;
 #[cfg(feature = "tls")]
 mod tls;
+mod tls_error;
 mod transport;
 mod url;
 mod v311;
 
 pub use error::{
-    ClientError, ConnectError, ConnectionLoss, DeliveryError, ProtocolError, StopReason, TlsError,
+    ClientError, ConnectError, ConnectionLoss, DeliveryError, ProtocolError, StopReason,
 };
 pub use event_queue::Events;
 pub use events::{ClientEvent, ReconnectReason, Stats, SubAckInfo};
@@ -115,9 +118,11 @@ pub use config::{
 use events::StatsCell;
 pub use options::ClientBuilder;
 pub use policy::{Backoff, Exhausted, QueuePolicy, Redelivery, Refusal};
+pub use publish_options::PublishOptions;
 pub use router::{Router, topic_matches};
 #[cfg(feature = "tls")]
 pub use tls::TlsOptions;
+pub use tls_error::TlsError;
 pub use transport::{AsyncStream, BoxFuture, Connector, TransportError, TransportOptions};
 pub use url::{Scheme, ServerUrl, UrlError};
 
@@ -226,6 +231,18 @@ impl Client {
         self.publish_with(publish)
     }
 
+    /// Publishes `payload` on `topic` with `options`: retain, Message Expiry, Content Type and
+    /// the other properties an application sets, without building the PUBLISH by hand.
+    /// Otherwise as [`Client::publish`], cancel safety included.
+    pub fn publish_with_options(
+        &self,
+        topic: impl Into<String>,
+        payload: impl Into<Bytes>,
+        options: PublishOptions,
+    ) -> impl Future<Output = Result<Delivery, ClientError>> + Send + '_ {
+        self.publish_with(options.publish(topic.into(), payload.into()))
+    }
+
     /// Publishes a complete PUBLISH (retain, properties). Its packet identifier, DUP flag and
     /// Topic Alias are the client's to set: what the publish carries there is replaced.
     /// Subscription Identifiers are removed, since a client may not send them [MQTT-3.3.4-6]:
@@ -327,18 +344,26 @@ impl Client {
         .await
     }
 
-    /// Unsubscribes from one filter.
+    /// Unsubscribes from one filter. Returns the server's success code (`Success`, or
+    /// `NoSubscriptionExisted`); a refusal (0x80 or above) is
+    /// [`ClientError::UnsubscribeRefused`], as a refused subscription is an error of
+    /// [`Client::subscribe`].
     ///
     /// Cancel safety: dropped before its UNSUBSCRIBE was sent, nothing is sent; after, the
     /// server removes the subscription and the session forgets it.
     pub async fn unsubscribe(&self, filter: impl Into<String>) -> Result<ReasonCode, ClientError> {
+        let filter = filter.into();
         let codes = self
-            .unsubscribe_with(vec![filter.into()], UnsubscribeProperties::default())
+            .unsubscribe_with(vec![filter.clone()], UnsubscribeProperties::default())
             .await?;
-        Ok(codes
+        match codes
             .first()
             .copied()
-            .unwrap_or(ReasonCode::UnspecifiedError))
+            .unwrap_or(ReasonCode::UnspecifiedError)
+        {
+            reason if reason.is_error() => Err(ClientError::UnsubscribeRefused { filter, reason }),
+            reason => Ok(reason),
+        }
     }
 
     /// Sends one UNSUBSCRIBE and returns a reason code per filter.

@@ -16,6 +16,7 @@ use crate::packet::ReasonCode;
 /// In a configuration file the delays are written as durations (`initial = "100ms"`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
 pub struct Backoff {
     /// The bound of the first delay.
     #[serde(with = "super::human")]
@@ -50,6 +51,36 @@ impl Default for Backoff {
 }
 
 impl Backoff {
+    /// With the bound of the first delay.
+    pub fn with_initial(mut self, initial: Duration) -> Self {
+        self.initial = initial;
+        self
+    }
+
+    /// With how much the bound grows per failed round (at least 1).
+    pub fn with_factor(mut self, factor: f64) -> Self {
+        self.factor = factor;
+        self
+    }
+
+    /// With the largest bound.
+    pub fn with_maximum(mut self, maximum: Duration) -> Self {
+        self.maximum = maximum;
+        self
+    }
+
+    /// Giving up after this many failed attempts in a row (`None`: never).
+    pub fn with_max_attempts(mut self, max_attempts: Option<u32>) -> Self {
+        self.max_attempts = max_attempts;
+        self
+    }
+
+    /// With how long a connection must stay up before the delays start again.
+    pub fn with_stable_after(mut self, stable_after: Duration) -> Self {
+        self.stable_after = stable_after;
+        self
+    }
+
     /// The upper bound of the delay after `round` failed rounds (0 for the first).
     pub fn bound(&self, round: u32) -> Duration {
         let factor = self.factor.max(1.0);
@@ -70,6 +101,7 @@ impl Backoff {
 /// What `publish` does when the durable queue holds its limit (of messages or of bytes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum QueuePolicy {
     /// Wait until there is room (the default).
     #[default]
@@ -98,6 +130,7 @@ pub enum QueuePolicy {
 /// new message).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
 pub struct Redelivery {
     /// How long a released message waits before it is handed over again (1 s by default).
     #[serde(with = "super::human")]
@@ -119,6 +152,24 @@ impl Default for Redelivery {
 }
 
 impl Redelivery {
+    /// With how long a released message waits before it is handed over again.
+    pub fn with_delay(mut self, delay: Duration) -> Self {
+        self.delay = delay;
+        self
+    }
+
+    /// With the most times a message is handed to the application (at least 1).
+    pub fn with_max_deliveries(mut self, max_deliveries: u32) -> Self {
+        self.max_deliveries = max_deliveries;
+        self
+    }
+
+    /// With what becomes of a message after its last delivery.
+    pub fn with_exhausted(mut self, exhausted: Exhausted) -> Self {
+        self.exhausted = exhausted;
+        self
+    }
+
     /// The policy a client uses when none is set: refusal with 0x80 for MQTT 5; a 3.1.1 server
     /// cannot be told of a refusal, so there the message is discarded (acked), with the same
     /// event.

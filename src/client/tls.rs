@@ -8,7 +8,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use super::config::TlsConfig;
-use super::error::TlsError;
+use super::tls_error::TlsError;
 
 /// How to verify the server and, optionally, who the client is.
 ///

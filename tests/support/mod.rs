@@ -236,12 +236,10 @@ pub mod futures_ready {
 }
 
 pub fn fast_backoff() -> Backoff {
-    Backoff {
-        initial: Duration::from_millis(5),
-        factor: 2.0,
-        maximum: Duration::from_millis(20),
-        ..Backoff::default()
-    }
+    Backoff::default()
+        .with_initial(Duration::from_millis(5))
+        .with_factor(2.0)
+        .with_maximum(Duration::from_millis(20))
 }
 
 pub fn builder(broker: &Broker, store: MemoryStore) -> mooring::client::ClientBuilder {

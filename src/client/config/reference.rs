@@ -1,4 +1,4 @@
-//! The reference of every configuration key ([`ClientConfig::reference`]): what each sets,
+//! (Feature `toml`.) The reference of every configuration key ([`ClientConfig::reference`]): what each sets,
 //! with its default taken from the code and an example. `CONFIGURATION.md` is this text; a
 //! test fails when a key is missing here, when a key here is not one the parser takes, or
 //! when the file and the code disagree.
@@ -376,7 +376,6 @@ pub(crate) const KEYS: &[Key] = &[
 /// The default of `path` as TOML, from the code: a top-level key from
 /// [`ClientConfig::default`], a key of a section unset by default from that section's own
 /// default; `None` when unset.
-#[cfg(feature = "toml")]
 pub(crate) fn default_of(path: &str) -> Option<String> {
     let mut root = toml::Table::try_from(ClientConfig::default()).ok()?;
     let sections = [
@@ -404,7 +403,6 @@ pub(crate) fn default_of(path: &str) -> Option<String> {
     })
 }
 
-#[cfg(feature = "toml")]
 impl ClientConfig {
     /// The reference of every configuration key, as Markdown: its default (from the code),
     /// an example and what it sets. `mooring config reference` prints it; the repository's
@@ -439,7 +437,6 @@ impl ClientConfig {
     }
 }
 
-#[cfg(feature = "toml")]
 const REFERENCE_HEAD: &str = "# Configuration reference
 
 Every key of a Mooring configuration file (`ClientConfig`, TOML), generated from the code: \

@@ -3,12 +3,10 @@
 //! this lets an operator choose it in the file, with the database password kept out of it.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
 use super::{ConfigError, Secret};
-use crate::store::SessionStore;
 
 /// The session store a configuration names ([`ClientConfig::open_store`](super::ClientConfig::open_store)).
 ///
@@ -75,7 +73,7 @@ impl std::fmt::Debug for StoreConfig {
 }
 
 impl StoreBackend {
-    fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Self::Redb => "redb",
             Self::Sled => "sled",
@@ -149,71 +147,12 @@ impl StoreConfig {
     }
 
     /// The database password from `password_env` or `password_file`, if one is named.
-    fn password(&self) -> Result<Option<String>, ConfigError> {
+    pub(crate) fn password(&self) -> Result<Option<String>, ConfigError> {
         Secret::from_sources(
             "store.password",
             None,
             self.password_env.as_deref(),
             self.password_file.as_deref(),
         )
-    }
-
-    /// Opens the store. Fails as [`StoreConfig::check`] does, or as the store does (a file
-    /// that cannot be opened, a database that cannot be reached).
-    pub fn open(&self) -> Result<Arc<dyn SessionStore>, crate::client::ClientError> {
-        self.check()?;
-        let store_error = |e| crate::client::ClientError::Store(Arc::new(e));
-        match self.backend {
-            StoreBackend::Memory => Ok(Arc::new(crate::store::MemoryStore::default())),
-            #[cfg(feature = "redb")]
-            StoreBackend::Redb => Ok(Arc::new(
-                crate::store::RedbStore::open(self.path.clone().unwrap_or_default())
-                    .map_err(store_error)?,
-            )),
-            #[cfg(feature = "sled")]
-            StoreBackend::Sled => Ok(Arc::new(
-                crate::store::SledStore::open(self.path.clone().unwrap_or_default())
-                    .map_err(store_error)?,
-            )),
-            #[cfg(feature = "postgres")]
-            StoreBackend::Postgres => {
-                let mut connection = self.connection.clone().unwrap_or_default();
-                if let Some(password) = self.password()? {
-                    connection = with_password(&connection, &password);
-                }
-                let options = crate::store::PostgresOptions::new(connection);
-                Ok(Arc::new(
-                    crate::store::PostgresStore::open(options).map_err(store_error)?,
-                ))
-            }
-            #[allow(unreachable_patterns)]
-            other => Err(crate::client::ClientError::FeatureMissing {
-                feature: other.name(),
-                needed_for: format!("a {} store", other.name()),
-            }),
-        }
-    }
-}
-
-/// `connection` with `password` added: as a `password` pair in libpq's `key=value` form, as a
-/// `password` query parameter in its URL form.
-#[cfg(feature = "postgres")]
-fn with_password(connection: &str, password: &str) -> String {
-    if connection.contains("://") {
-        let encoded: String = password
-            .bytes()
-            .map(|b| {
-                if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-                    char::from(b).to_string()
-                } else {
-                    format!("%{b:02X}")
-                }
-            })
-            .collect();
-        let separator = if connection.contains('?') { '&' } else { '?' };
-        format!("{connection}{separator}password={encoded}")
-    } else {
-        let quoted = password.replace('\\', "\\\\").replace('\'', "\\'");
-        format!("{connection} password='{quoted}'")
     }
 }

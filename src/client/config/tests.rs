@@ -57,19 +57,23 @@ fn everything() -> ClientBuilder {
         .connect_timeout(Duration::from_millis(2500))
         .write_timeout(Duration::from_secs(12))
         .drain_timeout(Duration::from_secs(9))
-        .reconnect(crate::Backoff {
-            initial: Duration::from_millis(250),
-            factor: 1.5,
-            maximum: Duration::from_secs(120),
-            max_attempts: Some(40),
-            stable_after: Duration::from_secs(45),
-        })
+        .reconnect(
+            Backoff::default()
+                .with_initial(Duration::from_millis(250))
+                .with_factor(1.5)
+                .with_maximum(Duration::from_secs(120))
+                .with_max_attempts(Some(40))
+                .with_stable_after(Duration::from_secs(45)),
+        )
         .lost_session(crate::session::LostSession::Discard)
-        .redelivery(crate::client::Redelivery {
-            delay: Duration::from_millis(1500),
-            max_deliveries: 9,
-            exhausted: crate::client::Exhausted::DeadLetter("gateway-7/dead".into()),
-        })
+        .redelivery(
+            Redelivery::default()
+                .with_delay(Duration::from_millis(1500))
+                .with_max_deliveries(9)
+                .with_exhausted(crate::client::Exhausted::DeadLetter(
+                    "gateway-7/dead".into(),
+                )),
+        )
         .follow_server_references(true)
         .prefer_last_server(true)
         .queue_limit(2_000_000, crate::QueuePolicy::DropOldest)
