@@ -4,14 +4,24 @@ use std::path::Path;
 
 use mooring::client::{ClientBuilder, ClientConfig};
 
-use crate::Failure;
+use serde::Serialize;
+
+use crate::read::Versioned;
+use crate::{Class, Failure};
 
 /// Reads `file` as a client would, applies it to a builder (TLS files read, password sources
 /// looked up, the store section checked, addresses parsed), and prints the settings in
 /// effect, defaults filled in, as TOML. Secrets are not printed.
-pub fn check(file: &Path) -> Result<(), Failure> {
-    let invalid = |e: &dyn std::fmt::Display| Failure::new(format!("{}: {e}", file.display()));
-    let config = ClientConfig::load(file).map_err(|e| Failure::new(e.to_string()))?;
+pub fn check(file: &Path, json: bool) -> Result<(), Failure> {
+    let invalid = |e: &dyn std::fmt::Display| {
+        Failure::new(format!("{}: {e}", file.display())).of(Class::InvalidConfig)
+    };
+    let config = ClientConfig::load(file).map_err(|e| match e {
+        mooring::client::ConfigError::Read { .. } => {
+            Failure::new(e.to_string()).of(Class::NotFound)
+        }
+        other => Failure::new(other.to_string()).of(Class::InvalidConfig),
+    })?;
     let builder = ClientBuilder::from_config(&config).map_err(|e| invalid(&e))?;
     builder.validate().map_err(|e| invalid(&e))?;
     let mut effective = builder.to_config().map_err(|e| invalid(&e))?;
@@ -37,6 +47,22 @@ pub fn check(file: &Path) -> Result<(), Failure> {
         store.connection = Some("<hidden>".to_owned());
     }
     let text = toml_of(&effective).map_err(|e| invalid(&e))?;
+    if json {
+        #[derive(Serialize)]
+        struct Checked<'a> {
+            file: String,
+            valid: bool,
+            settings: &'a ClientConfig,
+        }
+        let checked = Checked {
+            file: file.display().to_string(),
+            valid: true,
+            settings: &effective,
+        };
+        let line = serde_json::to_string(&Versioned::of(&checked)).map_err(|e| invalid(&e))?;
+        println!("{line}");
+        return Ok(());
+    }
     println!(
         "# {}: valid. The settings in effect, defaults included (secrets not shown):\n",
         file.display()

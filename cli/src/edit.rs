@@ -7,8 +7,11 @@ use std::str::FromStr;
 use mooring::client::ServerUrl;
 use mooring::store::{HeldMessages, QueueWindow, SessionKey, StoreError, move_session as move_in};
 
+use serde::Serialize;
+
 use crate::Failure;
-use crate::store_file::{StoreFile, find_session, session_name};
+use crate::read::Versioned;
+use crate::store_file::{Access, StoreFile, find_session, session_name};
 
 fn described(held: &HeldMessages) -> String {
     format!(
@@ -17,9 +20,37 @@ fn described(held: &HeldMessages) -> String {
     )
 }
 
+/// What an edit did, as `--json` prints it.
+#[derive(Serialize)]
+struct Done {
+    done: &'static str,
+    session: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    to: Option<String>,
+    in_flight: usize,
+    queued: u64,
+}
+
+/// Prints what was done: as one JSON object with `--json`, else as `text`.
+fn report(json: bool, done: &Done, text: &str) {
+    if json {
+        match serde_json::to_string(&Versioned::of(done)) {
+            Ok(line) => println!("{line}"),
+            Err(e) => println!("{{\"error\":{:?}}}", e.to_string()),
+        }
+    } else {
+        println!("{text}");
+    }
+}
+
 /// `mooring store drop-session FILE --session KEY [--yes]`.
-pub async fn drop_session(path: &Path, wanted: &str, confirmed: bool) -> Result<(), Failure> {
-    let store = StoreFile::open(path, "before dropping a session")?;
+pub async fn drop_session(
+    path: &Path,
+    wanted: &str,
+    confirmed: bool,
+    json: bool,
+) -> Result<(), Failure> {
+    let store = StoreFile::open(path, Access::Write("before dropping a session"))?;
     let key = find_session(&store, wanted).await?;
     let session = store
         .sessions()
@@ -43,7 +74,17 @@ pub async fn drop_session(path: &Path, wanted: &str, confirmed: bool) -> Result<
         .clear(&key)
         .await
         .map_err(|e| Failure::new(format!("dropping {name} failed: {e}")))?;
-    println!("dropped session {name} and {}", described(&held));
+    report(
+        json,
+        &Done {
+            done: "dropped",
+            session: name.clone(),
+            to: None,
+            in_flight: held.in_flight,
+            queued: held.queued,
+        },
+        &format!("dropped session {name} and {}", described(&held)),
+    );
     Ok(())
 }
 
@@ -62,8 +103,8 @@ fn target_key(to: &str, client_id: &str) -> Result<SessionKey, Failure> {
 }
 
 /// `mooring store move-session FILE --session KEY --to SERVER`.
-pub async fn move_session(path: &Path, wanted: &str, to: &str) -> Result<(), Failure> {
-    let store = StoreFile::open(path, "before moving a session")?;
+pub async fn move_session(path: &Path, wanted: &str, to: &str, json: bool) -> Result<(), Failure> {
+    let store = StoreFile::open(path, Access::Write("before moving a session"))?;
     let from = find_session(&store, wanted).await?;
     let target = target_key(to, from.client_id())?;
     let (from_name, to_name) = (session_name(&from), session_name(&target));
@@ -87,9 +128,19 @@ pub async fn move_session(path: &Path, wanted: &str, to: &str) -> Result<(), Fai
             )),
             other => Failure::new(format!("moving {from_name} failed: {other}")),
         })?;
-    println!(
-        "moved session {from_name} to {to_name} with {}",
-        described(&held)
+    report(
+        json,
+        &Done {
+            done: "moved",
+            session: from_name.clone(),
+            to: Some(to_name.clone()),
+            in_flight: held.in_flight,
+            queued: held.queued,
+        },
+        &format!(
+            "moved session {from_name} to {to_name} with {}",
+            described(&held)
+        ),
     );
     Ok(())
 }

@@ -11,8 +11,26 @@ use serde::Serialize;
 
 use crate::Failure;
 use crate::inspect::{MetaView, RecordView, age, decode_publish, timestamp};
-use crate::store_file::{StoreFile, find_session, session_name};
+use crate::store_file::{Access, StoreFile, find_session, session_name};
 use crate::table;
+
+/// A JSON object of the commands' output: `"schema"` first, then the object's own fields.
+#[derive(Serialize)]
+pub struct Versioned<'a, T: Serialize> {
+    schema: u32,
+    #[serde(flatten)]
+    body: &'a T,
+}
+
+impl<'a, T: Serialize> Versioned<'a, T> {
+    /// `body` with the schema version.
+    pub fn of(body: &'a T) -> Self {
+        Self {
+            schema: crate::JSON_SCHEMA,
+            body,
+        }
+    }
+}
 
 /// Standard output, buffered; a closed pipe (`| head`) ends the command quietly.
 struct Out {
@@ -37,7 +55,7 @@ impl Out {
     }
 
     fn json(&mut self, value: &impl Serialize) -> bool {
-        match serde_json::to_string(value) {
+        match serde_json::to_string(&Versioned::of(value)) {
             Ok(text) => self.line(&text),
             Err(e) => self.line(&format!("{{\"error\":{:?}}}", e.to_string())),
         }
@@ -115,7 +133,7 @@ async fn session_row(store: &StoreFile, key: &SessionKey) -> Result<SessionRow, 
 
 /// `mooring store list FILE`.
 pub async fn list(path: &Path, json: bool) -> Result<(), Failure> {
-    let store = StoreFile::open(path, "to read it")?;
+    let store = StoreFile::open(path, Access::Read)?;
     let keys = store
         .sessions()
         .sessions()
@@ -235,10 +253,17 @@ fn show_line(view: &RecordView) -> String {
     )
 }
 
-/// `mooring store show FILE --session KEY`.
-pub async fn show(path: &Path, wanted: &str, whole: bool, json: bool) -> Result<(), Failure> {
-    let store = StoreFile::open(path, "to read it")?;
-    let key = find_session(&store, wanted).await?;
+/// `mooring store show FILE --session KEY`. The records are read outside `runtime` (a
+/// PostgreSQL backend blocks, which an async task must not).
+pub fn show(
+    runtime: &tokio::runtime::Runtime,
+    path: &Path,
+    wanted: &str,
+    whole: bool,
+    json: bool,
+) -> Result<(), Failure> {
+    let store = StoreFile::open(path, Access::Read)?;
+    let key = runtime.block_on(find_session(&store, wanted))?;
     let name = session_name(&key);
     let prefix = layout::session_prefix(&key);
     let end = layout::session_upper_bound(&prefix);
@@ -309,7 +334,7 @@ struct DamagedLine {
 
 /// `mooring store export FILE`.
 pub fn export(path: &Path) -> Result<(), Failure> {
-    let store = StoreFile::open(path, "to read it")?;
+    let store = StoreFile::open(path, Access::Read)?;
     let mut out = Out::new();
     let mut protocols = Protocols::default();
     let mut damaged = 0u64;
@@ -421,7 +446,7 @@ impl QueueCount {
 
 /// `mooring store verify FILE`.
 pub fn verify(path: &Path, json: bool) -> Result<(), Failure> {
-    let store = StoreFile::open(path, "to verify it")?;
+    let store = StoreFile::open(path, Access::Read)?;
     let mut report = Report::default();
     let mut protocols = Protocols::default();
     let mut queue = QueueCount::default();

@@ -1,15 +1,27 @@
-//! Opening a store file as what it is (redb or sled, told from the file itself), and naming
-//! its sessions the way `mooring store list` prints them.
+//! Opening a store as what it is (redb or sled, told from the file itself, or PostgreSQL,
+//! named by a connection string), and naming its sessions the way `mooring store list`
+//! prints them.
 
 use std::fmt;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use mooring::store::{
-    KvBackend, RedbStore, SessionKey, SessionScope, SessionStore, SledStore, StoreError,
+    KvBackend, KvStore, PostgresOptions, PostgresStore, RedbBackend, RedbStore, SessionKey,
+    SessionScope, SessionStore, SledStore, StoreError,
 };
 
-use crate::Failure;
+use crate::{Class, Failure};
+
+/// What a command does to the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Reads only: a redb file is opened read-only and never compacted.
+    Read,
+    /// Changes it (`drop-session`, `move-session`); `purpose` finishes the sentence that
+    /// explains a refusal ("before dropping a session").
+    Write(&'static str),
+}
 
 /// The backends the command reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,6 +30,8 @@ pub enum Kind {
     Redb,
     /// A sled directory.
     Sled,
+    /// A PostgreSQL database, named by its connection string.
+    Postgres,
 }
 
 impl fmt::Display for Kind {
@@ -25,8 +39,22 @@ impl fmt::Display for Kind {
         f.write_str(match self {
             Self::Redb => "redb",
             Self::Sled => "sled",
+            Self::Postgres => "PostgreSQL",
         })
     }
+}
+
+/// Whether `store` is a PostgreSQL connection string (`postgres://…`, or libpq's `key=value`
+/// pairs) rather than a path.
+pub fn is_connection_string(store: &Path) -> bool {
+    let text = store.to_string_lossy();
+    text.starts_with("postgres://")
+        || text.starts_with("postgresql://")
+        || text.split_whitespace().any(|pair| {
+            ["host=", "dbname=", "user=", "port="]
+                .iter()
+                .any(|key| pair.starts_with(key))
+        })
 }
 
 /// redb writes this magic number at the start of its file.
@@ -34,12 +62,16 @@ const REDB_MAGIC: &[u8] = b"redb";
 
 /// Tells what the store at `path` is, without opening (or creating) anything.
 pub fn detect(path: &Path) -> Result<Kind, Failure> {
+    if is_connection_string(path) {
+        return Ok(Kind::Postgres);
+    }
     let metadata = std::fs::metadata(path).map_err(|e| {
         Failure::new(format!(
             "there is no store at {}: {e}; give the file a client opened with RedbStore or the \
              directory of a SledStore",
             path.display()
         ))
+        .of(Class::NotFound)
     })?;
     if metadata.is_dir() {
         if path.join("conf").is_file() && path.join("db").is_file() {
@@ -72,23 +104,62 @@ pub enum StoreFile {
     Redb(RedbStore),
     /// A sled directory.
     Sled(SledStore),
+    /// A PostgreSQL database.
+    Postgres(PostgresStore),
 }
 
 impl StoreFile {
-    /// Opens the store at `path`. `purpose` ends the sentence that explains a refusal when
-    /// a running client holds the store ("to read it", "to change it").
-    pub fn open(path: &Path, purpose: &str) -> Result<Self, Failure> {
+    /// Opens the store at `path` for `access`. A redb file opened to read is opened
+    /// read-only; one a killed client left needs recovery first (redb brings it back to its
+    /// last commit), which is done, and said, without compacting it. sled has no read-only
+    /// mode: its directory is opened as a client opens it.
+    pub fn open(path: &Path, access: Access) -> Result<Self, Failure> {
         let kind = detect(path)?;
-        let opened = match kind {
-            Kind::Redb => RedbStore::open(PathBuf::from(path)).map(Self::Redb),
-            Kind::Sled => SledStore::open(PathBuf::from(path)).map(Self::Sled),
+        let opened = match (kind, access) {
+            (Kind::Redb, Access::Read) => {
+                match RedbBackend::open_path_read_only(PathBuf::from(path)) {
+                    Err(StoreError::NeedsRecovery { .. }) => {
+                        eprintln!(
+                            "mooring: {} was not closed cleanly (a killed client); recovering \
+                             it to its last commit before reading",
+                            path.display()
+                        );
+                        RedbBackend::open_path_uncompacted(PathBuf::from(path))
+                    }
+                    other => other,
+                }
+                .map(|backend| Self::Redb(KvStore::new(backend)))
+            }
+            (Kind::Redb, Access::Write(_)) => RedbStore::open(PathBuf::from(path)).map(Self::Redb),
+            (Kind::Sled, _) => SledStore::open(PathBuf::from(path)).map(Self::Sled),
+            (Kind::Postgres, Access::Read) => {
+                PostgresStore::open(PostgresOptions::new(path.to_string_lossy()))
+                    .map(Self::Postgres)
+            }
+            (Kind::Postgres, Access::Write(_)) => {
+                return Err(Failure::new(
+                    "drop-session and move-session change redb and sled stores; on PostgreSQL a \
+                     session is owned by the client that runs it (its standby takes it over), so \
+                     change it there"
+                        .to_owned(),
+                ));
+            }
+        };
+        let purpose = match access {
+            Access::Read => "to read it",
+            Access::Write(purpose) => purpose,
         };
         opened.map_err(|e| match e {
             StoreError::Locked { .. } => Failure::new(format!(
-                "the {kind} store at {} is held by a running client; stop that client {purpose} \
-                 (it releases the store when it exits)",
-                path.display()
-            )),
+                "the {kind} store at {} is held by {}; stop that client {purpose} (it releases \
+                 the store when it exits)",
+                path.display(),
+                holder(path, kind).map_or_else(
+                    || "a running client".to_owned(),
+                    |(pid, name)| format!("process {pid} ({name})")
+                ),
+            ))
+            .of(Class::Locked),
             StoreError::Open { damaged: true, .. } => Failure::damaged(format!(
                 "{e}; the file cannot be read as a {kind} store: restore it from a backup"
             )),
@@ -101,6 +172,7 @@ impl StoreFile {
         match self {
             Self::Redb(store) => store,
             Self::Sled(store) => store,
+            Self::Postgres(store) => store,
         }
     }
 
@@ -115,8 +187,37 @@ impl StoreFile {
         match self {
             Self::Redb(store) => store.backend().visit_range(start, end, visit),
             Self::Sled(store) => store.backend().visit_range(start, end, visit),
+            Self::Postgres(store) => store.backend().visit_range(start, end, visit),
         }
     }
+}
+
+/// The process holding the lock on the store at `path` (the redb file, sled's `db` file), by
+/// the kernel's table of file locks (`/proc/locks`), and its name; `None` where there is no
+/// such table or no lock found.
+fn holder(path: &Path, kind: Kind) -> Option<(u32, String)> {
+    use std::os::unix::fs::MetadataExt;
+    let locked = match kind {
+        Kind::Redb => path.to_path_buf(),
+        Kind::Sled => path.join("db"),
+        Kind::Postgres => return None,
+    };
+    let inode = std::fs::metadata(&locked).ok()?.ino();
+    let locks = std::fs::read_to_string("/proc/locks").ok()?;
+    let pid = locks.lines().find_map(|line| {
+        // "1: FLOCK  ADVISORY  WRITE 4242 fd:01:1234567 0 EOF"
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let device_inode = fields.iter().find(|f| f.matches(':').count() == 2)?;
+        let at = fields.iter().position(|f| f == device_inode)?;
+        let found: u64 = device_inode.rsplit(':').next()?.parse().ok()?;
+        (found == inode)
+            .then(|| fields.get(at.checked_sub(1)?)?.parse::<u32>().ok())
+            .flatten()
+    })?;
+    let name = std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .map(|n| n.trim().to_owned())
+        .unwrap_or_else(|_| "unknown".to_owned());
+    Some((pid, name))
 }
 
 /// A session's name on the command line: `CLIENT_ID@SERVER` or `CLIENT_ID@cluster:SCOPE`.
@@ -143,7 +244,8 @@ pub async fn find_session(store: &StoreFile, wanted: &str) -> Result<SessionKey,
         [one] => Ok((*one).clone()),
         [] => Err(Failure::new(format!(
             "no session {wanted:?} in the store; `mooring store list` names them all"
-        ))),
+        ))
+        .of(Class::NotFound)),
         several => Err(Failure::new(format!(
             "client {wanted:?} has {} sessions here ({}); name one as `list` prints it",
             several.len(),

@@ -61,7 +61,7 @@ fn check_names_the_file_and_the_key_at_fault() {
         std::fs::write(&file, text_of_file).unwrap();
         let output = mooring(&["config", "check", file.to_str().unwrap()]);
         let err = text(&output.stderr);
-        assert_eq!(output.status.code(), Some(1), "{text_of_file}: {err}");
+        assert_eq!(output.status.code(), Some(6), "{text_of_file}: {err}");
         assert!(err.contains("gateway.toml"), "{text_of_file}: {err}");
         assert!(err.contains(key), "{text_of_file}: {err}");
     }

@@ -15,7 +15,9 @@ use std::time::Duration;
 
 use integration::mosquitto::{Mosquitto, free_port};
 use mooring::store::layout::{self, KvWrite};
-use mooring::store::{KvBackend, RedbStore, SessionKey, SessionStore, SledStore, StoreError};
+use mooring::store::{
+    KvBackend, RedbBackend, RedbStore, SessionKey, SessionStore, SledStore, StoreError,
+};
 use mooring::{Client, ClientEvent, QoS};
 use serde_json::Value;
 
@@ -282,7 +284,7 @@ async fn every_subcommand_reads_and_repairs(kind: Kind, file: &str) {
 
     // drop-session: refused without --yes, then done.
     let refused = mooring(&["store", "drop-session", file, "--session", "sensor-2"]);
-    assert!(!refused.status.success());
+    assert_eq!(refused.status.code(), Some(1));
     assert!(stderr(&refused).contains("--yes"), "{}", stderr(&refused));
     assert_eq!(json_lines(&ok(&["store", "list", file, "--json"])).len(), 2);
     ok(&[
@@ -367,13 +369,16 @@ async fn verify_finds_a_damaged_record_and_exits_non_zero() {
     drop(store);
 
     let verified = mooring(&["store", "verify", file]);
-    assert!(!verified.status.success());
+    assert_eq!(verified.status.code(), Some(4), "damaged");
     let report = stdout(&verified);
     assert!(report.contains("checksum does not match"), "{report}");
     assert!(report.contains("1 damaged"), "{report}");
     let json = mooring(&["store", "verify", file, "--json"]);
-    let report: Value = serde_json::from_str(&stdout(&json)).unwrap();
+    let lines = json_lines(&stdout(&json));
+    let report = &lines[0];
     assert_eq!(report["problems"].as_array().unwrap().len(), 1, "{report}");
+    // The failure too, as the last object, with its class.
+    assert_eq!(lines[1]["class"], "damaged", "{lines:?}");
 
     let exported = mooring(&["store", "export", file]);
     assert!(!exported.status.success());
@@ -422,9 +427,11 @@ async fn a_store_held_by_a_running_client_is_refused_and_left_alone() {
         vec!["store", "list", file],
     ] {
         let refused = mooring(&args);
-        assert!(!refused.status.success(), "{args:?}");
+        assert_eq!(refused.status.code(), Some(5), "{args:?}: locked");
+        // This test's process holds the store: the refusal names it.
+        let holder = format!("held by process {}", std::process::id());
         assert!(
-            stderr(&refused).contains("held by a running client"),
+            stderr(&refused).contains(&holder),
             "{args:?}: {}",
             stderr(&refused)
         );
@@ -440,7 +447,7 @@ fn errors_say_what_is_wrong() {
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("nothing.redb");
     let output = mooring(&["store", "list", missing.to_str().unwrap()]);
-    assert!(!output.status.success());
+    assert_eq!(output.status.code(), Some(3), "not found");
     assert!(
         stderr(&output).contains("there is no store"),
         "{}",
@@ -494,10 +501,144 @@ async fn verify_checks_the_queue_totals_against_the_queue() {
     drop(store);
 
     let verified = mooring(&["store", "verify", file]);
-    assert!(!verified.status.success());
+    assert_eq!(verified.status.code(), Some(4), "damaged");
     let report = stdout(&verified);
     assert!(
         report.contains("the queue totals say 4 messages of 32 bytes, the queue holds 3"),
         "{report}"
+    );
+}
+
+/// The commands that only read leave the store's file as it was (no compaction, no table
+/// created, no commit), and every JSON object says its schema.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reading_commands_leave_the_file_as_it_was() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gateway.redb");
+    let file = path.to_str().unwrap();
+    offline_store(&path).await;
+    let before = std::fs::read(&path).unwrap();
+    let session = format!("gateway-7@{}", {
+        let rows = json_lines(&ok(&["store", "list", file, "--json"]));
+        rows[0]["session"]
+            .as_str()
+            .unwrap()
+            .split_once('@')
+            .unwrap()
+            .1
+            .to_owned()
+    });
+    for args in [
+        vec!["store", "list", file, "--json"],
+        vec!["store", "show", file, "--session", &session, "--json"],
+        vec!["store", "export", file],
+        vec!["store", "verify", file, "--json"],
+    ] {
+        let out = ok(&args);
+        if args.contains(&"--json") {
+            for line in json_lines(&out) {
+                assert_eq!(line["schema"], 1, "{args:?}: {line}");
+            }
+        }
+    }
+    assert!(std::fs::read(&path).unwrap() == before, "the file changed");
+}
+
+/// A redb file a killed client left must be recovered before it can be read: `list` says
+/// so, brings it back to its last commit, and reads it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_a_killed_client_left_is_recovered_then_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("killed.redb");
+    let crashed = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "commit_then_abort", "--ignored", "--nocapture"])
+        .env("MOORING_ABORT_AFTER_COMMIT", &path)
+        .output()
+        .unwrap();
+    assert!(!crashed.status.success(), "the helper aborts");
+    let read_only = RedbBackend::open_path_read_only(path.clone()).err();
+    assert!(
+        matches!(read_only, Some(StoreError::NeedsRecovery { .. })),
+        "{read_only:?}"
+    );
+    let listed = mooring(&["store", "list", path.to_str().unwrap(), "--json"]);
+    assert!(listed.status.success(), "{}", stderr(&listed));
+    assert!(
+        stderr(&listed).contains("not closed cleanly"),
+        "{}",
+        stderr(&listed)
+    );
+    let rows = json_lines(&stdout(&listed));
+    assert_eq!(rows[0]["queued"], 1, "{rows:?}");
+}
+
+/// Run by `a_store_a_killed_client_left_is_recovered_then_read` in a process of its own:
+/// commits one queued message to a redb store, then aborts without closing it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a helper process of another test"]
+async fn commit_then_abort() {
+    let path = std::env::var_os("MOORING_ABORT_AFTER_COMMIT")
+        .expect("run by a_store_a_killed_client_left_is_recovered_then_read");
+    let store = RedbStore::open(PathBuf::from(path)).unwrap();
+    let key = SessionKey::new("mqtt://h:1883", "killed");
+    let mut batch = mooring::store::Batch::default();
+    batch.push(mooring::store::StoreOp::PushQueue {
+        seq: 0,
+        message: mooring::store::QueuedPublish {
+            qos: QoS::AtLeastOnce,
+            packet: bytes::Bytes::from_static(&[0x30, 0x05, 0x00, 0x01, b't', 0x00, b'x']),
+            expires_at_ms: None,
+            accepted_at_ms: None,
+        },
+    });
+    store.commit(&key, batch).await.unwrap();
+    std::process::abort();
+}
+
+/// The reading commands take a PostgreSQL store by its connection string; the changing ones
+/// refuse it (the owning client changes its sessions).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_store_is_read_by_its_connection_string() {
+    let postgres = integration::postgres::Postgres::start().unwrap();
+    let connection = postgres.connection();
+    let store = Arc::new(mooring::store::PostgresStore::open(connection.as_str()).unwrap());
+    let (client, _m) = Client::builder()
+        .server(format!("mqtt://127.0.0.1:{}", free_port().unwrap()))
+        .client_id("pg-gateway")
+        .store_arc(store.clone())
+        .start()
+        .await
+        .unwrap();
+    for i in 0..2 {
+        drop(
+            client
+                .publish("t", format!("m{i}"), QoS::AtLeastOnce)
+                .await
+                .unwrap(),
+        );
+    }
+    until("two queued", || client.stats().queued == 2).await;
+    client.disconnect().await.unwrap();
+    drop(client);
+    store.close().await.unwrap();
+    drop(store);
+
+    let rows = json_lines(&ok(&["store", "list", &connection, "--json"]));
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0]["client_id"], "pg-gateway");
+    assert_eq!(rows[0]["queued"], 2);
+    ok(&["store", "verify", &connection]);
+    let refused = mooring(&[
+        "store",
+        "drop-session",
+        &connection,
+        "--session",
+        "pg-gateway",
+    ]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        stderr(&refused).contains("on PostgreSQL"),
+        "{}",
+        stderr(&refused)
     );
 }

@@ -41,6 +41,17 @@ impl Db {
         let Some(runtime) = self.runtime.as_ref() else {
             return Err(Failure::TimedOut(Duration::ZERO));
         };
+        // The backend blocks: called on an async task's thread, it would have to start its
+        // runtime inside another, which tokio refuses with a panic. The store's own methods
+        // call it from the store's thread; this says so to a caller who did not.
+        if tokio::runtime::Handle::try_current().is_ok() {
+            return Err(Failure::Store(StoreError::backend(
+                "PostgreSQL store",
+                "PostgresBackend blocks: call it outside an async task (spawn_blocking, or \
+                 a thread), or use the store's async methods"
+                    .to_owned(),
+            )));
+        }
         runtime.block_on(async move {
             match tokio::time::timeout(deadline, work).await {
                 Ok(result) => result.map_err(Failure::Db),

@@ -26,8 +26,8 @@ use std::path::{Path, PathBuf};
 use mooring_core::store::layout::KvWrite;
 use mooring_core::store::{KvBackend, KvOpen, KvStore, StoreError};
 use redb::{
-    Database, DatabaseError, Durability, ReadableDatabase, ReadableTableMetadata, StorageBackend,
-    StorageError, TableDefinition,
+    Database, DatabaseError, Durability, ReadOnlyDatabase, ReadableDatabase, ReadableTableMetadata,
+    StorageBackend, StorageError, TableDefinition,
 };
 
 /// The durable session store on redb.
@@ -114,7 +114,13 @@ fn backend_error(e: impl Into<redb::Error>) -> StoreError {
 
 /// The redb database behind [`RedbStore`].
 pub struct RedbBackend {
-    db: Database,
+    db: Handle,
+}
+
+/// The database, opened to write or only to read.
+enum Handle {
+    Writable(Database),
+    ReadOnly(ReadOnlyDatabase),
 }
 
 impl std::fmt::Debug for RedbBackend {
@@ -171,12 +177,56 @@ impl RedbBackend {
         Self::from_database(db)
     }
 
+    /// Opens the database file at `path` without changing it: no compaction, no table
+    /// created, and writes refused. For tools that only read (`mooring store list`). A file
+    /// that was not closed cleanly (a killed client) must be repaired before it can be read
+    /// this way: that is [`StoreError::NeedsRecovery`]
+    /// (see [`RedbBackend::open_path_uncompacted`]).
+    pub fn open_path_read_only(path: impl Into<PathBuf>) -> Result<Self, StoreError> {
+        let path = path.into();
+        let db = Database::builder()
+            .set_cache_size(CACHE_BYTES)
+            .open_read_only(&path)
+            .map_err(|e| match e {
+                DatabaseError::DatabaseAlreadyOpen => StoreError::Locked {
+                    path: path.display().to_string(),
+                },
+                DatabaseError::RepairAborted => StoreError::NeedsRecovery {
+                    path: path.display().to_string(),
+                },
+                other => {
+                    let damaged = is_damage(&other);
+                    StoreError::open(&path, damaged, redb::Error::from(other))
+                }
+            })?;
+        Ok(Self {
+            db: Handle::ReadOnly(db),
+        })
+    }
+
+    /// Opens the existing database file at `path` to write, repairing it if a client was
+    /// killed while it held it (redb brings it back to its last commit), but without the
+    /// compaction [`RedbBackend::open_path`] may do.
+    pub fn open_path_uncompacted(path: impl Into<PathBuf>) -> Result<Self, StoreError> {
+        let path = path.into();
+        if !path.exists() {
+            return Err(StoreError::open(
+                &path,
+                false,
+                std::io::Error::from(std::io::ErrorKind::NotFound),
+            ));
+        }
+        Self::from_database(open_database(&path)?)
+    }
+
     fn from_database(db: Database) -> Result<Self, StoreError> {
         // Create the table up front, so that readers never meet a missing table.
         let txn = db.begin_write().map_err(backend_error)?;
         txn.open_table(SESSIONS).map_err(backend_error)?;
         txn.commit().map_err(backend_error)?;
-        Ok(Self { db })
+        Ok(Self {
+            db: Handle::Writable(db),
+        })
     }
 
     /// Runs `f` over the sessions table in a read transaction.
@@ -184,7 +234,11 @@ impl RedbBackend {
         &self,
         f: impl FnOnce(&redb::ReadOnlyTable<&'static [u8], &'static [u8]>) -> Result<T, redb::Error>,
     ) -> Result<T, StoreError> {
-        let txn = self.db.begin_read().map_err(backend_error)?;
+        let txn = match &self.db {
+            Handle::Writable(db) => db.begin_read(),
+            Handle::ReadOnly(db) => db.begin_read(),
+        }
+        .map_err(backend_error)?;
         let table = txn.open_table(SESSIONS).map_err(backend_error)?;
         f(&table).map_err(backend_error)
     }
@@ -238,7 +292,13 @@ impl KvBackend for RedbBackend {
     }
 
     fn apply(&self, writes: &[KvWrite]) -> Result<(), StoreError> {
-        let mut txn = self.db.begin_write().map_err(backend_error)?;
+        let Handle::Writable(db) = &self.db else {
+            return Err(StoreError::backend(
+                NAME,
+                "the store was opened read-only".to_owned(),
+            ));
+        };
+        let mut txn = db.begin_write().map_err(backend_error)?;
         txn.set_durability(Durability::Immediate)
             .map_err(|e| StoreError::backend(NAME, e.to_string()))?;
         {
@@ -297,7 +357,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.redb");
         let size = || std::fs::metadata(&path).unwrap().len();
-        let db = RedbBackend::open_path(&path).unwrap().db;
+        let Handle::Writable(db) = RedbBackend::open_path(&path).unwrap().db else {
+            panic!("opened to write");
+        };
         fill(&db, 0, 50_000);
         empty(&db, 0, 50_000);
         let full = size();

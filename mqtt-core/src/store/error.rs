@@ -94,6 +94,15 @@ pub enum StoreError {
         /// Where the store is.
         path: String,
     },
+    /// The store was not closed cleanly (its process was killed) and must be recovered before
+    /// it can be read without writing: opening it to write does that.
+    #[error(
+        "the store at {path} was not closed cleanly and needs recovery before it can be read without changing it"
+    )]
+    NeedsRecovery {
+        /// Where the store is.
+        path: String,
+    },
     /// The store was closed ([`SessionStore::close`](super::SessionStore::close)): it takes no
     /// more sessions and no more writes.
     #[error("the store was closed; open it again to go on")]
