@@ -66,6 +66,22 @@ fn the_prometheus_exporter_serves_the_clients_metrics() {
     );
     assert!(sample(&text, "mooring_commit_duration_seconds_count") >= 1.0);
     assert_eq!(sample(&text, "mooring_commit_batch_publishes_sum"), 20.0);
+    // Histograms with the buckets the example sets.
+    assert!(
+        text.contains(
+            "mooring_commit_duration_seconds_bucket{client_id=\"mooring-metrics\",le=\"0.0005\"}"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("mooring_publish_ack_duration_seconds_bucket{client_id=\"mooring-metrics\",le=\"60\"} 20"),
+        "{text}"
+    );
+    assert_eq!(sample(&text, "mooring_connection_attempts_total"), 1.0);
+    assert_eq!(sample(&text, "mooring_queue_limit_messages"), 100_000.0);
+    assert_eq!(sample(&text, "mooring_queue_limit_bytes"), 0.0);
+    assert_eq!(sample(&text, "mooring_oldest_queued_age_seconds"), 0.0);
+    assert_eq!(sample(&text, "mooring_inbound_held_messages"), 0.0);
     assert!(text.contains("# HELP mooring_publishes_total"), "{text}");
 
     drop(child.stdin.take());

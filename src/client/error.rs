@@ -143,6 +143,24 @@ pub enum ConnectError {
     Ownership(#[source] Arc<StoreError>),
 }
 
+impl ConnectError {
+    /// A short name of the kind of failure, for logs and metrics (the `reason` label of
+    /// `mooring_connection_failures_total`): `transport`, `closed`, `timeout`, `refused`,
+    /// `protocol`, `hook`, `auth` or `ownership`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Transport(_) => "transport",
+            Self::Closed(_) => "closed",
+            Self::Timeout(_) => "timeout",
+            Self::Refused { .. } => "refused",
+            Self::Protocol(_) => "protocol",
+            Self::Hook(_) => "hook",
+            Self::Auth(_) => "auth",
+            Self::Ownership(_) => "ownership",
+        }
+    }
+}
+
 /// The protocol broken on a connection: by the server, or by a CONNECT the client cannot
 /// make.
 #[derive(Debug, Clone, thiserror::Error)]

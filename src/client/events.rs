@@ -282,6 +282,9 @@ pub struct Stats {
     pub discarded: u64,
     /// Bytes the queued publishes take in the store.
     pub queued_bytes: u64,
+    /// How long the oldest publish waiting to be sent has waited, in milliseconds (0 when
+    /// none waits): the age of the backlog.
+    pub oldest_queued_age_ms: u64,
     /// Messages received.
     pub received: u64,
     /// Store commits.
@@ -326,6 +329,7 @@ pub(crate) struct StatsCell {
     pub(crate) dropped_oldest: AtomicU64,
     pub(crate) discarded: AtomicU64,
     pub(crate) queued_bytes: AtomicU64,
+    pub(crate) oldest_queued_age_ms: AtomicU64,
     pub(crate) received: AtomicU64,
     pub(crate) commits: AtomicU64,
     pub(crate) committed_ops: AtomicU64,
@@ -355,6 +359,7 @@ impl StatsCell {
             dropped_oldest: get(&self.dropped_oldest),
             discarded: get(&self.discarded),
             queued_bytes: get(&self.queued_bytes),
+            oldest_queued_age_ms: get(&self.oldest_queued_age_ms),
             received: get(&self.received),
             commits: get(&self.commits),
             committed_ops: get(&self.committed_ops),

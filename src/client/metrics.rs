@@ -3,23 +3,39 @@
 //! metric carries the label `client_id`. Install the exporter's recorder before building the
 //! client: handles are taken when the client starts.
 //!
-//! | Name | Kind | What |
-//! |---|---|---|
-//! | `mooring_publishes_total` | counter | publishes accepted (durable when QoS 1/2) |
-//! | `mooring_publishes_acked_total` | counter | QoS 1/2 publishes acknowledged by the server (PUBACK, PUBCOMP) |
-//! | `mooring_messages_received_total` | counter | messages received from the server |
-//! | `mooring_reconnects_total` | counter | connections made after the first |
-//! | `mooring_queued_dropped_total` | counter | queued messages dropped unsent to make room (`QueuePolicy::DropOldest`) |
-//! | `mooring_queued_expired_total` | counter | queued messages whose Message Expiry Interval ran out unsent |
-//! | `mooring_protocol_violations_total` | counter | connections closed because the server broke the protocol |
-//! | `mooring_queued_messages` | gauge | messages in the durable queue (and publishers waiting for room) |
-//! | `mooring_queued_bytes` | gauge | bytes the queued messages take in the store |
-//! | `mooring_in_flight_messages` | gauge | QoS 1/2 publishes sent and not yet acknowledged |
-//! | `mooring_inbound_unacked_messages` | gauge | messages handed to the application and not yet acked |
-//! | `mooring_connected` | gauge | 1 while a connection is up, else 0 |
-//! | `mooring_commit_duration_seconds` | histogram | store commit latency |
-//! | `mooring_commit_batch_publishes` | histogram | publishes made durable per commit (group commit) |
-//! | `mooring_publish_ack_duration_seconds` | histogram | from a QoS 1/2 PUBLISH first written to its PUBACK or PUBCOMP |
+//! The last column names the [`Stats`](super::Stats) field or the
+//! [`ClientEvent`](super::ClientEvent) that tells the same, for a program that reads them.
+//!
+//! | Name | Kind | What | Stats field / event |
+//! |---|---|---|---|
+//! | `mooring_publishes_total` | counter | publishes accepted (durable when QoS 1/2) | `published` |
+//! | `mooring_publishes_acked_total` | counter | QoS 1/2 publishes acknowledged by the server (PUBACK, PUBCOMP) | `Delivery` resolving `Ok` |
+//! | `mooring_publishes_refused_total` | counter | publishes refused, label `reason`: `invalid`, `qos_not_supported`, `retain_not_supported`, `queue_full` (nothing stored), `stopped` | the `publish` error |
+//! | `mooring_messages_received_total` | counter | messages received from the server | `received` |
+//! | `mooring_connection_attempts_total` | counter | connection attempts started | `ClientEvent::ConnectFailed`, `Connected` |
+//! | `mooring_connection_failures_total` | counter | failed attempts, label `reason` ([`ConnectError::kind`](super::ConnectError::kind)) | `ClientEvent::ConnectFailed` |
+//! | `mooring_reconnects_total` | counter | connections made after the first | `connections` |
+//! | `mooring_queued_dropped_total` | counter | queued messages dropped unsent to make room (`QueuePolicy::DropOldest`) | `dropped_oldest` |
+//! | `mooring_queued_expired_total` | counter | queued messages whose Message Expiry Interval ran out unsent | `expired`, `ClientEvent::MessageExpired` |
+//! | `mooring_dropped_unacked_total` | counter | messages the application dropped without acking them | `dropped_unacked` |
+//! | `mooring_commit_failures_total` | counter | store commits that failed (the client stops) | `StopReason::Store` |
+//! | `mooring_protocol_violations_total` | counter | connections closed because the server broke the protocol | `ClientEvent::ConnectionLost` |
+//! | `mooring_queued_messages` | gauge | messages in the durable queue (and publishers waiting for room) | `queued` |
+//! | `mooring_queued_bytes` | gauge | bytes the queued messages take in the store | `queued_bytes` |
+//! | `mooring_oldest_queued_age_seconds` | gauge | how long the oldest message waiting to be sent has waited (0 when none waits) | `oldest_queued_age_ms` |
+//! | `mooring_queue_limit_messages` | gauge | the queue's limit of messages (`queue_limit`) | |
+//! | `mooring_queue_limit_bytes` | gauge | the queue's limit of bytes (`queue_limit_bytes`; 0 when unbounded) | |
+//! | `mooring_in_flight_messages` | gauge | QoS 1/2 publishes sent and not yet acknowledged | `outbound_in_flight` |
+//! | `mooring_inbound_unacked_messages` | gauge | messages handed to the application and not yet acked | `inbound_unacked` |
+//! | `mooring_inbound_held_messages` | gauge | messages the server sent beyond the client's Receive Maximum, held back | `inbound_held` |
+//! | `mooring_connected` | gauge | 1 while a connection is up, else 0 | `Connected`, `ConnectionLost` |
+//! | `mooring_commit_duration_seconds` | histogram | store commit latency | |
+//! | `mooring_commit_batch_publishes` | histogram | publishes made durable per commit (group commit) | `committed_publishes` / `commits` |
+//! | `mooring_publish_ack_duration_seconds` | histogram | from a QoS 1/2 PUBLISH first written to its PUBACK or PUBCOMP | |
+//!
+//! Prometheus renders a histogram as a summary unless it is given buckets: the `metrics`
+//! example sets [`COMMIT_DURATION_BUCKETS`], [`COMMIT_BATCH_BUCKETS`] and
+//! [`PUBLISH_ACK_DURATION_BUCKETS`], which suit a gateway.
 //!
 //! Without the feature the calls compile to nothing.
 
@@ -45,6 +61,38 @@ pub const QUEUED_DROPPED: &str = "mooring_queued_dropped_total";
 pub const QUEUED_EXPIRED: &str = "mooring_queued_expired_total";
 /// `mooring_protocol_violations_total`.
 pub const PROTOCOL_VIOLATIONS: &str = "mooring_protocol_violations_total";
+/// `mooring_publishes_refused_total`.
+pub const PUBLISHES_REFUSED: &str = "mooring_publishes_refused_total";
+/// `mooring_connection_attempts_total`.
+pub const CONNECTION_ATTEMPTS: &str = "mooring_connection_attempts_total";
+/// `mooring_connection_failures_total`.
+pub const CONNECTION_FAILURES: &str = "mooring_connection_failures_total";
+/// `mooring_dropped_unacked_total`.
+pub const DROPPED_UNACKED: &str = "mooring_dropped_unacked_total";
+/// `mooring_commit_failures_total`.
+pub const COMMIT_FAILURES: &str = "mooring_commit_failures_total";
+/// `mooring_oldest_queued_age_seconds`.
+pub const OLDEST_QUEUED_AGE: &str = "mooring_oldest_queued_age_seconds";
+/// `mooring_queue_limit_messages`.
+pub const QUEUE_LIMIT_MESSAGES: &str = "mooring_queue_limit_messages";
+/// `mooring_queue_limit_bytes`.
+pub const QUEUE_LIMIT_BYTES: &str = "mooring_queue_limit_bytes";
+/// `mooring_inbound_held_messages`.
+pub const INBOUND_HELD: &str = "mooring_inbound_held_messages";
+/// Bucket bounds for `mooring_commit_duration_seconds`: 0.5 ms (a fast disk's `fdatasync`) to
+/// 10 s (a database in trouble).
+pub const COMMIT_DURATION_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+];
+/// Bucket bounds for `mooring_commit_batch_publishes`: 1 to 4,096 publishes per commit.
+pub const COMMIT_BATCH_BUCKETS: &[f64] = &[
+    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 4096.0,
+];
+/// Bucket bounds for `mooring_publish_ack_duration_seconds`: 1 ms on a LAN to 1 min (a
+/// message sent just before the link went down, acknowledged after it came back).
+pub const PUBLISH_ACK_DURATION_BUCKETS: &[f64] = &[
+    0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 60.0,
+];
 /// `mooring_queued_messages`.
 pub const QUEUED_MESSAGES: &str = "mooring_queued_messages";
 /// `mooring_queued_bytes`.
@@ -70,6 +118,9 @@ pub(crate) struct Levels {
     pub(crate) queued_bytes: u64,
     pub(crate) in_flight: u64,
     pub(crate) inbound_unacked: u64,
+    pub(crate) inbound_held: u64,
+    pub(crate) dropped_unacked: u64,
+    pub(crate) oldest_queued_age: Duration,
     pub(crate) connected: bool,
 }
 
@@ -82,6 +133,13 @@ struct Handles {
     dropped: metrics::Counter,
     expired: metrics::Counter,
     violations: metrics::Counter,
+    attempts: metrics::Counter,
+    commit_failures: metrics::Counter,
+    dropped_unacked: metrics::Counter,
+    oldest_queued_age: metrics::Gauge,
+    limit_messages: metrics::Gauge,
+    limit_bytes: metrics::Gauge,
+    inbound_held: metrics::Gauge,
     queued: metrics::Gauge,
     queued_bytes: metrics::Gauge,
     in_flight: metrics::Gauge,
@@ -97,6 +155,9 @@ struct Handles {
 pub(crate) struct Metrics {
     #[cfg(feature = "metrics")]
     handles: Handles,
+    /// The `client_id` label, for counters whose other label is known only when counted.
+    #[cfg(feature = "metrics")]
+    client_id: String,
     #[cfg(feature = "metrics")]
     sent: HashMap<u16, Instant>,
     connections: u64,
@@ -120,6 +181,29 @@ fn describe() {
     describe_counter!(
         PROTOCOL_VIOLATIONS,
         "Connections closed for a protocol violation"
+    );
+    describe_counter!(PUBLISHES_REFUSED, "Publishes refused, by reason");
+    describe_counter!(CONNECTION_ATTEMPTS, "Connection attempts started");
+    describe_counter!(CONNECTION_FAILURES, "Connection attempts failed, by reason");
+    describe_counter!(
+        DROPPED_UNACKED,
+        "Messages the application dropped without acking"
+    );
+    describe_counter!(COMMIT_FAILURES, "Store commits that failed");
+    describe_gauge!(
+        OLDEST_QUEUED_AGE,
+        Unit::Seconds,
+        "How long the oldest message waiting to be sent has waited"
+    );
+    describe_gauge!(QUEUE_LIMIT_MESSAGES, "The queue's limit of messages");
+    describe_gauge!(
+        QUEUE_LIMIT_BYTES,
+        Unit::Bytes,
+        "The queue's limit of bytes (0: unbounded)"
+    );
+    describe_gauge!(
+        INBOUND_HELD,
+        "Messages beyond the client's Receive Maximum, held back"
     );
     describe_gauge!(QUEUED_MESSAGES, "Messages in the durable queue");
     describe_gauge!(QUEUED_BYTES, Unit::Bytes, "Bytes of the queued messages");
@@ -158,6 +242,13 @@ impl Metrics {
                     dropped: counter(QUEUED_DROPPED),
                     expired: counter(QUEUED_EXPIRED),
                     violations: counter(PROTOCOL_VIOLATIONS),
+                    attempts: counter(CONNECTION_ATTEMPTS),
+                    commit_failures: counter(COMMIT_FAILURES),
+                    dropped_unacked: counter(DROPPED_UNACKED),
+                    oldest_queued_age: gauge(OLDEST_QUEUED_AGE),
+                    limit_messages: gauge(QUEUE_LIMIT_MESSAGES),
+                    limit_bytes: gauge(QUEUE_LIMIT_BYTES),
+                    inbound_held: gauge(INBOUND_HELD),
                     queued: gauge(QUEUED_MESSAGES),
                     queued_bytes: gauge(QUEUED_BYTES),
                     in_flight: gauge(IN_FLIGHT),
@@ -169,6 +260,7 @@ impl Metrics {
                 },
                 sent: HashMap::new(),
                 connections: 0,
+                client_id: id,
             }
         }
         #[cfg(not(feature = "metrics"))]
@@ -206,6 +298,47 @@ impl Metrics {
     pub(crate) fn violation(&self) {
         #[cfg(feature = "metrics")]
         self.handles.violations.increment(1);
+    }
+
+    /// A connection attempt starts.
+    pub(crate) fn attempt(&self) {
+        #[cfg(feature = "metrics")]
+        self.handles.attempts.increment(1);
+    }
+
+    /// A connection attempt failed for `reason` ([`ConnectError::kind`](super::ConnectError::kind)).
+    pub(crate) fn attempt_failed(&self, reason: &'static str) {
+        #[cfg(feature = "metrics")]
+        metrics::counter!(CONNECTION_FAILURES, "client_id" => self.client_id.clone(), "reason" => reason)
+            .increment(1);
+        #[cfg(not(feature = "metrics"))]
+        let _ = reason;
+    }
+
+    /// A publish was refused for `reason`; nothing was stored.
+    pub(crate) fn publish_refused(&self, reason: &'static str) {
+        #[cfg(feature = "metrics")]
+        metrics::counter!(PUBLISHES_REFUSED, "client_id" => self.client_id.clone(), "reason" => reason)
+            .increment(1);
+        #[cfg(not(feature = "metrics"))]
+        let _ = reason;
+    }
+
+    /// A store commit failed.
+    pub(crate) fn commit_failed(&self) {
+        #[cfg(feature = "metrics")]
+        self.handles.commit_failures.increment(1);
+    }
+
+    /// The queue's limits, set when the client starts.
+    pub(crate) fn queue_limits(&self, messages: usize, bytes: Option<usize>) {
+        #[cfg(feature = "metrics")]
+        {
+            self.handles.limit_messages.set(messages as f64);
+            self.handles.limit_bytes.set(bytes.unwrap_or(0) as f64);
+        }
+        #[cfg(not(feature = "metrics"))]
+        let _ = (messages, bytes);
     }
 
     pub(crate) fn connected(&mut self) {
@@ -273,6 +406,10 @@ impl Metrics {
             h.queued_bytes.set(levels.queued_bytes as f64);
             h.in_flight.set(levels.in_flight as f64);
             h.inbound_unacked.set(levels.inbound_unacked as f64);
+            h.inbound_held.set(levels.inbound_held as f64);
+            h.dropped_unacked.absolute(levels.dropped_unacked);
+            h.oldest_queued_age
+                .set(levels.oldest_queued_age.as_secs_f64());
             h.connected.set(if levels.connected { 1.0 } else { 0.0 });
         }
         #[cfg(not(feature = "metrics"))]

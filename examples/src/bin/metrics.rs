@@ -12,7 +12,11 @@
 
 use std::net::SocketAddr;
 
-use metrics_exporter_prometheus::PrometheusBuilder;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+use mooring::client::metrics::{
+    COMMIT_BATCH, COMMIT_BATCH_BUCKETS, COMMIT_DURATION, COMMIT_DURATION_BUCKETS,
+    PUBLISH_ACK_DURATION, PUBLISH_ACK_DURATION_BUCKETS,
+};
 use mooring::store::MemoryStore;
 use mooring::{Client, QoS};
 use tokio::io::AsyncReadExt;
@@ -25,9 +29,19 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let addr: SocketAddr = std::env::var("METRICS_ADDR")
         .unwrap_or_else(|_| "127.0.0.1:9464".into())
         .parse()?;
-    // The recorder first: the client takes its metric handles when it starts.
+    // The recorder first: the client takes its metric handles when it starts. Buckets make
+    // the histograms Prometheus histograms (without them, summaries).
     PrometheusBuilder::new()
         .with_http_listener(addr)
+        .set_buckets_for_metric(
+            Matcher::Full(COMMIT_DURATION.into()),
+            COMMIT_DURATION_BUCKETS,
+        )?
+        .set_buckets_for_metric(Matcher::Full(COMMIT_BATCH.into()), COMMIT_BATCH_BUCKETS)?
+        .set_buckets_for_metric(
+            Matcher::Full(PUBLISH_ACK_DURATION.into()),
+            PUBLISH_ACK_DURATION_BUCKETS,
+        )?
         .install()?;
     println!("metrics at http://{addr}/metrics");
 

@@ -147,7 +147,9 @@ impl Session {
                 accepted_at_ms: Some(self.clock.now_ms),
             },
         });
-        if self.queue.push(id, publish, size, self.out.generation)
+        if self
+            .queue
+            .push(id, publish, size, self.out.generation, self.clock.now_ms)
             && let Some(at) = expires_at_ms
         {
             self.outbound.expiries.insert((at, id));
@@ -468,6 +470,13 @@ impl Session {
     /// memory and those the store holds beyond the window.
     pub fn queued(&self) -> u64 {
         self.queue.len()
+    }
+
+    /// When the oldest publish still waiting to be sent was accepted (milliseconds since the
+    /// UNIX epoch, by the session's clock); `None` with nothing waiting, or for a record
+    /// written before acceptance times were kept.
+    pub fn oldest_queued_at_ms(&self) -> Option<u64> {
+        self.queue.oldest_accepted_at_ms()
     }
 
     /// The stored size of the queued publishes, in bytes (their records' packets).

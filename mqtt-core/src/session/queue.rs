@@ -22,9 +22,9 @@ pub struct QueueRead {
     pub window: QueueWindow,
 }
 
-/// A message in memory: id, publish (at its QoS), stored size, and the output that stores it
-/// (0: stored before).
-type Resident = (PublishId, Publish, usize, u64);
+/// A message in memory: id, publish (at its QoS), stored size, the output that stores it
+/// (0: stored before), and when it was accepted (wall clock, ms; `None` in older records).
+type Resident = (PublishId, Publish, usize, u64, Option<u64>);
 
 #[derive(Debug)]
 pub(super) struct Queue {
@@ -87,9 +87,13 @@ impl Queue {
             deadlines.push((*seq, publish.qos, deadline));
             queue.read_from = seq.saturating_add(1);
             queue.resident_bytes += queued.packet.len();
-            queue
-                .resident
-                .push_back((*seq, publish, queued.packet.len(), 0));
+            queue.resident.push_back((
+                *seq,
+                publish,
+                queued.packet.len(),
+                0,
+                queued.accepted_at_ms,
+            ));
         }
         let summary = stored.queue_summary;
         queue.stored = summary.messages.saturating_sub(stored.queue.len() as u64);
@@ -115,11 +119,11 @@ impl Queue {
     pub(super) fn front(&self) -> Option<(PublishId, &Publish, u64)> {
         self.resident
             .front()
-            .map(|(id, publish, _, stored_by)| (*id, publish, *stored_by))
+            .map(|(id, publish, _, stored_by, _)| (*id, publish, *stored_by))
     }
 
     pub(super) fn pop_front(&mut self) -> Option<(PublishId, Publish)> {
-        let (id, publish, size, _) = self.resident.pop_front()?;
+        let (id, publish, size, _, _) = self.resident.pop_front()?;
         self.resident_bytes = self.resident_bytes.saturating_sub(size);
         Some((id, publish))
     }
@@ -128,16 +132,21 @@ impl Queue {
     pub(super) fn resident_publishes_below(&self, id: PublishId) -> Vec<PublishId> {
         self.resident
             .iter()
-            .take_while(|(queued, _, _, _)| *queued < id)
-            .filter(|(_, publish, _, _)| publish.qos != QoS::AtMostOnce)
-            .map(|(queued, _, _, _)| *queued)
+            .take_while(|(queued, _, _, _, _)| *queued < id)
+            .filter(|(_, publish, _, _, _)| publish.qos != QoS::AtMostOnce)
+            .map(|(queued, _, _, _, _)| *queued)
             .collect()
+    }
+
+    /// When the oldest message waiting to be sent was accepted (wall clock, ms), if known.
+    pub(super) fn oldest_accepted_at_ms(&self) -> Option<u64> {
+        self.resident.front().and_then(|(_, _, _, _, at)| *at)
     }
 
     /// The oldest message still queued (in memory, or the store beyond it).
     pub(super) fn oldest(&self) -> Option<PublishId> {
         match self.resident.front() {
-            Some((id, _, _, _)) => Some(*id),
+            Some((id, _, _, _, _)) => Some(*id),
             None => (self.stored > 0).then_some(self.read_from),
         }
     }
@@ -146,7 +155,7 @@ impl Queue {
     pub(super) fn resident_below(&self, id: PublishId) -> usize {
         self.resident
             .iter()
-            .take_while(|(queued, _, _, _)| *queued < id)
+            .take_while(|(queued, _, _, _, _)| *queued < id)
             .count()
     }
 
@@ -155,8 +164,8 @@ impl Queue {
         let index = self
             .resident
             .iter()
-            .position(|(queued, _, _, _)| *queued == id)?;
-        let (_, publish, size, _) = self.resident.remove(index)?;
+            .position(|(queued, _, _, _, _)| *queued == id)?;
+        let (_, publish, size, _, _) = self.resident.remove(index)?;
         self.resident_bytes = self.resident_bytes.saturating_sub(size);
         Some(publish)
     }
@@ -170,6 +179,7 @@ impl Queue {
         publish: Publish,
         size: usize,
         stored_by: u64,
+        accepted_at_ms: u64,
     ) -> bool {
         let room = self.resident.len() < self.window.messages
             && (self.resident.is_empty()
@@ -183,7 +193,8 @@ impl Queue {
         }
         self.read_from = id.saturating_add(1);
         self.resident_bytes += size;
-        self.resident.push_back((id, publish, size, stored_by));
+        self.resident
+            .push_back((id, publish, size, stored_by, Some(accepted_at_ms)));
         true
     }
 
@@ -334,7 +345,9 @@ impl Session {
             queue.resident_bytes += size;
             self.outbound
                 .track_resumed_deadline(seq, publish.qos, deadline);
-            queue.resident.push_back((seq, publish, size, 0));
+            queue
+                .resident
+                .push_back((seq, publish, size, 0, queued.accepted_at_ms));
         }
         self.drop_expired();
         self.drain();

@@ -197,6 +197,7 @@ impl Driver {
             client_id = %self.settings.session.client_id,
         );
         info!(parent: &self.conn.span, attempt = self.conn.failures, "connecting");
+        self.metrics.attempt();
         let mut attempt =
             ConnectAttempt::new(url, self.conn.failures, self.settings.transport.clone());
         attempt.username = credentials.username;
@@ -267,6 +268,7 @@ impl Driver {
     pub(super) fn attempt_failed(&mut self, error: ConnectError) {
         let server = self.server_url();
         warn!(%server, %error, "connection attempt failed");
+        self.metrics.attempt_failed(error.kind());
         self.emit(ClientEvent::ConnectFailed {
             server,
             error: error.clone(),

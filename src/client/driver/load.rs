@@ -206,7 +206,11 @@ impl Driver {
             stopped: parts.stopped,
             events: parts.events,
             stats: parts.stats,
-            metrics: Metrics::new(&settings.session.client_id),
+            metrics: {
+                let metrics = Metrics::new(&settings.session.client_id);
+                metrics.queue_limits(settings.queue_limit, settings.queue_limit_bytes);
+                metrics
+            },
             housekeeping,
             lease_lapsed: false,
             gate: parts.gate,

@@ -385,16 +385,26 @@ impl Driver {
             .store(queued + self.publishes.parked() as u64, Ordering::Relaxed);
         let queued_bytes: u64 = self.slots.iter().map(|s| s.session.queued_bytes()).sum();
         s.queued_bytes.store(queued_bytes, Ordering::Relaxed);
+        let oldest = self
+            .slots
+            .iter()
+            .filter_map(|s| s.session.oldest_queued_at_ms())
+            .min();
+        let age_ms = oldest.map_or(0, |at| self.clock.now_ms().saturating_sub(at));
+        s.oldest_queued_age_ms.store(age_ms, Ordering::Relaxed);
+        let held: usize = self.slots.iter().map(|s| s.session.held()).sum();
+        let held_total: u64 = self.slots.iter().map(|s| s.session.held_total()).sum();
+        s.inbound_held.store(held as u64, Ordering::Relaxed);
         self.metrics.levels(Levels {
             queued: queued + self.publishes.parked() as u64,
             queued_bytes,
             in_flight: in_flight as u64,
             inbound_unacked: s.inbound_unacked.load(Ordering::Relaxed),
+            inbound_held: held as u64,
+            dropped_unacked: s.dropped_unacked.load(Ordering::Relaxed),
+            oldest_queued_age: Duration::from_millis(age_ms),
             connected: self.conn.is_up(),
         });
-        let held: usize = self.slots.iter().map(|s| s.session.held()).sum();
-        let held_total: u64 = self.slots.iter().map(|s| s.session.held_total()).sum();
-        s.inbound_held.store(held as u64, Ordering::Relaxed);
         if held_total
             > s.inbound_over_receive_maximum
                 .swap(held_total, Ordering::Relaxed)

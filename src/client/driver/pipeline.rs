@@ -535,6 +535,7 @@ impl Driver {
             }
             Some(error) => {
                 warn!(%error, "store commit failed; the client stops");
+                self.metrics.commit_failed();
                 let error = Arc::new(error);
                 self.pipeline.failed = true;
                 for waiter in done.waiters {

@@ -15,7 +15,7 @@ use super::super::settlement::Forwarding;
 use super::pipeline::{Cancelled, Waiter};
 use super::{Driver, Reply};
 use crate::packet::{Packet, Publish, QoS, ReasonCode};
-use crate::session::{PublishId, Session, Withdrawn, announced_alias, restore_topic};
+use crate::session::{PublishError, PublishId, Session, Withdrawn, announced_alias, restore_topic};
 
 type Outcome = Result<ReasonCode, DeliveryError>;
 
@@ -182,6 +182,7 @@ impl Driver {
             .is_some_and(|limit| size > limit)
         {
             // It could never fit, whatever the policy.
+            self.metrics.publish_refused("queue_full");
             let _ = reply.send(Err(ClientError::QueueFull(self.settings.queue_limit)));
             return;
         }
@@ -194,6 +195,7 @@ impl Driver {
         }
         match when_full.unwrap_or(self.settings.queue_policy) {
             QueuePolicy::Fail => {
+                self.metrics.publish_refused("queue_full");
                 let _ = reply.send(Err(ClientError::QueueFull(self.settings.queue_limit)));
             }
             QueuePolicy::Wait => self.publishes.parked.push_back((publish, reply, from)),
@@ -209,6 +211,7 @@ impl Driver {
                 } else {
                     // The oldest messages are being read back from the store, not in memory
                     // to drop: the limit holds, and this publish is refused.
+                    self.metrics.publish_refused("queue_full");
                     let _ = reply.send(Err(ClientError::QueueFull(self.settings.queue_limit)));
                 }
             }
@@ -246,6 +249,7 @@ impl Driver {
         let slot = self.active;
         let wall_ms = self.clock.now_ms();
         let Some(session) = self.session() else {
+            self.metrics.publish_refused("stopped");
             let _ = reply.send(Err(ClientError::Stopped));
             return;
         };
@@ -274,6 +278,11 @@ impl Driver {
                 }
             }
             Err(e) => {
+                self.metrics.publish_refused(match &e {
+                    PublishError::QosNotSupported { .. } => "qos_not_supported",
+                    PublishError::RetainNotSupported => "retain_not_supported",
+                    _ => "invalid",
+                });
                 // A forward's message is handed over again as `from` drops.
                 let _ = reply.send(Err(e.into()));
             }

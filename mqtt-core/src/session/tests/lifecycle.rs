@@ -369,3 +369,29 @@ fn mqtt_4_3_3_7_after_a_restart_only_what_may_have_gone_out_is_kept_from_expirin
         .collect();
     assert_eq!(expired.len(), 1, "c expired: {events:?}");
 }
+
+/// The age of a backlog: when the oldest message still waiting was accepted, kept across a
+/// restart (from its record), and moving on as messages go out.
+#[test]
+fn the_oldest_waiting_message_is_known_by_when_it_was_accepted() {
+    let mut h = Harness::new();
+    assert_eq!(h.session.oldest_queued_at_ms(), None);
+    h.session.tick(NOW_MS);
+    h.publish(QoS::AtLeastOnce, "first");
+    h.session.tick(NOW_MS + 5_000);
+    h.publish(QoS::AtLeastOnce, "second");
+    h.flush();
+    assert_eq!(h.session.oldest_queued_at_ms(), Some(NOW_MS));
+    h.crash();
+    assert_eq!(
+        h.session.oldest_queued_at_ms(),
+        Some(NOW_MS),
+        "after a restart"
+    );
+    h.connack(false, Some(1));
+    assert_eq!(
+        h.session.oldest_queued_at_ms(),
+        Some(NOW_MS + 5_000),
+        "the first went out; the second waits"
+    );
+}
