@@ -21,6 +21,7 @@
 //! retransmitted and acknowledged, per durable store. It prints markdown tables.
 #![forbid(unsafe_code)]
 
+mod chart;
 mod postgres;
 mod queue;
 mod receive;
@@ -563,6 +564,7 @@ fn main() -> ExitCode {
                 let runs = args.get(2).map_or(Ok(3), |v| v.parse())?;
                 postgres::run(count, runs).await
             }
+            Some("chart") => chart::from_args(args.get(1..).unwrap_or_default()),
             Some("windows") => {
                 let count = args.get(1).map_or(Ok(32_000), |v| v.parse())?;
                 let runs = args.get(2).map_or(Ok(3), |v| v.parse())?;

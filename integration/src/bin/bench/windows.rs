@@ -142,6 +142,7 @@ fn windows(count: usize, runs: usize) -> Result<(), Error> {
          spreads (rumqttc / memory / redb / paho) |"
     );
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+    let mut groups = Vec::new();
     for inflight in [20u16, 100, 0] {
         let broker = broker(inflight)?;
         for qos in [1u8, 2] {
@@ -150,6 +151,20 @@ fn windows(count: usize, runs: usize) -> Result<(), Error> {
                 batch,
                 cpu,
             } = compare(&broker.url(), &broker, sixteen_tasks(qos, 64, count), runs)?;
+            if qos == 1 {
+                let mut bars = vec![
+                    ("rumqttc", c.peer),
+                    ("Mooring in memory", c.memory),
+                    ("Mooring on redb", c.redb),
+                ];
+                if let Some(paho) = c.paho_file {
+                    bars.push(("paho-mqtt on files", paho));
+                }
+                groups.push(super::chart::Group {
+                    label: shown(inflight),
+                    bars,
+                });
+            }
             println!(
                 "| {} | {qos} | {:.0} | {:.0} | {:.0} | {} | {:.2} | {:.2} | {} | {:.1} | {cpu} | {} |",
                 shown(inflight),
@@ -166,6 +181,10 @@ fn windows(count: usize, runs: usize) -> Result<(), Error> {
         }
     }
     println!();
+    // The picture of this table (BENCHMARKS.md shows the one of its last run).
+    let out = std::env::var("MOORING_BENCH_SVG").unwrap_or_else(|_| "bench-windows.svg".into());
+    std::fs::write(&out, super::chart::svg(super::chart::TITLE, &groups))?;
+    println!("chart of the QoS 1 rows written to {out}\n");
     Ok(())
 }
 
