@@ -416,3 +416,91 @@ impl Metrics {
         let _ = levels;
     }
 }
+
+#[cfg(all(test, feature = "metrics"))]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    use metrics::{
+        Counter, CounterFn, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit,
+    };
+
+    use super::*;
+
+    /// Counts what is registered, by name and labels.
+    #[derive(Default)]
+    struct Counts(Mutex<BTreeMap<String, Arc<Count>>>);
+
+    #[derive(Default)]
+    struct Count(AtomicU64);
+
+    impl CounterFn for Count {
+        fn increment(&self, value: u64) {
+            self.0.fetch_add(value, Ordering::Relaxed);
+        }
+        fn absolute(&self, value: u64) {
+            self.0.fetch_max(value, Ordering::Relaxed);
+        }
+    }
+
+    impl Recorder for Counts {
+        fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
+            let labels: Vec<String> = key
+                .labels()
+                .map(|l| format!("{}={}", l.key(), l.value()))
+                .collect();
+            let name = format!("{}{{{}}}", key.name(), labels.join(","));
+            let count = self.0.lock().unwrap().entry(name).or_default().clone();
+            Counter::from_arc(count)
+        }
+        fn register_gauge(&self, _: &Key, _: &Metadata<'_>) -> Gauge {
+            Gauge::noop()
+        }
+        fn register_histogram(&self, _: &Key, _: &Metadata<'_>) -> Histogram {
+            Histogram::noop()
+        }
+    }
+
+    #[test]
+    fn failures_and_refusals_are_counted_by_reason() {
+        let counts = Counts::default();
+        metrics::with_local_recorder(&counts, || {
+            let m = Metrics::new("gw");
+            m.attempt();
+            m.attempt_failed("refused");
+            m.attempt_failed("refused");
+            m.attempt_failed("timeout");
+            m.publish_refused("queue_full");
+            m.commit_failed();
+        });
+        let seen: BTreeMap<String, u64> = counts
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.0.load(Ordering::Relaxed)))
+            .collect();
+        let of = |name: &str| seen.get(name).copied().unwrap_or(0);
+        assert_eq!(of("mooring_connection_attempts_total{client_id=gw}"), 1);
+        assert_eq!(
+            of("mooring_connection_failures_total{client_id=gw,reason=refused}"),
+            2,
+            "{seen:?}"
+        );
+        assert_eq!(
+            of("mooring_connection_failures_total{client_id=gw,reason=timeout}"),
+            1
+        );
+        assert_eq!(
+            of("mooring_publishes_refused_total{client_id=gw,reason=queue_full}"),
+            1
+        );
+        assert_eq!(of("mooring_commit_failures_total{client_id=gw}"), 1);
+    }
+}
