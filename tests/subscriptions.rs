@@ -58,22 +58,8 @@ async fn subscriptions_wait_for_a_connection_and_are_made_again_when_the_session
     .await;
 
     // Unsubscribed filters are not made again.
-    let unsubscribing = tokio::spawn({
-        let client = client.clone();
-        async move { client.unsubscribe("plant/+/t").await }
-    });
-    match peer.recv().await {
-        Packet::Unsubscribe(u) => {
-            peer.send(Packet::UnsubAck(UnsubAck {
-                packet_id: u.packet_id,
-                properties: Default::default(),
-                reason_codes: vec![ReasonCode::Success],
-            }))
-            .await
-        }
-        other => panic!("expected UNSUBSCRIBE, got {other:?}"),
-    }
-    assert_eq!(unsubscribing.await.unwrap().unwrap(), ReasonCode::Success);
+    let unsubscribed = unsubscribe_answered(&client, &mut peer, ReasonCode::Success).await;
+    assert_eq!(unsubscribed.unwrap(), ReasonCode::Success);
     drop(peer);
     let mut peer = broker.next().await;
     peer.accept(false).await;
@@ -189,22 +175,7 @@ async fn a_refused_unsubscribe_is_an_error_naming_the_filter() {
         (ReasonCode::NotAuthorized, true),
         (ReasonCode::NoSubscriptionExisted, false),
     ] {
-        let unsubscribing = tokio::spawn({
-            let client = client.clone();
-            async move { client.unsubscribe("plant/+/t").await }
-        });
-        match peer.recv().await {
-            Packet::Unsubscribe(u) => {
-                peer.send(Packet::UnsubAck(UnsubAck {
-                    packet_id: u.packet_id,
-                    properties: Default::default(),
-                    reason_codes: vec![code],
-                }))
-                .await
-            }
-            other => panic!("expected UNSUBSCRIBE, got {other:?}"),
-        }
-        match unsubscribing.await.unwrap() {
+        match unsubscribe_answered(&client, &mut peer, code).await {
             Err(ClientError::UnsubscribeRefused { filter, reason }) => {
                 assert!(refused, "{code:?} is not a refusal");
                 assert_eq!((filter.as_str(), reason), ("plant/+/t", code));
@@ -216,4 +187,28 @@ async fn a_refused_unsubscribe_is_an_error_naming_the_filter() {
             Err(other) => panic!("{other}"),
         }
     }
+}
+
+/// Unsubscribes `client` from `plant/+/t`; the server answers `code`.
+async fn unsubscribe_answered(
+    client: &mooring::Client,
+    peer: &mut Peer,
+    code: ReasonCode,
+) -> Result<ReasonCode, ClientError> {
+    let unsubscribing = tokio::spawn({
+        let client = client.clone();
+        async move { client.unsubscribe("plant/+/t").await }
+    });
+    match peer.recv().await {
+        Packet::Unsubscribe(u) => {
+            peer.send(Packet::UnsubAck(UnsubAck {
+                packet_id: u.packet_id,
+                properties: Default::default(),
+                reason_codes: vec![code],
+            }))
+            .await
+        }
+        other => panic!("expected UNSUBSCRIBE, got {other:?}"),
+    }
+    unsubscribing.await.unwrap()
 }
