@@ -409,20 +409,31 @@ impl ClientConfig {
     /// `CONFIGURATION.md` is this text.
     pub fn reference() -> String {
         let mut out = String::from(REFERENCE_HEAD);
-        let mut section = "";
+        let mut section: Option<&str> = None;
         for key in KEYS {
-            let this = key.path.split_once('.').map_or("", |(s, _)| s);
-            if key.path.contains('.') && this != section {
-                section = this;
+            // A key is in the section named by its first part when keys below it exist (a
+            // section's own key leads its table), else at the top level.
+            let first = key.path.split('.').next().unwrap_or_default();
+            let prefix = format!("{first}.");
+            let this = if KEYS.iter().any(|k| k.path.starts_with(&prefix)) {
+                first
+            } else {
+                ""
+            };
+            if section != Some(this) {
+                section = Some(this);
+                let heading = if this.is_empty() {
+                    "Top level".to_owned()
+                } else {
+                    format!("`[{this}]`")
+                };
                 out.push_str(&format!(
-                    "\n## `[{section}]`\n\n| Key | Default | Example | What it sets |\n|---|---|---|---|\n"
+                    "\n## {heading}\n\n| Key | Default | Example | What it sets |\n|---|---|---|---|\n"
                 ));
-            } else if section.is_empty() && key.path == "servers" {
-                out.push_str("\n## Top level\n\n| Key | Default | Example | What it sets |\n|---|---|---|---|\n");
             }
             let default = match default_of(key.path) {
+                _ if key.path == "store.backend" => "required".to_owned(),
                 Some(value) => format!("`{}`", value.replace('|', "\\|")),
-                None if key.path == "store.backend" => "required".to_owned(),
                 None => "unset".to_owned(),
             };
             out.push_str(&format!(

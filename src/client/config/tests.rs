@@ -500,3 +500,34 @@ fn configuration_md_is_the_reference_the_code_prints() {
          `cargo run -p mooring-cli -- config reference > CONFIGURATION.md`"
     );
 }
+
+#[cfg(feature = "toml")]
+#[test]
+fn the_reference_puts_each_key_under_its_section() {
+    let text = ClientConfig::reference();
+    let mut section = String::new();
+    let mut rows = 0;
+    for line in text.lines() {
+        if let Some(heading) = line.strip_prefix("## ") {
+            section = heading.trim_matches(['`', '[', ']']).to_owned();
+            continue;
+        }
+        let Some(key) = line
+            .strip_prefix("| `")
+            .and_then(|rest| rest.split('`').next())
+        else {
+            continue;
+        };
+        rows += 1;
+        let first = key.split('.').next().unwrap();
+        if section == "Top level" {
+            assert!(!key.contains('.'), "{key} at the top level");
+        } else {
+            assert_eq!(first, section, "{key} under [{section}]");
+        }
+        if key == "store.backend" {
+            assert!(line.contains("| required |"), "{line}");
+        }
+    }
+    assert_eq!(rows, super::reference::KEYS.len());
+}
