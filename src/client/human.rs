@@ -1,5 +1,5 @@
 //! Durations as people write them in a configuration file (`"30s"`, `"1h 30m"`, `"250ms"`),
-//! read and written by humantime.
+//! read and written by humantime, and durations as the protocol counts them (whole seconds).
 
 use std::time::Duration;
 
@@ -21,6 +21,22 @@ pub(crate) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::E
 /// A required duration.
 pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     parse(&String::deserialize(d)?)
+}
+
+/// Whole seconds, a fraction rounded up: a positive duration never becomes 0, which turns
+/// keep alive off and ends a session with its connection.
+fn whole_secs(d: Duration) -> u64 {
+    d.as_secs().saturating_add(u64::from(d.subsec_nanos() > 0))
+}
+
+/// Whole seconds, rounded up, at most `u16::MAX` (a Keep Alive).
+pub(crate) fn secs_u16(d: Duration) -> u16 {
+    u16::try_from(whole_secs(d)).unwrap_or(u16::MAX)
+}
+
+/// Whole seconds, rounded up, at most `u32::MAX` (an expiry interval).
+pub(crate) fn secs_u32(d: Duration) -> u32 {
+    u32::try_from(whole_secs(d)).unwrap_or(u32::MAX)
 }
 
 /// Whole seconds of `duration` written as `text`: the protocol counts keep alive and session

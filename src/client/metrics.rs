@@ -308,20 +308,22 @@ impl Metrics {
 
     /// A connection attempt failed for `reason` ([`ConnectError::kind`](super::ConnectError::kind)).
     pub(crate) fn attempt_failed(&self, reason: &'static str) {
-        #[cfg(feature = "metrics")]
-        metrics::counter!(CONNECTION_FAILURES, "client_id" => self.client_id.clone(), "reason" => reason)
-            .increment(1);
-        #[cfg(not(feature = "metrics"))]
-        let _ = reason;
+        self.count_by_reason(CONNECTION_FAILURES, reason);
     }
 
     /// A publish was refused for `reason`; nothing was stored.
     pub(crate) fn publish_refused(&self, reason: &'static str) {
+        self.count_by_reason(PUBLISHES_REFUSED, reason);
+    }
+
+    /// One more of counter `name` under the label `reason` (registered when first counted:
+    /// the reasons are not known in advance).
+    fn count_by_reason(&self, name: &'static str, reason: &'static str) {
         #[cfg(feature = "metrics")]
-        metrics::counter!(PUBLISHES_REFUSED, "client_id" => self.client_id.clone(), "reason" => reason)
+        metrics::counter!(name, "client_id" => self.client_id.clone(), "reason" => reason)
             .increment(1);
         #[cfg(not(feature = "metrics"))]
-        let _ = reason;
+        let _ = (name, reason);
     }
 
     /// A store commit failed.

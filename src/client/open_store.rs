@@ -49,9 +49,7 @@ impl ClientConfig {
     /// Opens the store the `[store]` section names; give it to the builder
     /// ([`ClientBuilder::store`](super::ClientBuilder::store)). Fails without a `[store]`
     /// section.
-    pub fn open_store(
-        &self,
-    ) -> Result<std::sync::Arc<dyn crate::store::SessionStore>, ClientError> {
+    pub fn open_store(&self) -> Result<Arc<dyn SessionStore>, ClientError> {
         match &self.store {
             Some(store) => store.open(),
             None => Err(ConfigError::Invalid {

@@ -126,20 +126,6 @@ impl Default for ClientBuilder {
     }
 }
 
-/// Whole seconds, a fraction rounded up: a positive duration never becomes 0, which turns
-/// keep alive off and ends a session with its connection.
-fn whole_secs(d: Duration) -> u64 {
-    d.as_secs().saturating_add(u64::from(d.subsec_nanos() > 0))
-}
-
-fn secs_u16(d: Duration) -> u16 {
-    u16::try_from(whole_secs(d)).unwrap_or(u16::MAX)
-}
-
-pub(crate) fn secs_u32(d: Duration) -> u32 {
-    u32::try_from(whole_secs(d)).unwrap_or(u32::MAX)
-}
-
 impl ClientBuilder {
     /// Adds a server (`mqtt://`, `mqtts://`, `ws://`, `wss://`, `tcp://`, `ssl://`). With several,
     /// the client tries them in the order given, then round-robin.
@@ -184,7 +170,8 @@ impl ClientBuilder {
     /// Interval; whole seconds, a fraction rounded up). Zero ends the session with the
     /// connection; 136 years or more (`Duration::MAX`) is "never".
     pub fn session_expiry(mut self, expiry: Duration) -> Self {
-        self.settings.session.properties.session_expiry_interval = Some(secs_u32(expiry));
+        self.settings.session.properties.session_expiry_interval =
+            Some(super::human::secs_u32(expiry));
         self
     }
 
@@ -198,7 +185,7 @@ impl ClientBuilder {
     /// The keep alive interval (whole seconds, a fraction rounded up, at most 65,535; zero
     /// turns it off).
     pub fn keep_alive(mut self, interval: Duration) -> Self {
-        self.settings.session.keep_alive = secs_u16(interval);
+        self.settings.session.keep_alive = super::human::secs_u16(interval);
         self
     }
 

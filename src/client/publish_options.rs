@@ -99,10 +99,7 @@ impl PublishOptions {
         publish.qos = self.qos;
         publish.retain = self.retain;
         let properties = &mut publish.properties;
-        properties.message_expiry_interval = self.message_expiry.map(|d| {
-            let secs = d.as_secs().saturating_add(u64::from(d.subsec_nanos() > 0));
-            u32::try_from(secs).unwrap_or(u32::MAX)
-        });
+        properties.message_expiry_interval = self.message_expiry.map(super::human::secs_u32);
         properties.payload_format_indicator = self.utf8_payload.then_some(PayloadFormat::Utf8);
         properties.content_type = self.content_type;
         properties.response_topic = self.response_topic;

@@ -46,7 +46,7 @@ impl Db {
         // call it from the store's thread; this says so to a caller who did not.
         if tokio::runtime::Handle::try_current().is_ok() {
             return Err(Failure::Store(StoreError::backend(
-                "PostgreSQL store",
+                NAME,
                 "PostgresBackend blocks: call it outside an async task (spawn_blocking, or \
                  a thread), or use the store's async methods"
                     .to_owned(),

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use super::{ClientBuilder, Settings, secs_u32 as secs};
+use super::super::human::secs_u32 as secs;
+use super::{ClientBuilder, Settings};
 use crate::client::config::{
     ClientConfig, ConfigError, ConfigLostSession, ConfigProtocol, Property, QueueWindowConfig,
     Secret, WillConfig,

@@ -926,7 +926,7 @@ fn mqtt_4_1_0_1_session_state_stays_while_the_connection_is_open() {
 /// answered, SUBSCRIBE and PINGREQ go out, and a PUBACK frees the quota (a QoS 0 message
 /// published meanwhile keeps its place in the queue, behind the QoS 1 one).
 #[test]
-fn mqtt_4_9_0_3_at_zero_send_quota_every_other_packet_goes_on() {
+fn mqtt_4_9_0_3_at_zero_send_quota_answers_requests_and_pings_go_on() {
     let mut h = Harness::new();
     let t0 = Instant::now();
     let mut connack = ConnAck::new(false);
