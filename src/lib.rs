@@ -46,8 +46,8 @@
 pub mod client;
 
 pub use client::{
-    Backoff, Client, ClientBuilder, ClientError, ClientEvent, Delivery, DeliveryError, Message,
-    Messages, QueuePolicy, Refusal, Router,
+    Backoff, Client, ClientBuilder, ClientError, ClientEvent, ConnectPace, Delivery, DeliveryError,
+    Message, Messages, QueuePolicy, Refusal, Router,
 };
 pub use mooring_core::packet;
 pub use mooring_core::packet::{QoS, ReasonCode};

@@ -307,6 +307,62 @@ async fn a_session_left_under_an_old_address_is_reported_moved_and_delivered() {
     ));
 }
 
+/// One client per device on one store: a client's start reads its own sessions only, however
+/// many the store holds; the pass over the others is the store's, once per hour, not each
+/// client's (N clients started one after another read N² sessions otherwise).
+#[tokio::test]
+async fn a_client_starting_beside_others_reads_only_its_own_sessions() {
+    let store = Arc::new(ControlledStore::default());
+    let devices: Vec<SessionKey> = (0..50)
+        .map(|i| SessionKey::new(URL, format!("device-{i}")))
+        .collect();
+    for key in &devices {
+        let mut ops = Batch::new();
+        ops.push(StoreOp::PutInbound { packet_id: 1 });
+        store.commit(key, ops).await.unwrap();
+    }
+    let mut broker = Broker::new();
+    let first = builder(&broker, MemoryStore::default()).store_arc(store.clone());
+    let (_first, _m, _peer) = connected(&mut broker, first).await;
+    // The first client on the store looks over every session, in the background.
+    timeout(WAIT, async {
+        while !devices
+            .iter()
+            .all(|d| store.resumed.lock().unwrap().contains(d))
+        {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the first client never looked over the store");
+    store.resumed.lock().unwrap().clear();
+
+    // The second has a session stranded under an old address: its report ends the start's
+    // reading.
+    let old = SessionKey::new("mqtt://old-name:1883", "gw-2");
+    let mut ops = Batch::new();
+    ops.push(StoreOp::PushQueue {
+        seq: 1,
+        message: queued_publish("site/stranded", "waiting"),
+    });
+    store.commit(&old, ops).await.unwrap();
+    let mut second = builder(&broker, MemoryStore::default())
+        .client_id("gw-2")
+        .store_arc(store.clone());
+    let mut events = second.events();
+    let (_second, _m2, _peer2) = connected(&mut broker, second).await;
+    next_event(&mut events, |e| {
+        matches!(e, ClientEvent::StrandedSession { .. })
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let resumed = store.resumed.lock().unwrap().clone();
+    assert!(
+        resumed.iter().all(|key| key.client_id() == "gw-2"),
+        "the second client's start read other clients' sessions: {resumed:?}"
+    );
+}
+
 #[tokio::test]
 async fn expired_sessions_without_messages_are_purged_at_start_and_others_kept() {
     let store = MemoryStore::default();

@@ -304,3 +304,48 @@ async fn with_discard_a_lost_session_fails_the_deliveries_that_may_have_reached_
     peer.silent(Duration::from_millis(100)).await;
     assert_eq!(client.stats().discarded, 1);
 }
+
+/// Clients given one `ConnectPace` take turns: their first connections, then their
+/// reconnections after the broker dropped them all at once, come one interval apart.
+#[tokio::test]
+async fn clients_sharing_a_connect_pace_take_turns_to_connect_and_reconnect() {
+    let interval = Duration::from_millis(150);
+    let pace = mooring::ConnectPace::every(interval);
+    let mut broker = Broker::new();
+    let start = std::time::Instant::now();
+    let mut clients = Vec::new();
+    for i in 0..3 {
+        let b = builder(&broker, MemoryStore::default())
+            .client_id(format!("device-{i}"))
+            .connect_pace(pace.clone());
+        clients.push(b.start().await.unwrap());
+    }
+    let mut arrivals = Vec::new();
+    let mut peers = Vec::new();
+    for _ in 0..3 {
+        let mut peer = broker.next().await;
+        arrivals.push(start.elapsed());
+        peer.accept(false).await;
+        peers.push(peer);
+    }
+    assert!(
+        arrivals[2] >= 2 * interval,
+        "three first connections within {:?}: {arrivals:?}",
+        arrivals[2]
+    );
+    // The broker drops them all: their reconnections take turns too.
+    drop(peers);
+    let dropped = std::time::Instant::now();
+    let mut arrivals = Vec::new();
+    for _ in 0..3 {
+        let mut peer = broker.next().await;
+        arrivals.push(dropped.elapsed());
+        peer.accept(true).await;
+    }
+    assert!(
+        arrivals[2] >= 2 * interval,
+        "three reconnections within {:?}: {arrivals:?}",
+        arrivals[2]
+    );
+    drop(clients);
+}

@@ -73,3 +73,17 @@ fn the_receiving_table_runs_every_row() {
         assert!(text.contains(row), "{row} missing:\n{text}");
     }
 }
+
+#[test]
+fn the_sessions_table_runs_every_row() {
+    let text = run_bench(&["sessions", "50", "500"]);
+    for row in [
+        "| connect one after another, total |",
+        "| memory per idle connected client",
+        "| one QoS 1 publish from each client, all at once |",
+        "| store writes for those publishes |",
+        "| restart after SIGKILL: all 50 resumed and connected, at most 500 connects/s |",
+    ] {
+        assert!(text.contains(row), "{row} missing:\n{text}");
+    }
+}

@@ -276,6 +276,7 @@ pub async fn run<F: StoreFactory>(factory: &F) -> Report {
     check!(committed_data_survives_reopen);
     check!(clear_removes_one_session);
     check!(sessions_lists_every_session);
+    check!(sessions_of_lists_one_clients_sessions_in_every_scope);
     check!(purge_removes_only_expired_sessions);
     check!(payloads_of_0_bytes_1_mib_and_16_mib);
     check!(concurrent_commits_to_many_sessions);

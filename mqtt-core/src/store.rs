@@ -80,6 +80,14 @@ impl SessionKey {
         }
     }
 
+    /// The session of `client_id` in the same scope (server or cluster) as this one.
+    pub fn with_client_id(&self, client_id: impl Into<String>) -> Self {
+        Self {
+            scope: self.scope.clone(),
+            client_id: client_id.into(),
+        }
+    }
+
     /// The session of `client_id` on a cluster of servers that share session state.
     pub fn cluster(scope: impl Into<String>, client_id: impl Into<String>) -> Self {
         Self {
@@ -534,6 +542,16 @@ pub trait SessionStore: Send + Sync {
     /// The keys of all sessions that hold at least one record, in no particular order.
     async fn sessions(&self) -> Result<Vec<SessionKey>, StoreError>;
 
+    /// The keys of `client_id`'s sessions that hold at least one record (one per server or
+    /// cluster scope), in no particular order. A client asks this at every start, so a store
+    /// of many sessions should answer without visiting them all; the default filters
+    /// [`sessions`](Self::sessions).
+    async fn sessions_of(&self, client_id: &str) -> Result<Vec<SessionKey>, StoreError> {
+        let mut keys = self.sessions().await?;
+        keys.retain(|key| key.client_id() == client_id);
+        Ok(keys)
+    }
+
     /// Whether processes on other machines use this store at the same time (a database): a
     /// client then touches no session but its own, and judges expiry by
     /// [`clock_ms`](Self::clock_ms). The default: no (an embedded store, one process's).
@@ -645,6 +663,9 @@ macro_rules! forward_session_store {
             }
             async fn sessions(&self) -> Result<Vec<SessionKey>, StoreError> {
                 (**self).sessions().await
+            }
+            async fn sessions_of(&self, client_id: &str) -> Result<Vec<SessionKey>, StoreError> {
+                (**self).sessions_of(client_id).await
             }
             async fn purge_expired(&self, now_ms: u64) -> Result<Vec<SessionKey>, StoreError> {
                 (**self).purge_expired(now_ms).await

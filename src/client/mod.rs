@@ -91,6 +91,7 @@ mod message;
 pub mod metrics;
 mod open_store;
 mod options;
+mod pace;
 mod policy;
 mod publish_options;
 mod router;
@@ -117,6 +118,7 @@ pub use config::{
 };
 use events::StatsCell;
 pub use options::ClientBuilder;
+pub use pace::ConnectPace;
 pub use policy::{Backoff, Exhausted, QueuePolicy, Redelivery, Refusal};
 pub use publish_options::PublishOptions;
 pub use router::{Router, topic_matches};

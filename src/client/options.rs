@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use super::attempt::{ConnectAttempt, Hook, HookError};
 use super::event_queue::{EventHub, Events};
+use super::pace::ConnectPace;
 use super::policy::{Backoff, QueuePolicy, Redelivery};
 use super::settlement::AckMode;
 use super::transport::{Connector, TransportOptions};
@@ -24,6 +25,8 @@ pub(crate) struct Settings {
     pub(crate) cluster_scope: Option<String>,
     pub(crate) backoff: Backoff,
     pub(crate) connect_timeout: Duration,
+    /// Turns for connection attempts, shared with other clients.
+    pub(crate) connect_pace: Option<ConnectPace>,
     pub(crate) write_timeout: Duration,
     pub(crate) drain_timeout: Duration,
     pub(crate) queue_limit: usize,
@@ -106,6 +109,7 @@ impl Default for ClientBuilder {
                 cluster_scope: None,
                 backoff: Backoff::default(),
                 connect_timeout: Duration::from_secs(10),
+                connect_pace: None,
                 write_timeout: Duration::from_secs(30),
                 drain_timeout: Duration::from_secs(5),
                 queue_limit: 100_000,
@@ -445,6 +449,14 @@ impl ClientBuilder {
     /// Opens byte streams with `connector` instead of TCP.
     pub fn connector(mut self, connector: impl Connector) -> Self {
         self.settings.connector = Some(Arc::new(connector));
+        self
+    }
+
+    /// Takes turns with the other clients given clones of `pace` for every connection
+    /// attempt: thousands of clients in one process start, and reconnect after a broker
+    /// restart, without storming the broker. See [`ConnectPace`].
+    pub fn connect_pace(mut self, pace: ConnectPace) -> Self {
+        self.settings.connect_pace = Some(pace);
         self
     }
 

@@ -396,6 +396,8 @@ impl KvBackend for PostgresBackend {
     // A call can wait on the network for up to the outage limit.
     const JOIN_ON_DROP: bool = false;
     const SHARED: bool = true;
+    // A write fails whole when one session in it was taken over (fenced).
+    const GROUP_COMMITS: bool = false;
 
     fn first_key_of_each_session(&self) -> Result<Option<Vec<Vec<u8>>>, StoreError> {
         let keys = self.read(|db| {

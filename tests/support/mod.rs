@@ -353,6 +353,8 @@ pub struct ControlledStore {
     pub batches: std::sync::Mutex<Vec<(SessionKey, Batch)>>,
     /// Every commit of several sessions at once, in order.
     pub joint: std::sync::Mutex<Vec<Vec<(SessionKey, Batch)>>>,
+    /// Every session resumed (read), in order.
+    pub resumed: std::sync::Mutex<Vec<SessionKey>>,
     /// Set once the store is dropped (released), `release_delay` after the drop began: a
     /// store that takes its time to let go, as one joining its thread does.
     pub released: Arc<AtomicBool>,
@@ -406,6 +408,7 @@ impl SessionStore for ControlledStore {
         key: &SessionKey,
         head: QueueWindow,
     ) -> Result<StoredSession, StoreError> {
+        self.resumed.lock().unwrap().push(key.clone());
         self.inner.resume(key, head).await
     }
     async fn read_queue(
@@ -447,6 +450,9 @@ impl SessionStore for ControlledStore {
     }
     async fn sessions(&self) -> Result<Vec<SessionKey>, StoreError> {
         self.inner.sessions().await
+    }
+    async fn sessions_of(&self, client_id: &str) -> Result<Vec<SessionKey>, StoreError> {
+        self.inner.sessions_of(client_id).await
     }
     async fn purge_expired(&self, now_ms: u64) -> Result<Vec<SessionKey>, StoreError> {
         self.inner.purge_expired(now_ms).await

@@ -98,6 +98,52 @@ pub(super) async fn sessions_lists_every_session<F: StoreFactory>(f: &F) -> Chec
     Ok(())
 }
 
+pub(super) async fn sessions_of_lists_one_clients_sessions_in_every_scope<F: StoreFactory>(
+    f: &F,
+) -> CheckResultOf {
+    let (store, _loc) = f.create().await?;
+    // Client ids that share a prefix with the one asked about, in scopes on either side.
+    let mine = [
+        key("of-a"),
+        SessionKey::new("mqtt://another.test:1883", "of-a"),
+        SessionKey::new("mqtt://z.test:1883", "of-a"),
+        SessionKey::cluster("c", "of-a"),
+    ];
+    let others = [
+        key("of-"),
+        key("of-ab"),
+        key("of-b"),
+        SessionKey::new("mqtt://another.test:1883", "of-aa"),
+        SessionKey::new("mqtt://only-others.test:1883", "of-b"),
+        SessionKey::cluster("c", "of-"),
+    ];
+    for (i, k) in others.iter().chain(&mine).enumerate() {
+        let op = match i % 2 {
+            0 => StoreOp::PutInbound { packet_id: 1 },
+            _ => put_publish(1, 1),
+        };
+        commit(&store, k, vec![op]).await?;
+    }
+    let listed = store.sessions_of("of-a").await?;
+    let got: BTreeSet<SessionKey> = listed.iter().cloned().collect();
+    let want: BTreeSet<SessionKey> = mine.iter().cloned().collect();
+    ensure!(
+        got == want && listed.len() == want.len(),
+        "sessions_of listed {listed:?}, expected {want:?}"
+    );
+    store.clear(&mine[1]).await?;
+    let listed = store.sessions_of("of-a").await?;
+    ensure!(
+        listed.len() == 3 && !listed.contains(&mine[1]),
+        "sessions_of listed a cleared session: {listed:?}"
+    );
+    ensure!(
+        store.sessions_of("nobody").await?.is_empty(),
+        "sessions_of listed sessions of a client id that has none"
+    );
+    Ok(())
+}
+
 pub(super) async fn purge_removes_only_expired_sessions<F: StoreFactory>(f: &F) -> CheckResultOf {
     let (store, loc) = f.create().await?;
     let now = 1_700_000_000_000u64;

@@ -7,9 +7,10 @@
 //! polls them. The memory, redb and sled stores are each a backend.
 
 mod queue;
+mod worker;
 
-use std::sync::{Arc, Mutex, mpsc};
-use std::thread::JoinHandle;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -18,6 +19,7 @@ use super::layout::{self, KvWrite};
 use super::{
     Batch, QueueWindow, QueuedPublish, SessionKey, SessionStore, StoreError, StoredSession,
 };
+use worker::{Job, Worker};
 
 /// Key-value pairs, in ascending key order.
 pub type Entries = Vec<(Vec<u8>, Vec<u8>)>;
@@ -75,6 +77,12 @@ pub trait KvBackend: Send + Sync + 'static {
 
     /// See [`SessionStore::is_shared`].
     const SHARED: bool = false;
+
+    /// Whether [`KvStore`] may apply the commits of several sessions that wait together in
+    /// one call to [`apply`](Self::apply): one `fdatasync` for many clients' publishes. Say no
+    /// when `apply` can fail for one session alone (an ownership fence): a grouped write that
+    /// failed would fail every session in it.
+    const GROUP_COMMITS: bool = true;
 
     /// See [`SessionStore::clock_ms`].
     fn clock_ms(&self) -> Result<Option<u64>, StoreError> {
@@ -169,6 +177,8 @@ struct Shared<B> {
     /// The queues' shapes, held while a commit reads and rewrites the queue totals (commits
     /// from many tasks reach a backend that does not block, and so runs them inline, at once).
     shapes: Mutex<queue::QueueShapes>,
+    /// Atomic writes the backend has made.
+    writes: AtomicU64,
 }
 
 impl<B: KvBackend> Shared<B> {
@@ -193,6 +203,7 @@ impl<B: KvBackend> Shared<B> {
     fn write(&self, writes: &[KvWrite]) -> Result<(), StoreError> {
         self.check_writable()?;
         let result = self.backend.apply(writes);
+        self.writes.fetch_add(1, Ordering::Relaxed);
         if let Err(e) = &result {
             let mut poisoned = self.poisoned.lock().unwrap_or_else(|e| e.into_inner());
             poisoned.get_or_insert_with(|| super::described(e));
@@ -218,6 +229,31 @@ impl<B: KvBackend> Shared<B> {
         Ok(out)
     }
 
+    fn sessions_of(&self, client_id: &str) -> Result<Vec<SessionKey>, StoreError> {
+        if self.backend.first_key_of_each_session()?.is_some() {
+            let mut keys = self.sessions()?;
+            keys.retain(|key| key.client_id() == client_id);
+            return Ok(keys);
+        }
+        // Scopes are few (one per server), sessions many: jump from scope to scope and look
+        // for the client's session in each, two seeks per scope.
+        let mut out = Vec::new();
+        let mut start = Vec::new();
+        while let Some(raw) = self.backend.first_key_from(&start)? {
+            let wanted = layout::session_of_key(&raw)?.with_client_id(client_id);
+            let prefix = layout::session_prefix(&wanted);
+            let held = self
+                .backend
+                .first_key_from(&prefix)?
+                .is_some_and(|first| first.starts_with(&prefix));
+            start = layout::scope_upper_bound(&wanted);
+            if held {
+                out.push(wanted);
+            }
+        }
+        Ok(out)
+    }
+
     fn purge_expired(&self, now_ms: u64) -> Result<Vec<SessionKey>, StoreError> {
         let mut purged = Vec::new();
         for key in self.sessions()? {
@@ -236,54 +272,6 @@ impl<B: KvBackend> Shared<B> {
             }
         }
         Ok(purged)
-    }
-}
-
-/// A job for the store's thread.
-type Job<B> = Box<dyn FnOnce(&Shared<B>) + Send>;
-
-/// The thread that runs a blocking backend's calls, one at a time, in the order they came.
-///
-/// Why a thread of its own rather than a runtime's blocking pool: the core must not depend on
-/// a runtime, and the stores serialise writes anyway (one redb write transaction at a time).
-struct Worker<B> {
-    jobs: Option<mpsc::Sender<Job<B>>>,
-    thread: Option<JoinHandle<()>>,
-    join_on_drop: bool,
-}
-
-impl<B: KvBackend> Worker<B> {
-    /// Starts the thread; `None` if the system will not give one (calls then run inline).
-    fn start(shared: Arc<Shared<B>>) -> Option<Self> {
-        let (jobs, queue) = mpsc::channel::<Job<B>>();
-        let thread = std::thread::Builder::new()
-            .name(format!("mooring-store-{}", B::NAME))
-            .spawn(move || {
-                for job in queue {
-                    job(&shared);
-                }
-            })
-            .ok()?;
-        Some(Self {
-            jobs: Some(jobs),
-            thread: Some(thread),
-            join_on_drop: B::JOIN_ON_DROP,
-        })
-    }
-}
-
-impl<B> Drop for Worker<B> {
-    fn drop(&mut self) {
-        // Closing the queue ends the thread once the jobs already sent are done. Joining
-        // makes the backend's release deterministic: a store dropped and opened again at once
-        // (a test, a restart in-process) does not find its file still held. A networked
-        // backend's thread finishes on its own (`JOIN_ON_DROP`).
-        self.jobs = None;
-        if let Some(thread) = self.thread.take()
-            && self.join_on_drop
-        {
-            let _ = thread.join();
-        }
     }
 }
 
@@ -321,6 +309,7 @@ impl<B: KvBackend> KvStore<B> {
             backend,
             poisoned: Mutex::new(None),
             shapes: Mutex::new(queue::QueueShapes::new()),
+            writes: AtomicU64::new(0),
         });
         let worker = if B::BLOCKING {
             Worker::start(Arc::clone(&shared)).map(Arc::new)
@@ -328,6 +317,14 @@ impl<B: KvBackend> KvStore<B> {
             None
         };
         Self { worker, shared }
+    }
+
+    /// How many atomic writes the backend has made since the store opened (failed ones
+    /// included): one per commit, or one for the commits of many sessions that reached the
+    /// store together. With many clients on one store, commits divided by writes says how
+    /// many commits share each `fdatasync`.
+    pub fn writes(&self) -> u64 {
+        self.shared.writes.load(Ordering::Relaxed)
     }
 
     /// The backend, for tools and tests that work below the session layer.
@@ -341,13 +338,13 @@ impl<B: KvBackend> KvStore<B> {
         T: Send + 'static,
         F: FnOnce(&Shared<B>) -> Result<T, StoreError> + Send + 'static,
     {
-        let Some(jobs) = self.worker.as_ref().and_then(|w| w.jobs.as_ref()) else {
+        let Some(jobs) = self.worker.as_ref().and_then(|w| w.jobs()) else {
             return f(&self.shared);
         };
         let (reply, answer) = futures_channel::oneshot::channel();
-        let job: Job<B> = Box::new(move |shared| {
+        let job = Job::Call(Box::new(move |shared: &Shared<B>| {
             let _ = reply.send(f(shared));
-        });
+        }));
         jobs.send(job).map_err(|_| worker_gone(B::NAME))?;
         answer.await.map_err(|_| worker_gone(B::NAME))?
     }
@@ -356,17 +353,17 @@ impl<B: KvBackend> KvStore<B> {
     /// it wins, the session is handed back at once: nobody would use or release it otherwise,
     /// and the lease would keep another process out.
     async fn try_acquire(&self, key: &SessionKey) -> Result<Acquired, StoreError> {
-        let Some(jobs) = self.worker.as_ref().and_then(|w| w.jobs.as_ref()) else {
+        let Some(jobs) = self.worker.as_ref().and_then(|w| w.jobs()) else {
             return self.shared.try_acquire(key);
         };
         let key = key.clone();
         let (reply, answer) = futures_channel::oneshot::channel();
-        let job: Job<B> = Box::new(move |shared| {
+        let job = Job::Call(Box::new(move |shared: &Shared<B>| {
             // `send` gives the answer back when the receiver is gone.
             if let Err(Ok(Acquired::Won)) = reply.send(shared.try_acquire(&key)) {
                 let _ = shared.backend.release(&key);
             }
-        });
+        }));
         jobs.send(job).map_err(|_| worker_gone(B::NAME))?;
         answer.await.map_err(|_| worker_gone(B::NAME))?
     }
@@ -438,8 +435,14 @@ impl<B: KvBackend> SessionStore for KvStore<B> {
         if batch.is_empty() {
             return self.shared.check_writable();
         }
+        let Some(jobs) = self.worker.as_ref().and_then(|w| w.jobs()) else {
+            return self.shared.commit(key, &batch);
+        };
+        let (reply, answer) = futures_channel::oneshot::channel();
         let key = key.clone();
-        self.run(move |s| s.commit(&key, &batch)).await
+        jobs.send(Job::Commit { key, batch, reply })
+            .map_err(|_| worker_gone(B::NAME))?;
+        answer.await.map_err(|_| worker_gone(B::NAME))?
     }
 
     async fn clear(&self, key: &SessionKey) -> Result<(), StoreError> {
@@ -461,6 +464,11 @@ impl<B: KvBackend> SessionStore for KvStore<B> {
 
     async fn sessions(&self) -> Result<Vec<SessionKey>, StoreError> {
         self.run(|s| s.sessions()).await
+    }
+
+    async fn sessions_of(&self, client_id: &str) -> Result<Vec<SessionKey>, StoreError> {
+        let client_id = client_id.to_owned();
+        self.run(move |s| s.sessions_of(&client_id)).await
     }
 
     async fn purge_expired(&self, now_ms: u64) -> Result<Vec<SessionKey>, StoreError> {

@@ -104,6 +104,18 @@ pub fn session_prefix(key: &SessionKey) -> Vec<u8> {
     prefix_with_room(key, 0)
 }
 
+/// A key above every key of every session in `key`'s scope (server or cluster), and below
+/// those of the scopes after it: a client identifier's length, four bytes big-endian, never
+/// starts with 0xFF.
+pub fn scope_upper_bound(key: &SessionKey) -> Vec<u8> {
+    let (tag, scope) = scope_parts(key);
+    let mut bound = Vec::with_capacity(1 + 4 + scope.len() + 1);
+    bound.push(tag);
+    put_str(&mut bound, scope);
+    bound.push(0xFF);
+    bound
+}
+
 /// The session's tag byte and scope text, the first two parts of its prefix.
 fn scope_parts(key: &SessionKey) -> (u8, &str) {
     match key.scope() {

@@ -97,7 +97,7 @@ pub async fn stranded_sessions<S: SessionStore + ?Sized>(
     keep: &[SessionKey],
 ) -> Result<Vec<(SessionKey, HeldMessages)>, StoreError> {
     let mut stranded = Vec::new();
-    for key in store.sessions().await? {
+    for key in store.sessions_of(client_id).await? {
         if key.client_id() != client_id || keep.contains(&key) {
             continue;
         }

@@ -207,7 +207,16 @@ impl Driver {
         let connector = self.settings.connector.clone();
         let store = self.store.clone();
         let key = self.slots.get(self.active).map(|slot| slot.key.clone());
+        let now = clock::now();
+        let turn = self
+            .settings
+            .connect_pace
+            .as_ref()
+            .map_or(Duration::ZERO, |pace| pace.reserve(now));
         let future = async move {
+            if !turn.is_zero() {
+                tokio::time::sleep(turn).await;
+            }
             let attempt = match hook {
                 Some(hook) => hook(attempt)
                     .await
@@ -235,7 +244,7 @@ impl Driver {
         };
         self.conn.phase = Phase::Dialing {
             attempt: Box::pin(future),
-            deadline: clock::now() + self.settings.connect_timeout,
+            deadline: now + turn + self.settings.connect_timeout,
         };
     }
 

@@ -1,16 +1,13 @@
 //! Starting the driver: every session the servers use loaded (a standby waits here for the
 //! owner's lease), the wall clock started from what the sessions saw, and the store's other
-//! sessions looked after in the background (at once, then hourly).
+//! sessions looked after in the background (`housekeeping.rs`).
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use tracing::{info, warn};
+use tracing::warn;
 
 use super::super::clock::WallClock;
 use super::super::error::ClientError;
-use super::super::event_queue::EventHub;
-use super::super::events::ClientEvent;
 use super::super::metrics::Metrics;
 use super::connection::Connection;
 use super::inbound::Inbox;
@@ -18,84 +15,9 @@ use super::pipeline::Pipeline;
 use super::publishes::Publishes;
 use super::requests::Requests;
 use super::stopping::Stopping;
-use super::{Driver, Parts, Slot, redelivery};
+use super::{Driver, Parts, Slot, housekeeping, redelivery};
 use crate::session::Session;
-use crate::store::{SessionKey, SessionStore, Tidied, stranded_sessions, tidy_sessions};
-
-/// How often expired sessions are purged from the store while the client runs.
-const PURGE_INTERVAL: Duration = Duration::from_secs(3600);
-
-/// Purges expired sessions that hold no message (never the configured ones) and, with
-/// `client_id`, reports that client's sessions under servers no longer configured that hold
-/// messages. On a store other processes share, it only reports: the other sessions are theirs
-/// (clearing one would take its ownership from its gateway). A store that cannot say is
-/// reported in the log; it does not stop the client.
-async fn tidy(
-    store: &dyn SessionStore,
-    now_ms: u64,
-    client_id: Option<&str>,
-    configured: &[SessionKey],
-    events: &EventHub,
-) {
-    let tidied = if store.is_shared() {
-        match client_id {
-            Some(client_id) => {
-                stranded_sessions(store, client_id, configured)
-                    .await
-                    .map(|stranded| Tidied {
-                        stranded,
-                        ..Tidied::default()
-                    })
-            }
-            None => return,
-        }
-    } else {
-        tidy_sessions(store, now_ms, client_id, configured).await
-    };
-    let tidied = match tidied {
-        Ok(tidied) => tidied,
-        Err(error) => return warn!(%error, "could not look after the store's other sessions"),
-    };
-    if !tidied.purged.is_empty() {
-        info!(count = tidied.purged.len(), "expired sessions purged");
-    }
-    for (session, held) in tidied.stranded {
-        warn!(
-            %session,
-            in_flight = held.in_flight,
-            queued = held.queued,
-            "a session of this client id under a server no longer configured holds messages"
-        );
-        events.send(ClientEvent::StrandedSession {
-            session,
-            in_flight: held.in_flight,
-            queued: held.queued,
-        });
-    }
-}
-
-/// Looks after the store's other sessions at start, in the background (a standby's first
-/// CONNECT must not wait for a pass over a store of many sessions), then every hour.
-async fn look_after_other_sessions(
-    store: Arc<dyn SessionStore>,
-    clock: WallClock,
-    client_id: String,
-    configured: Vec<SessionKey>,
-    events: EventHub,
-) {
-    tidy(
-        &*store,
-        clock.now_ms(),
-        Some(&client_id),
-        &configured,
-        &events,
-    )
-    .await;
-    loop {
-        tokio::time::sleep(PURGE_INTERVAL).await;
-        tidy(&*store, clock.now_ms(), None, &configured, &events).await;
-    }
-}
+use crate::store::SessionKey;
 
 impl Driver {
     /// Loads every session the servers use and builds the driver.
@@ -173,11 +95,11 @@ impl Driver {
             slots.push(Slot::new(key, session, &*parts.store));
         }
         let configured: Vec<SessionKey> = slots.iter().map(|s| s.key.clone()).collect();
-        let housekeeping = tokio::spawn(look_after_other_sessions(
+        let housekeeping = tokio::spawn(housekeeping::look_after_other_sessions(
             parts.store.clone(),
             clock.clone(),
             settings.session.client_id.clone(),
-            configured,
+            housekeeping::InUse::mark(&*parts.store, configured),
             parts.events.clone(),
         ));
         Ok(Self {

@@ -13,7 +13,8 @@
 //!
 //! | File | Owns |
 //! |---|---|
-//! | `load.rs` | starting: the sessions loaded, the wall clock started, the store tidied |
+//! | `load.rs` | starting: the sessions loaded, the wall clock started, housekeeping begun |
+//! | `housekeeping.rs` | the store's other sessions: stranded ones reported, expired ones purged once per store |
 //! | `command.rs` | [`Command`]: what handles ask, and its dispatch |
 //! | `pipeline.rs` | `Pipeline`: the commit in flight, its waiters, deferred operations |
 //! | `wire.rs` | `Wire`: the link, what was read, what waits to be written, which link it is |
@@ -31,6 +32,7 @@
 mod command;
 mod connection;
 mod handshake;
+mod housekeeping;
 mod inbound;
 mod io;
 mod load;

@@ -213,6 +213,8 @@ impl ClientBuilder {
             cluster_scope,
             backoff,
             connect_timeout,
+            // Shared with other clients of the process: code, not one client's configuration.
+            connect_pace: _,
             write_timeout,
             drain_timeout,
             queue_limit,

@@ -8,6 +8,7 @@
 //! cargo run --release -p integration --bin bench -- postgres  # PostgresStore, group commit, failover
 //! cargo run --release -p integration --bin bench -- windows   # broker windows, 4 KiB, 20 ms RTT; ×3 interleaved
 //! cargo run --release -p integration --bin bench -- receive   # the receiving side, ×3 interleaved
+//! cargo run --release -p integration --bin bench -- sessions 10000 500  # 10,000 clients, one store
 //! ```
 //!
 //! It starts its own mosquitto, measures the machine's ceilings (raw `fdatasync` rate, what
@@ -25,6 +26,7 @@ mod chart;
 mod postgres;
 mod queue;
 mod receive;
+mod sessions;
 mod windows;
 
 use std::collections::HashMap;
@@ -563,6 +565,23 @@ fn main() -> ExitCode {
                 let count = args.get(1).map_or(Ok(32_000), |v| v.parse())?;
                 let runs = args.get(2).map_or(Ok(3), |v| v.parse())?;
                 postgres::run(count, runs).await
+            }
+            Some("sessions-first") => {
+                let [_, path, url, count] = args.as_slice() else {
+                    return Err("bad sessions-first arguments".into());
+                };
+                sessions::first(path, url, count.parse()?).await
+            }
+            Some("sessions-restart") => {
+                let [_, path, url, count, pace] = args.as_slice() else {
+                    return Err("bad sessions-restart arguments".into());
+                };
+                sessions::restart(path, url, count.parse()?, pace.parse()?).await
+            }
+            Some("sessions") => {
+                let count = args.get(1).map_or(Ok(1000), |v| v.parse())?;
+                let pace = args.get(2).map_or(Ok(0), |v| v.parse())?;
+                tokio::task::spawn_blocking(move || sessions::run(count, pace)).await?
             }
             Some("chart") => chart::from_args(args.get(1..).unwrap_or_default()),
             Some("windows") => {

@@ -2,6 +2,7 @@
 //! whole queue, reading the queue on from a sequence number, and the queue totals that every
 //! commit keeps exact, so that a queue of millions costs neither memory nor a count at start.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use super::{KvBackend, Shared};
@@ -48,6 +49,9 @@ impl QueueShape {
 
 /// The shapes of the sessions this store wrote or read since they were resumed.
 pub(super) type QueueShapes = HashMap<SessionKey, QueueShape>;
+
+/// The queue shapes a write leaves, to keep once it succeeded.
+type ShapesAfter = Vec<(SessionKey, QueueShape)>;
 
 impl<B: KvBackend> Shared<B> {
     /// Every entry in `[start, end)`.
@@ -281,25 +285,80 @@ impl<B: KvBackend> Shared<B> {
         &self,
         batches: &[(SessionKey, Batch)],
     ) -> Result<(), StoreError> {
-        let mut merged: Vec<(&SessionKey, Batch)> = Vec::with_capacity(batches.len());
-        for (key, batch) in batches {
-            match merged.iter_mut().find(|(k, _)| *k == key) {
-                Some((_, into)) => into.append(&mut batch.clone()),
-                None => merged.push((key, batch.clone())),
-            }
-        }
         self.check_writable()?;
         let mut shapes = self.shapes();
+        let (writes, after) = self.prepare(&mut shapes, batches)?;
+        self.write_shaped(&mut shapes, &writes, after)
+    }
+
+    /// The commits of several sessions that reached the store together, in one atomic write:
+    /// one `fdatasync` for all of them. One result per commit, in order. If the write cannot
+    /// be prepared (a record of one session cannot be read), each commit is applied alone, so
+    /// that one session's trouble stays that session's.
+    pub(super) fn commit_group(
+        &self,
+        group: &[(SessionKey, Batch)],
+    ) -> Vec<Result<(), StoreError>> {
+        if let [(key, batch)] = group {
+            return vec![self.commit(key, batch)];
+        }
+        if self.check_writable().is_err() {
+            return group.iter().map(|_| self.check_writable()).collect();
+        }
+        let mut shapes = self.shapes();
+        let Ok((writes, after)) = self.prepare(&mut shapes, group) else {
+            drop(shapes);
+            return group
+                .iter()
+                .map(|(key, batch)| self.commit(key, batch))
+                .collect();
+        };
+        match self.write_shaped(&mut shapes, &writes, after) {
+            Ok(()) => group.iter().map(|_| Ok(())).collect(),
+            Err(e) => {
+                // The first gets the error itself; all of them failed with it.
+                let cause = super::super::described(&e);
+                let mut results = vec![Err(e)];
+                results.extend(group.iter().skip(1).map(|_| {
+                    Err(StoreError::Poisoned {
+                        cause: cause.clone(),
+                    })
+                }));
+                results
+            }
+        }
+    }
+
+    /// The writes of `batches`, with the queue totals they leave, and the queue shapes after
+    /// them. Batches of one session are taken together, in order.
+    fn prepare(
+        &self,
+        shapes: &mut QueueShapes,
+        batches: &[(SessionKey, Batch)],
+    ) -> Result<(Vec<KvWrite>, ShapesAfter), StoreError> {
+        // Sessions in first-seen order; a session's later batches join its first (rare: a
+        // client has one commit at a time in the store, so only forwarding repeats a key).
+        let mut merged: Vec<(&SessionKey, Cow<'_, Batch>)> = Vec::with_capacity(batches.len());
+        let mut index: HashMap<&SessionKey, usize> = HashMap::with_capacity(batches.len());
+        for (key, batch) in batches {
+            match index.get(key).and_then(|&i| merged.get_mut(i)) {
+                Some((_, into)) => into.to_mut().append(&mut batch.clone()),
+                None => {
+                    index.insert(key, merged.len());
+                    merged.push((key, Cow::Borrowed(batch)));
+                }
+            }
+        }
         let mut writes = Vec::new();
         let mut after = Vec::new();
         for (key, batch) in &merged {
             writes.extend(layout::batch_writes(key, batch));
             if touches_queue(batch) {
-                let shape = self.totals_writes(&mut shapes, key, batch, &mut writes)?;
+                let shape = self.totals_writes(shapes, key, batch, &mut writes)?;
                 after.push(((*key).clone(), shape));
             }
         }
-        self.write_shaped(&mut shapes, &writes, after)
+        Ok((writes, after))
     }
 
     /// Appends to `writes` the queue totals record `key`'s session has after `batch`, and

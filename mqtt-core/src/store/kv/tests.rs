@@ -152,3 +152,116 @@ fn a_commit_to_a_resumed_queue_reads_nothing_before_it_writes() {
     assert_eq!((summary.messages, summary.bytes), (3, 13 + 14 + 15));
     assert_eq!(summary.last_seq, Some(5));
 }
+
+/// A blocking backend whose writes take a while and are counted: commits that arrive while
+/// one is written wait together.
+#[derive(Default)]
+struct Slow {
+    inner: Noting,
+    writes: std::sync::atomic::AtomicUsize,
+}
+
+impl KvBackend for Slow {
+    const NAME: &'static str = "slow";
+    const BLOCKING: bool = true;
+
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.inner.get(key)
+    }
+
+    fn visit_range(
+        &self,
+        start: &[u8],
+        end: Option<&[u8]>,
+        visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<(), StoreError> {
+        self.inner.visit_range(start, end, visit)
+    }
+
+    fn last_key_in(&self, start: &[u8], end: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.inner.last_key_in(start, end)
+    }
+
+    fn apply(&self, writes: &[KvWrite]) -> Result<(), StoreError> {
+        self.writes
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        self.inner.apply(writes)
+    }
+}
+
+/// Many clients on one store: their commits share writes (one `fdatasync` for many), and each
+/// commit is there whole when it returns.
+#[test]
+fn commits_of_many_sessions_waiting_together_share_one_write() {
+    let store = KvStore::new(Slow::default());
+    let sessions = 40;
+    let threads: Vec<_> = (0..sessions)
+        .map(|i| {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                let key = SessionKey::new("mqtt://a:1883", format!("device-{i}"));
+                let batch: Batch = vec![queued(1), StoreOp::PutInbound { packet_id: 7 }].into();
+                block_on(store.commit(&key, batch))
+            })
+        })
+        .collect();
+    for thread in threads {
+        thread.join().unwrap().unwrap();
+    }
+    let writes = store
+        .backend()
+        .writes
+        .load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        writes < sessions / 4,
+        "{writes} writes for {sessions} commits"
+    );
+    assert_eq!(store.writes(), writes as u64);
+    for i in 0..sessions {
+        let key = SessionKey::new("mqtt://a:1883", format!("device-{i}"));
+        let session = block_on(store.load(&key)).unwrap();
+        assert_eq!(session.queue.len(), 1, "{key}");
+        assert_eq!(session.inbound, vec![7], "{key}");
+        assert_eq!(session.queue_summary.messages, 1, "{key}");
+    }
+}
+
+/// A group whose write cannot be prepared, because one session's queue record is damaged,
+/// is applied commit by commit: the damaged session's commit fails, the others succeed.
+#[test]
+fn one_sessions_damaged_record_fails_its_commit_alone_in_a_group() {
+    let store = KvStore::new(Noting::default());
+    let damaged = SessionKey::new("mqtt://a:1883", "damaged");
+    let healthy = SessionKey::new("mqtt://a:1883", "healthy");
+    block_on(store.commit(&damaged, vec![queued(1)].into())).unwrap();
+    block_on(store.commit(&healthy, vec![queued(1)].into())).unwrap();
+    // The record torn under the store, and the queue's shape forgotten (as after a reopen),
+    // so that removing the message must read its length.
+    store
+        .backend()
+        .map
+        .lock()
+        .unwrap()
+        .insert(layout::queue_key(&damaged, 1), vec![0xFF; 3]);
+    store.shared.shapes().remove(&damaged);
+    let group = vec![
+        (
+            damaged.clone(),
+            vec![StoreOp::RemoveQueue { seq: 1 }].into(),
+        ),
+        (
+            healthy.clone(),
+            vec![StoreOp::RemoveQueue { seq: 1 }].into(),
+        ),
+    ];
+    let results = store.shared.commit_group(&group);
+    assert!(
+        results[0].is_err(),
+        "the damaged session's commit succeeded"
+    );
+    assert!(results[1].is_ok(), "{:?}", results[1]);
+    assert!(block_on(store.load(&healthy)).unwrap().queue.is_empty());
+    // Nothing is poisoned: the healthy session writes on.
+    block_on(store.commit(&healthy, vec![queued(2)].into())).unwrap();
+}
