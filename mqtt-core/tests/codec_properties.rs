@@ -83,6 +83,57 @@ round_trip_tests! {
 proptest! {
     #![proptest_config(config())]
 
+    /// A PUBLISH measured and encoded by reference (how the session sends what it keeps), or
+    /// as a head with the payload after it (how a large payload goes out uncopied), is exactly
+    /// the PUBLISH as a packet, at both protocol versions, refusals included.
+    #[test]
+    fn a_publish_by_reference_encodes_as_the_packet_does(
+        packet in packet(),
+        limit in proptest::option::of(2u32..400),
+        v311 in any::<bool>(),
+    ) {
+        let Packet::Publish(publish) = &packet else { return Ok(()) };
+        let codec = Codec {
+            protocol: if v311 { ProtocolVersion::V311 } else { ProtocolVersion::V5 },
+            max_outgoing_packet_size: limit,
+            ..Codec::default()
+        };
+        let (mut by_ref, mut whole) = (BytesMut::new(), BytesMut::new());
+        prop_assert_eq!(
+            codec.encode_publish(publish, &mut by_ref),
+            codec.encode(&packet, &mut whole)
+        );
+        prop_assert_eq!(&by_ref, &whole);
+        prop_assert_eq!(codec.encoded_publish_len(publish), codec.encoded_len(&packet));
+        // The head and then the payload as it is: the same bytes.
+        let mut head = BytesMut::new();
+        let head_result = codec.encode_publish_head(publish, &mut head);
+        prop_assert_eq!(&head_result, &codec.encoded_len(&packet));
+        if head_result.is_ok() {
+            head.extend_from_slice(&publish.payload);
+        }
+        prop_assert_eq!(head, whole);
+    }
+
+    /// Decoding from shared bytes (a stored record) answers as decoding from the stream does,
+    /// for valid packets, their prefixes and arbitrary bytes, and consumes the same.
+    #[test]
+    fn decoding_shared_bytes_answers_as_the_stream_does(
+        packet in packet(),
+        cut in any::<proptest::sample::Index>(),
+        noise in proptest::collection::vec(any::<u8>(), 0..64),
+    ) {
+        let wire = round_trip(&packet)?;
+        let codec = Codec::default();
+        let prefix = &wire[..cut.index(wire.len() + 1)];
+        for input in [&wire[..], prefix, &noise[..]] {
+            let mut stream = BytesMut::from(input);
+            let mut shared = bytes::Bytes::copy_from_slice(input);
+            prop_assert_eq!(codec.decode_shared(&mut shared), codec.decode(&mut stream));
+            prop_assert_eq!(&shared[..], &stream[..]);
+        }
+    }
+
     /// A strict prefix of a valid packet is never an error and never consumed; once the
     /// Remaining Length is complete, `needed` is exact.
     #[test]

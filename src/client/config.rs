@@ -211,7 +211,7 @@ pub struct QueueWindowConfig {
 }
 
 impl Default for QueueWindowConfig {
-    /// The builder's window: 4,096 messages and 4 MiB.
+    /// The builder's window: 16,384 messages and 16 MiB.
     fn default() -> Self {
         Self {
             messages: crate::session::DEFAULT_QUEUE_WINDOW.messages,

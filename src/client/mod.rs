@@ -91,6 +91,7 @@ mod message;
 pub mod metrics;
 mod open_store;
 mod options;
+mod outgoing;
 mod pace;
 mod policy;
 mod publish_options;

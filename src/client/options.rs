@@ -293,7 +293,7 @@ impl ClientBuilder {
     }
 
     /// How much of the durable queue is held in memory: at most `messages` messages and
-    /// `bytes` bytes of their packets (default 4,096 and 4 MiB). The rest waits in the store
+    /// `bytes` bytes of their packets (default 16,384 and 16 MiB). The rest waits in the store
     /// and is read back in order as the queue drains, so a queue of millions costs this
     /// window, not its length.
     pub fn queue_window(mut self, messages: usize, bytes: usize) -> Self {

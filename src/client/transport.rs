@@ -8,6 +8,7 @@ use std::task::{Context, Poll};
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
+pub(crate) use super::outgoing::Outgoing;
 #[cfg(feature = "tls")]
 use super::tls::TlsOptions;
 use super::url::ServerUrl;
@@ -169,27 +170,6 @@ impl Link {
     }
 }
 
-/// Bytes waiting to be written, and whether the stream still needs a flush.
-#[derive(Default)]
-pub(crate) struct Outgoing {
-    /// Encoded packets not yet handed to the stream.
-    pub(crate) bytes: BytesMut,
-    /// Bytes were handed over and not yet flushed.
-    pub(crate) unflushed: bool,
-}
-
-impl Outgoing {
-    /// Whether anything is still on its way out.
-    pub(crate) fn is_pending(&self) -> bool {
-        !self.bytes.is_empty() || self.unflushed
-    }
-
-    pub(crate) fn clear(&mut self) {
-        self.bytes.clear();
-        self.unflushed = false;
-    }
-}
-
 /// What [`Link::poll_exchange`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Exchanged {
@@ -207,12 +187,14 @@ fn poll_stream(
     reading: bool,
     progress: &mut std::time::Instant,
 ) -> Poll<io::Result<Exchanged>> {
-    use bytes::Buf;
-    while !out.bytes.is_empty() {
-        match stream.as_mut().poll_write(cx, &out.bytes) {
+    while !out.is_empty() {
+        let mut slices = Outgoing::no_slices();
+        let filled = out.slices(&mut slices);
+        let slices = slices.get(..filled).unwrap_or_default();
+        match stream.as_mut().poll_write_vectored(cx, slices) {
             Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
             Poll::Ready(Ok(n)) => {
-                out.bytes.advance(n);
+                out.advance(n);
                 out.unflushed = true;
                 *progress = super::clock::now();
             }
@@ -220,7 +202,7 @@ fn poll_stream(
             Poll::Pending => break,
         }
     }
-    if out.bytes.is_empty() && out.unflushed {
+    if out.is_empty() && out.unflushed {
         match stream.as_mut().poll_flush(cx) {
             Poll::Ready(Ok(())) => {
                 out.unflushed = false;
@@ -402,10 +384,10 @@ mod ws {
         progress: &mut Instant,
     ) -> Poll<io::Result<Exchanged>> {
         let mut ws = Pin::new(ws);
-        if !out.bytes.is_empty() {
+        if !out.is_empty() {
             match ws.as_mut().poll_ready(cx) {
                 Poll::Ready(Ok(())) => {
-                    let frame = Message::Binary(out.bytes.split().freeze());
+                    let frame = Message::Binary(out.take_all());
                     ws.as_mut().start_send(frame).map_err(io::Error::other)?;
                     out.unflushed = true;
                     *progress = crate::client::clock::now();
@@ -414,7 +396,7 @@ mod ws {
                 Poll::Pending => {}
             }
         }
-        if out.bytes.is_empty() && out.unflushed {
+        if out.is_empty() && out.unflushed {
             match ws.as_mut().poll_flush(cx) {
                 Poll::Ready(Ok(())) => {
                     out.unflushed = false;

@@ -92,6 +92,10 @@ impl KvBackend for MemoryBackend {
     }
 
     fn apply(&self, writes: &[KvWrite]) -> Result<(), StoreError> {
+        self.apply_owned(writes.to_vec())
+    }
+
+    fn apply_owned(&self, writes: Vec<KvWrite>) -> Result<(), StoreError> {
         if self.fail_next_apply.swap(false, Ordering::SeqCst) {
             return Err(StoreError::backend(
                 Self::NAME,
@@ -99,13 +103,14 @@ impl KvBackend for MemoryBackend {
             ));
         }
         let mut map = self.lock();
+        // The keys and values move into the map: no copy of either.
         for write in writes {
             match write {
                 KvWrite::Put(k, v) => {
-                    map.insert(k.clone(), v.clone());
+                    map.insert(k, v);
                 }
                 KvWrite::Delete(k) => {
-                    map.remove(k);
+                    map.remove(&k);
                 }
             }
         }

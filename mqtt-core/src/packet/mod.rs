@@ -27,7 +27,7 @@ mod wire;
 
 use std::fmt;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 
 pub use connect::{ConnAck, Connect, Will};
 pub use disconnect::{Auth, Disconnect};
@@ -324,8 +324,28 @@ impl Codec {
     /// and removes nothing. Call it again to get the next packet. After an error the stream is
     /// unusable: send DISCONNECT with the error's reason code and close the connection.
     pub fn decode(&self, buf: &mut BytesMut) -> Result<Decoded, DecodeError> {
+        let (ty, flags, header_len, total) = match self.frame_header(buf)? {
+            Framing::Complete(header) => header,
+            Framing::Incomplete(needed) => return Ok(Decoded::Incomplete { needed }),
+        };
+        self.decode_frame(ty, flags, header_len, buf.split_to(total).freeze())
+    }
+
+    /// [`decode`](Self::decode) from bytes already shared (a stored record): the packet's
+    /// payload is a slice of `buf`, not a copy.
+    pub fn decode_shared(&self, buf: &mut Bytes) -> Result<Decoded, DecodeError> {
+        let (ty, flags, header_len, total) = match self.frame_header(buf)? {
+            Framing::Complete(header) => header,
+            Framing::Incomplete(needed) => return Ok(Decoded::Incomplete { needed }),
+        };
+        self.decode_frame(ty, flags, header_len, buf.split_to(total))
+    }
+
+    /// The fixed header at the front of `buf`: type, flags, header length and total length,
+    /// checked; or how many more bytes it takes to know.
+    fn frame_header(&self, buf: &[u8]) -> Result<Framing, DecodeError> {
         let Some(&first) = buf.first() else {
-            return Ok(Decoded::Incomplete { needed: 2 });
+            return Ok(Framing::Incomplete(2));
         };
         let ty = PacketType::from_nibble(first >> 4).ok_or(DecodeError {
             packet: None,
@@ -349,9 +369,7 @@ impl Codec {
         let mut header_len = 1;
         loop {
             let Some(&byte) = buf.get(header_len) else {
-                return Ok(Decoded::Incomplete {
-                    needed: header_len + 1 - buf.len(),
-                });
+                return Ok(Framing::Incomplete(header_len + 1 - buf.len()));
             };
             remaining_len |= usize::from(byte & 0x7F) << (7 * (header_len - 1));
             header_len += 1;
@@ -375,12 +393,24 @@ impl Codec {
             }));
         }
         if buf.len() < total {
-            return Ok(Decoded::Incomplete {
-                needed: total - buf.len(),
-            });
+            return Ok(Framing::Incomplete(total - buf.len()));
         }
+        Ok(Framing::Complete((ty, flags, header_len, total)))
+    }
 
-        let mut frame = buf.split_to(total).freeze();
+    /// Decodes one whole packet, `frame`, whose fixed header `frame_header` checked.
+    fn decode_frame(
+        &self,
+        ty: PacketType,
+        flags: u8,
+        header_len: usize,
+        mut frame: Bytes,
+    ) -> Result<Decoded, DecodeError> {
+        let fail = |violation| DecodeError {
+            packet: Some(ty),
+            violation,
+            protocol: self.protocol,
+        };
         let mut body = Reader::new(frame.split_off(header_len));
         let packet = Packet::decode_body(ty, flags, self.protocol, &mut body).map_err(fail)?;
         if !body.is_empty() {
@@ -397,8 +427,50 @@ impl Codec {
         self.measure(packet).map(|(_, total)| total)
     }
 
+    /// [`encoded_len`](Self::encoded_len) of a PUBLISH, without wrapping it in a [`Packet`]
+    /// (which takes it by value: a copy of its topic and properties per call).
+    pub fn encoded_publish_len(&self, publish: &Publish) -> Result<usize, EncodeError> {
+        self.measure(&PublishRef(publish)).map(|(_, total)| total)
+    }
+
+    /// [`encode`](Self::encode) of a PUBLISH, without wrapping it in a [`Packet`].
+    pub fn encode_publish(
+        &self,
+        publish: &Publish,
+        buf: &mut BytesMut,
+    ) -> Result<usize, EncodeError> {
+        self.encode_any(&PublishRef(publish), buf)
+    }
+
+    /// [`encode_publish`](Self::encode_publish) without the payload: appends the PUBLISH up
+    /// to its payload, which the caller sends after it as it is (a large payload shared with
+    /// the application rather than copied). Returns the whole packet's size; on error nothing
+    /// is written.
+    pub fn encode_publish_head(
+        &self,
+        publish: &Publish,
+        buf: &mut BytesMut,
+    ) -> Result<usize, EncodeError> {
+        let framed = PublishRef(publish);
+        let (remaining, total) = self.measure(&framed)?;
+        let start = buf.len();
+        buf.reserve(total - publish.payload.len());
+        buf.u8(framed.first_byte());
+        let written = buf
+            .varint("Remaining Length", remaining as u32)
+            .and_then(|()| framed.encode_body(self.protocol, &mut wire::WithoutPayload(buf)));
+        if let Err(violation) = written {
+            buf.truncate(start);
+            return Err(EncodeError {
+                packet: PacketType::Publish,
+                violation,
+            });
+        }
+        Ok(total)
+    }
+
     /// Checks `packet` and returns its Remaining Length and total size.
-    fn measure(&self, packet: &Packet) -> Result<(usize, usize), EncodeError> {
+    fn measure(&self, packet: &impl Framed) -> Result<(usize, usize), EncodeError> {
         let fail = |violation| EncodeError {
             packet: packet.packet_type(),
             violation,
@@ -429,6 +501,10 @@ impl Codec {
     /// Appends `packet` to `buf` and returns the number of bytes written. On error nothing is
     /// written.
     pub fn encode(&self, packet: &Packet, buf: &mut BytesMut) -> Result<usize, EncodeError> {
+        self.encode_any(packet, buf)
+    }
+
+    fn encode_any(&self, packet: &impl Framed, buf: &mut BytesMut) -> Result<usize, EncodeError> {
         let (remaining, total) = self.measure(packet)?;
         let start = buf.len();
         buf.reserve(total);
@@ -445,6 +521,50 @@ impl Codec {
             });
         }
         Ok(total)
+    }
+}
+
+/// A fixed header read: (type, flags, header length, total length), or the bytes missing.
+enum Framing {
+    Complete((PacketType, u8, usize, usize)),
+    Incomplete(usize),
+}
+
+/// What the codec frames: a packet's type, first byte and body.
+trait Framed {
+    fn packet_type(&self) -> PacketType;
+    fn first_byte(&self) -> u8;
+    fn encode_body<S: Sink>(&self, protocol: ProtocolVersion, s: &mut S) -> Result<(), Violation>;
+}
+
+impl Framed for Packet {
+    fn packet_type(&self) -> PacketType {
+        Packet::packet_type(self)
+    }
+    fn first_byte(&self) -> u8 {
+        Packet::first_byte(self)
+    }
+    fn encode_body<S: Sink>(&self, protocol: ProtocolVersion, s: &mut S) -> Result<(), Violation> {
+        Packet::encode_body(self, protocol, s)
+    }
+}
+
+/// A PUBLISH framed by reference: the session measures and encodes the publishes it keeps
+/// without copying them into a [`Packet`].
+struct PublishRef<'a>(&'a Publish);
+
+impl Framed for PublishRef<'_> {
+    fn packet_type(&self) -> PacketType {
+        PacketType::Publish
+    }
+    fn first_byte(&self) -> u8 {
+        ((PacketType::Publish as u8) << 4) | self.0.flags()
+    }
+    fn encode_body<S: Sink>(&self, protocol: ProtocolVersion, s: &mut S) -> Result<(), Violation> {
+        match protocol {
+            ProtocolVersion::V311 => v311::encode_publish(self.0, s),
+            _ => self.0.encode(s),
+        }
     }
 }
 

@@ -103,7 +103,7 @@ impl Encode for Publish {
             s.u16(non_zero_packet_id(self.packet_id, PacketType::Publish)?);
         }
         s.length_prefixed("Property Length", &self.properties)?;
-        s.put_slice(&self.payload);
+        s.payload(&self.payload);
         Ok(())
     }
 }

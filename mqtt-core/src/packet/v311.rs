@@ -210,7 +210,7 @@ fn decode_connack(r: &mut Reader) -> Result<ConnAck, Violation> {
     })
 }
 
-fn encode_publish<S: Sink>(p: &Publish, s: &mut S) -> Result<(), Violation> {
+pub(super) fn encode_publish<S: Sink>(p: &Publish, s: &mut S) -> Result<(), Violation> {
     absent(&p.properties, "PUBLISH properties")?;
     if p.qos == QoS::AtMostOnce {
         if p.dup {
@@ -228,7 +228,7 @@ fn encode_publish<S: Sink>(p: &Publish, s: &mut S) -> Result<(), Violation> {
     if p.qos != QoS::AtMostOnce {
         s.u16(non_zero_packet_id(p.packet_id, PacketType::Publish)?);
     }
-    s.put_slice(&p.payload);
+    s.payload(&p.payload);
     Ok(())
 }
 

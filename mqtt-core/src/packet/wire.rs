@@ -97,6 +97,11 @@ impl Reader {
 pub(crate) trait Sink {
     fn put_slice(&mut self, bytes: &[u8]);
 
+    /// A PUBLISH payload: the last bytes of its packet.
+    fn payload(&mut self, bytes: &[u8]) {
+        self.put_slice(bytes);
+    }
+
     fn u8(&mut self, value: u8) {
         self.put_slice(&[value]);
     }
@@ -175,6 +180,17 @@ impl Sink for BytesMut {
     fn put_slice(&mut self, bytes: &[u8]) {
         self.extend_from_slice(bytes);
     }
+}
+
+/// A sink that writes everything but a PUBLISH payload, which the caller sends as it is.
+pub(crate) struct WithoutPayload<'a>(pub &'a mut BytesMut);
+
+impl Sink for WithoutPayload<'_> {
+    fn put_slice(&mut self, bytes: &[u8]) {
+        self.0.extend_from_slice(bytes);
+    }
+
+    fn payload(&mut self, _bytes: &[u8]) {}
 }
 
 /// A sink that only counts.

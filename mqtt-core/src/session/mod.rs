@@ -209,8 +209,8 @@ fn carries_problem_information(packet: &Packet) -> bool {
 }
 
 fn decode_publish(bytes: &Bytes) -> Result<Publish, String> {
-    let mut buf = BytesMut::from(&bytes[..]);
-    match Codec::default().decode(&mut buf) {
+    let mut buf = bytes.clone();
+    match Codec::default().decode_shared(&mut buf) {
         Ok(Decoded::Packet(Packet::Publish(p))) if buf.is_empty() => Ok(p),
         Ok(other) => Err(format!("not one PUBLISH: {other:?}")),
         Err(DecodeError { violation, .. }) => Err(violation.to_string()),
@@ -219,7 +219,7 @@ fn decode_publish(bytes: &Bytes) -> Result<Publish, String> {
 
 fn encode(publish: &Publish) -> Result<Bytes, EncodeError> {
     let mut buf = BytesMut::new();
-    Codec::default().encode(&Packet::Publish(publish.clone()), &mut buf)?;
+    Codec::default().encode_publish(publish, &mut buf)?;
     Ok(buf.freeze())
 }
 

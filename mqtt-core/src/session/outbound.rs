@@ -105,11 +105,11 @@ impl Session {
         publish.properties.topic_alias = None;
         publish.properties.subscription_identifiers.clear();
         // The packet must be valid as it will be sent: check with a stand-in identifier.
-        let mut probe = publish.clone();
-        if probe.qos != QoS::AtMostOnce {
-            probe.packet_id = 1;
+        if publish.qos != QoS::AtMostOnce {
+            publish.packet_id = 1;
         }
-        self.codec.encoded_len(&Packet::Publish(probe))?;
+        self.codec.encoded_publish_len(&publish)?;
+        publish.packet_id = 0;
         if let Some(conn) = &self.connection {
             if publish.qos > conn.maximum_qos {
                 return Err(PublishError::QosNotSupported {
@@ -129,9 +129,11 @@ impl Session {
         }
         // QoS 1/2 is stored as a queue record, and keeps it while in flight: its packet
         // identifier follows from its sequence number, so sending it stores nothing more.
-        let mut stored = publish.clone();
-        stored.qos = QoS::AtMostOnce;
-        let packet = encode(&stored)?;
+        let qos = publish.qos;
+        publish.qos = QoS::AtMostOnce;
+        let packet = encode(&publish);
+        publish.qos = qos;
+        let packet = packet?;
         let size = packet.len();
         // It waits: its Message Expiry Interval starts counting now.
         let expires_at_ms = publish
@@ -190,11 +192,7 @@ impl Session {
                         .pending
                         .commit
                         .push(StoreOp::RemoveQueue { seq: id });
-                    if self
-                        .codec
-                        .encoded_len(&Packet::Publish(publish.clone()))
-                        .is_ok()
-                    {
+                    if self.codec.encoded_publish_len(&publish).is_ok() {
                         let packet = self.with_alias(publish);
                         self.out.pending.send.push(packet);
                     }
@@ -399,11 +397,7 @@ impl Session {
         let packet_id = packet_id_of(id);
         publish.packet_id = packet_id;
         // Checked against the server's limits as they are now.
-        if self
-            .codec
-            .encoded_len(&Packet::Publish(publish.clone()))
-            .is_err()
-            || !self.outbound.ids.insert(packet_id)
+        if self.codec.encoded_publish_len(&publish).is_err() || !self.outbound.ids.insert(packet_id)
         {
             // Accepted when queued; it can only fail now against limits that changed.
             self.out
@@ -452,9 +446,9 @@ impl Session {
         // An alias adds a property: used only where the packet still fits the server's
         // Maximum Packet Size with it (the fuzzer found one 3 bytes over). A new mapping, topic
         // and alias both, is the largest form.
-        let mut probe = publish.clone();
-        probe.properties.topic_alias = Some(1);
-        let fits = self.codec.encoded_len(&Packet::Publish(probe)).is_ok();
+        let topic_alias = publish.properties.topic_alias.replace(1);
+        let fits = self.codec.encoded_publish_len(&publish).is_ok();
+        publish.properties.topic_alias = topic_alias;
         if let Some(conn) = self.connection.as_mut().filter(|_| fits) {
             conn.aliases.apply(&mut publish);
         }
@@ -491,7 +485,7 @@ impl Session {
         probe.qos = QoS::AtMostOnce;
         probe.packet_id = 0;
         probe.dup = false;
-        Codec::default().encoded_len(&Packet::Publish(probe)).ok()
+        Codec::default().encoded_publish_len(&probe).ok()
     }
 
     /// Drops the oldest queued publish, unsent, to make room: it leaves the store with the next

@@ -8,6 +8,7 @@ use bytes::BytesMut;
 use tracing::warn;
 
 use super::super::clock;
+use super::super::outgoing::SHARED_PAYLOAD_FROM;
 use super::super::transport::{Exchanged, Link, Outgoing};
 use crate::packet::{Codec, DecodeError, Decoded, Packet};
 
@@ -60,7 +61,7 @@ impl Wire {
 
     /// Whether at least `high_water` bytes wait to be written.
     pub(super) fn backed_up(&self, high_water: usize) -> bool {
-        self.out.bytes.len() >= high_water
+        self.out.len() >= high_water
     }
 
     /// A new link, with nothing read or waiting yet.
@@ -113,14 +114,21 @@ impl Wire {
         .await
     }
 
-    /// Encodes `packets` onto what waits to be written.
+    /// Encodes `packets` onto what waits to be written. A large PUBLISH payload is not
+    /// copied: it waits as the application's `Bytes`, behind its packet's head.
     pub(super) fn encode(&mut self, codec: &Codec, packets: &[Packet]) {
         if !self.out.is_pending() {
             // The write timeout counts from when bytes begin to wait.
             self.write_progress = clock::now();
         }
         for packet in packets {
-            if let Err(error) = codec.encode(packet, &mut self.out.bytes) {
+            let encoded = match packet {
+                Packet::Publish(publish) if publish.payload.len() >= SHARED_PAYLOAD_FROM => codec
+                    .encode_publish_head(publish, self.out.buf())
+                    .map(|_| self.out.push_shared(publish.payload.clone())),
+                _ => codec.encode(packet, self.out.buf()).map(drop),
+            };
+            if let Err(error) = encoded {
                 // The engine checks sizes before it emits a packet; this is a bug, not input.
                 warn!(%error, packet = ?packet.packet_type(), "packet not encodable; skipped");
             }
@@ -133,7 +141,7 @@ impl Wire {
             return;
         };
         if self.out.is_pending() {
-            let bytes = self.out.bytes.split().freeze();
+            let bytes = self.out.take_all();
             let _ = tokio::time::timeout(within, link.write(bytes)).await;
         }
         self.out.clear();

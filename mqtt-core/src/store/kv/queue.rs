@@ -40,10 +40,14 @@ pub(super) struct QueueShape {
 const KNOWN_LENGTHS: usize = 65_536;
 
 impl QueueShape {
-    fn know(&mut self, seq: u64, len: u64) {
+    /// Keeps the stored length of `seq`, unless it already keeps as many as it may; says
+    /// whether it does.
+    fn know(&mut self, seq: u64, len: u64) -> bool {
         if self.lengths.len() < KNOWN_LENGTHS || self.lengths.contains_key(&seq) {
             self.lengths.insert(seq, len);
+            return true;
         }
+        false
     }
 }
 
@@ -252,13 +256,13 @@ impl<B: KvBackend> Shared<B> {
     /// Applies `batch`, with the queue totals it leaves in the same atomic write.
     pub(super) fn commit(&self, key: &SessionKey, batch: &Batch) -> Result<(), StoreError> {
         if !touches_queue(batch) {
-            return self.write(&layout::batch_writes(key, batch));
+            return self.write(layout::batch_writes(key, batch));
         }
         self.check_writable()?;
         let mut shapes = self.shapes();
         let mut writes = layout::batch_writes(key, batch);
         let shape = self.totals_writes(&mut shapes, key, batch, &mut writes)?;
-        self.write_shaped(&mut shapes, &writes, vec![(key.clone(), shape)])
+        self.write_shaped(&mut shapes, writes, vec![(key.clone(), shape)])
     }
 
     /// Writes `writes`; then the sessions' shapes are the ones the write leaves, or, if it
@@ -266,7 +270,7 @@ impl<B: KvBackend> Shared<B> {
     fn write_shaped(
         &self,
         shapes: &mut QueueShapes,
-        writes: &[KvWrite],
+        writes: Vec<KvWrite>,
         after: Vec<(SessionKey, QueueShape)>,
     ) -> Result<(), StoreError> {
         let written = self.write(writes);
@@ -288,7 +292,7 @@ impl<B: KvBackend> Shared<B> {
         self.check_writable()?;
         let mut shapes = self.shapes();
         let (writes, after) = self.prepare(&mut shapes, batches)?;
-        self.write_shaped(&mut shapes, &writes, after)
+        self.write_shaped(&mut shapes, writes, after)
     }
 
     /// The commits of several sessions that reached the store together, in one atomic write:
@@ -313,7 +317,7 @@ impl<B: KvBackend> Shared<B> {
                 .map(|(key, batch)| self.commit(key, batch))
                 .collect();
         };
-        match self.write_shaped(&mut shapes, &writes, after) {
+        match self.write_shaped(&mut shapes, writes, after) {
             Ok(()) => group.iter().map(|_| Ok(())).collect(),
             Err(e) => {
                 // The first gets the error itself; all of them failed with it.
@@ -409,13 +413,14 @@ impl<B: KvBackend> Shared<B> {
         for (seq, len) in self.stored_lens(key, &unknown)? {
             shape.lengths.insert(seq, len);
         }
-        // What this batch did to each message it touches, for ops later in the same batch.
-        let mut touched: HashMap<u64, Option<u64>> = HashMap::new();
+        // The lengths are updated op by op, so a later op of this batch sees what an earlier
+        // one did; a length the shape has no room for is kept here meanwhile.
+        let mut beyond_room: HashMap<u64, u64> = HashMap::new();
         for (seq, new_len) in queue_ops {
-            let old_len = match touched.get(&seq) {
-                Some(len) => *len,
-                None => shape.lengths.get(&seq).copied(),
-            };
+            let old_len = shape
+                .lengths
+                .remove(&seq)
+                .or_else(|| beyond_room.remove(&seq));
             if let Some(old) = old_len {
                 shape.totals.messages = shape.totals.messages.saturating_sub(1);
                 shape.totals.bytes = shape.totals.bytes.saturating_sub(old);
@@ -424,14 +429,8 @@ impl<B: KvBackend> Shared<B> {
                 shape.totals.messages += 1;
                 shape.totals.bytes += new;
                 shape.bound = Some(shape.bound.map_or(seq, |bound| bound.max(seq)));
-            }
-            touched.insert(seq, new_len);
-        }
-        for (seq, len) in touched {
-            match len {
-                Some(len) => shape.know(seq, len),
-                None => {
-                    shape.lengths.remove(&seq);
+                if !shape.know(seq, new) {
+                    beyond_room.insert(seq, new);
                 }
             }
         }
@@ -471,7 +470,7 @@ impl<B: KvBackend> Shared<B> {
             .into_iter()
             .map(|(k, _)| KvWrite::Delete(k))
             .collect();
-        self.write(&deletes)
+        self.write(deletes)
     }
 }
 
