@@ -632,8 +632,8 @@ fn main() -> ExitCode {
 }
 
 /// Measures one row in a child process of its own (`bench row ...`): `lib` is `mooring`,
-/// `rumqttc` or `paho` (the program `MOORING_BENCH_PAHO` names), `window` the publishes a Mooring
-/// or paho task keeps outstanding.
+/// `rumqttc`, or a peer whose program `peer_program` finds (`paho`, `mqtt5`); `window` the
+/// publishes a Mooring, paho or mqtt5 task keeps outstanding.
 fn measure(lib: &str, store: &str, url: &str, row: Row, window: usize) -> Result<Measured, Error> {
     let args = [
         "row".to_owned(),
@@ -646,53 +646,84 @@ fn measure(lib: &str, store: &str, url: &str, row: Row, window: usize) -> Result
         row.count.to_string(),
         window.to_string(),
     ];
-    if lib == "paho" {
-        let program = paho_program().ok_or("MOORING_BENCH_PAHO names no program")?;
+    if let Some(program) = peer_program(lib) {
         return parse_measured(&run_child(&program, &args)?);
+    }
+    if lib == "paho" || lib == "mqtt5" {
+        return Err(format!("no program measures {lib}: see scripts/bench-peers.sh").into());
     }
     parse_measured(&child(&args)?)
 }
 
-/// The paho-mqtt bench program (`bench-paho/`, built by `scripts/bench-paho.sh`), if
-/// `MOORING_BENCH_PAHO` names one: it builds Paho C with CMake, so it is not part of the
-/// workspace.
-fn paho_program() -> Option<std::path::PathBuf> {
-    std::env::var_os("MOORING_BENCH_PAHO")
+/// The bench program of a peer built outside the workspace (`scripts/bench-peers.sh` builds
+/// them): paho-mqtt (`bench-paho/`, Paho C through CMake) when `MOORING_BENCH_PAHO` names it,
+/// the `mqtt5` crate (`bench-mqtt5/`) when `MOORING_BENCH_MQTT5` does. Kept out of the
+/// workspace so that the test command never builds them.
+fn peer_program(lib: &str) -> Option<std::path::PathBuf> {
+    let variable = match lib {
+        "paho" => "MOORING_BENCH_PAHO",
+        "mqtt5" => "MOORING_BENCH_MQTT5",
+        _ => return None,
+    };
+    std::env::var_os(variable)
         .map(std::path::PathBuf::from)
         .filter(|p| p.is_file())
+}
+
+/// The peers measured beside CONTENDERS when their programs are there, in this order.
+fn peers() -> Vec<(&'static str, &'static str)> {
+    [PAHO_FILE, MQTT5]
+        .into_iter()
+        .filter(|(lib, _)| peer_program(lib).is_some())
+        .collect()
 }
 
 /// The durable peer the publishing tables add when `paho_program` finds it: paho-mqtt with Paho
 /// C's file persistence.
 const PAHO_FILE: (&str, &str) = ("paho", "file");
 
+/// The in-memory peer the publishing tables add when `peer_program` finds it: the `mqtt5`
+/// crate's client (it advertises several hundred thousand messages per second).
+const MQTT5: (&str, &str) = ("mqtt5", "-");
+
 /// What the windows and receiving tables measure, in this order: the library and the store.
 const CONTENDERS: [(&str, &str); 3] =
     [("rumqttc", "-"), ("mooring", "memory"), ("mooring", "redb")];
 
-/// The medians of CONTENDERS' rates (and PAHO_FILE's, when measured) and their spreads.
+/// The medians of CONTENDERS' rates (and the peers', when measured) and their spreads.
 struct Summary {
     peer: f64,
     memory: f64,
     redb: f64,
     paho_file: Option<f64>,
-    /// `min–max` per contender, in CONTENDERS order, then PAHO_FILE.
+    mqtt5: Option<f64>,
+    /// `min–max` per contender, in the order measured: CONTENDERS, then the peers.
     spreads: String,
 }
 
-fn summarize(rates: &[Vec<f64>]) -> Result<Summary, Error> {
+/// `rates` holds the runs of CONTENDERS, then of each of `peers`, in order.
+fn summarize(peers: &[(&str, &str)], rates: &[Vec<f64>]) -> Result<Summary, Error> {
     let medians: Vec<f64> = rates.iter().map(|r| median(&mut r.clone())).collect();
-    let (peer, memory, redb, paho_file) = match medians.as_slice() {
-        [peer, memory, redb] => (*peer, *memory, *redb, None),
-        [peer, memory, redb, paho] => (*peer, *memory, *redb, Some(*paho)),
-        _ => return Err("one median per contender".into()),
+    let [peer, memory, redb, rest @ ..] = medians.as_slice() else {
+        return Err("one median per contender".into());
+    };
+    if rest.len() != peers.len() {
+        return Err("one median per peer".into());
+    }
+    let of = |wanted: (&str, &str)| {
+        peers
+            .iter()
+            .zip(rest)
+            .find(|(p, _)| **p == wanted)
+            .map(|(_, m)| *m)
     };
     let spreads: Vec<String> = rates.iter().map(|r| spread(r)).collect();
     Ok(Summary {
-        peer,
-        memory,
-        redb,
-        paho_file,
+        peer: *peer,
+        memory: *memory,
+        redb: *redb,
+        paho_file: of(PAHO_FILE),
+        mqtt5: of(MQTT5),
         spreads: spreads.join(" / "),
     })
 }

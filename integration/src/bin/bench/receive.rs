@@ -291,7 +291,7 @@ pub(crate) fn run(count: usize, runs: usize) -> Result<(), Error> {
                 spent.push(*cpu_us);
             }
         }
-        let c = summarize(&rates)?;
+        let c = summarize(&[], &rates)?;
         let cpu: Vec<String> = cpu
             .iter_mut()
             .map(|spent| format!("{:.1}", super::median(spent)))

@@ -10,19 +10,17 @@
 //!   way), QoS 1 and 2, beside the protocol's bound: window ÷ round trip for QoS 1, window ÷
 //!   two round trips for QoS 2.
 //!
-//! With `MOORING_BENCH_PAHO` naming the paho-mqtt bench program (`scripts/bench-paho.sh` builds
-//! it and runs this), every table adds paho-mqtt with Paho C's file persistence, the durable
-//! peer, measured in the same interleaved runs.
+//! With `MOORING_BENCH_PAHO` naming the paho-mqtt bench program and `MOORING_BENCH_MQTT5` the
+//! `mqtt5` crate's (`scripts/bench-peers.sh` builds both and runs this), every table adds
+//! paho-mqtt with Paho C's file persistence, the durable peer, and the `mqtt5` client, a second
+//! peer in memory, measured in the same interleaved runs.
 
 use std::time::Duration;
 
 use integration::mosquitto::{Mosquitto, MosquittoConfig};
 use integration::proxy::{Fault, FaultProxy};
 
-use super::{
-    CONTENDERS, Error, Measured, PAHO_FILE, Row, WINDOW, measure, median, or_dash, paho_program,
-    summarize,
-};
+use super::{CONTENDERS, Error, Measured, Row, WINDOW, measure, median, or_dash, peers, summarize};
 
 /// The one-way latency the `rtt` table adds.
 const ONE_WAY: Duration = Duration::from_millis(10);
@@ -41,10 +39,9 @@ struct Compared {
 /// Measures `row` RUNS times per contender, interleaved, against the broker at `url` whose
 /// process is `broker` (for its CPU time).
 fn compare(url: &str, broker: &Mosquitto, row: Row, runs: usize) -> Result<Compared, Error> {
+    let peers = peers();
     let mut contenders = CONTENDERS.to_vec();
-    if paho_program().is_some() {
-        contenders.push(PAHO_FILE);
-    }
+    contenders.extend(&peers);
     let broker_pid = broker.pid().map_or("-".to_owned(), |p| p.to_string());
     let mut measured: Vec<Vec<Measured>> = contenders.iter().map(|_| Vec::new()).collect();
     let mut broker_cpu: Vec<Vec<f64>> = contenders.iter().map(|_| Vec::new()).collect();
@@ -77,7 +74,7 @@ fn compare(url: &str, broker: &Mosquitto, row: Row, runs: usize) -> Result<Compa
         median(&mut runs.iter().map(|m| m.batch).collect::<Vec<_>>())
     });
     Ok(Compared {
-        rates: summarize(&rates)?,
+        rates: summarize(&peers, &rates)?,
         batch,
         cpu: cpu.join(" / "),
     })
@@ -137,11 +134,11 @@ fn windows(count: usize, runs: usize) -> Result<(), Error> {
     println!("64 B, {count} messages per run:\n");
     println!(
         "| broker window | QoS | rumqttc msg/s | memory msg/s | redb msg/s | paho file msg/s | \
-         memory ÷ rumqttc | redb ÷ memory | redb ÷ paho file | redb batch | \
-         CPU µs/msg, client + broker (rumqttc / memory / redb / paho) | \
-         spreads (rumqttc / memory / redb / paho) |"
+         mqtt5 msg/s | memory ÷ rumqttc | memory ÷ mqtt5 | redb ÷ memory | redb ÷ paho file | \
+         redb batch | CPU µs/msg, client + broker (rumqttc / memory / redb / peers) | \
+         spreads (rumqttc / memory / redb / peers) |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     let mut groups = Vec::new();
     for inflight in [20u16, 100, 0] {
         let broker = broker(inflight)?;
@@ -160,19 +157,24 @@ fn windows(count: usize, runs: usize) -> Result<(), Error> {
                 if let Some(paho) = c.paho_file {
                     bars.push(("paho-mqtt on files", paho));
                 }
+                if let Some(mqtt5) = c.mqtt5 {
+                    bars.push(("mqtt5 crate", mqtt5));
+                }
                 groups.push(super::chart::Group {
                     label: shown(inflight),
                     bars,
                 });
             }
             println!(
-                "| {} | {qos} | {:.0} | {:.0} | {:.0} | {} | {:.2} | {:.2} | {} | {:.1} | {cpu} | {} |",
+                "| {} | {qos} | {:.0} | {:.0} | {:.0} | {} | {} | {:.2} | {} | {:.2} | {} | {:.1} | {cpu} | {} |",
                 shown(inflight),
                 c.peer,
                 c.memory,
                 c.redb,
                 or_dash(c.paho_file, 0),
+                or_dash(c.mqtt5, 0),
                 c.memory / c.peer,
+                or_dash(c.mqtt5.map(|m| c.memory / m), 2),
                 c.redb / c.memory,
                 or_dash(c.paho_file.map(|p| c.redb / p), 2),
                 batch,
@@ -193,12 +195,12 @@ fn big(count: usize, runs: usize, bandwidth: f64) -> Result<(), Error> {
     println!("4 KiB, QoS 1, {count} messages per run:\n");
     println!(
         "| broker window | rumqttc msg/s | memory msg/s | redb msg/s | paho file msg/s | \
-         memory ÷ rumqttc | redb ÷ memory | redb ÷ paho file | redb payload MB/s | \
-         ÷ disk bandwidth | redb batch | \
-         CPU µs/msg, client + broker (rumqttc / memory / redb / paho) | \
-         spreads (rumqttc / memory / redb / paho) |"
+         mqtt5 msg/s | memory ÷ rumqttc | memory ÷ mqtt5 | redb ÷ memory | redb ÷ paho file | \
+         redb payload MB/s | ÷ disk bandwidth | redb batch | \
+         CPU µs/msg, client + broker (rumqttc / memory / redb / peers) | \
+         spreads (rumqttc / memory / redb / peers) |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for inflight in [100u16, 0] {
         let broker = broker(inflight)?;
         let Compared {
@@ -213,13 +215,15 @@ fn big(count: usize, runs: usize, bandwidth: f64) -> Result<(), Error> {
         )?;
         let payload_bytes = c.redb * PAYLOAD as f64;
         println!(
-            "| {} | {:.0} | {:.0} | {:.0} | {} | {:.2} | {:.2} | {} | {:.1} | {:.2} | {:.1} | {cpu} | {} |",
+            "| {} | {:.0} | {:.0} | {:.0} | {} | {} | {:.2} | {} | {:.2} | {} | {:.1} | {:.2} | {:.1} | {cpu} | {} |",
             shown(inflight),
             c.peer,
             c.memory,
             c.redb,
             or_dash(c.paho_file, 0),
+            or_dash(c.mqtt5, 0),
             c.memory / c.peer,
+            or_dash(c.mqtt5.map(|m| c.memory / m), 2),
             c.redb / c.memory,
             or_dash(c.paho_file.map(|p| c.redb / p), 2),
             payload_bytes / 1e6,
@@ -241,10 +245,10 @@ fn rtt(count: usize, runs: usize) -> Result<(), Error> {
     );
     println!(
         "| QoS | protocol bound msg/s | rumqttc msg/s | memory msg/s | redb msg/s | \
-         paho file msg/s | rumqttc ÷ bound | memory ÷ bound | redb ÷ bound | paho file ÷ bound | \
-         redb batch | spreads |"
+         paho file msg/s | mqtt5 msg/s | rumqttc ÷ bound | memory ÷ bound | redb ÷ bound | \
+         paho file ÷ bound | mqtt5 ÷ bound | redb batch | spreads |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     let broker = broker(INFLIGHT)?;
     let link = FaultProxy::start(std::net::SocketAddr::from(([127, 0, 0, 1], broker.port())))?;
     link.set(Fault::Latency(ONE_WAY));
@@ -255,15 +259,17 @@ fn rtt(count: usize, runs: usize) -> Result<(), Error> {
             rates: c, batch, ..
         } = compare(&link.url(), &broker, sixteen_tasks(qos, 64, count), runs)?;
         println!(
-            "| {qos} | {bound:.0} | {:.0} | {:.0} | {:.0} | {} | {:.2} | {:.2} | {:.2} | {} | {:.1} | {} |",
+            "| {qos} | {bound:.0} | {:.0} | {:.0} | {:.0} | {} | {} | {:.2} | {:.2} | {:.2} | {} | {} | {:.1} | {} |",
             c.peer,
             c.memory,
             c.redb,
             or_dash(c.paho_file, 0),
+            or_dash(c.mqtt5, 0),
             c.peer / bound,
             c.memory / bound,
             c.redb / bound,
             or_dash(c.paho_file.map(|p| p / bound), 2),
+            or_dash(c.mqtt5.map(|m| m / bound), 2),
             batch,
             c.spreads
         );
