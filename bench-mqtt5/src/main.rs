@@ -12,23 +12,18 @@
 //! `ROW msg/s p50_µs p99_µs peak_rss_KiB 0 cpu_µs_per_msg`, the line the bench reads.
 #![forbid(unsafe_code)]
 
-use std::process::ExitCode;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use mqtt5::{ConnectOptions, MqttClient, QoS};
 
-// The bench's own reading of /proc, shared by path (this crate is outside the workspace).
-#[path = "../../integration/src/proc_stat.rs"]
-mod proc_stat;
+// The scaffold the bench's peer programs share, kept with bench-paho.
+#[path = "../../bench-paho/src/row.rs"]
+mod row;
 
-type Error = Box<dyn std::error::Error + Send + Sync>;
-
-/// Windows a task keeps awaiting their ack beside the one being accepted (the bench's
-/// `UNACKED_PER_WINDOW` + 1).
-const WINDOWS_OUTSTANDING: usize = 5;
+use row::{Error, Run, WINDOWS_OUTSTANDING};
 
 struct Row {
     qos: QoS,
@@ -38,23 +33,8 @@ struct Row {
     window: usize,
 }
 
-fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let result = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(Error::from)
-        .and_then(|rt| rt.block_on(dispatch(&args)));
-    match result {
-        Ok(line) => {
-            println!("{line}");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("bench-mqtt5: {e}");
-            ExitCode::FAILURE
-        }
-    }
+fn main() -> std::process::ExitCode {
+    row::main_with("bench-mqtt5", |args| async move { dispatch(&args).await })
 }
 
 async fn dispatch(args: &[String]) -> Result<String, Error> {
@@ -75,27 +55,11 @@ async fn dispatch(args: &[String]) -> Result<String, Error> {
         count: count.parse()?,
         window: window.parse::<usize>()?.max(1),
     };
-    let m = publish(url, &row).await?;
-    Ok(format!(
-        "ROW {} {} {} {} 0 {}",
-        m.rate,
-        m.p50_us,
-        m.p99_us,
-        peak_rss_kib(),
-        m.cpu_us
-    ))
+    publish(url, &row).await
 }
 
-/// What one row measured.
-struct Measured {
-    rate: f64,
-    p50_us: f64,
-    p99_us: f64,
-    /// This process's CPU time per message, in µs.
-    cpu_us: f64,
-}
-
-async fn publish(url: &str, row: &Row) -> Result<Measured, Error> {
+/// Publishes the row and returns its `ROW` line.
+async fn publish(url: &str, row: &Row) -> Result<String, Error> {
     let outstanding = row.window * WINDOWS_OUTSTANDING;
     let client = MqttClient::new(format!("mqtt5-{}", std::process::id()));
     let options = ConnectOptions::new(format!("mqtt5-{}", std::process::id()))
@@ -106,17 +70,11 @@ async fn publish(url: &str, row: &Row) -> Result<Measured, Error> {
     let topic = format!("bench/{}", std::process::id());
     let payload = vec![0x5Au8; row.payload];
     let per_task = row.count / row.tasks;
-    let latency = Arc::new(Mutex::new(Vec::with_capacity(row.count)));
-    let cpu_before = proc_stat::process_cpu_seconds("self");
-    let start = Instant::now();
+    let run = Arc::new(Run::start(row.count));
     let mut tasks = Vec::new();
     for _ in 0..row.tasks {
-        let (client, topic, payload, latency) = (
-            client.clone(),
-            topic.clone(),
-            payload.clone(),
-            latency.clone(),
-        );
+        let (client, topic, payload, run) =
+            (client.clone(), topic.clone(), payload.clone(), run.clone());
         let qos = row.qos;
         tasks.push(tokio::spawn(async move {
             let mut acking = FuturesUnordered::new();
@@ -130,11 +88,11 @@ async fn publish(url: &str, row: &Row) -> Result<Measured, Error> {
                         .map(|_| t0.elapsed())
                 });
                 while acking.len() >= outstanding {
-                    record(&latency, acking.next().await)?;
+                    run.record(acking.next().await)?;
                 }
             }
             while !acking.is_empty() {
-                record(&latency, acking.next().await)?;
+                run.record(acking.next().await)?;
             }
             Ok::<(), Error>(())
         }));
@@ -142,47 +100,7 @@ async fn publish(url: &str, row: &Row) -> Result<Measured, Error> {
     for t in tasks {
         t.await??;
     }
-    let elapsed = start.elapsed();
-    let cpu = proc_stat::process_cpu_seconds("self") - cpu_before;
+    let line = run.row_line(per_task * row.tasks);
     client.disconnect().await?;
-    let mut l = latency.lock().map(|l| l.clone()).unwrap_or_default();
-    l.sort_by(f64::total_cmp);
-    let at = |p: f64| {
-        l.get(((l.len() as f64 * p) as usize).min(l.len().saturating_sub(1)))
-            .copied()
-            .unwrap_or(0.0)
-    };
-    let total = (per_task * row.tasks) as f64;
-    Ok(Measured {
-        rate: total / elapsed.as_secs_f64(),
-        p50_us: at(0.5),
-        p99_us: at(0.99),
-        cpu_us: cpu * 1e6 / total,
-    })
-}
-
-fn record(
-    latency: &Mutex<Vec<f64>>,
-    done: Option<Result<Duration, mqtt5::MqttError>>,
-) -> Result<(), Error> {
-    if let Some(done) = done {
-        let took = done?;
-        if let Ok(mut l) = latency.lock() {
-            l.push(took.as_secs_f64() * 1e6);
-        }
-    }
-    Ok(())
-}
-
-/// Peak resident set of this process, from /proc.
-fn peak_rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
+    Ok(line)
 }

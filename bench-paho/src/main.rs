@@ -16,23 +16,15 @@
 //! stores survives the process being killed but not a power failure (see BENCHMARKS.md).
 #![forbid(unsafe_code)]
 
-use std::process::ExitCode;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use paho_mqtt as mqtt;
 
-// The bench's own reading of /proc, shared by path (this crate is outside the workspace).
-#[path = "../../integration/src/proc_stat.rs"]
-mod proc_stat;
+mod row;
 
-type Error = Box<dyn std::error::Error + Send + Sync>;
-
-/// Windows a task keeps awaiting their ack beside the one being accepted (the bench's
-/// `UNACKED_PER_WINDOW` + 1).
-const WINDOWS_OUTSTANDING: usize = 5;
+use row::{Error, Run, WINDOWS_OUTSTANDING};
 
 struct Row {
     qos: i32,
@@ -42,23 +34,8 @@ struct Row {
     window: usize,
 }
 
-fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let result = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(Error::from)
-        .and_then(|rt| rt.block_on(dispatch(&args)));
-    match result {
-        Ok(line) => {
-            println!("{line}");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("bench-paho: {e}");
-            ExitCode::FAILURE
-        }
-    }
+fn main() -> std::process::ExitCode {
+    row::main_with("bench-paho", |args| async move { dispatch(&args).await })
 }
 
 async fn dispatch(args: &[String]) -> Result<String, Error> {
@@ -83,27 +60,11 @@ async fn dispatch(args: &[String]) -> Result<String, Error> {
         "file" => Some(tempfile::tempdir()?),
         other => return Err(format!("store `{other}`: `file` or `none`").into()),
     };
-    let m = publish(url, persistence.as_ref().map(|d| d.path()), &row).await?;
-    Ok(format!(
-        "ROW {} {} {} {} 0 {}",
-        m.rate,
-        m.p50_us,
-        m.p99_us,
-        peak_rss_kib(),
-        m.cpu_us
-    ))
+    publish(url, persistence.as_ref().map(|d| d.path()), &row).await
 }
 
-/// What one row measured.
-struct Measured {
-    rate: f64,
-    p50_us: f64,
-    p99_us: f64,
-    /// This process's CPU time per message, in µs.
-    cpu_us: f64,
-}
-
-async fn publish(url: &str, dir: Option<&std::path::Path>, row: &Row) -> Result<Measured, Error> {
+/// Publishes the row and returns its `ROW` line.
+async fn publish(url: &str, dir: Option<&std::path::Path>, row: &Row) -> Result<String, Error> {
     let persistence = match dir {
         Some(d) => mqtt::PersistenceType::FilePath(d.to_path_buf()),
         None => mqtt::PersistenceType::None,
@@ -128,17 +89,11 @@ async fn publish(url: &str, dir: Option<&std::path::Path>, row: &Row) -> Result<
     let topic = format!("bench/{}", std::process::id());
     let payload = vec![0x5Au8; row.payload];
     let per_task = row.count / row.tasks;
-    let latency = Arc::new(Mutex::new(Vec::with_capacity(row.count)));
-    let cpu_before = proc_stat::process_cpu_seconds("self");
-    let start = Instant::now();
+    let run = std::sync::Arc::new(Run::start(row.count));
     let mut tasks = Vec::new();
     for _ in 0..row.tasks {
-        let (client, topic, payload, latency) = (
-            client.clone(),
-            topic.clone(),
-            payload.clone(),
-            latency.clone(),
-        );
+        let (client, topic, payload, run) =
+            (client.clone(), topic.clone(), payload.clone(), run.clone());
         let qos = row.qos;
         tasks.push(tokio::spawn(async move {
             let mut acking = FuturesUnordered::new();
@@ -147,11 +102,11 @@ async fn publish(url: &str, dir: Option<&std::path::Path>, row: &Row) -> Result<
                 let token = client.publish(mqtt::Message::new(&topic, payload.clone(), qos));
                 acking.push(async move { token.await.map(|_| t0.elapsed()) });
                 while acking.len() >= outstanding {
-                    record(&latency, acking.next().await)?;
+                    run.record(acking.next().await)?;
                 }
             }
             while !acking.is_empty() {
-                record(&latency, acking.next().await)?;
+                run.record(acking.next().await)?;
             }
             Ok::<(), Error>(())
         }));
@@ -159,47 +114,7 @@ async fn publish(url: &str, dir: Option<&std::path::Path>, row: &Row) -> Result<
     for t in tasks {
         t.await??;
     }
-    let elapsed = start.elapsed();
-    let cpu = proc_stat::process_cpu_seconds("self") - cpu_before;
+    let line = run.row_line(per_task * row.tasks);
     client.disconnect(None).await?;
-    let mut l = latency.lock().map(|l| l.clone()).unwrap_or_default();
-    l.sort_by(f64::total_cmp);
-    let at = |p: f64| {
-        l.get(((l.len() as f64 * p) as usize).min(l.len().saturating_sub(1)))
-            .copied()
-            .unwrap_or(0.0)
-    };
-    let total = (per_task * row.tasks) as f64;
-    Ok(Measured {
-        rate: total / elapsed.as_secs_f64(),
-        p50_us: at(0.5),
-        p99_us: at(0.99),
-        cpu_us: cpu * 1e6 / total,
-    })
-}
-
-fn record(
-    latency: &Mutex<Vec<f64>>,
-    done: Option<Result<Duration, mqtt::Error>>,
-) -> Result<(), Error> {
-    if let Some(done) = done {
-        let took = done?;
-        if let Ok(mut l) = latency.lock() {
-            l.push(took.as_secs_f64() * 1e6);
-        }
-    }
-    Ok(())
-}
-
-/// Peak resident set of this process, from /proc.
-fn peak_rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
+    Ok(line)
 }

@@ -1,8 +1,11 @@
-//! [`MemoryStore`]: the session store over an ordered map in memory, for tests and for
-//! applications that want sessions only while the process lives.
+//! [`MemoryStore`]: the session store in memory, for tests and for applications that want
+//! sessions only while the process lives.
 //!
-//! It keeps the same records, in the same layout, as the durable stores, and passes the same
-//! conformance suite; it only forgets everything when the last handle to its map is dropped.
+//! It keeps each session's records as they are given (the packets' `Bytes` shared, not
+//! copied), with none of the encoding, checksums and keys a store on disk needs, and passes the
+//! same conformance suite as the durable stores (but the checks of damaged records: nothing in
+//! memory is damaged by a crash). It forgets everything when the last handle to its
+//! [`MemoryBackend`] is dropped.
 //!
 //! ```
 //! use mooring_core::store::{Batch, SessionKey, SessionStore, StoreOp};
@@ -17,29 +20,118 @@
 //! ```
 #![forbid(unsafe_code)]
 
-use std::collections::BTreeMap;
-use std::ops::Bound;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use mooring_core::store::layout::KvWrite;
-use mooring_core::store::{KvBackend, KvStore, StoreError, visit_map};
+use async_trait::async_trait;
+use mooring_core::store::{
+    Batch, OutboundRecord, QueueSummary, QueueWindow, QueuedPublish, SessionKey, SessionMeta,
+    SessionStore, StoreError, StoreOp, StoredSession, StoredSubscription, described,
+};
 
-/// The session store in memory. Clones share the same map.
-pub type MemoryStore = KvStore<MemoryBackend>;
+const NAME: &str = "memory store";
 
-type Map = BTreeMap<Vec<u8>, Vec<u8>>;
+/// One session's records.
+#[derive(Debug, Clone, Default)]
+struct Records {
+    meta: Option<SessionMeta>,
+    outbound: BTreeMap<u64, OutboundRecord>,
+    inbound: BTreeSet<u16>,
+    queue: BTreeMap<u64, QueuedPublish>,
+    /// The sum of the queued packets' lengths, kept with every change.
+    queue_bytes: u64,
+    /// By Topic Filter, whose byte order is `String`'s.
+    subscriptions: BTreeMap<String, StoredSubscription>,
+}
 
-/// The map behind [`MemoryStore`]. Clones share it, so a store built anew over a clone of
-/// the backend sees everything committed before, as a reopened file would.
+impl Records {
+    fn is_empty(&self) -> bool {
+        self.meta.is_none()
+            && self.outbound.is_empty()
+            && self.inbound.is_empty()
+            && self.queue.is_empty()
+            && self.subscriptions.is_empty()
+    }
+
+    fn apply(&mut self, op: &StoreOp) {
+        match op {
+            StoreOp::SetMeta(meta) => self.meta = Some(meta.clone()),
+            StoreOp::PutOutbound { seq, record } => {
+                self.outbound.insert(*seq, record.clone());
+            }
+            StoreOp::RemoveOutbound { seq } => {
+                self.outbound.remove(seq);
+            }
+            StoreOp::PutInbound { packet_id } => {
+                self.inbound.insert(*packet_id);
+            }
+            StoreOp::RemoveInbound { packet_id } => {
+                self.inbound.remove(packet_id);
+            }
+            StoreOp::PushQueue { seq, message } => {
+                self.queue_bytes += message.packet.len() as u64;
+                if let Some(old) = self.queue.insert(*seq, message.clone()) {
+                    self.queue_bytes -= old.packet.len() as u64;
+                }
+            }
+            StoreOp::RemoveQueue { seq } => {
+                if let Some(old) = self.queue.remove(seq) {
+                    self.queue_bytes -= old.packet.len() as u64;
+                }
+            }
+            StoreOp::PutSubscription(subscription) => {
+                self.subscriptions
+                    .insert(subscription.filter.clone(), subscription.clone());
+            }
+            StoreOp::RemoveSubscription { filter } => {
+                self.subscriptions.remove(filter);
+            }
+        }
+    }
+
+    /// The queue from `from` on, as much as `window` admits.
+    fn queue_from(&self, from: u64, window: QueueWindow) -> Vec<(u64, QueuedPublish)> {
+        let mut out = Vec::new();
+        let mut taken_bytes = 0usize;
+        for (seq, message) in self.queue.range(from..) {
+            if !window.admits(out.len(), taken_bytes, message.packet.len()) {
+                break;
+            }
+            taken_bytes = taken_bytes.saturating_add(message.packet.len());
+            out.push((*seq, message.clone()));
+        }
+        out
+    }
+
+    fn stored(&self, head: QueueWindow) -> StoredSession {
+        StoredSession {
+            meta: self.meta.clone(),
+            outbound: self.outbound.iter().map(|(s, r)| (*s, r.clone())).collect(),
+            inbound: self.inbound.iter().copied().collect(),
+            queue: self.queue_from(0, head),
+            queue_summary: QueueSummary {
+                messages: self.queue.len() as u64,
+                bytes: self.queue_bytes,
+                last_seq: self.queue.last_key_value().map(|(seq, _)| *seq),
+            },
+            subscriptions: self.subscriptions.values().cloned().collect(),
+        }
+    }
+}
+
+type Sessions = HashMap<SessionKey, Records>;
+
+/// The sessions behind [`MemoryStore`]. Clones share them, so a store built anew over a clone
+/// of the backend sees everything committed before, as a reopened file would.
 #[derive(Clone, Default)]
 pub struct MemoryBackend {
-    map: Arc<Mutex<Map>>,
+    sessions: Arc<Mutex<Sessions>>,
     fail_next_apply: Arc<AtomicBool>,
 }
 
 impl MemoryBackend {
-    /// An empty map.
+    /// No sessions yet.
     pub fn new() -> Self {
         Self::default()
     }
@@ -50,70 +142,192 @@ impl MemoryBackend {
         self.fail_next_apply.store(true, Ordering::SeqCst);
     }
 
-    fn lock(&self) -> MutexGuard<'_, Map> {
-        // A panic while holding the lock cannot leave the map half-changed: `apply` changes it
-        // only after every check has passed.
-        self.map.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> MutexGuard<'_, Sessions> {
+        // A panic while holding the lock cannot leave a session half-changed: a batch's ops
+        // cannot fail, so nothing panics between the first and the last.
+        self.sessions.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
 impl std::fmt::Debug for MemoryBackend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MemoryBackend")
-            .field("entries", &self.lock().len())
+            .field("sessions", &self.lock().len())
             .finish()
     }
 }
 
-impl KvBackend for MemoryBackend {
-    const NAME: &'static str = "memory store";
-    const BLOCKING: bool = false;
+/// The session store in memory. Clones share the same sessions and the same state (a commit
+/// that failed refuses later writes through every clone); a store made anew over the same
+/// [`MemoryBackend`] starts without that refusal, as a store reopened would.
+#[derive(Clone, Default)]
+pub struct MemoryStore {
+    inner: Arc<Inner>,
+}
 
-    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.lock().get(key).cloned())
+#[derive(Default)]
+struct Inner {
+    backend: MemoryBackend,
+    /// The error of the first failed commit; once set, writes are refused.
+    poisoned: Mutex<Option<String>>,
+}
+
+impl std::fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryStore")
+            .field("backend", &self.inner.backend)
+            .finish()
     }
+}
 
-    fn visit_range(
-        &self,
-        start: &[u8],
-        end: Option<&[u8]>,
-        visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
-    ) -> Result<(), StoreError> {
-        visit_map(&self.lock(), start, end, visit);
-        Ok(())
-    }
-
-    fn last_key_in(&self, start: &[u8], end: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self
-            .lock()
-            .range::<[u8], _>((Bound::Included(start), Bound::Excluded(end)))
-            .next_back()
-            .map(|(k, _)| k.clone()))
-    }
-
-    fn apply(&self, writes: &[KvWrite]) -> Result<(), StoreError> {
-        self.apply_owned(writes.to_vec())
-    }
-
-    fn apply_owned(&self, writes: Vec<KvWrite>) -> Result<(), StoreError> {
-        if self.fail_next_apply.swap(false, Ordering::SeqCst) {
-            return Err(StoreError::backend(
-                Self::NAME,
-                std::io::Error::other("injected write failure"),
-            ));
+impl MemoryStore {
+    /// A store over `backend`'s sessions.
+    pub fn new(backend: MemoryBackend) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                backend,
+                poisoned: Mutex::new(None),
+            }),
         }
-        let mut map = self.lock();
-        // The keys and values move into the map: no copy of either.
-        for write in writes {
-            match write {
-                KvWrite::Put(k, v) => {
-                    map.insert(k, v);
-                }
-                KvWrite::Delete(k) => {
-                    map.remove(&k);
-                }
+    }
+
+    /// The sessions behind this store.
+    pub fn backend(&self) -> &MemoryBackend {
+        &self.inner.backend
+    }
+
+    fn check_writable(&self) -> Result<(), StoreError> {
+        match &*self
+            .inner
+            .poisoned
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+        {
+            Some(cause) => Err(StoreError::Poisoned {
+                cause: cause.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Applies `batches` under one lock: all of them, or, when the commit fails, none.
+    fn write(&self, batches: &[(&SessionKey, &Batch)]) -> Result<(), StoreError> {
+        self.check_writable()?;
+        if self
+            .inner
+            .backend
+            .fail_next_apply
+            .swap(false, Ordering::SeqCst)
+        {
+            let error = StoreError::backend(NAME, std::io::Error::other("injected write failure"));
+            let mut poisoned = self
+                .inner
+                .poisoned
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            poisoned.get_or_insert_with(|| described(&error));
+            return Err(error);
+        }
+        let mut sessions = self.inner.backend.lock();
+        for (key, batch) in batches {
+            let records = match sessions.get_mut(*key) {
+                Some(records) => records,
+                None => sessions.entry((*key).clone()).or_default(),
+            };
+            for op in batch.ops() {
+                records.apply(op);
+            }
+            if records.is_empty() {
+                sessions.remove(*key);
             }
         }
         Ok(())
+    }
+}
+
+#[async_trait]
+impl SessionStore for MemoryStore {
+    async fn resume(
+        &self,
+        key: &SessionKey,
+        head: QueueWindow,
+    ) -> Result<StoredSession, StoreError> {
+        Ok(self
+            .inner
+            .backend
+            .lock()
+            .get(key)
+            .map(|records| records.stored(head))
+            .unwrap_or_default())
+    }
+
+    async fn read_queue(
+        &self,
+        key: &SessionKey,
+        from: u64,
+        window: QueueWindow,
+    ) -> Result<Vec<(u64, QueuedPublish)>, StoreError> {
+        Ok(self
+            .inner
+            .backend
+            .lock()
+            .get(key)
+            .map(|records| records.queue_from(from, window))
+            .unwrap_or_default())
+    }
+
+    async fn commit(&self, key: &SessionKey, batch: Batch) -> Result<(), StoreError> {
+        if batch.is_empty() {
+            return self.check_writable();
+        }
+        self.write(&[(key, &batch)])
+    }
+
+    async fn clear(&self, key: &SessionKey) -> Result<(), StoreError> {
+        self.check_writable()?;
+        self.inner.backend.lock().remove(key);
+        Ok(())
+    }
+
+    async fn commit_sessions(&self, batches: Vec<(SessionKey, Batch)>) -> Result<(), StoreError> {
+        if batches.iter().all(|(_, batch)| batch.is_empty()) {
+            return self.check_writable();
+        }
+        let batches: Vec<(&SessionKey, &Batch)> = batches.iter().map(|(k, b)| (k, b)).collect();
+        self.write(&batches)
+    }
+
+    fn storage_id(&self) -> Option<usize> {
+        // The state its clones share: one per store made.
+        Some(Arc::as_ptr(&self.inner).cast::<()>() as usize)
+    }
+
+    async fn sessions(&self) -> Result<Vec<SessionKey>, StoreError> {
+        Ok(self.inner.backend.lock().keys().cloned().collect())
+    }
+
+    async fn sessions_of(&self, client_id: &str) -> Result<Vec<SessionKey>, StoreError> {
+        Ok(self
+            .inner
+            .backend
+            .lock()
+            .keys()
+            .filter(|key| key.client_id() == client_id)
+            .cloned()
+            .collect())
+    }
+
+    async fn purge_expired(&self, now_ms: u64) -> Result<Vec<SessionKey>, StoreError> {
+        self.check_writable()?;
+        let mut sessions = self.inner.backend.lock();
+        let expired: Vec<SessionKey> = sessions
+            .iter()
+            .filter(|(_, records)| records.meta.as_ref().is_some_and(|m| m.is_expired(now_ms)))
+            .map(|(key, _)| key.clone())
+            .collect();
+        for key in &expired {
+            sessions.remove(key);
+        }
+        Ok(expired)
     }
 }

@@ -2,7 +2,7 @@
 //!
 //! [`Codec::decode`] is a streaming decoder: fed a buffer, it returns one packet and removes its
 //! bytes, or says how many more bytes it needs and removes nothing. Payloads and binary
-//! properties are [`Bytes`](bytes::Bytes) slices of the input buffer, not copies.
+//! properties are [`Bytes`] slices of the input buffer, not copies.
 //!
 //! Decoding checks every rule the specification sets for a receiver that can be checked without
 //! session state (flag bits, lengths, UTF-8, properties, topics, reason codes, packet

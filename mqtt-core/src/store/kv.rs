@@ -51,13 +51,6 @@ pub trait KvBackend: Send + Sync + 'static {
     /// survive a crash; when it returns `Err`, none of them may be visible.
     fn apply(&self, writes: &[KvWrite]) -> Result<(), StoreError>;
 
-    /// [`apply`](Self::apply), given writes the caller no longer needs: a backend that keeps
-    /// the bytes as they are (a map in memory) takes them without copying. The default lends
-    /// them to `apply`.
-    fn apply_owned(&self, writes: Vec<KvWrite>) -> Result<(), StoreError> {
-        self.apply(&writes)
-    }
-
     /// Whether dropping the last handle to the store waits for the store's thread to finish
     /// the calls already made. A file-backed backend says yes, so that a store dropped and
     /// opened again at once finds its file free. A backend whose calls can wait on a network
@@ -209,7 +202,7 @@ impl<B: KvBackend> Shared<B> {
 
     fn write(&self, writes: Vec<KvWrite>) -> Result<(), StoreError> {
         self.check_writable()?;
-        let result = self.backend.apply_owned(writes);
+        let result = self.backend.apply(&writes);
         self.writes.fetch_add(1, Ordering::Relaxed);
         if let Err(e) = &result {
             let mut poisoned = self.poisoned.lock().unwrap_or_else(|e| e.into_inner());
