@@ -17,6 +17,7 @@
 mod connect;
 mod disconnect;
 mod error;
+mod framed;
 mod properties;
 mod publish;
 mod reason;
@@ -45,6 +46,7 @@ pub use subscribe::{
 pub use topic::{is_shared_subscription, validate_topic_filter, validate_topic_name};
 pub use wire::MAX_VARINT;
 
+use framed::{Framed, PublishRef};
 use wire::{Encode, Reader, Sink, varint_len};
 
 /// The largest packet MQTT can express: a 1-byte header, a 4-byte Remaining Length and
@@ -528,44 +530,6 @@ impl Codec {
 enum Framing {
     Complete((PacketType, u8, usize, usize)),
     Incomplete(usize),
-}
-
-/// What the codec frames: a packet's type, first byte and body.
-trait Framed {
-    fn packet_type(&self) -> PacketType;
-    fn first_byte(&self) -> u8;
-    fn encode_body<S: Sink>(&self, protocol: ProtocolVersion, s: &mut S) -> Result<(), Violation>;
-}
-
-impl Framed for Packet {
-    fn packet_type(&self) -> PacketType {
-        Packet::packet_type(self)
-    }
-    fn first_byte(&self) -> u8 {
-        Packet::first_byte(self)
-    }
-    fn encode_body<S: Sink>(&self, protocol: ProtocolVersion, s: &mut S) -> Result<(), Violation> {
-        Packet::encode_body(self, protocol, s)
-    }
-}
-
-/// A PUBLISH framed by reference: the session measures and encodes the publishes it keeps
-/// without copying them into a [`Packet`].
-struct PublishRef<'a>(&'a Publish);
-
-impl Framed for PublishRef<'_> {
-    fn packet_type(&self) -> PacketType {
-        PacketType::Publish
-    }
-    fn first_byte(&self) -> u8 {
-        ((PacketType::Publish as u8) << 4) | self.0.flags()
-    }
-    fn encode_body<S: Sink>(&self, protocol: ProtocolVersion, s: &mut S) -> Result<(), Violation> {
-        match protocol {
-            ProtocolVersion::V311 => v311::encode_publish(self.0, s),
-            _ => self.0.encode(s),
-        }
-    }
 }
 
 #[cfg(test)]
