@@ -11,7 +11,7 @@
 )]
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -134,16 +134,25 @@ async fn commits_cut_mid_transaction_are_all_or_nothing_and_run_again() {
     )
     .unwrap();
     let k = key();
-    // Cut every connection at random moments while commits run.
+    // Cut every connection at random moments while commits run. After a cut the cutter
+    // waits for one commit to get through before it cuts again: cuts still land at random
+    // points of the commits that follow, but a machine on which a backend takes longer to
+    // start than the gap between two cuts cannot keep every commit from ever completing
+    // (with cuts 5-40 ms apart and nothing more, one such machine never connected again).
     let done = Arc::new(AtomicBool::new(false));
+    let committed = Arc::new(AtomicU64::new(0));
     let cutter = {
-        let (proxy, done) = (proxy.clone(), done.clone());
+        let (proxy, done, committed) = (proxy.clone(), done.clone(), committed.clone());
         std::thread::spawn(move || {
             let mut cuts = 0;
             while !done.load(Ordering::SeqCst) {
+                let before = committed.load(Ordering::SeqCst);
                 std::thread::sleep(Duration::from_millis(fastrand::u64(5..40)));
                 proxy.cut();
                 cuts += 1;
+                while committed.load(Ordering::SeqCst) <= before && !done.load(Ordering::SeqCst) {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
             }
             cuts
         })
@@ -164,6 +173,7 @@ async fn commits_cut_mid_transaction_are_all_or_nothing_and_run_again() {
         let oldest = model.remove(0);
         batch.push(StoreOp::RemoveQueue { seq: oldest });
         store.commit(&k, batch).await.unwrap();
+        committed.fetch_add(1, Ordering::SeqCst);
     }
     done.store(true, Ordering::SeqCst);
     let cuts = cutter.join().unwrap();
