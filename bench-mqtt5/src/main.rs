@@ -23,39 +23,22 @@ use mqtt5::{ConnectOptions, MqttClient, QoS};
 #[path = "../../bench-paho/src/row.rs"]
 mod row;
 
-use row::{Error, Run, WINDOWS_OUTSTANDING};
-
-struct Row {
-    qos: QoS,
-    payload: usize,
-    tasks: usize,
-    count: usize,
-    window: usize,
-}
+use row::{Error, Row, Run, WINDOWS_OUTSTANDING};
 
 fn main() -> std::process::ExitCode {
     row::main_with("bench-mqtt5", |args| async move { dispatch(&args).await })
 }
 
 async fn dispatch(args: &[String]) -> Result<String, Error> {
-    let [cmd, lib, _store, url, qos, payload, tasks, count, window] = args else {
-        return Err("usage: bench-mqtt5 row mqtt5 - URL QOS PAYLOAD TASKS COUNT WINDOW".into());
-    };
-    if cmd != "row" || lib != "mqtt5" {
-        return Err(format!("bench-mqtt5 measures `row mqtt5 ...`, not `{cmd} {lib}`").into());
+    let row = Row::parse(args, "bench-mqtt5", "mqtt5")?;
+    if row.store != "-" {
+        return Err(format!(
+            "store `{}`: mqtt5 keeps its state in memory (`-`)",
+            row.store
+        )
+        .into());
     }
-    let row = Row {
-        qos: match qos.as_str() {
-            "1" => QoS::AtLeastOnce,
-            "2" => QoS::ExactlyOnce,
-            other => return Err(format!("the mqtt5 rows measure QoS 1 and 2, not {other}").into()),
-        },
-        payload: payload.parse()?,
-        tasks: tasks.parse()?,
-        count: count.parse()?,
-        window: window.parse::<usize>()?.max(1),
-    };
-    publish(url, &row).await
+    publish(&row.url, &row).await
 }
 
 /// Publishes the row and returns its `ROW` line.
@@ -75,7 +58,11 @@ async fn publish(url: &str, row: &Row) -> Result<String, Error> {
     for _ in 0..row.tasks {
         let (client, topic, payload, run) =
             (client.clone(), topic.clone(), payload.clone(), run.clone());
-        let qos = row.qos;
+        let qos = if row.qos == 2 {
+            QoS::ExactlyOnce
+        } else {
+            QoS::AtLeastOnce
+        };
         tasks.push(tokio::spawn(async move {
             let mut acking = FuturesUnordered::new();
             for _ in 0..per_task {

@@ -24,43 +24,20 @@ use paho_mqtt as mqtt;
 
 mod row;
 
-use row::{Error, Run, WINDOWS_OUTSTANDING};
-
-struct Row {
-    qos: i32,
-    payload: usize,
-    tasks: usize,
-    count: usize,
-    window: usize,
-}
+use row::{Error, Row, Run, WINDOWS_OUTSTANDING};
 
 fn main() -> std::process::ExitCode {
     row::main_with("bench-paho", |args| async move { dispatch(&args).await })
 }
 
 async fn dispatch(args: &[String]) -> Result<String, Error> {
-    let [cmd, lib, store, url, qos, payload, tasks, count, window] = args else {
-        return Err("usage: bench-paho row paho STORE URL QOS PAYLOAD TASKS COUNT WINDOW".into());
-    };
-    if cmd != "row" || lib != "paho" {
-        return Err(format!("bench-paho measures `row paho ...`, not `{cmd} {lib}`").into());
-    }
-    let row = Row {
-        qos: qos.parse()?,
-        payload: payload.parse()?,
-        tasks: tasks.parse()?,
-        count: count.parse()?,
-        window: window.parse::<usize>()?.max(1),
-    };
-    if !(1..=2).contains(&row.qos) {
-        return Err("the paho rows measure QoS 1 and 2".into());
-    }
-    let persistence = match store.as_str() {
+    let row = Row::parse(args, "bench-paho", "paho")?;
+    let persistence = match row.store.as_str() {
         "none" => None,
         "file" => Some(tempfile::tempdir()?),
         other => return Err(format!("store `{other}`: `file` or `none`").into()),
     };
-    publish(url, persistence.as_ref().map(|d| d.path()), &row).await
+    publish(&row.url, persistence.as_ref().map(|d| d.path()), &row).await
 }
 
 /// Publishes the row and returns its `ROW` line.
@@ -94,7 +71,7 @@ async fn publish(url: &str, dir: Option<&std::path::Path>, row: &Row) -> Result<
     for _ in 0..row.tasks {
         let (client, topic, payload, run) =
             (client.clone(), topic.clone(), payload.clone(), run.clone());
-        let qos = row.qos;
+        let qos = i32::from(row.qos);
         tasks.push(tokio::spawn(async move {
             let mut acking = FuturesUnordered::new();
             for _ in 0..per_task {

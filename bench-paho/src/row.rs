@@ -16,6 +16,48 @@ pub type Error = Box<dyn std::error::Error + Send + Sync>;
 /// `UNACKED_PER_WINDOW` + 1).
 pub const WINDOWS_OUTSTANDING: usize = 5;
 
+/// What `row LIB STORE URL QOS PAYLOAD TASKS COUNT WINDOW` asks for (the bench's arguments
+/// to a row's program).
+pub struct Row {
+    pub store: String,
+    pub url: String,
+    /// 1 or 2: the peers' rows measure acknowledged publishes.
+    pub qos: u8,
+    pub payload: usize,
+    pub tasks: usize,
+    pub count: usize,
+    /// Publishes a task keeps being accepted (at least one).
+    pub window: usize,
+}
+
+impl Row {
+    /// Reads the arguments of `program`, which measures `lib`.
+    pub fn parse(args: &[String], program: &str, lib: &str) -> Result<Self, Error> {
+        let [cmd, asked, store, url, qos, payload, tasks, count, window] = args else {
+            return Err(format!(
+                "usage: {program} row {lib} STORE URL QOS PAYLOAD TASKS COUNT WINDOW"
+            )
+            .into());
+        };
+        if cmd != "row" || asked != lib {
+            return Err(format!("{program} measures `row {lib} ...`, not `{cmd} {asked}`").into());
+        }
+        let qos = qos.parse()?;
+        if !(1..=2).contains(&qos) {
+            return Err(format!("the {lib} rows measure QoS 1 and 2, not {qos}").into());
+        }
+        Ok(Self {
+            store: store.clone(),
+            url: url.clone(),
+            qos,
+            payload: payload.parse()?,
+            tasks: tasks.parse()?,
+            count: count.parse()?,
+            window: window.parse::<usize>()?.max(1),
+        })
+    }
+}
+
 /// Runs `row` on a multi-threaded runtime, prints the line it returns, and exits as it went.
 pub fn main_with<F>(name: &str, row: impl FnOnce(Vec<String>) -> F) -> ExitCode
 where

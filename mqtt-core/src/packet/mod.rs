@@ -441,7 +441,7 @@ impl Codec {
         publish: &Publish,
         buf: &mut BytesMut,
     ) -> Result<usize, EncodeError> {
-        self.encode_any(&PublishRef(publish), buf)
+        self.encode_any(&PublishRef(publish), buf, None)
     }
 
     /// [`encode_publish`](Self::encode_publish) without the payload: appends the PUBLISH up
@@ -453,22 +453,7 @@ impl Codec {
         publish: &Publish,
         buf: &mut BytesMut,
     ) -> Result<usize, EncodeError> {
-        let framed = PublishRef(publish);
-        let (remaining, total) = self.measure(&framed)?;
-        let start = buf.len();
-        buf.reserve(total - publish.payload.len());
-        buf.u8(framed.first_byte());
-        let written = buf
-            .varint("Remaining Length", remaining as u32)
-            .and_then(|()| framed.encode_body(self.protocol, &mut wire::WithoutPayload(buf)));
-        if let Err(violation) = written {
-            buf.truncate(start);
-            return Err(EncodeError {
-                packet: PacketType::Publish,
-                violation,
-            });
-        }
-        Ok(total)
+        self.encode_any(&PublishRef(publish), buf, Some(publish.payload.len()))
     }
 
     /// Checks `packet` and returns its Remaining Length and total size.
@@ -503,18 +488,28 @@ impl Codec {
     /// Appends `packet` to `buf` and returns the number of bytes written. On error nothing is
     /// written.
     pub fn encode(&self, packet: &Packet, buf: &mut BytesMut) -> Result<usize, EncodeError> {
-        self.encode_any(packet, buf)
+        self.encode_any(packet, buf, None)
     }
 
-    fn encode_any(&self, packet: &impl Framed, buf: &mut BytesMut) -> Result<usize, EncodeError> {
+    /// Appends `packet`, or with `payload_left_out` (a PUBLISH payload's length) all of it but
+    /// its payload; returns the whole packet's size.
+    fn encode_any(
+        &self,
+        packet: &impl Framed,
+        buf: &mut BytesMut,
+        payload_left_out: Option<usize>,
+    ) -> Result<usize, EncodeError> {
         let (remaining, total) = self.measure(packet)?;
         let start = buf.len();
-        buf.reserve(total);
+        buf.reserve(total.saturating_sub(payload_left_out.unwrap_or(0)));
         buf.u8(packet.first_byte());
         // `measure` ran the same checks, so these writes cannot fail; truncate if they do.
         let written = buf
             .varint("Remaining Length", remaining as u32)
-            .and_then(|()| packet.encode_body(self.protocol, buf));
+            .and_then(|()| match payload_left_out {
+                None => packet.encode_body(self.protocol, buf),
+                Some(_) => packet.encode_body(self.protocol, &mut wire::WithoutPayload(buf)),
+            });
         if let Err(violation) = written {
             buf.truncate(start);
             return Err(EncodeError {

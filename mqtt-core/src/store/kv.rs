@@ -4,7 +4,7 @@
 //! layout ([`super::layout`]), the queue totals kept exact in every commit, the refusal of
 //! writes after a failed commit, and runs blocking calls on a thread of its own, so that no
 //! async executor blocks and no runtime is needed: the futures resolve on whatever executor
-//! polls them. The memory, redb and sled stores are each a backend.
+//! polls them. The redb, sled and PostgreSQL stores are each a backend.
 
 mod queue;
 mod worker;
@@ -200,9 +200,9 @@ impl<B: KvBackend> Shared<B> {
         }
     }
 
-    fn write(&self, writes: Vec<KvWrite>) -> Result<(), StoreError> {
+    fn write(&self, writes: &[KvWrite]) -> Result<(), StoreError> {
         self.check_writable()?;
-        let result = self.backend.apply(&writes);
+        let result = self.backend.apply(writes);
         self.writes.fetch_add(1, Ordering::Relaxed);
         if let Err(e) = &result {
             let mut poisoned = self.poisoned.lock().unwrap_or_else(|e| e.into_inner());
@@ -230,9 +230,14 @@ impl<B: KvBackend> Shared<B> {
     }
 
     fn sessions_of(&self, client_id: &str) -> Result<Vec<SessionKey>, StoreError> {
-        if self.backend.first_key_of_each_session()?.is_some() {
-            let mut keys = self.sessions()?;
-            keys.retain(|key| key.client_id() == client_id);
+        if let Some(first_keys) = self.backend.first_key_of_each_session()? {
+            let mut keys = Vec::new();
+            for raw in &first_keys {
+                let key = layout::session_of_key(raw)?;
+                if key.client_id() == client_id {
+                    keys.push(key);
+                }
+            }
             return Ok(keys);
         }
         // Scopes are few (one per server), sessions many: jump from scope to scope and look
@@ -332,13 +337,18 @@ impl<B: KvBackend> KvStore<B> {
         &self.shared.backend
     }
 
+    /// Where the store's thread takes its jobs; `None` when calls run inline.
+    fn jobs(&self) -> Option<&std::sync::mpsc::Sender<Job<B>>> {
+        self.worker.as_ref().and_then(|w| w.jobs())
+    }
+
     /// Runs `f` on the backend: on the store's thread when the backend blocks.
     async fn run<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&Shared<B>) -> Result<T, StoreError> + Send + 'static,
     {
-        let Some(jobs) = self.worker.as_ref().and_then(|w| w.jobs()) else {
+        let Some(jobs) = self.jobs() else {
             return f(&self.shared);
         };
         let (reply, answer) = futures_channel::oneshot::channel();
@@ -353,7 +363,7 @@ impl<B: KvBackend> KvStore<B> {
     /// it wins, the session is handed back at once: nobody would use or release it otherwise,
     /// and the lease would keep another process out.
     async fn try_acquire(&self, key: &SessionKey) -> Result<Acquired, StoreError> {
-        let Some(jobs) = self.worker.as_ref().and_then(|w| w.jobs()) else {
+        let Some(jobs) = self.jobs() else {
             return self.shared.try_acquire(key);
         };
         let key = key.clone();
@@ -435,7 +445,7 @@ impl<B: KvBackend> SessionStore for KvStore<B> {
         if batch.is_empty() {
             return self.shared.check_writable();
         }
-        let Some(jobs) = self.worker.as_ref().and_then(|w| w.jobs()) else {
+        let Some(jobs) = self.jobs() else {
             return self.shared.commit(key, &batch);
         };
         let (reply, answer) = futures_channel::oneshot::channel();

@@ -256,13 +256,13 @@ impl<B: KvBackend> Shared<B> {
     /// Applies `batch`, with the queue totals it leaves in the same atomic write.
     pub(super) fn commit(&self, key: &SessionKey, batch: &Batch) -> Result<(), StoreError> {
         if !touches_queue(batch) {
-            return self.write(layout::batch_writes(key, batch));
+            return self.write(&layout::batch_writes(key, batch));
         }
         self.check_writable()?;
         let mut shapes = self.shapes();
         let mut writes = layout::batch_writes(key, batch);
         let shape = self.totals_writes(&mut shapes, key, batch, &mut writes)?;
-        self.write_shaped(&mut shapes, writes, vec![(key.clone(), shape)])
+        self.write_shaped(&mut shapes, &writes, vec![(key.clone(), shape)])
     }
 
     /// Writes `writes`; then the sessions' shapes are the ones the write leaves, or, if it
@@ -270,7 +270,7 @@ impl<B: KvBackend> Shared<B> {
     fn write_shaped(
         &self,
         shapes: &mut QueueShapes,
-        writes: Vec<KvWrite>,
+        writes: &[KvWrite],
         after: Vec<(SessionKey, QueueShape)>,
     ) -> Result<(), StoreError> {
         let written = self.write(writes);
@@ -292,7 +292,7 @@ impl<B: KvBackend> Shared<B> {
         self.check_writable()?;
         let mut shapes = self.shapes();
         let (writes, after) = self.prepare(&mut shapes, batches)?;
-        self.write_shaped(&mut shapes, writes, after)
+        self.write_shaped(&mut shapes, &writes, after)
     }
 
     /// The commits of several sessions that reached the store together, in one atomic write:
@@ -317,7 +317,7 @@ impl<B: KvBackend> Shared<B> {
                 .map(|(key, batch)| self.commit(key, batch))
                 .collect();
         };
-        match self.write_shaped(&mut shapes, writes, after) {
+        match self.write_shaped(&mut shapes, &writes, after) {
             Ok(()) => group.iter().map(|_| Ok(())).collect(),
             Err(e) => {
                 // The first gets the error itself; all of them failed with it.
@@ -470,7 +470,7 @@ impl<B: KvBackend> Shared<B> {
             .into_iter()
             .map(|(k, _)| KvWrite::Delete(k))
             .collect();
-        self.write(deletes)
+        self.write(&deletes)
     }
 }
 

@@ -193,7 +193,7 @@ impl KvBackend for Slow {
 /// Many clients on one store: their commits share writes (one `fdatasync` for many), and each
 /// commit is there whole when it returns.
 #[test]
-fn commits_of_many_sessions_waiting_together_share_one_write() {
+fn commits_of_many_sessions_waiting_together_share_writes() {
     let store = KvStore::new(Slow::default());
     let sessions = 40;
     let threads: Vec<_> = (0..sessions)
