@@ -276,6 +276,38 @@ async fn a_failed_commit_stops_the_client_and_reports_outcome_unknown() {
 }
 
 #[tokio::test]
+async fn a_store_that_panics_in_a_commit_stops_the_client_with_a_store_error() {
+    let mut broker = Broker::new();
+    let store = Arc::new(ControlledStore::default());
+    let b = Client::builder()
+        .server(URL)
+        .client_id("gw")
+        .store_arc(store.clone())
+        .connector(broker.connector());
+    let connecting = tokio::spawn(b.connect());
+    let mut peer = broker.next().await;
+    peer.accept(false).await;
+    let (client, _m) = connecting.await.unwrap().unwrap();
+    let mut events = client.events();
+    store.panics.store(true, Ordering::SeqCst);
+    let err = client
+        .publish("t", "x", QoS::AtLeastOnce)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, ClientError::Store(e) if e.to_string().contains("a store with a bug")),
+        "{err}"
+    );
+    match next_event(&mut events, |e| matches!(e, ClientEvent::Stopped { .. })).await {
+        ClientEvent::Stopped {
+            reason: StopReason::Store(_),
+        } => {}
+        other => panic!("{other:?}"),
+    }
+    peer.closed().await;
+}
+
+#[tokio::test]
 async fn disconnect_drains_in_flight_then_sends_disconnect() {
     let mut broker = Broker::new();
     let (client, _m, mut peer) = connected_default(&mut broker).await;

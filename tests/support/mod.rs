@@ -359,6 +359,8 @@ pub struct ControlledStore {
     /// store that takes its time to let go, as one joining its thread does.
     pub released: Arc<AtomicBool>,
     pub release_delay: Duration,
+    /// Once set, a commit panics (a store with a bug).
+    pub panics: AtomicBool,
 }
 
 impl Drop for ControlledStore {
@@ -424,6 +426,7 @@ impl SessionStore for ControlledStore {
             gate.acquire().await.unwrap().forget();
         }
         self.commits.fetch_add(1, Ordering::SeqCst);
+        assert!(!self.panics.load(Ordering::SeqCst), "a store with a bug");
         self.unless_fenced(key)?;
         self.batches
             .lock()

@@ -58,6 +58,9 @@ impl Session {
             conn.send_quota = conn.send_quota.saturating_add(1).min(conn.receive_maximum);
         }
         self.events.extend(event(flow.id));
+        if self.outbound.flows.is_empty() && self.queue.is_empty() {
+            self.records.release();
+        }
         true
     }
 

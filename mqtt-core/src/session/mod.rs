@@ -33,6 +33,7 @@ mod outbound;
 mod output;
 mod packet_id;
 mod queue;
+mod records;
 mod requests;
 mod subscriptions;
 mod withdraw;
@@ -54,11 +55,11 @@ pub use withdraw::{Withdrawn, announced_alias, restore_topic};
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
 use crate::packet::{
-    Codec, Connect, ConnectProperties, DecodeError, Decoded, EncodeError, Packet, ProtocolVersion,
-    Publish, QoS, ReasonCode,
+    Codec, Connect, ConnectProperties, DecodeError, Decoded, Packet, ProtocolVersion, Publish, QoS,
+    ReasonCode,
 };
 use crate::store::{OutboundRecord, SessionMeta, StoreOp, StoredSession};
 use aliases::OutAliases;
@@ -191,6 +192,8 @@ pub struct Session {
     /// The outputs: the one being gathered, and how far earlier ones got.
     out: output::OutputState,
     events: VecDeque<Event>,
+    /// Where queue records are encoded (records.rs).
+    records: records::RecordRoom,
 }
 
 /// Whether a packet that may carry them only when the client asked for problem information
@@ -215,12 +218,6 @@ fn decode_publish(bytes: &Bytes) -> Result<Publish, String> {
         Ok(other) => Err(format!("not one PUBLISH: {other:?}")),
         Err(DecodeError { violation, .. }) => Err(violation.to_string()),
     }
-}
-
-fn encode(publish: &Publish) -> Result<Bytes, EncodeError> {
-    let mut buf = BytesMut::new();
-    Codec::default().encode_publish(publish, &mut buf)?;
-    Ok(buf.freeze())
 }
 
 impl Session {
@@ -272,6 +269,7 @@ impl Session {
             start_clean: false,
             out: output::OutputState::default(),
             events: VecDeque::new(),
+            records: records::RecordRoom::default(),
         };
         for (seq, record) in stored.outbound {
             let bad = |reason: String| SessionError::BadRecord { seq, reason };

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use super::packet_id::PacketIds;
-use super::{Event, Flow, PublishError, PublishId, Session, Stage, encode};
+use super::{Event, Flow, PublishError, PublishId, Session, Stage};
 use crate::packet::{Codec, Packet, PubAck, Publish, QoS, ReasonCode};
 use crate::store::{QueuedPublish, StoreOp};
 
@@ -108,7 +108,7 @@ impl Session {
         if publish.qos != QoS::AtMostOnce {
             publish.packet_id = 1;
         }
-        self.codec.encoded_publish_len(&publish)?;
+        let size = self.codec.encoded_publish_len(&publish)?;
         publish.packet_id = 0;
         if let Some(conn) = &self.connection {
             if publish.qos > conn.maximum_qos {
@@ -131,7 +131,8 @@ impl Session {
         // identifier follows from its sequence number, so sending it stores nothing more.
         let qos = publish.qos;
         publish.qos = QoS::AtMostOnce;
-        let packet = encode(&publish);
+        // As a v5 record (properties, no packet identifier): a few bytes more at 3.1.1.
+        let packet = self.records.encode(&publish, size + 8);
         publish.qos = qos;
         let packet = packet?;
         let size = packet.len();

@@ -30,7 +30,7 @@ pub(super) fn flush(session: &mut Session) -> (Vec<Packet>, Vec<StoreOp>) {
         output.send = all;
         session.durable(output.generation);
         for packet in &output.send {
-            let mut buf = BytesMut::new();
+            let mut buf = bytes::BytesMut::new();
             session
                 .codec()
                 .encode(packet, &mut buf)

@@ -135,6 +135,7 @@ impl Driver {
             },
             housekeeping,
             lease_lapsed: false,
+            timer: Box::pin(tokio::time::sleep(super::CLOCK_CHECK)),
             gate: parts.gate,
             clock,
             settings,

@@ -17,6 +17,7 @@
 //! | `housekeeping.rs` | the store's other sessions: stranded ones reported, expired ones purged once per store |
 //! | `command.rs` | [`Command`]: what handles ask, and its dispatch |
 //! | `pipeline.rs` | `Pipeline`: the commit in flight, its waiters, deferred operations |
+//! | `store_call.rs` | `StoreCall`: a commit or queue read, polled by the loop itself, a store's panic caught |
 //! | `wire.rs` | `Wire`: the link, what was read, what waits to be written, which link it is |
 //! | `io.rs` | reading packets off the wire into the session, writing the session's output |
 //! | `connection.rs` | `Connection`: phase, dial, the attempt's span, reconnect, backoff |
@@ -43,11 +44,13 @@ mod redelivery;
 mod requests;
 mod servers;
 mod stopping;
+mod store_call;
 mod wire;
 
 pub(crate) use command::Command;
 pub(crate) use connection::FirstFailure;
 
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -164,6 +167,9 @@ pub(crate) struct Driver {
     gate: OwnershipGate,
     /// The wall clock the sessions' expiry deadlines use.
     clock: WallClock,
+    /// The loop's one timer, kept across turns: a timer made anew each turn registered
+    /// with tokio's timer wheel, and woke the thread that parks on it, once per turn.
+    timer: Pin<Box<tokio::time::Sleep>>,
 }
 
 /// What woke the loop.
@@ -255,8 +261,7 @@ impl Driver {
         if self.conn.is_stopped() {
             return false;
         }
-        let deadline = self.deadline();
-        let sleep = tokio::time::sleep_until(tokio::time::Instant::from_std(deadline));
+        self.set_timer();
         let reading = self.inbox.reads_on(self.settings.inbox_capacity);
         let writing = self.wire.writing();
         let backed_up = self.wire.backed_up(OUTGOING_HIGH_WATER);
@@ -280,7 +285,7 @@ impl Driver {
                 Wake::Command(command)
             }
             () = alive(&mut self.alive) => Wake::HandlesGone,
-            () = sleep => Wake::Timer,
+            () = self.timer.as_mut() => Wake::Timer,
         };
         match wake {
             Wake::Committed(result) => self.on_commit(result).await,
@@ -337,6 +342,17 @@ impl Driver {
             }
         }
         true
+    }
+
+    /// Sets the timer for the next deadline. A timer already set earlier is left as it is
+    /// (a deadline that moved later, as keep-alive's does with each packet sent, only costs
+    /// one early turn, which finds nothing due): moving it is what costs.
+    fn set_timer(&mut self) {
+        let deadline = tokio::time::Instant::from_std(self.deadline());
+        let current = self.timer.deadline();
+        if deadline < current || self.timer.is_elapsed() {
+            self.timer.as_mut().reset(deadline);
+        }
     }
 
     fn deadline(&self) -> Instant {

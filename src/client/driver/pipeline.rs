@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use tokio::task::JoinHandle;
 use tracing::{debug, warn};
 
 use super::super::clock;
@@ -17,6 +16,7 @@ use super::super::error::{ClientError, StopReason};
 use super::super::message::Delivery;
 use super::super::settlement::Forwarding;
 use super::connection::Close;
+use super::store_call::StoreCall;
 use super::{Driver, Reply, Slot};
 use crate::packet::Packet;
 use crate::store::{Batch, QueuedPublish, SessionKey, SessionStore, StoreError, StoreOp};
@@ -27,8 +27,8 @@ const DEFER_LIMIT: Duration = Duration::from_millis(20);
 /// Deferred operations beyond which a commit is made at once.
 const DEFER_MAX_OPS: usize = 4096;
 
-/// How a commit task ended.
-pub(super) type CommitResult = Result<Result<(), StoreError>, tokio::task::JoinError>;
+/// How a commit ended.
+pub(super) type CommitResult = Result<(), StoreError>;
 
 /// What [`Pipeline::finished`] saw end.
 pub(super) enum Finished {
@@ -40,10 +40,7 @@ pub(super) enum Finished {
 pub(super) type QueueRecords = Vec<(u64, QueuedPublish)>;
 
 /// How a queue read ended: which slot asked, and what the store returned.
-pub(super) type ReadResult = (
-    usize,
-    Result<Result<QueueRecords, StoreError>, tokio::task::JoinError>,
-);
+pub(super) type ReadResult = (usize, Result<QueueRecords, StoreError>);
 
 /// Whether operations that protect no packet are committed now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -117,7 +114,7 @@ impl Waiter {
 }
 
 struct CommitInFlight {
-    task: JoinHandle<Result<(), StoreError>>,
+    call: StoreCall<()>,
     /// The packets that wait for it, and the link they were polled for.
     sends: Vec<Packet>,
     link_gen: u64,
@@ -137,7 +134,7 @@ pub(super) struct Pipeline {
     store: Arc<dyn SessionStore>,
     commit: Option<CommitInFlight>,
     /// A queue read in flight, for the slot it names.
-    read: Option<(usize, JoinHandle<Result<QueueRecords, StoreError>>)>,
+    read: Option<(usize, StoreCall<QueueRecords>)>,
     /// Callers answered by the next commit.
     waiters: Vec<Waiter>,
     /// Publishes in the current (not yet polled) batch.
@@ -151,6 +148,9 @@ pub(super) struct Pipeline {
     /// Packets polled behind the commit in flight (they follow its packets), and their link.
     gathered: Vec<Packet>,
     gathered_link_gen: u64,
+    /// The lists of the last commit, emptied and kept for the next one with their memory:
+    /// lists grown anew for each commit cost allocations per message.
+    spare: (Vec<Packet>, Vec<Waiter>),
     /// Per slot, the last output polled.
     polled: Vec<u64>,
     /// A commit failed: the store refuses writes until it is reopened.
@@ -172,6 +172,7 @@ impl Pipeline {
             commit: None,
             read: None,
             waiters: Vec::new(),
+            spare: (Vec::new(), Vec::new()),
             batch_publishes: 0,
             deferred: Vec::new(),
             deferred_since: None,
@@ -257,10 +258,7 @@ impl Pipeline {
     /// Resolves when the queue read in flight returns; never without one.
     pub(super) async fn read_done(&mut self) -> ReadResult {
         match self.read.as_mut() {
-            Some((slot, task)) => {
-                let result = task.await;
-                (*slot, result)
-            }
+            Some((slot, call)) => (*slot, call.answer("queue read").await),
             None => std::future::pending().await,
         }
     }
@@ -274,9 +272,9 @@ impl Pipeline {
             return false;
         };
         let store = self.store.clone();
-        let task =
-            tokio::spawn(async move { store.read_queue(&key, read.from, read.window).await });
-        self.read = Some((index, task));
+        let call =
+            StoreCall::new(async move { store.read_queue(&key, read.from, read.window).await });
+        self.read = Some((index, call));
         true
     }
 
@@ -292,7 +290,7 @@ impl Pipeline {
     /// Resolves when the commit in flight returns; never without one.
     pub(super) async fn done(&mut self) -> CommitResult {
         match self.commit.as_mut() {
-            Some(commit) => (&mut commit.task).await,
+            Some(commit) => commit.call.answer("commit").await,
             None => std::future::pending().await,
         }
     }
@@ -375,7 +373,7 @@ impl Pipeline {
             .committed_publishes
             .fetch_add(publishes, Ordering::Relaxed);
         let store = self.store.clone();
-        let task = tokio::spawn(async move {
+        let call = StoreCall::new(async move {
             if atomic {
                 return store.commit_sessions(batches).await;
             }
@@ -385,10 +383,10 @@ impl Pipeline {
             Ok(())
         });
         self.commit = Some(CommitInFlight {
-            task,
-            sends: std::mem::take(&mut self.gathered),
+            call,
+            sends: std::mem::replace(&mut self.gathered, std::mem::take(&mut self.spare.0)),
             link_gen: self.gathered_link_gen,
-            waiters: std::mem::take(&mut self.waiters),
+            waiters: std::mem::replace(&mut self.waiters, std::mem::take(&mut self.spare.1)),
             started: now,
             publishes,
             generations: self.polled.clone(),
@@ -401,14 +399,10 @@ impl Pipeline {
     /// stops).
     pub(super) async fn fail_all(&mut self) {
         let stopped = || ClientError::Stopped;
-        // Aborted, then awaited: a task ends (and lets go of the store) only once it is.
-        if let Some((_, read)) = self.read.take() {
-            read.abort();
-            let _ = read.await;
-        }
+        // Dropped: a call ends, and lets go of the store, as it drops.
+        self.read = None;
         if let Some(commit) = self.commit.take() {
-            commit.task.abort();
-            let _ = commit.task.await;
+            drop(commit.call);
             commit.waiters.into_iter().for_each(|w| w.fail(stopped));
             // It may have been applied or not: the store says after a restart.
             commit
@@ -498,24 +492,13 @@ impl Driver {
             latency_us = done.started.elapsed().as_micros() as u64,
             "store commit"
         );
-        let error = match result {
-            Ok(Ok(())) => None,
-            Ok(Err(e)) => Some(e),
-            Err(join) => Some(StoreError::Backend {
-                backend: "commit task",
-                message: join.to_string(),
-                source: None,
-            }),
-        };
-        match error {
+        match result.err() {
             None => {
                 self.metrics
                     .committed(done.started.elapsed(), done.publishes);
-                let cancelled: Vec<Cancelled> = done
-                    .waiters
-                    .into_iter()
-                    .filter_map(Waiter::succeed)
-                    .collect();
+                let mut waiters = done.waiters;
+                let cancelled: Vec<Cancelled> =
+                    waiters.drain(..).filter_map(Waiter::succeed).collect();
                 let mut sends = done.sends;
                 for publish in cancelled {
                     // Durable now, but not yet sent: taken back, its record removed next.
@@ -528,6 +511,8 @@ impl Driver {
                 if done.link_gen == self.wire.generation() {
                     self.write(&mut sends);
                 }
+                sends.clear();
+                self.pipeline.spare = (sends, waiters);
                 // Everything deferred when it started was in it.
                 for (slot, generation) in self.slots.iter_mut().zip(done.generations) {
                     slot.session.durable(generation);
@@ -558,12 +543,8 @@ impl Driver {
     pub(super) async fn on_queue_read(&mut self, (slot, result): ReadResult) {
         self.pipeline.read = None;
         let records = match result {
-            Ok(Ok(records)) => records,
-            Ok(Err(e)) => return self.read_failed(StopReason::Store(Arc::new(e))).await,
-            Err(join) => {
-                let failed = StoreError::backend("queue read task", join);
-                return self.read_failed(StopReason::Store(Arc::new(failed))).await;
-            }
+            Ok(records) => records,
+            Err(e) => return self.read_failed(StopReason::Store(Arc::new(e))).await,
         };
         let taken = match self.slots.get_mut(slot) {
             Some(s) => s.session.queue_read(records),

@@ -1,7 +1,7 @@
 //! Publishes from the application: admission to the durable queue (wait or fail when it is
 //! full), acceptance by the session, and the deliveries that resolve on PUBACK or PUBCOMP.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::Ordering;
 
 use tokio::sync::oneshot;
@@ -25,8 +25,10 @@ pub(super) struct Publishes {
     /// Publishers waiting for room in the durable queue (`QueuePolicy::Wait`), with the
     /// message each one forwards, if any.
     parked: VecDeque<(Publish, Reply<Delivery>, Option<Forwarding>)>,
-    /// Accepted QoS 1/2 publishes, by slot and id, awaiting PUBACK or PUBCOMP.
-    deliveries: HashMap<(usize, PublishId), oneshot::Sender<Outcome>>,
+    /// Accepted QoS 1/2 publishes, by slot and id, awaiting PUBACK or PUBCOMP. Ordered: ids
+    /// grow, so entries are added at one end and mostly answered at the other, without
+    /// hashing each key twice.
+    deliveries: BTreeMap<(usize, PublishId), oneshot::Sender<Outcome>>,
     /// How many deliveries there were after the last sweep of those nobody awaits.
     swept_at: usize,
 }
@@ -48,9 +50,6 @@ impl Publishes {
         self.deliveries.insert((slot, id), tx);
         if self.deliveries.len() >= self.swept_at.max(SWEEP_FLOOR) * 2 {
             self.deliveries.retain(|_, tx| !tx.is_closed());
-            if self.deliveries.capacity() > self.deliveries.len() * 4 {
-                self.deliveries.shrink_to_fit();
-            }
             self.swept_at = self.deliveries.len();
         }
     }
@@ -78,7 +77,7 @@ impl Publishes {
     /// The client stops: every delivery still awaited resolves `Stopped` (it resumes from the
     /// store on the next start), every waiting publisher gets `Stopped`.
     pub(super) fn stop(&mut self) {
-        for (_, tx) in self.deliveries.drain() {
+        for (_, tx) in std::mem::take(&mut self.deliveries) {
             let _ = tx.send(Err(DeliveryError::Stopped));
         }
         self.refuse_parked();

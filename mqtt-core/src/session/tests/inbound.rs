@@ -409,7 +409,7 @@ fn the_default_maximum_packet_size_is_announced_and_enforced() {
         Some(DEFAULT_MAXIMUM_PACKET_SIZE)
     );
     // A PUBLISH header claiming 256 MiB is refused before its body is buffered.
-    let mut claim = BytesMut::from(&[0x30u8, 0xff, 0xff, 0xff, 0x7f][..]);
+    let mut claim = bytes::BytesMut::from(&[0x30u8, 0xff, 0xff, 0xff, 0x7f][..]);
     let error = session.codec().decode(&mut claim).unwrap_err();
     assert_eq!(error.violation.reason_code(), ReasonCode::PacketTooLarge);
 }

@@ -483,7 +483,7 @@ fn a_topic_alias_is_used_only_where_the_packet_still_fits() {
     let sent = h.flush();
     let codec = h.session.codec();
     for packet in &sent {
-        codec.encode(packet, &mut BytesMut::new()).unwrap();
+        codec.encode(packet, &mut bytes::BytesMut::new()).unwrap();
     }
     assert!(
         matches!(&sent[..], [Packet::Publish(p)] if p.properties.topic_alias.is_none()),
