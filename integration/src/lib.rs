@@ -24,6 +24,7 @@ mod arrivals;
 #[doc = include_str!("../../README.md")]
 pub struct ReadmeDoctests;
 
+pub mod clients;
 pub mod crash_batches;
 pub mod mosquitto;
 pub mod mosquitto_sub;

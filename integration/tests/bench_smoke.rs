@@ -1,6 +1,6 @@
 //! The end-to-end benchmark in its smoke mode (tiny counts): it must run to the end and print
-//! every table. No number is checked; BENCHMARKS.md holds the real runs.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! every table. No rate is checked (BENCHMARKS.md holds the real runs); counts that say a row worked are.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::process::Command;
 
@@ -86,4 +86,16 @@ fn the_sessions_table_runs_every_row() {
     ] {
         assert!(text.contains(row), "{row} missing:\n{text}");
     }
+}
+
+#[test]
+fn the_tls_reconnection_row_runs_and_resumes_every_session() {
+    let text = run_bench(&["tls", "5"]);
+    // reconnections | p50 | p99 | client CPU | broker CPU | handshakes | resumed
+    let row = text
+        .lines()
+        .find(|l| l.starts_with("| 5 |"))
+        .unwrap_or_else(|| panic!("no row for 5 reconnections:\n{text}"));
+    let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+    assert_eq!(cells.get(6..8), Some(&["5", "5"][..]), "{row}");
 }

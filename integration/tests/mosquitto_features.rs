@@ -1,5 +1,6 @@
 //! Every client feature against a real mosquitto (each test its own broker on a free port),
 //! some through the fault proxy, and interoperability with `mosquitto_pub` / `mosquitto_sub`.
+//! TLS is in `tls.rs`.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -12,47 +13,17 @@ use std::net::SocketAddr;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use integration::clients::{WAIT, client, event, recv};
 use integration::mosquitto::{Mosquitto, MosquittoConfig, free_port};
 use integration::proxy::{Fault, FaultProxy};
-use mooring::client::Events;
-use mooring::client::{ClientBuilder, ConnectError, ConnectionLoss, Messages, TlsOptions};
+use mooring::client::{ConnectError, ConnectionLoss};
 use mooring::packet::{Publish, SubscribeProperties, Subscription, UserProperty, Will};
 use mooring::store::MemoryStore;
 use mooring::{Client, ClientError, ClientEvent, QoS, ReasonCode};
 use tokio::time::timeout;
 
-const WAIT: Duration = Duration::from_secs(10);
-
-fn client(url: &str, id: &str) -> ClientBuilder {
-    Client::builder()
-        .server(url)
-        .client_id(id)
-        .store(MemoryStore::default())
-        .reconnect(integration::fast_backoff())
-}
-
 fn proxy_to(broker: &Mosquitto) -> FaultProxy {
     FaultProxy::start(SocketAddr::from(([127, 0, 0, 1], broker.port()))).unwrap()
-}
-
-async fn recv(messages: &mut Messages) -> mooring::Message {
-    timeout(WAIT, messages.recv())
-        .await
-        .expect("a message in time")
-        .expect("the client runs")
-}
-
-async fn event(events: &mut Events, want: impl Fn(&ClientEvent) -> bool) -> ClientEvent {
-    timeout(WAIT, async {
-        loop {
-            let e = events.recv().await.expect("events");
-            if want(&e) {
-                return e;
-            }
-        }
-    })
-    .await
-    .expect("the event in time")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -434,60 +405,6 @@ async fn subscription_identifiers_come_back_on_messages() {
     timeout(WAIT, d).await.unwrap().unwrap();
     let m = recv(&mut inbox).await;
     assert_eq!(m.publish().properties.subscription_identifiers, vec![7]);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tls_with_the_right_ca_a_wrong_ca_and_a_client_certificate() {
-    let broker = Mosquitto::with_config(&MosquittoConfig {
-        tls: true,
-        ..MosquittoConfig::default()
-    })
-    .unwrap();
-    let pki = broker.pki().unwrap().clone();
-    let url = broker.tls_url().unwrap();
-    let (c, _m) = client(&url, "tls")
-        .tls(TlsOptions::with_ca_file(&pki.ca).unwrap())
-        .connect()
-        .await
-        .unwrap();
-    timeout(
-        WAIT,
-        c.publish("t/x", "secure", QoS::AtLeastOnce).await.unwrap(),
-    )
-    .await
-    .unwrap()
-    .unwrap();
-    c.disconnect().await.unwrap();
-
-    let other = integration::pki::Pki::generate(broker.dir(), "other").unwrap();
-    let wrong = client(&url, "tls-wrong")
-        .tls(TlsOptions::with_ca_file(&other.ca).unwrap())
-        .connect()
-        .await;
-    assert!(
-        matches!(wrong, Err(ClientError::Connect(ConnectError::Transport(_)))),
-        "{wrong:?}"
-    );
-
-    let strict = Mosquitto::with_config(&MosquittoConfig {
-        tls: true,
-        require_client_certificate: true,
-        ..MosquittoConfig::default()
-    })
-    .unwrap();
-    let pki = strict.pki().unwrap().clone();
-    let url = strict.tls_url().unwrap();
-    let without = client(&url, "no-cert")
-        .tls(TlsOptions::with_ca_file(&pki.ca).unwrap())
-        .connect()
-        .await;
-    assert!(without.is_err(), "mosquitto requires a client certificate");
-    let with = TlsOptions::with_ca_file(&pki.ca)
-        .unwrap()
-        .client_certificate_files(&pki.client_cert, &pki.client_key)
-        .unwrap();
-    let (c, _m) = client(&url, "cert").tls(with).connect().await.unwrap();
-    c.disconnect().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

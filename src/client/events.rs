@@ -295,6 +295,11 @@ pub struct Stats {
     pub committed_publishes: u64,
     /// Successful connections.
     pub connections: u64,
+    /// TLS handshakes completed (connections over `mqtts://` and `wss://`).
+    pub tls_handshakes: u64,
+    /// Those of them that resumed the TLS session of an earlier connection (a session
+    /// ticket) instead of a full handshake: a reconnection costs the server less.
+    pub tls_resumed: u64,
     /// Requests ([`Client::request`](super::Client::request)) waiting for their response.
     pub responses_awaited: u64,
 }
@@ -335,6 +340,8 @@ pub(crate) struct StatsCell {
     pub(crate) committed_ops: AtomicU64,
     pub(crate) committed_publishes: AtomicU64,
     pub(crate) connections: AtomicU64,
+    pub(crate) tls_handshakes: AtomicU64,
+    pub(crate) tls_resumed: AtomicU64,
     pub(crate) responses_awaited: AtomicU64,
 }
 
@@ -365,6 +372,8 @@ impl StatsCell {
             committed_ops: get(&self.committed_ops),
             committed_publishes: get(&self.committed_publishes),
             connections: get(&self.connections),
+            tls_handshakes: get(&self.tls_handshakes),
+            tls_resumed: get(&self.tls_resumed),
             responses_awaited: get(&self.responses_awaited),
         }
     }

@@ -15,6 +15,7 @@
 //! | `mooring_connection_attempts_total` | counter | connection attempts started | `ClientEvent::ConnectFailed`, `Connected` |
 //! | `mooring_connection_failures_total` | counter | failed attempts, label `reason` ([`ConnectError::kind`](super::ConnectError::kind)) | `ClientEvent::ConnectFailed` |
 //! | `mooring_reconnects_total` | counter | connections made after the first | `connections` |
+//! | `mooring_tls_handshakes_total` | counter | TLS handshakes, label `reason`: `full`, or `resumed` (a reconnection that resumed the last TLS session) | `tls_handshakes`, `tls_resumed` |
 //! | `mooring_queued_dropped_total` | counter | queued messages dropped unsent to make room (`QueuePolicy::DropOldest`) | `dropped_oldest` |
 //! | `mooring_queued_expired_total` | counter | queued messages whose Message Expiry Interval ran out unsent | `expired`, `ClientEvent::MessageExpired` |
 //! | `mooring_dropped_unacked_total` | counter | messages the application dropped without acking them | `dropped_unacked` |
@@ -67,6 +68,8 @@ pub const PUBLISHES_REFUSED: &str = "mooring_publishes_refused_total";
 pub const CONNECTION_ATTEMPTS: &str = "mooring_connection_attempts_total";
 /// `mooring_connection_failures_total`.
 pub const CONNECTION_FAILURES: &str = "mooring_connection_failures_total";
+/// `mooring_tls_handshakes_total`.
+pub const TLS_HANDSHAKES: &str = "mooring_tls_handshakes_total";
 /// `mooring_dropped_unacked_total`.
 pub const DROPPED_UNACKED: &str = "mooring_dropped_unacked_total";
 /// `mooring_commit_failures_total`.
@@ -190,6 +193,7 @@ fn describe() {
         "Messages the application dropped without acking"
     );
     describe_counter!(COMMIT_FAILURES, "Store commits that failed");
+    describe_counter!(TLS_HANDSHAKES, "TLS handshakes, full or resumed");
     describe_gauge!(
         OLDEST_QUEUED_AGE,
         Unit::Seconds,
@@ -312,6 +316,11 @@ impl Metrics {
     }
 
     /// A publish was refused for `reason`; nothing was stored.
+    /// A TLS handshake completed: `resumed` a session of an earlier connection, or not.
+    pub(crate) fn tls_handshake(&self, resumed: bool) {
+        self.count_by_reason(TLS_HANDSHAKES, if resumed { "resumed" } else { "full" });
+    }
+
     pub(crate) fn publish_refused(&self, reason: &'static str) {
         self.count_by_reason(PUBLISHES_REFUSED, reason);
     }

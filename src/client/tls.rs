@@ -1,7 +1,7 @@
 //! TLS settings for `mqtts://` and `wss://` (feature `tls`), through rustls.
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use rustls::RootCertStore;
 use rustls::pki_types::pem::PemObject;
@@ -34,6 +34,10 @@ pub struct TlsOptions {
     /// Where the settings came from, to write them back ([`TlsOptions::config`]); `None` for a
     /// rustls configuration given whole.
     described: Option<TlsConfig>,
+    /// The rustls configuration, built at its first use and shared by the clones (every
+    /// connection attempt uses a clone): its session cache then lets a reconnection resume
+    /// the TLS session of the last connection instead of a full handshake.
+    built: Arc<OnceLock<Arc<rustls::ClientConfig>>>,
 }
 
 impl std::fmt::Debug for TlsOptions {
@@ -72,8 +76,20 @@ fn certificates(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     Ok(certs)
 }
 
+/// The options of a server without TLS settings of its own: the system's roots, read once per
+/// process (at the first connection that needs them) rather than at every attempt.
+pub(crate) fn system_default() -> Result<TlsOptions, TlsError> {
+    static SYSTEM: OnceLock<TlsOptions> = OnceLock::new();
+    if let Some(options) = SYSTEM.get() {
+        return Ok(options.clone());
+    }
+    // A failure is not kept: roots installed later are found by the next attempt.
+    let options = TlsOptions::system_roots()?;
+    Ok(SYSTEM.get_or_init(|| options).clone())
+}
+
 impl TlsOptions {
-    /// Trust the operating system's root certificates.
+    /// Trust the operating system's root certificates (read from disk now).
     pub fn system_roots() -> Result<Self, TlsError> {
         let loaded = rustls_native_certs::load_native_certs();
         let mut roots = RootCertStore::empty();
@@ -127,6 +143,7 @@ impl TlsOptions {
             server_name: None,
             alpn: Vec::new(),
             described: None,
+            built: Arc::default(),
         }
     }
 
@@ -184,6 +201,7 @@ impl TlsOptions {
             server_name: None,
             alpn: Vec::new(),
             described: Some(described),
+            built: Arc::default(),
         }
     }
 
@@ -192,6 +210,7 @@ impl TlsOptions {
         let key = PrivateKeyDer::from_pem_slice(key)
             .map_err(|e| TlsError::Pem(format!("bad private key PEM: {e}")))?;
         self.client_auth = Some((chain, Arc::new(key)));
+        self.built = Arc::default();
         // Fail now rather than at the first connection.
         self.client_config()?;
         Ok(())
@@ -244,6 +263,7 @@ impl TlsOptions {
         protocols: impl IntoIterator<Item = S>,
     ) -> Self {
         self.alpn = protocols.into_iter().map(Into::into).collect();
+        self.built = Arc::default();
         if let Some(d) = &mut self.described {
             d.alpn = self.alpn.clone();
         }
@@ -254,10 +274,19 @@ impl TlsOptions {
         self.server_name.as_deref().unwrap_or(host)
     }
 
+    /// The rustls configuration, built once for these options and their clones.
     pub(crate) fn client_config(&self) -> Result<Arc<rustls::ClientConfig>, TlsError> {
         if let Some(custom) = &self.custom {
             return Ok(custom.clone());
         }
+        if let Some(built) = self.built.get() {
+            return Ok(built.clone());
+        }
+        let config = self.build_config()?;
+        Ok(self.built.get_or_init(|| config).clone())
+    }
+
+    fn build_config(&self) -> Result<Arc<rustls::ClientConfig>, TlsError> {
         let builder = rustls::ClientConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()?
             .with_root_certificates(self.roots.clone());
@@ -267,5 +296,29 @@ impl TlsOptions {
         };
         config.alpn_protocols = self.alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
         Ok(Arc::new(config))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn clones_share_one_configuration_until_a_setting_changes() {
+        let ca = rcgen::generate_simple_self_signed(vec!["localhost".into()])
+            .unwrap()
+            .cert
+            .pem();
+        let first = TlsOptions::with_ca_pem(ca.as_bytes()).unwrap();
+        let clone = first.clone();
+        let built = first.client_config().unwrap();
+        assert!(Arc::ptr_eq(&built, &clone.client_config().unwrap()));
+        let changed = clone.alpn_protocols(["mqtt"]);
+        let rebuilt = changed.client_config().unwrap();
+        assert!(!Arc::ptr_eq(&built, &rebuilt));
+        assert_eq!(rebuilt.alpn_protocols, vec![b"mqtt".to_vec()]);
+        assert!(Arc::ptr_eq(&built, &first.client_config().unwrap()));
     }
 }

@@ -85,7 +85,8 @@ pub enum TransportError {
 #[derive(Clone, Default)]
 #[non_exhaustive]
 pub struct TransportOptions {
-    /// TLS settings for `mqtts://` and `wss://`; the system's roots when `None`.
+    /// TLS settings for `mqtts://` and `wss://`; the system's roots when `None` (read once
+    /// per process, at the first connection that needs them).
     #[cfg(feature = "tls")]
     pub tls: Option<TlsOptions>,
     /// HTTP headers added to the WebSocket upgrade request (an authorization token, ...).
@@ -227,12 +228,27 @@ fn poll_stream(
     Poll::Pending
 }
 
+/// How a connection's TLS handshake went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Handshake {
+    /// A new TLS session: certificates sent and verified, keys agreed from scratch.
+    Full,
+    /// A session of an earlier connection resumed (a ticket): no certificates, less work.
+    Resumed,
+}
+
+/// An open stream, and its TLS handshake (`None` without TLS).
+pub(crate) struct Opened {
+    pub(crate) link: Link,
+    pub(crate) tls: Option<Handshake>,
+}
+
 /// Opens the stream for `server`: the connector's or TCP, then TLS, then WebSocket, by scheme.
 pub(crate) async fn open(
     server: &ServerUrl,
     options: &TransportOptions,
     connector: Option<&dyn Connector>,
-) -> Result<Link, TransportError> {
+) -> Result<Opened, TransportError> {
     let name = server.to_string();
     let io_error = |source| TransportError::Io {
         server: name.clone(),
@@ -249,21 +265,28 @@ pub(crate) async fn open(
             Box::new(tcp)
         }
     };
-    let stream = if server.scheme().is_tls() {
-        tls_wrap(server, options, stream).await?
+    let (stream, tls) = if server.scheme().is_tls() {
+        let (stream, handshake) = tls_wrap(server, options, stream).await?;
+        (stream, Some(handshake))
     } else {
-        stream
+        (stream, None)
     };
     if server.scheme().is_websocket() {
         #[cfg(feature = "websocket")]
-        return ws::handshake(server, options, stream).await;
+        return Ok(Opened {
+            link: ws::handshake(server, options, stream).await?,
+            tls,
+        });
         #[cfg(not(feature = "websocket"))]
         return Err(TransportError::FeatureMissing {
             server: name,
             feature: "websocket",
         });
     }
-    Ok(Link::Stream(stream))
+    Ok(Opened {
+        link: Link::Stream(stream),
+        tls,
+    })
 }
 
 #[cfg(feature = "tls")]
@@ -271,14 +294,14 @@ async fn tls_wrap(
     server: &ServerUrl,
     options: &TransportOptions,
     stream: Box<dyn AsyncStream>,
-) -> Result<Box<dyn AsyncStream>, TransportError> {
+) -> Result<(Box<dyn AsyncStream>, Handshake), TransportError> {
     let fail = |why: String| TransportError::Tls {
         server: server.to_string(),
         why,
     };
     let tls = match &options.tls {
         Some(tls) => tls.clone(),
-        None => TlsOptions::system_roots().map_err(|e| fail(described(&e)))?,
+        None => super::tls::system_default().map_err(|e| fail(described(&e)))?,
     };
     let config = tls.client_config().map_err(|e| fail(described(&e)))?;
     let name = rustls::pki_types::ServerName::try_from(tls.name_for(server.host()).to_owned())
@@ -288,7 +311,11 @@ async fn tls_wrap(
         .connect(name, stream)
         .await
         .map_err(|e| fail(described(&e)))?;
-    Ok(Box::new(stream))
+    let handshake = match stream.get_ref().1.handshake_kind() {
+        Some(rustls::HandshakeKind::Resumed) => Handshake::Resumed,
+        _ => Handshake::Full,
+    };
+    Ok((Box::new(stream), handshake))
 }
 
 #[cfg(not(feature = "tls"))]
@@ -296,7 +323,7 @@ async fn tls_wrap(
     server: &ServerUrl,
     _options: &TransportOptions,
     _stream: Box<dyn AsyncStream>,
-) -> Result<Box<dyn AsyncStream>, TransportError> {
+) -> Result<(Box<dyn AsyncStream>, Handshake), TransportError> {
     Err(TransportError::FeatureMissing {
         server: server.to_string(),
         feature: "tls",

@@ -3,6 +3,7 @@
 //! Reading and writing are in io.rs.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
@@ -12,7 +13,7 @@ use super::super::attempt::ConnectAttempt;
 use super::super::clock;
 use super::super::error::{ClientError, ConnectError, ConnectionLoss, ProtocolError, StopReason};
 use super::super::events::{ClientEvent, ReconnectReason};
-use super::super::transport::{self, BoxFuture, Link};
+use super::super::transport::{self, BoxFuture, Handshake, Link};
 use super::Driver;
 use crate::packet::ReasonCode;
 use crate::session::{ConnectCredentials, ConnectPacketError, Event, ProtocolViolation, Session};
@@ -68,6 +69,8 @@ enum Phase {
 /// An open stream, and the credentials the hook settled on for its CONNECT.
 pub(super) struct Dialed {
     link: Link,
+    /// Its TLS handshake, if any.
+    tls: Option<Handshake>,
     credentials: ConnectCredentials,
 }
 
@@ -223,9 +226,10 @@ impl Driver {
                     .map_err(|e| ConnectError::Hook(Arc::from(e)))?,
                 None => attempt,
             };
-            let link = transport::open(attempt.server(), &attempt.transport, connector.as_deref())
-                .await
-                .map_err(|e| ConnectError::Transport(Arc::new(e)))?;
+            let opened =
+                transport::open(attempt.server(), &attempt.transport, connector.as_deref())
+                    .await
+                    .map_err(|e| ConnectError::Transport(Arc::new(e)))?;
             // Last, right before CONNECT: a process fenced meanwhile never sends it.
             if let Some(key) = key {
                 store
@@ -234,7 +238,8 @@ impl Driver {
                     .map_err(|e| ConnectError::Ownership(Arc::new(e)))?;
             }
             Ok(Dialed {
-                link,
+                link: opened.link,
+                tls: opened.tls,
                 credentials: ConnectCredentials {
                     username: attempt.username,
                     password: attempt.password,
@@ -267,6 +272,14 @@ impl Driver {
                 ConnectPacketError::Auth(e) => ConnectError::Auth(e),
                 other => ConnectError::Protocol(ProtocolError::InvalidConnect(Arc::new(other))),
             });
+        }
+        if let Some(handshake) = dialed.tls {
+            let resumed = handshake == Handshake::Resumed;
+            self.stats.tls_handshakes.fetch_add(1, Ordering::Relaxed);
+            self.stats
+                .tls_resumed
+                .fetch_add(u64::from(resumed), Ordering::Relaxed);
+            self.metrics.tls_handshake(resumed);
         }
         self.wire.attach(dialed.link);
         self.conn.phase = Phase::AwaitConnAck { deadline };

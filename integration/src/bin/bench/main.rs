@@ -27,6 +27,7 @@ mod postgres;
 mod queue;
 mod receive;
 mod sessions;
+mod tls;
 mod windows;
 
 use std::collections::HashMap;
@@ -584,6 +585,7 @@ fn main() -> ExitCode {
                 tokio::task::spawn_blocking(move || sessions::run(count, pace)).await?
             }
             Some("chart") => chart::from_args(args.get(1..).unwrap_or_default()),
+            Some("tls") => tls::run(args.get(1).map_or(Ok(200), |v| v.parse())?).await,
             Some("windows") => {
                 let count = args.get(1).map_or(Ok(32_000), |v| v.parse())?;
                 let runs = args.get(2).map_or(Ok(3), |v| v.parse())?;
