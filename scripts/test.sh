@@ -7,10 +7,12 @@ cd "$(dirname "$0")/.."
 
 step() { printf '\n==> %s\n' "$*"; }
 
-# The tests against a real broker spawn their own mosquitto, and those of the PostgreSQL store
-# their own PostgreSQL.
+# The tests against a real broker spawn their own mosquitto, those of the PostgreSQL store
+# their own PostgreSQL, and those of proxies their own tinyproxy and microsocks.
 bash scripts/install-mosquitto.sh
 bash scripts/install-postgres.sh
+# The proxy tests go through real proxies: tinyproxy and microsocks.
+bash scripts/install-proxies.sh
 
 step "cargo fmt --all -- --check"
 cargo fmt --all -- --check

@@ -5,7 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use bytes::Bytes;
-use mooring::client::{ClientConfig, Property, TlsConfig, TransportOptions};
+use mooring::client::{ClientConfig, Property, Proxy, ProxyConfig, TlsConfig, TransportOptions};
 use mooring::packet::{
     Auth, AuthProperties, ConnAck, ConnAckProperties, Connect, ConnectProperties, Packet,
     ReasonCode,
@@ -92,6 +92,16 @@ fn client_settings_hide_passwords_header_values_and_keys() {
         .push(("Authorization".into(), SECRET.into()));
     let printed = format!("{transport:?}");
     assert!(!printed.contains(SECRET), "TransportOptions: {printed}");
+
+    let proxy = Proxy::parse(&format!("http://gw:{SECRET}@proxy:3128")).unwrap();
+    assert_hidden("Proxy", format!("{proxy:?}"));
+    assert!(!proxy.to_string().contains(SECRET), "{proxy}");
+    transport.proxy = Some(proxy.clone());
+    assert_hidden("TransportOptions with a proxy", format!("{transport:?}"));
+    let mut proxy_config = ProxyConfig::default();
+    proxy_config.url = format!("http://gw:{SECRET}@proxy:3128");
+    proxy_config.password = Some(SECRET.into());
+    assert_hidden("ProxyConfig", format!("{proxy_config:?}"));
 
     let mut tls = TlsConfig::default();
     tls.client_key_pem = Some(SECRET.into());

@@ -32,6 +32,7 @@ pub mod pki;
 pub mod postgres;
 mod proc_stat;
 pub mod proxy;
+pub mod proxy_servers;
 pub mod wire;
 
 pub use proc_stat::process_cpu_seconds;

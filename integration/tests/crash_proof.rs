@@ -34,6 +34,7 @@ use std::time::{Duration, Instant};
 
 use integration::mosquitto::{Mosquitto, MosquittoConfig};
 use integration::proxy::FaultProxy;
+use integration::proxy_servers::{ProxyProgram, ProxyServer};
 use integration::{Arrivals, ledger, wait_until};
 use mooring::packet::ProtocolVersion;
 use mooring::store::MemoryStore;
@@ -78,6 +79,9 @@ struct Variant {
     queue_window: Option<usize>,
     /// The broker's `max_inflight_messages` (its Receive Maximum).
     broker_window: u16,
+    /// The gateway reaches the network through a SOCKS5 proxy (microsocks) that the
+    /// environment names (`all_proxy`, read by `proxy_from_env`).
+    through_proxy: bool,
 }
 
 impl Variant {
@@ -86,6 +90,7 @@ impl Variant {
             protocol,
             queue_window: None,
             broker_window: BROKER_WINDOW,
+            through_proxy: false,
         }
     }
 }
@@ -104,6 +109,7 @@ fn spawn_gateway(
     qos: u8,
     per_task: u64,
     variant: Variant,
+    socks: Option<&ProxyServer>,
 ) -> Gateway {
     let version = match variant.protocol {
         ProtocolVersion::V311 => "3.1.1",
@@ -113,7 +119,17 @@ fn spawn_gateway(
         .queue_window
         .map(|w| w.to_string())
         .unwrap_or_default();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_gateway_child"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_gateway_child"));
+    // Only the proxy this test names, whatever the machine's environment says.
+    for name in ["http_proxy", "https_proxy", "all_proxy", "no_proxy"] {
+        command.env_remove(name).env_remove(name.to_uppercase());
+    }
+    if let Some(socks) = socks {
+        command
+            .env("all_proxy", socks.url("socks5h"))
+            .env("GATEWAY_PROXY_FROM_ENV", "1");
+    }
+    let mut child = command
         .env("MQTT_VERSION", version)
         .env("QUEUE_WINDOW", window)
         .arg(store)
@@ -203,6 +219,9 @@ async fn prove(store: &str, qos: QoS, kills: u32, seed: u64, variant: Variant) -
     })
     .unwrap();
     let proxy = FaultProxy::start(SocketAddr::from(([127, 0, 0, 1], broker.port()))).unwrap();
+    let socks = variant
+        .through_proxy
+        .then(|| ProxyServer::start(ProxyProgram::Microsocks, None).unwrap());
     let fast = integration::fast_backoff();
 
     // The independent subscriber: a session of its own straight to the broker.
@@ -214,7 +233,15 @@ async fn prove(store: &str, qos: QoS, kills: u32, seed: u64, variant: Variant) -
     let per_task = PER_TASK_PER_KILL * u64::from(kills.max(1));
     let inbound = INBOUND_PER_KILL * u64::from(kills.max(1));
     report.expected = u64::from(TASKS) * per_task;
-    let mut gateway = spawn_gateway(store, dir.path(), &proxy.url(), qos_n, per_task, variant);
+    let mut gateway = spawn_gateway(
+        store,
+        dir.path(),
+        &proxy.url(),
+        qos_n,
+        per_task,
+        variant,
+        socks.as_ref(),
+    );
     let subscribed = gateway.subscribed.clone();
     wait_until("the first subscription", Duration::from_secs(20), || {
         subscribed.load(Ordering::SeqCst)
@@ -270,7 +297,15 @@ async fn prove(store: &str, qos: QoS, kills: u32, seed: u64, variant: Variant) -
             });
             report.broker_restarts += 1;
         }
-        gateway = spawn_gateway(store, dir.path(), &proxy.url(), qos_n, per_task, variant);
+        gateway = spawn_gateway(
+            store,
+            dir.path(),
+            &proxy.url(),
+            qos_n,
+            per_task,
+            variant,
+            socks.as_ref(),
+        );
     }
 
     // The last run finishes the work and stops cleanly.
@@ -412,6 +447,14 @@ async fn prove(store: &str, qos: QoS, kills: u32, seed: u64, variant: Variant) -
         }
     }
     println!("{report:?}");
+    if let Some(socks) = &socks {
+        assert!(
+            socks.tunnels() > report.kills as usize,
+            "every gateway run went through the proxy: {} tunnels for {} runs",
+            socks.tunnels(),
+            report.kills + 1
+        );
+    }
     report
 }
 
@@ -524,9 +567,8 @@ async fn redb_qos2_exactly_once_with_the_queue_read_back_from_the_store() {
     exactly_once(
         "redb",
         Variant {
-            protocol: version(),
             queue_window: Some(2),
-            broker_window: BROKER_WINDOW,
+            ..Variant::of(version())
         },
     )
     .await;
@@ -537,9 +579,8 @@ async fn sled_qos2_exactly_once_with_the_queue_read_back_from_the_store() {
     exactly_once(
         "sled",
         Variant {
-            protocol: version(),
             queue_window: Some(2),
-            broker_window: BROKER_WINDOW,
+            ..Variant::of(version())
         },
     )
     .await;
@@ -570,6 +611,20 @@ async fn sled_qos2_exactly_once_with_a_broker_receive_maximum_of_2() {
         "sled",
         Variant {
             broker_window: 2,
+            ..Variant::of(version())
+        },
+    )
+    .await;
+}
+
+/// The gateway behind a SOCKS5 proxy that the environment names: every connection of every
+/// run goes gateway → microsocks → the fault proxy (cuts) → mosquitto.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redb_qos2_exactly_once_through_a_socks5_proxy_the_environment_names() {
+    exactly_once(
+        "redb",
+        Variant {
+            through_proxy: true,
             ..Variant::of(version())
         },
     )

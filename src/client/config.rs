@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::human;
 use super::policy::{Backoff, QueuePolicy, Redelivery};
 
+mod proxy;
 #[cfg(feature = "toml")]
 pub(crate) mod reference;
 mod secret;
@@ -16,6 +17,8 @@ mod store;
 #[cfg(test)]
 mod tests;
 
+pub use proxy::ProxyConfig;
+pub(crate) use proxy::{configs_of as proxy_configs_of, routes_of as proxy_routes_of};
 pub(crate) use secret::Secret;
 pub use store::{StoreBackend, StoreConfig};
 
@@ -159,6 +162,12 @@ pub struct ClientConfig {
     /// HTTP headers of the WebSocket handshake, in order.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub websocket_headers: Vec<Property>,
+    /// The proxies servers are reached through (`[[proxies]]`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub proxies: Vec<ProxyConfig>,
+    /// Servers without a proxy take the one the environment names (`https_proxy`,
+    /// `http_proxy`, `all_proxy`, `no_proxy`).
+    pub proxy_from_env: bool,
     /// The session store ([`ClientConfig::open_store`]); unset, the application gives one
     /// ([`ClientBuilder::store`](super::ClientBuilder::store)).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -409,6 +418,8 @@ impl Default for ClientConfig {
             channel_capacity: 1024,
             tls: None,
             websocket_headers: Vec::new(),
+            proxies: Vec::new(),
+            proxy_from_env: false,
             password_env: None,
             password_file: None,
             store: None,

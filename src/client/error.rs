@@ -145,10 +145,11 @@ pub enum ConnectError {
 
 impl ConnectError {
     /// A short name of the kind of failure, for logs and metrics (the `reason` label of
-    /// `mooring_connection_failures_total`): `transport`, `closed`, `timeout`, `refused`,
-    /// `protocol`, `hook`, `auth` or `ownership`.
+    /// `mooring_connection_failures_total`): `proxy`, `transport`, `closed`, `timeout`,
+    /// `refused`, `protocol`, `hook`, `auth` or `ownership`.
     pub fn kind(&self) -> &'static str {
         match self {
+            Self::Transport(e) if matches!(**e, TransportError::Proxy { .. }) => "proxy",
             Self::Transport(_) => "transport",
             Self::Closed(_) => "closed",
             Self::Timeout(_) => "timeout",

@@ -94,6 +94,7 @@ mod options;
 mod outgoing;
 mod pace;
 mod policy;
+mod proxy;
 mod publish_options;
 mod router;
 mod settlement;
@@ -114,13 +115,14 @@ pub use message::{Delivery, Message};
 
 pub use attempt::{ConnectAttempt, HookError};
 pub use config::{
-    ClientConfig, ConfigError, ConfigLostSession, ConfigProtocol, Property, QueueWindowConfig,
-    StoreBackend, StoreConfig, TlsConfig, WillConfig,
+    ClientConfig, ConfigError, ConfigLostSession, ConfigProtocol, Property, ProxyConfig,
+    QueueWindowConfig, StoreBackend, StoreConfig, TlsConfig, WillConfig,
 };
 use events::StatsCell;
 pub use options::ClientBuilder;
 pub use pace::ConnectPace;
 pub use policy::{Backoff, Exhausted, QueuePolicy, Redelivery, Refusal};
+pub use proxy::{Proxy, ProxyError, ProxyKind};
 pub use publish_options::PublishOptions;
 pub use router::{Router, topic_matches};
 #[cfg(feature = "tls")]

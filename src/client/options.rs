@@ -7,6 +7,7 @@ use super::attempt::{ConnectAttempt, Hook, HookError};
 use super::event_queue::{EventHub, Events};
 use super::pace::ConnectPace;
 use super::policy::{Backoff, QueuePolicy, Redelivery};
+use super::proxy::ProxyRoutes;
 use super::settlement::AckMode;
 use super::transport::{Connector, TransportOptions};
 use super::url::ServerUrl;
@@ -42,6 +43,8 @@ pub(crate) struct Settings {
     /// client starts (the engine itself then always runs with manual ack).
     pub(crate) manual_ack: bool,
     pub(crate) transport: TransportOptions,
+    /// Proxies of single servers, and whether the environment names one.
+    pub(crate) proxy_routes: ProxyRoutes,
     pub(crate) connector: Option<Arc<dyn Connector>>,
     pub(crate) hook: Option<Hook>,
     pub(crate) authenticator: Option<AuthenticatorFactory>,
@@ -120,6 +123,7 @@ impl Default for ClientBuilder {
                 wall_clock: None,
                 manual_ack: false,
                 transport: TransportOptions::default(),
+                proxy_routes: ProxyRoutes::default(),
                 connector: None,
                 hook: None,
                 authenticator: None,
@@ -430,28 +434,6 @@ impl ClientBuilder {
         self
     }
 
-    /// TLS settings for `mqtts://` and `wss://` (the system's roots without this).
-    #[cfg(feature = "tls")]
-    pub fn tls(mut self, tls: super::tls::TlsOptions) -> Self {
-        self.settings.transport.tls = Some(tls);
-        self
-    }
-
-    /// Adds an HTTP header to the WebSocket upgrade request.
-    pub fn websocket_header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
-        self.settings
-            .transport
-            .websocket_headers
-            .push((name.into(), value.into()));
-        self
-    }
-
-    /// Opens byte streams with `connector` instead of TCP.
-    pub fn connector(mut self, connector: impl Connector) -> Self {
-        self.settings.connector = Some(Arc::new(connector));
-        self
-    }
-
     /// Takes turns with the other clients given clones of `pace` for every connection
     /// attempt: thousands of clients in one process start, and reconnect after a broker
     /// restart, without storming the broker. See [`ConnectPace`].
@@ -585,6 +567,7 @@ impl ClientBuilder {
                 needed_for: server.to_string(),
             });
         }
+        self.settings.proxy_routes.check()?;
         let mut settings = Settings {
             servers,
             ..self.settings.clone()
@@ -611,6 +594,7 @@ impl ClientBuilder {
 }
 
 mod from_config;
+mod transport;
 
 #[cfg(test)]
 mod tests;

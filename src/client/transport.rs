@@ -9,6 +9,7 @@ use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 pub(crate) use super::outgoing::Outgoing;
+use super::proxy::{Proxy, ProxyError};
 #[cfg(feature = "tls")]
 use super::tls::TlsOptions;
 use super::url::ServerUrl;
@@ -70,6 +71,17 @@ pub enum TransportError {
         /// Why.
         why: String,
     },
+    /// The tunnel through the proxy could not be opened.
+    #[error("cannot reach {server} through the proxy {proxy}")]
+    Proxy {
+        /// The server.
+        server: String,
+        /// The proxy (its password never shown).
+        proxy: String,
+        /// Why.
+        #[source]
+        source: ProxyError,
+    },
     /// The address needs a feature this build lacks.
     #[error("{server} needs the `{feature}` feature of mooring")]
     FeatureMissing {
@@ -91,6 +103,9 @@ pub struct TransportOptions {
     pub tls: Option<TlsOptions>,
     /// HTTP headers added to the WebSocket upgrade request (an authorization token, ...).
     pub websocket_headers: Vec<(String, String)>,
+    /// The proxy the connection goes through (TLS and WebSocket run inside its tunnel);
+    /// `None`: straight to the server. Ignored when a [`Connector`] opens the stream.
+    pub proxy: Option<Proxy>,
 }
 
 impl std::fmt::Debug for TransportOptions {
@@ -104,7 +119,9 @@ impl std::fmt::Debug for TransportOptions {
             .iter()
             .map(|(n, _)| n.as_str())
             .collect();
-        s.field("websocket_headers", &names).finish()
+        s.field("websocket_headers", &names)
+            .field("proxy", &self.proxy)
+            .finish()
     }
 }
 
@@ -254,9 +271,21 @@ pub(crate) async fn open(
         server: name.clone(),
         source,
     };
-    let stream: Box<dyn AsyncStream> = match connector {
-        Some(c) => c.connect(server).await.map_err(io_error)?,
-        None => {
+    let stream: Box<dyn AsyncStream> = match (connector, &options.proxy) {
+        (Some(c), _) => c.connect(server).await.map_err(io_error)?,
+        (None, Some(proxy)) => {
+            Box::new(
+                proxy
+                    .tunnel(server)
+                    .await
+                    .map_err(|source| TransportError::Proxy {
+                        server: name.clone(),
+                        proxy: proxy.to_string(),
+                        source,
+                    })?,
+            )
+        }
+        (None, None) => {
             let tcp = tokio::net::TcpStream::connect(server.authority())
                 .await
                 .map_err(io_error)?;

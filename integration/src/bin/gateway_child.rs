@@ -20,6 +20,8 @@
 //!   in-flight window too (a 3.1.1 broker announces none).
 //! - `QUEUE_WINDOW=N` holds at most N queued messages in memory (the rest are read back from
 //!   the store as the queue drains).
+//! - `GATEWAY_PROXY_FROM_ENV=1` reaches the broker through the proxy the environment names
+//!   (`all_proxy`, ...: `ClientBuilder::proxy_from_env`).
 //! - `STORE` `postgres` takes `PATH` as the connection string and `GATEWAY_LEASE_MS` as the
 //!   lease (the failover proof, `tests/failover_proof/`): the gateway waits as a standby
 //!   until it owns the session, then prints `ACTIVE` and reads the ledgers; once another
@@ -210,6 +212,10 @@ async fn run() -> Result<(), Error> {
     }
     if let Some(window) = std::env::var("QUEUE_WINDOW").ok().filter(|v| !v.is_empty()) {
         builder = builder.queue_window(window.parse()?, 1 << 20);
+    }
+    // Behind the proxy the environment names (`all_proxy`, ...).
+    if std::env::var("GATEWAY_PROXY_FROM_ENV").is_ok_and(|v| v == "1") {
+        builder = builder.proxy_from_env(true);
     }
     let (client, messages) = builder
         .server(a.url.clone())

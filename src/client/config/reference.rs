@@ -196,6 +196,16 @@ pub(crate) const KEYS: &[Key] = &[
         "HTTP headers of the WebSocket handshake, in order.",
     ),
     key(
+        "proxies",
+        r#"[{ url = "socks5h://10.0.0.1:1080", username = "gw", password_env = "PROXY_PASSWORD" }]"#,
+        "Proxies the servers are reached through: `url` (`http://` for HTTP CONNECT, `socks5://`, or `socks5h://` where the proxy resolves the server's name), `username`, the password (`password`, `password_env` or `password_file`), and `servers` (the addresses, as in `servers`, that go through it; none: every server no other entry names). TLS and WebSocket run inside the tunnel.",
+    ),
+    key(
+        "proxy_from_env",
+        "true",
+        "Servers without a proxy take the one the environment names, read at each attempt: `https_proxy` for `mqtts://` and `wss://`, `http_proxy` for `mqtt://` and `ws://`, then `all_proxy`; hosts `no_proxy` lists are reached directly.",
+    ),
+    key(
         "will",
         r#"{ topic = "site/status", payload = "offline" }"#,
         "The Will Message (unset: none).",
@@ -299,7 +309,7 @@ pub(crate) const KEYS: &[Key] = &[
     key(
         "tls",
         r#"{ ca_file = "ca.pem" }"#,
-        "TLS for `mqtts://` and `wss://` servers (unset: the system's roots; feature `tls`).",
+        "TLS for `mqtts://` and `wss://` servers (unset: the system's roots, read once per process; feature `tls`). Reconnections resume the last TLS session.",
     ),
     key(
         "tls.ca_file",

@@ -81,7 +81,17 @@ fn everything() -> ClientBuilder {
         .queue_window(512, 1 << 20)
         .inbox_capacity(256)
         .channel_capacity(64)
-        .websocket_header("Authorization", "Bearer t0ken");
+        .websocket_header("Authorization", "Bearer t0ken")
+        .proxy(
+            crate::client::Proxy::parse("http://proxy.plant:3128")
+                .unwrap()
+                .with_credentials("gw", "pr0xy"),
+        )
+        .proxy_for(
+            "mqtt://10.0.0.6:1883",
+            crate::client::Proxy::parse("socks5h://10.0.0.1:1080").unwrap(),
+        )
+        .proxy_from_env(true);
     #[cfg(feature = "tls")]
     let b = {
         let ca = crate::client::TlsOptions::with_ca_pem(CA.as_bytes()).unwrap();
@@ -115,7 +125,14 @@ fn every_setting_round_trips_builder_config_toml_builder() {
     for (key, value) in ours.iter().filter(|(key, _)| *key != "protocol") {
         assert_ne!(Some(value), default.get(key), "{key} is at its default");
     }
-    let mut expected = vec!["tls", "will", "user_properties", "websocket_headers"];
+    let mut expected = vec![
+        "tls",
+        "will",
+        "user_properties",
+        "websocket_headers",
+        "proxies",
+        "proxy_from_env",
+    ];
     expected.extend(default.keys().map(String::as_str));
     for key in expected {
         #[cfg(not(feature = "tls"))]

@@ -13,7 +13,7 @@ use super::super::attempt::ConnectAttempt;
 use super::super::clock;
 use super::super::error::{ClientError, ConnectError, ConnectionLoss, ProtocolError, StopReason};
 use super::super::events::{ClientEvent, ReconnectReason};
-use super::super::transport::{self, BoxFuture, Handshake, Link};
+use super::super::transport::{self, BoxFuture, Handshake, Link, TransportError};
 use super::Driver;
 use crate::packet::ReasonCode;
 use crate::session::{ConnectCredentials, ConnectPacketError, Event, ProtocolViolation, Session};
@@ -201,8 +201,24 @@ impl Driver {
         );
         info!(parent: &self.conn.span, attempt = self.conn.failures, "connecting");
         self.metrics.attempt();
-        let mut attempt =
-            ConnectAttempt::new(url, self.conn.failures, self.settings.transport.clone());
+        let mut transport = self.settings.transport.clone();
+        // An environment that names no valid proxy fails the attempt, saying why.
+        let bad_proxy = match self
+            .settings
+            .proxy_routes
+            .choose(&url, transport.proxy.as_ref())
+        {
+            Ok(proxy) => {
+                transport.proxy = proxy;
+                None
+            }
+            Err(source) => Some(TransportError::Proxy {
+                server: url.to_string(),
+                proxy: "the one the environment names".to_owned(),
+                source,
+            }),
+        };
+        let mut attempt = ConnectAttempt::new(url, self.conn.failures, transport);
         attempt.username = credentials.username;
         attempt.password = credentials.password;
         attempt.user_properties = credentials.user_properties;
@@ -217,6 +233,9 @@ impl Driver {
             .as_ref()
             .map_or(Duration::ZERO, |pace| pace.reserve(now));
         let future = async move {
+            if let Some(error) = bad_proxy {
+                return Err(ConnectError::Transport(Arc::new(error)));
+            }
             if !turn.is_zero() {
                 tokio::time::sleep(turn).await;
             }

@@ -10,7 +10,7 @@ use super::super::human::secs_u32 as secs;
 use super::{ClientBuilder, Settings};
 use crate::client::config::{
     ClientConfig, ConfigError, ConfigLostSession, ConfigProtocol, Property, QueueWindowConfig,
-    Secret, WillConfig,
+    Secret, WillConfig, proxy_configs_of, proxy_routes_of,
 };
 use crate::packet::{
     ConnectProperties, PayloadFormat, ProtocolVersion, QoS, UserProperty, Will, WillProperties,
@@ -165,6 +165,9 @@ impl ClientBuilder {
             .iter()
             .map(|h| (h.name.clone(), h.value.clone()))
             .collect();
+        let (every, routes) = proxy_routes_of(&config.proxies, config.proxy_from_env)?;
+        b.settings.transport.proxy = every;
+        b.settings.proxy_routes = routes;
         if let Some(tls) = &config.tls {
             #[cfg(feature = "tls")]
             {
@@ -227,6 +230,7 @@ impl ClientBuilder {
             // Derived from the session's `manual_ack` when the client starts.
             manual_ack: _,
             transport,
+            proxy_routes,
             connector: _,
             hook: _,
             authenticator: _,
@@ -327,6 +331,8 @@ impl ClientBuilder {
             password_file: None,
             // The store is code given to the builder.
             store: None,
+            proxies: proxy_configs_of(transport.proxy.as_ref(), proxy_routes),
+            proxy_from_env: proxy_routes.from_env,
             websocket_headers: transport
                 .websocket_headers
                 .iter()
