@@ -247,6 +247,8 @@ fn poll_stream(
 
 /// How a connection's TLS handshake went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+// Without the `tls` feature there is no handshake to tell of.
+#[cfg_attr(not(feature = "tls"), allow(dead_code))]
 pub(crate) enum Handshake {
     /// A new TLS session: certificates sent and verified, keys agreed from scratch.
     Full,
