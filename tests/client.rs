@@ -139,11 +139,11 @@ async fn stored_key(store: &MemoryStore, url: &str) -> StoredSession {
     store.load(&SessionKey::new(url, "gw")).await.unwrap()
 }
 
-#[tokio::test]
-async fn concurrent_publishes_share_commits() {
-    let mut broker = Broker::new();
-    let gate = Arc::new(Semaphore::new(1));
-    let store = Arc::new(ControlledStore::gated(MemoryStore::default(), &gate));
+/// A client on `store`, connected to `broker`, and the broker's side of its connection.
+async fn connected_on(
+    broker: &mut Broker,
+    store: &Arc<ControlledStore>,
+) -> (Client, Messages, Peer) {
     let b = Client::builder()
         .server(URL)
         .client_id("gw")
@@ -152,7 +152,16 @@ async fn concurrent_publishes_share_commits() {
     let connecting = tokio::spawn(b.connect());
     let mut peer = broker.next().await;
     peer.accept(false).await;
-    let (client, _m) = connecting.await.unwrap().unwrap();
+    let (client, messages) = connecting.await.unwrap().unwrap();
+    (client, messages, peer)
+}
+
+#[tokio::test]
+async fn concurrent_publishes_share_commits() {
+    let mut broker = Broker::new();
+    let gate = Arc::new(Semaphore::new(1));
+    let store = Arc::new(ControlledStore::gated(MemoryStore::default(), &gate));
+    let (client, _m, mut peer) = connected_on(&mut broker, &store).await;
     let before = store.commits.load(Ordering::SeqCst);
     // Hold the next commit so that the rest gather behind it.
     let tasks: Vec<_> = (0..64)
@@ -279,15 +288,7 @@ async fn a_failed_commit_stops_the_client_and_reports_outcome_unknown() {
 async fn a_store_that_panics_in_a_commit_stops_the_client_with_a_store_error() {
     let mut broker = Broker::new();
     let store = Arc::new(ControlledStore::default());
-    let b = Client::builder()
-        .server(URL)
-        .client_id("gw")
-        .store_arc(store.clone())
-        .connector(broker.connector());
-    let connecting = tokio::spawn(b.connect());
-    let mut peer = broker.next().await;
-    peer.accept(false).await;
-    let (client, _m) = connecting.await.unwrap().unwrap();
+    let (client, _m, mut peer) = connected_on(&mut broker, &store).await;
     let mut events = client.events();
     store.panics.store(true, Ordering::SeqCst);
     let err = client

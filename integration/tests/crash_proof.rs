@@ -233,15 +233,18 @@ async fn prove(store: &str, qos: QoS, kills: u32, seed: u64, variant: Variant) -
     let per_task = PER_TASK_PER_KILL * u64::from(kills.max(1));
     let inbound = INBOUND_PER_KILL * u64::from(kills.max(1));
     report.expected = u64::from(TASKS) * per_task;
-    let mut gateway = spawn_gateway(
-        store,
-        dir.path(),
-        &proxy.url(),
-        qos_n,
-        per_task,
-        variant,
-        socks.as_ref(),
-    );
+    let spawn = || {
+        spawn_gateway(
+            store,
+            dir.path(),
+            &proxy.url(),
+            qos_n,
+            per_task,
+            variant,
+            socks.as_ref(),
+        )
+    };
+    let mut gateway = spawn();
     let subscribed = gateway.subscribed.clone();
     wait_until("the first subscription", Duration::from_secs(20), || {
         subscribed.load(Ordering::SeqCst)
@@ -297,15 +300,7 @@ async fn prove(store: &str, qos: QoS, kills: u32, seed: u64, variant: Variant) -
             });
             report.broker_restarts += 1;
         }
-        gateway = spawn_gateway(
-            store,
-            dir.path(),
-            &proxy.url(),
-            qos_n,
-            per_task,
-            variant,
-            socks.as_ref(),
-        );
+        gateway = spawn();
     }
 
     // The last run finishes the work and stops cleanly.

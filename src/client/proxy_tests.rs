@@ -154,32 +154,22 @@ async fn connect_asks_for_the_servers_authority_with_basic_credentials() {
 
 #[tokio::test]
 async fn a_refusal_says_what_the_proxy_wants() {
-    let (port, _proxy) =
-        fake_http_proxy("HTTP/1.0 407 Proxy Authentication Required\r\n\r\n").await;
-    let p = Proxy::parse(&format!("http://127.0.0.1:{port}")).unwrap();
-    let err = p
-        .tunnel(&server("mqtt://broker"))
-        .await
-        .unwrap_err()
-        .to_string();
-    assert!(
-        err.contains("407") && err.contains("wants a user name and password"),
-        "{err}"
-    );
-
-    let (port, _proxy) = fake_http_proxy("HTTP/1.1 403 Forbidden\r\n\r\n").await;
-    let p = Proxy::parse(&format!("http://127.0.0.1:{port}")).unwrap();
-    let err = p
-        .tunnel(&server("mqtt://broker"))
-        .await
-        .unwrap_err()
-        .to_string();
-    assert!(err.contains("403 Forbidden"), "{err}");
-
-    let (port, _proxy) = fake_http_proxy("SSH-2.0-OpenSSH\r\n\r\n").await;
-    let p = Proxy::parse(&format!("http://127.0.0.1:{port}")).unwrap();
-    let err = p.tunnel(&server("mqtt://broker")).await.unwrap_err();
-    assert!(matches!(err, ProxyError::Protocol(_)), "{err}");
+    for (answer, says) in [
+        (
+            "HTTP/1.0 407 Proxy Authentication Required\r\n\r\n",
+            "407 Proxy Authentication Required: it wants a user name and password",
+        ),
+        ("HTTP/1.1 403 Forbidden\r\n\r\n", "refused: 403 Forbidden"),
+        (
+            "SSH-2.0-OpenSSH\r\n\r\n",
+            "broke its protocol: not an HTTP response",
+        ),
+    ] {
+        let (port, _proxy) = fake_http_proxy(answer).await;
+        let p = Proxy::parse(&format!("http://127.0.0.1:{port}")).unwrap();
+        let err = p.tunnel(&server("mqtt://broker")).await.unwrap_err();
+        assert!(err.to_string().contains(says), "{answer:?}: {err}");
+    }
 }
 
 /// A SOCKS5 proxy without authentication that accepts one CONNECT and hands back its
