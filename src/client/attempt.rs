@@ -26,6 +26,11 @@ pub struct ConnectAttempt {
     pub user_properties: Vec<UserProperty>,
     /// TLS and WebSocket settings for this attempt.
     pub transport: TransportOptions,
+    /// When the credentials of this attempt stop working (a token's expiry): the client
+    /// reconnects before then, on its own, with fresh ones (a planned reconnection: the
+    /// session kept, nothing lost, no backoff). `None`: they do not expire. A
+    /// [`CredentialProvider`](super::CredentialProvider) sets it from its credential.
+    pub credentials_expire: Option<std::time::SystemTime>,
 }
 
 impl std::fmt::Debug for ConnectAttempt {
@@ -38,6 +43,7 @@ impl std::fmt::Debug for ConnectAttempt {
             .field("password", &self.password.as_ref().map(|_| "<hidden>"))
             .field("user_properties", &self.user_properties)
             .field("transport", &self.transport)
+            .field("credentials_expire", &self.credentials_expire)
             .finish()
     }
 }
@@ -51,6 +57,7 @@ impl ConnectAttempt {
             password: None,
             user_properties: Vec::new(),
             transport,
+            credentials_expire: None,
         }
     }
 

@@ -133,6 +133,9 @@ pub enum ConnectError {
     /// The `before_connect` hook failed.
     #[error("the before_connect hook failed")]
     Hook(#[source] Arc<dyn std::error::Error + Send + Sync>),
+    /// The credential provider gave no credential.
+    #[error("the credential provider failed")]
+    Credentials(#[source] Arc<dyn std::error::Error + Send + Sync>),
     /// The enhanced authenticator could not start.
     #[error("authentication could not start")]
     Auth(#[source] AuthError),
@@ -146,7 +149,7 @@ pub enum ConnectError {
 impl ConnectError {
     /// A short name of the kind of failure, for logs and metrics (the `reason` label of
     /// `mooring_connection_failures_total`): `proxy`, `transport`, `closed`, `timeout`,
-    /// `refused`, `protocol`, `hook`, `auth` or `ownership`.
+    /// `refused`, `protocol`, `hook`, `credentials`, `auth` or `ownership`.
     pub fn kind(&self) -> &'static str {
         match self {
             Self::Transport(e) if matches!(**e, TransportError::Proxy { .. }) => "proxy",
@@ -156,6 +159,7 @@ impl ConnectError {
             Self::Refused { .. } => "refused",
             Self::Protocol(_) => "protocol",
             Self::Hook(_) => "hook",
+            Self::Credentials(_) => "credentials",
             Self::Auth(_) => "auth",
             Self::Ownership(_) => "ownership",
         }

@@ -234,6 +234,10 @@ pub enum ReconnectReason {
         /// How long it stayed up.
         lasted: Duration,
     },
+    /// The client ended a working connection itself, because the credential it was made with
+    /// expires soon ([`ClientBuilder::credential_provider`](super::ClientBuilder::credential_provider)): a
+    /// planned reconnection, at once, with a fresh credential.
+    CredentialExpiring,
 }
 
 /// Counters of one client, read with [`Client::stats`](super::Client::stats).

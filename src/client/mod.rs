@@ -79,6 +79,7 @@
 mod attempt;
 mod clock;
 mod config;
+mod credentials;
 mod driver;
 mod error;
 mod event_queue;
@@ -118,6 +119,7 @@ pub use config::{
     ClientConfig, ConfigError, ConfigLostSession, ConfigProtocol, Property, ProxyConfig,
     QueueWindowConfig, StoreBackend, StoreConfig, TlsConfig, WillConfig,
 };
+pub use credentials::{Credential, CredentialProvider};
 use events::StatsCell;
 pub use options::ClientBuilder;
 pub use pace::ConnectPace;

@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::attempt::{ConnectAttempt, Hook, HookError};
+use super::credentials::CredentialProvider;
 use super::event_queue::{EventHub, Events};
 use super::pace::ConnectPace;
 use super::policy::{Backoff, QueuePolicy, Redelivery};
@@ -47,6 +48,8 @@ pub(crate) struct Settings {
     pub(crate) proxy_routes: ProxyRoutes,
     pub(crate) connector: Option<Arc<dyn Connector>>,
     pub(crate) hook: Option<Hook>,
+    /// Asked for a fresh credential before every attempt.
+    pub(crate) credentials: Option<Arc<dyn CredentialProvider>>,
     pub(crate) authenticator: Option<AuthenticatorFactory>,
     /// Dial the server a DISCONNECT or CONNACK with 0x9C or 0x9D names.
     pub(crate) follow_server_references: bool,
@@ -126,6 +129,7 @@ impl Default for ClientBuilder {
                 proxy_routes: ProxyRoutes::default(),
                 connector: None,
                 hook: None,
+                credentials: None,
                 authenticator: None,
                 follow_server_references: false,
                 prefer_last_server: false,
@@ -468,6 +472,19 @@ impl ClientBuilder {
         Fut: Future<Output = Result<ConnectAttempt, HookError>> + Send + 'static,
     {
         self.settings.hook = Some(Arc::new(move |attempt| Box::pin(hook(attempt))));
+        self
+    }
+
+    /// Asks `provider` for a fresh [`Credential`](super::Credential) (user name, password or
+    /// token, expiry) before every connection attempt, and reconnects before the live
+    /// connection's credential expires: a planned reconnection (DISCONNECT, then at once a
+    /// new connection with a fresh credential; the session kept, nothing lost, no backoff,
+    /// [`ReconnectReason::CredentialExpiring`](super::ReconnectReason::CredentialExpiring)),
+    /// a fifth of the credential's lifetime before it expires (at most 30 s before). Runs
+    /// before the [`before_connect`](Self::before_connect) hook, which sees (and may change)
+    /// what it gave.
+    pub fn credential_provider(mut self, provider: impl CredentialProvider) -> Self {
+        self.settings.credentials = Some(Arc::new(provider));
         self
     }
 

@@ -71,6 +71,8 @@ pub(super) struct Dialed {
     link: Link,
     /// Its TLS handshake, if any.
     tls: Option<Handshake>,
+    /// When the credential it was opened with expires.
+    credentials_expire: Option<std::time::SystemTime>,
     credentials: ConnectCredentials,
 }
 
@@ -121,6 +123,12 @@ impl Connection {
     }
 
     /// CONNACK accepted: the connection is up from now.
+    /// A planned reconnection: the next attempt at once, the connection having worked.
+    pub(super) fn reconnect_now(&mut self) {
+        self.failures = 0;
+        self.phase = Phase::Idle { at: clock::now() };
+    }
+
     pub(super) fn came_up(&mut self) {
         self.phase = Phase::Up {
             since: clock::now(),
@@ -223,6 +231,7 @@ impl Driver {
         attempt.password = credentials.password;
         attempt.user_properties = credentials.user_properties;
         let hook = self.settings.hook.clone();
+        let provider = self.settings.credentials.clone();
         let connector = self.settings.connector.clone();
         let store = self.store.clone();
         let key = self.slots.get(self.active).map(|slot| slot.key.clone());
@@ -238,6 +247,15 @@ impl Driver {
             }
             if !turn.is_zero() {
                 tokio::time::sleep(turn).await;
+            }
+            if let Some(provider) = provider {
+                let credential = provider
+                    .credential(attempt.server())
+                    .await
+                    .map_err(|e| ConnectError::Credentials(Arc::from(e)))?;
+                attempt.username = credential.username.or(attempt.username);
+                attempt.password = credential.password.or(attempt.password);
+                attempt.credentials_expire = credential.expires_at;
             }
             let attempt = match hook {
                 Some(hook) => hook(attempt)
@@ -259,6 +277,7 @@ impl Driver {
             Ok(Dialed {
                 link: opened.link,
                 tls: opened.tls,
+                credentials_expire: attempt.credentials_expire,
                 credentials: ConnectCredentials {
                     username: attempt.username,
                     password: attempt.password,
@@ -300,6 +319,7 @@ impl Driver {
                 .fetch_add(u64::from(resumed), Ordering::Relaxed);
             self.metrics.tls_handshake(resumed);
         }
+        self.refresh.dialed(dialed.credentials_expire);
         self.wire.attach(dialed.link);
         self.conn.phase = Phase::AwaitConnAck { deadline };
     }
@@ -408,6 +428,7 @@ impl Driver {
                 self.close_link(Close::Abrupt).await;
                 self.attempt_failed(ConnectError::Timeout(self.settings.connect_timeout));
             }
+            Phase::Up { .. } if self.refresh.due(now) => self.reconnect_for_credentials().await,
             Phase::Up { .. } => {
                 if let Some(session) = self.session() {
                     session.handle_timeout(now);
@@ -468,6 +489,7 @@ impl Driver {
             let _ = tokio::time::timeout(CLOSE_GRACE, link.close()).await;
         }
         self.metrics.connection_lost();
+        self.refresh.lost();
         let wall_ms = self.clock.now_ms();
         if let Some(session) = self.session() {
             session.connection_lost(wall_ms);

@@ -25,6 +25,7 @@ impl Driver {
         info!(session_present, retransmits, "connected");
         // The failures in a row count on until the connection proves stable (lost()).
         self.conn.came_up();
+        self.refresh.connected();
         self.server_worked();
         self.stats.connections.fetch_add(1, Ordering::Relaxed);
         self.metrics.connected();

@@ -136,6 +136,7 @@ impl Driver {
             housekeeping,
             lease_lapsed: false,
             timer: Box::pin(tokio::time::sleep(super::CLOCK_CHECK)),
+            refresh: Default::default(),
             gate: parts.gate,
             clock,
             settings,

@@ -27,6 +27,7 @@
 //! | `redelivery.rs` | `Redeliveries`: messages released unhandled, handed over again or settled by the policy |
 //! | `requests.rs` | `Requests`: SUBSCRIBE/UNSUBSCRIBE, the subscriptions to make again |
 //! | `servers.rs` | `Rotation`: which server to dial: rounds, the preferred server, Server References |
+//! | `refresh.rs` | `CredentialRefresh`: a planned reconnection before the credential expires |
 //! | `ownership.rs` | the store's lease on the session: writes held back once it lapsed |
 //! | `stopping.rs` | `Stopping`: stop, disconnect, drain, and the final answers |
 
@@ -41,6 +42,7 @@ mod ownership;
 mod pipeline;
 mod publishes;
 mod redelivery;
+mod refresh;
 mod requests;
 mod servers;
 mod stopping;
@@ -170,6 +172,8 @@ pub(crate) struct Driver {
     /// The loop's one timer, kept across turns: a timer made anew each turn registered
     /// with tokio's timer wheel, and woke the thread that parks on it, once per turn.
     timer: Pin<Box<tokio::time::Sleep>>,
+    /// When the live connection's credential must be replaced (refresh.rs).
+    refresh: refresh::CredentialRefresh,
 }
 
 /// What woke the loop.
@@ -378,6 +382,9 @@ impl Driver {
         }
         if let Some(lapse) = self.lease_deadline() {
             at = at.min(lapse);
+        }
+        if let Some(refresh) = self.refresh.deadline() {
+            at = at.min(refresh);
         }
         if let Some(next) = self
             .slots

@@ -233,6 +233,7 @@ impl ClientBuilder {
             proxy_routes,
             connector: _,
             hook: _,
+            credentials: _,
             authenticator: _,
             follow_server_references,
             prefer_last_server,
