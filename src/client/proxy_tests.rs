@@ -232,3 +232,26 @@ async fn socks5h_leaves_the_name_to_the_proxy_and_socks5_resolves_it_first() {
         "an IP address, not a name: type {kind}"
     );
 }
+
+#[test]
+fn a_server_takes_its_own_proxy_then_the_one_for_every_server() {
+    let mut routes = ProxyRoutes::default();
+    let every = Proxy::parse("http://every:3128").unwrap();
+    let own = Proxy::parse("socks5h://own:1080").unwrap();
+    routes.set("mqtt://10.0.0.6".to_owned(), own.clone());
+    assert!(routes.check().is_ok());
+    // Addresses compare as servers: the default port written or not.
+    let chosen = routes.choose(&server("mqtt://10.0.0.6:1883"), Some(&every));
+    assert_eq!(chosen.unwrap(), Some(own));
+    let chosen = routes.choose(&server("mqtt://10.0.0.5:1883"), Some(&every));
+    assert_eq!(chosen.unwrap(), Some(every));
+    assert_eq!(
+        routes.choose(&server("mqtt://10.0.0.5"), None).unwrap(),
+        None
+    );
+    routes.set(
+        "not an address".to_owned(),
+        Proxy::parse("http://p").unwrap(),
+    );
+    assert!(routes.check().is_err());
+}
