@@ -135,32 +135,41 @@ async fn commits_cut_mid_transaction_are_all_or_nothing_and_run_again() {
     .unwrap();
     let k = key();
     // Cut every connection at random moments while commits run. After a cut the cutter
-    // waits for one commit to get through before it cuts again: cuts still land at random
+    // waits for commits to get through before it cuts again: cuts still land at random
     // points of the commits that follow, but a machine on which a backend takes longer to
     // start than the gap between two cuts cannot keep every commit from ever completing
     // (with cuts 5-40 ms apart and nothing more, one such machine never connected again).
     let done = Arc::new(AtomicBool::new(false));
     let committed = Arc::new(AtomicU64::new(0));
+    let cuts = Arc::new(AtomicU64::new(0));
     let cutter = {
-        let (proxy, done, committed) = (proxy.clone(), done.clone(), committed.clone());
+        let (proxy, done, committed, cuts) =
+            (proxy.clone(), done.clone(), committed.clone(), cuts.clone());
         std::thread::spawn(move || {
-            let mut cuts = 0;
             while !done.load(Ordering::SeqCst) {
-                let before = committed.load(Ordering::SeqCst);
                 std::thread::sleep(Duration::from_millis(fastrand::u64(5..40)));
                 proxy.cut();
-                cuts += 1;
-                while committed.load(Ordering::SeqCst) <= before && !done.load(Ordering::SeqCst) {
+                cuts.fetch_add(1, Ordering::SeqCst);
+                // Two commits after the cut: the second ran on a connection made after it
+                // (the first may have had its answer before the cut), so the next cut
+                // lands on a live connection, not on one already cut.
+                let after = committed.load(Ordering::SeqCst);
+                while committed.load(Ordering::SeqCst) < after + 2 && !done.load(Ordering::SeqCst) {
                     std::thread::sleep(Duration::from_millis(1));
                 }
             }
-            cuts
         })
     };
     // Each commit appends two messages and removes the oldest: the queue the model holds.
+    // Commits go on until at least 200 have run and 12 cuts have landed among them (on a
+    // fast machine 200 commits can end before the tenth cut).
     let mut model: Vec<u64> = Vec::new();
     let mut next = 0;
-    for _ in 0..200 {
+    for commit in 0.. {
+        if commit >= 200 && cuts.load(Ordering::SeqCst) >= 12 {
+            break;
+        }
+        assert!(commit < 20_000, "the cutter never cut 12 times");
         let mut batch = Batch::new();
         for _ in 0..2 {
             batch.push(StoreOp::PushQueue {
@@ -176,7 +185,8 @@ async fn commits_cut_mid_transaction_are_all_or_nothing_and_run_again() {
         committed.fetch_add(1, Ordering::SeqCst);
     }
     done.store(true, Ordering::SeqCst);
-    let cuts = cutter.join().unwrap();
+    cutter.join().unwrap();
+    let cuts = cuts.load(Ordering::SeqCst);
     let stored = store.load(&k).await.unwrap();
     let seqs: Vec<u64> = stored.queue.iter().map(|(seq, _)| *seq).collect();
     assert_eq!(seqs, model, "the queue after {cuts} cuts");
@@ -184,7 +194,7 @@ async fn commits_cut_mid_transaction_are_all_or_nothing_and_run_again() {
     assert_eq!(stored.queue_summary.messages, model.len() as u64);
     assert!(
         proxy.connections() >= 10,
-        "only {} connections: the cuts did not interrupt the commits",
+        "only {} connections for {cuts} cuts: the cuts did not interrupt the commits",
         proxy.connections()
     );
 }
