@@ -40,6 +40,22 @@ pub fn check(file: &Path, json: bool) -> Result<(), Failure> {
     {
         tls.client_key_pem = Some("<hidden>".to_owned());
     }
+    // Proxies as the file named them: their passwords, and any written into an address, not
+    // shown.
+    effective.proxies = config
+        .proxies
+        .iter()
+        .map(|proxy| {
+            let mut shown = proxy.clone();
+            if shown.password.is_some() {
+                shown.password = Some("<hidden>".to_owned());
+            }
+            if let Ok(parsed) = mooring::client::Proxy::parse(&shown.url) {
+                shown.url = parsed.to_string();
+            }
+            shown
+        })
+        .collect();
     effective.store = config.store.clone();
     if let Some(store) = &mut effective.store
         && store.connection.is_some()

@@ -26,7 +26,10 @@ fn check_prints_the_settings_in_effect_without_secrets() {
         format!(
             "servers = [\"mqtts://broker.example\"]\nclient_id = \"gw\"\nusername = \"gw\"\n\
              password_file = {:?}\nkeep_alive = \"45s\"\n\n[store]\nbackend = \"postgres\"\n\
-             connection = \"host=db password=also-never-printed\"\n",
+             connection = \"host=db password=also-never-printed\"\n\n\
+             [[proxies]]\nurl = \"http://gw:inline-never-printed@proxy.plant:3128\"\n\n\
+             [[proxies]]\nurl = \"socks5h://10.0.0.1:1080\"\nusername = \"gw\"\n\
+             password = \"proxy-never-printed\"\nservers = [\"mqtts://broker.example\"]\n",
             secret.display().to_string()
         ),
     )
@@ -41,6 +44,8 @@ fn check_prints_the_settings_in_effect_without_secrets() {
         "defaults included: {out}"
     );
     assert!(out.contains("password_file"), "{out}");
+    assert!(out.contains("http://gw@proxy.plant:3128"), "{out}");
+    assert!(out.contains("socks5h://10.0.0.1:1080"), "{out}");
     assert!(!out.contains("never-printed"), "{out}");
 }
 
