@@ -48,3 +48,70 @@ pub async fn event(events: &mut Events, want: impl Fn(&ClientEvent) -> bool) -> 
         Err(_) => panic!("the event did not come within {WAIT:?}"),
     }
 }
+
+/// Publishes the numbers below `count` (each its own payload) at QoS 2 on `prefix/0` to
+/// `prefix/3`, `pace` apart, then waits for every delivery; panics on any failure.
+pub fn publish_numbered(
+    publisher: &mooring::Client,
+    prefix: &str,
+    count: usize,
+    pace: Duration,
+) -> tokio::task::JoinHandle<()> {
+    let (publisher, prefix) = (publisher.clone(), prefix.to_owned());
+    tokio::spawn(async move {
+        let mut deliveries = Vec::with_capacity(count);
+        for i in 0..count {
+            let topic = format!("{prefix}/{}", i % 4);
+            match publisher
+                .publish(topic, i.to_string(), mooring::QoS::ExactlyOnce)
+                .await
+            {
+                Ok(delivery) => deliveries.push(delivery),
+                Err(e) => panic!("publish {i}: {e}"),
+            }
+            tokio::time::sleep(pace).await;
+        }
+        for (i, delivery) in deliveries.into_iter().enumerate() {
+            match tokio::time::timeout(Duration::from_secs(30), delivery).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => panic!("delivery {i}: {e}"),
+                Err(_) => panic!("delivery {i} not acknowledged within 30 s"),
+            }
+        }
+    })
+}
+
+/// Receives numbered messages (see [`publish_numbered`]) into `seen` (how often each number
+/// came) until `distinct` numbers have come.
+pub async fn receive_numbered(
+    messages: &mut Messages,
+    seen: &mut std::collections::BTreeMap<usize, usize>,
+    distinct: usize,
+) {
+    while seen.len() < distinct {
+        let message = recv(messages).await;
+        let text = String::from_utf8_lossy(message.payload()).into_owned();
+        match text.parse() {
+            Ok(n) => *seen.entry(n).or_default() += 1,
+            Err(_) => panic!("not a numbered message: {text:?}"),
+        }
+    }
+}
+
+/// Every number below `count` came exactly once, and nothing more comes within half a
+/// second (a late duplicate).
+pub async fn assert_each_once(
+    messages: &mut Messages,
+    seen: &std::collections::BTreeMap<usize, usize>,
+    count: usize,
+) {
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), messages.recv())
+            .await
+            .is_err(),
+        "a message came after all {count}: a duplicate"
+    );
+    let twice: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "delivered more than once: {twice:?}");
+    assert_eq!(seen.len(), count, "distinct numbers received");
+}

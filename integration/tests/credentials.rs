@@ -16,7 +16,7 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use integration::clients::{client, recv};
+use integration::clients::{assert_each_once, client, publish_numbered, receive_numbered};
 use integration::mosquitto::{Mosquitto, MosquittoConfig};
 use mooring::QoS;
 use mooring::client::{
@@ -100,28 +100,7 @@ async fn a_qos2_stream_outlives_credentials_that_expire_every_three_seconds() {
 
     // Publishes for about ten seconds: three credentials' lifetimes and more.
     const COUNT: usize = 500;
-    let publishing = tokio::spawn({
-        let publisher = publisher.clone();
-        async move {
-            let mut deliveries = Vec::with_capacity(COUNT);
-            for i in 0..COUNT {
-                let topic = format!("expiring/{}", i % 3);
-                deliveries.push(
-                    publisher
-                        .publish(topic, i.to_string(), QoS::ExactlyOnce)
-                        .await
-                        .unwrap(),
-                );
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            for delivery in deliveries {
-                timeout(Duration::from_secs(30), delivery)
-                    .await
-                    .unwrap()
-                    .unwrap();
-            }
-        }
-    });
+    let publishing = publish_numbered(&publisher, "expiring", COUNT, Duration::from_millis(20));
 
     // Revokes each credential as it expires; watches the publisher: planned reconnections
     // only, never a connection lost or an attempt refused.
@@ -171,20 +150,9 @@ async fn a_qos2_stream_outlives_credentials_that_expire_every_three_seconds() {
         );
     }
     // Every message once.
-    let mut seen: BTreeMap<usize, usize> = BTreeMap::new();
-    while seen.len() < COUNT {
-        let m = recv(&mut messages).await;
-        *seen
-            .entry(String::from_utf8_lossy(m.payload()).parse().unwrap())
-            .or_default() += 1;
-    }
-    assert!(
-        timeout(Duration::from_millis(500), messages.recv())
-            .await
-            .is_err(),
-        "a message came twice"
-    );
-    assert!(seen.values().all(|n| *n == 1), "duplicates: {seen:?}");
+    let mut seen = BTreeMap::new();
+    receive_numbered(&mut messages, &mut seen, COUNT).await;
+    assert_each_once(&mut messages, &seen, COUNT).await;
     publisher.disconnect().await.unwrap();
     reader.disconnect().await.unwrap();
 }

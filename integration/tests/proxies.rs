@@ -12,7 +12,9 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use integration::clients::{WAIT, client, recv};
+use integration::clients::{
+    WAIT, assert_each_once, client, publish_numbered, receive_numbered, recv,
+};
 use integration::mosquitto::{Mosquitto, MosquittoConfig};
 use integration::proxy_servers::{ProxyProgram, ProxyServer};
 use mooring::client::{ConnectError, Proxy, TlsOptions, TransportError};
@@ -168,56 +170,16 @@ async fn a_tunnel_dropped_mid_stream_resumes_the_session_with_nothing_lost_or_tw
         .connect()
         .await
         .unwrap();
-    let publishing = tokio::spawn({
-        let publisher = publisher.clone();
-        async move {
-            let mut deliveries = Vec::with_capacity(COUNT);
-            for i in 0..COUNT {
-                let topic = format!("stream/{}", i % 4);
-                deliveries.push(
-                    publisher
-                        .publish(topic, i.to_string(), QoS::ExactlyOnce)
-                        .await
-                        .unwrap(),
-                );
-                tokio::time::sleep(Duration::from_millis(2)).await;
-            }
-            for delivery in deliveries {
-                timeout(Duration::from_secs(30), delivery)
-                    .await
-                    .unwrap()
-                    .unwrap();
-            }
-        }
-    });
-    let mut seen: BTreeMap<usize, usize> = BTreeMap::new();
-    while seen.len() < COUNT / 3 {
-        let m = recv(&mut messages).await;
-        *seen
-            .entry(String::from_utf8_lossy(m.payload()).parse().unwrap())
-            .or_default() += 1;
-    }
+    let publishing = publish_numbered(&publisher, "stream", COUNT, Duration::from_millis(2));
+    let mut seen = BTreeMap::new();
+    receive_numbered(&mut messages, &mut seen, COUNT / 3).await;
     // Every tunnel drops at once; the proxy comes back a moment later.
     socks.kill();
     tokio::time::sleep(Duration::from_millis(300)).await;
     socks.restart().unwrap();
     publishing.await.unwrap();
-    while seen.len() < COUNT {
-        let m = recv(&mut messages).await;
-        *seen
-            .entry(String::from_utf8_lossy(m.payload()).parse().unwrap())
-            .or_default() += 1;
-    }
-    // Nothing more comes: no duplicate arrives late.
-    assert!(
-        timeout(Duration::from_millis(500), messages.recv())
-            .await
-            .is_err(),
-        "a message came twice"
-    );
-    let twice: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
-    assert!(twice.is_empty(), "delivered more than once: {twice:?}");
-    assert_eq!(seen.len(), COUNT);
+    receive_numbered(&mut messages, &mut seen, COUNT).await;
+    assert_each_once(&mut messages, &seen, COUNT).await;
     assert!(
         publisher.stats().connections >= 2,
         "the publisher reconnected through the proxy"
