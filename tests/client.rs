@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use mooring::client::{
-    Client, ClientError, ClientEvent, DeliveryError, Messages, QueuePolicy, StopReason,
+    Client, ClientError, ClientEvent, DeliveryError, Events, Messages, QueuePolicy, StopReason,
 };
 use mooring::packet::{ConnAck, Packet, PubAck, Publish, QoS, ReasonCode};
 use mooring::store::{MemoryBackend, MemoryStore};
@@ -251,6 +251,16 @@ async fn reconnects_after_a_cut_and_retransmits_with_dup() {
     assert_eq!(client.stats().connections, 2);
 }
 
+/// The next `Stopped` event says the store stopped the client.
+async fn stopped_for_the_store(events: &mut Events) {
+    match next_event(events, |e| matches!(e, ClientEvent::Stopped { .. })).await {
+        ClientEvent::Stopped {
+            reason: StopReason::Store(_),
+        } => {}
+        other => panic!("{other:?}"),
+    }
+}
+
 #[tokio::test]
 async fn a_failed_commit_stops_the_client_and_reports_outcome_unknown() {
     let mut broker = Broker::new();
@@ -269,12 +279,7 @@ async fn a_failed_commit_stops_the_client_and_reports_outcome_unknown() {
         .unwrap_err();
     assert!(matches!(err, ClientError::Store(_)), "{err}");
     assert!(err.to_string().contains("store"), "{err}");
-    match next_event(&mut events, |e| matches!(e, ClientEvent::Stopped { .. })).await {
-        ClientEvent::Stopped {
-            reason: StopReason::Store(_),
-        } => {}
-        other => panic!("{other:?}"),
-    }
+    stopped_for_the_store(&mut events).await;
     // The PUBLISH never went out: its commit failed.
     peer.closed().await;
     assert!(matches!(
@@ -299,12 +304,7 @@ async fn a_store_that_panics_in_a_commit_stops_the_client_with_a_store_error() {
         matches!(&err, ClientError::Store(e) if e.to_string().contains("a store with a bug")),
         "{err}"
     );
-    match next_event(&mut events, |e| matches!(e, ClientEvent::Stopped { .. })).await {
-        ClientEvent::Stopped {
-            reason: StopReason::Store(_),
-        } => {}
-        other => panic!("{other:?}"),
-    }
+    stopped_for_the_store(&mut events).await;
     peer.closed().await;
 }
 

@@ -13,7 +13,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use mooring::client::{
-    ClientError, ClientEvent, ConnectError, ConnectionLoss, DeliveryError, StopReason,
+    ClientError, ClientEvent, ConnectError, ConnectionLoss, Credential, CredentialProvider,
+    DeliveryError, HookError, ServerUrl, StopReason,
 };
 use mooring::packet::{ConnAck, Disconnect, Packet, PubAck, Publish, QoS, ReasonCode};
 use mooring::store::MemoryStore;
@@ -130,6 +131,53 @@ async fn the_hook_sets_a_fresh_password_for_every_attempt() {
     let mut peer = broker.next().await;
     let connect = peer.accept(true).await;
     assert_eq!(connect.password.as_deref(), Some(&b"token-1"[..]));
+}
+
+/// Hands out `token-0`, `token-1`, ... for user `gw`; or fails, when `down`.
+struct Tokens {
+    issued: AtomicU32,
+    down: bool,
+}
+
+#[async_trait::async_trait]
+impl CredentialProvider for Tokens {
+    async fn credential(&self, _server: &ServerUrl) -> Result<Credential, HookError> {
+        if self.down {
+            return Err("the token service is down".into());
+        }
+        let n = self.issued.fetch_add(1, Ordering::SeqCst);
+        Ok(Credential::new("gw", format!("token-{n}")).expiring_in(Duration::from_secs(3600)))
+    }
+}
+
+#[tokio::test]
+async fn a_credential_provider_gives_each_attempt_a_credential_and_one_that_fails_fails_it() {
+    let mut broker = Broker::new();
+    let tokens = Arc::new(Tokens {
+        issued: AtomicU32::new(0),
+        down: false,
+    });
+    let b = builder(&broker, MemoryStore::default()).credential_provider(tokens.clone());
+    let (_client, _m, peer) = connected(&mut broker, b).await;
+    drop(peer);
+    let mut peer = broker.next().await;
+    let connect = peer.accept(true).await;
+    assert_eq!(connect.username.as_deref(), Some("gw"));
+    assert_eq!(connect.password.as_deref(), Some(&b"token-1"[..]));
+    assert_eq!(tokens.issued.load(Ordering::SeqCst), 2);
+
+    let down = Tokens {
+        issued: AtomicU32::new(0),
+        down: true,
+    };
+    let failed = builder(&broker, MemoryStore::default())
+        .credential_provider(down)
+        .connect()
+        .await;
+    assert!(
+        matches!(&failed, Err(ClientError::Connect(ConnectError::Credentials(e))) if e.to_string().contains("token service")),
+        "{failed:?}"
+    );
 }
 
 #[tokio::test]

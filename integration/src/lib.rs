@@ -157,6 +157,16 @@ pub fn mqtt_version() -> Result<mooring::packet::ProtocolVersion, String> {
     }
 }
 
+/// Where a program from the distribution's packages is: the system's directories first
+/// (`/usr/sbin` is not on every user's PATH), else its name alone, found on PATH.
+pub fn program(name: &str) -> std::path::PathBuf {
+    ["/usr/sbin", "/usr/bin", "/usr/local/sbin", "/usr/local/bin"]
+        .iter()
+        .map(|dir| std::path::Path::new(dir).join(name))
+        .find(|path| path.exists())
+        .unwrap_or_else(|| name.into())
+}
+
 /// Reconnect delays for tests: a lost connection comes back within tens of milliseconds.
 pub fn fast_backoff() -> mooring::Backoff {
     mooring::Backoff::default()

@@ -191,7 +191,7 @@ impl Mosquitto {
     /// (Re)starts the broker on the same ports and waits until it accepts connections.
     pub fn restart(&mut self) -> io::Result<()> {
         self.kill();
-        let child = Command::new(mosquitto_binary())
+        let child = Command::new(crate::program("mosquitto"))
             .arg("-c")
             .arg(&self.config_path)
             .stdin(Stdio::null())
@@ -261,13 +261,4 @@ impl Drop for Mosquitto {
     fn drop(&mut self) {
         self.kill();
     }
-}
-
-fn mosquitto_binary() -> PathBuf {
-    for candidate in ["/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto"] {
-        if Path::new(candidate).exists() {
-            return PathBuf::from(candidate);
-        }
-    }
-    PathBuf::from("mosquitto")
 }

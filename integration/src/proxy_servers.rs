@@ -5,7 +5,6 @@
 
 use std::io;
 use std::net::TcpStream;
-use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -75,12 +74,12 @@ impl ProxyServer {
         let mut command = match self.program {
             ProxyProgram::Tinyproxy => {
                 let config = self.tinyproxy_config()?;
-                let mut c = Command::new(program_path("tinyproxy")?);
+                let mut c = Command::new(crate::program("tinyproxy"));
                 c.arg("-d").arg("-c").arg(config);
                 c
             }
             ProxyProgram::Microsocks => {
-                let mut c = Command::new(program_path("microsocks")?);
+                let mut c = Command::new(crate::program("microsocks"));
                 c.args(["-i", "127.0.0.1", "-p", &self.port.to_string()]);
                 if let Some((user, password)) = &self.credentials {
                     c.args(["-u", user, "-P", password]);
@@ -92,7 +91,16 @@ impl ProxyServer {
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
-            .spawn()?;
+            .spawn()
+            .map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!(
+                        "{:?} does not start ({e}): run scripts/install-proxies.sh",
+                        self.program
+                    ),
+                )
+            })?;
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
@@ -149,18 +157,4 @@ impl Drop for ProxyServer {
     fn drop(&mut self) {
         self.kill();
     }
-}
-
-/// Where `name` is installed; an error saying how to install it when it is not.
-fn program_path(name: &str) -> io::Result<std::path::PathBuf> {
-    for dir in ["/usr/bin", "/usr/sbin", "/usr/local/bin", "/usr/local/sbin"] {
-        let path = Path::new(dir).join(name);
-        if path.exists() {
-            return Ok(path);
-        }
-    }
-    Err(io::Error::new(
-        io::ErrorKind::NotFound,
-        format!("{name} is not installed: run scripts/install-proxies.sh"),
-    ))
 }

@@ -12,7 +12,7 @@ use percent_encoding::percent_decode_str;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::url::{Scheme, ServerUrl};
+use super::url::{Scheme, ServerUrl, authority_of, port_number, split_authority};
 
 /// How a proxy is spoken to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -84,11 +84,7 @@ impl fmt::Display for Proxy {
         if let Some(user) = self.username() {
             write!(f, "{user}@")?;
         }
-        if self.host.contains(':') {
-            write!(f, "[{}]:{}", self.host, self.port)
-        } else {
-            write!(f, "{}:{}", self.host, self.port)
-        }
+        f.write_str(&authority_of(&self.host, self.port))
     }
 }
 
@@ -133,14 +129,19 @@ impl Proxy {
                 Ok::<_, ProxyError>((decode(user, &invalid)?, decode(password, &invalid)?))
             })
             .transpose()?;
-        let (host, port) = split_host_port(hostport).ok_or_else(|| invalid("bad host or port"))?;
+        let (host, port) = split_authority(hostport).map_err(invalid)?;
         if host.is_empty() {
             return Err(invalid("no host"));
         }
+        let port = match port {
+            Some(port) => port_number(port)
+                .ok_or_else(|| invalid("the port is not a number from 1 to 65535"))?,
+            None => kind.default_port(),
+        };
         Ok(Self {
             kind,
             host: host.to_owned(),
-            port: port.unwrap_or(kind.default_port()),
+            port,
             credentials,
         })
     }
@@ -301,7 +302,7 @@ impl Proxy {
         tcp.write_all(request.as_bytes())
             .await
             .map_err(ProxyError::Io)?;
-        let head = read_head(&mut tcp).await?;
+        let (head, more) = read_head(&mut tcp).await?;
         let status_line = head.lines().next().unwrap_or_default();
         let mut parts = status_line.splitn(3, ' ');
         let version = parts.next().unwrap_or_default();
@@ -314,6 +315,13 @@ impl Proxy {
             })?;
         let reason = parts.next().unwrap_or_default().trim();
         match status {
+            // The server behind the tunnel has not been spoken to: bytes from it now would be
+            // lost with the answer's.
+            200..=299 if more => Err(ProxyError::Protocol(
+                "the proxy sent bytes after its answer to CONNECT, before the server was \
+                 spoken to"
+                    .to_owned(),
+            )),
             200..=299 => Ok(tcp),
             407 if self.credentials.is_none() => Err(ProxyError::Refused {
                 why: format!("{status} {reason}: it wants a user name and password"),
@@ -331,9 +339,9 @@ impl Proxy {
 /// The longest response head a proxy may send to `CONNECT`.
 const HEAD_LIMIT: usize = 16 * 1024;
 
-/// Reads an HTTP response head, up to its empty line. Nothing may follow it: the server
-/// behind the tunnel has not been spoken to yet.
-async fn read_head(tcp: &mut TcpStream) -> Result<String, ProxyError> {
+/// Reads an HTTP response head, up to its empty line, and says whether bytes came after it (a
+/// refusal's body; after a success, bytes the tunnel would lose).
+async fn read_head(tcp: &mut TcpStream) -> Result<(String, bool), ProxyError> {
     let mut head = Vec::with_capacity(256);
     let mut chunk = [0u8; 1024];
     loop {
@@ -345,8 +353,9 @@ async fn read_head(tcp: &mut TcpStream) -> Result<String, ProxyError> {
         }
         head.extend_from_slice(chunk.get(..n).unwrap_or_default());
         if let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") {
+            let more = head.len() > end + 4;
             head.truncate(end);
-            return Ok(String::from_utf8_lossy(&head).into_owned());
+            return Ok((String::from_utf8_lossy(&head).into_owned(), more));
         }
         if head.len() > HEAD_LIMIT {
             return Err(ProxyError::Protocol(format!(
@@ -383,23 +392,6 @@ fn decode(text: &str, invalid: &impl Fn(&str) -> ProxyError) -> Result<String, P
         .decode_utf8()
         .map(|s| s.into_owned())
         .map_err(|_| invalid("the user name or password is not UTF-8 once percent-decoded"))
-}
-
-/// `host[:port]`, `[v6][:port]`.
-fn split_host_port(text: &str) -> Option<(&str, Option<u16>)> {
-    if let Some(rest) = text.strip_prefix('[') {
-        let (host, after) = rest.split_once(']')?;
-        return match after.strip_prefix(':') {
-            Some(port) => Some((host, Some(port.parse().ok()?))),
-            None if after.is_empty() => Some((host, None)),
-            None => None,
-        };
-    }
-    match text.rsplit_once(':') {
-        Some((host, port)) if !host.contains(':') => Some((host, Some(port.parse().ok()?))),
-        Some(_) => None,
-        None => Some((text, None)),
-    }
 }
 
 /// The address with any password replaced, for errors.

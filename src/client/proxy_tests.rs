@@ -164,6 +164,10 @@ async fn a_refusal_says_what_the_proxy_wants() {
             "SSH-2.0-OpenSSH\r\n\r\n",
             "broke its protocol: not an HTTP response",
         ),
+        (
+            "HTTP/1.1 200 OK\r\n\r\nunasked",
+            "broke its protocol: the proxy sent bytes after its answer",
+        ),
     ] {
         let (port, _proxy) = fake_http_proxy(answer).await;
         let p = Proxy::parse(&format!("http://127.0.0.1:{port}")).unwrap();

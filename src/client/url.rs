@@ -110,12 +110,41 @@ impl ServerUrl {
 
     /// `host:port`, with brackets around an IPv6 address, for dialling.
     pub fn authority(&self) -> String {
-        if self.host.contains(':') {
-            format!("[{}]:{}", self.host, self.port)
-        } else {
-            format!("{}:{}", self.host, self.port)
-        }
+        authority_of(&self.host, self.port)
     }
+}
+
+/// `host:port`, with brackets around an IPv6 address.
+pub(crate) fn authority_of(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+/// An address's authority taken apart: `host[:port]` or `[v6][:port]`, the port as written
+/// (`None` when there is none); the error says what is wrong.
+pub(crate) fn split_authority(authority: &str) -> Result<(&str, Option<&str>), &'static str> {
+    if let Some(bracketed) = authority.strip_prefix('[') {
+        let (host, after) = bracketed
+            .split_once(']')
+            .ok_or("an IPv6 address lacks its closing ']'")?;
+        return match after.strip_prefix(':') {
+            Some(port) => Ok((host, Some(port))),
+            None if after.is_empty() => Ok((host, None)),
+            None => Err("unexpected text after the IPv6 address"),
+        };
+    }
+    Ok(match authority.rsplit_once(':') {
+        Some((host, port)) => (host, Some(port)),
+        None => (authority, None),
+    })
+}
+
+/// A port as written: a number from 1 to 65535.
+pub(crate) fn port_number(text: &str) -> Option<u16> {
+    text.parse::<u16>().ok().filter(|port| *port != 0)
 }
 
 impl FromStr for ServerUrl {
@@ -149,30 +178,14 @@ impl FromStr for ServerUrl {
                 "credentials in the address are not supported; set them on the builder",
             ));
         }
-        let (host, port) = if let Some(bracketed) = authority.strip_prefix('[') {
-            let (host, after) = bracketed
-                .split_once(']')
-                .ok_or_else(|| fail("an IPv6 address lacks its closing ']'"))?;
-            match after.strip_prefix(':') {
-                Some(port) => (host, Some(port)),
-                None if after.is_empty() => (host, None),
-                None => return Err(fail("unexpected text after the IPv6 address")),
-            }
-        } else {
-            match authority.rsplit_once(':') {
-                Some((host, port)) => (host, Some(port)),
-                None => (authority, None),
-            }
-        };
+        let (host, port) = split_authority(authority).map_err(fail)?;
         if host.is_empty() {
             return Err(fail("the host is empty"));
         }
         let port = match port {
-            Some(port) => port
-                .parse::<u16>()
-                .ok()
-                .filter(|p| *p != 0)
-                .ok_or_else(|| fail("the port is not a number from 1 to 65535"))?,
+            Some(port) => {
+                port_number(port).ok_or_else(|| fail("the port is not a number from 1 to 65535"))?
+            }
             None => scheme.default_port(),
         };
         let path = if scheme.is_websocket() {

@@ -52,7 +52,7 @@ mod tests {
     }
 
     #[test]
-    fn records_decode_as_they_were_encoded_alone() {
+    fn records_are_the_bytes_each_would_be_encoded_alone() {
         let mut room = RecordRoom::default();
         for payload in [0, 10, 4096, 70_000, 3] {
             let p = publish(payload);

@@ -122,13 +122,13 @@ impl Connection {
         self.phase = Phase::Stopped;
     }
 
-    /// CONNACK accepted: the connection is up from now.
     /// A planned reconnection: the next attempt at once, the connection having worked.
     pub(super) fn reconnect_now(&mut self) {
         self.failures = 0;
         self.phase = Phase::Idle { at: clock::now() };
     }
 
+    /// CONNACK accepted: the connection is up from now.
     pub(super) fn came_up(&mut self) {
         self.phase = Phase::Up {
             since: clock::now(),

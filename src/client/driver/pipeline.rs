@@ -561,8 +561,11 @@ impl Driver {
         self.stop(reason);
     }
 
-    /// Commits everything that remains, waiting for the commit in flight first.
-    pub(super) async fn flush_store(&mut self) {
+    /// Commits everything that remains, waiting for the read and the commit in flight first.
+    /// With `write_released`, the packets each commit releases are written (a planned
+    /// reconnection: its DISCONNECT among them); without, the link is dropped first (a stop
+    /// writes nothing more).
+    pub(super) async fn flush_store(&mut self, write_released: bool) {
         if self.pipeline.has_failed() {
             return;
         }
@@ -574,7 +577,9 @@ impl Driver {
             }
             if self.pipeline.is_committing() {
                 let result = self.pipeline.done().await;
-                self.wire.detach();
+                if !write_released {
+                    self.wire.detach();
+                }
                 self.on_commit(result).await;
                 continue;
             }

@@ -9,8 +9,8 @@ use tracing::info;
 use super::super::clock;
 use super::super::credentials::refresh_margin;
 use super::super::events::{ClientEvent, ReconnectReason};
+use super::Driver;
 use super::connection::Close;
-use super::{Driver, Flush};
 use crate::packet::ReasonCode;
 
 /// When the live connection's credential must be replaced.
@@ -69,12 +69,7 @@ impl Driver {
             .session()
             .is_some_and(|s| s.disconnect(ReasonCode::Success, None).is_ok());
         if sent {
-            self.pump(Flush::All).await;
-            while self.pipeline.is_committing() {
-                let result = self.pipeline.done().await;
-                self.on_commit(result).await;
-                self.pump(Flush::All).await;
-            }
+            self.flush_store(true).await;
         }
         self.close_link(Close::Graceful).await;
         self.emit(ClientEvent::Reconnecting {

@@ -228,7 +228,7 @@ impl Driver {
                 slot.session.stamp_clock_now(now);
             }
         }
-        self.flush_store().await;
+        self.flush_store(false).await;
         // The last acks, if the link takes them (a stalled one does not hold up the stop), and
         // only while this process surely owns the session.
         if !self.ownership_lapsed() {

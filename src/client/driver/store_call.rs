@@ -65,7 +65,7 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn a_store_that_panics_fails_its_call_and_not_the_loop() {
+    async fn a_store_that_panics_fails_its_call_with_the_panic_message() {
         let mut call = StoreCall::<()>::new(async { panic!("disk on fire") });
         let Err(StoreError::Backend { message, .. }) = call.answer("commit").await else {
             panic!("a panic was not an error");
