@@ -3,21 +3,16 @@
 # (integration/src/postgres.rs): with apt-get on Debian and Ubuntu, without the cluster and
 # service Debian would create and start; elsewhere it prints what to install and fails.
 set -euo pipefail
+. "$(dirname "$0")/lib/apt.sh"
 if ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || command -v postgres >/dev/null 2>&1; then
   exit 0
 fi
 if command -v apt-get >/dev/null 2>&1; then
-  sudo=""
-  if [ "$(id -u)" -ne 0 ]; then
-    command -v sudo >/dev/null 2>&1 || { echo "PostgreSQL is missing: run as root: apt-get install -y postgresql" >&2; exit 1; }
-    sudo="sudo"
-  fi
-  echo "PostgreSQL is missing: installing it (apt-get install -y postgresql)" >&2
+  need_root PostgreSQL postgresql
   # The tests run servers of their own: no system cluster, no service listening on 5432.
-  $sudo mkdir -p /etc/postgresql-common
-  echo "create_main_cluster = false" | $sudo tee /etc/postgresql-common/createcluster.conf >/dev/null
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq postgresql >/dev/null
+  as_root mkdir -p /etc/postgresql-common
+  echo "create_main_cluster = false" | as_root tee /etc/postgresql-common/createcluster.conf >/dev/null
+  apt_install PostgreSQL postgresql
   exit 0
 fi
 cat >&2 <<'MSG'

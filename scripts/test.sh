@@ -8,11 +8,14 @@ cd "$(dirname "$0")/.."
 step() { printf '\n==> %s\n' "$*"; }
 
 # The tests against a real broker spawn their own mosquitto, those of the PostgreSQL store
-# their own PostgreSQL, and those of proxies their own tinyproxy and microsocks.
+# their own PostgreSQL, those of proxies their own tinyproxy and microsocks, and those of
+# PKCS#11 their own SoftHSM2 token.
 bash scripts/install-mosquitto.sh
 bash scripts/install-postgres.sh
 # The proxy tests go through real proxies: tinyproxy and microsocks.
 bash scripts/install-proxies.sh
+# The PKCS#11 tests keep their keys in SoftHSM2 tokens, made with OpenSC's pkcs11-tool.
+bash scripts/install-softhsm.sh
 
 step "cargo fmt --all -- --check"
 cargo fmt --all -- --check

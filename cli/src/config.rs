@@ -35,10 +35,8 @@ pub fn check(file: &Path, json: bool) -> Result<(), Failure> {
             None
         };
     }
-    if let Some(tls) = &mut effective.tls
-        && tls.client_key_pem.is_some()
-    {
-        tls.client_key_pem = Some("<hidden>".to_owned());
+    if let Some(tls) = &mut effective.tls {
+        *tls = tls.without_secrets();
     }
     // Proxies as the file named them: their passwords, and any written into an address, not
     // shown.

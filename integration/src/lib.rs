@@ -33,6 +33,7 @@ pub mod postgres;
 mod proc_stat;
 pub mod proxy;
 pub mod proxy_servers;
+pub mod softhsm;
 pub mod wire;
 
 pub use proc_stat::process_cpu_seconds;

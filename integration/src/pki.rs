@@ -4,7 +4,10 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, SanType};
+use rcgen::{
+    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, Issuer, KeyPair,
+    PublicKeyData, SanType,
+};
 
 /// Paths of the PEM files.
 #[derive(Debug, Clone)]
@@ -19,6 +22,17 @@ pub struct Pki {
     pub client_cert: PathBuf,
     /// Its key.
     pub client_key: PathBuf,
+    /// The CA's key, to certify keys made elsewhere ([`Pki::certify`]).
+    pub ca_key: PathBuf,
+    /// The CA's common name.
+    ca_name: String,
+}
+
+fn ca_params(name: &str) -> io::Result<CertificateParams> {
+    let mut params = CertificateParams::new(Vec::<String>::new()).map_err(other)?;
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.distinguished_name.push(DnType::CommonName, name);
+    Ok(params)
 }
 
 fn other(e: rcgen::Error) -> io::Error {
@@ -28,13 +42,10 @@ fn other(e: rcgen::Error) -> io::Error {
 impl Pki {
     /// Makes the CA and certificates and writes them into `dir`, named after `name`.
     pub fn generate(dir: &Path, name: &str) -> io::Result<Self> {
-        let mut ca_params = CertificateParams::new(Vec::<String>::new()).map_err(other)?;
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params
-            .distinguished_name
-            .push(DnType::CommonName, format!("{name} test CA"));
-        let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().map_err(other)?)
-            .map_err(other)?;
+        let ca_name = format!("{name} test CA");
+        let ca_key = KeyPair::generate().map_err(other)?;
+        let ca_key_pem = ca_key.serialize_pem();
+        let ca = CertifiedIssuer::self_signed(ca_params(&ca_name)?, ca_key).map_err(other)?;
         let server_key = KeyPair::generate().map_err(other)?;
         let mut server_params =
             CertificateParams::new(vec!["localhost".to_owned()]).map_err(other)?;
@@ -59,6 +70,25 @@ impl Pki {
             server_key: write("server.key", server_key.serialize_pem())?,
             client_cert: write("client.pem", client.pem())?,
             client_key: write("client.key", client_key.serialize_pem())?,
+            ca_key: write("ca.key", ca_key_pem)?,
+            ca_name,
         })
+    }
+
+    /// A client certificate for a public key whose private key is elsewhere (in a token),
+    /// signed by this CA: (PEM, DER).
+    pub fn certify(
+        &self,
+        common_name: &str,
+        public_key: &impl PublicKeyData,
+    ) -> io::Result<(String, Vec<u8>)> {
+        let key = KeyPair::from_pem(&std::fs::read_to_string(&self.ca_key)?).map_err(other)?;
+        let issuer = Issuer::new(ca_params(&self.ca_name)?, key);
+        let mut params = CertificateParams::new(Vec::<String>::new()).map_err(other)?;
+        params
+            .distinguished_name
+            .push(DnType::CommonName, common_name);
+        let cert = params.signed_by(public_key, &issuer).map_err(other)?;
+        Ok((cert.pem(), cert.der().to_vec()))
     }
 }

@@ -298,6 +298,11 @@ pub struct TlsConfig {
     /// The client's private key, as PEM text.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub client_key_pem: Option<String>,
+    /// The client's private key in a PKCS#11 token (feature `pkcs11`), as an RFC 7512 URI:
+    /// `pkcs11:token=...;object=...?module-path=...&pin-source=...`. The certificate is
+    /// `client_cert_file` or `client_cert_pem`, or with neither the one stored beside the key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_key_pkcs11: Option<String>,
     /// The name to verify the server's certificate against, instead of the host.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub server_name: Option<String>,
@@ -305,6 +310,37 @@ pub struct TlsConfig {
     /// port 443 pick the protocol by it).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub alpn: Vec<String>,
+}
+
+/// A PKCS#11 URI with its `pin-value` replaced by `<hidden>`.
+fn pin_hidden(uri: &str) -> String {
+    let Some((path, query)) = uri.split_once('?') else {
+        return uri.to_owned();
+    };
+    let query: Vec<&str> = query
+        .split('&')
+        .map(|a| {
+            if a.starts_with("pin-value=") {
+                "pin-value=<hidden>"
+            } else {
+                a
+            }
+        })
+        .collect();
+    format!("{path}?{}", query.join("&"))
+}
+
+impl TlsConfig {
+    /// These settings with the client's private key and any token PIN replaced by
+    /// `<hidden>`, to show them.
+    pub fn without_secrets(&self) -> Self {
+        let mut shown = self.clone();
+        if shown.client_key_pem.is_some() {
+            shown.client_key_pem = Some("<hidden>".to_owned());
+        }
+        shown.client_key_pkcs11 = shown.client_key_pkcs11.as_deref().map(pin_hidden);
+        shown
+    }
 }
 
 impl std::fmt::Debug for TlsConfig {
@@ -322,6 +358,10 @@ impl std::fmt::Debug for TlsConfig {
             .field(
                 "client_key_pem",
                 &self.client_key_pem.as_ref().map(|_| "<hidden>"),
+            )
+            .field(
+                "client_key_pkcs11",
+                &self.client_key_pkcs11.as_deref().map(pin_hidden),
             )
             .field("server_name", &self.server_name)
             .field("alpn", &self.alpn)
@@ -458,7 +498,8 @@ impl ClientConfig {
     }
 
     /// Writes the configuration as TOML, readable by [`ClientConfig::from_toml`]. A private
-    /// key given as PEM text is never written out: name its file (`client_key_file`) instead.
+    /// key given as PEM text is never written out: name its file (`client_key_file`) instead;
+    /// nor is a token PIN in a PKCS#11 URI (`pin-value`): name a file (`pin-source`).
     pub fn to_toml(&self) -> Result<String, ConfigError> {
         if self
             .tls
@@ -467,6 +508,15 @@ impl ClientConfig {
         {
             return Err(ConfigError::NotRepresentable(
                 "a private key given as PEM text (write client_key_file instead)",
+            ));
+        }
+        if self.tls.as_ref().is_some_and(|t| {
+            t.client_key_pkcs11
+                .as_deref()
+                .is_some_and(|uri| pin_hidden(uri) != uri)
+        }) {
+            return Err(ConfigError::NotRepresentable(
+                "a token PIN written into the PKCS#11 URI (use pin-source=FILE instead)",
             ));
         }
         toml::to_string(self).map_err(|e| ConfigError::Write(e.to_string()))

@@ -94,6 +94,8 @@ mod open_store;
 mod options;
 mod outgoing;
 mod pace;
+#[cfg(feature = "pkcs11")]
+mod pkcs11;
 mod policy;
 mod proxy;
 mod publish_options;
@@ -123,6 +125,8 @@ pub use credentials::{Credential, CredentialProvider};
 use events::StatsCell;
 pub use options::ClientBuilder;
 pub use pace::ConnectPace;
+#[cfg(feature = "pkcs11")]
+pub use pkcs11::Pkcs11Key;
 pub use policy::{Backoff, Exhausted, QueuePolicy, Redelivery, Refusal};
 pub use proxy::{Proxy, ProxyError, ProxyKind};
 pub use publish_options::PublishOptions;

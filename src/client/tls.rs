@@ -27,7 +27,7 @@ use super::tls_error::TlsError;
 #[derive(Clone)]
 pub struct TlsOptions {
     roots: Arc<RootCertStore>,
-    client_auth: Option<(Vec<CertificateDer<'static>>, Arc<PrivateKeyDer<'static>>)>,
+    client_auth: Option<ClientAuth>,
     custom: Option<Arc<rustls::ClientConfig>>,
     server_name: Option<String>,
     alpn: Vec<String>,
@@ -38,6 +38,14 @@ pub struct TlsOptions {
     /// connection attempt uses a clone): its session cache then lets a reconnection resume
     /// the TLS session of the last connection instead of a full handshake.
     built: Arc<OnceLock<Arc<rustls::ClientConfig>>>,
+}
+
+/// Who the client is: a key it holds, or a key a token holds for it.
+#[derive(Clone)]
+enum ClientAuth {
+    Key(Vec<CertificateDer<'static>>, Arc<PrivateKeyDer<'static>>),
+    #[cfg(feature = "pkcs11")]
+    Token(Arc<rustls::sign::CertifiedKey>),
 }
 
 impl std::fmt::Debug for TlsOptions {
@@ -160,6 +168,52 @@ impl TlsOptions {
             (None, Some(pem)) => Self::with_ca_pem(pem.as_bytes())?,
             (None, None) => Self::system_roots()?,
         };
+        if let Some(uri) = &config.client_key_pkcs11 {
+            options = options.token_key_from_config(uri, config)?;
+        } else {
+            options = options.key_from_config(config)?;
+        }
+        if let Some(name) = &config.server_name {
+            options = options.server_name(name.clone());
+        }
+        Ok(options.alpn_protocols(config.alpn.iter().cloned()))
+    }
+
+    #[cfg(feature = "pkcs11")]
+    fn token_key_from_config(self, uri: &str, config: &TlsConfig) -> Result<Self, TlsError> {
+        if config.client_key_file.is_some() || config.client_key_pem.is_some() {
+            return Err(TlsError::Pem(
+                "the client key is in a token (client_key_pkcs11): give no client_key_file or \
+                 client_key_pem"
+                    .to_owned(),
+            ));
+        }
+        let key = super::pkcs11::Pkcs11Key::open(uri)?;
+        match (&config.client_cert_file, &config.client_cert_pem) {
+            (Some(_), Some(_)) => Err(TlsError::Pem(
+                "give the client certificate as client_cert_file or as client_cert_pem, not both"
+                    .to_owned(),
+            )),
+            (Some(path), None) => {
+                let mut options = self.client_certificate_pkcs11(&key, Some(&read(path)?))?;
+                if let Some(d) = &mut options.described {
+                    d.client_cert_file = Some(path.clone());
+                    d.client_cert_pem = None;
+                }
+                Ok(options)
+            }
+            (None, pem) => self.client_certificate_pkcs11(&key, pem.as_ref().map(String::as_bytes)),
+        }
+    }
+
+    #[cfg(not(feature = "pkcs11"))]
+    fn token_key_from_config(self, _uri: &str, _config: &TlsConfig) -> Result<Self, TlsError> {
+        Err(TlsError::Pem(
+            "client_key_pkcs11 needs Mooring built with the `pkcs11` feature".to_owned(),
+        ))
+    }
+
+    fn key_from_config(mut self, config: &TlsConfig) -> Result<Self, TlsError> {
         match (
             &config.client_cert_file,
             &config.client_key_file,
@@ -168,10 +222,10 @@ impl TlsOptions {
         ) {
             (None, None, None, None) => {}
             (Some(cert), Some(key), None, None) => {
-                options = options.client_certificate_files(cert, key)?;
+                self = self.client_certificate_files(cert, key)?;
             }
             (None, None, Some(cert), Some(key)) => {
-                options = options.client_certificate_pem(cert.as_bytes(), key.as_bytes())?;
+                self = self.client_certificate_pem(cert.as_bytes(), key.as_bytes())?;
             }
             _ => {
                 return Err(TlsError::Pem(
@@ -181,10 +235,7 @@ impl TlsOptions {
                 ));
             }
         }
-        if let Some(name) = &config.server_name {
-            options = options.server_name(name.clone());
-        }
-        Ok(options.alpn_protocols(config.alpn.iter().cloned()))
+        Ok(self)
     }
 
     /// The settings as a [`TlsConfig`], to write to a file; `None` for a rustls configuration
@@ -209,7 +260,7 @@ impl TlsOptions {
         let chain = certificates(chain)?;
         let key = PrivateKeyDer::from_pem_slice(key)
             .map_err(|e| TlsError::Pem(format!("bad private key PEM: {e}")))?;
-        self.client_auth = Some((chain, Arc::new(key)));
+        self.client_auth = Some(ClientAuth::Key(chain, Arc::new(key)));
         self.built = Arc::default();
         // Fail now rather than at the first connection.
         self.client_config()?;
@@ -242,6 +293,46 @@ impl TlsOptions {
             d.client_cert_pem = None;
             d.client_key_pem = None;
         }
+        Ok(self)
+    }
+
+    /// Present a certificate whose private key stays in a PKCS#11 token (feature `pkcs11`):
+    /// the chain given as PEM text, or with `None` the certificate stored in the token beside
+    /// the key. Fails if the certificate is not the key's.
+    #[cfg(feature = "pkcs11")]
+    pub fn client_certificate_pkcs11(
+        mut self,
+        key: &super::pkcs11::Pkcs11Key,
+        chain_pem: Option<&[u8]>,
+    ) -> Result<Self, TlsError> {
+        let chain = match chain_pem {
+            Some(pem) => certificates(pem)?,
+            None => vec![key.certificate().cloned().ok_or_else(|| TlsError::Pkcs11 {
+                key: key.uri(),
+                why: "the token holds no certificate beside the key: give one".to_owned(),
+            })?],
+        };
+        let certified = rustls::sign::CertifiedKey::new(chain, Arc::new(key.clone()));
+        match certified.keys_match() {
+            // A token that does not show the public key cannot be checked here.
+            Ok(()) | Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) => {}
+            Err(e) => {
+                return Err(TlsError::Pkcs11 {
+                    key: key.uri(),
+                    why: format!("the certificate is not the key's: {e}"),
+                });
+            }
+        }
+        self.client_auth = Some(ClientAuth::Token(Arc::new(certified)));
+        self.built = Arc::default();
+        if let Some(d) = &mut self.described {
+            d.client_key_pkcs11 = Some(key.uri_as_given());
+            d.client_cert_pem = chain_pem.map(|pem| String::from_utf8_lossy(pem).into_owned());
+            d.client_cert_file = None;
+            d.client_key_file = None;
+            d.client_key_pem = None;
+        }
+        self.client_config()?;
         Ok(self)
     }
 
@@ -291,7 +382,13 @@ impl TlsOptions {
             .with_safe_default_protocol_versions()?
             .with_root_certificates(self.roots.clone());
         let mut config = match &self.client_auth {
-            Some((chain, key)) => builder.with_client_auth_cert(chain.clone(), key.clone_key())?,
+            Some(ClientAuth::Key(chain, key)) => {
+                builder.with_client_auth_cert(chain.clone(), key.clone_key())?
+            }
+            #[cfg(feature = "pkcs11")]
+            Some(ClientAuth::Token(certified)) => builder.with_client_cert_resolver(Arc::new(
+                rustls::sign::SingleCertAndKey::from(certified.clone()),
+            )),
             None => builder.with_no_client_auth(),
         };
         config.alpn_protocols = self.alpn.iter().map(|p| p.as_bytes().to_vec()).collect();

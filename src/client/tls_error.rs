@@ -21,6 +21,14 @@ pub enum TlsError {
     #[cfg(feature = "tls")]
     #[error("TLS configuration refused")]
     Config(#[from] rustls::Error),
+    /// A key in a PKCS#11 token could not be used.
+    #[error("PKCS#11 key {key}: {why}")]
+    Pkcs11 {
+        /// The key's URI, without its PIN.
+        key: String,
+        /// Why.
+        why: String,
+    },
     /// The system has no trusted root certificates.
     #[error("no system root certificates could be loaded: {0}")]
     NoSystemRoots(String),

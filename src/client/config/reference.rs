@@ -342,6 +342,11 @@ pub(crate) const KEYS: &[Key] = &[
         "The client's private key, as PEM text: read, never written back (`to_toml` refuses it; name the file instead).",
     ),
     key(
+        "tls.client_key_pkcs11",
+        r#""pkcs11:token=gateway;object=device?module-path=/usr/lib/softhsm/libsofthsm2.so&pin-source=/etc/gateway/pin""#,
+        "The client's private key in a PKCS#11 token (feature `pkcs11`), as an RFC 7512 URI; the certificate is `client_cert_file`/`client_cert_pem`, or the one stored beside the key. A `pin-value` is read, never written back (`to_toml` refuses it; use `pin-source`).",
+    ),
+    key(
         "tls.server_name",
         r#""broker.example""#,
         "The name to verify the server's certificate against, instead of the host.",

@@ -488,6 +488,7 @@ fn every_key_is_in_the_reference_and_every_key_there_is_read() {
             client_key_file: Some("k".into()),
             client_cert_pem: Some("c".into()),
             client_key_pem: Some("k".into()),
+            client_key_pkcs11: Some("pkcs11:object=k".into()),
             server_name: Some("s".into()),
             alpn: vec!["mqtt".into()],
         }),
@@ -547,4 +548,52 @@ fn the_reference_puts_each_key_under_its_section() {
         }
     }
     assert_eq!(rows, super::reference::KEYS.len());
+}
+
+#[test]
+fn a_token_pin_is_never_shown_nor_written_out() {
+    let uri = "pkcs11:token=t;object=k?module-path=/m.so&pin-value=s3cret&x=1";
+    let config = ClientConfig {
+        tls: Some(TlsConfig {
+            client_key_pkcs11: Some(uri.into()),
+            ..TlsConfig::default()
+        }),
+        ..ClientConfig::default()
+    };
+    let shown = format!("{config:?}");
+    assert!(!shown.contains("s3cret"), "{shown}");
+    let without = config.tls.as_ref().unwrap().without_secrets();
+    assert_eq!(
+        without.client_key_pkcs11.as_deref(),
+        Some("pkcs11:token=t;object=k?module-path=/m.so&pin-value=<hidden>&x=1")
+    );
+    #[cfg(feature = "toml")]
+    {
+        let err = config.to_toml().unwrap_err();
+        assert!(err.to_string().contains("pin-source"), "{err}");
+        let from_file = ClientConfig {
+            tls: Some(TlsConfig {
+                client_key_pkcs11: Some("pkcs11:object=k?pin-source=/etc/pin".into()),
+                ..TlsConfig::default()
+            }),
+            ..ClientConfig::default()
+        };
+        assert!(from_file.to_toml().unwrap().contains("pin-source=/etc/pin"));
+    }
+}
+
+#[cfg(all(feature = "tls", not(feature = "pkcs11")))]
+#[test]
+fn a_key_in_a_token_needs_the_pkcs11_feature() {
+    let config = ClientConfig {
+        servers: vec!["mqtts://h".into()],
+        tls: Some(TlsConfig {
+            ca_pem: Some(CA.to_owned()),
+            client_key_pkcs11: Some("pkcs11:object=k".into()),
+            ..TlsConfig::default()
+        }),
+        ..ClientConfig::default()
+    };
+    let err = ClientBuilder::from_config(&config).err().unwrap();
+    assert!(err.to_string().contains("pkcs11"), "{err}");
 }
