@@ -8,14 +8,16 @@ cd "$(dirname "$0")/.."
 step() { printf '\n==> %s\n' "$*"; }
 
 # The tests against a real broker spawn their own mosquitto, those of the PostgreSQL store
-# their own PostgreSQL, those of proxies their own tinyproxy and microsocks, and those of
-# PKCS#11 their own SoftHSM2 token.
+# their own PostgreSQL, those of proxies their own tinyproxy and microsocks, those of
+# PKCS#11 their own SoftHSM2 token, and those of QUIC their own mqttv5 broker.
 bash scripts/install-mosquitto.sh
 bash scripts/install-postgres.sh
 # The proxy tests go through real proxies: tinyproxy and microsocks.
 bash scripts/install-proxies.sh
 # The PKCS#11 tests keep their keys in SoftHSM2 tokens, made with OpenSC's pkcs11-tool.
 bash scripts/install-softhsm.sh
+# The QUIC tests run against the mqttv5 broker (a cargo install, a few minutes the first time).
+bash scripts/install-mqttv5.sh
 
 step "cargo fmt --all -- --check"
 cargo fmt --all -- --check

@@ -33,7 +33,9 @@ pub mod postgres;
 mod proc_stat;
 pub mod proxy;
 pub mod proxy_servers;
+pub mod quic_broker;
 pub mod softhsm;
+pub mod udp_relay;
 pub mod wire;
 
 pub use proc_stat::process_cpu_seconds;

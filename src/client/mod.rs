@@ -99,6 +99,8 @@ mod pkcs11;
 mod policy;
 mod proxy;
 mod publish_options;
+#[cfg(feature = "quic")]
+mod quic;
 mod router;
 mod settlement;
 #[cfg(feature = "tls")]

@@ -218,6 +218,8 @@ impl Proxy {
             return Ok(None);
         }
         let specific = match server.scheme() {
+            // HTTP and SOCKS5 proxies carry TCP; QUIC is UDP and goes straight to the server.
+            Scheme::Quic => return Ok(None),
             Scheme::Tls | Scheme::Wss => read("https_proxy", "HTTPS_PROXY"),
             _ => read("http_proxy", "HTTP_PROXY"),
         };

@@ -38,6 +38,9 @@ pub struct TlsOptions {
     /// connection attempt uses a clone): its session cache then lets a reconnection resume
     /// the TLS session of the last connection instead of a full handshake.
     built: Arc<OnceLock<Arc<rustls::ClientConfig>>>,
+    /// The same for QUIC: TLS 1.3 and an ALPN protocol always (`mqtt` when none is set).
+    #[cfg(feature = "quic")]
+    built_quic: Arc<OnceLock<Arc<rustls::ClientConfig>>>,
 }
 
 /// Who the client is: a key it holds, or a key a token holds for it.
@@ -152,6 +155,8 @@ impl TlsOptions {
             alpn: Vec::new(),
             described: None,
             built: Arc::default(),
+            #[cfg(feature = "quic")]
+            built_quic: Arc::default(),
         }
     }
 
@@ -253,6 +258,8 @@ impl TlsOptions {
             alpn: Vec::new(),
             described: Some(described),
             built: Arc::default(),
+            #[cfg(feature = "quic")]
+            built_quic: Arc::default(),
         }
     }
 
@@ -261,7 +268,7 @@ impl TlsOptions {
         let key = PrivateKeyDer::from_pem_slice(key)
             .map_err(|e| TlsError::Pem(format!("bad private key PEM: {e}")))?;
         self.client_auth = Some(ClientAuth::Key(chain, Arc::new(key)));
-        self.built = Arc::default();
+        self.forget_built();
         // Fail now rather than at the first connection.
         self.client_config()?;
         Ok(())
@@ -324,7 +331,7 @@ impl TlsOptions {
             }
         }
         self.client_auth = Some(ClientAuth::Token(Arc::new(certified)));
-        self.built = Arc::default();
+        self.forget_built();
         if let Some(d) = &mut self.described {
             d.client_key_pkcs11 = Some(key.uri_as_given());
             d.client_cert_pem = chain_pem.map(|pem| String::from_utf8_lossy(pem).into_owned());
@@ -354,11 +361,44 @@ impl TlsOptions {
         protocols: impl IntoIterator<Item = S>,
     ) -> Self {
         self.alpn = protocols.into_iter().map(Into::into).collect();
-        self.built = Arc::default();
+        self.forget_built();
         if let Some(d) = &mut self.described {
             d.alpn = self.alpn.clone();
         }
         self
+    }
+
+    /// A setting changed: the configurations are built again at their next use.
+    fn forget_built(&mut self) {
+        self.built = Arc::default();
+        #[cfg(feature = "quic")]
+        {
+            self.built_quic = Arc::default();
+        }
+    }
+
+    /// The rustls configuration for QUIC, built once for these options and their clones:
+    /// TLS 1.3 only, and `mqtt` offered by ALPN when no protocol is set (QUIC needs one).
+    #[cfg(feature = "quic")]
+    pub(crate) fn quic_config(&self) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+        if let Some(built) = self.built_quic.get() {
+            return Ok(built.clone());
+        }
+        let mut config = match &self.custom {
+            Some(custom) => (**custom).clone(),
+            None => {
+                let builder = rustls::ClientConfig::builder_with_provider(provider())
+                    .with_protocol_versions(&[&rustls::version::TLS13])?
+                    .with_root_certificates(self.roots.clone());
+                let mut config = self.with_client_auth(builder)?;
+                config.alpn_protocols = self.alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
+                config
+            }
+        };
+        if config.alpn_protocols.is_empty() {
+            config.alpn_protocols = vec![super::quic::DEFAULT_ALPN.to_vec()];
+        }
+        Ok(self.built_quic.get_or_init(|| Arc::new(config)).clone())
     }
 
     pub(crate) fn name_for<'a>(&'a self, host: &'a str) -> &'a str {
@@ -381,7 +421,16 @@ impl TlsOptions {
         let builder = rustls::ClientConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()?
             .with_root_certificates(self.roots.clone());
-        let mut config = match &self.client_auth {
+        let mut config = self.with_client_auth(builder)?;
+        config.alpn_protocols = self.alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
+        Ok(Arc::new(config))
+    }
+
+    fn with_client_auth(
+        &self,
+        builder: rustls::ConfigBuilder<rustls::ClientConfig, rustls::client::WantsClientCert>,
+    ) -> Result<rustls::ClientConfig, TlsError> {
+        Ok(match &self.client_auth {
             Some(ClientAuth::Key(chain, key)) => {
                 builder.with_client_auth_cert(chain.clone(), key.clone_key())?
             }
@@ -390,9 +439,7 @@ impl TlsOptions {
                 rustls::sign::SingleCertAndKey::from(certified.clone()),
             )),
             None => builder.with_no_client_auth(),
-        };
-        config.alpn_protocols = self.alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
-        Ok(Arc::new(config))
+        })
     }
 }
 

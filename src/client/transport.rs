@@ -82,6 +82,15 @@ pub enum TransportError {
         #[source]
         source: ProxyError,
     },
+    /// The QUIC connection could not be made (handshake, TLS 1.3 settings, the stream), or
+    /// was asked to go where QUIC cannot (through a proxy or a [`Connector`]).
+    #[error("QUIC with {server} failed: {why}")]
+    Quic {
+        /// The server.
+        server: String,
+        /// Why.
+        why: String,
+    },
     /// The address needs a feature this build lacks.
     #[error("{server} needs the `{feature}` feature of mooring")]
     FeatureMissing {
@@ -273,6 +282,9 @@ pub(crate) async fn open(
         server: name.clone(),
         source,
     };
+    if server.scheme() == super::url::Scheme::Quic {
+        return open_quic(server, options, connector.is_some()).await;
+    }
     let stream: Box<dyn AsyncStream> = match (connector, &options.proxy) {
         (Some(c), _) => c.connect(server).await.map_err(io_error)?,
         (None, Some(proxy)) => {
@@ -317,6 +329,48 @@ pub(crate) async fn open(
     Ok(Opened {
         link: Link::Stream(stream),
         tls,
+    })
+}
+
+/// QUIC opens its own UDP socket: neither a proxy (TCP tunnels) nor a [`Connector`] (byte
+/// streams) can carry it, and asking for one is an error rather than a silent bypass.
+async fn open_quic(
+    server: &ServerUrl,
+    options: &TransportOptions,
+    with_connector: bool,
+) -> Result<Opened, TransportError> {
+    let refuse = |why: &str| TransportError::Quic {
+        server: server.to_string(),
+        why: why.to_owned(),
+    };
+    if with_connector {
+        return Err(refuse(
+            "a Connector opens byte streams; QUIC needs its own UDP socket",
+        ));
+    }
+    if options.proxy.is_some() {
+        return Err(refuse("HTTP and SOCKS5 proxies carry TCP, not QUIC's UDP"));
+    }
+    #[cfg(feature = "quic")]
+    {
+        let tls = match &options.tls {
+            Some(tls) => tls.clone(),
+            None => super::tls::system_default().map_err(|e| TransportError::Tls {
+                server: server.to_string(),
+                why: described(&e),
+            })?,
+        };
+        let stream = super::quic::connect(server, &tls).await?;
+        // quinn does not tell whether the TLS session was resumed: counted as full.
+        Ok(Opened {
+            link: Link::Stream(Box::new(stream)),
+            tls: Some(Handshake::Full),
+        })
+    }
+    #[cfg(not(feature = "quic"))]
+    Err(TransportError::FeatureMissing {
+        server: server.to_string(),
+        feature: "quic",
     })
 }
 

@@ -1,4 +1,5 @@
-//! Server addresses: `mqtt://`, `mqtts://`, `ws://`, `wss://`, and `tcp://`, `ssl://` as aliases.
+//! Server addresses: `mqtt://`, `mqtts://`, `ws://`, `wss://`, `quic://`, and `tcp://`,
+//! `ssl://` as aliases.
 
 use std::fmt;
 use std::str::FromStr;
@@ -15,12 +16,15 @@ pub enum Scheme {
     Ws,
     /// WebSocket over TLS (`wss://`), port 443 by default.
     Wss,
+    /// QUIC (`quic://`, feature `quic`): TLS 1.3 over UDP, MQTT on one stream; port 14567 by
+    /// default (EMQX's and the `mqttv5` broker's).
+    Quic,
 }
 
 impl Scheme {
     /// Whether the connection is encrypted.
     pub fn is_tls(self) -> bool {
-        matches!(self, Self::Tls | Self::Wss)
+        matches!(self, Self::Tls | Self::Wss | Self::Quic)
     }
 
     /// Whether MQTT travels in WebSocket frames.
@@ -34,12 +38,17 @@ impl Scheme {
             Self::Tls => 8883,
             Self::Ws => 80,
             Self::Wss => 443,
+            Self::Quic => 14567,
         }
     }
 
     /// The Cargo feature of `mooring-mqtt` that this scheme needs and this build lacks, if
-    /// any: `tls` for `mqtts://` and `wss://`, `websocket` for `ws://` and `wss://`.
+    /// any: `tls` for `mqtts://` and `wss://`, `websocket` for `ws://` and `wss://`, `quic`
+    /// for `quic://`.
     pub fn missing_feature(self) -> Option<&'static str> {
+        if self == Self::Quic && !cfg!(feature = "quic") {
+            return Some("quic");
+        }
         if self.is_tls() && !cfg!(feature = "tls") {
             return Some("tls");
         }
@@ -56,6 +65,7 @@ impl Scheme {
             Self::Tls => "mqtts",
             Self::Ws => "ws",
             Self::Wss => "wss",
+            Self::Quic => "quic",
         }
     }
 }
@@ -157,15 +167,16 @@ impl FromStr for ServerUrl {
         };
         let (scheme, rest) = url
             .split_once("://")
-            .ok_or_else(|| fail("it has no scheme (mqtt://, mqtts://, ws://, wss://)"))?;
+            .ok_or_else(|| fail("it has no scheme (mqtt://, mqtts://, ws://, wss://, quic://)"))?;
         let scheme = match scheme.to_ascii_lowercase().as_str() {
             "mqtt" | "tcp" => Scheme::Tcp,
             "mqtts" | "ssl" | "tls" => Scheme::Tls,
             "ws" => Scheme::Ws,
             "wss" => Scheme::Wss,
+            "quic" => Scheme::Quic,
             _ => {
                 return Err(fail(
-                    "unknown scheme (use mqtt, mqtts, ws, wss, tcp or ssl)",
+                    "unknown scheme (use mqtt, mqtts, ws, wss, quic, tcp or ssl)",
                 ));
             }
         };
@@ -227,6 +238,7 @@ mod tests {
             ("tcp://h:1884", "mqtt://h:1884"),
             ("MQTTS://h", "mqtts://h:8883"),
             ("ssl://h", "mqtts://h:8883"),
+            ("QUIC://h", "quic://h:14567"),
             ("ws://h", "ws://h:80/mqtt"),
             ("wss://h:8443/x/y", "wss://h:8443/x/y"),
             ("mqtt://[::1]:1999", "mqtt://[::1]:1999"),

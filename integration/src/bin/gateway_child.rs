@@ -22,6 +22,7 @@
 //!   the store as the queue drains).
 //! - `GATEWAY_PROXY_FROM_ENV=1` reaches the broker through the proxy the environment names
 //!   (`all_proxy`, ...: `ClientBuilder::proxy_from_env`).
+//! - `GATEWAY_CA_FILE=PEM` trusts that CA for the broker's certificate (`quic://`).
 //! - `STORE` `postgres` takes `PATH` as the connection string and `GATEWAY_LEASE_MS` as the
 //!   lease (the failover proof, `tests/failover_proof/`): the gateway waits as a standby
 //!   until it owns the session, then prints `ACTIVE` and reads the ledgers; once another
@@ -212,6 +213,10 @@ async fn run() -> Result<(), Error> {
     }
     if let Some(window) = std::env::var("QUEUE_WINDOW").ok().filter(|v| !v.is_empty()) {
         builder = builder.queue_window(window.parse()?, 1 << 20);
+    }
+    // A broker whose certificate the test's CA signed (QUIC).
+    if let Some(ca) = std::env::var_os("GATEWAY_CA_FILE") {
+        builder = builder.tls(mooring::client::TlsOptions::with_ca_file(ca)?);
     }
     // Behind the proxy the environment names (`all_proxy`, ...).
     if std::env::var("GATEWAY_PROXY_FROM_ENV").is_ok_and(|v| v == "1") {

@@ -25,6 +25,7 @@
 mod chart;
 mod postgres;
 mod queue;
+mod quic;
 mod receive;
 mod sessions;
 mod tls;
@@ -586,6 +587,11 @@ fn main() -> ExitCode {
             }
             Some("chart") => chart::from_args(args.get(1..).unwrap_or_default()),
             Some("tls") => tls::run(args.get(1).map_or(Ok(200), |v| v.parse())?).await,
+            Some("quic") => {
+                let count = args.get(1).map_or(Ok(2_000), |v| v.parse())?;
+                let runs = args.get(2).map_or(Ok(3), |v| v.parse())?;
+                quic::run(count, runs).await
+            }
             Some("windows") => {
                 let count = args.get(1).map_or(Ok(32_000), |v| v.parse())?;
                 let runs = args.get(2).map_or(Ok(3), |v| v.parse())?;
