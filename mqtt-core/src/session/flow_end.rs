@@ -164,7 +164,13 @@ impl Session {
         self.outbound.flows.insert(new_seq, flow);
     }
 
-    /// PUBCOMP: a QoS 2 flow ends. An identifier with no flow awaiting PUBCOMP is ignored.
+    /// PUBCOMP: a QoS 2 flow ends, delivered: the server took the message with its PUBREC,
+    /// and a PUBCOMP only frees the identifier. Its one error, 0x92 (the server no longer
+    /// knows the identifier), is what a PUBREL resent after a reconnection gets when the
+    /// server had completed the flow and its PUBCOMP was lost with the connection, "not an
+    /// error during recovery" (MQTT 5.0, 3.7.2.1); reporting it as a failure would have the
+    /// application publish again what the server already has. The reason stays in the
+    /// event. An identifier with no flow awaiting PUBCOMP is ignored.
     pub fn handle_pubcomp(&mut self, comp: &PubAck) {
         let Some(seq) = self.flow_for(comp.packet_id, true) else {
             return;
@@ -178,17 +184,12 @@ impl Session {
             self.finish_reported(seq);
             return;
         }
-        let event = if comp.reason_code.is_error() {
-            Event::Failed {
-                id,
-                reason: comp.reason_code,
-            }
-        } else {
+        self.finish(
+            seq,
             Event::Delivered {
                 id,
                 reason: comp.reason_code,
-            }
-        };
-        self.finish(seq, event);
+            },
+        );
     }
 }

@@ -271,6 +271,34 @@ fn unknown_identifiers_in_acks() {
     assert_eq!(h.flush(), vec![Packet::PubRel(rel)]);
 }
 
+/// The server completed the flow, its PUBCOMP was lost with the connection, and the PUBREL
+/// resent on the next one gets 0x92: the message reached the server (its PUBREC said so), so
+/// it is delivered, not failed (failed, the application would publish it again).
+#[test]
+fn a_pubcomp_0x92_after_a_reconnection_ends_the_flow_as_delivered() {
+    let mut h = Harness::new();
+    h.connack(false, None);
+    let id = h.publish(QoS::ExactlyOnce, "a");
+    h.flush();
+    h.session.handle_pubrec(&PubAck::new(1));
+    h.flush();
+    h.session.connection_lost(NOW_MS);
+    assert_eq!(h.connack(true, None), vec![Packet::PubRel(PubAck::new(1))]);
+    let mut comp = PubAck::new(1);
+    comp.reason_code = ReasonCode::PacketIdentifierNotFound;
+    h.session.handle_pubcomp(&comp);
+    h.flush();
+    assert!(h.store.outbound.is_empty(), "the flow's record is gone");
+    let events = h.events();
+    assert!(
+        events.contains(&Event::Delivered {
+            id,
+            reason: ReasonCode::PacketIdentifierNotFound
+        }),
+        "{events:?}"
+    );
+}
+
 #[test]
 fn a_repeated_pubrec_gets_pubrel_again() {
     let mut h = Harness::new();
