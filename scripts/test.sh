@@ -18,6 +18,8 @@ bash scripts/install-proxies.sh
 bash scripts/install-softhsm.sh
 # The QUIC tests run against the mqttv5 broker (a cargo install, a few minutes the first time).
 bash scripts/install-mqttv5.sh
+# bench quic's emulated link (its smoke test runs in CI): ip and iptables.
+bash scripts/install-link-tools.sh
 
 step "cargo fmt --all -- --check"
 cargo fmt --all -- --check

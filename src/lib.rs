@@ -14,6 +14,7 @@
 //! | `sled` | no | `store::SledStore`: no acknowledged batch lost to kill -9, but 1 in 1,500 kills left a database that would not open; not for power loss |
 //! | `postgres` | no | `store::PostgresStore`: the session in PostgreSQL, owned by one process at a time, for a standby gateway on another machine |
 //! | `websocket` | no | `ws://` and `wss://` |
+//! | `quic` | no | `quic://`: MQTT over QUIC (quinn), one stream, TLS 1.3 with the same settings |
 //! | `pkcs11` | no | [`client::Pkcs11Key`]: TLS client keys that stay in a PKCS#11 token (HSM, TPM, secure element) |
 //! | `conformance` | no | the store conformance suite, to test a store of your own |
 //!

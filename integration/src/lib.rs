@@ -28,6 +28,7 @@ pub mod clients;
 pub mod crash_batches;
 pub mod mosquitto;
 pub mod mosquitto_sub;
+pub mod netem;
 pub mod pki;
 pub mod postgres;
 mod proc_stat;

@@ -47,13 +47,18 @@ pub struct QuicBroker {
 }
 
 impl QuicBroker {
-    /// Starts a broker that delivers on the client's stream (`control-only`), anonymous,
-    /// its sessions kept in its directory across restarts.
+    /// Starts a broker that delivers on the client's stream (`control-only`) to anonymous
+    /// clients, its sessions kept in its directory across restarts.
     pub fn start() -> io::Result<Self> {
-        Self::with_args(&["--quic-delivery-strategy", "control-only"])
+        Self::with_args(&[
+            "--quic-delivery-strategy",
+            "control-only",
+            "--allow-anonymous",
+            "true",
+        ])
     }
 
-    /// Starts a broker with these extra arguments.
+    /// Starts a broker with these arguments besides its listeners, PKI and directory.
     pub fn with_args(extra: &[&str]) -> io::Result<Self> {
         let dir = tempfile::tempdir()?;
         let pki = Pki::generate(dir.path(), "mqttv5")?;
@@ -113,12 +118,7 @@ impl QuicBroker {
             .arg(&self.pki.server_cert)
             .arg("--tls-key")
             .arg(&self.pki.server_key)
-            .args([
-                "--allow-anonymous",
-                "true",
-                "--non-interactive",
-                "--no-sys-topics",
-            ])
+            .args(["--non-interactive", "--no-sys-topics"])
             .arg("--storage-dir")
             .arg(self.dir.path().join("storage"))
             .args(&self.extra)

@@ -102,3 +102,31 @@ fn the_tls_reconnection_row_runs_and_resumes_every_session() {
     let cells: Vec<&str> = row.split('|').map(str::trim).collect();
     assert_eq!(cells.get(6..8), Some(&["5", "5"][..]), "{row}");
 }
+
+/// `bench quic` builds an emulated link (a network namespace and TUN devices), which needs
+/// root: CI runs as root and must run it; elsewhere, without root, it says so and returns.
+#[test]
+fn the_quic_table_runs_tcp_and_quic_over_the_emulated_link() {
+    let root = std::fs::read_to_string("/proc/self/status").is_ok_and(|status| {
+        status
+            .lines()
+            .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+    });
+    if !root {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must run bench quic: it needs root for its network namespace"
+        );
+        eprintln!("skipped: bench quic needs root (a network namespace and TUN devices)");
+        return;
+    }
+    let text = run_bench(&["quic", "40", "1"]);
+    for row in [
+        "| TCP | 0 % |",
+        "| QUIC | 0 % |",
+        "| TCP | 1 % |",
+        "| QUIC | 1 % |",
+    ] {
+        assert!(text.contains(row), "{row} missing:\n{text}");
+    }
+}

@@ -110,7 +110,7 @@ async fn a_qos2_stream_survives_a_rebinding_nat_and_a_path_that_goes_dark() {
 /// rather than leaving messages unacknowledged in silence.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broker_that_delivers_on_streams_of_its_own_is_told_apart() {
-    let broker = QuicBroker::with_args(&[]).unwrap();
+    let broker = QuicBroker::with_args(&["--allow-anonymous", "true"]).unwrap();
     let mut builder = client(&broker.quic_url(), "quic-listener").tls(tls(&broker));
     let mut events = builder.events();
     let (quic, _m) = builder.connect().await.unwrap();

@@ -306,6 +306,9 @@ pub struct Stats {
     pub tls_resumed: u64,
     /// Requests ([`Client::request`](super::Client::request)) waiting for their response.
     pub responses_awaited: u64,
+    /// Re-authentications on a live connection with a fresh credential from the credential
+    /// provider, before the last one expired (enhanced authentication; AUTH 0x19).
+    pub reauthentications: u64,
 }
 
 impl Stats {
@@ -347,6 +350,7 @@ pub(crate) struct StatsCell {
     pub(crate) tls_handshakes: AtomicU64,
     pub(crate) tls_resumed: AtomicU64,
     pub(crate) responses_awaited: AtomicU64,
+    pub(crate) reauthentications: AtomicU64,
 }
 
 impl StatsCell {
@@ -379,6 +383,7 @@ impl StatsCell {
             tls_handshakes: get(&self.tls_handshakes),
             tls_resumed: get(&self.tls_resumed),
             responses_awaited: get(&self.responses_awaited),
+            reauthentications: get(&self.reauthentications),
         }
     }
 }

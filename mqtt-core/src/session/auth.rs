@@ -27,6 +27,12 @@ pub trait Authenticator: Send + std::fmt::Debug {
     fn challenge(&mut self, data: Option<&Bytes>) -> Result<Option<Bytes>, AuthError>;
     /// The server accepted (CONNACK or AUTH with Success); checks its final data, if any.
     fn success(&mut self, data: Option<&Bytes>) -> Result<(), AuthError>;
+    /// The credential the next exchange is to prove: before each CONNECT, the attempt's
+    /// user name and password (a client's credential provider gives a fresh one), and before
+    /// a re-authentication that replaces an expiring credential, the new one. An
+    /// authenticator whose data is a token (JWT, OAuth) sends it from
+    /// [`start`](Authenticator::start); the default ignores it.
+    fn credential(&mut self, _username: Option<&str>, _password: Option<&[u8]>) {}
 }
 
 /// An authenticator's refusal: the exchange failed.
@@ -39,6 +45,20 @@ impl Session {
     /// server is answered through it.
     pub fn set_authenticator(&mut self, authenticator: Box<dyn Authenticator>) {
         self.auth.authenticator = Some(authenticator);
+    }
+
+    /// Gives the authenticator, if there is one, the credential of the next exchange
+    /// ([`Authenticator::credential`]).
+    pub fn give_credential(&mut self, username: Option<&str>, password: Option<&[u8]>) {
+        if let Some(auth) = self.auth.authenticator.as_mut() {
+            auth.credential(username, password);
+        }
+    }
+
+    /// Whether the current connection authenticated with an Authentication Method, so that
+    /// it can re-authenticate in place ([`Session::reauthenticate`]).
+    pub fn uses_enhanced_auth(&self) -> bool {
+        self.connection.is_some() && self.auth.method.is_some()
     }
 
     /// Checks that a server packet names the method CONNECT carried [MQTT-4.12.0-5] and

@@ -26,7 +26,7 @@ pub(crate) const KEYS: &[Key] = &[
     key(
         "servers",
         r#"["mqtt://10.0.0.5:1883", "mqtts://broker.example"]"#,
-        "Server addresses (`mqtt://`, `mqtts://`, `ws://`, `wss://`), tried in order, then round-robin. With the client id, each names its session in the store (see `cluster_scope`).",
+        "Server addresses (`mqtt://`, `mqtts://`, `ws://`, `wss://`, `quic://`), tried in order, then round-robin. With the client id, each names its session in the store (see `cluster_scope`).",
     ),
     key(
         "client_id",
@@ -309,7 +309,7 @@ pub(crate) const KEYS: &[Key] = &[
     key(
         "tls",
         r#"{ ca_file = "ca.pem" }"#,
-        "TLS for `mqtts://` and `wss://` servers (unset: the system's roots, read once per process; feature `tls`). Reconnections resume the last TLS session.",
+        "TLS for `mqtts://`, `wss://` and `quic://` servers (unset: the system's roots, read once per process; feature `tls`). Reconnections resume the last TLS session.",
     ),
     key(
         "tls.ca_file",

@@ -302,7 +302,11 @@ impl Driver {
             Err(error) => return self.attempt_failed(error),
         };
         let started = match self.session() {
-            Some(session) => session.start_connection(dialed.credentials),
+            Some(session) => {
+                let c = &dialed.credentials;
+                session.give_credential(c.username.as_deref(), c.password.as_deref());
+                session.start_connection(dialed.credentials)
+            }
             None => return,
         };
         if let Err(error) = started {
@@ -428,7 +432,7 @@ impl Driver {
                 self.close_link(Close::Abrupt).await;
                 self.attempt_failed(ConnectError::Timeout(self.settings.connect_timeout));
             }
-            Phase::Up { .. } if self.refresh.due(now) => self.reconnect_for_credentials().await,
+            Phase::Up { .. } if self.refresh.due(now) => self.refresh_credential().await,
             Phase::Up { .. } => {
                 if let Some(session) = self.session() {
                     session.handle_timeout(now);

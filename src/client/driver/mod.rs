@@ -189,6 +189,8 @@ enum Wake {
     Command(Option<Command>),
     HandlesGone,
     Timer,
+    /// The credential provider answered, for a re-authentication in place (refresh.rs).
+    Credential(Result<super::credentials::Credential, super::attempt::HookError>),
 }
 
 /// How often, at the longest, the loop looks whether the system clock stepped: a step moves
@@ -288,6 +290,9 @@ impl Driver {
             command = self.commands.recv(), if self.commands_open && !backed_up => {
                 Wake::Command(command)
             }
+            fetched = self.refresh.fetched(), if self.refresh.is_fetching() => {
+                Wake::Credential(fetched)
+            }
             () = alive(&mut self.alive) => Wake::HandlesGone,
             () = self.timer.as_mut() => Wake::Timer,
         };
@@ -331,6 +336,7 @@ impl Driver {
                 }
             }
             Wake::Timer => self.on_timer().await,
+            Wake::Credential(fetched) => self.reauthenticate_with(fetched).await,
             Wake::Inbox(InboxWake::HandedOver) => {}
             Wake::Inbox(InboxWake::Settled(settlement)) => {
                 // An application that does not wait for this answer reads on and settles the

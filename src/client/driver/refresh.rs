@@ -1,25 +1,46 @@
 //! Credentials that expire: when the credential of the live connection will stop working,
-//! and the planned reconnection before then (DISCONNECT, then a new connection at once with
-//! a fresh credential; the session kept, no backoff).
+//! and what is done before then. A connection that authenticated with an Authentication
+//! Method re-authenticates in place with a fresh credential (AUTH 0x19); any other makes a
+//! planned reconnection (DISCONNECT, then a new connection at once with a fresh credential;
+//! the session kept, no backoff).
 
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime};
 
-use tracing::info;
+use tracing::{info, warn};
 
+use super::super::attempt::HookError;
 use super::super::clock;
-use super::super::credentials::refresh_margin;
+use super::super::credentials::{Credential, refresh_margin};
 use super::super::events::{ClientEvent, ReconnectReason};
 use super::Driver;
 use super::connection::Close;
 use crate::packet::ReasonCode;
 
+/// A fresh credential being asked for, to re-authenticate with.
+type Fetching = Pin<Box<dyn Future<Output = Result<Credential, HookError>> + Send>>;
+
 /// When the live connection's credential must be replaced.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub(super) struct CredentialRefresh {
     /// The expiry of the credential the connection being made uses.
     dialed: Option<SystemTime>,
-    /// When to reconnect with a fresh one (the connection is up).
+    /// When to replace it (the connection is up).
     at: Option<Instant>,
+    /// The provider's answer, awaited by the loop, for a re-authentication in place.
+    fetching: Option<Fetching>,
+}
+
+impl std::fmt::Debug for CredentialRefresh {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CredentialRefresh")
+            .field("dialed", &self.dialed)
+            .field("at", &self.at)
+            .field("fetching", &self.fetching.is_some())
+            .finish()
+    }
 }
 
 impl CredentialRefresh {
@@ -45,18 +66,84 @@ impl CredentialRefresh {
         *self = Self::default();
     }
 
-    /// When the loop must wake to refresh.
+    /// When the loop must wake to refresh (not while a fresh credential is on its way).
     pub(super) fn deadline(&self) -> Option<Instant> {
-        self.at
+        self.at.filter(|_| self.fetching.is_none())
+    }
+
+    /// The provider's answer, once it comes; pending while none is asked for.
+    pub(super) async fn fetched(&mut self) -> Result<Credential, HookError> {
+        match self.fetching.as_mut() {
+            Some(fetching) => {
+                let result = fetching.await;
+                self.fetching = None;
+                result
+            }
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Whether a fresh credential is on its way.
+    pub(super) fn is_fetching(&self) -> bool {
+        self.fetching.is_some()
     }
 
     /// Whether the refresh is due at `now`.
     pub(super) fn due(&self, now: Instant) -> bool {
-        self.at.is_some_and(|at| now >= at)
+        self.fetching.is_none() && self.at.is_some_and(|at| now >= at)
     }
 }
 
 impl Driver {
+    /// The credential expires soon. A connection with enhanced authentication asks the
+    /// provider for a fresh one (the loop awaits the answer, [`Driver::reauthenticate_with`])
+    /// and re-authenticates in place; any other reconnects.
+    pub(super) async fn refresh_credential(&mut self) {
+        let enhanced = self.session().is_some_and(|s| s.uses_enhanced_auth());
+        match (&self.settings.credentials, enhanced) {
+            (Some(provider), true) => {
+                let (provider, server) = (provider.clone(), self.server_url());
+                self.refresh.fetching =
+                    Some(Box::pin(async move { provider.credential(&server).await }));
+            }
+            _ => self.reconnect_for_credentials().await,
+        }
+    }
+
+    /// The provider answered: re-authenticate with the new credential (AUTH 0x19) and plan
+    /// the next refresh by its expiry. If the provider failed or the session cannot
+    /// re-authenticate, reconnect as without enhanced authentication; a server that refuses
+    /// the new credential ends the connection itself, and the reconnection asks again.
+    pub(super) async fn reauthenticate_with(&mut self, fetched: Result<Credential, HookError>) {
+        let credential = match fetched {
+            Ok(credential) => credential,
+            Err(error) => {
+                warn!(%error, "the credential provider failed: reconnecting instead");
+                return self.reconnect_for_credentials().await;
+            }
+        };
+        let sent = self.session().map(|session| {
+            session.give_credential(
+                credential.username.as_deref(),
+                credential.password.as_deref(),
+            );
+            session.reauthenticate()
+        });
+        match sent {
+            Some(Ok(())) => {
+                info!(server = %self.server_url(), "re-authenticating with a fresh credential");
+                self.stats.reauthentications.fetch_add(1, Ordering::Relaxed);
+                self.refresh.dialed(credential.expires_at);
+                self.refresh.connected();
+            }
+            Some(Err(error)) => {
+                warn!(%error, "cannot re-authenticate: reconnecting instead");
+                self.reconnect_for_credentials().await;
+            }
+            None => {}
+        }
+    }
+
     /// The credential expires soon: DISCONNECT (Success: the Will is not published, the
     /// session is kept), what waits for the store committed and written first, then a new
     /// attempt at once, which asks the provider for a fresh credential. Flows in flight go

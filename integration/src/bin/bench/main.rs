@@ -592,6 +592,12 @@ fn main() -> ExitCode {
                 let runs = args.get(2).map_or(Ok(3), |v| v.parse())?;
                 quic::run(count, runs).await
             }
+            Some("quic-stream") => {
+                let [_, url, ca, count] = args.as_slice() else {
+                    return Err("bad quic-stream arguments".into());
+                };
+                quic::child(url, ca, count.parse()?).await
+            }
             Some("windows") => {
                 let count = args.get(1).map_or(Ok(32_000), |v| v.parse())?;
                 let runs = args.get(2).map_or(Ok(3), |v| v.parse())?;

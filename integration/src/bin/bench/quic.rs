@@ -1,25 +1,20 @@
-//! `bench quic [COUNT] [RUNS]`: MQTT over TCP and over QUIC on a path with a 20 ms round trip,
+//! `bench quic [COUNT] [RUNS]`: MQTT over TCP and over QUIC on a link with a 20 ms round trip,
 //! clean and with 1 % loss, against one broker that serves both (the `mqttv5` broker). A QoS 1
 //! stream of COUNT 256-byte messages, at most 20 unacknowledged; the runs of each row are
 //! interleaved; medians of rate and of publish-to-PUBACK latency.
 //!
-//! The paths: QUIC goes through the UDP relay, which delays each datagram 10 ms each way and
-//! drops 1 % of them (QUIC's own recovery repairs that). TCP goes through the fault proxy,
-//! which delivers each chunk 10 ms late each way; its 1 % loss is the kernel's, by an
-//! iptables rule that drops 1 % of the packets between the client and the proxy, both ways
-//! (root and iptables needed; without them the TCP rows say so). TCP recovers that loss on a
-//! leg whose own round trip is a fraction of a millisecond, so its retransmissions cost it
-//! less than they would on a real 20 ms path: where QUIC still wins, it wins by at least that.
+//! The link is `integration::netem`: the client runs in a network namespace whose packets
+//! this process carries to the host through TUN devices, 10 ms late each way and 1 % of them
+//! dropped, so TCP and QUIC meet the same loss on the same round trip, each recovering with
+//! its own machinery (root, `ip`, `iptables` and `/dev/net/tun` needed).
 
-use std::net::SocketAddr;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use futures_util::stream::FuturesOrdered;
-use integration::proxy::{Fault, FaultProxy};
+use integration::netem::EmulatedLink;
 use integration::quic_broker::QuicBroker;
-use integration::udp_relay::{PathShape, UdpRelay};
+use integration::udp_relay::PathShape;
 use mooring::client::TlsOptions;
 use mooring::store::MemoryStore;
 use mooring::{Client, QoS};
@@ -30,56 +25,6 @@ const ONE_WAY: Duration = Duration::from_millis(10);
 const LOSS: f64 = 0.01;
 const WINDOW: usize = 20;
 const PAYLOAD: usize = 256;
-
-/// An iptables rule that drops a share of the packets to and from a local TCP port; removed
-/// when dropped.
-struct TcpLoss {
-    rules: Vec<Vec<String>>,
-}
-
-impl TcpLoss {
-    fn apply(port: u16, share: f64) -> Result<Self, String> {
-        let mut applied = Self { rules: Vec::new() };
-        for direction in ["--dport", "--sport"] {
-            let rule: Vec<String> = [
-                "INPUT",
-                "-p",
-                "tcp",
-                direction,
-                &port.to_string(),
-                "-m",
-                "statistic",
-                "--mode",
-                "random",
-                "--probability",
-                &share.to_string(),
-                "-j",
-                "DROP",
-            ]
-            .iter()
-            .map(|s| (*s).to_owned())
-            .collect();
-            let status = Command::new("iptables")
-                .arg("-I")
-                .args(&rule)
-                .status()
-                .map_err(|e| format!("iptables: {e}"))?;
-            if !status.success() {
-                return Err(format!("iptables refused the rule ({status})"));
-            }
-            applied.rules.push(rule);
-        }
-        Ok(applied)
-    }
-}
-
-impl Drop for TcpLoss {
-    fn drop(&mut self) {
-        for rule in &self.rules {
-            let _ = Command::new("iptables").arg("-D").args(rule).status();
-        }
-    }
-}
 
 #[derive(Clone, Copy, PartialEq)]
 enum Path {
@@ -93,11 +38,12 @@ struct Sample {
     p99_ms: f64,
 }
 
-async fn stream(url: &str, ca: &std::path::Path, count: usize) -> Result<Sample, Error> {
+async fn stream(url: &str, ca: &str, count: usize) -> Result<Sample, Error> {
     let (client, _m) = Client::builder()
         .server(url)
         .client_id(format!("bench-quic-{}", std::process::id()))
-        .tls(TlsOptions::with_ca_file(ca)?)
+        // The broker's certificate names localhost; the link reaches it by another address.
+        .tls(TlsOptions::with_ca_file(ca)?.server_name("localhost"))
         .store(MemoryStore::default())
         .connect()
         .await?;
@@ -135,6 +81,40 @@ async fn stream(url: &str, ca: &std::path::Path, count: usize) -> Result<Sample,
     })
 }
 
+/// `bench quic-stream URL CA COUNT`, run inside the link's namespace: one stream, printed as
+/// `SAMPLE rate p50_ms p99_ms`.
+pub(super) async fn child(url: &str, ca: &str, count: usize) -> Result<(), Error> {
+    let sample = stream(url, ca, count).await?;
+    println!("SAMPLE {} {} {}", sample.rate, sample.p50_ms, sample.p99_ms);
+    Ok(())
+}
+
+fn sample_in(link: &EmulatedLink, url: &str, ca: &str, count: usize) -> Result<Sample, Error> {
+    let output = link
+        .command(std::env::current_exe()?)
+        .args(["quic-stream", url, ca, &count.to_string()])
+        .output()?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    let line = text
+        .lines()
+        .find_map(|l| l.strip_prefix("SAMPLE "))
+        .ok_or_else(|| {
+            format!(
+                "no sample from {url}: {}",
+                String::from_utf8_lossy(&output.stderr).trim()
+            )
+        })?;
+    let values: Vec<f64> = line.split(' ').map(str::parse).collect::<Result<_, _>>()?;
+    match values[..] {
+        [rate, p50_ms, p99_ms] => Ok(Sample {
+            rate,
+            p50_ms,
+            p99_ms,
+        }),
+        _ => Err(format!("a malformed sample: {line}").into()),
+    }
+}
+
 fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
     values.get(values.len() / 2).copied().unwrap_or(0.0)
@@ -142,23 +122,13 @@ fn median(mut values: Vec<f64>) -> f64 {
 
 pub(super) async fn run(count: usize, runs: usize) -> Result<(), Error> {
     let broker = QuicBroker::start()?;
-    let ca = broker.pki().ca.clone();
+    let ca = broker.pki().ca.to_string_lossy().into_owned();
     let tcp_port = broker
         .url()
         .rsplit(':')
         .next()
         .ok_or("port")?
         .parse::<u16>()?;
-    let relay = UdpRelay::start(
-        SocketAddr::from(([127, 0, 0, 1], broker.quic_port())),
-        PathShape::default(),
-    )?;
-    let proxy = FaultProxy::start(SocketAddr::from(([127, 0, 0, 1], tcp_port)))?;
-    proxy.set(Fault::Latency(ONE_WAY));
-    // The broker's TLS listener is not used: TCP here is plain MQTT, as a gateway would
-    // compare it with QUIC on the same broker.
-    let tcp_url = format!("mqtt://127.0.0.1:{}", proxy.port());
-    let quic_url = format!("quic://localhost:{}", relay.port());
     println!(
         "bench quic: {count} QoS 1 messages of {PAYLOAD} B, {WINDOW} unacknowledged at most, \
          {} ms round trip, {runs} interleaved runs per row (medians)",
@@ -167,21 +137,13 @@ pub(super) async fn run(count: usize, runs: usize) -> Result<(), Error> {
     println!("| path | loss | msg/s | p50 ms | p99 ms | QUIC ÷ TCP (msg/s) | QUIC ÷ TCP (p99) |");
     println!("|---|---|---|---|---|---|---|");
     for loss in [0.0, LOSS] {
-        relay.set_shape(PathShape {
+        let link = EmulatedLink::start(PathShape {
             delay: ONE_WAY,
             loss,
-        });
-        let tcp_loss = if loss > 0.0 {
-            match TcpLoss::apply(proxy.port(), loss) {
-                Ok(rule) => Some(rule),
-                Err(why) => {
-                    println!("(TCP loss not applied: {why})");
-                    None
-                }
-            }
-        } else {
-            None
-        };
+        })?;
+        let host = link.host_address();
+        let tcp_url = format!("mqtt://{host}:{tcp_port}");
+        let quic_url = format!("quic://{host}:{}", broker.quic_port());
         let mut samples: Vec<(Path, Sample)> = Vec::new();
         for _ in 0..runs {
             for path in [Path::Tcp, Path::Quic] {
@@ -190,10 +152,11 @@ pub(super) async fn run(count: usize, runs: usize) -> Result<(), Error> {
                 } else {
                     &quic_url
                 };
-                samples.push((path, stream(url, &ca, count).await?));
+                let link = &link;
+                let sample = tokio::task::block_in_place(|| sample_in(link, url, &ca, count))?;
+                samples.push((path, sample));
             }
         }
-        drop(tcp_loss);
         let of = |path: Path, f: fn(&Sample) -> f64| {
             median(
                 samples
@@ -221,7 +184,10 @@ pub(super) async fn run(count: usize, runs: usize) -> Result<(), Error> {
             of(Path::Quic, rate) / of(Path::Tcp, rate),
             of(Path::Quic, p99) / of(Path::Tcp, p99)
         );
+        println!(
+            "(packets the link dropped at {percent}: {})",
+            link.dropped()
+        );
     }
-    println!("QUIC datagrams the relay dropped: {}", relay.dropped());
     Ok(())
 }
