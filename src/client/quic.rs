@@ -18,13 +18,16 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::tls::TlsOptions;
-use super::transport::TransportError;
 use super::url::ServerUrl;
 use crate::store::described;
 
-/// The ALPN protocol offered when the TLS options name none: QUIC requires one, and the
-/// brokers that serve MQTT over QUIC (EMQX, the `mqttv5` broker) accept `mqtt`.
-pub(crate) const DEFAULT_ALPN: &[u8] = b"mqtt";
+/// Why a QUIC connection could not be made (`transport.rs` names the server).
+pub(crate) enum QuicFailure {
+    /// The name did not resolve, or the UDP socket could not be bound.
+    Io(io::Error),
+    /// The TLS settings, the handshake or the stream.
+    Quic(String),
+}
 
 /// QUIC PINGs at this interval keep NAT bindings and the broker's idle timer alive when MQTT's
 /// own keep alive is longer than the broker's QUIC idle timeout (often 30 s).
@@ -128,16 +131,9 @@ async fn resolve(server: &ServerUrl) -> io::Result<SocketAddr> {
 pub(crate) async fn connect(
     server: &ServerUrl,
     tls: &TlsOptions,
-) -> Result<QuicStream, TransportError> {
-    let name = server.to_string();
-    let fail = |why: String| TransportError::Quic {
-        server: name.clone(),
-        why,
-    };
-    let io_error = |source| TransportError::Io {
-        server: name.clone(),
-        source,
-    };
+) -> Result<QuicStream, QuicFailure> {
+    let fail = QuicFailure::Quic;
+    let io_error = QuicFailure::Io;
     let rustls_config = tls.quic_config().map_err(|e| fail(described(&e)))?;
     let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(rustls_config)
         .map_err(|e| fail(format!("the TLS settings cannot do QUIC (TLS 1.3): {e}")))?;
@@ -160,7 +156,7 @@ pub(crate) async fn connect(
         .await
         .map_err(|e| fail(format!("cannot open the MQTT stream: {e}")))?;
     let refused = Arc::new(AtomicBool::new(false));
-    let watcher = refuse_streams(connection.clone(), name.clone(), refused.clone());
+    let watcher = refuse_streams(connection.clone(), server.to_string(), refused.clone());
     Ok(QuicStream {
         send,
         recv,

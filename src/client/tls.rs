@@ -64,6 +64,11 @@ impl std::fmt::Debug for TlsOptions {
     }
 }
 
+/// The ALPN protocol offered over QUIC when the options name none: QUIC requires one, and
+/// the brokers that serve MQTT over QUIC (EMQX, the `mqttv5` broker) accept `mqtt`.
+#[cfg(feature = "quic")]
+const QUIC_DEFAULT_ALPN: &[u8] = b"mqtt";
+
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }
@@ -396,7 +401,7 @@ impl TlsOptions {
             }
         };
         if config.alpn_protocols.is_empty() {
-            config.alpn_protocols = vec![super::quic::DEFAULT_ALPN.to_vec()];
+            config.alpn_protocols = vec![QUIC_DEFAULT_ALPN.to_vec()];
         }
         Ok(self.built_quic.get_or_init(|| Arc::new(config)).clone())
     }

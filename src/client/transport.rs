@@ -360,7 +360,18 @@ async fn open_quic(
                 why: described(&e),
             })?,
         };
-        let stream = super::quic::connect(server, &tls).await?;
+        let stream = super::quic::connect(server, &tls)
+            .await
+            .map_err(|failure| match failure {
+                super::quic::QuicFailure::Io(source) => TransportError::Io {
+                    server: server.to_string(),
+                    source,
+                },
+                super::quic::QuicFailure::Quic(why) => TransportError::Quic {
+                    server: server.to_string(),
+                    why,
+                },
+            })?;
         // quinn does not tell whether the TLS session was resumed: counted as full.
         Ok(Opened {
             link: Link::Stream(Box::new(stream)),
