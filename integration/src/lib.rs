@@ -99,6 +99,38 @@ pub async fn wait_until(what: &str, timeout: std::time::Duration, mut done: impl
     }
 }
 
+/// Waits until a server just started is ready (`ready` says so, asked every `pause`). Fails
+/// with the server's log (`log`) if it exits first, or if `within` passes (it is killed then).
+pub fn await_ready(
+    child: &mut std::process::Child,
+    name: &str,
+    (within, pause): (std::time::Duration, std::time::Duration),
+    mut ready: impl FnMut() -> std::io::Result<bool>,
+    log: impl Fn() -> String,
+) -> std::io::Result<()> {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        if ready()? {
+            return Ok(());
+        }
+        if let Some(status) = child.try_wait()? {
+            return Err(std::io::Error::other(format!(
+                "{name} exited with {status}: {}",
+                log()
+            )));
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("{name} was not ready within {within:?}: {}", log()),
+            ));
+        }
+        std::thread::sleep(pause);
+    }
+}
+
 /// Sends `signal` (`-TERM`, `-INT`, `-KILL`) to `child` and waits up to `within` for it to
 /// exit; kills it if it has not.
 pub fn signal_and_wait(child: &mut std::process::Child, signal: &str, within: std::time::Duration) {

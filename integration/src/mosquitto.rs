@@ -5,7 +5,7 @@ use std::io::{self, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// How to configure the broker.
 #[derive(Debug, Clone, Default)]
@@ -191,7 +191,7 @@ impl Mosquitto {
     /// (Re)starts the broker on the same ports and waits until it accepts connections.
     pub fn restart(&mut self) -> io::Result<()> {
         self.kill();
-        let child = Command::new(crate::program("mosquitto"))
+        let mut child = Command::new(crate::program("mosquitto"))
             .arg("-c")
             .arg(&self.config_path)
             .stdin(Stdio::null())
@@ -206,9 +206,6 @@ impl Mosquitto {
                     ),
                 )
             })?;
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
         let listening = |port: u16| {
             let addr = SocketAddr::from(([127, 0, 0, 1], port));
             // A connect to a free local port in the ephemeral range can connect to itself
@@ -216,29 +213,15 @@ impl Mosquitto {
             TcpStream::connect_timeout(&addr, Duration::from_millis(100))
                 .is_ok_and(|s| s.local_addr().is_ok_and(|local| local != addr))
         };
-        loop {
-            if listening(self.port)
+        let ready = || {
+            Ok(listening(self.port)
                 && self.ws_port.is_none_or(listening)
-                && self.tls_port.is_none_or(listening)
-            {
-                return Ok(());
-            }
-            if let Some(child) = self.child.as_mut()
-                && let Some(status) = child.try_wait()?
-            {
-                return Err(io::Error::other(format!(
-                    "mosquitto exited with {status}: {}",
-                    self.log()
-                )));
-            }
-            if Instant::now() > deadline {
-                return Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    format!("mosquitto did not listen on {addr}: {}", self.log()),
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+                && self.tls_port.is_none_or(listening))
+        };
+        let waits = (Duration::from_secs(10), Duration::from_millis(20));
+        crate::await_ready(&mut child, "mosquitto", waits, ready, || self.log())?;
+        self.child = Some(child);
+        Ok(())
     }
 
     /// Stops it with SIGTERM (it saves persistence) and waits.

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::mosquitto::free_port;
 
@@ -242,7 +242,7 @@ impl Postgres {
     pub fn restart(&mut self) -> io::Result<()> {
         self.stop();
         let log = std::fs::File::create(self.dir.path().join("postgres.log"))?;
-        let child = self
+        let mut child = self
             .command("postgres")
             .arg("-D")
             .arg(self.data())
@@ -269,31 +269,16 @@ impl Postgres {
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()?;
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let ready = Command::new(self.bin.join("pg_isready"))
+        let ready = || {
+            Command::new(self.bin.join("pg_isready"))
                 .args(["-q", "-h", "127.0.0.1", "-p", &self.port.to_string()])
-                .status()?;
-            if ready.success() {
-                return Ok(());
-            }
-            if let Some(child) = self.child.as_mut()
-                && let Some(status) = child.try_wait()?
-            {
-                return Err(io::Error::other(format!(
-                    "postgres exited with {status}: {}",
-                    self.log()
-                )));
-            }
-            if Instant::now() > deadline {
-                return Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    format!("postgres was not ready: {}", self.log()),
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+                .status()
+                .map(|status| status.success())
+        };
+        let waits = (Duration::from_secs(30), Duration::from_millis(50));
+        crate::await_ready(&mut child, "postgres", waits, ready, || self.log())?;
+        self.child = Some(child);
+        Ok(())
     }
 
     /// Stops the server with a fast shutdown (SIGINT: open transactions are rolled back,

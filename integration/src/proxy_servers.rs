@@ -6,7 +6,7 @@
 use std::io;
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::mosquitto::free_port;
 
@@ -87,7 +87,7 @@ impl ProxyServer {
                 c
             }
         };
-        let child = command
+        let mut child = command
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -101,19 +101,11 @@ impl ProxyServer {
                     ),
                 )
             })?;
+        let ready = || Ok(TcpStream::connect(("127.0.0.1", self.port)).is_ok());
+        let name = format!("{:?}", self.program);
+        let waits = (Duration::from_secs(10), Duration::from_millis(20));
+        crate::await_ready(&mut child, &name, waits, ready, || self.log())?;
         self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            if Instant::now() > deadline {
-                return Err(io::Error::other(format!(
-                    "{:?} does not listen on {}: {}",
-                    self.program,
-                    self.port,
-                    self.log()
-                )));
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
         Ok(())
     }
 

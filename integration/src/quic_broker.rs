@@ -7,7 +7,7 @@ use std::io;
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::mosquitto::free_port;
 use crate::pki::Pki;
@@ -109,7 +109,7 @@ impl QuicBroker {
     pub fn restart(&mut self) -> io::Result<()> {
         self.kill();
         let log = std::fs::File::create(self.dir.path().join("broker.log"))?;
-        let child = Command::new(program())
+        let mut child = Command::new(program())
             .arg("broker")
             .args(["--host", &format!("127.0.0.1:{}", self.tcp_port)])
             .args(["--tls-host", &format!("127.0.0.1:{}", self.tls_port)])
@@ -132,37 +132,19 @@ impl QuicBroker {
                     format!("cannot start mqttv5 ({e}): run scripts/install-mqttv5.sh"),
                 )
             })?;
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
         let tcp = SocketAddr::from(([127, 0, 0, 1], self.tcp_port));
-        loop {
-            // The QUIC endpoint is bound before the TCP listener accepts: the banner line
-            // names it once both are up.
-            let listening = TcpStream::connect_timeout(&tcp, Duration::from_millis(100))
-                .is_ok_and(|s| s.local_addr().is_ok_and(|local| local != tcp));
-            if listening
-                && self
-                    .log()
-                    .contains(&format!("QUIC: 127.0.0.1:{}", self.quic_port))
-            {
-                return Ok(());
-            }
-            if let Some(child) = self.child.as_mut()
-                && let Some(status) = child.try_wait()?
-            {
-                return Err(io::Error::other(format!(
-                    "mqttv5 exited with {status}: {}",
-                    self.log()
-                )));
-            }
-            if Instant::now() > deadline {
-                return Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    format!("mqttv5 did not listen: {}", self.log()),
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let banner = format!("QUIC: 127.0.0.1:{}", self.quic_port);
+        // The QUIC endpoint is bound before the TCP listener accepts: the banner line names
+        // it once both are up.
+        let ready = || {
+            Ok(TcpStream::connect_timeout(&tcp, Duration::from_millis(100))
+                .is_ok_and(|s| s.local_addr().is_ok_and(|local| local != tcp))
+                && self.log().contains(&banner))
+        };
+        let waits = (Duration::from_secs(10), Duration::from_millis(20));
+        crate::await_ready(&mut child, "mqttv5", waits, ready, || self.log())?;
+        self.child = Some(child);
+        Ok(())
     }
 
     /// Stops it with SIGTERM and waits (SIGKILL after `within`).
