@@ -29,7 +29,6 @@ mod broker;
 mod gateway;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -101,7 +100,7 @@ async fn prove(store: &str, qos: QoS, kills: u32, seed: u64, variant: Variant) -
     let inbound = INBOUND_PER_KILL * u64::from(kills.max(1));
     report.expected = u64::from(TASKS) * per_task;
     let gateway_url = broker.gateway_url();
-    let ca = broker.ca().map(Path::to_path_buf);
+    let env = broker.gateway_env();
     let launch = Launch {
         store,
         dir: dir.path(),
@@ -109,7 +108,7 @@ async fn prove(store: &str, qos: QoS, kills: u32, seed: u64, variant: Variant) -
         qos: qos_n,
         tasks: TASKS,
         per_task,
-        ca: ca.as_deref(),
+        env: &env,
     };
     let spawn = || spawn_gateway(&launch, variant, socks.as_ref());
     let mut gateway = spawn();
@@ -503,6 +502,20 @@ async fn redb_qos2_exactly_once_over_quic() {
         Variant {
             over_quic: true,
             broker_restarts: false,
+            ..Variant::of(version())
+        },
+    )
+    .await;
+}
+
+/// The gateway's TLS client key stays in a SoftHSM2 token (PKCS#11); mosquitto requires the
+/// certificate. Every run of the gateway opens the token and signs a full handshake with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redb_qos2_exactly_once_with_the_tls_key_in_a_pkcs11_token() {
+    exactly_once(
+        "redb",
+        Variant {
+            key_in_token: true,
             ..Variant::of(version())
         },
     )

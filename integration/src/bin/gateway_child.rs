@@ -22,7 +22,9 @@
 //!   the store as the queue drains).
 //! - `GATEWAY_PROXY_FROM_ENV=1` reaches the broker through the proxy the environment names
 //!   (`all_proxy`, ...: `ClientBuilder::proxy_from_env`).
-//! - `GATEWAY_CA_FILE=PEM` trusts that CA for the broker's certificate (`quic://`).
+//! - `GATEWAY_CA_FILE=PEM` trusts that CA for the broker's certificate (`mqtts://`,
+//!   `quic://`); with `GATEWAY_PKCS11_URI` its client key is in a PKCS#11 token (and the
+//!   certificate beside it).
 //! - `STORE` `postgres` takes `PATH` as the connection string and `GATEWAY_LEASE_MS` as the
 //!   lease (the failover proof, `tests/failover_proof/`): the gateway waits as a standby
 //!   until it owns the session, then prints `ACTIVE` and reads the ledgers; once another
@@ -214,9 +216,15 @@ async fn run() -> Result<(), Error> {
     if let Some(window) = std::env::var("QUEUE_WINDOW").ok().filter(|v| !v.is_empty()) {
         builder = builder.queue_window(window.parse()?, 1 << 20);
     }
-    // A broker whose certificate the test's CA signed (QUIC).
+    // A broker whose certificate the test's CA signed (TLS, QUIC), and a client key that
+    // stays in a PKCS#11 token.
     if let Some(ca) = std::env::var_os("GATEWAY_CA_FILE") {
-        builder = builder.tls(mooring::client::TlsOptions::with_ca_file(ca)?);
+        let mut tls = mooring::client::TlsOptions::with_ca_file(ca)?;
+        if let Ok(uri) = std::env::var("GATEWAY_PKCS11_URI") {
+            let key = mooring::client::Pkcs11Key::open(&uri)?;
+            tls = tls.client_certificate_pkcs11(&key, None)?;
+        }
+        builder = builder.tls(tls);
     }
     // Behind the proxy the environment names (`all_proxy`, ...).
     if std::env::var("GATEWAY_PROXY_FROM_ENV").is_ok_and(|v| v == "1") {

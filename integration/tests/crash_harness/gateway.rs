@@ -1,6 +1,7 @@
 //! The crash proof's gateway process (`gateway_child`), started with its settings and killed
 //! with SIGKILL.
 
+use std::ffi::OsString;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, ChildStdin, Command, Stdio};
@@ -35,6 +36,9 @@ pub struct Variant {
     /// The gateway speaks MQTT over QUIC to the `mqttv5` broker, through a UDP relay whose
     /// side of the path moves to a new port at every cut (a NAT that rebinds).
     pub over_quic: bool,
+    /// The gateway connects to mosquitto over TLS with a client certificate whose key stays
+    /// in a SoftHSM2 token; mosquitto requires the certificate.
+    pub key_in_token: bool,
     /// Every fifth kill also restarts the broker.
     pub broker_restarts: bool,
 }
@@ -47,6 +51,7 @@ impl Variant {
             broker_window: BROKER_WINDOW,
             through_proxy: false,
             over_quic: false,
+            key_in_token: false,
             broker_restarts: true,
         }
     }
@@ -67,8 +72,9 @@ pub struct Launch<'a> {
     pub qos: u8,
     pub tasks: u32,
     pub per_task: u64,
-    /// The CA that signed the broker's certificate (QUIC).
-    pub ca: Option<&'a Path>,
+    /// What the path to the broker needs in the gateway's environment (a CA to trust, a
+    /// token's configuration and key).
+    pub env: &'a [(&'static str, OsString)],
 }
 
 pub fn spawn_gateway(
@@ -83,7 +89,7 @@ pub fn spawn_gateway(
         qos,
         tasks,
         per_task,
-        ca,
+        env,
     } = *launch;
     let version = match variant.protocol {
         ProtocolVersion::V311 => "3.1.1",
@@ -103,9 +109,7 @@ pub fn spawn_gateway(
             .env("all_proxy", socks.url("socks5h"))
             .env("GATEWAY_PROXY_FROM_ENV", "1");
     }
-    if let Some(ca) = ca {
-        command.env("GATEWAY_CA_FILE", ca);
-    }
+    command.envs(env.iter().map(|(name, value)| (name, value)));
     let mut child = command
         .env("MQTT_VERSION", version)
         .env("QUEUE_WINDOW", window)
