@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod config;
+mod doctor;
 mod edit;
 mod inspect;
 mod read;
@@ -110,6 +111,19 @@ enum Command {
     /// Work on a client configuration file (TOML, as `ClientConfig::load` reads it).
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Connect to a live broker once and print what its CONNACK says (Maximum QoS, Retain
+    /// Available, Receive Maximum, Maximum Packet Size, Topic Alias Maximum, wildcard,
+    /// subscription identifier and shared subscription support, Server Keep Alive), and what
+    /// a QoS 2 wildcard subscription is granted. Leaves nothing at the broker (a clean session
+    /// that ends with the connection). With --config, connects as that client would and lists
+    /// its settings the broker will refuse or change.
+    Doctor {
+        /// The broker's address (`mqtt://`, `mqtts://`, `ws://`, `wss://`, `quic://`).
+        url: String,
+        /// A client configuration to connect with and check.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -185,6 +199,7 @@ fn run(command: Command, json: bool) -> Result<(), Failure> {
     match command {
         Command::Store(command) => run_store(command, json),
         Command::Config(ConfigCommand::Check { file }) => config::check(&file, json),
+        Command::Doctor { url, config } => doctor::doctor(&url, config.as_deref(), json),
         Command::Config(ConfigCommand::Reference) => {
             config::reference();
             Ok(())

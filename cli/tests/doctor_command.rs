@@ -1,0 +1,105 @@
+//! `mooring doctor URL` against real mosquittos: what each says of itself, and which settings
+//! of a configuration it will refuse or change.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::process::{Command, Output};
+
+use integration::mosquitto::{Mosquitto, MosquittoConfig};
+
+fn mooring(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_mooring"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+const GATEWAY: &str = "servers = [\"mqtt://elsewhere\"]\nclient_id = \"gw\"\nkeep_alive = \"60s\"\n\n\
+                       [will]\ntopic = \"gw/status\"\npayload = \"gone\"\nqos = 2\nretain = true\n";
+
+#[test]
+fn a_broker_without_qos_2_and_retain_is_reported_with_the_settings_it_will_refuse() {
+    let broker = Mosquitto::with_config(&MosquittoConfig {
+        extra: vec![
+            "max_qos 1".into(),
+            "retain_available false".into(),
+            "max_keepalive 30".into(),
+            "max_packet_size 2000".into(),
+        ],
+        ..MosquittoConfig::default()
+    })
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("gateway.toml");
+    std::fs::write(&file, GATEWAY).unwrap();
+    let url = broker.url();
+    let output = mooring(&["doctor", &url, "--config", file.to_str().unwrap(), "--json"]);
+    let out = text(&output.stdout);
+    assert!(output.status.success(), "{out}{}", text(&output.stderr));
+    let report: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(report["schema"], 1);
+    assert_eq!(report["maximum_qos"], 1, "{report}");
+    assert_eq!(report["retain_available"], false, "{report}");
+    assert_eq!(report["server_keep_alive"], 30, "{report}");
+    assert_eq!(report["maximum_packet_size"], 2000, "{report}");
+    assert_eq!(
+        report["granted_qos"], 1,
+        "the probe at QoS 2 was granted 1: {report}"
+    );
+    let findings = report["findings"].to_string();
+    for expected in [
+        "will.qos = 2",
+        "will.retain = true",
+        "keep_alive = 60 s",
+        "2000 bytes",
+    ] {
+        assert!(
+            findings.contains(expected),
+            "{expected} missing: {findings}"
+        );
+    }
+
+    // The same for a person.
+    let output = mooring(&["doctor", &url, "--config", file.to_str().unwrap()]);
+    let out = text(&output.stdout);
+    assert!(
+        out.contains("Maximum QoS                          1"),
+        "{out}"
+    );
+    assert!(
+        out.contains("what the broker will refuse or change"),
+        "{out}"
+    );
+}
+
+#[test]
+fn a_default_broker_takes_everything_and_the_probe_starts_a_clean_session() {
+    let broker = Mosquitto::start().unwrap();
+    let output = mooring(&["doctor", &broker.url(), "--json"]);
+    let out = text(&output.stdout);
+    assert!(output.status.success(), "{out}{}", text(&output.stderr));
+    let report: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(report["maximum_qos"], 2, "{report}");
+    assert_eq!(report["retain_available"], true, "{report}");
+    assert_eq!(report["granted_qos"], 2, "{report}");
+    assert_eq!(report["findings"], serde_json::json!([]), "{report}");
+    // A clean session, ended by the DISCONNECT: mosquitto logs the client's clean start.
+    assert!(broker.log().contains("mooring-doctor-"), "{}", broker.log());
+    assert!(broker.log().contains(", c1,"), "{}", broker.log());
+}
+
+#[test]
+fn a_broker_that_is_not_there_fails_naming_it() {
+    let port = integration::mosquitto::free_port().unwrap();
+    let url = format!("mqtt://127.0.0.1:{port}");
+    let output = mooring(&["doctor", &url]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        text(&output.stderr).contains(&url),
+        "{}",
+        text(&output.stderr)
+    );
+}
