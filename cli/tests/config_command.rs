@@ -2,18 +2,9 @@
 //! printed without its secrets, a wrong key named with its file, and the reference.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::process::{Command, Output};
+mod common;
 
-fn mooring(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_mooring"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
+use common::{mooring, text};
 
 #[test]
 fn check_prints_the_settings_in_effect_without_secrets() {

@@ -2,20 +2,11 @@
 //! of a configuration it will refuse or change.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::process::{Command, Output};
+mod common;
+
+use common::{mooring, text};
 
 use integration::mosquitto::{Mosquitto, MosquittoConfig};
-
-fn mooring(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_mooring"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
 
 const GATEWAY: &str = "servers = [\"mqtt://elsewhere\"]\nclient_id = \"gw\"\nkeep_alive = \"60s\"\n\n\
                        [will]\ntopic = \"gw/status\"\npayload = \"gone\"\nqos = 2\nretain = true\n";

@@ -8,11 +8,14 @@
     clippy::indexing_slicing
 )]
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::{mooring, text};
 use integration::mosquitto::{Mosquitto, free_port};
 use mooring::store::layout::{self, KvWrite};
 use mooring::store::{
@@ -21,19 +24,12 @@ use mooring::store::{
 use mooring::{Client, ClientEvent, QoS};
 use serde_json::Value;
 
-fn mooring(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_mooring"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
 fn stdout(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stdout).into_owned()
+    text(&output.stdout)
 }
 
 fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
+    text(&output.stderr)
 }
 
 /// Runs `args` and expects success.
