@@ -299,7 +299,8 @@ pub struct Stats {
     pub committed_publishes: u64,
     /// Successful connections.
     pub connections: u64,
-    /// TLS handshakes completed (connections over `mqtts://` and `wss://`).
+    /// TLS handshakes completed (connections over `mqtts://`, `wss://` and `quic://`; quinn
+    /// does not say whether a QUIC handshake resumed, so those count as full).
     pub tls_handshakes: u64,
     /// Those of them that resumed the TLS session of an earlier connection (a session
     /// ticket) instead of a full handshake: a reconnection costs the server less.

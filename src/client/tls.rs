@@ -391,14 +391,7 @@ impl TlsOptions {
         }
         let mut config = match &self.custom {
             Some(custom) => (**custom).clone(),
-            None => {
-                let builder = rustls::ClientConfig::builder_with_provider(provider())
-                    .with_protocol_versions(&[&rustls::version::TLS13])?
-                    .with_root_certificates(self.roots.clone());
-                let mut config = self.with_client_auth(builder)?;
-                config.alpn_protocols = self.alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
-                config
-            }
+            None => self.build_config(&[&rustls::version::TLS13])?,
         };
         if config.alpn_protocols.is_empty() {
             config.alpn_protocols = vec![QUIC_DEFAULT_ALPN.to_vec()];
@@ -418,17 +411,21 @@ impl TlsOptions {
         if let Some(built) = self.built.get() {
             return Ok(built.clone());
         }
-        let config = self.build_config()?;
+        let config = Arc::new(self.build_config(rustls::DEFAULT_VERSIONS)?);
         Ok(self.built.get_or_init(|| config).clone())
     }
 
-    fn build_config(&self) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+    /// A rustls configuration of these options for these TLS versions.
+    fn build_config(
+        &self,
+        versions: &[&'static rustls::SupportedProtocolVersion],
+    ) -> Result<rustls::ClientConfig, TlsError> {
         let builder = rustls::ClientConfig::builder_with_provider(provider())
-            .with_safe_default_protocol_versions()?
+            .with_protocol_versions(versions)?
             .with_root_certificates(self.roots.clone());
         let mut config = self.with_client_auth(builder)?;
         config.alpn_protocols = self.alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
-        Ok(Arc::new(config))
+        Ok(config)
     }
 
     fn with_client_auth(

@@ -265,23 +265,19 @@ impl Pkcs11Key {
     /// Finds the key the URI names, logs in to its token and keeps a session open to it.
     /// The certificate stored beside it (same id, or same label), if any, is read too.
     pub fn open(uri: &str) -> Result<Self, TlsError> {
-        let parsed = Pkcs11Uri::parse(uri).map_err(|why| TlsError::Pkcs11 {
-            key: "the PKCS#11 URI".to_owned(),
-            why,
-        })?;
-        Self::open_parsed(uri, parsed, None)
+        Self::open_given(uri, None)
     }
 
     /// As [`Pkcs11Key::open`], with the PIN given here rather than in the URI.
     pub fn open_with_pin(uri: &str, pin: &str) -> Result<Self, TlsError> {
-        let parsed = Pkcs11Uri::parse(uri).map_err(|why| TlsError::Pkcs11 {
+        Self::open_given(uri, Some(AuthPin::from(pin)))
+    }
+
+    fn open_given(given: &str, pin: Option<AuthPin>) -> Result<Self, TlsError> {
+        let uri = Pkcs11Uri::parse(given).map_err(|why| TlsError::Pkcs11 {
             key: "the PKCS#11 URI".to_owned(),
             why,
         })?;
-        Self::open_parsed(uri, parsed, Some(AuthPin::from(pin)))
-    }
-
-    fn open_parsed(given: &str, uri: Pkcs11Uri, pin: Option<AuthPin>) -> Result<Self, TlsError> {
         let key = uri.redacted();
         Self::load(given, uri, pin).map_err(|why| TlsError::Pkcs11 { key, why })
     }
