@@ -51,6 +51,7 @@ pub use client::{
     Backoff, Client, ClientBuilder, ClientError, ClientEvent, ConnectPace, Delivery, DeliveryError,
     Message, Messages, QueuePolicy, Refusal, Router,
 };
+pub use mooring_core::idempotency;
 pub use mooring_core::packet;
 pub use mooring_core::packet::{QoS, ReasonCode};
 pub use mooring_core::session;

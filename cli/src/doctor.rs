@@ -92,6 +92,14 @@ fn findings(report: &Report, config: &ClientConfig) -> Vec<String> {
              (publish at QoS {} at most)",
             report.maximum_qos, report.maximum_qos
         ));
+        if report.maximum_qos == 1 && config.key_publishes.is_none() {
+            found.push(
+                "key_publishes is not set: QoS 1 may deliver a message twice; with \
+                 key_publishes here and [deduplicate] at the consumer each message reaches it \
+                 once (docs/effectively-once.md)"
+                    .to_owned(),
+            );
+        }
     }
     if let Some(server) = report.server_keep_alive {
         let asked = config.keep_alive.as_secs();

@@ -65,7 +65,8 @@ pub fn preview(bytes: &[u8], max: usize) -> String {
 pub struct RecordView {
     /// The session, as `list` names it.
     pub session: String,
-    /// `meta`, `publish`, `pubrel`, `inbound`, `queued`, `subscription` or `queue-totals`.
+    /// `meta`, `publish`, `pubrel`, `inbound`, `queued`, `subscription`, `queue-totals` or
+    /// `seen-key`.
     pub record: &'static str,
     /// The engine's sequence number (outbound flows and queued messages share one order).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -110,6 +111,12 @@ pub struct RecordView {
     /// Queue totals: messages and bytes.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub totals: Option<(u64, u64)>,
+    /// The idempotency key of a message the application handled.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+    /// When the application handled the message of a seen key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seen_at: Option<String>,
 }
 
 /// A session's metadata, readable.
@@ -249,6 +256,12 @@ impl RecordView {
             Record::QueueTotals(messages, bytes) => {
                 view.record = "queue-totals";
                 view.totals = Some((*messages, *bytes));
+            }
+            Record::SeenKey(seq, seen) => {
+                view.record = "seen-key";
+                view.seq = Some(*seq);
+                view.idempotency_key = Some(seen.key.clone());
+                view.seen_at = Some(timestamp(seen.seen_at_ms));
             }
         }
         Ok(view)

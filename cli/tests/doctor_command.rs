@@ -46,6 +46,7 @@ fn a_broker_without_qos_2_and_retain_is_reported_with_the_settings_it_will_refus
         "will.retain = true",
         "keep_alive = 60 s",
         "2000 bytes",
+        "key_publishes is not set",
     ] {
         assert!(
             findings.contains(expected),
@@ -64,6 +65,17 @@ fn a_broker_without_qos_2_and_retain_is_reported_with_the_settings_it_will_refus
         out.contains("what the broker will refuse or change"),
         "{out}"
     );
+
+    // A gateway that keys its QoS 1 publishes is not told to.
+    let keyed = GATEWAY.replace(
+        "keep_alive",
+        "key_publishes = \"user_property\"\nkeep_alive",
+    );
+    std::fs::write(&file, keyed).unwrap();
+    let output = mooring(&["doctor", &url, "--config", file.to_str().unwrap()]);
+    let out = text(&output.stdout);
+    assert!(output.status.success(), "{out}{}", text(&output.stderr));
+    assert!(!out.contains("key_publishes"), "{out}");
 }
 
 #[test]

@@ -99,6 +99,8 @@ fn sessions() -> Vec<(SessionKey, StoredSession)> {
                 // the store counts the queue on first use.
                 subscriptions: vec![],
                 queue_summary: QueueSummary::default(),
+                // And before idempotency keys were kept.
+                seen_keys: vec![],
             },
         ),
         (
@@ -118,6 +120,7 @@ fn sessions() -> Vec<(SessionKey, StoredSession)> {
                 queue: vec![],
                 subscriptions: vec![],
                 queue_summary: QueueSummary::default(),
+                seen_keys: vec![],
             },
         ),
     ]

@@ -65,8 +65,8 @@ use crate::packet::{
 };
 use crate::store::layout::{self, KvWrite};
 use crate::store::{
-    Batch, KvBackend, OutboundRecord, QueueSummary, QueuedPublish, SessionKey, SessionMeta,
-    SessionStore, StoreError, StoreOp, StoredSession, StoredSubscription,
+    Batch, KvBackend, OutboundRecord, QueueSummary, QueuedPublish, SeenKey, SessionKey,
+    SessionMeta, SessionStore, StoreError, StoreOp, StoredSession, StoredSubscription,
 };
 
 /// A way to damage a stored record, as a bad disk or a torn write would.
@@ -286,6 +286,7 @@ pub async fn run<F: StoreFactory>(factory: &F) -> Report {
     check!(a_zero_filled_record_is_an_error);
     check!(a_failed_commit_refuses_later_writes);
     check!(subscriptions_are_kept_per_filter_replaced_and_removed);
+    check!(seen_keys_are_kept_in_number_order_removed_and_cleared);
     check!(resume_returns_the_head_and_an_exact_summary);
     check!(read_queue_reads_on_in_numeric_order_across_reopen);
     check!(a_cursor_reading_on_between_appends_and_removals_misses_nothing);
@@ -438,7 +439,19 @@ fn one_of_each() -> Vec<StoreOp> {
             message: expiring(4, 1_700_000_060_000),
         },
         StoreOp::PutSubscription(subscription("plant/+/telemetry", 1)),
+        StoreOp::PutSeenKey {
+            seq: 0,
+            seen: seen("gateway-7/00000000000000a1/42", 1_700_000_000_500),
+        },
     ]
+}
+
+/// An idempotency key handled at `at_ms`.
+fn seen(key: &str, at_ms: u64) -> SeenKey {
+    SeenKey {
+        key: key.to_owned(),
+        seen_at_ms: at_ms,
+    }
 }
 
 fn expected_one_of_each() -> StoredSession {
@@ -456,5 +469,6 @@ fn expected_one_of_each() -> StoredSession {
         queue_summary: QueueSummary::of(&queue),
         queue,
         subscriptions: vec![subscription("plant/+/telemetry", 1)],
+        seen_keys: vec![(0, seen("gateway-7/00000000000000a1/42", 1_700_000_000_500))],
     }
 }

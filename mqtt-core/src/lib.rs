@@ -35,6 +35,7 @@
 
 #[cfg(feature = "conformance")]
 pub mod conformance;
+pub mod idempotency;
 pub mod packet;
 mod secret;
 pub mod session;

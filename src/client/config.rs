@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::human;
 use super::policy::{Backoff, QueuePolicy, Redelivery};
 
+mod effectively_once;
 mod proxy;
 #[cfg(feature = "toml")]
 pub(crate) mod reference;
@@ -17,6 +18,7 @@ mod store;
 #[cfg(test)]
 mod tests;
 
+pub use effectively_once::{ConfigKeyCarrier, DeduplicationConfig};
 pub use proxy::ProxyConfig;
 pub(crate) use proxy::{configs_of as proxy_configs_of, routes_of as proxy_routes_of};
 pub(crate) use secret::Secret;
@@ -101,6 +103,14 @@ pub struct ClientConfig {
     /// Publishes that may have reached a session the server lost: `"republish"` (the
     /// default) or `"discard"`.
     pub lost_session: ConfigLostSession,
+    /// Give every QoS 1 publish an idempotency key: `"user_property"` or `"envelope"`
+    /// (unset: none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_publishes: Option<ConfigKeyCarrier>,
+    /// Drop copies of handled QoS 1 messages by their idempotency key (unset: every copy is
+    /// handed over).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deduplicate: Option<DeduplicationConfig>,
     /// Receive Maximum (unset: the inbox capacity).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub receive_maximum: Option<u16>,
@@ -434,6 +444,8 @@ impl Default for ClientConfig {
             manual_ack: false,
             redelivery: None,
             lost_session: ConfigLostSession::Republish,
+            key_publishes: None,
+            deduplicate: None,
             receive_maximum: None,
             maximum_packet_size: Some(crate::session::DEFAULT_MAXIMUM_PACKET_SIZE),
             held_bytes_limit: crate::session::DEFAULT_HELD_BYTES_LIMIT,

@@ -272,6 +272,12 @@ pub struct Stats {
     pub inbound_held: u64,
     /// How many messages ever arrived beyond the client's Receive Maximum.
     pub inbound_over_receive_maximum: u64,
+    /// Copies of QoS 1 messages the application handled (or held) already, recognised by
+    /// their idempotency key, acknowledged and not handed over
+    /// ([`ClientBuilder::deduplicate`](super::ClientBuilder::deduplicate)).
+    pub duplicates_dropped: u64,
+    /// Idempotency keys of handled messages kept in the store.
+    pub seen_keys: u64,
     /// Publishes accepted.
     pub published: u64,
     /// Publishes whose callers gave up before they were accepted (the future was dropped):
@@ -336,6 +342,8 @@ pub(crate) struct StatsCell {
     pub(crate) unread: AtomicU64,
     pub(crate) inbound_held: AtomicU64,
     pub(crate) inbound_over_receive_maximum: AtomicU64,
+    pub(crate) duplicates_dropped: AtomicU64,
+    pub(crate) seen_keys: AtomicU64,
     pub(crate) published: AtomicU64,
     pub(crate) withdrawn: AtomicU64,
     pub(crate) expired: AtomicU64,
@@ -369,6 +377,8 @@ impl StatsCell {
             unread: get(&self.unread),
             inbound_held: get(&self.inbound_held),
             inbound_over_receive_maximum: get(&self.inbound_over_receive_maximum),
+            duplicates_dropped: get(&self.duplicates_dropped),
+            seen_keys: get(&self.seen_keys),
             published: get(&self.published),
             withdrawn: get(&self.withdrawn),
             expired: get(&self.expired),

@@ -24,7 +24,6 @@ use tokio::sync::{mpsc, oneshot};
 use super::error::ClientError;
 use super::message::Message;
 use super::settlement::{AckMode, AckState, Verdict};
-use crate::packet::QoS;
 use crate::store::{SessionKey, SessionStore};
 
 /// How often a held message looks again whether ownership was confirmed.
@@ -162,12 +161,13 @@ impl Messages {
     }
 
     /// With automatic ack: the application asked for the next message, so it is done with
-    /// the one handed out before. At QoS 2 the next waits until that ack is durable, whether
-    /// this call gave it or the message's drop did (a `while let` loop drops each message
-    /// before it asks for the next).
+    /// the one handed out before. At QoS 2, and for a deduplicated QoS 1 message whose key is
+    /// stored with its ack, the next waits until that ack is durable, whether this call gave
+    /// it or the message's drop did (a `while let` loop drops each message before it asks for
+    /// the next).
     fn finish_last(&mut self) {
         for state in std::mem::take(&mut self.last) {
-            if state.qos == QoS::ExactlyOnce {
+            if state.ack_commits() {
                 let (reply, durable) = oneshot::channel();
                 let durable = if state.settle(Verdict::Ack, Some(reply)) {
                     Some(durable)

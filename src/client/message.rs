@@ -102,6 +102,16 @@ impl Message {
         self.publish.dup
     }
 
+    /// The message's idempotency key, if its publisher gave it one
+    /// ([`ClientBuilder::key_publishes`](super::ClientBuilder::key_publishes), or a consumer
+    /// of [`crate::idempotency`]'s format; an envelope is opened first when the client
+    /// [deduplicates](super::ClientBuilder::deduplicate) with `envelopes`): the same for
+    /// every copy of one message, so an application that keeps its own record of what it did
+    /// can key it by this.
+    pub fn idempotency_key(&self) -> Option<&str> {
+        crate::idempotency::key_of(&self.publish)
+    }
+
     /// How many times the client has handed this message to the application, this time
     /// included: 1, then one more each time it comes again after it was released or dropped
     /// unhandled (see [`Redelivery`](super::Redelivery)).

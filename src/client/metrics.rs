@@ -19,6 +19,7 @@
 //! | `mooring_queued_dropped_total` | counter | queued messages dropped unsent to make room (`QueuePolicy::DropOldest`) | `dropped_oldest` |
 //! | `mooring_queued_expired_total` | counter | queued messages whose Message Expiry Interval ran out unsent | `expired`, `ClientEvent::MessageExpired` |
 //! | `mooring_dropped_unacked_total` | counter | messages the application dropped without acking them | `dropped_unacked` |
+//! | `mooring_duplicates_dropped_total` | counter | copies of handled QoS 1 messages acked and not handed over, recognised by their idempotency key | `duplicates_dropped` |
 //! | `mooring_commit_failures_total` | counter | store commits that failed (the client stops) | `StopReason::Store` |
 //! | `mooring_protocol_violations_total` | counter | connections closed because the server broke the protocol | `ClientEvent::ConnectionLost` |
 //! | `mooring_queued_messages` | gauge | messages in the durable queue (and publishers waiting for room) | `queued` |
@@ -72,6 +73,8 @@ pub const CONNECTION_FAILURES: &str = "mooring_connection_failures_total";
 pub const TLS_HANDSHAKES: &str = "mooring_tls_handshakes_total";
 /// `mooring_dropped_unacked_total`.
 pub const DROPPED_UNACKED: &str = "mooring_dropped_unacked_total";
+/// `mooring_duplicates_dropped_total`.
+pub const DUPLICATES_DROPPED: &str = "mooring_duplicates_dropped_total";
 /// `mooring_commit_failures_total`.
 pub const COMMIT_FAILURES: &str = "mooring_commit_failures_total";
 /// `mooring_oldest_queued_age_seconds`.
@@ -123,6 +126,7 @@ pub(crate) struct Levels {
     pub(crate) inbound_unacked: u64,
     pub(crate) inbound_held: u64,
     pub(crate) dropped_unacked: u64,
+    pub(crate) duplicates_dropped: u64,
     pub(crate) oldest_queued_age: Duration,
     pub(crate) connected: bool,
 }
@@ -139,6 +143,7 @@ struct Handles {
     attempts: metrics::Counter,
     commit_failures: metrics::Counter,
     dropped_unacked: metrics::Counter,
+    duplicates_dropped: metrics::Counter,
     oldest_queued_age: metrics::Gauge,
     limit_messages: metrics::Gauge,
     limit_bytes: metrics::Gauge,
@@ -191,6 +196,10 @@ fn describe() {
     describe_counter!(
         DROPPED_UNACKED,
         "Messages the application dropped without acking"
+    );
+    describe_counter!(
+        DUPLICATES_DROPPED,
+        "Copies of handled QoS 1 messages dropped by their idempotency key"
     );
     describe_counter!(COMMIT_FAILURES, "Store commits that failed");
     describe_counter!(TLS_HANDSHAKES, "TLS handshakes, full or resumed");
@@ -249,6 +258,7 @@ impl Metrics {
                     attempts: counter(CONNECTION_ATTEMPTS),
                     commit_failures: counter(COMMIT_FAILURES),
                     dropped_unacked: counter(DROPPED_UNACKED),
+                    duplicates_dropped: counter(DUPLICATES_DROPPED),
                     oldest_queued_age: gauge(OLDEST_QUEUED_AGE),
                     limit_messages: gauge(QUEUE_LIMIT_MESSAGES),
                     limit_bytes: gauge(QUEUE_LIMIT_BYTES),
@@ -419,6 +429,7 @@ impl Metrics {
             h.inbound_unacked.set(levels.inbound_unacked as f64);
             h.inbound_held.set(levels.inbound_held as f64);
             h.dropped_unacked.absolute(levels.dropped_unacked);
+            h.duplicates_dropped.absolute(levels.duplicates_dropped);
             h.oldest_queued_age
                 .set(levels.oldest_queued_age.as_secs_f64());
             h.connected.set(if levels.connected { 1.0 } else { 0.0 });

@@ -120,8 +120,9 @@ pub use message::{Delivery, Message};
 
 pub use attempt::{ConnectAttempt, HookError};
 pub use config::{
-    ClientConfig, ConfigError, ConfigLostSession, ConfigProtocol, Property, ProxyConfig,
-    QueueWindowConfig, StoreBackend, StoreConfig, TlsConfig, WillConfig,
+    ClientConfig, ConfigError, ConfigKeyCarrier, ConfigLostSession, ConfigProtocol,
+    DeduplicationConfig, Property, ProxyConfig, QueueWindowConfig, StoreBackend, StoreConfig,
+    TlsConfig, WillConfig,
 };
 pub use credentials::{Credential, CredentialProvider};
 use events::StatsCell;

@@ -610,6 +610,7 @@ impl ClientBuilder {
     }
 }
 
+mod effectively_once;
 mod from_config;
 mod transport;
 

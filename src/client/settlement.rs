@@ -85,6 +85,9 @@ pub(crate) struct AckState {
     tag: MessageTag,
     pub(crate) qos: QoS,
     pub(crate) mode: AckMode,
+    /// Its ack commits something before it goes out (a QoS 2 marker, or the idempotency key
+    /// of a deduplicated QoS 1 message): an automatic ack is waited for like a QoS 2 one.
+    commits: bool,
     settled: AtomicBool,
     handed: AtomicBool,
     /// The answer to an automatic QoS 2 ack given by dropping the message: the receiver that
@@ -100,6 +103,7 @@ impl AckState {
         tag: MessageTag,
         qos: QoS,
         mode: AckMode,
+        keyed: bool,
     ) -> Self {
         Self {
             settle,
@@ -108,6 +112,7 @@ impl AckState {
             tag,
             qos,
             mode,
+            commits: qos == QoS::ExactlyOnce || keyed,
             settled: AtomicBool::new(false),
             handed: AtomicBool::new(false),
             durable: Mutex::new(None),
@@ -139,10 +144,16 @@ impl AckState {
         true
     }
 
-    /// Acks it (automatic ack). At QoS 2 the answer, once the marker is durable, is kept for
+    /// Whether its ack commits to the store before it goes out: at QoS 2 (the marker) and
+    /// for a deduplicated QoS 1 message with a key (the key).
+    pub(crate) fn ack_commits(&self) -> bool {
+        self.commits
+    }
+
+    /// Acks it (automatic ack). When the ack commits, the answer, once durable, is kept for
     /// the receiver that handed the message out (`take_durable`).
     pub(crate) fn ack_automatically(&self) {
-        if self.qos != QoS::ExactlyOnce {
+        if !self.commits {
             self.settle(Verdict::Ack, None);
             return;
         }

@@ -44,6 +44,12 @@ pub(super) fn check(
             "Topic Aliases from the server",
         ),
         (
+            session
+                .publish_keys
+                .is_some_and(|k| k.carrier == crate::idempotency::KeyCarrier::UserProperty),
+            "idempotency keys in a User Property (use KeyCarrier::Envelope)",
+        ),
+        (
             redelivery.is_some_and(|r| matches!(r.exhausted, Exhausted::Refuse(_))),
             "refusing a message after its last delivery (use Exhausted::Discard or DeadLetter)",
         ),

@@ -26,8 +26,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
 use mooring_core::store::{
-    Batch, OutboundRecord, QueueSummary, QueueWindow, QueuedPublish, SessionKey, SessionMeta,
-    SessionStore, StoreError, StoreOp, StoredSession, StoredSubscription, described,
+    Batch, OutboundRecord, QueueSummary, QueueWindow, QueuedPublish, SeenKey, SessionKey,
+    SessionMeta, SessionStore, StoreError, StoreOp, StoredSession, StoredSubscription, described,
 };
 
 const NAME: &str = "memory store";
@@ -43,6 +43,7 @@ struct Records {
     queue_bytes: u64,
     /// By Topic Filter, whose byte order is `String`'s.
     subscriptions: BTreeMap<String, StoredSubscription>,
+    seen_keys: BTreeMap<u64, SeenKey>,
 }
 
 impl Records {
@@ -52,6 +53,7 @@ impl Records {
             && self.inbound.is_empty()
             && self.queue.is_empty()
             && self.subscriptions.is_empty()
+            && self.seen_keys.is_empty()
     }
 
     fn apply(&mut self, op: &StoreOp) {
@@ -87,6 +89,12 @@ impl Records {
             StoreOp::RemoveSubscription { filter } => {
                 self.subscriptions.remove(filter);
             }
+            StoreOp::PutSeenKey { seq, seen } => {
+                self.seen_keys.insert(*seq, seen.clone());
+            }
+            StoreOp::RemoveSeenKey { seq } => {
+                self.seen_keys.remove(seq);
+            }
         }
     }
 
@@ -116,6 +124,11 @@ impl Records {
                 last_seq: self.queue.last_key_value().map(|(seq, _)| *seq),
             },
             subscriptions: self.subscriptions.values().cloned().collect(),
+            seen_keys: self
+                .seen_keys
+                .iter()
+                .map(|(s, k)| (*s, k.clone()))
+                .collect(),
         }
     }
 }

@@ -478,3 +478,78 @@ pub(super) async fn subscriptions_are_kept_per_filter_replaced_and_removed<F: St
     );
     Ok(())
 }
+
+/// The idempotency keys a subscriber keeps: in ascending number whatever order they were put
+/// in, any text (slashes, beyond ASCII, empty), apart per session, removed one by one, kept
+/// across a reopen, gone with the session.
+pub(super) async fn seen_keys_are_kept_in_number_order_removed_and_cleared<F: StoreFactory>(
+    f: &F,
+) -> CheckResultOf {
+    let (store, loc) = f.create().await?;
+    let k = key("seen-keys");
+    let other = key("seen-keys-other");
+    let keys = [
+        "gw/00000000000000ff/1",
+        "",
+        "usine/température/9",
+        "gw/0/256",
+    ];
+    let at = |seq: u64| 1_700_000_000_000 + seq % 1_000;
+    let put = |seq: u64, text: &str| StoreOp::PutSeenKey {
+        seq,
+        seen: seen(text, at(seq)),
+    };
+    // Numbers across a byte boundary, put out of order.
+    let numbers = [256u64, 1, 255, u64::MAX];
+    let ops = numbers.iter().zip(keys).map(|(&n, t)| put(n, t)).collect();
+    commit(&store, &k, ops).await?;
+    commit(&store, &other, vec![put(1, "other")]).await?;
+    commit(
+        &store,
+        &k,
+        vec![
+            StoreOp::RemoveSeenKey { seq: 255 },
+            StoreOp::RemoveSeenKey { seq: 7 },
+            put(2, "late"),
+        ],
+    )
+    .await?;
+    let expected = vec![
+        (1, seen("", at(1))),
+        (2, seen("late", at(2))),
+        (256, seen("gw/00000000000000ff/1", at(256))),
+        (u64::MAX, seen("gw/0/256", at(u64::MAX))),
+    ];
+    let loaded = store.load(&k).await?;
+    ensure!(
+        loaded.seen_keys == expected,
+        "expected {expected:?}, loaded {:?}",
+        loaded.seen_keys
+    );
+    let resumed = store.resume(&k, crate::store::QueueWindow::NONE).await?;
+    ensure!(
+        resumed.seen_keys == expected,
+        "resume returned {:?}",
+        resumed.seen_keys
+    );
+    drop(store);
+    let store = f.reopen(&loc).await?;
+    let loaded = store.load(&k).await?;
+    ensure!(
+        loaded.seen_keys == expected,
+        "after reopening: {:?}",
+        loaded.seen_keys
+    );
+    ensure!(
+        store.sessions().await?.len() == 2,
+        "sessions holding only keys are listed"
+    );
+    store.clear(&k).await?;
+    ensure!(store.load(&k).await?.is_empty(), "cleared, yet keys remain");
+    let kept = store.load(&other).await?.seen_keys;
+    ensure!(
+        kept == vec![(1, seen("other", at(1)))],
+        "clearing one session touched another's keys: {kept:?}"
+    );
+    Ok(())
+}

@@ -21,6 +21,10 @@ pub enum PublishError {
     /// The server does not keep retained messages [MQTT-3.2.2-14].
     #[error("the server does not support retained messages")]
     RetainNotSupported,
+    /// The publish carries an idempotency key longer than an envelope can hold (65,535
+    /// bytes).
+    #[error("the idempotency key is longer than an envelope holds (65,535 bytes)")]
+    KeyTooLong,
 }
 
 /// A rule the server broke; the connection must end with DISCONNECT and this reason code.

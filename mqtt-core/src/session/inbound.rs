@@ -3,7 +3,9 @@
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 
+use super::seen_keys::Arrival;
 use super::{AckError, Event, Inbound, MessageTag, ProtocolViolation, Session};
+use crate::idempotency;
 use crate::packet::{Packet, PacketType, ProtocolVersion, PubAck, Publish, QoS, ReasonCode};
 use crate::store::StoreOp;
 
@@ -74,8 +76,15 @@ impl Session {
     /// it is a retransmission (some brokers resend on a timer, although only a reconnect
     /// allows it [MQTT-4.4.0-1]) and is ignored; otherwise the server reused an identifier in
     /// use [MQTT-2.2.1-4], a protocol error.
+    ///
+    /// With [`SessionOptions::deduplication`](super::SessionOptions::deduplication), a QoS 1
+    /// message whose idempotency key the application handled, or holds now, is acknowledged
+    /// in its turn and not handed over ([`Session::duplicates_dropped`]).
     pub fn handle_publish(&mut self, mut publish: Publish) -> Result<(), ProtocolViolation> {
         self.resolve_alias(&mut publish)?;
+        if self.options.deduplication.is_some_and(|d| d.envelopes) {
+            idempotency::unwrap_envelope(&mut publish);
+        }
         if publish.qos == QoS::AtMostOnce {
             self.events.push_back(Event::Message { tag: 0, publish });
             return Ok(());
@@ -137,6 +146,45 @@ impl Session {
     fn deliver(&mut self, publish: Publish) {
         let tag = self.inbound.next_tag;
         self.inbound.next_tag += 1;
+        let arrival = match idempotency::key_of(&publish) {
+            Some(key)
+                if publish.qos == QoS::AtLeastOnce && self.options.deduplication.is_some() =>
+            {
+                self.seen_keys.classify(key, tag)
+            }
+            _ => Arrival::New,
+        };
+        match arrival {
+            Arrival::New => {}
+            // Handled before: acknowledged in its turn, its key stored already.
+            Arrival::Handled if self.inbound.acks.is_empty() => {
+                self.out
+                    .pending
+                    .send
+                    .push(Packet::PubAck(PubAck::new(publish.packet_id)));
+                return;
+            }
+            Arrival::Handled => {
+                self.answer_in_turn_as(tag, publish.packet_id, QoS::AtLeastOnce);
+                return;
+            }
+            Arrival::Held(original) => {
+                if let Some(mut entry) = self.inbound.stale.remove(&original) {
+                    // Handed over on an earlier connection, ack still to come: this copy is
+                    // the one its ack answers now.
+                    entry.packet_id = publish.packet_id;
+                    self.inbound.in_use.insert(entry.packet_id, entry.qos);
+                    self.inbound.acks.push_back(entry);
+                    self.inbound.awaiting_application += 1;
+                } else {
+                    // Behind the copy held on this connection, so after its key is stored,
+                    // and with the verdict the application gives that copy.
+                    self.seen_keys.copy_of(original, tag);
+                    self.answer_in_turn_as(tag, publish.packet_id, QoS::AtLeastOnce);
+                }
+                return;
+            }
+        }
         self.inbound.in_use.insert(publish.packet_id, publish.qos);
         self.inbound.acks.push_back(Inbound {
             tag,
@@ -158,11 +206,16 @@ impl Session {
     fn answer_in_turn(&mut self, packet_id: u16) {
         let tag = self.inbound.next_tag;
         self.inbound.next_tag += 1;
-        self.inbound.in_use.insert(packet_id, QoS::ExactlyOnce);
+        self.answer_in_turn_as(tag, packet_id, QoS::ExactlyOnce);
+    }
+
+    /// Queues the ack of a message the application never gets, under `tag`.
+    fn answer_in_turn_as(&mut self, tag: MessageTag, packet_id: u16, qos: QoS) {
+        self.inbound.in_use.insert(packet_id, qos);
         self.inbound.acks.push_back(Inbound {
             tag,
             packet_id,
-            qos: QoS::ExactlyOnce,
+            qos,
             acked: true,
             reason: ReasonCode::Success,
         });
@@ -304,6 +357,7 @@ impl Session {
             if accepted && entry.qos == QoS::ExactlyOnce {
                 mark(self, entry.packet_id);
             }
+            self.settle_key(tag, accepted);
             return Ok(());
         }
         let entry = self
@@ -316,6 +370,12 @@ impl Session {
         entry.reason = reason;
         self.inbound.awaiting_application = self.inbound.awaiting_application.saturating_sub(1);
         let (qos, packet_id) = (entry.qos, entry.packet_id);
+        self.settle_key(tag, accepted);
+        for copy in self.seen_keys.take_copies(tag) {
+            if let Some(entry) = self.inbound.acks.iter_mut().find(|e| e.tag == copy) {
+                entry.reason = reason;
+            }
+        }
         // The ack is durable with the next commit, even while its PUBREC waits its turn: a
         // crash after this point never delivers the message again.
         if accepted && qos == QoS::ExactlyOnce {
@@ -345,6 +405,27 @@ impl Session {
         Ok(())
     }
 
+    /// Remembers the key of the message `tag` when it was accepted (committed before its
+    /// PUBACK goes out), and stops holding it either way.
+    fn settle_key(&mut self, tag: MessageTag, accepted: bool) {
+        if let Some(limits) = self.options.deduplication {
+            let now_ms = self.clock.now_ms;
+            let commit = &mut self.out.pending.commit;
+            self.seen_keys
+                .settled(tag, accepted, now_ms, &limits, commit);
+        }
+    }
+
+    /// Copies of keyed messages acknowledged without being handed over.
+    pub fn duplicates_dropped(&self) -> u64 {
+        self.seen_keys.dropped
+    }
+
+    /// Idempotency keys of handled messages the session keeps.
+    pub fn seen_keys_kept(&self) -> usize {
+        self.seen_keys.len()
+    }
+
     /// Ends the ordering of this connection's acks: those not given yet wait in `stale` (see
     /// [`Session::ack`]); QoS 2 acks given but held back get their marker, so the server's
     /// redelivery is answered and not delivered again.
@@ -354,6 +435,7 @@ impl Session {
         self.inbound.held_bytes = 0;
         self.inbound.in_use.clear();
         self.inbound.awaiting_application = 0;
+        self.seen_keys.connection_ended();
         for entry in std::mem::take(&mut self.inbound.acks) {
             if !entry.acked {
                 self.inbound.stale.insert(entry.tag, entry);
@@ -385,7 +467,9 @@ impl Session {
     /// server sends it again): forget it. A message of the current connection is kept: it
     /// stays unacknowledged.
     pub fn abandon(&mut self, tag: MessageTag) {
-        self.inbound.stale.remove(&tag);
+        if self.inbound.stale.remove(&tag).is_some() {
+            self.seen_keys.forget(tag);
+        }
     }
 
     /// Acks given but held back behind an older message not yet acked.

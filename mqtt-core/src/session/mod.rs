@@ -35,6 +35,7 @@ mod packet_id;
 mod queue;
 mod records;
 mod requests;
+mod seen_keys;
 mod subscriptions;
 mod withdraw;
 
@@ -46,7 +47,7 @@ pub use error::{
 pub use event::Event;
 pub use options::{
     DEFAULT_HELD_BYTES_LIMIT, DEFAULT_MAXIMUM_PACKET_SIZE, DEFAULT_QUEUE_WINDOW,
-    DEFAULT_V311_IN_FLIGHT, LostSession, SessionOptions,
+    DEFAULT_V311_IN_FLIGHT, Deduplication, LostSession, SessionOptions,
 };
 pub use output::Output;
 pub use queue::QueueRead;
@@ -194,6 +195,8 @@ pub struct Session {
     events: VecDeque<Event>,
     /// Where queue records are encoded (records.rs).
     records: records::RecordRoom,
+    /// Idempotency keys of messages handled and held (deduplication).
+    seen_keys: seen_keys::SeenKeys,
 }
 
 /// Whether a packet that may carry them only when the client asked for problem information
@@ -226,7 +229,7 @@ impl Session {
     /// whose expiry has passed is treated as gone on the server ([`Event::SessionExpired`]).
     pub fn new(
         options: SessionOptions,
-        stored: StoredSession,
+        mut stored: StoredSession,
         now_ms: u64,
     ) -> Result<Self, SessionError> {
         let expired = stored.meta.as_ref().is_some_and(|m| m.is_expired(now_ms));
@@ -270,6 +273,7 @@ impl Session {
             out: output::OutputState::default(),
             events: VecDeque::new(),
             records: records::RecordRoom::default(),
+            seen_keys: seen_keys::SeenKeys::resume(std::mem::take(&mut stored.seen_keys)),
         };
         for (seq, record) in stored.outbound {
             let bad = |reason: String| SessionError::BadRecord { seq, reason };

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
+use crate::idempotency::KeyStamp;
 use crate::packet::{ConnectProperties, ProtocolVersion};
 use crate::store::QueueWindow;
 
@@ -55,6 +56,12 @@ pub struct SessionOptions {
     /// What becomes of the publishes that may have reached a session the server lost
     /// (Session Present 0): sent again as new messages, or discarded and reported.
     pub lost_session: LostSession,
+    /// Give every QoS 1 publish an idempotency key (see [`crate::idempotency`]), so that a
+    /// subscriber can drop the copies QoS 1 allows; `None` keys nothing.
+    pub publish_keys: Option<KeyStamp>,
+    /// Drop inbound QoS 1 messages whose idempotency key the application handled already,
+    /// keeping the keys in the store; `None` hands every copy over.
+    pub deduplication: Option<Deduplication>,
 }
 
 crate::secret::debug_hiding_secrets!(SessionOptions {
@@ -72,7 +79,9 @@ crate::secret::debug_hiding_secrets!(SessionOptions {
     protocol,
     in_flight_maximum,
     queue_window,
-    lost_session
+    lost_session,
+    publish_keys,
+    deduplication
 } hidden { password });
 
 /// What a session does with the QoS 1/2 publishes that may have reached the server's session
@@ -93,6 +102,38 @@ pub enum LostSession {
     /// (`Event::Discarded`) and nothing is sent twice, but a message the old session never
     /// passed on is lost.
     Discard,
+}
+
+/// How a subscribing session recognises copies of messages the application handled: by the
+/// idempotency key each carries, kept in the store from the moment the application is done
+/// with the message (in the commit that precedes its PUBACK) until it is one of more than
+/// `keep_at_most` keys or older than `keep_for`, whichever comes first. A copy that arrives
+/// after its key was forgotten is handed over again, so size both for the longest a copy can
+/// trail the original: a publisher's outage (it resends what was unacknowledged when it comes
+/// back), a broker's restart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Deduplication {
+    /// The most keys kept (the oldest go first); each costs about twice its length and 70
+    /// bytes of memory, and a record in the store.
+    pub keep_at_most: usize,
+    /// How long a key is kept after its message was handled.
+    pub keep_for: Duration,
+    /// Also open envelopes ([`crate::idempotency::open`]): the payload handed over is the
+    /// application's, and the key moves to a User Property. Only for publishers that seal
+    /// them: a payload that happens to start with the envelope's magic bytes would be taken
+    /// for one.
+    pub envelopes: bool,
+}
+
+impl Default for Deduplication {
+    /// 100,000 keys for at most seven days, no envelopes.
+    fn default() -> Self {
+        Self {
+            keep_at_most: 100_000,
+            keep_for: Duration::from_secs(7 * 24 * 3600),
+            envelopes: false,
+        }
+    }
 }
 
 /// The default of [`SessionOptions::queue_window`]: 16,384 messages and 16 MiB, so that a
@@ -137,6 +178,8 @@ impl SessionOptions {
             in_flight_maximum: None,
             queue_window: DEFAULT_QUEUE_WINDOW,
             lost_session: LostSession::Republish,
+            publish_keys: None,
+            deduplication: None,
         }
     }
 }

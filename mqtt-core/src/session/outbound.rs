@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use super::packet_id::PacketIds;
 use super::{Event, Flow, PublishError, PublishId, Session, Stage};
+use crate::idempotency;
 use crate::packet::{Codec, Packet, PubAck, Publish, QoS, ReasonCode};
 use crate::store::{QueuedPublish, StoreOp};
 
@@ -98,12 +99,30 @@ impl Session {
     /// publish carries there is replaced. Subscription Identifiers are removed: the server puts
     /// them on the messages it sends, a client must not send them [MQTT-3.3.4-6], and a gateway
     /// that forwards a received message as it is would otherwise break that rule.
+    ///
+    /// With [`SessionOptions::publish_keys`](super::SessionOptions::publish_keys), a QoS 1
+    /// publish gets its idempotency key here, before it is stored: the key it carries already
+    /// (a received message forwarded keeps its key end to end), or a new one from this run and
+    /// the sequence number it is stored under.
     pub fn publish(&mut self, mut publish: Publish) -> Result<PublishId, PublishError> {
         publish.dup = false;
         publish.packet_id = 0;
         // Aliases are connection state: the session keeps full topics and aliases on the wire.
         publish.properties.topic_alias = None;
         publish.properties.subscription_identifiers.clear();
+        if publish.qos == QoS::AtLeastOnce
+            && let Some(stamp) = self.options.publish_keys
+        {
+            let key = idempotency::take_key(&mut publish).unwrap_or_else(|| {
+                let owner = match (&self.options.client_id, &self.meta.assigned_client_id) {
+                    (id, Some(assigned)) if id.is_empty() => assigned,
+                    (id, _) => id,
+                };
+                // The number `next_seq` hands out below, once the checks pass.
+                idempotency::key_for(owner, stamp.run, self.next_seq)
+            });
+            idempotency::stamp(&mut publish, key, stamp.carrier).ok_or(PublishError::KeyTooLong)?;
+        }
         // The packet must be valid as it will be sent: check with a stand-in identifier.
         if publish.qos != QoS::AtMostOnce {
             publish.packet_id = 1;

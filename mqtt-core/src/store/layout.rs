@@ -12,6 +12,7 @@
 //! queue          = prefix | 0x03 | sequence number (u64, big-endian)
 //! subscription   = prefix | 0x04 | Topic Filter (UTF-8, to the end of the key)
 //! queue totals   = prefix | 0x05
+//! seen key       = prefix | 0x06 | number (u64, big-endian)
 //! ```
 //!
 //! Lengths make the prefix unambiguous: no session's prefix is the start of another's, so a
@@ -38,7 +39,9 @@
 //! fixtures, a new kind in the same format version, so older stores open unchanged), `T` queue
 //! totals (body: the number of queued messages and the sum of their packets' lengths, two u64;
 //! added with the windowed queue, in the same format version: a store without it has its totals
-//! counted once, when first needed). The checksum covers the key, so a value that is damaged,
+//! counted once, when first needed), `K` the idempotency key of a message the application
+//! handled (body: when, in milliseconds since the UNIX epoch as u64, then the key in UTF-8;
+//! added with effectively-once delivery over QoS 1, in the same format version). The checksum covers the key, so a value that is damaged,
 //! truncated, zero-filled or moved to another key is detected, never returned.
 
 #[cfg(test)]
@@ -62,6 +65,7 @@ const SECTION_INBOUND: u8 = 0x02;
 const SECTION_QUEUE: u8 = 0x03;
 const SECTION_SUBSCRIPTION: u8 = 0x04;
 const SECTION_TOTALS: u8 = 0x05;
+const SECTION_SEEN: u8 = 0x06;
 
 const KIND_META: u8 = b'M';
 const KIND_PUBLISH: u8 = b'P';
@@ -72,6 +76,7 @@ const KIND_SUBSCRIPTION: u8 = b'S';
 const KIND_QUEUED_EXPIRING: u8 = b'E';
 const KIND_QUEUED_AT: u8 = b'A';
 const KIND_TOTALS: u8 = b'T';
+const KIND_SEEN: u8 = b'K';
 
 /// One write of a batch, in key-value terms.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -190,6 +195,19 @@ pub fn inbound_key(key: &SessionKey, packet_id: u16) -> Vec<u8> {
 /// The key of a queued message.
 pub fn queue_key(key: &SessionKey, seq: u64) -> Vec<u8> {
     numbered_key(key, SECTION_QUEUE, &seq.to_be_bytes())
+}
+
+/// The key of an idempotency key the session keeps.
+pub fn seen_key_key(key: &SessionKey, seq: u64) -> Vec<u8> {
+    numbered_key(key, SECTION_SEEN, &seq.to_be_bytes())
+}
+
+/// The key range `[start, end)` of the session's idempotency keys.
+pub fn seen_keys_range(key: &SessionKey) -> (Vec<u8>, Vec<u8>) {
+    (
+        numbered_key(key, SECTION_SEEN, &[]),
+        numbered_key(key, SECTION_SEEN + 1, &[]),
+    )
 }
 
 /// The key of the session's queue totals.
@@ -366,6 +384,13 @@ pub fn batch_writes(key: &SessionKey, batch: &Batch) -> Vec<KvWrite> {
             StoreOp::RemoveSubscription { filter } => {
                 KvWrite::Delete(subscription_key(key, filter))
             }
+            StoreOp::PutSeenKey { seq, seen } => {
+                let k = seen_key_key(key, *seq);
+                let at = seen.seen_at_ms.to_be_bytes();
+                let v = value(&k, KIND_SEEN, &[&at, seen.key.as_bytes()]);
+                KvWrite::Put(k, v)
+            }
+            StoreOp::RemoveSeenKey { seq } => KvWrite::Delete(seen_key_key(key, *seq)),
         })
         .collect()
 }

@@ -111,10 +111,10 @@ pub async fn stranded_sessions<S: SessionStore + ?Sized>(
 
 /// Moves the session stored under `from` into `to` (the key of a server's new address), then
 /// clears `from`: its flows and queued messages, in their order, after anything `to` holds
-/// (sequence numbers renumbered), its inbound markers, and its subscriptions where `to` has
-/// none for the filter; `to` keeps its own metadata if it has any. Refuses with
-/// [`StoreError::Occupied`] when `to` holds flows or queued messages of its own, whose packet
-/// identifiers could collide. Run it while no client uses either key. The two steps are two
+/// (sequence numbers renumbered), its inbound markers, its subscriptions where `to` has
+/// none for the filter, and the idempotency keys of messages handled (after `to`'s own);
+/// `to` keeps its own metadata if it has any. Refuses with [`StoreError::Occupied`] when `to`
+/// holds flows or queued messages of its own, whose packet identifiers could collide. Run it while no client uses either key. The two steps are two
 /// commits: if the process dies between them, both keys hold the messages and `from` shows up
 /// again as stranded; clear it then ([`SessionStore::clear`]).
 pub async fn move_session<S: SessionStore + ?Sized>(
@@ -171,6 +171,11 @@ pub async fn move_session<S: SessionStore + ?Sized>(
         {
             batch.push(StoreOp::PutSubscription(subscription));
         }
+    }
+    // The keys of messages handled go after `to`'s own, oldest first.
+    let next_key = target.seen_keys.last().map_or(0, |(seq, _)| seq + 1);
+    for (seq, (_, seen)) in (next_key..).zip(session.seen_keys) {
+        batch.push(StoreOp::PutSeenKey { seq, seen });
     }
     store.commit(to, batch).await?;
     store.clear(from).await

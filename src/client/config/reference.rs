@@ -91,6 +91,31 @@ pub(crate) const KEYS: &[Key] = &[
         "Publishes that may have reached a session the server lost: `\"republish\"` sends them again as new messages, `\"discard\"` reports and drops them.",
     ),
     key(
+        "key_publishes",
+        r#""user_property""#,
+        "Give every QoS 1 publish an idempotency key, fixed when it is accepted and kept by every retransmission: `\"user_property\"` (MQTT 5) or `\"envelope\"` around the payload (unset: none).",
+    ),
+    key(
+        "deduplicate",
+        r#"{ keep_at_most = 100000 }"#,
+        "Drop copies of QoS 1 messages the application handled, by their idempotency key; the keys are kept in the store (unset: every copy is handed over).",
+    ),
+    key(
+        "deduplicate.keep_at_most",
+        "100000",
+        "The most keys kept; the oldest go first.",
+    ),
+    key(
+        "deduplicate.keep_for",
+        r#""7d""#,
+        "How long a key is kept after its message was handled.",
+    ),
+    key(
+        "deduplicate.envelopes",
+        "true",
+        "Also open envelopes (only for publishers that seal them).",
+    ),
+    key(
         "receive_maximum",
         "100",
         "QoS 1 and 2 messages the server may send unacknowledged (unset: the inbox capacity).",

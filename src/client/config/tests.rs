@@ -66,6 +66,12 @@ fn everything() -> ClientBuilder {
                 .with_stable_after(Duration::from_secs(45)),
         )
         .lost_session(crate::session::LostSession::Discard)
+        .key_publishes(crate::idempotency::KeyCarrier::Envelope)
+        .deduplicate(crate::session::Deduplication {
+            keep_at_most: 5_000,
+            keep_for: Duration::from_secs(2 * 24 * 3600),
+            envelopes: true,
+        })
         .redelivery(
             Redelivery::default()
                 .with_delay(Duration::from_millis(1500))
@@ -132,6 +138,8 @@ fn every_setting_round_trips_builder_config_toml_builder() {
         "websocket_headers",
         "proxies",
         "proxy_from_env",
+        "key_publishes",
+        "deduplicate",
     ];
     expected.extend(default.keys().map(String::as_str));
     for key in expected {
@@ -292,6 +300,14 @@ fn a_3_1_1_config_speaks_3_1_1_and_refuses_what_needs_mqtt_5() {
         Err(crate::client::ClientError::NeedsV5(
             "CONNECT User Properties"
         ))
+    ));
+    let keys_in_a_property = ClientBuilder::from_config(&config)
+        .unwrap()
+        .key_publishes(crate::idempotency::KeyCarrier::UserProperty)
+        .settings();
+    assert!(matches!(
+        keys_in_a_property,
+        Err(crate::client::ClientError::NeedsV5(what)) if what.contains("User Property")
     ));
 }
 

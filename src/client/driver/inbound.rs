@@ -188,6 +188,9 @@ impl Driver {
         deliveries: u32,
     ) {
         let origin = self.slots.get(slot).map(|s| s.origin.clone());
+        let keyed = publish.qos == QoS::AtLeastOnce
+            && self.settings.session.deduplication.is_some()
+            && crate::idempotency::key_of(&publish).is_some();
         let ack = origin.filter(|_| tag != 0).map(|origin| {
             Arc::new(AckState::new(
                 self.inbox.settle.clone(),
@@ -196,6 +199,7 @@ impl Driver {
                 tag,
                 publish.qos,
                 self.inbox.mode,
+                keyed,
             ))
         });
         let mut message = Message::new(publish, ack, deliveries);

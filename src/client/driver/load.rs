@@ -82,7 +82,7 @@ impl Driver {
                         .is_some_and(|m| m.clock.untrusted_since.is_some())
             });
             let opened_at = catch_up.unwrap_or_else(|| clock.now_ms());
-            let mut session = Session::new(settings.session.clone(), stored, opened_at)?;
+            let mut session = Session::new(settings.session_options(), stored, opened_at)?;
             if !trusted {
                 session.clock_unsure();
             } else if let Some(floor) = catch_up {

@@ -426,6 +426,14 @@ impl Driver {
         let held: usize = self.slots.iter().map(|s| s.session.held()).sum();
         let held_total: u64 = self.slots.iter().map(|s| s.session.held_total()).sum();
         s.inbound_held.store(held as u64, Ordering::Relaxed);
+        let duplicates: u64 = self
+            .slots
+            .iter()
+            .map(|s| s.session.duplicates_dropped())
+            .sum();
+        s.duplicates_dropped.store(duplicates, Ordering::Relaxed);
+        let seen_keys: usize = self.slots.iter().map(|s| s.session.seen_keys_kept()).sum();
+        s.seen_keys.store(seen_keys as u64, Ordering::Relaxed);
         self.metrics.levels(Levels {
             queued: queued + self.publishes.parked() as u64,
             queued_bytes,
@@ -433,6 +441,7 @@ impl Driver {
             inbound_unacked: s.inbound_unacked.load(Ordering::Relaxed),
             inbound_held: held as u64,
             dropped_unacked: s.dropped_unacked.load(Ordering::Relaxed),
+            duplicates_dropped: duplicates,
             oldest_queued_age: Duration::from_millis(age_ms),
             connected: self.conn.is_up(),
         });

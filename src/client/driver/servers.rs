@@ -202,7 +202,7 @@ impl Driver {
                 .await
                 .map_err(|e| described(&e))?;
             let mut session =
-                Session::new(self.settings.session.clone(), stored, self.clock.now_ms())
+                Session::new(self.settings.session_options(), stored, self.clock.now_ms())
                     .map_err(|e| described(&ClientError::from(e)))?;
             if let Some(make) = &self.settings.authenticator {
                 session.set_authenticator(make());

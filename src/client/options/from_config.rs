@@ -131,6 +131,12 @@ impl ClientBuilder {
                 ConfigProtocol::V5 => ProtocolVersion::V5,
                 ConfigProtocol::V311 => ProtocolVersion::V311,
             });
+        if let Some(carrier) = config.key_publishes {
+            b = b.key_publishes(carrier.into());
+        }
+        if let Some(limits) = config.deduplicate {
+            b = b.deduplicate(limits.into());
+        }
         b.servers = config.servers.clone();
         let session = &mut b.settings.session;
         session.properties.session_expiry_interval = Some(config.session_expiry);
@@ -255,6 +261,8 @@ impl ClientBuilder {
             in_flight_maximum,
             queue_window,
             lost_session,
+            publish_keys,
+            deduplication,
         } = session;
         let ConnectProperties {
             session_expiry_interval,
@@ -302,6 +310,8 @@ impl ClientBuilder {
                 LostSession::Republish => ConfigLostSession::Republish,
                 LostSession::Discard => ConfigLostSession::Discard,
             },
+            key_publishes: publish_keys.map(|k| k.carrier.into()),
+            deduplicate: deduplication.map(Into::into),
             receive_maximum: *receive_maximum,
             maximum_packet_size: *maximum_packet_size,
             held_bytes_limit: *held_bytes_limit,

@@ -5,6 +5,7 @@ mod aliases;
 mod auth;
 mod clock;
 mod connection;
+mod idempotency;
 mod inbound;
 mod lifecycle;
 mod lost_session;
@@ -43,6 +44,7 @@ pub(super) struct Committed {
     inbound: BTreeSet<u16>,
     queue: BTreeMap<u64, QueuedPublish>,
     subscriptions: BTreeMap<String, StoredSubscription>,
+    seen_keys: BTreeMap<u64, crate::store::SeenKey>,
 }
 
 impl Committed {
@@ -75,6 +77,12 @@ impl Committed {
                 StoreOp::RemoveSubscription { filter } => {
                     self.subscriptions.remove(&filter);
                 }
+                StoreOp::PutSeenKey { seq, seen } => {
+                    self.seen_keys.insert(seq, seen);
+                }
+                StoreOp::RemoveSeenKey { seq } => {
+                    self.seen_keys.remove(&seq);
+                }
             }
         }
     }
@@ -88,6 +96,7 @@ impl Committed {
             queue_summary: crate::store::QueueSummary::of(&queue),
             queue,
             subscriptions: self.subscriptions.values().cloned().collect(),
+            seen_keys: self.seen_keys.clone().into_iter().collect(),
         }
     }
 

@@ -80,6 +80,7 @@ impl<B: KvBackend> Shared<B> {
         }
         entries.extend(self.entries_in(layout::flows_range(key))?);
         entries.extend(self.entries_in(layout::subscriptions_range(key))?);
+        entries.extend(self.entries_in(layout::seen_keys_range(key))?);
         let mut session = layout::decode_session(key, entries)?;
         session.queue = self.read_queue(key, 0, head)?;
         session.queue_summary = self.summary(key)?;

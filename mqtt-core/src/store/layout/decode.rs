@@ -6,7 +6,7 @@ use bytes::Bytes;
 use super::*;
 use crate::packet::{ProtocolVersion, QoS};
 use crate::store::{
-    ClockCorrection, OutboundRecord, QueuedPublish, SessionClock, SessionKey, SessionMeta,
+    ClockCorrection, OutboundRecord, QueuedPublish, SeenKey, SessionClock, SessionKey, SessionMeta,
     SessionScope, StoreError, StoredSession, StoredSubscription,
 };
 
@@ -22,6 +22,7 @@ fn describe_key(raw: &[u8]) -> String {
                 format!("subscription {:?}", String::from_utf8_lossy(f))
             }
             [SECTION_TOTALS] => "queue totals".to_owned(),
+            [SECTION_SEEN, n @ ..] => format!("seen key #{}", be_number(n)),
             _ => format!("key {}", hex(raw)),
         },
         Err(_) => format!("key {}", hex(raw)),
@@ -339,6 +340,8 @@ pub enum Record {
     Subscription(StoredSubscription),
     /// The queue's totals: the number of queued messages and the bytes of their packets.
     QueueTotals(u64, u64),
+    /// The idempotency key of a handled message, under its number.
+    SeenKey(u64, SeenKey),
 }
 
 /// Decodes one entry of a key-value store: the session its key belongs to and the record its
@@ -395,6 +398,20 @@ fn decode_entry(session: &SessionKey, key: &[u8], value: &[u8]) -> Result<Record
             let totals = decode_queue_totals(session, value)?;
             Record::QueueTotals(totals.0, totals.1)
         }
+        ([SECTION_SEEN, seq @ ..], KIND_SEEN) if seq.len() == 8 => {
+            let (at, key) = body
+                .split_first_chunk::<8>()
+                .ok_or_else(|| bad("a seen key holds no time".to_owned()))?;
+            let key =
+                std::str::from_utf8(key).map_err(|_| bad("a seen key is not UTF-8".to_owned()))?;
+            Record::SeenKey(
+                be_number(seq),
+                SeenKey {
+                    key: key.to_owned(),
+                    seen_at_ms: u64::from_be_bytes(*at),
+                },
+            )
+        }
         _ => return Err(bad(format!("kind {kind:?} does not belong under this key"))),
     })
 }
@@ -419,6 +436,7 @@ where
             Record::Inbound(packet_id) => out.inbound.push(packet_id),
             Record::Queued(seq, message) => out.queue.push((seq, message)),
             Record::Subscription(subscription) => out.subscriptions.push(subscription),
+            Record::SeenKey(seq, seen) => out.seen_keys.push((seq, seen)),
             // The totals describe the queue; a caller that holds the queue needs none.
             Record::QueueTotals(..) => {}
         }
