@@ -11,7 +11,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use mooring::client::{ClientBuilder, ClientConfig, ClientEvent};
+use mooring::client::{BrokerProfile, ClientBuilder, ClientConfig, ClientError, ClientEvent};
 use mooring::packet::ConnAckProperties;
 use mooring::store::MemoryStore;
 use mooring::{Backoff, QoS};
@@ -44,6 +44,12 @@ struct Report {
     granted_qos: Option<u8>,
     /// Why the probe subscription was refused.
     probe_refused: Option<String>,
+    /// The broker profile checked against (`aws-iot-core`, ...), if any.
+    profile: Option<&'static str>,
+    /// Where the profile came from: `--profile`, `the configuration` or `the address`.
+    profile_from: Option<&'static str>,
+    /// Where the CONNACK says otherwise than the profile.
+    profile_differences: Vec<String>,
     /// Settings of the configuration the broker will refuse or change.
     findings: Vec<String>,
 }
@@ -64,8 +70,54 @@ fn report_of(server: &str, p: &ConnAckProperties) -> Report {
         session_expiry_granted: p.session_expiry_interval,
         granted_qos: None,
         probe_refused: None,
+        profile: None,
+        profile_from: None,
+        profile_differences: Vec::new(),
         findings: Vec::new(),
     }
+}
+
+/// Where what the broker said differs from what `profile` documents.
+fn differences(report: &Report, profile: BrokerProfile) -> Vec<String> {
+    let limits = profile.limits();
+    let mut found = Vec::new();
+    let name = profile.title();
+    let profile_qos = limits.publish.maximum_qos as u8;
+    if report.maximum_qos != profile_qos {
+        found.push(format!(
+            "Maximum QoS: the broker says {}, {name} takes {profile_qos}",
+            report.maximum_qos
+        ));
+    }
+    if report.retain_available != limits.publish.retain_available {
+        let says = |b: bool| if b { "keeps" } else { "keeps no" };
+        found.push(format!(
+            "retained messages: the broker {} them, {name} {} them",
+            says(report.retain_available),
+            says(limits.publish.retain_available)
+        ));
+    }
+    let publish = limits.publish;
+    let profile_packet = publish
+        .maximum_packet_bytes
+        .or(publish.maximum_payload_bytes);
+    let broker_packet = report.maximum_packet_size.map(|s| s as usize);
+    if let (Some(profile), broker) = (profile_packet, broker_packet)
+        && broker.is_none_or(|b| b.abs_diff(profile) > profile / 8)
+    {
+        found.push(format!(
+            "Maximum Packet Size: the broker says {}, {name} takes about {profile} bytes",
+            broker.map_or("no limit".to_owned(), |b| format!("{b} bytes"))
+        ));
+    }
+    if let (Some(max), Some(server)) = (limits.maximum_keep_alive_secs, report.server_keep_alive)
+        && server > max
+    {
+        found.push(format!(
+            "Server Keep Alive: the broker says {server} s, {name} takes {max} s at most"
+        ));
+    }
+    found
 }
 
 /// The configuration's settings the broker will refuse or change.
@@ -178,6 +230,24 @@ fn text(report: &Report) -> String {
             (None, None) => "not made".to_owned(),
         },
     );
+    match (report.profile, report.profile_from) {
+        (Some(profile), Some(from)) if report.profile_differences.is_empty() => {
+            out.push_str(&format!(
+                "profile {profile} (from {from}): the CONNACK agrees with it\n"
+            ));
+        }
+        (Some(profile), Some(from)) => {
+            out.push_str(&format!(
+                "profile {profile} (from {from}): the CONNACK differs\n"
+            ));
+            for difference in &report.profile_differences {
+                out.push_str(&format!("  - {difference}\n"));
+            }
+        }
+        _ => out.push_str(
+            "profile: none (the address names no cloud broker; --profile NAME checks one)\n",
+        ),
+    }
     if !report.findings.is_empty() {
         out.push_str("what the broker will refuse or change:\n");
         for finding in &report.findings {
@@ -187,7 +257,11 @@ fn text(report: &Report) -> String {
     out
 }
 
-async fn examine(url: &str, config: Option<ClientConfig>) -> Result<Report, Failure> {
+async fn examine(
+    url: &str,
+    config: Option<ClientConfig>,
+    profile: Option<(BrokerProfile, &'static str)>,
+) -> Result<Report, Failure> {
     let failed = |e: &dyn std::fmt::Display| Failure::new(format!("{url}: {e}"));
     let mut builder = match &config {
         Some(config) => {
@@ -195,8 +269,10 @@ async fn examine(url: &str, config: Option<ClientConfig>) -> Result<Report, Fail
             config.servers = vec![url.to_owned()];
             config.store = None;
             // No Will: a broker that refuses it would say nothing else, and a Will is a side
-            // effect; it is checked against the CONNACK instead.
+            // effect; it is checked against the CONNACK instead. No profile: what it refuses
+            // is a finding, not a reason not to ask the broker.
             config.will = None;
+            config.broker_profile = None;
             ClientBuilder::from_config(&config).map_err(|e| {
                 Failure::new(format!("the configuration: {e}")).of(Class::InvalidConfig)
             })?
@@ -234,26 +310,70 @@ async fn examine(url: &str, config: Option<ClientConfig>) -> Result<Report, Fail
         client.disconnect_with(mooring::ReasonCode::Success, Some(Duration::ZERO)),
     )
     .await;
+    if let Some((profile, from)) = profile {
+        report.profile = Some(profile.name());
+        report.profile_from = Some(from);
+        report.profile_differences = differences(&report, profile);
+    }
     if let Some(config) = &config {
         report.findings = findings(&report, config);
+        let mut config = config.clone();
+        config.servers = vec![url.to_owned()];
+        config.store = None;
+        config.broker_profile = profile.map(|(p, _)| p).or(config.broker_profile);
+        if let Err(ClientError::BrokerProfile {
+            setting,
+            why,
+            profile,
+        }) = ClientBuilder::from_config(&config).and_then(|b| b.validate())
+        {
+            report.findings.push(format!("{setting}: {profile} {why}"));
+        }
     }
     Ok(report)
 }
 
+/// The profile to check against: `--profile`, else the configuration's, else the one the
+/// address names.
+fn profile_for(
+    url: &str,
+    named: Option<&str>,
+    config: Option<&ClientConfig>,
+) -> Result<Option<(BrokerProfile, &'static str)>, Failure> {
+    if let Some(name) = named {
+        let profile = name.parse::<BrokerProfile>().map_err(Failure::new)?;
+        return Ok(Some((profile, "--profile")));
+    }
+    if let Some(profile) = config.and_then(|c| c.broker_profile) {
+        return Ok(Some((profile, "the configuration")));
+    }
+    let host = url
+        .parse::<mooring::client::ServerUrl>()
+        .map(|u| u.host().to_owned())
+        .unwrap_or_default();
+    Ok(BrokerProfile::for_host(&host).map(|p| (p, "the address")))
+}
+
 /// Connects to `url`, prints what the broker said and, with `config`, what of it the broker
 /// will refuse or change.
-pub fn doctor(url: &str, config: Option<&Path>, json: bool) -> Result<(), Failure> {
+pub fn doctor(
+    url: &str,
+    config: Option<&Path>,
+    profile: Option<&str>,
+    json: bool,
+) -> Result<(), Failure> {
     let config = config
         .map(|file| {
             ClientConfig::load(file)
                 .map_err(|e| Failure::new(e.to_string()).of(Class::InvalidConfig))
         })
         .transpose()?;
+    let profile = profile_for(url, profile, config.as_ref())?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| Failure::new(format!("cannot start: {e}")))?;
-    let report = runtime.block_on(examine(url, config))?;
+    let report = runtime.block_on(examine(url, config, profile))?;
     if json {
         let line = serde_json::to_string(&report)
             .map_err(|e| Failure::new(format!("cannot print the report: {e}")))?;

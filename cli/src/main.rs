@@ -115,14 +115,20 @@ enum Command {
     /// Available, Receive Maximum, Maximum Packet Size, Topic Alias Maximum, wildcard,
     /// subscription identifier and shared subscription support, Server Keep Alive), and what
     /// a QoS 2 wildcard subscription is granted. Leaves nothing at the broker (a clean session
-    /// that ends with the connection). With --config, connects as that client would and lists
-    /// its settings the broker will refuse or change.
+    /// that ends with the connection), the broker profile that matches and where the CONNACK
+    /// differs from it. With --config, connects as that client would and lists its settings
+    /// the broker will refuse or change.
     Doctor {
         /// The broker's address (`mqtt://`, `mqtts://`, `ws://`, `wss://`, `quic://`).
         url: String,
         /// A client configuration to connect with and check.
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
+        /// Check the broker against this profile (aws-iot-core, azure-iot-hub,
+        /// azure-event-grid, hivemq-cloud, emqx, mosquitto, generic); without it, the
+        /// configuration's, or the one the address names.
+        #[arg(long, value_name = "NAME")]
+        profile: Option<String>,
     },
 }
 
@@ -199,7 +205,11 @@ fn run(command: Command, json: bool) -> Result<(), Failure> {
     match command {
         Command::Store(command) => run_store(command, json),
         Command::Config(ConfigCommand::Check { file }) => config::check(&file, json),
-        Command::Doctor { url, config } => doctor::doctor(&url, config.as_deref(), json),
+        Command::Doctor {
+            url,
+            config,
+            profile,
+        } => doctor::doctor(&url, config.as_deref(), profile.as_deref(), json),
         Command::Config(ConfigCommand::Reference) => {
             config::reference();
             Ok(())

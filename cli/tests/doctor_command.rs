@@ -106,3 +106,70 @@ fn a_broker_that_is_not_there_fails_naming_it() {
         text(&output.stderr)
     );
 }
+
+#[test]
+fn a_broker_set_up_like_aws_iot_core_agrees_with_its_profile_and_a_default_one_differs() {
+    // mosquitto limited as AWS IoT Core documents itself: QoS 1, keep alive up to 1200 s,
+    // 128 KiB messages, TLS.
+    let like_aws = Mosquitto::with_config(&MosquittoConfig {
+        tls: true,
+        extra: vec![
+            "max_qos 1".into(),
+            "max_keepalive 1200".into(),
+            "max_packet_size 131072".into(),
+        ],
+        ..MosquittoConfig::default()
+    })
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("gateway.toml");
+    let ca = like_aws.pki().unwrap().ca.clone();
+    std::fs::write(
+        &file,
+        format!(
+            "servers = [\"mqtts://elsewhere\"]\nclient_id = \"gw\"\nbroker_profile = \"aws-iot-core\"\n\
+             keep_alive = \"60s\"\n\n[will]\ntopic = \"gw/status\"\npayload = \"gone\"\nqos = 2\n\n\
+             [tls]\nca_file = {:?}\n",
+            ca.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let url = like_aws.tls_url().unwrap();
+    let output = mooring(&["doctor", &url, "--config", file.to_str().unwrap(), "--json"]);
+    let out = text(&output.stdout);
+    assert!(output.status.success(), "{out}{}", text(&output.stderr));
+    let report: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(report["profile"], "aws-iot-core", "{report}");
+    assert_eq!(report["profile_from"], "the configuration", "{report}");
+    assert_eq!(
+        report["profile_differences"],
+        serde_json::json!([]),
+        "{report}"
+    );
+    let findings = report["findings"].to_string();
+    assert!(
+        findings.contains("will.qos = 2: AWS IoT Core takes QoS 1 at most"),
+        "{findings}"
+    );
+
+    // A default mosquitto is not AWS IoT Core: the doctor says where it differs.
+    let default = Mosquitto::start().unwrap();
+    let output = mooring(&["doctor", &default.url(), "--profile", "aws-iot-core"]);
+    let out = text(&output.stdout);
+    assert!(output.status.success(), "{out}{}", text(&output.stderr));
+    assert!(
+        out.contains("profile aws-iot-core (from --profile): the CONNACK differs"),
+        "{out}"
+    );
+    assert!(
+        out.contains("Maximum QoS: the broker says 2, AWS IoT Core takes 1"),
+        "{out}"
+    );
+    assert!(
+        out.contains("Maximum Packet Size: the broker says no limit"),
+        "{out}"
+    );
+    let unknown = mooring(&["doctor", &default.url(), "--profile", "aws"]);
+    assert_eq!(unknown.status.code(), Some(1));
+    assert!(text(&unknown.stderr).contains("aws-iot-core"));
+}

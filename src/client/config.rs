@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::human;
 use super::policy::{Backoff, QueuePolicy, Redelivery};
 
-mod effectively_once;
+mod cloud;
 mod proxy;
 #[cfg(feature = "toml")]
 pub(crate) mod reference;
@@ -18,7 +18,7 @@ mod store;
 #[cfg(test)]
 mod tests;
 
-pub use effectively_once::{ConfigKeyCarrier, DeduplicationConfig};
+pub use cloud::{ConfigKeyCarrier, DeduplicationConfig};
 pub use proxy::ProxyConfig;
 pub(crate) use proxy::{configs_of as proxy_configs_of, routes_of as proxy_routes_of};
 pub(crate) use secret::Secret;
@@ -103,6 +103,10 @@ pub struct ClientConfig {
     /// Publishes that may have reached a session the server lost: `"republish"` (the
     /// default) or `"discard"`.
     pub lost_session: ConfigLostSession,
+    /// The broker's profile: `"aws-iot-core"`, `"azure-iot-hub"`, `"azure-event-grid"`,
+    /// `"hivemq-cloud"`, `"emqx"`, `"mosquitto"` or `"generic"` (unset: none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub broker_profile: Option<super::profile::BrokerProfile>,
     /// Give every QoS 1 publish an idempotency key: `"user_property"` or `"envelope"`
     /// (unset: none).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -444,6 +448,7 @@ impl Default for ClientConfig {
             manual_ack: false,
             redelivery: None,
             lost_session: ConfigLostSession::Republish,
+            broker_profile: None,
             key_publishes: None,
             deduplicate: None,
             receive_maximum: None,

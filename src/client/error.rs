@@ -23,6 +23,17 @@ pub enum ClientError {
     /// and was asked for something only MQTT 5 has.
     #[error("{0} needs MQTT 5; the client speaks 3.1.1")]
     NeedsV5(&'static str),
+    /// A setting the broker of the [`BrokerProfile`](super::profile::BrokerProfile) refuses
+    /// ([`ClientBuilder::broker_profile`](super::ClientBuilder::broker_profile)).
+    #[error("{setting}: {profile} {why}")]
+    BrokerProfile {
+        /// The profile.
+        profile: super::profile::BrokerProfile,
+        /// The setting, as a configuration file writes it (`will.qos = 2`).
+        setting: String,
+        /// Why the broker refuses it.
+        why: String,
+    },
     /// The builder has no store.
     #[error("no store: call ClientBuilder::store (MemoryStore for ephemeral sessions)")]
     NoStore,

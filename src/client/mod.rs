@@ -97,6 +97,7 @@ mod pace;
 #[cfg(feature = "pkcs11")]
 mod pkcs11;
 mod policy;
+mod profile;
 mod proxy;
 mod publish_options;
 #[cfg(feature = "quic")]
@@ -131,6 +132,7 @@ pub use pace::ConnectPace;
 #[cfg(feature = "pkcs11")]
 pub use pkcs11::Pkcs11Key;
 pub use policy::{Backoff, Exhausted, QueuePolicy, Redelivery, Refusal};
+pub use profile::{AWS_IOT_ALPN, AZURE_IOT_HUB_API_VERSION, BrokerLimits, BrokerProfile};
 pub use proxy::{Proxy, ProxyError, ProxyKind};
 pub use publish_options::PublishOptions;
 pub use router::{Router, topic_matches};

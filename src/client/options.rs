@@ -55,6 +55,8 @@ pub(crate) struct Settings {
     pub(crate) follow_server_references: bool,
     /// Start each round of attempts at the server that worked last.
     pub(crate) prefer_last_server: bool,
+    /// The broker's documented limits and requirements, if one was named.
+    pub(crate) profile: Option<super::profile::BrokerProfile>,
 }
 
 impl Settings {
@@ -133,6 +135,7 @@ impl Default for ClientBuilder {
                 authenticator: None,
                 follow_server_references: false,
                 prefer_last_server: false,
+                profile: None,
             },
         }
     }
@@ -606,11 +609,15 @@ impl ClientBuilder {
             settings.authenticator.is_some(),
             settings.redelivery.as_ref(),
         )?;
+        if let Some(profile) = settings.profile {
+            cloud::apply_profile(profile, &mut settings);
+            cloud::check_profile(profile, &settings)?;
+        }
         Ok(settings)
     }
 }
 
-mod effectively_once;
+mod cloud;
 mod from_config;
 mod transport;
 

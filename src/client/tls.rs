@@ -373,6 +373,11 @@ impl TlsOptions {
         self
     }
 
+    /// The ALPN protocol names offered, in order (empty: none, or QUIC's default).
+    pub fn alpn(&self) -> &[String] {
+        &self.alpn
+    }
+
     /// A setting changed: the configurations are built again at their next use.
     fn forget_built(&mut self) {
         self.built = Arc::default();

@@ -25,6 +25,18 @@ pub enum PublishError {
     /// bytes).
     #[error("the idempotency key is longer than an envelope holds (65,535 bytes)")]
     KeyTooLong,
+    /// The publish is beyond a limit the server is known to have
+    /// ([`SessionOptions::publish_limits`](super::SessionOptions::publish_limits)).
+    #[error("the {what} is {size}, above the server's limit of {limit}")]
+    OverLimit {
+        /// What is too large: `payload in bytes`, `packet in bytes`, `topic in bytes`,
+        /// `number of topic levels`.
+        what: &'static str,
+        /// What the publish has.
+        size: usize,
+        /// What the server takes.
+        limit: usize,
+    },
 }
 
 /// A rule the server broke; the connection must end with DISCONNECT and this reason code.

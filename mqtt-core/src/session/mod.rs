@@ -47,7 +47,7 @@ pub use error::{
 pub use event::Event;
 pub use options::{
     DEFAULT_HELD_BYTES_LIMIT, DEFAULT_MAXIMUM_PACKET_SIZE, DEFAULT_QUEUE_WINDOW,
-    DEFAULT_V311_IN_FLIGHT, Deduplication, LostSession, SessionOptions,
+    DEFAULT_V311_IN_FLIGHT, Deduplication, LostSession, PublishLimits, SessionOptions,
 };
 pub use output::Output;
 pub use queue::QueueRead;

@@ -5,7 +5,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use crate::idempotency::KeyStamp;
-use crate::packet::{ConnectProperties, ProtocolVersion};
+use crate::packet::{ConnectProperties, ProtocolVersion, QoS};
 use crate::store::QueueWindow;
 
 /// What the client asks of a session.
@@ -62,6 +62,42 @@ pub struct SessionOptions {
     /// Drop inbound QoS 1 messages whose idempotency key the application handled already,
     /// keeping the keys in the store; `None` hands every copy over.
     pub deduplication: Option<Deduplication>,
+    /// What the server is known to take before its CONNACK says anything (a broker profile's
+    /// documented limits): a publish beyond them is refused when it is made, never stored.
+    pub publish_limits: PublishLimits,
+}
+
+/// Limits of the server on publishes, known in advance: a server that closes the connection
+/// on a QoS 2 publish, or drops a payload above its size, may not say so in its CONNACK (a
+/// 3.1.1 server cannot). The CONNACK's own limits apply too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PublishLimits {
+    /// The highest QoS it takes.
+    pub maximum_qos: QoS,
+    /// Whether it keeps retained messages.
+    pub retain_available: bool,
+    /// The largest payload, in bytes.
+    pub maximum_payload_bytes: Option<usize>,
+    /// The largest PUBLISH packet, in bytes.
+    pub maximum_packet_bytes: Option<usize>,
+    /// The most levels of a topic (`a/b/c` has 3).
+    pub maximum_topic_levels: Option<usize>,
+    /// The longest topic, in bytes.
+    pub maximum_topic_bytes: Option<usize>,
+}
+
+impl Default for PublishLimits {
+    /// None but the protocol's.
+    fn default() -> Self {
+        Self {
+            maximum_qos: QoS::ExactlyOnce,
+            retain_available: true,
+            maximum_payload_bytes: None,
+            maximum_packet_bytes: None,
+            maximum_topic_levels: None,
+            maximum_topic_bytes: None,
+        }
+    }
 }
 
 crate::secret::debug_hiding_secrets!(SessionOptions {
@@ -81,7 +117,8 @@ crate::secret::debug_hiding_secrets!(SessionOptions {
     queue_window,
     lost_session,
     publish_keys,
-    deduplication
+    deduplication,
+    publish_limits
 } hidden { password });
 
 /// What a session does with the QoS 1/2 publishes that may have reached the server's session
@@ -180,6 +217,44 @@ impl SessionOptions {
             lost_session: LostSession::Republish,
             publish_keys: None,
             deduplication: None,
+            publish_limits: PublishLimits::default(),
         }
+    }
+}
+
+impl PublishLimits {
+    /// Refuses `publish` (whose packet is `packet_bytes` long) when it is beyond a limit.
+    pub(super) fn check(
+        &self,
+        publish: &crate::packet::Publish,
+        packet_bytes: usize,
+    ) -> Result<(), super::PublishError> {
+        use super::PublishError;
+        if publish.qos > self.maximum_qos {
+            return Err(PublishError::QosNotSupported {
+                requested: publish.qos,
+                maximum: self.maximum_qos,
+            });
+        }
+        if publish.retain && !self.retain_available {
+            return Err(PublishError::RetainNotSupported);
+        }
+        let over = |what: &'static str, size: usize, limit: Option<usize>| match limit {
+            Some(limit) if size > limit => Err(PublishError::OverLimit { what, size, limit }),
+            _ => Ok(()),
+        };
+        over(
+            "payload in bytes",
+            publish.payload.len(),
+            self.maximum_payload_bytes,
+        )?;
+        over("packet in bytes", packet_bytes, self.maximum_packet_bytes)?;
+        over(
+            "topic in bytes",
+            publish.topic.len(),
+            self.maximum_topic_bytes,
+        )?;
+        let levels = publish.topic.split('/').count();
+        over("number of topic levels", levels, self.maximum_topic_levels)
     }
 }

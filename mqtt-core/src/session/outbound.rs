@@ -129,6 +129,7 @@ impl Session {
         }
         let size = self.codec.encoded_publish_len(&publish)?;
         publish.packet_id = 0;
+        self.options.publish_limits.check(&publish, size)?;
         if let Some(conn) = &self.connection {
             if publish.qos > conn.maximum_qos {
                 return Err(PublishError::QosNotSupported {

@@ -91,6 +91,11 @@ pub(crate) const KEYS: &[Key] = &[
         "Publishes that may have reached a session the server lost: `\"republish\"` sends them again as new messages, `\"discard\"` reports and drops them.",
     ),
     key(
+        "broker_profile",
+        r#""aws-iot-core""#,
+        "The broker's documented limits and requirements (docs/broker-profiles.md): `\"aws-iot-core\"`, `\"azure-iot-hub\"`, `\"azure-event-grid\"`, `\"hivemq-cloud\"`, `\"emqx\"`, `\"mosquitto\"` or `\"generic\"`. Settings the broker refuses fail when the client is built; publishes beyond its limits are refused when made (unset: none).",
+    ),
+    key(
         "key_publishes",
         r#""user_property""#,
         "Give every QoS 1 publish an idempotency key, fixed when it is accepted and kept by every retransmission: `\"user_property\"` (MQTT 5) or `\"envelope\"` around the payload (unset: none).",

@@ -66,6 +66,7 @@ fn everything() -> ClientBuilder {
                 .with_stable_after(Duration::from_secs(45)),
         )
         .lost_session(crate::session::LostSession::Discard)
+        .broker_profile(crate::client::BrokerProfile::Mosquitto)
         .key_publishes(crate::idempotency::KeyCarrier::Envelope)
         .deduplicate(crate::session::Deduplication {
             keep_at_most: 5_000,
@@ -140,6 +141,7 @@ fn every_setting_round_trips_builder_config_toml_builder() {
         "proxy_from_env",
         "key_publishes",
         "deduplicate",
+        "broker_profile",
     ];
     expected.extend(default.keys().map(String::as_str));
     for key in expected {

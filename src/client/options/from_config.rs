@@ -131,6 +131,13 @@ impl ClientBuilder {
                 ConfigProtocol::V5 => ProtocolVersion::V5,
                 ConfigProtocol::V311 => ProtocolVersion::V311,
             });
+        if let Some(profile) = config.broker_profile {
+            // Before the protocol the file names, which then wins (a conflict is refused).
+            b = b.broker_profile(profile).protocol(match config.protocol {
+                ConfigProtocol::V5 => ProtocolVersion::V5,
+                ConfigProtocol::V311 => ProtocolVersion::V311,
+            });
+        }
         if let Some(carrier) = config.key_publishes {
             b = b.key_publishes(carrier.into());
         }
@@ -243,6 +250,7 @@ impl ClientBuilder {
             authenticator: _,
             follow_server_references,
             prefer_last_server,
+            profile,
         } = settings;
         let SessionOptions {
             client_id,
@@ -263,6 +271,8 @@ impl ClientBuilder {
             lost_session,
             publish_keys,
             deduplication,
+            // From the profile.
+            publish_limits: _,
         } = session;
         let ConnectProperties {
             session_expiry_interval,
@@ -310,6 +320,7 @@ impl ClientBuilder {
                 LostSession::Republish => ConfigLostSession::Republish,
                 LostSession::Discard => ConfigLostSession::Discard,
             },
+            broker_profile: *profile,
             key_publishes: publish_keys.map(|k| k.carrier.into()),
             deduplicate: deduplication.map(Into::into),
             receive_maximum: *receive_maximum,

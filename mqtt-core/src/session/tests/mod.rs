@@ -8,6 +8,7 @@ mod connection;
 mod idempotency;
 mod inbound;
 mod lifecycle;
+mod limits;
 mod lost_session;
 mod outbound;
 mod subscriptions;

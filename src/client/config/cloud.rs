@@ -1,5 +1,5 @@
-//! `key_publishes` and `[deduplicate]`: effectively-once delivery over QoS 1, as a file says
-//! it.
+//! `broker_profile`, `key_publishes` and `[deduplicate]`: what cloud brokers need, as a file
+//! says it.
 
 use std::time::Duration;
 
@@ -82,5 +82,19 @@ impl From<Deduplication> for DeduplicationConfig {
             keep_for: limits.keep_for,
             envelopes: limits.envelopes,
         }
+    }
+}
+
+/// A broker profile is written by its name (`"aws-iot-core"`).
+impl Serialize for crate::client::profile::BrokerProfile {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.name())
+    }
+}
+
+impl<'de> Deserialize<'de> for crate::client::profile::BrokerProfile {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(deserializer)?;
+        name.parse().map_err(serde::de::Error::custom)
     }
 }
