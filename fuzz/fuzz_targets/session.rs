@@ -19,7 +19,7 @@ use mooring_core::packet::{
 use mooring_core::session::{Event, Session, SessionOptions};
 use mooring_core::store::{
     Batch, OutboundRecord, QueueSummary, QueueWindow, QueuedPublish, SessionMeta, StoreOp,
-    StoredSession, StoredSubscription,
+    SeenKey, StoredSession, StoredSubscription,
 };
 
 const START_MS: u64 = 1_764_000_000_000;
@@ -33,6 +33,7 @@ struct Store {
     inbound: BTreeSet<u16>,
     queue: BTreeMap<u64, QueuedPublish>,
     subscriptions: BTreeMap<String, StoredSubscription>,
+    seen_keys: BTreeMap<u64, SeenKey>,
 }
 
 /// The packet identifier of a stored outbound record.
@@ -101,6 +102,12 @@ impl Store {
                 StoreOp::RemoveSubscription { filter } => {
                     self.subscriptions.remove(&filter);
                 }
+                StoreOp::PutSeenKey { seq, seen } => {
+                    self.seen_keys.insert(seq, seen);
+                }
+                StoreOp::RemoveSeenKey { seq } => {
+                    self.seen_keys.remove(&seq);
+                }
             }
         }
         stored
@@ -126,6 +133,7 @@ impl Store {
             queue_summary: QueueSummary::of(&whole),
             queue: self.read_queue(0, head),
             subscriptions: self.subscriptions.values().cloned().collect(),
+            seen_keys: self.seen_keys.clone().into_iter().collect(),
         }
     }
 
