@@ -29,7 +29,6 @@ impl Driver {
         self.server_worked();
         self.stats.connections.fetch_add(1, Ordering::Relaxed);
         self.metrics.connected();
-        self.conn.answer_first_connect(Ok(()));
         let lost = self.conn.take_session_lost();
         if lost != SessionLostCounts::default() || resubscribed > 0 {
             self.emit_session_lost(lost, resubscribed);
@@ -39,6 +38,9 @@ impl Driver {
             session_present,
             properties,
         });
+        // After the events: a receiver taken once `connect()` returned sees none of the
+        // first connection's (Client::events), as its tests rely on.
+        self.conn.answer_first_connect(Ok(()));
         self.send_offline_requests();
     }
 
