@@ -80,24 +80,24 @@ fn report_of(server: &str, p: &ConnAckProperties) -> Report {
 /// Where what the broker said differs from what `profile` documents.
 fn differences(report: &Report, profile: BrokerProfile) -> Vec<String> {
     let limits = profile.limits();
+    let publish = limits.publish;
     let mut found = Vec::new();
     let name = profile.title();
-    let profile_qos = limits.publish.maximum_qos as u8;
+    let profile_qos = publish.maximum_qos as u8;
     if report.maximum_qos != profile_qos {
         found.push(format!(
             "Maximum QoS: the broker says {}, {name} takes {profile_qos}",
             report.maximum_qos
         ));
     }
-    if report.retain_available != limits.publish.retain_available {
+    if report.retain_available != publish.retain_available {
         let says = |b: bool| if b { "keeps" } else { "keeps no" };
         found.push(format!(
             "retained messages: the broker {} them, {name} {} them",
             says(report.retain_available),
-            says(limits.publish.retain_available)
+            says(publish.retain_available)
         ));
     }
-    let publish = limits.publish;
     let profile_packet = publish
         .maximum_packet_bytes
         .or(publish.maximum_payload_bytes);

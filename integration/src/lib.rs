@@ -203,6 +203,15 @@ pub fn program(name: &str) -> std::path::PathBuf {
         .unwrap_or_else(|| name.into())
 }
 
+/// A proof's setting from the environment variable `name` (`HANDLING_KILLS=100`), or
+/// `default` when it is unset or does not parse.
+pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 /// Reconnect delays for tests: a lost connection comes back within tens of milliseconds.
 pub fn fast_backoff() -> mooring::Backoff {
     mooring::Backoff::default()

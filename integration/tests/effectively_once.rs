@@ -30,7 +30,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use integration::mosquitto::{Mosquitto, MosquittoConfig};
-use integration::{complete_lines, wait_until};
+use integration::{complete_lines, env_or, wait_until};
 
 /// One side, running; SIGKILL on drop, also when a failed assertion unwinds past it.
 struct Side {
@@ -74,13 +74,6 @@ fn spawn(role: &str, dir: &Path, url: &str, number: u64, protocol: &str) -> Side
     Side { child, ready }
 }
 
-fn setting(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 #[derive(Debug, Default)]
 struct Report {
     sent: usize,
@@ -100,9 +93,9 @@ struct Report {
 }
 
 async fn prove(protocol: &str) -> Report {
-    let kills = setting("EO_KILLS", 3);
-    let messages = setting("EO_MESSAGES", 150 * kills.max(1));
-    let seed = setting("EO_SEED", fastrand::u64(..));
+    let kills = env_or("EO_KILLS", 3);
+    let messages = env_or("EO_MESSAGES", 150 * kills.max(1));
+    let seed = env_or("EO_SEED", fastrand::u64(..));
     println!(
         "effectively-once proof: MQTT {protocol}, {messages} messages, {kills} kills of each \
          side, 2 broker restarts, EO_SEED={seed}"
@@ -256,11 +249,12 @@ fn check(r: &Report) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn qos1_with_keys_reaches_the_application_once_across_kills_and_broker_restarts() {
+async fn keyed_qos1_loses_nothing_and_nothing_comes_again_after_its_ack_across_kills_and_broker_restarts()
+ {
     check(&prove("5").await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn qos1_with_keys_in_envelopes_reaches_the_application_once_at_3_1_1() {
+async fn keyed_qos1_in_envelopes_loses_nothing_and_nothing_comes_again_after_its_ack_at_3_1_1() {
     check(&prove("3.1.1").await);
 }

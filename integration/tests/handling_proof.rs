@@ -28,7 +28,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use integration::mosquitto::{Mosquitto, MosquittoConfig};
-use integration::{complete_lines, wait_until};
+use integration::{complete_lines, env_or, wait_until};
 use mooring::store::MemoryStore;
 use mooring::{Client, QoS};
 
@@ -71,13 +71,6 @@ fn spawn_handler(dir: &Path, url: &str, qos: u8) -> Handler {
     Handler { child, subscribed }
 }
 
-fn setting(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 #[derive(Debug, Default)]
 struct Report {
     messages: u64,
@@ -92,9 +85,9 @@ struct Report {
 
 async fn prove(qos: QoS) -> Report {
     let qos_n: u8 = if qos == QoS::ExactlyOnce { 2 } else { 1 };
-    let kills = setting("HANDLING_KILLS", 5);
-    let messages = setting("HANDLING_MESSAGES", 600);
-    let seed = setting("HANDLING_SEED", fastrand::u64(..));
+    let kills = env_or("HANDLING_KILLS", 5);
+    let messages = env_or("HANDLING_MESSAGES", 600);
+    let seed = env_or("HANDLING_SEED", fastrand::u64(..));
     println!(
         "handling proof: QoS {qos_n}, {messages} messages, {kills} kills, HANDLING_SEED={seed}"
     );

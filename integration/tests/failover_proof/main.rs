@@ -54,7 +54,7 @@ use integration::mosquitto::{Mosquitto, MosquittoConfig};
 use integration::mosquitto_sub::MosquittoSub;
 use integration::postgres::Postgres;
 use integration::proxy::Fault;
-use integration::{ledger, wait_until};
+use integration::{env_or, ledger, wait_until};
 use mooring::store::MemoryStore;
 use mooring::{Client, QoS};
 use verdict::{broker_heard_the_old_owner, handed_over, median};
@@ -74,13 +74,6 @@ impl Pair {
     fn dir(&self) -> PathBuf {
         self.who.ledgers.parent().unwrap().to_owned()
     }
-}
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
 }
 
 /// What the rounds saw, beside the ledgers.

@@ -119,9 +119,7 @@ impl Session {
                 .map(|e| e.tag);
             if let Some(entry) = stale.and_then(|tag| self.inbound.stale.remove(&tag)) {
                 // Delivered on an earlier connection, ack still to come: bind it to this one.
-                self.inbound.in_use.insert(entry.packet_id, entry.qos);
-                self.inbound.acks.push_back(entry);
-                self.inbound.awaiting_application += 1;
+                self.bind_to_this_connection(entry);
                 return Ok(());
             }
         }
@@ -173,9 +171,7 @@ impl Session {
                     // Handed over on an earlier connection, ack still to come: this copy is
                     // the one its ack answers now.
                     entry.packet_id = publish.packet_id;
-                    self.inbound.in_use.insert(entry.packet_id, entry.qos);
-                    self.inbound.acks.push_back(entry);
-                    self.inbound.awaiting_application += 1;
+                    self.bind_to_this_connection(entry);
                 } else {
                     // Behind the copy held on this connection, so after its key is stored,
                     // and with the verdict the application gives that copy.
@@ -207,6 +203,14 @@ impl Session {
         let tag = self.inbound.next_tag;
         self.inbound.next_tag += 1;
         self.answer_in_turn_as(tag, packet_id, QoS::ExactlyOnce);
+    }
+
+    /// A message handed over on an earlier connection and not yet settled: the server's
+    /// redelivery (under `entry.packet_id`) is answered when the application settles it.
+    fn bind_to_this_connection(&mut self, entry: Inbound) {
+        self.inbound.in_use.insert(entry.packet_id, entry.qos);
+        self.inbound.acks.push_back(entry);
+        self.inbound.awaiting_application += 1;
     }
 
     /// Queues the ack of a message the application never gets, under `tag`.

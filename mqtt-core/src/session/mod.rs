@@ -340,14 +340,19 @@ impl Session {
         seq
     }
 
+    /// The session's client identifier: the one asked for, or, when none was, the one the
+    /// server assigned (empty before it did).
+    fn client_id(&self) -> &str {
+        match &self.meta.assigned_client_id {
+            Some(assigned) if self.options.client_id.is_empty() => assigned,
+            _ => &self.options.client_id,
+        }
+    }
+
     /// The CONNECT for a new connection (it starts the authenticator, if there is one).
     pub(crate) fn connect_packet(&mut self) -> Result<Connect, AuthError> {
         // An identifier the server assigned names the session to resume.
-        let client_id = match &self.meta.assigned_client_id {
-            Some(assigned) if self.options.client_id.is_empty() => assigned.clone(),
-            _ => self.options.client_id.clone(),
-        };
-        let mut connect = Connect::new(client_id);
+        let mut connect = Connect::new(self.client_id().to_owned());
         connect.clean_start = self.clean_flag();
         connect.keep_alive = self.options.keep_alive;
         connect.properties = match self.options.protocol {

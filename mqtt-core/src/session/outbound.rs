@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use super::packet_id::PacketIds;
-use super::{Event, Flow, PublishError, PublishId, Session, Stage};
+use super::{Event, Flow, PublishError, PublishId, PublishLimits, Session, Stage};
 use crate::idempotency;
 use crate::packet::{Codec, Packet, PubAck, Publish, QoS, ReasonCode};
 use crate::store::{QueuedPublish, StoreOp};
@@ -87,6 +87,42 @@ impl OutboundState {
     }
 }
 
+impl PublishLimits {
+    /// Refuses `publish` (whose packet is `packet_bytes` long) when it is beyond a limit.
+    fn check(
+        &self,
+        publish: &crate::packet::Publish,
+        packet_bytes: usize,
+    ) -> Result<(), PublishError> {
+        if publish.qos > self.maximum_qos {
+            return Err(PublishError::QosNotSupported {
+                requested: publish.qos,
+                maximum: self.maximum_qos,
+            });
+        }
+        if publish.retain && !self.retain_available {
+            return Err(PublishError::RetainNotSupported);
+        }
+        let over = |what: &'static str, size: usize, limit: Option<usize>| match limit {
+            Some(limit) if size > limit => Err(PublishError::OverLimit { what, size, limit }),
+            _ => Ok(()),
+        };
+        over(
+            "payload in bytes",
+            publish.payload.len(),
+            self.maximum_payload_bytes,
+        )?;
+        over("packet in bytes", packet_bytes, self.maximum_packet_bytes)?;
+        over(
+            "topic in bytes",
+            publish.topic.len(),
+            self.maximum_topic_bytes,
+        )?;
+        let levels = publish.topic.split('/').count();
+        over("number of topic levels", levels, self.maximum_topic_levels)
+    }
+}
+
 impl Session {
     /// Accepts a publish from the application and returns its delivery id.
     ///
@@ -114,12 +150,8 @@ impl Session {
             && let Some(stamp) = self.options.publish_keys
         {
             let key = idempotency::take_key(&mut publish).unwrap_or_else(|| {
-                let owner = match (&self.options.client_id, &self.meta.assigned_client_id) {
-                    (id, Some(assigned)) if id.is_empty() => assigned,
-                    (id, _) => id,
-                };
                 // The number `next_seq` hands out below, once the checks pass.
-                idempotency::key_for(owner, stamp.run, self.next_seq)
+                idempotency::key_for(self.client_id(), stamp.run, self.next_seq)
             });
             idempotency::stamp(&mut publish, key, stamp.carrier).ok_or(PublishError::KeyTooLong)?;
         }

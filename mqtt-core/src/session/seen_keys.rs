@@ -91,13 +91,9 @@ impl SeenKeys {
         limits: &Deduplication,
         commit: &mut Batch,
     ) {
-        let Some(key) = self.held_by_tag.remove(&tag) else {
-            return;
-        };
-        if self.held.get(&key) == Some(&tag) {
-            self.held.remove(&key);
-        }
-        if accepted {
+        if let Some(key) = self.unhold(tag)
+            && accepted
+        {
             self.remember(key, now_ms, limits, commit);
         }
     }
@@ -105,11 +101,16 @@ impl SeenKeys {
     /// The message `tag` will never be settled (the server sends it again): a copy of it is
     /// new again.
     pub(super) fn forget(&mut self, tag: MessageTag) {
-        if let Some(key) = self.held_by_tag.remove(&tag)
-            && self.held.get(&key) == Some(&tag)
-        {
+        self.unhold(tag);
+    }
+
+    /// Stops holding the message `tag`; its key, if it had one.
+    fn unhold(&mut self, tag: MessageTag) -> Option<String> {
+        let key = self.held_by_tag.remove(&tag)?;
+        if self.held.get(&key) == Some(&tag) {
             self.held.remove(&key);
         }
+        Some(key)
     }
 
     fn remember(&mut self, key: String, now_ms: u64, limits: &Deduplication, commit: &mut Batch) {

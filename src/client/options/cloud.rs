@@ -30,15 +30,13 @@ impl ClientBuilder {
     /// A message's key is kept in the store from the moment the application is done with it
     /// (the commit before its PUBACK), so after a SIGKILL it is still known; the keys are
     /// bounded by `limits` (100,000 for seven days by default). A copy arriving while the
-    /// application holds the message waits for it and is acknowledged behind it. Messages
-    /// without a key are handed over as always.
+    /// application holds the message is answered with the application's verdict on it (its
+    /// ack or its refusal), never before. Messages without a key are handed over as always.
     pub fn deduplicate(mut self, limits: Deduplication) -> Self {
         self.settings.session.deduplication = Some(limits);
         self
     }
-}
 
-impl ClientBuilder {
     /// The broker is `profile` (AWS IoT Core, Azure IoT Hub, ...): its documented limits and
     /// requirements apply. Settings it refuses fail when the client is built, with
     /// [`ClientError::BrokerProfile`](crate::ClientError::BrokerProfile) saying why (a QoS 2
@@ -50,7 +48,6 @@ impl ClientBuilder {
     pub fn broker_profile(mut self, profile: crate::client::profile::BrokerProfile) -> Self {
         self.settings.profile = Some(profile);
         let limits = profile.limits();
-        self.settings.session.publish_limits = limits.publish;
         if !limits.protocols.contains(&self.settings.session.protocol)
             && let Some(&protocol) = limits.protocols.first()
         {
@@ -61,8 +58,8 @@ impl ClientBuilder {
 }
 
 impl Settings {
-    /// The options of a session made now: its idempotency keys get a run of their own, drawn
-    /// at random, so that no two sessions (nor two runs of one) ever make the same key.
+    /// The options of a session made now: its idempotency keys get a run of their own, 64
+    /// random bits, so that two sessions (or two runs of one) do not make the same key.
     pub(crate) fn session_options(&self) -> SessionOptions {
         let mut options = self.session.clone();
         if let Some(stamp) = &mut options.publish_keys {
@@ -72,9 +69,11 @@ impl Settings {
     }
 }
 
-/// What the profile requires, applied to settings that leave it open: AWS IoT Core's ALPN on
-/// port 443, Azure IoT Hub's user name.
+/// What the profile gives the settings when the client starts: its publish limits to the
+/// session, and what it requires where the settings leave it open (AWS IoT Core's ALPN on
+/// port 443, Azure IoT Hub's user name).
 pub(super) fn apply_profile(profile: BrokerProfile, settings: &mut Settings) {
+    settings.session.publish_limits = profile.limits().publish;
     match profile {
         #[cfg(feature = "tls")]
         BrokerProfile::AwsIotCore => {

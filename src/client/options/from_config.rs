@@ -271,7 +271,7 @@ impl ClientBuilder {
             lost_session,
             publish_keys,
             deduplication,
-            // From the profile.
+            // Derived from the profile when the client starts.
             publish_limits: _,
         } = session;
         let ConnectProperties {
