@@ -49,7 +49,7 @@ pub mod client;
 
 pub use client::{
     Backoff, Client, ClientBuilder, ClientError, ClientEvent, ConnectPace, Delivery, DeliveryError,
-    Message, Messages, QueuePolicy, Refusal, Router,
+    DrainRate, Message, Messages, QueuePolicy, Refusal, Router,
 };
 pub use mooring_core::idempotency;
 pub use mooring_core::packet;

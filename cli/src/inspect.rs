@@ -65,9 +65,12 @@ pub fn preview(bytes: &[u8], max: usize) -> String {
 pub struct RecordView {
     /// The session, as `list` names it.
     pub session: String,
-    /// `meta`, `publish`, `pubrel`, `inbound`, `queued`, `subscription`, `queue-totals` or
-    /// `seen-key`.
+    /// `meta`, `publish`, `pubrel`, `inbound`, `queued`, `subscription`, `queue-totals`,
+    /// `seen-key` or `latest-value`.
     pub record: &'static str,
+    /// The priority class of a queued message or a latest value (0: the offline queue).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub class: Option<u8>,
     /// The engine's sequence number (outbound flows and queued messages share one order).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub seq: Option<u64>,
@@ -239,7 +242,10 @@ impl RecordView {
                 view.qos = Some(2);
                 view.stage = Some("PUBREC sent, awaiting PUBREL");
             }
-            Record::Queued(seq, queued) => {
+            Record::Queued(seq, queued) | Record::ClassQueued(_, seq, queued) => {
+                if let Record::ClassQueued(class, ..) = record {
+                    view.class = Some(*class);
+                }
                 let publish = decode_publish(protocol, &queued.packet)?;
                 view.record = "queued";
                 view.seq = Some(*seq);
@@ -262,6 +268,12 @@ impl RecordView {
                 view.seq = Some(*seq);
                 view.idempotency_key = Some(seen.key.clone());
                 view.seen_at = Some(timestamp(seen.seen_at_ms));
+            }
+            Record::LatestValue(latest) => {
+                view.record = "latest-value";
+                view.seq = Some(latest.seq);
+                view.class = Some(latest.class);
+                view.topic = Some(latest.topic.clone());
             }
         }
         Ok(view)

@@ -34,6 +34,7 @@ struct Store {
     queue: BTreeMap<u64, QueuedPublish>,
     subscriptions: BTreeMap<String, StoredSubscription>,
     seen_keys: BTreeMap<u64, SeenKey>,
+    latest_values: BTreeMap<String, mooring_core::store::LatestValue>,
 }
 
 /// The packet identifier of a stored outbound record.
@@ -108,6 +109,16 @@ impl Store {
                 StoreOp::RemoveSeenKey { seq } => {
                     self.seen_keys.remove(&seq);
                 }
+                StoreOp::PutLatestValue(latest) => {
+                    self.latest_values.insert(latest.topic.clone(), latest);
+                }
+                StoreOp::RemoveLatestValue { topic } => {
+                    self.latest_values.remove(&topic);
+                }
+                // The target's sessions rank no topic above the rest.
+                StoreOp::PushClassQueue { .. } | StoreOp::RemoveClassQueue { .. } => {
+                    panic!("a session without priority classes wrote a class queue record")
+                }
             }
         }
         stored
@@ -134,6 +145,8 @@ impl Store {
             queue: self.read_queue(0, head),
             subscriptions: self.subscriptions.values().cloned().collect(),
             seen_keys: self.seen_keys.clone().into_iter().collect(),
+            latest_values: self.latest_values.values().cloned().collect(),
+            class_queues: Vec::new(),
         }
     }
 

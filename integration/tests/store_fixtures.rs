@@ -101,6 +101,8 @@ fn sessions() -> Vec<(SessionKey, StoredSession)> {
                 queue_summary: QueueSummary::default(),
                 // And before idempotency keys were kept.
                 seen_keys: vec![],
+                latest_values: vec![],
+                class_queues: vec![],
             },
         ),
         (
@@ -121,6 +123,8 @@ fn sessions() -> Vec<(SessionKey, StoredSession)> {
                 subscriptions: vec![],
                 queue_summary: QueueSummary::default(),
                 seen_keys: vec![],
+                latest_values: vec![],
+                class_queues: vec![],
             },
         ),
     ]

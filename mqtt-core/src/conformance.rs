@@ -65,8 +65,9 @@ use crate::packet::{
 };
 use crate::store::layout::{self, KvWrite};
 use crate::store::{
-    Batch, KvBackend, OutboundRecord, QueueSummary, QueuedPublish, SeenKey, SessionKey,
-    SessionMeta, SessionStore, StoreError, StoreOp, StoredSession, StoredSubscription,
+    Batch, ClassQueue, KvBackend, LatestValue, OutboundRecord, QueueSummary, QueuedPublish,
+    SeenKey, SessionKey, SessionMeta, SessionStore, StoreError, StoreOp, StoredSession,
+    StoredSubscription,
 };
 
 /// A way to damage a stored record, as a bad disk or a torn write would.
@@ -243,7 +244,9 @@ use together::*;
 
 use queue::{
     a_cursor_reading_on_between_appends_and_removals_misses_nothing,
-    clear_removes_a_queue_of_many_chunks, queue_totals_stay_exact_through_every_change,
+    a_latest_value_is_replaced_in_the_commit_that_queues_the_next,
+    class_queues_are_apart_read_on_in_order_and_counted, clear_removes_a_queue_of_many_chunks,
+    queue_totals_stay_exact_through_every_change,
     read_queue_reads_on_in_numeric_order_across_reopen,
     resume_returns_the_head_and_an_exact_summary,
 };
@@ -287,6 +290,8 @@ pub async fn run<F: StoreFactory>(factory: &F) -> Report {
     check!(a_failed_commit_refuses_later_writes);
     check!(subscriptions_are_kept_per_filter_replaced_and_removed);
     check!(seen_keys_are_kept_in_number_order_removed_and_cleared);
+    check!(a_latest_value_is_replaced_in_the_commit_that_queues_the_next);
+    check!(class_queues_are_apart_read_on_in_order_and_counted);
     check!(resume_returns_the_head_and_an_exact_summary);
     check!(read_queue_reads_on_in_numeric_order_across_reopen);
     check!(a_cursor_reading_on_between_appends_and_removals_misses_nothing);
@@ -443,7 +448,23 @@ fn one_of_each() -> Vec<StoreOp> {
             seq: 0,
             seen: seen("gateway-7/00000000000000a1/42", 1_700_000_000_500),
         },
+        StoreOp::PutLatestValue(latest_of_one_of_each()),
+        StoreOp::PushClassQueue {
+            class: 3,
+            seq: 5,
+            message: queued(5, QoS::AtLeastOnce, 24),
+        },
     ]
+}
+
+/// The latest-value record of the one-of-each session: its expiring message.
+fn latest_of_one_of_each() -> LatestValue {
+    LatestValue {
+        topic: "plant/7/state".to_owned(),
+        seq: 4,
+        class: 0,
+        len: expiring(4, 1_700_000_060_000).packet.len() as u64,
+    }
 }
 
 /// An idempotency key handled at `at_ms`.
@@ -470,5 +491,11 @@ fn expected_one_of_each() -> StoredSession {
         queue,
         subscriptions: vec![subscription("plant/+/telemetry", 1)],
         seen_keys: vec![(0, seen("gateway-7/00000000000000a1/42", 1_700_000_000_500))],
+        latest_values: vec![latest_of_one_of_each()],
+        class_queues: vec![ClassQueue {
+            class: 3,
+            queue: vec![(5, queued(5, QoS::AtLeastOnce, 24))],
+            summary: QueueSummary::of(&[(5, queued(5, QoS::AtLeastOnce, 24))]),
+        }],
     }
 }

@@ -50,8 +50,8 @@ pub use kv::{Acquired, Entries, KvBackend, KvOpen, KvStore, visit_map};
 pub use maintenance::{HeldMessages, Tidied, move_session, stranded_sessions, tidy_sessions};
 pub use meta::{ClockCorrection, SessionClock, SessionMeta};
 pub use records::{
-    Batch, OutboundRecord, QueueSummary, QueueWindow, QueuedPublish, SeenKey, StoreOp,
-    StoredSession, StoredSubscription,
+    Batch, ClassQueue, LatestValue, OutboundRecord, QueueSummary, QueueWindow, QueuedPublish,
+    SeenKey, StoreOp, StoredSession, StoredSubscription,
 };
 pub use set_aside::{SetAside, open_or_set_aside};
 
@@ -159,6 +159,24 @@ pub trait SessionStore: Send + Sync {
         from: u64,
         window: QueueWindow,
     ) -> Result<Vec<(u64, QueuedPublish)>, StoreError>;
+
+    /// Messages of the queue of priority class `class` (1 to 255) of `key`'s session from
+    /// sequence number `from` on, in ascending sequence number, as many as `window` admits.
+    /// The default refuses ([`StoreError::Unsupported`]): a store that keeps priority
+    /// classes ([`StoreOp::PushClassQueue`]) overrides it, and the conformance suite checks
+    /// it.
+    async fn read_class_queue(
+        &self,
+        key: &SessionKey,
+        class: u8,
+        from: u64,
+        window: QueueWindow,
+    ) -> Result<Vec<(u64, QueuedPublish)>, StoreError> {
+        let _ = (key, class, from, window);
+        Err(StoreError::Unsupported {
+            what: "keep priority classes",
+        })
+    }
 
     /// Applies `batch` to the session `key`, atomically and durably.
     async fn commit(&self, key: &SessionKey, batch: Batch) -> Result<(), StoreError>;
@@ -300,6 +318,15 @@ macro_rules! forward_session_store {
                 window: QueueWindow,
             ) -> Result<Vec<(u64, QueuedPublish)>, StoreError> {
                 (**self).read_queue(key, from, window).await
+            }
+            async fn read_class_queue(
+                &self,
+                key: &SessionKey,
+                class: u8,
+                from: u64,
+                window: QueueWindow,
+            ) -> Result<Vec<(u64, QueuedPublish)>, StoreError> {
+                (**self).read_class_queue(key, class, from, window).await
             }
             async fn commit(&self, key: &SessionKey, batch: Batch) -> Result<(), StoreError> {
                 (**self).commit(key, batch).await

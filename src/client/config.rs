@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::human;
 use super::policy::{Backoff, QueuePolicy, Redelivery};
 
+mod backlog;
 mod cloud;
 mod proxy;
 #[cfg(feature = "toml")]
@@ -18,6 +19,7 @@ mod store;
 #[cfg(test)]
 mod tests;
 
+pub use backlog::BacklogConfig;
 pub use cloud::{ConfigKeyCarrier, DeduplicationConfig};
 pub use proxy::ProxyConfig;
 pub(crate) use proxy::{configs_of as proxy_configs_of, routes_of as proxy_routes_of};
@@ -115,6 +117,10 @@ pub struct ClientConfig {
     /// handed over).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub deduplicate: Option<DeduplicationConfig>,
+    /// Latest-value topics and the drain rate (unset: every value is kept, publishes leave
+    /// as fast as the server allows).
+    #[serde(skip_serializing_if = "BacklogConfig::is_empty")]
+    pub backlog: BacklogConfig,
     /// Receive Maximum (unset: the inbox capacity).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub receive_maximum: Option<u16>,
@@ -451,6 +457,7 @@ impl Default for ClientConfig {
             broker_profile: None,
             key_publishes: None,
             deduplicate: None,
+            backlog: BacklogConfig::default(),
             receive_maximum: None,
             maximum_packet_size: Some(crate::session::DEFAULT_MAXIMUM_PACKET_SIZE),
             held_bytes_limit: crate::session::DEFAULT_HELD_BYTES_LIMIT,

@@ -34,6 +34,15 @@ pub enum ClientError {
         /// Why the broker refuses it.
         why: String,
     },
+    /// A backlog policy that cannot work: a latest-value filter that is not a valid Topic
+    /// Filter, a drain rate of nothing.
+    #[error("{setting} {why}")]
+    Backlog {
+        /// The setting.
+        setting: String,
+        /// What is wrong with it.
+        why: String,
+    },
     /// The builder has no store.
     #[error("no store: call ClientBuilder::store (MemoryStore for ephemeral sessions)")]
     NoStore,
@@ -309,4 +318,9 @@ pub enum DeliveryError {
     /// oldest, was dropped from the store unsent to make room.
     #[error("the queue was full: the message was dropped, unsent, to make room for newer ones")]
     Dropped,
+    /// Its topic keeps only its newest unsent value (`ClientBuilder::latest_value_topics`),
+    /// and a newer value was published before this one could be sent: it was dropped from the
+    /// store unsent, in the commit that stored the newer one.
+    #[error("a newer value of its topic was published before it was sent: it was replaced")]
+    Replaced,
 }

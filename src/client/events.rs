@@ -124,6 +124,13 @@ pub enum ClientEvent {
         /// Its topic.
         topic: String,
     },
+    /// A newer value of a latest-value topic was published before this one could be sent
+    /// (`ClientBuilder::latest_value_topics`): it was dropped from the store unsent, and its
+    /// delivery resolved [`DeliveryError::Replaced`](super::DeliveryError::Replaced).
+    MessageReplaced {
+        /// Its topic.
+        topic: String,
+    },
     /// A publish that may have reached a session the server lost was discarded
     /// (`LostSession::Discard`): never sent again, its delivery resolved
     /// [`DeliveryError::SessionLost`](super::DeliveryError::SessionLost).
@@ -287,6 +294,8 @@ pub struct Stats {
     pub expired: u64,
     /// Queued publishes dropped to make room (`QueuePolicy::DropOldest`).
     pub dropped_oldest: u64,
+    /// Queued publishes of latest-value topics replaced, unsent, by newer values.
+    pub replaced: u64,
     /// Publishes discarded because they may have reached a session the server lost
     /// (`LostSession::Discard`).
     pub discarded: u64,
@@ -348,6 +357,7 @@ pub(crate) struct StatsCell {
     pub(crate) withdrawn: AtomicU64,
     pub(crate) expired: AtomicU64,
     pub(crate) dropped_oldest: AtomicU64,
+    pub(crate) replaced: AtomicU64,
     pub(crate) discarded: AtomicU64,
     pub(crate) queued_bytes: AtomicU64,
     pub(crate) oldest_queued_age_ms: AtomicU64,
@@ -383,6 +393,7 @@ impl StatsCell {
             withdrawn: get(&self.withdrawn),
             expired: get(&self.expired),
             dropped_oldest: get(&self.dropped_oldest),
+            replaced: get(&self.replaced),
             discarded: get(&self.discarded),
             queued_bytes: get(&self.queued_bytes),
             oldest_queued_age_ms: get(&self.oldest_queued_age_ms),

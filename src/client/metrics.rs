@@ -17,6 +17,7 @@
 //! | `mooring_reconnects_total` | counter | connections made after the first | `connections` |
 //! | `mooring_tls_handshakes_total` | counter | TLS handshakes, label `reason`: `full`, or `resumed` (a reconnection that resumed the last TLS session) | `tls_handshakes`, `tls_resumed` |
 //! | `mooring_queued_dropped_total` | counter | queued messages dropped unsent to make room (`QueuePolicy::DropOldest`) | `dropped_oldest` |
+//! | `mooring_queued_replaced_total` | counter | queued values of latest-value topics replaced unsent by newer ones | `replaced`, `ClientEvent::MessageReplaced` |
 //! | `mooring_queued_expired_total` | counter | queued messages whose Message Expiry Interval ran out unsent | `expired`, `ClientEvent::MessageExpired` |
 //! | `mooring_dropped_unacked_total` | counter | messages the application dropped without acking them | `dropped_unacked` |
 //! | `mooring_duplicates_dropped_total` | counter | copies of handled QoS 1 messages acked and not handed over, recognised by their idempotency key | `duplicates_dropped` |
@@ -71,6 +72,8 @@ pub const CONNECTION_ATTEMPTS: &str = "mooring_connection_attempts_total";
 pub const CONNECTION_FAILURES: &str = "mooring_connection_failures_total";
 /// `mooring_tls_handshakes_total`.
 pub const TLS_HANDSHAKES: &str = "mooring_tls_handshakes_total";
+/// `mooring_queued_replaced_total`.
+pub const QUEUED_REPLACED: &str = "mooring_queued_replaced_total";
 /// `mooring_dropped_unacked_total`.
 pub const DROPPED_UNACKED: &str = "mooring_dropped_unacked_total";
 /// `mooring_duplicates_dropped_total`.
@@ -138,6 +141,7 @@ struct Handles {
     received: metrics::Counter,
     reconnects: metrics::Counter,
     dropped: metrics::Counter,
+    replaced: metrics::Counter,
     expired: metrics::Counter,
     violations: metrics::Counter,
     attempts: metrics::Counter,
@@ -186,6 +190,10 @@ fn describe() {
         "Queued messages dropped unsent to make room"
     );
     describe_counter!(QUEUED_EXPIRED, "Queued messages expired unsent");
+    describe_counter!(
+        QUEUED_REPLACED,
+        "Queued values of latest-value topics replaced unsent by newer ones"
+    );
     describe_counter!(
         PROTOCOL_VIOLATIONS,
         "Connections closed for a protocol violation"
@@ -253,6 +261,7 @@ impl Metrics {
                     received: counter(MESSAGES_RECEIVED),
                     reconnects: counter(RECONNECTS),
                     dropped: counter(QUEUED_DROPPED),
+                    replaced: counter(QUEUED_REPLACED),
                     expired: counter(QUEUED_EXPIRED),
                     violations: counter(PROTOCOL_VIOLATIONS),
                     attempts: counter(CONNECTION_ATTEMPTS),
@@ -302,6 +311,11 @@ impl Metrics {
     pub(crate) fn dropped(&self) {
         #[cfg(feature = "metrics")]
         self.handles.dropped.increment(1);
+    }
+
+    pub(crate) fn replaced(&self) {
+        #[cfg(feature = "metrics")]
+        self.handles.replaced.increment(1);
     }
 
     pub(crate) fn expired(&self) {

@@ -80,6 +80,7 @@ mod attempt;
 mod clock;
 mod config;
 mod credentials;
+mod drain_rate;
 mod driver;
 mod error;
 mod event_queue;
@@ -121,11 +122,12 @@ pub use message::{Delivery, Message};
 
 pub use attempt::{ConnectAttempt, HookError};
 pub use config::{
-    ClientConfig, ConfigError, ConfigKeyCarrier, ConfigLostSession, ConfigProtocol,
+    BacklogConfig, ClientConfig, ConfigError, ConfigKeyCarrier, ConfigLostSession, ConfigProtocol,
     DeduplicationConfig, Property, ProxyConfig, QueueWindowConfig, StoreBackend, StoreConfig,
     TlsConfig, WillConfig,
 };
 pub use credentials::{Credential, CredentialProvider};
+pub use drain_rate::DrainRate;
 use events::StatsCell;
 pub use options::ClientBuilder;
 pub use pace::ConnectPace;

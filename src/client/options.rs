@@ -57,6 +57,8 @@ pub(crate) struct Settings {
     pub(crate) prefer_last_server: bool,
     /// The broker's documented limits and requirements, if one was named.
     pub(crate) profile: Option<super::profile::BrokerProfile>,
+    /// How fast publishes may leave, if limited.
+    pub(crate) drain_rate: Option<super::drain_rate::DrainRate>,
 }
 
 impl Settings {
@@ -136,6 +138,7 @@ impl Default for ClientBuilder {
                 follow_server_references: false,
                 prefer_last_server: false,
                 profile: None,
+                drain_rate: None,
             },
         }
     }
@@ -609,6 +612,7 @@ impl ClientBuilder {
             settings.authenticator.is_some(),
             settings.redelivery.as_ref(),
         )?;
+        backlog::apply_backlog(&mut settings)?;
         if let Some(profile) = settings.profile {
             cloud::apply_profile(profile, &mut settings);
             cloud::check_profile(profile, &settings)?;
@@ -617,6 +621,7 @@ impl ClientBuilder {
     }
 }
 
+mod backlog;
 mod cloud;
 mod from_config;
 mod transport;

@@ -5,45 +5,8 @@ use tracing::warn;
 
 use super::inbox::Messages;
 use super::message::Message;
+pub use crate::packet::topic_matches;
 use crate::packet::{TopicError, validate_topic_filter};
-
-/// Whether `topic` matches `filter`, with `+` (one level) and `#` (this level and all below).
-/// A shared subscription (`$share/group/filter`) matches as its filter. Wildcards at the first
-/// level do not match topics starting with `$` [MQTT-4.7.2-1].
-///
-/// ```
-/// use mooring::client::topic_matches;
-/// assert!(topic_matches("plant/+/telemetry", "plant/7/telemetry"));
-/// assert!(topic_matches("plant/#", "plant"));
-/// assert!(!topic_matches("#", "$SYS/uptime"));
-/// assert!(topic_matches("$share/g/a/+", "a/b"));
-/// ```
-pub fn topic_matches(filter: &str, topic: &str) -> bool {
-    let filter = match filter.strip_prefix("$share/") {
-        Some(rest) => rest.split_once('/').map_or("", |(_, f)| f),
-        None => filter,
-    };
-    if topic.starts_with('$') && (filter.starts_with('+') || filter.starts_with('#')) {
-        return false;
-    }
-    let mut levels = topic.split('/');
-    for part in filter.split('/') {
-        match part {
-            "#" => return true,
-            "+" => {
-                if levels.next().is_none() {
-                    return false;
-                }
-            }
-            exact => {
-                if levels.next() != Some(exact) {
-                    return false;
-                }
-            }
-        }
-    }
-    levels.next().is_none()
-}
 
 struct Route {
     filter: Option<String>,

@@ -26,8 +26,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
 use mooring_core::store::{
-    Batch, OutboundRecord, QueueSummary, QueueWindow, QueuedPublish, SeenKey, SessionKey,
-    SessionMeta, SessionStore, StoreError, StoreOp, StoredSession, StoredSubscription, described,
+    Batch, ClassQueue, LatestValue, OutboundRecord, QueueSummary, QueueWindow, QueuedPublish,
+    SeenKey, SessionKey, SessionMeta, SessionStore, StoreError, StoreOp, StoredSession,
+    StoredSubscription, described,
 };
 
 const NAME: &str = "memory store";
@@ -44,6 +45,10 @@ struct Records {
     /// By Topic Filter, whose byte order is `String`'s.
     subscriptions: BTreeMap<String, StoredSubscription>,
     seen_keys: BTreeMap<u64, SeenKey>,
+    /// By topic, whose byte order is `String`'s.
+    latest_values: BTreeMap<String, LatestValue>,
+    /// The priority classes' queues, by class and sequence number.
+    class_queues: BTreeMap<(u8, u64), QueuedPublish>,
 }
 
 impl Records {
@@ -54,6 +59,8 @@ impl Records {
             && self.queue.is_empty()
             && self.subscriptions.is_empty()
             && self.seen_keys.is_empty()
+            && self.latest_values.is_empty()
+            && self.class_queues.is_empty()
     }
 
     fn apply(&mut self, op: &StoreOp) {
@@ -95,6 +102,23 @@ impl Records {
             StoreOp::RemoveSeenKey { seq } => {
                 self.seen_keys.remove(seq);
             }
+            StoreOp::PutLatestValue(latest) => {
+                self.latest_values
+                    .insert(latest.topic.clone(), latest.clone());
+            }
+            StoreOp::RemoveLatestValue { topic } => {
+                self.latest_values.remove(topic);
+            }
+            StoreOp::PushClassQueue {
+                class,
+                seq,
+                message,
+            } => {
+                self.class_queues.insert((*class, *seq), message.clone());
+            }
+            StoreOp::RemoveClassQueue { class, seq } => {
+                self.class_queues.remove(&(*class, *seq));
+            }
         }
     }
 
@@ -110,6 +134,41 @@ impl Records {
             out.push((*seq, message.clone()));
         }
         out
+    }
+
+    /// The queue of class `class` from `from` on, as much as `window` admits.
+    fn class_queue_from(
+        &self,
+        class: u8,
+        from: u64,
+        window: QueueWindow,
+    ) -> Vec<(u64, QueuedPublish)> {
+        let mut out = Vec::new();
+        let mut taken_bytes = 0usize;
+        for ((_, seq), message) in self.class_queues.range((class, from)..=(class, u64::MAX)) {
+            if !window.admits(out.len(), taken_bytes, message.packet.len()) {
+                break;
+            }
+            taken_bytes = taken_bytes.saturating_add(message.packet.len());
+            out.push((*seq, message.clone()));
+        }
+        out
+    }
+
+    /// Every class queue: its head within `head`, and its summary.
+    fn class_queues(&self, head: QueueWindow) -> Vec<ClassQueue> {
+        let classes: BTreeSet<u8> = self.class_queues.keys().map(|(class, _)| *class).collect();
+        classes
+            .into_iter()
+            .map(|class| {
+                let all = self.class_queue_from(class, 0, QueueWindow::ALL);
+                ClassQueue {
+                    class,
+                    queue: self.class_queue_from(class, 0, head),
+                    summary: QueueSummary::of(&all),
+                }
+            })
+            .collect()
     }
 
     fn stored(&self, head: QueueWindow) -> StoredSession {
@@ -129,6 +188,8 @@ impl Records {
                 .iter()
                 .map(|(s, k)| (*s, k.clone()))
                 .collect(),
+            latest_values: self.latest_values.values().cloned().collect(),
+            class_queues: self.class_queues(head),
         }
     }
 }
@@ -271,6 +332,22 @@ impl SessionStore for MemoryStore {
             .lock()
             .get(key)
             .map(|records| records.stored(head))
+            .unwrap_or_default())
+    }
+
+    async fn read_class_queue(
+        &self,
+        key: &SessionKey,
+        class: u8,
+        from: u64,
+        window: QueueWindow,
+    ) -> Result<Vec<(u64, QueuedPublish)>, StoreError> {
+        Ok(self
+            .inner
+            .backend
+            .lock()
+            .get(key)
+            .map(|records| records.class_queue_from(class, from, window))
             .unwrap_or_default())
     }
 

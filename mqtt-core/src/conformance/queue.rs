@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 use super::{CheckResultOf, Stop, StoreFactory, close_store, commit, key, queued, seqs};
 use crate::packet::QoS;
 use crate::store::{
-    OutboundRecord, QueueSummary, QueueWindow, QueuedPublish, SessionKey, SessionStore, StoreOp,
+    LatestValue, OutboundRecord, QueueSummary, QueueWindow, QueuedPublish, SessionKey,
+    SessionStore, StoreOp,
 };
 
 /// The queue a store should hold, as a map, with the summary it implies.
@@ -343,6 +344,208 @@ pub(super) async fn clear_removes_a_queue_of_many_chunks<F: StoreFactory>(f: &F)
     ensure!(
         store.load(&other).await?.inbound == vec![3],
         "clear touched another session"
+    );
+    Ok(())
+}
+
+/// Latest-value compaction as a store sees it: the commit that queues a topic's new value
+/// removes the old one and rewrites the topic's record, all or nothing; records are one per
+/// topic (topics that start alike, beyond ASCII, with slashes), returned by `resume` even when
+/// it reads no queued message, kept across a reopen, removed one by one and gone with the
+/// session, and the queue's totals count only the value kept.
+pub(super) async fn a_latest_value_is_replaced_in_the_commit_that_queues_the_next<
+    F: StoreFactory,
+>(
+    f: &F,
+) -> CheckResultOf {
+    let (store, loc) = f.create().await?;
+    let k = key("latest-values");
+    let other = key("latest-values-other");
+    let latest = |topic: &str, seq: u64| LatestValue {
+        topic: topic.to_owned(),
+        seq,
+        class: 0,
+        len: sized(seq).packet.len() as u64,
+    };
+    let topics = ["a", "ab", "a/b", "usine/température"];
+    let mut model = Model::default();
+    let mut ops = Vec::new();
+    for (seq, topic) in (1u64..).zip(topics) {
+        ops.push(model.push(seq, sized(seq)));
+        ops.push(StoreOp::PutLatestValue(latest(topic, seq)));
+    }
+    commit(&store, &k, ops).await?;
+    commit(
+        &store,
+        &other,
+        vec![StoreOp::PutLatestValue(latest("a", 1))],
+    )
+    .await?;
+    // "ab" gets a new value: the old one leaves in the same commit.
+    let replace = vec![
+        model.remove(2),
+        model.push(300, sized(300)),
+        StoreOp::PutLatestValue(latest("ab", 300)),
+    ];
+    commit(&store, &k, replace).await?;
+    // "a"'s value was sent: its record goes, the message stays queued until acknowledged.
+    commit(
+        &store,
+        &k,
+        vec![StoreOp::RemoveLatestValue {
+            topic: "a".to_owned(),
+        }],
+    )
+    .await?;
+    let expected = vec![
+        latest("a/b", 3),
+        latest("ab", 300),
+        latest("usine/température", 4),
+    ];
+    let resumed = store.resume(&k, QueueWindow::NONE).await?;
+    ensure!(
+        resumed.latest_values == expected,
+        "resume with no queued message read returned {:?}, expected {expected:?}",
+        resumed.latest_values
+    );
+    ensure!(
+        resumed.queue_summary == model.summary(),
+        "the queue's totals are {:?}, expected {:?}",
+        resumed.queue_summary,
+        model.summary()
+    );
+    close_store(store).await?;
+    let store = f.reopen(&loc).await?;
+    let loaded = store.load(&k).await?;
+    ensure!(
+        loaded.latest_values == expected,
+        "after reopening: {:?}",
+        loaded.latest_values
+    );
+    ensure!(
+        seqs(&loaded.queue) == model.from(0),
+        "after reopening the queue holds {:?}, expected {:?}",
+        seqs(&loaded.queue),
+        model.from(0)
+    );
+    store.clear(&k).await?;
+    ensure!(
+        store.load(&k).await?.is_empty(),
+        "cleared, yet latest-value records remain"
+    );
+    let kept = store.load(&other).await?.latest_values;
+    ensure!(
+        kept == vec![latest("a", 1)],
+        "clearing one session touched another's records: {kept:?}"
+    );
+    Ok(())
+}
+
+/// The queues of priority classes: apart from the offline queue and from each other though
+/// they share one numbering, read on from any sequence number within their class only,
+/// resumed with each one's head and an exact summary (classes at both ends of the byte, 1
+/// and 255), kept across a reopen, and gone with the session.
+pub(super) async fn class_queues_are_apart_read_on_in_order_and_counted<F: StoreFactory>(
+    f: &F,
+) -> CheckResultOf {
+    let (store, loc) = f.create().await?;
+    let k = key("class-queues");
+    let push = |class: u8, seq: u64| StoreOp::PushClassQueue {
+        class,
+        seq,
+        message: sized(seq),
+    };
+    let mut ops = vec![];
+    let mut expected: BTreeMap<u8, Vec<u64>> = BTreeMap::new();
+    // Interleaved numbers, across a byte boundary, put out of order.
+    for (class, seq) in [(255u8, 300u64), (1, 2), (255, 4), (1, 256), (1, 7), (2, 5)] {
+        ops.push(push(class, seq));
+        expected.entry(class).or_default().push(seq);
+    }
+    ops.push(StoreOp::PushQueue {
+        seq: 3,
+        message: sized(3),
+    });
+    commit(&store, &k, ops).await?;
+    commit(
+        &store,
+        &k,
+        vec![StoreOp::RemoveClassQueue { class: 2, seq: 5 }, push(1, 9)],
+    )
+    .await?;
+    expected.remove(&2);
+    expected.entry(1).or_default().push(9);
+    for seqs in expected.values_mut() {
+        seqs.sort_unstable();
+    }
+    let resumed = store.resume(&k, QueueWindow::new(2, usize::MAX)).await?;
+    ensure!(
+        seqs(&resumed.queue) == vec![3],
+        "the offline queue holds {:?}, not [3]",
+        seqs(&resumed.queue)
+    );
+    for (class, all) in &expected {
+        let Some(queue) = resumed.class_queues.iter().find(|q| q.class == *class) else {
+            return Err(Stop::Fail(format!(
+                "resume returned no queue of class {class}"
+            )));
+        };
+        let whole: Vec<(u64, QueuedPublish)> = all.iter().map(|s| (*s, sized(*s))).collect();
+        ensure!(
+            queue.summary == QueueSummary::of(&whole),
+            "class {class}: summary {:?}, expected {:?}",
+            queue.summary,
+            QueueSummary::of(&whole)
+        );
+        let head: Vec<u64> = all.iter().copied().take(2).collect();
+        ensure!(
+            seqs(&queue.queue) == head,
+            "class {class}: head {:?}, expected {head:?}",
+            seqs(&queue.queue)
+        );
+    }
+    ensure!(
+        resumed.class_queues.len() == expected.len(),
+        "resume returned classes {:?}",
+        resumed
+            .class_queues
+            .iter()
+            .map(|q| q.class)
+            .collect::<Vec<_>>()
+    );
+    let read = store.read_class_queue(&k, 1, 8, QueueWindow::ALL).await?;
+    ensure!(
+        seqs(&read) == vec![9, 256],
+        "class 1 read from #8 returned {:?}",
+        seqs(&read)
+    );
+    ensure!(
+        read.iter().all(|(seq, message)| *message == sized(*seq)),
+        "class 1 read a record back changed"
+    );
+    let none = store.read_class_queue(&k, 3, 0, QueueWindow::ALL).await?;
+    ensure!(none.is_empty(), "an empty class read {:?}", seqs(&none));
+    ensure!(
+        resumed.next_seq() == 301,
+        "the next sequence number is {}, not past every class's",
+        resumed.next_seq()
+    );
+    close_store(store).await?;
+    let store = f.reopen(&loc).await?;
+    let loaded = store.load(&k).await?;
+    let classes: BTreeMap<u8, Vec<u64>> = loaded
+        .class_queues
+        .iter()
+        .map(|q| (q.class, seqs(&q.queue)))
+        .collect();
+    ensure!(
+        classes == expected,
+        "after reopening the classes hold {classes:?}, expected {expected:?}"
+    );
+    store.clear(&k).await?;
+    ensure!(
+        store.load(&k).await?.is_empty(),
+        "cleared, yet class queues remain"
     );
     Ok(())
 }

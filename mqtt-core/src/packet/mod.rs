@@ -43,7 +43,9 @@ pub use reason::ReasonCode;
 pub use subscribe::{
     RetainHandling, SubAck, Subscribe, Subscription, SubscriptionOptions, UnsubAck, Unsubscribe,
 };
-pub use topic::{is_shared_subscription, validate_topic_filter, validate_topic_name};
+pub use topic::{
+    is_shared_subscription, topic_matches, validate_topic_filter, validate_topic_name,
+};
 pub use wire::MAX_VARINT;
 
 use framed::{Framed, PublishRef};

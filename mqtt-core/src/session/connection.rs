@@ -286,6 +286,7 @@ impl Session {
             }
             if let Some(publish) = self.queue.remove(id) {
                 self.outbound.forget_deadline(id);
+                self.release_latest_value(id, &publish.topic);
                 self.out
                     .pending
                     .commit

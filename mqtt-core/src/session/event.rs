@@ -29,6 +29,17 @@ pub enum Event {
         /// Its topic.
         topic: String,
     },
+    /// A queued publish to a latest-value topic, dropped unsent because a newer value of the
+    /// topic was queued ([`BacklogPolicy::latest_value_topics`](super::BacklogPolicy::latest_value_topics)):
+    /// it left the store in the commit that stored the newer one.
+    Replaced {
+        /// The publish dropped.
+        id: PublishId,
+        /// The publish that replaced it.
+        by: PublishId,
+        /// Their topic.
+        topic: String,
+    },
     /// The server refused a publish (PUBACK or PUBREC with a reason code of 0x80 or more), or it
     /// could not be sent (it exceeds the server's limits). A retransmission that no longer fits
     /// the server's Maximum Packet Size after a reconnect fails too (0x95); its first

@@ -22,6 +22,7 @@
 
 mod aliases;
 mod auth;
+mod backlog;
 mod clock;
 mod connection;
 mod error;
@@ -46,7 +47,7 @@ pub use error::{
 };
 pub use event::Event;
 pub use options::{
-    DEFAULT_HELD_BYTES_LIMIT, DEFAULT_MAXIMUM_PACKET_SIZE, DEFAULT_QUEUE_WINDOW,
+    BacklogPolicy, DEFAULT_HELD_BYTES_LIMIT, DEFAULT_MAXIMUM_PACKET_SIZE, DEFAULT_QUEUE_WINDOW,
     DEFAULT_V311_IN_FLIGHT, Deduplication, LostSession, PublishLimits, SessionOptions,
 };
 pub use output::Output;
@@ -197,6 +198,8 @@ pub struct Session {
     records: records::RecordRoom,
     /// Idempotency keys of messages handled and held (deduplication).
     seen_keys: seen_keys::SeenKeys,
+    /// Which queued message holds each latest-value topic's value, and the send allowance.
+    backlog: backlog::Backlog,
 }
 
 /// Whether a packet that may carry them only when the client asked for problem information
@@ -274,6 +277,7 @@ impl Session {
             events: VecDeque::new(),
             records: records::RecordRoom::default(),
             seen_keys: seen_keys::SeenKeys::resume(std::mem::take(&mut stored.seen_keys)),
+            backlog: backlog::Backlog::resume(std::mem::take(&mut stored.latest_values)),
         };
         for (seq, record) in stored.outbound {
             let bad = |reason: String| SessionError::BadRecord { seq, reason };
@@ -502,6 +506,8 @@ impl Session {
     }
 }
 
+#[cfg(test)]
+mod backlog_tests;
 #[cfg(test)]
 mod model_tests;
 #[cfg(test)]

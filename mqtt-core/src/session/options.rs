@@ -65,6 +65,23 @@ pub struct SessionOptions {
     /// What the server is known to take before its CONNACK says anything (a broker profile's
     /// documented limits): a publish beyond them is refused when it is made, never stored.
     pub publish_limits: PublishLimits,
+    /// How the backlog leaves: which topics keep only their newest queued value, and whether
+    /// publishes leave only against a send allowance (a drain rate).
+    pub backlog: BacklogPolicy,
+}
+
+/// How a session's backlog leaves for the server.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BacklogPolicy {
+    /// Topic Filters whose topics keep only their newest unsent value: a publish to such a
+    /// topic drops the value still waiting in the queue (`Event::Replaced`), in the commit
+    /// that stores the new one. A value already sent is never taken back.
+    pub latest_value_topics: Vec<String>,
+    /// Publishes leave only against the allowance given with
+    /// [`Session::allow_sends`](super::Session::allow_sends) (the driver's drain rate), live
+    /// ones and the backlog alike, in queue order. Retransmissions of messages in flight do
+    /// not count: they are at most the in-flight window.
+    pub paced: bool,
 }
 
 /// Limits of the server on publishes, known in advance: a server that closes the connection
@@ -118,7 +135,8 @@ crate::secret::debug_hiding_secrets!(SessionOptions {
     lost_session,
     publish_keys,
     deduplication,
-    publish_limits
+    publish_limits,
+    backlog
 } hidden { password });
 
 /// What a session does with the QoS 1/2 publishes that may have reached the server's session
@@ -218,6 +236,7 @@ impl SessionOptions {
             publish_keys: None,
             deduplication: None,
             publish_limits: PublishLimits::default(),
+            backlog: BacklogPolicy::default(),
         }
     }
 }

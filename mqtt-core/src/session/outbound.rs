@@ -174,7 +174,12 @@ impl Session {
             }
         }
         let id = self.next_seq();
-        if publish.qos == QoS::AtMostOnce && self.connection.is_some() && self.queue.is_empty() {
+        if publish.qos == QoS::AtMostOnce
+            && self.connection.is_some()
+            && self.queue.is_empty()
+            && self.may_send_publish()
+        {
+            self.spend_allowance(size);
             let packet = self.with_alias(publish);
             self.out.pending.send.push(packet);
             return Ok(id);
@@ -202,6 +207,8 @@ impl Session {
                 accepted_at_ms: Some(self.clock.now_ms),
             },
         });
+        let latest_value = self.is_latest_value_topic(&publish.topic);
+        let topic = latest_value.then(|| publish.topic.clone());
         if self
             .queue
             .push(id, publish, size, self.out.generation, self.clock.now_ms)
@@ -209,6 +216,9 @@ impl Session {
         {
             self.outbound.expiries.insert((at, id));
             self.outbound.deadlines.insert(id, at);
+        }
+        if let Some(topic) = topic {
+            self.keep_latest_value(id, &topic, size);
         }
         self.drain();
         Ok(id)
@@ -236,8 +246,13 @@ impl Session {
             return;
         }
         while let Some((id, front, stored_by)) = self.queue.front() {
+            if !self.may_send_publish() {
+                return;
+            }
             if front.qos == QoS::AtMostOnce {
                 if let Some((id, mut publish)) = self.queue.pop_front() {
+                    // Sent after this output's commit, which removes its records.
+                    self.release_latest_value(id, &publish.topic);
                     if !self.take_remaining_expiry(id, &mut publish) {
                         continue;
                     }
@@ -245,7 +260,8 @@ impl Session {
                         .pending
                         .commit
                         .push(StoreOp::RemoveQueue { seq: id });
-                    if self.codec.encoded_publish_len(&publish).is_ok() {
+                    if let Ok(len) = self.codec.encoded_publish_len(&publish) {
+                        self.spend_allowance(len);
                         let packet = self.with_alias(publish);
                         self.out.pending.send.push(packet);
                     }
@@ -257,6 +273,13 @@ impl Session {
             }
             let Some((id, mut publish)) = self.queue.pop_front() else {
                 return;
+            };
+            // A latest-value record goes before the value is sent: the send waits for this
+            // output's commit.
+            let stored_by = if self.release_latest_value(id, &publish.topic) {
+                self.out.generation
+            } else {
+                stored_by
             };
             if self.take_remaining_expiry(id, &mut publish) {
                 self.start_flow(id, publish, stored_by);
@@ -388,6 +411,7 @@ impl Session {
             self.outbound.expiries.remove(&(at, id));
             self.outbound.deadlines.remove(&id);
             if let Some(publish) = self.queue.remove(id) {
+                self.release_latest_value(id, &publish.topic);
                 self.out
                     .pending
                     .commit
@@ -450,8 +474,8 @@ impl Session {
         let packet_id = packet_id_of(id);
         publish.packet_id = packet_id;
         // Checked against the server's limits as they are now.
-        if self.codec.encoded_publish_len(&publish).is_err() || !self.outbound.ids.insert(packet_id)
-        {
+        let len = self.codec.encoded_publish_len(&publish).ok();
+        if len.is_none() || !self.outbound.ids.insert(packet_id) {
             // Accepted when queued; it can only fail now against limits that changed.
             self.out
                 .pending
@@ -466,6 +490,7 @@ impl Session {
         if let Some(conn) = self.connection.as_mut() {
             conn.send_quota = conn.send_quota.saturating_sub(1);
         }
+        self.spend_allowance(len.unwrap_or_default());
         let mut first = publish.clone();
         // Stored before this session was resumed: it may have gone out before a crash, so it
         // goes as a retransmission does, DUP set and with its topic.
@@ -548,6 +573,7 @@ impl Session {
     pub fn drop_oldest_queued(&mut self) -> Option<PublishId> {
         let (id, publish) = self.queue.pop_front()?;
         self.outbound.forget_deadline(id);
+        self.release_latest_value(id, &publish.topic);
         self.out
             .pending
             .commit

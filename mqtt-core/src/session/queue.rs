@@ -53,6 +53,9 @@ pub(super) struct Queue {
     /// QoS 1/2 messages still to discard as they are read back, and the sequence number they
     /// are below (a lost session's messages that may have gone out before a restart).
     pub(super) discard_on_read: (u64, PublishId),
+    /// Messages beyond the window dropped unread (a newer latest value replaced them): a read
+    /// made before the commit that removes them may still return them.
+    skip_on_read: std::collections::BTreeSet<PublishId>,
 }
 
 /// A queued message resumed from the store: its id, its QoS and its Message Expiry deadline.
@@ -78,6 +81,7 @@ impl Queue {
             reading: false,
             recent: VecDeque::new(),
             discard_on_read: (0, 0),
+            skip_on_read: std::collections::BTreeSet::new(),
             // A window holds one message at least, or nothing could be read back.
             window: QueueWindow::new(window.messages.max(1), window.bytes),
         };
@@ -230,6 +234,28 @@ impl Queue {
         true
     }
 
+    /// Takes the unsent message `id`, stored with `len` bytes, out of the queue wherever it
+    /// waits: in memory, left to the store by an output not written yet, or in the store
+    /// beyond the window. `false` when it is no longer queued, or when it is one of a lost
+    /// session's messages still to be discarded as they are read (their count stays exact).
+    pub(super) fn drop_unsent(&mut self, id: PublishId, len: u64, resumed_below: u64) -> bool {
+        if self.take_back(id) {
+            return true;
+        }
+        let (to_discard, below) = self.discard_on_read;
+        if id < self.read_from || self.readable == 0 || (to_discard > 0 && id < below) {
+            return false;
+        }
+        self.stored -= 1;
+        self.readable -= 1;
+        self.stored_bytes = self.stored_bytes.saturating_sub(len);
+        if id < resumed_below {
+            self.stored_before_resume = self.stored_before_resume.saturating_sub(1);
+        }
+        self.skip_on_read.insert(id);
+        true
+    }
+
     /// The outputs up to `generation` are written: what they stored can be read back.
     pub(super) fn written(&mut self, generation: u64) {
         while self
@@ -312,6 +338,11 @@ impl Session {
             });
         }
         for (seq, queued) in records {
+            if self.queue.skip_on_read.remove(&seq) {
+                // Dropped unread, counted out then; the commit removing it came after the read.
+                self.queue.read_from = seq.saturating_add(1);
+                continue;
+            }
             if seq < self.queue.read_from || self.queue.readable == 0 {
                 return Err(SessionError::BadRecord {
                     seq,
@@ -335,6 +366,8 @@ impl Session {
             if discard {
                 // It may have reached the session the server lost: discarded, never sent.
                 queue.discard_on_read.0 -= 1;
+                self.backlog
+                    .release(seq, &publish.topic, &mut self.out.pending.commit);
                 self.out.pending.commit.push(StoreOp::RemoveQueue { seq });
                 self.events.push_back(super::Event::Discarded {
                     id: seq,
@@ -349,6 +382,8 @@ impl Session {
                 .resident
                 .push_back((seq, publish, size, 0, queued.accepted_at_ms));
         }
+        let read_from = self.queue.read_from;
+        self.queue.skip_on_read.retain(|seq| *seq >= read_from);
         self.drop_expired();
         self.drain();
         Ok(())

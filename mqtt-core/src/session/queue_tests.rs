@@ -12,43 +12,49 @@ use crate::store::QueueWindow;
 
 const NOW_MS: u64 = 1_764_000_000_000;
 
-fn options(window: QueueWindow) -> SessionOptions {
+pub(super) fn options(window: QueueWindow) -> SessionOptions {
     let mut options = SessionOptions::new("q");
     options.properties.session_expiry_interval = Some(3600);
     options.queue_window = window;
     options
 }
 
-fn message(n: u32) -> Publish {
+pub(super) fn message(n: u32) -> Publish {
     let mut p = Publish::new("q/t", Bytes::from(n.to_be_bytes().to_vec()));
     p.qos = QoS::AtLeastOnce;
     p
 }
 
-fn number(p: &Publish) -> u32 {
+pub(super) fn number(p: &Publish) -> u32 {
     let mut b = [0u8; 4];
     b.copy_from_slice(&p.payload[..4]);
     u32::from_be_bytes(b)
 }
 
 /// A session, its store, and a driver that commits before it reads and before it sends.
-struct Driven {
-    session: Session,
-    store: Committed,
-    reads: usize,
+pub(super) struct Driven {
+    pub(super) session: Session,
+    pub(super) store: Committed,
+    pub(super) reads: usize,
 }
 
 impl Driven {
-    fn new(window: QueueWindow) -> Self {
+    pub(super) fn new(window: QueueWindow) -> Self {
+        Self::with(options(window), Committed::default())
+    }
+
+    /// A session with `options` resumed from `store`, its window's head read.
+    pub(super) fn with(options: SessionOptions, store: Committed) -> Self {
+        let stored = store.resumed(options.queue_window);
         Self {
-            session: Session::new(options(window), StoredSession::default(), NOW_MS).unwrap(),
-            store: Committed::default(),
+            session: Session::new(options, stored, NOW_MS).unwrap(),
+            store,
             reads: 0,
         }
     }
 
     /// Commits and sends what the session asks, reading the queue back when it asks.
-    fn run(&mut self) -> Vec<Packet> {
+    pub(super) fn run(&mut self) -> Vec<Packet> {
         let mut sent = Vec::new();
         loop {
             while let Some(output) = self.session.poll_output(Instant::now()) {
@@ -66,14 +72,14 @@ impl Driven {
         }
     }
 
-    fn connect(&mut self, receive_maximum: u16) -> Vec<Packet> {
+    pub(super) fn connect(&mut self, receive_maximum: u16) -> Vec<Packet> {
         let mut sent = self.connect_without_reading(receive_maximum);
         sent.extend(self.run());
         sent
     }
 
     /// Connects and commits what follows, but leaves the queue's read to the test.
-    fn connect_without_reading(&mut self, receive_maximum: u16) -> Vec<Packet> {
+    pub(super) fn connect_without_reading(&mut self, receive_maximum: u16) -> Vec<Packet> {
         let mut connack = ConnAck::new(false);
         connack.properties = ConnAckProperties {
             receive_maximum: Some(receive_maximum),
@@ -93,7 +99,7 @@ impl Driven {
     }
 
     /// Acknowledges every PUBLISH in `sent` and returns what the session sends next.
-    fn ack_all(&mut self, sent: &[Packet]) -> Vec<Packet> {
+    pub(super) fn ack_all(&mut self, sent: &[Packet]) -> Vec<Packet> {
         for packet in sent {
             if let Packet::Publish(p) = packet {
                 self.session
@@ -105,7 +111,7 @@ impl Driven {
     }
 }
 
-fn numbers(sent: &[Packet]) -> Vec<u32> {
+pub(super) fn numbers(sent: &[Packet]) -> Vec<u32> {
     sent.iter()
         .filter_map(|p| match p {
             Packet::Publish(p) => Some(number(p)),

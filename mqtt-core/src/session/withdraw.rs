@@ -49,7 +49,10 @@ impl Session {
                 self.drop_pending_publish(packet_id)
             }
             Some(_) => return Withdrawn::TooLate,
-            None if self.queue.take_back(id) => None,
+            None if self.queue.take_back(id) => {
+                self.backlog.release_id(id, &mut self.out.pending.commit);
+                None
+            }
             None => return Withdrawn::TooLate,
         };
         self.outbound.forget_deadline(id);

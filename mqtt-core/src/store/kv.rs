@@ -441,6 +441,18 @@ impl<B: KvBackend> SessionStore for KvStore<B> {
         self.run(move |s| s.read_queue(&key, from, window)).await
     }
 
+    async fn read_class_queue(
+        &self,
+        key: &SessionKey,
+        class: u8,
+        from: u64,
+        window: QueueWindow,
+    ) -> Result<Vec<(u64, QueuedPublish)>, StoreError> {
+        let key = key.clone();
+        self.run(move |s| s.read_class_queue(&key, class, from, window))
+            .await
+    }
+
     async fn commit(&self, key: &SessionKey, batch: Batch) -> Result<(), StoreError> {
         if batch.is_empty() {
             return self.shared.check_writable();

@@ -13,6 +13,8 @@
 //! subscription   = prefix | 0x04 | Topic Filter (UTF-8, to the end of the key)
 //! queue totals   = prefix | 0x05
 //! seen key       = prefix | 0x06 | number (u64, big-endian)
+//! latest value   = prefix | 0x07 | topic (UTF-8, to the end of the key)
+//! class queue    = prefix | 0x08 | priority class (u8, 1 to 255) | sequence number (u64)
 //! ```
 //!
 //! Lengths make the prefix unambiguous: no session's prefix is the start of another's, so a
@@ -41,12 +43,18 @@
 //! added with the windowed queue, in the same format version: a store without it has its totals
 //! counted once, when first needed), `K` the idempotency key of a message the application
 //! handled (body: when, in milliseconds since the UNIX epoch as u64, then the key in UTF-8;
-//! added with effectively-once delivery over QoS 1, in the same format version). The checksum covers the key, so a value that is damaged,
+//! added with effectively-once delivery over QoS 1, in the same format version), `L` the
+//! queued message holding the value kept of a latest-value topic (body: its sequence number
+//! and its packet's length, two u64, then its priority class, u8; added with latest-value
+//! compaction, in the same format version). A class queue's records are the offline queue's
+//! kinds (`Q`, `E`, `A`) under their own section, added with priority classes in the same
+//! format version: a store without classes has no such key. The checksum covers the key, so a value that is damaged,
 //! truncated, zero-filled or moved to another key is detected, never returned.
 
-#[cfg(test)]
-use super::QueuedPublish;
-use super::{Batch, OutboundRecord, SessionClock, SessionKey, SessionMeta, SessionScope, StoreOp};
+use super::{
+    Batch, OutboundRecord, QueuedPublish, SessionClock, SessionKey, SessionMeta, SessionScope,
+    StoreOp,
+};
 use crate::packet::ProtocolVersion;
 
 mod decode;
@@ -66,6 +74,8 @@ const SECTION_QUEUE: u8 = 0x03;
 const SECTION_SUBSCRIPTION: u8 = 0x04;
 const SECTION_TOTALS: u8 = 0x05;
 const SECTION_SEEN: u8 = 0x06;
+const SECTION_LATEST: u8 = 0x07;
+const SECTION_CLASS_QUEUE: u8 = 0x08;
 
 const KIND_META: u8 = b'M';
 const KIND_PUBLISH: u8 = b'P';
@@ -77,6 +87,32 @@ const KIND_QUEUED_EXPIRING: u8 = b'E';
 const KIND_QUEUED_AT: u8 = b'A';
 const KIND_TOTALS: u8 = b'T';
 const KIND_SEEN: u8 = b'K';
+const KIND_LATEST: u8 = b'L';
+
+/// A queued message's value, under `k` (the offline queue's key or a class queue's).
+fn queued_value(k: &[u8], message: &QueuedPublish) -> Vec<u8> {
+    let qos = [message.qos as u8];
+    match (message.accepted_at_ms, message.expires_at_ms) {
+        (Some(accepted), expiry) => {
+            let (flag, at) = match expiry {
+                Some(at) => ([1u8], at.to_be_bytes()),
+                None => ([0u8], [0u8; 8]),
+            };
+            let at: &[u8] = if expiry.is_some() { &at } else { &[] };
+            value(
+                k,
+                KIND_QUEUED_AT,
+                &[&qos, &accepted.to_be_bytes(), &flag, at, &message.packet],
+            )
+        }
+        (None, None) => value(k, KIND_QUEUED, &[&qos, &message.packet]),
+        (None, Some(at)) => value(
+            k,
+            KIND_QUEUED_EXPIRING,
+            &[&qos, &at.to_be_bytes(), &message.packet],
+        ),
+    }
+}
 
 /// One write of a batch, in key-value terms.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -207,6 +243,44 @@ pub fn seen_keys_range(key: &SessionKey) -> (Vec<u8>, Vec<u8>) {
     (
         numbered_key(key, SECTION_SEEN, &[]),
         numbered_key(key, SECTION_SEEN + 1, &[]),
+    )
+}
+
+/// The key of a latest-value topic's record.
+pub fn latest_value_key(key: &SessionKey, topic: &str) -> Vec<u8> {
+    numbered_key(key, SECTION_LATEST, topic.as_bytes())
+}
+
+/// The key range `[start, end)` of the session's latest-value records.
+pub fn latest_values_range(key: &SessionKey) -> (Vec<u8>, Vec<u8>) {
+    (
+        numbered_key(key, SECTION_LATEST, &[]),
+        numbered_key(key, SECTION_LATEST + 1, &[]),
+    )
+}
+
+/// The key of a message in the queue of priority class `class`.
+pub fn class_queue_key(key: &SessionKey, class: u8, seq: u64) -> Vec<u8> {
+    let mut number = [0u8; 9];
+    number[0] = class;
+    number[1..].copy_from_slice(&seq.to_be_bytes());
+    numbered_key(key, SECTION_CLASS_QUEUE, &number)
+}
+
+/// The key range `[start, end)` of the queue of priority class `class` from `from` on.
+pub fn class_queue_range(key: &SessionKey, class: u8, from: u64) -> (Vec<u8>, Vec<u8>) {
+    let end = match class.checked_add(1) {
+        Some(next) => numbered_key(key, SECTION_CLASS_QUEUE, &[next]),
+        None => numbered_key(key, SECTION_CLASS_QUEUE + 1, &[]),
+    };
+    (class_queue_key(key, class, from), end)
+}
+
+/// The key range `[start, end)` of every class queue of the session.
+pub fn class_queues_range(key: &SessionKey) -> (Vec<u8>, Vec<u8>) {
+    (
+        numbered_key(key, SECTION_CLASS_QUEUE, &[]),
+        numbered_key(key, SECTION_CLASS_QUEUE + 1, &[]),
     )
 }
 
@@ -352,30 +426,22 @@ pub fn batch_writes(key: &SessionKey, batch: &Batch) -> Vec<KvWrite> {
             StoreOp::RemoveInbound { packet_id } => KvWrite::Delete(inbound_key(key, *packet_id)),
             StoreOp::PushQueue { seq, message } => {
                 let k = queue_key(key, *seq);
-                let qos = [message.qos as u8];
-                let v = match (message.accepted_at_ms, message.expires_at_ms) {
-                    (Some(accepted), expiry) => {
-                        let (flag, at) = match expiry {
-                            Some(at) => ([1u8], at.to_be_bytes()),
-                            None => ([0u8], [0u8; 8]),
-                        };
-                        let at: &[u8] = if expiry.is_some() { &at } else { &[] };
-                        value(
-                            &k,
-                            KIND_QUEUED_AT,
-                            &[&qos, &accepted.to_be_bytes(), &flag, at, &message.packet],
-                        )
-                    }
-                    (None, None) => value(&k, KIND_QUEUED, &[&qos, &message.packet]),
-                    (None, Some(at)) => value(
-                        &k,
-                        KIND_QUEUED_EXPIRING,
-                        &[&qos, &at.to_be_bytes(), &message.packet],
-                    ),
-                };
+                let v = queued_value(&k, message);
                 KvWrite::Put(k, v)
             }
             StoreOp::RemoveQueue { seq } => KvWrite::Delete(queue_key(key, *seq)),
+            StoreOp::PushClassQueue {
+                class,
+                seq,
+                message,
+            } => {
+                let k = class_queue_key(key, *class, *seq);
+                let v = queued_value(&k, message);
+                KvWrite::Put(k, v)
+            }
+            StoreOp::RemoveClassQueue { class, seq } => {
+                KvWrite::Delete(class_queue_key(key, *class, *seq))
+            }
             StoreOp::PutSubscription(subscription) => {
                 let k = subscription_key(key, &subscription.filter);
                 let v = value(&k, KIND_SUBSCRIPTION, &[&subscription.packet]);
@@ -391,6 +457,20 @@ pub fn batch_writes(key: &SessionKey, batch: &Batch) -> Vec<KvWrite> {
                 KvWrite::Put(k, v)
             }
             StoreOp::RemoveSeenKey { seq } => KvWrite::Delete(seen_key_key(key, *seq)),
+            StoreOp::PutLatestValue(latest) => {
+                let k = latest_value_key(key, &latest.topic);
+                let v = value(
+                    &k,
+                    KIND_LATEST,
+                    &[
+                        &latest.seq.to_be_bytes(),
+                        &latest.len.to_be_bytes(),
+                        &[latest.class],
+                    ],
+                );
+                KvWrite::Put(k, v)
+            }
+            StoreOp::RemoveLatestValue { topic } => KvWrite::Delete(latest_value_key(key, topic)),
         })
         .collect()
 }

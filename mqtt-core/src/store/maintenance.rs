@@ -26,7 +26,12 @@ impl HeldMessages {
                 .iter()
                 .filter(|(_, r)| matches!(r, OutboundRecord::Publish(_)))
                 .count(),
-            queued: session.queue_summary.messages,
+            queued: session.queue_summary.messages
+                + session
+                    .class_queues
+                    .iter()
+                    .map(|class| class.summary.messages)
+                    .sum::<u64>(),
         }
     }
 
@@ -112,7 +117,8 @@ pub async fn stranded_sessions<S: SessionStore + ?Sized>(
 /// Moves the session stored under `from` into `to` (the key of a server's new address), then
 /// clears `from`: its flows and queued messages, in their order, after anything `to` holds
 /// (sequence numbers renumbered), its inbound markers, its subscriptions where `to` has
-/// none for the filter, and the idempotency keys of messages handled (after `to`'s own);
+/// none for the filter, the idempotency keys of messages handled (after `to`'s own) and
+/// the latest-value records (following their messages' new numbers);
 /// `to` keeps its own metadata if it has any. Refuses with [`StoreError::Occupied`] when `to`
 /// holds flows or queued messages of its own, whose packet identifiers could collide. Run it while no client uses either key. The two steps are two
 /// commits: if the process dies between them, both keys hold the messages and `from` shows up
@@ -127,7 +133,7 @@ pub async fn move_session<S: SessionStore + ?Sized>(
         return Ok(());
     }
     let target = store.load(to).await?;
-    if !target.outbound.is_empty() || !target.queue.is_empty() {
+    if !target.outbound.is_empty() || !target.queue.is_empty() || !target.class_queues.is_empty() {
         return Err(StoreError::Occupied {
             session: to.to_string(),
         });
@@ -140,7 +146,15 @@ pub async fn move_session<S: SessionStore + ?Sized>(
     }
     // One sequence for both kinds keeps their relative order.
     let base = target.next_seq();
-    let mut records: Vec<(u64, Option<OutboundRecord>, Option<QueuedPublish>)> = session
+    type Moved = (u64, Option<OutboundRecord>, Option<(u8, QueuedPublish)>);
+    let classes = session.class_queues.into_iter().flat_map(|class| {
+        let number = class.class;
+        class
+            .queue
+            .into_iter()
+            .map(move |(seq, q)| (seq, None, Some((number, q))))
+    });
+    let mut records: Vec<Moved> = session
         .outbound
         .into_iter()
         .map(|(seq, r)| (seq, Some(r), None))
@@ -148,17 +162,26 @@ pub async fn move_session<S: SessionStore + ?Sized>(
             session
                 .queue
                 .into_iter()
-                .map(|(seq, q)| (seq, None, Some(q))),
+                .map(|(seq, q)| (seq, None, Some((0, q)))),
         )
+        .chain(classes)
         .collect();
     records.sort_by_key(|(seq, _, _)| *seq);
-    for (seq, (_, record, queued)) in (base..).zip(records) {
+    let mut renumbered = std::collections::HashMap::new();
+    for (seq, (old_seq, record, queued)) in (base..).zip(records) {
+        renumbered.insert(old_seq, seq);
         if let Some(record) = record {
             batch.push(StoreOp::PutOutbound { seq, record });
         }
-        if let Some(message) = queued {
-            batch.push(StoreOp::PushQueue { seq, message });
-        }
+        match queued {
+            Some((0, message)) => batch.push(StoreOp::PushQueue { seq, message }),
+            Some((class, message)) => batch.push(StoreOp::PushClassQueue {
+                class,
+                seq,
+                message,
+            }),
+            None => &mut batch,
+        };
     }
     for packet_id in session.inbound {
         batch.push(StoreOp::PutInbound { packet_id });
@@ -176,6 +199,13 @@ pub async fn move_session<S: SessionStore + ?Sized>(
     let next_key = target.seen_keys.last().map_or(0, |(seq, _)| seq + 1);
     for (seq, (_, seen)) in (next_key..).zip(session.seen_keys) {
         batch.push(StoreOp::PutSeenKey { seq, seen });
+    }
+    // A latest-value record follows its message to its new number.
+    for mut latest in session.latest_values {
+        if let Some(seq) = renumbered.get(&latest.seq) {
+            latest.seq = *seq;
+            batch.push(StoreOp::PutLatestValue(latest));
+        }
     }
     store.commit(to, batch).await?;
     store.clear(from).await

@@ -75,6 +75,24 @@ pub enum StoreOp {
         /// The sequence number.
         seq: u64,
     },
+    /// Append a message to the queue of priority class `class` (1 to 255; class 0 is the
+    /// offline queue of [`StoreOp::PushQueue`]) under sequence number `seq`, one numbering
+    /// with the offline queue's.
+    PushClassQueue {
+        /// The priority class.
+        class: u8,
+        /// The sequence number.
+        seq: u64,
+        /// The message.
+        message: QueuedPublish,
+    },
+    /// Remove a message from the queue of priority class `class`.
+    RemoveClassQueue {
+        /// The priority class.
+        class: u8,
+        /// The sequence number.
+        seq: u64,
+    },
     /// Keep a subscription the server granted, to make again when the server loses the
     /// session (replacing one with the same filter).
     PutSubscription(StoredSubscription),
@@ -96,6 +114,31 @@ pub enum StoreOp {
         /// The key's number.
         seq: u64,
     },
+    /// Record which queued message holds the one value kept of a latest-value topic
+    /// (replacing the topic's record).
+    PutLatestValue(LatestValue),
+    /// Forget the latest-value record of `topic` (its value left the queue).
+    RemoveLatestValue {
+        /// The topic.
+        topic: String,
+    },
+}
+
+/// The queued message that holds the only value kept of a topic whose older values are
+/// dropped when a newer one is queued (latest-value compaction). The record exists only while
+/// that message waits unsent, so a session resumed from the store knows which value a new one
+/// replaces, however deep in the queue it waits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LatestValue {
+    /// The topic (the record's identity: one record per topic).
+    pub topic: String,
+    /// The queued message's sequence number.
+    pub seq: u64,
+    /// The priority class of the queue it waits in (0: the offline queue).
+    pub class: u8,
+    /// Its stored size (the length of its queue record's packet), so that the queue's
+    /// totals stay exact when it is dropped unread.
+    pub len: u64,
 }
 
 /// The idempotency key of a message the application handled (see
@@ -263,6 +306,24 @@ pub struct StoredSession {
     pub subscriptions: Vec<StoredSubscription>,
     /// The idempotency keys of messages handled, in ascending number (oldest first).
     pub seen_keys: Vec<(u64, SeenKey)>,
+    /// The latest-value records, in ascending order of their topics' bytes.
+    pub latest_values: Vec<LatestValue>,
+    /// The queues of the priority classes above 0 that hold messages, in ascending class:
+    /// each whole, or its head when a [`QueueWindow`] limited the read.
+    pub class_queues: Vec<ClassQueue>,
+}
+
+/// The queue of one priority class above 0: messages of topics the application ranks above
+/// the rest, sent before them.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ClassQueue {
+    /// The class (1 to 255).
+    pub class: u8,
+    /// Its messages, in ascending sequence number: all of them, or the head a
+    /// [`QueueWindow`] admits.
+    pub queue: Vec<(u64, QueuedPublish)>,
+    /// The whole queue of the class, however much of it `queue` holds.
+    pub summary: QueueSummary,
 }
 
 impl StoredSession {
@@ -275,15 +336,28 @@ impl StoredSession {
             && self.queue_summary.messages == 0
             && self.subscriptions.is_empty()
             && self.seen_keys.is_empty()
+            && self.latest_values.is_empty()
+            && self.class_queues.is_empty()
     }
 
     /// The next unused sequence number: one above the highest stored.
     pub fn next_seq(&self) -> u64 {
         let outbound = self.outbound.last().map(|(seq, _)| *seq);
         let queue = self.queue.last().map(|(seq, _)| *seq);
+        let classes = self
+            .class_queues
+            .iter()
+            .filter_map(|class| {
+                class
+                    .summary
+                    .last_seq
+                    .max(class.queue.last().map(|(s, _)| *s))
+            })
+            .max();
         outbound
             .max(queue)
             .max(self.queue_summary.last_seq)
+            .max(classes)
             .map_or(0, |seq| seq.saturating_add(1))
     }
 }

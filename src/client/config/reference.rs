@@ -121,6 +121,26 @@ pub(crate) const KEYS: &[Key] = &[
         "Also open envelopes (only for publishers that seal them).",
     ),
     key(
+        "backlog",
+        r#"{ messages_per_second = 200 }"#,
+        "How the backlog leaves for the server (unset: every value is kept, publishes leave as fast as the server allows).",
+    ),
+    key(
+        "backlog.latest_value_topics",
+        r#"["plant/+/temperature"]"#,
+        "Topic Filters whose topics keep only their newest unsent value: a publish drops the value still waiting, in the commit that stores the new one.",
+    ),
+    key(
+        "backlog.messages_per_second",
+        "200",
+        "The most publishes sent per second, backlog and live alike, in queue order (bursts of a tenth of a second's worth).",
+    ),
+    key(
+        "backlog.bytes_per_second",
+        "65536",
+        "The most bytes of publishes sent per second; a larger publish still goes, and the next ones wait until the rate has paid for it.",
+    ),
+    key(
         "receive_maximum",
         "100",
         "QoS 1 and 2 messages the server may send unacknowledged (unset: the inbox capacity).",

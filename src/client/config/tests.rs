@@ -81,6 +81,8 @@ fn everything() -> ClientBuilder {
                     "gateway-7/dead".into(),
                 )),
         )
+        .latest_value_topics(["plant/+/temperature", "plant/+/state"])
+        .drain_rate(crate::client::DrainRate::messages(200).and_bytes(65_536))
         .follow_server_references(true)
         .prefer_last_server(true)
         .queue_limit(2_000_000, crate::QueuePolicy::DropOldest)
@@ -142,6 +144,7 @@ fn every_setting_round_trips_builder_config_toml_builder() {
         "key_publishes",
         "deduplicate",
         "broker_profile",
+        "backlog",
     ];
     expected.extend(default.keys().map(String::as_str));
     for key in expected {
@@ -169,6 +172,7 @@ fn every_setting_round_trips_builder_config_toml_builder() {
     assert_eq!(a.servers, b.servers);
     assert_eq!(format!("{:?}", a.transport), format!("{:?}", b.transport));
     assert_eq!(a.backoff, b.backoff);
+    assert_eq!(a.drain_rate, b.drain_rate);
     assert_eq!(
         (a.queue_limit, a.queue_limit_bytes, a.queue_policy),
         (b.queue_limit, b.queue_limit_bytes, b.queue_policy)
@@ -614,4 +618,43 @@ fn a_key_in_a_token_needs_the_pkcs11_feature() {
     };
     let err = ClientBuilder::from_config(&config).err().unwrap();
     assert!(err.to_string().contains("pkcs11"), "{err}");
+}
+
+#[test]
+fn a_backlog_policy_that_cannot_work_is_refused_when_the_client_is_built() {
+    let base = || ClientBuilder::default().server("mqtt://127.0.0.1:1883");
+    for bad in [
+        base().latest_value_topics(["plant/#/x"]),
+        base().latest_value_topics(["$share/g/plant/+"]),
+        base().drain_rate(crate::client::DrainRate::messages(0)),
+        base().drain_rate(crate::client::DrainRate {
+            messages_per_second: None,
+            bytes_per_second: None,
+        }),
+    ] {
+        assert!(
+            matches!(bad.validate(), Err(crate::ClientError::Backlog { .. })),
+            "{:?}",
+            bad.validate()
+        );
+    }
+    let good = base()
+        .latest_value_topics(["plant/+/temperature"])
+        .drain_rate(crate::client::DrainRate::messages(10));
+    let settings = good.settings().unwrap();
+    assert!(settings.session.backlog.paced);
+}
+
+#[cfg(feature = "toml")]
+#[test]
+fn a_backlog_section_is_read_and_a_wrong_field_named() {
+    let text = "servers = [\"mqtt://127.0.0.1:1883\"]\n[backlog]\nlatest_value_topics = [\"a/+\"]\nmessages_per_second = 5\n";
+    let config = ClientConfig::from_toml(text).unwrap();
+    assert_eq!(config.backlog.latest_value_topics, vec!["a/+".to_owned()]);
+    assert_eq!(config.backlog.messages_per_second, Some(5));
+    let wrong = ClientConfig::from_toml(
+        "servers = [\"mqtt://127.0.0.1:1883\"]\n[backlog]\nmessages_per_minute = 5\n",
+    )
+    .unwrap_err();
+    assert!(wrong.to_string().contains("messages_per_minute"), "{wrong}");
 }

@@ -119,6 +119,9 @@ impl Driver {
             publishes: Publishes::default(),
             inbox: Inbox::new(parts.inbox, settings.ack_mode(), parts.seed),
             redeliveries: redelivery::Redeliveries::new(settings.redelivery()),
+            pacer: settings
+                .drain_rate
+                .map(|rate| crate::client::drain_rate::Pacer::new(rate, super::clock::now())),
             requests: Requests::default(),
             stopping: Stopping::default(),
             commands: parts.commands,

@@ -147,6 +147,8 @@ pub(crate) struct Driver {
     inbox: Inbox,
     /// Messages released unhandled, waiting to be handed over again (redelivery.rs).
     redeliveries: redelivery::Redeliveries,
+    /// The drain rate's token bucket, when publishes are paced.
+    pacer: Option<crate::client::drain_rate::Pacer>,
     requests: Requests,
     stopping: Stopping,
     commands: mpsc::Receiver<Command>,
@@ -212,6 +214,22 @@ impl Driver {
         self.slots.get_mut(self.active).map(|s| &mut s.session)
     }
 
+    /// Gives the session in use what the drain rate earned since the last turn.
+    fn pace(&mut self) {
+        let Some(pacer) = self.pacer.as_mut() else {
+            return;
+        };
+        let grant = pacer.grant(clock::now());
+        if let Some(slot) = self.slots.get_mut(self.active) {
+            slot.session.allow_sends(
+                grant.messages,
+                grant.bytes,
+                grant.burst_messages,
+                grant.burst_bytes,
+            );
+        }
+    }
+
     fn emit(&self, event: ClientEvent) {
         self.events.send(event);
     }
@@ -259,6 +277,7 @@ impl Driver {
         for slot in &mut self.slots {
             slot.session.tick(now);
         }
+        self.pace();
         // Expired queued messages resolve their deliveries.
         self.settle_events().await;
         self.pump(Flush::WhenDue).await;
@@ -386,6 +405,14 @@ impl Driver {
         if let Some(redelivery) = self.redeliveries.deadline() {
             at = at.min(redelivery);
         }
+        if let Some(pacer) = &self.pacer
+            && self
+                .slots
+                .get(self.active)
+                .is_some_and(|s| s.session.waits_for_allowance())
+        {
+            at = at.min(clock::now() + pacer.interval());
+        }
         if let Some(lapse) = self.lease_deadline() {
             at = at.min(lapse);
         }
@@ -486,6 +513,7 @@ impl Driver {
             }
             Event::Dropped { id, topic } => self.on_unsent(slot, id, topic, Unsent::Dropped),
             Event::Expired { id, topic } => self.on_unsent(slot, id, topic, Unsent::Expired),
+            Event::Replaced { id, topic, .. } => self.on_unsent(slot, id, topic, Unsent::Replaced),
             Event::Failed { id, reason } => {
                 self.publishes
                     .resolve(slot, id, Err(super::error::DeliveryError::Refused(reason)))

@@ -94,6 +94,8 @@ pub(super) enum Unsent {
     Discarded,
     /// The queue was full and dropped its oldest (`QueuePolicy::DropOldest`).
     Dropped,
+    /// A newer value of its latest-value topic was queued.
+    Replaced,
 }
 
 impl Driver {
@@ -121,13 +123,26 @@ impl Driver {
                     topic: topic.clone(),
                 },
             ),
+            Unsent::Replaced => (
+                &self.stats.replaced,
+                DeliveryError::Replaced,
+                ClientEvent::MessageReplaced {
+                    topic: topic.clone(),
+                },
+            ),
         };
         counter.fetch_add(1, Ordering::Relaxed);
         match why {
             Unsent::Expired => self.metrics.expired(),
             Unsent::Dropped | Unsent::Discarded => self.metrics.dropped(),
+            Unsent::Replaced => self.metrics.replaced(),
         }
-        warn!(%topic, ?why, "a queued message left the store unsent");
+        if why == Unsent::Replaced {
+            // What the policy is for: not worth a warning.
+            debug!(%topic, "a queued value was replaced by a newer one");
+        } else {
+            warn!(%topic, ?why, "a queued message left the store unsent");
+        }
         self.publishes.resolve(slot, id, Err(error));
         self.emit(event);
     }

@@ -144,6 +144,12 @@ impl ClientBuilder {
         if let Some(limits) = config.deduplicate {
             b = b.deduplicate(limits.into());
         }
+        if !config.backlog.latest_value_topics.is_empty() {
+            b = b.latest_value_topics(config.backlog.latest_value_topics.iter().cloned());
+        }
+        if let Some(rate) = config.backlog.drain_rate() {
+            b = b.drain_rate(rate);
+        }
         b.servers = config.servers.clone();
         let session = &mut b.settings.session;
         session.properties.session_expiry_interval = Some(config.session_expiry);
@@ -251,6 +257,7 @@ impl ClientBuilder {
             follow_server_references,
             prefer_last_server,
             profile,
+            drain_rate,
         } = settings;
         let SessionOptions {
             client_id,
@@ -273,6 +280,7 @@ impl ClientBuilder {
             deduplication,
             // Derived from the profile when the client starts.
             publish_limits: _,
+            backlog,
         } = session;
         let ConnectProperties {
             session_expiry_interval,
@@ -323,6 +331,11 @@ impl ClientBuilder {
             broker_profile: *profile,
             key_publishes: publish_keys.map(|k| k.carrier.into()),
             deduplicate: deduplication.map(Into::into),
+            backlog: super::super::config::BacklogConfig {
+                latest_value_topics: backlog.latest_value_topics.clone(),
+                messages_per_second: drain_rate.and_then(|r| r.messages_per_second),
+                bytes_per_second: drain_rate.and_then(|r| r.bytes_per_second),
+            },
             receive_maximum: *receive_maximum,
             maximum_packet_size: *maximum_packet_size,
             held_bytes_limit: *held_bytes_limit,

@@ -46,6 +46,8 @@ pub(super) struct Committed {
     queue: BTreeMap<u64, QueuedPublish>,
     subscriptions: BTreeMap<String, StoredSubscription>,
     seen_keys: BTreeMap<u64, crate::store::SeenKey>,
+    pub(super) latest_values: BTreeMap<String, crate::store::LatestValue>,
+    class_queues: BTreeMap<(u8, u64), QueuedPublish>,
 }
 
 impl Committed {
@@ -84,6 +86,22 @@ impl Committed {
                 StoreOp::RemoveSeenKey { seq } => {
                     self.seen_keys.remove(&seq);
                 }
+                StoreOp::PutLatestValue(latest) => {
+                    self.latest_values.insert(latest.topic.clone(), latest);
+                }
+                StoreOp::RemoveLatestValue { topic } => {
+                    self.latest_values.remove(&topic);
+                }
+                StoreOp::PushClassQueue {
+                    class,
+                    seq,
+                    message,
+                } => {
+                    self.class_queues.insert((class, seq), message);
+                }
+                StoreOp::RemoveClassQueue { class, seq } => {
+                    self.class_queues.remove(&(class, seq));
+                }
             }
         }
     }
@@ -98,6 +116,8 @@ impl Committed {
             queue,
             subscriptions: self.subscriptions.values().cloned().collect(),
             seen_keys: self.seen_keys.clone().into_iter().collect(),
+            latest_values: self.latest_values.values().cloned().collect(),
+            class_queues: self.class_queues(crate::store::QueueWindow::ALL),
         }
     }
 
@@ -105,8 +125,45 @@ impl Committed {
     pub(super) fn resumed(&self, head: crate::store::QueueWindow) -> StoredSession {
         StoredSession {
             queue: self.read_queue(0, head),
+            class_queues: self.class_queues(head),
             ..self.stored()
         }
+    }
+
+    /// The class queues: each one's head that `head` admits, and its summary.
+    fn class_queues(&self, head: crate::store::QueueWindow) -> Vec<crate::store::ClassQueue> {
+        let classes: BTreeSet<u8> = self.class_queues.keys().map(|(c, _)| *c).collect();
+        classes
+            .into_iter()
+            .map(|class| crate::store::ClassQueue {
+                class,
+                queue: self.read_class_queue(class, 0, head),
+                summary: crate::store::QueueSummary::of(&self.read_class_queue(
+                    class,
+                    0,
+                    crate::store::QueueWindow::ALL,
+                )),
+            })
+            .collect()
+    }
+
+    /// What a store's `read_class_queue` returns.
+    pub(super) fn read_class_queue(
+        &self,
+        class: u8,
+        from: u64,
+        window: crate::store::QueueWindow,
+    ) -> Vec<(u64, QueuedPublish)> {
+        let mut out = Vec::new();
+        let mut bytes = 0;
+        for ((_, seq), message) in self.class_queues.range((class, from)..=(class, u64::MAX)) {
+            if !window.admits(out.len(), bytes, message.packet.len()) {
+                break;
+            }
+            bytes += message.packet.len();
+            out.push((*seq, message.clone()));
+        }
+        out
     }
 
     /// What a store's `read_queue` returns.

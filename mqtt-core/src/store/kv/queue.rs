@@ -6,9 +6,10 @@ use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use super::{KvBackend, Shared};
-use crate::store::layout::{self, KvWrite};
+use crate::store::layout::{self, KvWrite, Record};
 use crate::store::{
-    Batch, QueueSummary, QueueWindow, QueuedPublish, SessionKey, StoreError, StoreOp, StoredSession,
+    Batch, ClassQueue, QueueSummary, QueueWindow, QueuedPublish, SessionKey, StoreError, StoreOp,
+    StoredSession,
 };
 
 /// Queued messages removed per commit when a session is cleared (at most so many, and so many
@@ -81,7 +82,9 @@ impl<B: KvBackend> Shared<B> {
         entries.extend(self.entries_in(layout::flows_range(key))?);
         entries.extend(self.entries_in(layout::subscriptions_range(key))?);
         entries.extend(self.entries_in(layout::seen_keys_range(key))?);
+        entries.extend(self.entries_in(layout::latest_values_range(key))?);
         let mut session = layout::decode_session(key, entries)?;
+        session.class_queues = self.class_queues(key, head)?;
         session.queue = self.read_queue(key, 0, head)?;
         session.queue_summary = self.summary(key)?;
         let mut shapes = self.shapes();
@@ -157,6 +160,88 @@ impl<B: KvBackend> Shared<B> {
             }
         }
         Ok(out)
+    }
+
+    /// The queues of the priority classes: each one's head within `head`, and its summary,
+    /// counted by a visit of its records (classes hold the few messages ranked first; the
+    /// offline queue, which may hold millions, keeps totals of its own).
+    fn class_queues(
+        &self,
+        key: &SessionKey,
+        head: QueueWindow,
+    ) -> Result<Vec<ClassQueue>, StoreError> {
+        let (start, end) = layout::class_queues_range(key);
+        let mut queues: Vec<ClassQueue> = Vec::new();
+        let mut head_bytes = 0usize;
+        let mut failed = None;
+        self.backend.visit_range(
+            &start,
+            Some(&end),
+            &mut |k, v| match layout::decode_record(k, v) {
+                Ok((_, Record::ClassQueued(class, seq, message))) => {
+                    if queues.last().is_none_or(|q| q.class != class) {
+                        queues.push(ClassQueue {
+                            class,
+                            ..ClassQueue::default()
+                        });
+                        head_bytes = 0;
+                    }
+                    if let Some(queue) = queues.last_mut() {
+                        let len = message.packet.len();
+                        let summary = &mut queue.summary;
+                        summary.messages += 1;
+                        summary.bytes += len as u64;
+                        summary.last_seq = Some(seq);
+                        if summary.messages == queue.queue.len() as u64 + 1
+                            && head.admits(queue.queue.len(), head_bytes, len)
+                        {
+                            head_bytes = head_bytes.saturating_add(len);
+                            queue.queue.push((seq, message));
+                        }
+                    }
+                    true
+                }
+                Ok(_) => true,
+                Err(e) => {
+                    failed = Some(e);
+                    false
+                }
+            },
+        )?;
+        failed.map_or(Ok(queues), Err)
+    }
+
+    pub(super) fn read_class_queue(
+        &self,
+        key: &SessionKey,
+        class: u8,
+        from: u64,
+        window: QueueWindow,
+    ) -> Result<Vec<(u64, QueuedPublish)>, StoreError> {
+        let (start, end) = layout::class_queue_range(key, class, from);
+        let mut out = Vec::new();
+        let mut bytes = 0usize;
+        let mut failed = None;
+        self.backend.visit_range(
+            &start,
+            Some(&end),
+            &mut |k, v| match layout::decode_record(k, v) {
+                Ok((_, Record::ClassQueued(_, seq, message))) => {
+                    if !window.admits(out.len(), bytes, message.packet.len()) {
+                        return false;
+                    }
+                    bytes = bytes.saturating_add(message.packet.len());
+                    out.push((seq, message));
+                    true
+                }
+                Ok(_) => true,
+                Err(e) => {
+                    failed = Some(e);
+                    false
+                }
+            },
+        )?;
+        failed.map_or(Ok(out), Err)
     }
 
     pub(super) fn shapes(&self) -> std::sync::MutexGuard<'_, QueueShapes> {

@@ -6,8 +6,9 @@ use bytes::Bytes;
 use super::*;
 use crate::packet::{ProtocolVersion, QoS};
 use crate::store::{
-    ClockCorrection, OutboundRecord, QueuedPublish, SeenKey, SessionClock, SessionKey, SessionMeta,
-    SessionScope, StoreError, StoredSession, StoredSubscription,
+    ClassQueue, ClockCorrection, LatestValue, OutboundRecord, QueueSummary, QueuedPublish, SeenKey,
+    SessionClock, SessionKey, SessionMeta, SessionScope, StoreError, StoredSession,
+    StoredSubscription,
 };
 
 /// Describes a raw key for error messages.
@@ -23,6 +24,12 @@ fn describe_key(raw: &[u8]) -> String {
             }
             [SECTION_TOTALS] => "queue totals".to_owned(),
             [SECTION_SEEN, n @ ..] => format!("seen key #{}", be_number(n)),
+            [SECTION_CLASS_QUEUE, class, n @ ..] => {
+                format!("queued message #{} of class {class}", be_number(n))
+            }
+            [SECTION_LATEST, t @ ..] => {
+                format!("latest value of {:?}", String::from_utf8_lossy(t))
+            }
             _ => format!("key {}", hex(raw)),
         },
         Err(_) => format!("key {}", hex(raw)),
@@ -342,6 +349,10 @@ pub enum Record {
     QueueTotals(u64, u64),
     /// The idempotency key of a handled message, under its number.
     SeenKey(u64, SeenKey),
+    /// The queued message holding a latest-value topic's value.
+    LatestValue(LatestValue),
+    /// A message of a priority class's queue: the class, its sequence number, the message.
+    ClassQueued(u8, u64, QueuedPublish),
 }
 
 /// Decodes one entry of a key-value store: the session its key belongs to and the record its
@@ -412,6 +423,31 @@ fn decode_entry(session: &SessionKey, key: &[u8], value: &[u8]) -> Result<Record
                 },
             )
         }
+        ([SECTION_LATEST, topic @ ..], KIND_LATEST) => {
+            let topic = std::str::from_utf8(topic)
+                .map_err(|_| bad("a latest-value topic is not UTF-8".to_owned()))?;
+            let (seq, rest) = body
+                .split_first_chunk::<8>()
+                .ok_or_else(|| bad("a latest-value record holds no sequence number".to_owned()))?;
+            let (len, class) = rest
+                .split_first_chunk::<8>()
+                .filter(|(_, class)| class.len() == 1)
+                .ok_or_else(|| bad("a latest-value record is not its three numbers".to_owned()))?;
+            Record::LatestValue(LatestValue {
+                topic: topic.to_owned(),
+                seq: u64::from_be_bytes(*seq),
+                len: u64::from_be_bytes(*len),
+                class: class[0],
+            })
+        }
+        (
+            [SECTION_CLASS_QUEUE, class, seq @ ..],
+            KIND_QUEUED | KIND_QUEUED_EXPIRING | KIND_QUEUED_AT,
+        ) if seq.len() == 8 && *class > 0 => Record::ClassQueued(
+            *class,
+            be_number(seq),
+            queued_from_body(kind, body).map_err(bad)?,
+        ),
         _ => return Err(bad(format!("kind {kind:?} does not belong under this key"))),
     })
 }
@@ -437,10 +473,24 @@ where
             Record::Queued(seq, message) => out.queue.push((seq, message)),
             Record::Subscription(subscription) => out.subscriptions.push(subscription),
             Record::SeenKey(seq, seen) => out.seen_keys.push((seq, seen)),
+            Record::LatestValue(latest) => out.latest_values.push(latest),
+            Record::ClassQueued(class, seq, message) => {
+                match out.class_queues.last_mut().filter(|q| q.class == class) {
+                    Some(queue) => queue.queue.push((seq, message)),
+                    None => out.class_queues.push(ClassQueue {
+                        class,
+                        queue: vec![(seq, message)],
+                        summary: QueueSummary::default(),
+                    }),
+                }
+            }
             // The totals describe the queue; a caller that holds the queue needs none.
             Record::QueueTotals(..) => {}
         }
     }
     out.queue_summary = crate::store::QueueSummary::of(&out.queue);
+    for class in &mut out.class_queues {
+        class.summary = QueueSummary::of(&class.queue);
+    }
     Ok(out)
 }
