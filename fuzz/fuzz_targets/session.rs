@@ -35,6 +35,9 @@ struct Store {
     subscriptions: BTreeMap<String, StoredSubscription>,
     seen_keys: BTreeMap<u64, SeenKey>,
     latest_values: BTreeMap<String, mooring_core::store::LatestValue>,
+    /// The priority class of each queued message above class 0 (they share `queue`'s
+    /// numbering; a store keeps them apart).
+    class_of: BTreeMap<u64, u8>,
 }
 
 /// The packet identifier of a stored outbound record.
@@ -87,7 +90,15 @@ impl Store {
                     }
                     self.queue.insert(seq, message);
                 }
-                StoreOp::RemoveQueue { seq } => {
+                StoreOp::PushClassQueue { class, seq, message } => {
+                    if message.qos != QoS::AtMostOnce {
+                        stored.push((seq, None));
+                    }
+                    self.queue.insert(seq, message);
+                    self.class_of.insert(seq, class);
+                }
+                StoreOp::RemoveQueue { seq } | StoreOp::RemoveClassQueue { seq, .. } => {
+                    self.class_of.remove(&seq);
                     // A message sent from the queue keeps its queue record until PUBREC, under
                     // the identifier its sequence number fixes.
                     if let Some(message) = self.queue.remove(&seq) {
@@ -115,10 +126,6 @@ impl Store {
                 StoreOp::RemoveLatestValue { topic } => {
                     self.latest_values.remove(&topic);
                 }
-                // The target's sessions rank no topic above the rest.
-                StoreOp::PushClassQueue { .. } | StoreOp::RemoveClassQueue { .. } => {
-                    panic!("a session without priority classes wrote a class queue record")
-                }
             }
         }
         stored
@@ -136,24 +143,35 @@ impl Store {
 
     /// What `resume` returns: the queue's head within `head`, and its summary.
     fn resumed(&self, head: QueueWindow) -> StoredSession {
-        let whole: Vec<(u64, QueuedPublish)> = self.queue.clone().into_iter().collect();
+        let whole = self.read_class(0, 0, QueueWindow::ALL);
+        let classes: BTreeSet<u8> = self.class_of.values().copied().collect();
+        let class_queues = classes
+            .into_iter()
+            .map(|class| mooring_core::store::ClassQueue {
+                class,
+                queue: self.read_class(class, 0, head),
+                summary: QueueSummary::of(&self.read_class(class, 0, QueueWindow::ALL)),
+            })
+            .collect();
         StoredSession {
             meta: self.meta.clone(),
             outbound: self.outbound.clone().into_iter().collect(),
             inbound: self.inbound.iter().copied().collect(),
             queue_summary: QueueSummary::of(&whole),
-            queue: self.read_queue(0, head),
+            queue: self.read_class(0, 0, head),
             subscriptions: self.subscriptions.values().cloned().collect(),
             seen_keys: self.seen_keys.clone().into_iter().collect(),
             latest_values: self.latest_values.values().cloned().collect(),
-            class_queues: Vec::new(),
+            class_queues,
         }
     }
 
-    fn read_queue(&self, from: u64, window: QueueWindow) -> Vec<(u64, QueuedPublish)> {
+    /// The queue of `class` (0: the offline queue) from `from` on, as `window` admits.
+    fn read_class(&self, class: u8, from: u64, window: QueueWindow) -> Vec<(u64, QueuedPublish)> {
         let mut out = Vec::new();
         let mut bytes = 0;
-        for (seq, message) in self.queue.range(from..) {
+        let of_class = |seq: &u64| self.class_of.get(seq).copied().unwrap_or(0) == class;
+        for (seq, message) in self.queue.range(from..).filter(|(seq, _)| of_class(seq)) {
             if !window.admits(out.len(), bytes, message.packet.len()) {
                 break;
             }
@@ -175,6 +193,8 @@ fn options(protocol: ProtocolVersion) -> SessionOptions {
     options.properties.maximum_packet_size = Some(2048);
     // A small window: queues spill to the store and are read back.
     options.queue_window = QueueWindow::new(3, 512);
+    // One topic of a priority class: a queue of its own, read back apart.
+    options.backlog.priorities = vec![("b/c".to_owned(), 1)];
     options
 }
 
@@ -233,7 +253,7 @@ impl World {
             let Some(read) = self.session.poll_queue_read() else {
                 return;
             };
-            let records = self.store.read_queue(read.from, read.window);
+            let records = self.store.read_class(read.class, read.from, read.window);
             trace(&format!("read {read:?}: {} records", records.len()));
             if let Err(e) = self.session.queue_read(records) {
                 panic!("the engine refused what its own store returned: {e}");

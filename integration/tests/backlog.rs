@@ -1,7 +1,8 @@
 //! Backlog replay by policy across SIGKILL: a gateway whose `reading/+` topics keep only their
-//! newest unsent value is killed while the broker is down, again and again; when the broker
-//! comes back it drains, at its drain rate, one value per reading topic (the last accepted
-//! before a kill, or one published as it died) and every alarm.
+//! newest unsent value and whose alarms are of a higher priority class is killed while the
+//! broker is down, again and again; when the broker comes back it drains, at its drain rate,
+//! every alarm first, then one value per reading topic (the last accepted before a kill, or
+//! one published as it died).
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -46,7 +47,8 @@ fn gateway(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn latest_values_stay_one_per_topic_across_kills_and_the_backlog_drains_at_its_rate() {
+async fn alarms_go_first_latest_values_stay_one_per_topic_across_kills_and_the_backlog_drains_at_its_rate()
+ {
     let mut broker = Mosquitto::start().unwrap();
     let url = broker.url();
     broker.stop();
@@ -107,6 +109,7 @@ async fn latest_values_stay_one_per_topic_across_kills_and_the_backlog_drains_at
     let expected = last_reading.len() + alarms_accepted.len();
     let mut readings: BTreeMap<String, Vec<u64>> = BTreeMap::new();
     let mut alarms: Vec<u64> = Vec::new();
+    let mut arrivals: Vec<bool> = Vec::new();
     let mut first_at = None;
     let mut last_at = Instant::now();
     // Quiet for 3 s after the last arrival: the backlog is drained (a value published as a
@@ -117,6 +120,7 @@ async fn latest_values_stay_one_per_topic_across_kills_and_the_backlog_drains_at
         last_at = Instant::now();
         first_at.get_or_insert(last_at);
         let n: u64 = String::from_utf8_lossy(message.payload()).parse().unwrap();
+        arrivals.push(message.topic().starts_with("alarm/"));
         if message.topic().starts_with("alarm/") {
             alarms.push(n);
         } else {
@@ -146,6 +150,13 @@ async fn latest_values_stay_one_per_topic_across_kills_and_the_backlog_drains_at
             alarms.iter().filter(|a| *a == alarm).count()
         );
     }
+    // Class 1 before class 0: no alarm arrives after a reading.
+    let first_reading = arrivals.iter().position(|alarm| !alarm);
+    let last_alarm = arrivals.iter().rposition(|alarm| *alarm);
+    assert!(
+        first_reading.is_none() || last_alarm.is_none() || last_alarm < first_reading,
+        "an alarm (#{last_alarm:?}) arrived after a reading (#{first_reading:?})"
+    );
     let received = readings.values().map(Vec::len).sum::<usize>() + alarms.len();
     assert!(received >= expected, "{received} of {expected} arrived");
     // Bursts are a tenth of a second's worth: the rest leaves at the rate.

@@ -130,3 +130,26 @@ fn the_quic_table_runs_tcp_and_quic_over_the_emulated_link() {
         assert!(text.contains(row), "{row} missing:\n{text}");
     }
 }
+
+#[test]
+fn the_backlog_tables_run_every_row() {
+    let text = run_bench(&["backlog", "2000", "1000", "200", "3"]);
+    let row = |start: &str| {
+        text.lines()
+            .find(|l| l.starts_with(start))
+            .unwrap_or_else(|| panic!("no row {start}\n{text}"))
+            .split(" | ")
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    for class in ["| class 1 | 1000 |", "| class 0 (no classes) | 1000 |"] {
+        let cells = row(class);
+        assert!(
+            cells[4].parse::<u32>().unwrap() > 0,
+            "no alarm arrived: {cells:?}"
+        );
+    }
+    // Latest-value: one queued value per topic; every value kept: all of them.
+    assert_eq!(row("| latest-value |")[2], "200", "{text}");
+    assert_eq!(row("| every value kept |")[2], "600", "{text}");
+}

@@ -124,16 +124,7 @@ impl Records {
 
     /// The queue from `from` on, as much as `window` admits.
     fn queue_from(&self, from: u64, window: QueueWindow) -> Vec<(u64, QueuedPublish)> {
-        let mut out = Vec::new();
-        let mut taken_bytes = 0usize;
-        for (seq, message) in self.queue.range(from..) {
-            if !window.admits(out.len(), taken_bytes, message.packet.len()) {
-                break;
-            }
-            taken_bytes = taken_bytes.saturating_add(message.packet.len());
-            out.push((*seq, message.clone()));
-        }
-        out
+        take_window(self.queue.range(from..).map(|(seq, m)| (*seq, m)), window)
     }
 
     /// The queue of class `class` from `from` on, as much as `window` admits.
@@ -143,16 +134,8 @@ impl Records {
         from: u64,
         window: QueueWindow,
     ) -> Vec<(u64, QueuedPublish)> {
-        let mut out = Vec::new();
-        let mut taken_bytes = 0usize;
-        for ((_, seq), message) in self.class_queues.range((class, from)..=(class, u64::MAX)) {
-            if !window.admits(out.len(), taken_bytes, message.packet.len()) {
-                break;
-            }
-            taken_bytes = taken_bytes.saturating_add(message.packet.len());
-            out.push((*seq, message.clone()));
-        }
-        out
+        let records = self.class_queues.range((class, from)..=(class, u64::MAX));
+        take_window(records.map(|((_, seq), m)| (*seq, m)), window)
     }
 
     /// Every class queue: its head within `head`, and its summary.
@@ -192,6 +175,23 @@ impl Records {
             class_queues: self.class_queues(head),
         }
     }
+}
+
+/// The records, in order, as many as `window` admits.
+fn take_window<'a>(
+    records: impl Iterator<Item = (u64, &'a QueuedPublish)>,
+    window: QueueWindow,
+) -> Vec<(u64, QueuedPublish)> {
+    let mut out = Vec::new();
+    let mut taken_bytes = 0usize;
+    for (seq, message) in records {
+        if !window.admits(out.len(), taken_bytes, message.packet.len()) {
+            break;
+        }
+        taken_bytes = taken_bytes.saturating_add(message.packet.len());
+        out.push((seq, message.clone()));
+    }
+    out
 }
 
 type Sessions = HashMap<SessionKey, Records>;

@@ -1,7 +1,7 @@
 //! Child process of the backlog proof: `backlog_child URL STORE TOPICS`.
 //!
 //! A gateway on a redb store at STORE (client id `backlog-gateway`) whose `reading/+` topics
-//! keep only their newest unsent value. With `PUBLISH=1` (the default) it publishes at QoS 1,
+//! keep only their newest unsent value and whose `alarm/#` topics are of priority class 1. With `PUBLISH=1` (the default) it publishes at QoS 1,
 //! round-robin over TOPICS topics `reading/<i>`, the payload a counter, and after every 25
 //! readings an alarm `alarm/<n>` (every value kept); each publish accepted (durable) prints
 //! `accepted TOPIC N`. `RATE` (messages per second, unset: none) sets a drain rate. The
@@ -29,6 +29,7 @@ async fn run(url: String, path: String, topics: u32) -> Result<(), String> {
         .session_expiry(std::time::Duration::from_secs(3600))
         .store(store)
         .latest_value_topics(["reading/+"])
+        .priority(1, ["alarm/#"])
         .reconnect(integration::fast_backoff());
     let rate: u32 = integration::env_or("RATE", 0);
     if rate > 0 {

@@ -63,11 +63,11 @@ impl OutAliases {
         publish.properties.topic_alias = Some(alias);
     }
 
-    /// The PUBLISH that announced `alias` was taken back unwritten: the next use of its topic
-    /// announces it again. Returns the topic it maps, if it still maps one.
-    pub(super) fn unannounce(&mut self, alias: u16) -> Option<String> {
-        let (topic, entry) = self.by_topic.iter_mut().find(|(_, e)| e.0 == alias)?;
-        entry.2 = false;
-        Some(topic.clone())
+    /// The PUBLISH that announced `alias` for `topic` was taken back unwritten: the next use
+    /// of the topic announces it again, if the alias still maps it.
+    pub(super) fn unannounce(&mut self, alias: u16, topic: &str) {
+        if let Some(entry) = self.by_topic.get_mut(topic).filter(|e| e.0 == alias) {
+            entry.2 = false;
+        }
     }
 }

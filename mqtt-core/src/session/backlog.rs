@@ -16,8 +16,9 @@ use crate::store::{Batch, LatestValue, StoreOp};
 /// What the session keeps for its backlog policy.
 #[derive(Debug, Default)]
 pub(super) struct Backlog {
-    /// Per latest-value topic with a value waiting: its sequence number and stored size.
-    latest: HashMap<String, (PublishId, u64)>,
+    /// Per latest-value topic with a value waiting: its sequence number, stored size and
+    /// priority class.
+    latest: HashMap<String, (PublishId, u64, u8)>,
     /// How many queued values newer ones replaced, since the session was built.
     pub(super) replaced: u64,
     /// What may still be sent while the session is paced: messages, and bytes (below zero
@@ -31,7 +32,7 @@ impl Backlog {
         Self {
             latest: stored
                 .into_iter()
-                .map(|latest| (latest.topic, (latest.seq, latest.len)))
+                .map(|latest| (latest.topic, (latest.seq, latest.len, latest.class)))
                 .collect(),
             ..Self::default()
         }
@@ -40,7 +41,12 @@ impl Backlog {
     /// The message `id` of `topic` leaves the queue (sent, dropped or expired): if it held the
     /// topic's value, the topic's record goes in `commit`.
     pub(super) fn release(&mut self, id: PublishId, topic: &str, commit: &mut Batch) -> bool {
-        if self.latest.is_empty() || self.latest.get(topic).is_none_or(|(held, _)| *held != id) {
+        if self.latest.is_empty()
+            || self
+                .latest
+                .get(topic)
+                .is_none_or(|(held, _, _)| *held != id)
+        {
             return false;
         }
         self.latest.remove(topic);
@@ -55,7 +61,7 @@ impl Backlog {
         let topic = self
             .latest
             .iter()
-            .find(|(_, (held, _))| *held == id)
+            .find(|(_, (held, _, _))| *held == id)
             .map(|(topic, _)| topic.clone());
         if let Some(topic) = topic {
             self.release(id, &topic, commit);
@@ -78,18 +84,26 @@ impl Session {
     /// Makes the queued message `id` (of the latest-value `topic`, `len` stored bytes) the
     /// value kept of its topic, dropping the value it replaces. Called in the output that
     /// stores `id`.
-    pub(super) fn keep_latest_value(&mut self, id: PublishId, topic: &str, len: usize) {
+    pub(super) fn keep_latest_value(&mut self, id: PublishId, topic: &str, len: usize, class: u8) {
         let len = len as u64;
-        if let Some((old, old_len)) = self.backlog.latest.insert(topic.to_owned(), (id, len))
-            && self
-                .queue
-                .drop_unsent(old, old_len, self.outbound.resumed_below)
-        {
+        let resumed_below = self.outbound.resumed_below;
+        let replaced = self
+            .backlog
+            .latest
+            .insert(topic.to_owned(), (id, len, class))
+            .and_then(|(old, old_len, old_class)| {
+                // The old value may wait in another class's queue (the classes changed).
+                self.with_queue(old_class, |s| {
+                    s.queue
+                        .drop_unsent(old, old_len, resumed_below)
+                        .then(|| s.queue_removal(old))
+                })
+                .flatten()
+                .map(|removal| (old, removal))
+            });
+        if let Some((old, removal)) = replaced {
             self.outbound.forget_deadline(old);
-            self.out
-                .pending
-                .commit
-                .push(StoreOp::RemoveQueue { seq: old });
+            self.out.pending.commit.push(removal);
             self.backlog.replaced += 1;
             self.events.push_back(Event::Replaced {
                 id: old,
@@ -103,7 +117,7 @@ impl Session {
             .push(StoreOp::PutLatestValue(LatestValue {
                 topic: topic.to_owned(),
                 seq: id,
-                class: 0,
+                class,
                 len,
             }));
     }
@@ -142,7 +156,7 @@ impl Session {
     pub fn waits_for_allowance(&self) -> bool {
         self.options.backlog.paced
             && self.connection.is_some()
-            && !self.queue.is_empty()
+            && !self.nothing_queued()
             && !self.may_send_publish()
     }
 

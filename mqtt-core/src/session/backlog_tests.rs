@@ -94,12 +94,7 @@ fn a_value_beyond_the_window_is_replaced_unread_and_the_counts_stay_exact() {
     d.run();
     assert_eq!(replaced(&mut d.session), vec![(old, new)]);
     assert_eq!(d.session.queued(), 5);
-    let mut sent = d.connect(1);
-    let mut all = numbers(&sent);
-    while !sent.is_empty() {
-        sent = d.ack_all(&sent);
-        all.extend(numbers(&sent));
-    }
+    let all = numbers(&d.connect_and_ack_all(1));
     assert_eq!(all, vec![0, 1, 2, 3, 11]);
     assert_eq!(d.session.queued(), 0);
     assert_eq!(stored(&d.store), (vec![], vec![]));
@@ -125,11 +120,7 @@ fn a_read_out_when_a_value_is_replaced_does_not_hand_it_back() {
     let new = d.session.publish(value("t", 11)).unwrap();
     d.session.queue_read(records).unwrap();
     sent.extend(d.run());
-    let mut all = numbers(&sent);
-    while !sent.is_empty() {
-        sent = d.ack_all(&sent);
-        all.extend(numbers(&sent));
-    }
+    let all = numbers(&d.ack_until_done(sent));
     assert_eq!(replaced(&mut d.session), vec![(old, new)]);
     assert_eq!(all, vec![0, 1, 2, 3, 4, 5, 11]);
     assert_eq!(d.session.queued(), 0);
@@ -191,12 +182,7 @@ fn a_session_resumed_from_the_store_replaces_the_value_it_left() {
     d.run();
     assert_eq!(replaced(&mut d.session), vec![(old, new)]);
     assert_eq!(stored(&d.store).1, vec![("t".to_owned(), new)]);
-    let mut sent = d.connect(1);
-    let mut all = numbers(&sent);
-    while !sent.is_empty() {
-        sent = d.ack_all(&sent);
-        all.extend(numbers(&sent));
-    }
+    let all = numbers(&d.connect_and_ack_all(1));
     assert_eq!(all, vec![0, 2]);
 }
 

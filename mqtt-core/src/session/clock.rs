@@ -121,7 +121,7 @@ impl Session {
             .next()
             .copied()
             .into_iter()
-            .chain(self.queue.oldest())
+            .chain(self.queues().filter_map(super::queue::Queue::oldest))
             .min()
             .unwrap_or(self.next_seq);
         let mut meta = self.meta.clone();

@@ -236,9 +236,12 @@ impl Session {
             super::LostSession::Discard => self.discard_possibly_sent(earlier_limit),
         };
         // After a restart, queued messages stored before it may have been in flight.
+        let resumed_below = self.outbound.resumed_below;
         let resent = self.outbound.flows.len()
-            + self.queue.resident_below(self.outbound.resumed_below)
-            + self.queue.stored_before_resume as usize;
+            + self
+                .queues()
+                .map(|q| q.resident_below(resumed_below) + q.stored_before_resume as usize)
+                .sum::<usize>();
         if resent + discarded + released.len() + dropped_inbound > 0 {
             self.events.push_back(Event::SessionLost {
                 resent,
@@ -253,6 +256,9 @@ impl Session {
         }
         self.outbound.resumed_below = 0;
         self.queue.stored_before_resume = 0;
+        for lane in self.lanes.values_mut() {
+            lane.stored_before_resume = 0;
+        }
     }
 
     /// Discards the publishes that may have reached the session the server lost: every flow
@@ -275,8 +281,20 @@ impl Session {
             };
             self.end_flow(*seq, |id| Some(Event::Discarded { id, topic }));
         }
-        let mut budget = earlier_limit.map_or(u64::MAX, u64::from);
         let mut discarded = published.len();
+        // Each class's queue went out oldest first: as many of each may have been in flight.
+        for class in self.classes_by_rank() {
+            discarded += self
+                .with_queue(class, |s| s.discard_queued_possibly_sent(earlier_limit))
+                .unwrap_or(0);
+        }
+        discarded
+    }
+
+    /// The part of [`Session::discard_possibly_sent`] of the queue in `self.queue`.
+    fn discard_queued_possibly_sent(&mut self, earlier_limit: Option<u16>) -> usize {
+        let mut budget = earlier_limit.map_or(u64::MAX, u64::from);
+        let mut discarded = 0;
         for id in self
             .queue
             .resident_publishes_below(self.outbound.resumed_below)
@@ -287,10 +305,8 @@ impl Session {
             if let Some(publish) = self.queue.remove(id) {
                 self.outbound.forget_deadline(id);
                 self.release_latest_value(id, &publish.topic);
-                self.out
-                    .pending
-                    .commit
-                    .push(StoreOp::RemoveQueue { seq: id });
+                let removal = self.queue_removal(id);
+                self.out.pending.commit.push(removal);
                 self.events.push_back(Event::Discarded {
                     id,
                     topic: publish.topic,

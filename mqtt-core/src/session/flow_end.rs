@@ -42,7 +42,7 @@ impl Session {
         self.outbound.ids.remove(flow.packet_id);
         self.outbound.by_packet_id.remove(&flow.packet_id);
         self.out.pending.commit.push(if flow.queued {
-            StoreOp::RemoveQueue { seq: flow.id }
+            super::classes::class_removal(flow.class, flow.id)
         } else {
             StoreOp::RemoveOutbound { seq }
         });
@@ -58,7 +58,7 @@ impl Session {
             conn.send_quota = conn.send_quota.saturating_add(1).min(conn.receive_maximum);
         }
         self.events.extend(event(flow.id));
-        if self.outbound.flows.is_empty() && self.queue.is_empty() {
+        if self.outbound.flows.is_empty() && self.nothing_queued() {
             self.records.release();
         }
         true
@@ -143,7 +143,7 @@ impl Session {
         flow.stage = Stage::Released;
         self.outbound.by_packet_id.insert(flow.packet_id, new_seq);
         self.out.pending.commit.push(if flow.queued {
-            StoreOp::RemoveQueue { seq: flow.id }
+            super::classes::class_removal(flow.class, flow.id)
         } else {
             StoreOp::RemoveOutbound { seq }
         });

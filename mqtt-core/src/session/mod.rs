@@ -23,6 +23,7 @@
 mod aliases;
 mod auth;
 mod backlog;
+mod classes;
 mod clock;
 mod connection;
 mod error;
@@ -52,7 +53,7 @@ pub use options::{
 };
 pub use output::Output;
 pub use queue::QueueRead;
-pub use withdraw::{Withdrawn, announced_alias, restore_topic};
+pub use withdraw::{Unwritten, Withdrawn, announced_alias, take_unwritten_publish};
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -117,6 +118,8 @@ struct Flow {
     /// Whether its record is the queue record under `id` (a message sent from the queue keeps
     /// it until PUBACK or PUBREC), rather than an outbound record under its key in `flows`.
     queued: bool,
+    /// The priority class of the queue that record is in.
+    class: u8,
     /// The output whose commit stores its current record (0: loaded from the store).
     record_generation: u64,
     /// The output that carried its first PUBLISH (0: loaded from the store): until that one
@@ -200,6 +203,14 @@ pub struct Session {
     seen_keys: seen_keys::SeenKeys,
     /// Which queued message holds each latest-value topic's value, and the send allowance.
     backlog: backlog::Backlog,
+    /// The queues of the priority classes above 0 (classes.rs); one of them may be in
+    /// `queue`'s place while code that handles a queue runs on it.
+    lanes: std::collections::BTreeMap<u8, queue::Queue>,
+    /// The class of the queue in `queue`'s place: 0, the offline queue, but while
+    /// [`Session::with_queue`] runs.
+    queue_class: u8,
+    /// The class whose queue has a read out.
+    read_out: Option<u8>,
 }
 
 /// Whether a packet that may carry them only when the client asked for problem information
@@ -253,7 +264,15 @@ impl Session {
             .meta
             .as_ref()
             .map_or(&[][..], |m| &m.clock.corrections[..]);
-        let (queue, deadlines) = queue::Queue::resume(&stored, options.queue_window, corrections)?;
+        let (queue, mut deadlines) = queue::Queue::resume(
+            &stored.queue,
+            stored.queue_summary,
+            options.queue_window,
+            corrections,
+        )?;
+        let (lanes, lane_deadlines) =
+            classes::resume_lanes(&stored.class_queues, options.queue_window, corrections)?;
+        deadlines.extend(lane_deadlines);
         let mut session = Self {
             outbound: outbound::OutboundState::new(stored.next_seq()),
             options,
@@ -278,6 +297,9 @@ impl Session {
             records: records::RecordRoom::default(),
             seen_keys: seen_keys::SeenKeys::resume(std::mem::take(&mut stored.seen_keys)),
             backlog: backlog::Backlog::resume(std::mem::take(&mut stored.latest_values)),
+            lanes,
+            queue_class: 0,
+            read_out: None,
         };
         for (seq, record) in stored.outbound {
             let bad = |reason: String| SessionError::BadRecord { seq, reason };
@@ -308,6 +330,7 @@ impl Session {
                     retransmit: true,
                     holds_quota: false,
                     queued: false,
+                    class: 0,
                     record_generation: 0,
                     first_sent_in: 0,
                     reported: false,
@@ -508,6 +531,8 @@ impl Session {
 
 #[cfg(test)]
 mod backlog_tests;
+#[cfg(test)]
+mod class_tests;
 #[cfg(test)]
 mod model_tests;
 #[cfg(test)]

@@ -101,7 +101,8 @@ struct Server {
     /// such an id is a retransmission the server answers without delivering again.
     awaiting_pubrel: BTreeMap<u16, u64>,
     /// The last outbound publish (uid) on this connection: they come in the order accepted.
-    last_uid: Option<u64>,
+    /// Per priority class (model/c is class 1), the last publish it got on this connection.
+    last_uid: BTreeMap<u8, u64>,
 }
 
 impl Server {
@@ -162,6 +163,9 @@ fn options() -> SessionOptions {
     options.properties.receive_maximum = Some(CLIENT_RECEIVE_MAXIMUM);
     // A tiny window: most of a queue lives in the store and is read back as it drains.
     options.queue_window = QueueWindow::new(2, 64);
+    // One topic of a priority class: its queue of its own, read, resumed, discarded and
+    // withdrawn from like the offline queue.
+    options.backlog.priorities = vec![("model/c".to_owned(), 1)];
     options
 }
 
@@ -273,7 +277,10 @@ impl World {
             let Some(read) = self.session.poll_queue_read() else {
                 break;
             };
-            let records = self.store.read_queue(read.from, read.window);
+            let records = match read.class {
+                0 => self.store.read_queue(read.from, read.window),
+                class => self.store.read_class_queue(class, read.from, read.window),
+            };
             if let Err(e) = self.session.queue_read(records) {
                 return Err(TestCaseError::fail(format!("queue read refused: {e}")));
             }
@@ -307,18 +314,31 @@ impl World {
     fn server_receives(&mut self, packet: Packet) -> Result<(), TestCaseError> {
         if let Packet::Publish(p) = &packet {
             let uid = uid_of(p);
+            // Order holds per class; a retransmission after a restart carries its topic.
+            let topic = match (p.topic.is_empty(), p.properties.topic_alias) {
+                (true, Some(alias)) => self.server.aliases.get(&alias).cloned().unwrap_or_default(),
+                _ => p.topic.clone(),
+            };
+            let class = u8::from(topic == "model/c");
             prop_assert!(
                 !self.withdrawn.contains(&uid),
                 "publish {} was withdrawn and reached the server",
                 uid
             );
             prop_assert!(
-                self.server.last_uid.is_none_or(|last| last < uid),
+                self.server
+                    .last_uid
+                    .get(&class)
+                    .is_none_or(|last| *last < uid),
                 "publish {} after {} on one connection: not in the order accepted",
                 uid,
-                self.server.last_uid.unwrap_or_default()
+                self.server
+                    .last_uid
+                    .get(&class)
+                    .copied()
+                    .unwrap_or_default()
             );
-            self.server.last_uid = Some(uid);
+            self.server.last_uid.insert(class, uid);
             match (p.properties.topic_alias, p.topic.is_empty()) {
                 (Some(alias), false) => {
                     prop_assert!((1..=SERVER_TOPIC_ALIAS_MAXIMUM).contains(&alias));
@@ -505,18 +525,13 @@ impl World {
                         (unwritten, self.in_flight.as_mut())
                     {
                         // The driver drops the PUBLISH it has not written, as the client does.
-                        let mut announced = None;
-                        output.send.retain(|p| match p {
-                            Packet::Publish(p) if p.packet_id == packet_id => {
-                                announced = announced_alias(p);
-                                false
-                            }
-                            _ => true,
-                        });
-                        if let Some(alias) = announced
-                            && let Some(topic) = self.session.unannounce_alias(alias)
+                        if let Unwritten::Announced {
+                            alias,
+                            topic,
+                            reannounced,
+                        } = take_unwritten_publish(&mut [&mut output.send], packet_id)
                         {
-                            restore_topic(&mut output.send, alias, &topic);
+                            self.session.unannounce_alias(alias, &topic, reannounced);
                         }
                     }
                 }
@@ -536,7 +551,7 @@ impl World {
             } if !self.server.connected => {
                 self.server.connected = true;
                 self.server.receive_maximum = receive_maximum;
-                self.server.last_uid = None;
+                self.server.last_uid.clear();
                 // Whatever was unanswered on the old connection comes again or is forgotten.
                 self.server.unanswered.clear();
                 self.server.pubrels.clear();
@@ -591,9 +606,15 @@ impl World {
             }
             Action::Crash => {
                 // Whatever was not committed is gone; so are the application's held messages.
+                let held = self.store.stored();
                 let before = (
-                    self.store.stored().outbound.len(),
-                    self.store.stored().queue.len() as u64,
+                    held.outbound.len(),
+                    held.queue.len() as u64
+                        + held
+                            .class_queues
+                            .iter()
+                            .map(|c| c.queue.len() as u64)
+                            .sum::<u64>(),
                 );
                 let _ = self.session.poll_output(now);
                 self.in_flight = None;
@@ -604,11 +625,15 @@ impl World {
                 self.delivery_uid.clear();
                 self.committed_now.clear();
                 // A withdrawn publish whose removal was not committed is back: it goes out.
-                let stored: BTreeSet<u64> = self
-                    .store
-                    .stored()
+                let stored_session = self.store.stored();
+                let classes = stored_session
+                    .class_queues
+                    .iter()
+                    .flat_map(|c| c.queue.iter());
+                let stored: BTreeSet<u64> = stored_session
                     .queue
                     .iter()
+                    .chain(classes)
                     .filter_map(|(_, q)| decode_publish(&q.packet).ok())
                     .map(|p| uid_of(&p))
                     .collect();

@@ -82,6 +82,11 @@ pub struct BacklogPolicy {
     /// ones and the backlog alike, in queue order. Retransmissions of messages in flight do
     /// not count: they are at most the in-flight window.
     pub paced: bool,
+    /// Topic Filters and the priority class (1 to 255) of the topics they match: a class's
+    /// messages wait in a queue of their own and are sent before those of lower classes
+    /// (the rest are class 0), each class in order. A topic matching several takes the
+    /// highest.
+    pub priorities: Vec<(String, u8)>,
 }
 
 /// Limits of the server on publishes, known in advance: a server that closes the connection

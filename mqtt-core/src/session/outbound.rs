@@ -176,7 +176,7 @@ impl Session {
         let id = self.next_seq();
         if publish.qos == QoS::AtMostOnce
             && self.connection.is_some()
-            && self.queue.is_empty()
+            && self.nothing_queued()
             && self.may_send_publish()
         {
             self.spend_allowance(size);
@@ -198,27 +198,34 @@ impl Session {
             .properties
             .message_expiry_interval
             .map(|secs| self.clock.now_ms.saturating_add(u64::from(secs) * 1000));
-        self.out.pending.commit.push(StoreOp::PushQueue {
-            seq: id,
-            message: QueuedPublish {
-                qos: publish.qos,
-                packet,
-                expires_at_ms,
-                accepted_at_ms: Some(self.clock.now_ms),
-            },
-        });
+        let message = QueuedPublish {
+            qos: publish.qos,
+            packet,
+            expires_at_ms,
+            accepted_at_ms: Some(self.clock.now_ms),
+        };
         let latest_value = self.is_latest_value_topic(&publish.topic);
         let topic = latest_value.then(|| publish.topic.clone());
-        if self
-            .queue
-            .push(id, publish, size, self.out.generation, self.clock.now_ms)
+        let class = if self.options.backlog.priorities.is_empty() {
+            0
+        } else {
+            self.class_of(&publish.topic)
+        };
+        self.ensure_lane(class);
+        let (generation, now_ms) = (self.out.generation, self.clock.now_ms);
+        let resident = self.with_queue(class, |s| {
+            let push = s.queue_push(id, message);
+            s.out.pending.commit.push(push);
+            s.queue.push(id, publish, size, generation, now_ms)
+        });
+        if resident == Some(true)
             && let Some(at) = expires_at_ms
         {
             self.outbound.expiries.insert((at, id));
             self.outbound.deadlines.insert(id, at);
         }
         if let Some(topic) = topic {
-            self.keep_latest_value(id, &topic, size);
+            self.keep_latest_value(id, &topic, size, class);
         }
         self.drain();
         Ok(id)
@@ -245,9 +252,25 @@ impl Session {
             // Older flows wait for quota: the queue comes after them.
             return;
         }
+        if self.lanes.is_empty() {
+            self.drain_queue();
+            return;
+        }
+        // Higher classes first; a class with messages it cannot send yet holds the lower
+        // ones back.
+        for class in self.classes_by_rank() {
+            if self.with_queue(class, Self::drain_queue) == Some(false) {
+                return;
+            }
+        }
+    }
+
+    /// Sends from the queue in `self.queue`, oldest first, while the connection, its quota
+    /// and the allowance let it. Whether the queue is empty now (lower classes may go).
+    fn drain_queue(&mut self) -> bool {
         while let Some((id, front, stored_by)) = self.queue.front() {
             if !self.may_send_publish() {
-                return;
+                return false;
             }
             if front.qos == QoS::AtMostOnce {
                 if let Some((id, mut publish)) = self.queue.pop_front() {
@@ -256,10 +279,8 @@ impl Session {
                     if !self.take_remaining_expiry(id, &mut publish) {
                         continue;
                     }
-                    self.out
-                        .pending
-                        .commit
-                        .push(StoreOp::RemoveQueue { seq: id });
+                    let removal = self.queue_removal(id);
+                    self.out.pending.commit.push(removal);
                     if let Ok(len) = self.codec.encoded_publish_len(&publish) {
                         self.spend_allowance(len);
                         let packet = self.with_alias(publish);
@@ -269,10 +290,10 @@ impl Session {
                 continue;
             }
             if !self.can_start_flow(id) {
-                return;
+                return false;
             }
             let Some((id, mut publish)) = self.queue.pop_front() else {
-                return;
+                return false;
             };
             // A latest-value record goes before the value is sent: the send waits for this
             // output's commit.
@@ -285,6 +306,8 @@ impl Session {
                 self.start_flow(id, publish, stored_by);
             }
         }
+        // Empty, or waiting for messages read back from the store.
+        self.queue.is_empty()
     }
 
     /// The flows not yet sent on this connection (after a reconnect), in order: on the first
@@ -410,12 +433,12 @@ impl Session {
             }
             self.outbound.expiries.remove(&(at, id));
             self.outbound.deadlines.remove(&id);
-            if let Some(publish) = self.queue.remove(id) {
+            if let Some((class, publish)) = self.remove_queued(id) {
                 self.release_latest_value(id, &publish.topic);
                 self.out
                     .pending
                     .commit
-                    .push(StoreOp::RemoveQueue { seq: id });
+                    .push(super::classes::class_removal(class, id));
                 self.events.push_back(Event::Expired {
                     id,
                     topic: publish.topic,
@@ -477,10 +500,8 @@ impl Session {
         let len = self.codec.encoded_publish_len(&publish).ok();
         if len.is_none() || !self.outbound.ids.insert(packet_id) {
             // Accepted when queued; it can only fail now against limits that changed.
-            self.out
-                .pending
-                .commit
-                .push(StoreOp::RemoveQueue { seq: id });
+            let removal = self.queue_removal(id);
+            self.out.pending.commit.push(removal);
             self.events.push_back(Event::Failed {
                 id,
                 reason: ReasonCode::PacketTooLarge,
@@ -512,6 +533,7 @@ impl Session {
                 retransmit: true,
                 holds_quota: true,
                 queued: true,
+                class: self.queue_class,
                 record_generation: stored_by,
                 first_sent_in: self.out.generation,
                 reported: false,
@@ -541,19 +563,21 @@ impl Session {
     /// Publishes accepted and waiting for an identifier, a connection or send quota: those in
     /// memory and those the store holds beyond the window.
     pub fn queued(&self) -> u64 {
-        self.queue.len()
+        self.queues().map(super::queue::Queue::len).sum()
     }
 
     /// When the oldest publish still waiting to be sent was accepted (milliseconds since the
     /// UNIX epoch, by the session's clock); `None` with nothing waiting, or for a record
     /// written before acceptance times were kept.
     pub fn oldest_queued_at_ms(&self) -> Option<u64> {
-        self.queue.oldest_accepted_at_ms()
+        self.queues()
+            .filter_map(super::queue::Queue::oldest_accepted_at_ms)
+            .min()
     }
 
     /// The stored size of the queued publishes, in bytes (their records' packets).
     pub fn queued_bytes(&self) -> u64 {
-        self.queue.bytes()
+        self.queues().map(super::queue::Queue::bytes).sum()
     }
 
     /// The stored size a publish would take in the queue (its packet at QoS 0, without an
@@ -564,24 +588,5 @@ impl Session {
         probe.packet_id = 0;
         probe.dup = false;
         Codec::default().encoded_publish_len(&probe).ok()
-    }
-
-    /// Drops the oldest queued publish, unsent, to make room: it leaves the store with the next
-    /// [`Output`](super::Output) and is reported as [`Event::Dropped`]. Returns its id; `None`
-    /// when no queued message is in memory (the queue is empty, or its window is being read
-    /// back from the store).
-    pub fn drop_oldest_queued(&mut self) -> Option<PublishId> {
-        let (id, publish) = self.queue.pop_front()?;
-        self.outbound.forget_deadline(id);
-        self.release_latest_value(id, &publish.topic);
-        self.out
-            .pending
-            .commit
-            .push(StoreOp::RemoveQueue { seq: id });
-        self.events.push_back(Event::Dropped {
-            id,
-            topic: publish.topic,
-        });
-        Some(id)
     }
 }

@@ -138,6 +138,9 @@ impl Session {
         }
         // The queued messages it stores can be read back once it is written.
         self.queue.polled(self.out.generation);
+        for lane in self.lanes.values_mut() {
+            lane.polled(self.out.generation);
+        }
         self.out.generation += 1;
         Some(output)
     }
@@ -161,6 +164,9 @@ impl Session {
         }
         self.out.written = generation;
         self.queue.written(generation);
+        for lane in self.lanes.values_mut() {
+            lane.written(generation);
+        }
         self.drain();
     }
 
@@ -182,6 +188,9 @@ impl Session {
         }
         self.out.written = self.out.written.max(generation);
         self.queue.written(generation);
+        for lane in self.lanes.values_mut() {
+            lane.written(generation);
+        }
         self.drain();
     }
 

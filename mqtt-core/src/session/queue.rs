@@ -11,11 +11,15 @@ use std::collections::VecDeque;
 
 use super::{PublishId, Session, SessionError, decode_publish};
 use crate::packet::{Publish, QoS};
-use crate::store::{ClockCorrection, QueueWindow, QueuedPublish, StoreOp, StoredSession};
+use crate::store::{ClockCorrection, QueueSummary, QueueWindow, QueuedPublish};
 
 /// A read of queued messages the driver is asked to make ([`Session::poll_queue_read`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct QueueRead {
+    /// The priority class whose queue to read: 0, the offline queue
+    /// ([`SessionStore::read_queue`](crate::store::SessionStore::read_queue)); above,
+    /// [`SessionStore::read_class_queue`](crate::store::SessionStore::read_class_queue).
+    pub class: u8,
     /// Read from this sequence number on.
     pub from: u64,
     /// At most this much.
@@ -45,7 +49,7 @@ pub(super) struct Queue {
     /// Where the next read starts: past every message resident or read.
     read_from: u64,
     /// A read is out.
-    reading: bool,
+    pub(super) reading: bool,
     window: QueueWindow,
     /// Messages left to the store by outputs not yet written: id, size, the output that
     /// stores it. One of them can still be taken back (`withdraw`).
@@ -62,9 +66,11 @@ pub(super) struct Queue {
 pub(super) type ResumedDeadline = (PublishId, QoS, Option<u64>);
 
 impl Queue {
-    /// The queue a session resumes with: the head the store returned, and the rest counted.
+    /// The queue a session resumes with: the head the store returned, and the rest counted
+    /// (`summary`, the whole queue's).
     pub(super) fn resume(
-        stored: &StoredSession,
+        head: &[(u64, QueuedPublish)],
+        summary: QueueSummary,
         window: QueueWindow,
         corrections: &[ClockCorrection],
     ) -> Result<(Self, Vec<ResumedDeadline>), SessionError> {
@@ -86,7 +92,7 @@ impl Queue {
             window: QueueWindow::new(window.messages.max(1), window.bytes),
         };
         let mut deadlines = Vec::new();
-        for (seq, queued) in &stored.queue {
+        for (seq, queued) in head {
             let (publish, deadline) = decode_queued(*seq, queued, corrections)?;
             deadlines.push((*seq, publish.qos, deadline));
             queue.read_from = seq.saturating_add(1);
@@ -99,8 +105,7 @@ impl Queue {
                 queued.accepted_at_ms,
             ));
         }
-        let summary = stored.queue_summary;
-        queue.stored = summary.messages.saturating_sub(stored.queue.len() as u64);
+        queue.stored = summary.messages.saturating_sub(head.len() as u64);
         queue.stored_bytes = summary.bytes.saturating_sub(queue.resident_bytes as u64);
         queue.readable = queue.stored;
         queue.stored_before_resume = queue.stored;
@@ -275,7 +280,7 @@ impl Queue {
     }
 
     /// The read to make now, if the window runs low and the store holds readable messages.
-    fn next_read(&mut self) -> Option<QueueRead> {
+    pub(super) fn next_read(&mut self) -> Option<QueueRead> {
         // Half empty on both counts: the binding one is messages for small payloads, bytes
         // for big ones.
         let low = self.resident.len() <= self.window.messages / 2
@@ -291,6 +296,7 @@ impl Queue {
             .max(1);
         self.reading = true;
         Some(QueueRead {
+            class: 0,
             from: self.read_from,
             window: QueueWindow::new(
                 messages,
@@ -322,14 +328,39 @@ impl Session {
     /// runs low; `None` otherwise. Make it with [`SessionStore::read_queue`](crate::store::SessionStore::read_queue)
     /// after every [`Output`](super::Output) polled so far has been committed, and hand the
     /// records to [`Session::queue_read`]. At most one read is out at a time.
+    /// With priority classes, the highest class's queue is read first, each from its own
+    /// class ([`QueueRead::class`]).
     pub fn poll_queue_read(&mut self) -> Option<QueueRead> {
-        self.queue.next_read()
+        if self.read_out.is_some() {
+            return None;
+        }
+        let classes: Vec<u8> = self.lanes.keys().rev().copied().collect();
+        let read = classes
+            .into_iter()
+            .find_map(|class| {
+                self.with_queue(class, |s| s.queue.next_read())
+                    .flatten()
+                    .map(|read| QueueRead { class, ..read })
+            })
+            .or_else(|| self.queue.next_read())?;
+        self.read_out = Some(read.class);
+        Some(read)
     }
 
     /// The records a [`QueueRead`] returned. An error says the store broke its contract (it
     /// returned nothing while messages wait, or records out of order, or one that cannot be
     /// read): the session cannot go on from this store.
     pub fn queue_read(&mut self, records: Vec<(u64, QueuedPublish)>) -> Result<(), SessionError> {
+        let class = self.read_out.take().unwrap_or(0);
+        self.with_queue(class, |s| s.read_into_queue(records))
+            .unwrap_or(Ok(()))?;
+        self.drop_expired();
+        self.drain();
+        Ok(())
+    }
+
+    /// The records read for the queue now in `self.queue`.
+    fn read_into_queue(&mut self, records: Vec<(u64, QueuedPublish)>) -> Result<(), SessionError> {
         self.queue.reading = false;
         if records.is_empty() && self.queue.readable > 0 {
             return Err(SessionError::QueueLost {
@@ -368,7 +399,8 @@ impl Session {
                 queue.discard_on_read.0 -= 1;
                 self.backlog
                     .release(seq, &publish.topic, &mut self.out.pending.commit);
-                self.out.pending.commit.push(StoreOp::RemoveQueue { seq });
+                let removal = self.queue_removal(seq);
+                self.out.pending.commit.push(removal);
                 self.events.push_back(super::Event::Discarded {
                     id: seq,
                     topic: publish.topic,
@@ -384,8 +416,6 @@ impl Session {
         }
         let read_from = self.queue.read_from;
         self.queue.skip_on_read.retain(|seq| *seq >= read_from);
-        self.drop_expired();
-        self.drain();
         Ok(())
     }
 }

@@ -67,7 +67,10 @@ impl Driven {
                 return sent;
             };
             self.reads += 1;
-            let records = self.store.read_queue(read.from, read.window);
+            let records = match read.class {
+                0 => self.store.read_queue(read.from, read.window),
+                class => self.store.read_class_queue(class, read.from, read.window),
+            };
             self.session.queue_read(records).unwrap();
         }
     }
@@ -96,6 +99,24 @@ impl Driven {
             self.session.durable(output.generation);
         }
         sent
+    }
+
+    /// Connects with `receive_maximum` and acknowledges every PUBLISH until nothing more is
+    /// sent: every packet sent, in order.
+    pub(super) fn connect_and_ack_all(&mut self, receive_maximum: u16) -> Vec<Packet> {
+        let sent = self.connect(receive_maximum);
+        self.ack_until_done(sent)
+    }
+
+    /// Acknowledges the PUBLISHes in `sent` and what follows them until nothing more is sent:
+    /// `sent` and every packet sent after it, in order.
+    pub(super) fn ack_until_done(&mut self, mut sent: Vec<Packet>) -> Vec<Packet> {
+        let mut all = sent.clone();
+        while !sent.is_empty() {
+            sent = self.ack_all(&sent);
+            all.extend(sent.iter().cloned());
+        }
+        all
     }
 
     /// Acknowledges every PUBLISH in `sent` and returns what the session sends next.

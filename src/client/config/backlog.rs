@@ -1,5 +1,7 @@
 //! `[backlog]`: how the backlog leaves for the server, as a file says it.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::client::drain_rate::DrainRate;
@@ -13,6 +15,10 @@ use crate::client::drain_rate::DrainRate;
 /// latest_value_topics = ["plant/+/temperature"]
 /// messages_per_second = 200
 /// bytes_per_second = 65536
+///
+/// [backlog.priorities]
+/// "plant/+/alarm" = 2
+/// "spBv1.0/+/NBIRTH/#" = 1
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -26,6 +32,9 @@ pub struct BacklogConfig {
     /// The most bytes of publishes sent per second (unset: not limited by size).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bytes_per_second: Option<u64>,
+    /// Topic Filters and the priority class (1 to 255) of the topics they match.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub priorities: BTreeMap<String, u8>,
 }
 
 impl BacklogConfig {

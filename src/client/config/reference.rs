@@ -131,6 +131,11 @@ pub(crate) const KEYS: &[Key] = &[
         "Topic Filters whose topics keep only their newest unsent value: a publish drops the value still waiting, in the commit that stores the new one.",
     ),
     key(
+        "backlog.priorities",
+        r#"{ "plant/+/alarm" = 2 }"#,
+        "Topic Filters and the priority class (1 to 255) of the topics they match: a class's messages wait in a queue of their own and go before lower classes', each class in order (the rest are class 0).",
+    ),
+    key(
         "backlog.messages_per_second",
         "200",
         "The most publishes sent per second, backlog and live alike, in queue order (bursts of a tenth of a second's worth).",

@@ -82,6 +82,8 @@ fn everything() -> ClientBuilder {
                 )),
         )
         .latest_value_topics(["plant/+/temperature", "plant/+/state"])
+        .priority(2, ["plant/+/alarm"])
+        .priority(1, ["spBv1.0/+/NBIRTH/#"])
         .drain_rate(crate::client::DrainRate::messages(200).and_bytes(65_536))
         .follow_server_references(true)
         .prefer_last_server(true)
@@ -463,8 +465,10 @@ fn keys_of(table: &toml::Table, prefix: &str, out: &mut std::collections::BTreeS
             format!("{prefix}.{name}")
         };
         out.insert(path.clone());
+        // A table whose keys are the user's (Topic Filters), not the file's.
         if let toml::Value::Table(inner) = value
             && path != "redelivery.exhausted"
+            && path != "backlog.priorities"
         {
             keys_of(inner, &path, out);
         }
@@ -626,6 +630,8 @@ fn a_backlog_policy_that_cannot_work_is_refused_when_the_client_is_built() {
     for bad in [
         base().latest_value_topics(["plant/#/x"]),
         base().latest_value_topics(["$share/g/plant/+"]),
+        base().priority(0, ["plant/+/alarm"]),
+        base().priority(1, ["plant/+alarm"]),
         base().drain_rate(crate::client::DrainRate::messages(0)),
         base().drain_rate(crate::client::DrainRate {
             messages_per_second: None,

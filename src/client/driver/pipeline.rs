@@ -272,8 +272,16 @@ impl Pipeline {
             return false;
         };
         let store = self.store.clone();
-        let call =
-            StoreCall::new(async move { store.read_queue(&key, read.from, read.window).await });
+        let call = StoreCall::new(async move {
+            match read.class {
+                0 => store.read_queue(&key, read.from, read.window).await,
+                class => {
+                    store
+                        .read_class_queue(&key, class, read.from, read.window)
+                        .await
+                }
+            }
+        });
         self.read = Some((index, call));
         true
     }

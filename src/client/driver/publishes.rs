@@ -15,7 +15,9 @@ use super::super::settlement::Forwarding;
 use super::pipeline::{Cancelled, Waiter};
 use super::{Driver, Reply};
 use crate::packet::{Packet, Publish, QoS, ReasonCode};
-use crate::session::{PublishError, PublishId, Session, Withdrawn, announced_alias, restore_topic};
+use crate::session::{
+    PublishError, PublishId, Session, Unwritten, Withdrawn, take_unwritten_publish,
+};
 
 type Outcome = Result<ReasonCode, DeliveryError>;
 
@@ -374,24 +376,17 @@ impl Driver {
         match s.session.withdraw(id) {
             Withdrawn::Taken { unwritten } => {
                 if let Some(packet_id) = unwritten {
-                    let mut announced = None;
-                    let mut keep = |p: &Packet| match p {
-                        Packet::Publish(p) if p.packet_id == packet_id => {
-                            announced = announced.or(announced_alias(p));
-                            false
-                        }
-                        _ => true,
-                    };
-                    sends.retain(&mut keep);
-                    self.pipeline.gathered_mut().retain(keep);
-                    // Later PUBLISHes may use the alias it announced alone: they announce it.
-                    let topic = announced.and_then(|alias| {
-                        let s = self.slots.get_mut(slot)?;
-                        Some((alias, s.session.unannounce_alias(alias)?))
-                    });
-                    if let Some((alias, topic)) = topic {
-                        restore_topic(sends, alias, &topic);
-                        restore_topic(self.pipeline.gathered_mut(), alias, &topic);
+                    // `sends` go out before what waits behind the commit.
+                    let gathered = self.pipeline.gathered_mut();
+                    let taken = take_unwritten_publish(&mut [sends, gathered], packet_id);
+                    if let Unwritten::Announced {
+                        alias,
+                        topic,
+                        reannounced,
+                    } = taken
+                        && let Some(s) = self.slots.get_mut(slot)
+                    {
+                        s.session.unannounce_alias(alias, &topic, reannounced);
                     }
                 }
                 self.publishes.forget(slot, id);

@@ -17,6 +17,22 @@ impl ClientBuilder {
         self
     }
 
+    /// Topics matching these Topic Filters are of priority `class` (1 to 255; the rest are
+    /// class 0): their messages wait in a queue of their own, in the store too, and are sent
+    /// before those of lower classes, each class in order. An alarm published behind a day's
+    /// backlog goes next, without the backlog being read. A topic that several calls match
+    /// takes the highest class. Each class holds its own window of messages in memory
+    /// ([`queue_window`](Self::queue_window)): keep classes few.
+    pub fn priority<I, S>(mut self, class: u8, filters: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let priorities = &mut self.settings.session.backlog.priorities;
+        priorities.extend(filters.into_iter().map(|f| (f.into(), class)));
+        self
+    }
+
     /// Topics matching these Topic Filters keep only their newest unsent value (a reading,
     /// a state): a publish to such a topic drops the value still waiting in the queue, in the
     /// commit that stores the new one, so the backlog of a long outage holds one value per
@@ -39,14 +55,29 @@ impl ClientBuilder {
 /// Refuses a backlog policy that cannot work, and derives the session's part of it.
 pub(super) fn apply_backlog(settings: &mut Settings) -> Result<(), ClientError> {
     let refuse = |setting: String, why: String| Err(ClientError::Backlog { setting, why });
-    for filter in &settings.session.backlog.latest_value_topics {
+    let backlog = &settings.session.backlog;
+    let latest = backlog
+        .latest_value_topics
+        .iter()
+        .map(|f| ("latest-value", f, 1));
+    let ranked = backlog
+        .priorities
+        .iter()
+        .map(|(f, class)| ("priority", f, *class));
+    for (what, filter, class) in latest.chain(ranked) {
         if let Err(error) = validate_topic_filter(filter) {
-            return refuse(format!("latest-value topic {filter:?}"), error.to_string());
+            return refuse(format!("{what} topic {filter:?}"), error.to_string());
         }
         if is_shared_subscription(filter) {
             return refuse(
-                format!("latest-value topic {filter:?}"),
+                format!("{what} topic {filter:?}"),
                 "names a shared subscription, not the topics published to".to_owned(),
+            );
+        }
+        if class == 0 {
+            return refuse(
+                format!("{what} topic {filter:?}"),
+                "is given class 0, which every topic has already: classes start at 1".to_owned(),
             );
         }
     }

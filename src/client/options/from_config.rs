@@ -150,6 +150,9 @@ impl ClientBuilder {
         if let Some(rate) = config.backlog.drain_rate() {
             b = b.drain_rate(rate);
         }
+        for (filter, class) in &config.backlog.priorities {
+            b = b.priority(*class, [filter.clone()]);
+        }
         b.servers = config.servers.clone();
         let session = &mut b.settings.session;
         session.properties.session_expiry_interval = Some(config.session_expiry);
@@ -335,6 +338,14 @@ impl ClientBuilder {
                 latest_value_topics: backlog.latest_value_topics.clone(),
                 messages_per_second: drain_rate.and_then(|r| r.messages_per_second),
                 bytes_per_second: drain_rate.and_then(|r| r.bytes_per_second),
+                priorities: backlog.priorities.iter().fold(
+                    std::collections::BTreeMap::new(),
+                    |mut map, (filter, class)| {
+                        let kept = map.entry(filter.clone()).or_insert(*class);
+                        *kept = (*kept).max(*class);
+                        map
+                    },
+                ),
             },
             receive_maximum: *receive_maximum,
             maximum_packet_size: *maximum_packet_size,

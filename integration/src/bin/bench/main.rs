@@ -22,6 +22,7 @@
 //! retransmitted and acknowledged, per durable store. It prints markdown tables.
 #![forbid(unsafe_code)]
 
+mod backlog;
 mod chart;
 mod postgres;
 mod queue;
@@ -597,6 +598,18 @@ fn main() -> ExitCode {
                     return Err("bad quic-stream arguments".into());
                 };
                 quic::child(url, ca, count.parse()?).await
+            }
+            Some("backlog") => {
+                // backlog [N] [RATE] [TOPICS] [VALUES]
+                let number =
+                    |i: usize, default: usize| args.get(i).map_or(Ok(default), |v| v.parse());
+                backlog::run(
+                    number(1, 1_000_000)?,
+                    u32::try_from(number(2, 20_000)?)?,
+                    number(3, 10_000)?,
+                    number(4, 20)?,
+                )
+                .await
             }
             Some("windows") => {
                 let count = args.get(1).map_or(Ok(32_000), |v| v.parse())?;

@@ -26,7 +26,7 @@ const PAYLOAD: usize = 64;
 const TOPIC: &str = "bench/queue";
 
 /// Publishes `count` messages from `TASKS` tasks, each with `OUTSTANDING` in the air.
-async fn publish_all(client: &Client, count: usize) -> Result<(), Error> {
+pub(super) async fn publish_all(client: &Client, count: usize) -> Result<(), Error> {
     let next = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
     for _ in 0..TASKS {

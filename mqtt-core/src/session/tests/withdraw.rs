@@ -142,17 +142,15 @@ fn a_withdrawn_publish_that_announced_a_topic_alias_leaves_the_announcement_to_t
         panic!("not taken back with its PUBLISH unwritten");
     };
     // As the client does with what it holds unwritten.
-    let mut announced = None;
-    output.send.retain(|p| match p {
-        Packet::Publish(p) if p.packet_id == packet_id => {
-            announced = announced_alias(p);
-            false
-        }
-        _ => true,
-    });
-    let alias = announced.unwrap();
-    let topic = h.session.unannounce_alias(alias).unwrap();
-    restore_topic(&mut output.send, alias, &topic);
+    let Unwritten::Announced {
+        alias,
+        topic,
+        reannounced,
+    } = take_unwritten_publish(&mut [&mut output.send], packet_id)
+    else {
+        panic!("the PUBLISH held unwritten announced no alias");
+    };
+    h.session.unannounce_alias(alias, &topic, reannounced);
     match output.send.as_slice() {
         [Packet::Publish(p)] => {
             assert_eq!(
@@ -171,4 +169,68 @@ fn a_withdrawn_publish_that_announced_a_topic_alias_leaves_the_announcement_to_t
         matches!(p, Packet::Publish(p) if !p.topic.is_empty() && p.properties.topic_alias == Some(1))
     });
     assert!(announced_again, "{later:?}");
+}
+
+/// A harness connected to a server that allows one Topic Alias.
+fn with_one_alias() -> Harness {
+    let mut h = Harness::new();
+    let mut connack = ConnAck::new(false);
+    connack.properties.topic_alias_maximum = Some(1);
+    h.session.handle_connack(&connack, Instant::now()).unwrap();
+    h.flush();
+    h
+}
+
+/// A QoS 1 publish to `name`.
+fn topic(name: &str) -> Publish {
+    let mut p = Publish::new(name, "x");
+    p.qos = QoS::AtLeastOnce;
+    p
+}
+
+/// The topic and alias of each PUBLISH the session sends now.
+fn sent_topics(h: &mut Harness) -> Vec<(String, Option<u16>)> {
+    h.flush()
+        .into_iter()
+        .filter_map(|p| match p {
+            Packet::Publish(p) => Some((p.topic, p.properties.topic_alias)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_publish_before_a_withdrawn_announcement_keeps_the_alias_as_the_server_knows_it() {
+    let mut h = with_one_alias();
+    // Alias 1 is "a" on the server.
+    h.session.publish(topic("a")).unwrap();
+    h.flush();
+    // In one output: "a" by its alias alone, then "b" taking alias 1 over.
+    h.session.publish(topic("a")).unwrap();
+    let b = h.session.publish(topic("b")).unwrap();
+    assert!(matches!(h.session.withdraw(b), Withdrawn::Taken { .. }));
+    let sent = sent_topics(&mut h);
+    // Still "a" by alias 1 alone: "b"'s announcement never left, and the server maps 1 to "a".
+    assert_eq!(sent, vec![(String::new(), Some(1))]);
+}
+
+#[test]
+fn a_withdrawn_announcement_is_repaired_only_up_to_the_next_announcement_of_its_alias() {
+    let mut h = with_one_alias();
+    // Alias 1 announced for "t", used alone, announced again for "u", used alone.
+    let first = h.session.publish(topic("t")).unwrap();
+    for name in ["t", "u", "u"] {
+        h.session.publish(topic(name)).unwrap();
+    }
+    assert!(matches!(h.session.withdraw(first), Withdrawn::Taken { .. }));
+    let sent = sent_topics(&mut h);
+    // "t" announces the alias itself now; "u"'s announcement stands, and its use after it.
+    assert_eq!(
+        sent,
+        vec![
+            ("t".to_owned(), Some(1)),
+            ("u".to_owned(), Some(1)),
+            (String::new(), Some(1)),
+        ]
+    );
 }

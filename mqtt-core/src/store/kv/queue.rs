@@ -162,6 +162,29 @@ impl<B: KvBackend> Shared<B> {
         Ok(out)
     }
 
+    /// Calls `visit` with each class-queue record in `[start, end)`, decoded, until it
+    /// returns `false`; a record that cannot be read ends the visit with its error.
+    fn visit_class_queued(
+        &self,
+        (start, end): (Vec<u8>, Vec<u8>),
+        visit: &mut dyn FnMut(u8, u64, QueuedPublish) -> bool,
+    ) -> Result<(), StoreError> {
+        let mut failed = None;
+        self.backend.visit_range(
+            &start,
+            Some(&end),
+            &mut |k, v| match layout::decode_record(k, v) {
+                Ok((_, Record::ClassQueued(class, seq, message))) => visit(class, seq, message),
+                Ok(_) => true,
+                Err(e) => {
+                    failed = Some(e);
+                    false
+                }
+            },
+        )?;
+        failed.map_or(Ok(()), Err)
+    }
+
     /// The queues of the priority classes: each one's head within `head`, and its summary,
     /// counted by a visit of its records (classes hold the few messages ranked first; the
     /// offline queue, which may hold millions, keeps totals of its own).
@@ -170,45 +193,36 @@ impl<B: KvBackend> Shared<B> {
         key: &SessionKey,
         head: QueueWindow,
     ) -> Result<Vec<ClassQueue>, StoreError> {
-        let (start, end) = layout::class_queues_range(key);
         let mut queues: Vec<ClassQueue> = Vec::new();
         let mut head_bytes = 0usize;
-        let mut failed = None;
-        self.backend.visit_range(
-            &start,
-            Some(&end),
-            &mut |k, v| match layout::decode_record(k, v) {
-                Ok((_, Record::ClassQueued(class, seq, message))) => {
-                    if queues.last().is_none_or(|q| q.class != class) {
-                        queues.push(ClassQueue {
-                            class,
-                            ..ClassQueue::default()
-                        });
-                        head_bytes = 0;
-                    }
-                    if let Some(queue) = queues.last_mut() {
-                        let len = message.packet.len();
-                        let summary = &mut queue.summary;
-                        summary.messages += 1;
-                        summary.bytes += len as u64;
-                        summary.last_seq = Some(seq);
-                        if summary.messages == queue.queue.len() as u64 + 1
-                            && head.admits(queue.queue.len(), head_bytes, len)
-                        {
-                            head_bytes = head_bytes.saturating_add(len);
-                            queue.queue.push((seq, message));
-                        }
-                    }
-                    true
+        self.visit_class_queued(
+            layout::class_queues_range(key),
+            &mut |class, seq, message| {
+                if queues.last().is_none_or(|q| q.class != class) {
+                    queues.push(ClassQueue {
+                        class,
+                        ..ClassQueue::default()
+                    });
+                    head_bytes = 0;
                 }
-                Ok(_) => true,
-                Err(e) => {
-                    failed = Some(e);
-                    false
+                if let Some(queue) = queues.last_mut() {
+                    let len = message.packet.len();
+                    let summary = &mut queue.summary;
+                    summary.messages += 1;
+                    summary.bytes += len as u64;
+                    summary.last_seq = Some(seq);
+                    // The head is the run of records from the first that the window admits.
+                    if summary.messages == queue.queue.len() as u64 + 1
+                        && head.admits(queue.queue.len(), head_bytes, len)
+                    {
+                        head_bytes = head_bytes.saturating_add(len);
+                        queue.queue.push((seq, message));
+                    }
                 }
+                true
             },
         )?;
-        failed.map_or(Ok(queues), Err)
+        Ok(queues)
     }
 
     pub(super) fn read_class_queue(
@@ -218,30 +232,18 @@ impl<B: KvBackend> Shared<B> {
         from: u64,
         window: QueueWindow,
     ) -> Result<Vec<(u64, QueuedPublish)>, StoreError> {
-        let (start, end) = layout::class_queue_range(key, class, from);
         let mut out = Vec::new();
         let mut bytes = 0usize;
-        let mut failed = None;
-        self.backend.visit_range(
-            &start,
-            Some(&end),
-            &mut |k, v| match layout::decode_record(k, v) {
-                Ok((_, Record::ClassQueued(_, seq, message))) => {
-                    if !window.admits(out.len(), bytes, message.packet.len()) {
-                        return false;
-                    }
-                    bytes = bytes.saturating_add(message.packet.len());
-                    out.push((seq, message));
-                    true
-                }
-                Ok(_) => true,
-                Err(e) => {
-                    failed = Some(e);
-                    false
-                }
-            },
-        )?;
-        failed.map_or(Ok(out), Err)
+        let range = layout::class_queue_range(key, class, from);
+        self.visit_class_queued(range, &mut |_, seq, message| {
+            if !window.admits(out.len(), bytes, message.packet.len()) {
+                return false;
+            }
+            bytes = bytes.saturating_add(message.packet.len());
+            out.push((seq, message));
+            true
+        })?;
+        Ok(out)
     }
 
     pub(super) fn shapes(&self) -> std::sync::MutexGuard<'_, QueueShapes> {

@@ -431,13 +431,16 @@ fn decode_entry(session: &SessionKey, key: &[u8], value: &[u8]) -> Result<Record
                 .ok_or_else(|| bad("a latest-value record holds no sequence number".to_owned()))?;
             let (len, class) = rest
                 .split_first_chunk::<8>()
-                .filter(|(_, class)| class.len() == 1)
+                .and_then(|(len, class)| match class {
+                    [class] => Some((len, *class)),
+                    _ => None,
+                })
                 .ok_or_else(|| bad("a latest-value record is not its three numbers".to_owned()))?;
             Record::LatestValue(LatestValue {
                 topic: topic.to_owned(),
                 seq: u64::from_be_bytes(*seq),
                 len: u64::from_be_bytes(*len),
-                class: class[0],
+                class,
             })
         }
         (
