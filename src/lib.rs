@@ -11,6 +11,7 @@
 //! | `tls` | yes | `mqtts://` and `wss://` through rustls |
 //! | `metrics` | no | counters, gauges, histograms through the `metrics` facade ([`client::metrics`]) |
 //! | `toml` | yes | `ClientConfig::load`/`from_toml`/`to_toml`, `ClientBuilder::from_config_file` |
+//! | `sqlite` | no | `store::SqliteStore`: SQLite built in, durable (kill -9 and power loss: WAL, `synchronous = FULL`), readable with the `sqlite3` shell |
 //! | `sled` | no | `store::SledStore`: no acknowledged batch lost to kill -9, but 1 in 1,500 kills left a database that would not open; not for power loss |
 //! | `postgres` | no | `store::PostgresStore`: the session in PostgreSQL, owned by one process at a time, for a standby gateway on another machine |
 //! | `websocket` | no | `ws://` and `wss://` |
@@ -91,6 +92,7 @@ pub mod prelude {
 /// | Store | Feature | Survives `kill -9` | Survives power loss |
 /// |---|---|---|---|
 /// | `RedbStore` | `redb` (default) | yes | yes (`fdatasync` per commit) |
+/// | `SqliteStore` | `sqlite` | yes | yes (WAL synced per commit, `synchronous = FULL`) |
 /// | `SledStore` | `sled` | yes | not promised (`sync_file_range`, no `fdatasync`) |
 /// | `PostgresStore` | `postgres` | yes, and the machine's loss (a standby resumes) | as the database's `synchronous_commit` promises |
 /// | `MemoryStore` | always | no | no |
@@ -105,4 +107,6 @@ pub mod store {
     pub use mooring_store_redb::{RedbBackend, RedbStore};
     #[cfg(feature = "sled")]
     pub use mooring_store_sled::{SledBackend, SledStore};
+    #[cfg(feature = "sqlite")]
+    pub use mooring_store_sqlite::{SqliteBackend, SqliteStore};
 }

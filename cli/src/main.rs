@@ -1,5 +1,5 @@
 //! `mooring`: the operator's command for Mooring's session stores and client configurations.
-//! It reads and repairs redb and sled store files without a broker (the store's kind is told
+//! It reads and repairs redb, SQLite and sled store files without a broker (the store's kind is told
 //! from the file), and checks configuration files.
 
 use std::path::PathBuf;
@@ -101,7 +101,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Work on a store file (redb) or directory (sled), without a broker, or read a
+    /// Work on a store file (redb, SQLite) or directory (sled), without a broker, or read a
     /// PostgreSQL store by its connection string. A store a running client holds is refused,
     /// naming the process. `list`, `show`, `export` and `verify`
     /// only read: a redb file is opened read-only (one a killed client left is first brought
@@ -150,12 +150,12 @@ enum StoreCommand {
     /// Every session: queued, in-flight and inbound records, bytes, the age of the oldest
     /// queued message, the last time it was alive, and its expiry.
     List {
-        /// The store: a redb file, a sled directory, or (to read) a PostgreSQL connection string.
+        /// The store: a redb or SQLite file, a sled directory, or (to read) a PostgreSQL connection string.
         file: PathBuf,
     },
     /// One session's records in order: packet id, stage, QoS, topic, payload size, DUP.
     Show {
-        /// The store: a redb file, a sled directory, or (to read) a PostgreSQL connection string.
+        /// The store: a redb or SQLite file, a sled directory, or (to read) a PostgreSQL connection string.
         file: PathBuf,
         /// The session, as `list` names it (CLIENT_ID@SERVER), or a client id with one session.
         #[arg(long, value_name = "KEY")]
@@ -167,18 +167,18 @@ enum StoreCommand {
     /// Every record of every session as JSON lines, payloads included (for scripts and support
     /// tickets). Damaged records become lines with an `error` field.
     Export {
-        /// The store: a redb file, a sled directory, or (to read) a PostgreSQL connection string.
+        /// The store: a redb or SQLite file, a sled directory, or (to read) a PostgreSQL connection string.
         file: PathBuf,
     },
     /// Check every record's format version, checksum and contents, and each queue's totals.
     /// Exits with status 4 when anything is damaged.
     Verify {
-        /// The store: a redb file, a sled directory, or (to read) a PostgreSQL connection string.
+        /// The store: a redb or SQLite file, a sled directory, or (to read) a PostgreSQL connection string.
         file: PathBuf,
     },
     /// Remove a session and every message it holds.
     DropSession {
-        /// The store: a redb file, a sled directory, or (to read) a PostgreSQL connection string.
+        /// The store: a redb or SQLite file, a sled directory, or (to read) a PostgreSQL connection string.
         file: PathBuf,
         /// The session, as `list` names it, or a client id with one session.
         #[arg(long, value_name = "KEY")]
@@ -190,7 +190,7 @@ enum StoreCommand {
     /// Move a session to another server's address (a broker whose address changed), so that a
     /// client configured with the new address resumes it.
     MoveSession {
-        /// The store: a redb file, a sled directory, or (to read) a PostgreSQL connection string.
+        /// The store: a redb or SQLite file, a sled directory, or (to read) a PostgreSQL connection string.
         file: PathBuf,
         /// The session, as `list` names it, or a client id with one session.
         #[arg(long, value_name = "KEY")]

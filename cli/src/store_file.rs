@@ -1,4 +1,4 @@
-//! Opening a store as what it is (redb or sled, told from the file itself, or PostgreSQL,
+//! Opening a store as what it is (redb, SQLite or sled, told from the file itself, or PostgreSQL,
 //! named by a connection string), and naming its sessions the way `mooring store list`
 //! prints them.
 
@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use mooring::store::{
     KvBackend, KvStore, PostgresOptions, PostgresStore, RedbBackend, RedbStore, SessionKey,
-    SessionScope, SessionStore, SledStore, StoreError,
+    SessionScope, SessionStore, SledStore, SqliteStore, StoreError,
 };
 
 use crate::{Class, Failure};
@@ -30,6 +30,8 @@ pub enum Kind {
     Redb,
     /// A sled directory.
     Sled,
+    /// One SQLite file.
+    Sqlite,
     /// A PostgreSQL database, named by its connection string.
     Postgres,
 }
@@ -39,6 +41,7 @@ impl fmt::Display for Kind {
         f.write_str(match self {
             Self::Redb => "redb",
             Self::Sled => "sled",
+            Self::Sqlite => "SQLite",
             Self::Postgres => "PostgreSQL",
         })
     }
@@ -59,6 +62,8 @@ pub fn is_connection_string(store: &Path) -> bool {
 
 /// redb writes this magic number at the start of its file.
 const REDB_MAGIC: &[u8] = b"redb";
+/// SQLite's file header starts with this.
+const SQLITE_MAGIC: &[u8] = b"SQLite format 3\0";
 
 /// Tells what the store at `path` is, without opening (or creating) anything.
 pub fn detect(path: &Path) -> Result<Kind, Failure> {
@@ -67,8 +72,8 @@ pub fn detect(path: &Path) -> Result<Kind, Failure> {
     }
     let metadata = std::fs::metadata(path).map_err(|e| {
         Failure::new(format!(
-            "there is no store at {}: {e}; give the file a client opened with RedbStore or the \
-             directory of a SledStore",
+            "there is no store at {}: {e}; give the file a client opened with RedbStore or \
+             SqliteStore, or the directory of a SledStore",
             path.display()
         ))
         .of(Class::NotFound)
@@ -82,19 +87,18 @@ pub fn detect(path: &Path) -> Result<Kind, Failure> {
             path.display()
         )));
     }
-    let mut magic = [0u8; 4];
-    let read = std::fs::File::open(path).and_then(|mut f| f.read_exact(&mut magic));
+    let mut magic = Vec::with_capacity(SQLITE_MAGIC.len());
+    let read = std::fs::File::open(path)
+        .and_then(|f| f.take(SQLITE_MAGIC.len() as u64).read_to_end(&mut magic));
     match read {
-        Ok(()) if magic == REDB_MAGIC => Ok(Kind::Redb),
-        Ok(()) => Err(Failure::new(format!(
-            "{} is not a store file: it does not start with redb's magic number, and a sled \
-             store is a directory",
+        Ok(_) if magic.starts_with(REDB_MAGIC) => Ok(Kind::Redb),
+        Ok(_) if magic.starts_with(SQLITE_MAGIC) => Ok(Kind::Sqlite),
+        Ok(_) => Err(Failure::new(format!(
+            "{} is not a store file: it starts with neither redb's magic number nor SQLite's \
+             header, and a sled store is a directory",
             path.display()
         ))),
-        Err(e) => Err(Failure::new(format!(
-            "cannot read {}: {e} (a redb store file is never shorter than its header)",
-            path.display()
-        ))),
+        Err(e) => Err(Failure::new(format!("cannot read {}: {e}", path.display()))),
     }
 }
 
@@ -104,6 +108,8 @@ pub enum StoreFile {
     Redb(RedbStore),
     /// A sled directory.
     Sled(SledStore),
+    /// A SQLite file.
+    Sqlite(SqliteStore),
     /// A PostgreSQL database.
     Postgres(PostgresStore),
 }
@@ -132,13 +138,15 @@ impl StoreFile {
             }
             (Kind::Redb, Access::Write(_)) => RedbStore::open(PathBuf::from(path)).map(Self::Redb),
             (Kind::Sled, _) => SledStore::open(PathBuf::from(path)).map(Self::Sled),
+            // SQLite recovers a killed client's log itself; the file is opened as a client does.
+            (Kind::Sqlite, _) => SqliteStore::open(PathBuf::from(path)).map(Self::Sqlite),
             (Kind::Postgres, Access::Read) => {
                 PostgresStore::open(PostgresOptions::new(path.to_string_lossy()))
                     .map(Self::Postgres)
             }
             (Kind::Postgres, Access::Write(_)) => {
                 return Err(Failure::new(
-                    "drop-session and move-session change redb and sled stores; on PostgreSQL a \
+                    "drop-session and move-session change file stores; on PostgreSQL a \
                      session is owned by the client that runs it (its standby takes it over), so \
                      change it there"
                         .to_owned(),
@@ -172,6 +180,7 @@ impl StoreFile {
         match self {
             Self::Redb(store) => store,
             Self::Sled(store) => store,
+            Self::Sqlite(store) => store,
             Self::Postgres(store) => store,
         }
     }
@@ -187,6 +196,7 @@ impl StoreFile {
         match self {
             Self::Redb(store) => store.backend().visit_range(start, end, visit),
             Self::Sled(store) => store.backend().visit_range(start, end, visit),
+            Self::Sqlite(store) => store.backend().visit_range(start, end, visit),
             Self::Postgres(store) => store.backend().visit_range(start, end, visit),
         }
     }
@@ -198,7 +208,7 @@ impl StoreFile {
 fn holder(path: &Path, kind: Kind) -> Option<(u32, String)> {
     use std::os::unix::fs::MetadataExt;
     let locked = match kind {
-        Kind::Redb => path.to_path_buf(),
+        Kind::Redb | Kind::Sqlite => path.to_path_buf(),
         Kind::Sled => path.join("db"),
         Kind::Postgres => return None,
     };

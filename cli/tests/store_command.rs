@@ -19,7 +19,7 @@ use common::{mooring, text};
 use integration::mosquitto::{Mosquitto, free_port};
 use mooring::store::layout::{self, KvWrite};
 use mooring::store::{
-    KvBackend, RedbBackend, RedbStore, SessionKey, SessionStore, SledStore, StoreError,
+    KvBackend, RedbBackend, RedbStore, SessionKey, SessionStore, SledStore, SqliteStore, StoreError,
 };
 use mooring::{Client, ClientEvent, QoS};
 use serde_json::Value;
@@ -53,12 +53,14 @@ fn json_lines(text: &str) -> Vec<Value> {
 enum Kind {
     Redb,
     Sled,
+    Sqlite,
 }
 
 fn open(kind: Kind, path: &Path) -> Result<Arc<dyn SessionStore>, StoreError> {
     Ok(match kind {
         Kind::Redb => Arc::new(RedbStore::open(path.to_path_buf())?),
         Kind::Sled => Arc::new(SledStore::open(path.to_path_buf())?),
+        Kind::Sqlite => Arc::new(SqliteStore::open(path.to_path_buf())?),
     })
 }
 
@@ -310,6 +312,11 @@ async fn every_subcommand_works_on_a_redb_store_made_by_the_client() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_subcommand_works_on_a_sled_store_made_by_the_client() {
     every_subcommand_reads_and_repairs(Kind::Sled, "gateway.sled").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_subcommand_works_on_a_sqlite_store_made_by_the_client() {
+    every_subcommand_reads_and_repairs(Kind::Sqlite, "gateway.sqlite").await;
 }
 
 /// Makes a redb store holding three queued messages of `gateway-7`, offline.

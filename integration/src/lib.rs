@@ -25,7 +25,6 @@ mod arrivals;
 pub struct ReadmeDoctests;
 
 pub mod clients;
-pub mod crash_batches;
 pub mod mosquitto;
 pub mod mosquitto_sub;
 pub mod netem;
@@ -166,7 +165,7 @@ pub fn open_when_free<S>(
     open()
 }
 
-/// Opens the embedded store `kind` names (`redb` or `sled`) at `path`, waiting while a
+/// Opens the embedded store `kind` names (`redb`, `sled` or `sqlite`) at `path`, waiting while a
 /// previous incarnation's lock outlives it (see [`open_when_free`]).
 pub fn open_embedded_store(
     kind: &str,
@@ -175,10 +174,11 @@ pub fn open_embedded_store(
     std::sync::Arc<dyn mooring::store::SessionStore>,
     Box<dyn std::error::Error + Send + Sync>,
 > {
-    use mooring::store::{RedbStore, SledStore};
+    use mooring::store::{RedbStore, SledStore, SqliteStore};
     Ok(match kind {
         "redb" => std::sync::Arc::new(open_when_free(|| RedbStore::open(path))?),
         "sled" => std::sync::Arc::new(open_when_free(|| SledStore::open(path))?),
+        "sqlite" => std::sync::Arc::new(open_when_free(|| SqliteStore::open(path))?),
         other => return Err(format!("unknown store {other}").into()),
     })
 }

@@ -347,8 +347,8 @@ fn selected(store: &str) -> bool {
         return true;
     };
     assert!(
-        ["redb", "sled"].contains(&chosen.as_str()),
-        "CRASH_STORE={chosen:?} names no store: use redb or sled"
+        ["redb", "sled", "sqlite"].contains(&chosen.as_str()),
+        "CRASH_STORE={chosen:?} names no store: use redb, sled or sqlite"
     );
     if chosen != store {
         eprintln!("skipped: CRASH_STORE={chosen} selects another store than {store}");
@@ -409,6 +409,16 @@ async fn redb_qos2_exactly_once_across_kills_cuts_and_broker_restarts() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sled_qos2_exactly_once_across_kills_cuts_and_broker_restarts() {
     exactly_once("sled", Variant::of(version())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_qos2_exactly_once_across_kills_cuts_and_broker_restarts() {
+    exactly_once("sqlite", Variant::of(version())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_qos2_exactly_once_at_3_1_1() {
+    exactly_once("sqlite", Variant::of(ProtocolVersion::V311)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -530,4 +540,9 @@ async fn redb_qos1_at_least_once_across_kills() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sled_qos1_at_least_once_across_kills() {
     at_least_once("sled").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_qos1_at_least_once_across_kills() {
+    at_least_once("sqlite").await;
 }

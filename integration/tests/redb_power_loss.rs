@@ -17,7 +17,7 @@ use std::io;
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use integration::crash_batches::{batch, last_whole_batch, session};
+use mooring_core::conformance::crash::{batch, last_whole_batch, session};
 use mooring_core::store::{SessionStore, StoreError};
 use mooring_store_redb::{RedbBackend, RedbStore};
 use redb::StorageBackend;

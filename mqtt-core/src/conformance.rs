@@ -2,7 +2,9 @@
 //!
 //! Every store Mooring ships runs all of it in CI, and a third-party store proves itself the
 //! same way: implement [`StoreFactory`] (how to make a store, open it again, damage one of its
-//! records and make its next commit fail), then run the suite from a test.
+//! records and make its next commit fail), then run the suite from a test. The suite runs in
+//! one process; [`crash`] is the SIGKILL proof that runs across processes: a child commits,
+//! is killed at random moments, and every acknowledged commit must be there whole.
 //!
 //! ```
 //! use mooring_core::conformance::{self, Damage, StoreFactory};
@@ -233,6 +235,7 @@ macro_rules! ensure {
     };
 }
 
+pub mod crash;
 mod lifecycle;
 mod queue;
 mod records;

@@ -25,6 +25,11 @@ impl StoreConfig {
                 crate::store::SledStore::open(self.path.clone().unwrap_or_default())
                     .map_err(store_error)?,
             )),
+            #[cfg(feature = "sqlite")]
+            StoreBackend::Sqlite => Ok(Arc::new(
+                crate::store::SqliteStore::open(self.path.clone().unwrap_or_default())
+                    .map_err(store_error)?,
+            )),
             #[cfg(feature = "postgres")]
             StoreBackend::Postgres => {
                 let mut connection = self.connection.clone().unwrap_or_default();
@@ -62,7 +67,12 @@ impl ClientConfig {
     }
 }
 
-#[cfg(any(feature = "redb", feature = "sled", feature = "postgres"))]
+#[cfg(any(
+    feature = "redb",
+    feature = "sled",
+    feature = "sqlite",
+    feature = "postgres"
+))]
 fn store_error(error: crate::store::StoreError) -> ClientError {
     ClientError::Store(Arc::new(error))
 }

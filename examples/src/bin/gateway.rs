@@ -7,10 +7,11 @@
 //! cargo run -p examples --bin gateway -- --simulate 100
 //! cargo run -p examples --bin gateway -- --config examples/gateway.toml --simulate 100
 //! cargo run -p examples --features sled --bin gateway     # the sled store instead of redb
+//! cargo run -p examples --features sqlite --bin gateway   # the SQLite store instead of redb
 //! GATEWAY_POSTGRES="host=db user=gw dbname=mooring" cargo run -p examples --features postgres --bin gateway
 //! ```
 //! The store is the configuration's `[store]` section, else `GATEWAY_STORE` (default
-//! `gateway.redb` or `gateway.sled`), or, with the `postgres` feature and `GATEWAY_POSTGRES`
+//! `gateway.redb`, `gateway.sqlite` or `gateway.sled`), or, with the `postgres` feature and `GATEWAY_POSTGRES`
 //! set, that PostgreSQL database: run the same command on a second machine and it waits as
 //! the standby, takes the session over when this one dies, and this one exits (status 3) if it
 //! comes back to find the session taken. With `--config FILE` every client setting comes from
@@ -40,7 +41,7 @@ type Delivered = Result<mooring::ReasonCode, DeliveryError>;
 /// Publishes in flight at most: each is a task awaiting its commit, then its acknowledgement.
 const IN_FLIGHT: usize = 10_000;
 
-#[cfg(not(feature = "sled"))]
+#[cfg(not(any(feature = "sled", feature = "sqlite")))]
 fn open_store(path: &str) -> Result<Arc<dyn SessionStore>, mooring::store::StoreError> {
     Ok(Arc::new(mooring::store::RedbStore::open(path)?))
 }
@@ -50,8 +51,15 @@ fn open_store(path: &str) -> Result<Arc<dyn SessionStore>, mooring::store::Store
     Ok(Arc::new(mooring::store::SledStore::open(path)?))
 }
 
+#[cfg(all(feature = "sqlite", not(feature = "sled")))]
+fn open_store(path: &str) -> Result<Arc<dyn SessionStore>, mooring::store::StoreError> {
+    Ok(Arc::new(mooring::store::SqliteStore::open(path)?))
+}
+
 const DEFAULT_STORE: &str = if cfg!(feature = "sled") {
     "gateway.sled"
+} else if cfg!(feature = "sqlite") {
+    "gateway.sqlite"
 } else {
     "gateway.redb"
 };

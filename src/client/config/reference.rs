@@ -419,12 +419,12 @@ pub(crate) const KEYS: &[Key] = &[
     key(
         "store.backend",
         r#""redb""#,
-        "`\"redb\"` (a file), `\"sled\"` (a directory), `\"postgres\"` (a database a standby shares) or `\"memory\"`; each but memory needs its feature.",
+        "`\"redb\"` (a file), `\"sqlite\"` (a file), `\"sled\"` (a directory), `\"postgres\"` (a database a standby shares) or `\"memory\"`; each but memory needs its feature.",
     ),
     key(
         "store.path",
         r#""/var/lib/gateway/sessions.redb""#,
-        "The file (redb) or directory (sled).",
+        "The file (redb, SQLite) or directory (sled).",
     ),
     key(
         "store.connection",

@@ -26,10 +26,10 @@ use super::{ConfigError, Secret};
 #[serde(deny_unknown_fields)]
 #[non_exhaustive]
 pub struct StoreConfig {
-    /// `"redb"` (a file), `"sled"` (a directory), `"postgres"` (a database shared with a
-    /// standby) or `"memory"` (nothing survives the process).
+    /// `"redb"` (a file), `"sqlite"` (a file), `"sled"` (a directory), `"postgres"` (a
+    /// database shared with a standby) or `"memory"` (nothing survives the process).
     pub backend: StoreBackend,
-    /// The file (redb) or directory (sled).
+    /// The file (redb, SQLite) or directory (sled).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub path: Option<PathBuf>,
     /// The PostgreSQL connection, as libpq takes it (`host=db user=gw dbname=m`, or a URL),
@@ -53,6 +53,8 @@ pub enum StoreBackend {
     Redb,
     /// sled: one directory (feature `sled`).
     Sled,
+    /// SQLite: one file (feature `sqlite`).
+    Sqlite,
     /// PostgreSQL, owned by one process at a time (feature `postgres`).
     Postgres,
     /// Memory: sessions last as long as the process.
@@ -77,6 +79,7 @@ impl StoreBackend {
         match self {
             Self::Redb => "redb",
             Self::Sled => "sled",
+            Self::Sqlite => "sqlite",
             Self::Postgres => "postgres",
             Self::Memory => "memory",
         }
@@ -95,7 +98,7 @@ impl StoreConfig {
         }
     }
 
-    /// Checks what opening needs, without opening anything: a path for redb and sled, a
+    /// Checks what opening needs, without opening anything: a path for redb, SQLite and sled, a
     /// connection for PostgreSQL, a password source that can be read, the backend's feature.
     pub fn check(&self) -> Result<(), ConfigError> {
         let invalid = |field: &str, message: String| ConfigError::Invalid {
@@ -107,6 +110,7 @@ impl StoreConfig {
         let compiled = match self.backend {
             StoreBackend::Redb => cfg!(feature = "redb"),
             StoreBackend::Sled => cfg!(feature = "sled"),
+            StoreBackend::Sqlite => cfg!(feature = "sqlite"),
             StoreBackend::Postgres => cfg!(feature = "postgres"),
             StoreBackend::Memory => true,
         };
@@ -118,7 +122,10 @@ impl StoreConfig {
                 ),
             ));
         }
-        let needs_path = matches!(self.backend, StoreBackend::Redb | StoreBackend::Sled);
+        let needs_path = matches!(
+            self.backend,
+            StoreBackend::Redb | StoreBackend::Sled | StoreBackend::Sqlite
+        );
         if needs_path && self.path.is_none() {
             return Err(invalid("path", format!("a {backend} store needs a path")));
         }

@@ -374,11 +374,12 @@ fn open(
     Ok(match store_kind {
         "redb" => Arc::new(RedbStore::open(path)?),
         "sled" => Arc::new(SledStore::open(path)?),
+        "sqlite" => Arc::new(mooring::store::SqliteStore::open(path)?),
         other => return Err(format!("unknown store {other}").into()),
     })
 }
 
-/// A fresh store of the kind a row names: `memory`, `redb` or `sled` (a file in `dir`), or
+/// A fresh store of the kind a row names: `memory`, `redb`, `sqlite` or `sled` (a file in `dir`), or
 /// `postgres=<connection string>`.
 fn store_in(store_kind: &str, dir: &std::path::Path) -> Result<Arc<dyn SessionStore>, Error> {
     if store_kind == "memory" {

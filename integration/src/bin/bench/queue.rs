@@ -234,7 +234,7 @@ pub(super) async fn run(count: usize, stores: &[String]) -> Result<(), Error> {
     })?;
     let url = broker.url();
     let stores: Vec<String> = if stores.is_empty() {
-        vec!["redb".into(), "sled".into()]
+        vec!["redb".into(), "sled".into(), "sqlite".into()]
     } else {
         stores.to_vec()
     };

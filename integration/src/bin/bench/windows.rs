@@ -1,14 +1,16 @@
 //! `bench windows [COUNT] [RUNS] [TABLE]`: publishing at the broker windows people run. Each row
 //! measures rumqttc, Mooring in memory and Mooring on redb (16 tasks), interleaved: each of RUNS
 //! runs (default 3) measures every one once; the table shows medians, spreads and ratios of
-//! medians. TABLE picks one of the three (default: all):
+//! medians. TABLE picks one of the four (default: all):
 //!
 //! - `windows`: 64 B, QoS 1 and 2, mosquitto's `max_inflight_messages` 20 (its default), 100
 //!   and 0 (no limit: Receive Maximum 65,535);
 //! - `big`: 4 KiB, QoS 1, windows 100 and 0, beside the disk's write + `fdatasync` bandwidth;
 //! - `rtt`: window 20 behind a link with a 20 ms round trip (the fault proxy adds 10 ms each
 //!   way), QoS 1 and 2, beside the protocol's bound: window ÷ round trip for QoS 1, window ÷
-//!   two round trips for QoS 2.
+//!   two round trips for QoS 2;
+//! - `stores`: the durable stores side by side, Mooring on redb and on SQLite, 64 B and 4 KiB,
+//!   QoS 1 and 2, window 100.
 //!
 //! With `MOORING_BENCH_PAHO` naming the paho-mqtt bench program and `MOORING_BENCH_MQTT5` the
 //! `mqtt5` crate's (`scripts/bench-peers.sh` builds both and runs this), every table adds
@@ -126,6 +128,9 @@ pub(crate) fn run(count: usize, runs: usize, table: Option<&str>) -> Result<(), 
     }
     if table.is_none_or(|t| t == "rtt") {
         rtt((count / 8).max(1_000), runs)?;
+    }
+    if table.is_none_or(|t| t == "stores") {
+        stores(count, runs)?;
     }
     Ok(())
 }
@@ -273,6 +278,69 @@ fn rtt(count: usize, runs: usize) -> Result<(), Error> {
             batch,
             c.spreads
         );
+    }
+    println!();
+    Ok(())
+}
+
+/// The durable stores compared, interleaved.
+const STORES: [&str; 2] = ["redb", "sqlite"];
+
+fn stores(count: usize, runs: usize) -> Result<(), Error> {
+    const INFLIGHT: u16 = 100;
+    println!("The durable stores, window {INFLIGHT}, {count} messages per run (4 KiB: half):\n");
+    println!(
+        "| payload | QoS | redb msg/s | SQLite msg/s | SQLite ÷ redb | redb batch | SQLite batch | \
+         CPU µs/msg, client + broker (redb / SQLite) | spreads (redb / SQLite) |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|");
+    let broker = broker(INFLIGHT)?;
+    let broker_pid = broker.pid().map_or("-".to_owned(), |p| p.to_string());
+    for (payload, count) in [(64, count), (4096, count / 2)] {
+        for qos in [1u8, 2] {
+            let row = sixteen_tasks(qos, payload, count);
+            let mut measured: Vec<Vec<Measured>> = STORES.iter().map(|_| Vec::new()).collect();
+            let mut broker_cpu: Vec<Vec<f64>> = STORES.iter().map(|_| Vec::new()).collect();
+            for _ in 0..runs {
+                for ((store, out), spent) in STORES
+                    .iter()
+                    .zip(measured.iter_mut())
+                    .zip(broker_cpu.iter_mut())
+                {
+                    let before = integration::process_cpu_seconds(&broker_pid);
+                    out.push(measure("mooring", store, &broker.url(), row, WINDOW)?);
+                    let after = integration::process_cpu_seconds(&broker_pid);
+                    spent.push((after - before) * 1e6 / row.count as f64);
+                }
+            }
+            let of = |runs: &[Measured], field: fn(&Measured) -> f64| {
+                median(&mut runs.iter().map(field).collect::<Vec<_>>())
+            };
+            let rate: Vec<f64> = measured.iter().map(|r| of(r, |m| m.rate)).collect();
+            let batch: Vec<f64> = measured.iter().map(|r| of(r, |m| m.batch)).collect();
+            let cpu: Vec<String> = measured
+                .iter()
+                .zip(broker_cpu.iter_mut())
+                .map(|(r, b)| format!("{:.1} + {:.1}", of(r, |m| m.cpu_us), median(b)))
+                .collect();
+            let spreads: Vec<String> = measured
+                .iter()
+                .map(|r| super::spread(&r.iter().map(|m| m.rate).collect::<Vec<_>>()))
+                .collect();
+            let [redb, sqlite] = rate.as_slice() else {
+                return Err("one rate per store".into());
+            };
+            let [redb_batch, sqlite_batch] = batch.as_slice() else {
+                return Err("one batch per store".into());
+            };
+            println!(
+                "| {payload} B | {qos} | {redb:.0} | {sqlite:.0} | {:.2} | {redb_batch:.1} | \
+                 {sqlite_batch:.1} | {} | {} |",
+                sqlite / redb,
+                cpu.join(" / "),
+                spreads.join(" / ")
+            );
+        }
     }
     println!();
     Ok(())

@@ -1,31 +1,28 @@
-//! A store of your own: a journal file (every commit appended as one checksummed record and
-//! fsync'd, replayed on open), given the whole session logic by `KvStore`, proved correct by
-//! the conformance suite, then used by a client.
-//!
-//! `MQTT_URL=mqtt://127.0.0.1:1883 cargo run -p examples --bin custom_store`
-#![forbid(unsafe_code)]
+//! The journal store of the `custom_store` example: a map in memory, rebuilt on open from a
+//! journal file to which every commit is appended as one checksummed record and synced.
+//! The example's tests include this file too (`examples/tests/custom_store_crash.rs`).
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::ops::Bound;
 use std::path::PathBuf;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 
-use mooring::conformance::{self, Damage, StoreFactory};
 use mooring::store::layout::KvWrite;
-use mooring::store::{KvBackend, KvOpen, KvStore, SessionKey, StoreError, visit_map};
-use mooring::{Client, QoS};
+use mooring::store::{KvBackend, KvOpen, KvStore, StoreError, visit_map};
 
 /// The map in memory, and the journal that rebuilds it.
-struct JournalBackend {
+pub struct JournalBackend {
     map: Mutex<BTreeMap<Vec<u8>, Vec<u8>>>,
     journal: Mutex<File>,
-    fail_next: AtomicBool,
+    /// Armed, the next commit fails (the conformance suite's failing disk).
+    pub fail_next: AtomicBool,
 }
 
-type JournalStore = KvStore<JournalBackend>;
+/// The journal store: the session logic is `KvStore`'s.
+pub type JournalStore = KvStore<JournalBackend>;
 
 const NAME: &str = "journal store";
 
@@ -72,7 +69,8 @@ fn crc32(data: &[u8]) -> u32 {
 }
 
 /// Replays whole records; a torn or damaged tail (a crash mid-append) ends the replay.
-fn replay(bytes: &[u8], map: &mut BTreeMap<Vec<u8>, Vec<u8>>) {
+/// Returns how many bytes the whole records take.
+fn replay(bytes: &[u8], map: &mut BTreeMap<Vec<u8>, Vec<u8>>) -> usize {
     fn take<'a>(b: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
         let (head, tail) = (b.get(..n)?, b.get(n..)?);
         *b = tail;
@@ -83,27 +81,34 @@ fn replay(bytes: &[u8], map: &mut BTreeMap<Vec<u8>, Vec<u8>>) {
         Some(u32::from_be_bytes(raw) as usize)
     }
     let mut rest = bytes;
-    while let Some(n) = len(&mut rest) {
+    let mut whole = 0;
+    loop {
+        let before = rest.len();
+        let Some(n) = len(&mut rest) else {
+            return whole;
+        };
         let (Some(body), Some(crc)) = (take(&mut rest, n), take(&mut rest, 4)) else {
-            return;
+            return whole;
         };
         if crc32(body).to_be_bytes() != crc {
-            return;
+            return whole;
         }
+        // A record that checks out was written whole by `encode`.
         let mut b = body;
         while let Some(tag) = take(&mut b, 1) {
             let Some(key) = len(&mut b).and_then(|n| take(&mut b, n)) else {
-                return;
+                break;
             };
             if tag == [0] {
                 let Some(value) = len(&mut b).and_then(|n| take(&mut b, n)) else {
-                    return;
+                    break;
                 };
                 map.insert(key.to_vec(), value.to_vec());
             } else {
                 map.remove(key);
             }
         }
+        whole += before - rest.len();
     }
 }
 
@@ -120,7 +125,12 @@ impl KvOpen for JournalBackend {
         let mut bytes = Vec::new();
         journal.read_to_end(&mut bytes).map_err(io)?;
         let mut map = BTreeMap::new();
-        replay(&bytes, &mut map);
+        let whole = replay(&bytes, &mut map);
+        // A torn tail goes: records appended after it would never be replayed.
+        if whole < bytes.len() {
+            journal.set_len(whole as u64).map_err(io)?;
+            journal.sync_data().map_err(io)?;
+        }
         Ok(Self {
             map: Mutex::new(map),
             journal: Mutex::new(journal),
@@ -175,66 +185,4 @@ fn poisoned() -> StoreError {
         NAME,
         std::io::Error::other("a thread panicked holding the store"),
     )
-}
-
-/// How the conformance suite makes, reopens and damages journal stores.
-struct Factory(tempfile::TempDir, std::sync::atomic::AtomicU32);
-
-#[async_trait::async_trait]
-impl StoreFactory for Factory {
-    type Store = JournalStore;
-    type Location = PathBuf;
-
-    async fn create(&self) -> Result<(JournalStore, PathBuf), StoreError> {
-        let n = self.1.fetch_add(1, Ordering::SeqCst);
-        let path = self.0.path().join(format!("store-{n}.journal"));
-        Ok((JournalStore::open(path.clone())?, path))
-    }
-
-    async fn reopen(&self, path: &PathBuf) -> Result<JournalStore, StoreError> {
-        JournalStore::open(path.clone())
-    }
-
-    async fn damage(
-        &self,
-        path: &PathBuf,
-        session: &SessionKey,
-        damage: Damage,
-    ) -> Result<bool, StoreError> {
-        // Damage the record through a backend of its own, as a bad disk would under the file.
-        let backend = JournalBackend::open(path.clone())?;
-        conformance::damage_kv_record(&backend, session, damage)
-    }
-
-    fn fail_next_commit(&self, store: &JournalStore) -> bool {
-        store.backend().fail_next.store(true, Ordering::SeqCst);
-        true
-    }
-}
-
-#[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let report = conformance::run(&Factory(tempfile::tempdir()?, Default::default())).await;
-    println!("{report}");
-    if !report.passed_all() {
-        return Err("the journal store fails the conformance suite".into());
-    }
-
-    let url = std::env::var("MQTT_URL").unwrap_or_else(|_| "mqtt://127.0.0.1:1883".into());
-    let dir = tempfile::tempdir()?;
-    let store = Arc::new(JournalStore::open(dir.path().join("client.journal"))?);
-    let (client, _messages) = Client::builder()
-        .protocol(examples::mqtt_version()?)
-        .server(url)
-        .client_id("mooring-custom-store")
-        .store_arc(store)
-        .connect()
-        .await?;
-    let reason = client
-        .publish("custom/store", "kept in a journal", QoS::ExactlyOnce)
-        .await?
-        .await?;
-    println!("published through the journal store: {reason:?}");
-    client.disconnect().await?;
-    Ok(())
 }
