@@ -52,8 +52,8 @@ step "cargo package (the published crates)"
 rm -rf "${CARGO_HOME:-$HOME/.cargo}"/registry/src/-*/mooring-*
 rm -rf "${CARGO_TARGET_DIR:-target}"/debug/.fingerprint/mooring-*
 cargo package --quiet --allow-dirty -p mooring-core -p mooring-store-memory -p mooring-store-redb \
-  -p mooring-store-sled -p mooring-store-postgres -p mooring-mqtt -p mooring-cli
-echo "mooring-core, mooring-store-{memory,redb,sled,postgres}, mooring-mqtt, mooring-cli package"
+  -p mooring-store-sled -p mooring-store-sqlite -p mooring-store-postgres -p mooring-mqtt -p mooring-cli
+echo "mooring-core, mooring-store-{memory,redb,sled,sqlite,postgres}, mooring-mqtt, mooring-cli package"
 
 step "cargo doc --workspace --no-deps (warnings are errors)"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
