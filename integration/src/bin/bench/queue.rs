@@ -64,6 +64,14 @@ pub(super) async fn publish_all(client: &Client, count: usize) -> Result<(), Err
     Ok(())
 }
 
+/// What the store at `path` takes on disk: the file or directory, and SQLite's write-ahead
+/// log beside a file (`<path>-wal`), which holds what no checkpoint has copied yet.
+fn store_bytes(path: &Path) -> u64 {
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    integration::disk_bytes(path) + integration::disk_bytes(Path::new(&wal))
+}
+
 /// Waits until the client holds nothing: every message acknowledged.
 async fn settled(client: &Client) {
     loop {
@@ -252,14 +260,14 @@ pub(super) async fn run(count: usize, stores: &[String]) -> Result<(), Error> {
                 "| {store} | {phase} | {secs:.2} | {:.0} | {:.1} | {:.1} | {note} |",
                 msgs / secs,
                 mib(rss),
-                integration::disk_bytes(on) as f64 / 1_048_576.0
+                store_bytes(on) as f64 / 1_048_576.0
             );
         };
         let fill = phase(&["queue-fill", store, &path_str, &n, "crash"])?;
         let [secs, queued, rss] = fill[..] else {
             return Err("bad fill output".into());
         };
-        let full_bytes = integration::disk_bytes(&path);
+        let full_bytes = store_bytes(&path);
         row(
             "fill (offline)",
             secs,
@@ -282,7 +290,7 @@ pub(super) async fn run(count: usize, stores: &[String]) -> Result<(), Error> {
         let [secs, queued, rss] = refill[..] else {
             return Err("bad fill output".into());
         };
-        let grew = integration::disk_bytes(&path) as f64 / full_bytes.max(1) as f64;
+        let grew = store_bytes(&path) as f64 / full_bytes.max(1) as f64;
         row(
             "second fill (clean stop)",
             secs,
