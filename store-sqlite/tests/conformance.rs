@@ -86,7 +86,7 @@ fn a_file_that_is_not_a_database_is_named_damaged() {
 }
 
 #[test]
-fn the_file_is_in_wal_mode_with_full_sync_and_the_documented_table() {
+fn the_file_is_in_wal_mode_with_the_documented_table() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("settings.sqlite");
     drop(SqliteStore::open(path.clone()).unwrap());

@@ -19,8 +19,6 @@ pub(super) struct Backlog {
     /// Per latest-value topic with a value waiting: its sequence number, stored size and
     /// priority class.
     latest: HashMap<String, (PublishId, u64, u8)>,
-    /// How many queued values newer ones replaced, since the session was built.
-    pub(super) replaced: u64,
     /// What may still be sent while the session is paced: messages, and bytes (below zero
     /// after a message larger than what was left: the debt is paid from the next grants).
     allowance: (u64, i64),
@@ -67,11 +65,6 @@ impl Backlog {
             self.release(id, &topic, commit);
         }
     }
-
-    /// How many latest-value topics have a value waiting.
-    pub(super) fn latest_values(&self) -> usize {
-        self.latest.len()
-    }
 }
 
 impl Session {
@@ -104,7 +97,6 @@ impl Session {
         if let Some((old, removal)) = replaced {
             self.outbound.forget_deadline(old);
             self.out.pending.commit.push(removal);
-            self.backlog.replaced += 1;
             self.events.push_back(Event::Replaced {
                 id: old,
                 by: id,
@@ -173,16 +165,5 @@ impl Session {
             *messages = messages.saturating_sub(1);
             *bytes = bytes.saturating_sub(i64::try_from(len).unwrap_or(i64::MAX));
         }
-    }
-
-    /// How many queued values newer values of their latest-value topics replaced since the
-    /// session was built.
-    pub fn replaced_values(&self) -> u64 {
-        self.backlog.replaced
-    }
-
-    /// How many latest-value topics have a value waiting to be sent.
-    pub fn latest_values_waiting(&self) -> usize {
-        self.backlog.latest_values()
     }
 }

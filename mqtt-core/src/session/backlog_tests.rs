@@ -5,19 +5,11 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
-use super::queue_tests::{Driven, message, numbers, options};
+use super::queue_tests::{Driven, message, numbers, options, value};
 use super::tests::Committed;
 use super::*;
 use crate::packet::ConnAck;
 use crate::store::QueueWindow;
-
-/// A publish of `n` to `topic` at QoS 1.
-fn value(topic: &str, n: u32) -> Publish {
-    Publish {
-        topic: topic.to_owned(),
-        ..message(n)
-    }
-}
 
 fn compacting(window: QueueWindow, filters: &[&str]) -> SessionOptions {
     let mut options = options(window);
@@ -89,7 +81,7 @@ fn a_value_beyond_the_window_is_replaced_unread_and_the_counts_stay_exact() {
     }
     let old = d.session.publish(value("t", 10)).unwrap();
     d.run();
-    // A read of the window may be out when the replacement comes: it must not count twice.
+    // The old value waits in the store only, beyond the window of two.
     let new = d.session.publish(value("t", 11)).unwrap();
     d.run();
     assert_eq!(replaced(&mut d.session), vec![(old, new)]);

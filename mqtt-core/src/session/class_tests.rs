@@ -3,19 +3,11 @@
 
 use std::time::Instant;
 
-use super::queue_tests::{Driven, message, number, numbers, options};
+use super::queue_tests::{Driven, number, numbers, options, value};
 use super::tests::Committed;
 use super::*;
 use crate::packet::ConnAck;
 use crate::store::QueueWindow;
-
-/// A publish of `n` to `topic` at QoS 1.
-fn value(topic: &str, n: u32) -> Publish {
-    Publish {
-        topic: topic.to_owned(),
-        ..message(n)
-    }
-}
 
 fn ranked(window: QueueWindow) -> SessionOptions {
     let mut options = options(window);

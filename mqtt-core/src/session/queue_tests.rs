@@ -25,6 +25,14 @@ pub(super) fn message(n: u32) -> Publish {
     p
 }
 
+/// A publish of `n` to `topic` at QoS 1.
+pub(super) fn value(topic: &str, n: u32) -> Publish {
+    Publish {
+        topic: topic.to_owned(),
+        ..message(n)
+    }
+}
+
 pub(super) fn number(p: &Publish) -> u32 {
     let mut b = [0u8; 4];
     b.copy_from_slice(&p.payload[..4]);
