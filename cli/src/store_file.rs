@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use mooring::store::{
     KvBackend, KvStore, PostgresOptions, PostgresStore, RedbBackend, RedbStore, SessionKey,
-    SessionScope, SessionStore, SledStore, SqliteStore, StoreError,
+    SessionScope, SessionStore, SledStore, SqliteBackend, SqliteStore, StoreError,
 };
 
 use crate::{Class, Failure};
@@ -16,7 +16,8 @@ use crate::{Class, Failure};
 /// What a command does to the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Access {
-    /// Reads only: a redb file is opened read-only and never compacted.
+    /// Reads only: a redb file is opened read-only and never compacted, a SQLite file's log is
+    /// never checkpointed.
     Read,
     /// Changes it (`drop-session`, `move-session`); `purpose` finishes the sentence that
     /// explains a refusal ("before dropping a session").
@@ -117,8 +118,9 @@ pub enum StoreFile {
 impl StoreFile {
     /// Opens the store at `path` for `access`. A redb file opened to read is opened
     /// read-only; one a killed client left needs recovery first (redb brings it back to its
-    /// last commit), which is done, and said, without compacting it. sled has no read-only
-    /// mode: its directory is opened as a client opens it.
+    /// last commit), which is done, and said, without compacting it. A SQLite file opened to
+    /// read is read as it is, its write-ahead log included, and left unchanged. sled has no
+    /// read-only mode: its directory is opened as a client opens it.
     pub fn open(path: &Path, access: Access) -> Result<Self, Failure> {
         let kind = detect(path)?;
         let opened = match (kind, access) {
@@ -138,8 +140,12 @@ impl StoreFile {
             }
             (Kind::Redb, Access::Write(_)) => RedbStore::open(PathBuf::from(path)).map(Self::Redb),
             (Kind::Sled, _) => SledStore::open(PathBuf::from(path)).map(Self::Sled),
-            // SQLite recovers a killed client's log itself; the file is opened as a client does.
-            (Kind::Sqlite, _) => SqliteStore::open(PathBuf::from(path)).map(Self::Sqlite),
+            // A killed client's log is read as it is, never folded into the file (no checkpoint).
+            (Kind::Sqlite, Access::Read) => SqliteBackend::open_path_read_only(PathBuf::from(path))
+                .map(|backend| Self::Sqlite(KvStore::new(backend))),
+            (Kind::Sqlite, Access::Write(_)) => {
+                SqliteStore::open(PathBuf::from(path)).map(Self::Sqlite)
+            }
             (Kind::Postgres, Access::Read) => {
                 PostgresStore::open(PostgresOptions::new(path.to_string_lossy()))
                     .map(Self::Postgres)

@@ -547,18 +547,24 @@ async fn reading_commands_leave_the_file_as_it_was() {
     assert!(std::fs::read(&path).unwrap() == before, "the file changed");
 }
 
+/// Runs `commit_then_abort` on `path` in a process of its own: the store as a killed client
+/// leaves it.
+fn commit_then_abort_in_a_process(path: &Path) {
+    let crashed = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "commit_then_abort", "--ignored", "--nocapture"])
+        .env("MOORING_ABORT_AFTER_COMMIT", path)
+        .output()
+        .unwrap();
+    assert!(!crashed.status.success(), "the helper aborts");
+}
+
 /// A redb file a killed client left must be recovered before it can be read: `list` says
 /// so, brings it back to its last commit, and reads it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_store_a_killed_client_left_is_recovered_then_read() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("killed.redb");
-    let crashed = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "commit_then_abort", "--ignored", "--nocapture"])
-        .env("MOORING_ABORT_AFTER_COMMIT", &path)
-        .output()
-        .unwrap();
-    assert!(!crashed.status.success(), "the helper aborts");
+    commit_then_abort_in_a_process(&path);
     let read_only = RedbBackend::open_path_read_only(path.clone()).err();
     assert!(
         matches!(read_only, Some(StoreError::NeedsRecovery { .. })),
@@ -575,14 +581,49 @@ async fn a_store_a_killed_client_left_is_recovered_then_read() {
     assert_eq!(rows[0]["queued"], 1, "{rows:?}");
 }
 
-/// Run by `a_store_a_killed_client_left_is_recovered_then_read` in a process of its own:
-/// commits one queued message to a redb store, then aborts without closing it.
+/// A SQLite file a killed client left is read with its write-ahead log as it is: the reading
+/// commands find the committed message, and leave the database and its log unchanged (no
+/// checkpoint folds the log into the file).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sqlite_store_a_killed_client_left_is_read_and_left_as_it_was() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("killed.sqlite");
+    let log = dir.path().join("killed.sqlite-wal");
+    commit_then_abort_in_a_process(&path);
+    let (database_before, log_before) =
+        (std::fs::read(&path).unwrap(), std::fs::read(&log).unwrap());
+    assert!(!log_before.is_empty(), "the commit is in the log");
+    let file = path.to_str().unwrap();
+    let rows = json_lines(&ok(&["store", "list", file, "--json"]));
+    assert_eq!(rows[0]["queued"], 1, "{rows:?}");
+    ok(&["store", "export", file]);
+    ok(&["store", "verify", file, "--json"]);
+    assert!(
+        std::fs::read(&path).unwrap() == database_before,
+        "the database file changed"
+    );
+    assert!(
+        std::fs::read(&log).unwrap() == log_before,
+        "the write-ahead log changed"
+    );
+}
+
+/// Run by `a_store_a_killed_client_left_is_recovered_then_read` and
+/// `a_sqlite_store_a_killed_client_left_is_read_and_left_as_it_was` in a process of its own:
+/// commits one queued message to a redb store (a SQLite store for a `.sqlite` file), then
+/// aborts without closing it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a helper process of another test"]
 async fn commit_then_abort() {
-    let path = std::env::var_os("MOORING_ABORT_AFTER_COMMIT")
-        .expect("run by a_store_a_killed_client_left_is_recovered_then_read");
-    let store = RedbStore::open(PathBuf::from(path)).unwrap();
+    let path = PathBuf::from(
+        std::env::var_os("MOORING_ABORT_AFTER_COMMIT")
+            .expect("run by a_store_a_killed_client_left_is_recovered_then_read"),
+    );
+    let store: Box<dyn SessionStore> = if path.extension().is_some_and(|e| e == "sqlite") {
+        Box::new(SqliteStore::open(path).unwrap())
+    } else {
+        Box::new(RedbStore::open(path).unwrap())
+    };
     let key = SessionKey::new("mqtt://h:1883", "killed");
     let mut batch = mooring::store::Batch::default();
     batch.push(mooring::store::StoreOp::PushQueue {

@@ -46,6 +46,8 @@ struct Shared {
     to_server: AtomicU64,
     /// Bytes the client sent after the server had closed the connection: they reach nobody.
     after_server_closed: AtomicU64,
+    /// When the proxy last read bytes from a client for an open server connection.
+    last_to_server: Mutex<Option<Instant>>,
     connections: AtomicU64,
     /// Connections the server has not closed yet.
     open: AtomicU64,
@@ -79,6 +81,7 @@ impl FaultProxy {
             stopped: AtomicBool::new(false),
             to_server: AtomicU64::new(0),
             after_server_closed: AtomicU64::new(0),
+            last_to_server: Mutex::new(None),
             connections: AtomicU64::new(0),
             open: AtomicU64::new(0),
         });
@@ -157,6 +160,12 @@ impl FaultProxy {
         self.shared.to_server.load(Ordering::SeqCst)
     }
 
+    /// When a client last sent bytes towards the server while it held the connection open
+    /// (as the proxy read them): a broker's keep alive runs from the last packet it got.
+    pub fn last_sent_to_server(&self) -> Option<Instant> {
+        *lock(&self.shared.last_to_server)
+    }
+
     /// Bytes the client wrote into connections the server had already closed (as a broker
     /// closes the old connection of a client identifier that connected again): the server
     /// never reads them.
@@ -230,6 +239,7 @@ fn pump(mut from: TcpStream, to: TcpStream, direction: &Direction) {
             let counter = if direction.server_closed.load(Ordering::SeqCst) {
                 &shared.after_server_closed
             } else {
+                *lock(&shared.last_to_server) = Some(Instant::now());
                 &shared.to_server
             };
             counter.fetch_add(n as u64, Ordering::SeqCst);

@@ -23,6 +23,14 @@
 //! `StoreError::Locked` at once (no waiting). Exclusive mode also keeps the WAL index in the
 //! process's memory: there is no `-shm` file.
 //!
+//! # Space: compacted at open once drained
+//!
+//! SQLite reuses the pages a drained queue freed for the next fill but does not give them
+//! back to the file system, so the file stays as large as the longest queue it held. When a
+//! store opens a file of at least [`COMPACT_FILE_BYTES`] whose records fill at most
+//! [`COMPACT_MOST_USED_BYTES`], it rewrites it (`VACUUM`): quick, as only what is in use is
+//! copied. A file full of records is never compacted at start-up.
+//!
 //! # The schema, for the `sqlite3` shell
 //!
 //! ```sql
@@ -37,7 +45,8 @@
 //! same in any backend. The `sqlite3` shell can look (while no client holds the file):
 //! `SELECT hex(key), length(value), char(unicode(substr(value, 2, 1))) FROM mooring_records;`
 //! lists each record with its kind letter. The `mooring` command decodes them (it tells a
-//! SQLite file by its header): `mooring store list|show|export|verify FILE`.
+//! SQLite file by its header): `mooring store list|show|export|verify FILE`, which open it
+//! with [`SqliteBackend::open_path_read_only`] and leave a killed client's log as it was.
 //!
 //! Blocking file I/O runs on the store's own thread (see `KvStore`), never on an async
 //! executor.
@@ -57,7 +66,8 @@ use std::time::Duration;
 
 use mooring_core::store::layout::KvWrite;
 use mooring_core::store::{KvBackend, KvOpen, KvStore, StoreError};
-use rusqlite::{Connection, ErrorCode, OptionalExtension, params};
+use rusqlite::config::DbConfig;
+use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, params};
 
 /// The durable session store on SQLite.
 pub type SqliteStore = KvStore<SqliteBackend>;
@@ -70,6 +80,12 @@ pub const TABLE: &str = "mooring_records";
 /// SQLite's page cache: the working set of a session store is its in-flight window and the
 /// two ends of its queue, so a small cache keeps memory flat however long the queue grows.
 pub const CACHE_KIB: i64 = 32 * 1024;
+
+/// A file at least this large whose records fill at most [`COMPACT_MOST_USED_BYTES`] of it is
+/// compacted (`VACUUM`) when it is opened.
+pub const COMPACT_FILE_BYTES: u64 = 64 * 1024 * 1024;
+/// See [`COMPACT_FILE_BYTES`]: little enough to copy in a moment.
+pub const COMPACT_MOST_USED_BYTES: u64 = 16 * 1024 * 1024;
 
 fn backend_error(e: rusqlite::Error) -> StoreError {
     StoreError::backend(NAME, e)
@@ -108,6 +124,7 @@ impl SqliteBackend {
         let path = path.into();
         let mut conn = Connection::open(&path).map_err(|e| open_error(&path, e))?;
         setup(&conn).map_err(|e| open_error(&path, e))?;
+        compact_if_mostly_free(&conn).map_err(|e| open_error(&path, e))?;
         let fail_next = Arc::new(AtomicBool::new(false));
         let armed = fail_next.clone();
         // Returning true turns the COMMIT into a ROLLBACK, and the commit fails.
@@ -116,6 +133,32 @@ impl SqliteBackend {
         Ok(Self {
             conn: Mutex::new(conn),
             fail_next,
+        })
+    }
+
+    /// Opens the existing database file at `path` to read it, as a tool that inspects a
+    /// store should: no write, and none of the checkpoint that folds the write-ahead log into
+    /// the file when a writer closes, so the database and its log stay as a killed client
+    /// left them. The log's committed transactions are read (its index in this process's
+    /// memory, no `-shm` file); one torn by the kill is ignored, as a writer would roll it
+    /// back. A file a client holds is refused with `StoreError::Locked`, and while this store
+    /// is open a client is refused the same way. Every commit is refused.
+    ///
+    /// The file is opened for writing all the same (and must be writable): SQLite reads a
+    /// log under an exclusive lock, which a file opened read-only cannot take, and a shared
+    /// `-shm` index would be a new file beside the store.
+    pub fn open_path_read_only(path: impl Into<PathBuf>) -> Result<Self, StoreError> {
+        let path = path.into();
+        // Without CREATE: a missing file is an error, not a new store.
+        let conn = Connection::open_with_flags(
+            &path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|e| open_error(&path, e))?;
+        setup_read_only(&conn).map_err(|e| open_error(&path, e))?;
+        Ok(Self {
+            conn: Mutex::new(conn),
+            fail_next: Arc::new(AtomicBool::new(false)),
         })
     }
 
@@ -149,6 +192,43 @@ fn setup(conn: &Connection) -> rusqlite::Result<()> {
          ) WITHOUT ROWID;
          COMMIT;"
     ))
+}
+
+/// Gives a drained queue's space back to the file system. SQLite keeps the pages a drain
+/// frees on its free list and reuses them for the next fill (after a reopen too), so the
+/// file stays as large as the longest queue it held: 1.5 GiB after ten million messages,
+/// drained. A large file holding little is rewritten at open, which copies only what it
+/// holds; a file full of records is never compacted at start-up.
+fn compact_if_mostly_free(conn: &Connection) -> rusqlite::Result<()> {
+    let pragma = |name: &str| {
+        conn.query_row(&format!("PRAGMA {name}"), [], |r| r.get::<_, i64>(0))
+            .map(|n| u64::try_from(n).unwrap_or(0))
+    };
+    let page = pragma("page_size")?;
+    let pages = pragma("page_count")?;
+    let used = pages.saturating_sub(pragma("freelist_count")?);
+    if pages * page < COMPACT_FILE_BYTES || used * page > COMPACT_MOST_USED_BYTES {
+        return Ok(());
+    }
+    conn.execute_batch("VACUUM")?;
+    // The rewrite passed through the log: fold it into the file and empty it.
+    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+}
+
+/// The reading settings: exclusive mode before the first read (the log's index in memory),
+/// no checkpoint when the connection closes, no statement that writes, then a read
+/// transaction held until the store is dropped (one consistent view for every read).
+fn setup_read_only(conn: &Connection) -> rusqlite::Result<()> {
+    conn.busy_timeout(Duration::ZERO)?;
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)?;
+    conn.pragma_update(None, "locking_mode", "EXCLUSIVE")?;
+    conn.pragma_update(None, "query_only", true)?;
+    conn.pragma_update(None, "cache_size", -CACHE_KIB)?;
+    conn.execute_batch("BEGIN")?;
+    // The first read takes the lock and finds a file that is not a store.
+    conn.query_row(&format!("SELECT 1 FROM {TABLE} LIMIT 1"), [], |_| Ok(()))
+        .optional()
+        .map(drop)
 }
 
 impl KvOpen for SqliteBackend {

@@ -13,7 +13,8 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use mooring_core::conformance::{self, Damage, StoreFactory};
-use mooring_core::store::{SessionKey, StoreError};
+use mooring_core::store::layout::KvWrite;
+use mooring_core::store::{KvBackend, SessionKey, StoreError};
 use mooring_store_sqlite::SqliteStore;
 
 struct Factory {
@@ -104,4 +105,143 @@ fn the_file_is_in_wal_mode_with_the_documented_table() {
         )
         .unwrap();
     assert!(sql.contains("WITHOUT ROWID"), "{sql}");
+}
+
+/// The files of a store as a process killed now would leave them: the database and its
+/// write-ahead log, copied while the store is open (no checkpoint has run on close).
+fn killed_copy(dir: &std::path::Path) -> (PathBuf, Vec<u8>, Vec<u8>) {
+    let live = dir.join("live.sqlite");
+    let store = SqliteStore::open(live.clone()).unwrap();
+    for n in 0u8..20 {
+        store
+            .backend()
+            .apply(&[KvWrite::Put(vec![b'k', n], vec![n; 100])])
+            .unwrap();
+    }
+    let copy = dir.join("killed.sqlite");
+    let database = std::fs::read(&live).unwrap();
+    let log = std::fs::read(dir.join("live.sqlite-wal")).unwrap();
+    assert!(!log.is_empty(), "the commits are in the log");
+    std::fs::write(&copy, &database).unwrap();
+    std::fs::write(dir.join("killed.sqlite-wal"), &log).unwrap();
+    drop(store);
+    (copy, database, log)
+}
+
+#[test]
+fn a_read_only_open_reads_a_killed_clients_log_and_changes_no_file() {
+    use mooring_store_sqlite::SqliteBackend;
+    let dir = tempfile::tempdir().unwrap();
+    let (path, database, log) = killed_copy(dir.path());
+    let reader = SqliteBackend::open_path_read_only(path.clone()).unwrap();
+    for n in 0u8..20 {
+        assert_eq!(
+            reader.get(&[b'k', n]).unwrap(),
+            Some(vec![n; 100]),
+            "record {n}"
+        );
+    }
+    let refused = reader.apply(&[KvWrite::Delete(vec![b'k', 0])]);
+    assert!(refused.is_err(), "a read-only store refuses commits");
+    drop(reader);
+    assert!(
+        std::fs::read(&path).unwrap() == database,
+        "the database file changed"
+    );
+    let wal = dir.path().join("killed.sqlite-wal");
+    assert!(
+        std::fs::read(&wal).unwrap() == log,
+        "the write-ahead log changed"
+    );
+    assert!(
+        !dir.path().join("killed.sqlite-shm").exists(),
+        "no -shm file made"
+    );
+}
+
+#[test]
+fn a_read_only_open_reads_a_cleanly_closed_store() {
+    use mooring_store_sqlite::SqliteBackend;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("closed.sqlite");
+    let store = SqliteStore::open(path.clone()).unwrap();
+    store
+        .backend()
+        .apply(&[KvWrite::Put(b"key".to_vec(), b"value".to_vec())])
+        .unwrap();
+    drop(store);
+    let before = std::fs::read(&path).unwrap();
+    let reader = SqliteBackend::open_path_read_only(path.clone()).unwrap();
+    assert_eq!(reader.get(b"key").unwrap(), Some(b"value".to_vec()));
+    match SqliteStore::open(path.clone()) {
+        Err(StoreError::Locked { .. }) => {}
+        other => panic!("a client opening the store being read gave {other:?}"),
+    }
+    drop(reader);
+    assert!(
+        std::fs::read(&path).unwrap() == before,
+        "the database file changed"
+    );
+    // SQLite makes the log a WAL file reads from; an empty one is the same as none.
+    let log = std::fs::read(dir.path().join("closed.sqlite-wal")).unwrap_or_default();
+    assert!(log.is_empty(), "{} bytes in the log", log.len());
+    SqliteStore::open(path).expect("a client opens the store once the reader is gone");
+}
+
+#[test]
+fn a_read_only_open_of_a_held_store_is_refused_at_once() {
+    use mooring_store_sqlite::SqliteBackend;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("held.sqlite");
+    let client = SqliteStore::open(path.clone()).unwrap();
+    match SqliteBackend::open_path_read_only(path.clone()) {
+        Err(StoreError::Locked { .. }) => {}
+        other => panic!("a read-only open of a held store gave {other:?}"),
+    }
+    drop(client);
+    let missing = dir.path().join("missing.sqlite");
+    assert!(SqliteBackend::open_path_read_only(missing.clone()).is_err());
+    assert!(!missing.exists(), "a read-only open creates nothing");
+}
+
+#[test]
+fn a_large_file_holding_little_is_compacted_at_open_and_a_full_one_is_not() {
+    use mooring_store_sqlite::{COMPACT_FILE_BYTES, COMPACT_MOST_USED_BYTES};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("drained.sqlite");
+    let key = |n: u32| [b"q".as_slice(), &n.to_be_bytes()].concat();
+    let records = (COMPACT_FILE_BYTES / 4096 + 1024) as u32;
+    let store = SqliteStore::open(path.clone()).unwrap();
+    for chunk in (0..records).collect::<Vec<_>>().chunks(512) {
+        let writes: Vec<_> = chunk
+            .iter()
+            .map(|&n| KvWrite::Put(key(n), vec![7; 4000]))
+            .collect();
+        store.backend().apply(&writes).unwrap();
+    }
+    // Keep more than the compaction limit: the file is not rewritten at open.
+    let kept = (COMPACT_MOST_USED_BYTES / 4096 + 1024) as u32;
+    let drop_below = |store: &SqliteStore, from: u32| {
+        let writes: Vec<_> = (from..records).map(|n| KvWrite::Delete(key(n))).collect();
+        store.backend().apply(&writes).unwrap();
+    };
+    drop_below(&store, kept);
+    drop(store);
+    let full = std::fs::metadata(&path).unwrap().len();
+    assert!(full >= COMPACT_FILE_BYTES, "{full} bytes");
+    let store = SqliteStore::open(path.clone()).unwrap();
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().len(),
+        full,
+        "compacted while still full"
+    );
+    drop_below(&store, 1);
+    drop(store);
+    let store = SqliteStore::open(path.clone()).unwrap();
+    let compacted = std::fs::metadata(&path).unwrap().len();
+    assert!(
+        compacted < 1024 * 1024,
+        "{compacted} bytes after the reopen"
+    );
+    assert_eq!(store.backend().get(&key(0)).unwrap(), Some(vec![7; 4000]));
 }

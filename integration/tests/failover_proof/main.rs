@@ -231,14 +231,23 @@ async fn takeover(proof: &mut Proof, pair: &mut Pair, kind: FaultKind, round: u3
             expect_fenced(&mut proof.tally, active, &before, round, kind);
         }
         FaultKind::WokenBeforeBrokerClosed => {
-            // Past its keep alive, so that it has a PINGREQ to send when it wakes.
+            // Past its keep alive as the broker counts it, from the last bytes it got, so that
+            // the woken gateway has a PINGREQ due; the broker closes the connection half a
+            // keep alive after that, by which time the standby must own the session.
+            let owned_after = stopped_at.elapsed();
+            let last_sent = active.proxy.last_sent_to_server().unwrap_or(stopped_at);
             tokio::time::sleep_until(
-                (stopped_at + proof.setup.keep_alive() + proof.lease / 5).into(),
+                (last_sent + proof.setup.keep_alive() + proof.lease / 10).into(),
             )
             .await;
             assert!(
                 active.proxy.open_connections() > 0,
-                "round {round}: the broker no longer held the frozen gateway's connection"
+                "round {round}: the broker no longer held the frozen gateway's connection \
+                 (its last bytes {:?} before the stop, the standby owned the session {:?} \
+                 after it, woken {:?} after it)",
+                stopped_at.saturating_duration_since(last_sent),
+                owned_after,
+                stopped_at.elapsed(),
             );
             let before = sent(active);
             signal(&active.child, "-CONT");
