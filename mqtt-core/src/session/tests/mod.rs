@@ -11,6 +11,7 @@ mod lifecycle;
 mod limits;
 mod lost_session;
 mod outbound;
+mod reconnect;
 mod subscriptions;
 mod withdraw;
 
