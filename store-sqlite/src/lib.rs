@@ -29,7 +29,8 @@
 //! back to the file system, so the file stays as large as the longest queue it held. When a
 //! store opens a file of at least [`COMPACT_FILE_BYTES`] whose records fill at most
 //! [`COMPACT_MOST_USED_BYTES`], it rewrites it (`VACUUM`): quick, as only what is in use is
-//! copied. A file full of records is never compacted at start-up.
+//! copied. A file full of records is never compacted at start-up, and a compaction that fails
+//! (a full disk) leaves the file as it was, with a warning: the store opens all the same.
 //!
 //! # The schema, for the `sqlite3` shell
 //!
@@ -124,7 +125,11 @@ impl SqliteBackend {
         let path = path.into();
         let mut conn = Connection::open(&path).map_err(|e| open_error(&path, e))?;
         setup(&conn).map_err(|e| open_error(&path, e))?;
-        compact_if_mostly_free(&conn).map_err(|e| open_error(&path, e))?;
+        // A compaction that fails (a full disk: VACUUM needs room for a copy) changes
+        // nothing, and the store opens as it is.
+        if let Err(e) = compact_if_mostly_free(&conn) {
+            tracing::warn!(path = %path.display(), error = %e, "could not compact the drained store");
+        }
         let fail_next = Arc::new(AtomicBool::new(false));
         let armed = fail_next.clone();
         // Returning true turns the COMMIT into a ROLLBACK, and the commit fails.

@@ -306,7 +306,6 @@ impl Queue {
     }
 }
 
-/// A queued record as the engine holds it: the publish at its QoS, and its deadline.
 /// A queued record as the engine holds it: the publish at its QoS, and its deadline in the
 /// session's clock now (`corrections` are the clock's steps since it was stored).
 fn decode_queued(

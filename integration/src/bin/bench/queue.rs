@@ -181,7 +181,9 @@ pub(super) async fn live(
     Ok(())
 }
 
-/// A subscriber that notes when the first message arrives (wall-clock milliseconds).
+/// A subscriber that notes when the first message arrives (wall-clock milliseconds), then
+/// unsubscribes: the broker forwards the rest of the drain to nobody, as in the live phase,
+/// so that the two rates compare the client's work alone.
 async fn first_arrival(url: &str) -> Result<(Client, tokio::task::JoinHandle<u64>), Error> {
     let (client, mut inbox) = Client::builder()
         .server(url)
@@ -190,9 +192,14 @@ async fn first_arrival(url: &str) -> Result<(Client, tokio::task::JoinHandle<u64
         .connect()
         .await?;
     client.subscribe(TOPIC, QoS::AtMostOnce).await?;
+    let watcher = client.clone();
     let first = tokio::spawn(async move {
         let _ = inbox.recv().await;
-        integration::now_ms()
+        let at = integration::now_ms();
+        let _ = watcher.unsubscribe(TOPIC).await;
+        // What arrived before the UNSUBSCRIBE took effect is dropped here, unread.
+        drop(inbox);
+        at
     });
     Ok((client, first))
 }
