@@ -74,17 +74,21 @@ async fn sqlite_survives_sigkill() {
 }
 
 /// Starts the child on `path`, waits for its first commit, and returns it still running.
+/// Its output is read to the end on a thread: a child whose next line finds the pipe closed
+/// stops, and its store with it.
 fn child_holding(kind: &'static str, path: &Path) -> std::process::Child {
     let mut child = child(kind)(path)
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stderr(Stdio::null())
         .spawn()
         .expect("start the child");
     let mut first = String::new();
-    BufReader::new(child.stdout.take().expect("child stdout"))
+    let mut output = BufReader::new(child.stdout.take().expect("child stdout"));
+    output
         .read_line(&mut first)
         .expect("the child's first line");
     assert!(first.starts_with("committed"), "child said {first:?}");
+    std::thread::spawn(move || std::io::copy(&mut output, &mut std::io::sink()));
     child
 }
 
