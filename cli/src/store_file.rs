@@ -119,7 +119,8 @@ impl StoreFile {
     /// Opens the store at `path` for `access`. A redb file opened to read is opened
     /// read-only; one a killed client left needs recovery first (redb brings it back to its
     /// last commit), which is done, and said, without compacting it. A SQLite file opened to
-    /// read is read as it is, its write-ahead log included, and left unchanged. sled has no
+    /// read is read as it is, its write-ahead log included, and left unchanged (a store closed
+    /// cleanly may get an empty log beside it, which SQLite reads as none). sled has no
     /// read-only mode: its directory is opened as a client opens it.
     pub fn open(path: &Path, access: Access) -> Result<Self, Failure> {
         let kind = detect(path)?;

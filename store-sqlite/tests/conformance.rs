@@ -62,15 +62,25 @@ async fn sqlite_store_passes_the_conformance_suite() {
     assert!(report.passed_all(), "{report}");
 }
 
+/// "At once": well under the 5 s SQLite would wait for a lock with its default busy timeout.
+const ONCE: std::time::Duration = std::time::Duration::from_secs(1);
+
 #[test]
 fn a_second_open_of_the_same_file_is_refused_at_once() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("held.sqlite");
     let first = SqliteStore::open(path.clone()).unwrap();
+    let asked = std::time::Instant::now();
     match SqliteStore::open(path.clone()) {
         Err(StoreError::Locked { path: p }) => assert!(p.ends_with("held.sqlite")),
         other => panic!("second open gave {other:?}"),
     }
+    // No busy timeout: SQLite's default would wait 5 s for the lock.
+    assert!(
+        asked.elapsed() < ONCE,
+        "refused after {:?}",
+        asked.elapsed()
+    );
     drop(first);
     SqliteStore::open(path).expect("the file is free once the first store is dropped");
 }
@@ -194,10 +204,16 @@ fn a_read_only_open_of_a_held_store_is_refused_at_once() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("held.sqlite");
     let client = SqliteStore::open(path.clone()).unwrap();
+    let asked = std::time::Instant::now();
     match SqliteBackend::open_path_read_only(path.clone()) {
         Err(StoreError::Locked { .. }) => {}
         other => panic!("a read-only open of a held store gave {other:?}"),
     }
+    assert!(
+        asked.elapsed() < ONCE,
+        "refused after {:?}",
+        asked.elapsed()
+    );
     drop(client);
     let missing = dir.path().join("missing.sqlite");
     assert!(SqliteBackend::open_path_read_only(missing.clone()).is_err());
@@ -205,7 +221,7 @@ fn a_read_only_open_of_a_held_store_is_refused_at_once() {
 }
 
 #[test]
-fn a_large_file_holding_little_is_compacted_at_open_and_a_full_one_is_not() {
+fn a_large_file_holding_little_is_compacted_at_open_and_one_holding_more_is_not() {
     use mooring_store_sqlite::{COMPACT_FILE_BYTES, COMPACT_MOST_USED_BYTES};
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("drained.sqlite");
@@ -221,21 +237,21 @@ fn a_large_file_holding_little_is_compacted_at_open_and_a_full_one_is_not() {
     }
     // Keep more than the compaction limit: the file is not rewritten at open.
     let kept = (COMPACT_MOST_USED_BYTES / 4096 + 1024) as u32;
-    let drop_below = |store: &SqliteStore, from: u32| {
+    let keep_below = |store: &SqliteStore, from: u32| {
         let writes: Vec<_> = (from..records).map(|n| KvWrite::Delete(key(n))).collect();
         store.backend().apply(&writes).unwrap();
     };
-    drop_below(&store, kept);
+    keep_below(&store, kept);
     drop(store);
-    let full = std::fs::metadata(&path).unwrap().len();
-    assert!(full >= COMPACT_FILE_BYTES, "{full} bytes");
+    let before = std::fs::metadata(&path).unwrap().len();
+    assert!(before >= COMPACT_FILE_BYTES, "{before} bytes");
     let store = SqliteStore::open(path.clone()).unwrap();
     assert_eq!(
         std::fs::metadata(&path).unwrap().len(),
-        full,
-        "compacted while still full"
+        before,
+        "compacted while holding more than the limit"
     );
-    drop_below(&store, 1);
+    keep_below(&store, 1);
     drop(store);
     let store = SqliteStore::open(path.clone()).unwrap();
     let compacted = std::fs::metadata(&path).unwrap().len();
